@@ -1,0 +1,92 @@
+"""Atomic file writing: write to a hidden temporary name, then rename onto the final name.
+
+A reader never sees a half-written file: either the old file (or none) or the complete new
+one. The temporary file lives in the same directory as the final file (so ``os.replace`` is
+an atomic rename on the same file system) and keeps the final name's suffixes (``.fits``,
+``.fits.fz``, ``.csv``, ...) so that libraries that choose a format by suffix still work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["atomic_write_path", "atomic_write_text", "atomic_write_bytes", "temp_name_for"]
+
+_KNOWN_SUFFIXES = (".fits.fz", ".fits.gz", ".fits", ".fz", ".csv", ".parquet", ".json",
+                   ".txt", ".out", ".psf", ".npz", ".npy", ".yaml", ".head")
+
+
+def _split_suffix(name: str) -> tuple[str, str]:
+    lower = name.lower()
+    for suffix in _KNOWN_SUFFIXES:
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)], name[-len(suffix):]
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem:
+        return stem, "." + ext
+    return name, ""
+
+
+def temp_name_for(final_path: str | os.PathLike[str]) -> Path:
+    """Return a fresh hidden temporary path next to ``final_path``.
+
+    The name is ``.{stem}.tmp{pid}{random}{suffix}``, e.g. ``.D001_x.tmp123a1b2c3.fits.fz``
+    for ``D001_x.fits.fz``: hidden, unique per process and call, same suffix as the final name.
+    """
+    final = Path(final_path)
+    stem, suffix = _split_suffix(final.name)
+    return final.with_name(f".{stem}.tmp{os.getpid()}{secrets.token_hex(4)}{suffix}")
+
+
+@contextlib.contextmanager
+def atomic_write_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Context manager yielding a temporary path to write; renamed onto ``final_path`` on success.
+
+    Parent directories of ``final_path`` are created. If the body raises, the temporary file
+    (if it was created) is removed, the final file is left untouched, and the exception
+    propagates. If the body exits normally without creating the temporary file, nothing is
+    renamed and a ``FileNotFoundError`` is raised (a writer that silently wrote nothing is a bug).
+
+    Parameters
+    ----------
+    final_path : str or os.PathLike
+        The file to create or replace.
+
+    Yields
+    ------
+    pathlib.Path
+        The temporary path (in the same directory, same suffix as ``final_path``).
+    """
+    final = Path(final_path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name_for(final)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"atomic write of {final}: the temporary file {tmp} "
+                                    "was never written")
+        os.replace(tmp, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def atomic_write_bytes(final_path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``final_path`` atomically; return the final path."""
+    with atomic_write_path(final_path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(final_path)
+
+
+def atomic_write_text(final_path: str | os.PathLike[str], text: str,
+                      encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``final_path`` atomically; return the final path."""
+    return atomic_write_bytes(final_path, text.encode(encoding))
