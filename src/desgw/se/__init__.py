@@ -1,1 +1,1 @@
-"""desgw.se"""
+"""Single-epoch processing: raw CCD -> calibrated image, catalog, WCS, PSF, zeropoint, QC."""
