@@ -23,6 +23,7 @@ __all__ = [
     "header_float",
     "header_str",
     "read_hdu_pixels",
+    "index_ccds",
     "STRUCTURAL_KEYWORDS",
     "clean_header",
 ]
@@ -188,6 +189,8 @@ def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any 
 def read_hdu_pixels(hdu: Any, path: Any, label: Any) -> np.ndarray:
     """Read (decompress) the full pixel array of one image HDU without caching it on the HDU.
 
+    The result is in native byte order, with BZERO/BSCALE applied by astropy.
+
     Raises
     ------
     DataTypeError
@@ -212,4 +215,50 @@ def read_hdu_pixels(hdu: Any, path: Any, label: Any) -> np.ndarray:
     if data.shape != expected:
         raise CorruptFileError(path, label, f"pixel data have shape {data.shape}, header says "
                                f"{expected}")
-    return np.asarray(data)
+    data = np.asarray(data)
+    if not data.dtype.isnative:
+        data = data.astype(data.dtype.newbyteorder("="))
+    return data
+
+
+def index_ccds(hdul: fits.HDUList, path: str | os.PathLike[str]
+               ) -> tuple[fits.Header, dict[int, int], dict[str, int]]:
+    """Read all headers (not the data) and map CCDNUM and EXTNAME to HDU indices.
+
+    Returns
+    -------
+    primary : astropy.io.fits.Header
+        The primary header.
+    by_ccdnum : dict of int to int
+        CCDNUM -> HDU index, for every extension with a CCDNUM keyword.
+    by_name : dict of str to int
+        Upper-case EXTNAME (or DETPOS) -> HDU index, for every extension that has one.
+
+    Raises
+    ------
+    CorruptFileError
+        Unreadable or truncated file.
+    HeaderError
+        A malformed CCDNUM, or two HDUs with the same CCDNUM.
+    """
+    primary: fits.Header | None = None
+    by_ccdnum: dict[int, int] = {}
+    by_name: dict[str, int] = {}
+    for i, hdu in iter_hdus_checked(hdul, path):
+        hdr = hdu.header
+        if i == 0:
+            primary = hdr
+            continue
+        name = str(hdr.get("EXTNAME", "") or hdr.get("DETPOS", "")).strip().upper()
+        if name and name not in by_name:
+            by_name[name] = i
+        if "CCDNUM" not in hdr:
+            continue
+        ccdnum = header_int(hdr, "CCDNUM", path=path, hdu=hdu_label(i, hdu))
+        if ccdnum in by_ccdnum:
+            raise HeaderError(path, hdu_label(i, hdu), f"CCDNUM {ccdnum} appears twice (also "
+                              f"HDU {by_ccdnum[ccdnum]})", keyword="CCDNUM")
+        by_ccdnum[ccdnum] = i
+    if primary is None:  # pragma: no cover - open_fits guarantees a primary HDU
+        raise CorruptFileError(path, None, "no primary HDU")
+    return primary, by_ccdnum, by_name

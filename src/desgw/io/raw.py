@@ -25,7 +25,7 @@ from astropy.io import fits
 from astropy.time import Time
 
 from ._fitsutil import (clean_header, header_float, header_int, header_str, hdu_label,
-                        iter_hdus_checked, open_fits, read_hdu_pixels)
+                        index_ccds, iter_hdus_checked, open_fits, read_hdu_pixels)
 from .atomic import atomic_write_path
 from .errors import DataTypeError, HeaderError, MissingCCDError
 from .sections import Section, section_from_header
@@ -480,21 +480,7 @@ class RawExposure:
         self._closed = False
         self._hdul = open_fits(self.path)
         try:
-            self._index: dict[int, int] = {}
-            primary: fits.Header | None = None
-            for i, hdu in iter_hdus_checked(self._hdul, self.path):
-                if i == 0:
-                    primary = hdu.header
-                    continue
-                hdr = hdu.header
-                if "CCDNUM" not in hdr:
-                    continue
-                ccdnum = header_int(hdr, "CCDNUM", path=self.path, hdu=hdu_label(i, hdu))
-                if ccdnum in self._index:
-                    raise HeaderError(self.path, hdu_label(i, hdu), f"CCDNUM {ccdnum} appears "
-                                      f"twice (also HDU {self._index[ccdnum]})", keyword="CCDNUM")
-                self._index[ccdnum] = i
-            assert primary is not None
+            primary, self._index, _ = index_ccds(self._hdul, self.path)
             self._header = exposure_header_from_fits(primary, self.path)
         except BaseException:
             self._hdul.close()

@@ -1,0 +1,282 @@
+"""Calibration images: one multi-extension FITS file per kind, one image HDU per CCD.
+
+Written by the simulator (or built from real calibrations) and read by single-epoch
+processing. Each file has an empty primary HDU recording the kind (``CALTYPE``) and one image
+HDU per CCD (EXTNAME = DETPOS, keyword CCDNUM) holding the trimmed CCD, 2048 x 4096
+(NAXIS1 x NAXIS2), numpy shape (4096, 2048):
+
+========== ========= ==========================================================
+kind       dtype     content
+========== ========= ==========================================================
+bias       float32   bias structure in electrons (after overscan subtraction)
+flat       float32   dome flat, normalised to mean 1 over the CCD
+starflat   float32   star-flat correction, dimensionless, mean ~1
+bpm        int16     bad-pixel bit mask (0 = good); uint16 when a bit >= 2**15
+========== ========= ==========================================================
+
+A ``.fits.fz`` name is tile-compressed losslessly (GZIP_2 for floats, RICE_1 for masks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+from astropy.io import fits
+
+from ._fitsutil import clean_header, hdu_label, index_ccds, open_fits, read_hdu_pixels
+from .atomic import atomic_write_path
+from .errors import DataTypeError, HeaderError, MissingCCDError
+
+__all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib"]
+
+log = logging.getLogger(__name__)
+
+#: numpy shape (NAXIS2, NAXIS1) of a trimmed DECam CCD.
+TRIMMED_SHAPE: tuple[int, int] = (4096, 2048)
+
+
+@dataclass(frozen=True)
+class CalibKind:
+    """What one calibration kind stores.
+
+    Attributes
+    ----------
+    name : str
+        ``"bias"``, ``"flat"``, ``"starflat"`` or ``"bpm"``.
+    is_mask : bool
+        True for integer bit masks, False for float32 images.
+    obstype : str
+        The OBSTYPE written to the primary header.
+    unit : str
+        BUNIT written to each CCD header.
+    """
+
+    name: str
+    is_mask: bool
+    obstype: str
+    unit: str
+
+
+#: The calibration kinds, by name.
+CALIB_KINDS: dict[str, CalibKind] = {
+    "bias": CalibKind("bias", False, "zero", "electron"),
+    "flat": CalibKind("flat", False, "dome flat", ""),
+    "starflat": CalibKind("starflat", False, "star flat", ""),
+    "bpm": CalibKind("bpm", True, "bpm", ""),
+}
+
+
+def _kind(kind: str) -> CalibKind:
+    try:
+        return CALIB_KINDS[kind]
+    except KeyError:
+        raise ValueError(f"unknown calibration kind {kind!r}; known: "
+                         f"{sorted(CALIB_KINDS)}") from None
+
+
+def _detpos(ccdnum: int) -> str:
+    from desgw.instrument.camera import get_ccd  # local: io must import without instrument
+
+    return get_ccd(int(ccdnum)).detpos
+
+
+def _prepare(kind: CalibKind, ccdnum: int, image: np.ndarray, path: Path,
+             expected_shape: tuple[int, int] | None) -> np.ndarray:
+    arr = np.asarray(image)
+    label = f"CCD {ccdnum}"
+    if arr.ndim != 2:
+        raise DataTypeError(path, label, f"{kind.name} image must be 2-D, got shape {arr.shape}")
+    if expected_shape is not None and arr.shape != tuple(expected_shape):
+        raise DataTypeError(path, label, f"{kind.name} image has shape {arr.shape}, expected "
+                            f"{tuple(expected_shape)}")
+    if kind.is_mask:
+        if not np.issubdtype(arr.dtype, np.integer):
+            raise DataTypeError(path, label, f"bpm must be an integer bit mask, got {arr.dtype}")
+        if arr.size and (arr.min() < 0 or arr.max() > 65535):
+            raise DataTypeError(path, label, "bpm values must be in 0..65535")
+        return arr.astype(np.int16 if (not arr.size or arr.max() < 32768) else np.uint16)
+    if not np.issubdtype(arr.dtype, np.floating) and not np.issubdtype(arr.dtype, np.integer):
+        raise DataTypeError(path, label, f"{kind.name} must be numeric, got {arr.dtype}")
+    out = arr.astype(np.float32)
+    if not np.all(np.isfinite(out)):
+        raise DataTypeError(path, label, f"{kind.name} image contains NaN or infinite values")
+    return out
+
+
+def write_calib(path: str | os.PathLike[str], kind: str, images: Mapping[int, np.ndarray],
+                header: fits.Header | None = None, *,
+                expected_shape: tuple[int, int] | None = TRIMMED_SHAPE,
+                detpos: Mapping[int, str] | None = None) -> Path:
+    """Write a calibration file atomically, one image HDU per CCD.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output ``.fits`` (or ``.fits.fz``, compressed losslessly).
+    kind : str
+        One of :data:`CALIB_KINDS` (``"bias"``, ``"flat"``, ``"starflat"``, ``"bpm"``).
+    images : mapping of int to numpy.ndarray
+        CCDNUM -> trimmed image, shape ``expected_shape`` (default (4096, 2048)). Float kinds
+        are stored as float32 (bias in electrons, flats dimensionless); ``bpm`` as int16
+        (uint16 if a value is >= 32768).
+    header : astropy.io.fits.Header, optional
+        Extra primary-header keywords (validity dates, provenance...).
+    expected_shape : tuple of int or None
+        Required shape of every image; ``None`` accepts any 2-D shape (tests, cut-outs).
+    detpos : mapping of int to str, optional
+        EXTNAMEs to use; default: the DECam DETPOS of each CCDNUM (``desgw.instrument``).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        Unknown kind, or an empty ``images``.
+    DataTypeError
+        An image of the wrong dimension, shape or type, or with NaN/inf values.
+    """
+    spec = _kind(kind)
+    final = Path(path)
+    if not images:
+        raise ValueError(f"{final}: no CCD images to write")
+    compress = final.name.lower().endswith(".fz")
+    primary = clean_header(header)
+    primary["CALTYPE"] = (spec.name, "desgw calibration kind")
+    primary["OBSTYPE"] = (spec.obstype, "type of calibration")
+    primary["NCCD"] = (len(images), "number of CCD extensions")
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [fits.PrimaryHDU(header=primary)]
+    for ccdnum in sorted(images):
+        data = _prepare(spec, int(ccdnum), images[ccdnum], final, expected_shape)
+        name = detpos[ccdnum] if detpos is not None else _detpos(ccdnum)
+        hdr = fits.Header()
+        hdr["EXTNAME"] = name
+        hdr["CCDNUM"] = (int(ccdnum), "CCD number")
+        hdr["DETPOS"] = (name, "detector position")
+        hdr["CALTYPE"] = spec.name
+        if spec.unit:
+            hdr["BUNIT"] = spec.unit
+        if compress:
+            if spec.is_mask:
+                hdus.append(fits.CompImageHDU(data, header=hdr, compression_type="RICE_1"))
+            else:
+                hdus.append(fits.CompImageHDU(data, header=hdr, compression_type="GZIP_2",
+                                              quantize_level=0.0))
+        else:
+            hdus.append(fits.ImageHDU(data, header=hdr))
+    with atomic_write_path(final) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    log.debug("wrote %s calibration %s with %d CCDs", spec.name, final, len(images))
+    return final
+
+
+class CalibFile:
+    """A calibration file opened once; CCDs read one HDU at a time.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+    kind : str, optional
+        If given, the file's ``CALTYPE`` must equal it.
+    expected_shape : tuple of int or None
+        Required numpy shape of each CCD image (default (4096, 2048)); ``None`` accepts any.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        Missing, truncated or non-FITS file.
+    HeaderError
+        No (or an unknown) CALTYPE in the primary header, or not the requested kind.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], kind: str | None = None, *,
+                 expected_shape: tuple[int, int] | None = TRIMMED_SHAPE) -> None:
+        self.path = Path(path)
+        self.expected_shape = None if expected_shape is None else tuple(expected_shape)
+        self._hdul = open_fits(self.path)
+        try:
+            self.header, self._index, _ = index_ccds(self._hdul, self.path)
+            found = str(self.header.get("CALTYPE", "")).strip()
+            if not found:
+                raise HeaderError(self.path, 0, "missing header keyword CALTYPE (not a desgw "
+                                  "calibration file)", keyword="CALTYPE")
+            if found not in CALIB_KINDS:
+                raise HeaderError(self.path, 0, f"unknown CALTYPE {found!r}", keyword="CALTYPE")
+            if kind is not None and found != _kind(kind).name:
+                raise HeaderError(self.path, 0, f"CALTYPE is {found!r}, expected {kind!r}",
+                                  keyword="CALTYPE")
+            self.kind: CalibKind = CALIB_KINDS[found]
+        except BaseException:
+            self._hdul.close()
+            raise
+
+    @property
+    def ccdnums(self) -> tuple[int, ...]:
+        """CCDNUMs present, sorted."""
+        return tuple(sorted(self._index))
+
+    def read(self, ccdnum: int) -> np.ndarray:
+        """Read only the HDU of CCD ``ccdnum``.
+
+        Returns
+        -------
+        numpy.ndarray
+            float32 image (bias, flat, starflat) or int16/uint16 mask (bpm), shape
+            ``expected_shape``.
+
+        Raises
+        ------
+        MissingCCDError
+            The CCD is not in the file (the message lists those present).
+        DataTypeError
+            Wrong BITPIX for the kind, or wrong shape.
+        CorruptFileError
+            Unreadable data.
+        """
+        try:
+            index = self._index[int(ccdnum)]
+        except KeyError:
+            raise MissingCCDError(self.path, None, f"CCD {ccdnum} is not in the {self.kind.name} "
+                                  f"file; CCDNUMs present: {list(self.ccdnums)}",
+                                  present=self.ccdnums) from None
+        hdu = self._hdul[index]
+        label = hdu_label(index, hdu)
+        bitpix = hdu.header.get("BITPIX")
+        if self.kind.is_mask and bitpix not in (8, 16, 32):
+            raise DataTypeError(self.path, label, f"bpm must be an integer image, found "
+                                f"BITPIX = {bitpix}")
+        if not self.kind.is_mask and bitpix != -32:
+            raise DataTypeError(self.path, label, f"{self.kind.name} must be float32 "
+                                f"(BITPIX = -32), found BITPIX = {bitpix}")
+        data = read_hdu_pixels(hdu, self.path, label)
+        if self.expected_shape is not None and data.shape != self.expected_shape:
+            raise DataTypeError(self.path, label, f"{self.kind.name} image has shape "
+                                f"{data.shape}, expected {self.expected_shape}")
+        if self.kind.is_mask:
+            return data if data.dtype in (np.int16, np.uint16, np.int32) else data.astype(np.int32)
+        return data.astype(np.float32, copy=False)
+
+    def close(self) -> None:
+        """Close the file."""
+        self._hdul.close()
+
+    def __enter__(self) -> "CalibFile":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def read_calib(path: str | os.PathLike[str], kind: str, ccdnum: int, *,
+               expected_shape: tuple[int, int] | None = TRIMMED_SHAPE) -> np.ndarray:
+    """Open ``path``, check it is a ``kind`` calibration, and read CCD ``ccdnum``."""
+    with CalibFile(path, kind, expected_shape=expected_shape) as cal:
+        return cal.read(ccdnum)
