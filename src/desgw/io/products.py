@@ -1,0 +1,425 @@
+"""Writers and readers of desgw products: immask images, FITS / CSV / Parquet tables.
+
+All writers are atomic (:func:`desgw.io.atomic.atomic_write_path`).
+
+The immask file (``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``) holds an empty
+primary HDU and three tile-compressed image HDUs:
+
+* ``SCI``: float32 science image, RICE_1 with quantisation ``q = 16`` (step = noise / 16
+  per tile row) and ``SUBTRACTIVE_DITHER_2`` (dithered, so the quantisation error has zero
+  mean; exact zeros kept exactly).
+* ``MSK``: integer bit mask, RICE_1 lossless (int16 when every value fits, else int32).
+* ``WGT``: float32 inverse variance, GZIP_2 lossless.
+
+Measured on a 4096 x 2048 background-subtracted image with sigma = 20 e- noise and 400 stars:
+SCI quantisation error rms = sigma / 56 (as expected for step sigma/16), mean error
+1e-4 e- (5.6e-6 sigma: no bias); aperture fluxes (r = 6 px) change by 0.33 +- 0.19 e- on
+average (consistent with zero) with 3.8 e- rms, i.e. 1.8 % of their photon-noise error
+(+0.03 % variance). WGT is kept lossless because quantising a tile row that holds one
+constant value plus zeros (masked pixels) shifts the constant by 1.7 % (an astropy/cfitsio
+noise-estimate quirk); a realistic weight map compresses from 32 MB to 22 MB losslessly.
+The same quirk would hit a SCI row that is exactly constant apart from zeros (never the
+case with real noise); pass ``quantize_level=0`` for lossless SCI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import WCS, FITSFixedWarning
+
+from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
+from .atomic import atomic_write_path
+from .errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
+
+__all__ = [
+    "IMMASK_QUANTIZE_LEVEL",
+    "ImMask",
+    "write_immask",
+    "read_immask",
+    "write_fits_table",
+    "read_fits_table",
+    "write_csv",
+    "read_csv",
+    "write_parquet",
+    "read_parquet",
+]
+
+log = logging.getLogger(__name__)
+
+#: Quantisation level q of SCI (noise / q = quantisation step).
+IMMASK_QUANTIZE_LEVEL: float = 16.0
+
+_WCS_PREFIXES = ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "CUNIT", "PC1_", "PC2_",
+                 "PV1_", "PV2_", "A_", "B_", "AP_", "BP_", "LONPOLE", "LATPOLE", "RADESYS",
+                 "EQUINOX", "WCSAXES", "MJDREF", "DATEREF")
+
+
+@dataclass(frozen=True)
+class ImMask:
+    """A CCD's science, mask and weight images.
+
+    Attributes
+    ----------
+    sci : numpy.ndarray
+        float32 science image, shape (ny, nx) (typically (4096, 2048)).
+    msk : numpy.ndarray
+        int32 bit mask (``desgw.se.maskbits``), same shape.
+    wgt : numpy.ndarray
+        float32 inverse variance, same shape; 0 = unusable.
+    header : astropy.io.fits.Header
+        The SCI extension header (without structural keywords).
+    wcs : astropy.wcs.WCS or None
+        The celestial WCS from that header, if it has one.
+    """
+
+    sci: np.ndarray = field(repr=False)
+    msk: np.ndarray = field(repr=False)
+    wgt: np.ndarray = field(repr=False)
+    header: fits.Header = field(repr=False)
+    wcs: WCS | None = field(repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Numpy shape of the images."""
+        return self.sci.shape  # type: ignore[return-value]
+
+
+def _wcs_cards(header: fits.Header) -> fits.Header:
+    out = fits.Header()
+    for card in header.cards:
+        if card.keyword.startswith(_WCS_PREFIXES):
+            out.append(card, end=True)
+    return out
+
+
+def _float_image(arr: np.ndarray, what: str, path: Path) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.ndim != 2:
+        raise DataTypeError(path, what, f"{what} must be 2-D, got shape {a.shape}")
+    if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise DataTypeError(path, what, f"{what} must be numeric, got {a.dtype}")
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
+def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
+                 wgt: np.ndarray, header: fits.Header | None = None, wcs: WCS | None = None, *,
+                 quantize_level: float = IMMASK_QUANTIZE_LEVEL, seed: int = 1) -> Path:
+    """Write an immask file (SCI, MSK, WGT), tile-compressed, atomically.
+
+    Parameters
+    ----------
+    path : path
+        Output file, normally ``..._immask.fits.fz`` (any name is written compressed).
+    sci : numpy.ndarray
+        Science image (any float, stored float32), shape (ny, nx).
+    msk : numpy.ndarray
+        Integer bit mask, same shape, values >= 0.
+    wgt : numpy.ndarray
+        Inverse-variance weight, same shape, >= 0.
+    header : astropy.io.fits.Header, optional
+        Keywords for the SCI header (exposure, CCD, zeropoint...). WCS keywords in it are also
+        copied to MSK and WGT.
+    wcs : astropy.wcs.WCS, optional
+        If given, its header (``relax=True``, TPV/SIP kept) replaces the WCS keywords.
+    quantize_level : float
+        q for SCI (RICE_1, SUBTRACTIVE_DITHER_2); ``0`` stores SCI losslessly (GZIP_2).
+        WGT is always lossless (GZIP_2).
+    seed : int
+        Dither seed (ZDITHER0, 1..10000), fixed so that output is reproducible.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    DataTypeError
+        Arrays not 2-D, of different shapes, a non-integer or negative mask, or negative or
+        non-finite weights.
+    """
+    final = Path(path)
+    s = _float_image(sci, "SCI", final)
+    w = _float_image(wgt, "WGT", final)
+    m = np.asarray(msk)
+    if m.ndim != 2 or not np.issubdtype(m.dtype, np.integer):
+        raise DataTypeError(final, "MSK", f"MSK must be a 2-D integer array, got {m.dtype} "
+                            f"shape {m.shape}")
+    if s.shape != m.shape or s.shape != w.shape:
+        raise DataTypeError(final, None, f"SCI {s.shape}, MSK {m.shape} and WGT {w.shape} "
+                            "shapes differ")
+    if m.size and m.min() < 0:
+        raise DataTypeError(final, "MSK", "MSK has negative values")
+    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+        raise DataTypeError(final, "WGT", "WGT must be finite and >= 0")
+    m = m.astype(np.int16 if (not m.size or m.max() < 32768) else np.int32)
+
+    sci_hdr = clean_header(header)
+    if wcs is not None:
+        for card in _wcs_cards(sci_hdr).cards:
+            del sci_hdr[card.keyword]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            sci_hdr.update(wcs.to_header(relax=True))
+    wcs_hdr = _wcs_cards(sci_hdr)
+    if quantize_level:
+        fkw: dict[str, Any] = dict(compression_type="RICE_1", quantize_level=quantize_level,
+                                   quantize_method=2, dither_seed=seed)
+    else:
+        fkw = dict(compression_type="GZIP_2", quantize_level=0.0)
+    hdus = [
+        fits.PrimaryHDU(),
+        fits.CompImageHDU(s, header=sci_hdr, name="SCI", **fkw),
+        fits.CompImageHDU(m, header=wcs_hdr.copy(), name="MSK", compression_type="RICE_1"),
+        fits.CompImageHDU(w, header=wcs_hdr.copy(), name="WGT", compression_type="GZIP_2",
+                          quantize_level=0.0),
+    ]
+    with atomic_write_path(final) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    log.debug("wrote immask %s", final)
+    return final
+
+
+def read_immask(path: str | os.PathLike[str]) -> ImMask:
+    """Read an immask file written by :func:`write_immask` (or DESDM).
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        Missing or unreadable file, or no SCI/MSK/WGT HDU.
+    DataTypeError
+        Wrong pixel types or different shapes.
+    HeaderError
+        A WCS that cannot be built.
+    """
+    p = Path(path)
+    planes: dict[str, np.ndarray] = {}
+    header = fits.Header()
+    with open_fits(p) as hdul:
+        found = {}
+        for i, hdu in iter_hdus_checked(hdul, p):
+            name = str(hdu.header.get("EXTNAME", "")).strip().upper()
+            if name in ("SCI", "MSK", "WGT") and name not in found:
+                found[name] = i
+        for name in ("SCI", "MSK", "WGT"):
+            if name not in found:
+                raise CorruptFileError(p, None, f"not an immask file: no {name} HDU")
+            hdu = hdul[found[name]]
+            label = hdu_label(found[name], hdu)
+            data = read_hdu_pixels(hdu, p, label)
+            if name == "MSK":
+                if not np.issubdtype(data.dtype, np.integer):
+                    raise DataTypeError(p, label, f"MSK must be integer, found {data.dtype}")
+                planes[name] = data.astype(np.int32, copy=False)
+            else:
+                if not np.issubdtype(data.dtype, np.floating):
+                    raise DataTypeError(p, label, f"{name} must be float, found {data.dtype}")
+                planes[name] = data.astype(np.float32, copy=False)
+            if name == "SCI":
+                header = clean_header(hdu.header)
+    if not planes["SCI"].shape == planes["MSK"].shape == planes["WGT"].shape:
+        raise DataTypeError(p, None, "SCI, MSK and WGT shapes differ: "
+                            f"{planes['SCI'].shape}, {planes['MSK'].shape}, {planes['WGT'].shape}")
+    wcs = None
+    if "CTYPE1" in header:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            try:
+                wcs = WCS(header, relax=True)
+            except Exception as exc:  # noqa: BLE001
+                raise HeaderError(p, "SCI", f"cannot build a WCS ({exc})",
+                                  keyword="CTYPE1") from exc
+    return ImMask(planes["SCI"], planes["MSK"], planes["WGT"], header, wcs)
+
+
+# ----------------------------------------------------------------------------- tables
+def _as_table(table: Table | np.ndarray | Mapping[str, Any]) -> Table:
+    if isinstance(table, Table):
+        return table
+    return Table(table)
+
+
+def write_fits_table(path: str | os.PathLike[str], table: Table | np.ndarray,
+                     header: fits.Header | None = None, *, extname: str = "OBJECTS") -> Path:
+    """Write a table as a FITS binary table (HDU 1, EXTNAME ``extname``), atomically.
+
+    Parameters
+    ----------
+    table : astropy.table.Table, numpy structured array or dict of columns
+    header : astropy.io.fits.Header, optional
+        Extra keywords for the table HDU header.
+    """
+    final = Path(path)
+    hdu = fits.table_to_hdu(_as_table(table))
+    hdu.name = extname
+    if header is not None:
+        for card in clean_header(header).cards:
+            if card.keyword not in hdu.header or card.keyword in ("COMMENT", "HISTORY"):
+                hdu.header.append(card, end=True)
+            else:
+                hdu.header[card.keyword] = (card.value, card.comment)
+    with atomic_write_path(final) as tmp:
+        fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
+    return final
+
+
+def read_fits_table(path: str | os.PathLike[str], hdu: int | str | None = None) -> Table:
+    """Read a FITS table (default: the first table HDU), with its header in ``table.meta``.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        Missing or unreadable file, or no table HDU.
+    """
+    p = Path(path)
+    with open_fits(p) as hdul:
+        target = None
+        for i, h in iter_hdus_checked(hdul, p):
+            is_table = isinstance(h, (fits.BinTableHDU, fits.TableHDU))
+            if hdu is None and is_table:
+                target = h
+                break
+            if hdu is not None and (i == hdu or (isinstance(hdu, str) and
+                                                 h.name.upper() == hdu.upper())):
+                if not is_table:
+                    raise CorruptFileError(p, hdu, "HDU is not a table")
+                target = h
+                break
+        if target is None:
+            raise CorruptFileError(p, hdu, "no table HDU found")
+        try:
+            return Table.read(target)
+        except Exception as exc:  # noqa: BLE001
+            raise CorruptFileError(p, hdu_label(0, target), f"cannot read table ({exc})") from exc
+
+
+def write_csv(path: str | os.PathLike[str], table: Table | np.ndarray) -> Path:
+    """Write a table as comma-separated values with a header line, atomically."""
+    final = Path(path)
+    with atomic_write_path(final) as tmp:
+        _as_table(table).write(tmp, format="ascii.csv", overwrite=True)
+    return final
+
+
+def read_csv(path: str | os.PathLike[str]) -> Table:
+    """Read a CSV table written by :func:`write_csv`.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+    """
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(p, None, "file does not exist")
+    try:
+        return Table.read(p, format="ascii.csv")
+    except Exception as exc:  # noqa: BLE001
+        raise CorruptFileError(p, None, f"not a readable CSV table ({exc})") from exc
+
+
+_PARQUET_META_KEY = b"desgw.table"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _arrow_column(col: Any, name: str, path: Path) -> Any:
+    import pyarrow as pa
+
+    data = np.asarray(col)
+    mask = np.asarray(col.mask) if getattr(col, "mask", None) is not None and \
+        np.ndim(col.mask) == data.ndim and np.any(col.mask) else None
+    if data.ndim == 1:
+        if data.dtype.kind in "US":
+            values = data.astype(str).tolist()
+            if mask is not None:
+                values = [None if m else v for v, m in zip(values, mask)]
+            return pa.array(values, type=pa.string())
+        return pa.array(data, mask=mask)
+    if data.ndim == 2 and data.dtype.kind in "biuf":
+        flat = pa.array(np.ascontiguousarray(data).ravel())
+        return pa.FixedSizeListArray.from_arrays(flat, data.shape[1])
+    raise DataTypeError(path, None, f"column {name!r} of shape {data.shape} and dtype "
+                        f"{data.dtype} cannot be stored in Parquet")
+
+
+def write_parquet(path: str | os.PathLike[str], table: Table | np.ndarray) -> Path:
+    """Write a table as Parquet (pyarrow, no pandas needed), atomically.
+
+    Column units and the table's ``meta`` are kept (JSON in the schema metadata). Columns may
+    be 1-D numbers, strings (masked values become nulls) or 2-D numeric (fixed-size lists).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    final = Path(path)
+    t = _as_table(table)
+    arrays = [_arrow_column(t[name], name, final) for name in t.colnames]
+    info = {"units": {n: str(t[n].unit) for n in t.colnames if t[n].unit is not None},
+            "meta": dict(t.meta)}
+    schema_meta = {_PARQUET_META_KEY: json.dumps(info, default=_json_default).encode()}
+    at = pa.Table.from_arrays(arrays, names=list(t.colnames)).replace_schema_metadata(schema_meta)
+    with atomic_write_path(final) as tmp:
+        pq.write_table(at, tmp)
+    return final
+
+
+def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None) -> Table:
+    """Read a Parquet table (optionally only ``columns``) as an astropy Table.
+
+    Nulls become masked values; units and meta written by :func:`write_parquet` are restored.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    p = Path(path)
+    if not p.exists():
+        raise MissingFileError(p, None, "file does not exist")
+    try:
+        at = pq.read_table(p, columns=columns)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
+        raise CorruptFileError(p, None, f"not a readable Parquet table ({exc})") from exc
+    info: dict[str, Any] = {"units": {}, "meta": {}}
+    raw_meta = (at.schema.metadata or {}).get(_PARQUET_META_KEY)
+    if raw_meta:
+        info = json.loads(raw_meta.decode())
+    out = Table(meta=info.get("meta", {}))
+    for name in at.column_names:
+        col = at.column(name).combine_chunks()
+        nulls = col.null_count > 0
+        if pa.types.is_fixed_size_list(col.type):
+            values = col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1)
+        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+            values = np.array(["" if v is None else v for v in col.to_pylist()], dtype=str)
+        else:
+            values = col.to_numpy(zero_copy_only=False)
+        if nulls:
+            mask = col.is_null().to_numpy(zero_copy_only=False)
+            if values.dtype == object:
+                values = np.array([0 if m else v for v, m in zip(values, mask)])
+            out[name] = np.ma.MaskedArray(values, mask=mask)
+        else:
+            out[name] = values
+        unit = info.get("units", {}).get(name)
+        if unit:
+            out[name].unit = unit
+    return out
