@@ -133,9 +133,15 @@ def refcat_query(store: Path, ra: float, dec: float, radius: float, epoch: float
     if out is None:
         click.echo(f"{len(table)} stars within {radius} deg of ({ra}, {dec})")
         return
-    from .io.tables import write_table
+    from .io import products
 
-    write_table(out, table)
+    suffix = "".join(out.suffixes).lower()
+    if suffix.endswith(".parquet"):
+        products.write_parquet(out, table)
+    elif suffix.endswith((".fits", ".fit")):
+        products.write_fits_table(out, table)
+    else:
+        products.write_csv(out, table)
     click.echo(f"wrote {len(table)} stars to {out}")
 
 
