@@ -1,0 +1,77 @@
+"""Columns of the Gaia reference-catalog store: names (Gaia archive), types and units."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["ColumnSpec", "REQUIRED", "OPTIONAL", "DERIVED", "ALL_SOURCE_COLUMNS",
+           "arrow_schema", "column_unit"]
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One stored column.
+
+    Attributes
+    ----------
+    name : str
+        Gaia archive column name (lower case).
+    dtype : numpy dtype string
+        Stored type.
+    unit : str
+        Unit ("" when dimensionless).
+    """
+
+    name: str
+    dtype: str
+    unit: str
+
+
+#: Columns every input must have (matched case-insensitively).
+REQUIRED: tuple[ColumnSpec, ...] = (
+    ColumnSpec("source_id", "int64", ""),
+    ColumnSpec("ra", "float64", "deg"),
+    ColumnSpec("dec", "float64", "deg"),
+    ColumnSpec("pmra", "float32", "mas / yr"),
+    ColumnSpec("pmdec", "float32", "mas / yr"),
+    ColumnSpec("ref_epoch", "float64", "yr"),
+    ColumnSpec("phot_g_mean_mag", "float32", "mag"),
+    ColumnSpec("phot_bp_mean_mag", "float32", "mag"),
+    ColumnSpec("phot_rp_mean_mag", "float32", "mag"),
+)
+
+#: Columns kept when any input has them; NaN-filled for inputs that lack them.
+OPTIONAL: tuple[ColumnSpec, ...] = (
+    ColumnSpec("ra_error", "float32", "mas"),
+    ColumnSpec("dec_error", "float32", "mas"),
+    ColumnSpec("pmra_error", "float32", "mas / yr"),
+    ColumnSpec("pmdec_error", "float32", "mas / yr"),
+    ColumnSpec("phot_g_mean_flux_over_error", "float32", ""),
+    ColumnSpec("phot_bp_mean_flux_over_error", "float32", ""),
+    ColumnSpec("phot_rp_mean_flux_over_error", "float32", ""),
+)
+
+#: Columns computed at ingest.
+DERIVED: tuple[ColumnSpec, ...] = (
+    # True where the input had no proper motion (NaN/null): pmra, pmdec are then stored as 0
+    ColumnSpec("pm_missing", "bool", ""),
+)
+
+ALL_SOURCE_COLUMNS: tuple[ColumnSpec, ...] = REQUIRED + OPTIONAL
+
+_UNITS = {c.name: c.unit for c in REQUIRED + OPTIONAL + DERIVED}
+
+
+def column_unit(name: str) -> str:
+    """Unit string of a stored column ("" when dimensionless or unknown)."""
+    return _UNITS.get(name, "")
+
+
+def arrow_schema(names: tuple[str, ...]) -> pa.Schema:
+    """Arrow schema for the stored columns ``names`` (in that order)."""
+    specs = {c.name: c for c in REQUIRED + OPTIONAL + DERIVED}
+    return pa.schema([pa.field(n, pa.from_numpy_dtype(np.dtype(specs[n].dtype)))
+                      for n in names])
