@@ -1,0 +1,381 @@
+"""Instrumental signature removal of one raw DECam CCD: raw ADU -> electrons, mask, weight.
+
+Steps, per amplifier then per CCD (:func:`detrend_ccd`):
+
+1. **Overscan**: row-by-row level of the serial overscan, robust to hot columns and cosmic
+   rays, smoothed along rows (:func:`desgw.se.detrend_overscan.overscan_profile`), subtracted.
+2. **Saturation**: pixels at or above the amplifier's saturation level (``SATURATA/B``, ADU
+   above the overscan level, tested before the gain) get ``SAT``.
+3. **Gain**: ADU -> electrons with the amplifier's gain (``GAINA/B``).
+4. **Trim** to the data section (4096 x 2048 for DECam).
+5. **Bias**: subtract the bias image (electrons).
+6. **Linearity**: *not applied*. The simulator writes linear detectors and we do not have
+   DECam's linearity table, so there is nothing to correct with; a real-data run would add
+   the table lookup between steps 3 and 5.
+7. **Flat**: divide by the normalised dome flat. Non-positive or non-finite flat pixels
+   get ``BADPIX`` and image value 0.
+8. **Masks**: bad-pixel mask (any of ``config.bpm_bad_bits``) -> ``BADPIX``; the outer
+   ``config.edge_px`` pixels -> ``EDGE``; extra bits passed in ``mask`` (e.g. ``SSXTALK`` from
+   :func:`desgw.se.crosstalk.correct_crosstalk`) are OR-ed in.
+9. **Weight** (inverse variance, e^-2): the flat-fielded image is ``I = (R - B) / F`` with
+   ``R`` the raw electrons (Poisson, plus read noise ``rn``), ``B`` the (noise-free) bias and
+   ``F`` the flat. Its variance is ``Var(I) = (S * F + rn**2) / F**2`` where ``S`` is the
+   *smooth sky* of the flat-fielded image (so ``S * F`` is the sky electrons the pixel
+   collected). A smooth sky estimate rather than the pixel value is used on purpose: the
+   weight is the background noise (as SExtractor's ``MAP_WEIGHT`` expects; the objects' own
+   Poisson noise is added by the photometry from the gain), and a pixel-value based weight
+   would down-weight positive noise fluctuations and bias fluxes low. ``S`` is a median on a
+   mesh of ``config.sky_mesh`` pixels (on a subsampled grid, masked pixels excluded),
+   bilinearly interpolated; it is clipped at 0. Weight = ``1 / Var(I)``, 0 where any
+   :data:`desgw.se.maskbits.UNUSABLE` bit is set.
+
+Unusable input raises :class:`DetrendError` (a :class:`desgw.io.errors.DesgwInputError`:
+picklable, names the file, HDU, CCD and problem): non-finite raw pixels, an amplifier whose
+data pixels are all equal (e.g. all zero), an amplifier that is entirely saturated,
+calibration images of the wrong shape or with non-finite values.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from desgw.io.errors import DesgwInputError
+
+from . import maskbits
+from .detrend_amps import AmpLayout, resolve_layouts
+from .detrend_overscan import overscan_profile
+
+__all__ = ["DetrendConfig", "AmpDetrend", "DetrendedCCD", "DetrendError", "detrend_ccd",
+           "smooth_sky"]
+
+log = logging.getLogger(__name__)
+
+
+class DetrendError(DesgwInputError):
+    """A raw CCD or its calibrations cannot be detrended.
+
+    Attributes ``path``, ``hdu``, ``problem`` (see :class:`DesgwInputError`) and ``ccdnum``.
+    """
+
+    def __init__(self, path: object, hdu: object, problem: str, *, ccdnum: int | None = None,
+                 **extra: object) -> None:
+        super().__init__(path, hdu, f"CCD {ccdnum}: {problem}" if ccdnum is not None
+                         and not str(problem).startswith("CCD ") else problem,
+                         ccdnum=ccdnum, **extra)
+
+
+@dataclass(frozen=True)
+class DetrendConfig:
+    """Settings of :func:`detrend_ccd`.
+
+    Attributes
+    ----------
+    overscan_skip_cols : int
+        Overscan columns dropped at each end before the row-wise estimate.
+    overscan_clip_sigma : float
+        Per-row clipping of overscan pixels, in units of the overscan noise.
+    overscan_window : int
+        Running-median length (rows, odd) smoothing the overscan level; 1 = no smoothing.
+    edge_px : int
+        Width (pixels) of the ``EDGE`` border on all four sides. 15 matches the original
+        pipeline, which treated pixels 16..2033 x 16..4081 (1-based) as the usable CCD.
+    bpm_bad_bits : int
+        Bad-pixel-mask bits that make a pixel ``BADPIX`` (default: any bit).
+    sky_mesh : int
+        Mesh size (pixels) of the smooth sky used in the weight.
+    sky_subsample : int
+        Pixel stride when sampling the image for the sky mesh medians (speed).
+    """
+
+    overscan_skip_cols: int = 4
+    overscan_clip_sigma: float = 3.0
+    overscan_window: int = 31
+    edge_px: int = 15
+    bpm_bad_bits: int = 0xFFFF
+    sky_mesh: int = 256
+    sky_subsample: int = 4
+
+    def __post_init__(self) -> None:
+        if self.overscan_window < 1 or self.overscan_window % 2 == 0:
+            raise ValueError(f"overscan_window must be a positive odd number, got "
+                             f"{self.overscan_window}")
+        if self.edge_px < 0 or self.overscan_skip_cols < 0:
+            raise ValueError("edge_px and overscan_skip_cols must be >= 0")
+        if self.sky_mesh < 8 or self.sky_subsample < 1 or self.sky_mesh % self.sky_subsample:
+            raise ValueError("sky_mesh must be >= 8 and a multiple of sky_subsample")
+
+
+@dataclass(frozen=True)
+class AmpDetrend:
+    """What detrending measured and used for one amplifier.
+
+    Attributes
+    ----------
+    name : str
+        ``"A"`` or ``"B"``.
+    overscan_adu : float
+        Median overscan level (ADU).
+    overscan_noise_adu : float
+        Robust rms of single overscan pixels (ADU): the measured read noise in ADU.
+    gain : float
+        Gain used (e-/ADU).
+    read_noise_e : float
+        Read noise used in the weight (e-, from the header / instrument model).
+    measured_read_noise_e : float
+        ``overscan_noise_adu * gain`` (e-).
+    saturation_e : float
+        Saturation level in electrons before bias subtraction and flat fielding
+        (``saturation_adu * gain``).
+    sky_e : float
+        Median of the smooth sky over the amplifier (e-, flat-fielded image).
+    n_saturated : int
+        Number of ``SAT`` pixels.
+    """
+
+    name: str
+    overscan_adu: float
+    overscan_noise_adu: float
+    gain: float
+    read_noise_e: float
+    measured_read_noise_e: float
+    saturation_e: float
+    sky_e: float
+    n_saturated: int
+
+
+@dataclass(frozen=True)
+class DetrendedCCD:
+    """A detrended CCD.
+
+    Attributes
+    ----------
+    ccdnum : int or None
+    image : ndarray, float32, shape (4096, 2048)
+        Electrons (bias-subtracted, flat-fielded; sky not subtracted).
+    mask : ndarray, int32, same shape
+        :mod:`desgw.se.maskbits` bits.
+    weight : ndarray, float32, same shape
+        Inverse variance (e^-2) of the background noise; 0 where unusable.
+    sky : ndarray, float32, same shape
+        The smooth sky (e-) used in the weight.
+    amps : tuple of AmpDetrend
+        Per-amplifier values, in layout order (A, B).
+    """
+
+    ccdnum: int | None
+    image: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+    sky: np.ndarray
+    amps: tuple[AmpDetrend, ...]
+
+    def amp(self, name: str) -> AmpDetrend:
+        """The :class:`AmpDetrend` of amplifier ``name``."""
+        for a in self.amps:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+
+def _interp_matrix(n_out: int, n_cells: int, cell: float) -> np.ndarray:
+    """(n_out, n_cells) bilinear weights from cell centres to pixel centres (clamped ends)."""
+    centres = (np.arange(n_cells) + 0.5) * cell - 0.5
+    x = np.clip(np.arange(n_out, dtype=np.float64), centres[0], centres[-1])
+    m = np.zeros((n_out, n_cells), np.float32)
+    if n_cells == 1:
+        m[:, 0] = 1.0
+        return m
+    i = np.clip(np.searchsorted(centres, x, side="right") - 1, 0, n_cells - 2)
+    t = (x - centres[i]) / (centres[i + 1] - centres[i])
+    m[np.arange(n_out), i] = 1.0 - t
+    m[np.arange(n_out), i + 1] = t
+    return m
+
+
+def smooth_sky(image: np.ndarray, bad: np.ndarray | None = None, *, mesh: int = 256,
+               subsample: int = 4) -> np.ndarray:
+    """Smooth background: mesh medians of a subsampled image, bilinearly interpolated.
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx)
+        Image (any units); ``ny`` and ``nx`` need not be multiples of ``mesh`` (the last
+        partial cells are merged into their neighbours).
+    bad : ndarray of bool, optional
+        Pixels to ignore.
+    mesh : int
+        Cell size in pixels.
+    subsample : int
+        Stride of the pixels sampled inside each cell.
+
+    Returns
+    -------
+    ndarray, float32, shape (ny, nx)
+        A cell with no good sample takes the median of all good cells.
+    """
+    ny, nx = image.shape
+    cy, cx = max(ny // mesh, 1), max(nx // mesh, 1)
+    step = mesh // subsample if mesh >= subsample else 1
+    sub = image[: cy * mesh: subsample, : cx * mesh: subsample].astype(np.float32)
+    if bad is not None:
+        sub = np.where(bad[: cy * mesh: subsample, : cx * mesh: subsample], np.nan, sub)
+    cells = sub.reshape(cy, step, cx, step).transpose(0, 2, 1, 3).reshape(cy, cx, step * step)
+    if bad is None:
+        grid = np.median(cells, axis=2)
+    else:
+        # median of the non-NaN values of each cell (NaN sorts last); faster than nanmedian
+        ordered = np.sort(cells, axis=2)
+        ngood = np.count_nonzero(~np.isnan(cells), axis=2)
+        lo = np.take_along_axis(ordered, np.maximum((ngood - 1) // 2, 0)[..., None], 2)[..., 0]
+        hi = np.take_along_axis(ordered, np.maximum(ngood // 2, 0)[..., None], 2)[..., 0]
+        grid = np.where(ngood > 0, 0.5 * (lo + hi), np.nan)
+        if np.all(np.isnan(grid)):
+            grid = np.zeros_like(grid)
+        grid = np.where(np.isnan(grid), np.nanmedian(grid), grid)
+    my = _interp_matrix(ny, cy, mesh)
+    mx = _interp_matrix(nx, cx, mesh)
+    return (my @ grid.astype(np.float32) @ mx.T).astype(np.float32)
+
+
+def _check_calib(name: str, arr: np.ndarray | None, shape: tuple[int, int], err: dict) -> None:
+    if arr is None:
+        return
+    if arr.shape != shape:
+        raise DetrendError(problem=f"{name} has shape {arr.shape}, expected {shape}", **err)
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        n = int(np.count_nonzero(~np.isfinite(arr)))
+        raise DetrendError(problem=f"{name} has {n} non-finite pixels", **err)
+
+
+def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray | None = None,
+                bpm: np.ndarray | None = None, mask: np.ndarray | None = None,
+                amps: Sequence[AmpLayout] | None = None, ccdnum: int | None = None,
+                config: DetrendConfig = DetrendConfig()) -> DetrendedCCD:
+    """Overscan, gain, bias, flat, masks and weight of one raw CCD.
+
+    Parameters
+    ----------
+    raw : RawCCD or ndarray, shape (NAXIS2, NAXIS1), e.g. (4146, 2160)
+        Raw ADU (crosstalk-corrected or not). A :class:`desgw.io.raw.RawCCD` brings its header
+        sections, gains, read noise and saturation; for a bare array (e.g.
+        ``CrosstalkCorrected.pixels``) pass ``amps`` (e.g. ``CrosstalkCorrected.amps``) or
+        ``ccdnum`` (instrument model values).
+    bias : ndarray, shape (4096, 2048), optional
+        Bias image in electrons (after overscan subtraction and gain).
+    flat : ndarray, shape (4096, 2048), optional
+        Normalised dome flat (dimensionless, ~1).
+    bpm : ndarray of int, shape (4096, 2048), optional
+        Bad-pixel bit mask (0 = good).
+    mask : ndarray of int, shape (4096, 2048), optional
+        Mask bits to OR into the output (e.g. ``SSXTALK`` from the crosstalk step).
+    amps : sequence of AmpLayout, optional
+        Amplifier layouts (default: from the RawCCD header, else the instrument model).
+    ccdnum : int, optional
+        CCDNUM, for the instrument model and messages (default ``raw.ccdnum``).
+    config : DetrendConfig
+
+    Returns
+    -------
+    DetrendedCCD
+
+    Raises
+    ------
+    DetrendError
+        Non-finite raw pixels; an amplifier whose data are constant (e.g. all zero) or entirely
+        saturated; calibration images of the wrong shape or with non-finite values.
+    """
+    if ccdnum is None:
+        ccdnum = getattr(raw, "ccdnum", None)
+    err = dict(path=getattr(raw, "path", None), hdu=getattr(raw, "hdu", None), ccdnum=ccdnum)
+    layouts = resolve_layouts(raw, amps, ccdnum)
+    pix = np.asarray(raw.pixels if hasattr(raw, "pixels") else raw)  # type: ignore[attr-defined]
+    if pix.ndim != 2:
+        raise DetrendError(problem=f"raw pixels must be 2-D, got shape {pix.shape}", **err)
+    shape = (max(a.trimmed.y1 for a in layouts), max(a.trimmed.x1 for a in layouts))
+    for name, arr in (("bias", bias), ("flat", flat), ("bpm", bpm), ("mask", mask)):
+        _check_calib(name, None if arr is None else np.asarray(arr), shape, err)
+
+    image = np.empty(shape, np.float32)
+    out_mask = np.zeros(shape, np.int32)
+    rn_map = np.empty(shape, np.float32)
+    per_amp = []
+    for a in layouts:
+        data = np.asarray(pix[a.data.slices], dtype=np.float32)
+        over = np.asarray(pix[a.overscan.slices], dtype=np.float32)
+        if not (np.all(np.isfinite(data)) and np.all(np.isfinite(over))):
+            n = int(np.count_nonzero(~np.isfinite(data)) + np.count_nonzero(~np.isfinite(over)))
+            raise DetrendError(problem=f"amp {a.name} has {n} non-finite raw pixels", **err)
+        dmin, dmax = float(data.min()), float(data.max())
+        if dmin == dmax:
+            raise DetrendError(problem=f"amp {a.name} data pixels are all {dmin:g} ADU", **err)
+        level, noise = overscan_profile(over, readout_left=a.readout_left,
+                                        skip_cols=config.overscan_skip_cols,
+                                        clip_sigma=config.overscan_clip_sigma,
+                                        window=config.overscan_window)
+        tv = image[a.trimmed.slices]
+        np.subtract(data, level[:, None], out=tv)
+        sat = tv >= a.saturation_adu
+        nsat = int(np.count_nonzero(sat))
+        if nsat == tv.size:
+            raise DetrendError(problem=f"amp {a.name} is entirely saturated (>= "
+                               f"{a.saturation_adu:g} ADU above overscan)", **err)
+        out_mask[a.trimmed.slices][sat] |= maskbits.SAT
+        tv *= np.float32(a.gain)
+        rn_map[a.trimmed.slices] = a.read_noise_e
+        per_amp.append((a, float(np.median(level)), noise, nsat))
+
+    if bias is not None:
+        image -= np.asarray(bias, dtype=np.float32)
+    if flat is not None:
+        f = np.asarray(flat, dtype=np.float32)
+        badflat = ~(f > 0)
+        if badflat.all():
+            raise DetrendError(problem="flat has no positive pixel", **err)
+        if badflat.any():
+            out_mask[badflat] |= maskbits.BADPIX
+            f = np.where(badflat, np.float32(1.0), f)
+            image[badflat] = 0.0
+        image /= f
+    else:
+        f = None
+    if bpm is not None:
+        b = np.asarray(bpm)
+        if config.bpm_bad_bits & 0xFFFF == 0xFFFF:  # any bit: no integer conversion needed
+            badpix = b != 0
+        else:
+            badpix = (b.astype(np.int32) & 0xFFFF & config.bpm_bad_bits) != 0
+        out_mask[badpix] |= maskbits.BADPIX
+    e = config.edge_px
+    if e > 0:
+        out_mask[:e, :] |= maskbits.EDGE
+        out_mask[-e:, :] |= maskbits.EDGE
+        out_mask[:, :e] |= maskbits.EDGE
+        out_mask[:, -e:] |= maskbits.EDGE
+    if mask is not None:
+        out_mask |= np.asarray(mask, dtype=np.int32)
+
+    unusable = (out_mask & maskbits.UNUSABLE) != 0
+    sky = smooth_sky(image, unusable, mesh=config.sky_mesh, subsample=config.sky_subsample)
+    # Var(I) = (S * F + rn^2) / F^2 with S the smooth sky of the flat-fielded image.
+    var = np.maximum(sky, 0.0)
+    if f is not None:
+        var *= f
+    var += rn_map * rn_map
+    if f is not None:
+        var /= f * f
+    weight = np.divide(1.0, var, out=np.zeros(shape, np.float32), where=~unusable & (var > 0))
+
+    amp_out = []
+    for a, os_level, noise, nsat in per_amp:
+        amp_out.append(AmpDetrend(
+            name=a.name, overscan_adu=os_level, overscan_noise_adu=noise, gain=a.gain,
+            read_noise_e=a.read_noise_e, measured_read_noise_e=noise * a.gain,
+            saturation_e=a.saturation_adu * a.gain,
+            sky_e=float(np.median(sky[a.trimmed.slices][::16, ::16])), n_saturated=nsat))
+    log.debug("detrended CCD %s: sky %s e-", ccdnum, [round(x.sky_e, 1) for x in amp_out])
+    return DetrendedCCD(ccdnum=None if ccdnum is None else int(ccdnum), image=image,
+                        mask=out_mask, weight=weight, sky=sky, amps=tuple(amp_out))
