@@ -186,6 +186,8 @@ class ConvexFootprint:
     def contains(self, ra: ArrayLike, dec: ArrayLike) -> NDArray[np.bool_]:
         """Boolean mask, shape (N,): which positions (deg) lie in the grown footprint."""
         x, y, front = gnomonic_forward(ra, dec, self.ra0, self.dec0)
+        x = np.where(front, x, 0.0)  # far-side points: any finite value, masked below
+        y = np.where(front, y, 0.0)
         x1, y1 = self.xi, self.eta
         x2, y2 = np.roll(self.xi, -1), np.roll(self.eta, -1)
         ex, ey = x2 - x1, y2 - y1
