@@ -1,0 +1,692 @@
+"""Photometric calibration of a CCD catalog against Gaia: matching, star selection, zeropoints.
+
+This is the numerical core of the original DES-GW ``BLISS-expCalib_Y3apass.py`` (GAIA path),
+written as pure functions on arrays and tables; :mod:`desgw.se.expcalib` wraps it with the
+original file names and CSV layouts.
+
+What the original did (read from its source; re-created here, not copied)
+---------------------------------------------------------------------------
+* Stars: ``CLASS_STAR > 0.8`` and ``SPREAD_MODEL < 0.01``, ``FLAGS <= 3``, ``FLUX_PSF > 1000``.
+* Reference: Gaia DR2 ``phot_g_mean_mag`` used as the magnitude in *every* band.
+* Match radius 1.0 arcsec (first match inside the radius, in a sliding RA window).
+* Per star ``delta = MAG_inst - m_ref - 25`` where ``MAG_inst = -2.5 log10(FLUX) + 25``,
+  i.e. ``delta = -2.5 log10(FLUX) - m_ref``; stars outside ``-40 < delta < -10`` dropped.
+* ZP: astropy ``sigma_clip(delta, sigma=3, iters=3, cenfunc=mean)``; ZP = mean of the
+  survivors, error = ``std/sqrt(N)`` (ddof 0), only if more than 2 stars survive.
+* Exposure ZP: the same clipped mean over *all* matched stars of the exposure (all CCDs
+  together), not a mean of CCD ZPs.
+* Per CCD: if fewer than 4 stars survive clipping, or the CCD has no ZP, or its error
+  (the CSV column ``ZPrms``, which holds ``std/sqrt(N)``) exceeds 0.3 mag, the CCD takes the
+  exposure ZP and flag 1. Then ``|ZP - median(ZP over CCDs)| >= 0.15`` adds -1000 to the flag,
+  and if at least 20 % of the CCDs are so flagged, every CCD gets -9999 more.
+
+Magnitude convention used here
+------------------------------
+:func:`zeropoint` is generic: it returns the offset ``zp`` with ``mag_ref = mag_inst + zp``.
+The calibration code (:mod:`desgw.se.expcalib`) passes ``mag_inst = -2.5 log10(FLUX)`` with
+FLUX the catalog flux in electrons summed over the exposure, so that its ``zp`` is the AB
+magnitude of a source giving one electron in the exposure::
+
+    m_AB = -2.5 log10(FLUX [e-]) + zp          (zp ~ 31.5 for a 90 s DECam r exposure)
+         = MAG_* - sex_mag_zeropoint + zp       (MAG_* as SExtractor wrote it)
+
+The original's ZP column has the opposite sign (``ZP_orig = -zp``; it calibrates with
+``m = -2.5 log10(FLUX) - ZP_orig``); the CSV writers keep that column for compatibility.
+
+Doing better than the original
+------------------------------
+* Colour terms: :func:`reference_magnitudes` predicts DES magnitudes from Gaia G, BP, RP with
+  :func:`desgw.refcat.transforms.gaia_to_des`. The original's G-for-every-band leaves a colour-
+  dependent error of tenths of a magnitude in g (the zeropoint itself is then biased by the
+  mean ``g - G`` of the calibration stars); the tests in ``tests/se/test_photocal.py``
+  measure it.
+* Optional estimators: ``method="median"`` (robust to a skewed outlier tail, e.g. blends) and
+  ``method="weighted"`` (inverse-variance weighted mean with an error floor). Measured on
+  200 synthetic r-band CCDs of 80 stars each (:mod:`desgw.se.photocal_synth`, 0.015 mag
+  intrinsic scatter): at high S/N (median star error 0.5 %) all three agree (1.9 mmag scatter
+  for mean and weighted, 2.3 for the median); at low S/N (median star error 3 %, 44 stars)
+  the weighted mean scatters 4.8 mmag against 8.0 for the plain mean, whose flux-limited
+  selection also biases it by +5 mmag (weighted: +1 mmag). ``test_weighted_estimator_beats_
+  plain_mean`` asserts this. The default stays ``"mean"`` (the original).
+* Star selection adds a signal-to-noise cut and rejects stars touching saturated or otherwise
+  unusable pixels (``IMAFLAGS_ISO``), and matching is a unique nearest-neighbour match.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from astropy.table import Table
+from numpy.typing import ArrayLike, NDArray
+from scipy.spatial import cKDTree
+
+from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.refcat.transforms import gaia_g_only, gaia_to_des
+from desgw.se import maskbits
+
+__all__ = [
+    "MatchResult",
+    "ReferenceMagnitudes",
+    "ZeropointResult",
+    "ZeropointRules",
+    "CCDZeropoint",
+    "ExposureZP",
+    "PhotometricCalibrationError",
+    "FLAG_REPLACED",
+    "FLAG_OUTLIER",
+    "FLAG_EXPOSURE",
+    "MIN_STARS_FOR_ZP",
+    "match_to_reference",
+    "select_calibration_stars",
+    "reference_magnitudes",
+    "zeropoint",
+    "exposure_zeropoints",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Flag value of a CCD that took the exposure ZP (original ``NewZPFlag1``).
+FLAG_REPLACED = 1
+#: Flag value added for a CCD with ``|ZP - median| >= 0.15`` (original ``NewZPFlag2``).
+FLAG_OUTLIER = -1000
+#: Flag value added to every CCD when too many CCDs are outliers (original ``NewZPFlag3``).
+FLAG_EXPOSURE = -9999
+#: A ZP needs more than 2 surviving stars (the original's ``NumStarsClipped > 2``).
+MIN_STARS_FOR_ZP = 3
+
+_ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
+
+
+class PhotometricCalibrationError(DesgwError):
+    """No zeropoint could be measured (too few matched calibration stars).
+
+    Attributes
+    ----------
+    n_matched : int
+        Matched calibration stars.
+    n_used : int
+        Stars that survived clipping.
+    """
+
+    def __init__(self, message: str, *, n_matched: int = 0, n_used: int = 0) -> None:
+        super().__init__(message)
+        self.message = message
+        self.n_matched = int(n_matched)
+        self.n_used = int(n_used)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_calib_error, (self.message, self.n_matched, self.n_used))
+
+
+def _rebuild_calib_error(message: str, n_matched: int, n_used: int
+                         ) -> PhotometricCalibrationError:
+    return PhotometricCalibrationError(message, n_matched=n_matched, n_used=n_used)
+
+
+# ----------------------------------------------------------------------------- matching
+@dataclass(frozen=True, eq=False)
+class MatchResult:
+    """Pairs of matched catalog and reference entries.
+
+    Attributes
+    ----------
+    cat_index : ndarray of intp, shape (M,)
+        Index into the catalog arrays, increasing.
+    ref_index : ndarray of intp, shape (M,)
+        Index into the reference arrays; each reference star appears at most once.
+    separation_arcsec : ndarray of float64, shape (M,)
+        Angular separation of each pair (arcsec).
+    """
+
+    cat_index: NDArray[np.intp]
+    ref_index: NDArray[np.intp]
+    separation_arcsec: NDArray[np.float64]
+
+    def __len__(self) -> int:
+        return int(self.cat_index.size)
+
+
+def _unit_vectors(ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.float64]:
+    ra_r = np.deg2rad(ra)
+    dec_r = np.deg2rad(dec)
+    cd = np.cos(dec_r)
+    return np.column_stack((cd * np.cos(ra_r), cd * np.sin(ra_r), np.sin(dec_r)))
+
+
+def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
+                       ref_dec: ArrayLike, radius_arcsec: float = 1.0) -> MatchResult:
+    """Match catalog positions to reference positions: nearest neighbour, unique, within a radius.
+
+    Each catalog object is paired with its nearest reference star if that star is within
+    ``radius_arcsec``; when several catalog objects claim the same reference star only the
+    closest pair is kept. The search is a KD-tree on unit vectors (exact great-circle
+    distances, no trouble at RA = 0/360 or near the poles). Non-finite positions never match.
+
+    Parameters
+    ----------
+    cat_ra, cat_dec : array_like of float, shape (N,)
+        Catalog positions (deg).
+    ref_ra, ref_dec : array_like of float, shape (K,)
+        Reference positions (deg), at the epoch of the catalog.
+    radius_arcsec : float
+        Match radius (arcsec, > 0). The original used 1.0.
+
+    Returns
+    -------
+    MatchResult
+        Matched pairs sorted by catalog index.
+    """
+    if not (np.isfinite(radius_arcsec) and radius_arcsec > 0):
+        raise ValueError(f"radius_arcsec must be a positive number, got {radius_arcsec}")
+    cra = np.asarray(cat_ra, dtype=np.float64).ravel()
+    cdec = np.asarray(cat_dec, dtype=np.float64).ravel()
+    rra = np.asarray(ref_ra, dtype=np.float64).ravel()
+    rdec = np.asarray(ref_dec, dtype=np.float64).ravel()
+    if cra.shape != cdec.shape or rra.shape != rdec.shape:
+        raise ValueError("ra and dec arrays must have the same length "
+                         f"(catalog {cra.size}/{cdec.size}, reference {rra.size}/{rdec.size})")
+    empty = MatchResult(np.zeros(0, np.intp), np.zeros(0, np.intp), np.zeros(0, np.float64))
+    cgood = np.flatnonzero(np.isfinite(cra) & np.isfinite(cdec))
+    rgood = np.flatnonzero(np.isfinite(rra) & np.isfinite(rdec))
+    if cgood.size == 0 or rgood.size == 0:
+        return empty
+    tree = cKDTree(_unit_vectors(rra[rgood], rdec[rgood]))
+    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
+    dist, idx = tree.query(_unit_vectors(cra[cgood], cdec[cgood]), k=1,
+                           distance_upper_bound=chord)
+    hit = np.isfinite(dist)
+    if not np.any(hit):
+        return empty
+    cat_i = cgood[hit]
+    ref_i = rgood[idx[hit]]
+    sep = 2.0 * np.arcsin(np.clip(dist[hit] / 2.0, 0.0, 1.0)) * _ARCSEC_PER_RAD
+    # unique reference: keep the closest catalog object per reference star
+    order = np.lexsort((sep, ref_i))
+    ref_sorted = ref_i[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = ref_sorted[1:] != ref_sorted[:-1]
+    keep = order[first]
+    keep = keep[np.argsort(cat_i[keep], kind="stable")]
+    return MatchResult(cat_index=cat_i[keep].astype(np.intp), ref_index=ref_i[keep].astype(np.intp),
+                       separation_arcsec=sep[keep])
+
+
+# ----------------------------------------------------------------------------- selection
+def _column(table: Table, name: str, *, required: bool = True) -> NDArray[Any] | None:
+    """A column by name, case-insensitively; None (or an error) when absent."""
+    if name in table.colnames:
+        return np.asarray(table[name])
+    lower = {c.lower(): c for c in table.colnames}
+    if name.lower() in lower:
+        return np.asarray(table[lower[name.lower()]])
+    if required:
+        raise DesgwInputError(None, None, f"catalog has no column {name!r} "
+                              f"(columns: {', '.join(table.colnames)})", column=name)
+    return None
+
+
+def select_calibration_stars(catalog: Table, *, class_star_min: float = 0.8,
+                             spread_model_max: float = 0.01, allowed_flags: int = 3,
+                             reject_imaflags: int = maskbits.UNUSABLE,
+                             flux_column: str = "FLUX_PSF", fluxerr_column: str = "FLUXERR_PSF",
+                             min_flux: float = 1000.0, min_snr: float = 10.0) -> NDArray[np.bool_]:
+    """Boolean mask of catalog rows usable as photometric calibration stars.
+
+    The original cuts, and two more:
+
+    * ``CLASS_STAR > class_star_min`` and ``SPREAD_MODEL < spread_model_max`` (point sources);
+    * ``FLAGS & ~allowed_flags == 0``: with the default 3 this is the original ``FLAGS <= 3``
+      (neighbours and blends tolerated; saturated (4), truncated (8) and worse rejected);
+    * ``flux > min_flux`` (original: ``FLUX_PSF > 1000``) in the chosen flux column;
+    * added: ``flux / fluxerr >= min_snr`` and finite flux and error;
+    * added: ``IMAFLAGS_ISO & reject_imaflags == 0`` when the column exists (no saturated,
+      bad, cosmic-ray, bleed-trail ... pixel inside the isophote; bits of
+      :mod:`desgw.se.maskbits`).
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        SExtractor-style catalog with (case-insensitive) columns ``CLASS_STAR``,
+        ``SPREAD_MODEL``, ``FLAGS``, ``flux_column``, ``fluxerr_column`` and optionally
+        ``IMAFLAGS_ISO``.
+    class_star_min, spread_model_max : float
+        Star/galaxy cuts.
+    allowed_flags : int
+        SExtractor FLAGS bits tolerated.
+    reject_imaflags : int
+        Mask bits that reject a star when set in ``IMAFLAGS_ISO``; 0 disables the cut.
+    flux_column, fluxerr_column : str
+        Flux (e-) and its 1-sigma error used for the flux and S/N cuts.
+    min_flux : float
+        Minimum flux (same unit as the column).
+    min_snr : float
+        Minimum signal-to-noise ratio; 0 disables the cut.
+
+    Returns
+    -------
+    ndarray of bool, shape (len(catalog),)
+
+    Raises
+    ------
+    DesgwInputError
+        A required column is missing (the message names it).
+    """
+    class_star = _column(catalog, "CLASS_STAR").astype(np.float64)
+    spread = _column(catalog, "SPREAD_MODEL").astype(np.float64)
+    flags = _column(catalog, "FLAGS").astype(np.int64)
+    flux = _column(catalog, flux_column).astype(np.float64)
+    fluxerr = _column(catalog, fluxerr_column).astype(np.float64)
+    if flux.ndim != 1 or fluxerr.ndim != 1:
+        raise DesgwInputError(None, None, f"columns {flux_column!r}/{fluxerr_column!r} must be "
+                              "one value per row (pick an aperture first)")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ok = (class_star > class_star_min) & (spread < spread_model_max)
+        ok &= (flags & ~np.int64(allowed_flags)) == 0
+        ok &= np.isfinite(flux) & np.isfinite(fluxerr) & (flux > min_flux) & (fluxerr > 0)
+        if min_snr > 0:
+            ok &= flux >= min_snr * fluxerr
+    imaflags = _column(catalog, "IMAFLAGS_ISO", required=False)
+    if imaflags is not None and reject_imaflags:
+        ok &= (imaflags.astype(np.int64) & np.int64(reject_imaflags)) == 0
+    return np.asarray(ok, dtype=bool)
+
+
+# ----------------------------------------------------------------------------- reference mags
+@dataclass(frozen=True, eq=False)
+class ReferenceMagnitudes:
+    """Reference magnitudes predicted in a DES band from Gaia photometry.
+
+    Attributes
+    ----------
+    mag : ndarray of float64, shape (K,)
+        Predicted DES magnitude (AB); NaN where not valid.
+    valid : ndarray of bool, shape (K,)
+        True where the prediction can be used.
+    bp_rp : ndarray of float64, shape (K,)
+        Gaia BP - RP colour (NaN when BP or RP is missing).
+    band : str
+        DES band.
+    color_terms : bool
+        True when colour terms were applied, False for the original G-only scheme.
+    """
+
+    mag: NDArray[np.float64]
+    valid: NDArray[np.bool_]
+    bp_rp: NDArray[np.float64]
+    band: str
+    color_terms: bool
+
+
+def reference_magnitudes(band: str, gaia_table: Table, *,
+                         use_color_terms: bool = True) -> ReferenceMagnitudes:
+    """DES magnitudes of Gaia stars, with colour terms or the original G-only scheme.
+
+    Parameters
+    ----------
+    band : str
+        DES band (``g``, ``r``, ``i``, ``z``; ``Y`` only with ``use_color_terms=False``).
+    gaia_table : astropy.table.Table
+        Columns (case-insensitive) ``phot_g_mean_mag`` and, for colour terms,
+        ``phot_bp_mean_mag`` and ``phot_rp_mean_mag`` (mag).
+    use_color_terms : bool
+        True: :func:`desgw.refcat.transforms.gaia_to_des` (polynomial in BP-RP; stars without
+        BP/RP or outside the valid colour range are not valid). False: the original's
+        ``m = G`` for every band (:func:`desgw.refcat.transforms.gaia_g_only`).
+
+    Returns
+    -------
+    ReferenceMagnitudes
+
+    Raises
+    ------
+    DesgwInputError
+        A needed column is missing.
+    desgw.refcat.transforms.TransformUnavailableError
+        Colour terms asked for a band without a transformation (Y).
+    """
+    g = _column(gaia_table, "phot_g_mean_mag").astype(np.float64)
+    bp = _column(gaia_table, "phot_bp_mean_mag", required=use_color_terms)
+    rp = _column(gaia_table, "phot_rp_mean_mag", required=use_color_terms)
+    if bp is not None and rp is not None:
+        bp_rp = bp.astype(np.float64) - rp.astype(np.float64)
+    else:
+        bp_rp = np.full(g.shape, np.nan)
+    if use_color_terms:
+        res = gaia_to_des(band, g, bp, rp)
+        return ReferenceMagnitudes(mag=res.mag, valid=res.valid, bp_rp=bp_rp, band=band,
+                                   color_terms=True)
+    mag = gaia_g_only(g)
+    valid = np.isfinite(mag) & (mag > 0)
+    mag = np.where(valid, mag, np.nan)
+    return ReferenceMagnitudes(mag=mag, valid=valid, bp_rp=bp_rp, band=band, color_terms=False)
+
+
+# ----------------------------------------------------------------------------- zeropoints
+Method = Literal["mean", "median", "weighted"]
+_METHODS = ("mean", "median", "weighted")
+
+
+@dataclass(frozen=True, eq=False)
+class ZeropointResult:
+    """A sigma-clipped zeropoint from matched stars.
+
+    ``mag_ref = mag_inst + zp`` on average (see the module docstring for what ``mag_inst`` is
+    in the calibration code).
+
+    Attributes
+    ----------
+    zp : float
+        Zeropoint (mag); NaN when fewer than :data:`MIN_STARS_FOR_ZP` stars survive clipping.
+    zp_err : float
+        1-sigma error of ``zp`` (mag): ``std/sqrt(N)`` for the mean (ddof 0, as the original),
+        ``1.2533 std/sqrt(N)`` for the median, the inverse-variance error (scaled up by
+        ``sqrt(chi2/dof)`` when that exceeds 1) for the weighted mean; NaN when ``zp`` is.
+    rms : float
+        Standard deviation (ddof 0) of the surviving residuals (mag); NaN with no survivor.
+    n_used : int
+        Stars that survived clipping (the original's ``Nclipped``).
+    n_matched : int
+        Stars given with finite magnitudes (the original's ``Nall``).
+    delta : ndarray of float64, shape (n_matched,)
+        ``mag_ref - mag_inst`` per star.
+    delta_err : ndarray of float64, shape (n_matched,)
+        1-sigma error of each ``delta`` (NaN when no errors were given).
+    used : ndarray of bool, shape (n_matched,)
+        True for the stars that survived clipping.
+    method : str
+        ``"mean"``, ``"median"`` or ``"weighted"``.
+    """
+
+    zp: float
+    zp_err: float
+    rms: float
+    n_used: int
+    n_matched: int
+    delta: NDArray[np.float64] = field(repr=False)
+    delta_err: NDArray[np.float64] = field(repr=False)
+    used: NDArray[np.bool_] = field(repr=False)
+    method: str = "mean"
+
+    @property
+    def valid(self) -> bool:
+        """True when ``zp`` is a number (at least :data:`MIN_STARS_FOR_ZP` stars used)."""
+        return bool(np.isfinite(self.zp))
+
+
+def _clip_mask(delta: NDArray[np.float64], nsigma: float, iters: int | None,
+               center: str) -> NDArray[np.bool_]:
+    """astropy-``sigma_clip``-like: iteratively reject |d - centre| > nsigma * std (ddof 0)."""
+    used = np.ones(delta.size, dtype=bool)
+    n_iter = 0
+    while iters is None or n_iter < iters:
+        n_iter += 1
+        d = delta[used]
+        if d.size == 0:
+            break
+        c = float(np.mean(d)) if center == "mean" else float(np.median(d))
+        s = float(np.std(d))
+        new_used = used & (np.abs(delta - c) <= nsigma * s)
+        if new_used.sum() == used.sum():
+            break
+        used = new_used
+    return used
+
+
+def _clipped_zeropoint(delta: NDArray[np.float64], delta_err: NDArray[np.float64], *,
+                       nsigma: float, iters: int | None, method: str,
+                       error_floor: float) -> ZeropointResult:
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if not (np.isfinite(nsigma) and nsigma > 0):
+        raise ValueError(f"nsigma must be positive, got {nsigma}")
+    n = delta.size
+    used = _clip_mask(delta, nsigma, iters, "mean" if method == "mean" else "median") \
+        if n else np.zeros(0, dtype=bool)
+    d = delta[used]
+    n_used = int(d.size)
+    rms = float(np.std(d)) if n_used else math.nan
+    zp = zp_err = math.nan
+    if n_used >= MIN_STARS_FOR_ZP:
+        if method == "mean":
+            zp = float(np.mean(d))
+            zp_err = rms / math.sqrt(n_used)
+        elif method == "median":
+            zp = float(np.median(d))
+            zp_err = 1.2533 * rms / math.sqrt(n_used)
+        else:
+            e = delta_err[used]
+            if not np.all(np.isfinite(e)):
+                raise ValueError("method='weighted' needs a finite mag_err for every star")
+            w = 1.0 / (e * e + error_floor * error_floor)
+            if not np.all(np.isfinite(w)):
+                raise ValueError("method='weighted' needs mag_err > 0 or error_floor > 0")
+            zp = float(np.sum(w * d) / np.sum(w))
+            chi2 = float(np.sum(w * (d - zp) ** 2))
+            scale = max(1.0, math.sqrt(chi2 / (n_used - 1)))
+            zp_err = scale / math.sqrt(float(np.sum(w)))
+    return ZeropointResult(zp=zp, zp_err=zp_err, rms=rms, n_used=n_used, n_matched=int(n),
+                           delta=delta, delta_err=delta_err, used=used, method=method)
+
+
+def zeropoint(mag_inst: ArrayLike, mag_ref: ArrayLike, *, mag_err: ArrayLike | None = None,
+              nsigma: float = 3.0, iters: int | None = 3, method: Method = "mean",
+              error_floor: float = 0.0) -> ZeropointResult:
+    """Sigma-clipped zeropoint ``zp`` with ``mag_ref = mag_inst + zp``.
+
+    The default reproduces the original: astropy-style clipping at ``nsigma`` = 3 around the
+    mean with the standard deviation (ddof 0), at most ``iters`` = 3 passes, then the mean of
+    the survivors and ``std/sqrt(N)`` as its error; no ZP (NaN) when fewer than 3 stars
+    survive.
+
+    Parameters
+    ----------
+    mag_inst, mag_ref : array_like of float, shape (N,)
+        Instrumental and reference magnitudes of matched stars (mag). Pairs where either is not
+        finite are ignored.
+    mag_err : array_like of float, shape (N,), optional
+        1-sigma error of ``mag_ref - mag_inst`` per star (mag); needed for ``"weighted"``.
+    nsigma : float
+        Clipping threshold in standard deviations.
+    iters : int or None
+        Maximum clipping passes (None: until nothing changes).
+    method : {"mean", "median", "weighted"}
+        Estimator of the survivors (clipping is about the mean for ``"mean"`` and about the
+        median otherwise).
+    error_floor : float
+        Added in quadrature to ``mag_err`` for the weights (mag), e.g. the intrinsic scatter of
+        the Gaia -> DES transformation (~0.02).
+
+    Returns
+    -------
+    ZeropointResult
+    """
+    mi = np.asarray(mag_inst, dtype=np.float64).ravel()
+    mr = np.asarray(mag_ref, dtype=np.float64).ravel()
+    if mi.shape != mr.shape:
+        raise ValueError(f"mag_inst and mag_ref differ in length ({mi.size} vs {mr.size})")
+    if mag_err is None:
+        me = np.full(mi.shape, np.nan)
+    else:
+        me = np.broadcast_to(np.asarray(mag_err, dtype=np.float64).ravel(), mi.shape)
+    good = np.isfinite(mi) & np.isfinite(mr)
+    return _clipped_zeropoint(mr[good] - mi[good], np.array(me[good], dtype=np.float64),
+                              nsigma=nsigma, iters=iters, method=method,
+                              error_floor=error_floor)
+
+
+@dataclass(frozen=True)
+class ZeropointRules:
+    """Rules turning per-CCD zeropoints into the final per-CCD values and flags.
+
+    Attributes
+    ----------
+    min_stars : int
+        A CCD with fewer clipped stars takes the exposure ZP (original: 4).
+    max_zp_err : float
+        A CCD whose ZP error exceeds this takes the exposure ZP (mag; original: 0.3, applied to
+        the column it called ``ZPrms``, which holds ``std/sqrt(N)``).
+    max_rms : float or None
+        Optional extra rule on the star-to-star scatter (mag); None (default, the original)
+        disables it.
+    outlier_mag : float
+        ``|ZP - median over CCDs| >= outlier_mag`` flags the CCD (mag; original 0.15).
+    max_outlier_fraction : float
+        When at least this fraction of the CCDs are outliers, every CCD is flagged
+        (original: 0.20).
+    nsigma, iters, method, error_floor
+        Passed to the exposure-wide clipped zeropoint.
+    """
+
+    min_stars: int = 4
+    max_zp_err: float = 0.3
+    max_rms: float | None = None
+    outlier_mag: float = 0.15
+    max_outlier_fraction: float = 0.20
+    nsigma: float = 3.0
+    iters: int | None = 3
+    method: str = "mean"
+    error_floor: float = 0.0
+
+
+@dataclass(frozen=True)
+class CCDZeropoint:
+    """Final zeropoint of one CCD.
+
+    Attributes
+    ----------
+    ccd : int
+        CCDNUM.
+    measured : ZeropointResult
+        The CCD's own measurement.
+    zp, zp_err : float
+        Final zeropoint and its error (mag): the CCD's own, or the exposure's when
+        ``replaced``.
+    replaced : bool
+        True when the CCD took the exposure ZP (original flag 1).
+    outlier : bool
+        True when ``|zp - median| >= outlier_mag`` (original flag -1000).
+    exposure_flagged : bool
+        True when too many CCDs of the exposure are outliers (original flag -9999).
+    diff_from_median : float
+        ``zp - median`` of the final CCD zeropoints (mag).
+    """
+
+    ccd: int
+    measured: ZeropointResult
+    zp: float
+    zp_err: float
+    replaced: bool
+    outlier: bool
+    exposure_flagged: bool
+    diff_from_median: float
+
+    @property
+    def flag(self) -> int:
+        """The original's ``NewZPFlag``: 1 (replaced) + -1000 (outlier) + -9999 (exposure)."""
+        return (FLAG_REPLACED * self.replaced + FLAG_OUTLIER * self.outlier
+                + FLAG_EXPOSURE * self.exposure_flagged)
+
+
+@dataclass(frozen=True)
+class ExposureZP:
+    """Zeropoints of an exposure.
+
+    Attributes
+    ----------
+    exposure : ZeropointResult
+        Clipped zeropoint over all matched stars of all CCDs together.
+    ccds : dict[int, CCDZeropoint]
+        Final per-CCD zeropoints, by CCDNUM (ascending).
+    median_zp : float
+        Median of the final CCD zeropoints (mag; NaN when none).
+    outlier_fraction : float
+        Fraction of CCDs flagged as outliers.
+    exposure_flagged : bool
+        True when ``outlier_fraction >= rules.max_outlier_fraction``.
+    rules : ZeropointRules
+        The rules applied.
+    """
+
+    exposure: ZeropointResult
+    ccds: dict[int, CCDZeropoint]
+    median_zp: float
+    outlier_fraction: float
+    exposure_flagged: bool
+    rules: ZeropointRules
+
+    @property
+    def zp(self) -> float:
+        """Exposure zeropoint (mag)."""
+        return self.exposure.zp
+
+    @property
+    def zp_err(self) -> float:
+        """Error of the exposure zeropoint (mag)."""
+        return self.exposure.zp_err
+
+
+def exposure_zeropoints(per_ccd: Mapping[int, ZeropointResult], *,
+                        rules: ZeropointRules = ZeropointRules()) -> ExposureZP:
+    """Exposure zeropoint and final per-CCD zeropoints with the original's rules.
+
+    1. Exposure ZP: a clipped zeropoint of the residuals of *all* matched stars of all CCDs
+       (``delta`` of each :class:`ZeropointResult`), as the original (not a mean of CCD ZPs).
+    2. A CCD with no ZP, fewer than ``rules.min_stars`` clipped stars, a ZP error above
+       ``rules.max_zp_err`` (or, if set, a scatter above ``rules.max_rms``) takes the
+       exposure ZP and error (``replaced``, flag 1).
+    3. ``outlier`` when ``|zp - median(zp over CCDs)| >= rules.outlier_mag`` (flag -1000).
+    4. Every CCD is ``exposure_flagged`` (flag -9999) when the fraction of outliers is at least
+       ``rules.max_outlier_fraction``.
+
+    Parameters
+    ----------
+    per_ccd : mapping of int to ZeropointResult
+        Each CCD's measurement (from :func:`zeropoint`), keyed by CCDNUM.
+    rules : ZeropointRules
+
+    Returns
+    -------
+    ExposureZP
+        When the exposure ZP itself cannot be measured, replaced CCDs get NaN.
+    """
+    keys = sorted(int(k) for k in per_ccd)
+    if keys:
+        delta = np.concatenate([per_ccd[k].delta for k in keys])
+        delta_err = np.concatenate([per_ccd[k].delta_err for k in keys])
+    else:
+        delta = np.zeros(0)
+        delta_err = np.zeros(0)
+    method = rules.method
+    if method == "weighted" and not np.all(np.isfinite(delta_err)):
+        logger.warning("weighted exposure ZP asked but some stars have no error; using mean")
+        method = "mean"
+    expo = _clipped_zeropoint(delta, delta_err, nsigma=rules.nsigma, iters=rules.iters,
+                              method=method, error_floor=rules.error_floor)
+    final: dict[int, tuple[float, float, bool]] = {}
+    for k in keys:
+        m = per_ccd[k]
+        bad = (not m.valid) or m.n_used < rules.min_stars or not (m.zp_err <= rules.max_zp_err)
+        if rules.max_rms is not None and not (m.rms <= rules.max_rms):
+            bad = True
+        final[k] = (expo.zp, expo.zp_err, True) if bad else (m.zp, m.zp_err, False)
+    zps = np.array([final[k][0] for k in keys], dtype=np.float64)
+    finite = np.isfinite(zps)
+    median = float(np.median(zps[finite])) if np.any(finite) else math.nan
+    diffs = zps - median
+    outliers = ~(np.abs(diffs) < rules.outlier_mag)  # NaN counts as an outlier, as -999 did
+    frac = float(outliers.mean()) if keys else 0.0
+    flagged = bool(keys) and frac >= rules.max_outlier_fraction
+    ccds = {k: CCDZeropoint(ccd=k, measured=per_ccd[k], zp=final[k][0], zp_err=final[k][1],
+                            replaced=final[k][2], outlier=bool(outliers[i]),
+                            exposure_flagged=flagged, diff_from_median=float(diffs[i]))
+            for i, k in enumerate(keys)}
+    n_rep = sum(c.replaced for c in ccds.values())
+    logger.debug("exposure ZP %.4f +- %.4f from %d/%d stars; %d CCDs replaced, %.0f%% outliers",
+                 expo.zp, expo.zp_err, expo.n_used, expo.n_matched, n_rep, 100 * frac)
+    return ExposureZP(exposure=expo, ccds=ccds, median_zp=median, outlier_fraction=frac,
+                      exposure_flagged=flagged, rules=rules)
