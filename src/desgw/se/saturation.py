@@ -1,0 +1,195 @@
+"""Bleed trails, edge bleeds and bright-star halos around saturated pixels.
+
+In DECam images (trimmed, not flipped) the charge that overflows a saturated pixel's well
+spills along its column, i.e. along y: a bright star becomes a saturated core with vertical
+bleed trails above and below, which fade into a tail below saturation. When a trail reaches
+the serial register (the first or last row of the CCD) the charge spreads along that row of
+the amplifier (``EDGEBLEED``).
+
+:func:`mask_bleed_trails`, for each connected saturated region:
+
+1. ``TRAIL``: in every column that holds saturated pixels of the region, the contiguous run of
+   pixels whose ``trail_smooth``-row running mean is above ``sky + trail_nsigma * noise /
+   sqrt(trail_smooth)`` that contains them (the trail's fading tail and the star's own core),
+   plus the saturated pixels themselves, padded by ``trail_pad_y`` pixels along y; then up to
+   ``trail_pad_x`` neighbouring columns where those pixels are above the same threshold
+   (charge that leaked sideways). Sky and noise are the median and 1.4826 x MAD of the
+   full-height strip of columns around the region (local, and robust to the trail itself).
+2. ``EDGEBLEED``: if a trail touches the first or last row, the ``edgebleed_rows`` rows at
+   that edge across the amplifier(s) (``amp_width`` columns each) the trail lies in.
+3. ``STAR``: a disk around the saturated core (the centroid of the saturated pixels in the
+   rows where the region is at least half as wide as at its widest, i.e. without the narrow
+   trail) of radius ``star_radius_min + star_radius_scale * sqrt(n_sat / pi)``, capped at
+   ``star_radius_max``, ``n_sat`` being the region's saturated pixel count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from . import maskbits
+
+__all__ = ["BleedConfig", "BleedMasks", "mask_bleed_trails"]
+
+
+@dataclass(frozen=True)
+class BleedConfig:
+    """Settings of :func:`mask_bleed_trails` (pixels unless stated).
+
+    Attributes
+    ----------
+    trail_nsigma : float
+        A trail continues along its column while the column, averaged over ``trail_smooth``
+        rows, exceeds sky + this many sigma (of that average).
+    trail_smooth : int
+        Running-mean length (rows) along the column used for the trail threshold.
+    trail_pad_y : int
+        Padding of the trail mask along y, beyond the detected tail.
+    trail_pad_x : int
+        Neighbouring columns added to the trail where above the trail threshold.
+    edgebleed_rows : int
+        Rows flagged ``EDGEBLEED`` at a CCD edge reached by a trail.
+    amp_width : int
+        Columns per amplifier (1024 for DECam trimmed images).
+    star_radius_scale : float
+        Halo radius per unit of the saturated region's equivalent radius ``sqrt(n_sat/pi)``.
+    star_radius_min, star_radius_max : float
+        Bounds of the halo radius.
+    min_pixels : int
+        Saturated regions with fewer pixels (e.g. a single hot pixel) get no ``TRAIL`` and no
+        ``STAR``; they keep their ``SAT`` bit from detrending.
+    """
+
+    trail_nsigma: float = 2.5
+    trail_smooth: int = 5
+    trail_pad_y: int = 3
+    trail_pad_x: int = 1
+    edgebleed_rows: int = 30
+    amp_width: int = 1024
+    star_radius_scale: float = 2.0
+    star_radius_min: float = 8.0
+    star_radius_max: float = 300.0
+    min_pixels: int = 2
+
+
+@dataclass(frozen=True)
+class BleedMasks:
+    """Result of :func:`mask_bleed_trails`.
+
+    Attributes
+    ----------
+    mask : ndarray, int32, image shape
+        ``TRAIL``, ``EDGEBLEED`` and ``STAR`` bits.
+    star_x, star_y : ndarray, float64
+        0-based pixel centre of each saturated star core.
+    star_npix : ndarray, int64
+        Saturated pixels of each region.
+    star_radius : ndarray, float64
+        ``STAR`` halo radius (pixels) of each region.
+    """
+
+    mask: np.ndarray
+    star_x: np.ndarray
+    star_y: np.ndarray
+    star_npix: np.ndarray
+    star_radius: np.ndarray
+
+
+def _column_run(high: np.ndarray, lo: int, hi: int) -> tuple[int, int]:
+    """Rows [start, stop) of the run of True in ``high`` around rows lo..hi (inclusive)."""
+    below = np.flatnonzero(~high[:lo])
+    start = int(below[-1]) + 1 if below.size else 0
+    above = np.flatnonzero(~high[hi + 1:])
+    stop = hi + 1 + int(above[0]) if above.size else high.size
+    return start, stop
+
+
+def mask_bleed_trails(image_e: np.ndarray, sat_mask: np.ndarray, *,
+                      config: BleedConfig = BleedConfig()) -> BleedMasks:
+    """Flag bleed trails, edge bleeds and bright-star halos of saturated regions.
+
+    Parameters
+    ----------
+    image_e : ndarray, shape (ny, nx)
+        Detrended image in electrons, sky not subtracted (e.g. ``DetrendedCCD.image``).
+    sat_mask : ndarray of bool, same shape
+        Saturated pixels (e.g. ``(mask & SAT) != 0``).
+    config : BleedConfig
+
+    Returns
+    -------
+    BleedMasks
+    """
+    image = np.asarray(image_e)
+    sat = np.asarray(sat_mask, dtype=bool)
+    if image.shape != sat.shape:
+        raise ValueError(f"image shape {image.shape} != sat_mask shape {sat.shape}")
+    ny, nx = image.shape
+    out = np.zeros((ny, nx), np.int32)
+    labels, nreg = ndimage.label(sat, structure=np.ones((3, 3), bool))
+    xs, ys, npx, rads = [], [], [], []
+    if nreg == 0:
+        return BleedMasks(out, *(np.zeros(0) for _ in range(2)), np.zeros(0, np.int64),
+                          np.zeros(0))
+    trail = np.zeros((ny, nx), bool)
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        ry, rx = sl
+        region = labels[sl] == k
+        n_sat = int(region.sum())
+        if n_sat < config.min_pixels:
+            continue
+        c0, c1 = max(rx.start - 3, 0), min(rx.stop + 3, nx)
+        strip = image[:, c0:c1]
+        sample = strip[::2]
+        sky = float(np.median(sample))
+        noise = 1.4826 * float(np.median(np.abs(sample - sky))) or 1.0
+        if config.trail_smooth > 1:  # average along the column: follows faint tails further
+            strip = ndimage.uniform_filter1d(strip.astype(np.float32), config.trail_smooth, axis=0)
+        high = strip > sky + config.trail_nsigma * noise / np.sqrt(config.trail_smooth)
+        for j in range(rx.start, rx.stop):
+            rows = np.flatnonzero(region[:, j - rx.start]) + ry.start
+            if rows.size == 0:
+                continue
+            col = high[:, j - c0]
+            col[rows] = True
+            start, stop = _column_run(col, int(rows[0]), int(rows[-1]))
+            trail[max(start - config.trail_pad_y, 0):min(stop + config.trail_pad_y, ny), j] = True
+            touched = []
+            if start == 0:
+                touched.append(slice(0, config.edgebleed_rows))
+            if stop == ny:
+                touched.append(slice(ny - config.edgebleed_rows, ny))
+            for rsl in touched:
+                a0 = (j // config.amp_width) * config.amp_width
+                out[rsl, a0:min(a0 + config.amp_width, nx)] |= maskbits.EDGEBLEED
+        if config.trail_pad_x > 0:  # neighbouring columns, where they are above threshold
+            tr = trail[:, c0:c1]
+            grown = ndimage.binary_dilation(
+                tr, structure=np.ones((1, 2 * config.trail_pad_x + 1), bool))
+            tr |= grown & high
+        # star core: rows at least half as wide as the widest row of the region
+        width = region.sum(axis=1)
+        core_rows = width >= 0.5 * width.max()
+        yy, xx = np.nonzero(region & core_rows[:, None])
+        x0, y0 = float(xx.mean() + rx.start), float(yy.mean() + ry.start)
+        r = min(config.star_radius_min + config.star_radius_scale * np.sqrt(n_sat / np.pi),
+                config.star_radius_max)
+        ri = int(np.ceil(r))
+        by0, by1 = max(int(y0) - ri, 0), min(int(y0) + ri + 2, ny)
+        bx0, bx1 = max(int(x0) - ri, 0), min(int(x0) + ri + 2, nx)
+        gy, gx = np.ogrid[by0:by1, bx0:bx1]
+        disk = (gx - x0) ** 2 + (gy - y0) ** 2 <= r * r
+        out[by0:by1, bx0:bx1][disk] |= maskbits.STAR
+        xs.append(x0)
+        ys.append(y0)
+        npx.append(n_sat)
+        rads.append(r)
+    out[trail] |= maskbits.TRAIL
+    return BleedMasks(mask=out, star_x=np.array(xs, float), star_y=np.array(ys, float),
+                      star_npix=np.array(npx, np.int64), star_radius=np.array(rads, float))
+
