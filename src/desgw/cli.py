@@ -102,17 +102,17 @@ def refcat() -> None:
 
 
 @refcat.command("ingest")
-@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Store directory to create or update.")
 @click.option("--order", type=click.IntRange(0, 12), default=7, show_default=True,
               help="HEALPix order (nested) of the partitions.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 def refcat_ingest(sources: tuple[Path, ...], store: Path, order: int, overwrite: bool) -> None:
-    """Ingest Gaia catalogs (CSV, FITS or Parquet with Gaia archive column names)."""
-    from .refcat import ingest_gaia
+    """Ingest Gaia catalogs (CSV, FITS or Parquet files with Gaia archive column names, or folders of them)."""
+    from .refcat import refcat_ingest_main
 
-    index = ingest_gaia(list(sources), store, order=order, overwrite=overwrite)
+    index = refcat_ingest_main(list(sources), store, order=order, overwrite=overwrite)
     click.echo(f"ingested {index.total} stars into {store} (HEALPix order {index.order}, "
                f"{len(index.pixel_counts)} partitions)")
 
