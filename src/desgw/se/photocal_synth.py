@@ -41,7 +41,8 @@ class SyntheticField:
         FWHM_WORLD); fluxes in electrons over the exposure, MAG_* with ``sex_mag_zeropoint``.
     gaia : astropy.table.Table
         Gaia-style table (source_id, ra, dec, phot_g_mean_mag, phot_bp_mean_mag,
-        phot_rp_mean_mag) of the stars, plus faint stars that are not in the catalog.
+        phot_rp_mean_mag) of the stars, plus faint stars that are not in the catalog;
+        source_id is unique across seeds (fields of different seeds can be stacked).
     true_mag : ndarray of float64, shape (len(catalog),)
         True DES magnitude of each catalog row (NaN for galaxies).
     is_star : ndarray of bool, shape (len(catalog),)
@@ -214,7 +215,8 @@ def make_calibration_field(*, band: str = "r", zp: float = 31.5, n_stars: int = 
     f_dec = dec0 + rng.uniform(-half_dec, half_dec, n_faint_gaia)
     fg, fbp, frp = draw_gaia_stars(rng, n_faint_gaia, g_range=(21.0, 21.5))
     gaia = Table()
-    gaia["source_id"] = np.arange(n_tot_stars + n_faint_gaia, dtype=np.int64) + 10**15
+    gaia["source_id"] = (np.arange(n_tot_stars + n_faint_gaia, dtype=np.int64) + 10**15
+                         + (int(seed) % 10**8) * 10**6)  # unique across seeds
     gaia["ra"] = np.concatenate([star_ra, f_ra])
     gaia["dec"] = np.concatenate([star_dec, f_dec])
     noise = rng.normal(0, gaia_mag_noise, (3, n_tot_stars))
