@@ -5,11 +5,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from astropy.table import Table, vstack
+from astropy.table import vstack
 
 from desgw.io.errors import CorruptFileError, DesgwInputError, MissingCCDError, MissingFileError
 from desgw.io.naming import allzp_csv_name, zero_csv_name, zp_csv_name
@@ -300,8 +299,6 @@ def test_footprint_corners_across_ra_zero():
     dec = np.array([-10.0, -10.1, -9.9, -10.05])
     cra, cdec = footprint_corners(ra, dec, pad_arcsec=1.0)
     # the box is 0.1 deg wide around RA 0, not 359.9 deg wide
-    width = ((cra.max() + 180) % 360) - ((cra.min() + 180) % 360)
     wrapped = np.where(cra > 180, cra - 360, cra)
     assert wrapped.max() - wrapped.min() < 0.12
     assert cdec.min() < -10.1 and cdec.max() > -9.9
-    del width

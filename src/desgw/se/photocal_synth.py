@@ -64,8 +64,8 @@ class SyntheticField:
     corners_dec: NDArray[np.float64] = field(repr=False)
 
 
-def draw_gaia_stars(rng: np.random.Generator, n: int, *, g_range: tuple[float, float] = (16.0, 20.5),
-                    red_fraction: float = 0.2) -> tuple[NDArray[np.float64], NDArray[np.float64],
+def draw_gaia_stars(rng: np.random.Generator, n: int, *,
+                    g_range: tuple[float, float] = (16.0, 20.5), red_fraction: float = 0.2) -> tuple[NDArray[np.float64], NDArray[np.float64],
                                                          NDArray[np.float64]]:
     """True Gaia G, BP, RP of ``n`` field stars at high Galactic latitude.
 
