@@ -22,18 +22,23 @@ Algorithm
    (never below ``final_match_radius_arcsec``); first an affine fit (order 1), then order 3
    (or the highest order the number of stars supports), each with iterative clipping, until
    the match set is stable.
-4. **Order.** The polynomial order (1 = plain TAN, 2..``max_sip_order`` = TAN-SIP) is the one
-   with the lowest BIC on the stars kept by the most flexible feasible fit
+4. **Order.** The fitted model is a polynomial of the detections' tangent-plane coordinates
+   *as predicted by the header WCS* (scaled to ~[-1, 1]). For a linear header this is the same
+   as a polynomial of pixel coordinates; for a header that already holds the distortion (e.g.
+   built from `desgw.instrument.optics`, as the original fed SCAMP the ``fNN.head`` files) an
+   affine correction is enough, so a CCD with a dozen stars still gets the distortion right.
+   Its order (1 = affine, up to ``max_sip_order``) is the one with the lowest BIC on the stars kept by the most flexible feasible fit
    (``BIC = n ln(chi2 / n) + k ln n`` with ``n = 2 N_stars`` residuals and ``k = 2 N_terms``
    coefficients). On the DECam mapping, the best affine fit leaves up to 0.2 arcsec at the
    field edge and 0.02 arcsec at the centre, order 2 leaves ~0.01 arcsec everywhere and order
    3 leaves < 0.1 mas, so with good centroids BIC picks 3 on every CCD.
-5. **WCS.** The fit is the model ``(xi, eta) = sum_pq c_pq u^p v^q`` with ``(u, v)`` the
-   pixel offsets from the CCD centre (the CRPIX), solved by weighted linear least squares
-   (on scaled coordinates for conditioning). The tangent point is then moved to the sky
-   position of the CRPIX and the fit repeated (twice) so that the constant term vanishes;
-   the linear terms are the CD matrix, the higher ones ``CD^-1`` times themselves are the
-   SIP ``A``/``B`` coefficients. The inverse SIP ``AP``/``BP`` (order ``sip_order + 1``,
+5. **WCS.** The model is solved by weighted linear least squares. The tangent point is then
+   moved to the sky position of the CCD centre (the CRPIX) and the fit repeated (twice) so
+   that the constant term vanishes. The model is re-expanded on a grid over the image as
+   ``(xi, eta) = sum_pq c_pq u^p v^q`` of the pixel offsets ``(u, v)`` from the CRPIX, with
+   the lowest order that reproduces it to ``wcs_tolerance_arcsec`` (0.5 mas; the same order
+   for a linear header); its linear terms are the CD matrix, the higher ones times ``CD^-1``
+   the SIP ``A``/``B`` coefficients. The inverse SIP ``AP``/``BP`` (order ``sip_order + 1``,
    with linear terms) is fitted on a dense grid over the image (plus a margin) to the exact
    inverse of the forward polynomial; its worst error on that grid is reported
    (``inverse_max_error_pix``; ~1e-5 px on DECam CCDs). ``wcs.world_to_pixel`` in astropy
@@ -127,15 +132,20 @@ class AstrometryConfig:
     max_iter : int
         Most match-fit iterations per stage.
     max_sip_order : int
-        Highest polynomial order tried (1 = TAN only).
+        Highest order tried for the fitted correction (1 = affine).
     sip_order : int or None
-        Force this order instead of choosing by BIC (still capped by the number of stars).
+        Force this fit order instead of choosing by BIC (still capped by the number of stars).
     stars_per_coefficient : float
         An order ``o`` is feasible when ``N_stars >= stars_per_coefficient * N_terms(o) + 2``.
     error_floor_arcsec : float
         Added in quadrature to ``xy_err`` (reference errors, seeing); unused without ``xy_err``.
     inverse_margin_pix : float
-        The AP/BP inverse is fitted over the image plus this margin on each side.
+        The pixel SIP and its AP/BP inverse are fitted over the image plus this margin.
+    max_wcs_order : int
+        Highest SIP order of the output WCS (see ``wcs_tolerance_arcsec``).
+    wcs_tolerance_arcsec : float
+        The output TAN-SIP takes the lowest order that reproduces the fitted model to this
+        accuracy over the image (it equals ``fit_order`` when the header WCS is linear).
     """
 
     min_matches: int = 8
@@ -157,6 +167,8 @@ class AstrometryConfig:
     stars_per_coefficient: float = 2.0
     error_floor_arcsec: float = 0.005
     inverse_margin_pix: float = 50.0
+    max_wcs_order: int = 6
+    wcs_tolerance_arcsec: float = 0.0005
 
     def __post_init__(self) -> None:
         def bad(what: str) -> DesgwInputError:
@@ -177,6 +189,10 @@ class AstrometryConfig:
             raise bad("final_match_radius_arcsec exceeds initial_match_radius_arcsec")
         if not 1 <= self.max_sip_order <= 7:
             raise bad(f"max_sip_order must be in 1..7, got {self.max_sip_order}")
+        if not 1 <= self.max_wcs_order <= 9:
+            raise bad(f"max_wcs_order must be in 1..9, got {self.max_wcs_order}")
+        if not self.wcs_tolerance_arcsec > 0:
+            raise bad("wcs_tolerance_arcsec must be > 0")
         if self.sip_order is not None and not 1 <= self.sip_order <= self.max_sip_order:
             raise bad(f"sip_order must be in 1..max_sip_order, got {self.sip_order}")
         for name in ("n_vote_detections", "n_vote_refs", "max_clip_iter", "max_iter",
@@ -206,7 +222,13 @@ class AstrometryResult:
     rms_arcsec : float
         Total rms, ``hypot(rms_ra_arcsec, rms_dec_arcsec)`` (arcsec).
     sip_order : int
-        Polynomial order of the solution (1 = linear TAN).
+        Polynomial order of the output WCS (1 = linear TAN, no SIP).
+    fit_order : int
+        Order of the polynomial fitted to the stars (chosen by BIC unless forced); it is a
+        polynomial of the header WCS's tangent-plane coordinates, so it equals ``sip_order``
+        for a linear header WCS and can be 1 when the header already holds the distortion.
+    wcs_max_error_arcsec : float
+        Largest difference between the output WCS and the fitted model over the image (arcsec).
     src_index, ref_index : ndarray of int, shape (n_matched,)
         Indices into the given detection / reference arrays of each match.
     used : ndarray of bool, shape (n_matched,)
@@ -234,6 +256,8 @@ class AstrometryResult:
     rms_dec_arcsec: float
     rms_arcsec: float
     sip_order: int
+    fit_order: int
+    wcs_max_error_arcsec: float
     src_index: NDArray[np.intp]
     ref_index: NDArray[np.intp]
     used: NDArray[np.bool_]
@@ -318,7 +342,7 @@ def _rotate(p: NDArray, theta_deg: float) -> NDArray:
 
 
 # ---------------------------------------------------------------------------------------------
-# polynomial model (xi, eta) = sum c_pq us^p vs^q, us = u / su, vs = v / sv
+# polynomial model (xi, eta) = sum c_pq bu^p bv^q of the header WCS's scaled tangent coords
 # ---------------------------------------------------------------------------------------------
 def _terms(order: int, start: int = 0) -> list[tuple[int, int]]:
     return [(p, n - p) for n in range(start, order + 1) for p in range(n, -1, -1)]
@@ -346,18 +370,18 @@ class _Fit:
 class _Solver:
     """State shared by the steps of one `solve_wcs` call."""
 
-    def __init__(self, x: NDArray, y: NDArray, w: NDArray, shape: tuple[int, int],
+    def __init__(self, bu: NDArray, bv: NDArray, w: NDArray, shape: tuple[int, int],
                  config: AstrometryConfig, n_refs: int) -> None:
         self.cfg = config
-        self.n_det = x.size
+        self.n_det = bu.size
         self.n_refs = n_refs
         ny, nx = shape
         self.cx = (nx - 1) / 2.0
         self.cy = (ny - 1) / 2.0
         self.su = nx / 2.0
         self.sv = ny / 2.0
-        self.us = (x - self.cx) / self.su
-        self.vs = (y - self.cy) / self.sv
+        self.us = bu  # fit basis: header-WCS tangent coordinates, scaled to ~[-1, 1]
+        self.vs = bv
         self.w = w
         self._design_cache: dict[int, NDArray] = {}
 
@@ -519,14 +543,52 @@ def _build_wcs(coeff: NDArray, order: int, solver: _Solver, ra0: float, dec0: fl
     return w, inv_err
 
 
-def _fit_inverse(a: NDArray, b: NDArray, inv_order: int, solver: _Solver,
-                 shape: tuple[int, int]) -> tuple[NDArray, NDArray, float]:
-    """Fit AP/BP (terms 1 <= p+q <= inv_order) to the exact inverse of the forward SIP."""
+def _grid(solver: _Solver, shape: tuple[int, int]) -> tuple[NDArray, NDArray]:
+    """Pixel offsets (u, v) from the CRPIX of a 33 x 65 grid over the image plus the margin."""
     ny, nx = shape
     m = solver.cfg.inverse_margin_pix
     gx = np.linspace(-m, nx - 1 + m, 33) - solver.cx
     gy = np.linspace(-m, ny - 1 + m, 65) - solver.cy
-    u, v = (g.ravel() for g in np.meshgrid(gx, gy))
+    u, v = np.meshgrid(gx, gy)
+    return u.ravel(), v.ravel()
+
+
+def _pixel_polynomial(coeff: NDArray, order: int, solver: _Solver, initial_wcs: WCS,
+                      basis: tuple[float, float, float],
+                      shape: tuple[int, int]) -> tuple[NDArray, int, float]:
+    """Re-expand the fitted model (a polynomial of the header WCS's tangent coordinates) as a
+    polynomial of pixel offsets, of the lowest order that reproduces it to
+    ``config.wcs_tolerance_arcsec`` on a grid over the image (at most ``max_wcs_order``).
+
+    Returns the scaled-pixel coefficients (n_terms, 2) in arcsec, their order and the largest
+    deviation from the fitted model on the grid (arcsec).
+    """
+    ra_i0, dec_i0, bscale = basis
+    u, v = _grid(solver, shape)
+    gr, gd = initial_wcs.all_pix2world(u + solver.cx, v + solver.cy, 0)
+    gt = _project(gr, gd, ra_i0, dec_i0) / bscale
+    target = _design(gt[:, 0], gt[:, 1], _terms(order)) @ coeff
+    us, vs = u / solver.su, v / solver.sv
+    ones = np.ones(u.size)
+    best: tuple[NDArray, int, float] | None = None
+    for k in range(1, solver.cfg.max_wcs_order + 1):
+        d = _design(us, vs, _terms(k))
+        c = _weighted_lsq(d, target, ones)
+        err = float(np.max(np.hypot(*(target - d @ c).T)))
+        best = (c, k, err)
+        if err <= solver.cfg.wcs_tolerance_arcsec:
+            break
+    assert best is not None
+    if best[2] > solver.cfg.wcs_tolerance_arcsec:
+        logger.warning("TAN-SIP of order %d reproduces the fitted model only to %.2g arcsec",
+                       best[1], best[2])
+    return best
+
+
+def _fit_inverse(a: NDArray, b: NDArray, inv_order: int, solver: _Solver,
+                 shape: tuple[int, int]) -> tuple[NDArray, NDArray, float]:
+    """Fit AP/BP (terms 1 <= p+q <= inv_order) to the exact inverse of the forward SIP."""
+    u, v = _grid(solver, shape)
     order = a.shape[0] - 1
     fwd = _design(u, v, _terms(order, 2))
     t2 = _terms(order, 2)
@@ -593,7 +655,8 @@ def solve_wcs(
     initial_wcs : astropy.wcs.WCS
         The header WCS for 0-based trimmed pixels (any projection astropy evaluates); it may be
         off by tens of arcsec, a few tenths of a degree in rotation, ~1 % in scale, and lack
-        the optical distortion.
+        the optical distortion. If it holds the distortion, the fit corrects it (see the
+        module notes), which matters for CCDs with few stars.
     flux : array_like, shape (n,), optional
         Detection fluxes (any unit); when given, the brightest ``config.n_vote_detections``
         vote for the offset.
@@ -664,16 +727,20 @@ def solve_wcs(
         weights /= np.median(weights)
     else:
         weights = np.ones(xd.size)
-    solver = _Solver(xd, yd, weights, shape, cfg, int(ref_idx.size))
     if xd.size < cfg.min_matches or ra_r.size < cfg.min_matches:
-        raise solver.error(f"fewer than min_matches={cfg.min_matches} detections or references")
+        raise AstrometryError(f"fewer than min_matches={cfg.min_matches} detections or references",
+                              n_detections=xd.size, n_refs=ra_r.size)
 
     # detections through the header WCS, references projected; keep refs near the CCD
+    ra_i0, dec_i0 = ra0, dec0
     rd, dd = initial_wcs.all_pix2world(xd, yd, 0)
     det_t = _project(rd, dd, ra0, dec0)
     ref_t = _project(ra_r, dec_r, ra0, dec0)
     half = np.array([shape[1], shape[0]]) * pixscale / 2.0
     half_diag = float(np.hypot(*half))
+    bscale = float(half.max())
+    solver = _Solver(det_t[:, 0] / bscale, det_t[:, 1] / bscale, weights, shape, cfg,
+                     int(ref_idx.size))
     reach = half_diag + cfg.max_offset_arcsec + cfg.initial_match_radius_arcsec
     near = np.hypot(ref_t[:, 0], ref_t[:, 1]) < reach
     ref_idx, ref_t = ref_idx[near], ref_t[near]
@@ -773,7 +840,10 @@ def solve_wcs(
     c0 = fit.coeff[0]
     ra0, dec0 = _deproject(float(c0[0]), float(c0[1]), ra0, dec0)
 
-    wcs, inv_err = _build_wcs(fit.coeff, order, solver, ra0, dec0, shape)
+    pix_coeff, wcs_order, wcs_err = _pixel_polynomial(
+        fit.coeff, order, solver, initial_wcs, (ra_i0, dec_i0, bscale), shape)
+    ra0, dec0 = _deproject(float(pix_coeff[0, 0]), float(pix_coeff[0, 1]), ra0, dec0)
+    wcs, inv_err = _build_wcs(pix_coeff, wcs_order, solver, ra0, dec0, shape)
 
     # residuals of the used matches through the final WCS
     used = fit.mask
@@ -791,7 +861,9 @@ def solve_wcs(
         rms_ra_arcsec=rms_ra,
         rms_dec_arcsec=rms_dec,
         rms_arcsec=float(math.hypot(rms_ra, rms_dec)),
-        sip_order=order,
+        sip_order=wcs_order,
+        fit_order=order,
+        wcs_max_error_arcsec=wcs_err,
         src_index=det_idx[src],
         ref_index=ref_idx[ref],
         used=used.copy(),
