@@ -6,8 +6,8 @@ Model (a simple Besancon-like recipe, good to a few tens of per cent at high lat
   ``n(G) = N0 / (10**(-a1 (G - Gb)) + 10**(-a2 (G - Gb)))``: slope ``a1 = 0.30`` for bright
   (disk) stars, flattening to ``a2 = 0.06`` beyond ``Gb`` where the halo dominates. Normalised so
   that at the pole ~1000 stars/deg^2 have G < 20.7, ~2600 have G < 24 and ~8 have G < 12
-  (Gaia/SDSS high-latitude counts). At latitude b the disk part scales as ``1/sin|b|``: the counts are multiplied by
-  ``0.6 / sin|b| + 0.4`` (|b| floored at 15 deg).
+  (Gaia/SDSS high-latitude counts). At latitude b the disk part scales as ``1/sin|b|``: the
+  counts are multiplied by ``0.6 / sin|b| + 0.4`` (|b| floored at 15 deg).
 * Populations vary with G: disk dwarfs (BP-RP ~ 1.0 +- 0.25), halo turn-off stars
   (0.78 +- 0.08, more common at G > 18), giants (1.25 +- 0.2) and M dwarfs (1.8-3.0, common at
   faint G), with 2 % of the M dwarfs very red (BP-RP 4.1-4.8, outside the Gaia->DES transform

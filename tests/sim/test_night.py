@@ -1,0 +1,192 @@
+"""Tests of the night driver and the truth it writes (with a stand-in renderer, and with the real one)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from desgw.instrument import get_ccd, pixel_to_sky
+from desgw.io.errors import MissingFileError
+from desgw.io.products import read_csv
+from desgw.sim import night as night_mod
+from desgw.sim.model import OBJECT_KINDS, SimSwitches
+from desgw.sim.night import simulate_night
+from desgw.sim.scene import SceneConfig
+from desgw.sim.survey import plan_night
+from desgw.sim.truth import load_truth
+
+SPARSE = SceneConfig(star_density_scale=0.3, galaxy_density_scale=0.05)
+
+
+@dataclass
+class _FakeCCD:
+    header: fits.Header
+    raw: np.ndarray
+    truth: object = None
+    artefact_mask: np.ndarray | None = None
+
+
+def _fake_api(calls):
+    def render_exposure(spec, objects, ccdnums, *, switches, seed, calib):
+        calls.append((spec.expnum, tuple(ccdnums), len(objects), seed))
+        out = []
+        for c in ccdnums:
+            h = fits.Header()
+            h["CCDNUM"] = c
+            h["DETPOS"] = get_ccd(c).detpos
+            out.append(_FakeCCD(h, np.full((6, 5), spec.expnum % 1000, dtype=np.uint16),
+                                artefact_mask=np.eye(4, dtype=np.uint8) * c))
+        return out
+
+    def exposure_primary_header(spec):
+        h = fits.Header()
+        h["EXPNUM"] = spec.expnum
+        h["MJD-OBS"] = spec.mjd
+        h["FILTER"] = spec.band
+        return h
+
+    def make_detector_calib(ccdnums, seed, band):
+        return SimpleNamespace(ccds={int(c): SimpleNamespace(qe=1.0 + 0.01 * (c % 3 - 1)) for c in ccdnums})
+
+    def write_calibrations(outdir, calib):
+        p = outdir / "calib" / "bias.fits"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fits.PrimaryHDU().writeto(p)
+        return {"bias": p}
+
+    return render_exposure, exposure_primary_header, make_detector_calib, write_calibrations
+
+
+@pytest.fixture(scope="module")
+def fake_night(tmp_path_factory):
+    calls: list = []
+    mp = pytest.MonkeyPatch()
+    mp.setattr(night_mod, "_render_api", lambda: _fake_api(calls))
+    out = tmp_path_factory.mktemp("night")
+    try:
+        summary = simulate_night(out, seed=4, band="i", ccds=[28, 35], n_templates=2, n_search=2,
+                                 scene_config=SPARSE)
+    finally:
+        mp.undo()
+    return out, summary, calls
+
+
+def test_night_writes_all_files(fake_night):
+    out, summary, calls = fake_night
+    assert len(summary.raw_files) == 4
+    for p in summary.raw_files:
+        assert p.parent == out / "raw" and p.name.startswith("DECam_00") and p.name.endswith(".fits.fz")
+        assert p.exists()
+    for name in ("objects.parquet", "exposures.csv", "ccds.csv", "fluxes.parquet", "transients.csv",
+                 "variables.csv", "moving.csv", "night.json"):
+        assert (out / "truth" / name).exists()
+    assert (out / "gaia" / "gaia_sim.csv").exists() and (out / "calib" / "bias.fits").exists()
+    assert not list(out.rglob(".*tmp*"))  # no temporary files left
+    text = str(summary)
+    assert "search" in text and "template" in text and "Gaia catalogue" in text
+    # search exposures render the requested CCDs, templates those overlapping them
+    for expnum, ccds, _, _ in calls[2:]:
+        assert ccds == (28, 35)
+    for expnum, ccds, _, _ in calls[:2]:
+        assert len(ccds) >= 2
+    # raw file holds the CCDs the renderer returned, EXPNUM in the header
+    with fits.open(summary.raw_files[-1]) as h:
+        assert h[0].header["EXPNUM"] == summary.exposures[-1][0]
+        assert sorted(x.header["CCDNUM"] for x in h[1:]) == [28, 35]
+
+
+def test_load_truth_is_consistent(fake_night):
+    out, summary, _ = fake_night
+    truth = load_truth(out)
+    assert truth.expnums == [e[0] for e in summary.exposures]
+    assert len(truth.template_expnums) == 2 and len(truth.search_expnums) == 2
+    # specs round-trip through the CSV exactly
+    planned = plan_night(seed=4, band="i", n_templates=2, n_search=2)
+    assert [truth.exposure_spec(e) for e in truth.expnums] == planned
+    spec = truth.exposure_spec(truth.search_expnums[0])
+    assert truth.raw_path(spec.expnum).exists()
+    # objects on a CCD: their pixel positions map back to their sky positions
+    rows = truth.objects_on_ccd(spec.expnum, 28)
+    assert len(rows) > 20
+    ra, dec = truth.true_pixel_to_sky(spec.expnum, 28, rows["x"], rows["y"])
+    np.testing.assert_allclose(ra, rows["ra"], atol=1e-9)
+    np.testing.assert_allclose(dec, rows["dec"], atol=1e-9)
+    x, y = truth.true_sky_to_pixel(spec.expnum, 28, rows["ra"], rows["dec"])
+    np.testing.assert_allclose(x, rows["x"], atol=1e-6)
+    # flux = exptime * 10**(-0.4 (mag - zp_ccd))
+    zp = truth.ccd_row(spec.expnum, 28)["zeropoint"]
+    np.testing.assert_allclose(rows["flux_e"], spec.exptime * 10 ** (-0.4 * (rows["mag"] - zp)), rtol=1e-9)
+    assert truth.ccd_row(spec.expnum, 28)["n_objects"] == len(rows)
+    # the static truth agrees with the per-exposure rows for galaxies
+    gal = rows[rows["kind"] == OBJECT_KINDS["galaxy"]]
+    np.testing.assert_allclose(gal["mag"], truth.objects["mag_i"][gal["id"] - 1])
+    # the ccds table has sensible sky levels (i band, 90 s: a few thousand e-/pixel)
+    sky = np.asarray(truth.ccds["sky_e_per_pix"])
+    assert np.all((sky > 300) & (sky < 20000))
+    # the Gaia catalogue is readable and within the field
+    gaia = read_csv(out / "gaia" / "gaia_sim.csv")
+    assert len(gaia) > 10 and np.all(np.asarray(gaia["phot_g_mean_mag"]) < 20.7)
+    assert truth.meta["seed"] == 4 and truth.meta["band"] == "i"
+    assert set(truth.artefact_masks(spec.expnum)) == {28, 35}
+
+
+def test_transients_land_on_search_ccds(fake_night):
+    out, _, _ = fake_night
+    truth = load_truth(out)
+    for expnum in truth.search_expnums:
+        on = np.concatenate([np.asarray(truth.objects_on_ccd(expnum, c)["id"]) for c in (28, 35)])
+        assert set(np.asarray(truth.transients["id"])) <= set(on)
+        assert set(np.asarray(truth.moving["id"])) <= set(on)
+    for expnum in truth.template_expnums:
+        for c in truth.ccdnums(expnum):
+            rows = truth.objects_on_ccd(expnum, c)
+            assert not np.any(rows["kind"] == OBJECT_KINDS["transient"])
+
+
+def test_night_is_deterministic(fake_night, tmp_path, monkeypatch):
+    out, _, calls = fake_night
+    again: list = []
+    monkeypatch.setattr(night_mod, "_render_api", lambda: _fake_api(again))
+    simulate_night(tmp_path, seed=4, band="i", ccds=[28, 35], n_templates=2, n_search=2, scene_config=SPARSE)
+    assert again == calls
+    for name in ("exposures.csv", "ccds.csv", "transients.csv"):
+        assert (tmp_path / "truth" / name).read_bytes() == (out / "truth" / name).read_bytes()
+    assert (tmp_path / "gaia" / "gaia_sim.csv").read_bytes() == (out / "gaia" / "gaia_sim.csv").read_bytes()
+
+
+def test_load_truth_names_missing_file(tmp_path):
+    with pytest.raises(MissingFileError, match="objects.parquet"):
+        load_truth(tmp_path)
+
+
+def test_bad_ccd_list_is_rejected(tmp_path, monkeypatch):
+    monkeypatch.setattr(night_mod, "_render_api", lambda: _fake_api([]))
+    with pytest.raises(ValueError, match="CCDNUM"):
+        simulate_night(tmp_path, ccds=[0, 63])
+
+
+_HAVE_RENDER = importlib.util.find_spec("desgw.sim.render") is not None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _HAVE_RENDER, reason="desgw.sim.render not available")
+def test_tiny_real_night(tmp_path):
+    sw = SimSwitches(cosmic_rays=False, satellite=False)
+    summary = simulate_night(tmp_path, seed=1, band="r", ccds=[35], n_templates=1, n_search=1,
+                             switches=sw, scene_config=SPARSE, template_ccds="same")
+    truth = load_truth(tmp_path)
+    assert len(summary.raw_files) == 2
+    from desgw.io.raw import RawExposure
+
+    spec = truth.exposure_spec(truth.search_expnums[0])
+    with RawExposure(truth.raw_path(spec.expnum)) as raw:
+        assert raw.header.expnum == spec.expnum
+    rows = truth.objects_on_ccd(spec.expnum, 35)
+    assert len(rows) > 10
+    ra, dec = pixel_to_sky(35, rows["x"], rows["y"], spec.pointing, spec.distortion)
+    np.testing.assert_allclose(ra, rows["ra"], atol=1e-9)
