@@ -1,0 +1,62 @@
+"""Small spherical helpers for positional queries (degrees throughout)."""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["angular_separation_deg", "mean_position", "radec_box"]
+
+
+def angular_separation_deg(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike,
+                           dec2: ArrayLike) -> NDArray[np.float64]:
+    """Great-circle separation (deg), Vincenty formula (accurate at all separations)."""
+    l1, b1 = np.radians(np.asarray(ra1, float)), np.radians(np.asarray(dec1, float))
+    l2, b2 = np.radians(np.asarray(ra2, float)), np.radians(np.asarray(dec2, float))
+    dl = l2 - l1
+    sb1, cb1, sb2, cb2 = np.sin(b1), np.cos(b1), np.sin(b2), np.cos(b2)
+    num = np.hypot(cb2 * np.sin(dl), cb1 * sb2 - sb1 * cb2 * np.cos(dl))
+    den = sb1 * sb2 + cb1 * cb2 * np.cos(dl)
+    return np.degrees(np.arctan2(num, den))
+
+
+def mean_position(ra: ArrayLike, dec: ArrayLike) -> tuple[float, float]:
+    """Mean direction (deg) of positions, averaged as unit vectors (safe across RA = 0)."""
+    r, d = np.radians(np.asarray(ra, float)), np.radians(np.asarray(dec, float))
+    v = np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]).sum(axis=1)
+    ra_m = float(np.degrees(np.arctan2(v[1], v[0])) % 360.0)
+    dec_m = float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
+    return ra_m, dec_m
+
+
+def radec_box(ra: ArrayLike, dec: ArrayLike, pad_deg: float
+              ) -> tuple[float, float, list[tuple[float, float]] | None]:
+    """A Dec range and RA windows that contain every point within ``pad_deg`` of the input.
+
+    Returns
+    -------
+    dec_lo, dec_hi : float
+        Dec range (deg).
+    ra_windows : list of (lo, hi) or None
+        RA intervals in [0, 360] (two when the box crosses RA = 0), or None when every RA
+        must be searched (near a pole or for a batch spread around the sky).
+    """
+    ra = np.atleast_1d(np.asarray(ra, float)) % 360.0
+    dec = np.atleast_1d(np.asarray(dec, float))
+    dec_lo, dec_hi = float(dec.min() - pad_deg), float(dec.max() + pad_deg)
+    extreme = max(abs(dec_lo), abs(dec_hi))
+    if extreme >= 89.0:
+        return dec_lo, dec_hi, None
+    pad_ra = pad_deg / np.cos(np.radians(extreme))
+    ref = float(ra[0])
+    offset = (ra - ref + 180.0) % 360.0 - 180.0
+    lo = ref + float(offset.min()) - pad_ra
+    hi = ref + float(offset.max()) + pad_ra
+    width = hi - lo
+    if width >= 180.0:
+        return dec_lo, dec_hi, None
+    lo %= 360.0
+    hi = lo + width
+    if hi <= 360.0:
+        return dec_lo, dec_hi, [(lo, hi)]
+    return dec_lo, dec_hi, [(lo, 360.0), (0.0, hi - 360.0)]

@@ -1,0 +1,254 @@
+"""Opening a desgw database: :func:`connect` and :class:`Database`.
+
+SQLite (the default) is opened in WAL mode with a busy timeout, foreign keys on, and every
+write transaction started with ``BEGIN IMMEDIATE``: writers from several processes queue for
+the write lock instead of failing half-way, and readers never block. PostgreSQL is reached
+through psycopg 3 (``postgresql+psycopg://``); writers that must be serialised (candidate
+association, schema creation) take a transaction-scoped advisory lock.
+
+The schema is created on first use and its version stored in ``schema_version``; a database
+with a newer or unknown version, or with desgw tables but no version, is refused with
+:class:`~desgw.db.errors.SchemaVersionError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from .errors import DatabaseConnectionError, DatabaseError, SchemaVersionError
+from .models import SCHEMA_VERSION, Base, SchemaVersionRow
+from .urls import normalize_url, redact_url, scrub_secret
+
+__all__ = ["Database", "connect", "ADVISORY_LOCK_SCHEMA", "ADVISORY_LOCK_CANDIDATES"]
+
+log = logging.getLogger(__name__)
+
+#: PostgreSQL advisory-lock keys (transaction scope) of desgw.
+ADVISORY_LOCK_SCHEMA = 0x6465_7367_0001
+ADVISORY_LOCK_CANDIDATES = 0x6465_7367_0002
+
+_BEGIN_OPTION = "desgw_sqlite_begin"
+
+
+def _sqlite_events(engine: Engine, busy_timeout_s: float, memory: bool) -> None:
+    """Install WAL/busy-timeout pragmas and explicit BEGIN [IMMEDIATE] on a SQLite engine."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # the driver opens no transactions; we emit BEGIN
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            if not memory:
+                cur.execute("PRAGMA journal_mode = WAL")
+                cur.execute("PRAGMA synchronous = NORMAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class Database:
+    """An open desgw database (a SQLAlchemy engine plus desgw's transaction rules).
+
+    Use :func:`connect` to make one. The object is picklable (it re-connects from the URL on
+    unpickling), so it can be handed to worker processes; each process gets its own pool.
+
+    Attributes
+    ----------
+    url : str
+        The URL with the password masked (safe to log).
+    dialect : str
+        ``"sqlite"`` or ``"postgresql"``.
+    engine : sqlalchemy.Engine
+        The engine (for advanced use; prefer :meth:`write_session` / :meth:`read_session`).
+    schema_version : int
+        The schema version found or created.
+    """
+
+    def __init__(self, engine: Engine, url: str, schema_version: int) -> None:
+        self.engine = engine
+        self._url = url
+        self.url = redact_url(url)
+        self.dialect = engine.dialect.name
+        self.schema_version = schema_version
+        self._write_engine = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+    def __repr__(self) -> str:
+        return f"Database({self.url!r}, schema_version={self.schema_version})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (connect, (self._url,))
+
+    @contextlib.contextmanager
+    def write_session(self) -> Iterator[Session]:
+        """A session in one write transaction: committed on success, rolled back on error.
+
+        On SQLite the transaction starts with ``BEGIN IMMEDIATE`` (waits up to the busy
+        timeout for other writers), so a read-then-write inside it cannot be overtaken.
+        """
+        with self._wrap_errors(), Session(self._write_engine, expire_on_commit=False) as session:
+            with session.begin():
+                session.connection()  # BEGIN (IMMEDIATE) now, not at the first statement
+                yield session
+
+    @contextlib.contextmanager
+    def read_session(self) -> Iterator[Session]:
+        """A session for reading (never blocks on writers with SQLite WAL or PostgreSQL)."""
+        with self._wrap_errors(), Session(self.engine, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
+
+    def lock_candidates(self, session: Session) -> None:
+        """Serialise candidate association with other writers until the transaction ends.
+
+        SQLite: nothing to do (a write transaction already holds the database write lock).
+        PostgreSQL: takes a transaction-scoped advisory lock.
+        """
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                            {"k": ADVISORY_LOCK_CANDIDATES})
+
+    @contextlib.contextmanager
+    def _wrap_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except SQLAlchemyError as exc:
+            raise DatabaseError(f"{self.url}: {scrub_secret(_first_line(exc), self._url)}"
+                                ) from None
+
+    def close(self) -> None:
+        """Close all pooled connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> "Database":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    source = orig if orig is not None else exc
+    lines = [ln for ln in str(source).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(source).__name__
+
+
+def _ensure_schema(engine: Engine, url: str, create: bool) -> int:
+    """Check (or create) the desgw schema; return its version."""
+    shown = redact_url(url)
+    write = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+    with write.connect() as conn, conn.begin():
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ADVISORY_LOCK_SCHEMA})
+        tables = set(inspect(conn).get_table_names())
+        if SchemaVersionRow.__tablename__ in tables:
+            versions = list(conn.execute(select(SchemaVersionRow.version)).scalars())
+            if not versions:
+                raise SchemaVersionError(f"{shown}: the schema_version table is empty; this is "
+                                         "not a usable desgw database")
+            found = max(versions)
+            if found > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{shown}: database schema version {found} is newer than this desgw "
+                    f"understands (version {SCHEMA_VERSION}); upgrade desgw")
+            if found != SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"{shown}: database schema version {found} is unknown to this desgw "
+                    f"(version {SCHEMA_VERSION}) and there is no migration from it")
+            return found
+        ours = sorted(tables & set(Base.metadata.tables))
+        if ours:
+            raise SchemaVersionError(f"{shown}: holds desgw tables ({', '.join(ours)}) but no "
+                                     "schema_version table; refusing to use it")
+        if not create:
+            raise SchemaVersionError(f"{shown}: no desgw schema (and create=False)")
+        Base.metadata.create_all(conn)
+        conn.execute(SchemaVersionRow.__table__.insert().values(version=SCHEMA_VERSION))
+        log.info("created desgw schema version %d in %s", SCHEMA_VERSION, shown)
+        return SCHEMA_VERSION
+
+
+def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
+            busy_timeout_s: float = 60.0, connect_timeout_s: float = 10.0,
+            echo: bool = False) -> Database:
+    """Open (and on first use create) a desgw database.
+
+    Parameters
+    ----------
+    url : str, os.PathLike or None
+        SQLAlchemy URL (``sqlite:///path/desgw.sqlite``, ``postgresql+psycopg://user:pw@host
+        /db``; plain ``postgresql://`` gets the psycopg driver), a plain file path (SQLite), or
+        None: ``$DESGW_DB_URL`` if set, else ``./desgw.sqlite``.
+    create : bool
+        Create the schema when the database has none (default). With False a database
+        without the schema raises :class:`SchemaVersionError`.
+    busy_timeout_s : float
+        SQLite: how long a writer waits for the write lock (s).
+    connect_timeout_s : float
+        PostgreSQL: how long to wait for the server (s).
+    echo : bool
+        Log every SQL statement (SQLAlchemy echo).
+
+    Returns
+    -------
+    Database
+
+    Raises
+    ------
+    DatabaseConnectionError
+        The database cannot be opened or reached. The message holds the redacted URL only.
+    SchemaVersionError
+        The database holds a newer, unknown or foreign schema.
+    """
+    full = normalize_url(url)
+    shown = redact_url(full)
+    kwargs: dict[str, Any] = {"echo": echo, "future": True}
+    is_sqlite = full.startswith("sqlite")
+    memory = False
+    try:
+        if is_sqlite:
+            database = full.split("://", 1)[1].lstrip("/") if "://" in full else ""
+            memory = database in ("", ":memory:") or "mode=memory" in full
+            if not memory:
+                directory = os.path.dirname(full.split(":///", 1)[1].split("?", 1)[0])
+                if directory and not os.path.isdir(directory):
+                    raise DatabaseConnectionError(
+                        f"{shown}: cannot open the SQLite database: directory {directory} "
+                        "does not exist")
+            kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
+        elif full.startswith("postgresql"):
+            kwargs["connect_args"] = {"connect_timeout": max(1, int(round(connect_timeout_s)))}
+            kwargs["pool_pre_ping"] = True
+        engine = create_engine(full, **kwargs)
+    except DatabaseConnectionError:
+        raise
+    except Exception as exc:  # bad URL or missing driver: never show the password
+        raise DatabaseConnectionError(f"{shown}: cannot open the database: "
+                                      f"{scrub_secret(_first_line(exc), full)}") from None
+    if is_sqlite:
+        _sqlite_events(engine, busy_timeout_s, memory)
+    try:
+        version = _ensure_schema(engine, full, create)
+    except SchemaVersionError:
+        engine.dispose()
+        raise
+    except SQLAlchemyError as exc:
+        engine.dispose()
+        raise DatabaseConnectionError(f"{shown}: cannot open the database: "
+                                      f"{scrub_secret(_first_line(exc), full)}") from None
+    log.info("opened database %s (schema version %d)", shown, version)
+    return Database(engine, full, version)

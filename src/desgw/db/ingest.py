@@ -1,0 +1,149 @@
+"""Registering raw exposures: read primary headers, keep science exposures, explain the rest.
+
+Rejected (with the reason):
+* calibration and engineering exposures, by OBSTYPE: zero, bias, dark, dome flat, flat,
+  sky flat, twilight flat, test, junk, pointing, focus (and anything that is not
+  ``object``: desgw processes only science exposures);
+* exposures whose OBJECT names them junk, test, pointing, focus, donut, flat, bias, zero or
+  dark (whole words, any case), and those whose PROPID is in ``reject_propids`` or names
+  them test, junk or engineering;
+* science exposures lacking what the pipeline needs: a filter band, a pointing, or a
+  positive exposure time;
+* files that cannot be read: the reason is the io error text (missing, corrupt, bad header).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from desgw.io.errors import DesgwInputError
+from desgw.io.raw import read_exposure_header
+
+from .database import Database
+from .writes import register_exposures
+
+__all__ = ["IngestReport", "CALIBRATION_OBSTYPES", "JUNK_OBJECT_WORDS", "JUNK_PROPID_WORDS",
+           "non_science_reason", "ingest_raw"]
+
+log = logging.getLogger(__name__)
+
+#: OBSTYPE values of calibration / engineering exposures (compared lower-case, spaces squeezed).
+CALIBRATION_OBSTYPES: frozenset[str] = frozenset({
+    "zero", "bias", "dark", "dome flat", "domeflat", "flat", "sky flat", "skyflat",
+    "twilight flat", "test", "junk", "pointing", "focus",
+})
+#: Words in OBJECT that mark an exposure as not science.
+JUNK_OBJECT_WORDS: frozenset[str] = frozenset({
+    "junk", "test", "pointing", "focus", "donut", "flat", "bias", "zero", "dark",
+})
+#: Words in PROPID that mark an exposure as not science.
+JUNK_PROPID_WORDS: frozenset[str] = frozenset({"test", "junk", "eng", "engineering"})
+
+_WORD = re.compile(r"[a-z]+")
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """What :func:`ingest_raw` did.
+
+    Attributes
+    ----------
+    registered : tuple of int
+        Exposure numbers registered (or updated), in input order.
+    rejected : tuple of (str, str)
+        ``(path, reason)`` for each file not registered, in input order.
+    """
+
+    registered: tuple[int, ...]
+    rejected: tuple[tuple[str, str], ...]
+
+
+def non_science_reason(obstype: str | None, object_name: str | None, propid: str | None, *,
+                       reject_propids: Iterable[str] = ()) -> str | None:
+    """Why an exposure is not a science exposure, or None when it is one.
+
+    Parameters
+    ----------
+    obstype, object_name, propid : str or None
+        Header keywords OBSTYPE, OBJECT and PROPID.
+    reject_propids : iterable of str
+        Further proposal ids to reject (exact match).
+    """
+    if obstype is None or not str(obstype).strip():
+        return "no OBSTYPE keyword: cannot tell whether this is a science exposure"
+    kind = " ".join(str(obstype).lower().split())
+    if kind in CALIBRATION_OBSTYPES:
+        return f"calibration/engineering exposure (OBSTYPE={obstype!r})"
+    if kind != "object":
+        return f"not a science exposure (OBSTYPE={obstype!r}, expected 'object')"
+    if object_name:
+        words = set(_WORD.findall(str(object_name).lower()))
+        junk = sorted(words & JUNK_OBJECT_WORDS)
+        if junk:
+            return f"OBJECT {object_name!r} marks a non-science exposure ({', '.join(junk)})"
+    if propid:
+        if str(propid).strip() in {str(p).strip() for p in reject_propids}:
+            return f"PROPID {propid!r} is in the rejected proposal list"
+        junk = sorted(set(_WORD.findall(str(propid).lower())) & JUNK_PROPID_WORDS)
+        if junk:
+            return f"PROPID {propid!r} marks a non-science exposure ({', '.join(junk)})"
+    return None
+
+
+def _unusable_reason(header: Any) -> str | None:
+    if not header.band:
+        return "no filter band (BAND/FILTER)"
+    if header.ra_deg is None or header.dec_deg is None:
+        return "no telescope pointing (TELRA/TELDEC or RA/DEC)"
+    if not header.exptime > 0:
+        return f"exposure time is {header.exptime} s"
+    return None
+
+
+def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
+               reject_propids: Iterable[str] = ()) -> IngestReport:
+    """Register the science exposures among raw files; report the others with the reason.
+
+    Reads only primary headers (:func:`desgw.io.raw.read_exposure_header`). A file that
+    cannot be read is rejected with the io error text; it does not stop the others.
+    All accepted exposures are registered in one transaction.
+
+    Parameters
+    ----------
+    db : Database
+    paths : iterable of path
+        Raw DECam exposures (``.fits`` or ``.fits.fz``).
+    reject_propids : iterable of str
+        Proposal ids to reject in addition to the built-in rules.
+
+    Returns
+    -------
+    IngestReport
+    """
+    reject = tuple(reject_propids)
+    accepted: list[tuple[Any, str]] = []
+    rejected: list[tuple[str, str]] = []
+    for path in paths:
+        name = os.fspath(path)
+        try:
+            header = read_exposure_header(name)
+        except (DesgwInputError, OSError) as exc:
+            rejected.append((name, str(exc)))
+            log.warning("rejected %s: %s", name, exc)
+            continue
+        reason = (non_science_reason(header.obstype, header.object, header.propid,
+                                     reject_propids=reject)
+                  or _unusable_reason(header))
+        if reason is not None:
+            rejected.append((name, f"exposure {header.expnum}: {reason}"))
+            log.info("rejected %s: exposure %d: %s", name, header.expnum, reason)
+            continue
+        accepted.append((header, name))
+    records = register_exposures(db, accepted)
+    log.info("ingest: %d exposures registered, %d files rejected", len(records), len(rejected))
+    return IngestReport(registered=tuple(r.expnum for r in records), rejected=tuple(rejected))

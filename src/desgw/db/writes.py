@@ -1,0 +1,466 @@
+"""Writing to the desgw database: exposures, CCD products, zeropoints, templates used,
+detections (with candidate association) and fakes.
+
+Every function runs in one write transaction: all of its rows are stored or none.
+Re-recording the same exposure, CCD product, zeropoint or template use updates it in place
+(an upsert keyed as documented), so a re-run task does not duplicate rows.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import fields
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import Integer, and_, cast, func, or_, select
+from sqlalchemy.dialects import postgresql as _pg
+from sqlalchemy.dialects import sqlite as _sqlite
+from sqlalchemy.orm import Session
+
+from desgw.io.errors import DesgwInputError
+
+from ._sky import angular_separation_deg, mean_position, radec_box
+from .database import Database
+from .errors import UnknownExposureError
+from .models import (CandidateRow, CCDProductRow, DetectionRow, ExposureRow, FakeRow,
+                     TemplateUsedRow, ZeropointRow)
+from .records import (CCDProduct, ExposureRecord, NewDetection, NewFake, TemplateUse,
+                      Zeropoint)
+
+__all__ = [
+    "register_exposure",
+    "register_exposures",
+    "record_ccd_product",
+    "record_zeropoints",
+    "record_templates_used",
+    "add_detections",
+    "record_fakes",
+    "DEFAULT_MATCH_RADIUS_ARCSEC",
+]
+
+log = logging.getLogger(__name__)
+
+#: Detections closer than this to a candidate join it (arcsec), as the original.
+DEFAULT_MATCH_RADIUS_ARCSEC = 1.0
+
+_CHUNK = 500
+T = TypeVar("T")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _insert_for(session: Session) -> Any:
+    name = session.get_bind().dialect.name
+    if name == "sqlite":
+        return _sqlite.insert
+    if name == "postgresql":
+        return _pg.insert
+    raise NotImplementedError(f"upsert is not implemented for the {name} dialect")
+
+
+def _upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: Sequence[str],
+            *, keep: Sequence[str] = (), ignore: bool = False) -> None:
+    """INSERT ... ON CONFLICT (keys) DO UPDATE (all columns but keys and keep) / DO NOTHING."""
+    if not rows:
+        return
+    insert = _insert_for(session)
+    for start in range(0, len(rows), _CHUNK):
+        stmt = insert(model).values(rows[start:start + _CHUNK])
+        if ignore:
+            stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+        else:
+            update = {c: stmt.excluded[c] for c in rows[0] if c not in keys and c not in keep}
+            stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
+        session.execute(stmt)
+
+
+def _finite(value: Any, name: str) -> float:
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return out
+
+
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    out = float(value)
+    return out if math.isfinite(out) else None
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _coerce(row: T | Mapping[str, Any], cls: type[T]) -> T:
+    if isinstance(row, cls):
+        return row
+    if not isinstance(row, Mapping):
+        raise TypeError(f"expected {cls.__name__} or a mapping, got {type(row).__name__}")
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(row) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(map(str, unknown))}")
+    return cls(**dict(row))
+
+
+def _require_exposures(session: Session, expnums: Iterable[int]) -> dict[int, ExposureRow]:
+    wanted = sorted({int(e) for e in expnums})
+    found: dict[int, ExposureRow] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        part = wanted[start:start + _CHUNK]
+        for row in session.scalars(select(ExposureRow).where(ExposureRow.expnum.in_(part))):
+            found[row.expnum] = row
+    missing = [e for e in wanted if e not in found]
+    if missing:
+        raise UnknownExposureError(
+            f"exposure {missing[0]} is not registered (register_exposure first)"
+            + (f"; also missing: {missing[1:10]}" if len(missing) > 1 else ""), missing[0])
+    return found
+
+
+# ----------------------------------------------------------------------------- exposures
+def _header_attr(header: Any, *names: str) -> Any:
+    for name in names:
+        value = getattr(header, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _exposure_values(header: Any, path: str | os.PathLike[str] | None) -> dict[str, Any]:
+    expnum = _header_attr(header, "expnum")
+    where = os.fspath(path) if path is not None else None
+    if expnum is None:
+        raise DesgwInputError(where, 0, "cannot register an exposure without EXPNUM")
+    values: dict[str, Any] = {
+        "expnum": int(expnum),
+        "nite": _header_attr(header, "nite"),
+        "mjd": _header_attr(header, "mjd_obs", "mjd"),
+        "band": _header_attr(header, "band"),
+        "exptime": _header_attr(header, "exptime"),
+        "ra": _header_attr(header, "ra_deg", "ra"),
+        "dec": _header_attr(header, "dec_deg", "dec"),
+    }
+    labels = {"nite": "nite", "mjd": "MJD-OBS", "band": "BAND/FILTER", "exptime": "EXPTIME",
+              "ra": "TELRA (pointing)", "dec": "TELDEC (pointing)"}
+    missing = [labels[k] for k, v in values.items() if v is None]
+    if missing:
+        raise DesgwInputError(where, 0, f"cannot register exposure {values['expnum']}: "
+                              f"missing {', '.join(missing)}")
+    program = _header_attr(header, "program")
+    full = getattr(header, "header", None)
+    if program is None and full is not None and hasattr(full, "get"):
+        program = full.get("PROGRAM")
+    values.update(
+        nite=int(values["nite"]), mjd=float(values["mjd"]), band=str(values["band"]),
+        exptime=float(values["exptime"]), ra=float(values["ra"]) % 360.0,
+        dec=float(values["dec"]),
+        object=_header_attr(header, "object"), propid=_header_attr(header, "propid"),
+        obstype=_header_attr(header, "obstype"),
+        program=None if program is None else str(program).strip() or None,
+        airmass=_optional_float(_header_attr(header, "airmass")),
+        raw_path=where,
+    )
+    return values
+
+
+def _to_exposure_record(row: ExposureRow, t_eff: float | None = None) -> ExposureRecord:
+    ingested = row.ingested_at
+    if ingested is not None and ingested.tzinfo is None:  # SQLite drops the zone; it is UTC
+        ingested = ingested.replace(tzinfo=_dt.timezone.utc)
+    return ExposureRecord(expnum=row.expnum, nite=row.nite, mjd=row.mjd, band=row.band,
+                          exptime=row.exptime, ra=row.ra, dec=row.dec, object=row.object,
+                          propid=row.propid, obstype=row.obstype, program=row.program,
+                          airmass=row.airmass, raw_path=row.raw_path,
+                          ingested_at=ingested, t_eff=t_eff)
+
+
+def register_exposures(db: Database, items: Iterable[tuple[Any, str | os.PathLike[str] | None]]
+                       ) -> list[ExposureRecord]:
+    """Register exposures from their headers (one transaction); see :func:`register_exposure`.
+
+    Parameters
+    ----------
+    db : Database
+    items : iterable of (header, path)
+        ``header`` is a :class:`desgw.io.raw.ExposureHeader` or any object with the same
+        attributes (expnum, nite, mjd_obs or mjd, band, exptime, ra_deg/dec_deg or ra/dec,
+        object, propid, obstype, airmass; program optional).
+
+    Returns
+    -------
+    list of ExposureRecord
+        In input order.
+    """
+    values = [_exposure_values(h, p) for h, p in items]
+    if not values:
+        return []
+    now = _dt.datetime.now(_dt.timezone.utc)
+    for v in values:
+        v["ingested_at"] = now
+    with db.write_session() as session:
+        _upsert(session, ExposureRow, values, ["expnum"], keep=["ingested_at"])
+        session.flush()
+        rows = _require_exposures(session, [v["expnum"] for v in values])
+        return [_to_exposure_record(rows[v["expnum"]]) for v in values]
+
+
+def register_exposure(db: Database, header: Any, path: str | os.PathLike[str] | None = None
+                      ) -> ExposureRecord:
+    """Register (or update) one exposure from its primary header.
+
+    Keyed by ``expnum``: registering again updates the header fields and the path and keeps
+    the first ``ingested_at``.
+
+    Raises
+    ------
+    desgw.io.errors.DesgwInputError
+        If the header lacks EXPNUM, the time, the band, the exposure time or the pointing.
+    """
+    return register_exposures(db, [(header, path)])[0]
+
+
+# ----------------------------------------------------------------------------- products
+def record_ccd_product(db: Database, product: CCDProduct) -> None:
+    """Store (or update) a CCD's products and quality, keyed by (expnum, ccdnum, rnum, pnum).
+
+    Raises
+    ------
+    UnknownExposureError
+        If the exposure is not registered.
+    """
+    values = {
+        "expnum": int(product.expnum), "ccdnum": int(product.ccdnum),
+        "rnum": int(product.rnum), "pnum": int(product.pnum), "status": product.status,
+        "image_path": product.image_path, "catalog_path": product.catalog_path,
+        "fwhm_arcsec": _optional_float(product.fwhm_arcsec),
+        "sky_brightness": _optional_float(product.sky_brightness),
+        "zp": _optional_float(product.zp),
+        "astrom_rms_arcsec": _optional_float(product.astrom_rms_arcsec),
+        "n_stars": _optional_int(product.n_stars), "t_eff": _optional_float(product.t_eff),
+        "qc_passed": None if product.qc_passed is None else bool(product.qc_passed),
+        "qc_reasons": list(product.qc_reasons),
+        "updated_at": _dt.datetime.now(_dt.timezone.utc),
+    }
+    with db.write_session() as session:
+        _require_exposures(session, [values["expnum"]])
+        _upsert(session, CCDProductRow, [values], ["expnum", "ccdnum", "rnum", "pnum"])
+
+
+def record_zeropoints(db: Database, zeropoints: Iterable[Zeropoint]) -> int:
+    """Store (or update) zeropoints, keyed by (expnum, ccdnum, rnum, pnum); return the count.
+
+    ``ccdnum`` 0 is the zeropoint of the whole exposure.
+    """
+    values = [{"expnum": int(z.expnum), "ccdnum": int(z.ccdnum), "rnum": int(z.rnum),
+               "pnum": int(z.pnum), "zp": _finite(z.zp, "zp"),
+               "zp_err": _finite(z.zp_err, "zp_err"), "n_stars": int(z.n_stars),
+               "flag": int(z.flag)} for z in zeropoints]
+    if not values:
+        return 0
+    with db.write_session() as session:
+        _require_exposures(session, [v["expnum"] for v in values])
+        _upsert(session, ZeropointRow, values, ["expnum", "ccdnum", "rnum", "pnum"])
+    return len(values)
+
+
+def record_templates_used(db: Database, uses: Iterable[TemplateUse]) -> int:
+    """Store which template CCDs were used for which search CCDs; return the count given.
+
+    A pair already stored is left as it is.
+    """
+    values = [{"search_expnum": int(u.search_expnum), "search_ccdnum": int(u.search_ccdnum),
+               "template_expnum": int(u.template_expnum),
+               "template_ccdnum": int(u.template_ccdnum)} for u in uses]
+    if not values:
+        return 0
+    with db.write_session() as session:
+        _require_exposures(session, [v["search_expnum"] for v in values]
+                           + [v["template_expnum"] for v in values])
+        _upsert(session, TemplateUsedRow, values, ["search_expnum", "search_ccdnum",
+                                                   "template_expnum", "template_ccdnum"],
+                ignore=True)
+    return len(values)
+
+
+# ----------------------------------------------------------------------------- fakes
+def record_fakes(db: Database, expnum: int, ccdnum: int,
+                 rows: Sequence[NewFake | Mapping[str, Any]]) -> list[int]:
+    """Store the fakes injected into one search CCD; return their ids (input order).
+
+    Detections that carry a ``fake_id`` later mark the fake as recovered
+    (see :func:`add_detections`).
+    """
+    fakes = [_coerce(r, NewFake) for r in rows]
+    if not fakes:
+        return []
+    with db.write_session() as session:
+        _require_exposures(session, [expnum])
+        objs = [FakeRow(expnum=int(expnum), ccdnum=int(ccdnum), ra=_finite(f.ra, "ra") % 360.0,
+                        dec=_finite(f.dec, "dec"), mag=_finite(f.mag, "mag"),
+                        host=bool(f.host), recovered=False) for f in fakes]
+        session.add_all(objs)
+        session.flush()
+        return [int(o.id) for o in objs]
+
+
+# ----------------------------------------------------------------------------- detections
+def _check_detection(d: NewDetection) -> dict[str, Any]:
+    if d.fake_id is not None and not d.is_fake:
+        raise ValueError(f"detection at ({d.ra}, {d.dec}) has fake_id {d.fake_id} but "
+                         "is_fake=False")
+    dec = _finite(d.dec, "dec")
+    if not -90.0 <= dec <= 90.0:
+        raise ValueError(f"dec out of range: {dec}")
+    rb = _optional_float(d.real_bogus)
+    return {"ra": _finite(d.ra, "ra") % 360.0, "dec": dec, "flux": _finite(d.flux, "flux"),
+            "fluxerr": _finite(d.fluxerr, "fluxerr"), "snr": _finite(d.snr, "snr"),
+            "mag": _optional_float(d.mag), "magerr": _optional_float(d.magerr),
+            "real_bogus": rb, "flags": int(d.flags), "is_fake": bool(d.is_fake),
+            "fake_id": _optional_int(d.fake_id)}
+
+
+def _candidates_near(session: Session, ra: np.ndarray, dec: np.ndarray, pad_deg: float
+                     ) -> tuple[list[int], list[float], list[float]]:
+    dec_lo, dec_hi, windows = radec_box(ra, dec, pad_deg)
+    cond = [CandidateRow.dec >= dec_lo, CandidateRow.dec <= dec_hi]
+    if windows is not None:
+        cond.append(or_(*[and_(CandidateRow.ra >= lo, CandidateRow.ra <= hi)
+                          for lo, hi in windows]))
+    ids, ras, decs = [], [], []
+    for cid, cra, cdec in session.execute(
+            select(CandidateRow.id, CandidateRow.ra, CandidateRow.dec).where(*cond)):
+        ids.append(int(cid))
+        ras.append(float(cra))
+        decs.append(float(cdec))
+    return ids, ras, decs
+
+
+def _refresh_candidates(session: Session, ids: Iterable[int]) -> None:
+    """Recompute position, counts, MJD range, best score and fake flag of candidates."""
+    wanted = sorted(set(ids))
+    for start in range(0, len(wanted), _CHUNK):
+        part = wanted[start:start + _CHUNK]
+        stats = session.execute(
+            select(DetectionRow.candidate_id, func.count(DetectionRow.id),
+                   func.count(func.distinct(ExposureRow.nite)), func.min(ExposureRow.mjd),
+                   func.max(ExposureRow.mjd), func.max(DetectionRow.real_bogus),
+                   func.min(cast(DetectionRow.is_fake, Integer)))
+            .join(ExposureRow, ExposureRow.expnum == DetectionRow.expnum)
+            .where(DetectionRow.candidate_id.in_(part))
+            .group_by(DetectionRow.candidate_id)).all()
+        positions: dict[int, tuple[list[float], list[float]]] = {}
+        for cid, dra, ddec in session.execute(
+                select(DetectionRow.candidate_id, DetectionRow.ra, DetectionRow.dec)
+                .where(DetectionRow.candidate_id.in_(part))):
+            positions.setdefault(int(cid), ([], []))
+            positions[int(cid)][0].append(dra)
+            positions[int(cid)][1].append(ddec)
+        for cid, n_det, n_nights, first, last, best, all_fake in stats:
+            cand = session.get(CandidateRow, int(cid))
+            assert cand is not None
+            cand.ra, cand.dec = mean_position(*positions[int(cid)])
+            cand.n_detections = int(n_det)
+            cand.n_nights = int(n_nights)
+            cand.first_mjd = float(first)
+            cand.last_mjd = float(last)
+            cand.max_real_bogus = None if best is None else float(best)
+            cand.is_fake = bool(all_fake)
+
+
+def add_detections(db: Database, expnum: int, ccdnum: int,
+                   rows: Sequence[NewDetection | Mapping[str, Any]], *,
+                   match_radius_arcsec: float = DEFAULT_MATCH_RADIUS_ARCSEC) -> list[int]:
+    """Store the detections of one search CCD and associate each with a candidate.
+
+    Each detection joins the nearest candidate within ``match_radius_arcsec`` (candidates
+    created earlier in the same call included), else a new candidate is created. The touched
+    candidates' mean position, number of detections, number of distinct nights (``nite`` of
+    the detections' exposures), first/last MJD, best real/bogus score and fake flag are then
+    recomputed from their detections. A detection with a ``fake_id`` marks that fake as
+    recovered (by the highest-S/N such detection, if it was not recovered before).
+
+    The whole call is one transaction, serialised against other writers (SQLite write lock,
+    PostgreSQL advisory lock), so concurrent processes never split one source into two
+    candidates or lose rows.
+
+    Parameters
+    ----------
+    db : Database
+    expnum, ccdnum : int
+        The search exposure (must be registered) and CCD.
+    rows : sequence of NewDetection or mapping
+        Mappings must use :class:`NewDetection` field names only.
+    match_radius_arcsec : float
+        Association radius (arcsec).
+
+    Returns
+    -------
+    list of int
+        Detection ids, in input order.
+
+    Raises
+    ------
+    UnknownExposureError
+        If ``expnum`` is not registered.
+    ValueError
+        For a non-finite position or flux, or a ``fake_id`` that is not a stored fake.
+    """
+    values = [_check_detection(_coerce(r, NewDetection)) for r in rows]
+    if not values:
+        return []
+    radius = float(match_radius_arcsec) / 3600.0
+    ra = np.array([v["ra"] for v in values])
+    dec = np.array([v["dec"] for v in values])
+    with db.write_session() as session:
+        exposure = _require_exposures(session, [expnum])[int(expnum)]
+        fake_ids = sorted({v["fake_id"] for v in values if v["fake_id"] is not None})
+        fakes = {f.id: f for f in session.scalars(select(FakeRow).where(FakeRow.id.in_(fake_ids)))
+                 } if fake_ids else {}
+        missing = [f for f in fake_ids if f not in fakes]
+        if missing:
+            raise ValueError(f"fake_id(s) {missing} are not stored fakes (record_fakes first)")
+        db.lock_candidates(session)
+        cand_ids, cand_ra, cand_dec = _candidates_near(session, ra, dec, 2.0 * radius)
+        cra, cdec = np.asarray(cand_ra, float), np.asarray(cand_dec, float)
+        assigned: list[int] = []
+        for i in range(len(values)):
+            if cand_ids:
+                sep = angular_separation_deg(ra[i], dec[i], cra, cdec)
+                best = int(np.argmin(sep))
+                if sep[best] <= radius:
+                    assigned.append(cand_ids[best])
+                    continue
+            cand = CandidateRow(ra=float(ra[i]), dec=float(dec[i]), n_detections=0, n_nights=0,
+                                first_mjd=exposure.mjd, last_mjd=exposure.mjd,
+                                max_real_bogus=None, is_fake=False)
+            session.add(cand)
+            session.flush()
+            cand_ids.append(int(cand.id))
+            cra, cdec = np.append(cra, ra[i]), np.append(cdec, dec[i])
+            assigned.append(int(cand.id))
+        objs = [DetectionRow(expnum=int(expnum), ccdnum=int(ccdnum), candidate_id=cid, **v)
+                for v, cid in zip(values, assigned)]
+        session.add_all(objs)
+        session.flush()
+        best_for_fake: dict[int, DetectionRow] = {}
+        for obj in objs:
+            if obj.fake_id is not None:
+                prev = best_for_fake.get(obj.fake_id)
+                if prev is None or obj.snr > prev.snr:
+                    best_for_fake[obj.fake_id] = obj
+        for fid, obj in best_for_fake.items():
+            fake = fakes[fid]
+            if not fake.recovered:
+                fake.recovered = True
+                fake.recovered_detection_id = int(obj.id)
+        _refresh_candidates(session, assigned)
+        ids = [int(o.id) for o in objs]
+    log.debug("added %d detections of exposure %d CCD %d to %d candidates", len(ids), expnum,
+              ccdnum, len(set(assigned)))
+    return ids

@@ -1,0 +1,179 @@
+"""desgw.db: URL handling, password redaction, schema creation and versioning."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sqlite3
+import traceback
+
+import pytest
+import sqlalchemy as sa
+
+from desgw.db import (SCHEMA_VERSION, DatabaseConnectionError, SchemaVersionError, connect,
+                      normalize_url, redact_url)
+from desgw.db.urls import scrub_secret, url_password
+
+SECRET = "Sup3r-s3cret_pw"
+
+
+@pytest.mark.parametrize("url, expected", [
+    (f"postgresql+psycopg://gw:{SECRET}@db.example.org:5432/desgw",
+     "postgresql+psycopg://gw:***@db.example.org:5432/desgw"),
+    (f"postgresql://gw:{SECRET}@localhost/desgw?sslmode=require",
+     "postgresql://gw:***@localhost/desgw?sslmode=require"),
+    ("postgresql://gw:p%40ss%2Fw@h/db", "postgresql://gw:***@h/db"),
+    ("postgresql://gw:p@ss@h/db", "postgresql://gw:***@h/db"),
+    (f"postgresql://h/db?user=gw&password={SECRET}&x=1", "postgresql://h/db?user=gw&password=***&x=1"),
+    ("postgresql://gw@h/db", "postgresql://gw@h/db"),
+    ("sqlite:////tmp/x.sqlite", "sqlite:////tmp/x.sqlite"),
+])
+def test_redact_url(url, expected):
+    assert redact_url(url) == expected
+    password = url_password(url)
+    if password is not None:
+        assert password not in redact_url(url)
+
+
+def test_url_password_and_scrub():
+    url = "postgresql://gw:p%40ss%2Fw@h/db"
+    assert url_password(url) == "p@ss/w"
+    text = f"failed for {url}: p@ss/w p%40ss%2Fw"
+    scrubbed = scrub_secret(text, url)
+    assert "p@ss/w" not in scrubbed and "p%40ss%2Fw" not in scrubbed
+    assert "postgresql://gw:***@h/db" in scrubbed
+
+
+def test_normalize_url(tmp_path, monkeypatch):
+    assert normalize_url("postgresql://a:b@h/d") == "postgresql+psycopg://a:b@h/d"
+    assert normalize_url("postgres://a@h/d") == "postgresql+psycopg://a@h/d"
+    assert normalize_url(tmp_path / "x.db") == f"sqlite:///{tmp_path / 'x.db'}"
+    assert normalize_url(str(tmp_path / "y.db")) == f"sqlite:///{tmp_path / 'y.db'}"
+    monkeypatch.setenv("DESGW_DB_URL", "sqlite:////somewhere/z.db")
+    assert normalize_url(None) == "sqlite:////somewhere/z.db"
+    monkeypatch.delenv("DESGW_DB_URL")
+    monkeypatch.chdir(tmp_path)
+    assert normalize_url(None) == f"sqlite:///{tmp_path / 'desgw.sqlite'}"
+
+
+def _assert_no_secret(exc: BaseException, caplog) -> None:
+    assert SECRET not in str(exc)
+    assert SECRET not in repr(exc)
+    assert SECRET not in "".join(traceback.format_exception(exc))
+    assert SECRET not in caplog.text
+    clone = pickle.loads(pickle.dumps(exc))
+    assert type(clone) is type(exc) and str(clone) == str(exc)
+
+
+def test_failed_postgres_connection_hides_password(caplog):
+    # port 1 on loopback: nothing listens, the connection is refused at once
+    url = f"postgresql+psycopg://gw:{SECRET}@127.0.0.1:1/desgw"
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseConnectionError) as info:
+        connect(url, connect_timeout_s=2)
+    assert "gw:***@127.0.0.1:1/desgw" in str(info.value)
+    assert "refused" in str(info.value).lower() or "failed" in str(info.value).lower()
+    _assert_no_secret(info.value, caplog)
+
+
+def test_bad_driver_hides_password(caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseConnectionError) as info:
+        connect(f"nosuchdb+nodriver://gw:{SECRET}@127.0.0.1/x")
+    _assert_no_secret(info.value, caplog)
+
+
+def test_wrong_password_on_real_server_hides_it(caplog):
+    admin = os.environ.get("DESGW_TEST_PG_URL")
+    if not admin:
+        pytest.skip("DESGW_TEST_PG_URL not set")
+    url = sa.engine.make_url(admin).set(password=SECRET).render_as_string(hide_password=False)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DatabaseConnectionError) as info:
+        connect(url)
+    assert "password authentication failed" in str(info.value)
+    _assert_no_secret(info.value, caplog)
+
+
+def test_sqlite_missing_directory(tmp_path):
+    with pytest.raises(DatabaseConnectionError, match="does not exist"):
+        connect(tmp_path / "no" / "such" / "dir.sqlite")
+
+
+def test_schema_created_once_and_reopened(db_url):
+    db = connect(db_url)
+    assert db.schema_version == SCHEMA_VERSION
+    inspector = sa.inspect(db.engine)
+    tables = set(inspector.get_table_names())
+    assert {"schema_version", "exposures", "ccd_products", "zeropoints", "templates_used",
+            "detections", "candidates", "fakes"} <= tables
+    db.close()
+    again = connect(db_url, create=False)
+    with again.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 1
+    assert "***" in repr(again) or "sqlite" in repr(again)
+    clone = pickle.loads(pickle.dumps(again))
+    assert clone.schema_version == SCHEMA_VERSION and clone.url == again.url
+    clone.close()
+    again.close()
+
+
+def test_sqlite_uses_wal(tmp_path):
+    db = connect(tmp_path / "w.sqlite")
+    db.close()
+    conn = sqlite3.connect(tmp_path / "w.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_newer_schema_refused(db_url):
+    db = connect(db_url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) "
+                             "VALUES (:v, CURRENT_TIMESTAMP)"), {"v": SCHEMA_VERSION + 5})
+    db.close()
+    with pytest.raises(SchemaVersionError, match=rf"version {SCHEMA_VERSION + 5} is newer"):
+        connect(db_url)
+
+
+def test_unknown_older_schema_refused(db_url):
+    db = connect(db_url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE schema_version SET version = 0"))
+    db.close()
+    with pytest.raises(SchemaVersionError, match="version 0 is unknown"):
+        connect(db_url)
+
+
+def test_desgw_tables_without_version_refused(db_url):
+    db = connect(db_url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE schema_version"))
+    db.close()
+    with pytest.raises(SchemaVersionError, match="no schema_version table"):
+        connect(db_url)
+
+
+def test_create_false_on_empty_database(tmp_path):
+    with pytest.raises(SchemaVersionError, match="no desgw schema"):
+        connect(tmp_path / "empty.sqlite", create=False)
+
+
+def test_write_session_takes_the_write_lock(tmp_path):
+    """A write transaction holds the SQLite write lock from its start (BEGIN IMMEDIATE)."""
+    from desgw.db import DatabaseError
+
+    path = tmp_path / "lock.sqlite"
+    first = connect(path)
+    second = connect(path, busy_timeout_s=0.2)
+    with first.write_session():
+        with pytest.raises(DatabaseError, match="locked"):
+            with second.write_session():
+                pass
+        with second.read_session() as session:  # readers are not blocked (WAL)
+            assert session.execute(sa.text("SELECT count(*) FROM exposures")).scalar() == 0
+    with second.write_session():
+        pass
+    first.close()
+    second.close()
