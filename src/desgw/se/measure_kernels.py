@@ -1,0 +1,618 @@
+"""Numba kernels of the per-source measurement loops (apertures, half-light radii, windowed
+centroids and their errors, PSF flux, SPREAD_MODEL, segment statistics).
+
+They are compiled once per process (``cache=True`` keeps the machine code on disk) and loop
+over sources in plain Python-free code: a full CCD with ~2000 sources takes a few tens of ms,
+where the equivalent numpy per-source loop takes about a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = ["psf_fit_all", "window_errors_all", "segment_stats", "kron_neighbours_all",
+           "circular_apertures", "flux_radius_all", "winpos_all"]
+
+
+@njit(cache=True)
+def _lanczos_taps(shift: float, order: int) -> np.ndarray:
+    w = np.empty(2 * order + 1)
+    s = 0.0
+    for k in range(2 * order + 1):
+        t = (k - order) - shift
+        if t == 0.0:
+            v = 1.0
+        elif abs(t) >= order:
+            v = 0.0
+        else:
+            pt = np.pi * t
+            v = order * np.sin(pt) * np.sin(pt / order) / (pt * pt)
+        w[k] = v
+        s += v
+    for k in range(2 * order + 1):
+        w[k] /= s
+    return w
+
+
+@njit(cache=True)
+def _render(coeffs: np.ndarray, terms: np.ndarray, dx: float, dy: float, order: int,
+            tmp: np.ndarray, out: np.ndarray) -> None:
+    """Model at the given polynomial terms, moved by (dx, dy), normalised to sum 1."""
+    nt, n, _ = coeffs.shape
+    for a in range(n):
+        for b in range(n):
+            v = 0.0
+            for k in range(nt):
+                v += terms[k] * coeffs[k, a, b]
+            out[a, b] = v
+    wx = _lanczos_taps(dx, order)
+    wy = _lanczos_taps(dy, order)
+    for a in range(n):
+        for b in range(n):
+            v = 0.0
+            for m in range(-order, order + 1):
+                bb = b - m
+                if 0 <= bb < n:
+                    v += wx[m + order] * out[a, bb]
+            tmp[a, b] = v
+    s = 0.0
+    for a in range(n):
+        for b in range(n):
+            v = 0.0
+            for m in range(-order, order + 1):
+                aa = a - m
+                if 0 <= aa < n:
+                    v += wy[m + order] * tmp[aa, b]
+            out[a, b] = v
+            s += v
+    for a in range(n):
+        for b in range(n):
+            out[a, b] /= s
+
+
+@njit(cache=True)
+def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius, gain, max_iter):
+    """PSF flux (weighted linear least squares at fixed position) and SPREAD_MODEL per source.
+
+    Parameters
+    ----------
+    data : float32 (ny, nx)
+        Background-subtracted image, e-.
+    weight : float32 (ny, nx)
+        Background inverse variance, e-**-2.
+    bad : bool (ny, nx)
+        Unusable pixels.
+    xs, ys : float64 (n,)
+        0-based source positions.
+    terms : float64 (n, n_terms)
+        PSF polynomial terms at each position.
+    coeffs, gcoeffs : float64 (n_terms, s, s)
+        PSF basis and the same convolved with the SPREAD_MODEL exponential disk.
+    order : int
+        Lanczos order.
+    radius : float64 (n,)
+        Fit radius per source (pix).
+    gain : float
+        e- per image unit (source photon noise).
+    max_iter : int
+        Maximum number of re-weighting iterations.
+
+    Returns
+    -------
+    flux, fluxerr, chi2, niter, spread, spreaderr, fwhm_psf, npix
+        ``fwhm_psf`` is the half-maximum-area FWHM of the rendered PSF (pix, pixelated).
+    """
+    n = xs.shape[0]
+    ny, nx = data.shape
+    s = coeffs.shape[1]
+    h = s // 2
+    flux = np.full(n, np.nan)
+    fluxerr = np.full(n, np.nan)
+    chi2 = np.full(n, np.nan)
+    niter = np.zeros(n, dtype=np.int16)
+    spread = np.full(n, np.nan)
+    spreaderr = np.full(n, np.nan)
+    fwhm_psf = np.full(n, np.nan)
+    npix_fit = np.zeros(n, dtype=np.int32)
+    tmp = np.empty((s, s))
+    p = np.empty((s, s))
+    g = np.empty((s, s))
+    for i in range(n):
+        ic = int(np.floor(xs[i] + 0.5))
+        jc = int(np.floor(ys[i] + 0.5))
+        dx = xs[i] - ic
+        dy = ys[i] - jc
+        _render(coeffs, terms[i], dx, dy, order, tmp, p)
+        _render(gcoeffs, terms[i], dx, dy, order, tmp, g)
+        pmax = 0.0
+        for a in range(s):
+            for b in range(s):
+                if p[a, b] > pmax:
+                    pmax = p[a, b]
+        cnt = 0
+        for a in range(s):
+            for b in range(s):
+                if p[a, b] >= 0.5 * pmax:
+                    cnt += 1
+        fwhm_psf[i] = 2.0 * np.sqrt(cnt / np.pi)
+        r2max = radius[i] * radius[i]
+        # First pass: background weights only.
+        f = 0.0
+        it = 0
+        converged = False
+        while it < max_iter and not converged:
+            spd = 0.0
+            spp = 0.0
+            for a in range(s):
+                yy = jc - h + a
+                if yy < 0 or yy >= ny:
+                    continue
+                for b in range(s):
+                    xx = ic - h + b
+                    if xx < 0 or xx >= nx:
+                        continue
+                    if bad[yy, xx] or weight[yy, xx] <= 0:
+                        continue
+                    ddx = xx - xs[i]
+                    ddy = yy - ys[i]
+                    if ddx * ddx + ddy * ddy > r2max:
+                        continue
+                    var = 1.0 / weight[yy, xx]
+                    if it > 0 and f * p[a, b] > 0:
+                        var += f * p[a, b] / gain
+                    spd += p[a, b] * data[yy, xx] / var
+                    spp += p[a, b] * p[a, b] / var
+            if spp <= 0:
+                break
+            fnew = spd / spp
+            it += 1
+            if it > 1 and abs(fnew - f) <= 1e-5 * abs(fnew) + 1e-3:
+                converged = True
+            f = fnew
+            fluxerr[i] = 1.0 / np.sqrt(spp)
+        if it == 0:
+            continue
+        flux[i] = f
+        niter[i] = it
+        # chi2 and SPREAD_MODEL sums with the final variance.
+        c2 = 0.0
+        npx = 0
+        gwx = 0.0
+        pwx = 0.0
+        gwp = 0.0
+        pwp = 0.0
+        gwg = 0.0
+        for a in range(s):
+            yy = jc - h + a
+            if yy < 0 or yy >= ny:
+                continue
+            for b in range(s):
+                xx = ic - h + b
+                if xx < 0 or xx >= nx:
+                    continue
+                if bad[yy, xx] or weight[yy, xx] <= 0:
+                    continue
+                ddx = xx - xs[i]
+                ddy = yy - ys[i]
+                if ddx * ddx + ddy * ddy > r2max:
+                    continue
+                var = 1.0 / weight[yy, xx]
+                if f * p[a, b] > 0:
+                    var += f * p[a, b] / gain
+                w = 1.0 / var
+                d = data[yy, xx]
+                r = d - f * p[a, b]
+                c2 += r * r * w
+                npx += 1
+                gwx += g[a, b] * w * d
+                pwx += p[a, b] * w * d
+                gwp += g[a, b] * w * p[a, b]
+                pwp += p[a, b] * w * p[a, b]
+                gwg += g[a, b] * w * g[a, b]
+        npix_fit[i] = npx
+        if npx > 1:
+            chi2[i] = c2 / (npx - 1)
+        if pwx != 0.0 and pwp > 0:
+            spread[i] = gwx / pwx - gwp / pwp
+            v = pwx * pwx * gwg - 2.0 * gwx * pwx * gwp + gwx * gwx * pwp
+            if v > 0:
+                spreaderr[i] = np.sqrt(v) / (pwx * pwx)
+    return flux, fluxerr, chi2, niter, spread, spreaderr, fwhm_psf, npix_fit
+
+
+@njit(cache=True)
+def window_errors_all(data, weight, bad, xs, ys, sig, gain):
+    """Covariance of the windowed centroid and the windowed signal-to-noise per source.
+
+    The centroid solves ``sum_i w_i I_i (x_i - xw) = 0`` with the Gaussian window ``w``;
+    linear propagation of the pixel variance ``1 / weight + max(I, 0) / gain`` through this
+    equation gives the covariance ``J^-1 C J^-T`` (``C``: covariance of the sums, ``J``: their
+    derivatives with respect to the centroid). ``SNR_WIN = sum w I / sqrt(sum w**2 var)``.
+
+    Returns
+    -------
+    errx2, erry2, errxy, snr : float64 (n,)
+    """
+    n = xs.shape[0]
+    ny, nx = data.shape
+    errx2 = np.full(n, np.nan)
+    erry2 = np.full(n, np.nan)
+    errxy = np.full(n, np.nan)
+    snr = np.full(n, np.nan)
+    for i in range(n):
+        sg = sig[i]
+        rmax = 4.0 * sg
+        x0 = int(np.floor(xs[i] - rmax))
+        x1 = int(np.ceil(xs[i] + rmax))
+        y0 = int(np.floor(ys[i] - rmax))
+        y1 = int(np.ceil(ys[i] + rmax))
+        inv2 = 1.0 / (sg * sg)
+        s0 = 0.0
+        sww = 0.0
+        jxx = 0.0
+        jyy = 0.0
+        jxy = 0.0
+        cxx = 0.0
+        cyy = 0.0
+        cxy = 0.0
+        for yy in range(max(y0, 0), min(y1 + 1, ny)):
+            for xx in range(max(x0, 0), min(x1 + 1, nx)):
+                if bad[yy, xx] or weight[yy, xx] <= 0:
+                    continue
+                dx = xx - xs[i]
+                dy = yy - ys[i]
+                r2 = dx * dx + dy * dy
+                if r2 > rmax * rmax:
+                    continue
+                w = np.exp(-0.5 * r2 * inv2)
+                d = data[yy, xx]
+                var = 1.0 / weight[yy, xx]
+                if d > 0:
+                    var += d / gain
+                wi = w * d
+                s0 += wi
+                sww += w * w * var
+                jxx += wi * (dx * dx * inv2 - 1.0)
+                jyy += wi * (dy * dy * inv2 - 1.0)
+                jxy += wi * dx * dy * inv2
+                cxx += w * w * var * dx * dx
+                cyy += w * w * var * dy * dy
+                cxy += w * w * var * dx * dy
+        if sww > 0:
+            snr[i] = s0 / np.sqrt(sww)
+        det = jxx * jyy - jxy * jxy
+        if det == 0.0:
+            continue
+        # Inverse of J = [[jxx, jxy], [jxy, jyy]].
+        ixx = jyy / det
+        iyy = jxx / det
+        ixy = -jxy / det
+        # cov = Jinv C Jinv^T
+        a11 = ixx * cxx + ixy * cxy
+        a12 = ixx * cxy + ixy * cyy
+        a21 = ixy * cxx + iyy * cxy
+        a22 = ixy * cxy + iyy * cyy
+        errx2[i] = a11 * ixx + a12 * ixy
+        errxy[i] = a11 * ixy + a12 * iyy
+        erry2[i] = a21 * ixy + a22 * iyy
+    return errx2, erry2, errxy, snr
+
+
+@njit(cache=True)
+def segment_stats(data, mask, segmap, n, xmin, xmax, ymin, ymax):
+    """Per-segment statistics.
+
+    Returns
+    -------
+    imaflags : int32 (n,)
+        OR of the mask bits over the segment's pixels and the pixels touching it (8-connected).
+    nimaflags : int32 (n,)
+        Number of such flagged pixels.
+    fwhm : float64 (n,)
+        ``2 sqrt(A / pi)`` with ``A`` the number of segment pixels at or above half the peak.
+    """
+    ny, nx = data.shape
+    imaflags = np.zeros(n, dtype=np.int32)
+    nimaflags = np.zeros(n, dtype=np.int32)
+    fwhm = np.full(n, np.nan)
+    for i in range(n):
+        sid = i + 1
+        peak = -np.inf
+        for yy in range(ymin[i], ymax[i] + 1):
+            for xx in range(xmin[i], xmax[i] + 1):
+                if segmap[yy, xx] == sid and data[yy, xx] > peak:
+                    peak = data[yy, xx]
+        cnt = 0
+        for yy in range(ymin[i], ymax[i] + 1):
+            for xx in range(xmin[i], xmax[i] + 1):
+                if segmap[yy, xx] == sid and data[yy, xx] >= 0.5 * peak:
+                    cnt += 1
+        if cnt > 0 and peak > 0:
+            fwhm[i] = 2.0 * np.sqrt(cnt / np.pi)
+        for yy in range(max(ymin[i] - 1, 0), min(ymax[i] + 2, ny)):
+            for xx in range(max(xmin[i] - 1, 0), min(xmax[i] + 2, nx)):
+                m = mask[yy, xx]
+                if m == 0:
+                    continue
+                touch = False
+                for ay in range(max(yy - 1, 0), min(yy + 2, ny)):
+                    for ax in range(max(xx - 1, 0), min(xx + 2, nx)):
+                        if segmap[ay, ax] == sid:
+                            touch = True
+                if touch:
+                    imaflags[i] |= m
+                    nimaflags[i] += 1
+    return imaflags, nimaflags, fwhm
+
+
+@njit(cache=True)
+def kron_neighbours_all(segmap, bad, xs, ys, a, b, theta, scale):
+    """Fraction of the pixels in each Kron ellipse that belong to other objects or are unusable.
+
+    The ellipse has semi-axes ``scale * a``, ``scale * b`` at angle ``theta`` (rad).
+    """
+    n = xs.shape[0]
+    ny, nx = segmap.shape
+    frac = np.zeros(n)
+    for i in range(n):
+        ra = scale[i] * a[i]
+        rb = max(scale[i] * b[i], 1e-3)
+        c = np.cos(theta[i])
+        s = np.sin(theta[i])
+        x0 = int(np.floor(xs[i] - ra))
+        x1 = int(np.ceil(xs[i] + ra))
+        y0 = int(np.floor(ys[i] - ra))
+        y1 = int(np.ceil(ys[i] + ra))
+        tot = 0
+        other = 0
+        for yy in range(max(y0, 0), min(y1 + 1, ny)):
+            for xx in range(max(x0, 0), min(x1 + 1, nx)):
+                dx = xx - xs[i]
+                dy = yy - ys[i]
+                u = (c * dx + s * dy) / ra
+                v = (-s * dx + c * dy) / rb
+                if u * u + v * v > 1.0:
+                    continue
+                tot += 1
+                sv = segmap[yy, xx]
+                if bad[yy, xx] or (sv != 0 and sv != i + 1):
+                    other += 1
+        if tot > 0:
+            frac[i] = other / tot
+    return frac
+
+
+@njit(cache=True)
+def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
+    """Sums in concentric circular apertures, with exact-ish pixel overlap at the edge.
+
+    Pixels whose centre is within 0.7072 pix of an aperture boundary are split into
+    ``subpix x subpix`` sub-pixels; unusable pixels are left out (and flagged).
+
+    Parameters
+    ----------
+    data, var : float32 (ny, nx)
+        Background-subtracted image (e-) and background variance (e-**2).
+    bad : bool (ny, nx)
+        Unusable pixels.
+    xs, ys : float64 (n,)
+        0-based centres.
+    radii : float64 (k,)
+        Aperture radii (pix).
+    gain : float
+        e- per unit for the photon noise of positive sums.
+    subpix : int
+        Sub-sampling of boundary pixels.
+
+    Returns
+    -------
+    flux, fluxerr : float64 (n, k)
+    flags : int32 (n, k)
+        16 = aperture truncated by the image edge, 32 = contains unusable pixels.
+    """
+    n = xs.shape[0]
+    nk = radii.shape[0]
+    ny, nx = data.shape
+    flux = np.zeros((n, nk))
+    fvar = np.zeros((n, nk))
+    flags = np.zeros((n, nk), dtype=np.int32)
+    rmax = 0.0
+    for k in range(nk):
+        if radii[k] > rmax:
+            rmax = radii[k]
+    half = 0.70711
+    step = 1.0 / subpix
+    for i in range(n):
+        xc = xs[i]
+        yc = ys[i]
+        for k in range(nk):
+            r = radii[k]
+            if xc - r < -0.5 or yc - r < -0.5 or xc + r > nx - 0.5 or yc + r > ny - 0.5:
+                flags[i, k] |= 16
+        x0 = max(int(np.floor(xc - rmax - 1)), 0)
+        x1 = min(int(np.ceil(xc + rmax + 1)), nx - 1)
+        y0 = max(int(np.floor(yc - rmax - 1)), 0)
+        y1 = min(int(np.ceil(yc + rmax + 1)), ny - 1)
+        for yy in range(y0, y1 + 1):
+            dy = yy - yc
+            for xx in range(x0, x1 + 1):
+                dx = xx - xc
+                rr = np.sqrt(dx * dx + dy * dy)
+                if rr > rmax + half:
+                    continue
+                if bad[yy, xx]:
+                    for k in range(nk):
+                        if rr - half < radii[k]:
+                            flags[i, k] |= 32
+                    continue
+                d = data[yy, xx]
+                v = var[yy, xx]
+                for k in range(nk):
+                    r = radii[k]
+                    if rr < r - half:
+                        frac = 1.0
+                    elif rr > r + half:
+                        continue
+                    else:
+                        cnt = 0
+                        r2 = r * r
+                        for sy in range(subpix):
+                            ey = dy - 0.5 + (sy + 0.5) * step
+                            for sx in range(subpix):
+                                ex = dx - 0.5 + (sx + 0.5) * step
+                                if ex * ex + ey * ey < r2:
+                                    cnt += 1
+                        frac = cnt / (subpix * subpix)
+                    flux[i, k] += frac * d
+                    fvar[i, k] += frac * v
+    fluxerr = np.empty((n, nk))
+    for i in range(n):
+        for k in range(nk):
+            v = fvar[i, k]
+            if flux[i, k] > 0:
+                v += flux[i, k] / gain
+            fluxerr[i, k] = np.sqrt(v)
+    return flux, fluxerr, flags
+
+
+@njit(cache=True)
+def _enclosed_sorted(r, pref, d, radius):
+    """Flux within ``radius`` for pixels sorted by centre distance ``r`` (``pref``: prefix sums
+    of ``d``), each pixel counted as a 1-pix-wide ramp ``clip(radius - r + 0.5, 0, 1)``."""
+    lo = np.searchsorted(r, radius - 0.5)
+    s = pref[lo]
+    j = lo
+    m = r.shape[0]
+    while j < m and r[j] < radius + 0.5:
+        s += (radius - r[j] + 0.5) * d[j]
+        j += 1
+    return s
+
+
+@njit(cache=True)
+def flux_radius_all(data, bad, xs, ys, rmax, normflux, frac):
+    """Radius (pix) enclosing ``frac`` of ``normflux`` (or, where normflux is NaN or <= 0, of
+    the flux within ``rmax``), by bisection on the curve of growth of the usable pixels within
+    ``rmax`` (each pixel a 1-pix-wide ramp at its centre distance). NaN where undefined."""
+    n = xs.shape[0]
+    ny, nx = data.shape
+    out = np.full(n, np.nan)
+    for i in range(n):
+        xc = xs[i]
+        yc = ys[i]
+        rm = rmax[i]
+        x0 = max(int(np.floor(xc - rm)), 0)
+        x1 = min(int(np.ceil(xc + rm)), nx - 1)
+        y0 = max(int(np.floor(yc - rm)), 0)
+        y1 = min(int(np.ceil(yc + rm)), ny - 1)
+        m = (x1 - x0 + 1) * (y1 - y0 + 1)
+        if m <= 0:
+            continue
+        rr = np.empty(m)
+        dd = np.empty(m)
+        k = 0
+        for yy in range(y0, y1 + 1):
+            dy = yy - yc
+            for xx in range(x0, x1 + 1):
+                if bad[yy, xx]:
+                    continue
+                dx = xx - xc
+                r = np.sqrt(dx * dx + dy * dy)
+                if r > rm:
+                    continue
+                rr[k] = r
+                dd[k] = data[yy, xx]
+                k += 1
+        if k == 0:
+            continue
+        order = np.argsort(rr[:k])
+        r_s = rr[:k][order]
+        d_s = dd[:k][order]
+        pref = np.zeros(k + 1)
+        for j in range(k):
+            pref[j + 1] = pref[j] + d_s[j]
+        tot = normflux[i]
+        if not (tot > 0):
+            tot = pref[k]
+        if not (tot > 0):
+            continue
+        target = frac * tot
+        lo = 0.0
+        hi = rm + 0.5
+        if _enclosed_sorted(r_s, pref, d_s, hi) < target:
+            out[i] = hi
+            continue
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if _enclosed_sorted(r_s, pref, d_s, mid) < target:
+                lo = mid
+            else:
+                hi = mid
+            if hi - lo < 1e-3:
+                break
+        out[i] = 0.5 * (lo + hi)
+    return out
+
+
+@njit(cache=True)
+def winpos_all(data, bad, xs, ys, sig, max_iter):
+    """SExtractor windowed centroids: ``x += 2 sum(w I dx) / sum(w I)`` with a Gaussian window
+    of width ``sig`` (pixels within 4 sig), until the step is below 1e-4 pix.
+
+    Returns
+    -------
+    xw, yw : float64 (n,)
+        Centroids; the start position where the iteration fails (non-positive sum).
+    niter : int32 (n,)
+        Iterations done (0 = failed).
+    """
+    n = xs.shape[0]
+    ny, nx = data.shape
+    xw = xs.copy()
+    yw = ys.copy()
+    niter = np.zeros(n, dtype=np.int32)
+    for i in range(n):
+        sg = sig[i]
+        inv2 = 0.5 / (sg * sg)
+        rm = 4.0 * sg
+        x = xs[i]
+        y = ys[i]
+        ok = True
+        it = 0
+        while it < max_iter:
+            x0 = max(int(np.floor(x - rm)), 0)
+            x1 = min(int(np.ceil(x + rm)), nx - 1)
+            y0 = max(int(np.floor(y - rm)), 0)
+            y1 = min(int(np.ceil(y + rm)), ny - 1)
+            sw = 0.0
+            sx = 0.0
+            sy = 0.0
+            for yy in range(y0, y1 + 1):
+                dy = yy - y
+                for xx in range(x0, x1 + 1):
+                    if bad[yy, xx]:
+                        continue
+                    dx = xx - x
+                    r2 = dx * dx + dy * dy
+                    if r2 > rm * rm:
+                        continue
+                    w = np.exp(-r2 * inv2) * data[yy, xx]
+                    sw += w
+                    sx += w * dx
+                    sy += w * dy
+            it += 1
+            if sw <= 0:
+                ok = False
+                break
+            ddx = 2.0 * sx / sw
+            ddy = 2.0 * sy / sw
+            x += ddx
+            y += ddy
+            if ddx * ddx + ddy * ddy < 1e-8:
+                break
+        if ok:
+            xw[i] = x
+            yw[i] = y
+            niter[i] = it
+    return xw, yw, niter
