@@ -43,8 +43,10 @@ def concat(*tables: ObjectTable) -> ObjectTable:
     return ObjectTable(**{c: np.concatenate([getattr(t, c) for t in tables]) for c in cols})
 
 
-def data_e(raw: np.ndarray, ccdnum: int, bias: dict | None = None) -> np.ndarray:
-    """Trimmed image in electrons from a raw array (bias levels subtracted when given)."""
+def data_e(raw: np.ndarray, ccdnum: int, bias: dict | None = None, *, overscan: bool = False
+           ) -> np.ndarray:
+    """Trimmed image in electrons from a raw array (bias levels subtracted when given, or the
+    row-wise mean of the overscan when ``overscan``)."""
     from desgw.instrument import CCD_SHAPE, get_ccd
 
     out = np.empty(CCD_SHAPE, dtype=np.float64)
@@ -53,5 +55,8 @@ def data_e(raw: np.ndarray, ccdnum: int, bias: dict | None = None) -> np.ndarray
         block = raw[d.y0:d.y1, d.x0:d.x1].astype(np.float64)
         if bias is not None:
             block = block - bias[name]
+        if overscan:
+            o = amp.raw_overscan
+            block = block - raw[o.y0:o.y1, o.x0:o.x1].mean(axis=1)[:, None]
         out[t.y0:t.y1, t.x0:t.x1] = block * amp.gain
     return out

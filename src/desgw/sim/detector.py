@@ -190,7 +190,9 @@ def bleed_columns(electrons: np.ndarray, full_well: np.ndarray, mask: np.ndarray
     float
         Electrons lost past the top and bottom edges of the CCD.
     """
-    return float(_bleed_kernel(electrons, np.ascontiguousarray(full_well, dtype=np.float64), mask,
+    # float32-representable full wells: a pixel filled to full well compares equal to it
+    fw = np.asarray(full_well, dtype=np.float32).astype(np.float64)
+    return float(_bleed_kernel(electrons, fw, mask,
                                np.uint8(TRUTH_SATURATED), np.uint8(TRUTH_BLEED)))
 
 
