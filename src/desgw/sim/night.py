@@ -29,16 +29,8 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
-from ..instrument import (
-    CCD_SHAPE,
-    SCIENCE_CCDNUMS,
-    focal_to_pixel,
-    focal_to_tangent,
-    pixel_scale_arcsec,
-    pixel_to_focal,
-    sky_to_tangent,
-    tangent_to_focal,
-)
+from ..instrument import (CCD_SHAPE, SCIENCE_CCDNUMS, focal_to_pixel, sky_to_tangent, source_ccds,
+                          tangent_to_focal)
 from ..io.atomic import atomic_write_path, atomic_write_text
 from ..io.naming import raw_name
 from ..io.products import write_csv, write_parquet
@@ -48,7 +40,8 @@ from .scene import Scene, SceneConfig, make_scene
 from .survey import CCDFootprint, SurveyConfig, field_radius_deg, overlapping_ccds, plan_night
 from .truth import exposure_row
 
-__all__ = ["DEFAULT_SIM_CCDS", "NightSummary", "simulate_night", "ccd_truth_rows", "object_flux_rows"]
+__all__ = ["DEFAULT_SIM_CCDS", "NightSummary", "simulate_night", "object_flux_rows", "ccd_truth_row",
+           "sparse_masks"]
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +99,9 @@ class NightSummary:
             ccds = self.ccds[expnum]
             out.append(f"  {'template' if is_t else 'search  '} {expnum:8d}  MJD {mjd:.4f}  {n} CCDs "
                        f"({_ccd_list(ccds)})")
-        counts = ", ".join(f"{v} {k}{'s' if v != 1 else ''}" for k, v in self.object_counts.items())
+        plural = {"star": "stars", "galaxy": "galaxies", "transient": "transients",
+                  "variable": "variable stars", "moving": "moving objects"}
+        counts = ", ".join(f"{v} {plural.get(k, k) if v != 1 else k}" for k, v in self.object_counts.items())
         out.append(f"  objects: {counts}; Gaia catalogue: {self.n_gaia} stars")
         out.append(f"  raw: {len(self.raw_files)} files in {self.outdir / 'raw'}")
         out.append(f"  calib: {len(self.calib_files)} files in {self.outdir / 'calib'}")
@@ -139,7 +134,8 @@ def _resolve_ccds(ccds: Sequence[int] | str | None) -> tuple[int, ...]:
 def _render_api() -> tuple[Any, Any, Any, Any]:
     """The renderer's entry points (imported here so the scene side works without them)."""
     from .calib import make_detector_calib, write_calibrations
-    from .render import exposure_primary_header, render_exposure
+    from .render import render_exposure
+    from .render_headers import exposure_primary_header
 
     return render_exposure, exposure_primary_header, make_detector_calib, write_calibrations
 
@@ -188,38 +184,36 @@ def object_flux_rows(spec: ExposureSpec, objects: ObjectTable, ccdnums: Sequence
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
 
 
-def ccd_truth_rows(spec: ExposureSpec, ccdnums: Sequence[int], n_objects: dict[int, int],
-                   switches: SimSwitches, qe: dict[int, float] | None = None) -> list[dict[str, Any]]:
-    """Per-CCD truth of an exposure: zeropoint, sky e-/pixel, PSF FWHM and ellipticity at the centre.
+def ccd_truth_row(spec: ExposureSpec, ccdnum: int, truth: Any, n_objects: int) -> dict[str, Any]:
+    """One ``ccds.csv`` row from the renderer's per-CCD truth (`desgw.sim.render.CCDTruth`)."""
+    return {
+        "expnum": int(spec.expnum), "ccdnum": int(ccdnum), "zeropoint": float(truth.zeropoint),
+        "qe": float(truth.qe), "sky_e_per_pix": float(truth.sky_e_per_pixel),
+        "sky_e_mean": float(truth.sky_e_mean), "fwhm_arcsec": float(truth.psf_fwhm_arcsec),
+        "e1": float(truth.psf_e1), "e2": float(truth.psf_e2),
+        "pixel_scale_arcsec": float(truth.pixel_scale_arcsec), "n_objects": int(n_objects),
+        "n_cosmic_rays": int(truth.n_cosmic_rays), "satellite": bool(truth.satellite),
+        "bleed_lost_e": float(truth.bleed_lost_e), "dead": bool(truth.dead),
+    }
 
-    The CCD zeropoint (AB mag for 1 e-/s in the flat-fielded image) is
-    ``spec.zeropoint + 2.5 log10(qe)``: the dome flat is normalised per CCD, so the CCD's relative
-    QE stays in the detrended image; the sky level includes it too.
+
+def sparse_masks(rendered: Sequence[Any]) -> dict[str, np.ndarray]:
+    """Injected-artefact masks of rendered CCDs, compactly: nonzero pixels only.
+
+    Returns
+    -------
+    dict of ndarray
+        ``ccd_{N}_y``, ``ccd_{N}_x`` (int16) and ``ccd_{N}_bits`` (uint8) per CCD N, for the
+        pixels where ``truth.mask`` (bits of `desgw.sim.detector`) is nonzero.
     """
-    rows = []
-    cx, cy = (CCD_SHAPE[1] - 1) / 2.0, (CCD_SHAPE[0] - 1) / 2.0
-    for ccd in ccdnums:
-        xmm, ymm = pixel_to_focal(int(ccd), np.array([cx]), np.array([cy]))
-        xi, eta = focal_to_tangent(xmm, ymm, spec.distortion)
-        fwhm, e1, e2 = spec.psf.at(xi, eta)
-        scale = pixel_scale_arcsec(int(ccd), cx, cy, spec.distortion)
-        grad = 1.0 + (spec.sky_gradient[0] * xi[0] + spec.sky_gradient[1] * eta[0] if switches.sky_gradient else 0.0)
-        q = 1.0 if qe is None else float(qe[int(ccd)])
-        zp = spec.zeropoint + 2.5 * np.log10(q)
-        sky = spec.exptime * 10.0 ** (-0.4 * (spec.sky_mag_arcsec2 - zp)) * scale**2 * grad
-        rows.append({"expnum": int(spec.expnum), "ccdnum": int(ccd), "zeropoint": float(zp), "qe": q,
-                     "sky_e_per_pix": float(sky), "fwhm_arcsec": float(fwhm[0]), "e1": float(e1[0]),
-                     "e2": float(e2[0]), "pixel_scale_arcsec": float(scale),
-                     "n_objects": int(n_objects.get(int(ccd), 0))})
-    return rows
-
-
-def _artefact_masks(rendered: Sequence[Any]) -> dict[str, np.ndarray]:
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for r in rendered:
-        mask = getattr(r, "artefact_mask", None)
-        if mask is not None:
-            out[f"ccd_{int(r.header['CCDNUM'])}"] = np.asarray(mask)
+        mask = np.asarray(r.truth.mask)
+        y, x = np.nonzero(mask)
+        c = int(r.ccdnum)
+        out[f"ccd_{c}_y"] = y.astype(np.int16)
+        out[f"ccd_{c}_x"] = x.astype(np.int16)
+        out[f"ccd_{c}_bits"] = mask[y, x].astype(np.uint8)
     return out
 
 
@@ -284,7 +278,10 @@ def simulate_night(outdir: str | os.PathLike[str], *, seed: int = 0, band: str =
                        search_mjd=search[0].mjd, last_template_mjd=last_t,
                        footprint=CCDFootprint(tuple(search), search_ccds))
 
-    all_ccds = tuple(sorted({c for v in ccds_of.values() for c in v}))
+    rendered_ccds = {c for v in ccds_of.values() for c in v}
+    # the camera also holds the CCDs whose amplifiers leak into the rendered ones (crosstalk)
+    all_ccds = tuple(sorted(rendered_ccds | ({s for c in rendered_ccds for s in source_ccds(c)}
+                                             if switches.crosstalk else set())))
     calib = make_detector_calib(all_ccds, seed, band)
     calib_files = tuple(Path(p) for p in write_calibrations(root, calib).values())
     qe = {int(c): float(calib.ccds[c].qe) for c in calib.ccds}
@@ -306,16 +303,15 @@ def simulate_night(outdir: str | os.PathLike[str], *, seed: int = 0, band: str =
         write_raw_exposure(path, exposure_primary_header(spec), [(r.header, r.raw) for r in rendered],
                            compress=compress)
         raw_files.append(path)
-        masks = _artefact_masks(rendered)
-        if masks:
-            with atomic_write_path(root / "truth" / f"artefacts_{spec.expnum}.npz") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez_compressed(fh, **masks)
-        del rendered
         fl = object_flux_rows(spec, objects, ccdnums, qe)
         flux_parts.append(fl)
         n_on = {int(c): int(n) for c, n in zip(*np.unique(fl["ccdnum"], return_counts=True))} if fl else {}
-        ccd_rows.extend(ccd_truth_rows(spec, ccdnums, n_on, switches, qe))
+        for r in rendered:
+            ccd_rows.append(ccd_truth_row(spec, r.ccdnum, r.truth, n_on.get(int(r.ccdnum), 0)))
+        with atomic_write_path(root / "truth" / f"artefacts_{spec.expnum}.npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **sparse_masks(rendered))
+        del rendered
         row = exposure_row(spec)
         row["mjd_mid"] = spec.mjd + 0.5 * spec.exptime / 86400.0
         row["raw_file"] = name

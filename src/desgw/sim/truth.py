@@ -29,7 +29,8 @@ Files (all under ``OUTDIR/truth/``)
 ``night.json``
     Seed, band, field, CCDs per exposure, switches and configurations.
 ``artefacts_<expnum>.npz``
-    Only when the renderer returns injected-artefact masks: one compressed array per CCD.
+    The renderer's injected-artefact masks, sparse: ``ccd_N_y``, ``ccd_N_x``, ``ccd_N_bits`` for
+    the nonzero pixels of CCD N (`Truth.artefact_masks` rebuilds the images).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
-from ..instrument import Distortion, Pointing, pixel_to_sky, sky_to_pixel
+from ..instrument import CCD_SHAPE, Distortion, Pointing, pixel_to_sky, sky_to_pixel
 from ..io.errors import CorruptFileError, MissingFileError
 from ..io.products import read_csv, read_parquet
 from .model import ExposureSpec, PSFField
@@ -196,12 +197,23 @@ class Truth:
         return c[int(hit[0])]
 
     def artefact_masks(self, expnum: int) -> dict[int, np.ndarray]:
-        """Injected-artefact masks per CCD of an exposure (empty when none were written)."""
+        """Injected-artefact masks per CCD of an exposure: uint8 (4096, 2048), renderer truth bits.
+
+        Bits (`desgw.sim.detector`): 1 cosmic ray, 2 satellite, 4 saturated, 8 bleed trail,
+        16 bad-pixel box, 32 hot pixel. Empty dict when the exposure has no artefact file.
+        """
         path = self.outdir / "truth" / f"artefacts_{int(expnum)}.npz"
         if not path.exists():
             return {}
+        out: dict[int, np.ndarray] = {}
         with np.load(path) as z:
-            return {int(k.split("_")[1]): z[k] for k in z.files}
+            for key in z.files:
+                if key.endswith("_bits"):
+                    ccd = int(key.split("_")[1])
+                    mask = np.zeros(CCD_SHAPE, dtype=np.uint8)
+                    mask[z[f"ccd_{ccd}_y"].astype(np.intp), z[f"ccd_{ccd}_x"].astype(np.intp)] = z[key]
+                    out[ccd] = mask
+        return out
 
 
 def load_truth(outdir: str | os.PathLike[str]) -> Truth:
