@@ -45,6 +45,7 @@ import numpy as np
 
 from desgw.io.errors import DesgwInputError
 
+from . import detrend_kernels as _kern
 from . import maskbits
 from .detrend_amps import AmpLayout, resolve_layouts
 from .detrend_overscan import overscan_profile
@@ -301,73 +302,49 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
 
     image = np.empty(shape, np.float32)
     out_mask = np.zeros(shape, np.int32)
-    rn_map = np.empty(shape, np.float32)
+    rn_col = np.zeros(shape[1], np.float32)
     per_amp = []
     for a in layouts:
-        data = np.asarray(pix[a.data.slices], dtype=np.float32)
         over = np.asarray(pix[a.overscan.slices], dtype=np.float32)
-        if not (np.all(np.isfinite(data)) and np.all(np.isfinite(over))):
-            n = int(np.count_nonzero(~np.isfinite(data)) + np.count_nonzero(~np.isfinite(over)))
-            raise DetrendError(problem=f"amp {a.name} has {n} non-finite raw pixels", **err)
-        dmin, dmax = float(data.min()), float(data.max())
-        if dmin == dmax:
-            raise DetrendError(problem=f"amp {a.name} data pixels are all {dmin:g} ADU", **err)
+        if not np.all(np.isfinite(over)):
+            n = int(np.count_nonzero(~np.isfinite(over)))
+            raise DetrendError(problem=f"amp {a.name} has {n} non-finite overscan pixels", **err)
         level, noise = overscan_profile(over, readout_left=a.readout_left,
                                         skip_cols=config.overscan_skip_cols,
                                         clip_sigma=config.overscan_clip_sigma,
                                         window=config.overscan_window)
-        tv = image[a.trimmed.slices]
-        np.subtract(data, level[:, None], out=tv)
-        sat = tv >= a.saturation_adu
-        nsat = int(np.count_nonzero(sat))
-        if nsat == tv.size:
+        nbad, dmin, dmax, nsat = _kern.amp_to_electrons(
+            pix[a.data.slices], level, float(a.gain), float(a.saturation_adu), maskbits.SAT,
+            image[a.trimmed.slices], out_mask[a.trimmed.slices])
+        if nbad:
+            raise DetrendError(problem=f"amp {a.name} has {nbad} non-finite raw pixels", **err)
+        if dmin == dmax:
+            raise DetrendError(problem=f"amp {a.name} data pixels are all {dmin:g} ADU", **err)
+        if nsat == a.data.shape[0] * a.data.shape[1]:
             raise DetrendError(problem=f"amp {a.name} is entirely saturated (>= "
                                f"{a.saturation_adu:g} ADU above overscan)", **err)
-        out_mask[a.trimmed.slices][sat] |= maskbits.SAT
-        tv *= np.float32(a.gain)
-        rn_map[a.trimmed.slices] = a.read_noise_e
+        rn_col[a.trimmed.x0:a.trimmed.x1] = a.read_noise_e
         per_amp.append((a, float(np.median(level)), noise, nsat))
 
-    if bias is not None:
-        image -= np.asarray(bias, dtype=np.float32)
-    if flat is not None:
-        f = np.asarray(flat, dtype=np.float32)
-        badflat = ~(f > 0)
-        if badflat.all():
-            raise DetrendError(problem="flat has no positive pixel", **err)
-        if badflat.any():
-            out_mask[badflat] |= maskbits.BADPIX
-            f = np.where(badflat, np.float32(1.0), f)
-            image[badflat] = 0.0
-        image /= f
-    else:
-        f = None
-    if bpm is not None:
-        b = np.asarray(bpm)
-        if config.bpm_bad_bits & 0xFFFF == 0xFFFF:  # any bit: no integer conversion needed
-            badpix = b != 0
-        else:
-            badpix = (b.astype(np.int32) & 0xFFFF & config.bpm_bad_bits) != 0
-        out_mask[badpix] |= maskbits.BADPIX
-    e = config.edge_px
-    if e > 0:
-        out_mask[:e, :] |= maskbits.EDGE
-        out_mask[-e:, :] |= maskbits.EDGE
-        out_mask[:, :e] |= maskbits.EDGE
-        out_mask[:, -e:] |= maskbits.EDGE
-    if mask is not None:
-        out_mask |= np.asarray(mask, dtype=np.int32)
+    dummy_f = np.zeros((1, 1), np.float32)
+    f = None if flat is None else np.ascontiguousarray(flat, dtype=np.float32)
+    if f is not None and not np.any(f > 0):
+        raise DetrendError(problem="flat has no positive pixel", **err)
+    _kern.apply_calibrations(
+        image, out_mask,
+        dummy_f if bias is None else np.ascontiguousarray(bias, dtype=np.float32), bias is not None,
+        dummy_f if f is None else f, f is not None,
+        np.zeros((1, 1), np.int32) if bpm is None else np.asarray(bpm), bpm is not None,
+        int(config.bpm_bad_bits),
+        np.zeros((1, 1), np.int32) if mask is None else np.asarray(mask, dtype=np.int32),
+        mask is not None, int(config.edge_px), maskbits.BADPIX, maskbits.EDGE)
 
     unusable = (out_mask & maskbits.UNUSABLE) != 0
     sky = smooth_sky(image, unusable, mesh=config.sky_mesh, subsample=config.sky_subsample)
     # Var(I) = (S * F + rn^2) / F^2 with S the smooth sky of the flat-fielded image.
-    var = np.maximum(sky, 0.0)
-    if f is not None:
-        var *= f
-    var += rn_map * rn_map
-    if f is not None:
-        var /= f * f
-    weight = np.divide(1.0, var, out=np.zeros(shape, np.float32), where=~unusable & (var > 0))
+    weight = np.empty(shape, np.float32)
+    _kern.inverse_variance(sky, dummy_f if f is None else f, f is not None, rn_col, out_mask,
+                           maskbits.UNUSABLE, weight)
 
     amp_out = []
     for a, os_level, noise, nsat in per_amp:
