@@ -199,12 +199,12 @@ def test_satellite_trail_crosses_ccd():
                          pixel_scale_arcsec=0.263)
     on = (mask & TRUTH_SATELLITE) > 0
     assert on.sum() > 2000
-    # e- per pixel of trail length: a column cut across the trail integrates to it / |cos| ...
     ys = np.nonzero(on[:, 1000])[0]
     assert 1900 < ys.mean() < 2100
     col = img[ys.min() - 60:ys.max() + 60, 1000].sum()
-    # the trail is at ~30 deg (+ the CCD frame rotation) to the x axis: a column crosses 1/cos
-    assert col == pytest.approx(2000.0 * 0.263 / np.cos(np.deg2rad(90 - 30)) * np.cos(np.deg2rad(60)) / np.cos(np.deg2rad(60)), rel=0.2)
+    # xi runs along pixel +y on DECam: 30 deg from xi is 60 deg from the pixel x axis, and a
+    # column cuts the trail over 1/cos(60 deg) pixels of its length
+    assert col == pytest.approx(2000.0 * 0.263 / np.cos(np.deg2rad(60.0)), rel=0.03)
 
 
 def test_hot_pixels_and_defects(calib):

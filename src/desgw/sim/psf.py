@@ -18,8 +18,9 @@ Pixel integration
 Stars are integrated over each pixel with the second-order corrected midpoint rule
 ``int_pixel f ~ f(c) + (f_xx + f_yy)/24`` using the analytic Moffat derivatives, and with 3 x 3
 such sub-pixels (each corrected) where ``Q = p^T M p < 4`` (the core, where the fourth-order term
-matters). Against GalSim's exact pixel convolution this is accurate to a few 1e-4 of the peak for
-FWHM >= 2.5 pixels when the wing is kept (tests/sim/test_render_psf.py) at about 1.3 profile evaluations per pixel;
+matters). Against GalSim's exact pixel convolution the integration is accurate to ~2e-4 of the
+peak for FWHM >= 2.5 pixels, and the rendered star (with the wing redistribution below) to
+< 1e-3 of the peak (tests/sim/test_render_psf.py), at about 1.3 profile evaluations per pixel;
 plain 5 x 5 super-sampling would cost ~20 times more for similar accuracy. The stamp of each star
 is normalised numerically to the star's flux, so flux is conserved to float precision; the stamp
 radius is chosen so that the truncated wing holds at most ``max(1e-3 * flux, 1 e-)`` and the

@@ -14,9 +14,10 @@ Order of the physics (each step switchable by `SimSwitches`)
    Fluxes use the CCD zeropoint ``spec.zeropoint + 2.5 log10(qe)``.
 2. Flat-field pattern (`DetectorCalib.flat`) and bad pixels (dead/low-response boxes multiply the
    signal; hot pixels add dark current, not flat-fielded).
-3. Shot noise; cosmic rays (after shot noise, they carry their own fluctuations).
+3. Shot noise and read noise (one draw, see `desgw.sim.detector.apply_noise`); cosmic rays
+   (they carry their own fluctuations).
 4. Full well and bleed trails.
-5. Bias structure (e-) and read noise; gain per amplifier -> ADU above bias.
+5. Bias structure (e-); gain per amplifier -> ADU above bias.
 6. Crosstalk (ADU, from the bias-free ADU of the source amplifiers, before any crosstalk).
 7. Bias level per amplifier plus row-wise drift in data and overscan, prescan and parallel
    overscan with read noise; rounded and clipped to uint16.
@@ -40,8 +41,8 @@ from ..instrument import (CCD_SHAPE, DEAD_CCDS, focal_to_pixel, focal_to_tangent
                           pixel_to_focal, sky_to_tangent, source_ccds, tangent_to_focal)
 from .calib import DetectorCalib
 from .detector import (TRUTH_BAD, TRUTH_HOT, SatelliteTrail, add_cosmic_rays, add_satellite,
-                       apply_shot_noise, bleed_columns, crosstalk_adu, digitise,
-                       draw_readout_state, full_well_e, satellite_trail)
+                       apply_noise, bleed_columns, crosstalk_adu, digitise,
+                       draw_readout_state, full_well_e, satellite_trail, to_adu)
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, SimSwitches
 from .psf import add_moffat_stars, local_psf, pixel_jacobian, shape_matrix
 from .render_galaxies import PSF_CELL, GalaxyInputs, add_galaxies
@@ -344,23 +345,19 @@ def _render_adu(spec: ExposureSpec, placement: ObjectPlacement, ccdnum: int, swi
         if not dead:
             np.add.at(electrons, (dy, dx), (rate * spec.exptime).astype(np.float32))
         mask[dy, dx] |= TRUTH_HOT
+    rn_col = np.empty(CCD_SHAPE[1], dtype=np.float32)
+    gain_col = np.empty(CCD_SHAPE[1])
+    for amp in ccd.amps.values():
+        rn_col[amp.trimmed.x0:amp.trimmed.x1] = amp.read_noise_e
+        gain_col[amp.trimmed.x0:amp.trimmed.x1] = amp.gain
     if switches.noise:
-        apply_shot_noise(electrons, noise_rng)
+        apply_noise(electrons, noise_rng, rn_col)
     if switches.cosmic_rays:
         n_cr = add_cosmic_rays(electrons, cr_rng, spec.exptime, mask)
     lost = 0.0
     if switches.saturation:
         lost = bleed_columns(electrons, full_well_e(ccdnum), mask)
-    if switches.bias_overscan:
-        electrons += calib.bias_e(ccdnum)
-    if switches.noise:
-        for amp in ccd.amps.values():
-            t = amp.trimmed
-            electrons[t.y0:t.y1, t.x0:t.x1] += np.float32(amp.read_noise_e) * read_rng.standard_normal(
-                t.shape, dtype=np.float32)
-    for amp in ccd.amps.values():
-        t = amp.trimmed
-        electrons[t.y0:t.y1, t.x0:t.x1] *= np.float32(1.0 / amp.gain)
+    to_adu(electrons, calib.bias_e(ccdnum) if switches.bias_overscan else None, gain_col)
     state = draw_readout_state(ccdnum, cc.bias_level_adu, state_rng, bias_overscan=switches.bias_overscan)
     timings["detector"] = time.perf_counter() - t2
     truth_kw = dict(
