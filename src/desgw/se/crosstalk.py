@@ -14,6 +14,10 @@ opposite sides. The source pixels are the *recorded* raw values (a saturated sou
 used at its recorded, clipped level, which is what the readout electronics saw). Second-order
 terms (crosstalk of crosstalk) are ~1e-6 of the source and ignored.
 
+The linear part of every term is one numba pass over the victim amplifier reading the raw
+source pixels in mirrored order (no temporaries); only source pixels above ``src_nl`` (bright
+stars) go through ``term.signal``'s non-linear branch. About 15 ms per term on one core.
+
 Victim pixels whose source pixel is saturated (at or above the source amplifier's saturation
 level) get the ``SSXTALK`` mask bit: the crosstalk model is least certain there.
 """
@@ -25,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numba import njit
 
 from desgw.instrument import CrosstalkTerm, align_source, terms_for_victim
 from desgw.io.errors import DataTypeError, MissingCCDError
@@ -33,7 +38,7 @@ from . import maskbits
 from .detrend_amps import AmpLayout, resolve_layouts
 from .detrend_overscan import overscan_profile
 
-__all__ = ["CrosstalkCorrected", "correct_crosstalk", "needed_sources", "source_signal_adu"]
+__all__ = ["CrosstalkCorrected", "correct_crosstalk", "needed_sources"]
 
 log = logging.getLogger(__name__)
 
@@ -78,25 +83,86 @@ def _pixels_of(raw: object) -> np.ndarray:
     return np.asarray(pix, dtype=np.float32)
 
 
-def source_signal_adu(raw: object, amp: AmpLayout) -> np.ndarray:
-    """Overscan-subtracted data pixels (ADU, float32, data shape) of one source amplifier."""
-    pix = _pixels_of(raw)
-    level, _ = overscan_profile(pix[amp.overscan.slices], readout_left=amp.readout_left)
-    return pix[amp.data.slices] - level[:, None]
+@njit(cache=True)
+def _subtract_linear(victim, src, level, coeff, flip_x, flip_y):  # pragma: no cover - numba
+    """``victim -= coeff * (src - level[row])`` with ``src`` read mirrored as ``align_source``
+    would (one pass, no temporaries)."""
+    ny, nx = victim.shape
+    c = np.float32(coeff)
+    for y in range(ny):
+        sy = ny - 1 - y if flip_y else y
+        lv = level[sy]
+        for x in range(nx):
+            sx = nx - 1 - x if flip_x else x
+            victim[y, x] -= c * (src[sy, sx] - lv)
 
 
-def _subtract_term(victim_data: np.ndarray, aligned: np.ndarray, term: CrosstalkTerm,
-                   source_max: float) -> None:
-    """``victim_data -= term.signal(aligned)``, in place, without full-size temporaries.
+@njit(cache=True)
+def _bright_pixels(src, level, thr):  # pragma: no cover - numba
+    """Rows, columns and values of pixels with ``src - level[row] > thr``."""
+    ny, nx = src.shape
+    n = 0
+    for y in range(ny):
+        t = thr + level[y]
+        for x in range(nx):
+            if src[y, x] > t:
+                n += 1
+    ys = np.empty(n, np.intp)
+    xs = np.empty(n, np.intp)
+    vals = np.empty(n, np.float32)
+    k = 0
+    if n:
+        for y in range(ny):
+            t = thr + level[y]
+            for x in range(nx):
+                if src[y, x] > t:
+                    ys[k] = y
+                    xs[k] = x
+                    vals[k] = src[y, x] - level[y]
+                    k += 1
+    return ys, xs, vals
 
-    ``term.signal`` is linear (``coeff * s``) up to ``src_nl``; the linear part is applied to
-    every pixel and only the few pixels above ``src_nl`` go through ``term.signal`` itself.
+
+def _flip_index(y: np.ndarray, x: np.ndarray, shape: tuple[int, int], samp: AmpLayout,
+                vamp: AmpLayout) -> tuple[np.ndarray, np.ndarray]:
+    """Source-amp pixel indices mapped to the victim amp as :func:`align_source` aligns them."""
+    if samp.readout_left != vamp.readout_left:
+        x = shape[1] - 1 - x
+    if samp.readout_bottom != vamp.readout_bottom:
+        y = shape[0] - 1 - y
+    return y, x
+
+
+@dataclass(frozen=True)
+class _Source:
+    data: np.ndarray  # raw data view (ADU)
+    level: np.ndarray  # overscan level per row (ADU)
+    amp: AmpLayout
+    # pixels whose overscan-subtracted value exceeds the lowest src_nl / saturation level of
+    # the terms that use this source: (rows, cols, values), source-amp coordinates
+    bright_y: np.ndarray
+    bright_x: np.ndarray
+    bright_s: np.ndarray
+
+
+def _subtract_term(victim_data: np.ndarray, src: _Source, vamp: AmpLayout,
+                   term: CrosstalkTerm) -> None:
+    """``victim_data -= term.signal(align_source(src.data - src.level))``, in place.
+
+    ``term.signal`` is linear (``coeff * s``) up to ``src_nl``: the linear part is applied to
+    every pixel in one numba pass; the pixels above ``src_nl`` (few: bright stars) are then
+    corrected to ``term.signal`` itself.
     """
-    victim_data -= np.float32(term.coeff) * aligned
-    if source_max > term.src_nl:
-        high = aligned > term.src_nl
-        s = aligned[high]
-        victim_data[high] += np.float32(term.coeff) * s - term.signal(s)
+    samp = src.amp
+    flip_x = samp.readout_left != vamp.readout_left
+    flip_y = samp.readout_bottom != vamp.readout_bottom
+    _subtract_linear(victim_data, src.data, src.level, float(term.coeff), flip_x, flip_y)
+    high = src.bright_s > term.src_nl
+    if not high.any():
+        return
+    sv = src.bright_s[high]
+    y, x = _flip_index(src.bright_y[high], src.bright_x[high], src.data.shape, samp, vamp)
+    victim_data[y, x] += np.float32(term.coeff) * sv - term.signal(sv)
 
 
 def _trimmed_shape(amps: Sequence[AmpLayout]) -> tuple[int, int]:
@@ -148,7 +214,7 @@ def correct_crosstalk(victim: object, sources: Mapping[int, object] | None = Non
 
     out = _pixels_of(victim).copy()
     mask = np.zeros(_trimmed_shape(list(vamps.values())), dtype=np.int32)
-    cache: dict[tuple[int, str], tuple[np.ndarray, AmpLayout, float]] = {}
+    cache: dict[tuple[int, str], _Source] = {}
     for term in use_terms:
         key = (term.source_ccd, term.source_amp)
         if key not in cache:
@@ -159,19 +225,25 @@ def correct_crosstalk(victim: object, sources: Mapping[int, object] | None = Non
             sraw = src_map[term.source_ccd]
             samps = {a.name: a for a in resolve_layouts(sraw, None, term.source_ccd)}
             samp = samps[term.source_amp]
-            sig = source_signal_adu(sraw, samp)
-            cache[key] = (sig, samp, float(sig.max()))
-        sig, samp, smax = cache[key]
+            spix = _pixels_of(sraw)
+            level, _ = overscan_profile(spix[samp.overscan.slices], readout_left=samp.readout_left)
+            sdata = spix[samp.data.slices]
+            bright = min([samp.saturation_adu] + [t.src_nl for t in use_terms
+                                                  if (t.source_ccd, t.source_amp) == key])
+            by, bx, bs = _bright_pixels(sdata, level, float(bright))
+            cache[key] = _Source(sdata, level, samp, by, bx, bs)
+        src = cache[key]
         vamp = vamps[term.victim_amp]
-        if sig.shape != vamp.data.shape:
+        if src.data.shape != vamp.data.shape:
             raise DataTypeError(path, None, f"crosstalk source CCD {term.source_ccd} amp "
-                                f"{term.source_amp} has data shape {sig.shape}, victim CCD "
-                                f"{ccdnum} amp {term.victim_amp} has {vamp.data.shape}")
-        aligned = align_source(sig, samp, vamp)
-        _subtract_term(out[vamp.data.slices], aligned, term, smax)
-        if smax >= samp.saturation_adu:
-            sat = aligned >= samp.saturation_adu
-            mask[vamp.trimmed.slices][sat] |= maskbits.SSXTALK
+                                f"{term.source_amp} has data shape {src.data.shape}, victim "
+                                f"CCD {ccdnum} amp {term.victim_amp} has {vamp.data.shape}")
+        _subtract_term(out[vamp.data.slices], src, vamp, term)
+        sat = src.bright_s >= src.amp.saturation_adu
+        if sat.any():
+            y, x = _flip_index(src.bright_y[sat], src.bright_x[sat], src.data.shape, src.amp,
+                               vamp)
+            mask[vamp.trimmed.y0 + y, vamp.trimmed.x0 + x] |= maskbits.SSXTALK
     log.debug("crosstalk CCD %d: %d terms from %d source amps", ccdnum, len(use_terms), len(cache))
     return CrosstalkCorrected(ccdnum=ccdnum, pixels=out, mask=mask, amps=tuple(vamps.values()),
                               n_terms=len(use_terms))
