@@ -123,12 +123,20 @@ def _bright_pixels(src, level, thr):  # pragma: no cover - numba
     return ys, xs, vals
 
 
+def _flips(samp: AmpLayout, vamp: AmpLayout) -> tuple[bool, bool]:
+    """(flip_x, flip_y) that :func:`align_source` applies, read off a 2 x 2 probe so that the
+    instrument module stays the one definition of the readout geometry."""
+    corner = int(align_source(np.arange(4).reshape(2, 2), samp, vamp)[0, 0])
+    return corner % 2 == 1, corner >= 2
+
+
 def _flip_index(y: np.ndarray, x: np.ndarray, shape: tuple[int, int], samp: AmpLayout,
                 vamp: AmpLayout) -> tuple[np.ndarray, np.ndarray]:
     """Source-amp pixel indices mapped to the victim amp as :func:`align_source` aligns them."""
-    if samp.readout_left != vamp.readout_left:
+    flip_x, flip_y = _flips(samp, vamp)
+    if flip_x:
         x = shape[1] - 1 - x
-    if samp.readout_bottom != vamp.readout_bottom:
+    if flip_y:
         y = shape[0] - 1 - y
     return y, x
 
@@ -154,8 +162,7 @@ def _subtract_term(victim_data: np.ndarray, src: _Source, vamp: AmpLayout,
     corrected to ``term.signal`` itself.
     """
     samp = src.amp
-    flip_x = samp.readout_left != vamp.readout_left
-    flip_y = samp.readout_bottom != vamp.readout_bottom
+    flip_x, flip_y = _flips(samp, vamp)
     _subtract_linear(victim_data, src.data, src.level, float(term.coeff), flip_x, flip_y)
     high = src.bright_s > term.src_nl
     if not high.any():
