@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import galsim
 import numpy as np
+import sep
 
 from desgw.se import maskbits
+from desgw.se.measure import DES_APERTURE_DIAMETERS
 
 PIXEL_SCALE = 0.263  # arcsec / pix
 
@@ -56,7 +58,8 @@ class Field:
     weight: np.ndarray     # inverse variance of sky + read noise, 0 where masked
     mask: np.ndarray       # int32 mask bits
     psf: PSFTruth
-    stars: dict            # x, y (0-based), flux, flux_box (in the PSF stamp box), isolated, masked
+    stars: dict            # x, y (0-based), flux, flux_box (in the PSF stamp box), flux_aper (own
+    #                        flux in the DES apertures, no neighbours), isolated, masked, cr
     galaxies: dict         # x, y, flux, hlr_arcsec
     read_noise: float
     box: int               # stamp size the flux_box refers to
@@ -103,11 +106,17 @@ def make_field(shape=(2048, 2048), n_stars=600, n_gal=150, fwhm0=4.0, gx=0.12, g
     noiseless = np.zeros(shape, dtype=np.float64)
     half = max(3 * box // 2, 40)
     flux_box = np.empty(n_stars)
+    radii = 0.5 * np.asarray(DES_APERTURE_DIAMETERS)
+    flux_aper = np.empty((n_stars, len(radii)))
     hb = box // 2
     for i in range(n_stars):
         prof = psf.profile(sx[i], sy[i]).withFlux(float(sflux[i]))
         st = _draw(noiseless, prof, sx[i], sy[i], half)
         flux_box[i] = st[half - hb:half + hb + 1, half - hb:half + hb + 1].sum()
+        cx = half + sx[i] - round(sx[i])
+        cy = half + sy[i] - round(sy[i])
+        flux_aper[i] = sep.sum_circle(np.ascontiguousarray(st, dtype=np.float64), np.full(len(radii), cx),
+                                      np.full(len(radii), cy), radii, subpix=11)[0]
     gflux = 10 ** (-0.4 * (rng.uniform(17.5, 20.5, n_gal) - 30.0))
     hlr = rng.uniform(*gal_hlr, n_gal)
     gq = rng.uniform(0.4, 1.0, n_gal)
@@ -142,12 +151,53 @@ def make_field(shape=(2048, 2048), n_stars=600, n_gal=150, fwhm0=4.0, gx=0.12, g
     dist = np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :])
     np.fill_diagonal(dist, np.inf)
     isolated = dist.min(axis=1)[:n_stars] > 30
-    stars = dict(x=sx, y=sy, flux=sflux, flux_box=flux_box, mag=mags, isolated=isolated,
+    stars = dict(x=sx, y=sy, flux=sflux, flux_box=flux_box, flux_aper=flux_aper, mag=mags, isolated=isolated,
                  masked=star_masked, cr=np.isin(np.arange(n_stars), cr_stars))
     galaxies = dict(x=gxp, y=gyp, flux=gflux, hlr_arcsec=hlr)
     return Field(image=image.astype(np.float32), noiseless=noiseless.astype(np.float32),
                  sky=skyimg.astype(np.float32), weight=weight.astype(np.float32), mask=mask,
                  psf=psf, stars=stars, galaxies=galaxies, read_noise=read_noise, box=box)
+
+
+@dataclass(frozen=True)
+class PipelineRun:
+    field: Field
+    background: object
+    detections: object
+    psf: object
+    catalog: object
+    star_index: np.ndarray   # detection row of each truth star (-1 if unmatched)
+    gal_index: np.ndarray
+
+
+@functools.lru_cache(maxsize=4)
+def run_pipeline(**kwargs):
+    """Background (two passes), detection, PSF fit on selected candidates and measurement."""
+    from scipy.spatial import cKDTree
+
+    from desgw.se.background import estimate_background
+    from desgw.se.detect import DetectConfig, detect_sources
+    from desgw.se.measure import measure_sources
+    from desgw.se.psf import fit_psf, select_psf_candidates
+
+    f = make_field(**kwargs)
+    fwhm = f.psf.fwhm0
+    dcfg = DetectConfig(filter_fwhm=fwhm)
+    bkg0 = estimate_background(f.image, f.mask)
+    det0 = detect_sources(f.image - bkg0.level, bkg0.rms, f.mask, config=dcfg)
+    bkg = estimate_background(f.image, f.mask, objects=det0.segmap)
+    det = detect_sources(f.image - bkg.level, bkg.rms, f.mask, config=dcfg)
+    cand = select_psf_candidates(det)
+    c = det.catalog
+    psf = fit_psf(f.image - bkg.level, f.weight, f.mask, c["xwin"][cand], c["ywin"][cand])
+    cat = measure_sources(f.image, f.weight, f.mask, bkg, det, psf)
+    tree = cKDTree(np.column_stack([c["xwin"], c["ywin"]]))
+    d, i = tree.query(np.column_stack([f.stars["x"], f.stars["y"]]))
+    star_index = np.where(d < 1.5, i, -1)
+    d, i = tree.query(np.column_stack([f.galaxies["x"], f.galaxies["y"]]))
+    gal_index = np.where(d < 3.0, i, -1)
+    return PipelineRun(field=f, background=bkg, detections=det, psf=psf, catalog=cat,
+                       star_index=star_index, gal_index=gal_index)
 
 
 def test_field_truth_consistent():

@@ -42,13 +42,16 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
+from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from desgw.io.errors import DataTypeError, DesgwError
+from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.psf_lanczos import extract_matrix, shift_matrix
 from desgw.se.psf_shape import adaptive_moments, fit_moffat
 
-__all__ = ["PSFConfig", "PSFModel", "PSFFitError", "fit_psf", "poly_terms"]
+__all__ = ["PSFConfig", "PSFModel", "PSFFitError", "fit_psf", "poly_terms", "select_psf_candidates"]
 
 log = logging.getLogger(__name__)
 
@@ -356,6 +359,62 @@ class PSFModel:
         return cls(coeffs=coeffs, **model, **stars)
 
 
+# ------------------------------------------------------------------------ star selection
+def select_psf_candidates(detections: DetectionResult, *, min_snr: float = 50.0,
+                          max_peak: float | None = None, isolation: float = 12.0,
+                          locus_width: float = 0.15) -> np.ndarray:
+    """Choose PSF star candidates from detections: bright, isolated, unblended, point-like.
+
+    Parameters
+    ----------
+    detections : DetectionResult
+        Output of :func:`desgw.se.detect.detect_sources`.
+    min_snr : float
+        Minimum isophotal signal-to-noise (``flux_iso / (rms sqrt(npix))``, with the rms
+        recovered from the detection threshold).
+    max_peak : float or None
+        Reject objects whose peak exceeds this (e-), e.g. 0.8 x the saturation level.
+    isolation : float
+        Reject objects with another detection within this distance (pixels).
+    locus_width : float
+        Keep objects whose half-light radius is within this fraction of the stellar locus
+        (the mode of the half-light radii of the bright objects).
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices (int) into ``detections.catalog``.
+    """
+    cat = detections.catalog
+    if len(cat) == 0:
+        return np.zeros(0, dtype=int)
+    rms = np.asarray(cat["thresh"], dtype=np.float64) / detections.config.thresh_sigma
+    snr = np.asarray(cat["flux_iso"], dtype=np.float64) / (rms * np.sqrt(np.asarray(cat["npix"])))
+    ok = (snr >= min_snr) & (np.asarray(cat["sep_flag"]) == 0) & (np.asarray(cat["win_flag"]) == 0)
+    if max_peak is not None:
+        ok &= np.asarray(cat["peak"]) < max_peak
+    xy = np.column_stack([np.asarray(cat["xwin"]), np.asarray(cat["ywin"])])
+    if len(cat) > 1:
+        d, _ = cKDTree(xy).query(xy, k=2)
+        ok &= d[:, 1] > isolation
+    r = np.asarray(cat["flux_radius"], dtype=np.float64)
+    if ok.sum() == 0:
+        return np.zeros(0, dtype=int)
+    # Stellar locus: the most populated bin of the half-light radius among bright objects
+    # (stars pile up at the PSF size, galaxies spread to larger radii).
+    rb = r[ok]
+    bins = np.arange(0.5 * rb.min(), rb.max() + 0.1, 0.1)
+    if len(bins) < 2:
+        mode = float(np.median(rb))
+    else:
+        hist, edges = np.histogram(rb, bins=bins)
+        k = int(np.argmax(hist))
+        near = np.abs(rb - 0.5 * (edges[k] + edges[k + 1])) < 0.2
+        mode = float(np.median(rb[near]))
+    ok &= np.abs(r - mode) < locus_width * mode
+    return np.flatnonzero(ok)
+
+
 # --------------------------------------------------------------------------------- fitting
 def _window_centroids(stamps: np.ndarray, x0: np.ndarray, y0: np.ndarray, sig: float,
                       n_iter: int = 10) -> tuple[np.ndarray, np.ndarray]:
@@ -443,17 +502,23 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
     cols = ix[:, None, None] + off[None, None, :]
     big = image[rows, cols].astype(np.float64)
     wbig = weight[rows, cols].astype(np.float64)
-    ok = np.all(wbig > 0, axis=(1, 2)) & np.all(np.isfinite(big), axis=(1, 2))
+    badbig = ~(wbig > 0) | ~np.isfinite(big)
     if mask is not None:
-        ok &= ~np.any((np.asarray(mask)[rows, cols] & config.mask_bits) != 0, axis=(1, 2))
-    big, wbig, ix, iy, xs, ys = big[ok], wbig[ok], ix[ok], iy[ok], xs[ok], ys[ok]
-    var_big = np.where(wbig > 0, 1.0 / np.where(wbig > 0, wbig, 1.0), np.inf)
+        badbig |= (np.asarray(mask)[rows, cols] & config.mask_bits) != 0
+    # A star is unusable if a bad pixel lies in its core (a quarter of the stamp); bad pixels
+    # further out only remove the model pixels they touch through the resampling kernel.
+    rr = np.hypot(off[:, None], off[None, :])
+    ok = ~np.any(badbig & (rr <= max(n // 4, 3))[None], axis=(1, 2))
+    big, wbig, badbig, ix, iy, xs, ys = (a[ok] for a in (big, wbig, badbig, ix, iy, xs, ys))
+    big[badbig] = 0.0
+    var_big = np.where(badbig, np.inf, 1.0 / np.where(badbig, 1.0, wbig))
 
     # Box flux and signal-to-noise in the central stamp.
     core = big[:, pad - h:pad + h + 1, pad - h:pad + h + 1]
     vcore = var_big[:, pad - h:pad + h + 1, pad - h:pad + h + 1]
     flux0 = core.sum(axis=(1, 2))
-    snr = flux0 / np.sqrt(vcore.sum(axis=(1, 2)) + np.maximum(flux0, 0) / config.gain)
+    vsum = np.where(np.isfinite(vcore), vcore, 0.0).sum(axis=(1, 2))
+    snr = flux0 / np.sqrt(vsum + np.maximum(flux0, 0) / config.gain)
     keep = np.argsort(-snr)[:config.max_stars]
     keep = keep[snr[keep] >= config.min_snr]
     big, var_big, ix, iy, xs, ys, flux0 = (a[keep] for a in (big, var_big, ix, iy, xs, ys, flux0))
@@ -487,7 +552,13 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
     idx = np.arange(n + 2 * order)
     sub = big[np.arange(len(big))[:, None, None], (r0[:, None] + idx[None, :])[:, :, None],
               (c0[:, None] + idx[None, :])[:, None, :]]
-    vsub = var_big[:, pad - h:pad + h + 1, pad - h:pad + h + 1]
+    vsub = var_big[:, pad - h:pad + h + 1, pad - h:pad + h + 1].copy()
+    bsub = badbig[np.arange(len(big))[:, None, None], (r0[:, None] + idx[None, :])[:, :, None],
+                  (c0[:, None] + idx[None, :])[:, None, :]]
+    if bsub.any():
+        # A resampled pixel reads input pixels up to ``order`` away: drop those near bad ones.
+        near_bad = ndimage.maximum_filter(bsub, size=(1, 2 * order + 1, 2 * order + 1))
+        vsub[near_bad[:, order:order + n, order:order + n]] = np.inf
     stamps = _resample(sub, fx, fy, n, order)
     star_x = ix + (cx - pad)
     star_y = iy + (cy - pad)
@@ -527,6 +598,9 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
         w = (1.0 / var_norm)[use].reshape(use.sum(), npix)
         a = terms[use]
         normal = np.einsum("sp,sk,sl->pkl", w, a, a)
+        # A tiny ridge keeps pixels that no star constrains (all masked) solvable (-> 0).
+        ridge = 1e-12 * np.abs(normal).max()
+        normal[:, np.arange(n_t), np.arange(n_t)] += ridge
         rhs = np.einsum("sp,sk,sp->pk", w, a, norm[use].reshape(use.sum(), npix))
         sol = np.linalg.solve(normal, rhs[..., None])[..., 0]
         coeffs = sol.T.reshape(n_t, n, n)

@@ -1,0 +1,141 @@
+"""PSF model: FWHM and ellipticity across the CCD against galsim truth, rendering, outlier
+rejection, storage (FITS, pickle) and failures."""
+
+from __future__ import annotations
+
+import io
+import pickle
+
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from desgw.io.errors import DataTypeError
+from desgw.se.psf import PSFConfig, PSFFitError, PSFModel, fit_psf
+from desgw.se.psf_lanczos import shift_stamp
+from test_psf_synth import make_field
+
+POSITIONS = [(60, 60), (1023, 1023), (1990, 60), (60, 1990), (1990, 1990), (1023, 60),
+             (60, 1023), (1500, 700)]
+
+
+def _fit(fwhm0, **kw):
+    f = make_field(shape=(2048, 2048), n_stars=350, n_gal=0, fwhm0=fwhm0, mag_range=(16.0, 20.5),
+                   seed=11, n_masked_stars=4)
+    s = f.stars
+    return f, fit_psf(f.image - f.sky, f.weight, f.mask, s["x"], s["y"], config=PSFConfig(**kw))
+
+
+@pytest.fixture(scope="module", params=[3.0, 4.5, 7.6], ids=lambda v: f"fwhm{v}")
+def fitted(request):
+    if request.param < 6:
+        return _fit(request.param)
+    # Wide seeing: a larger stamp, and a lower S/N cut so that as many stars qualify.
+    return _fit(request.param, stamp=41, min_snr=25.0)
+
+
+def test_fwhm_within_2_percent_everywhere(fitted):
+    f, model = fitted
+    for x, y in POSITIONS:
+        truth = float(f.psf.fwhm(x, y))
+        assert abs(model.fwhm_at(x, y) / truth - 1) < 0.02, (x, y, model.fwhm_at(x, y), truth)
+
+
+def test_ellipticity_follows_truth(fitted):
+    f, model = fitted
+    for x, y in POSITIONS:
+        e1, e2 = model.ellipticity_at(x, y)
+        assert abs(e1 - f.psf.e1(x, y)) < 0.01, (x, y, e1, f.psf.e1(x, y))
+        assert abs(e2 - f.psf.e2(x, y)) < 0.01, (x, y, e2, f.psf.e2(x, y))
+
+
+def test_model_bookkeeping(fitted):
+    f, model = fitted
+    assert model.degree == 2 and model.coeffs.shape[0] == 6
+    assert model.n_stars > 120
+    assert 0.8 < np.median(model.star_chi2) < 1.3
+    # Stars with cosmic rays in the stamp were not used.
+    cr = f.stars["cr"]
+    used = np.hypot(model.star_x[:, None] - f.stars["x"][cr][None], model.star_y[:, None]
+                    - f.stars["y"][cr][None]).min(axis=0)
+    assert np.all(used > 1.0)
+
+
+def test_render_normalised_and_centred():
+    f, model = _fit(4.0)
+    for dx, dy in [(0.0, 0.0), (0.3, -0.2), (-0.5, 0.45)]:
+        st = model.render(500.0, 1500.0, dx=dx, dy=dy)
+        assert st.dtype == np.float32 and st.shape == (25, 25)
+        assert st.sum() == pytest.approx(1.0, abs=1e-5)
+        yy, xx = np.mgrid[:25, :25]
+        w = np.exp(-((xx - 12 - dx) ** 2 + (yy - 12 - dy) ** 2) / (2 * 1.7 ** 2)) * st
+        assert (w * xx).sum() / w.sum() - 12 == pytest.approx(dx, abs=0.02)
+        assert (w * yy).sum() / w.sum() - 12 == pytest.approx(dy, abs=0.02)
+    big = model.render(500.0, 1500.0, size=31)
+    small = model.render(500.0, 1500.0, size=11)
+    assert big.shape == (31, 31) and small.shape == (11, 11)
+    assert big[3:28, 3:28] == pytest.approx(model.render(500.0, 1500.0), abs=1e-7)
+    assert small.sum() == pytest.approx(1.0, abs=1e-5)
+    # The model matches a star drawn by galsim at that position (pixel by pixel, 2% of peak).
+    truth = f.psf.profile(500.0, 1500.0).drawImage(nx=25, ny=25, scale=1.0, offset=(0.3, -0.2)).array
+    truth /= truth.sum()
+    diff = np.abs(model.render(500.0, 1500.0, dx=0.3, dy=-0.2) - truth).max()
+    assert diff < 0.02 * truth.max()
+    with pytest.raises(ValueError):
+        model.render(0, 0, size=10)
+
+
+def test_outlier_stars_rejected():
+    f = make_field(shape=(2048, 2048), n_stars=350, n_gal=60, fwhm0=4.0, mag_range=(16.0, 20.5),
+                   seed=11, n_masked_stars=4, gal_hlr=(0.8, 1.5))
+    s, g = f.stars, f.galaxies
+    bright_gal = g["flux"] > 10 ** (-0.4 * (19.0 - 30))
+    x = np.concatenate([s["x"], g["x"][bright_gal]])
+    y = np.concatenate([s["y"], g["y"][bright_gal]])
+    model = fit_psf(f.image - f.sky, f.weight, f.mask, x, y)
+    d = np.hypot(model.star_x[:, None] - g["x"][bright_gal][None],
+                 model.star_y[:, None] - g["y"][bright_gal][None]).min(axis=0)
+    assert bright_gal.sum() >= 10
+    assert np.mean(d > 1.0) > 0.9  # galaxies rejected by chi2
+    assert abs(model.fwhm_at(1023, 1023) / f.psf.fwhm(1023, 1023) - 1) < 0.02
+
+
+def test_fits_and_pickle_roundtrip(tmp_path):
+    _, model = _fit(4.0)
+    buf = io.BytesIO()
+    model.to_fits_hdul().writeto(buf)
+    buf.seek(0)
+    with fits.open(buf) as hdul:
+        assert hdul["PSF_DATA"].header["POLNAME1"] == "X_IMAGE"
+        assert hdul["PSF_DATA"].header["PSFAXIS3"] == 6
+        back = PSFModel.from_fits_hdul(hdul)
+    np.testing.assert_array_equal(back.render(100.0, 200.0, dx=0.2), model.render(100.0, 200.0, dx=0.2))
+    np.testing.assert_allclose(back.star_x, model.star_x)
+    assert back.image_shape == model.image_shape and back.degree == model.degree
+    again = pickle.loads(pickle.dumps(model))
+    np.testing.assert_array_equal(again.render(7.0, 9.0), model.render(7.0, 9.0))
+    with pytest.raises(DataTypeError):
+        PSFModel.from_fits_hdul(fits.HDUList([fits.PrimaryHDU()]), path="x.psf")
+
+
+def test_too_few_stars_raises_picklable_error():
+    f = make_field(shape=(512, 512), n_stars=20, n_gal=0, fwhm0=4.0, mag_range=(16.0, 17.0), seed=2)
+    with pytest.raises(PSFFitError) as exc:
+        fit_psf(f.image - f.sky, f.weight, f.mask, f.stars["x"][:2], f.stars["y"][:2])
+    err = pickle.loads(pickle.dumps(exc.value))
+    assert err.n_candidates == 2 and err.n_usable <= 2 and str(err) == str(exc.value)
+    # Few stars: the polynomial degree is lowered instead of over-fitting.
+    model = fit_psf(f.image - f.sky, f.weight, f.mask, f.stars["x"][:8], f.stars["y"][:8])
+    assert model.degree < 2
+    with pytest.raises(DataTypeError):
+        fit_psf(f.image, f.weight[:10], f.mask, f.stars["x"], f.stars["y"])
+
+
+def test_lanczos_shift_roundtrip():
+    yy, xx = np.mgrid[:31, :31]
+    g = np.exp(-((xx - 15) ** 2 + (yy - 15) ** 2) / (2 * 2.0 ** 2))
+    moved = shift_stamp(shift_stamp(g, 0.37, -0.21, 4), -0.37, 0.21, 4)
+    assert np.abs(moved - g)[5:-5, 5:-5].max() < 5e-3 * g.max()
+    shifted = shift_stamp(g, 0.37, -0.21, 4)
+    truth = np.exp(-((xx - 15.37) ** 2 + (yy - 14.79) ** 2) / (2 * 2.0 ** 2))
+    assert np.abs(shifted - truth).max() < 3e-3
