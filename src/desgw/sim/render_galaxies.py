@@ -41,7 +41,7 @@ import numpy as np
 import scipy.fft
 from scipy.special import gammaincinv
 
-from .psf import moffat_radius, moffat_stamps, shape_matrix
+from .psf import moffat_radius, moffat_stamps
 
 __all__ = ["MAX_FFT_STAMP", "FFT_SIZES", "PSF_CELL", "TRUNCATION_HLR", "GalaxyInputs", "sersic_bn", "add_galaxies"]
 
