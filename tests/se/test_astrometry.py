@@ -397,6 +397,3 @@ def test_non_finite_rows_are_ignored_and_inputs_untouched():
     assert 0 not in res.src_index and 5 not in res.src_index and 3 not in res.ref_index
     assert res.n_detections == x.size - 2 and res.n_refs == ra.size - 1
     _check_truth(case, res)
-
-
-# --------------------------------------------------------------------------- speed
