@@ -62,7 +62,7 @@ def _fake_api(calls):
         return SimpleNamespace(ccds={int(c): SimpleNamespace(qe=1.0 + 0.01 * (c % 3 - 1)) for c in ccdnums})
 
     def write_calibrations(outdir, calib):
-        p = outdir / "calib" / "bias.fits"
+        p = outdir / "calib" / "bias.fits.fz"
         p.parent.mkdir(parents=True, exist_ok=True)
         fits.PrimaryHDU().writeto(p)
         return {"bias": p}
@@ -93,7 +93,7 @@ def test_night_writes_all_files(fake_night):
     for name in ("objects.parquet", "exposures.csv", "ccds.csv", "fluxes.parquet", "transients.csv",
                  "variables.csv", "moving.csv", "night.json"):
         assert (out / "truth" / name).exists()
-    assert (out / "gaia" / "gaia_sim.csv").exists() and (out / "calib" / "bias.fits").exists()
+    assert (out / "gaia" / "gaia_sim.csv").exists() and (out / "calib" / "bias.fits.fz").exists()
     assert not list(out.rglob(".*tmp*"))  # no temporary files left
     text = str(summary)
     assert "search" in text and "template" in text and "Gaia catalogue" in text
@@ -213,7 +213,7 @@ def test_tiny_real_night(tmp_path):
                              switches=sw, scene_config=SPARSE, template_ccds="same")
     truth = load_truth(tmp_path)
     assert len(summary.raw_files) == 2 and all(p.exists() for p in summary.raw_files)
-    assert {p.name for p in summary.calib_files} == {"bias.fits", "flat_r.fits", "bpm.fits"}
+    assert {p.name for p in summary.calib_files} == {"bias.fits.fz", "flat_r.fits", "bpm.fits"}
     from desgw.io.raw import RawExposure
 
     spec = truth.exposure_spec(truth.search_expnums[0])

@@ -112,7 +112,8 @@ def _prepare(kind: CalibKind, ccdnum: int, image: np.ndarray, path: Path,
 def write_calib(path: str | os.PathLike[str], kind: str, images: Mapping[int, np.ndarray],
                 header: fits.Header | None = None, *,
                 expected_shape: tuple[int, int] | None = TRIMMED_SHAPE,
-                detpos: Mapping[int, str] | None = None) -> Path:
+                detpos: Mapping[int, str] | None = None,
+                quantize_level: float | None = None) -> Path:
     """Write a calibration file atomically, one image HDU per CCD.
 
     Parameters
@@ -131,6 +132,12 @@ def write_calib(path: str | os.PathLike[str], kind: str, images: Mapping[int, np
         Required shape of every image; ``None`` accepts any 2-D shape (tests, cut-outs).
     detpos : mapping of int to str, optional
         EXTNAMEs to use; default: the DECam DETPOS of each CCDNUM (``desgw.instrument``).
+    quantize_level : float, optional
+        For float kinds written to ``.fz``: tile-compress with RICE_1 after quantising to
+        ``noise / quantize_level`` per tile (fpack's ``-q``; SUBTRACTIVE_DITHER_2, zeros kept).
+        The default ``None`` keeps float images lossless (GZIP_2, about 1 s per CCD). A master
+        calibration carries its own noise, so ``quantize_level=4`` adds an error of ~7 % of
+        that noise, far below the noise of any science frame, and writes 5x faster and smaller.
 
     Returns
     -------
@@ -166,6 +173,10 @@ def write_calib(path: str | os.PathLike[str], kind: str, images: Mapping[int, np
         if compress:
             if spec.is_mask:
                 hdus.append(fits.CompImageHDU(data, header=hdr, compression_type="RICE_1"))
+            elif quantize_level is not None:
+                hdus.append(fits.CompImageHDU(data, header=hdr, compression_type="RICE_1",
+                                              quantize_level=float(quantize_level),
+                                              quantize_method=2, dither_seed=1 + int(ccdnum)))
             else:
                 hdus.append(fits.CompImageHDU(data, header=hdr, compression_type="GZIP_2",
                                               quantize_level=0.0))

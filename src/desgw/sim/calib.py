@@ -217,6 +217,19 @@ class DetectorCalib:
             out[:, t.x0:t.x1] = trans[:, None] + cols[None, t.x0:t.x1]
         return out
 
+    def master_bias_e(self, ccdnum: int, n_frames: int = 25) -> np.ndarray:
+        """The master bias written to ``calib/bias.fits.fz``: `bias_e` plus the noise of an
+        average of ``n_frames`` bias exposures (read noise / sqrt(n_frames) per pixel), electrons."""
+        ccd = get_ccd(int(ccdnum))
+        c = self._get(ccdnum)
+        rng = np.random.default_rng([c.column_pattern_seed, 7])
+        out = self.bias_e(ccdnum)
+        for amp in ccd.amps.values():
+            t = amp.trimmed
+            sigma = amp.read_noise_e / np.sqrt(n_frames)
+            out[t.y0:t.y1, t.x0:t.x1] += rng.normal(0.0, sigma, t.shape).astype(np.float32)
+        return out
+
     def bpm(self, ccdnum: int) -> np.ndarray:
         """Bad-pixel mask of a CCD: uint16 (4096, 2048), `BADPIX` on defects and hot pixels."""
         c = self._get(ccdnum)
@@ -310,10 +323,14 @@ def make_detector_calib(ccdnums, seed: int, band: str) -> DetectorCalib:
 def write_calibrations(outdir: str | os.PathLike[str], calib: DetectorCalib) -> dict[str, Path]:
     """Write the camera's calibration files for SE processing.
 
-    Writes ``{outdir}/calib/bias.fits`` (bias structure, electrons after overscan subtraction and
-    gain), ``{outdir}/calib/flat_{band}.fits`` (dome flat, mean 1, with its own 0.1 % noise) and
-    ``{outdir}/calib/bpm.fits`` (BADPIX = 1 on the bad pixels), one HDU per CCD of ``calib``,
-    atomically, with `desgw.io.calib.write_calib`.
+    Writes ``{outdir}/calib/bias.fits.fz`` (master bias: bias structure plus the noise of a
+    25-frame average, electrons after overscan subtraction and gain), ``{outdir}/calib/
+    flat_{band}.fits.fz`` (dome flat, mean 1, with its own 0.1 % noise) and ``{outdir}/calib/
+    bpm.fits.fz`` (BADPIX = 1 on the bad pixels), one HDU per CCD of ``calib``, atomically, with
+    `desgw.io.calib.write_calib`. Bias and flat are tile-compressed with quantisation (the bias at a
+    quarter of its noise, ``quantize_level=4``; the flat at 1/16 of its pixel-to-pixel scatter,
+    which cfitsio counts as noise, adding 0.02 % rms per pixel), the mask losslessly: 5-8 MB per CCD
+    and kind instead of 32 MB.
 
     Returns
     -------
@@ -331,11 +348,11 @@ def write_calibrations(outdir: str | os.PathLike[str], calib: DetectorCalib) -> 
     header["SIMSEED"] = (calib.seed, "DetectorCalib seed")
     header["BAND"] = calib.band
     out = {}
-    out["bias"] = write_calib(folder / "bias.fits", "bias",
-                              _LazyMap(calib.ccds, calib.bias_e), header)
-    out["flat"] = write_calib(folder / f"flat_{calib.band}.fits", "flat",
-                              _LazyMap(calib.ccds, calib.dome_flat), header)
-    out["bpm"] = write_calib(folder / "bpm.fits", "bpm", _LazyMap(calib.ccds, calib.bpm), header)
+    out["bias"] = write_calib(folder / "bias.fits.fz", "bias",
+                              _LazyMap(calib.ccds, calib.master_bias_e), header, quantize_level=4.0)
+    out["flat"] = write_calib(folder / f"flat_{calib.band}.fits.fz", "flat",
+                              _LazyMap(calib.ccds, calib.dome_flat), header, quantize_level=16.0)
+    out["bpm"] = write_calib(folder / "bpm.fits.fz", "bpm", _LazyMap(calib.ccds, calib.bpm), header)
     return out
 
 
