@@ -213,7 +213,7 @@ def test_tiny_real_night(tmp_path):
                              switches=sw, scene_config=SPARSE, template_ccds="same")
     truth = load_truth(tmp_path)
     assert len(summary.raw_files) == 2 and all(p.exists() for p in summary.raw_files)
-    assert {p.name for p in summary.calib_files} == {"bias.fits.fz", "flat_r.fits", "bpm.fits"}
+    assert {p.name for p in summary.calib_files} == {"bias.fits.fz", "flat_r.fits.fz", "bpm.fits.fz"}
     from desgw.io.raw import RawExposure
 
     spec = truth.exposure_spec(truth.search_expnums[0])
