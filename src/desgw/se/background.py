@@ -31,6 +31,7 @@ from scipy import ndimage
 
 from desgw.io.errors import DataTypeError
 from desgw.se.maskbits import UNUSABLE
+from desgw.se.measure_kernels import bad_from_mask
 
 __all__ = ["BackgroundConfig", "Background", "estimate_background"]
 
@@ -134,7 +135,9 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
     if mask is not None:
         mask = np.asarray(mask)
         _check_image("mask", mask, image.shape)
-        bad = np.ascontiguousarray((mask & config.mask_bits) != 0)
+        if mask.dtype.kind not in "iu":
+            raise DataTypeError(None, None, f"mask must be integer, got {mask.dtype}")
+        bad = bad_from_mask(np.ascontiguousarray(mask), np.int64(config.mask_bits))
     else:
         bad = None
     if objects is not None:

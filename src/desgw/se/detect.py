@@ -37,7 +37,7 @@ from astropy.table import Table
 
 from desgw.io.errors import DataTypeError
 from desgw.se.maskbits import UNUSABLE
-from desgw.se.measure_kernels import flux_radius_all, winpos_all
+from desgw.se.measure_kernels import bad_from_mask, flux_radius_all, winpos_all
 
 __all__ = ["DetectConfig", "DetectionResult", "detect_sources", "gaussian_kernel"]
 
@@ -197,7 +197,9 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
         mask = np.asarray(mask)
         if mask.shape != image.shape:
             raise DataTypeError(None, None, f"mask has shape {mask.shape}, expected {image.shape}")
-        bad |= (mask & config.mask_bits) != 0
+        if mask.dtype.kind not in "iu":
+            raise DataTypeError(None, None, f"mask must be integer, got {mask.dtype}")
+        bad = bad_from_mask(np.ascontiguousarray(mask), np.int64(config.mask_bits))
     if noise_type not in ("rms", "variance"):
         raise ValueError(f"noise_type must be 'rms' or 'variance', got {noise_type!r}")
     noise_arr = np.asarray(noise, dtype=np.float32)

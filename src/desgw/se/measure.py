@@ -68,7 +68,8 @@ from desgw.se.background import Background
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import SAT, UNUSABLE
 from desgw.se.measure_kernels import (circular_apertures, flux_radius_all, kron_neighbours_all,
-                                      psf_fit_all, segment_stats, window_errors_all)
+                                      prepare_measurement, psf_fit_all, segment_stats,
+                                      window_errors_all)
 from desgw.se.psf import PSFModel
 
 __all__ = ["DES_APERTURE_DIAMETERS", "MeasureConfig", "measure_sources", "flux_to_mag",
@@ -241,14 +242,10 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
         if mask_arr.shape != shape:
             raise DataTypeError(None, None, f"mask has shape {mask_arr.shape}, expected {shape}")
     level = background.level if isinstance(background, Background) else background
-    data = np.ascontiguousarray(image - np.asarray(level, dtype=np.float32), dtype=np.float32)
-    weight32 = np.ascontiguousarray(weight, dtype=np.float32)
-    bad = np.ascontiguousarray(((mask_arr & config.mask_bits) != 0) | ~(weight32 > 0)
-                               | ~np.isfinite(data))
-    if bad.any():
-        data[bad] = 0.0
-    var = np.where(bad, np.float32(0), 1.0 / np.where(bad, np.float32(1), weight32)).astype(np.float32)
-    err = np.sqrt(var)
+    level_map = np.broadcast_to(np.asarray(level, dtype=np.float32), shape)
+    weight32 = np.asarray(weight, dtype=np.float32)
+    data, var, err, bad = prepare_measurement(np.asarray(image, dtype=np.float32), level_map,
+                                              weight32, mask_arr, np.int64(config.mask_bits))
     segmap = detections.segmap
     cat = detections.catalog
     n = len(cat)
@@ -270,7 +267,10 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
 
     # --- fixed apertures (centred on the windowed centroid)
     diam = np.asarray(config.aper_diameters, dtype=np.float64)
-    fa, fae, _ = circular_apertures(data, var, bad, xw, yw, 0.5 * diam, float(config.gain), 5)
+    order = np.argsort(diam)
+    fa, fae, _ = circular_apertures(data, var, bad, xw, yw, 0.5 * diam[order], float(config.gain), 5)
+    undo = np.argsort(order)
+    fa, fae = fa[:, undo], fae[:, undo]
     # --- Kron
     kronrad, kflag = sep.kron_radius(data, xw, yw, a_safe, b_safe, theta, 6.0, mask=bad,
                                      seg_id=ids, segmap=segmap)

@@ -12,7 +12,8 @@ import numpy as np
 from numba import njit
 
 __all__ = ["psf_fit_all", "window_errors_all", "segment_stats", "kron_neighbours_all",
-           "circular_apertures", "flux_radius_all", "winpos_all"]
+           "circular_apertures", "flux_radius_all", "winpos_all", "winpos_stamps",
+           "bad_from_mask", "prepare_measurement"]
 
 
 @njit(cache=True)
@@ -388,7 +389,9 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
     """Sums in concentric circular apertures, with exact-ish pixel overlap at the edge.
 
     Pixels whose centre is within 0.7072 pix of an aperture boundary are split into
-    ``subpix x subpix`` sub-pixels; unusable pixels are left out (and flagged).
+    ``subpix x subpix`` sub-pixels; unusable pixels are left out (and flagged). A pixel wholly
+    inside aperture ``k`` is also inside every larger one, so it is added once to the ring of
+    the smallest such aperture and the rings are cumulated at the end.
 
     Parameters
     ----------
@@ -399,7 +402,7 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
     xs, ys : float64 (n,)
         0-based centres.
     radii : float64 (k,)
-        Aperture radii (pix).
+        Aperture radii (pix), increasing.
     gain : float
         e- per unit for the photon noise of positive sums.
     subpix : int
@@ -417,12 +420,14 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
     flux = np.zeros((n, nk))
     fvar = np.zeros((n, nk))
     flags = np.zeros((n, nk), dtype=np.int32)
-    rmax = 0.0
-    for k in range(nk):
-        if radii[k] > rmax:
-            rmax = radii[k]
+    rmax = radii[nk - 1]
     half = 0.70711
     step = 1.0 / subpix
+    inner = np.empty(nk)
+    for k in range(nk):
+        inner[k] = radii[k] - half
+    ring_f = np.zeros(nk)
+    ring_v = np.zeros(nk)
     for i in range(n):
         xc = xs[i]
         yc = ys[i]
@@ -430,6 +435,8 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
             r = radii[k]
             if xc - r < -0.5 or yc - r < -0.5 or xc + r > nx - 0.5 or yc + r > ny - 0.5:
                 flags[i, k] |= 16
+            ring_f[k] = 0.0
+            ring_v[k] = 0.0
         x0 = max(int(np.floor(xc - rmax - 1)), 0)
         x1 = min(int(np.ceil(xc + rmax + 1)), nx - 1)
         y0 = max(int(np.floor(yc - rmax - 1)), 0)
@@ -441,6 +448,12 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
                 rr = np.sqrt(dx * dx + dy * dy)
                 if rr > rmax + half:
                     continue
+                # smallest aperture that contains the whole pixel
+                kfull = nk
+                for k in range(nk):
+                    if rr < inner[k]:
+                        kfull = k
+                        break
                 if bad[yy, xx]:
                     for k in range(nk):
                         if rr - half < radii[k]:
@@ -448,24 +461,32 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
                     continue
                 d = data[yy, xx]
                 v = var[yy, xx]
-                for k in range(nk):
+                if kfull < nk:
+                    ring_f[kfull] += d
+                    ring_v[kfull] += v
+                # partial overlap with the smaller apertures whose boundary crosses the pixel
+                for k in range(kfull - 1, -1, -1):
                     r = radii[k]
-                    if rr < r - half:
-                        frac = 1.0
-                    elif rr > r + half:
-                        continue
-                    else:
-                        cnt = 0
-                        r2 = r * r
-                        for sy in range(subpix):
-                            ey = dy - 0.5 + (sy + 0.5) * step
-                            for sx in range(subpix):
-                                ex = dx - 0.5 + (sx + 0.5) * step
-                                if ex * ex + ey * ey < r2:
-                                    cnt += 1
-                        frac = cnt / (subpix * subpix)
+                    if rr > r + half:
+                        break
+                    cnt = 0
+                    r2 = r * r
+                    for sy in range(subpix):
+                        ey = dy - 0.5 + (sy + 0.5) * step
+                        for sx in range(subpix):
+                            ex = dx - 0.5 + (sx + 0.5) * step
+                            if ex * ex + ey * ey < r2:
+                                cnt += 1
+                    frac = cnt / (subpix * subpix)
                     flux[i, k] += frac * d
                     fvar[i, k] += frac * v
+        cf = 0.0
+        cv = 0.0
+        for k in range(nk):
+            cf += ring_f[k]
+            cv += ring_v[k]
+            flux[i, k] += cf
+            fvar[i, k] += cv
     fluxerr = np.empty((n, nk))
     for i in range(n):
         for k in range(nk):
@@ -616,3 +637,107 @@ def winpos_all(data, bad, xs, ys, sig, max_iter):
             yw[i] = y
             niter[i] = it
     return xw, yw, niter
+
+
+@njit(cache=True)
+def winpos_stamps(stamps, bad, xs, ys, sig, max_iter):
+    """Windowed centroids (as :func:`winpos_all`) of a stack of stamps (n, ny, nx), one source
+    per stamp at stamp coordinates ``(xs[i], ys[i])``, one window width ``sig`` for all; the
+    window is confined to the stamp.
+
+    Returns
+    -------
+    xw, yw : float64 (n,)
+    niter : int32 (n,)
+        Iterations done (0 = failed; the start position is returned).
+    """
+    n, ny, nx = stamps.shape
+    xw = xs.copy()
+    yw = ys.copy()
+    niter = np.zeros(n, dtype=np.int32)
+    inv2 = 0.5 / (sig * sig)
+    rm = 4.0 * sig
+    for i in range(n):
+        x = xs[i]
+        y = ys[i]
+        ok = True
+        it = 0
+        while it < max_iter:
+            sw = 0.0
+            sx = 0.0
+            sy = 0.0
+            for yy in range(max(int(np.floor(y - rm)), 0), min(int(np.ceil(y + rm)), ny - 1) + 1):
+                dy = yy - y
+                for xx in range(max(int(np.floor(x - rm)), 0), min(int(np.ceil(x + rm)), nx - 1) + 1):
+                    if bad[i, yy, xx]:
+                        continue
+                    dx = xx - x
+                    r2 = dx * dx + dy * dy
+                    if r2 > rm * rm:
+                        continue
+                    w = np.exp(-r2 * inv2) * stamps[i, yy, xx]
+                    sw += w
+                    sx += w * dx
+                    sy += w * dy
+            it += 1
+            if sw <= 0:
+                ok = False
+                break
+            ddx = 2.0 * sx / sw
+            ddy = 2.0 * sy / sw
+            x += ddx
+            y += ddy
+            if ddx * ddx + ddy * ddy < 1e-8:
+                break
+        if ok:
+            xw[i] = x
+            yw[i] = y
+            niter[i] = it
+    return xw, yw, niter
+
+
+@njit(cache=True)
+def bad_from_mask(mask, bits):
+    """Boolean map (ny, nx) of the pixels with any of ``bits`` set in the integer ``mask``."""
+    ny, nx = mask.shape
+    out = np.empty((ny, nx), dtype=np.bool_)
+    for j in range(ny):
+        for i in range(nx):
+            out[j, i] = (mask[j, i] & bits) != 0
+    return out
+
+
+@njit(cache=True)
+def prepare_measurement(image, level, weight, mask, bits):
+    """One pass over a CCD: background-subtracted data, variance, noise and unusable map.
+
+    Returns
+    -------
+    data : float32 (ny, nx)
+        ``image - level``, 0 where unusable.
+    var, err : float32 (ny, nx)
+        ``1 / weight`` and its square root, 0 where unusable.
+    bad : bool (ny, nx)
+        Mask bits in ``bits``, weight <= 0 or non-finite data.
+    """
+    ny, nx = image.shape
+    data = np.empty((ny, nx), dtype=np.float32)
+    var = np.empty((ny, nx), dtype=np.float32)
+    err = np.empty((ny, nx), dtype=np.float32)
+    bad = np.empty((ny, nx), dtype=np.bool_)
+    for j in range(ny):
+        for i in range(nx):
+            d = image[j, i] - level[j, i]
+            w = weight[j, i]
+            b = ((mask[j, i] & bits) != 0) or not (w > 0) or not np.isfinite(d)
+            bad[j, i] = b
+            if b:
+                data[j, i] = 0.0
+                var[j, i] = 0.0
+                err[j, i] = 0.0
+            else:
+                data[j, i] = d
+                v = 1.0 / w
+                var[j, i] = v
+                err[j, i] = np.sqrt(v)
+    return data, var, err, bad
