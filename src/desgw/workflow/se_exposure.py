@@ -7,8 +7,8 @@ through the exposure-level steps:
    local loop, a process pool or a Dask worker can run alike): open the raw file, read the CCD
    and only the crosstalk source CCDs it needs, read its calibrations, query the Gaia store
    for the CCD's approximate footprint (from the header pointing and the DECam optical model,
-   grown by a margin) at the exposure epoch, :func:`desgw.se.process.process_ccd`, and write
-   atomically, under ``exposure_dir(out_root, cache, schema, nite, expnum)``:
+   grown by ``SEConfig.refcat_margin_arcsec``) at the exposure epoch,
+   :func:`desgw.se.process.process_ccd`, and write atomically, under ``exposure_dir(out_root, cache, schema, nite, expnum)``:
 
    - ``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``: SCI, MSK, WGT with the fitted
      WCS and the SE configuration hash (``CFGHASH``) in the headers;
@@ -47,6 +47,7 @@ import multiprocessing
 import os
 import time
 import traceback
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -74,7 +75,6 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CACHES",
     "SCHEMAS",
-    "REFCAT_MARGIN_ARCSEC",
     "SPECIAL_Y_WARNING",
     "CCDProductPaths",
     "CCDTask",
@@ -95,9 +95,6 @@ log = logging.getLogger(__name__)
 CACHES: tuple[str, ...] = ("scratch", "persistent")
 #: Database schemas / product trees (the original SCHEMA).
 SCHEMAS: tuple[str, ...] = ("gw", "wsdiff")
-#: Margin (arcsec) around the approximate CCD footprint for the Gaia query: covers the header
-#: pointing error of DECam (a few arcsec, rarely tens) and the optical model's residuals.
-REFCAT_MARGIN_ARCSEC = 60.0
 #: The message given for the original ``-Y`` switch (see :func:`run_se_exposure`).
 SPECIAL_Y_WARNING = (
     "-Y (the original's 'special Y4' switch) forced the DES Y4E1 calibration set (bias, bad-"
@@ -164,8 +161,6 @@ class CCDTask:
         SE configuration (None: the defaults).
     overwrite : bool
         Redo a CCD whose products exist.
-    refcat_margin_arcsec : float
-        Margin of the Gaia query around the approximate footprint (arcsec).
     """
 
     expnum: int
@@ -181,7 +176,6 @@ class CCDTask:
     outdir: str
     config: Any = None
     overwrite: bool = False
-    refcat_margin_arcsec: float = REFCAT_MARGIN_ARCSEC
 
     @property
     def paths(self) -> CCDProductPaths:
@@ -479,7 +473,7 @@ def load_ccd_summary(qc_path: str | os.PathLike[str], ccdnum: int) -> CCDSummary
 
 
 # ----------------------------------------------------------------------------- one CCD
-def _read_inputs(task: CCDTask, timings: dict[str, float]) -> Any:
+def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float) -> Any:
     """Read everything process_ccd needs for the task's CCD (returns CCDInputs)."""
     from desgw.io.calib import CalibFile
     from desgw.io.raw import RawExposure
@@ -502,8 +496,13 @@ def _read_inputs(task: CCDTask, timings: dict[str, float]) -> Any:
             else:
                 missing.append(src)
         if missing:
-            log.warning("%s: crosstalk source CCD(s) %s of CCD %d are not in the file",
-                        task.raw_path, missing, task.ccdnum)
+            # A partial file (a simulated subset of the camera): the absent CCDs were not read
+            # out, so they add no crosstalk; a constant stand-in makes their terms exactly 0.
+            log.warning("%s: crosstalk source CCD(s) %s of CCD %d are not in the file: their "
+                        "crosstalk is not corrected", task.raw_path, missing, task.ccdnum)
+            quiet = np.broadcast_to(np.float32(0.0), ccd.pixels.shape)
+            for src in missing:
+                sources[src] = quiet
     timings["read_raw"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -520,7 +519,7 @@ def _read_inputs(task: CCDTask, timings: dict[str, float]) -> Any:
     t0 = time.perf_counter()
     ra, dec = approximate_ccd_corners(task.ccdnum, exposure, ccd.header)
     refcat = RefCatStore(task.refcat_dir).query_footprint(
-        ra, dec, margin_arcsec=task.refcat_margin_arcsec, epoch=mjd_to_jyear(exposure.mjd_obs))
+        ra, dec, margin_arcsec=margin_arcsec, epoch=mjd_to_jyear(exposure.mjd_obs))
     timings["refcat"] = time.perf_counter() - t0
     log.debug("CCD %d: %d Gaia stars in the footprint", task.ccdnum, len(refcat))
     return CCDInputs(raw=ccd, crosstalk_sources=sources, bias=bias, flat=flat, bpm=bpm,
@@ -542,8 +541,8 @@ def _product_header(task: CCDTask, config_hash: str, base: fits.Header | None = 
     return hdr
 
 
-def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[str, float]
-                    ) -> CCDSummary:
+def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[str, float],
+                    t_start: float) -> CCDSummary:
     from desgw.io.products import write_fits_table, write_immask
 
     paths = task.paths
@@ -556,7 +555,10 @@ def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[
                 "DESGWVER"):
         if key in header:
             cat_header[key] = header[key]
-    write_fits_table(paths.fullcat, result.catalog, header=cat_header)
+    with warnings.catch_warnings():
+        # unit strings FITS does not know (e.g. "electron") are kept as TUNITn text anyway
+        warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format")
+        write_fits_table(paths.fullcat, result.catalog, header=cat_header)
     hdul = result.psf.to_fits_hdul()
     for key in ("EXPNUM", "CCDNUM", "BAND", "CFGHASH"):
         hdul[0].header[key] = header[key]
@@ -571,6 +573,7 @@ def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[
     ra, dec = result.corners
     corners = (tuple(float(v) % 360.0 for v in ra), tuple(float(v) for v in dec))
     timings["write"] = time.perf_counter() - t0
+    timings["total"] = time.perf_counter() - t_start
     doc = {
         "format": _QC_FORMAT, "expnum": task.expnum, "ccdnum": task.ccdnum, "band": task.band,
         "rnum": task.rnum, "pnum": task.pnum, "config_hash": config_hash,
@@ -623,17 +626,14 @@ def run_ccd_task(task: CCDTask) -> CCDSummary:
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     try:
-        inputs = _read_inputs(task, timings)
+        inputs = _read_inputs(task, timings, float(config.refcat_margin_arcsec))
         t0 = time.perf_counter()
         result = process_ccd(inputs, config=config)
         timings["process"] = time.perf_counter() - t0
         for key, value in dict(getattr(result, "timings", {}) or {}).items():
             timings.setdefault(str(key), float(value))
         del inputs
-        timings["total"] = time.perf_counter() - t_start  # updated after the write below
-        summary = _write_products(task, result, config.hash(), timings)
-        timings["total"] = time.perf_counter() - t_start
-        return dataclasses.replace(summary, timings=dict(timings))
+        return _write_products(task, result, config.hash(), timings, t_start)
     except Exception as exc:  # a failed CCD must not stop the others
         text = f"{type(exc).__name__}: {exc}"
         log.error("CCD %d of exposure %d failed: %s", task.ccdnum, task.expnum, text)
@@ -721,8 +721,8 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
                        refcat_dir: str | os.PathLike[str], ccds: Iterable[int] | None = None,
                        band: str | None = None, corners: Mapping[int, Any] | None = None,
                        epoch: float | None = None, mags_type: str = "mag_psf",
-                       sex_mag_zeropoint: float = 25.0, verbose: int = 0, debug: bool = False
-                       ) -> ExposureZP:
+                       sex_mag_zeropoint: float = 25.0, use_color_terms: bool = True,
+                       verbose: int = 0, debug: bool = False) -> ExposureZP:
     """Photometric calibration of an exposure's fullcats on disk (``BLISS-expCalib``).
 
     Parameters
@@ -745,6 +745,8 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
         fullcat headers when present, else none).
     mags_type, sex_mag_zeropoint, verbose, debug
         As the original options (see :func:`desgw.se.expcalib.run_expcalib`).
+    use_color_terms : bool
+        Gaia -> DES colour terms (default) or Gaia G for every band (the original).
 
     Returns
     -------
@@ -787,7 +789,8 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
     return run_expcalib(expnum, rnum, pnum, wanted, catalogs=catalogs,
                         refcat=RefCatStore(refcat_dir), band=str(band), mags_type=mags_type,
                         sex_mag_zeropoint=sex_mag_zeropoint, outdir=d, verbose=verbose,
-                        debug=debug, corners=ccd_corners, epoch=epoch)
+                        debug=debug, use_color_terms=use_color_terms, corners=ccd_corners,
+                        epoch=epoch)
 
 
 # ----------------------------------------------------------------------------- exposure QC
@@ -1072,12 +1075,16 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
             report.errors["expcalib"] = "no CCD with a catalog to calibrate"
         else:
             from desgw.refcat import mjd_to_jyear
+            from desgw.se.process import SEConfig
 
+            cfg = config if config is not None else SEConfig()
             try:
                 report.expcalib = calibrate_exposure(
                     expnum, rnum, pnum, directory=outdir, refcat_dir=settings.refcat_dir,
                     ccds=ok_ccds, band=band, corners=corners or None,
-                    epoch=None if exposure is None else mjd_to_jyear(exposure.mjd_obs))
+                    epoch=None if exposure is None else mjd_to_jyear(exposure.mjd_obs),
+                    mags_type=cfg.mags_type, sex_mag_zeropoint=cfg.sex_mag_zeropoint,
+                    use_color_terms=cfg.use_color_terms)
             except Exception as exc:
                 report.errors["expcalib"] = f"{type(exc).__name__}: {exc}"
                 log.error("photometric calibration of exposure %d failed: %s", expnum,
