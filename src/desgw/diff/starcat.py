@@ -1,0 +1,655 @@
+"""Star and veto lists for difference imaging (the original ``makestarcat.py``).
+
+The original pipeline built, per search CCD, a list of bright, well-measured stars from the
+single-epoch (SE) catalogs of the exposures that cover the CCD, and a *veto* list that draws a
+magnitude-dependent circle around each star: difference-image detections inside a circle are
+residuals of imperfectly subtracted stars and are flagged (the original's filterObj step used
+the veto list through SExtractor's ASSOC mechanism).
+
+Selection (:func:`select_stars`), as the original:
+
+* ``SPREAD_MODEL < 0.003`` (point-like), ``FLAGS == 0``, ``IMAFLAGS_ISO == 0``;
+* ``12 < MAG_PSF < 21.5`` (calibrated AB magnitudes, as in the ``..._ZP.csv`` tables) and
+  ``0 < MAGERR_PSF <= 0.011``;
+* inside the CCD footprint. The original cut on the RA/Dec bounding box of *all* CCDs of the
+  search exposure (from ``{expnum}.out``); we cut on the search CCD's own footprint polygon,
+  which is what the list is used for.
+
+Merging (:func:`merge_duplicates`): the same star measured on several overlapping exposures
+is merged when the detections lie within 1 arcsec (friends-of-friends: groups are the
+connected components of the "closer than 1 arcsec" graph). The merged position is the mean
+direction, the magnitude the median, the error ``sqrt(sum err_i^2) / N`` (the error of the
+mean), as the original.
+
+Veto radius (:func:`veto_radius_arcsec`): ``30 - 2 (mag - 15)`` arcsec, the original formula
+(36" at mag 12, 17" at mag 21.5), clipped below at :data:`VETO_MIN_RADIUS_ARCSEC` = 3 arcsec
+so that magnitudes fainter than the list's cut (where the formula would reach zero at mag 30
+and go negative) still veto a region of a few seeing FWHM, the size of a subtraction residual.
+
+Files (text, tab separated, written atomically), as the original:
+
+``SNSTAR_{expnum}_{ccd}_r{R}p{P}.LIST``::
+
+    # ASSOC format for Sextractor input.
+    # Star Source: SNSTAR table, CATALOG= r{R}p{P}
+    # NVAR: 5
+    # VARNAMES:<TAB>OBJID<TAB>RA<TAB>DEC<TAB>mag_{band}<TAB>magerr_{band}
+    1<TAB>{ra:.6f}<TAB>{dec:.6f}<TAB>{mag:.4f}<TAB>{magerr:.4f}
+
+``SNVETO_{expnum}_{ccd}_r{R}p{P}.LIST``: the same with ``NVAR: 7`` and two more columns,
+``radius`` (arcsec, ``%.6f``) and ``vtype`` (always 6, the original's veto type of a star).
+Rows are sorted by RA; OBJID counts from 1. (The ccd in the name is not zero padded, as the
+names the original's ``SEdiff.sh`` gave these files.)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.table import Table
+from numpy.typing import ArrayLike, NDArray
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from desgw.io.atomic import atomic_write_text
+from desgw.io.errors import CorruptFileError, DesgwInputError, MissingFileError
+
+__all__ = [
+    "StarCuts",
+    "VETO_MIN_RADIUS_ARCSEC",
+    "VETO_TYPE_STAR",
+    "MakestarcatResult",
+    "snstar_name",
+    "snveto_name",
+    "select_stars",
+    "merge_duplicates",
+    "make_star_catalog",
+    "veto_radius_arcsec",
+    "make_veto_table",
+    "write_star_list",
+    "write_veto_list",
+    "read_star_list",
+    "read_veto_list",
+    "apply_veto",
+    "in_footprint",
+    "makestarcat_main",
+]
+
+log = logging.getLogger(__name__)
+
+#: Smallest veto radius (arcsec) returned by :func:`veto_radius_arcsec`.
+VETO_MIN_RADIUS_ARCSEC = 3.0
+#: The original's ``vtype`` of a star in the veto list.
+VETO_TYPE_STAR = 6
+
+_RA_NAMES = ("ALPHAWIN_J2000", "ALPHA_J2000", "RA", "ra")
+_DEC_NAMES = ("DELTAWIN_J2000", "DELTA_J2000", "DEC", "dec")
+
+
+@dataclass(frozen=True)
+class StarCuts:
+    """Star-list selection (the original makestarcat cuts).
+
+    Attributes
+    ----------
+    max_spread_model : float
+        Keep ``SPREAD_MODEL < max_spread_model``.
+    mag_min, mag_max : float
+        Keep ``mag_min < MAG_PSF < mag_max`` (calibrated AB).
+    max_magerr : float
+        Keep ``0 < MAGERR_PSF <= max_magerr``.
+    merge_radius_arcsec : float
+        Detections closer than this (arcsec) are one star.
+    """
+
+    max_spread_model: float = 0.003
+    mag_min: float = 12.0
+    mag_max: float = 21.5
+    max_magerr: float = 0.011
+    merge_radius_arcsec: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.mag_min < self.mag_max:
+            raise ValueError(f"StarCuts: mag_min {self.mag_min} must be < mag_max {self.mag_max}")
+        if not self.max_magerr > 0 or not self.merge_radius_arcsec > 0:
+            raise ValueError("StarCuts: max_magerr and merge_radius_arcsec must be > 0")
+
+
+@dataclass(frozen=True)
+class MakestarcatResult:
+    """What :func:`makestarcat_main` wrote.
+
+    Attributes
+    ----------
+    stars : astropy.table.Table
+        The star list (see :func:`make_star_catalog`).
+    snstar_path, snveto_path : pathlib.Path
+        The files written.
+    catalog_paths : tuple of pathlib.Path
+        The SE tables that were read.
+    """
+
+    stars: Table
+    snstar_path: Path
+    snveto_path: Path
+    catalog_paths: tuple[Path, ...]
+
+
+# ----------------------------------------------------------------------------- names
+def _tag(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
+    for label, v in (("expnum", expnum), ("ccd", ccd), ("rnum", rnum), ("pnum", pnum)):
+        if isinstance(v, bool) or int(v) != v or int(v) < 0:
+            raise ValueError(f"{label} must be a non-negative integer, got {v!r}")
+    return f"{int(expnum)}_{int(ccd)}_r{int(rnum)}p{int(pnum)}"
+
+
+def snstar_name(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
+    """``SNSTAR_{expnum}_{ccd}_r{R}p{P}.LIST`` (no zero padding, as the original)."""
+    return f"SNSTAR_{_tag(expnum, ccd, rnum, pnum)}.LIST"
+
+
+def snveto_name(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
+    """``SNVETO_{expnum}_{ccd}_r{R}p{P}.LIST`` (no zero padding, as the original)."""
+    return f"SNVETO_{_tag(expnum, ccd, rnum, pnum)}.LIST"
+
+
+# ----------------------------------------------------------------------------- geometry
+def _unit(ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.float64]:
+    r, d = np.radians(ra), np.radians(dec)
+    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=-1)
+
+
+def _radec(xyz: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    xyz = xyz / np.linalg.norm(xyz, axis=-1, keepdims=True)
+    ra = np.degrees(np.arctan2(xyz[..., 1], xyz[..., 0])) % 360.0
+    dec = np.degrees(np.arcsin(np.clip(xyz[..., 2], -1.0, 1.0)))
+    return ra, dec
+
+
+def _chord(arcsec: ArrayLike) -> NDArray[np.float64]:
+    return 2.0 * np.sin(np.radians(np.asarray(arcsec, dtype=np.float64) / 3600.0) / 2.0)
+
+
+def in_footprint(ra: ArrayLike, dec: ArrayLike,
+                 footprint: tuple[ArrayLike, ArrayLike]) -> NDArray[np.bool_]:
+    """Whether sky positions fall inside a polygon footprint (e.g. a CCD's 4 corners).
+
+    The polygon and the points are projected gnomonically about the polygon's mean
+    direction (great circles become straight lines; no RA wrap-around problems) and tested
+    with the even-odd rule.
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Positions (deg), shape (n,).
+    footprint : (ra[k], dec[k])
+        Polygon vertices (deg) in order around the polygon, k >= 3.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) bool.
+    """
+    pra = np.asarray(footprint[0], dtype=np.float64).ravel()
+    pdec = np.asarray(footprint[1], dtype=np.float64).ravel()
+    if pra.size < 3 or pra.size != pdec.size or not np.all(np.isfinite(pra + pdec)):
+        raise ValueError("footprint must be (ra[k], dec[k]) of k >= 3 finite vertices")
+    pts = _unit(np.atleast_1d(np.asarray(ra, dtype=np.float64)),
+                np.atleast_1d(np.asarray(dec, dtype=np.float64)))
+    verts = _unit(pra, pdec)
+    centre = verts.mean(axis=0)
+    centre /= np.linalg.norm(centre)
+    east = np.cross([0.0, 0.0, 1.0], centre)
+    if np.linalg.norm(east) < 1e-12:  # at a pole
+        east = np.array([0.0, 1.0, 0.0])
+    east /= np.linalg.norm(east)
+    north = np.cross(centre, east)
+
+    def project(v: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64],
+                                                  NDArray[np.bool_]]:
+        z = v @ centre
+        front = z > 1e-9
+        zz = np.where(front, z, 1.0)
+        return (v @ east) / zz, (v @ north) / zz, front
+
+    vx, vy, _ = project(verts)
+    px, py, front = project(pts)
+    inside = np.zeros(px.shape, dtype=bool)
+    k = vx.size
+    for i in range(k):
+        x1, y1, x2, y2 = vx[i], vy[i], vx[(i + 1) % k], vy[(i + 1) % k]
+        crosses = (y1 > py) != (y2 > py)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xint = x1 + (py - y1) * (x2 - x1) / (y2 - y1)
+        inside ^= crosses & (px < xint)
+    return inside & front
+
+
+# ----------------------------------------------------------------------------- selection
+def _column(table: Table, names: Sequence[str], what: str) -> NDArray[np.float64]:
+    for n in names:
+        if n in table.colnames:
+            col = np.ma.filled(np.ma.asarray(table[n], dtype=np.float64), np.nan)
+            if col.ndim != 1:
+                raise DesgwInputError(None, None, f"catalog column {n} is not one-dimensional")
+            return np.asarray(col)
+    raise DesgwInputError(None, None, f"catalog has no {what} column (looked for "
+                          f"{', '.join(names)}; has {', '.join(table.colnames[:20])})")
+
+
+def select_stars(catalog: Table, *, footprint: tuple[ArrayLike, ArrayLike] | None = None,
+                 cuts: StarCuts = StarCuts(), zeropoint: float | None = None,
+                 sex_mag_zeropoint: float = 25.0) -> Table:
+    """Stars of one SE catalog passing the makestarcat cuts.
+
+    Parameters
+    ----------
+    catalog : astropy.table.Table
+        SE catalog with ``ALPHAWIN_J2000``/``DELTAWIN_J2000`` (or ``ALPHA_J2000``, ``RA``/
+        ``DEC``), ``MAG_PSF``, ``MAGERR_PSF``, ``SPREAD_MODEL``, ``FLAGS``, ``IMAFLAGS_ISO``.
+    footprint : (ra[k], dec[k]) or None
+        Keep only stars inside this polygon (deg); ``None``: no position cut.
+    cuts : StarCuts
+        The cuts.
+    zeropoint : float or None
+        ``None``: ``MAG_PSF`` is already calibrated AB (a ``..._ZP.csv`` table). Otherwise the
+        CCD's zeropoint (desgw sign, ``m = -2.5 log10(FLUX_e) + zp``) and ``MAG_PSF`` is the
+        raw SE magnitude with zeropoint ``sex_mag_zeropoint`` (a ``_fullcat.fits`` table).
+    sex_mag_zeropoint : float
+        Zeropoint of the raw SE magnitudes (used only with ``zeropoint``).
+
+    Returns
+    -------
+    astropy.table.Table
+        Columns ``RA``, ``DEC`` (deg), ``mag``, ``magerr`` (AB) of the stars kept.
+    """
+    ra = _column(catalog, _RA_NAMES, "RA")
+    dec = _column(catalog, _DEC_NAMES, "Dec")
+    mag = _column(catalog, ("MAG_PSF",), "MAG_PSF")
+    if zeropoint is not None:
+        mag = mag - sex_mag_zeropoint + float(zeropoint)
+    err = _column(catalog, ("MAGERR_PSF",), "MAGERR_PSF")
+    spread = _column(catalog, ("SPREAD_MODEL",), "SPREAD_MODEL")
+    flags = _column(catalog, ("FLAGS",), "FLAGS")
+    imaflags = _column(catalog, ("IMAFLAGS_ISO", "IMAFLAGS"), "IMAFLAGS_ISO")
+    with np.errstate(invalid="ignore"):
+        keep = ((spread < cuts.max_spread_model) & (flags == 0) & (imaflags == 0)
+                & (mag > cuts.mag_min) & (mag < cuts.mag_max)
+                & (err > 0) & (err <= cuts.max_magerr) & np.isfinite(ra) & np.isfinite(dec))
+    if footprint is not None and keep.any():
+        idx = np.flatnonzero(keep)
+        keep[idx] = in_footprint(ra[idx], dec[idx], footprint)
+    return Table({"RA": ra[keep], "DEC": dec[keep], "mag": mag[keep], "magerr": err[keep]})
+
+
+def merge_duplicates(ra: ArrayLike, dec: ArrayLike, mag: ArrayLike, magerr: ArrayLike, *,
+                     radius_arcsec: float = 1.0) -> Table:
+    """Merge detections of the same star (friends-of-friends within ``radius_arcsec``).
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Positions (deg), shape (n,).
+    mag, magerr : array_like
+        Magnitudes and errors, shape (n,).
+    radius_arcsec : float
+        Linking length (arcsec).
+
+    Returns
+    -------
+    astropy.table.Table
+        ``OBJID`` (1..m, in RA order), ``RA``, ``DEC`` (mean direction of the group, deg),
+        ``mag`` (median), ``magerr`` (``sqrt(sum err^2)/N``), ``nobs`` (detections merged).
+    """
+    ra = np.asarray(ra, dtype=np.float64).ravel()
+    dec = np.asarray(dec, dtype=np.float64).ravel()
+    mag = np.asarray(mag, dtype=np.float64).ravel()
+    magerr = np.asarray(magerr, dtype=np.float64).ravel()
+    n = ra.size
+    if not (dec.size == mag.size == magerr.size == n):
+        raise ValueError("ra, dec, mag and magerr must have the same length")
+    if n == 0:
+        return Table({"OBJID": np.zeros(0, np.int64), "RA": np.zeros(0), "DEC": np.zeros(0),
+                      "mag": np.zeros(0), "magerr": np.zeros(0), "nobs": np.zeros(0, np.int64)})
+    xyz = _unit(ra, dec)
+    pairs = cKDTree(xyz).query_pairs(float(_chord(radius_arcsec)), output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    ngroups, label = connected_components(graph, directed=False)
+    order = np.argsort(label, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(label[order]) != 0])
+    counts = np.diff(np.r_[starts, n])
+    mean_xyz = np.add.reduceat(xyz[order], starts, axis=0)
+    gra, gdec = _radec(mean_xyz)
+    gmag = np.array([np.median(m) for m in np.split(mag[order], starts[1:])])
+    gerr = np.sqrt(np.add.reduceat(magerr[order] ** 2, starts)) / counts
+    srt = np.lexsort((gdec, gra))
+    log.debug("merged %d detections into %d stars", n, ngroups)
+    return Table({"OBJID": np.arange(1, ngroups + 1, dtype=np.int64), "RA": gra[srt],
+                  "DEC": gdec[srt], "mag": gmag[srt], "magerr": gerr[srt],
+                  "nobs": counts[srt].astype(np.int64)})
+
+
+def make_star_catalog(catalogs: Sequence[Table], *,
+                      ccd_footprint: tuple[ArrayLike, ArrayLike] | None = None,
+                      cuts: StarCuts = StarCuts(),
+                      zeropoints: Sequence[float | None] | None = None,
+                      sex_mag_zeropoint: float = 25.0) -> Table:
+    """The star list of one search CCD from the SE catalogs that cover it.
+
+    Parameters
+    ----------
+    catalogs : sequence of astropy.table.Table
+        SE catalogs (``..._ZP.csv`` tables with calibrated ``MAG_PSF``, or fullcats with
+        ``zeropoints``) of the exposures and CCDs that overlap the search CCD. The original
+        used the *template* exposures only: a bright transient in the search exposure would
+        otherwise enter its own veto list. :func:`makestarcat_main` follows the original.
+    ccd_footprint : (ra[4], dec[4]) or None
+        The search CCD's corners (deg); ``None``: no position cut.
+    cuts : StarCuts
+        Selection and merging parameters (see the module docstring).
+    zeropoints : sequence of float or None, or None
+        Per catalog: ``None`` if its ``MAG_PSF`` is calibrated, else its zeropoint (desgw
+        sign) to calibrate raw SE magnitudes (zeropoint ``sex_mag_zeropoint``).
+    sex_mag_zeropoint : float
+        Zeropoint of raw SE magnitudes.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``OBJID`` (int, 1..n in RA order), ``RA``, ``DEC`` (deg), ``mag``, ``magerr`` (AB),
+        ``nobs`` (detections merged).
+    """
+    if zeropoints is not None and len(zeropoints) != len(catalogs):
+        raise ValueError(f"{len(zeropoints)} zeropoints for {len(catalogs)} catalogs")
+    parts = [select_stars(cat, footprint=ccd_footprint, cuts=cuts,
+                          zeropoint=None if zeropoints is None else zeropoints[i],
+                          sex_mag_zeropoint=sex_mag_zeropoint)
+             for i, cat in enumerate(catalogs)]
+    cols = {k: (np.concatenate([np.asarray(p[k], dtype=np.float64) for p in parts])
+                if parts else np.zeros(0)) for k in ("RA", "DEC", "mag", "magerr")}
+    return merge_duplicates(cols["RA"], cols["DEC"], cols["mag"], cols["magerr"],
+                            radius_arcsec=cuts.merge_radius_arcsec)
+
+
+# ----------------------------------------------------------------------------- veto
+def veto_radius_arcsec(mag: ArrayLike, *,
+                       min_radius_arcsec: float = VETO_MIN_RADIUS_ARCSEC) -> NDArray[np.float64]:
+    """Veto radius around a star: ``max(30 - 2 (mag - 15), min_radius_arcsec)`` arcsec.
+
+    Parameters
+    ----------
+    mag : array_like
+        Star magnitudes (AB).
+    min_radius_arcsec : float
+        Lower clip (arcsec); the original formula reaches 0 at mag 30.
+
+    Returns
+    -------
+    numpy.ndarray
+        Radii (arcsec), same shape as ``mag``.
+    """
+    m = np.asarray(mag, dtype=np.float64)
+    return np.maximum(30.0 - 2.0 * (m - 15.0), float(min_radius_arcsec))
+
+
+def make_veto_table(stars: Table, *,
+                    min_radius_arcsec: float = VETO_MIN_RADIUS_ARCSEC) -> Table:
+    """The veto table: the star list plus ``radius`` (arcsec) and ``vtype`` (6)."""
+    veto = Table({k: np.asarray(stars[k]) for k in ("OBJID", "RA", "DEC", "mag", "magerr")})
+    veto["radius"] = veto_radius_arcsec(veto["mag"], min_radius_arcsec=min_radius_arcsec)
+    veto["vtype"] = np.full(len(veto), VETO_TYPE_STAR, dtype=np.int64)
+    return veto
+
+
+def apply_veto(ra: ArrayLike, dec: ArrayLike, veto_table: Table) -> NDArray[np.bool_]:
+    """Flag positions inside any veto circle (a flag; nothing is removed).
+
+    Parameters
+    ----------
+    ra, dec : array_like
+        Detection positions (deg), shape (n,).
+    veto_table : astropy.table.Table
+        ``RA``, ``DEC`` (deg) and ``radius`` (arcsec), e.g. from :func:`read_veto_list`.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) bool, True where the detection is within ``radius`` of a veto star.
+    """
+    ra = np.atleast_1d(np.asarray(ra, dtype=np.float64))
+    dec = np.atleast_1d(np.asarray(dec, dtype=np.float64))
+    if ra.shape != dec.shape:
+        raise ValueError("ra and dec must have the same shape")
+    flag = np.zeros(ra.shape, dtype=bool)
+    if ra.size == 0 or len(veto_table) == 0:
+        return flag
+    tree = cKDTree(_unit(ra.ravel(), dec.ravel()))
+    stars = _unit(np.asarray(veto_table["RA"], np.float64), np.asarray(veto_table["DEC"],
+                                                                       np.float64))
+    hits = tree.query_ball_point(stars, _chord(np.asarray(veto_table["radius"], np.float64)))
+    idx = [i for h in hits for i in h]
+    if idx:
+        flag.ravel()[np.asarray(idx, dtype=np.int64)] = True
+    return flag
+
+
+# ----------------------------------------------------------------------------- files
+def _format_list(table: Table, band: str, rnum: int, pnum: int, veto: bool) -> str:
+    names = ["OBJID", "RA", "DEC", f"mag_{band}", f"magerr_{band}"]
+    if veto:
+        names += ["radius", "vtype"]
+    lines = ["# ASSOC format for Sextractor input.",
+             f"# Star Source: SNSTAR table, CATALOG= r{int(rnum)}p{int(pnum)}",
+             f"# NVAR: {len(names)}",
+             "# VARNAMES:\t" + "\t".join(names)]
+    cols = [np.asarray(table[k]) for k in ("OBJID", "RA", "DEC", "mag", "magerr")]
+    if veto:
+        cols += [np.asarray(table["radius"]), np.asarray(table["vtype"])]
+    for row in zip(*cols):
+        text = [str(int(row[0])), f"{row[1]:.6f}", f"{row[2]:.6f}", f"{row[3]:.4f}",
+                f"{row[4]:.4f}"]
+        if veto:
+            text += [f"{row[5]:.6f}", str(int(row[6]))]
+        lines.append("\t".join(text))
+    return "\n".join(lines) + "\n"
+
+
+def write_star_list(path: str | os.PathLike[str], stars: Table, *, band: str, rnum: int,
+                    pnum: int) -> Path:
+    """Write an ``SNSTAR_*.LIST`` file atomically (format in the module docstring).
+
+    Parameters
+    ----------
+    path : path-like
+        Output file (e.g. ``outdir / snstar_name(expnum, ccd, rnum, pnum)``).
+    stars : astropy.table.Table
+        ``OBJID``, ``RA``, ``DEC``, ``mag``, ``magerr``.
+    band : str
+        Filter, used in the column names ``mag_{band}``.
+    rnum, pnum : int
+        Processing numbers, written in the header.
+    """
+    return atomic_write_text(path, _format_list(stars, band, rnum, pnum, veto=False))
+
+
+def write_veto_list(path: str | os.PathLike[str], veto: Table, *, band: str, rnum: int,
+                    pnum: int) -> Path:
+    """Write an ``SNVETO_*.LIST`` file atomically.
+
+    ``veto`` is a star list with ``radius`` (arcsec) and ``vtype`` (see :func:`make_veto_table`);
+    a plain star list gets them added.
+    """
+    if "radius" not in veto.colnames:
+        veto = make_veto_table(veto)
+    return atomic_write_text(path, _format_list(veto, band, rnum, pnum, veto=True))
+
+
+_VARNAMES = re.compile(r"^#\s*VARNAMES:\s*(.*)$")
+_CATALOG = re.compile(r"CATALOG=\s*r(\d+)p(\d+)")
+
+
+def _read_list(path: str | os.PathLike[str], nvar: int) -> Table:
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(p, None, "star list file does not exist")
+    try:
+        text = p.read_text(encoding="ascii")
+    except (UnicodeDecodeError, OSError) as exc:
+        raise CorruptFileError(p, None, f"cannot read as ASCII text: {exc}") from None
+    names: list[str] | None = None
+    rows: list[list[str]] = []
+    meta: dict[str, object] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        s = line.strip()
+        if not s:
+            continue
+        if s.startswith("#"):
+            m = _VARNAMES.match(s)
+            if m:
+                names = m.group(1).split()
+            c = _CATALOG.search(s)
+            if c:
+                meta["rnum"], meta["pnum"] = int(c.group(1)), int(c.group(2))
+            continue
+        parts = s.split()
+        if len(parts) != nvar:
+            raise CorruptFileError(p, None, f"line {number}: expected {nvar} columns, "
+                                   f"got {len(parts)}")
+        rows.append(parts)
+    if names is None or len(names) != nvar:
+        raise CorruptFileError(p, None, f"no '# VARNAMES:' line with {nvar} names")
+    band_m = re.match(r"mag_(.+)$", names[3])
+    meta["band"] = band_m.group(1) if band_m else ""
+    arr = np.array(rows, dtype=object).reshape(len(rows), nvar)
+    try:
+        out = Table({"OBJID": arr[:, 0].astype(np.int64), "RA": arr[:, 1].astype(np.float64),
+                     "DEC": arr[:, 2].astype(np.float64), "mag": arr[:, 3].astype(np.float64),
+                     "magerr": arr[:, 4].astype(np.float64)}, meta=meta)
+        if nvar == 7:
+            out["radius"] = arr[:, 5].astype(np.float64)
+            out["vtype"] = arr[:, 6].astype(np.int64)
+    except ValueError as exc:
+        raise CorruptFileError(p, None, f"non-numeric value: {exc}") from None
+    return out
+
+
+def read_star_list(path: str | os.PathLike[str]) -> Table:
+    """Read an ``SNSTAR_*.LIST`` file.
+
+    Returns
+    -------
+    astropy.table.Table
+        ``OBJID``, ``RA``, ``DEC``, ``mag``, ``magerr``; ``meta`` has ``band``, ``rnum``,
+        ``pnum``.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+    """
+    return _read_list(path, 5)
+
+
+def read_veto_list(path: str | os.PathLike[str]) -> Table:
+    """Read an ``SNVETO_*.LIST`` file: the star-list columns plus ``radius`` and ``vtype``."""
+    return _read_list(path, 7)
+
+
+# ----------------------------------------------------------------------------- CLI shell
+def _find_catalogs(rootdir: Path, expnum: int, rnum: int, pnum: int,
+                   include_search: bool) -> list[Path]:
+    pattern = re.compile(rf"^D(\d{{8}})_\d{{2}}_r{int(rnum)}p{int(pnum)}_ZP\.csv$")
+    found = []
+    for path in sorted(rootdir.rglob(f"D*_r{int(rnum)}p{int(pnum)}_ZP.csv")):
+        m = pattern.match(path.name)
+        if m and (include_search or int(m.group(1)) != int(expnum)):
+            found.append(path)
+    return found
+
+
+def makestarcat_main(*, expnum: int, nite: int, rnum: int, pnum: int, band: str, season: int,
+                     ccd: int = 1, outdir: str | os.PathLike[str] = ".",
+                     rootdir: str | os.PathLike[str] = ".", snstar: str | None = None,
+                     snveto: str | None = None,
+                     catalogs: Sequence[str | os.PathLike[str]] | None = None,
+                     corners_file: str | os.PathLike[str] | None = None,
+                     include_search: bool = False) -> MakestarcatResult:
+    """``makestarcat.py``: write the SNSTAR and SNVETO lists of one search CCD.
+
+    Parameters (the original options in brackets)
+    ----------
+    expnum : int
+        Search exposure number [``-e``].
+    nite : int
+        Night of the search exposure [``-n``] (recorded in the log only, as the original).
+    rnum, pnum : int
+        Processing numbers [``-r``, ``-p``].
+    band : str
+        Filter [``-b``].
+    season : int
+        Season of the run [``-s``] (recorded in the log only, as the original).
+    ccd : int
+        Search CCD [``--ccd``, default 1].
+    outdir : path-like
+        Directory of the outputs [``-outdir``, default ``./``].
+    rootdir : path-like
+        Where the SE ``D{expnum:08d}_{ccd:02d}_r{R}p{P}_ZP.csv`` tables and ``{expnum}.out``
+        are looked for (recursively) [``-rootdir``, default ``./``].
+    snstar, snveto : str or None
+        Output file names [``-snstar``, ``-snveto``]; default :func:`snstar_name`,
+        :func:`snveto_name`. Relative names are inside ``outdir``.
+    catalogs : sequence of path-like or None
+        Explicit ``_ZP.csv`` tables to use instead of searching ``rootdir`` (desgw addition).
+    corners_file : path-like or None
+        The search exposure's ``{expnum}.out``; default ``rootdir/{expnum}.out``, else the
+        first one found under ``rootdir``.
+    include_search : bool
+        Also use the search exposure's own tables (the original did not).
+
+    Returns
+    -------
+    MakestarcatResult
+
+    Raises
+    ------
+    MissingFileError
+        No corners file, or no SE table.
+    DesgwInputError
+        The corners file lacks the CCD.
+    """
+    from desgw.se.expcalib import read_expcalib_csv
+    from desgw.workflow.templates import read_corners_out
+
+    root, out = Path(rootdir), Path(outdir)
+    if corners_file is None:
+        default = root / f"{int(expnum)}.out"
+        found = [default] if default.is_file() else sorted(root.rglob(f"{int(expnum)}.out"))
+        if not found:
+            raise MissingFileError(default, None, "CCD corners file of the search exposure "
+                                   "not found")
+        corners_file = found[0]
+    corners = read_corners_out(corners_file)
+    if int(ccd) not in corners.corners:
+        raise DesgwInputError(corners_file, None, f"CCD {ccd} is not in the corners file "
+                              f"(has {sorted(corners.corners)})")
+    paths = ([Path(c) for c in catalogs] if catalogs is not None
+             else _find_catalogs(root, expnum, rnum, pnum, include_search))
+    if not paths:
+        raise MissingFileError(root, None, f"no SE tables D*_r{rnum}p{pnum}_ZP.csv found")
+    log.info("makestarcat expnum=%s nite=%s season=%s ccd=%s band=%s: %d SE tables",
+             expnum, nite, season, ccd, band, len(paths))
+    tables = [read_expcalib_csv(p) for p in paths]
+    stars = make_star_catalog(tables, ccd_footprint=corners.corners[int(ccd)])
+    star_path = out / (snstar or snstar_name(expnum, ccd, rnum, pnum))
+    veto_path = out / (snveto or snveto_name(expnum, ccd, rnum, pnum))
+    write_star_list(star_path, stars, band=band, rnum=rnum, pnum=pnum)
+    write_veto_list(veto_path, make_veto_table(stars), band=band, rnum=rnum, pnum=pnum)
+    log.info("wrote %s and %s (%d stars)", star_path, veto_path, len(stars))
+    return MakestarcatResult(stars=stars, snstar_path=star_path, snveto_path=veto_path,
+                             catalog_paths=tuple(paths))
