@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from desgw.diff.stamps import cutout_stamps, read_stamps_fits, write_stamps_fits, write_stamps_png
+from desgw.diff.stamps import (
+    cutout_stamps,
+    read_stamps_fits,
+    write_stamps_fits,
+    write_stamps_png,
+)
 from desgw.diff.stamps_png import encode_png_gray, stretch_to_uint8
 from desgw.io.errors import CorruptFileError
 

@@ -8,7 +8,6 @@ from astropy.table import Table
 
 from desgw.diff.starcat import (
     VETO_MIN_RADIUS_ARCSEC,
-    StarCuts,
     apply_veto,
     in_footprint,
     make_star_catalog,
@@ -53,14 +52,14 @@ def test_names():
 def test_select_stars_applies_each_cut():
     ra = np.full(10, 0.0)
     dec = np.linspace(-30.1, -29.9, 10)
-    base = dict(magerr=0.005, spread=0.0, flags=0, imaflags=0)
+    base = {"magerr": 0.005, "spread": 0.0, "flags": 0, "imaflags": 0}
     rows = []
     # (overrides, MAG_PSF, passes)
     cases = [
-        (dict(), 18.0, True), (dict(spread=0.003), 18.0, False), (dict(spread=0.0029), 18.0, True),
-        (dict(flags=2), 18.0, False), (dict(imaflags=1), 18.0, False), ({}, 12.0, False),
-        ({}, 21.5, False), ({}, 21.49, True), (dict(magerr=0.0111), 18.0, False),
-        (dict(magerr=0.0), 18.0, False),
+        ({}, 18.0, True), ({"spread": 0.003}, 18.0, False), ({"spread": 0.0029}, 18.0, True),
+        ({"flags": 2}, 18.0, False), ({"imaflags": 1}, 18.0, False), ({}, 12.0, False),
+        ({}, 21.5, False), ({}, 21.49, True), ({"magerr": 0.0111}, 18.0, False),
+        ({"magerr": 0.0}, 18.0, False),
     ]
     for (over, mag, _), r, d in zip(cases, ra, dec):
         kw = {**base, **over}

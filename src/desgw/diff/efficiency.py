@@ -55,11 +55,11 @@ __all__ = [
     "EFFICIENCY_MODELS",
     "EfficiencyCurve",
     "IdealLimit",
-    "wilson_interval",
-    "efficiency_model",
     "efficiency_curve",
-    "noise_equivalent_area",
+    "efficiency_model",
     "ideal_limit_mag",
+    "noise_equivalent_area",
+    "wilson_interval",
 ]
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ def noise_equivalent_area(fwhm_px: float, *, profile: str = "gaussian",
     """
     if not fwhm_px > 0:
         raise ValueError(f"fwhm_px must be > 0, got {fwhm_px}")
-    half = int(math.ceil(6.0 * fwhm_px)) + 2
+    half = math.ceil(6.0 * fwhm_px) + 2
     if profile == "gaussian":
         s = fwhm_px / _FWHM_PER_SIGMA
         edges = np.arange(-half - 0.5, half + 1.0, 1.0)
@@ -319,7 +319,7 @@ def noise_equivalent_area(fwhm_px: float, *, profile: str = "gaussian",
         if not moffat_beta > 1:
             raise ValueError("moffat_beta must be > 1")
         alpha = fwhm_px / (2.0 * math.sqrt(2.0 ** (1.0 / moffat_beta) - 1.0))
-        half = max(half, int(math.ceil(12.0 * fwhm_px)))
+        half = max(half, math.ceil(12.0 * fwhm_px))
         sub = (np.arange((2 * half + 1) * oversample) + 0.5) / oversample - (half + 0.5)
         r2 = sub[:, None] ** 2 + sub[None, :] ** 2
         f = (1.0 + r2 / alpha ** 2) ** (-moffat_beta)

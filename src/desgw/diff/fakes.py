@@ -35,15 +35,15 @@ from scipy.spatial import cKDTree
 from desgw.se.maskbits import UNUSABLE
 
 __all__ = [
-    "PSFLike",
     "FakeInjection",
     "FakeMatch",
-    "fake_mag_range",
-    "select_host_galaxies",
-    "plan_fakes",
+    "PSFLike",
     "fake_fluxes",
+    "fake_mag_range",
     "inject_fakes",
     "match_fakes",
+    "plan_fakes",
+    "select_host_galaxies",
 ]
 
 log = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def plan_fakes(search_wcs: Any, shape: tuple[int, int], mask: NDArray[Any] | Non
         raise ValueError(f"mask shape {np.shape(mask)} differs from shape {tuple(shape)}")
     ny, nx = shape
     placer = _Placer(shape, mask, unusable_bits, edge_px, mask_radius_px, min_separation_px)
-    n_host = int(round(host_fraction * n))
+    n_host = round(host_fraction * n)
     hosts = None
     if n_host > 0:
         if galaxies is None:

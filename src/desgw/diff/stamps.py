@@ -45,8 +45,8 @@ __all__ = [
     "STAMP_KINDS",
     "Stamps",
     "cutout_stamps",
-    "write_stamps_fits",
     "read_stamps_fits",
+    "write_stamps_fits",
     "write_stamps_png",
 ]
 

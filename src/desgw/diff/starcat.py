@@ -62,24 +62,24 @@ from desgw.io.atomic import atomic_write_text
 from desgw.io.errors import CorruptFileError, DesgwInputError, MissingFileError
 
 __all__ = [
-    "StarCuts",
     "VETO_MIN_RADIUS_ARCSEC",
     "VETO_TYPE_STAR",
     "MakestarcatResult",
-    "snstar_name",
-    "snveto_name",
-    "select_stars",
-    "merge_duplicates",
-    "make_star_catalog",
-    "veto_radius_arcsec",
-    "make_veto_table",
-    "write_star_list",
-    "write_veto_list",
-    "read_star_list",
-    "read_veto_list",
+    "StarCuts",
     "apply_veto",
     "in_footprint",
+    "make_star_catalog",
+    "make_veto_table",
     "makestarcat_main",
+    "merge_duplicates",
+    "read_star_list",
+    "read_veto_list",
+    "select_stars",
+    "snstar_name",
+    "snveto_name",
+    "veto_radius_arcsec",
+    "write_star_list",
+    "write_veto_list",
 ]
 
 log = logging.getLogger(__name__)
