@@ -141,3 +141,48 @@ def test_ideal_limit_stamp_and_scaling():
     assert b.mag - c.mag == pytest.approx(2.5 * math.log10(2), abs=1e-9)
     assert ideal_limit_mag(10.0, 0.0, 4.0, 30.0, nsigma=3).mag - b.mag == pytest.approx(
         2.5 * math.log10(5 / 3), abs=1e-9)
+
+
+def test_chain_fakes_matched_filter_reaches_ideal_limit():
+    """plan -> inject -> matched-filter peaks > 5 sigma -> match -> m50 close to the ideal limit.
+
+    A perfect subtraction (pure search noise) with a peak-finding detector: m50 lies within
+    about 0.05 mag of ideal_limit_mag (measured +0.045 +- 0.015 over 4 seeds; the upward
+    bias of a local-maximum peak explains the small excess depth).
+    """
+    import galsim
+    from astropy.wcs import WCS
+    from scipy.ndimage import maximum_filter
+
+    from desgw.diff.fakes import fake_mag_range, inject_fakes, match_fakes, plan_fakes
+
+    class GaussPSF:
+        def __init__(self, fwhm):
+            self.profile = galsim.Gaussian(fwhm=fwhm)
+
+        def render(self, x, y, *, size=None, dx=0.0, dy=0.0):
+            n = size or 31
+            a = self.profile.drawImage(nx=n, ny=n, scale=1.0, offset=(dx, dy)).array
+            return a / a.sum()
+
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [10.0, -5.0]
+    wcs.wcs.crpix = [512.0, 512.0]
+    wcs.wcs.cd = [[-7.3e-5, 0.0], [0.0, 7.3e-5]]
+    rng = np.random.default_rng(2)
+    n, fwhm, zp, sigma = 1024, 4.5, 30.0, 10.0
+    lim = ideal_limit_mag(sigma, 0.0, fwhm, zp)
+    fakes = plan_fakes(wcs, (n, n), None, n=600, mag_range=fake_mag_range(lim.mag), rng=rng,
+                       min_separation_px=15, edge_px=20)
+    image = rng.normal(0.0, sigma, (n, n)).astype(np.float32)
+    psf = GaussPSF(fwhm)
+    inj = inject_fakes(image, None, psf, fakes, zp=zp, rng=rng)
+    p = psf.render(0, 0, size=31)
+    flux = fftconvolve(inj.image.astype(np.float64), p[::-1, ::-1], mode="same") / np.sum(p * p)
+    peaks = (flux == maximum_filter(flux, size=5)) & (flux > 5.0 * lim.flux_err_e)
+    yy, xx = np.nonzero(peaks)
+    match = match_fakes(fakes, (xx.astype(float), yy.astype(float)), radius_px=1.5)
+    cur = efficiency_curve(fakes["mag"], match.recovered, bins=14)
+    assert cur.m50 == pytest.approx(lim.mag, abs=0.12)
+    assert cur.plateau > 0.97
