@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 
 from desgw.io.calib import CalibFile, write_calib
-from desgw.io.naming import (allzp_csv_name, corners_out_name, qc_exposure_name, zero_csv_name,
-                             zp_csv_name)
+from desgw.io.naming import (
+    allzp_csv_name,
+    corners_out_name,
+    qc_exposure_name,
+    zero_csv_name,
+    zp_csv_name,
+)
 from desgw.io.products import read_fits_table, read_immask
 from desgw.workflow.se_exposure import ccd_product_paths, run_se_exposure
 from desgw.workflow.settings import load_settings
@@ -50,7 +55,7 @@ def parallel_run(sim, tmp_path_factory):
 
 
 def test_products_corners_zeropoints_and_quality(sim, parallel_run):
-    root, truth = sim
+    _, truth = sim
     out, db_url, report = parallel_run
     assert report.ok, report.lines()
     assert report.processed == CCDS and not report.failed
@@ -128,10 +133,27 @@ def test_rerun_skips_finished_ccds(sim, parallel_run):
     assert report.exposure_qc.passed
 
 
+def test_jump_to_calib_and_template_mode_use_the_products_on_disk(sim, parallel_run):
+    root, _ = sim
+    out, _, first = parallel_run
+    zero = first.outdir / zero_csv_name(EXPNUM, 28, R, P)
+    before = zero.stat().st_mtime_ns
+    report = run_se_exposure(EXPNUM, settings=_settings(root, out), rnum=R, pnum=P,
+                             jump_to_calib=True, template_mode=True)
+    assert report.ok and report.processed == () and report.skipped == CCDS
+    assert zero.stat().st_mtime_ns > before                      # calibrated again
+    assert report.zeropoints == pytest.approx(first.zeropoints, abs=1e-9)
+    assert not hasattr(report.exposure_qc, "passed")              # -t: measured, not assessed
+    doc = json.loads((first.outdir / qc_exposure_name(EXPNUM, first.band, R, P)).read_text())
+    assert doc["template_mode"] is True and doc["qc"]["passed"] is None
+    assert doc["qc"]["metrics"]["teff"]["teff"] == pytest.approx(
+        first.exposure_qc.metrics.teff.teff)
+
+
 def test_single_process_gives_the_same_products_and_overwrite_redoes(sim, parallel_run,
                                                                      tmp_path):
     root, _ = sim
-    out, _, par = parallel_run
+    _, _, par = parallel_run
     single = run_se_exposure(EXPNUM, settings=_settings(root, tmp_path), rnum=R, pnum=P,
                              single_process=True)
     assert single.ok and single.processed == CCDS

@@ -61,8 +61,16 @@ from astropy.io import fits
 from desgw import __version__
 from desgw.io.atomic import atomic_write_path, atomic_write_text
 from desgw.io.errors import DesgwInputError, MissingCCDError, MissingFileError
-from desgw.io.naming import (corners_out_name, exposure_dir, fullcat_name, immask_name,
-                             parse_product_name, psf_model_name, qc_ccd_name, qc_exposure_name)
+from desgw.io.naming import (
+    corners_out_name,
+    exposure_dir,
+    fullcat_name,
+    immask_name,
+    parse_product_name,
+    psf_model_name,
+    qc_ccd_name,
+    qc_exposure_name,
+)
 
 from .settings import CalibPaths, Settings
 
@@ -77,15 +85,15 @@ __all__ = [
     "SCHEMAS",
     "SPECIAL_Y_WARNING",
     "CCDProductPaths",
-    "CCDTask",
     "CCDSummary",
+    "CCDTask",
     "SERunReport",
-    "ccd_product_paths",
     "approximate_ccd_corners",
-    "run_ccd_task",
-    "load_ccd_summary",
-    "find_exposure_dir",
     "calibrate_exposure",
+    "ccd_product_paths",
+    "find_exposure_dir",
+    "load_ccd_summary",
+    "run_ccd_task",
     "run_se_exposure",
 ]
 
@@ -305,10 +313,10 @@ class SERunReport:
     def lines(self) -> list[str]:
         """A human summary, one line per item."""
         n = len(self.ccds)
-        out = [f"SE exposure {self.expnum} band {self.band} nite {self.nite} "
-               f"r{self.rnum}p{self.pnum}: {len(self.processed)} processed, "
-               f"{len(self.skipped)} skipped (products exist), {len(self.failed)} failed "
-               f"of {n} CCDs",
+        out = [(f"SE exposure {self.expnum} band {self.band} nite {self.nite} "
+                f"r{self.rnum}p{self.pnum}: {len(self.processed)} processed, "
+                f"{len(self.skipped)} skipped (products exist), {len(self.failed)} failed "
+                f"of {n} CCDs"),
                f"  products: {self.outdir}"]
         for ccd, why in sorted(self.failed.items()):
             out.append(f"  FAILED CCD {ccd:02d}: {why}")
@@ -634,7 +642,7 @@ def run_ccd_task(task: CCDTask) -> CCDSummary:
             timings.setdefault(str(key), float(value))
         del inputs
         return _write_products(task, result, config.hash(), timings, t_start)
-    except Exception as exc:  # a failed CCD must not stop the others
+    except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
         text = f"{type(exc).__name__}: {exc}"
         log.error("CCD %d of exposure %d failed: %s", task.ccdnum, task.expnum, text)
         return CCDSummary(ccdnum=task.ccdnum, ok=False, error=text,
@@ -647,7 +655,9 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     methods = multiprocessing.get_all_start_methods()
     if "forkserver" in methods:
         ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["desgw.workflow.se_exposure"])
+        # workers forked from a server that has imported the SE code start without the ~1.5 s
+        # of imports each (numba still loads its cached kernels at each worker's first CCD)
+        ctx.set_forkserver_preload(["desgw.workflow.se_exposure", "desgw.se.process"])
         return ctx
     return multiprocessing.get_context("spawn")
 
@@ -671,7 +681,7 @@ def _run_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: int |
                 text = (f"BrokenProcessPool: a worker process died (out of memory or killed) "
                         f"while CCDs were running: {exc}")
                 out[task.ccdnum] = CCDSummary(ccdnum=task.ccdnum, ok=False, error=text)
-            except Exception as exc:  # e.g. a result that could not be unpickled
+            except Exception as exc:  # noqa: BLE001 - e.g. a result that cannot be unpickled
                 out[task.ccdnum] = CCDSummary(ccdnum=task.ccdnum, ok=False,
                                               error=f"{type(exc).__name__}: {exc}",
                                               error_traceback=traceback.format_exc())
@@ -820,8 +830,14 @@ def _exposure_quality(report: SERunReport, *, assess: bool) -> Any:
 # ----------------------------------------------------------------------------- database
 def _record_in_db(report: SERunReport, settings: Settings, exposure: ExposureHeader,
                   raw_path: Path | None) -> None:
-    from desgw.db import (CCDProduct, Zeropoint, connect, record_ccd_product,
-                          record_zeropoints, register_exposure)
+    from desgw.db import (
+        CCDProduct,
+        Zeropoint,
+        connect,
+        record_ccd_product,
+        record_zeropoints,
+        register_exposure,
+    )
 
     paths_of = {c: ccd_product_paths(report.outdir, report.expnum, report.band, c, report.rnum,
                                      report.pnum) for c in report.ccds}
@@ -1085,7 +1101,7 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                     epoch=None if exposure is None else mjd_to_jyear(exposure.mjd_obs),
                     mags_type=cfg.mags_type, sex_mag_zeropoint=cfg.sex_mag_zeropoint,
                     use_color_terms=cfg.use_color_terms)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - recorded in the report, the run goes on
                 report.errors["expcalib"] = f"{type(exc).__name__}: {exc}"
                 log.error("photometric calibration of exposure %d failed: %s", expnum,
                           report.errors["expcalib"])
@@ -1118,7 +1134,7 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
         t0 = time.perf_counter()
         try:
             _record_in_db(report, settings, exposure, raw_path)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - recorded in the report, the run goes on
             report.errors["db"] = f"{type(exc).__name__}: {exc}"
             log.error("database writes for exposure %d failed: %s", expnum, report.errors["db"])
         report.stage_seconds["db"] = time.perf_counter() - t0

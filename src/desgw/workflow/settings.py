@@ -48,10 +48,10 @@ from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.io.naming import raw_name
 
 __all__ = [
-    "ENV_VARS",
     "CONFIG_FILE_NAME",
-    "Settings",
+    "ENV_VARS",
     "CalibPaths",
+    "Settings",
     "load_settings",
 ]
 

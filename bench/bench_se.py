@@ -1,0 +1,148 @@
+"""Benchmark: single-epoch processing of simulated raw DECam CCDs, raw file -> products.
+
+Usage: ``python bench/bench_se.py [--ccds 28,29] [--seed 5] [--workers 2] [--repeat 2]
+[--workdir DIR]``
+
+1. Simulates a search exposure with the given CCDs (in a subprocess, so that its memory does not
+   count) and ingests its Gaia catalogue.
+2. One CCD on one core (CPU affinity pinned to one core, BLAS/numba threads 1): the per-CCD task
+   of :mod:`desgw.workflow.se_exposure` run ``--repeat`` times in this process (the first run
+   includes loading numba's compiled kernels; the best run is reported), seconds per step
+   (``read_raw``, ``read_calib``, ``refcat``, the steps of ``process_ccd``, ``write``) and the
+   peak RSS of the process.
+3. The whole exposure (all simulated CCDs, ``--workers`` processes, with the photometric
+   calibration, the corners file and the exposure QC): wall time per stage and the workers'
+   peak RSS.
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _simulate(root: Path, ccds: str, seed: int) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "desgw.cli", "sim", str(root), "--seed", str(seed),
+                    "--ccds", ccds, "--n-templates", "0", "--n-search", "1"],
+                   check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ccds", default="28,29", help="CCDNUMs to simulate (the first is timed alone)")
+    ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=2, help="runs of the single-CCD measurement")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the files here")
+    args = ap.parse_args(argv)
+
+    from desgw.refcat import ingest_gaia
+    from desgw.workflow.se_exposure import CCDTask, run_ccd_task, run_se_exposure
+    from desgw.workflow.settings import load_settings
+
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_se_")
+        root = Path(tmp.name)
+    else:
+        root = args.workdir
+        root.mkdir(parents=True, exist_ok=True)
+    ccds = [int(c) for c in args.ccds.split(",")]
+    sim_s = _simulate(root, args.ccds, args.seed)
+    ingest_gaia(sorted((root / "gaia").glob("*.csv")), root / "refcat", overwrite=True)
+    raw = next((root / "raw").glob("DECam_*.fits*"))
+    expnum = int(raw.name.split("_")[1].split(".")[0])
+
+    settings = load_settings(raw_dir=root / "raw", calib_dir=root / "calib",
+                             refcat_dir=root / "refcat", out_root=root / "out", environ={},
+                             cwd=root)
+    calib = settings.calib_paths("r")
+    outdir = root / "out" / "single"
+
+    # --- one CCD on one core
+    all_cpus = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    if all_cpus:
+        os.sched_setaffinity(0, {min(all_cpus)})
+    task = CCDTask(expnum=expnum, ccdnum=ccds[0], band="r", rnum=1, pnum=1, raw_path=str(raw),
+                   bias_path=str(calib.bias), flat_path=str(calib.flat),
+                   bpm_path=None if calib.bpm is None else str(calib.bpm),
+                   refcat_dir=str(settings.refcat_dir), outdir=str(outdir), overwrite=True)
+    runs = []
+    for _ in range(max(1, args.repeat)):
+        t0 = time.perf_counter()
+        summary = run_ccd_task(task)
+        wall = time.perf_counter() - t0
+        if not summary.ok:
+            raise SystemExit(f"CCD {task.ccdnum} failed: {summary.error}")
+        runs.append((wall, summary))
+    if all_cpus:
+        os.sched_setaffinity(0, all_cpus)
+    best_wall, best = min(runs, key=lambda r: r[0])
+    peak_self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    steps = {k: round(v, 3) for k, v in best.timings.items() if k not in ("total", "process")}
+    io_steps = ("read_raw", "read_calib", "refcat", "write")
+    dominant = sorted(steps.items(), key=lambda kv: -kv[1])[:3]
+
+    # --- the whole exposure with worker processes
+    t0 = time.perf_counter()
+    report = run_se_exposure(expnum, settings=settings, rnum=1, pnum=2, run_calibration=True,
+                             workers=args.workers, overwrite=True)
+    exposure_wall = time.perf_counter() - t0
+    peak_children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+
+    result = {
+        "benchmark": "se",
+        "expnum": expnum,
+        "ccds": ccds,
+        "simulate_s": round(sim_s, 2),
+        "single_ccd": {
+            "ccdnum": task.ccdnum,
+            "cores": 1,
+            "wall_s_runs": [round(w, 3) for w, _ in runs],
+            "wall_s_best": round(best_wall, 3),
+            "process_ccd_s": round(best.timings.get("process", float("nan")), 3),
+            "io_s": round(sum(best.timings.get(k, 0.0) for k in io_steps), 3),
+            "steps_s": steps,
+            "dominant_steps": [k for k, _ in dominant],
+            "n_objects": best.n_objects,
+            "peak_rss_mb": round(peak_self_mb, 1),
+        },
+        "exposure": {
+            "n_ccds": len(report.ccds),
+            "workers": args.workers,
+            "wall_s": round(exposure_wall, 3),
+            "stages_s": {k: round(v, 3) for k, v in report.stage_seconds.items()},
+            "ccd_total_s": {str(c): round(s.timings.get("total", float("nan")), 3)
+                            for c, s in report.ccds.items()},
+            "ccd_steps_s": {str(c): {k: round(v, 3) for k, v in s.timings.items()}
+                            for c, s in report.ccds.items()},
+            "worker_peak_rss_mb": round(peak_children_mb, 1),
+            "zeropoint": None if report.expcalib is None else round(report.expcalib.zp, 4),
+            "failed": {str(c): why for c, why in report.failed.items()},
+        },
+        "cpu_count": os.cpu_count(),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+    }
+    print(json.dumps(result, indent=1))
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    main()
