@@ -668,7 +668,10 @@ def _run_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: int |
         return {}
     if single_process or len(tasks) == 1 and workers in (None, 1):
         return {t.ccdnum: run_ccd_task(t) for t in tasks}
-    n = workers if workers is not None else (os.cpu_count() or 1)
+    if workers is None:  # the cores this process may use (a batch slot may grant fewer)
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+    n = workers
     n = max(1, min(int(n), len(tasks)))
     out: dict[int, CCDSummary] = {}
     with ProcessPoolExecutor(max_workers=n, mp_context=_mp_context()) as pool:
