@@ -1,0 +1,271 @@
+"""Resampling of a template CCD onto the search CCD's pixel grid (the SWarp step of DiffImg).
+
+Method
+------
+For every output pixel centre the input position is found through both WCS (output pixel ->
+sky -> input pixel, SIP included), tabulated on a coarse grid and interpolated
+(:mod:`desgw.diff.resample_mapping`; interpolation error < 1e-5 px for a 32 px grid). The input
+image is interpolated there with a separable Lanczos kernel (``lanczos3`` by default: 6 x 6
+taps ``w(dx) w(dy)`` in input pixel coordinates). The 1-D taps are the Lanczos weights with a
+small correction that makes them sum to 1 and reproduce polynomials up to cubic exactly
+(:func:`desgw.diff.resample_kernels.lanczos_table`): plain Lanczos-3 shifts star centroids by up
+to 0.01-0.02 px depending on the sub-pixel phase, the corrected kernel by < 0.002 px at 1"
+seeing. Interpolation conserves surface brightness; the result is multiplied by the local pixel-area ratio ``A = |det J|``
+(input pixels per output pixel, ``J = d(x_in, y_in)/d(x_out, y_out)``) so that total flux is
+conserved: a star keeps its flux in electrons.
+
+Masks and weights
+-----------------
+An input pixel is *bad* if it has an unusable mask bit (:data:`desgw.se.maskbits.UNUSABLE`), a
+weight <= 0 or a non-finite value or weight; a bad pixel with no unusable bit is given BADPIX.
+Bad pixels are never read: their taps are dropped and the remaining taps renormalised, so NaN
+or huge values never leak. An output pixel ORs the mask bits of every input pixel whose 2-D tap
+weight ``|w|`` exceeds ``ResampleConfig.mask_threshold`` (default 0.01: a dropped tap changes
+the value by less than 1 % of the local contrast); it is unusable (weight 0) if any of those bits
+is unusable. Taps that fall outside the input count as EDGE. Output pixels whose centre maps
+outside the input image have no data: value 0, mask EDGE, weight 0, ``coverage`` False.
+
+Noise
+-----
+The output variance is ``A**2 sum(w_i**2 var_i) / (sum w_i)**2`` over the used taps, and the
+output weight is its inverse. Resampled noise is *correlated*: neighbouring output pixels share
+input pixels. The per-pixel variance is exact, but it underestimates the variance of a sum over
+many pixels (an aperture flux, a PSF fit on a large stamp): summing over a large area, each input
+pixel contributes once with total weight ~1, so the sum's variance is ``A * var_in`` per output
+pixel, while the per-pixel variances add up to ``A**2 var_in S`` with ``S = sum w_i**2 <= 1``.
+The ratio, ``noise_correlation_factor`` = Var(sum) / sum(per-pixel variances) ~ ``1 / (A S)``,
+is returned with each resampled image (measured from the taps actually used) and is available
+from the kernel alone via :func:`noise_correlation_factor` (1.0 for integer shifts, up to 1.6
+for a half-pixel shift in x and y, 1.26 on average for Lanczos-3 with random sub-pixel offsets,
+as for any rotated or rescaled grid). The subtraction's noise model should scale
+large-area variances by it.
+
+Speed: one pass in numba (one core); ~0.3 s for a 4096 x 2048 CCD (see the helper report /
+tests for the measured number).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+
+from desgw.diff.resample_kernels import box_any, lanczos_table, prepare_kernel, resample_kernel
+from desgw.diff.resample_mapping import GridMapping, mapping_grid
+from desgw.io.errors import DataTypeError
+from desgw.se.maskbits import BADPIX, EDGE, UNUSABLE
+
+__all__ = ["ResampleConfig", "Resampled", "resample_to_grid", "noise_correlation_factor",
+           "kernel_order", "prepare_input"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResampleConfig:
+    """Settings of :func:`resample_to_grid`.
+
+    Attributes
+    ----------
+    grid_step : int
+        Spacing of the coarse grid on which the WCS mapping is computed exactly (output pixels).
+    mask_threshold : float
+        An input pixel's mask bits reach an output pixel when its 2-D tap weight exceeds this
+        (dimensionless; taps sum to 1).
+    wcs_tolerance : float
+        Convergence tolerance of the iterative inverse of the input WCS (pixels).
+    """
+
+    grid_step: int = 32
+    mask_threshold: float = 0.01
+    wcs_tolerance: float = 1e-8
+
+    def __post_init__(self) -> None:
+        if not 4 <= self.grid_step <= 256:
+            raise ValueError(f"ResampleConfig.grid_step must be in 4..256 px, got {self.grid_step}")
+        if not 0.0 <= self.mask_threshold < 0.3:
+            raise ValueError(f"ResampleConfig.mask_threshold must be in [0, 0.3), got "
+                             f"{self.mask_threshold}")
+        if not 0.0 < self.wcs_tolerance <= 1e-4:
+            raise ValueError(f"ResampleConfig.wcs_tolerance must be in (0, 1e-4] px, got "
+                             f"{self.wcs_tolerance}")
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """An image resampled onto an output grid.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        (ny, nx) float32, same units as the input per pixel (e-): flux conserved.
+    mask : numpy.ndarray
+        (ny, nx) int32 mask bits (EDGE where no input data).
+    weight : numpy.ndarray
+        (ny, nx) float32 inverse per-pixel variance (units of image**-2); 0 where unusable.
+    coverage : numpy.ndarray
+        (ny, nx) bool, True where the output pixel centre lies on the input image.
+    mapping : GridMapping
+        The output -> input pixel mapping used (also gives the local Jacobian).
+    noise_correlation_factor : float
+        Var(sum over a large area) / sum of the per-pixel variances, from the taps used
+        (1.0 if no usable pixel).
+    kernel : str
+        Interpolation kernel name.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+    coverage: np.ndarray
+    mapping: GridMapping
+    noise_correlation_factor: float
+    kernel: str = "lanczos3"
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(ny, nx) of the output grid."""
+        return (int(self.image.shape[0]), int(self.image.shape[1]))
+
+
+def kernel_order(kernel: str) -> int:
+    """Lanczos order of a kernel name ``"lanczosN"`` (N in 2..5)."""
+    m = re.fullmatch(r"lanczos([2-5])", str(kernel).lower())
+    if m is None:
+        raise ValueError(f"unknown resampling kernel {kernel!r}; use 'lanczos2'..'lanczos5'")
+    return int(m.group(1))
+
+
+def noise_correlation_factor(frac_x: np.ndarray | float | None = None,
+                             frac_y: np.ndarray | float | None = None, *,
+                             kernel: str = "lanczos3", area: float = 1.0) -> float:
+    """Factor by which the variance of a large-area sum exceeds the summed per-pixel variances.
+
+    For output pixels whose input positions have fractional parts ``frac_x``, ``frac_y`` the
+    per-pixel variance is ``area**2 var S(tx) S(ty)`` with ``S = sum of squared 1-D taps``,
+    while a sum over a large area has variance ``area * var`` per pixel; the factor is
+    ``1 / (area * mean(S(tx) S(ty)))``.
+
+    Parameters
+    ----------
+    frac_x, frac_y : float or numpy.ndarray or None
+        Fractional input offsets in [0, 1) (same shape). ``None`` (both): average over
+        uniformly distributed offsets, the case of any rotated or rescaled mapping.
+    kernel : str
+        Kernel name (``"lanczos3"``).
+    area : float
+        Pixel-area ratio ``|det J|`` (input pixels per output pixel).
+
+    Returns
+    -------
+    float
+    """
+    order = kernel_order(kernel)
+    table = lanczos_table(order)
+    s_table = (table ** 2).sum(axis=1)
+    bins = table.shape[0] - 1
+    if frac_x is None and frac_y is None:
+        t = (np.arange(bins) + 0.5) / bins
+        s = np.interp(t, np.arange(bins + 1) / bins, s_table)
+        return float(1.0 / (area * s.mean() ** 2))
+    if frac_x is None or frac_y is None:
+        raise ValueError("give both frac_x and frac_y, or neither")
+    fx, fy = np.broadcast_arrays(np.asarray(frac_x, float), np.asarray(frac_y, float))
+    grid = np.arange(bins + 1) / bins
+    sx = np.interp(np.mod(fx, 1.0), grid, s_table)
+    sy = np.interp(np.mod(fy, 1.0), grid, s_table)
+    return float(1.0 / (area * np.mean(sx * sy)))
+
+
+def _check(name: str, arr: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim != 2:
+        raise DataTypeError(None, None, f"{name} must be 2-D, got shape {arr.shape}")
+    if shape is not None and arr.shape != shape:
+        raise DataTypeError(None, None, f"{name} has shape {arr.shape}, expected {shape}")
+    return arr
+
+
+def prepare_input(image: np.ndarray, mask: np.ndarray | None, weight: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate and clean input arrays for the resampling kernel.
+
+    Returns
+    -------
+    img, var, flag, good, flagged : numpy.ndarray
+        float32 image and variance (0 at bad pixels), int32 mask bits to propagate (BADPIX
+        added to bad pixels that had no unusable bit), uint8 1 for usable pixels, uint8 1 where
+        the pixel is bad or has any mask bit.
+    """
+    image = _check("image", image, None)
+    weight = _check("weight", weight, image.shape)
+    if mask is None:
+        mask = np.zeros(image.shape, dtype=np.int32)
+    mask = _check("mask", mask, image.shape)
+    if not np.issubdtype(mask.dtype, np.integer):
+        raise DataTypeError(None, None, f"mask must be integer, got {mask.dtype}")
+    if not (np.issubdtype(image.dtype, np.floating) and np.issubdtype(weight.dtype, np.floating)):
+        raise DataTypeError(None, None, f"image and weight must be floating point, got "
+                            f"{image.dtype} and {weight.dtype}")
+    return prepare_kernel(image, mask, weight, int(UNUSABLE), int(BADPIX))
+
+
+def resample_to_grid(image: np.ndarray, mask: np.ndarray | None, weight: np.ndarray,
+                     wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int], *,
+                     kernel: str = "lanczos3", config: ResampleConfig = ResampleConfig(),
+                     mapping: GridMapping | None = None) -> Resampled:
+    """Resample an image with its mask and weight onto another WCS's pixel grid.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (ny_in, nx_in) input image (e- per pixel, background included or not).
+    mask : numpy.ndarray or None
+        (ny_in, nx_in) integer mask bits (desgw.se.maskbits).
+    weight : numpy.ndarray
+        (ny_in, nx_in) inverse variance (e-**-2); 0 where unusable.
+    wcs_in, wcs_out : astropy.wcs.WCS
+        WCS of the input image and of the output grid (TAN, TAN-SIP, TPV: anything astropy's
+        ``all_pix2world``/``all_world2pix`` handle).
+    shape_out : tuple[int, int]
+        (ny, nx) of the output grid, e.g. (4096, 2048) for the search CCD.
+    kernel : str
+        ``"lanczos3"`` (default) or another ``"lanczosN"``, N in 2..5 (moment-corrected;
+        ``lanczos2`` is then cubic Lagrange interpolation).
+    config : ResampleConfig
+        Mapping grid, mask threshold, WCS tolerance.
+    mapping : GridMapping or None
+        A precomputed mapping for this WCS pair and output shape (skips the WCS evaluation).
+
+    Returns
+    -------
+    Resampled
+        Output image, mask, weight, coverage, the mapping and the noise correlation factor.
+    """
+    order = kernel_order(kernel)
+    ny, nx = (int(s) for s in shape_out)
+    img, var, flag, good, flagged = prepare_input(image, mask, weight)
+    if mapping is None:
+        mapping = mapping_grid(wcs_in, wcs_out, (ny, nx), step=config.grid_step,
+                               tolerance=config.wcs_tolerance)
+    elif mapping.shape_out != (ny, nx):
+        raise ValueError(f"mapping is for shape {mapping.shape_out}, not {(ny, nx)}")
+    near = box_any(flagged, order - 1, order)
+    out_img = np.empty((ny, nx), dtype=np.float32)
+    out_mask = np.empty((ny, nx), dtype=np.int32)
+    out_w = np.empty((ny, nx), dtype=np.float32)
+    out_cov = np.empty((ny, nx), dtype=np.uint8)
+    sum_unc, sum_var = resample_kernel(
+        img, var, flag, good, near, mapping.xin, mapping.yin, mapping.area, mapping.x0,
+        mapping.y0, float(mapping.step), lanczos_table(order), order,
+        float(config.mask_threshold), int(EDGE), int(UNUSABLE), out_img, out_mask, out_w,
+        out_cov)
+    ncf = float(sum_unc / sum_var) if sum_var > 0 else 1.0
+    coverage = out_cov.view(np.bool_)
+    log.debug("resampled %s -> %s: %.1f%% covered, %.1f%% usable, noise factor %.3f",
+              image.shape, (ny, nx), 100 * coverage.mean(), 100 * (out_w > 0).mean(), ncf)
+    return Resampled(image=out_img, mask=out_mask, weight=out_w, coverage=coverage,
+                     mapping=mapping, noise_correlation_factor=ncf, kernel=f"lanczos{order}")

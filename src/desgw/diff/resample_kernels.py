@@ -1,0 +1,322 @@
+"""Numba kernels of the Lanczos resampling (see :mod:`desgw.diff.resample`).
+
+Why our own kernel: SWarp is an external C program fed through FITS files; scipy's
+``map_coordinates`` has no Lanczos kernel, no variance propagation and no mask propagation,
+and would need the 8 M-pixel coordinate arrays in memory. Here the mapping is interpolated row
+by row from the coarse grid, the Lanczos taps come from a table (linear interpolation in the
+fractional offset, nearest of 8192 bins) and image, variance and mask are produced in one
+pass. Pixels whose tap box holds no flagged input pixel take a fast path without per-tap
+tests; the others take a careful path that drops bad taps, renormalises and ORs mask bits.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numba
+import numpy as np
+
+__all__ = ["lanczos_table", "box_any", "prepare_kernel", "resample_kernel", "TABLE_BINS"]
+
+#: Number of bins of the fractional offset in the tap table. Taps are taken from the nearest
+#: bin: the interpolation point is quantised to 1/(2 * 8192) = 6e-5 px at most (rms 3.5e-5 px),
+#: 16 times below the 1e-3 px budget of the mapping, and this is ~25 % faster than
+#: interpolating between bins.
+TABLE_BINS = 8192
+
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: NaN tests must survive
+
+
+@functools.lru_cache(maxsize=8)
+def lanczos_table(order: int, bins: int = TABLE_BINS) -> np.ndarray:
+    """Moment-corrected Lanczos taps tabulated in the fractional offset.
+
+    Row ``k`` holds, for ``t = k / bins``, the ``2 order`` weights of the taps at
+    ``m = -(order - 1) .. order`` relative to ``floor(position)``, i.e. at distances
+    ``d = t - m``. They are the Lanczos weights ``L(d) = sinc(d) sinc(d / order)`` plus the
+    smallest correction (least squares, weighted by the Lanczos window ``sinc(d/order)**2`` so
+    the outer taps hardly change) that makes the kernel reproduce polynomials up to cubic
+    exactly: ``sum w = 1`` and ``sum w d**p = 0`` for ``p = 1, 2, 3``.
+
+    Why: plain Lanczos-3 (even normalised to sum 1) has a first-moment error up to 0.02 px; it
+    shifts star centroids by up to 0.01 (1.0" seeing) to 0.02 px (1.5"). The corrected kernel
+    shifts them by < 0.002 px at 1.0" and keeps the Lanczos-3 support, sharpness and noise
+    properties (see the tests).
+
+    Returns
+    -------
+    numpy.ndarray
+        (bins + 1, 2 order) float32 (read-only, cached).
+    """
+    t = np.arange(bins + 1, dtype=np.float64)[:, None] / bins
+    m = np.arange(-(order - 1), order + 1, dtype=np.float64)[None, :]
+    d = t - m
+    w = np.sinc(d) * np.sinc(d / order)
+    w[np.abs(d) >= order] = 0.0
+    s = np.sinc(d / order) ** 2
+    s[np.abs(d) >= order] = 0.0
+    mom = np.stack([d ** p for p in range(4)], axis=1)  # (bins+1, 4, ntap)
+    target = np.zeros((d.shape[0], 4))
+    target[:, 0] = 1.0
+    resid = target - np.einsum("kpj,kj->kp", mom, w)
+    gram = np.einsum("kpj,kj,kqj->kpq", mom, s, mom)
+    lam = np.linalg.solve(gram, resid[..., None])[..., 0]
+    w = w + s * np.einsum("kpj,kp->kj", mom, lam)
+    out = w.astype(np.float32)
+    out.setflags(write=False)
+    return out
+
+
+@numba.njit(cache=True)
+def box_any(flagged: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``out[r, c]`` = any ``flagged`` in rows ``r-lo..r+hi`` and columns ``c-lo..c+hi``.
+
+    ``flagged`` is a (ny, nx) uint8 array; the box is clipped at the image borders.
+    """
+    ny, nx = flagged.shape
+    tmp = np.zeros((ny, nx), dtype=np.uint8)
+    for r in range(ny):
+        last = -(1 << 30)  # last flagged column at or left of c: flagged in [c - lo, c]?
+        for c in range(nx):
+            if flagged[r, c]:
+                last = c
+            # flagged pixel in [c - lo, c] ?
+            if c - last <= lo:
+                tmp[r, c] = 1
+        nxt = 1 << 30  # first flagged column at or right of c: flagged in [c, c + hi]?
+        for c in range(nx - 1, -1, -1):
+            if flagged[r, c]:
+                nxt = c
+            if nxt - c <= hi:
+                tmp[r, c] = 1
+    out = np.zeros((ny, nx), dtype=np.uint8)
+    for c in range(nx):
+        last = -(1 << 30)
+        for r in range(ny):
+            if tmp[r, c]:
+                last = r
+            if r - last <= lo:
+                out[r, c] = 1
+        nxt = 1 << 30
+        for r in range(ny - 1, -1, -1):
+            if tmp[r, c]:
+                nxt = r
+            if nxt - r <= hi:
+                out[r, c] = 1
+    return out
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _taps6(img, var, r0, c0, wx, wy):
+    """Weighted sums of a 6 x 6 box of ``img`` and ``var`` (written out for speed)."""
+    w0, w1, w2, w3, w4, w5 = wx[0], wx[1], wx[2], wx[3], wx[4], wx[5]
+    q0, q1, q2, q3, q4, q5 = w0 * w0, w1 * w1, w2 * w2, w3 * w3, w4 * w4, w5 * w5
+    acc = np.float32(0.0)
+    accv = np.float32(0.0)
+    for a in range(6):
+        r = r0 + a
+        s = ((w0 * img[r, c0] + w1 * img[r, c0 + 1]) + (w2 * img[r, c0 + 2] + w3 * img[r, c0 + 3])
+             + (w4 * img[r, c0 + 4] + w5 * img[r, c0 + 5]))
+        sv = ((q0 * var[r, c0] + q1 * var[r, c0 + 1]) + (q2 * var[r, c0 + 2]
+              + q3 * var[r, c0 + 3]) + (q4 * var[r, c0 + 4] + q5 * var[r, c0 + 5]))
+        acc += wy[a] * s
+        accv += wy[a] * wy[a] * sv
+    return acc, accv
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _taps(img, var, r0, c0, wx, wy, ntap):
+    """Weighted sums of an ``ntap`` x ``ntap`` box of ``img`` and ``var``."""
+    acc = 0.0
+    accv = 0.0
+    for a in range(ntap):
+        s = 0.0
+        sv = 0.0
+        for b in range(ntap):
+            s += wx[b] * img[r0 + a, c0 + b]
+            sv += wx[b] * wx[b] * var[r0 + a, c0 + b]
+        acc += wy[a] * s
+        accv += wy[a] * wy[a] * sv
+    return acc, accv
+
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np.ndarray,
+                    near: np.ndarray, gxin: np.ndarray, gyin: np.ndarray, garea: np.ndarray,
+                    x0: float, y0: float, step: float, table: np.ndarray, order: int,
+                    threshold: float, edge_bit: int, unusable: int,
+                    out_img: np.ndarray, out_mask: np.ndarray, out_w: np.ndarray,
+                    out_cov: np.ndarray) -> tuple[float, float]:
+    """Resample ``img`` (with variance ``var``) onto the output grid; fills the ``out_*`` arrays.
+
+    ``img``/``var`` are float32 input arrays with 0 at bad pixels, ``good`` uint8 (1 = usable
+    input pixel), ``flag`` int32 mask bits to propagate, ``near`` uint8 from :func:`box_any`
+    (1 = the tap box anchored at this pixel holds a flagged or bad pixel). Returns the sums
+    over usable output pixels of ``area * var(nearest input pixel)`` and of the output variance,
+    whose ratio is the large-area noise correlation factor.
+    """
+    ny_in, nx_in = img.shape
+    ny, nx = out_img.shape
+    nyg, nxg = gxin.shape
+    ntap = 2 * order
+    bins = table.shape[0] - 1
+    # per-column Lagrange weights of the mapping interpolation
+    icol = np.empty(nx, dtype=np.int64)
+    lcol = np.empty((nx, 4))
+    for x in range(nx):
+        g = (x - x0) / step
+        i = int(np.floor(g))
+        if i < 1:
+            i = 1
+        if i > nxg - 3:
+            i = nxg - 3
+        u = g - i
+        icol[x] = i
+        lcol[x, 0] = -u * (u - 1.0) * (u - 2.0) / 6.0
+        lcol[x, 1] = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
+        lcol[x, 2] = -(u + 1.0) * u * (u - 2.0) / 2.0
+        lcol[x, 3] = (u + 1.0) * u * (u - 1.0) / 6.0
+    rx = np.empty(nxg)
+    ry = np.empty(nxg)
+    ra = np.empty(nxg)
+    wx = np.empty(ntap, dtype=np.float32)  # float32 taps: no conversions in the tap sums
+    wy = np.empty(ntap, dtype=np.float32)
+    sum_unc = 0.0
+    sum_var = 0.0
+    for y in range(ny):
+        g = (y - y0) / step
+        iy = int(np.floor(g))
+        if iy < 1:
+            iy = 1
+        if iy > nyg - 3:
+            iy = nyg - 3
+        u = g - iy
+        l0 = -u * (u - 1.0) * (u - 2.0) / 6.0
+        l1 = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
+        l2 = -(u + 1.0) * u * (u - 2.0) / 2.0
+        l3 = (u + 1.0) * u * (u - 1.0) / 6.0
+        for k in range(nxg):
+            rx[k] = (l0 * gxin[iy - 1, k] + l1 * gxin[iy, k] + l2 * gxin[iy + 1, k]
+                     + l3 * gxin[iy + 2, k])
+            ry[k] = (l0 * gyin[iy - 1, k] + l1 * gyin[iy, k] + l2 * gyin[iy + 1, k]
+                     + l3 * gyin[iy + 2, k])
+            ra[k] = (l0 * garea[iy - 1, k] + l1 * garea[iy, k] + l2 * garea[iy + 1, k]
+                     + l3 * garea[iy + 2, k])
+        for x in range(nx):
+            i = icol[x]
+            a0 = lcol[x, 0]
+            a1 = lcol[x, 1]
+            a2 = lcol[x, 2]
+            a3 = lcol[x, 3]
+            X = a0 * rx[i - 1] + a1 * rx[i] + a2 * rx[i + 1] + a3 * rx[i + 2]
+            Y = a0 * ry[i - 1] + a1 * ry[i] + a2 * ry[i + 1] + a3 * ry[i + 2]
+            A = a0 * ra[i - 1] + a1 * ra[i] + a2 * ra[i + 1] + a3 * ra[i + 2]
+            if not (X >= -0.5 and X < nx_in - 0.5 and Y >= -0.5 and Y < ny_in - 0.5
+                    and A > 0.0):
+                out_img[y, x] = 0.0
+                out_mask[y, x] = edge_bit
+                out_w[y, x] = 0.0
+                out_cov[y, x] = 0
+                continue
+            out_cov[y, x] = 1
+            fx = int(np.floor(X))
+            fy = int(np.floor(Y))
+            kx = int((X - fx) * bins + 0.5)
+            ky = int((Y - fy) * bins + 0.5)
+            for m in range(ntap):
+                wx[m] = table[kx, m]
+                wy[m] = table[ky, m]
+            c0 = fx - (order - 1)
+            r0 = fy - (order - 1)
+            xn = int(np.floor(X + 0.5))
+            yn = int(np.floor(Y + 0.5))
+            inside = c0 >= 0 and c0 + ntap <= nx_in and r0 >= 0 and r0 + ntap <= ny_in
+            if inside and near[fy, fx] == 0:
+                if ntap == 6:
+                    acc, accv = _taps6(img, var, r0, c0, wx, wy)
+                else:
+                    acc, accv = _taps(img, var, r0, c0, wx, wy, ntap)
+                vout = A * A * accv
+                out_img[y, x] = A * acc
+                out_mask[y, x] = 0
+                if vout > 0.0:
+                    out_w[y, x] = 1.0 / vout
+                    sum_unc += A * var[yn, xn]
+                    sum_var += vout
+                else:
+                    out_w[y, x] = 0.0
+                continue
+            # careful path: drop bad/outside taps, OR the bits of significant taps
+            acc = 0.0
+            accv = 0.0
+            accg = 0.0
+            bits = 0
+            for a in range(ntap):
+                r = r0 + a
+                for b in range(ntap):
+                    c = c0 + b
+                    w = float(wy[a]) * float(wx[b])
+                    big = abs(w) > threshold
+                    if r < 0 or r >= ny_in or c < 0 or c >= nx_in:
+                        if big:
+                            bits |= edge_bit
+                        continue
+                    if big:
+                        bits |= flag[r, c]
+                    if good[r, c]:
+                        acc += w * img[r, c]
+                        accv += w * w * var[r, c]
+                        accg += w
+            if accg > 0.0:
+                out_img[y, x] = A * acc / accg
+                vout = A * A * accv / (accg * accg)
+            else:
+                out_img[y, x] = 0.0
+                vout = 0.0
+            out_mask[y, x] = bits
+            if (bits & unusable) == 0 and vout > 0.0:
+                out_w[y, x] = 1.0 / vout
+                if 0 <= yn < ny_in and 0 <= xn < nx_in and good[yn, xn]:
+                    sum_unc += A * var[yn, xn]
+                    sum_var += vout
+            else:
+                out_w[y, x] = 0.0
+    return sum_unc, sum_var
+
+
+@numba.njit(cache=True)
+def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unusable: int,
+                   badpix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                         np.ndarray]:
+    """One pass over the input: cleaned image and variance, flags, usable pixels, tap boxes.
+
+    Returns ``img`` (float32, 0 at bad pixels), ``var`` (float32 ``1/weight``, 0 at bad
+    pixels), ``flag`` (int32 mask bits, BADPIX added to bad pixels without an unusable bit),
+    ``good`` (uint8) and ``flagged`` (uint8: flag != 0 or bad).
+    """
+    ny, nx = image.shape
+    img = np.empty((ny, nx), dtype=np.float32)
+    var = np.empty((ny, nx), dtype=np.float32)
+    flag = np.empty((ny, nx), dtype=np.int32)
+    good = np.empty((ny, nx), dtype=np.uint8)
+    flagged = np.empty((ny, nx), dtype=np.uint8)
+    for r in range(ny):
+        for c in range(nx):
+            v = image[r, c]
+            w = weight[r, c]
+            m = np.int32(mask[r, c])
+            ok = np.isfinite(v) and np.isfinite(w) and w > 0 and (m & unusable) == 0
+            if ok:
+                img[r, c] = v
+                var[r, c] = 1.0 / w
+                good[r, c] = 1
+            else:
+                img[r, c] = 0.0
+                var[r, c] = 0.0
+                good[r, c] = 0
+                if (m & unusable) == 0:
+                    m |= badpix
+            flag[r, c] = m
+            flagged[r, c] = 1 if (m != 0 or not ok) else 0
+    return img, var, flag, good, flagged

@@ -1,0 +1,189 @@
+"""Pixel-to-pixel mapping between two WCS, tabulated on a coarse grid.
+
+Resampling needs, for every output pixel, its position in the input image and the pixel-area
+ratio there. Evaluating both astropy WCS (with SIP, whose inverse is iterative) at every one of
+the 8 M pixels of a DECam CCD would take seconds, so the exact mapping output pixel -> sky ->
+input pixel is computed only on a grid of nodes every ``step`` pixels (one node beyond each
+side of the output image) and interpolated in between with tensor-product cubic Lagrange
+polynomials (4 x 4 nodes). The mapping between two CCDs is smooth (TAN projection plus a
+low-order SIP polynomial), so the interpolation error is ~ step**4 times the fourth derivative:
+below 1e-5 px for ``step = 32`` on DECam geometry (measured in the tests; the requirement is
+1e-3 px).
+
+The same interpolation is used by the numba resampling kernel (row by row) and by
+:meth:`GridMapping.evaluate` (vectorised numpy, for stamps and tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from astropy.wcs import WCS
+
+__all__ = ["GridMapping", "mapping_grid", "exact_mapping", "lagrange_weights"]
+
+
+def exact_mapping(wcs_in: WCS, wcs_out: WCS, x: np.ndarray, y: np.ndarray, *,
+                  tolerance: float = 1e-8) -> tuple[np.ndarray, np.ndarray]:
+    """Input-image pixel positions of output pixel positions, through the sky (full WCS).
+
+    Parameters
+    ----------
+    wcs_in, wcs_out : astropy.wcs.WCS
+        WCS of the input and the output image (SIP/distortion included via ``all_*``).
+    x, y : numpy.ndarray
+        0-based output pixel positions (any equal shapes).
+    tolerance : float
+        Convergence tolerance of the iterative inverse of ``wcs_in`` (pixels).
+
+    Returns
+    -------
+    xin, yin : numpy.ndarray
+        0-based input pixel positions (float64, shape of ``x``); NaN where the inverse did not
+        converge (far outside the input's valid distortion range).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    ra, dec = wcs_out.all_pix2world(x.ravel(), y.ravel(), 0)
+    try:
+        xin, yin = wcs_in.all_world2pix(ra, dec, 0, tolerance=tolerance, maxiter=100, quiet=True)
+    except Exception:  # astropy raises on some divergent solutions even with quiet=True
+        xin = np.full(ra.shape, np.nan)
+        yin = np.full(ra.shape, np.nan)
+        ok = np.isfinite(ra) & np.isfinite(dec)
+        for i in np.flatnonzero(ok):
+            try:
+                xi, yi = wcs_in.all_world2pix(ra[i:i + 1], dec[i:i + 1], 0, tolerance=tolerance,
+                                              maxiter=100, quiet=True)
+                xin[i], yin[i] = xi[0], yi[0]
+            except Exception:
+                continue
+    xin = np.asarray(xin, dtype=np.float64).reshape(x.shape)
+    yin = np.asarray(yin, dtype=np.float64).reshape(x.shape)
+    return xin, yin
+
+
+def lagrange_weights(u: np.ndarray) -> np.ndarray:
+    """Cubic Lagrange weights for nodes at -1, 0, 1, 2 evaluated at ``u`` in [0, 1).
+
+    Returns an array of shape ``u.shape + (4,)`` summing to 1 along the last axis.
+    """
+    u = np.asarray(u, dtype=np.float64)
+    w0 = -u * (u - 1.0) * (u - 2.0) / 6.0
+    w1 = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
+    w2 = -(u + 1.0) * u * (u - 2.0) / 2.0
+    w3 = (u + 1.0) * u * (u - 1.0) / 6.0
+    return np.stack([w0, w1, w2, w3], axis=-1)
+
+
+@dataclass(frozen=True)
+class GridMapping:
+    """Output-pixel -> input-pixel mapping tabulated on a coarse grid.
+
+    Node ``(j, i)`` sits at output pixel ``(x0 + i * step, y0 + j * step)`` (0-based, x = column);
+    ``x0 = y0 = -step`` so that every output pixel has two nodes on each side.
+
+    Attributes
+    ----------
+    x0, y0 : float
+        Output position of node (0, 0) (pixels).
+    step : int
+        Node spacing (output pixels).
+    xin, yin : numpy.ndarray
+        (n_nodes_y, n_nodes_x) float64 input positions of the nodes (0-based pixels; NaN where
+        the WCS inverse failed).
+    area : numpy.ndarray
+        (n_nodes_y, n_nodes_x) float64 ``|det J|`` of the mapping at the nodes: input pixel
+        area per output pixel (so an output pixel holds ``area`` input pixels' worth of flux).
+    shape_out : tuple[int, int]
+        (ny, nx) of the output image.
+    """
+
+    x0: float
+    y0: float
+    step: int
+    xin: np.ndarray
+    yin: np.ndarray
+    area: np.ndarray
+    shape_out: tuple[int, int]
+
+    def evaluate(self, x: np.ndarray | float, y: np.ndarray | float
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Interpolated input position and area ratio at output positions ``(x, y)``.
+
+        Parameters
+        ----------
+        x, y : array_like
+            0-based output pixel positions within the output image (pixels).
+
+        Returns
+        -------
+        xin, yin, area : numpy.ndarray
+            float64 arrays of the broadcast shape of ``x`` and ``y``.
+        """
+        x, y = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        gx = (x - self.x0) / self.step
+        gy = (y - self.y0) / self.step
+        nyg, nxg = self.xin.shape
+        ix = np.clip(np.floor(gx).astype(np.int64), 1, nxg - 3)
+        iy = np.clip(np.floor(gy).astype(np.int64), 1, nyg - 3)
+        wx = lagrange_weights(gx - ix)
+        wy = lagrange_weights(gy - iy)
+        out = []
+        for grid in (self.xin, self.yin, self.area):
+            acc = np.zeros(x.shape)
+            for a in range(4):
+                for b in range(4):
+                    acc += wy[..., a] * wx[..., b] * grid[iy - 1 + a, ix - 1 + b]
+            out.append(acc)
+        return out[0], out[1], out[2]
+
+    def jacobian(self, x: float, y: float, *, delta: float = 0.5) -> np.ndarray:
+        """Jacobian ``d(xin, yin) / d(x, y)`` (2 x 2, rows xin/yin, columns x/y) at one point."""
+        xs = np.array([x + delta, x - delta, x, x])
+        ys = np.array([y, y, y + delta, y - delta])
+        xi, yi, _ = self.evaluate(xs, ys)
+        return np.array([[xi[0] - xi[1], xi[2] - xi[3]],
+                         [yi[0] - yi[1], yi[2] - yi[3]]]) / (2.0 * delta)
+
+
+def mapping_grid(wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int], *, step: int = 32,
+                 tolerance: float = 1e-8, delta: float = 0.5) -> GridMapping:
+    """Tabulate the output -> input pixel mapping and its area ratio on a coarse grid.
+
+    Parameters
+    ----------
+    wcs_in, wcs_out : astropy.wcs.WCS
+        WCS of the input and output images.
+    shape_out : tuple[int, int]
+        (ny, nx) of the output image (pixels).
+    step : int
+        Node spacing in output pixels (>= 4).
+    tolerance : float
+        Tolerance of the iterative WCS inverse (pixels).
+    delta : float
+        Half-step of the central differences giving ``|det J|`` at each node (pixels).
+
+    Returns
+    -------
+    GridMapping
+    """
+    if step < 4:
+        raise ValueError(f"mapping grid step must be >= 4 px, got {step}")
+    ny, nx = (int(s) for s in shape_out)
+    x0 = y0 = -float(step)
+    nxg = int(np.floor((nx - 1 - x0) / step)) + 3
+    nyg = int(np.floor((ny - 1 - y0) / step)) + 3
+    gx, gy = np.meshgrid(x0 + step * np.arange(nxg), y0 + step * np.arange(nyg))
+    # centre, +-x, +-y in one WCS call
+    xs = np.stack([gx, gx + delta, gx - delta, gx, gx])
+    ys = np.stack([gy, gy, gy, gy + delta, gy - delta])
+    xi, yi = exact_mapping(wcs_in, wcs_out, xs, ys, tolerance=tolerance)
+    j11 = (xi[1] - xi[2]) / (2 * delta)
+    j12 = (xi[3] - xi[4]) / (2 * delta)
+    j21 = (yi[1] - yi[2]) / (2 * delta)
+    j22 = (yi[3] - yi[4]) / (2 * delta)
+    area = np.abs(j11 * j22 - j12 * j21)
+    return GridMapping(x0=x0, y0=y0, step=int(step), xin=xi[0], yin=yi[0], area=area,
+                       shape_out=(ny, nx))
