@@ -82,6 +82,10 @@ log = logging.getLogger(__name__)
 DES_APERTURE_DIAMETERS: tuple[float, ...] = (1.85, 3.70, 5.55, 7.41, 11.11, 14.81, 18.52, 22.22,
                                              25.93, 29.63, 44.44, 66.67)
 
+#: Largest radius (pix) of the curve of growth behind FLUX_RADIUS (objects larger than this,
+#: e.g. satellite streaks, get the half-light radius of their central 200 px).
+_FLUX_RADIUS_MAX_PIX = 200.0
+
 # sep aperture flags
 _APER_TRUNC = 0x0010
 _APER_HASMASKED = 0x0020
@@ -279,7 +283,9 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     fauto, fautoe, fautof = sep.sum_ellipse(data, xw, yw, a_safe, b_safe, theta, kscale, err=err,
                                             mask=bad, gain=config.gain, subpix=1, seg_id=ids,
                                             segmap=segmap)
-    rmax = np.maximum(kscale * a_safe, 1.0)
+    # The curve of growth is capped at _FLUX_RADIUS_MAX_PIX: a satellite streak detected as one
+    # object has a Kron ellipse thousands of pixels long (1.3 s for that one object otherwise).
+    rmax = np.clip(kscale * a_safe, 1.0, _FLUX_RADIUS_MAX_PIX)
     frad = flux_radius_all(data, bad, xw, yw, rmax, np.where(fauto > 0, fauto, np.nan), 0.5)
     # --- PSF fit and SPREAD_MODEL
     fwhm_c = psf.fwhm_at(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
