@@ -11,15 +11,24 @@ import numpy as np
 import pytest
 from astropy.wcs import WCS
 
-from desgw.diff.resample import (ResampleConfig, noise_correlation_factor, resample_to_grid)
+from desgw.diff.resample import (
+    ResampleConfig,
+    noise_correlation_factor,
+    resample_to_grid,
+)
 from desgw.diff.resample_kernels import lanczos_table
 from desgw.diff.resample_mapping import exact_mapping, mapping_grid
 from desgw.io.errors import DataTypeError
 from desgw.se.maskbits import BADPIX, CRAY, EDGE, SUSPECT, UNUSABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_resample_support import (SHAPE, box_sum, decam_wcs, render_stars,  # noqa: E402
-                                   windowed_centroid)
+from test_resample_support import (
+    SHAPE,
+    box_sum,
+    decam_wcs,
+    render_stars,
+    windowed_centroid,
+)
 
 RA0, DEC0 = 150.0, -30.0
 

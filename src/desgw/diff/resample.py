@@ -53,13 +53,24 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS
 
-from desgw.diff.resample_kernels import box_any, lanczos_table, prepare_kernel, resample_kernel
+from desgw.diff.resample_kernels import (
+    box_any,
+    lanczos_table,
+    prepare_kernel,
+    resample_kernel,
+)
 from desgw.diff.resample_mapping import GridMapping, mapping_grid
 from desgw.io.errors import DataTypeError
 from desgw.se.maskbits import BADPIX, EDGE, UNUSABLE
 
-__all__ = ["ResampleConfig", "Resampled", "resample_to_grid", "noise_correlation_factor",
-           "kernel_order", "prepare_input"]
+__all__ = [
+    "ResampleConfig",
+    "Resampled",
+    "kernel_order",
+    "noise_correlation_factor",
+    "prepare_input",
+    "resample_to_grid",
+]
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import functools
 import numba
 import numpy as np
 
-__all__ = ["lanczos_table", "box_any", "prepare_kernel", "resample_kernel", "TABLE_BINS"]
+__all__ = ["TABLE_BINS", "box_any", "lanczos_table", "prepare_kernel", "resample_kernel"]
 
 #: Number of bins of the fractional offset in the tap table. Taps are taken from the nearest
 #: bin: the interpolation point is quantised to 1/(2 * 8192) = 6e-5 px at most (rms 3.5e-5 px),
@@ -167,10 +167,8 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     for x in range(nx):
         g = (x - x0) / step
         i = int(np.floor(g))
-        if i < 1:
-            i = 1
-        if i > nxg - 3:
-            i = nxg - 3
+        i = max(i, 1)
+        i = min(i, nxg - 3)
         u = g - i
         icol[x] = i
         lcol[x, 0] = -u * (u - 1.0) * (u - 2.0) / 6.0
@@ -187,10 +185,8 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     for y in range(ny):
         g = (y - y0) / step
         iy = int(np.floor(g))
-        if iy < 1:
-            iy = 1
-        if iy > nyg - 3:
-            iy = nyg - 3
+        iy = max(iy, 1)
+        iy = min(iy, nyg - 3)
         u = g - iy
         l0 = -u * (u - 1.0) * (u - 2.0) / 6.0
         l1 = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.wcs import WCS
 
-__all__ = ["GridMapping", "mapping_grid", "exact_mapping", "lagrange_weights"]
+__all__ = ["GridMapping", "exact_mapping", "lagrange_weights", "mapping_grid"]
 
 
 def exact_mapping(wcs_in: WCS, wcs_out: WCS, x: np.ndarray, y: np.ndarray, *,
@@ -46,19 +46,9 @@ def exact_mapping(wcs_in: WCS, wcs_out: WCS, x: np.ndarray, y: np.ndarray, *,
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     ra, dec = wcs_out.all_pix2world(x.ravel(), y.ravel(), 0)
-    try:
-        xin, yin = wcs_in.all_world2pix(ra, dec, 0, tolerance=tolerance, maxiter=100, quiet=True)
-    except Exception:  # astropy raises on some divergent solutions even with quiet=True
-        xin = np.full(ra.shape, np.nan)
-        yin = np.full(ra.shape, np.nan)
-        ok = np.isfinite(ra) & np.isfinite(dec)
-        for i in np.flatnonzero(ok):
-            try:
-                xi, yi = wcs_in.all_world2pix(ra[i:i + 1], dec[i:i + 1], 0, tolerance=tolerance,
-                                              maxiter=100, quiet=True)
-                xin[i], yin[i] = xi[0], yi[0]
-            except Exception:
-                continue
+    # quiet=True: points where the iteration diverges (far outside the input's distortion
+    # range) come back as they are; non-finite ones are treated as "no data" by the caller
+    xin, yin = wcs_in.all_world2pix(ra, dec, 0, tolerance=tolerance, maxiter=100, quiet=True)
     xin = np.asarray(xin, dtype=np.float64).reshape(x.shape)
     yin = np.asarray(yin, dtype=np.float64).reshape(x.shape)
     return xin, yin

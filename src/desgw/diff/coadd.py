@@ -1,0 +1,274 @@
+"""Coadd of templates resampled onto the search CCD grid.
+
+Each template ``i`` (already resampled with :func:`desgw.diff.resample.resample_to_grid`) is put
+on the target photometric scale: its image is multiplied by ``f_i = 10**(0.4 (zp_target -
+zp_i))`` and its weight divided by ``f_i**2``. Per pixel, only *good* contributors enter (covered,
+weight > 0, no unusable mask bit):
+
+- ``method="weighted"``: inverse-variance weighted mean, ``weight = sum_i w_i / f_i**2``;
+- ``method="mean"``: plain mean of the good contributors, variance ``sum var_i / n**2``.
+
+Masks: where at least one template is good, the mask is the OR of the good contributors' bits
+(informational bits only, e.g. SUSPECT); where all covering templates are bad it is the OR of
+their bits (weight 0); where no template covers the pixel it is EDGE (weight 0). ``n_contrib``
+counts the good contributors.
+
+The coadd's PSF (:class:`CoaddPSF`) is the mean of the templates' PSFs with the same
+per-pixel combination weights as the image (taken from a coarse map of each template's
+effective weight), each template PSF first mapped through the local Jacobian of its resampling
+(:func:`desgw.diff.resample_stamp.warp_stamp`); the small extra smoothing of the Lanczos
+interpolation itself is neglected (< 0.5 % of the peak for 1" seeing, see the resampling tests).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from desgw.diff.resample import Resampled
+from desgw.diff.resample_mapping import GridMapping
+from desgw.diff.resample_stamp import warp_stamp
+from desgw.se.maskbits import EDGE, UNUSABLE
+
+__all__ = ["Coadd", "CoaddPSF", "PSFLike", "coadd_templates"]
+
+log = logging.getLogger(__name__)
+
+_METHODS = ("weighted", "mean")
+
+
+class PSFLike(Protocol):
+    """Anything with the :meth:`desgw.se.psf.PSFModel.render` interface."""
+
+    def render(self, x: float, y: float, *, size: int | None = None, dx: float = 0.0,
+               dy: float = 0.0) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class CoaddPSF:
+    """PSF of a template coadd, with the ``render`` interface of :class:`desgw.se.psf.PSFModel`.
+
+    Attributes
+    ----------
+    psfs : tuple
+        The templates' PSF models (``render(x, y, size=None, dx=0, dy=0)`` in template pixels).
+    mappings : tuple[GridMapping, ...]
+        Output -> template pixel mappings of the resampling.
+    weight_maps : numpy.ndarray
+        (n_templates, n_cells_y, n_cells_x) float64 mean combination weight of each template in
+        cells of ``cell`` output pixels (0 where it does not contribute).
+    cell : int
+        Cell side (output pixels).
+    shape : tuple[int, int]
+        (ny, nx) of the coadd.
+    warp_order : int
+        Lanczos order used to map template PSF stamps through the local Jacobian.
+    """
+
+    psfs: tuple[Any, ...]
+    mappings: tuple[GridMapping, ...]
+    weight_maps: np.ndarray
+    cell: int
+    shape: tuple[int, int]
+    warp_order: int = 3
+
+    def weights_at(self, x: float, y: float) -> np.ndarray:
+        """Normalised combination weights (n_templates,) of the templates at output (x, y)."""
+        nyc, nxc = self.weight_maps.shape[1:]
+        gx = float(np.clip((x + 0.5) / self.cell - 0.5, 0, nxc - 1))
+        gy = float(np.clip((y + 0.5) / self.cell - 0.5, 0, nyc - 1))
+        ix, iy = min(int(gx), max(nxc - 2, 0)), min(int(gy), max(nyc - 2, 0))
+        jx, jy = min(ix + 1, nxc - 1), min(iy + 1, nyc - 1)
+        tx, ty = gx - ix, gy - iy
+        m = self.weight_maps
+        w = ((1 - ty) * ((1 - tx) * m[:, iy, ix] + tx * m[:, iy, jx])
+             + ty * ((1 - tx) * m[:, jy, ix] + tx * m[:, jy, jx]))
+        if w.sum() <= 0:  # no template contributes here: plain mean
+            w = np.ones(len(self.psfs))
+        return w / w.sum()
+
+    def render(self, x: float, y: float, *, size: int | None = None, dx: float = 0.0,
+               dy: float = 0.0) -> np.ndarray:
+        """The coadd PSF at output position (x, y), centred at (dx, dy) from the central pixel.
+
+        Parameters
+        ----------
+        x, y : float
+            0-based position on the coadd (search CCD) grid (pixels).
+        size : int or None
+            Odd side of the stamp; default the largest of the templates' natural stamps.
+        dx, dy : float
+            Sub-pixel offset of the PSF centre from the central pixel (output pixels).
+
+        Returns
+        -------
+        numpy.ndarray
+            (size, size) float32 stamp, sum 1.
+        """
+        weights = self.weights_at(x, y)
+        stamps = []
+        for a, psf, mapping in zip(weights, self.psfs, self.mappings):
+            if a <= 0:
+                stamps.append(None)
+                continue
+            xin, yin, _ = mapping.evaluate(x, y)
+            stamps.append((psf.render(float(xin), float(yin)),
+                           mapping.jacobian(float(x), float(y))))
+        if size is None:
+            size = max(s[0].shape[0] for s in stamps if s is not None)
+            size += 1 - size % 2
+        if size % 2 == 0 or size < 1:
+            raise ValueError(f"size must be a positive odd number, got {size}")
+        out = np.zeros((size, size))
+        for a, item in zip(weights, stamps):
+            if item is None:
+                continue
+            stamp, jac = item
+            out += a * warp_stamp(stamp, jac, size, dx=dx, dy=dy, order=self.warp_order)
+        return (out / out.sum()).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Coadd:
+    """A coadd of resampled templates on the search grid.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        (ny, nx) float32 coadd, e- on the ``zp`` scale (0 where no good template).
+    mask : numpy.ndarray
+        (ny, nx) int32 mask bits (see the module docstring).
+    weight : numpy.ndarray
+        (ny, nx) float32 inverse variance on the ``zp`` scale; 0 where unusable.
+    psf : CoaddPSF or None
+        PSF of the coadd (None if no template PSFs were given).
+    n_contrib : numpy.ndarray
+        (ny, nx) int16 number of good templates per pixel.
+    zp : float
+        Zeropoint of the coadd (= ``zp_target``).
+    scales : tuple[float, ...]
+        Factors ``f_i`` applied to the templates' images.
+    noise_correlation_factor : float
+        Var(large-area sum) / sum of per-pixel variances, combined from the templates'.
+    method : str
+        Combination method.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+    psf: CoaddPSF | None
+    n_contrib: np.ndarray
+    zp: float
+    scales: tuple[float, ...]
+    noise_correlation_factor: float
+    method: str = "weighted"
+
+
+def _cell_means(arr: np.ndarray, cell: int) -> np.ndarray:
+    """Means of ``arr`` over cells of ``cell x cell`` pixels (partial cells at the far edges)."""
+    ny, nx = arr.shape
+    nyc, nxc = -(-ny // cell), -(-nx // cell)
+    pad = np.zeros((nyc * cell, nxc * cell))
+    cnt = np.zeros_like(pad)
+    pad[:ny, :nx] = arr
+    cnt[:ny, :nx] = 1.0
+    s = pad.reshape(nyc, cell, nxc, cell).sum(axis=(1, 3))
+    c = cnt.reshape(nyc, cell, nxc, cell).sum(axis=(1, 3))
+    return s / c
+
+
+def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_target: float,
+                    psfs: Sequence[PSFLike] | None = None, *, method: str = "weighted",
+                    psf_cell: int = 64) -> Coadd:
+    """Combine templates resampled onto the search grid into one coadd on a target zeropoint.
+
+    Parameters
+    ----------
+    resampled : sequence of Resampled
+        Templates on the common (search CCD) grid, all of the same shape.
+    zps : sequence of float
+        Zeropoint of each template (mag AB for 1 e-, as in the SE convention).
+    zp_target : float
+        Zeropoint of the output (usually the search image's).
+    psfs : sequence of PSF models or None
+        Each template's PSF in its own pixel frame (``render`` interface); gives ``Coadd.psf``.
+    method : {"weighted", "mean"}
+        Inverse-variance weighted mean (default) or plain mean of the good contributors.
+    psf_cell : int
+        Cell (output pixels) of the weight maps that set the PSF combination weights.
+
+    Returns
+    -------
+    Coadd
+    """
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if len(resampled) == 0:
+        raise ValueError("no templates to coadd")
+    if len(zps) != len(resampled):
+        raise ValueError(f"{len(zps)} zeropoints for {len(resampled)} templates")
+    if psfs is not None and len(psfs) != len(resampled):
+        raise ValueError(f"{len(psfs)} PSFs for {len(resampled)} templates")
+    shape = resampled[0].shape
+    for r in resampled:
+        if r.shape != shape:
+            raise ValueError(f"templates have different shapes: {r.shape} vs {shape}")
+    scales = tuple(float(10.0 ** (0.4 * (zp_target - zp))) for zp in zps)
+
+    num = np.zeros(shape)
+    den = np.zeros(shape)
+    var_num = np.zeros(shape)
+    n_contrib = np.zeros(shape, dtype=np.int16)
+    mask_good = np.zeros(shape, dtype=np.int32)
+    mask_all = np.zeros(shape, dtype=np.int32)
+    covered = np.zeros(shape, dtype=bool)
+    coeffs = []
+    for r, f in zip(resampled, scales):
+        good = r.coverage & (r.weight > 0) & ((r.mask & UNUSABLE) == 0)
+        w = np.where(good, r.weight.astype(np.float64) / f ** 2, 0.0)  # weight on target scale
+        c = w if method == "weighted" else good.astype(np.float64)
+        num += c * np.where(good, r.image.astype(np.float64) * f, 0.0)
+        den += c
+        with np.errstate(divide="ignore"):
+            var = np.where(good, 1.0 / np.where(good, w, 1.0), 0.0)
+        var_num += c * c * var
+        n_contrib += good
+        mask_good |= np.where(good, r.mask, 0)
+        mask_all |= np.where(r.coverage, r.mask, 0)
+        covered |= r.coverage
+        coeffs.append(c)
+
+    ok = den > 0
+    image = np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(np.float32)
+    variance = np.where(ok, var_num / np.where(ok, den, 1.0) ** 2, 0.0)
+    with np.errstate(divide="ignore"):
+        weight = np.where(ok & (variance > 0), 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
+    mask = np.where(ok, mask_good, np.where(covered, mask_all, EDGE)).astype(np.int32)
+    mask[~ok & covered & ((mask & UNUSABLE) == 0)] |= EDGE  # covered, no usable data, no bit
+
+    # noise correlation: each template's large-area variance is F_i times its per-pixel sum
+    f_num = f_den = 0.0
+    for r, c, f in zip(resampled, coeffs, scales):
+        good = c > 0
+        with np.errstate(divide="ignore"):
+            contrib = np.where(good, c * c * f ** 2 / np.where(good, r.weight, 1.0), 0.0)
+        s = float(contrib.sum())
+        f_num += r.noise_correlation_factor * s
+        f_den += s
+    ncf = f_num / f_den if f_den > 0 else 1.0
+
+    psf = None
+    if psfs is not None:
+        maps = np.stack([_cell_means(c / np.where(ok, den, 1.0), psf_cell) for c in coeffs])
+        psf = CoaddPSF(psfs=tuple(psfs), mappings=tuple(r.mapping for r in resampled),
+                       weight_maps=maps, cell=int(psf_cell), shape=shape)
+    log.debug("coadd of %d templates: %.1f%% usable, noise factor %.3f", len(resampled),
+              100 * ok.mean(), ncf)
+    return Coadd(image=image, mask=mask, weight=weight.astype(np.float32), psf=psf,
+                 n_contrib=n_contrib, zp=float(zp_target), scales=scales,
+                 noise_correlation_factor=float(ncf), method=method)
