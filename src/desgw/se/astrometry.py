@@ -808,7 +808,15 @@ def solve_wcs(
     if cfg.sip_order is not None:
         order = min(cfg.sip_order, top)
     else:
-        flex = solver.fit(src, ref_t[ref], top)
+        flex = None
+        while flex is None:
+            try:
+                flex = solver.fit(src, ref_t[ref], top)
+            except AstrometryError:
+                # the clipping of the most flexible fit left too few stars: one order lower
+                if top <= 1:
+                    raise
+                top -= 1
         sel = src[flex.mask]
         n_obs = 2 * sel.size
         for o in range(1, top + 1):
