@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 
 from desgw.diff.resample import Resampled
@@ -169,17 +170,74 @@ class Coadd:
     method: str = "weighted"
 
 
-def _cell_means(arr: np.ndarray, cell: int) -> np.ndarray:
-    """Means of ``arr`` over cells of ``cell x cell`` pixels (partial cells at the far edges)."""
-    ny, nx = arr.shape
-    nyc, nxc = -(-ny // cell), -(-nx // cell)
-    pad = np.zeros((nyc * cell, nxc * cell))
-    cnt = np.zeros_like(pad)
-    pad[:ny, :nx] = arr
-    cnt[:ny, :nx] = 1.0
-    s = pad.reshape(nyc, cell, nxc, cell).sum(axis=(1, 3))
-    c = cnt.reshape(nyc, cell, nxc, cell).sum(axis=(1, 3))
-    return s / c
+@numba.njit(cache=True)
+def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, var_num,
+                n_contrib, mask_good, mask_all, covered):
+    """Add one template (scale ``f``) to the accumulators; returns sum(c**2 var) of its pixels."""
+    ny, nx = image.shape
+    f2 = f * f
+    s = 0.0
+    for r in range(ny):
+        for x in range(nx):
+            if not coverage[r, x]:
+                continue
+            m = mask[r, x]
+            covered[r, x] = 1
+            mask_all[r, x] |= m
+            w = weight[r, x]
+            if w > 0 and (m & unusable) == 0:
+                wt = w / f2
+                c = wt if weighted else 1.0
+                num[r, x] += c * image[r, x] * f
+                den[r, x] += c
+                var = 1.0 / wt
+                var_num[r, x] += c * c * var
+                s += c * c * var
+                n_contrib[r, x] += 1
+                mask_good[r, x] |= m
+    return s
+
+
+@numba.njit(cache=True)
+def _finalise(num, den, var_num, mask_good, mask_all, covered, edge, unusable):
+    """Coadd image, weight and mask from the accumulators."""
+    ny, nx = num.shape
+    image = np.zeros((ny, nx), dtype=np.float32)
+    weight = np.zeros((ny, nx), dtype=np.float32)
+    mask = np.empty((ny, nx), dtype=np.int32)
+    for r in range(ny):
+        for x in range(nx):
+            d = den[r, x]
+            if d > 0:
+                image[r, x] = num[r, x] / d
+                v = var_num[r, x] / (d * d)
+                weight[r, x] = 1.0 / v if v > 0 else 0.0
+                mask[r, x] = mask_good[r, x]
+            elif covered[r, x]:
+                m = mask_all[r, x]
+                mask[r, x] = m if (m & unusable) != 0 else m | edge
+            else:
+                mask[r, x] = edge
+    return image, weight, mask
+
+
+@numba.njit(cache=True)
+def _cell_fraction(mask, weight, coverage, f, weighted, unusable, den, cell):
+    """Mean over cells of ``cell`` px of this template's fraction ``c / den`` of the coadd."""
+    ny, nx = den.shape
+    nyc = (ny + cell - 1) // cell
+    nxc = (nx + cell - 1) // cell
+    acc = np.zeros((nyc, nxc))
+    cnt = np.zeros((nyc, nxc))
+    f2 = f * f
+    for r in range(ny):
+        for x in range(nx):
+            cnt[r // cell, x // cell] += 1.0
+            if coverage[r, x] and weight[r, x] > 0 and (mask[r, x] & unusable) == 0 \
+                    and den[r, x] > 0:
+                c = weight[r, x] / f2 if weighted else 1.0
+                acc[r // cell, x // cell] += c / den[r, x]
+    return acc / cnt
 
 
 def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_target: float,
@@ -220,55 +278,35 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
             raise ValueError(f"templates have different shapes: {r.shape} vs {shape}")
     scales = tuple(float(10.0 ** (0.4 * (zp_target - zp))) for zp in zps)
 
+    weighted = method == "weighted"
     num = np.zeros(shape)
     den = np.zeros(shape)
     var_num = np.zeros(shape)
     n_contrib = np.zeros(shape, dtype=np.int16)
     mask_good = np.zeros(shape, dtype=np.int32)
     mask_all = np.zeros(shape, dtype=np.int32)
-    covered = np.zeros(shape, dtype=bool)
-    coeffs = []
-    for r, f in zip(resampled, scales):
-        good = r.coverage & (r.weight > 0) & ((r.mask & UNUSABLE) == 0)
-        w = np.where(good, r.weight.astype(np.float64) / f ** 2, 0.0)  # weight on target scale
-        c = w if method == "weighted" else good.astype(np.float64)
-        num += c * np.where(good, r.image.astype(np.float64) * f, 0.0)
-        den += c
-        with np.errstate(divide="ignore"):
-            var = np.where(good, 1.0 / np.where(good, w, 1.0), 0.0)
-        var_num += c * c * var
-        n_contrib += good
-        mask_good |= np.where(good, r.mask, 0)
-        mask_all |= np.where(r.coverage, r.mask, 0)
-        covered |= r.coverage
-        coeffs.append(c)
-
-    ok = den > 0
-    image = np.where(ok, num / np.where(ok, den, 1.0), 0.0).astype(np.float32)
-    variance = np.where(ok, var_num / np.where(ok, den, 1.0) ** 2, 0.0)
-    with np.errstate(divide="ignore"):
-        weight = np.where(ok & (variance > 0), 1.0 / np.where(variance > 0, variance, 1.0), 0.0)
-    mask = np.where(ok, mask_good, np.where(covered, mask_all, EDGE)).astype(np.int32)
-    mask[~ok & covered & ((mask & UNUSABLE) == 0)] |= EDGE  # covered, no usable data, no bit
-
-    # noise correlation: each template's large-area variance is F_i times its per-pixel sum
+    covered = np.zeros(shape, dtype=np.uint8)
     f_num = f_den = 0.0
-    for r, c, f in zip(resampled, coeffs, scales):
-        good = c > 0
-        with np.errstate(divide="ignore"):
-            contrib = np.where(good, c * c * f ** 2 / np.where(good, r.weight, 1.0), 0.0)
-        s = float(contrib.sum())
+    for r, f in zip(resampled, scales):
+        s = _accumulate(r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), num,
+                        den, var_num, n_contrib, mask_good, mask_all, covered)
+        # each template's large-area variance is F_i times the sum of its per-pixel variances
         f_num += r.noise_correlation_factor * s
         f_den += s
     ncf = f_num / f_den if f_den > 0 else 1.0
+    image, weight, mask = _finalise(num, den, var_num, mask_good, mask_all, covered, int(EDGE),
+                                    int(UNUSABLE))
+    ok = den > 0
 
     psf = None
     if psfs is not None:
-        maps = np.stack([_cell_means(c / np.where(ok, den, 1.0), psf_cell) for c in coeffs])
+        maps = np.stack([_cell_fraction(r.mask, r.weight, r.coverage, f, weighted,
+                                        int(UNUSABLE), den, int(psf_cell))
+                         for r, f in zip(resampled, scales)])
         psf = CoaddPSF(psfs=tuple(psfs), mappings=tuple(r.mapping for r in resampled),
                        weight_maps=maps, cell=int(psf_cell), shape=shape)
     log.debug("coadd of %d templates: %.1f%% usable, noise factor %.3f", len(resampled),
               100 * ok.mean(), ncf)
-    return Coadd(image=image, mask=mask, weight=weight.astype(np.float32), psf=psf,
+    return Coadd(image=image, mask=mask, weight=weight, psf=psf,
                  n_contrib=n_contrib, zp=float(zp_target), scales=scales,
                  noise_correlation_factor=float(ncf), method=method)
