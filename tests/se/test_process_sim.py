@@ -149,7 +149,7 @@ def test_psf_flux_pulls_of_isolated_stars(processed, sim_night):
         pulls.append((f - np.asarray(objects["flux_e"])[t]) / e)
     pull = np.concatenate(pulls)
     assert len(pull) >= 100
-    assert 0.9 <= np.std(pull) <= 1.15, (np.std(pull), len(pull))
+    assert 0.9 <= np.std(pull) <= 1.1, (np.std(pull), len(pull))  # 1.08 over 126 stars
     assert abs(np.mean(pull)) < 0.3
 
 
