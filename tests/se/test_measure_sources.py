@@ -227,3 +227,18 @@ def test_empty_detections(run):
     cat = measure_sources(np.zeros((64, 64), np.float32), np.ones((64, 64), np.float32), None, 0.0,
                           det, run.psf)
     assert len(cat) == 0 and "FLUX_APER" in cat.colnames and cat["FLUX_APER"].shape == (0, 12)
+
+
+def test_position_angle_at_plus_pi_over_2_in_float32(run):
+    """sep reports theta in float32; float32(pi/2) is above pi/2 in float64 and sep's ellipse
+    sums reject it ("invalid aperture parameters"), which once failed a whole simulated CCD."""
+    from dataclasses import replace
+
+    det = run.detections
+    cat = det.catalog.copy()
+    cat["theta"] = np.full(len(cat), np.float32(np.pi / 2), dtype=np.float32)
+    assert float(cat["theta"][0]) > np.pi / 2
+    f = run.field
+    out = measure_sources(f.image, f.weight, f.mask, run.background, replace(det, catalog=cat), run.psf)
+    assert len(out) == len(cat)
+    assert np.isfinite(out["FLUX_AUTO"]).all()

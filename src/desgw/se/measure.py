@@ -260,7 +260,9 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     yw = np.asarray(cat["ywin"], dtype=np.float64)
     a = np.asarray(cat["a"], dtype=np.float64)
     b = np.asarray(cat["b"], dtype=np.float64)
-    theta = np.asarray(cat["theta"], dtype=np.float64)
+    # sep returns float32 angles; float32(pi/2) exceeds pi/2 in float64 and sep's ellipse
+    # functions then reject the aperture ("invalid aperture parameters")
+    theta = np.clip(np.asarray(cat["theta"], dtype=np.float64), -np.pi / 2, np.pi / 2)
     sep_flag = np.asarray(cat["sep_flag"], dtype=np.int32)
     if n == 0:
         return _empty_table(config, wcs is not None)
