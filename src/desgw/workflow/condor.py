@@ -1,0 +1,247 @@
+"""HTCondor DAG export of a task graph (the original ``desgw_pipeline_EXPNUM.dag``).
+
+:func:`write_condor_dag` writes, in one folder:
+
+* ``desgw_pipeline_{EXPNUM}.dag``: one DAGMan node per task (template SE nodes first; they
+  have no parents, so DAGMan runs them in parallel, as the original's template jobs),
+  ``VARS`` with the task's arguments, ``RETRY`` lines and the ``PARENT ... CHILD`` edges of
+  the graph;
+* ``se.sub``, ``expcalib.sub``, ``diff.sub``: one submit description per task kind, each
+  calling the ``desgw`` command with the original SEdiff letters:
+
+  - ``se``: ``desgw se -E -r -p -n -b -d -m -S -c CCD -s [-t]`` (SE of one CCD);
+  - ``expcalib``: ``desgw se ... -c CCDS -j -s [-t]`` (calibration, corners, quality and
+    database records of the exposure from the CCD products: the original ``-j``);
+  - ``diff``: ``desgw sediff -E -r -p -n -b -S -c CCD -d -m -v VERSION -s [-C] [-T -V]
+    --templates LIST`` (its SE and calibration are found done, so it runs the difference
+    imaging of the CCD);
+
+  with ``request_cpus = 1``, ``request_memory = 3584`` (MB: the 3.5 GB the original
+  budgeted), ``request_disk`` and a 5 hour lifetime (``periodic_remove``);
+* ``logs/``: the jobs' stdout/stderr and the DAG's user log.
+
+The jobs find their inputs through ``DESGW_RAW_DIR``, ``DESGW_CALIB_DIR``, ``DESGW_REFCAT`` and
+``DESGW_OUT`` set in the submit files from the settings. The database URL is *not* written
+to any file (it may hold a password): the jobs take ``DESGW_DB_URL`` (and ``DESGW_CONFIG``)
+from the environment of ``condor_submit_dag`` (``getenv``).
+
+``SEARCH_OPTS``/``TEMP_OPTS`` of the DAGMaker configuration: ``-Y`` and ``-O`` are passed on
+to the search (diff) and template (SE) jobs; other letters are already encoded in the graph
+(template mode, calibration, CCDs) and are left out with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from desgw.io.atomic import atomic_write_text
+
+from .graph import Task, TaskGraph
+from .settings import Settings
+
+__all__ = [
+    "CondorExport",
+    "REQUEST_DISK",
+    "REQUEST_MEMORY_MB",
+    "LIFETIME_S",
+    "dag_node_name",
+    "desgw_executable",
+    "write_condor_dag",
+]
+
+log = logging.getLogger(__name__)
+
+#: Memory per job (MB): the original's 3.5 GB budget.
+REQUEST_MEMORY_MB = 3584
+#: Scratch disk per job (one CCD's products and temporaries).
+REQUEST_DISK = "8GB"
+#: Longest a job may run (s): the original's 5 hour lifetime.
+LIFETIME_S = 5 * 3600
+
+_PASS_ON_OPTS = ("-Y", "-O")
+
+
+@dataclass(frozen=True)
+class CondorExport:
+    """The files written by :func:`write_condor_dag`.
+
+    Attributes
+    ----------
+    dag : Path
+        The DAG file (submit it with ``condor_submit_dag``).
+    submit_files : dict of str to Path
+        Submit description per task kind.
+    log_dir : Path
+        Folder of the job logs.
+    n_nodes : int
+        DAG nodes (= tasks).
+    """
+
+    dag: Path
+    submit_files: dict[str, Path]
+    log_dir: Path
+    n_nodes: int
+
+
+def dag_node_name(task_id: str) -> str:
+    """DAGMan node name of a task (``se-880001-28`` -> ``se_880001_28``)."""
+    return task_id.replace("-", "_")
+
+
+def desgw_executable() -> str:
+    """Absolute path of the ``desgw`` command of this installation (or ``desgw``)."""
+    here = Path(sys.executable).parent / "desgw"
+    if here.is_file():
+        return str(here)
+    found = shutil.which("desgw")
+    return found if found else "desgw"
+
+
+def _passed_on(opts: Sequence[str], what: str) -> list[str]:
+    kept = [o for o in opts if o in _PASS_ON_OPTS]
+    dropped = [o for o in opts if o not in _PASS_ON_OPTS]
+    if dropped:
+        log.warning("%s: options %s are encoded in the task graph or not known to the jobs; "
+                    "left out of the HTCondor jobs", what, dropped)
+    return kept
+
+
+def _quote_var(value: str) -> str:
+    if '"' in value or "\n" in value:
+        raise ValueError(f"DAG variable value {value!r} holds a double quote or a new line")
+    return value.replace("\\", "\\\\")
+
+
+def _node_vars(task: Task, has_calib: bool) -> dict[str, str]:
+    a = task.args
+    v = {"expnum": str(task.expnum), "rnum": str(a["rnum"]), "pnum": str(a["pnum"]),
+         "nite": str(a["nite"]), "band": str(a["band"]), "cache": str(a["cache"]),
+         "schema": str(a["schema"]), "tflag": "-t" if a.get("template") else ""}
+    if task.kind == "se":
+        v["ccd"] = str(task.ccd)
+        v["extra"] = " ".join(_passed_on(a.get("extra_opts", []), "TEMP_OPTS"))
+    elif task.kind == "expcalib":
+        v["ccds"] = ",".join(str(c) for c in a["ccds"])
+    else:
+        extra = _passed_on(a.get("extra_opts", []), "SEARCH_OPTS")
+        if has_calib:
+            extra.append("-C")
+        if not a.get("fakes", True):
+            extra.append("--no-fakes")
+        if a.get("snstar"):
+            extra += ["-T", str(a["snstar"])]
+        if a.get("snveto"):
+            extra += ["-V", str(a["snveto"])]
+        v.update(ccd=str(task.ccd), season=str(a["season"]), version=str(a["version"]),
+                 templates=",".join(str(e) for e in a["templates"]),
+                 extra=" ".join(shlex.quote(x) for x in extra))
+    return v
+
+
+_ARGUMENTS = {
+    "se": ("se -E $(expnum) -r $(rnum) -p $(pnum) -n $(nite) -b $(band) -d $(cache) "
+           "-m $(schema) -c $(ccd) -s $(tflag) $(extra)"),
+    "expcalib": ("se -E $(expnum) -r $(rnum) -p $(pnum) -n $(nite) -b $(band) -d $(cache) "
+                 "-m $(schema) -c $(ccds) -j -s $(tflag)"),
+    "diff": ("sediff -E $(expnum) -r $(rnum) -p $(pnum) -n $(nite) -b $(band) -S $(season) "
+             "-c $(ccd) -d $(cache) -m $(schema) -v $(version) -s --templates $(templates) "
+             "$(extra)"),
+}
+
+
+def _submit_text(kind: str, executable: str, settings: Settings, log_dir: Path,
+                 request_memory_mb: int, request_disk: str, lifetime_s: int) -> str:
+    env = " ".join(f"{name}='{value}'" for name, value in (
+        ("DESGW_RAW_DIR", settings.raw_dir), ("DESGW_CALIB_DIR", settings.calib_dir),
+        ("DESGW_REFCAT", settings.refcat_dir), ("DESGW_OUT", settings.out_root)))
+    return "\n".join([
+        f"# desgw {kind} job (written by desgw dagmaker)",
+        "universe = vanilla",
+        f"executable = {executable}",
+        f"arguments = \"{_ARGUMENTS[kind]}\"",
+        f"environment = \"{env}\"",
+        "getenv = DESGW_DB_URL, DESGW_CONFIG",
+        "request_cpus = 1",
+        f"request_memory = {int(request_memory_mb)}",
+        f"request_disk = {request_disk}",
+        f"periodic_remove = (JobStatus == 2) && ((time() - EnteredCurrentStatus) > "
+        f"{int(lifetime_s)})",
+        f"output = {log_dir}/$(JOB).out",
+        f"error = {log_dir}/$(JOB).err",
+        f"log = {log_dir}/desgw_pipeline.log",
+        "queue",
+        "",
+    ])
+
+
+def write_condor_dag(graph: TaskGraph, directory: str | os.PathLike[str], *,
+                     settings: Settings, search_expnum: int | None = None,
+                     executable: str | None = None, retries: int = 2,
+                     request_memory_mb: int = REQUEST_MEMORY_MB,
+                     request_disk: str = REQUEST_DISK, lifetime_s: int = LIFETIME_S
+                     ) -> CondorExport:
+    """Write the HTCondor DAG and submit files of ``graph`` (see the module docstring).
+
+    Parameters
+    ----------
+    graph : TaskGraph
+    directory : path
+        Output folder (created).
+    settings : Settings
+        Folders the jobs use (the database URL is not written).
+    search_expnum : int, optional
+        Exposure number in the DAG file name (default: the graph's search exposure).
+    executable : str, optional
+        The ``desgw`` command (default :func:`desgw_executable`).
+    retries : int
+        DAGMan ``RETRY`` count of every node.
+    request_memory_mb, request_disk, lifetime_s
+        Job resources.
+
+    Returns
+    -------
+    CondorExport
+    """
+    out = Path(directory).absolute()
+    log_dir = out / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    if search_expnum is None:
+        search_expnum = int(graph.meta.get("search", {}).get("expnum", 0)) or \
+            min((t.expnum for t in graph.of_kind("diff")), default=graph.tasks[0].expnum)
+    exe = executable or desgw_executable()
+    kinds = sorted({t.kind for t in graph.tasks})
+    submit_files = {}
+    for kind in kinds:
+        submit_files[kind] = atomic_write_text(
+            out / f"{kind}.sub", _submit_text(kind, exe, settings, log_dir, request_memory_mb,
+                                              request_disk, lifetime_s))
+    calibrated = {t.expnum for t in graph.of_kind("expcalib")}
+    # template SE nodes first (they start at once, in parallel), then the search's
+    order = sorted(graph.tasks, key=lambda t: (t.kind != "se" or not t.args.get("template"),
+                                               graph.tasks.index(t)))
+    lines = [f"# desgw pipeline of search exposure {search_expnum}: {len(graph)} nodes",
+             f"# submit with: condor_submit_dag {out}/desgw_pipeline_{search_expnum}.dag", ""]
+    for t in order:
+        node = dag_node_name(t.id)
+        lines.append(f"JOB {node} {submit_files[t.kind]}")
+        values = _node_vars(t, t.expnum in calibrated)
+        lines.append(f"VARS {node} " + " ".join(f'{k}="{_quote_var(v)}"'
+                                                 for k, v in values.items()))
+        if retries > 0:
+            lines.append(f"RETRY {node} {int(retries)}")
+    lines.append("")
+    for t in order:
+        if t.deps:
+            parents = " ".join(dag_node_name(d) for d in t.deps)
+            lines.append(f"PARENT {parents} CHILD {dag_node_name(t.id)}")
+    dag = atomic_write_text(out / f"desgw_pipeline_{search_expnum}.dag", "\n".join(lines) + "\n")
+    log.info("wrote %s (%d nodes) and %s", dag, len(graph),
+             ", ".join(p.name for p in submit_files.values()))
+    return CondorExport(dag=dag, submit_files=submit_files, log_dir=log_dir, n_nodes=len(graph))
