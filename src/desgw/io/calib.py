@@ -15,6 +15,15 @@ bpm        int16     bad-pixel bit mask (0 = good); uint16 when a bit >= 2**15
 ========== ========= ==========================================================
 
 A ``.fits.fz`` name is tile-compressed losslessly (GZIP_2 for floats, RICE_1 for masks).
+
+Linearity lookup tables (:func:`write_linearity`, :func:`read_linearity`) follow DECam's
+``linearity_table_v0.4.fits``: one binary-table HDU per CCD (EXTNAME = DETPOS, keyword
+CCDNUM) with the columns ``ADU`` (recorded, overscan-subtracted ADU on a strictly increasing
+grid, e.g. 0..65535 step 1) and ``ADU_LINEAR_A``, ``ADU_LINEAR_B`` (the linear, i.e. true,
+ADU of amplifier A and B for each recorded value; increasing). The primary header carries
+``CALTYPE = 'linearity'`` (checked when present: the real DECam file has none). A file
+without CCDNUM keywords is indexed by EXTNAME/DETPOS, else by HDU number = CCDNUM (the DECam
+layout).
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from ._fitsutil import clean_header, hdu_label, index_ccds, open_fits, read_hdu_
 from .atomic import atomic_write_path
 from .errors import DataTypeError, HeaderError, MissingCCDError
 
-__all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib"]
+__all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib",
+           "LINEARITY_COLUMNS", "LinearityTable", "linearity_problem", "write_linearity",
+           "read_linearity"]
 
 log = logging.getLogger(__name__)
 
@@ -291,3 +302,206 @@ def read_calib(path: str | os.PathLike[str], kind: str, ccdnum: int, *,
     """Open ``path``, check it is a ``kind`` calibration, and read CCD ``ccdnum``."""
     with CalibFile(path, kind, expected_shape=expected_shape) as cal:
         return cal.read(ccdnum)
+
+
+# ----------------------------------------------------------------------------- linearity
+#: Column names of a linearity table HDU (recorded ADU, linear ADU of amp A, of amp B).
+LINEARITY_COLUMNS: tuple[str, str, str] = ("ADU", "ADU_LINEAR_A", "ADU_LINEAR_B")
+
+
+def linearity_problem(adu: np.ndarray, linear_a: np.ndarray, linear_b: np.ndarray) -> str | None:
+    """What is wrong with a linearity lookup table, in words (None when it is usable).
+
+    A usable table has three 1-D finite arrays of one length >= 2, ``adu`` strictly
+    increasing and both linear columns non-decreasing (monotonic: every recorded value maps to
+    one true value and the order of pixel values is kept).
+    """
+    cols = {"ADU": adu, "ADU_LINEAR_A": linear_a, "ADU_LINEAR_B": linear_b}
+    n = None
+    for name, arr in cols.items():
+        if arr.ndim != 1:
+            return f"column {name} must be 1-D, got shape {arr.shape}"
+        if n is None:
+            n = arr.size
+        elif arr.size != n:
+            return f"columns have different lengths ({adu.size}, {linear_a.size}, {linear_b.size})"
+        if not np.all(np.isfinite(arr)):
+            return f"column {name} has {int(np.count_nonzero(~np.isfinite(arr)))} non-finite values"
+    if n is None or n < 2:
+        return f"a lookup table needs at least 2 rows, got {n}"
+    if np.any(np.diff(adu) <= 0):
+        k = int(np.flatnonzero(np.diff(adu) <= 0)[0])
+        return f"column ADU is not strictly increasing (row {k + 1}: {adu[k + 1]!r} after {adu[k]!r})"
+    for name in ("ADU_LINEAR_A", "ADU_LINEAR_B"):
+        d = np.diff(cols[name])
+        if np.any(d < 0):
+            k = int(np.flatnonzero(d < 0)[0])
+            return (f"column {name} is not monotonic (row {k + 1}: {cols[name][k + 1]!r} after "
+                    f"{cols[name][k]!r})")
+    return None
+
+
+@dataclass(frozen=True, eq=False)
+class LinearityTable:
+    """The linearity lookup table of one CCD.
+
+    Attributes
+    ----------
+    adu : ndarray of float64, shape (N,)
+        Recorded ADU above the overscan level, strictly increasing.
+    linear_a, linear_b : ndarray of float64, shape (N,)
+        Linear (true) ADU of amplifier A and B for each ``adu``; non-decreasing.
+
+    Raises
+    ------
+    ValueError
+        If the arrays do not form a usable table (see :func:`linearity_problem`).
+    """
+
+    adu: np.ndarray
+    linear_a: np.ndarray
+    linear_b: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("adu", "linear_a", "linear_b"):
+            arr = np.array(getattr(self, name), dtype=np.float64)  # a private copy
+            arr.setflags(write=False)
+            object.__setattr__(self, name, arr)
+        problem = linearity_problem(self.adu, self.linear_a, self.linear_b)
+        if problem is not None:
+            raise ValueError(f"LinearityTable: {problem}")
+
+    def linear(self, amp: str) -> np.ndarray:
+        """The linear-ADU column of amplifier ``amp`` (``"A"`` or ``"B"``)."""
+        if amp == "A":
+            return self.linear_a
+        if amp == "B":
+            return self.linear_b
+        raise KeyError(f"no linearity column for amplifier {amp!r} (only A and B)")
+
+
+def write_linearity(path: str | os.PathLike[str], tables: Mapping[int, LinearityTable],
+                    header: fits.Header | None = None, *,
+                    detpos: Mapping[int, str] | None = None) -> Path:
+    """Write a linearity lookup-table file atomically, one binary-table HDU per CCD.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Output ``.fits`` file (binary tables are not tile-compressed).
+    tables : mapping of int to LinearityTable
+        CCDNUM -> table. Columns are stored as float64 (``ADU`` as float64 too, so coarse or
+        non-integer grids survive).
+    header : astropy.io.fits.Header, optional
+        Extra primary-header keywords (provenance...).
+    detpos : mapping of int to str, optional
+        EXTNAMEs; default the DECam DETPOS of each CCDNUM.
+
+    Returns
+    -------
+    pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        No tables.
+    DataTypeError
+        A value that is not a :class:`LinearityTable`.
+    """
+    final = Path(path)
+    if not tables:
+        raise ValueError(f"{final}: no linearity tables to write")
+    primary = clean_header(header)
+    primary["CALTYPE"] = ("linearity", "desgw calibration kind")
+    primary["OBSTYPE"] = ("linearity", "type of calibration")
+    primary["NCCD"] = (len(tables), "number of CCD extensions")
+    hdus: list[fits.hdu.base.ExtensionHDU | fits.PrimaryHDU] = [fits.PrimaryHDU(header=primary)]
+    for ccdnum in sorted(tables):
+        table = tables[ccdnum]
+        if not isinstance(table, LinearityTable):
+            raise DataTypeError(final, f"CCD {ccdnum}", f"expected a LinearityTable, got "
+                                f"{type(table).__name__}")
+        name = detpos[ccdnum] if detpos is not None else _detpos(ccdnum)
+        cols = [fits.Column(name=c, format="D", array=np.asarray(a, dtype=np.float64))
+                for c, a in zip(LINEARITY_COLUMNS, (table.adu, table.linear_a, table.linear_b))]
+        hdu = fits.BinTableHDU.from_columns(cols)
+        hdu.header["EXTNAME"] = name
+        hdu.header["CCDNUM"] = (int(ccdnum), "CCD number")
+        hdu.header["DETPOS"] = (name, "detector position")
+        hdu.header["CALTYPE"] = "linearity"
+        hdus.append(hdu)
+    with atomic_write_path(final) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    log.debug("wrote linearity tables %s with %d CCDs", final, len(tables))
+    return final
+
+
+def read_linearity(path: str | os.PathLike[str], ccdnum: int) -> LinearityTable:
+    """Read the linearity lookup table of CCD ``ccdnum``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :func:`write_linearity` or DECam's ``linearity_table_v*.fits``.
+    ccdnum : int
+
+    Returns
+    -------
+    LinearityTable
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        Missing, truncated or non-FITS file; unreadable table data.
+    HeaderError
+        A primary ``CALTYPE`` other than ``linearity``.
+    MissingCCDError
+        The CCD is not in the file (the message lists those present).
+    DataTypeError
+        The HDU is not a table with the three columns, or the table is not monotonic.
+    """
+    p = Path(path)
+    ccdnum = int(ccdnum)
+    with open_fits(p) as hdul:
+        primary, by_ccdnum, by_name = index_ccds(hdul, p)
+        found = str(primary.get("CALTYPE", "")).strip()
+        if found and found != "linearity":
+            raise HeaderError(p, 0, f"CALTYPE is {found!r}, expected 'linearity'",
+                              keyword="CALTYPE")
+        index = by_ccdnum.get(ccdnum)
+        present = tuple(sorted(by_ccdnum))
+        if index is None and not by_ccdnum:
+            try:
+                index = by_name.get(_detpos(ccdnum).upper())
+            except KeyError:
+                index = None
+            if index is None and 1 <= ccdnum < len(hdul):
+                index = ccdnum  # DECam layout: HDU number = CCDNUM
+            present = tuple(range(1, len(hdul)))
+        if index is None:
+            raise MissingCCDError(p, None, f"CCD {ccdnum} is not in the linearity file; "
+                                  f"CCDNUMs present: {list(present)}", present=present)
+        hdu = hdul[index]
+        label = hdu_label(index, hdu)
+        if not isinstance(hdu, fits.BinTableHDU):
+            raise DataTypeError(p, label, f"expected a binary table with columns "
+                                f"{', '.join(LINEARITY_COLUMNS)}, found {type(hdu).__name__}")
+        try:
+            data = hdu.data
+            names = {n.upper(): n for n in data.columns.names}
+        except Exception as exc:  # noqa: BLE001 - astropy raises assorted types here
+            raise CorruptFileError(p, label, f"cannot read the table ({exc})") from exc
+        missing = [c for c in LINEARITY_COLUMNS if c not in names]
+        if missing:
+            raise DataTypeError(p, label, f"missing column(s) {missing}; found "
+                                f"{list(data.columns.names)}")
+        arrays = []
+        for c in LINEARITY_COLUMNS:
+            col = np.asarray(data[names[c]])
+            if not (np.issubdtype(col.dtype, np.floating) or np.issubdtype(col.dtype, np.integer)):
+                raise DataTypeError(p, label, f"column {c} must be numeric, got {col.dtype}")
+            arrays.append(col.astype(np.float64))
+    problem = linearity_problem(*arrays)
+    if problem is not None:
+        raise DataTypeError(p, label, f"CCD {ccdnum}: {problem}")
+    return LinearityTable(*arrays)
