@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desgw.diff.detect import DETECT_COLUMNS, DiffDetectConfig, detect_transients, quadratic_peak
+from desgw.diff.detect import (
+    DETECT_COLUMNS,
+    DiffDetectConfig,
+    detect_transients,
+    quadratic_peak,
+)
 from desgw.diff.subtract import SubtractConfig, Subtraction, subtract
 from desgw.diff.zogy_psf import TiledPSF
 from desgw.diff.zogy_synth import MoffatPSFField, add_sources

@@ -9,8 +9,12 @@ from astropy.wcs import WCS
 from scipy.spatial import cKDTree
 
 from desgw.diff.detect import detect_transients
-from desgw.diff.measure import (MEASURE_COLUMNS, aperture_weights, catalog_positions,
-                                measure_candidates)
+from desgw.diff.measure import (
+    MEASURE_COLUMNS,
+    aperture_weights,
+    catalog_positions,
+    measure_candidates,
+)
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.diff.zogy_synth import MoffatPSFField, make_image_pair
 from desgw.se import maskbits

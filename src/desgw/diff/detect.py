@@ -36,7 +36,7 @@ from scipy import ndimage
 from desgw.diff.subtract import Subtraction
 from desgw.se import maskbits
 
-__all__ = ["DiffDetectConfig", "detect_transients", "quadratic_peak", "DETECT_COLUMNS"]
+__all__ = ["DETECT_COLUMNS", "DiffDetectConfig", "detect_transients", "quadratic_peak"]
 
 DETECT_COLUMNS = ("id", "x", "y", "x_peak", "y_peak", "score", "score_peak", "negative", "area")
 
@@ -151,7 +151,6 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
         raise ValueError(f"threshold_sigma must be > 0, got {threshold_sigma}")
     score = np.ascontiguousarray(subtraction.score, dtype=np.float32)
     mask = np.ascontiguousarray(subtraction.mask, dtype=np.int32)
-    ny, nx = score.shape
     rows: list[tuple] = []
     signs = (1.0, -1.0) if config.negative else (1.0,)
     structure = np.ones((3, 3), bool)

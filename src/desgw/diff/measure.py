@@ -64,8 +64,13 @@ from desgw.diff.detect import quadratic_peak
 from desgw.diff.subtract import Subtraction
 from desgw.se import maskbits
 
-__all__ = ["MeasureConfig", "measure_candidates", "aperture_weights", "catalog_positions",
-           "MEASURE_COLUMNS"]
+__all__ = [
+    "MEASURE_COLUMNS",
+    "MeasureConfig",
+    "aperture_weights",
+    "catalog_positions",
+    "measure_candidates",
+]
 
 MEASURE_COLUMNS = (
     "id", "x", "y", "ra", "dec", "negative", "score", "flux", "flux_err", "snr", "flux_psf",
@@ -158,6 +163,16 @@ def _window(arr: np.ndarray, yc: int, xc: int, half: int, fill: float) -> np.nda
         out[y0 - (yc - half):y1 - (yc - half), x0 - (xc - half):x1 - (xc - half)] = \
             arr[y0:y1, x0:x1]
     return out
+
+
+def _windowed_moments(img: np.ndarray, w: np.ndarray, dx: np.ndarray,
+                      dy: np.ndarray) -> tuple[float, float, float]:
+    """(Mxx, Myy, Mxy) of ``img`` with window ``w`` about offsets (dx, dy); NaN if flux <= 0."""
+    t = float((w * img).sum())
+    if t <= 0:
+        return np.nan, np.nan, np.nan
+    return (float((w * img * dx**2).sum() / t), float((w * img * dy**2).sum() / t),
+            float((w * img * dx * dy).sum() / t))
 
 
 def measure_candidates(subtraction: Subtraction, detections: Table, *,
@@ -265,15 +280,8 @@ def measure_candidates(subtraction: Subtraction, detections: Table, *,
         dxs = (c[None, :] - ddx) * np.ones((size, 1))
         dys = (c[:, None] - ddy) * np.ones((1, size))
 
-        def moments(img: np.ndarray) -> tuple[float, float, float, float]:
-            t = float((gw * img).sum())
-            if t <= 0:
-                return np.nan, np.nan, np.nan, np.nan
-            return (float((gw * img * dxs**2).sum() / t), float((gw * img * dys**2).sum() / t),
-                    float((gw * img * dxs * dys).sum() / t), t)
-
-        mxx, myy, mxy, _ = moments(sign * d)
-        pxx, pyy, _, _ = moments(psf)
+        mxx, myy, mxy = _windowed_moments(sign * d, gw, dxs, dys)
+        pxx, pyy, _ = _windowed_moments(psf, gw, dxs, dys)
         cols["mxx"][k], cols["myy"][k], cols["mxy"][k] = mxx, myy, mxy
         ratio2 = (mxx + myy) / (pxx + pyy) if np.isfinite(mxx) else np.nan
         cols["fwhm_ratio"][k] = np.sqrt(ratio2) if ratio2 > 0 else np.nan

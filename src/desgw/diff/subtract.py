@@ -38,7 +38,7 @@ from desgw.diff.zogy import ZogyConfig, zogy
 from desgw.diff.zogy_psf import PSFSource, TiledPSF, as_psf_source, stamp_fwhm
 from desgw.se import maskbits
 
-__all__ = ["SubtractConfig", "Subtraction", "subtract", "dilate_mask_bits"]
+__all__ = ["SubtractConfig", "Subtraction", "dilate_mask_bits", "subtract"]
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,8 @@ class Subtraction:
     meta : dict
         ``scale`` (template multiplier), ``zp_search``, ``zp_template``, ``fwhm_search``,
         ``fwhm_template`` (pixels, at the CCD centre), ``dilate_radius`` (pixels), ``f_s``,
-        ``f_d``, ``sigma_search``, ``sigma_template`` (per-tile arrays), ``seconds`` and
+        ``f_d``, ``sigma_search`` (e-), ``sigma_template`` (template units) (per-tile arrays),
+        ``seconds`` and
         ``config``.
     """
 
@@ -157,48 +158,28 @@ def _or_dilate(mask, bits, radius):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _prepare(n_img, n_var, n_msk, r_img, r_var, r_msk, scale, bad_bits, src_n,
-             src_r):  # pragma: no cover - numba
-    """One pass: combined mask (+EDGE where no data), in-painted images and variances."""
+def _combine_masks(n_img, n_var, n_msk, r_img, r_var, r_msk):  # pragma: no cover - numba
+    """OR of both masks, with EDGE where either image has no data (non-finite, variance <= 0)."""
     ny, nx = n_img.shape
     combined = np.empty((ny, nx), np.int32)
-    n = np.empty((ny, nx), np.float32)
-    r = np.empty((ny, nx), np.float32)
-    vn = np.empty((ny, nx), np.float32)
-    vr = np.empty((ny, nx), np.float32)
-    s2 = scale * scale
     for y in range(ny):
         for x in range(nx):
-            a, b = n_img[y, x], r_img[y, x] * scale
-            va, vb = n_var[y, x], r_var[y, x] * s2
+            va, vb = n_var[y, x], r_var[y, x]
             m = n_msk[y, x] | r_msk[y, x]
-            nd = not (va > 0 and vb > 0 and np.isfinite(va) and np.isfinite(vb)
-                      and np.isfinite(a) and np.isfinite(b))
-            if nd:
+            if not (va > 0 and vb > 0 and np.isfinite(va) and np.isfinite(vb)
+                    and np.isfinite(n_img[y, x]) and np.isfinite(r_img[y, x])):
                 m |= 512  # maskbits.EDGE
             combined[y, x] = m
-            if nd or (m & bad_bits) != 0:
-                n[y, x] = 0.0
-                r[y, x] = 0.0
-                vn[y, x] = 0.0
-                vr[y, x] = 0.0
-            else:
-                n[y, x] = a
-                r[y, x] = b
-                # The pixel value is an unbiased estimate of the source variance; clipping it
-                # at 0 would add sigma / sqrt(2 pi) of bias in blank sky.
-                vn[y, x] = max(va + a * src_n, 0.25 * va)
-                vr[y, x] = max(vb + b * src_r, 0.25 * vb)
-    return combined, n, r, vn, vr
+    return combined
 
 
 @njit(cache=True, nogil=True)
-def _blank(vn, diff, diff_var, score, flux, flux_err):  # pragma: no cover - numba
-    """Blank the outputs where the input was in-painted (vn == 0) or the score is undefined."""
-    ny, nx = vn.shape
+def _blank(mask, bits, diff, diff_var, score, flux, flux_err):  # pragma: no cover - numba
+    """Blank the outputs at unusable pixels and where the score is undefined."""
+    ny, nx = mask.shape
     for y in range(ny):
         for x in range(nx):
-            if vn[y, x] == 0.0 or flux_err[y, x] == np.inf:
+            if (mask[y, x] & bits) != 0 or flux_err[y, x] == np.inf:
                 diff[y, x] = 0.0
                 diff_var[y, x] = np.inf
                 score[y, x] = 0.0
@@ -271,15 +252,17 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError(f"bad zero points: {zp_search}, {zp_template}")
 
-    combined, n, r, vn, vr = _prepare(
+    combined = _combine_masks(
         np.ascontiguousarray(n_img, dtype=np.float32), np.ascontiguousarray(n_var, np.float32),
         np.ascontiguousarray(n_msk, dtype=np.int32), np.ascontiguousarray(r_img, np.float32),
-        np.ascontiguousarray(r_var, dtype=np.float32), np.ascontiguousarray(r_msk, np.int32),
-        np.float32(scale), np.int32(config.bad_bits),
-        np.float32(1.0 / config.search_gain if config.add_source_noise else 0.0),
-        np.float32(scale / config.template_gain if config.add_source_noise else 0.0))
-
-    res = zogy(n, r, vn, vr, psf_n, psf_r, f_new=1.0, f_ref=1.0, config=config.zogy_config())
+        np.ascontiguousarray(r_var, dtype=np.float32), np.ascontiguousarray(r_msk, np.int32))
+    bad_bits = int(config.bad_bits) | maskbits.EDGE
+    gains = ((config.search_gain, config.template_gain) if config.add_source_noise
+             else (None, None))
+    # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
+    res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
+               mask=combined, mask_bits=bad_bits, gain_new=gains[0], gain_ref=gains[1],
+               config=config.zogy_config())
 
     ny, nx = shape
     xc, yc = 0.5 * (nx - 1), 0.5 * (ny - 1)
@@ -290,7 +273,7 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     # zogy's output arrays are ours: blank in place.
     diff, diff_var, score = res.diff, res.diff_var, res.score
     flux, flux_err = res.flux, res.flux_err
-    _blank(vn, diff, diff_var, score, flux, flux_err)
+    _blank(combined, np.int32(bad_bits), diff, diff_var, score, flux, flux_err)
     seconds = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "scale": scale, "zp_search": float(zp_search), "zp_template": float(zp_template),

@@ -13,8 +13,16 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["PSFSource", "ConstantPSF", "TiledPSF", "as_psf_source", "fit_stamp", "stamp_fwhm",
-           "stamp_moments", "fourier_shift"]
+__all__ = [
+    "ConstantPSF",
+    "PSFSource",
+    "TiledPSF",
+    "as_psf_source",
+    "fit_stamp",
+    "fourier_shift",
+    "stamp_fwhm",
+    "stamp_moments",
+]
 
 
 class PSFSource(Protocol):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["MoffatPSFField", "ImagePair", "make_image_pair", "add_sources"]
+__all__ = ["ImagePair", "MoffatPSFField", "add_sources", "make_image_pair"]
 
 
 @dataclass(frozen=True)
