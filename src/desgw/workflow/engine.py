@@ -1,0 +1,481 @@
+"""Run a :class:`~desgw.workflow.graph.TaskGraph` on Dask (or in this process).
+
+:func:`run_graph` executes the tasks of a graph with their dependencies:
+
+* **Where**: by default on a ``dask.distributed.LocalCluster`` sized to the machine (one worker
+  *process* per core, one thread each: sep and most SE kernels hold the GIL, so threads would
+  not run CCDs in parallel; capped by memory at ~3.5 GB per worker and by the number of tasks);
+  ``scheduler="tcp://host:8786"`` uses an existing Dask cluster; ``cluster="htcondor"`` or
+  ``"slurm"`` starts workers as batch jobs with dask-jobqueue (one core and 3.5 GB per job, as
+  the original budgeted); ``scheduler="single"`` runs the tasks one after the other in this
+  process, without Dask (the original ``-s``).
+* **Dependencies**: every task is submitted at once with ``client.submit``, the futures of
+  its dependencies as arguments, so Dask starts a task as soon as what it needs is finished
+  and passes it their :class:`~desgw.workflow.engine_tasks.TaskResult`.
+* **Failures**: a task that fails is recorded with its reason and the others go on. Its
+  dependents still run and decide (:mod:`desgw.workflow.engine_tasks`): a difference-imaging
+  task whose search SE failed is ``blocked`` with that reason; one whose template failed
+  leaves that template out. A failure that is an environment problem (an ``OSError``, an
+  unreachable database) is retried ``retries`` times (Dask task retries); a task whose worker
+  process dies (killed, out of memory) is re-run on another worker up to ``retries`` times
+  (the scheduler's allowed failures, set for the clusters the engine starts) and then
+  reported as failed. When a task ends in an error the engine re-submits its dependents with
+  the failure as the dependency's result, so they can still block, or go on without it.
+* **Resume**: a task whose products exist is not run again (:mod:`desgw.workflow.
+  engine_products`) unless ``overwrite``, or unless a task it depends on runs again.
+* **Logs**: each task appends to ``out_root/logs/{task_id}.log`` (every attempt starts with a
+  header line naming the run); the run summary is written to
+  ``out_root/logs/run_{run_id}.json``. The database password never reaches a log or a
+  message.
+* **Progress**: :mod:`desgw.workflow.progress` (bars on a terminal with rich, log lines
+  otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from desgw.db.urls import scrub_secret
+from desgw.io.atomic import atomic_write_text
+
+from .engine_products import diff_complete, expcalib_complete, se_complete
+from .engine_tasks import (
+    OK_STATUSES,
+    TaskPayload,
+    TaskResult,
+    TransientTaskError,
+    execute_task,
+)
+from .graph import TASK_KINDS, Task, TaskGraph
+from .progress import LogProgress, make_progress
+from .settings import Settings
+
+__all__ = [
+    "CLUSTER_KINDS",
+    "RunReport",
+    "WORKER_MEMORY_GB",
+    "cluster_options",
+    "default_workers",
+    "make_cluster",
+    "run_graph",
+    "task_complete",
+]
+
+log = logging.getLogger(__name__)
+
+#: Batch systems dask-jobqueue can start workers on.
+CLUSTER_KINDS: tuple[str, ...] = ("htcondor", "slurm")
+#: Memory budget of one worker (GB): the original's per-job request.
+WORKER_MEMORY_GB = 3.5
+
+
+# ----------------------------------------------------------------------------- report
+@dataclass
+class RunReport:
+    """What :func:`run_graph` did.
+
+    Attributes
+    ----------
+    results : dict of str to TaskResult
+        Every task of the graph, in graph order.
+    wall_seconds : float
+        Wall time of the run.
+    stage_seconds : dict of str to float
+        Wall time of each stage that ran: first start to last end of its tasks (s).
+    task_seconds : dict of str to float
+        Summed run time of the tasks of each stage (s).
+    scheduler : str
+        What ran the tasks (``"single process"``, ``"LocalCluster (2 workers)"``, an address).
+    run_id : str
+        Id of the run (in the task logs).
+    log_dir : Path
+        Folder of the task logs and of the run summary.
+    summary_path : Path or None
+        The run summary JSON written.
+    """
+
+    results: dict[str, TaskResult]
+    wall_seconds: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    task_seconds: dict[str, float] = field(default_factory=dict)
+    scheduler: str = ""
+    run_id: str = ""
+    log_dir: Path | None = None
+    summary_path: Path | None = None
+
+    def with_status(self, status: str) -> tuple[str, ...]:
+        """Ids of the tasks with ``status``."""
+        return tuple(t for t, r in self.results.items() if r.status == status)
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        """Tasks run successfully."""
+        return self.with_status("done")
+
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Tasks whose products existed."""
+        return self.with_status("skipped")
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """Tasks that failed."""
+        return self.with_status("failed")
+
+    @property
+    def blocked(self) -> tuple[str, ...]:
+        """Tasks not run because something they need failed."""
+        return self.with_status("blocked")
+
+    @property
+    def ok(self) -> bool:
+        """True when every task is done or skipped."""
+        return all(r.status in OK_STATUSES for r in self.results.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON values."""
+        return {"run_id": self.run_id, "scheduler": self.scheduler, "ok": self.ok,
+                "wall_seconds": self.wall_seconds, "stage_seconds": self.stage_seconds,
+                "task_seconds": self.task_seconds,
+                "counts": {s: len(self.with_status(s)) for s in
+                           ("done", "skipped", "failed", "blocked")},
+                "tasks": [r.to_dict() for r in self.results.values()]}
+
+    def lines(self) -> list[str]:
+        """A human summary."""
+        counts = {s: len(self.with_status(s)) for s in ("done", "skipped", "failed", "blocked")}
+        out = [f"run {self.run_id}: {len(self.results)} tasks: {counts['done']} done, "
+               f"{counts['skipped']} skipped (products exist), {counts['failed']} failed, "
+               f"{counts['blocked']} blocked; {self.scheduler}; wall {self.wall_seconds:.1f} s"]
+        for kind in TASK_KINDS:
+            rs = [r for r in self.results.values() if r.kind == kind]
+            if not rs:
+                continue
+            by = {s: sum(1 for r in rs if r.status == s) for s in
+                  ("done", "skipped", "failed", "blocked")}
+            parts = ", ".join(f"{n} {s}" for s, n in by.items() if n)
+            wall = self.stage_seconds.get(kind)
+            timing = (f"; wall {wall:.1f} s, task time {self.task_seconds.get(kind, 0):.1f} s"
+                      if wall is not None else "")
+            out.append(f"  {kind}: {len(rs)} tasks ({parts}){timing}")
+        for r in self.results.values():
+            if r.status in ("failed", "blocked"):
+                out.append(f"  {r.status.upper()} {r.task_id}: {r.reason}")
+            elif r.status == "done" and r.attempt > 1:
+                out.append(f"  {r.task_id}: done at attempt {r.attempt}")
+        if self.log_dir is not None:
+            out.append(f"  task logs: {self.log_dir}")
+        return out
+
+
+# ----------------------------------------------------------------------------- clusters
+def default_workers(n_tasks: int | None = None) -> int:
+    """Worker processes for this machine: the usable cores, at most one per
+    :data:`WORKER_MEMORY_GB` of memory and one per task."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+        else (os.cpu_count() or 1)
+    n = cores
+    try:
+        import psutil
+
+        n = min(n, max(1, int(psutil.virtual_memory().total / 1e9 / WORKER_MEMORY_GB)))
+    except ImportError:  # pragma: no cover - psutil comes with distributed
+        pass
+    if n_tasks is not None:
+        n = min(n, max(1, int(n_tasks)))
+    return max(1, n)
+
+
+def cluster_options(kind: str, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments of the dask-jobqueue cluster of ``kind`` (one core per job, 3.5 GB,
+    the original's budget; 5 h wall time on Slurm), updated with ``overrides``."""
+    if kind not in CLUSTER_KINDS:
+        raise ValueError(f"cluster must be one of {CLUSTER_KINDS}, got {kind!r}")
+    opts: dict[str, Any] = {"cores": 1, "processes": 1, "memory": f"{WORKER_MEMORY_GB}GB"}
+    if kind == "htcondor":
+        opts["disk"] = "8GB"
+    else:
+        opts["walltime"] = "05:00:00"
+    opts.update(overrides)
+    return opts
+
+
+def make_cluster(kind: str, *, workers: int | None = None,
+                 options: Mapping[str, Any] | None = None) -> Any:
+    """A dask-jobqueue cluster (``HTCondorCluster`` or ``SLURMCluster``) scaled to ``workers``
+    jobs (default 10). dask-jobqueue is imported here only."""
+    opts = cluster_options(kind, **dict(options or {}))
+    import dask_jobqueue
+
+    cls = dask_jobqueue.HTCondorCluster if kind == "htcondor" else dask_jobqueue.SLURMCluster
+    cluster = cls(**opts)
+    cluster.scale(jobs=int(workers) if workers else 10)
+    return cluster
+
+
+def _connect(scheduler: str | None, cluster: str | None, workers: int | None, retries: int,
+             n_tasks: int, cluster_opts: Mapping[str, Any] | None) -> tuple[Any, Any, str]:
+    """(client, cluster or None, description)."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler not in (None, "local"):
+        if cluster is not None:
+            raise ValueError("give a scheduler address or a cluster kind, not both")
+        client = Client(scheduler, timeout="30s")
+        n = len(client.scheduler_info().get("workers", {}))
+        return client, None, f"scheduler {scheduler} ({n} workers)"
+    if cluster is not None:
+        c = make_cluster(cluster, workers=workers, options=cluster_opts)
+        return Client(c), c, f"{type(c).__name__} ({workers or 10} jobs)"
+    n = int(workers) if workers else default_workers(n_tasks)
+    c = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                     dashboard_address=None, scheduler_kwargs={"allowed_failures": retries},
+                     silence_logs=logging.ERROR)
+    return Client(c), c, f"LocalCluster ({n} worker processes)"
+
+
+# ----------------------------------------------------------------------------- resume
+def task_complete(task: Task, settings: Settings) -> bool:
+    """True when the task's products exist (:mod:`desgw.workflow.engine_products`)."""
+    a = task.args
+    if task.kind == "se":
+        assert task.ccd is not None
+        return se_complete(settings.out_root, task.expnum, task.ccd, a)
+    if task.kind == "expcalib":
+        return expcalib_complete(settings.out_root, task.expnum, a["ccds"], a)
+    assert task.ccd is not None
+    return diff_complete(settings.out_root, task.expnum, task.ccd, a)
+
+
+# ----------------------------------------------------------------------------- running
+def _not_run(task: Task, status: str, reason: str, log_dir: Path) -> TaskResult:
+    return TaskResult(task_id=task.id, kind=task.kind, expnum=task.expnum, ccd=task.ccd,
+                      status=status, reason=reason,
+                      log_path=str(log_dir / f"{task.id}.log"))
+
+
+def _describe(exc: BaseException, retries: int) -> str:
+    name = type(exc).__name__
+    if name == "KilledWorker":
+        return (f"its worker process died on each of {retries + 1} attempts (killed, out of "
+                f"memory or crashed): {exc}")
+    if isinstance(exc, TransientTaskError):
+        return f"{str(exc).split(': ', 1)[-1]} (still failing after {retries + 1} attempts)"
+    return f"{name}: {exc}"
+
+
+def _origin(exc: BaseException, key_to_task: Mapping[str, str]) -> str | None:
+    """The task whose failure an exception is (None when it cannot tell)."""
+    if isinstance(exc, TransientTaskError):
+        return str(exc).split(": ", 1)[0]
+    key = getattr(exc, "task", None)
+    if key is None and type(exc).__name__ == "KilledWorker" and exc.args:
+        key = exc.args[0]
+    return key_to_task.get(str(key)) if key is not None else None
+
+
+def _run_single(tasks: list[Task], payloads: Mapping[str, TaskPayload],
+                results: dict[str, TaskResult], retries: int, progress: LogProgress) -> None:
+    for t in tasks:
+        deps = [results[d] for d in t.deps]
+        result: TaskResult | None = None
+        last: BaseException | None = None
+        for _ in range(retries + 1):
+            try:
+                result = execute_task(payloads[t.id], *deps)
+                break
+            except TransientTaskError as exc:
+                last = exc
+                log.warning("%s: %s; retrying", t.id, exc)
+        if result is None:
+            assert last is not None
+            result = _not_run(t, "failed", _describe(last, retries),
+                              Path(payloads[t.id].log_dir))
+        results[t.id] = result
+        progress.update(t.kind, result.status)
+
+
+def _run_dask(client: Any, graph: TaskGraph, tasks: list[Task],
+              payloads: Mapping[str, TaskPayload], results: dict[str, TaskResult],
+              retries: int, run_id: str, progress: LogProgress, secret: str | None) -> None:
+    from dask.distributed import as_completed
+
+    futures: dict[str, Any] = {}
+    key_to_task: dict[str, str] = {}
+    n_submit: dict[str, int] = {}
+    waiting: set[str] = set()  # tasks whose future erred because a dependency erred
+
+    def submit(t: Task) -> Any:
+        n_submit[t.id] = n_submit.get(t.id, 0) + 1
+        key = f"{t.id}-{run_id}-{n_submit[t.id]}"
+        args = [results[d] if d in results else futures[d] for d in t.deps]
+        fut = client.submit(execute_task, payloads[t.id], *args, key=key, pure=False,
+                            retries=retries)
+        futures[t.id] = fut
+        key_to_task[key] = t.id
+        return fut
+
+    ac = as_completed([submit(t) for t in tasks])
+
+    def resubmit_ready() -> None:
+        for tid in sorted(waiting, key=lambda i: tasks.index(graph.task(i))):
+            t = graph.task(tid)
+            if all(d in results for d in t.deps):
+                waiting.discard(tid)
+                ac.add(submit(t))
+
+    for fut in ac:
+        tid = key_to_task[fut.key]
+        if futures.get(tid) is not fut or tid in results:
+            continue
+        t = graph.task(tid)
+        if fut.status == "finished":
+            results[tid] = fut.result()
+        else:
+            try:
+                exc: BaseException = fut.exception()
+            except BaseException as err:  # noqa: BLE001 - cancelled futures raise here
+                exc = err
+            origin = _origin(exc, key_to_task)
+            if origin is not None:
+                inherited = origin != tid
+            else:
+                inherited = any(d not in results or not results[d].ok
+                                for d in t.deps if d in futures)
+            if inherited and n_submit[tid] <= len(graph) + 1:
+                waiting.add(tid)
+                resubmit_ready()
+                continue
+            reason = scrub_secret(_describe(exc, retries), secret)
+            results[tid] = _not_run(t, "failed", reason, Path(payloads[tid].log_dir))
+            log.error("%s failed: %s", tid, reason)
+        progress.update(t.kind, results[tid].status)
+        resubmit_ready()
+
+
+def run_graph(graph: TaskGraph, *, settings: Settings, scheduler: str | None = None,
+              cluster: str | None = None, workers: int | None = None, overwrite: bool = False,
+              retries: int = 2, progress: bool = True,
+              runners: Mapping[str, Callable[..., Any]] | None = None,
+              log_dir: str | os.PathLike[str] | None = None,
+              cluster_opts: Mapping[str, Any] | None = None,
+              db_timeout_s: float = 60.0) -> RunReport:
+    """Execute a task graph (see the module docstring).
+
+    Parameters
+    ----------
+    graph : TaskGraph
+    settings : Settings
+        Inputs, product root (logs go to ``out_root/logs``) and database.
+    scheduler : str, optional
+        None or ``"local"``: a LocalCluster on this machine; ``"single"``: no Dask, tasks one
+        after the other in this process; otherwise the address of a running Dask scheduler.
+    cluster : {"htcondor", "slurm"}, optional
+        Start workers as batch jobs with dask-jobqueue (:func:`make_cluster`).
+    workers : int, optional
+        Worker processes (LocalCluster; default :func:`default_workers`) or batch jobs.
+    overwrite : bool
+        Run every task, even those whose products exist (``-O``).
+    retries : int
+        Extra attempts for transient failures and for tasks whose worker died.
+    progress : bool
+        Show progress (:func:`desgw.workflow.progress.make_progress`).
+    runners : mapping of kind to function, optional
+        Replace the runner of a task kind (module-level functions with the signature of
+        :func:`desgw.workflow.engine_tasks.run_se`); for tests and custom stages.
+    log_dir : path, optional
+        Folder of the task logs (default ``settings.out_root / "logs"``).
+    cluster_opts : mapping, optional
+        Overrides of :func:`cluster_options`.
+    db_timeout_s : float
+        How long to wait for a locked SQLite database when checking it before the run (s).
+
+    Returns
+    -------
+    RunReport
+
+    Raises
+    ------
+    desgw.db.DatabaseError
+        ``settings.db_url`` is set and the database cannot be opened (checked before any
+        task runs; the message never holds the password).
+    ValueError
+        A bad ``cluster`` or ``retries``, or both a scheduler address and a cluster.
+    """
+    t_start = time.perf_counter()
+    if retries < 0:
+        raise ValueError(f"retries must be >= 0, got {retries}")
+    if cluster is not None and cluster not in CLUSTER_KINDS:
+        raise ValueError(f"cluster must be one of {CLUSTER_KINDS}, got {cluster!r}")
+    if settings.db_url is not None:
+        from desgw.db import connect
+
+        with connect(settings.db_url, busy_timeout_s=db_timeout_s):
+            pass
+    run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    logs = Path(log_dir) if log_dir is not None else settings.out_root / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+
+    results: dict[str, TaskResult] = {}
+    to_run: list[Task] = []
+    runs: set[str] = set()
+    for t in graph.tasks:
+        if overwrite or any(d in runs for d in t.deps) or not task_complete(t, settings):
+            runs.add(t.id)
+            to_run.append(t)
+        else:
+            results[t.id] = _not_run(t, "skipped", "products exist", logs)
+    payloads = {t.id: TaskPayload(task=t, settings=settings, overwrite=overwrite,
+                                  log_dir=str(logs), run_id=run_id,
+                                  runner=None if runners is None else runners.get(t.kind),
+                                  retry_transient=True) for t in to_run}
+    totals = {k: sum(1 for t in to_run if t.kind == k) for k in TASK_KINDS}
+    log.info("run %s: %d tasks, %d to run (%s), %d with products already", run_id, len(graph),
+             len(to_run), ", ".join(f"{n} {k}" for k, n in totals.items() if n),
+             len(results))
+    display = make_progress(totals) if progress else LogProgress({}, interval_s=1e9)
+    description = "nothing to run"
+    with display:
+        if to_run and scheduler == "single":
+            description = "single process"
+            _run_single(to_run, payloads, results, retries, display)
+        elif to_run:
+            client, own_cluster, description = _connect(scheduler, cluster, workers, retries,
+                                                        len(to_run), cluster_opts)
+            try:
+                _run_dask(client, graph, to_run, payloads, results, retries, run_id, display,
+                          settings.db_url)
+            finally:
+                client.close()
+                if own_cluster is not None:
+                    own_cluster.close()
+
+    ordered = {t.id: results[t.id] for t in graph.tasks}
+    stage_seconds: dict[str, float] = {}
+    task_seconds: dict[str, float] = {}
+    for kind in TASK_KINDS:
+        ran = [r for r in ordered.values() if r.kind == kind and r.started > 0]
+        if ran:
+            stage_seconds[kind] = max(r.finished for r in ran) - min(r.started for r in ran)
+            task_seconds[kind] = sum(r.seconds for r in ran)
+    report = RunReport(results=ordered, wall_seconds=time.perf_counter() - t_start,
+                       stage_seconds=stage_seconds, task_seconds=task_seconds,
+                       scheduler=description, run_id=run_id, log_dir=logs)
+    doc = {**report.to_dict(), "graph_meta": {k: graph.meta.get(k) for k in ("search",)
+                                              if k in graph.meta}}
+    try:
+        report.summary_path = atomic_write_text(logs / f"run_{run_id}.json",
+                                                json.dumps(doc, indent=1, default=str) + "\n")
+    except OSError as exc:
+        log.error("cannot write the run summary: %s", exc)
+    for line in report.lines():
+        log.info("%s", line)
+    return report

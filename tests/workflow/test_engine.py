@@ -1,0 +1,383 @@
+"""The engine: SE tasks for real on a LocalCluster, resume, failures, a worker that dies,
+dependency failures, database errors, password hygiene and cluster plumbing."""
+
+import hashlib
+import logging
+import os
+import sqlite3
+import sys
+import types
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from click.testing import CliRunner
+
+from desgw.cli import main
+from desgw.io.naming import allzp_csv_name, zero_csv_name
+from desgw.workflow import engine as engine_mod
+from desgw.workflow.dagmaker import make_dag
+from desgw.workflow.dagmaker_rc import DagmakerConfig
+from desgw.workflow.engine import cluster_options, make_cluster, run_graph
+from desgw.workflow.engine_products import diff_complete, exposure_outdir, se_paths
+from desgw.workflow.engine_tasks import (
+    Outcome,
+    TaskPayload,
+    execute_task,
+    is_transient,
+    run_diff,
+    run_se,
+)
+from desgw.workflow.graph import Task, TaskGraph
+from desgw.workflow.progress import LogProgress, make_progress
+from desgw.workflow.settings import load_settings
+
+PASSWORD = "pW-7f3kq9"
+BAD_URL = f"postgresql://gw:{PASSWORD}@127.0.0.1:1/desgw"
+
+
+# ----------------------------------------------------------------------------- fixtures
+def _sim(tmp_path_factory):
+    """``simulate_night(seed=5, ccds=[28], n_templates=1)`` and its Gaia store, made once per
+    session (shared with the other workflow test modules through the session's base temp)."""
+    from desgw.refcat import ingest_gaia
+    from desgw.sim import load_truth
+    from desgw.sim.night import simulate_night
+
+    root = tmp_path_factory.getbasetemp() / "workflow_sim_seed5"
+    if not (root / "READY").is_file():
+        simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
+        ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
+        (root / "READY").write_text("ok\n")
+    return root, load_truth(root)
+
+
+def _settings(root, out, db_url=None):
+    return load_settings(raw_dir=root / "raw", calib_dir=root / "calib",
+                         refcat_dir=root / "refcat", out_root=out, db_url=db_url, environ={},
+                         cwd=out.parent)
+
+
+def _se_graph(root, out):
+    """The DAG of the sim's search exposure without its difference-imaging task."""
+    g = make_dag(880001, settings=_settings(root, out), config=DagmakerConfig(rnum=1, pnum=1))
+    return TaskGraph(tuple(t for t in g.tasks if t.kind != "diff"), g.meta)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The SE graph run once on a LocalCluster of 2 worker processes."""
+    root, truth = _sim(tmp_path_factory)
+    out = tmp_path_factory.mktemp("engine_reference") / "out"
+    graph = _se_graph(root, out)
+    report = run_graph(graph, settings=_settings(root, out), workers=2, retries=1,
+                       progress=False)
+    return root, truth, out, graph, report
+
+
+def _digest(path):
+    """Content digest: decoded data and header cards of FITS files (the tile compression
+    stamps gzip times into the bytes), the bytes of anything else."""
+    h = hashlib.sha256()
+    if path.name.endswith((".fits", ".fits.fz")):
+        with fits.open(path) as hdul:
+            for hdu in hdul:
+                h.update(str([c for c in hdu.header.cards
+                              if c.keyword not in ("CHECKSUM", "DATASUM")]).encode())
+                if hdu.data is not None:
+                    h.update(np.ascontiguousarray(hdu.data).tobytes() if not hasattr(
+                        hdu.data, "columns") else hdu.data.tobytes())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def _product_digests(out, graph, task_ids):
+    res = {}
+    for tid in task_ids:
+        t = graph.task(tid)
+        paths = se_paths(out, t.expnum, t.ccd, t.args)
+        res[tid] = [_digest(p) for p in (paths.immask, paths.fullcat, paths.psfmodel)]
+    return res
+
+
+# ----------------------------------------------------------------------------- real SE
+@pytest.mark.slow
+def test_local_cluster_runs_se_tasks_and_a_rerun_skips_them(reference):
+    root, truth, out, graph, report = reference
+    assert report.ok, report.lines()
+    assert set(report.done) == {t.id for t in graph.tasks} and len(report.done) == 7
+    assert "LocalCluster (2 worker processes)" in report.scheduler
+    assert report.stage_seconds["se"] > 0 and report.task_seconds["se"] > \
+        report.stage_seconds["se"]  # two processes worked in parallel
+    for t in graph.of_kind("se"):
+        assert se_paths(out, t.expnum, t.ccd, t.args).complete()
+        r = report.results[t.id]
+        assert r.attempt == 1 and r.detail["n_objects"] > 100
+        log_text = (out / "logs" / f"{t.id}.log").read_text()
+        assert f"attempt of run {report.run_id}" in log_text and "done" in log_text
+    for t in graph.of_kind("expcalib"):
+        d = exposure_outdir(out, t.expnum, t.args)
+        assert (d / allzp_csv_name(t.expnum, 1, 1)).is_file()
+        assert all((d / zero_csv_name(t.expnum, c, 1, 1)).is_file() for c in t.args["ccds"])
+        # the calibrated zeropoint (e- over the exposure) agrees with the simulator's truth
+        spec = truth.exposure_spec(t.expnum)
+        true_zp = np.mean([float(truth.ccd_row(t.expnum, c)["zeropoint"])
+                           for c in t.args["ccds"]]) + 2.5 * np.log10(spec.exptime)
+        assert report.results[t.id].detail["zp"] == pytest.approx(true_zp, abs=0.05)
+    assert report.summary_path is not None and report.summary_path.is_file()
+
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("D*") if p.is_file()}
+    again = run_graph(graph, settings=_settings(root, out), workers=2, progress=False)
+    assert again.ok and set(again.skipped) == set(report.results)
+    assert again.scheduler == "nothing to run" and again.wall_seconds < 5
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("D*") if p.is_file()} == before
+
+
+def _killer_se(task, settings, overwrite, deps):
+    """SE runner whose worker dies: CCD 22 once (first attempt), CCD 23 every time."""
+    marker = settings.out_root / f"killed-{task.id}"
+    if task.ccd == 22 and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("killed once\n")
+        os._exit(3)
+    if task.ccd == 23:
+        os._exit(3)
+    return run_se(task, settings, overwrite, deps)
+
+
+@pytest.mark.slow
+def test_a_worker_that_dies_is_retried_or_reported_and_a_rerun_completes(reference,
+                                                                          tmp_path):
+    import cloudpickle
+
+    root, truth, ref_out, ref_graph, _ = reference
+    (template,) = truth.template_expnums
+    out = tmp_path / "out"
+    by_id = {t.id: t for t in ref_graph.tasks}
+    s28 = by_id["se-880001-28"]
+    cal = by_id[f"expcalib-{template}"]
+    tasks = (by_id[f"se-{template}-22"], by_id[f"se-{template}-23"],
+             Task("se-880001-40", "se", 880001, 40, (), s28.args),  # not in the raw file
+             Task(cal.id, "expcalib", template, None,
+                  (f"se-{template}-22", f"se-{template}-23"), {**cal.args, "ccds": [22, 23]}))
+    graph = TaskGraph(tasks, ref_graph.meta)
+    settings = _settings(root, out)
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        first = run_graph(graph, settings=settings, workers=2, retries=1, progress=False,
+                          runners={"se": _killer_se})
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    r = first.results
+    assert r[f"se-{template}-22"].status == "done" and r[f"se-{template}-22"].attempt == 2
+    assert r[f"se-{template}-23"].status == "failed"
+    assert "worker process died" in r[f"se-{template}-23"].reason
+    assert r["se-880001-40"].status == "failed" and "MissingCCDError" in r["se-880001-40"].reason
+    # the calibration ran without the dead CCD instead of dying with it
+    assert r[cal.id].status == "done" and r[cal.id].detail["left_out"] == [23]
+    assert not first.ok and set(first.failed) == {f"se-{template}-23", "se-880001-40"}
+    assert any("done at attempt 2" in line for line in first.lines())
+    kept = {tid: se_paths(out, by_id[tid].expnum, by_id[tid].ccd, by_id[tid].args).qc
+            .stat().st_mtime_ns for tid in (f"se-{template}-22",)}
+
+    second = run_graph(graph, settings=settings, workers=2, retries=1, progress=False)
+    r = second.results
+    assert second.skipped == (f"se-{template}-22",)
+    assert r[f"se-{template}-23"].status == "done" and r[cal.id].status == "done"
+    assert r[cal.id].detail["ccds"] == [22, 23]
+    assert second.failed == ("se-880001-40",)  # still not in the raw file
+    for tid, mtime in kept.items():
+        t = by_id[tid]
+        assert se_paths(out, t.expnum, t.ccd, t.args).qc.stat().st_mtime_ns == mtime
+    # the products are those of an uninterrupted run
+    ids = [f"se-{template}-22", f"se-{template}-23"]
+    assert _product_digests(out, graph, ids) == _product_digests(ref_out, ref_graph, ids)
+
+
+# ----------------------------------------------------------------------------- dependencies
+_ARGS = {"band": "r", "nite": 20190814, "rnum": 1, "pnum": 1, "cache": "scratch",
+         "schema": "gw"}
+
+
+def _fake_se(task, settings, overwrite, deps):
+    marker = settings.out_root / f"transient-{task.id}"
+    if task.id == "se-100-1":
+        return Outcome("failed", "ValueError: no stars")
+    if task.id == "se-300-2":
+        return Outcome("failed", "DetrendError: all pixels saturated")
+    if task.id == "se-200-1" and not marker.exists():
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("once\n")
+        return Outcome("failed", "OSError: [Errno 5] Input/output error")
+    return Outcome("done")
+
+
+def _fake_expcalib(task, settings, overwrite, deps):
+    if all(not r.ok for r in deps.values()):
+        return Outcome("blocked", "no CCD")
+    return Outcome("done")
+
+
+def test_failed_dependencies_block_or_drop_templates(tmp_path, monkeypatch):
+    seen = []
+
+    def run_diff_ccd(task):
+        seen.append(task)
+        return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=4,
+                                     n_fakes=20, n_fakes_recovered=17, timings={"total": 0.1})
+
+    fake = types.ModuleType("desgw.workflow.diff_ccd")
+    fake.DiffTask = types.SimpleNamespace
+    fake.run_diff_ccd = run_diff_ccd
+    monkeypatch.setitem(sys.modules, "desgw.workflow.diff_ccd", fake)
+
+    def diff(ccd, templates):
+        deps = [f"se-300-{ccd}", "expcalib-300"]
+        for e in templates:
+            deps += [f"se-{e}-1", f"expcalib-{e}"]
+        return Task(f"diff-300-{ccd}", "diff", 300, ccd, tuple(deps),
+                    {**_ARGS, "season": 67, "version": "v1", "fakes": False,
+                     "templates": list(templates),
+                     "template_ccds": {str(e): [1] for e in templates}})
+
+    tasks = [Task(f"se-{e}-1", "se", e, 1, (), _ARGS) for e in (100, 200)]
+    tasks += [Task(f"expcalib-{e}", "expcalib", e, None, (f"se-{e}-1",),
+                   {**_ARGS, "ccds": [1]}) for e in (100, 200)]
+    tasks += [Task(f"se-300-{c}", "se", 300, c, (), _ARGS) for c in (1, 2)]
+    tasks += [Task("expcalib-300", "expcalib", 300, None, ("se-300-1", "se-300-2"),
+                   {**_ARGS, "ccds": [1, 2]}), diff(1, (100, 200)), diff(2, (200,))]
+    graph = TaskGraph(tuple(tasks))
+    settings = _settings(tmp_path, tmp_path / "out")
+    report = run_graph(graph, settings=settings, scheduler="single", retries=1,
+                       progress=False, runners={"se": _fake_se, "expcalib": _fake_expcalib})
+    r = report.results
+    assert r["se-100-1"].status == "failed" and r["se-300-2"].status == "failed"
+    assert r["se-200-1"].status == "done" and r["se-200-1"].attempt == 2  # OSError retried
+    assert r["expcalib-100"].status == "blocked"
+    # the search CCD whose SE failed: blocked, with the reason
+    assert r["diff-300-2"].status == "blocked"
+    assert "search SE failed" in r["diff-300-2"].reason and "saturated" in r["diff-300-2"].reason
+    # a failed template is left out; the others are used
+    assert r["diff-300-1"].status == "done"
+    assert r["diff-300-1"].detail["templates"] == [200]
+    assert "100" in r["diff-300-1"].detail["left_out"]
+    (task,) = seen
+    assert task.template_expnums == (200,) and task.season == 67 and task.fakes is False
+    assert task.search_expnum == 300 and task.ccdnum == 1 and task.settings == settings
+    # a diff made without one of its templates is not complete: a re-run redoes it
+    assert not diff_complete(settings.out_root, 300, 1, graph.task("diff-300-1").args)
+    assert set(report.blocked) == {"expcalib-100", "diff-300-2"} and not report.ok
+    assert any(line.startswith("  BLOCKED diff-300-2: search SE failed") for line in
+               report.lines())
+
+
+def test_transient_errors_are_recognised():
+    assert is_transient(OSError("disk")) and is_transient("TimeoutError: slow")
+    assert is_transient("DatabaseConnectionError: db down")
+    assert not is_transient(FileNotFoundError("x")) and not is_transient("MissingFileError: x")
+    assert not is_transient("ValueError: bad") and not is_transient(None)
+
+
+# ----------------------------------------------------------------------------- databases
+def _leaky_runner(task, settings, overwrite, deps):
+    logging.getLogger("desgw.workflow.test").warning("connecting to %s", settings.db_url)
+    raise RuntimeError(f"could not reach {settings.db_url}")
+
+
+def test_database_password_never_in_logs_or_errors(tmp_path, caplog):
+    settings = _settings(tmp_path, tmp_path / "out", db_url=BAD_URL)
+    task = Task("se-1-1", "se", 1, 1, (), _ARGS)
+    payload = TaskPayload(task=task, settings=settings, overwrite=False,
+                          log_dir=str(tmp_path / "logs"), run_id="r1", runner=_leaky_runner)
+    assert PASSWORD not in repr(payload)
+    result = execute_task(payload)
+    assert result.status == "failed" and "RuntimeError" in result.reason
+    assert PASSWORD not in result.reason and "***" in result.reason
+    text = (tmp_path / "logs" / "se-1-1.log").read_text()
+    assert "connecting to" in text and PASSWORD not in text
+
+    from desgw.db import DatabaseError
+
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(DatabaseError) as err:
+            run_graph(TaskGraph((task,)), settings=settings, scheduler="single",
+                      progress=False)
+    assert PASSWORD not in str(err.value) and PASSWORD not in caplog.text
+
+
+def test_locked_or_unreachable_database_exit_codes(tmp_path, monkeypatch):
+    for name in ("DESGW_DB_URL", "DESGW_CONFIG", "DESGW_OUT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+    TaskGraph((Task("se-1-1", "se", 1, 1, (), _ARGS),)).write(tmp_path / "g.json")
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    fits.PrimaryHDU(header=fits.Header({"EXPNUM": 7, "OBSTYPE": "object", "BAND": "r",
+                                        "EXPTIME": 30.0, "MJD-OBS": 58700.0,
+                                        "TELRA": 30.0, "TELDEC": -30.0})
+                    ).writeto(raw / "DECam_00000007.fits")
+    runner = CliRunner()
+
+    res = runner.invoke(main, ["run", "g.json", "--db-url", BAD_URL, "--out", "out"])
+    assert res.exit_code == 4, res.output
+    assert "database error" in res.output and PASSWORD not in res.output
+
+    from desgw.db import connect
+
+    path = tmp_path / "locked.sqlite"
+    connect(f"sqlite:///{path}").close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        for args in (["run", "g.json", "--out", "out"], ["ingest", str(raw)]):
+            res = runner.invoke(main, [*args, "--db-url", f"sqlite:///{path}",
+                                       "--db-timeout", "0.3"])
+            assert res.exit_code == 4, res.output
+            assert "locked" in res.output
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+# ----------------------------------------------------------------------------- plumbing
+class _FakeJobqueueCluster:
+    made = []
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.scaled = None
+        _FakeJobqueueCluster.made.append(self)
+
+    def scale(self, **kwargs):
+        self.scaled = kwargs
+
+
+def test_batch_cluster_arguments(monkeypatch):
+    import dask_jobqueue
+
+    monkeypatch.setattr(dask_jobqueue, "HTCondorCluster", _FakeJobqueueCluster)
+    monkeypatch.setattr(dask_jobqueue, "SLURMCluster", _FakeJobqueueCluster)
+    c = make_cluster("htcondor", workers=7)
+    assert c.kwargs == {"cores": 1, "processes": 1, "memory": "3.5GB", "disk": "8GB"}
+    assert c.scaled == {"jobs": 7}
+    c = make_cluster("slurm", options={"queue": "gw", "memory": "4GB"})
+    assert c.kwargs["walltime"] == "05:00:00" and c.kwargs["queue"] == "gw"
+    assert c.kwargs["memory"] == "4GB" and c.scaled == {"jobs": 10}
+    with pytest.raises(ValueError, match="cluster"):
+        cluster_options("pbs")
+    with pytest.raises(ValueError, match="not both"):
+        engine_mod._connect("tcp://127.0.0.1:1", "slurm", None, 1, 1, None)
+    assert 1 <= engine_mod.default_workers(3) <= 3
+
+
+def test_progress_lines(caplog):
+    with caplog.at_level(logging.INFO, logger="desgw.workflow.progress"):
+        p = make_progress({"se": 2, "expcalib": 1, "diff": 0}, interval_s=1e9)
+        assert isinstance(p, LogProgress)  # not a terminal
+        with p:
+            p.update("se", "done")
+            p.update("se", "failed")
+    assert "progress: se 0/2 | expcalib 0/1" in caplog.text
+    assert "se 2/2 (1 done, 1 failed)" in caplog.text
