@@ -25,6 +25,13 @@ Physics (what SE processing has to undo)
   (CCD edges, large regions) get a low response (0.6-0.9), smaller ones are dead (response 0.02,
   40 %) or hot (dark current log-normal around 5 e-/s, 60 %). Plus random hot pixels (Poisson mean
   150 per CCD, 1-300 e-/s). The bad-pixel mask marks all of them with BADPIX (bit 1).
+* Non-linearity: per amplifier a coefficient ``a`` uniform in
+  `desgw.sim.detector.NONLINEARITY_RANGE` (0.5-1.5 % loss at SATURATA, model in
+  `desgw.sim.detector.nonlinear_adu`), drawn from its own stream of the seed (the other
+  properties are those of a camera drawn without it). ``make_detector_calib(...,
+  nonlinearity=False)`` gives ``a = 0`` (linear amplifiers, identity table). The lookup table
+  written to ``calib/linearity.fits`` (`DetectorCalib.linearity_table`) inverts the model
+  exactly at its grid points (0..65535 ADU, step 16) and to < 1e-3 ADU between them.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -40,6 +47,8 @@ import numba
 import numpy as np
 
 from ..instrument import CCD_SHAPE, defect_boxes, get_ccd
+from ..io.calib import LinearityTable
+from .detector import NONLINEARITY_RANGE, linear_adu
 
 __all__ = ["BADPIX", "CCDCalib", "DetectorCalib", "make_detector_calib", "write_calibrations",
            "throughput_qe"]
@@ -79,6 +88,9 @@ class CCDCalib:
         Seeds of the column bias pattern and of the pixel-to-pixel flat hash.
     transient_e : dict[str, float]
         Start-of-readout bias transient amplitude per amplifier (e-).
+    nonlinearity : dict[str, float]
+        Non-linearity coefficient ``a`` per amplifier (`desgw.sim.detector.nonlinear_adu`;
+        0 or absent: linear).
     """
 
     ccdnum: int
@@ -94,6 +106,7 @@ class CCDCalib:
     column_pattern_seed: int
     flat_seed: int
     transient_e: dict[str, float]
+    nonlinearity: dict[str, float] = field(default_factory=dict)
 
 
 @functools.cache
@@ -230,6 +243,19 @@ class DetectorCalib:
             out[t.y0:t.y1, t.x0:t.x1] += rng.normal(0.0, sigma, t.shape).astype(np.float32)
         return out
 
+    def linearity_table(self, ccdnum: int, step: float = 16.0) -> LinearityTable:
+        """The CCD's linearity lookup table: true ADU for recorded ADU 0..65535 (``step`` apart).
+
+        Each amplifier's column inverts `desgw.sim.detector.nonlinear_adu` with its coefficient
+        and SATURATA (exactly at the grid points); the identity for a linear amplifier.
+        """
+        c = self._get(ccdnum)
+        ccd = get_ccd(int(ccdnum))
+        adu = np.arange(0.0, 65535.0 + 0.5 * step, step)
+        cols = {name: linear_adu(adu, c.nonlinearity.get(name, 0.0), amp.saturation_adu)
+                for name, amp in ccd.amps.items()}
+        return LinearityTable(adu, cols["A"], cols["B"])
+
     def bpm(self, ccdnum: int) -> np.ndarray:
         """Bad-pixel mask of a CCD: uint16 (4096, 2048), `BADPIX` on defects and hot pixels."""
         c = self._get(ccdnum)
@@ -267,7 +293,7 @@ class DetectorCalib:
         return response, np.concatenate(dy), np.concatenate(dx), np.concatenate(dr)
 
 
-def make_detector_calib(ccdnums, seed: int, band: str) -> DetectorCalib:
+def make_detector_calib(ccdnums, seed: int, band: str, *, nonlinearity: bool = True) -> DetectorCalib:
     """Draw the simulated camera for a set of CCDs.
 
     Parameters
@@ -279,6 +305,10 @@ def make_detector_calib(ccdnums, seed: int, band: str) -> DetectorCalib:
         other CCDs are requested).
     band : str
         Filter band (QE offsets and the flat file name).
+    nonlinearity : bool
+        Draw non-linear amplifiers (``a`` in `desgw.sim.detector.NONLINEARITY_RANGE`); False
+        makes them linear (``a = 0``, identity linearity table). Pass
+        ``SimSwitches.nonlinearity`` so the written table matches the rendered data.
 
     Returns
     -------
@@ -316,8 +346,17 @@ def make_detector_calib(ccdnums, seed: int, band: str) -> DetectorCalib:
             column_pattern_seed=int(rng.integers(2**62)),
             flat_seed=int(rng.integers(2**62)),
             transient_e={a: float(rng.uniform(10.0, 30.0)) for a in sorted(ccd.amps)},
+            nonlinearity=_draw_nonlinearity(seed, ccdnum, sorted(ccd.amps), nonlinearity),
         )
     return DetectorCalib(seed=int(seed), band=band, ccds=ccds)
+
+
+def _draw_nonlinearity(seed: int, ccdnum: int, amps: list[str], on: bool) -> dict[str, float]:
+    # a stream of its own, so that the rest of the camera does not depend on it
+    rng = np.random.default_rng([int(seed), int(ccdnum), 3])
+    lo, hi = NONLINEARITY_RANGE
+    values = rng.uniform(lo, hi, len(amps))
+    return {a: float(v) if on else 0.0 for a, v in zip(amps, values)}
 
 
 def write_calibrations(outdir: str | os.PathLike[str], calib: DetectorCalib) -> dict[str, Path]:
@@ -330,16 +369,18 @@ def write_calibrations(outdir: str | os.PathLike[str], calib: DetectorCalib) -> 
     `desgw.io.calib.write_calib`. Bias and flat are tile-compressed with quantisation (the bias at a
     quarter of its noise, ``quantize_level=4``; the flat at 1/16 of its pixel-to-pixel scatter,
     which cfitsio counts as noise, adding 0.02 % rms per pixel), the mask losslessly: 5-8 MB per CCD
-    and kind instead of 32 MB.
+    and kind instead of 32 MB. Also ``{outdir}/calib/linearity.fits``: the linearity lookup
+    tables (`DetectorCalib.linearity_table`, DECam's ``linearity_table`` layout,
+    `desgw.io.calib.write_linearity`), 100 kB per CCD.
 
     Returns
     -------
     dict
-        ``{"bias": path, "flat": path, "bpm": path}``.
+        ``{"bias": path, "flat": path, "bpm": path, "linearity": path}``.
     """
     from astropy.io import fits
 
-    from ..io.calib import write_calib
+    from ..io.calib import write_calib, write_linearity
 
     folder = Path(outdir) / "calib"
     folder.mkdir(parents=True, exist_ok=True)
@@ -353,6 +394,8 @@ def write_calibrations(outdir: str | os.PathLike[str], calib: DetectorCalib) -> 
     out["flat"] = write_calib(folder / f"flat_{calib.band}.fits.fz", "flat",
                               _LazyMap(calib.ccds, calib.dome_flat), header, quantize_level=16.0)
     out["bpm"] = write_calib(folder / "bpm.fits.fz", "bpm", _LazyMap(calib.ccds, calib.bpm), header)
+    out["linearity"] = write_linearity(folder / "linearity.fits",
+                                       {c: calib.linearity_table(c) for c in calib.ccds}, header)
     return out
 
 

@@ -30,7 +30,18 @@ Choices and numbers
 * Read noise per amplifier, gain per amplifier (e-/ADU), bias level per amplifier with a slow
   row-wise drift (a linear term plus one slow sine, 1-4 ADU) that is the same in the data and the
   overscan of each row, so overscan subtraction removes it.
-* Non-linearity is OFF: the simulated response is linear up to full well.
+* Non-linearity (`nonlinear_adu`): the recorded ADU of each amplifier is a smooth, monotonic
+  function of the true ADU, ``adu_rec = adu * (1 - a * (adu / SATURATA)**2)`` with ``a`` per
+  amplifier in `NONLINEARITY_RANGE` (0.5-1.5 %; drawn from the camera seed by
+  `desgw.sim.calib.make_detector_calib`): at SATURATA the loss is ``a``, at 20k ADU it is
+  ``a (20000 / SATURATA)**2``, 0.06-0.3 % at DECam's median SATURATA (43.7k ADU) and under
+  0.5 % except on the 2 % of amplifiers with SATURATA < 34.6k ADU (at most 0.76 %). It is applied by `digitise` to the
+  bias-free signal in ADU (signal, dark and bias structure after the gain), before crosstalk,
+  bias level and overscan are added and the result is rounded; crosstalk is computed from the
+  *true* (linear) bias-free ADU of the source amplifiers. ``d adu_rec / d adu > 0`` up to
+  ``SATURATA / sqrt(3 a)`` (> 4.7 SATURATA), far beyond the 16-bit range, so the response is
+  invertible everywhere (`linear_adu`). A pixel at full well (1.02 SATURATA true) records
+  1.004-1.015 SATURATA, still flagged as saturated.
 """
 
 from __future__ import annotations
@@ -66,6 +77,9 @@ __all__ = [
     "draw_readout_state",
     "digitise",
     "crosstalk_adu",
+    "NONLINEARITY_RANGE",
+    "nonlinear_adu",
+    "linear_adu",
 ]
 
 POISSON_EXACT_BELOW: float = 20.0
@@ -75,6 +89,8 @@ CR_RATE_PER_CM2_MIN: float = 5.0
 TRUTH_COSMIC_RAY, TRUTH_SATELLITE, TRUTH_SATURATED, TRUTH_BLEED, TRUTH_BAD, TRUTH_HOT = 1, 2, 4, 8, 16, 32
 #: A cosmic ray or satellite pixel is marked in the truth mask where it added at least this (e-).
 TRUTH_MASK_THRESHOLD_E: float = 10.0
+#: Range of the per-amplifier non-linearity coefficient ``a`` (fractional loss at SATURATA).
+NONLINEARITY_RANGE: tuple[float, float] = (0.005, 0.015)
 
 _SI_THICKNESS_UM = 250.0
 _E_PER_UM = 80.0
@@ -468,14 +484,19 @@ def draw_readout_state(ccdnum: int, bias_level_adu: dict[str, float], rng: np.ra
 
 
 def digitise(adu_biasfree: np.ndarray, ccdnum: int, state: ReadoutState, rng: np.random.Generator,
-             *, crosstalk: np.ndarray | None = None, read_noise: bool = True) -> np.ndarray:
+             *, crosstalk: np.ndarray | None = None, read_noise: bool = True,
+             nonlinearity: dict[str, float] | None = None) -> np.ndarray:
     """Build the raw uint16 HDU array of one CCD.
+
+    Per amplifier: the true bias-free ADU go through the non-linear response
+    (`nonlinear_adu`, when ``nonlinearity`` is given), then crosstalk, bias level and row
+    drift are added, then the result is rounded and clipped.
 
     Parameters
     ----------
     adu_biasfree : ndarray, shape (4096, 2048), float32
-        Trimmed image in ADU above the bias level (signal, bias structure and data-pixel read
-        noise already included).
+        Trimmed image in true (linear) ADU above the bias level (signal, bias structure and
+        data-pixel read noise already included). Not modified.
     ccdnum : int
     state : ReadoutState
     rng : numpy.random.Generator
@@ -484,6 +505,9 @@ def digitise(adu_biasfree: np.ndarray, ccdnum: int, state: ReadoutState, rng: np
         Crosstalk ADU added to the data pixels.
     read_noise : bool
         Add read noise to the non-data pixels.
+    nonlinearity : dict[str, float], optional
+        Non-linearity coefficient ``a`` per amplifier name (`nonlinear_adu` with the
+        amplifier's SATURATA); None: linear response.
 
     Returns
     -------
@@ -498,6 +522,8 @@ def digitise(adu_biasfree: np.ndarray, ccdnum: int, state: ReadoutState, rng: np
         t = amp.trimmed
         d = amp.raw_data
         block = adu_biasfree[t.y0:t.y1, t.x0:t.x1]
+        if nonlinearity is not None and nonlinearity.get(name, 0.0) != 0.0:
+            block = nonlinear_adu(block, nonlinearity[name], amp.saturation_adu)
         if crosstalk is not None:
             block = block + crosstalk[t.y0:t.y1, t.x0:t.x1]
         raw[d.y0:d.y1, d.x0:d.x1] = block + (level + drift[d.y0:d.y1])[:, None]
@@ -512,6 +538,51 @@ def digitise(adu_biasfree: np.ndarray, ccdnum: int, state: ReadoutState, rng: np
     np.rint(raw, out=raw)
     np.clip(raw, 0, 65535, out=raw)
     return raw.astype(np.uint16)
+
+
+# ----------------------------------------------------------------------------- non-linearity
+def nonlinear_adu(adu: np.ndarray, a: float, saturation_adu: float) -> np.ndarray:
+    """Recorded ADU of a non-linear amplifier: ``adu * (1 - a * (adu / saturation_adu)**2)``.
+
+    Parameters
+    ----------
+    adu : array_like
+        True (linear) ADU above the bias level.
+    a : float
+        Fractional loss at ``saturation_adu`` (0 gives the identity).
+    saturation_adu : float
+        The amplifier's SATURATA (ADU).
+
+    Returns
+    -------
+    ndarray
+        Same shape; float32 for float32 input, else float64.
+    """
+    x = np.asarray(adu)
+    dt = np.float32 if x.dtype == np.float32 else np.float64
+    c = dt(a / float(saturation_adu) ** 2)
+    x = x.astype(dt, copy=False)
+    return x - c * x * x * x
+
+
+def linear_adu(recorded: np.ndarray, a: float, saturation_adu: float) -> np.ndarray:
+    """Inverse of `nonlinear_adu`: the true ADU of recorded ADU (float64, any shape).
+
+    Newton's method from ``recorded``; converges to 1e-9 ADU in a few steps over the monotonic
+    range (``|adu| < saturation_adu / sqrt(3 a)``).
+    """
+    r = np.asarray(recorded, dtype=np.float64)
+    if a == 0:
+        return r.copy()
+    c = a / float(saturation_adu) ** 2
+    t = r.copy()
+    for _ in range(50):
+        f = t - c * t**3 - r
+        step = f / (1.0 - 3.0 * c * t**2)
+        t -= step
+        if np.all(np.abs(step) < 1e-10 * np.maximum(np.abs(t), 1.0)):
+            break
+    return t
 
 
 # ----------------------------------------------------------------------------- crosstalk

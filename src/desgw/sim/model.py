@@ -40,6 +40,7 @@ class SimSwitches:
     proper_motion: bool = True
     wcs_error: bool = True  #: raw header WCS off by up to ~10 arcsec and ~0.05 deg
     dither: bool = True  #: pointings dithered between exposures
+    nonlinearity: bool = True  #: per-amp non-linear response (0.5-1.5 % loss at SATURATA)
 
 
 @dataclass(frozen=True)

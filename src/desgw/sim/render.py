@@ -17,13 +17,18 @@ Order of the physics (each step switchable by `SimSwitches`)
 3. Shot noise and read noise (one draw, see `desgw.sim.detector.apply_noise`); cosmic rays
    (they carry their own fluctuations).
 4. Full well and bleed trails.
-5. Bias structure (e-); gain per amplifier -> ADU above bias.
-6. Crosstalk (ADU, from the bias-free ADU of the source amplifiers, before any crosstalk).
-7. Bias level per amplifier plus row-wise drift in data and overscan, prescan and parallel
+5. Bias structure (e-); gain per amplifier -> true ADU above bias.
+6. Crosstalk (ADU, computed from the *true* (linear) bias-free ADU of the source amplifiers,
+   before any crosstalk or non-linearity).
+7. Non-linearity per amplifier (`desgw.sim.detector.nonlinear_adu` with the camera's
+   coefficients, `DetectorCalib` ``CCDCalib.nonlinearity``) applied to the true bias-free ADU
+   of step 5 (signal, dark and bias structure), in `desgw.sim.detector.digitise`; the
+   crosstalk of step 6 is added after it.
+8. Bias level per amplifier plus row-wise drift in data and overscan, prescan and parallel
    overscan with read noise; rounded and clipped to uint16.
 
-Dead CCDs (2, 61) read out bias and noise only. Non-linearity, brighter-fatter, fringing and
-the gain instability of CCD 31A are not simulated.
+Dead CCDs (2, 61) read out bias and noise only. Brighter-fatter, fringing and the gain
+instability of CCD 31A are not simulated.
 """
 
 from __future__ import annotations
@@ -270,11 +275,12 @@ class _Electrons:
     """Stage 1-5 result of one CCD."""
 
     ccdnum: int
-    adu: np.ndarray  # bias-free ADU, float32 (4096, 2048)
+    adu: np.ndarray  # true bias-free ADU, float32 (4096, 2048)
     mask: np.ndarray
     truth_kw: dict
     state: object
     timings: dict
+    nonlinearity: dict[str, float] | None = None  # per-amp coefficient; None: linear
 
 
 def _render_adu(spec: ExposureSpec, placement: ObjectPlacement, ccdnum: int, switches: SimSwitches,
@@ -366,7 +372,8 @@ def _render_adu(spec: ExposureSpec, placement: ObjectPlacement, ccdnum: int, swi
         psf_fwhm_pix=float(centre.fwhm_pix[0]), psf_e1=float(centre.e1[0]), psf_e2=float(centre.e2[0]),
         pixel_scale_arcsec=float(np.sqrt(centre.pixel_area_arcsec2[0])), mask=mask, n_cosmic_rays=n_cr,
         satellite=bool(crossed), bias_adu=dict(state.bias_adu), bleed_lost_e=lost, dead=dead)
-    return _Electrons(ccdnum, electrons, mask, truth_kw, (state, read_rng), timings)
+    nonlin = dict(cc.nonlinearity) if switches.nonlinearity and cc.nonlinearity else None
+    return _Electrons(ccdnum, electrons, mask, truth_kw, (state, read_rng), timings, nonlin)
 
 
 def _finish(spec: ExposureSpec, e: _Electrons, switches: SimSwitches,
@@ -378,7 +385,8 @@ def _finish(spec: ExposureSpec, e: _Electrons, switches: SimSwitches,
         xt, missing = crosstalk_adu(e.ccdnum, sources if sources is not None else {e.ccdnum: e.adu})
     t1 = time.perf_counter()
     state, read_rng = e.state
-    raw = digitise(e.adu, e.ccdnum, state, read_rng, crosstalk=xt, read_noise=switches.noise)
+    raw = digitise(e.adu, e.ccdnum, state, read_rng, crosstalk=xt, read_noise=switches.noise,
+                   nonlinearity=e.nonlinearity)
     t2 = time.perf_counter()
     timings = dict(e.timings, crosstalk=t1 - t0, digitise=t2 - t1)
     truth = CCDTruth(crosstalk_missing=tuple(missing), **e.truth_kw)
@@ -468,6 +476,12 @@ def render_exposure(spec: ExposureSpec, objects: ObjectTable, ccdnums: Sequence[
     list of RenderedCCD
     """
     ccdnums = [int(c) for c in ccdnums]
+    if not switches.nonlinearity and any(any(calib.ccds[c].nonlinearity.values())
+                                         for c in ccdnums if c in calib.ccds):
+        log.warning("exposure %d: SimSwitches.nonlinearity is off but the DetectorCalib has "
+                    "non-linear amplifiers: its linearity table does not describe these linear "
+                    "data (make the camera with make_detector_calib(..., nonlinearity=False))",
+                    spec.expnum)
     placement = place_objects(spec, objects, switches)
     sat = None
     if switches.satellite:
