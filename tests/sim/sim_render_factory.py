@@ -11,7 +11,8 @@ CCD = 35  # N4, next to the optical axis
 
 #: everything off: the rendered CCD is the sky and the objects, digitised exactly
 QUIET = SimSwitches(noise=False, bias_overscan=False, flat=False, bad_pixels=False, crosstalk=False,
-                    saturation=False, cosmic_rays=False, satellite=False, sky_gradient=False)
+                    saturation=False, cosmic_rays=False, satellite=False, sky_gradient=False,
+                    nonlinearity=False)
 
 
 def make_spec(*, expnum: int = 1000, fwhm: float = 1.0, sky: float = 20.8, zp: float = 26.6,

@@ -58,7 +58,7 @@ def _fake_api(calls):
         h["FILTER"] = spec.band
         return h
 
-    def make_detector_calib(ccdnums, seed, band):
+    def make_detector_calib(ccdnums, seed, band, *, nonlinearity=True):
         return SimpleNamespace(ccds={int(c): SimpleNamespace(qe=1.0 + 0.01 * (c % 3 - 1)) for c in ccdnums})
 
     def write_calibrations(outdir, calib):
@@ -213,7 +213,8 @@ def test_tiny_real_night(tmp_path):
                              switches=sw, scene_config=SPARSE, template_ccds="same")
     truth = load_truth(tmp_path)
     assert len(summary.raw_files) == 2 and all(p.exists() for p in summary.raw_files)
-    assert {p.name for p in summary.calib_files} == {"bias.fits.fz", "flat_r.fits.fz", "bpm.fits.fz"}
+    assert {p.name for p in summary.calib_files} == {"bias.fits.fz", "flat_r.fits.fz", "bpm.fits.fz",
+                                                     "linearity.fits"}
     from desgw.io.raw import RawExposure
 
     spec = truth.exposure_spec(truth.search_expnums[0])

@@ -6,7 +6,7 @@ exposures see them), renders each exposure with the renderer (`desgw.sim.render`
 at a time to bound memory, and writes::
 
     OUTDIR/raw/DECam_{expnum:08d}.fits.fz     one raw exposure per file (.fits if compress=False)
-    OUTDIR/calib/                             bias, flat, bpm (`desgw.sim.calib`)
+    OUTDIR/calib/                             bias, flat, bpm, linearity (`desgw.sim.calib`)
     OUTDIR/gaia/gaia_sim.csv                  Gaia-archive-format catalogue at J2016.0
     OUTDIR/truth/                             see `desgw.sim.truth` (load it with `load_truth`)
 
@@ -282,7 +282,7 @@ def simulate_night(outdir: str | os.PathLike[str], *, seed: int = 0, band: str =
     # the camera also holds the CCDs whose amplifiers leak into the rendered ones (crosstalk)
     all_ccds = tuple(sorted(rendered_ccds | ({s for c in rendered_ccds for s in source_ccds(c)}
                                              if switches.crosstalk else set())))
-    calib = make_detector_calib(all_ccds, seed, band)
+    calib = make_detector_calib(all_ccds, seed, band, nonlinearity=switches.nonlinearity)
     calib_files = tuple(Path(p) for p in write_calibrations(root, calib).values())
     qe = {int(c): float(calib.ccds[c].qe) for c in calib.ccds}
 
