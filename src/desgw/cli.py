@@ -294,5 +294,273 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
         click.echo("  exposure FLAGGED: too many CCD zeropoints are outliers")
 
 
+EXIT_DATABASE_ERROR = 4
+
+
+class _DatabaseErrorsAsExitCode:
+    """``with _DatabaseErrorsAsExitCode():`` a database that cannot be opened, is locked or is
+    unreachable gives a one-line message (the URL's password masked) and exit code 4."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from .db import DatabaseError
+
+        if exc is not None and isinstance(exc, DatabaseError):
+            click.echo(f"desgw: database error: {exc}", err=True)
+            sys.exit(EXIT_DATABASE_ERROR)
+        return False
+
+
+def _quiet_dask_logs() -> None:
+    """Dask's own INFO lines only with -vv."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("distributed", "dask_jobqueue"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+@main.command("ingest")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--reject-propid", "reject_propids", multiple=True,
+              help="Also reject exposures of this proposal id (repeatable).")
+@click.option("--db-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds to wait for a locked SQLite database.")
+@_settings_options
+def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout: float,
+           raw_dir: Path | None, calib_dir: Path | None, refcat_dir: Path | None,
+           out_root: Path | None, db_url: str | None, config_file: Path | None) -> None:
+    """Register raw exposures (files, or folders of DECam_*/c4d_*.fits(.fz)) in the database.
+
+    Science exposures are registered; calibration, test and unusable files are listed with the
+    reason. The database comes from --db-url, $DESGW_DB_URL or desgw.toml (default
+    ./desgw.sqlite). Exit code 0: done; 3: no raw file found; 4: database error.
+    """
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .db import connect, ingest_raw
+    from .io.errors import MissingFileError
+    from .workflow.dagmaker import find_raw_files
+
+    files: list[Path] = []
+    for p in paths:
+        files.extend(find_raw_files(p) if p.is_dir() else [p])
+    if not files:
+        raise MissingFileError(paths[0], None, "no raw exposure files (DECam_*.fits(.fz), "
+                               "c4d_*.fits(.fz)) found")
+    with _DatabaseErrorsAsExitCode(), connect(settings.db_url, busy_timeout_s=db_timeout) as db:
+        report = ingest_raw(db, files, reject_propids=reject_propids)
+        click.echo(f"{db.url}: {len(report.registered)} exposures registered, "
+                   f"{len(report.rejected)} files rejected")
+    for expnum in report.registered:
+        click.echo(f"  registered {expnum}")
+    for path, why in report.rejected:
+        click.echo(f"  rejected {path}: {why}")
+
+
+@main.command("dagmaker")
+@click.argument("expnum", type=click.IntRange(0, 99_999_999))
+@click.option("--rc", "rc_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="DAGMaker settings (dagmaker.rc shell format, or .toml); default ./dagmaker.rc "
+                   "if present, else the original defaults.")
+@click.option("-o", "--output", "graph_out", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Task graph JSON to write (default desgw_graph_EXPNUM.json; "
+                                 "--out is the product root, as in every command).")
+@click.option("--condor", "condor_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=None, help="Also write the HTCondor DAG (desgw_pipeline_EXPNUM.dag) and "
+                                 "submit files into this folder.")
+@click.option("-c", "--ccds", "ccds_text", default=None,
+              help="Search CCDNUMs (default: those in the raw file, without 2 and 61).")
+@click.option("--blacklist", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="File of exposure numbers never to use as templates.")
+@click.option("--db-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds to wait for a locked SQLite database.")
+@_settings_options
+def dagmaker(expnum: int, rc_file: Path | None, graph_out: Path | None, condor_dir: Path | None,
+             ccds_text: str | None, blacklist: Path | None, db_timeout: float,
+             raw_dir: Path | None, calib_dir: Path | None, refcat_dir: Path | None,
+             out_root: Path | None, db_url: str | None, config_file: Path | None) -> None:
+    """Plan the processing of a search exposure (the original DAGMaker.sh).
+
+    Selects template exposures (database, else the raw files' headers) by the dagmaker.rc
+    rules, finds the template CCDs that overlap each search CCD and writes the task graph
+    (SE per CCD, calibration per exposure, difference imaging per search CCD) for
+    `desgw run`; with --condor also an HTCondor DAG. Exit code 3: bad input; 4: database error.
+    """
+    ccds = _parse_ccds(ccds_text)
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .workflow.dagmaker import make_dag
+    from .workflow.dagmaker_rc import DagmakerConfig, read_dagmaker_config
+    from .workflow.templates import read_blacklist
+
+    if rc_file is None and Path("dagmaker.rc").is_file():
+        rc_file = Path("dagmaker.rc")
+    config = read_dagmaker_config(rc_file) if rc_file is not None else DagmakerConfig()
+    banned = read_blacklist(blacklist) if blacklist is not None else frozenset()
+    with _DatabaseErrorsAsExitCode():
+        db = None
+        if settings.db_url is not None:
+            from .db import connect
+
+            db = connect(settings.db_url, busy_timeout_s=db_timeout)
+        try:
+            graph = make_dag(expnum, settings=settings, config=config, db=db, blacklist=banned,
+                             ccds=None if ccds in (None, "all") else ccds)
+        finally:
+            if db is not None:
+                db.close()
+    path = graph.write(graph_out or Path(f"desgw_graph_{expnum}.json"))
+    meta = graph.meta
+    counts = graph.counts()
+    click.echo(f"search exposure {expnum} ({meta['search']['band']}, nite "
+               f"{meta['search']['product_nite']}): {len(meta['templates'])} templates, "
+               f"{counts['se']} SE, {counts['expcalib']} expcalib, {counts['diff']} diff tasks")
+    for t in meta["templates"]:
+        kept = f", {len(t['existing_ccds'])} already processed" if t["existing_ccds"] else ""
+        click.echo(f"  template {t['expnum']} (nite {t['nite']}): CCDs "
+                   f"{','.join(map(str, t['ccds']))}{kept}")
+    for r in meta["rejected"]:
+        click.echo(f"  rejected {r['expnum']}: {'; '.join(r['reasons'])}")
+    for d in meta["dropped"]:
+        click.echo(f"  dropped {d['expnum']}: {d['reason']}")
+    if meta["no_template_ccds"]:
+        click.echo(f"  no template overlaps CCDs {meta['no_template_ccds']}")
+    click.echo(f"wrote {path}")
+    if condor_dir is not None:
+        from .workflow.condor import write_condor_dag
+
+        export = write_condor_dag(graph, condor_dir, settings=settings, search_expnum=expnum)
+        click.echo(f"wrote {export.dag} ({export.n_nodes} nodes) and "
+                   f"{', '.join(p.name for p in export.submit_files.values())}")
+
+
+@main.command("run")
+@click.argument("graph_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (tcp://host:8786); 'local' (default): a local cluster "
+                   "of worker processes; 'single': one task after the other in this process.")
+@click.option("--cluster", type=click.Choice(["htcondor", "slurm"]), default=None,
+              help="Start the Dask workers as batch jobs (dask-jobqueue; 1 core, 3.5 GB each).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes, or batch jobs with --cluster (default: one per core).")
+@click.option("-O", "--overwrite", is_flag=True, help="Run every task, even those whose products exist.")
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Extra attempts for transient errors and for tasks whose worker died.")
+@click.option("--db-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds to wait for a locked SQLite database.")
+@_settings_options
+def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: int | None,
+        overwrite: bool, retries: int, db_timeout: float, raw_dir: Path | None,
+        calib_dir: Path | None, refcat_dir: Path | None, out_root: Path | None,
+        db_url: str | None, config_file: Path | None) -> None:
+    """Execute a task graph written by `desgw dagmaker` (on Dask).
+
+    Tasks whose products exist are skipped unless -O; a failed task is reported and the others
+    go on. Task logs and a run summary go to OUT/logs/. Exit code 0: every task done or skipped;
+    1: some task failed or was blocked (listed); 3: bad input; 4: database error.
+    """
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .workflow.engine import run_graph
+    from .workflow.graph import TaskGraph
+
+    graph = TaskGraph.read(graph_file)
+    _quiet_dask_logs()
+    with _DatabaseErrorsAsExitCode():
+        report = run_graph(graph, settings=settings, scheduler=scheduler, cluster=cluster,
+                           workers=workers, overwrite=overwrite, retries=retries,
+                           db_timeout_s=db_timeout)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        sys.exit(EXIT_PROCESSING_FAILED)
+
+
+@main.command("sediff", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
+@click.option("-r", "--rnum", type=click.IntRange(0), required=True, help="SE processing r number (r{R}p{P}).")
+@click.option("-p", "--pnum", type=click.IntRange(0), required=True, help="SE processing p number (r{R}p{P}).")
+@click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
+              help="Night YYYYMMDD of the product directory (default: the raw header's).")
+@click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
+              help="Band (default: the raw header's; must agree with it).")
+@click.option("-S", "--season", required=True, help="Season, e.g. 67 or dp67 (difference-imaging version dp{S}).")
+@click.option("-c", "--ccds", "ccds_text", default=None,
+              help="CCDNUMs, e.g. 28,35 or 1-62 (default: those in the raw file, without 2 and 61).")
+@click.option("-d", "--destcache", type=click.Choice(["scratch", "persistent"]), default="scratch",
+              show_default=True)
+@click.option("-m", "--schema", type=click.Choice(["gw", "wsdiff"]), default="gw", show_default=True)
+@click.option("-v", "--version", "diff_version", default=None,
+              help="DiffImg version tag (default: DIFFIMG_EUPS_VERSION of the rc file).")
+@click.option("-V", "--snveto", default=None, help="SNVETO list name: make the star/veto lists (makestarcat).")
+@click.option("-T", "--starcat", default=None, help="SNSTAR list name: make the star/veto lists (makestarcat).")
+@click.option("-C", "--calib", "run_calibration", is_flag=True,
+              help="Photometric calibration of the search and template exposures.")
+@click.option("-j", "--jump-to-calib", is_flag=True,
+              help="No SE of the search exposure: calibrate its existing fullcats and go on.")
+@click.option("-s", "--single", "single_process", is_flag=True, help="Run the tasks one after the other in this process.")
+@click.option("-Y", "--special-y", is_flag=True, help="Accepted for compatibility, no effect.")
+@click.option("-F", "--fullcopy", is_flag=True, help="Accepted for compatibility, no effect (products are written in place).")
+@click.option("-O", "--overwrite", is_flag=True, help="Redo the tasks whose products exist.")
+@click.option("-t", "--template", "template_mode", is_flag=True,
+              help="Template exposure: SE (and calibration with -C) only; no difference imaging.")
+@click.option("--templates", "templates_text", default=None,
+              help="Use these template exposures, e.g. 664075,664080 (default: the DAGMaker rules).")
+@click.option("--rc", "rc_file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="DAGMaker rules for choosing templates (dagmaker.rc or .toml).")
+@click.option("--blacklist", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="File of exposure numbers never to use as templates.")
+@click.option("--no-fakes", is_flag=True, help="Do not inject fake sources in the difference imaging.")
+@click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (default) or 'single'.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes (default: one per core).")
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Extra attempts for transient errors and for tasks whose worker died.")
+@click.option("--db-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
+              help="Seconds to wait for a locked SQLite database.")
+@_settings_options
+def sediff(expnum: int, rnum: int, pnum: int, nite: int | None, band: str | None, season: str,
+           ccds_text: str | None, destcache: str, schema: str, diff_version: str | None,
+           snveto: str | None, starcat: str | None, run_calibration: bool, jump_to_calib: bool,
+           single_process: bool, special_y: bool, fullcopy: bool, overwrite: bool,
+           template_mode: bool, templates_text: str | None, rc_file: Path | None,
+           blacklist: Path | None, no_fakes: bool, scheduler: str | None, workers: int | None,
+           retries: int, db_timeout: float, raw_dir: Path | None, calib_dir: Path | None,
+           refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
+           config_file: Path | None) -> None:
+    """SE + verification + difference imaging of a search exposure's CCDs (the original SEdiff.sh).
+
+    Templates (chosen by the DAGMaker rules, or --templates) whose overlapping CCDs lack SE
+    products are processed first. Exit code 0: all done; 1: some task failed or was blocked
+    (listed); 3: bad input; 4: database error.
+    """
+    ccds = _parse_ccds(ccds_text)
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .workflow.dagmaker_rc import read_dagmaker_config
+    from .workflow.sediff import parse_season, run_sediff
+    from .workflow.templates import read_blacklist
+
+    try:
+        season_n = parse_season(season)
+        templates = None if templates_text is None else \
+            [int(t) for t in templates_text.replace(" ", "").split(",") if t]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    config = read_dagmaker_config(rc_file) if rc_file is not None else None
+    banned = read_blacklist(blacklist) if blacklist is not None else frozenset()
+    _quiet_dask_logs()
+    with _DatabaseErrorsAsExitCode():
+        report = run_sediff(
+            expnum, settings=settings, rnum=rnum, pnum=pnum, season=season_n, nite=nite,
+            band=band, ccds=None if ccds in (None, "all") else ccds, cache=destcache,
+            schema=schema, version=diff_version, snveto=snveto, starcat=starcat,
+            run_calibration=run_calibration, jump_to_calib=jump_to_calib,
+            single_process=single_process, special_y=special_y, fullcopy=fullcopy,
+            overwrite=overwrite, template_mode=template_mode, templates=templates,
+            config=config, blacklist=banned, fakes=not no_fakes, scheduler=scheduler,
+            workers=workers, retries=retries, db_timeout_s=db_timeout)
+    for line in report.lines():
+        click.echo(line)
+    if not report.ok:
+        sys.exit(EXIT_PROCESSING_FAILED)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
