@@ -50,7 +50,7 @@ def test_dag_and_submit_files(tmp_path):
     assert sorted(export.submit_files) == ["diff", "expcalib", "se"]
     text = export.dag.read_text()
 
-    jobs = re.findall(r"^JOB (\S+) (\S+)$", text, re.M)
+    jobs = re.findall(r"^JOB (\S+) (\S+)$", text, re.MULTILINE)
     assert len(jobs) == export.n_nodes == len(g)
     names = [j[0] for j in jobs]
     # template SE nodes come first (no parents: DAGMan runs them in parallel)
@@ -63,12 +63,12 @@ def test_dag_and_submit_files(tmp_path):
         assert f"RETRY {node} 3" in text
     # every dependency is an edge, and nothing else is
     edges = set()
-    for parents, child in re.findall(r"^PARENT (.+) CHILD (\S+)$", text, re.M):
+    for parents, child in re.findall(r"^PARENT (.+) CHILD (\S+)$", text, re.MULTILINE):
         edges |= {(p, child) for p in parents.split()}
     assert edges == {(dag_node_name(d), dag_node_name(t.id)) for t in g.tasks for d in t.deps}
 
     def node_vars(node):
-        line = re.search(rf"^VARS {node} (.*)$", text, re.M).group(1)
+        line = re.search(rf"^VARS {node} (.*)$", text, re.MULTILINE).group(1)
         return dict(re.findall(r'(\w+)="([^"]*)"', line))
 
     v = node_vars(f"se_{T1}_32")

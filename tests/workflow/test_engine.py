@@ -25,7 +25,6 @@ from desgw.workflow.engine_tasks import (
     TaskPayload,
     execute_task,
     is_transient,
-    run_diff,
     run_se,
 )
 from desgw.workflow.graph import Task, TaskGraph
@@ -300,10 +299,9 @@ def test_database_password_never_in_logs_or_errors(tmp_path, caplog):
 
     from desgw.db import DatabaseError
 
-    with caplog.at_level(logging.DEBUG):
-        with pytest.raises(DatabaseError) as err:
-            run_graph(TaskGraph((task,)), settings=settings, scheduler="single",
-                      progress=False)
+    with caplog.at_level(logging.DEBUG), pytest.raises(DatabaseError) as err:
+        run_graph(TaskGraph((task,)), settings=settings, scheduler="single",
+                  progress=False)
     assert PASSWORD not in str(err.value) and PASSWORD not in caplog.text
 
 
@@ -343,12 +341,9 @@ def test_locked_or_unreachable_database_exit_codes(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- plumbing
 class _FakeJobqueueCluster:
-    made = []
-
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.scaled = None
-        _FakeJobqueueCluster.made.append(self)
 
     def scale(self, **kwargs):
         self.scaled = kwargs

@@ -47,10 +47,10 @@ from .graph import Task, TaskGraph
 from .settings import Settings
 
 __all__ = [
-    "CondorExport",
+    "LIFETIME_S",
     "REQUEST_DISK",
     "REQUEST_MEMORY_MB",
-    "LIFETIME_S",
+    "CondorExport",
     "dag_node_name",
     "desgw_executable",
     "write_condor_dag",
@@ -171,8 +171,8 @@ def _submit_text(kind: str, executable: str, settings: Settings, log_dir: Path,
         "request_cpus = 1",
         f"request_memory = {int(request_memory_mb)}",
         f"request_disk = {request_disk}",
-        f"periodic_remove = (JobStatus == 2) && ((time() - EnteredCurrentStatus) > "
-        f"{int(lifetime_s)})",
+        (f"periodic_remove = (JobStatus == 2) && ((time() - EnteredCurrentStatus) > "
+         f"{int(lifetime_s)})"),
         f"output = {log_dir}/$(JOB).out",
         f"error = {log_dir}/$(JOB).err",
         f"log = {log_dir}/desgw_pipeline.log",

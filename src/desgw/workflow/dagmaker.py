@@ -48,7 +48,7 @@ from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.io.naming import corners_out_name, qc_exposure_name
 
 from .dagmaker_rc import DagmakerConfig
-from .engine_products import exposure_outdir, expcalib_complete, se_complete
+from .engine_products import expcalib_complete, exposure_outdir, se_complete
 from .graph import Task, TaskGraph, diff_task_id, expcalib_task_id, se_task_id
 from .settings import Settings
 from .templates import (
@@ -482,7 +482,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         "overlaps": {str(c): {str(e): v for e, v in sorted(d.items())}
                      for c, d in overlaps.items()},
         "no_template_ccds": no_template,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "desgw_version": __version__,
         "database": db is not None,
     }

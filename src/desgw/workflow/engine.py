@@ -60,8 +60,8 @@ from .settings import Settings
 
 __all__ = [
     "CLUSTER_KINDS",
-    "RunReport",
     "WORKER_MEMORY_GB",
+    "RunReport",
     "cluster_options",
     "default_workers",
     "make_cluster",
@@ -152,9 +152,10 @@ class RunReport:
     def lines(self) -> list[str]:
         """A human summary."""
         counts = {s: len(self.with_status(s)) for s in ("done", "skipped", "failed", "blocked")}
-        out = [f"run {self.run_id}: {len(self.results)} tasks: {counts['done']} done, "
-               f"{counts['skipped']} skipped (products exist), {counts['failed']} failed, "
-               f"{counts['blocked']} blocked; {self.scheduler}; wall {self.wall_seconds:.1f} s"]
+        out = [(f"run {self.run_id}: {len(self.results)} tasks: {counts['done']} done, "
+                f"{counts['skipped']} skipped (products exist), {counts['failed']} failed, "
+                f"{counts['blocked']} blocked; {self.scheduler}; wall "
+                f"{self.wall_seconds:.1f} s")]
         for kind in TASK_KINDS:
             rs = [r for r in self.results.values() if r.kind == kind]
             if not rs:

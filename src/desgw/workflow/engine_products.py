@@ -23,7 +23,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from desgw.io.naming import allzp_csv_name, exposure_dir, qc_exposure_name, zero_csv_name
+from desgw.io.naming import (
+    allzp_csv_name,
+    exposure_dir,
+    qc_exposure_name,
+    zero_csv_name,
+)
 
 from .se_exposure import CCDProductPaths, ccd_product_paths
 

@@ -15,7 +15,7 @@ import logging
 import sys
 import time
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO, Any, Self
 
 __all__ = ["LogProgress", "RichProgress", "StageCounts", "make_progress"]
 
@@ -61,7 +61,7 @@ class LogProgress:
             self._last = now
             log.info("%s", self.line())
 
-    def __enter__(self) -> LogProgress:
+    def __enter__(self) -> Self:
         if self.stages:
             log.info("%s", self.line())
         return self
@@ -92,7 +92,7 @@ class RichProgress(LogProgress):
         info = ", ".join(f"{n} {s}" for s, n in sorted(c.by_status.items()) if s != "done")
         self._progress.update(self._ids[stage], completed=c.finished, info=info)
 
-    def __enter__(self) -> RichProgress:
+    def __enter__(self) -> Self:
         self._progress.start()
         return self
 

@@ -1,0 +1,232 @@
+"""``SEdiff.sh``: SE, verification and difference imaging of a search exposure's CCDs.
+
+:func:`run_sediff` keeps the original flags and their meanings (``desgw sediff``):
+
+==========  =====================================================================
+``-E``      search exposure number
+``-r -p``   SE processing version ``r{R}p{P}``
+``-n``      night of the product directory (default: the header's)
+``-b``      band (default: the header's; must agree)
+``-S``      season (``67`` or ``dp67``): the difference-imaging version ``dp{S}``
+``-c``      CCDs (default: every CCD in the raw file but the dead 2 and 61)
+``-d``      destination cache: ``scratch`` or ``persistent``
+``-m``      schema: ``gw`` or ``wsdiff``
+``-v``      DiffImg version tag (recorded with the results)
+``-V -T``   SNVETO and SNSTAR list names: when given, the star and veto lists are made
+            (makestarcat) before the difference imaging; when not, that step is skipped
+``-C``      photometric calibration of the search and template exposures
+``-j``      no SE of the search exposure: calibrate its existing fullcats and go on
+``-s``      single process (no Dask: tasks one after the other)
+``-Y``      accepted, no effect (:data:`~desgw.workflow.se_exposure.SPECIAL_Y_WARNING`)
+``-F``      accepted, no effect: the original's FULLCOPY copied every intermediate file back
+            to storage; desgw writes its products in place under the product root
+``-O``      redo the tasks whose products exist
+``-t``      template: SE (and calibration with ``-C``) of this exposure only, quality
+            measured but not assessed; no templates, no difference imaging
+==========  =====================================================================
+
+The work is a small :class:`~desgw.workflow.graph.TaskGraph` (:func:`desgw.workflow.dagmaker.
+make_dag` restricted to the CCDs: templates chosen by the DAGMaker rules, or ``templates``,
+their overlapping CCDs processed first when their products are missing) run by
+:func:`desgw.workflow.engine.run_graph`. Database writes happen in the tasks when the settings
+name a database.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .dagmaker import make_dag, raw_file_ccds, record_from_raw
+from .dagmaker_rc import DagmakerConfig
+from .engine import RunReport, run_graph
+from .graph import Task, TaskGraph, expcalib_task_id, se_task_id
+from .se_exposure import CACHES, SCHEMAS, SPECIAL_Y_WARNING
+from .settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from desgw.db import Database
+
+__all__ = ["FULLCOPY_WARNING", "SEdiffReport", "parse_season", "run_sediff"]
+
+log = logging.getLogger(__name__)
+
+#: The message given for ``-F``.
+FULLCOPY_WARNING = (
+    "-F (the original's FULLCOPY) copied every intermediate file back to storage; desgw "
+    "writes its products in place under the product root, so -F has no effect")
+
+
+def parse_season(value: int | str) -> int:
+    """Season number from ``67`` or ``"dp67"`` (>= 1).
+
+    Raises
+    ------
+    ValueError
+        Not a positive integer.
+    """
+    text = str(value).strip()
+    if text.lower().startswith("dp"):
+        text = text[2:]
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"season must be a positive number like 67 or dp67, got {value!r}")
+    return int(text)
+
+
+@dataclass
+class SEdiffReport:
+    """What :func:`run_sediff` did.
+
+    Attributes
+    ----------
+    expnum : int
+    graph : TaskGraph
+        The tasks that were planned.
+    run : RunReport
+        Their execution.
+    warnings : list of str
+    """
+
+    expnum: int
+    graph: TaskGraph
+    run: RunReport
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every task is done or skipped."""
+        return self.run.ok
+
+    def lines(self) -> list[str]:
+        """A human summary."""
+        meta = self.graph.meta
+        out = [f"SEdiff of exposure {self.expnum}"]
+        temps = meta.get("templates", [])
+        if temps:
+            out.append("  templates: " + ", ".join(
+                f"{t['expnum']} (CCDs {','.join(map(str, t['ccds']))})" for t in temps))
+        for r in meta.get("rejected", []):
+            out.append(f"  rejected template {r['expnum']}: {'; '.join(r['reasons'])}")
+        for d in meta.get("dropped", []):
+            out.append(f"  dropped template {d['expnum']}: {d['reason']}")
+        if meta.get("no_template_ccds"):
+            out.append(f"  no template overlaps CCDs {meta['no_template_ccds']}")
+        out += self.run.lines()
+        out += [f"  warning: {w}" for w in self.warnings]
+        return out
+
+
+def _template_only_graph(expnum: int, settings: Settings, config: DagmakerConfig,
+                         ccds: Iterable[int] | None, nite: int | None, band: str | None,
+                         calibrate: bool, search_se: bool) -> TaskGraph:
+    """SE (+ calibration) of one exposure in template mode (``-t``)."""
+    from desgw.instrument import DEFAULT_CCDNUMS
+    from desgw.io.errors import DesgwInputError
+
+    raw = str(settings.raw_path(expnum))
+    rec = record_from_raw(raw)
+    if band is not None and band != rec.band:
+        raise DesgwInputError(raw, 0, f"the exposure's band is {rec.band!r}, not {band!r}")
+    present = raw_file_ccds(raw)
+    ccd_list = (sorted({int(c) for c in ccds}) if ccds is not None
+                else [c for c in DEFAULT_CCDNUMS if present is None or c in present])
+    args = {"band": rec.band, "nite": int(nite) if nite is not None else rec.nite,
+            "rnum": config.rnum, "pnum": config.pnum, "cache": config.destcache,
+            "schema": config.schema, "template": True, "raw_path": raw}
+    tasks = [Task(se_task_id(expnum, c), "se", expnum, c, (), {**args, "extra_opts": []})
+             for c in ccd_list] if search_se else []
+    if calibrate:
+        tasks.append(Task(expcalib_task_id(expnum), "expcalib", expnum, None,
+                          tuple(t.id for t in tasks), {**args, "ccds": ccd_list}))
+    meta = {"search": {"expnum": expnum, "band": rec.band, "nite": args["nite"],
+                       "ccds": ccd_list}, "template_mode": True}
+    return TaskGraph(tuple(tasks), meta)
+
+
+def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season: int | str,
+               nite: int | None = None, band: str | None = None,
+               ccds: Iterable[int] | None = None, cache: str = "scratch", schema: str = "gw",
+               version: str | None = None, snveto: str | None = None,
+               starcat: str | None = None, run_calibration: bool = False,
+               jump_to_calib: bool = False, single_process: bool = False,
+               special_y: bool = False, fullcopy: bool = False, overwrite: bool = False,
+               template_mode: bool = False, templates: Sequence[int] | None = None,
+               config: DagmakerConfig | None = None, blacklist: Iterable[int] = frozenset(),
+               db: Database | None = None, fakes: bool = True, scheduler: str | None = None,
+               cluster: str | None = None, workers: int | None = None, retries: int = 2,
+               progress: bool = True, db_timeout_s: float = 60.0) -> SEdiffReport:
+    """SEdiff of a search exposure (see the module docstring for the flags).
+
+    Parameters
+    ----------
+    expnum, rnum, pnum, season, nite, band, ccds, cache, schema, version
+        ``-E -r -p -S -n -b -c -d -m -v``.
+    snveto, starcat : str, optional
+        ``-V``, ``-T``: star/veto list names (makestarcat runs when either is given).
+    run_calibration, jump_to_calib, single_process, special_y, fullcopy, overwrite,
+    template_mode : bool
+        ``-C -j -s -Y -F -O -t``.
+    templates : sequence of int, optional
+        Template exposures to use (default: chosen by the DAGMaker rules of ``config``).
+    config : DagmakerConfig, optional
+        Template rules (TWINDOW, TEFF_CUT, nights, ...); its RNUM, PNUM, SEASON, DESTCACHE and
+        SCHEMA are replaced by the arguments.
+    blacklist : iterable of int
+        Exposures never used as templates.
+    db : Database, optional
+        Template candidates from this database (default: ``settings.db_url``, else raw
+        headers).
+    fakes : bool
+        Inject fake sources in the difference imaging.
+    scheduler, cluster, workers, retries, progress
+        As :func:`desgw.workflow.engine.run_graph` (``-s`` means ``scheduler="single"``).
+    db_timeout_s : float
+        Wait for a locked SQLite database when checking it (s).
+
+    Returns
+    -------
+    SEdiffReport
+
+    Raises
+    ------
+    DesgwInputError
+        No raw file, a band that disagrees with the header, bad templates.
+    ValueError
+        A bad cache, schema or season.
+    desgw.db.DatabaseError
+        The database cannot be opened.
+    """
+    if cache not in CACHES:
+        raise ValueError(f"cache must be one of {CACHES}, got {cache!r}")
+    if schema not in SCHEMAS:
+        raise ValueError(f"schema must be one of {SCHEMAS}, got {schema!r}")
+    expnum = int(expnum)
+    season_n = parse_season(season)
+    warnings: list[str] = []
+    if special_y:
+        log.warning(SPECIAL_Y_WARNING)
+        warnings.append(SPECIAL_Y_WARNING)
+    if fullcopy:
+        log.warning(FULLCOPY_WARNING)
+        warnings.append(FULLCOPY_WARNING)
+    cfg = dataclasses.replace(config or DagmakerConfig(), rnum=int(rnum), pnum=int(pnum),
+                              season=season_n, destcache=cache, schema=schema)
+    calibrate = bool(run_calibration or jump_to_calib)
+    if template_mode:
+        graph = _template_only_graph(expnum, settings, cfg, ccds, nite, band, calibrate,
+                                     search_se=not jump_to_calib)
+    else:
+        graph = make_dag(expnum, settings=settings, config=cfg, db=db, blacklist=blacklist,
+                         ccds=ccds, templates=templates, nite=nite, band=band,
+                         calibrate=calibrate, search_se=not jump_to_calib, diff=True,
+                         fakes=fakes, version=version, snstar=starcat, snveto=snveto)
+    if single_process:
+        scheduler, cluster = "single", None
+    run = run_graph(graph, settings=settings, scheduler=scheduler, cluster=cluster,
+                    workers=workers, overwrite=overwrite, retries=retries, progress=progress,
+                    db_timeout_s=db_timeout_s)
+    return SEdiffReport(expnum=expnum, graph=graph, run=run, warnings=warnings)
+

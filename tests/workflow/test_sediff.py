@@ -1,0 +1,179 @@
+"""`desgw sediff` (SEdiff.sh): flags, the task graph it runs, resume, and a real run."""
+
+import sys
+import types
+
+import pytest
+from click.testing import CliRunner
+
+from desgw.cli import main
+from desgw.workflow.dagmaker import make_dag, record_from_raw
+from desgw.workflow.dagmaker_rc import DagmakerConfig
+from desgw.workflow.engine_products import diff_summary_path, se_paths
+from desgw.workflow.sediff import FULLCOPY_WARNING, parse_season, run_sediff
+from desgw.workflow.settings import load_settings
+
+SEARCH = 880001
+
+
+def _sim(tmp_path_factory):
+    """``simulate_night(seed=5, ccds=[28], n_templates=1)`` and its Gaia store, made once per
+    session (shared with the other workflow test modules through the session's base temp)."""
+    from desgw.refcat import ingest_gaia
+    from desgw.sim import load_truth
+    from desgw.sim.night import simulate_night
+
+    root = tmp_path_factory.getbasetemp() / "workflow_sim_seed5"
+    if not (root / "READY").is_file():
+        simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
+        ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
+        (root / "READY").write_text("ok\n")
+    return root, load_truth(root)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    return _sim(tmp_path_factory)
+
+
+@pytest.fixture
+def fake_diff(monkeypatch):
+    """A stand-in for desgw.workflow.diff_ccd (same names and fields) recording its tasks."""
+    seen = []
+
+    def run_diff_ccd(task):
+        seen.append(task)
+        return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=3,
+                                     n_fakes=10, n_fakes_recovered=9, timings={"total": 0.01})
+
+    module = types.ModuleType("desgw.workflow.diff_ccd")
+    module.DiffTask = types.SimpleNamespace
+    module.run_diff_ccd = run_diff_ccd
+    monkeypatch.setitem(sys.modules, "desgw.workflow.diff_ccd", module)
+    return seen
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("DESGW_RAW_DIR", "DESGW_CALIB_DIR", "DESGW_REFCAT", "DESGW_OUT",
+                 "DESGW_DB_URL", "DESGW_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def _options(root, out):
+    return ["--raw-dir", str(root / "raw"), "--calib-dir", str(root / "calib"),
+            "--refcat", str(root / "refcat"), "--out", str(out)]
+
+
+def _fake_se_products(out, expnum, ccds, args):
+    for c in ccds:
+        paths = se_paths(out, expnum, c, args)
+        paths.immask.parent.mkdir(parents=True, exist_ok=True)
+        for p in paths.all():
+            p.write_bytes(b"stand-in")
+
+
+def test_season_and_help():
+    assert parse_season("dp67") == 67 and parse_season(12) == 12
+    with pytest.raises(ValueError):
+        parse_season("dpX")
+    res = CliRunner().invoke(main, ["sediff", "-h"])
+    assert res.exit_code == 0
+    for letter in ["E", "r", "p", "n", "b", "S", "c", "d", "m", "v", "V", "T", "C", "j", "s", "Y", "F", "O", "t", "h"]:
+        assert f"-{letter}," in res.output, letter
+
+
+def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_path, clean_env,
+                                                                    fake_diff):
+    root, truth = sim
+    (template,) = truth.template_expnums
+    out = tmp_path / "out"
+    t_nite = record_from_raw(truth.raw_path(template)).nite
+    base = {"band": "r", "rnum": 4, "pnum": 7, "cache": "persistent", "schema": "wsdiff"}
+    # SE products of the template's overlapping CCDs and of the search CCD exist
+    _fake_se_products(out, template, truth.ccdnums(template), {**base, "nite": t_nite})
+    _fake_se_products(out, SEARCH, [28], {**base, "nite": 20190901})
+    args = ["sediff", "-E", str(SEARCH), "-r", "4", "-p", "7", "-n", "20190901", "-b", "r",
+            "-S", "dp67", "-c", "28", "-d", "persistent", "-m", "wsdiff", "-v", "gw8", "-s",
+            "-F", "--no-fakes", *_options(root, out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    (task,) = fake_diff
+    assert task.search_expnum == SEARCH and task.ccdnum == 28
+    assert task.template_expnums == (template,) and task.season == 67
+    assert (task.rnum, task.pnum, task.cache, task.schema) == (4, 7, "persistent", "wsdiff")
+    assert task.nite == 20190901 and task.version == "gw8" and task.fakes is False
+    assert task.band == "r" and task.overwrite is False
+    assert f"templates: {template}" in res.output
+    # the template's products exist: no task for it; the search SE is skipped
+    assert "2 tasks: 1 done, 1 skipped" in res.output
+    assert "FULLCOPY" in res.output
+    summary = diff_summary_path(out, SEARCH, 28, {**base, "nite": 20190901, "season": 67})
+    assert summary.is_file()
+
+    # a second run finds the difference imaging done
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0 and len(fake_diff) == 1 and "2 skipped" in res.output
+
+    # a template whose CCD product is missing is processed first: without its calibration
+    # files it fails, and the difference imaging, left without a template, is blocked
+    bad = _options(root, out)
+    bad[bad.index("--calib-dir") + 1] = str(tmp_path / "nowhere")
+    for p in se_paths(out, template, 22, {**base, "nite": t_nite}).all():
+        p.unlink()
+    res = CliRunner().invoke(main, [*args[:-len(bad)], *bad])
+    assert res.exit_code == 1
+    assert f"FAILED se-{template}-22: MissingFileError" in res.output
+    assert "BLOCKED diff-880001-28: no template left" in res.output and len(fake_diff) == 1
+
+
+def test_template_mode_and_jump_to_calib(sim, tmp_path):
+    root, truth = sim
+    (template,) = truth.template_expnums
+    out = tmp_path / "out"
+    settings = load_settings(raw_dir=root / "raw", calib_dir=root / "calib",
+                             refcat_dir=root / "refcat", out_root=out, environ={},
+                             cwd=tmp_path)
+    t_nite = record_from_raw(truth.raw_path(template)).nite
+    base = {"band": "r", "rnum": 1, "pnum": 2, "cache": "scratch", "schema": "gw",
+            "nite": t_nite}
+    _fake_se_products(out, template, truth.ccdnums(template), base)
+    rep = run_sediff(template, settings=settings, rnum=1, pnum=2, season=70,
+                     template_mode=True, single_process=True, special_y=True, fullcopy=True,
+                     progress=False)
+    assert rep.ok and rep.graph.counts() == {"se": 4, "expcalib": 0, "diff": 0}
+    assert all(t.args["template"] for t in rep.graph.tasks)
+    assert len(rep.run.skipped) == 4 and FULLCOPY_WARNING in rep.warnings
+    assert any("-Y" in w for w in rep.warnings)
+
+    # -j: no SE task for the search exposure; its calibration has none to wait for
+    g = make_dag(SEARCH, settings=settings, config=DagmakerConfig(), search_se=False)
+    assert f"se-{SEARCH}-28" not in g and g.task(f"expcalib-{SEARCH}").deps == ()
+    assert f"expcalib-{SEARCH}" in g.task(f"diff-{SEARCH}-28").deps
+
+
+@pytest.mark.slow
+def test_real_sediff_with_calibration_and_star_lists(sim, tmp_path, clean_env, fake_diff):
+    """SE of the templates' CCDs and of the search CCD, calibration, makestarcat, diff."""
+    root, truth = sim
+    (template,) = truth.template_expnums
+    out = tmp_path / "out"
+    args = ["sediff", "-E", str(SEARCH), "-r", "1", "-p", "1", "-S", "67", "-c", "28", "-C",
+            "-s", "-T", "SNSTAR_test.LIST", "-V", "SNVETO_test.LIST", *_options(root, out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "8 tasks: 8 done" in res.output
+    (task,) = fake_diff
+    assert task.template_expnums == (template,)
+    nite = record_from_raw(truth.raw_path(SEARCH)).nite
+    base = {"band": "r", "rnum": 1, "pnum": 1, "cache": "scratch", "schema": "gw",
+            "nite": nite}
+    search_dir = se_paths(out, SEARCH, 28, base).immask.parent
+    stars = (search_dir / "SNSTAR_test.LIST").read_text().splitlines()
+    assert (search_dir / "SNVETO_test.LIST").is_file()
+    assert sum(1 for line in stars if line and not line.startswith("#")) > 5
+    res = CliRunner().invoke(main, args)
+    # the template's products exist now: it gets no task; the search's tasks are skipped
+    assert res.exit_code == 0 and "3 tasks: 0 done, 3 skipped" in res.output
+    assert len(fake_diff) == 1
