@@ -1,0 +1,430 @@
+"""Difference imaging of one search CCD (DiffImg's 28 steps as one pure function).
+
+:func:`difference_ccd` takes the search CCD and the template CCDs that may overlap it, all in
+memory (:class:`~desgw.diff.pipeline_types.CCDProducts`; the I/O shell is
+:mod:`desgw.workflow.diff_ccd`), and returns a :class:`~desgw.diff.pipeline_types.DiffResult`.
+Steps (timing keys in brackets), with the original DiffImg step they replace:
+
+1. ``[template_cuts]`` template quality: SE QC verdict, FWHM maximum, t_eff minimum, PSF
+   model, zeropoint, WCS (the verification step; rejected CCDs are listed with reasons).
+2. ``[background]`` sky of the search and of every template CCD, two passes (the second with
+   the sources masked); the weights are the SE inverse background variances (makeWeight).
+3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
+   the search grid, Lanczos-3 with flux conservation (SWarp).
+4. ``[coadd]`` coadd on the search photometric scale, inverse-variance weighted, with the
+   matching PSF (SWarp combine).
+5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
+   1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on usable
+   pixels (20 % on galaxies), rendered with the search PSF into the search image with Poisson
+   noise.
+6. ``[subtract]`` ZOGY subtraction (HOTPANTS): ``S_corr``, the difference and its variance.
+7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference).
+8. ``[measure]`` PSF flux, shape, dipole, context of each detection.
+9. ``[veto]`` flag detections inside a star's veto circle (filterObj with SNVETO).
+10. ``[stamps]`` 51 x 51 search / template / difference stamps.
+11. ``[realbogus]`` machine-learning score (autoScan) of each candidate:
+    ``desgw.diff.realbogus.score(candidates, stamps)``, imported when needed; if that module
+    is not importable the function raises :class:`DiffError` (kind ``"failed"``) rather than
+    return unscored candidates.
+12. ``[efficiency]`` fakes matched one-to-one to positive detections within 1.5 px; the
+    efficiency curve and its ``m50`` (unbinned logistic fit with its error).
+
+Photometric scale
+-----------------
+PSF models render unit-sum stamps while SE zeropoints are total-flux zeropoints (the catalog
+PSF fluxes are multiplied by ``PSFAPCOR``). Every image is therefore put on the scale of the
+*stamp* flux of the search image, zeropoint ``zp_stamp = zp - 2.5 log10(PSFAPCOR)``: a
+template is scaled by ``10**(0.4 (zp_stamp_search - zp_stamp_template))``, so that a constant
+star's PSF-stamp flux is the same in both images whatever their seeing; fakes of magnitude
+``m`` get the stamp flux ``10**(-0.4 (m - zp_stamp_search))``; a candidate's flux ``F`` (e- in
+the stamp) has ``mag = -2.5 log10(F) + zp_stamp_search``, a total-flux AB magnitude.
+
+Noise
+-----
+The search variance is ``1 / weight`` (background), the template's the coadd's per-pixel
+variance; ZOGY adds the sources' Poisson noise from the pixel values and propagates the
+variances through its filters as if pixels were independent. The resampled template's noise is
+correlated (neighbouring pixels share input pixels): with ``DiffConfig.
+correlated_template_noise`` the variances of ``S`` (hence ``S_corr`` and the flux errors) and of
+the difference are then corrected per tile by the factor the template term of each filter gets
+from the resampling noise autocorrelation (:func:`~desgw.diff.pipeline_steps.
+correlated_noise_factors`): ~ the noise correlation factor (1.26 for Lanczos-3) for the broad
+score filter, less for the sharper difference filters. On the simulator this takes the
+blank-sky ``S_corr`` noise from 1.05-1.10 to 1.01-1.02 and keeps the difference's within 2 %.
+
+Ideal limit
+-----------
+:func:`desgw.diff.efficiency.ideal_limit_mag` with the median background sigma of the search,
+the median coadd sigma (search scale) times ``sqrt(noise correlation factor)``, the FWHMs of the
+two PSFs at the CCD centre, the noise-equivalent area of the broader PSF's stamp, and
+``zp_stamp``: the magnitude at which an ideal PSF-fit detection at ``threshold_sigma`` finds half
+of the point sources.
+
+Bad inputs
+----------
+No template CCD given, or every template rejected by the cuts: a *flagged empty result*
+(``no_template``, rejections listed). Templates that pass but do not cover the search CCD:
+``no_template``. Covered but no pixel usable in both images: ``all_masked``. No search PSF
+model, no search WCS or zeropoint, image/mask/weight shapes that differ: :class:`DiffError`
+(kind ``"failed"``). The real/bogus scorer missing: :class:`DiffError` (``"failed"``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from desgw.diff.coadd import coadd_templates
+from desgw.diff.detect import detect_transients
+from desgw.diff.efficiency import efficiency_curve
+from desgw.diff.fakes import fake_mag_range, inject_fakes, match_fakes, plan_fakes
+from desgw.diff.measure import measure_candidates
+from desgw.diff.resample import resample_to_grid
+from desgw.diff.stamps import cutout_stamps
+from desgw.diff.starcat import apply_veto
+from desgw.diff.subtract import subtract
+from desgw.se.maskbits import EDGE
+
+from .pipeline_steps import (
+    apply_noise_factors,
+    as_rejected,
+    combine_catalogs,
+    correlated_noise_factors,
+    empty_candidates,
+    empty_fakes,
+    footprint_overlaps,
+    ideal_limit,
+    resampling_noise_acf,
+    subtract_sky,
+    template_cut_reasons,
+    usable_pixels,
+)
+from .pipeline_types import (
+    CCDProducts,
+    DiffConfig,
+    DiffError,
+    DiffResult,
+    RejectedTemplateCCD,
+)
+
+__all__ = [
+    "CCDProducts",
+    "DiffConfig",
+    "DiffError",
+    "DiffResult",
+    "RejectedTemplateCCD",
+    "difference_ccd",
+    "load_realbogus_scorer",
+]
+
+log = logging.getLogger(__name__)
+
+
+def load_realbogus_scorer() -> Callable[[Table, Any], np.ndarray]:
+    """``desgw.diff.realbogus.score``, imported now.
+
+    Raises
+    ------
+    DiffError
+        kind ``"failed"`` when the module or the function is not available.
+    """
+    try:
+        realbogus = importlib.import_module("desgw.diff.realbogus")
+    except ImportError as exc:
+        raise DiffError(f"the real/bogus scorer desgw.diff.realbogus cannot be imported "
+                        f"({type(exc).__name__}: {exc}): candidates cannot be scored",
+                        kind="failed") from None
+    score = getattr(realbogus, "score", None)
+    if not callable(score):
+        raise DiffError("desgw.diff.realbogus has no score(candidates, stamps) function",
+                        kind="failed")
+    return score
+
+
+def _check_search(search: CCDProducts) -> None:
+    if search.psf is None:
+        raise DiffError(f"search exposure {search.expnum} CCD {search.ccdnum} has no PSF model",
+                        kind="failed")
+    if search.wcs is None:
+        raise DiffError(f"search exposure {search.expnum} CCD {search.ccdnum} has no WCS",
+                        kind="failed")
+    if not np.isfinite(search.zp):
+        raise DiffError(f"search exposure {search.expnum} CCD {search.ccdnum} has no "
+                        "zeropoint", kind="failed")
+    shapes = {search.image.shape, search.mask.shape, search.weight.shape}
+    if len(shapes) != 1 or search.image.ndim != 2:
+        raise DiffError(f"search image, mask and weight shapes differ: {sorted(shapes)}",
+                        kind="failed")
+
+
+def _empty(search: CCDProducts, flags: Sequence[str], timings: dict[str, float],
+           used: Sequence[tuple[int, int]], rejected: Sequence[RejectedTemplateCCD],
+           meta: dict[str, Any]) -> DiffResult:
+    log.warning("exposure %d CCD %d: nothing subtracted (%s)", search.expnum, search.ccdnum,
+                ", ".join(flags))
+    return DiffResult(expnum=int(search.expnum), ccdnum=int(search.ccdnum), diff=None,
+                      diff_var=None, score=None, mask=None, search_image=None,
+                      template_image=None, template_weight=None, template_mask=None,
+                      candidates=empty_candidates(), fakes=empty_fakes(), efficiency=None,
+                      ideal_limit=None, stamps=None, templates_used=tuple(used),
+                      templates_rejected=tuple(rejected), zp=float(search.zp),
+                      zp_stamp=search.zp_stamp, timings=timings, flags=tuple(flags), meta=meta)
+
+
+def _inverse(weight: np.ndarray) -> np.ndarray:
+    out = np.full(weight.shape, np.inf, dtype=np.float32)
+    np.divide(np.float32(1.0), weight, out=out, where=weight > 0)
+    return out
+
+
+def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
+                   star_veto: Table | None = None, config: DiffConfig | None = None,
+                   rng: np.random.Generator | None = None,
+                   keep_intermediate: bool = False) -> DiffResult:
+    """Difference imaging of one search CCD against its template CCDs (module docstring).
+
+    Parameters
+    ----------
+    search : CCDProducts
+        The search CCD; its pixel grid is the grid of every output.
+    templates : sequence of CCDProducts
+        Template CCDs (any exposures) that may overlap the search CCD.
+    star_veto : astropy.table.Table or None
+        Veto list (``RA``, ``DEC`` deg, ``radius`` arcsec; :func:`desgw.diff.starcat.
+        make_veto_table` or ``read_veto_list``); None: no candidate is vetoed.
+    config : DiffConfig or None
+        Settings (None: ``DiffConfig()``).
+    rng : numpy.random.Generator or None
+        Random numbers of the fakes (plan and Poisson noise); None: seeded from the search
+        exposure and CCD numbers (deterministic).
+    keep_intermediate : bool
+        Keep each resampled template CCD in :attr:`DiffResult.resampled`.
+
+    Returns
+    -------
+    DiffResult
+
+    Raises
+    ------
+    DiffError
+        The search CCD cannot be used (no PSF, WCS or zeropoint, inconsistent arrays) or the
+        real/bogus scorer is missing (kind ``"failed"``).
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    t0 = t_start
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        t1 = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + (t1 - t0)
+        t0 = t1
+
+    config = DiffConfig() if config is None else config
+    _check_search(search)
+    if rng is None:
+        rng = np.random.default_rng([int(search.expnum), int(search.ccdnum)])
+    flags: list[str] = []
+    meta: dict[str, Any] = {"search_fwhm_arcsec": float(search.fwhm)}
+    if not search.qc_passed:
+        flags.append("search_qc_failed")
+
+    # 1. template quality cuts
+    rejected: list[RejectedTemplateCCD] = []
+    usable: list[CCDProducts] = []
+    for t in templates:
+        reasons = template_cut_reasons(t, search, config)
+        if reasons:
+            rejected.append(as_rejected(t, reasons))
+        elif not footprint_overlaps(t, search):
+            rejected.append(as_rejected(t, ("does not overlap the search CCD",)))
+        else:
+            usable.append(t)
+    for r in rejected:
+        log.info("template exposure %d CCD %d rejected: %s", r.expnum, r.ccdnum,
+                 "; ".join(r.reasons))
+    lap("template_cuts")
+    if not usable:
+        timings["total"] = time.perf_counter() - t_start
+        return _empty(search, flags + ["no_template"], timings, (), rejected, meta)
+
+    # 2. sky
+    shape = search.shape
+    s_img, s_sky, s_rms = subtract_sky(search.image, search.mask, config)
+    meta.update(search_sky_e=s_sky, search_sky_rms_e=s_rms)
+    t_imgs = [subtract_sky(t.image, t.mask, config)[0] for t in usable]
+    lap("background")
+
+    # 3. resample
+    resampled = []
+    for t, img in zip(usable, t_imgs):
+        resampled.append(resample_to_grid(img, t.mask, t.weight, t.wcs, search.wcs, shape,
+                                          kernel=config.resample_kernel,
+                                          config=config.resample))
+    del t_imgs
+    covering = [i for i, r in enumerate(resampled) if r.coverage.any()]
+    for i, t in enumerate(usable):
+        if i not in covering:
+            rejected.append(as_rejected(t, ("does not overlap the search CCD",)))
+    used = tuple((int(usable[i].expnum), int(usable[i].ccdnum)) for i in covering)
+    lap("resample")
+    if not covering:
+        timings["total"] = time.perf_counter() - t_start
+        return _empty(search, flags + ["no_template"], timings, used, rejected, meta)
+
+    # 4. coadd on the search stamp-flux scale
+    zp_s = search.zp_stamp
+    coadd = coadd_templates([resampled[i] for i in covering],
+                            [usable[i].zp_stamp for i in covering], zp_s,
+                            [usable[i].psf for i in covering], method=config.coadd_method)
+    kept = tuple(resampled[i] for i in covering) if keep_intermediate else ()
+    del resampled
+    ncf = float(coadd.noise_correlation_factor)
+    good = usable_pixels(search.mask, search.weight, coadd.mask, coadd.weight)
+    frac = float(good.mean())
+    covered = float((coadd.weight > 0).mean())
+    meta.update(usable_fraction=frac, template_coverage=covered, noise_correlation_factor=ncf,
+                template_scales=tuple(float(s) for s in coadd.scales), zp_stamp=zp_s)
+    if covered < 0.99:
+        flags.append("partial_coverage")
+    lap("coadd")
+    if frac < config.min_usable_fraction:
+        timings["total"] = time.perf_counter() - t_start
+        return _empty(search, flags + ["all_masked"], timings, used, rejected, meta)
+
+    s_var = _inverse(search.weight)
+    t_var = _inverse(coadd.weight)
+    limit = ideal_limit(search, s_var, t_var, good, coadd.psf, ncf, zp=zp_s,
+                        nsigma=config.threshold_sigma)
+    if limit is not None:
+        meta.update(ideal_fwhm_px=limit.difference_fwhm_px, nea_px=limit.nea_pix)
+
+    # 5. fakes
+    fakes = empty_fakes()
+    if config.fakes and config.n_fakes > 0 and limit is not None:
+        plan_mask = search.mask | np.where(good, 0, EDGE).astype(np.int32)
+        galaxies = search.catalog if config.fake_host_fraction > 0 else None
+        host_fraction = config.fake_host_fraction if galaxies is not None else 0.0
+        planned = plan_fakes(search.wcs, shape, plan_mask, n=config.n_fakes,
+                             mag_range=fake_mag_range(limit.mag, brighter=config.fake_brighter,
+                                                      fainter=config.fake_fainter),
+                             host_fraction=host_fraction, galaxies=galaxies, rng=rng)
+        if len(planned):
+            inj = inject_fakes(s_img, None, search.psf, planned, zp=zp_s, rng=rng)
+            s_img = inj.image
+            planned["flux_e"] = inj.flux_e
+            fakes = planned
+    if len(fakes) == 0 and config.fakes:
+        flags.append("no_fakes")
+    lap("fakes")
+
+    # 6. subtract
+    mean_scale = float(np.mean(coadd.scales))
+    sub_cfg = replace(config.subtract, template_gain=1.0 / mean_scale)
+    sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
+                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg)
+    del s_var, t_var
+    if config.correlated_template_noise and ncf > 1.0:
+        f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf,
+                                            resampling_noise_acf(ncf), sub_cfg)
+        apply_noise_factors(sub, f_s, f_d, sub_cfg.zogy_config().tile)
+        meta.update(score_noise_factor=float(np.median(f_s)),
+                    diff_noise_factor=float(np.median(f_d)))
+    lap("subtract")
+
+    # 7-8. detect, measure
+    det = detect_transients(sub, threshold_sigma=config.threshold_sigma, config=config.detect)
+    lap("detect")
+    cands = measure_candidates(sub, det, search_image=s_img, template_image=coadd.image,
+                               search_catalog=search.catalog,
+                               template_catalog=combine_catalogs([usable[i].catalog
+                                                                  for i in covering]),
+                               wcs=search.wcs, config=config.measure)
+    n = len(cands)
+    cands["expnum"] = np.full(n, int(search.expnum), np.int64)
+    cands["ccdnum"] = np.full(n, int(search.ccdnum), np.int64)
+    flux = np.asarray(cands["flux"], np.float64)
+    ferr = np.asarray(cands["flux_err"], np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cands["mag"] = np.where(flux > 0, -2.5 * np.log10(np.where(flux > 0, flux, 1.0)) + zp_s,
+                                np.nan)
+        cands["magerr"] = np.where(flux > 0, 1.0857362047581294 * ferr / np.abs(flux), np.nan)
+    lap("measure")
+
+    # 9. veto
+    if star_veto is not None and n:
+        cands["veto"] = apply_veto(np.asarray(cands["ra"]), np.asarray(cands["dec"]), star_veto)
+    else:
+        cands["veto"] = np.zeros(n, bool)
+    lap("veto")
+
+    # 12a. fakes matched to positive detections
+    cands["is_fake"] = np.zeros(n, bool)
+    cands["fake_id"] = np.full(n, -1, np.int64)
+    if len(fakes):
+        pos = np.flatnonzero(~np.asarray(cands["negative"], bool))
+        match = match_fakes(fakes, (np.asarray(cands["x"])[pos], np.asarray(cands["y"])[pos]),
+                            radius_px=config.fake_match_radius_px)
+        rows = np.where(match.recovered, pos[np.maximum(match.det_index, 0)] if pos.size
+                        else -1, -1)
+        cand_id = np.full(len(fakes), -1, np.int64)
+        cand_id[match.recovered] = np.asarray(cands["id"], np.int64)[rows[match.recovered]]
+        fakes["recovered"] = match.recovered
+        fakes["cand_id"] = cand_id
+        fakes["separation_px"] = match.separation_px
+        hit = rows[rows >= 0]
+        cands["is_fake"][hit] = True
+        cands["fake_id"][hit] = np.asarray(fakes["fake_id"])[match.recovered]
+
+    # 10. stamps
+    stamps = cutout_stamps({"search": s_img, "template": coadd.image, "diff": sub.diff},
+                           np.asarray(cands["x"]), np.asarray(cands["y"]),
+                           size=config.stamp_size)
+    lap("stamps")
+
+    # 11. real/bogus
+    scorer = load_realbogus_scorer()
+    rb = np.asarray(scorer(cands, stamps), dtype=np.float64).reshape(-1)
+    if rb.shape != (n,) or not np.all(np.isfinite(rb)) or (n and (rb.min() < 0 or rb.max() > 1)):
+        raise DiffError(f"desgw.diff.realbogus.score returned {rb.shape} values "
+                        f"(range {rb.min() if rb.size else 'n/a'}..{rb.max() if rb.size else 'n/a'})"
+                        f" for {n} candidates; expected {n} values in [0, 1]", kind="failed")
+    cands["real_bogus"] = rb.astype(np.float32)
+    lap("realbogus")
+
+    # 12b. efficiency
+    eff = None
+    if len(fakes) >= 10:
+        rec = np.asarray(fakes["recovered"], bool)
+        try:
+            eff = efficiency_curve(np.asarray(fakes["mag"]), rec, bins=config.efficiency_bins,
+                                   model=config.efficiency_model)
+        except ValueError as exc:
+            log.warning("exposure %d CCD %d: no efficiency fit (%s)", search.expnum,
+                        search.ccdnum, exc)
+    if eff is None and config.fakes:
+        flags.append("no_efficiency")
+    lap("efficiency")
+
+    timings["total"] = time.perf_counter() - t_start
+    meta.update(subtract={"fwhm_search_px": sub.meta.get("fwhm_search"),
+                          "fwhm_template_px": sub.meta.get("fwhm_template")})
+    log.info("exposure %d CCD %d: %d templates, %d candidates, %d/%d fakes recovered, m50 %s, "
+             "ideal %s (%.2f s)", search.expnum, search.ccdnum, len(used), n,
+             int(np.sum(fakes["recovered"])) if len(fakes) else 0, len(fakes),
+             "n/a" if eff is None else f"{eff.m50:.2f}",
+             "n/a" if limit is None else f"{limit.mag:.2f}", timings["total"])
+    return DiffResult(expnum=int(search.expnum), ccdnum=int(search.ccdnum), diff=sub.diff,
+                      diff_var=sub.diff_var, score=sub.score, mask=sub.mask, search_image=s_img,
+                      template_image=coadd.image, template_weight=coadd.weight,
+                      template_mask=coadd.mask, candidates=cands, fakes=fakes, efficiency=eff,
+                      ideal_limit=limit, stamps=stamps, templates_used=used,
+                      templates_rejected=tuple(rejected), zp=float(search.zp), zp_stamp=zp_s,
+                      timings=timings, flags=tuple(flags), meta=meta, resampled=kept)

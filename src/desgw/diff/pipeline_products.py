@@ -1,0 +1,355 @@
+"""Files of one difference-imaged CCD: reading SE products into
+:class:`~desgw.diff.pipeline_types.CCDProducts` and writing a
+:class:`~desgw.diff.pipeline_types.DiffResult` (all writes atomic).
+
+Product folder and names (the original ``{exposure}/dp{SEASON}/{BAND}_{CCD:02d}/``; prefix
+``P = D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}``):
+
+==============================  ==============================================================
+``P_diff.fits.fz``              ``SCI`` difference (e-, PSF-stamp flux scale), ``MSK``, ``WGT``
+                                (1 / propagated variance, 0 where blanked), ``SCORE``
+                                (ZOGY ``S_corr``, sigma)
+``P_template.fits.fz``          template coadd on the search grid and scale (SCI/MSK/WGT)
+``P_search.fits.fz``            with ``full_copy`` only: background-subtracted search image
+                                with the fakes (SCI/MSK/WGT)
+``P_resamp_{E}_{C:02d}.fits.fz``  with ``full_copy`` only: each resampled template CCD
+``P_cands.fits``, ``.parquet``  candidates (:class:`DiffResult` ``candidates``)
+``P_fakes.fits``                the fakes (SNFAKE) with their recovery
+``P_stamps.fits``               stamps of every candidate (:func:`desgw.diff.stamps.
+                                write_stamps_fits`)
+``stamps/P_{id}.png``           pictures of the positive, non-vetoed, non-fake candidates
+``P_efficiency.json``           efficiency curve, ``m50`` and the ideal limit
+==============================  ==============================================================
+
+Every image header carries ``EXPNUM``, ``CCDNUM``, ``BAND``, ``MAGZERO`` (search total-flux
+zeropoint), ``ZPSTAMP`` (zeropoint of the stamp-flux scale), ``DESGWRP``, ``DIFFSEAS``,
+``DIFFVER`` and ``DIFFCFG`` (hash of the :class:`DiffConfig`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+from astropy.wcs import FITSFixedWarning
+
+from desgw.io.atomic import atomic_write_path, atomic_write_text
+from desgw.io.errors import CorruptFileError, MissingFileError
+from desgw.io.products import (
+    read_fits_table,
+    read_immask,
+    write_fits_table,
+    write_immask,
+    write_parquet,
+)
+
+from .pipeline_types import CCDProducts, DiffConfig, DiffResult
+from .stamps import write_stamps_fits, write_stamps_png
+
+__all__ = [
+    "DiffProductPaths",
+    "config_hash",
+    "diff_product_paths",
+    "load_ccd_products",
+    "write_diff_products",
+]
+
+log = logging.getLogger(__name__)
+
+
+def config_hash(config: DiffConfig) -> str:
+    """Short stable hash (12 hex digits) of every :class:`DiffConfig` setting."""
+    text = json.dumps(asdict(config), sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class DiffProductPaths:
+    """Paths of one CCD's difference-imaging products (module docstring)."""
+
+    directory: Path
+    prefix: str
+
+    def _p(self, suffix: str) -> Path:
+        return self.directory / f"{self.prefix}_{suffix}"
+
+    @property
+    def diff(self) -> Path:
+        return self._p("diff.fits.fz")
+
+    @property
+    def template(self) -> Path:
+        return self._p("template.fits.fz")
+
+    @property
+    def search(self) -> Path:
+        return self._p("search.fits.fz")
+
+    def resampled(self, expnum: int, ccdnum: int) -> Path:
+        return self._p(f"resamp_{int(expnum)}_{int(ccdnum):02d}.fits.fz")
+
+    @property
+    def candidates_fits(self) -> Path:
+        return self._p("cands.fits")
+
+    @property
+    def candidates_parquet(self) -> Path:
+        return self._p("cands.parquet")
+
+    @property
+    def fakes(self) -> Path:
+        return self._p("fakes.fits")
+
+    @property
+    def stamps(self) -> Path:
+        return self._p("stamps.fits")
+
+    @property
+    def stamps_dir(self) -> Path:
+        return self.directory / "stamps"
+
+    @property
+    def efficiency(self) -> Path:
+        return self._p("efficiency.json")
+
+    @property
+    def done(self) -> Path:
+        """The completion marker, written last (``P_diffdone.json``)."""
+        return self._p("diffdone.json")
+
+
+def diff_product_paths(exposure_dir: str | os.PathLike[str], expnum: int, band: str, ccdnum: int,
+                       rnum: int, pnum: int, season: int) -> DiffProductPaths:
+    """Product paths under ``exposure_dir/dp{season}/{band}_{ccd:02d}/``."""
+    d = Path(exposure_dir) / f"dp{int(season)}" / f"{band}_{int(ccdnum):02d}"
+    prefix = f"D{int(expnum):08d}_{band}_{int(ccdnum):02d}_r{int(rnum)}p{int(pnum)}_dp{int(season)}"
+    return DiffProductPaths(d, prefix)
+
+
+# ----------------------------------------------------------------------------- reading
+def _float_key(header: fits.Header, key: str, default: float) -> float:
+    v = header.get(key)
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return default
+    return v if math.isfinite(v) else default
+
+
+def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.PathLike[str],
+                      fullcat: str | os.PathLike[str] | None = None,
+                      qc: str | os.PathLike[str] | None = None, band: str | None = None,
+                      expnum: int | None = None, ccdnum: int | None = None) -> CCDProducts:
+    """A processed CCD's products as :class:`CCDProducts`.
+
+    Reads the immask (SCI/MSK/WGT, the fitted WCS and the header keywords ``MAGZERO``,
+    ``EXPTIME``, ``BAND``, ``QCPASS``, ``FWHMASEC``, ``PSFAPCOR``, ``EXPNUM``, ``CCDNUM``), the
+    PSF model (``psf`` None when the file is absent), the fullcat (optional) and the CCD QC file
+    (t_eff; optional).
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        The immask is missing or unreadable; a PSF or catalog file that exists but cannot be
+        read.
+    """
+    from desgw.se.psf import PSFModel
+
+    im = read_immask(immask)
+    h = im.header
+    psf = None
+    p = Path(psfmodel)
+    if p.is_file():
+        try:
+            with fits.open(p) as hdul:
+                psf = PSFModel.from_fits_hdul(hdul, path=str(p))
+        except (OSError, ValueError, KeyError) as exc:
+            raise CorruptFileError(p, None, f"not a PSF model file: {exc}") from None
+    else:
+        log.warning("%s: no PSF model file", p)
+    catalog = read_fits_table(fullcat) if fullcat is not None and Path(fullcat).is_file() \
+        else None
+    t_eff = math.nan
+    if qc is not None and Path(qc).is_file():
+        try:
+            d = json.loads(Path(qc).read_text(encoding="utf-8"))
+            v = d["qc"]["metrics"]["teff"]["teff"]
+            t_eff = float(v) if v is not None else math.nan
+        except (ValueError, KeyError, TypeError):
+            log.warning("%s: no t_eff in the QC file", qc)
+    qcpass = h.get("QCPASS")
+    return CCDProducts(
+        image=im.sci, mask=im.msk, weight=im.wgt, wcs=im.wcs, psf=psf,
+        zp=_float_key(h, "MAGZERO", math.nan), exptime=_float_key(h, "EXPTIME", math.nan),
+        band=str(band if band is not None else h.get("BAND", "")).strip(),
+        expnum=int(expnum if expnum is not None else h.get("EXPNUM", -1)),
+        ccdnum=int(ccdnum if ccdnum is not None else h.get("CCDNUM", -1)),
+        catalog=catalog, qc_passed=bool(qcpass) if qcpass is not None else True,
+        fwhm=_float_key(h, "FWHMASEC", math.nan), t_eff=t_eff,
+        psf_apcor=_float_key(h, "PSFAPCOR", 1.0))
+
+
+# ----------------------------------------------------------------------------- writing
+def _image_header(base: fits.Header | None, wcs: Any) -> fits.Header:
+    h = fits.Header() if base is None else base.copy()
+    if wcs is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            h.update(wcs.to_header(relax=True))
+    return h
+
+
+def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
+                     header: fits.Header | None = None, wcs: Any = None) -> Path:
+    """``SCI`` difference, ``MSK``, ``WGT`` (1 / variance) and ``SCORE``, tile-compressed.
+
+    SCI and SCORE are quantised (RICE_1, q = 16, subtractive dither 2); MSK and WGT lossless.
+    Blanked pixels have SCI = SCORE = 0 and WGT = 0.
+    """
+    assert result.diff is not None and result.diff_var is not None
+    h = _image_header(header, wcs)
+    w = np.zeros(result.diff.shape, np.float32)
+    np.divide(np.float32(1.0), result.diff_var, out=w,
+              where=np.isfinite(result.diff_var) & (result.diff_var > 0))
+    m = result.mask.astype(np.int32)
+    wcs_only = fits.Header([c for c in h.cards if c.keyword.startswith(
+        ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "PC1_", "PC2_", "CUNIT", "A_", "B_",
+         "AP_", "BP_", "RADESYS", "EQUINOX", "LONPOLE", "LATPOLE", "WCSAXES", "MJDREF"))])
+    q: dict[str, Any] = {"compression_type": "RICE_1", "quantize_level": 16.0,
+                         "quantize_method": 2, "dither_seed": 1}
+    hdus = [fits.PrimaryHDU(),
+            fits.CompImageHDU(np.asarray(result.diff, np.float32), header=h, name="SCI", **q),
+            fits.CompImageHDU(m, header=wcs_only.copy(), name="MSK", compression_type="RICE_1"),
+            fits.CompImageHDU(w, header=wcs_only.copy(), name="WGT", compression_type="GZIP_2",
+                              quantize_level=0.0),
+            fits.CompImageHDU(np.asarray(result.score, np.float32), header=wcs_only.copy(),
+                              name="SCORE", **q)]
+    with atomic_write_path(Path(path)) as tmp:
+        fits.HDUList(hdus).writeto(tmp)
+    return Path(path)
+
+
+def read_diff_image(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The planes of a ``P_diff.fits.fz`` file: ``SCI``, ``MSK``, ``WGT``, ``SCORE``."""
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(p, None, "difference image not found")
+    out = {}
+    with fits.open(p) as hdul:
+        for name in ("SCI", "MSK", "WGT", "SCORE"):
+            if name not in hdul:
+                raise CorruptFileError(p, None, f"no {name} HDU")
+            out[name] = np.asarray(hdul[name].data)
+    return out
+
+
+def _efficiency_doc(result: DiffResult) -> dict[str, Any]:
+    eff, lim = result.efficiency, result.ideal_limit
+    doc: dict[str, Any] = {"expnum": result.expnum, "ccdnum": result.ccdnum,
+                           "n_fakes": len(result.fakes),
+                           "n_recovered": int(np.sum(result.fakes["recovered"]))
+                           if len(result.fakes) else 0,
+                           "zp_stamp": result.zp_stamp, "flags": list(result.flags)}
+    if lim is not None:
+        doc["ideal_limit"] = {"mag": lim.mag, "flux_e": lim.flux_e, "flux_err_e": lim.flux_err_e,
+                              "nea_pix": lim.nea_pix, "difference_fwhm_px": lim.difference_fwhm_px,
+                              "template_noise_factor": lim.template_noise_factor}
+    if eff is not None:
+        doc["efficiency"] = {
+            "model": eff.model, "m50": eff.m50, "m50_err": eff.m50_err, "width": eff.width,
+            "width_err": eff.width_err, "plateau": eff.plateau, "plateau_err": eff.plateau_err,
+            "n_fakes": eff.n_fakes, "converged": bool(eff.converged),
+            "bins": [{k: (float(row[k]) if k not in ("n", "n_recovered") else int(row[k]))
+                      for k in eff.table.colnames} for row in eff.table]}
+    return _finite_or_none(doc)
+
+
+def _finite_or_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
+                        header: fits.Header | None = None, wcs: Any = None,
+                        full_copy: bool = False, search: CCDProducts | None = None,
+                        png: bool = True) -> dict[str, str]:
+    """Write a non-empty result's products (module docstring); return kind -> path.
+
+    ``full_copy`` adds the search image with the fakes (with ``search``'s mask and weight, when
+    given) and each resampled template CCD kept in the result (the original ``-F``: copy back
+    every intermediate image).
+    """
+    if result.empty:
+        raise ValueError("an empty DiffResult has no products to write")
+    paths.directory.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    written["diff"] = str(write_diff_image(paths.diff, result, header=header, wcs=wcs))
+    written["template"] = str(write_immask(paths.template, result.template_image,
+                                           result.template_mask, result.template_weight,
+                                           header=header, wcs=wcs))
+    if full_copy:
+        if search is not None:
+            written["search"] = str(write_immask(paths.search, result.search_image, search.mask,
+                                                 search.weight, header=header, wcs=wcs))
+        for (e, c), r in zip(result.templates_used, result.resampled):
+            p = paths.resampled(e, c)
+            written[f"resamp_{e}_{c}"] = str(write_immask(p, r.image, r.mask, r.weight,
+                                                          header=header, wcs=wcs))
+    cat_header = fits.Header()
+    if header is not None:
+        for key in ("EXPNUM", "CCDNUM", "BAND", "MAGZERO", "ZPSTAMP", "DESGWRP", "DIFFSEAS",
+                    "DIFFVER", "DIFFCFG"):
+            if key in header:
+                cat_header[key] = header[key]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format")
+        written["candidates_fits"] = str(write_fits_table(paths.candidates_fits,
+                                                          result.candidates, header=cat_header,
+                                                          extname="CANDIDATES"))
+        written["candidates_parquet"] = str(write_parquet(paths.candidates_parquet,
+                                                          result.candidates))
+        written["fakes"] = str(write_fits_table(paths.fakes, result.fakes, header=cat_header,
+                                                extname="SNFAKE"))
+        if result.stamps is not None:
+            written["stamps"] = str(write_stamps_fits(paths.stamps, result.stamps,
+                                                      result.candidates))
+    if png and result.stamps is not None and len(result.candidates):
+        c = result.candidates
+        sel = np.flatnonzero(~np.asarray(c["negative"], bool) & ~np.asarray(c["veto"], bool)
+                             & ~np.asarray(c["is_fake"], bool))
+        if sel.size:
+            from .stamps import Stamps
+
+            st = result.stamps
+            sub = Stamps(data=st.data[sel], valid=st.valid[sel], kinds=st.kinds, x0=st.x0[sel],
+                         y0=st.y0[sel], fill=st.fill)
+            write_stamps_png(paths.stamps_dir, sub, [int(i) for i in np.asarray(c["id"])[sel]],
+                             prefix=f"{paths.prefix}_")
+            written["stamps_png"] = str(paths.stamps_dir)
+    written["efficiency"] = str(atomic_write_text(
+        paths.efficiency, json.dumps(_efficiency_doc(result), indent=1, sort_keys=True) + "\n"))
+    return written
+
+
+def read_candidates(paths: DiffProductPaths) -> Table:
+    """The candidate table of a finished CCD (FITS)."""
+    return read_fits_table(paths.candidates_fits)

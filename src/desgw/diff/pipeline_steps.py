@@ -1,0 +1,323 @@
+"""Steps of :func:`desgw.diff.pipeline.difference_ccd` that are not a call of another module:
+template quality cuts, the two-pass sky subtraction, the footprint pre-check of a template
+CCD, the ideal limit from the measured noise, and the assembly of the candidate and fake
+tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from astropy.table import Table, vstack
+
+from desgw.diff.efficiency import IdealLimit, ideal_limit_mag
+from desgw.diff.measure import MEASURE_COLUMNS
+from desgw.diff.zogy_psf import stamp_fwhm
+from desgw.se.background import estimate_background
+from desgw.se.maskbits import UNUSABLE
+
+from .pipeline_types import CCDProducts, DiffConfig, RejectedTemplateCCD
+
+__all__ = [
+    "CANDIDATE_EXTRA_COLUMNS",
+    "FAKE_EXTRA_COLUMNS",
+    "apply_noise_factors",
+    "as_rejected",
+    "candidate_flags",
+    "combine_catalogs",
+    "correlated_noise_factors",
+    "empty_candidates",
+    "empty_fakes",
+    "footprint_overlaps",
+    "ideal_limit",
+    "resampling_noise_acf",
+    "subtract_sky",
+    "template_cut_reasons",
+    "usable_pixels",
+]
+
+#: Columns :func:`desgw.diff.pipeline.difference_ccd` adds to the measured ones.
+CANDIDATE_EXTRA_COLUMNS: tuple[str, ...] = ("expnum", "ccdnum", "mag", "magerr", "veto",
+                                            "is_fake", "fake_id", "real_bogus")
+#: Columns added to the planned fakes.
+FAKE_EXTRA_COLUMNS: tuple[str, ...] = ("flux_e", "recovered", "cand_id", "separation_px")
+
+_FAKE_PLAN_COLUMNS = (("fake_id", np.int64), ("x", np.float64), ("y", np.float64),
+                      ("ra", np.float64), ("dec", np.float64), ("mag", np.float64),
+                      ("hosted", bool), ("host_id", np.int64), ("host_offset_re", np.float64))
+
+
+def template_cut_reasons(t: CCDProducts, search: CCDProducts, config: DiffConfig
+                         ) -> tuple[str, ...]:
+    """Why a template CCD cannot be used (empty when it can)."""
+    reasons = []
+    if t.band != search.band:
+        reasons.append(f"band {t.band!r} is not the search band {search.band!r}")
+    if t.psf is None:
+        reasons.append("no PSF model")
+    if t.wcs is None:
+        reasons.append("no WCS")
+    if not np.isfinite(t.zp):
+        reasons.append("no zeropoint")
+    if config.require_template_qc and not t.qc_passed:
+        reasons.append("single-epoch QC failed")
+    if config.max_template_fwhm_arcsec is not None and np.isfinite(t.fwhm) \
+            and t.fwhm > config.max_template_fwhm_arcsec:
+        reasons.append(f"FWHM {t.fwhm:.2f}\" > {config.max_template_fwhm_arcsec:.2f}\"")
+    if config.min_template_teff is not None and np.isfinite(t.t_eff) \
+            and t.t_eff < config.min_template_teff:
+        reasons.append(f"t_eff {t.t_eff:.2f} < {config.min_template_teff:.2f}")
+    if t.image.shape != t.mask.shape or t.image.shape != t.weight.shape:
+        reasons.append(f"image/mask/weight shapes differ: {t.image.shape}, {t.mask.shape}, "
+                       f"{t.weight.shape}")
+    return tuple(reasons)
+
+
+def subtract_sky(image: np.ndarray, mask: np.ndarray, config: DiffConfig
+                 ) -> tuple[np.ndarray, float, float]:
+    """Background-subtracted float32 copy of ``image`` (two passes) and the global sky and rms.
+
+    The second pass masks pixels more than ``config.object_sigma`` background sigma above the
+    first-pass sky (grown by ``background.object_grow``): the sources' light would otherwise
+    bias the sky up by an amount that depends on the seeing, i.e. differently in the search and
+    the template, and leave a constant in the difference.
+    """
+    first = estimate_background(image, mask, config=config.background)
+    sub = np.subtract(image, first.level, dtype=np.float32)
+    objects = sub > np.float32(config.object_sigma) * first.rms
+    second = estimate_background(image, mask, objects=objects, config=config.background)
+    np.subtract(image, second.level, out=sub, dtype=np.float32)
+    return sub, float(second.global_level), float(second.global_rms)
+
+
+def footprint_overlaps(t: CCDProducts, search: CCDProducts, *, margin_px: float = 8.0) -> bool:
+    """Whether a template CCD's footprint can reach the search grid (a cheap pre-check).
+
+    The template's border (sampled every 256 px) is mapped to the search pixels; it overlaps
+    when the bounding box of the mapped points intersects the search CCD grown by
+    ``margin_px``.
+    """
+    ny, nx = t.shape
+    xs = np.r_[np.arange(0, nx, 256.0), nx - 1.0]
+    ys = np.r_[np.arange(0, ny, 256.0), ny - 1.0]
+    bx = np.r_[xs, np.full(ys.size, nx - 1.0), xs[::-1], np.zeros(ys.size)]
+    by = np.r_[np.zeros(xs.size), ys, np.full(xs.size, ny - 1.0), ys[::-1]]
+    ra, dec = t.wcs.all_pix2world(bx, by, 0)
+    with np.errstate(all="ignore"):
+        try:
+            sx, sy = search.wcs.all_world2pix(ra, dec, 0, quiet=True)
+        except TypeError:  # a WCS whose all_world2pix has no quiet argument
+            sx, sy = search.wcs.all_world2pix(ra, dec, 0)
+    ok = np.isfinite(sx) & np.isfinite(sy)
+    if not ok.any():
+        return False
+    sny, snx = search.shape
+    return bool(sx[ok].max() >= -margin_px and sx[ok].min() <= snx - 1 + margin_px
+                and sy[ok].max() >= -margin_px and sy[ok].min() <= sny - 1 + margin_px)
+
+
+def _median_sigma(var: np.ndarray, good: np.ndarray, stride: int = 4) -> float:
+    sl = (slice(None, None, stride), slice(None, None, stride))
+    v = var[sl][good[sl]]
+    v = v[np.isfinite(v) & (v > 0)]
+    return float(np.sqrt(np.median(v))) if v.size else math.nan
+
+
+def ideal_limit(search: CCDProducts, search_var: np.ndarray, template_var: np.ndarray,
+                good: np.ndarray, template_psf: Any, noise_correlation_factor: float, *,
+                zp: float, nsigma: float) -> IdealLimit | None:
+    """The ``nsigma`` PSF-fit limit of the difference from the measured noise.
+
+    Search noise: median background sigma of the usable pixels; template noise: median sigma
+    of the coadd (search scale) times ``sqrt(noise_correlation_factor)`` (the white noise that
+    has the resampled noise's large-area variance); the noise-equivalent area is that of the
+    broader of the two PSFs rendered at the CCD centre (:func:`ideal_limit_mag`).
+    """
+    s_noise = _median_sigma(search_var, good)
+    t_noise = _median_sigma(template_var, good) * math.sqrt(max(noise_correlation_factor, 1.0))
+    if not (np.isfinite(s_noise) and np.isfinite(t_noise)):
+        return None
+    ny, nx = search.shape
+    xc, yc = 0.5 * (nx - 1), 0.5 * (ny - 1)
+    ps = np.asarray(search.psf.render(xc, yc), np.float64)
+    pt = np.asarray(template_psf.render(xc, yc), np.float64)
+    fs, ft = stamp_fwhm(ps), stamp_fwhm(pt)
+    return ideal_limit_mag(s_noise, t_noise, fs, zp, template_fwhm=ft, nsigma=nsigma,
+                           psf_stamp=ps if fs >= ft else pt)
+
+
+def combine_catalogs(catalogs: Sequence[Table | None]) -> Table | None:
+    """One table of the sky positions and star/galaxy columns of several SE catalogs."""
+    keep = ("ALPHAWIN_J2000", "DELTAWIN_J2000", "SPREAD_MODEL", "CLASS_STAR")
+    parts = []
+    for cat in catalogs:
+        if cat is None or len(cat) == 0:
+            continue
+        if not {"ALPHAWIN_J2000", "DELTAWIN_J2000"} <= set(cat.colnames):
+            continue
+        parts.append(Table({k: np.asarray(cat[k], np.float64) for k in keep
+                            if k in cat.colnames}))
+    if not parts:
+        return None
+    common = set.intersection(*(set(p.colnames) for p in parts))
+    return vstack([p[[c for c in keep if c in common]] for p in parts])
+
+
+def empty_candidates() -> Table:
+    """The candidate table with no rows (all columns)."""
+    t = Table()
+    for name in MEASURE_COLUMNS + CANDIDATE_EXTRA_COLUMNS:
+        dtype = (bool if name in ("negative", "is_dipole", "veto", "is_fake")
+                 else np.int64 if name in ("id", "expnum", "ccdnum", "fake_id") else np.float64)
+        t[name] = np.zeros(0, dtype=dtype)
+    return t
+
+
+def empty_fakes() -> Table:
+    """The fakes table with no rows (all columns)."""
+    t = Table({name: np.zeros(0, dtype=dt) for name, dt in _FAKE_PLAN_COLUMNS})
+    t["flux_e"] = np.zeros(0)
+    t["recovered"] = np.zeros(0, bool)
+    t["cand_id"] = np.zeros(0, np.int64)
+    t["separation_px"] = np.zeros(0)
+    return t
+
+
+def candidate_flags(candidates: Table) -> np.ndarray:
+    """Detection flag bits of each candidate: 1 veto, 2 negative, 4 dipole, 8 masked pixels
+    within 2 FWHM, 16 fake (the ``flags`` of :class:`desgw.db.NewDetection`)."""
+    n = len(candidates)
+    flags = np.zeros(n, dtype=np.int64)
+    if n == 0:
+        return flags
+    flags |= np.where(np.asarray(candidates["veto"], bool), 1, 0)
+    flags |= np.where(np.asarray(candidates["negative"], bool), 2, 0)
+    flags |= np.where(np.asarray(candidates["is_dipole"], bool), 4, 0)
+    flags |= np.where(np.asarray(candidates["masked_frac"], float) > 0, 8, 0)
+    flags |= np.where(np.asarray(candidates["is_fake"], bool), 16, 0)
+    return flags
+
+
+def usable_pixels(search_mask: np.ndarray, search_weight: np.ndarray,
+                  template_mask: np.ndarray, template_weight: np.ndarray) -> np.ndarray:
+    """bool (ny, nx): both images have data and no unusable bit."""
+    return ((search_weight > 0) & (template_weight > 0)
+            & (((search_mask | template_mask) & UNUSABLE) == 0))
+
+
+def as_rejected(t: CCDProducts, reasons: Sequence[str]) -> RejectedTemplateCCD:
+    """A :class:`RejectedTemplateCCD` of ``t``."""
+    return RejectedTemplateCCD(int(t.expnum), int(t.ccdnum), tuple(reasons))
+
+
+# ----------------------------------------------------------------------------- correlated noise
+def resampling_noise_acf(noise_correlation_factor: float, *, order: int = 3,
+                         phases: int = 64) -> np.ndarray:
+    """Autocorrelation (unit centre) of the noise of an image resampled with Lanczos-``order``.
+
+    Neighbouring output pixels share input pixels: with 1-D taps ``l_p(t)`` at sub-pixel phase
+    ``p`` the covariance at lag ``D`` is ``sum_t l_p(t) l_p(t + D)`` times the input variance.
+    The phase varies slowly over a CCD; the phase-averaged covariance, separable in x and y and
+    normalised to 1 at lag 0, is returned, its off-centre part scaled so that its sum equals the
+    measured ``noise_correlation_factor`` (the ratio of a large-area sum's variance to the sum
+    of the per-pixel variances, which is exactly the sum of the autocorrelation).
+
+    Returns
+    -------
+    numpy.ndarray
+        Square float64 stamp of side ``4 order - 1``, lag 0 at the centre.
+    """
+    m = np.arange(-(order - 1), order + 1, dtype=np.float64)
+    cov = np.zeros(2 * len(m) - 1)
+    for p in (np.arange(phases) + 0.5) / phases:
+        d = p - m
+        w = np.sinc(d) * np.sinc(d / order)
+        w /= w.sum()
+        cov += np.correlate(w, w, mode="full")
+    rho1 = cov / cov[len(m) - 1]
+    rho = np.outer(rho1, rho1)
+    c = rho.shape[0] // 2
+    total = rho.sum()
+    if noise_correlation_factor > 1.0 and total > 1.0:
+        off = rho.copy()
+        off[c, c] = 0.0
+        rho = off * ((noise_correlation_factor - 1.0) / (total - 1.0))
+        rho[c, c] = 1.0
+    elif noise_correlation_factor <= 1.0:
+        rho = np.zeros_like(rho)
+        rho[c, c] = 1.0
+    return rho
+
+
+def _correlated_gain(kernel: np.ndarray, acf: np.ndarray) -> float:
+    """``sum k (k * acf) / sum k^2``: variance factor of a filter of correlated noise."""
+    from scipy.signal import fftconvolve
+
+    k2 = float(np.sum(kernel * kernel))
+    if k2 <= 0:
+        return 1.0
+    return float(np.sum(kernel * fftconvolve(kernel, acf, mode="same")) / k2)
+
+
+def correlated_noise_factors(subtraction: Any, search_psf: Any, template_psf: Any,
+                             acf: np.ndarray, config: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per-tile variance factors of ``S`` and of the difference for a correlated template noise.
+
+    ZOGY propagates per-pixel variances as if pixels were independent. With the template noise
+    correlated (autocorrelation ``acf``), the template term of a filter ``k`` has variance
+    ``gamma = sum k (k * acf) / sum k^2`` times the independent-pixel value: close to the noise
+    correlation factor for the broad score filter, close to 1 for a sharp filter. Per tile the
+    filters are rebuilt from the tile-centre PSFs and noise levels the subtraction used
+    (:func:`desgw.diff.zogy.zogy_kernels`) and the factor of the whole variance is
+    ``1 + frac_ref (gamma - 1)`` with ``frac_ref`` the template share of the variance.
+
+    Returns
+    -------
+    (f_score, f_diff) : numpy.ndarray
+        (n_tiles_y, n_tiles_x) factors (1 for tiles without data).
+    """
+    from desgw.diff.zogy import zogy_kernels
+
+    zc = config.zogy_config()
+    sn = np.asarray(subtraction.meta["sigma_search"], np.float64)
+    sr = np.asarray(subtraction.meta["sigma_template"], np.float64)
+    scale = float(subtraction.meta.get("scale", 1.0))
+    ny, nx = subtraction.diff.shape
+    t = zc.tile
+    f_s = np.ones(sn.shape)
+    f_d = np.ones(sn.shape)
+    for j in range(sn.shape[0]):
+        for i in range(sn.shape[1]):
+            if not (np.isfinite(sn[j, i]) and np.isfinite(sr[j, i])):
+                continue
+            y0, x0 = j * t, i * t
+            xc, yc = 0.5 * (x0 + min(x0 + t, nx) - 1), 0.5 * (y0 + min(y0 + t, ny) - 1)
+            pn = np.asarray(search_psf.render(xc, yc, size=zc.psf_size), np.float64)
+            pr = np.asarray(template_psf.render(xc, yc, size=zc.psf_size), np.float64)
+            kern = zogy_kernels(pn, pr, var_new=sn[j, i] ** 2, var_ref=sr[j, i] ** 2, f_new=1.0,
+                                f_ref=1.0 / scale, kernel_size=zc.kernel)
+            for out, kn, kr in ((f_s, kern.k_new, kern.k_ref), (f_d, kern.d_new, kern.d_ref)):
+                vn = sn[j, i] ** 2 * float(np.sum(kn * kn))
+                vr = sr[j, i] ** 2 * float(np.sum(kr * kr))
+                frac = vr / (vn + vr) if vn + vr > 0 else 0.0
+                out[j, i] = 1.0 + frac * (_correlated_gain(kr, acf) - 1.0)
+    return f_s, f_d
+
+
+def apply_noise_factors(subtraction: Any, f_score: np.ndarray, f_diff: np.ndarray,
+                        tile: int) -> None:
+    """Scale a subtraction's variance outputs in place by per-tile factors: ``diff_var`` by
+    ``f_diff``, ``flux_err_image`` by ``sqrt(f_score)``, ``score`` by ``1 / sqrt(f_score)``."""
+    ny, nx = subtraction.diff.shape
+    for j in range(f_score.shape[0]):
+        for i in range(f_score.shape[1]):
+            box = (slice(j * tile, min((j + 1) * tile, ny)), slice(i * tile, min((i + 1) * tile,
+                                                                                 nx)))
+            if f_diff[j, i] != 1.0:
+                subtraction.diff_var[box] *= np.float32(f_diff[j, i])
+            if f_score[j, i] != 1.0:
+                r = np.float32(np.sqrt(f_score[j, i]))
+                subtraction.flux_err_image[box] *= r
+                subtraction.score[box] /= r
