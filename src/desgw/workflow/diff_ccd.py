@@ -1,0 +1,462 @@
+"""Difference imaging of one search CCD from the SE products on disk (RUN_DIFFIMG_PIPELINE.sh).
+
+:func:`run_diff_ccd` is a plain function of a picklable :class:`DiffTask` (a local loop, a
+process pool or a Dask worker run it alike) and never raises for a failed CCD:
+
+1. the search CCD's SE products (``exposure_dir(out_root, cache, schema, nite, expnum)``, else
+   found with :func:`~desgw.workflow.se_exposure.find_exposure_dir`);
+2. the template CCDs that overlap it: for each template exposure (``template_expnums``, or,
+   when empty, every exposure under ``out_root`` with SE products of the same band and
+   ``r{R}p{P}``, the search excepted) its ``{expnum}.out`` corners and
+   :func:`~desgw.workflow.templates.ccd_overlaps` against the search CCD's corners from its
+   fitted WCS; their immask, PSF model, fullcat and QC file;
+3. the star and veto lists (makestarcat: :func:`desgw.diff.starcat.make_star_catalog` on the
+   template CCDs' catalogs, calibrated with their zeropoints, inside the search CCD), written as
+   ``SNSTAR_{expnum}_{ccd}_r{R}p{P}.LIST`` and ``SNVETO_...LIST``;
+4. :func:`desgw.diff.pipeline.difference_ccd`;
+5. the products, atomically, under ``{exposure_dir}/dp{season}/{band}_{ccd:02d}/`` (the
+   original ``${procnum}/${BAND}_${CCD}`` folder; names in :mod:`desgw.diff.pipeline_products`),
+   then, with a database URL, the templates used, the fakes and the detections
+   (:mod:`desgw.db`), and last the completion marker ``..._diffdone.json`` (a summary). A CCD
+   whose marker exists (with the same explicit template list) is not redone unless
+   ``overwrite``.
+
+``fakes`` switches the fake injection (SNFAKE; on by default, as the original always
+injected). ``full_copy`` is the original ``-F`` (FULLCOPY): keep every intermediate image
+(the search image with the fakes and each resampled template CCD), not only the difference
+and the template coadd.
+
+The random numbers of the fakes are seeded from (search expnum, CCD, season): a re-run gives
+the same fakes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.io import fits
+
+from desgw import __version__
+from desgw.io.atomic import atomic_write_text
+from desgw.io.errors import DesgwError
+from desgw.io.naming import corners_out_name, exposure_dir
+
+from .se_exposure import ccd_product_paths, find_exposure_dir
+from .settings import Settings
+
+__all__ = [
+    "DiffSummary",
+    "DiffTask",
+    "find_template_ccds",
+    "run_diff_ccd",
+]
+
+log = logging.getLogger(__name__)
+
+_DONE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class DiffTask:
+    """Everything one search CCD's difference imaging needs; picklable.
+
+    Attributes
+    ----------
+    search_expnum, ccdnum : int
+        The search exposure and CCD.
+    template_expnums : tuple of int
+        Template exposures; empty: every processed exposure of the band under ``out_root``
+        except the search.
+    settings : Settings
+        Product root (``out_root``) and database URL.
+    rnum, pnum : int
+        SE processing version of the inputs (``r{R}p{P}``).
+    season : int
+        Run number (the ``dp{season}`` product folder).
+    cache, schema : str
+        ``scratch``/``persistent`` and ``gw``/``wsdiff`` of the search exposure's folder.
+    version : str
+        DiffImg version tag, recorded in the products (``DIFFVER``).
+    band : str
+    nite : int
+        Night of the search exposure's product folder.
+    fakes : bool
+        Inject fakes (SNFAKE) and measure the efficiency.
+    overwrite : bool
+        Redo a CCD whose products exist.
+    full_copy : bool
+        The original ``-F``: also write the intermediate images.
+    config : DiffConfig or None
+        Difference-imaging settings (None: the defaults; ``fakes`` overrides its ``fakes``).
+    """
+
+    search_expnum: int
+    ccdnum: int
+    template_expnums: tuple[int, ...]
+    settings: Settings
+    rnum: int
+    pnum: int
+    season: int
+    cache: str
+    schema: str
+    version: str
+    band: str
+    nite: int
+    fakes: bool = True
+    overwrite: bool = False
+    full_copy: bool = False
+    config: Any = None
+
+
+@dataclass(frozen=True)
+class DiffSummary:
+    """Outcome of one search CCD (small, picklable).
+
+    Attributes
+    ----------
+    ccdnum : int
+    ok : bool
+        True when the products exist (made now or found).
+    error : str or None
+        ``"Type: message"`` when not ok.
+    n_candidates, n_fakes, n_fakes_recovered : int
+    timings : dict of str to float
+        Seconds: ``read``, ``starcat``, the steps of :func:`difference_ccd`, ``write``, ``db``,
+        ``total``.
+    skipped : bool
+        Products found, nothing redone.
+    error_kind : str or None
+        ``"nothing_to_do"`` (no usable template: running again will not help) or ``"failed"``.
+    flags : tuple of str
+        Flags of the result (e.g. ``partial_coverage``, ``no_template``).
+    templates_used : tuple of (expnum, ccdnum)
+    m50, m50_err, ideal_limit_mag : float
+        Efficiency of the fakes and the ideal 5-sigma limit (NaN when not measured).
+    outdir : str or None
+        The product folder.
+    """
+
+    ccdnum: int
+    ok: bool
+    error: str | None = None
+    n_candidates: int = 0
+    n_fakes: int = 0
+    n_fakes_recovered: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    skipped: bool = False
+    error_kind: str | None = None
+    flags: tuple[str, ...] = ()
+    templates_used: tuple[tuple[int, int], ...] = ()
+    m50: float = math.nan
+    m50_err: float = math.nan
+    ideal_limit_mag: float = math.nan
+    outdir: str | None = None
+
+
+# ----------------------------------------------------------------------------- look-ups
+def _search_dir(task: DiffTask) -> Path:
+    d = exposure_dir(task.settings.out_root, task.cache, task.schema, int(task.nite),
+                     int(task.search_expnum))
+    if ccd_product_paths(d, task.search_expnum, task.band, task.ccdnum, task.rnum,
+                         task.pnum).immask.is_file():
+        return d
+    return find_exposure_dir(task.settings.out_root, task.search_expnum, task.rnum, task.pnum)
+
+
+def _processed_exposures(out_root: Path, band: str, exclude: int) -> list[tuple[int, Path]]:
+    """(expnum, folder) of every exposure under ``out_root`` with a corners file of ``band``."""
+    from .templates import read_corners_out
+
+    found: dict[int, Path] = {}
+    for p in sorted(out_root.glob("*/*/exp/*/*/*.out")):
+        if p.stem != p.parent.name or not p.stem.isdigit() or int(p.stem) == int(exclude):
+            continue
+        try:
+            c = read_corners_out(p)
+        except DesgwError as exc:
+            log.warning("%s: %s", p, exc)
+            continue
+        if c.band not in (None, band):
+            continue
+        found.setdefault(int(p.stem), p.parent)
+    return sorted(found.items())
+
+
+def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Sequence[int], *,
+                       out_root: str | Path, band: str, rnum: int, pnum: int,
+                       search_expnum: int) -> dict[int, tuple[Path, list[int]]]:
+    """Template exposure -> (product folder, overlapping CCDs) for one search CCD.
+
+    Parameters
+    ----------
+    search_corners : (ra[4], dec[4])
+        The search CCD's corners (deg).
+    template_expnums : sequence of int
+        Template exposures; empty: every processed exposure of ``band`` but the search.
+
+    Raises
+    ------
+    MissingFileError, DesgwInputError
+        An explicit template exposure has no product folder or no ``{expnum}.out``.
+    """
+    from .templates import ccd_overlaps, read_corners_out
+
+    root = Path(out_root)
+    if template_expnums:
+        dirs = [(int(e), find_exposure_dir(root, int(e), rnum, pnum)) for e in template_expnums]
+    else:
+        dirs = _processed_exposures(root, band, search_expnum)
+    out: dict[int, tuple[Path, list[int]]] = {}
+    for e, d in dirs:
+        corners = read_corners_out(d / corners_out_name(e))
+        ccds = ccd_overlaps({int(ccdnum): search_corners}, corners.corners)[int(ccdnum)]
+        if ccds:
+            out[e] = (d, ccds)
+    return out
+
+
+def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: int) -> Any:
+    from desgw.diff.pipeline_products import load_ccd_products
+
+    p = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum)
+    return load_ccd_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat, qc=p.qc,
+                             band=band, expnum=expnum, ccdnum=ccd)
+
+
+def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
+    h = fits.Header()
+    h["EXPNUM"] = (int(task.search_expnum), "search exposure number")
+    h["CCDNUM"] = (int(task.ccdnum), "CCD number")
+    h["BAND"] = (task.band, "filter band")
+    h["MAGZERO"] = (float(result.zp), "AB zeropoint of the search total flux in e-")
+    h["ZPSTAMP"] = (float(result.zp_stamp), "AB zeropoint of the PSF-stamp flux scale")
+    h["BUNIT"] = ("electrons", "search electrons, PSF-stamp scale")
+    h["DESGWRP"] = (f"r{task.rnum}p{task.pnum}", "SE processing version of the inputs")
+    h["DIFFSEAS"] = (int(task.season), "season (dp) of the difference imaging")
+    h["DIFFVER"] = (str(task.version), "DiffImg version tag")
+    h["DIFFCFG"] = (cfg_hash, "hash of the DiffConfig settings")
+    h["DESGWVER"] = (__version__, "desgw version")
+    h["NTEMPL"] = (len(result.templates_used), "template CCDs in the coadd")
+    return h
+
+
+def _record_db(task: DiffTask, result: Any) -> None:
+    from desgw.db import (
+        NewDetection,
+        NewFake,
+        TemplateUse,
+        add_detections,
+        connect,
+        record_fakes,
+        record_templates_used,
+    )
+    from desgw.diff.pipeline_steps import candidate_flags
+
+    e, c = int(task.search_expnum), int(task.ccdnum)
+    with connect(task.settings.db_url) as db:
+        record_templates_used(db, [TemplateUse(e, c, int(te), int(tc))
+                                   for te, tc in result.templates_used])
+        f = result.fakes
+        db_ids = record_fakes(db, e, c, [NewFake(ra=float(r["ra"]), dec=float(r["dec"]),
+                                                 mag=float(r["mag"]), host=bool(r["hosted"]))
+                                         for r in f])
+        fake_map = {int(fid): int(dbid) for fid, dbid in zip(f["fake_id"], db_ids)}
+        cands = result.candidates
+        flags = candidate_flags(cands)
+        rows = []
+        for k, r in enumerate(cands):
+            mag, magerr = float(r["mag"]), float(r["magerr"])
+            fid = int(r["fake_id"])
+            rows.append(NewDetection(
+                ra=float(r["ra"]), dec=float(r["dec"]), flux=float(r["flux"]),
+                fluxerr=float(r["flux_err"]), snr=float(r["snr"]),
+                mag=mag if math.isfinite(mag) else None,
+                magerr=magerr if math.isfinite(magerr) else None,
+                real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
+                is_fake=bool(r["is_fake"]), fake_id=fake_map.get(fid) if fid >= 0 else None))
+        add_detections(db, e, c, rows)
+
+
+def _summary_from_done(path: Path, ccdnum: int) -> DiffSummary:
+    d = json.loads(path.read_text(encoding="utf-8"))
+    eff = d.get("efficiency") or {}
+
+    def num(v: Any) -> float:
+        return float(v) if v is not None else math.nan
+
+    return DiffSummary(ccdnum=int(ccdnum), ok=True, n_candidates=int(d["n_candidates"]),
+                       n_fakes=int(d["n_fakes"]), n_fakes_recovered=int(d["n_fakes_recovered"]),
+                       timings={k: float(v) for k, v in d.get("timings", {}).items()},
+                       skipped=True, flags=tuple(d.get("flags", [])),
+                       templates_used=tuple((int(a), int(b)) for a, b in d["templates_used"]),
+                       m50=num(eff.get("m50")), m50_err=num(eff.get("m50_err")),
+                       ideal_limit_mag=num(d.get("ideal_limit_mag")),
+                       outdir=str(path.parent))
+
+
+def _finite(v: float) -> float | None:
+    return float(v) if v is not None and math.isfinite(float(v)) else None
+
+
+# ----------------------------------------------------------------------------- the task
+def run_diff_ccd(task: DiffTask) -> DiffSummary:
+    """Difference imaging of one search CCD with its products written (module docstring).
+
+    Never raises for a CCD failure: the summary has ``ok`` False, the error and its kind.
+    """
+    from desgw.diff.pipeline import DiffConfig, DiffError, difference_ccd
+    from desgw.diff.pipeline_products import (
+        config_hash,
+        diff_product_paths,
+        write_diff_products,
+    )
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    config = task.config if task.config is not None else DiffConfig()
+    if bool(config.fakes) != bool(task.fakes):
+        from dataclasses import replace
+
+        config = replace(config, fakes=bool(task.fakes))
+    try:
+        sdir = _search_dir(task)
+        paths = diff_product_paths(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum,
+                                   task.pnum, task.season)
+        if not task.overwrite and paths.done.is_file():
+            try:
+                doc = json.loads(paths.done.read_text(encoding="utf-8"))
+                if not task.template_expnums or sorted(doc.get("template_expnums", [])) == \
+                        sorted(int(e) for e in task.template_expnums):
+                    return _summary_from_done(paths.done, task.ccdnum)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                log.warning("%s: %s; doing the CCD again", paths.done, exc)
+
+        # --- read
+        t0 = time.perf_counter()
+        from .templates import ccd_corners_from_wcs
+
+        search = _load(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum, task.pnum)
+        if search.wcs is None:
+            raise DiffError(f"search CCD {task.ccdnum} has no WCS", kind="failed")
+        s_corners = ccd_corners_from_wcs(search.wcs)
+        found = find_template_ccds(s_corners, task.ccdnum, task.template_expnums,
+                                   out_root=task.settings.out_root, band=task.band,
+                                   rnum=task.rnum, pnum=task.pnum,
+                                   search_expnum=task.search_expnum)
+        templates, missing = [], []
+        for e, (d, ccds) in sorted(found.items()):
+            for c in ccds:
+                try:
+                    templates.append(_load(d, e, task.band, c, task.rnum, task.pnum))
+                except DesgwError as exc:
+                    missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
+                    log.warning("template %d CCD %d: %s", e, c, exc)
+        timings["read"] = time.perf_counter() - t0
+
+        # --- star and veto lists
+        t0 = time.perf_counter()
+        from desgw.diff.starcat import (
+            make_star_catalog,
+            make_veto_table,
+            snstar_name,
+            snveto_name,
+            write_star_list,
+            write_veto_list,
+        )
+
+        cats = [t for t in templates if t.catalog is not None and np.isfinite(t.zp)]
+        stars = make_star_catalog([t.catalog for t in cats], ccd_footprint=s_corners,
+                                  zeropoints=[t.zp for t in cats])
+        veto = make_veto_table(stars)
+        paths.directory.mkdir(parents=True, exist_ok=True)
+        write_star_list(paths.directory / snstar_name(task.search_expnum, task.ccdnum,
+                                                      task.rnum, task.pnum), stars,
+                        band=task.band, rnum=task.rnum, pnum=task.pnum)
+        write_veto_list(paths.directory / snveto_name(task.search_expnum, task.ccdnum,
+                                                      task.rnum, task.pnum), veto,
+                        band=task.band, rnum=task.rnum, pnum=task.pnum)
+        timings["starcat"] = time.perf_counter() - t0
+
+        # --- difference imaging
+        rng = np.random.default_rng([int(task.search_expnum), int(task.ccdnum),
+                                     int(task.season)])
+        result = difference_ccd(search, templates, star_veto=veto, config=config, rng=rng,
+                                keep_intermediate=task.full_copy)
+        for k, v in result.timings.items():
+            timings[k if k != "total" else "difference"] = v
+        rejected = missing + [{"expnum": r.expnum, "ccdnum": r.ccdnum,
+                               "reasons": list(r.reasons)} for r in result.templates_rejected]
+        if result.empty:
+            why = ", ".join(result.flags)
+            detail = "; ".join(f"{r['expnum']}/{r['ccdnum']}: {', '.join(r['reasons'])}"
+                               for r in rejected) or "no template CCD overlaps"
+            kind = "nothing_to_do" if "no_template" in result.flags else "failed"
+            raise DiffError(f"nothing subtracted ({why}): {detail}", kind=kind)
+
+        # --- products
+        t0 = time.perf_counter()
+        cfg_hash = config_hash(config)
+        header = _header(task, result, cfg_hash)
+        products = write_diff_products(result, paths, header=header, wcs=search.wcs,
+                                       full_copy=task.full_copy, search=search)
+        timings["write"] = time.perf_counter() - t0
+
+        # --- database
+        if task.settings.db_url is not None:
+            t0 = time.perf_counter()
+            _record_db(task, result)
+            timings["db"] = time.perf_counter() - t0
+
+        # --- completion marker
+        eff = result.efficiency
+        n_rec = int(np.sum(result.fakes["recovered"])) if len(result.fakes) else 0
+        timings["total"] = time.perf_counter() - t_start
+        doc = {
+            "format": _DONE_FORMAT, "ok": True, "expnum": int(task.search_expnum),
+            "ccdnum": int(task.ccdnum), "band": task.band, "rnum": task.rnum,
+            "pnum": task.pnum, "season": task.season, "version": task.version,
+            "template_expnums": sorted({int(e) for e, _ in result.templates_used}),
+            "templates_used": [list(t) for t in result.templates_used],
+            "templates_rejected": rejected, "flags": list(result.flags),
+            "n_candidates": len(result.candidates), "n_fakes": len(result.fakes),
+            "n_fakes_recovered": n_rec,
+            "efficiency": None if eff is None else {"m50": _finite(eff.m50),
+                                                    "m50_err": _finite(eff.m50_err)},
+            "ideal_limit_mag": None if result.ideal_limit is None
+            else _finite(result.ideal_limit.mag),
+            "config_hash": cfg_hash, "desgw_version": __version__,
+            "products": {k: Path(v).name for k, v in products.items()},
+            "timings": timings,
+        }
+        atomic_write_text(paths.done, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        log.info("diff %d CCD %d: %d candidates, %d/%d fakes, %.1f s", task.search_expnum,
+                 task.ccdnum, len(result.candidates), n_rec, len(result.fakes),
+                 timings["total"])
+        return DiffSummary(
+            ccdnum=int(task.ccdnum), ok=True, n_candidates=len(result.candidates),
+            n_fakes=len(result.fakes), n_fakes_recovered=n_rec, timings=dict(timings),
+            flags=tuple(result.flags), templates_used=tuple(result.templates_used),
+            m50=math.nan if eff is None else float(eff.m50),
+            m50_err=math.nan if eff is None else float(eff.m50_err),
+            ideal_limit_mag=math.nan if result.ideal_limit is None
+            else float(result.ideal_limit.mag),
+            outdir=str(paths.directory))
+    except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
+        kind = exc.kind if isinstance(exc, DiffError) else "failed"
+        text = f"{type(exc).__name__}: {exc}"
+        log.error("difference imaging of exposure %d CCD %d: %s", task.search_expnum,
+                  task.ccdnum, text)
+        log.debug("%s", traceback.format_exc())
+        timings["total"] = time.perf_counter() - t_start
+        return DiffSummary(ccdnum=int(task.ccdnum), ok=False, error=text, error_kind=kind,
+                           timings=timings)
+
