@@ -562,5 +562,116 @@ def sediff(expnum: int, rnum: int, pnum: int, nite: int | None, band: str | None
         sys.exit(EXIT_PROCESSING_FAILED)
 
 
+def _parse_rp(text: str) -> tuple[int, int]:
+    """``"r4p7"`` -> (4, 7)."""
+    import re
+
+    m = re.fullmatch(r"\s*r(\d+)p(\d+)\s*", text or "")
+    if not m:
+        raise click.BadParameter(f"expected r{{R}}p{{P}}, e.g. r1p1, got {text!r}", param_hint="-r")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _parse_dp(text: str) -> int:
+    """``"dp91"`` or ``"91"`` -> 91."""
+    t = (text or "").strip()
+    t = t[2:] if t.lower().startswith("dp") else t
+    if not t.isdigit():
+        raise click.BadParameter(f"expected a season number, e.g. 91 or dp91, got {text!r}",
+                                 param_hint="-p")
+    return int(t)
+
+
+@main.command("diffimg", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
+@click.option("-r", "--rp", "rp_text", required=True, help="SE processing version of the inputs, r{R}p{P} (e.g. r1p1).")
+@click.option("-p", "--season", "season_text", required=True, help="Season (difference-imaging version), e.g. 91 or dp91.")
+@click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), required=True,
+              help="Night YYYYMMDD of the search exposure's product directory.")
+@click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), required=True)
+@click.option("-c", "--ccd", type=click.IntRange(1, 62), required=True, help="Search CCD number.")
+@click.option("-d", "--destcache", type=click.Choice(["scratch", "persistent"]), default="scratch",
+              show_default=True, help="Product cache: OUT/DESTCACHE/SCHEMA/exp/NITE/EXPNUM.")
+@click.option("-m", "--schema", type=click.Choice(["gw", "wsdiff"]), default="gw", show_default=True)
+@click.option("-v", "--version", "diff_version", default="desgw", show_default=True,
+              help="DiffImg version tag recorded in the products.")
+@click.option("-F", "--fullcopy", is_flag=True,
+              help="Keep every intermediate image (search with fakes, each resampled template), as the "
+                   "original's FULLCOPY; default: the difference and the template coadd.")
+@click.option("--templates", "templates_text", default=None,
+              help="Template exposures, e.g. 664075,664080 (default: every processed exposure of the band).")
+@click.option("--no-fakes", is_flag=True, help="Do not inject fake sources (no efficiency).")
+@click.option("-O", "--overwrite", is_flag=True, help="Redo the CCD if its products exist.")
+@_settings_options
+def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, ccd: int,
+            destcache: str, schema: str, diff_version: str, fullcopy: bool,
+            templates_text: str | None, no_fakes: bool, overwrite: bool, raw_dir: Path | None,
+            calib_dir: Path | None, refcat_dir: Path | None, out_root: Path | None,
+            db_url: str | None, config_file: Path | None) -> None:
+    """Difference imaging of one search CCD (the original RUN_DIFFIMG_PIPELINE.sh).
+
+    Reads the SE products of the search CCD and of the overlapping template CCDs, writes under
+    EXPOSURE_DIR/dp{SEASON}/{BAND}_{CCD}/ the difference (SCI/MSK/WGT/SCORE), the template coadd,
+    candidates (FITS, Parquet), fakes, stamps (FITS, PNG), efficiency JSON and SNSTAR/SNVETO lists.
+    Exit code 0: done (or already done); 1: failed or nothing to do (listed); 3: bad input.
+    """
+    rnum, pnum = _parse_rp(rp_text)
+    season = _parse_dp(season_text)
+    try:
+        templates = () if templates_text is None else \
+            tuple(int(t) for t in templates_text.replace(" ", "").split(",") if t)
+    except ValueError:
+        raise click.BadParameter(f"not exposure numbers: {templates_text!r}",
+                                 param_hint="--templates") from None
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .workflow.diff_ccd import DiffTask, run_diff_ccd
+
+    task = DiffTask(search_expnum=expnum, ccdnum=ccd, template_expnums=templates,
+                    settings=settings, rnum=rnum, pnum=pnum, season=season, cache=destcache,
+                    schema=schema, version=diff_version, band=band, nite=nite,
+                    fakes=not no_fakes, overwrite=overwrite, full_copy=fullcopy)
+    s = run_diff_ccd(task)
+    if not s.ok:
+        what = "nothing to do" if s.error_kind == "nothing_to_do" else "FAILED"
+        click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {what}: {s.error}", err=True)
+        sys.exit(EXIT_PROCESSING_FAILED)
+    state = "already done (use -O to redo)" if s.skipped else "done"
+    eff = "" if s.m50 != s.m50 else f", fakes m50 {s.m50:.2f} +- {s.m50_err:.2f}"
+    lim = "" if s.ideal_limit_mag != s.ideal_limit_mag else f" (ideal {s.ideal_limit_mag:.2f})"
+    click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {state}: {s.n_candidates} candidates, "
+               f"{s.n_fakes_recovered}/{s.n_fakes} fakes recovered{eff}{lim}; "
+               f"{len(s.templates_used)} template CCDs; {s.timings.get('total', 0.0):.1f} s")
+    if s.outdir:
+        click.echo(f"  products: {s.outdir}")
+    if s.flags:
+        click.echo(f"  flags: {', '.join(s.flags)}")
+
+
+@main.command("makestarcat", context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-e", "expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
+@click.option("-n", "nite", type=int, required=True, help="Night of the search exposure (logged).")
+@click.option("-r", "rnum", type=click.IntRange(0), required=True, help="Processing r number.")
+@click.option("-p", "pnum", type=click.IntRange(0), required=True, help="Processing p number.")
+@click.option("-b", "band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), required=True)
+@click.option("-s", "season", type=int, required=True, help="Season (logged).")
+@click.option("--ccd", type=click.IntRange(1, 62), default=1, show_default=True, help="Search CCD.")
+@click.option("-outdir", "outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Folder of the outputs.")
+@click.option("-rootdir", "rootdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
+              show_default=True, help="Where the D*_r{R}p{P}_ZP.csv tables and {EXPNUM}.out are looked for.")
+@click.option("-snstar", "snstar", default=None, help="Star list name (default SNSTAR_{EXPNUM}_{CCD}_r{R}p{P}.LIST).")
+@click.option("-snveto", "snveto", default=None, help="Veto list name (default SNVETO_{EXPNUM}_{CCD}_r{R}p{P}.LIST).")
+def makestarcat(expnum: int, nite: int, rnum: int, pnum: int, band: str, season: int, ccd: int,
+                outdir: Path, rootdir: Path, snstar: str | None, snveto: str | None) -> None:
+    """Star and veto lists of one search CCD from the template exposures' SE tables (makestarcat.py)."""
+    from .diff.starcat import makestarcat_main
+
+    res = makestarcat_main(expnum=expnum, nite=nite, rnum=rnum, pnum=pnum, band=band,
+                           season=season, ccd=ccd, outdir=outdir, rootdir=rootdir,
+                           snstar=snstar, snveto=snveto)
+    click.echo(f"{len(res.stars)} stars from {len(res.catalog_paths)} SE tables: {res.snstar_path}, "
+               f"{res.snveto_path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
