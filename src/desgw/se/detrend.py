@@ -5,13 +5,15 @@ Steps, per amplifier then per CCD (:func:`detrend_ccd`):
 1. **Overscan**: row-by-row level of the serial overscan, robust to hot columns and cosmic
    rays, smoothed along rows (:func:`desgw.se.detrend_overscan.overscan_profile`), subtracted.
 2. **Saturation**: pixels at or above the amplifier's saturation level (``SATURATA/B``, ADU
-   above the overscan level, tested before the gain) get ``SAT``.
-3. **Gain**: ADU -> electrons with the amplifier's gain (``GAINA/B``).
-4. **Trim** to the data section (4096 x 2048 for DECam).
-5. **Bias**: subtract the bias image (electrons).
-6. **Linearity**: *not applied*. The simulator writes linear detectors and we do not have
-   DECam's linearity table, so there is nothing to correct with; a real-data run would add
-   the table lookup between steps 3 and 5.
+   above the overscan level, tested on the *recorded* ADU, before linearity and gain) get
+   ``SAT``.
+3. **Linearity** (when a :class:`desgw.io.calib.LinearityTable` is given): the overscan-
+   subtracted recorded ADU of each amplifier are replaced by the linear ADU of the lookup
+   table (:func:`desgw.se.linearity.apply_linearity`), as the original pipeline applied
+   DECam's ``linearity_table`` between overscan and gain. Without a table the step is skipped.
+4. **Gain**: ADU -> electrons with the amplifier's gain (``GAINA/B``).
+5. **Trim** to the data section (4096 x 2048 for DECam).
+6. **Bias**: subtract the bias image (electrons).
 7. **Flat**: divide by the normalised dome flat. Non-positive or non-finite flat pixels
    get ``BADPIX`` and image value 0.
 8. **Masks**: bad-pixel mask (any of ``config.bpm_bad_bits``) -> ``BADPIX``; the outer
@@ -40,6 +42,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,6 +52,10 @@ from . import detrend_kernels as _kern
 from . import maskbits
 from .detrend_amps import AmpLayout, resolve_layouts
 from .detrend_overscan import overscan_profile
+from .linearity import apply_linearity, linearise_values
+
+if TYPE_CHECKING:  # pragma: no cover
+    from desgw.io.calib import LinearityTable
 
 __all__ = ["DetrendConfig", "AmpDetrend", "DetrendedCCD", "DetrendError", "detrend_ccd",
            "smooth_sky"]
@@ -130,7 +137,8 @@ class AmpDetrend:
         ``overscan_noise_adu * gain`` (e-).
     saturation_e : float
         Saturation level in electrons before bias subtraction and flat fielding
-        (``saturation_adu * gain``).
+        (``saturation_adu * gain``; with a linearity table, the linear value of
+        ``saturation_adu`` times the gain).
     sky_e : float
         Median of the smooth sky over the amplifier (e-, flat-fielded image).
     n_saturated : int
@@ -255,8 +263,9 @@ def _check_calib(name: str, arr: np.ndarray | None, shape: tuple[int, int], err:
 def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray | None = None,
                 bpm: np.ndarray | None = None, mask: np.ndarray | None = None,
                 amps: Sequence[AmpLayout] | None = None, ccdnum: int | None = None,
-                config: DetrendConfig = DetrendConfig()) -> DetrendedCCD:
-    """Overscan, gain, bias, flat, masks and weight of one raw CCD.
+                config: DetrendConfig = DetrendConfig(),
+                linearity: "LinearityTable | None" = None) -> DetrendedCCD:
+    """Overscan, linearity, gain, bias, flat, masks and weight of one raw CCD.
 
     Parameters
     ----------
@@ -278,6 +287,9 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
     ccdnum : int, optional
         CCDNUM, for the instrument model and messages (default ``raw.ccdnum``).
     config : DetrendConfig
+    linearity : LinearityTable, optional
+        The CCD's linearity lookup table (recorded -> linear overscan-subtracted ADU per
+        amplifier), applied after overscan subtraction and before the gain; None skips it.
 
     Returns
     -------
@@ -313,8 +325,10 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
                                         skip_cols=config.overscan_skip_cols,
                                         clip_sigma=config.overscan_clip_sigma,
                                         window=config.overscan_window)
+        # with a linearity table: overscan-subtracted ADU now, the gain after the correction
         nbad, dmin, dmax, nsat = _kern.amp_to_electrons(
-            pix[a.data.slices], level, float(a.gain), float(a.saturation_adu), maskbits.SAT,
+            pix[a.data.slices], level, 1.0 if linearity is not None else float(a.gain),
+            float(a.saturation_adu), maskbits.SAT,
             image[a.trimmed.slices], out_mask[a.trimmed.slices])
         if nbad:
             raise DetrendError(problem=f"amp {a.name} has {nbad} non-finite raw pixels", **err)
@@ -325,6 +339,10 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
                                f"{a.saturation_adu:g} ADU above overscan)", **err)
         rn_col[a.trimmed.x0:a.trimmed.x1] = a.read_noise_e
         per_amp.append((a, float(np.median(level)), noise, nsat))
+    if linearity is not None:
+        image = apply_linearity(image, layouts, linearity)
+        for a in layouts:
+            image[a.trimmed.slices] *= np.float32(a.gain)
 
     dummy_f = np.zeros((1, 1), np.float32)
     f = None if flat is None else np.ascontiguousarray(flat, dtype=np.float32)
@@ -351,8 +369,10 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
         amp_out.append(AmpDetrend(
             name=a.name, overscan_adu=os_level, overscan_noise_adu=noise, gain=a.gain,
             read_noise_e=a.read_noise_e, measured_read_noise_e=noise * a.gain,
-            saturation_e=a.saturation_adu * a.gain,
+            saturation_e=(a.saturation_adu if linearity is None else float(
+                linearise_values(a.saturation_adu, linearity, a.name))) * a.gain,
             sky_e=float(np.median(sky[a.trimmed.slices][::16, ::16])), n_saturated=nsat))
-    log.debug("detrended CCD %s: sky %s e-", ccdnum, [round(x.sky_e, 1) for x in amp_out])
+    log.debug("detrended CCD %s: sky %s e-%s", ccdnum, [round(x.sky_e, 1) for x in amp_out],
+              "" if linearity is not None else " (no linearity correction)")
     return DetrendedCCD(ccdnum=None if ccdnum is None else int(ccdnum), image=image,
                         mask=out_mask, weight=weight, sky=sky, amps=tuple(amp_out))

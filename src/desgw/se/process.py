@@ -9,7 +9,9 @@
    :class:`desgw.io.errors.MissingFileError`; non-finite raw pixels raise
    :class:`desgw.se.detrend.DetrendError`.
 2. **Crosstalk** (:func:`desgw.se.crosstalk.correct_crosstalk`) from the source CCDs given.
-3. **Detrend** (overscan, gain, bias, flat, BPM, edge, weight; :func:`desgw.se.detrend.detrend_ccd`).
+3. **Detrend** (overscan, linearity when ``CCDInputs.linearity`` is given, gain, bias, flat, BPM,
+   edge, weight; :func:`desgw.se.detrend.detrend_ccd`). Header ``LINCOR`` records whether the
+   linearity correction was applied.
 4. **Bleed trails** and bright-star halos around saturated pixels
    (:func:`desgw.se.saturation.mask_bleed_trails`); TRAIL/EDGEBLEED pixels get weight 0.
 5. **First background + detection pass** (background with unusable pixels masked, detection
@@ -84,6 +86,7 @@ from desgw.se.saturation import BleedConfig, mask_bleed_trails
 if TYPE_CHECKING:  # pragma: no cover
     from astropy.io import fits
 
+    from desgw.io.calib import LinearityTable
     from desgw.io.raw import ExposureHeader, RawCCD
 
 __all__ = ["SEConfig", "CCDInputs", "CCDResult", "process_ccd", "initial_wcs_for", "check_band"]
@@ -210,6 +213,9 @@ class CCDInputs:
         Gaia stars around the CCD at the exposure epoch (``ra``, ``dec``, ``phot_*_mean_mag``).
     exposure : desgw.io.raw.ExposureHeader
         The exposure header.
+    linearity : desgw.io.calib.LinearityTable or None
+        The CCD's linearity lookup table (:func:`desgw.io.calib.read_linearity`); None skips
+        the linearity correction.
     """
 
     raw: "RawCCD"
@@ -219,6 +225,7 @@ class CCDInputs:
     bpm: np.ndarray | None
     refcat: Table
     exposure: "ExposureHeader"
+    linearity: "LinearityTable | None" = None
 
 
 @dataclass
@@ -401,7 +408,8 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     lap("crosstalk")
     corrected = replace(raw, pixels=xt.pixels)  # keeps path/HDU for error messages
     d = detrend_ccd(corrected, bias=inputs.bias, flat=inputs.flat, bpm=inputs.bpm, mask=xt.mask,
-                    amps=xt.amps, ccdnum=ccdnum, config=config.detrend)
+                    amps=xt.amps, ccdnum=ccdnum, config=config.detrend,
+                    linearity=inputs.linearity)
     image, mask, weight = d.image, d.mask, d.weight
     lap("detrend")
     bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)
@@ -525,6 +533,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "AIRMASS": (float(airmass), "airmass"),
         "BUNIT": ("electrons", "image unit"),
         "GAIN": (1.0, "[e-/unit] image is in electrons"),
+        "LINCOR": (inputs.linearity is not None, "linearity lookup-table correction applied"),
         "SATURATE": (float(sat_e), "[e-] lowest amplifier saturation level"),
         "RDNOISE": (read_noise, "[e-] mean amplifier read noise"),
         "AVSKY": (float(bkg.global_level), "[e-] median sky level"),
