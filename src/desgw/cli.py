@@ -314,10 +314,12 @@ class _DatabaseErrorsAsExitCode:
 
 
 def _quiet_dask_logs() -> None:
-    """Dask's own INFO lines only with -vv."""
+    """Dask's own INFO lines only with -vv (distributed sets its loggers up when imported)."""
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        import distributed  # noqa: F401
+
         for name in ("distributed", "dask_jobqueue"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+            logging.getLogger(name).setLevel(logging.ERROR)
 
 
 @main.command("ingest")
@@ -490,15 +492,16 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
 @click.option("-m", "--schema", type=click.Choice(["gw", "wsdiff"]), default="gw", show_default=True)
 @click.option("-v", "--version", "diff_version", default=None,
               help="DiffImg version tag (default: DIFFIMG_EUPS_VERSION of the rc file).")
-@click.option("-V", "--snveto", default=None, help="SNVETO list name: make the star/veto lists (makestarcat).")
-@click.option("-T", "--starcat", default=None, help="SNSTAR list name: make the star/veto lists (makestarcat).")
+@click.option("-V", "--snveto", default=None, help="Also write the veto list (makestarcat) under this name.")
+@click.option("-T", "--starcat", default=None, help="Also write the star list (makestarcat) under this name.")
 @click.option("-C", "--calib", "run_calibration", is_flag=True,
               help="Photometric calibration of the search and template exposures.")
 @click.option("-j", "--jump-to-calib", is_flag=True,
               help="No SE of the search exposure: calibrate its existing fullcats and go on.")
 @click.option("-s", "--single", "single_process", is_flag=True, help="Run the tasks one after the other in this process.")
 @click.option("-Y", "--special-y", is_flag=True, help="Accepted for compatibility, no effect.")
-@click.option("-F", "--fullcopy", is_flag=True, help="Accepted for compatibility, no effect (products are written in place).")
+@click.option("-F", "--fullcopy", is_flag=True,
+              help="FULLCOPY: keep every intermediate image of the difference imaging.")
 @click.option("-O", "--overwrite", is_flag=True, help="Redo the tasks whose products exist.")
 @click.option("-t", "--template", "template_mode", is_flag=True,
               help="Template exposure: SE (and calibration with -C) only; no difference imaging.")
