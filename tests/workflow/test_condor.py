@@ -28,7 +28,7 @@ def _graph():
     tasks.append(Task(f"diff-{SEARCH}-33", "diff", SEARCH, 33,
                       (f"se-{SEARCH}-33", f"expcalib-{SEARCH}", f"se-{T1}-32", f"se-{T1}-33",
                        f"expcalib-{T1}", f"se-{T2}-33", f"expcalib-{T2}"),
-                      {**ARGS, "season": 67, "version": "gw8", "fakes": True,
+                      {**ARGS, "season": 67, "version": "gw8", "fakes": True, "full_copy": True,
                        "templates": [T1, T2], "template_ccds": {str(T1): [32, 33],
                                                                 str(T2): [33]},
                        "snstar": f"SNSTAR_{SEARCH}_33_r4p7.LIST", "snveto": None,
@@ -78,7 +78,7 @@ def test_dag_and_submit_files(tmp_path):
     assert v["ccds"] == "32,33" and v["nite"] == "20170701"
     v = node_vars(f"diff_{SEARCH}_33")
     assert v["templates"] == f"{T1},{T2}" and v["season"] == "67" and v["version"] == "gw8"
-    assert v["tflag"] == "" and v["extra"].split() == ["-O", "-C", "-T",
+    assert v["tflag"] == "" and v["extra"].split() == ["-O", "-C", "-F", "-T",
                                                        f"SNSTAR_{SEARCH}_33_r4p7.LIST"]
 
     se_sub = export.submit_files["se"].read_text()

@@ -2,6 +2,7 @@
 dependency failures, database errors, password hygiene and cluster plumbing."""
 
 import hashlib
+import json
 import logging
 import os
 import sqlite3
@@ -19,7 +20,12 @@ from desgw.workflow import engine as engine_mod
 from desgw.workflow.dagmaker import make_dag
 from desgw.workflow.dagmaker_rc import DagmakerConfig
 from desgw.workflow.engine import cluster_options, make_cluster, run_graph
-from desgw.workflow.engine_products import diff_complete, exposure_outdir, se_paths
+from desgw.workflow.engine_products import (
+    diff_complete,
+    diff_done_path,
+    exposure_outdir,
+    se_paths,
+)
 from desgw.workflow.engine_tasks import (
     Outcome,
     TaskPayload,
@@ -224,6 +230,12 @@ def test_failed_dependencies_block_or_drop_templates(tmp_path, monkeypatch):
 
     def run_diff_ccd(task):
         seen.append(task)
+        args = {"band": task.band, "nite": task.nite, "rnum": task.rnum, "pnum": task.pnum,
+                "cache": task.cache, "schema": task.schema, "season": task.season}
+        done = diff_done_path(task.settings.out_root, task.search_expnum, task.ccdnum, args)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.write_text(json.dumps({"ok": True, "template_expnums":
+                                    sorted(task.template_expnums)}))
         return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=4,
                                      n_fakes=20, n_fakes_recovered=17, timings={"total": 0.1})
 
@@ -266,7 +278,10 @@ def test_failed_dependencies_block_or_drop_templates(tmp_path, monkeypatch):
     assert task.template_expnums == (200,) and task.season == 67 and task.fakes is False
     assert task.search_expnum == 300 and task.ccdnum == 1 and task.settings == settings
     # a diff made without one of its templates is not complete: a re-run redoes it
-    assert not diff_complete(settings.out_root, 300, 1, graph.task("diff-300-1").args)
+    d1 = graph.task("diff-300-1").args
+    assert diff_done_path(settings.out_root, 300, 1, d1).is_file()
+    assert not diff_complete(settings.out_root, 300, 1, d1)
+    assert diff_complete(settings.out_root, 300, 1, {**d1, "templates": [200]})
     assert set(report.blocked) == {"expcalib-100", "diff-300-2"} and not report.ok
     assert any(line.startswith("  BLOCKED diff-300-2: search SE failed") for line in
                report.lines())

@@ -1,5 +1,6 @@
 """`desgw sediff` (SEdiff.sh): flags, the task graph it runs, resume, and a real run."""
 
+import json
 import sys
 import types
 
@@ -9,8 +10,8 @@ from click.testing import CliRunner
 from desgw.cli import main
 from desgw.workflow.dagmaker import make_dag, record_from_raw
 from desgw.workflow.dagmaker_rc import DagmakerConfig
-from desgw.workflow.engine_products import diff_summary_path, se_paths
-from desgw.workflow.sediff import FULLCOPY_WARNING, parse_season, run_sediff
+from desgw.workflow.engine_products import diff_done_path, se_paths
+from desgw.workflow.sediff import parse_season, run_sediff
 from desgw.workflow.settings import load_settings
 
 SEARCH = 880001
@@ -38,13 +39,26 @@ def sim(tmp_path_factory):
 
 @pytest.fixture
 def fake_diff(monkeypatch):
-    """A stand-in for desgw.workflow.diff_ccd (same names and fields) recording its tasks."""
+    """A stand-in for desgw.workflow.diff_ccd (same names and fields) recording its tasks; it
+    writes the star/veto lists and the completion marker where the real one does."""
+    from desgw.diff.starcat import snstar_name, snveto_name
+
     seen = []
 
     def run_diff_ccd(task):
         seen.append(task)
+        args = {"band": task.band, "nite": task.nite, "rnum": task.rnum, "pnum": task.pnum,
+                "cache": task.cache, "schema": task.schema, "season": task.season}
+        done = diff_done_path(task.settings.out_root, task.search_expnum, task.ccdnum, args)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        for name in (snstar_name, snveto_name):
+            (done.parent / name(task.search_expnum, task.ccdnum, task.rnum, task.pnum)
+             ).write_text(f"# {name.__name__}\n")
+        done.write_text(json.dumps({"ok": True, "template_expnums":
+                                    sorted(task.template_expnums)}))
         return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=3,
-                                     n_fakes=10, n_fakes_recovered=9, timings={"total": 0.01})
+                                     n_fakes=10, n_fakes_recovered=9, timings={"total": 0.01},
+                                     skipped=False, outdir=str(done.parent))
 
     module = types.ModuleType("desgw.workflow.diff_ccd")
     module.DiffTask = types.SimpleNamespace
@@ -96,7 +110,8 @@ def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_pat
     _fake_se_products(out, SEARCH, [28], {**base, "nite": 20190901})
     args = ["sediff", "-E", str(SEARCH), "-r", "4", "-p", "7", "-n", "20190901", "-b", "r",
             "-S", "dp67", "-c", "28", "-d", "persistent", "-m", "wsdiff", "-v", "gw8", "-s",
-            "-F", "--no-fakes", *_options(root, out)]
+            "-F", "--no-fakes", "-T", "SNSTAR_mine.LIST", "-V", "SNVETO_mine.LIST",
+            *_options(root, out)]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     (task,) = fake_diff
@@ -104,13 +119,15 @@ def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_pat
     assert task.template_expnums == (template,) and task.season == 67
     assert (task.rnum, task.pnum, task.cache, task.schema) == (4, 7, "persistent", "wsdiff")
     assert task.nite == 20190901 and task.version == "gw8" and task.fakes is False
-    assert task.band == "r" and task.overwrite is False
+    assert task.band == "r" and task.overwrite is False and task.full_copy is True
     assert f"templates: {template}" in res.output
     # the template's products exist: no task for it; the search SE is skipped
     assert "2 tasks: 1 done, 1 skipped" in res.output
-    assert "FULLCOPY" in res.output
-    summary = diff_summary_path(out, SEARCH, 28, {**base, "nite": 20190901, "season": 67})
-    assert summary.is_file()
+    done = diff_done_path(out, SEARCH, 28, {**base, "nite": 20190901, "season": 67})
+    assert done.is_file()
+    # -T/-V: the lists under the names given
+    assert (done.parent / "SNSTAR_mine.LIST").read_text() == "# snstar_name\n"
+    assert (done.parent / "SNVETO_mine.LIST").read_text() == "# snveto_name\n"
 
     # a second run finds the difference imaging done
     res = CliRunner().invoke(main, args)
@@ -140,12 +157,11 @@ def test_template_mode_and_jump_to_calib(sim, tmp_path):
             "nite": t_nite}
     _fake_se_products(out, template, truth.ccdnums(template), base)
     rep = run_sediff(template, settings=settings, rnum=1, pnum=2, season=70,
-                     template_mode=True, single_process=True, special_y=True, fullcopy=True,
+                     template_mode=True, single_process=True, special_y=True,
                      progress=False)
     assert rep.ok and rep.graph.counts() == {"se": 4, "expcalib": 0, "diff": 0}
     assert all(t.args["template"] for t in rep.graph.tasks)
-    assert len(rep.run.skipped) == 4 and FULLCOPY_WARNING in rep.warnings
-    assert any("-Y" in w for w in rep.warnings)
+    assert len(rep.run.skipped) == 4 and any("-Y" in w for w in rep.warnings)
 
     # -j: no SE task for the search exposure; its calibration has none to wait for
     g = make_dag(SEARCH, settings=settings, config=DagmakerConfig(), search_se=False)
@@ -154,13 +170,14 @@ def test_template_mode_and_jump_to_calib(sim, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_sediff_with_calibration_and_star_lists(sim, tmp_path, clean_env, fake_diff):
-    """SE of the templates' CCDs and of the search CCD, calibration, makestarcat, diff."""
+def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
+    """Real SE of the templates' CCDs and of the search CCD and calibration, then the
+    difference imaging (stand-in), in one process; a second run finds everything done."""
     root, truth = sim
     (template,) = truth.template_expnums
     out = tmp_path / "out"
     args = ["sediff", "-E", str(SEARCH), "-r", "1", "-p", "1", "-S", "67", "-c", "28", "-C",
-            "-s", "-T", "SNSTAR_test.LIST", "-V", "SNVETO_test.LIST", *_options(root, out)]
+            "-s", *_options(root, out)]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "8 tasks: 8 done" in res.output
@@ -169,10 +186,9 @@ def test_real_sediff_with_calibration_and_star_lists(sim, tmp_path, clean_env, f
     nite = record_from_raw(truth.raw_path(SEARCH)).nite
     base = {"band": "r", "rnum": 1, "pnum": 1, "cache": "scratch", "schema": "gw",
             "nite": nite}
-    search_dir = se_paths(out, SEARCH, 28, base).immask.parent
-    stars = (search_dir / "SNSTAR_test.LIST").read_text().splitlines()
-    assert (search_dir / "SNVETO_test.LIST").is_file()
-    assert sum(1 for line in stars if line and not line.startswith("#")) > 5
+    for expnum, ccds in ((SEARCH, [28]), (template, truth.ccdnums(template))):
+        args = {**base, "nite": record_from_raw(truth.raw_path(expnum)).nite}
+        assert all(se_paths(out, expnum, c, args).complete() for c in ccds)
     res = CliRunner().invoke(main, args)
     # the template's products exist now: it gets no task; the search's tasks are skipped
     assert res.exit_code == 0 and "3 tasks: 0 done, 3 skipped" in res.output

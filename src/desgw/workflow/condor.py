@@ -12,7 +12,7 @@
   - ``se``: ``desgw se -E -r -p -n -b -d -m -S -c CCD -s [-t]`` (SE of one CCD);
   - ``expcalib``: ``desgw se ... -c CCDS -j -s [-t]`` (calibration, corners, quality and
     database records of the exposure from the CCD products: the original ``-j``);
-  - ``diff``: ``desgw sediff -E -r -p -n -b -S -c CCD -d -m -v VERSION -s [-C] [-T -V]
+  - ``diff``: ``desgw sediff -E -r -p -n -b -S -c CCD -d -m -v VERSION -s [-C] [-F] [-T -V]
     --templates LIST`` (its SE and calibration are found done, so it runs the difference
     imaging of the CCD);
 
@@ -135,6 +135,8 @@ def _node_vars(task: Task, has_calib: bool) -> dict[str, str]:
             extra.append("-C")
         if not a.get("fakes", True):
             extra.append("--no-fakes")
+        if a.get("full_copy"):
+            extra.append("-F")
         if a.get("snstar"):
             extra += ["-T", str(a["snstar"])]
         if a.get("snveto"):

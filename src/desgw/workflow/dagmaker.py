@@ -224,7 +224,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
              ccds: Iterable[int] | None = None, templates: Sequence[int] | None = None,
              nite: int | None = None, band: str | None = None, calibrate: bool = True,
              search_se: bool = True, diff: bool = True, fakes: bool = True,
-             version: str | None = None, snstar: str | None = None, snveto: str | None = None,
+             full_copy: bool = False, version: str | None = None, snstar: str | None = None, snveto: str | None = None,
              max_separation_deg: float = MAX_POINTING_SEPARATION_DEG) -> TaskGraph:
     """The task graph of one search exposure (see the module docstring).
 
@@ -256,11 +256,12 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         Add the difference-imaging tasks (False: SE only).
     fakes : bool
         Inject fake sources in the difference imaging.
+    full_copy : bool
+        Keep the intermediate images of the difference imaging (the original ``-F``).
     version : str, optional
         DiffImg version tag (default ``config.diffimg_eups_version``).
     snstar, snveto : str, optional
-        Star and veto list file names (the original ``-T``, ``-V``); the lists are made before
-        the difference imaging only when given.
+        Names to give the star and veto lists too (the original ``-T``, ``-V``).
     max_separation_deg : float
         Template pointing distance limit (deg).
 
@@ -287,7 +288,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             return make_dag(search_expnum, settings=settings, config=config, db=own_db,
                             blacklist=blacklist, ccds=ccds, templates=templates, nite=nite,
                             band=band, calibrate=calibrate, search_se=search_se, diff=diff,
-                            fakes=fakes, version=version, snstar=snstar, snveto=snveto,
+                            fakes=fakes, full_copy=full_copy, version=version,
+                            snstar=snstar, snveto=snveto,
                             max_separation_deg=max_separation_deg)
 
     # --- the search exposure
@@ -453,7 +455,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             tasks.append(Task(diff_task_id(search_expnum, c), "diff", search_expnum, c,
                               tuple(dict.fromkeys(deps)), {
                                   **search_args, "season": config.season, "version": version,
-                                  "fakes": bool(fakes), "templates": sorted(per_template),
+                                  "fakes": bool(fakes), "full_copy": bool(full_copy),
+                                  "templates": sorted(per_template),
                                   "template_ccds": {str(e): v for e, v in
                                                     sorted(per_template.items())},
                                   "template_nites": {str(e): template_nites[e]

@@ -6,10 +6,11 @@
   every CCD of the task, ``Zero_D{expnum}_{ccd}_r{R}p{P}.csv`` exist, and the exposure QC file
   is not older than any of the CCDs' ``_qc.json`` (a CCD processed again makes the calibration
   stale).
-* ``diff`` (one search CCD): the difference-imaging summary
-  ``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}_diffsummary.json`` (written by the
-  engine when :func:`desgw.workflow.diff_ccd.run_diff_ccd` succeeded) exists, says ``ok`` and
-  lists the same templates as the task.
+* ``diff`` (one search CCD): the completion marker that
+  :func:`desgw.workflow.diff_ccd.run_diff_ccd` writes last
+  (``{exposure_dir}/dp{season}/{band}_{ccd:02d}/D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}
+  _diffdone.json``) exists, says ``ok`` and lists the same templates as the task (the rule
+  run_diff_ccd applies itself).
 
 All functions take the task's ``args`` (see :mod:`desgw.workflow.engine`) and are cheap (file
 system look-ups only).
@@ -34,7 +35,7 @@ from .se_exposure import CCDProductPaths, ccd_product_paths
 
 __all__ = [
     "diff_complete",
-    "diff_summary_path",
+    "diff_done_path",
     "expcalib_complete",
     "exposure_outdir",
     "se_complete",
@@ -80,18 +81,20 @@ def expcalib_complete(out_root: str | os.PathLike[str], expnum: int, ccds: Itera
     return True
 
 
-def diff_summary_path(out_root: str | os.PathLike[str], expnum: int, ccd: int,
-                      args: Mapping[str, Any]) -> Path:
-    """Where the engine writes the summary of a finished difference-imaging task."""
-    d = exposure_outdir(out_root, expnum, args)
-    return d / (f"D{int(expnum):08d}_{args['band']}_{int(ccd):02d}_r{int(args['rnum'])}"
-                f"p{int(args['pnum'])}_dp{int(args['season'])}_diffsummary.json")
+def diff_done_path(out_root: str | os.PathLike[str], expnum: int, ccd: int,
+                   args: Mapping[str, Any]) -> Path:
+    """The difference-imaging completion marker of a search CCD."""
+    from desgw.diff.pipeline_products import diff_product_paths
+
+    return diff_product_paths(exposure_outdir(out_root, expnum, args), int(expnum),
+                              str(args["band"]), int(ccd), int(args["rnum"]), int(args["pnum"]),
+                              int(args["season"])).done
 
 
 def diff_complete(out_root: str | os.PathLike[str], expnum: int, ccd: int,
                   args: Mapping[str, Any]) -> bool:
     """True when the CCD's difference imaging finished with the task's templates."""
-    path = diff_summary_path(out_root, expnum, ccd, args)
+    path = diff_done_path(out_root, expnum, ccd, args)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

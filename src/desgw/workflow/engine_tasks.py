@@ -19,16 +19,15 @@ Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
     exposure quality (assessed unless ``template``) and the database records. Args as ``se``
     plus ``ccds``. Blocked when no CCD succeeded.
 ``diff``
-    :func:`desgw.workflow.diff_ccd.run_diff_ccd` (imported when the task runs). Args as ``se``
-    plus ``season``, ``version``, ``fakes``, ``templates`` (exposure numbers),
-    ``template_ccds`` (``{expnum: [ccd, ...]}``), ``snstar``/``snveto`` (the original ``-T``/
-    ``-V``: when given, the star and veto lists are made first with
-    :func:`desgw.diff.starcat.makestarcat_main` from the templates' ``_ZP.csv`` tables). Blocked
+    :func:`desgw.workflow.diff_ccd.run_diff_ccd` (imported when the task runs; it makes the
+    star and veto lists, subtracts, detects, writes the products, the database records and
+    its completion marker). Args as ``se`` plus ``season``, ``version``, ``fakes``,
+    ``full_copy`` (the original ``-F``), ``templates`` (exposure numbers), ``template_ccds``
+    (``{expnum: [ccd, ...]}``), ``snstar``/``snveto`` (the original ``-T``/``-V``: the names
+    the star and veto lists are also given, next to the ones run_diff_ccd writes). Blocked
     when the search CCD's SE or the search calibration failed; a template whose SE or
     calibration failed is left out (as the original verifySE did); blocked when no template
-    is left. On success the summary is written to
-    :func:`desgw.workflow.engine_products.diff_summary_path`, the product that marks the task
-    as finished.
+    is left.
 
 Statuses: ``"done"`` (ran and succeeded), ``"skipped"`` (products existed), ``"failed"``,
 ``"blocked"`` (not run because something it needs failed; the reason says what).
@@ -38,8 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -53,7 +52,7 @@ from typing import Any
 from desgw.db.urls import redact_url, scrub_secret
 from desgw.io.atomic import atomic_write_text
 
-from .engine_products import diff_summary_path, exposure_outdir
+from .engine_products import exposure_outdir
 from .graph import Task, expcalib_task_id, se_task_id
 from .settings import Settings
 
@@ -402,37 +401,24 @@ def run_expcalib(task: Task, settings: Settings, overwrite: bool,
     return Outcome("done", None, detail)
 
 
-def _makestarcat(task: Task, settings: Settings, templates: list[int]) -> dict[str, Any]:
-    from desgw.diff.starcat import makestarcat_main
-    from desgw.io.naming import corners_out_name, zp_csv_name
+def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
+    """Copies of the star and veto lists under the names given with ``-T``/``-V``."""
+    from desgw.diff.starcat import snstar_name, snveto_name
 
     a = task.args
+    if outdir is None:
+        raise FileNotFoundError("the difference imaging reported no product folder")
+    d = Path(outdir)
     r, p = int(a["rnum"]), int(a["pnum"])
-    search_dir = exposure_outdir(settings.out_root, task.expnum, a)
-    catalogs = []
-    for e in templates:
-        nite = _template_nite(settings, e, a)
-        tdir = exposure_outdir(settings.out_root, e, {**a, "nite": nite})
-        for c in a["template_ccds"][str(e)]:
-            path = tdir / zp_csv_name(e, int(c), r, p)
-            if path.is_file():
-                catalogs.append(path)
-    res = makestarcat_main(expnum=task.expnum, nite=int(a["nite"]), rnum=r, pnum=p,
-                           band=str(a["band"]), season=int(a["season"]), ccd=int(task.ccd),
-                           outdir=search_dir, rootdir=search_dir, snstar=a.get("snstar"),
-                           snveto=a.get("snveto"), catalogs=catalogs or None,
-                           corners_file=search_dir / corners_out_name(task.expnum))
-    return {"n_stars": len(res.stars), "snstar": str(res.snstar_path),
-            "snveto": str(res.snveto_path)}
-
-
-def _template_nite(settings: Settings, expnum: int, args: Mapping[str, Any]) -> int:
-    nites = args.get("template_nites") or {}
-    if str(expnum) in nites:
-        return int(nites[str(expnum)])
-    from desgw.io.raw import read_exposure_header
-
-    return int(read_exposure_header(settings.raw_path(expnum)).nite)
+    out: dict[str, str] = {}
+    for key, made in (("snstar", snstar_name(task.expnum, int(task.ccd), r, p)),
+                      ("snveto", snveto_name(task.expnum, int(task.ccd), r, p))):
+        name = a.get(key)
+        if name:
+            target = Path(name) if Path(name).is_absolute() else d / name
+            atomic_write_text(target, (d / made).read_text(encoding="utf-8"))
+            out[key] = str(target)
+    return out
 
 
 def run_diff(task: Task, settings: Settings, overwrite: bool,
@@ -459,12 +445,6 @@ def run_diff(task: Task, settings: Settings, overwrite: bool,
         return Outcome("blocked", "no template left: " + "; ".join(
             f"{e}: {w}" for e, w in left_out.items()))
     detail: dict[str, Any] = {"templates": templates, "left_out": left_out}
-    if a.get("snstar") or a.get("snveto"):
-        try:
-            detail["starcat"] = _makestarcat(task, settings, templates)
-        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
-            return Outcome("failed", f"makestarcat: {type(exc).__name__}: {exc}", detail,
-                           traceback=traceback.format_exc())
 
     from .diff_ccd import DiffTask, run_diff_ccd
 
@@ -473,18 +453,28 @@ def run_diff(task: Task, settings: Settings, overwrite: bool,
                          rnum=int(a["rnum"]), pnum=int(a["pnum"]), season=int(a["season"]),
                          cache=str(a["cache"]), schema=str(a["schema"]),
                          version=str(a["version"]), band=str(a["band"]), nite=int(a["nite"]),
-                         fakes=bool(a.get("fakes", True)), overwrite=bool(overwrite))
+                         fakes=bool(a.get("fakes", True)), overwrite=bool(overwrite),
+                         full_copy=bool(a.get("full_copy", False)))
     summary = run_diff_ccd(diff_task)
     detail.update(n_candidates=int(summary.n_candidates), n_fakes=int(summary.n_fakes),
                   n_fakes_recovered=int(summary.n_fakes_recovered),
-                  timings={str(k): float(v) for k, v in dict(summary.timings or {}).items()})
+                  timings={str(k): float(v) for k, v in dict(summary.timings or {}).items()},
+                  templates_used=[list(t) for t in getattr(summary, "templates_used", ())],
+                  flags=list(getattr(summary, "flags", ())),
+                  m50=float(getattr(summary, "m50", math.nan)))
     if not summary.ok:
+        kind = getattr(summary, "error_kind", None)
+        if kind:
+            detail["error_kind"] = kind
         return Outcome("failed", str(summary.error or "difference imaging failed"), detail)
-    doc = {"ok": True, "search_expnum": task.expnum, "ccdnum": task.ccd,
-           "template_expnums": sorted(templates), **detail,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    atomic_write_text(diff_summary_path(settings.out_root, task.expnum, task.ccd, a),
-                      json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    if a.get("snstar") or a.get("snveto"):
+        try:
+            detail["lists"] = _copy_lists(task, getattr(summary, "outdir", None))
+        except OSError as exc:
+            return Outcome("failed", f"star/veto list copies: {type(exc).__name__}: {exc}",
+                           detail)
+    if getattr(summary, "skipped", False):
+        return Outcome("skipped", "products exist", detail)
     return Outcome("done", None, detail)
 
 

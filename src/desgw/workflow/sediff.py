@@ -12,14 +12,14 @@
 ``-d``      destination cache: ``scratch`` or ``persistent``
 ``-m``      schema: ``gw`` or ``wsdiff``
 ``-v``      DiffImg version tag (recorded with the results)
-``-V -T``   SNVETO and SNSTAR list names: when given, the star and veto lists are made
-            (makestarcat) before the difference imaging; when not, that step is skipped
+``-V -T``   SNVETO and SNSTAR list names: the star and veto lists (makestarcat, always made
+            by the difference imaging) are also written under these names
 ``-C``      photometric calibration of the search and template exposures
 ``-j``      no SE of the search exposure: calibrate its existing fullcats and go on
 ``-s``      single process (no Dask: tasks one after the other)
 ``-Y``      accepted, no effect (:data:`~desgw.workflow.se_exposure.SPECIAL_Y_WARNING`)
-``-F``      accepted, no effect: the original's FULLCOPY copied every intermediate file back
-            to storage; desgw writes its products in place under the product root
+``-F``      FULLCOPY: keep every intermediate image of the difference imaging (the search
+            image with the fakes, each resampled template CCD)
 ``-O``      redo the tasks whose products exist
 ``-t``      template: SE (and calibration with ``-C``) of this exposure only, quality
             measured but not assessed; no templates, no difference imaging
@@ -50,15 +50,9 @@ from .settings import Settings
 if TYPE_CHECKING:  # pragma: no cover
     from desgw.db import Database
 
-__all__ = ["FULLCOPY_WARNING", "SEdiffReport", "parse_season", "run_sediff"]
+__all__ = ["SEdiffReport", "parse_season", "run_sediff"]
 
 log = logging.getLogger(__name__)
-
-#: The message given for ``-F``.
-FULLCOPY_WARNING = (
-    "-F (the original's FULLCOPY) copied every intermediate file back to storage; desgw "
-    "writes its products in place under the product root, so -F has no effect")
-
 
 def parse_season(value: int | str) -> int:
     """Season number from ``67`` or ``"dp67"`` (>= 1).
@@ -165,7 +159,7 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
     expnum, rnum, pnum, season, nite, band, ccds, cache, schema, version
         ``-E -r -p -S -n -b -c -d -m -v``.
     snveto, starcat : str, optional
-        ``-V``, ``-T``: star/veto list names (makestarcat runs when either is given).
+        ``-V``, ``-T``: names the veto and star lists are also written under.
     run_calibration, jump_to_calib, single_process, special_y, fullcopy, overwrite,
     template_mode : bool
         ``-C -j -s -Y -F -O -t``.
@@ -209,9 +203,6 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
     if special_y:
         log.warning(SPECIAL_Y_WARNING)
         warnings.append(SPECIAL_Y_WARNING)
-    if fullcopy:
-        log.warning(FULLCOPY_WARNING)
-        warnings.append(FULLCOPY_WARNING)
     cfg = dataclasses.replace(config or DagmakerConfig(), rnum=int(rnum), pnum=int(pnum),
                               season=season_n, destcache=cache, schema=schema)
     calibrate = bool(run_calibration or jump_to_calib)
@@ -222,7 +213,8 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
         graph = make_dag(expnum, settings=settings, config=cfg, db=db, blacklist=blacklist,
                          ccds=ccds, templates=templates, nite=nite, band=band,
                          calibrate=calibrate, search_se=not jump_to_calib, diff=True,
-                         fakes=fakes, version=version, snstar=starcat, snveto=snveto)
+                         fakes=fakes, full_copy=fullcopy, version=version, snstar=starcat,
+                         snveto=snveto)
     if single_process:
         scheduler, cluster = "single", None
     run = run_graph(graph, settings=settings, scheduler=scheduler, cluster=cluster,
