@@ -169,6 +169,8 @@ class CCDTask:
         SE configuration (None: the defaults).
     overwrite : bool
         Redo a CCD whose products exist.
+    linearity_path : str or None
+        Linearity lookup-table file (None: no linearity correction).
     """
 
     expnum: int
@@ -184,6 +186,7 @@ class CCDTask:
     outdir: str
     config: Any = None
     overwrite: bool = False
+    linearity_path: str | None = None
 
     @property
     def paths(self) -> CCDProductPaths:
@@ -483,7 +486,7 @@ def load_ccd_summary(qc_path: str | os.PathLike[str], ccdnum: int) -> CCDSummary
 # ----------------------------------------------------------------------------- one CCD
 def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float) -> Any:
     """Read everything process_ccd needs for the task's CCD (returns CCDInputs)."""
-    from desgw.io.calib import CalibFile
+    from desgw.io.calib import CalibFile, read_linearity
     from desgw.io.raw import RawExposure
     from desgw.refcat import RefCatStore, mjd_to_jyear
     from desgw.se.crosstalk import needed_sources
@@ -522,6 +525,8 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     if task.bpm_path is not None:
         with CalibFile(task.bpm_path, "bpm") as f:
             bpm = f.read(task.ccdnum)
+    linearity = None if task.linearity_path is None else read_linearity(task.linearity_path,
+                                                                        task.ccdnum)
     timings["read_calib"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -531,7 +536,7 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     timings["refcat"] = time.perf_counter() - t0
     log.debug("CCD %d: %d Gaia stars in the footprint", task.ccdnum, len(refcat))
     return CCDInputs(raw=ccd, crosstalk_sources=sources, bias=bias, flat=flat, bpm=bpm,
-                     refcat=refcat, exposure=exposure)
+                     refcat=refcat, exposure=exposure, linearity=linearity)
 
 
 def _product_header(task: CCDTask, config_hash: str, base: fits.Header | None = None
@@ -1037,6 +1042,9 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                 report.ccds[ccd] = CCDSummary(ccdnum=ccd, ok=True, skipped=True)
     else:
         calib: CalibPaths = settings.calib_paths(band)
+        if calib.linearity is None:
+            log.warning("exposure %d: no linearity.fits(.fz) in %s: the linearity correction is "
+                        "skipped", expnum, settings.calib_dir)
         tasks = []
         for ccd in ccd_list:
             task = CCDTask(expnum=expnum, ccdnum=ccd, band=band, rnum=rnum, pnum=pnum,
@@ -1044,7 +1052,9 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                            flat_path=str(calib.flat),
                            bpm_path=None if calib.bpm is None else str(calib.bpm),
                            refcat_dir=str(settings.refcat_dir), outdir=str(outdir),
-                           config=config, overwrite=overwrite)
+                           config=config, overwrite=overwrite,
+                           linearity_path=None if calib.linearity is None
+                           else str(calib.linearity))
             if not overwrite and task.paths.complete():
                 try:
                     report.ccds[ccd] = load_ccd_summary(task.paths.qc, ccd)

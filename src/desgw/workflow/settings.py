@@ -29,7 +29,9 @@ File look-ups
   ``.fits``, else a NOIRLab archive name ``raw_dir/c4d_*.fits.fz`` (or ``.fits``) whose primary
   header has ``EXPNUM == expnum``;
 * calibrations (:meth:`Settings.calib_paths`): ``calib_dir/bias.fits(.fz)``,
-  ``calib_dir/flat_{band}.fits(.fz)`` and, optional, ``calib_dir/bpm.fits(.fz)``.
+  ``calib_dir/flat_{band}.fits(.fz)`` and, optional, ``calib_dir/bpm.fits(.fz)`` and
+  ``calib_dir/linearity.fits(.fz)`` (linearity lookup tables, DECam's ``linearity_table``
+  layout; the runner warns and skips the correction without it).
 """
 
 from __future__ import annotations
@@ -87,11 +89,14 @@ class CalibPaths:
         Dome flat of the band (mean 1).
     bpm : Path or None
         Bad-pixel mask; None when the calibration folder has none.
+    linearity : Path or None
+        Linearity lookup tables; None when the calibration folder has none.
     """
 
     bias: Path
     flat: Path
     bpm: Path | None
+    linearity: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ class Settings:
                                f"{expnum}")
 
     def calib_paths(self, band: str) -> CalibPaths:
-        """Bias, flat and bad-pixel-mask files for ``band``.
+        """Bias, flat, bad-pixel-mask and linearity files for ``band``.
 
         Raises
         ------
@@ -170,7 +175,10 @@ class Settings:
         if bpm is None:
             log.warning("no bpm.fits(.fz) in %s: processing without a bad-pixel mask",
                         self.calib_dir)
-        return CalibPaths(bias=bias, flat=flat, bpm=bpm)
+        linearity = _first_existing(self.calib_dir, "linearity")
+        if linearity is None:
+            log.debug("no linearity.fits(.fz) in %s", self.calib_dir)
+        return CalibPaths(bias=bias, flat=flat, bpm=bpm, linearity=linearity)
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:
