@@ -9,8 +9,13 @@ import pytest
 from astropy.io import fits
 
 from desgw.io.calib import LinearityTable, read_linearity, write_linearity
-from desgw.io.errors import (CorruptFileError, DataTypeError, HeaderError, MissingCCDError,
-                             MissingFileError)
+from desgw.io.errors import (
+    CorruptFileError,
+    DataTypeError,
+    HeaderError,
+    MissingCCDError,
+    MissingFileError,
+)
 
 
 def _table(a: float, b: float, step: float = 1.0) -> LinearityTable:

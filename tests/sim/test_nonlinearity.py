@@ -6,14 +6,13 @@ import dataclasses
 
 import numpy as np
 import pytest
+from sim_render_factory import CCD, QUIET, make_spec, objects_at
 
 from desgw.instrument import get_ccd
 from desgw.io.calib import read_linearity
 from desgw.sim.calib import make_detector_calib, write_calibrations
 from desgw.sim.detector import NONLINEARITY_RANGE, linear_adu, nonlinear_adu
 from desgw.sim.render import render_ccd
-
-from sim_render_factory import CCD, QUIET, make_spec, objects_at
 
 
 def test_model_shape_and_inverse():

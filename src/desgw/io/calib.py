@@ -489,7 +489,7 @@ def read_linearity(path: str | os.PathLike[str], ccdnum: int) -> LinearityTable:
         try:
             data = hdu.data
             names = {n.upper(): n for n in data.columns.names}
-        except Exception as exc:  # noqa: BLE001 - astropy raises assorted types here
+        except Exception as exc:  # astropy raises assorted types here
             raise CorruptFileError(p, label, f"cannot read the table ({exc})") from exc
         missing = [c for c in LINEARITY_COLUMNS if c not in names]
         if missing:

@@ -12,7 +12,8 @@ subtracted value of the raw pixel, bias structure included.
 
 Speed: one numba pass; the table row of a pixel comes from a bucket index over the ADU axis
 plus a short forward scan (none on a uniform grid such as DECam's 0..65535 step 1), so any
-monotonic grid costs the same; see :func:`apply_linearity` for measured times.
+monotonic grid works (a non-uniform one ~4x slower); see :func:`apply_linearity` for
+measured times.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _lookup_kernel(values, out, grid, table, slope, starts, width, uniform):
     for y in range(ny):
         for x in range(nx):
             v = np.float64(values[y, x])
-            if v != v:  # NaN passes through
+            if np.isnan(v):  # NaN passes through
                 out[y, x] = values[y, x]
                 continue
             t = (v - x0) * inv
@@ -135,6 +136,13 @@ def apply_linearity(pixels_adu: np.ndarray, amps: Sequence[AmpLayout],
     ------
     ValueError
         An array that is not 2-D or matches neither layout; an amplifier other than A/B.
+
+    Notes
+    -----
+    Measured on one core of the 2-core development machine (under load), trimmed 4096 x 2048
+    float32 CCD: 25-27 ms for a sky-level image with DECam's 65536-row table or a 4097-row
+    uniform table, 30-45 ms for pixel values spread uniformly over 0..60000 ADU (cache misses in
+    the 0.5 MB table), ~120 ms for a non-uniform 10k-row table (bucket index plus scan).
     """
     pix = np.asarray(pixels_adu)
     if pix.ndim != 2:
