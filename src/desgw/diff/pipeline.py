@@ -12,7 +12,10 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
 3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
    the search grid, Lanczos-3 with flux conservation (SWarp).
 4. ``[coadd]`` coadd on the search photometric scale, inverse-variance weighted, with the
-   matching PSF (SWarp combine).
+   matching PSF (SWarp combine); then the mesh sky of the plain difference search - coadd
+   (sources left out) is removed from the search image
+   (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
+   pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma.
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
    1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on usable
    pixels (20 % on galaxies), rendered with the search PSF into the search image with Poisson
@@ -100,7 +103,9 @@ from .pipeline_steps import (
     empty_candidates,
     empty_fakes,
     footprint_overlaps,
+    forced_flux,
     ideal_limit,
+    relative_sky,
     resampling_noise_acf,
     subtract_sky,
     template_cut_reasons,
@@ -299,6 +304,8 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         timings["total"] = time.perf_counter() - t_start
         return _empty(search, flags + ["all_masked"], timings, used, rejected, meta)
 
+    if config.relative_sky:
+        s_img -= relative_sky(s_img, coadd.image, good, s_rms, config)
     s_var = _inverse(search.weight)
     t_var = _inverse(coadd.weight)
     limit = ideal_limit(search, s_var, t_var, good, coadd.psf, ncf, zp=zp_s,
@@ -315,7 +322,8 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         planned = plan_fakes(search.wcs, shape, plan_mask, n=config.n_fakes,
                              mag_range=fake_mag_range(limit.mag, brighter=config.fake_brighter,
                                                       fainter=config.fake_fainter),
-                             host_fraction=host_fraction, galaxies=galaxies, rng=rng)
+                             host_fraction=host_fraction, galaxies=galaxies, rng=rng,
+                             min_separation_px=config.fake_min_separation_px)
         if len(planned):
             inj = inject_fakes(s_img, None, search.psf, planned, zp=zp_s, rng=rng)
             s_img = inj.image
@@ -379,6 +387,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         fakes["recovered"] = match.recovered
         fakes["cand_id"] = cand_id
         fakes["separation_px"] = match.separation_px
+        ff, fe = forced_flux(sub, np.asarray(fakes["x"]), np.asarray(fakes["y"]))
+        fakes["flux_forced"] = ff
+        fakes["flux_forced_err"] = fe
         hit = rows[rows >= 0]
         cands["is_fake"][hit] = True
         cands["fake_id"][hit] = np.asarray(fakes["fake_id"])[match.recovered]

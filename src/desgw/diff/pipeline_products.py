@@ -322,6 +322,7 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
                 cat_header[key] = header[key]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format")
+        warnings.filterwarnings("ignore", message="Keyword name .* HIERARCH card")
         written["candidates_fits"] = str(write_fits_table(paths.candidates_fits,
                                                           result.candidates, header=cat_header,
                                                           extname="CANDIDATES"))

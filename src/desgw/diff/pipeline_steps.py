@@ -15,7 +15,7 @@ from astropy.table import Table, vstack
 from desgw.diff.efficiency import IdealLimit, ideal_limit_mag
 from desgw.diff.measure import MEASURE_COLUMNS
 from desgw.diff.zogy_psf import stamp_fwhm
-from desgw.se.background import estimate_background
+from desgw.se.background import BackgroundConfig, estimate_background
 from desgw.se.maskbits import UNUSABLE
 
 from .pipeline_types import CCDProducts, DiffConfig, RejectedTemplateCCD
@@ -31,7 +31,9 @@ __all__ = [
     "empty_candidates",
     "empty_fakes",
     "footprint_overlaps",
+    "forced_flux",
     "ideal_limit",
+    "relative_sky",
     "resampling_noise_acf",
     "subtract_sky",
     "template_cut_reasons",
@@ -42,7 +44,8 @@ __all__ = [
 CANDIDATE_EXTRA_COLUMNS: tuple[str, ...] = ("expnum", "ccdnum", "mag", "magerr", "veto",
                                             "is_fake", "fake_id", "real_bogus")
 #: Columns added to the planned fakes.
-FAKE_EXTRA_COLUMNS: tuple[str, ...] = ("flux_e", "recovered", "cand_id", "separation_px")
+FAKE_EXTRA_COLUMNS: tuple[str, ...] = ("flux_e", "recovered", "cand_id", "separation_px",
+                                       "flux_forced", "flux_forced_err")
 
 _FAKE_PLAN_COLUMNS = (("fake_id", np.int64), ("x", np.float64), ("y", np.float64),
                       ("ra", np.float64), ("dec", np.float64), ("mag", np.float64),
@@ -182,6 +185,8 @@ def empty_fakes() -> Table:
     t["recovered"] = np.zeros(0, bool)
     t["cand_id"] = np.zeros(0, np.int64)
     t["separation_px"] = np.zeros(0)
+    t["flux_forced"] = np.zeros(0)
+    t["flux_forced_err"] = np.zeros(0)
     return t
 
 
@@ -321,3 +326,54 @@ def apply_noise_factors(subtraction: Any, f_score: np.ndarray, f_diff: np.ndarra
                 r = np.float32(np.sqrt(f_score[j, i]))
                 subtraction.flux_err_image[box] *= r
                 subtraction.score[box] /= r
+
+
+def forced_flux(subtraction: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ZOGY PSF flux and error of point sources at known positions (forced photometry).
+
+    The flux image (the PSF flux of a source centred on each pixel) is interpolated at the
+    sub-pixel position with a cubic spline on the surrounding 9 x 9 pixels; the error is the
+    error image at the nearest pixel. Positions off the image give NaN.
+    """
+    from scipy.ndimage import map_coordinates
+
+    fimg, ferr = subtraction.flux_image, subtraction.flux_err_image
+    ny, nx = fimg.shape
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    flux = np.full(x.shape, np.nan)
+    err = np.full(x.shape, np.nan)
+    for i, (xi, yi) in enumerate(zip(x, y)):
+        cx, cy = int(np.floor(xi + 0.5)), int(np.floor(yi + 0.5))
+        if not (4 <= cx < nx - 4 and 4 <= cy < ny - 4):
+            continue
+        win = np.asarray(fimg[cy - 4:cy + 5, cx - 4:cx + 5], np.float64)
+        flux[i] = float(map_coordinates(win, [[yi - cy + 4], [xi - cx + 4]], order=3,
+                                        mode="nearest")[0])
+        e = float(ferr[cy, cx])
+        err[i] = e if np.isfinite(e) else np.nan
+    return flux, err
+
+
+def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.ndarray,
+                 search_rms: float, config: DiffConfig) -> np.ndarray:
+    """Smooth sky of ``search - template`` (both already sky subtracted), float32 (ny, nx).
+
+    A background mismatch of 1 % of the pixel noise biases the PSF flux of a difference-image
+    source by ~0.1 sigma (the flux filter sums ~100 pixels), more than either sky estimate
+    can promise: faint sources below the object threshold bias each sky by an amount that
+    depends on the seeing. On the mesh scale the two images' PSFs do not matter, so the mesh
+    sky of the plain difference, with the pixels above ``object_sigma`` (search noise) in
+    either image and the unusable ones left out, is the relative offset; the caller removes it
+    from the search image.
+    """
+    rel = np.subtract(search_image, template_image, dtype=np.float32)
+    thr = np.float32(config.object_sigma * search_rms)
+    objects = (search_image > thr) | (template_image > thr)
+    mask = np.where(good, 0, 1).astype(np.int32)
+    bkg = estimate_background(rel, mask, objects=objects,
+                              config=BackgroundConfig(mesh=config.background.mesh,
+                                                      filter=config.background.filter,
+                                                      mask_bits=1,
+                                                      object_grow=config.background.object_grow))
+    return bkg.level

@@ -157,6 +157,9 @@ class DiffConfig:
         pixels above ``object_sigma`` of the first masked).
     object_sigma : float
         Threshold (sigma of the background noise) of the object mask of the second pass.
+    relative_sky : bool
+        Remove the mesh sky of ``search - template`` from the search image after the coadd
+        (:func:`desgw.diff.pipeline_steps.relative_sky`).
     resample : ResampleConfig
     resample_kernel : str
         Interpolation kernel of the template resampling (``"lanczos3"``).
@@ -180,6 +183,10 @@ class DiffConfig:
         Fraction of fakes placed on galaxies of the search catalog.
     fake_match_radius_px : float
         A fake is recovered by a positive detection within this distance (px).
+    fake_min_separation_px : float
+        Least distance between two fakes (px): the PSF-flux filter of the difference is about
+        twice the PSF wide, and a neighbouring bright fake closer than a few of its FWHM adds
+        to a fake's measured flux.
     efficiency_bins : int
     efficiency_model : {"logistic", "erf"}
     stamp_size : int
@@ -194,6 +201,7 @@ class DiffConfig:
     min_template_teff: float | None = None
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     object_sigma: float = 3.0
+    relative_sky: bool = True
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     resample_kernel: str = "lanczos3"
     coadd_method: str = "weighted"
@@ -208,6 +216,7 @@ class DiffConfig:
     fake_fainter: float = 1.5
     fake_host_fraction: float = 0.2
     fake_match_radius_px: float = 1.5
+    fake_min_separation_px: float = 40.0
     efficiency_bins: int = 14
     efficiency_model: str = "logistic"
     stamp_size: int = 51
@@ -271,8 +280,9 @@ class DiffResult:
         ``is_fake``, ``fake_id`` (-1 when not a fake) and ``real_bogus`` (in [0, 1]).
     fakes : astropy.table.Table
         The planned fakes (:func:`desgw.diff.fakes.plan_fakes` columns) plus ``flux_e``
-        (injected stamp flux, e-), ``recovered``, ``cand_id`` (-1 when not recovered) and
-        ``separation_px``.
+        (injected stamp flux, e-), ``recovered``, ``cand_id`` (-1 when not recovered),
+        ``separation_px`` and ``flux_forced``, ``flux_forced_err`` (ZOGY PSF flux and error at
+        the injected position, e-: forced photometry, free of the peak-search bias).
     efficiency : EfficiencyCurve or None
     ideal_limit : IdealLimit or None
         5-sigma PSF-fit limit of the difference image from the measured noise (module
