@@ -1,0 +1,167 @@
+"""run_diff_ccd end to end on the simulated night: template discovery from the products on disk,
+star/veto lists, the product folder, the completion marker and resume, database records, a
+failing CCD, nothing to do, and the diffimg / makestarcat commands."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from desgw.workflow.diff_ccd import DiffSummary, DiffTask, run_diff_ccd
+from desgw.workflow.se_exposure import run_se_exposure
+from desgw.workflow.settings import load_settings
+
+pytestmark = pytest.mark.slow
+
+R, P, CCD, SEASON = 1, 1, 28, 42
+NARROW, BROAD = 797828, 767502
+
+
+def _stand_in_score(candidates, stamps):
+    return np.clip(np.abs(np.asarray(candidates["snr"], float)) / 20.0, 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def env(sim_night, sim_refcat_store, tmp_path_factory):
+    """SE products of the whole night (shared with tests/diff/test_pipeline_sim.py through the
+    resume rule) with every exposure registered in a database, and a stand-in real/bogus."""
+    outdir, truth = sim_night
+    outdir = Path(outdir)
+    out_root = tmp_path_factory.getbasetemp() / "diff_pipeline_se"
+    db_url = f"sqlite:///{tmp_path_factory.mktemp('diffdb') / 'desgw.sqlite'}"
+    settings = load_settings(raw_dir=outdir / "raw", calib_dir=outdir / "calib",
+                             refcat_dir=sim_refcat_store.store_dir, out_root=out_root,
+                             db_url=db_url, environ={}, cwd=outdir)
+    nites = {}
+    for e in truth.expnums:
+        rep = run_se_exposure(e, settings=settings, rnum=R, pnum=P, run_calibration=True,
+                              template_mode=e in truth.template_expnums, workers=2)
+        assert not rep.failed and "db" not in rep.errors, rep.lines()
+        nites[e] = rep.nite
+    mp = pytest.MonkeyPatch()
+    mp.setitem(sys.modules, "desgw.diff.realbogus", types.SimpleNamespace(score=_stand_in_score))
+    yield settings, truth, nites
+    mp.undo()
+
+
+def _task(env, **kw):
+    settings, truth, nites = env
+    s = truth.search_expnums[0]
+    args = {"search_expnum": s, "ccdnum": CCD, "template_expnums": (), "settings": settings, "rnum": R,
+                "pnum": P, "season": SEASON, "cache": "scratch", "schema": "gw", "version": "test", "band": "r",
+                "nite": nites[s], "fakes": True, "overwrite": False}
+    args.update(kw)
+    return DiffTask(**args)
+
+
+@pytest.fixture(scope="module")
+def done(env):
+    task = _task(env)
+    return task, run_diff_ccd(task)
+
+
+def test_task_and_summary_pickle(env):
+    task = _task(env)
+    assert pickle.loads(pickle.dumps(task)) == task
+    s = DiffSummary(ccdnum=3, ok=False, error="x", timings={"total": 1.0}, m50=23.1,
+                    m50_err=0.05, ideal_limit_mag=23.0, error_kind="failed")
+    assert pickle.loads(pickle.dumps(s)) == s
+
+
+def test_products_of_one_ccd(env, done):
+    from desgw.diff.pipeline_products import read_diff_image
+    from desgw.diff.starcat import read_star_list, read_veto_list
+    from desgw.io.products import read_fits_table, read_parquet
+
+    task, s = done
+    assert s.ok, s.error
+    assert not s.skipped and s.n_candidates > 20 and s.n_fakes >= 150
+    assert 0 < s.n_fakes_recovered < s.n_fakes
+    # templates found on disk; the 1.63" exposure fails the t_eff QC of its CCDs
+    assert {e for e, _ in s.templates_used} == {NARROW}
+    assert abs(s.m50 - s.ideal_limit_mag) < 0.15
+    d = Path(s.outdir)
+    assert d.name == "r_28" and d.parent.name == f"dp{SEASON}"
+    prefix = f"D{task.search_expnum:08d}_r_28_r1p1_dp{SEASON}"
+    done_doc = json.loads((d / f"{prefix}_diffdone.json").read_text())
+    assert done_doc["ok"] and done_doc["template_expnums"] == [NARROW]
+    assert {r["expnum"] for r in done_doc["templates_rejected"]} == {BROAD}
+    img = read_diff_image(d / f"{prefix}_diff.fits.fz")
+    assert img["SCI"].shape == (4096, 2048) and set(img) == {"SCI", "MSK", "WGT", "SCORE"}
+    good = img["WGT"] > 0
+    z = img["SCI"][good] * np.sqrt(img["WGT"][good])
+    assert 0.9 < 1.4826 * np.median(np.abs(z - np.median(z))) < 1.1
+    cands = read_fits_table(d / f"{prefix}_cands.fits")
+    assert len(cands) == s.n_candidates == len(read_parquet(d / f"{prefix}_cands.parquet"))
+    fakes = read_fits_table(d / f"{prefix}_fakes.fits")
+    assert len(fakes) == s.n_fakes and int(np.sum(fakes["recovered"])) == s.n_fakes_recovered
+    eff = json.loads((d / f"{prefix}_efficiency.json").read_text())
+    assert eff["efficiency"]["m50"] == pytest.approx(s.m50)
+    assert (d / f"{prefix}_stamps.fits").is_file() and any((d / "stamps").glob("*.png"))
+    assert (d / f"{prefix}_template.fits.fz").is_file()
+    assert not (d / f"{prefix}_search.fits.fz").is_file()  # only with full_copy (-F)
+    stars = read_star_list(d / f"SNSTAR_{task.search_expnum}_28_r1p1.LIST")
+    veto = read_veto_list(d / f"SNVETO_{task.search_expnum}_28_r1p1.LIST")
+    assert len(stars) == len(veto) > 5 and np.all(veto["radius"] >= 3.0)
+
+
+def test_database_records(env, done):
+    from desgw.db import connect, get_detections, get_fakes, get_templates_used
+
+    task, s = done
+    settings = env[0]
+    with connect(settings.db_url) as db:
+        dets = get_detections(db, expnum=task.search_expnum, ccdnum=CCD)
+        fakes = get_fakes(db, task.search_expnum, CCD)
+        used = get_templates_used(db, task.search_expnum)
+    assert len(dets) == s.n_candidates
+    assert len(fakes) == s.n_fakes
+    assert sum(f.recovered for f in fakes) == s.n_fakes_recovered
+    assert sum(d.is_fake for d in dets) == s.n_fakes_recovered
+    assert {(u.template_expnum, u.template_ccdnum) for u in used} == set(s.templates_used)
+
+
+def test_resume_and_cli(env, done):
+    from desgw.cli import main
+
+    task, s = done
+    again = run_diff_ccd(task)
+    assert again.ok and again.skipped and again.n_candidates == s.n_candidates
+    settings, _truth, nites = env
+    e = task.search_expnum
+    args = ["diffimg", "-E", str(e), "-r", "r1p1", "-p", f"dp{SEASON}", "-n", str(nites[e]),
+            "-b", "r", "-c", "28", "--out", str(settings.out_root)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert "already done" in res.output and f"{s.n_candidates} candidates" in res.output
+    res = CliRunner().invoke(main, args[:3] + ["-r", "1p1"] + args[5:])
+    assert res.exit_code == 2 and "r{R}p{P}" in res.output
+
+
+def test_failing_and_nothing_to_do(env):
+    bad = run_diff_ccd(_task(env, ccdnum=29))  # no SE products of CCD 29
+    assert not bad.ok and bad.error_kind == "failed" and "29" in bad.error
+    none = run_diff_ccd(_task(env, template_expnums=(BROAD,), season=SEASON + 1))
+    assert not none.ok and none.error_kind == "nothing_to_do"
+    assert "QC failed" in none.error
+
+
+def test_makestarcat_command(env, tmp_path):
+    from desgw.cli import main
+
+    settings, truth, nites = env
+    e = truth.search_expnums[0]
+    res = CliRunner().invoke(main, ["makestarcat", "-e", str(e), "-n", str(nites[e]), "-r", "1",
+                                    "-p", "1", "-b", "r", "-s", str(SEASON), "--ccd", "28",
+                                    "-outdir", str(tmp_path), "-rootdir",
+                                    str(settings.out_root)])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / f"SNSTAR_{e}_28_r1p1.LIST").is_file()
+    assert (tmp_path / f"SNVETO_{e}_28_r1p1.LIST").is_file()
