@@ -41,7 +41,7 @@ def sim_ccd_inputs(sim_night, sim_refcat_store) -> Callable[..., object]:
     ``process_ccd`` raise ``MissingCCDError``), the bias, flat and BPM, and queries the Gaia
     store around the CCD footprint of the initial WCS at the exposure epoch.
     """
-    from desgw.io.calib import CalibFile
+    from desgw.io.calib import CalibFile, read_linearity
     from desgw.io.raw import RawExposure
     from desgw.refcat import mjd_to_jyear
     from desgw.se.crosstalk import needed_sources
@@ -64,6 +64,7 @@ def sim_ccd_inputs(sim_night, sim_refcat_store) -> Callable[..., object]:
             flat = f.read(ccdnum)
         with CalibFile(calib_dir / "bpm.fits.fz", "bpm") as f:
             bpm = f.read(ccdnum)
+        linearity = read_linearity(calib_dir / "linearity.fits", ccdnum)
         wcs0 = initial_wcs_for(raw, exposure)
         ny, nx = raw.trimmed_shape
         cra, cdec = wcs0.all_pix2world(np.array([-0.5, nx - 0.5, nx - 0.5, -0.5]),
@@ -71,6 +72,6 @@ def sim_ccd_inputs(sim_night, sim_refcat_store) -> Callable[..., object]:
         refcat = sim_refcat_store.query_footprint(cra, cdec, margin_arcsec=margin_arcsec,
                                                   epoch=mjd_to_jyear(exposure.mjd_obs))
         return CCDInputs(raw=raw, crosstalk_sources=sources, bias=bias, flat=flat, bpm=bpm,
-                         refcat=refcat, exposure=exposure)
+                         refcat=refcat, exposure=exposure, linearity=linearity)
 
     return make
