@@ -15,7 +15,8 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    matching PSF (SWarp combine); then the mesh sky of the plain difference search - coadd
    (sources left out) is removed from the search image
    (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
-   pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma.
+   pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma
+   (``[sky_match]``, with the variances and the ideal limit).
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
    1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on usable
    pixels (20 % on galaxies), rendered with the search PSF into the search image with Poisson
@@ -312,6 +313,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                         nsigma=config.threshold_sigma)
     if limit is not None:
         meta.update(ideal_fwhm_px=limit.difference_fwhm_px, nea_px=limit.nea_pix)
+    lap("sky_match")
 
     # 5. fakes
     fakes = empty_fakes()
