@@ -176,9 +176,11 @@ def test_a_worker_that_dies_is_retried_or_reported_and_a_rerun_completes(referen
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     r = first.results
-    assert r[f"se-{template}-22"].status == "done" and r[f"se-{template}-22"].attempt == 2
+    assert r[f"se-{template}-22"].status == "done", first.lines()
+    assert r[f"se-{template}-22"].attempt == 2
     assert r[f"se-{template}-23"].status == "failed"
     assert "worker process died" in r[f"se-{template}-23"].reason
+    assert r[f"se-{template}-23"].attempt == 2  # started twice, died twice (retries=1)
     assert r["se-880001-40"].status == "failed" and "MissingCCDError" in r["se-880001-40"].reason
     # the calibration ran without the dead CCD instead of dying with it
     assert r[cal.id].status == "done" and r[cal.id].detail["left_out"] == [23]

@@ -187,9 +187,9 @@ def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
     base = {"band": "r", "rnum": 1, "pnum": 1, "cache": "scratch", "schema": "gw",
             "nite": nite}
     for expnum, ccds in ((SEARCH, [28]), (template, truth.ccdnums(template))):
-        args = {**base, "nite": record_from_raw(truth.raw_path(expnum)).nite}
-        assert all(se_paths(out, expnum, c, args).complete() for c in ccds)
+        e_args = {**base, "nite": record_from_raw(truth.raw_path(expnum)).nite}
+        assert all(se_paths(out, expnum, c, e_args).complete() for c in ccds)
     res = CliRunner().invoke(main, args)
     # the template's products exist now: it gets no task; the search's tasks are skipped
-    assert res.exit_code == 0 and "3 tasks: 0 done, 3 skipped" in res.output
+    assert res.exit_code == 0 and "3 tasks: 0 done, 3 skipped" in res.output, res.output
     assert len(fake_diff) == 1

@@ -19,7 +19,9 @@
   unreachable database) is retried ``retries`` times (Dask task retries); a task whose worker
   process dies (killed, out of memory) is re-run on another worker up to ``retries`` times
   (the scheduler's allowed failures, set for the clusters the engine starts) and then
-  reported as failed. When a task ends in an error the engine re-submits its dependents with
+  reported as failed. (Dask also blames the tasks that were only waiting on a dying worker;
+  the engine submits such a task again as long as its log shows at most ``retries`` real
+  starts in this run.) When a task ends in an error the engine re-submits its dependents with
   the failure as the dependency's result, so they can still block, or go on without it.
 * **Resume**: a task whose products exist is not run again (:mod:`desgw.workflow.
   engine_products`) unless ``overwrite``, or unless a task it depends on runs again.
@@ -52,6 +54,7 @@ from .engine_tasks import (
     TaskPayload,
     TaskResult,
     TransientTaskError,
+    attempt_number,
     execute_task,
 )
 from .graph import TASK_KINDS, Task, TaskGraph
@@ -257,9 +260,10 @@ def task_complete(task: Task, settings: Settings) -> bool:
 
 
 # ----------------------------------------------------------------------------- running
-def _not_run(task: Task, status: str, reason: str, log_dir: Path) -> TaskResult:
+def _not_run(task: Task, status: str, reason: str, log_dir: Path, attempt: int = 0
+             ) -> TaskResult:
     return TaskResult(task_id=task.id, kind=task.kind, expnum=task.expnum, ccd=task.ccd,
-                      status=status, reason=reason,
+                      status=status, reason=reason, attempt=attempt,
                       log_path=str(log_dir / f"{task.id}.log"))
 
 
@@ -346,6 +350,16 @@ def _run_dask(client: Any, graph: TaskGraph, tasks: list[Task],
             except BaseException as err:  # noqa: BLE001 - cancelled futures raise here
                 exc = err
             origin = _origin(exc, key_to_task)
+            if origin == tid and type(exc).__name__ == "KilledWorker":
+                # Dask blames every task assigned to a worker that dies, also those waiting
+                # there; the task's log tells how often it really started in this run
+                started = attempt_number(Path(payloads[tid].log_dir) / f"{tid}.log",
+                                          run_id) - 1
+                if started <= retries and n_submit[tid] <= retries + len(graph):
+                    log.warning("%s: lost with a worker after %d start(s); submitting it again",
+                                tid, started)
+                    ac.add(submit(t))
+                    continue
             if origin is not None:
                 inherited = origin != tid
             else:
@@ -356,7 +370,9 @@ def _run_dask(client: Any, graph: TaskGraph, tasks: list[Task],
                 resubmit_ready()
                 continue
             reason = scrub_secret(_describe(exc, retries), secret)
-            results[tid] = _not_run(t, "failed", reason, Path(payloads[tid].log_dir))
+            log_dir = Path(payloads[tid].log_dir)
+            results[tid] = _not_run(t, "failed", reason, log_dir,
+                                    attempt_number(log_dir / f"{tid}.log", run_id) - 1)
             log.error("%s failed: %s", tid, reason)
         progress.update(t.kind, results[tid].status)
         resubmit_ready()

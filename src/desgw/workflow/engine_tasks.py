@@ -65,6 +65,7 @@ __all__ = [
     "TaskPayload",
     "TaskResult",
     "TransientTaskError",
+    "attempt_number",
     "execute_task",
     "is_transient",
     "run_diff",
@@ -262,7 +263,7 @@ def _task_log(path: Path, secret_url: str | None) -> Iterator[None]:
         handler.close()
 
 
-def _attempt_number(path: Path, run_id: str) -> int:
+def attempt_number(path: Path, run_id: str) -> int:
     """1 + the attempts of this run already recorded in the task's log file."""
     marker = f"attempt of run {run_id}"
     try:
@@ -293,7 +294,7 @@ def execute_task(payload: TaskPayload, *dep_results: TaskResult) -> TaskResult:
     task, settings = payload.task, payload.settings
     secret = settings.db_url
     log_path = Path(payload.log_dir) / f"{task.id}.log"
-    attempt = _attempt_number(log_path, payload.run_id)
+    attempt = attempt_number(log_path, payload.run_id)
     deps = {r.task_id: r for r in dep_results}
     runner: Runner = payload.runner if payload.runner is not None else RUNNERS[task.kind]
     started = time.time()
@@ -346,6 +347,7 @@ def run_se(task: Task, settings: Settings, overwrite: bool,
                        rnum=int(a["rnum"]), pnum=int(a["pnum"]), raw_path=raw,
                        bias_path=str(calib.bias), flat_path=str(calib.flat),
                        bpm_path=None if calib.bpm is None else str(calib.bpm),
+                       linearity_path=None if calib.linearity is None else str(calib.linearity),
                        refcat_dir=str(settings.refcat_dir), outdir=str(outdir),
                        overwrite=overwrite)
     s = run_ccd_task(ccd_task)
