@@ -2,7 +2,7 @@
 
 Heavy modules are imported inside each subcommand so ``desgw --help`` stays instant.
 Exit codes: 0 success, 1 processing failure, 2 usage error (click), 3 bad input (a file, HDU or
-keyword is wrong: the message names it).
+keyword is wrong: the message names it), 4 database unreachable or locked (URL password masked).
 """
 
 from __future__ import annotations
