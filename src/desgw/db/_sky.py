@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike
+
+from ..refcat.geometry import angular_separation_deg
 
 __all__ = ["angular_separation_deg", "mean_position", "radec_box"]
-
-
-def angular_separation_deg(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike,
-                           dec2: ArrayLike) -> NDArray[np.float64]:
-    """Great-circle separation (deg), Vincenty formula (accurate at all separations)."""
-    l1, b1 = np.radians(np.asarray(ra1, float)), np.radians(np.asarray(dec1, float))
-    l2, b2 = np.radians(np.asarray(ra2, float)), np.radians(np.asarray(dec2, float))
-    dl = l2 - l1
-    sb1, cb1, sb2, cb2 = np.sin(b1), np.cos(b1), np.sin(b2), np.cos(b2)
-    num = np.hypot(cb2 * np.sin(dl), cb1 * sb2 - sb1 * cb2 * np.cos(dl))
-    den = sb1 * sb2 + cb1 * cb2 * np.cos(dl)
-    return np.degrees(np.arctan2(num, den))
 
 
 def mean_position(ra: ArrayLike, dec: ArrayLike) -> tuple[float, float]:
