@@ -3,7 +3,6 @@ association, fakes, and the positional queries (SQLite always, PostgreSQL when c
 
 from __future__ import annotations
 
-import datetime as dt
 from types import SimpleNamespace
 
 import numpy as np

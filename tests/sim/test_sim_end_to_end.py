@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from desgw.cli import main
-from desgw.instrument import Pointing, ccd_corners_sky, get_ccd
+from desgw.instrument import ccd_corners_sky, get_ccd
 from desgw.io.products import read_csv
 from desgw.io.raw import RawExposure
 from desgw.refcat import RefCatStore, ingest_gaia, mjd_to_jyear

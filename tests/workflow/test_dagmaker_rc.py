@@ -10,7 +10,7 @@ import pytest
 from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.workflow.dagmaker_rc import (DagmakerConfig, DagmakerConfigError,
                                         format_dagmaker_rc, parse_dagmaker_rc,
-                                        parse_dagmaker_toml, read_dagmaker_config)
+                                        read_dagmaker_config)
 
 # An rc in the style the original's users wrote (grid keys included).
 ORIGINAL_STYLE_RC = """\

@@ -16,7 +16,7 @@ from desgw.instrument.optics import (Pointing, ccd_corners_sky, focal_to_pixel, 
 from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.workflow.dagmaker_rc import DagmakerConfig
 from desgw.workflow.templates import (CORNER_PIXELS, ccd_corners_from_wcs, ccd_overlaps,
-                                      format_corners_out, read_blacklist, read_corners_out,
+                                      read_blacklist, read_corners_out,
                                       select_templates, write_corners_out)
 
 SEARCH = ExposureRecord(expnum=700000, nite=20190425, mjd=58598.1, band="i", exptime=90.0,

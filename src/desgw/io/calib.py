@@ -40,7 +40,7 @@ from astropy.io import fits
 
 from ._fitsutil import clean_header, hdu_label, index_ccds, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
-from .errors import DataTypeError, HeaderError, MissingCCDError
+from .errors import CorruptFileError, DataTypeError, HeaderError, MissingCCDError
 
 __all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib",
            "LINEARITY_COLUMNS", "LinearityTable", "linearity_problem", "write_linearity",
