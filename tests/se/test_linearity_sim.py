@@ -43,7 +43,7 @@ def test_process_ccd_with_the_table(sim_night, search_inputs):
     _, truth = sim_night
     expnum, inputs, table = search_inputs
     with_lin = process_ccd(dataclasses.replace(inputs, linearity=table))
-    without = process_ccd(inputs)
+    without = process_ccd(dataclasses.replace(inputs, linearity=None))
     assert with_lin.header["LINCOR"] is True and without.header["LINCOR"] is False
     spec = truth.exposure_spec(expnum)
     zp_true = float(truth.ccd_row(expnum, CCD)["zeropoint"]) + 2.5 * np.log10(spec.exptime)
