@@ -577,6 +577,42 @@ def flux_radius_all(data, bad, xs, ys, rmax, normflux, frac):
 
 
 @njit(cache=True)
+def _winpos_one(data, bad, x, y, sig, max_iter):
+    """One windowed centroid (see `winpos_all`) in a 2-D image; returns (x, y, niter, ok)."""
+    ny, nx = data.shape
+    inv2 = 0.5 / (sig * sig)
+    rm = 4.0 * sig
+    it = 0
+    while it < max_iter:
+        sw = 0.0
+        sx = 0.0
+        sy = 0.0
+        for yy in range(max(int(np.floor(y - rm)), 0), min(int(np.ceil(y + rm)), ny - 1) + 1):
+            dy = yy - y
+            for xx in range(max(int(np.floor(x - rm)), 0), min(int(np.ceil(x + rm)), nx - 1) + 1):
+                if bad[yy, xx]:
+                    continue
+                dx = xx - x
+                r2 = dx * dx + dy * dy
+                if r2 > rm * rm:
+                    continue
+                w = np.exp(-r2 * inv2) * data[yy, xx]
+                sw += w
+                sx += w * dx
+                sy += w * dy
+        it += 1
+        if sw <= 0:
+            return x, y, it, False
+        ddx = 2.0 * sx / sw
+        ddy = 2.0 * sy / sw
+        x += ddx
+        y += ddy
+        if ddx * ddx + ddy * ddy < 1e-8:
+            break
+    return x, y, it, True
+
+
+@njit(cache=True)
 def winpos_all(data, bad, xs, ys, sig, max_iter):
     """SExtractor windowed centroids: ``x += 2 sum(w I dx) / sum(w I)`` with a Gaussian window
     of width ``sig`` (pixels within 4 sig), until the step is below 1e-4 pix.
@@ -589,49 +625,11 @@ def winpos_all(data, bad, xs, ys, sig, max_iter):
         Iterations done (0 = failed).
     """
     n = xs.shape[0]
-    ny, nx = data.shape
     xw = xs.copy()
     yw = ys.copy()
     niter = np.zeros(n, dtype=np.int32)
     for i in range(n):
-        sg = sig[i]
-        inv2 = 0.5 / (sg * sg)
-        rm = 4.0 * sg
-        x = xs[i]
-        y = ys[i]
-        ok = True
-        it = 0
-        while it < max_iter:
-            x0 = max(int(np.floor(x - rm)), 0)
-            x1 = min(int(np.ceil(x + rm)), nx - 1)
-            y0 = max(int(np.floor(y - rm)), 0)
-            y1 = min(int(np.ceil(y + rm)), ny - 1)
-            sw = 0.0
-            sx = 0.0
-            sy = 0.0
-            for yy in range(y0, y1 + 1):
-                dy = yy - y
-                for xx in range(x0, x1 + 1):
-                    if bad[yy, xx]:
-                        continue
-                    dx = xx - x
-                    r2 = dx * dx + dy * dy
-                    if r2 > rm * rm:
-                        continue
-                    w = np.exp(-r2 * inv2) * data[yy, xx]
-                    sw += w
-                    sx += w * dx
-                    sy += w * dy
-            it += 1
-            if sw <= 0:
-                ok = False
-                break
-            ddx = 2.0 * sx / sw
-            ddy = 2.0 * sy / sw
-            x += ddx
-            y += ddy
-            if ddx * ddx + ddy * ddy < 1e-8:
-                break
+        x, y, it, ok = _winpos_one(data, bad, xs[i], ys[i], sig[i], max_iter)
         if ok:
             xw[i] = x
             yw[i] = y
@@ -651,44 +649,12 @@ def winpos_stamps(stamps, bad, xs, ys, sig, max_iter):
     niter : int32 (n,)
         Iterations done (0 = failed; the start position is returned).
     """
-    n, ny, nx = stamps.shape
+    n = stamps.shape[0]
     xw = xs.copy()
     yw = ys.copy()
     niter = np.zeros(n, dtype=np.int32)
-    inv2 = 0.5 / (sig * sig)
-    rm = 4.0 * sig
     for i in range(n):
-        x = xs[i]
-        y = ys[i]
-        ok = True
-        it = 0
-        while it < max_iter:
-            sw = 0.0
-            sx = 0.0
-            sy = 0.0
-            for yy in range(max(int(np.floor(y - rm)), 0), min(int(np.ceil(y + rm)), ny - 1) + 1):
-                dy = yy - y
-                for xx in range(max(int(np.floor(x - rm)), 0), min(int(np.ceil(x + rm)), nx - 1) + 1):
-                    if bad[i, yy, xx]:
-                        continue
-                    dx = xx - x
-                    r2 = dx * dx + dy * dy
-                    if r2 > rm * rm:
-                        continue
-                    w = np.exp(-r2 * inv2) * stamps[i, yy, xx]
-                    sw += w
-                    sx += w * dx
-                    sy += w * dy
-            it += 1
-            if sw <= 0:
-                ok = False
-                break
-            ddx = 2.0 * sx / sw
-            ddy = 2.0 * sy / sw
-            x += ddx
-            y += ddy
-            if ddx * ddx + ddy * ddy < 1e-8:
-                break
+        x, y, it, ok = _winpos_one(stamps[i], bad[i], xs[i], ys[i], sig, max_iter)
         if ok:
             xw[i] = x
             yw[i] = y
