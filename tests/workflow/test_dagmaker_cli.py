@@ -17,24 +17,9 @@ from desgw.workflow.settings import load_settings
 from desgw.workflow.templates import write_corners_out
 
 
-def _sim(tmp_path_factory):
-    """``simulate_night(seed=5, ccds=[28], n_templates=1)`` and its Gaia store, made once per
-    session (shared with the other workflow test modules through the session's base temp)."""
-    from desgw.refcat import ingest_gaia
-    from desgw.sim import load_truth
-    from desgw.sim.night import simulate_night
-
-    root = tmp_path_factory.getbasetemp() / "workflow_sim_seed5"
-    if not (root / "READY").is_file():
-        simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
-        ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
-        (root / "READY").write_text("ok\n")
-    return root, load_truth(root)
-
-
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    return _sim(tmp_path_factory)
+def sim(workflow_sim):
+    return workflow_sim
 
 
 @pytest.fixture

@@ -42,21 +42,6 @@ BAD_URL = f"postgresql://gw:{PASSWORD}@127.0.0.1:1/desgw"
 
 
 # ----------------------------------------------------------------------------- fixtures
-def _sim(tmp_path_factory):
-    """``simulate_night(seed=5, ccds=[28], n_templates=1)`` and its Gaia store, made once per
-    session (shared with the other workflow test modules through the session's base temp)."""
-    from desgw.refcat import ingest_gaia
-    from desgw.sim import load_truth
-    from desgw.sim.night import simulate_night
-
-    root = tmp_path_factory.getbasetemp() / "workflow_sim_seed5"
-    if not (root / "READY").is_file():
-        simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
-        ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
-        (root / "READY").write_text("ok\n")
-    return root, load_truth(root)
-
-
 def _settings(root, out, db_url=None):
     return load_settings(raw_dir=root / "raw", calib_dir=root / "calib",
                          refcat_dir=root / "refcat", out_root=out, db_url=db_url, environ={},
@@ -70,9 +55,9 @@ def _se_graph(root, out):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory):
+def reference(tmp_path_factory, workflow_sim):
     """The SE graph run once on a LocalCluster of 2 worker processes."""
-    root, truth = _sim(tmp_path_factory)
+    root, truth = workflow_sim
     out = tmp_path_factory.mktemp("engine_reference") / "out"
     graph = _se_graph(root, out)
     report = run_graph(graph, settings=_settings(root, out), workers=2, retries=1,
