@@ -13,9 +13,8 @@ Usage: ``python bench/bench_diff.py [--seed 3] [--repeat 3] [--workdir DIR]``
    <= 1.5 s), and the peak RSS of the process (target <= 1.5 GB); then once against all the
    overlapping template CCDs (``all_templates``).
 
-The real/bogus scorer is ``desgw.diff.realbogus.score`` when it works (the JSON says
-``"realbogus": "shipped"``), else a stand-in that maps S/N to [0, 1] (``"stand-in"``). Prints
-one JSON object.
+The real/bogus score is the shipped model's (``desgw.diff.realbogus``). Prints one JSON
+object.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 TARGET_STEPS = ("resample", "subtract", "detect", "measure", "realbogus", "stamps")
@@ -63,25 +61,10 @@ def _prepare(root: Path, seed: int) -> dict[str, float]:
     return t
 
 
-def _scorer() -> str:
-    try:
-        import numpy as np
-        from astropy.table import Table
+def _model_threshold() -> float:
+    from desgw.diff.realbogus import load_model
 
-        from desgw.diff import realbogus
-        from desgw.diff.stamps import Stamps
-
-        realbogus.score(Table({"snr": [10.0]}), Stamps(
-            data=np.zeros((1, 3, 51, 51), np.float32), valid=np.ones((1, 3, 51, 51), bool),
-            kinds=("search", "template", "diff"), x0=np.zeros(1, np.int64),
-            y0=np.zeros(1, np.int64)))
-        return "shipped"
-    except Exception:  # noqa: BLE001 - any failure: use the stand-in
-        import numpy as np
-
-        sys.modules["desgw.diff.realbogus"] = types.SimpleNamespace(
-            score=lambda c, s: np.clip(np.abs(np.asarray(c["snr"], float)) / 20, 0, 1))
-        return "stand-in"
+    return round(float(load_model().threshold), 4)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -109,7 +92,6 @@ def main(argv: list[str] | None = None) -> dict:
         from desgw.sim.truth import load_truth
         from desgw.workflow.se_exposure import ccd_product_paths, find_exposure_dir
 
-        scorer = _scorer()
         truth = load_truth(root)
 
         def load(e: int, c: int):
@@ -154,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         del full, templates
         out = {
             "benchmark": "difference_ccd, one 4096x2048 CCD, one template CCD, one core",
-            "realbogus": scorer,
+            "realbogus_model_threshold": _model_threshold(),
             "prepare_s": {k: round(v, 2) for k, v in prep.items()},
             "read_products_s": round(t_read, 3),
             "steps_s": {k: round(v, 3) for k, v in best.items()},

@@ -200,3 +200,29 @@ def test_bad_arguments(scene) -> None:
         coadd_templates(resampled, ZPS, ZP_TARGET, method="median")
     with pytest.raises(ValueError):
         coadd_templates([], [], ZP_TARGET)
+
+
+@pytest.mark.parametrize("method", ["weighted", "mean"])
+def test_single_template_fast_path_equals_general_path(scene, method) -> None:
+    """One template takes a one-pass path; adding a template that covers nothing sends the
+    same data through the general accumulator path: both must agree exactly."""
+    _, _, resampled, psfs, _, _ = scene
+    r = resampled[0]
+    mask = r.mask.copy()
+    mask[100:140, 300:305] |= CRAY          # unusable: weight 0, kept in the mask
+    mask[500:520, 700:760] |= SUSPECT       # usable bit carried through
+    t = with_weight(r, SIGMAS[0], mask=mask)
+    nothing = Resampled(image=np.zeros_like(r.image), mask=np.zeros_like(r.mask),
+                        weight=np.zeros_like(r.weight), coverage=np.zeros_like(r.coverage),
+                        mapping=r.mapping, noise_correlation_factor=1.0, kernel=r.kernel)
+    one = coadd_templates([t], ZPS[:1], ZP_TARGET, psfs[:1], method=method)
+    two = coadd_templates([t, nothing], ZPS, ZP_TARGET, psfs, method=method)
+    np.testing.assert_allclose(one.image, two.image, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(one.weight, two.weight, rtol=1e-6)
+    np.testing.assert_array_equal(one.mask, two.mask)
+    np.testing.assert_array_equal(one.n_contrib, two.n_contrib)
+    assert one.noise_correlation_factor == pytest.approx(two.noise_correlation_factor, rel=1e-12)
+    np.testing.assert_allclose(one.psf.weight_maps[0], two.psf.weight_maps[0], atol=1e-12)
+    assert np.all(one.mask[~r.coverage] & EDGE)
+    assert np.all(one.weight[100:140, 300:305] == 0)
+    assert np.all(one.mask[500:520, 700:760] & SUSPECT)

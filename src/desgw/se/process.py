@@ -433,8 +433,9 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise, gain=1.0,
                           psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
     if config.cosmic_grow > 0 and cr.any():
-        cr = ndimage.binary_dilation(cr, structure=np.ones((3, 3), dtype=bool),
-                                     iterations=config.cosmic_grow) & (weight > 0)
+        side = 2 * int(config.cosmic_grow) + 1  # == cosmic_grow 3x3 dilations, faster
+        cr = ndimage.maximum_filter(cr.view(np.uint8), size=side, mode="constant",
+                                    cval=0).view(bool) & (weight > 0)
     mask[cr] |= maskbits.CRAY
     weight[cr] = 0.0
     lap("cosmics")
