@@ -676,5 +676,41 @@ def makestarcat(expnum: int, nite: int, rnum: int, pnum: int, band: str, season:
                f"{res.snveto_path}")
 
 
+@main.command("demo")
+@click.argument("outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("desgw-demo"))
+@click.option("--full", is_flag=True, help="All 60 working CCDs instead of a 2x2 block at the centre (much longer).")
+@click.option("--ccds", "ccds_text", default=None, help="Search CCDs to simulate and process, e.g. 28,29 (overrides --full).")
+@click.option("--seed", type=int, default=1, show_default=True, help="Simulation seed.")
+@click.option("--n-templates", type=click.IntRange(1, 10), default=2, show_default=True, help="Template exposures.")
+@click.option("--workers", type=click.IntRange(1), default=None, help="Dask worker processes (default: one per core).")
+@click.option("--top", "top_n", type=click.IntRange(0), default=12, show_default=True, help="Candidates shown in the report.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def demo(outdir: Path, full: bool, ccds_text: str | None, seed: int, n_templates: int,
+         workers: int | None, top_n: int, no_progress: bool) -> None:
+    """Simulate a small night, process it end to end on a local Dask cluster, write an HTML report.
+
+    Two templates and one search exposure (OUTDIR/sim), the Gaia catalog ingested (OUTDIR/refcat),
+    the exposures registered in OUTDIR/desgw.sqlite, SE + calibration + difference imaging with
+    fakes (OUTDIR/out), then OUTDIR/report/index.html. Running it again resumes: finished work is
+    skipped. Exit code 0: all done; 1: some task failed (the report lists it).
+    """
+    ccds = _parse_ccds(ccds_text)
+    from .workflow.demo import run_demo
+
+    _quiet_dask_logs()
+    click.echo(f"desgw demo in {outdir.absolute()}")
+    try:
+        res = run_demo(outdir, full=full, ccds=None if ccds in (None, "all") else ccds, seed=seed,
+                       n_templates=n_templates, workers=workers, top_n=top_n,
+                       progress=not no_progress, echo=click.echo)
+    except ValueError as exc:  # another night in OUTDIR
+        click.echo(f"desgw: error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    click.echo(f"done in {res.wall_seconds:.0f} s")
+    click.echo(f"report: {res.report_path}")
+    if not res.ok:
+        sys.exit(EXIT_PROCESSING_FAILED)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
