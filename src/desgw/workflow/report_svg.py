@@ -4,7 +4,7 @@ Pure functions returning SVG text (no plotting library): every drawn data elemen
 ``data-*`` attributes with its value, so a test (or a browser) can read back what was drawn.
 
 * :func:`focal_plane_svg`: every DECam science CCD as its outline in the focal plane (from
-  :func:`desgw.instrument.pixel_to_focal`), the processed ones filled with a colour for a value
+  :func:`desgw.instrument.pixel_to_focal`; drawn as usual, long CCD axis horizontal, N CCDs up), the processed ones filled with a colour for a value
   (zeropoint, FWHM...), QC failures crossed in red, dead CCDs hatched, a colour bar.
 * :func:`efficiency_svg`: detection efficiency of the fakes vs magnitude: binned points with
   their error bars, the fitted model curves, ``m50`` and the ideal 5-sigma limit as vertical
@@ -86,6 +86,9 @@ def focal_plane_svg(values: Mapping[int, float], *, title: str, unit: str = "",
     xs = np.array([0, nx - 1, nx - 1, 0], dtype=np.float64)
     ys = np.array([0, 0, ny - 1, ny - 1], dtype=np.float64)
     polys = {c: pixel_to_focal(c, xs, ys) for c in SCIENCE_CCDNUMS}
+    # the familiar DECam picture: CCDs' long axis horizontal, N CCDs (+x_mm) at the top;
+    # picture axes (u, v) = (y_mm, x_mm), v up
+    polys = {c: (p[1], p[0]) for c, p in polys.items()}
     allx = np.concatenate([p[0] for p in polys.values()])
     ally = np.concatenate([p[1] for p in polys.values()])
     pad = 8.0
@@ -105,7 +108,7 @@ def focal_plane_svg(values: Mapping[int, float], *, title: str, unit: str = "",
     bad = {int(c) for c in failed}
 
     def px(xmm: np.ndarray, ymm: np.ndarray) -> list[tuple[float, float]]:
-        # focal-plane +y up in the picture
+        # picture v up
         return [((a - x0) * scale, top + (y1 - b) * scale) for a, b in zip(xmm, ymm)]
 
     out = [(f'<svg xmlns="http://www.w3.org/2000/svg" class="focal-plane" width="{width}" '
