@@ -70,7 +70,7 @@ def test_report_matches_products_and_truth(demo):
     # focal-plane map of the search exposure: one cell, CCD 28, the calibrated ZP
     zp = float(read_csv(sdir / zero_csv_name(res.search_expnum, 28, DEMO_RNUM, DEMO_PNUM))
                ["MAG_ZERO"][0])
-    svgs = re.findall(r"<svg[^>]*class=\"focal-plane\".*?</svg>", html, flags=re.S)
+    svgs = re.findall(r"<svg[^>]*class=\"focal-plane\".*?</svg>", html, flags=re.DOTALL)
     zp_map = next(s for s in svgs if f"<title>{res.search_expnum}: zeropoint" in s)
     cells = re.findall(r'<g class="ccd" data-ccd="(\d+)" data-value="([^"]+)"', zp_map)
     assert [int(c) for c, _ in cells] == [28]

@@ -33,7 +33,7 @@ def test_focal_plane_map_cells():
     svg = focal_plane_svg({28: 31.40, 29: 31.50, 35: math.nan}, title="zp", unit="mag",
                           failed=[29])
     cells = re.findall(r'<g class="ccd" data-ccd="(\d+)" data-value="([^"]+)" '
-                       r'data-qc="(\w+)">.*?fill="(#[0-9a-f]{6})"', svg, flags=re.S)
+                       r'data-qc="(\w+)">.*?fill="(#[0-9a-f]{6})"', svg, flags=re.DOTALL)
     got = {int(c): (v, qc, fill) for c, v, qc, fill in cells}
     assert set(got) == {28, 29, 35}
     assert float(got[28][0]) == 31.40 and got[28][1] == "pass"
