@@ -10,8 +10,9 @@
 3. **database**: the raw exposures registered in the SQLite database ``OUTDIR/desgw.sqlite``
    (:func:`desgw.db.ingest_raw`); the tasks record their results there;
 4. **processing**: :func:`desgw.workflow.sediff.run_sediff` of the search exposure with
-   calibration (the original ``SEdiff.sh -C``) on a local Dask cluster: the SE of the template
-   CCDs that overlap the search CCDs and of the search CCDs, the calibration of each exposure,
+   calibration (the original ``SEdiff.sh -C``) on a local Dask cluster: templates chosen by the
+   DAGMaker rules from the database, the SE of the template CCDs that overlap the search CCDs
+   (when their products are missing) and of the search CCDs, the calibration of each exposure,
    and the difference imaging of each search CCD with fakes. Products go to ``OUTDIR/out/``,
    the engine's task logs and run summary to ``OUTDIR/out/logs/``;
 5. **report**: :func:`desgw.workflow.report.write_report` writes ``OUTDIR/report/index.html``
@@ -107,6 +108,7 @@ class DemoResult:
         Every processing task done or skipped.
     search_expnum : int
     template_expnums : tuple of int
+        The templates the DAGMaker rules chose (all simulated ones when none was chosen).
     ccds : tuple of int
         Search CCDs processed.
     stage_seconds : dict of str to float
@@ -298,10 +300,15 @@ def run_demo(outdir: str | os.PathLike[str] = "desgw-demo", *, full: bool = Fals
         sorted(int(c) for c in (ccds if ccds is not None else DEFAULT_DEMO_CCDS))
     t0 = time.perf_counter()
     rep = run_sediff(search, settings=settings, rnum=DEMO_RNUM, pnum=DEMO_PNUM,
-                     season=DEMO_SEASON, ccds=search_ccds, run_calibration=True,
-                     templates=list(templates), fakes=fakes, workers=workers,
-                     scheduler=scheduler, progress=progress, version="demo")
+                     season=DEMO_SEASON, ccds=search_ccds, run_calibration=True, fakes=fakes,
+                     workers=workers, scheduler=scheduler, progress=progress, version="demo")
     stage["processing"] = time.perf_counter() - t0
+    chosen = rep.graph.meta.get("templates") or []
+    if chosen:
+        templates = tuple(sorted(int(t["expnum"]) for t in chosen))
+    for r in rep.graph.meta.get("rejected") or []:
+        say(f"  template {r['expnum']} rejected: {'; '.join(r['reasons'])}")
+    say(f"templates chosen by the DAGMaker rules: {', '.join(map(str, templates)) or 'none'}")
     wall, busy = _split_stages(rep.run.results, templates)
     stage.update(wall)
     run = rep.run

@@ -168,6 +168,13 @@ def _summary(data: ReportData) -> str:
                    f"<span class='{'bad' if counts.get('failed') else ''}'>"
                    f"{counts.get('failed', 0)} failed</span>, {counts.get('blocked', 0)} "
                    "blocked")))
+    db = data.database
+    if db:
+        kv.append(("Database", escape(f"{db['url']}: {db['exposures']} exposures, "
+                                      f"{db['ccd_products']} CCD products, "
+                                      f"{db['detections']} detections of the search exposure, "
+                                      f"{db['candidates']} candidates "
+                                      f"({db['real_candidates']} not fakes)")))
     kv.append(("Scheduler", escape(str(rec.get("scheduler") or run.get("scheduler") or "-"))))
     kv.append(("Machine", escape(f"{machine.get('host')}: {machine.get('cores')} cores, "
                                  f"{_plain(machine.get('memory_gb'), 1)} GB, "
@@ -481,5 +488,5 @@ def write_report(demo_dir: str | os.PathLike[str], *, top_n: int = 12) -> Path:
                           season=int(rec["season"]), ccds=[int(c) for c in rec["ccds"]],
                           top_n=top_n, run_summary=rec.get("run_summary"),
                           truth_dir=layout.sim if (layout.sim / "truth").is_dir() else None,
-                          record=rec)
+                          record=rec, db_url=layout.db_url if layout.db.is_file() else None)
     return render_report(data, layout.report_dir, title="desgw demo: a simulated night")

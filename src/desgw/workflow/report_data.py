@@ -229,6 +229,10 @@ class ReportData:
     record : dict
         The demo's ``demo.json`` (parameters, stage timings; empty when not a demo).
     has_truth : bool
+    database : dict
+        What the processing database holds for the run (empty without one): ``url``
+        (password masked), ``exposures``, ``ccd_products``, ``detections`` (of the search
+        exposure), ``candidates`` and ``real_candidates`` (not fakes).
     """
 
     search_expnum: int
@@ -242,6 +246,7 @@ class ReportData:
     run: dict[str, Any] = field(default_factory=dict)
     record: dict[str, Any] = field(default_factory=dict)
     has_truth: bool = False
+    database: dict[str, Any] = field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -304,6 +309,31 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+
+
+def _database_counts(url: str, expnums: Sequence[int], search_expnum: int
+                     ) -> dict[str, Any]:
+    from desgw.db import (
+        DatabaseError,
+        connect,
+        get_candidates,
+        get_ccd_products,
+        get_detections,
+        get_exposure,
+        redact_url,
+    )
+
+    try:
+        with connect(url, create=False, busy_timeout_s=10.0) as db:
+            return {"url": redact_url(url),
+                    "exposures": sum(get_exposure(db, int(e)) is not None for e in expnums),
+                    "ccd_products": sum(len(get_ccd_products(db, int(e))) for e in expnums),
+                    "detections": len(get_detections(db, expnum=int(search_expnum))),
+                    "candidates": len(get_candidates(db)),
+                    "real_candidates": len(get_candidates(db, include_fakes=False))}
+    except DatabaseError as exc:
+        log.warning("no database summary: %s", exc)
+        return {}
 
 
 def _calibrated_zp(directory: Path, expnum: int, ccd: int, rnum: int, pnum: int
@@ -434,7 +464,8 @@ def collect_report(out_root: str | os.PathLike[str], *, search_expnum: int,
                    season: int, ccds: Sequence[int] | None = None, top_n: int = 12,
                    run_summary: str | os.PathLike[str] | None = None,
                    truth_dir: str | os.PathLike[str] | None = None,
-                   record: Mapping[str, Any] | None = None) -> ReportData:
+                   record: Mapping[str, Any] | None = None,
+                   db_url: str | None = None) -> ReportData:
     """Read what the report shows (module docstring).
 
     Parameters
@@ -455,6 +486,8 @@ def collect_report(out_root: str | os.PathLike[str], *, search_expnum: int,
         comparison.
     record : mapping, optional
         Run parameters and stage timings to show (the demo's ``demo.json``).
+    db_url : str, optional
+        The processing database, for a count of what it holds.
 
     Returns
     -------
@@ -579,4 +612,6 @@ def collect_report(out_root: str | os.PathLike[str], *, search_expnum: int,
                       ccds=tuple(rows), candidates=tuple(candidates),
                       n_candidates_total=n_total, efficiency=eff,
                       transients=tuple(transients), run=run, record=dict(record or {}),
-                      has_truth=truth is not None)
+                      has_truth=truth is not None,
+                      database={} if db_url is None else _database_counts(
+                          db_url, [search_expnum, *template_expnums], search_expnum))
