@@ -364,3 +364,34 @@ def test_centroids_other_seeing(wcs_pair, fwhm: float) -> None:
     shifts = [np.hypot(*(np.array(windowed_centroid(res.image, x, y, sigma=sigma)) - [x, y]))
               for x, y in zip(xo, yo)]
     assert max(shifts) < 0.005, max(shifts)
+
+
+def test_partial_overlap_box_gives_the_full_grid_result(wcs_pair) -> None:
+    """The kernel runs only on the output box that maps into the input: an input covering a
+    corner of the output gives exactly what evaluating every output pixel gives."""
+    from desgw.diff.resample import output_box, prepare_input
+    from desgw.diff.resample_kernels import box_any, resample_kernel
+
+    _, w_out = wcs_pair
+    w_in = shifted_wcs(w_out, 700.0, -1500.0)          # input covers a corner of the output
+    shape_in = (1200, 900)
+    img = white_noise(shape_in, 3.0, 5) + 50.0
+    mask = np.zeros(shape_in, np.int32)
+    mask[300:310, 200:260] = CRAY
+    weight = np.where(mask == 0, 1 / 9.0, 0).astype(np.float32)
+    res = resample_to_grid(img, mask, weight, w_in, w_out, SHAPE)
+    box = output_box(res.mapping, shape_in, 3)
+    assert 0 < (box[1] - box[0]) * (box[3] - box[2]) < 0.5 * SHAPE[0] * SHAPE[1]
+    # reference: every output pixel through the kernel
+    pi, pv, pf, pg, pfl = prepare_input(img, mask, weight)
+    outs = (np.empty(SHAPE, np.float32), np.empty(SHAPE, np.int32),
+            np.empty(SHAPE, np.float32), np.empty(SHAPE, np.uint8))
+    m = res.mapping
+    resample_kernel(pi, pv, pf, pg, box_any(pfl, 2, 3), m.xin, m.yin, m.area, m.x0, m.y0,
+                    float(m.step), lanczos_table(3), 3, ResampleConfig().mask_threshold,
+                    int(EDGE), int(UNUSABLE), *outs, 0, SHAPE[0], 0, SHAPE[1])
+    assert res.coverage.sum() > 1000
+    np.testing.assert_array_equal(res.image, outs[0])
+    np.testing.assert_array_equal(res.mask, outs[1])
+    np.testing.assert_array_equal(res.weight, outs[2])
+    np.testing.assert_array_equal(res.coverage, outs[3].view(bool))

@@ -94,6 +94,7 @@ from desgw.diff.resample import resample_to_grid
 from desgw.diff.stamps import cutout_stamps
 from desgw.diff.starcat import apply_veto
 from desgw.diff.subtract import subtract
+from desgw.diff.template_crop import crop_to_search
 from desgw.se.maskbits import EDGE
 
 from .pipeline_steps import (
@@ -252,7 +253,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         elif not footprint_overlaps(t, search):
             rejected.append(as_rejected(t, ("does not overlap the search CCD",)))
         else:
-            usable.append(t)
+            usable.append(crop_to_search(t, search) if config.crop_templates else t)
     for r in rejected:
         log.info("template exposure %d CCD %d rejected: %s", r.expnum, r.ccdnum,
                  "; ".join(r.reasons))

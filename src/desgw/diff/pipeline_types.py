@@ -160,6 +160,9 @@ class DiffConfig:
     relative_sky : bool
         Remove the mesh sky of ``search - template`` from the search image after the coadd
         (:func:`desgw.diff.pipeline_steps.relative_sky`).
+    crop_templates : bool
+        Cut each template CCD to the part that lands on the search CCD before its sky and
+        resampling (:func:`desgw.diff.template_crop.crop_to_search`); False: whole CCDs.
     resample : ResampleConfig
     resample_kernel : str
         Interpolation kernel of the template resampling (``"lanczos3"``).
@@ -202,6 +205,7 @@ class DiffConfig:
     background: BackgroundConfig = field(default_factory=BackgroundConfig)
     object_sigma: float = 3.0
     relative_sky: bool = True
+    crop_templates: bool = True
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     resample_kernel: str = "lanczos3"
     coadd_method: str = "weighted"

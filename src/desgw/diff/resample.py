@@ -70,6 +70,7 @@ __all__ = [
     "Resampled",
     "kernel_order",
     "noise_correlation_factor",
+    "output_box",
     "prepare_input",
     "resample_to_grid",
 ]
@@ -226,6 +227,31 @@ def prepare_input(image: np.ndarray, mask: np.ndarray | None, weight: np.ndarray
     return prepare_kernel(image, mask, weight, int(UNUSABLE), int(BADPIX))
 
 
+def output_box(mapping: GridMapping, shape_in: tuple[int, int], order: int
+               ) -> tuple[int, int, int, int]:
+    """Output rows ``oy0:oy1`` and columns ``ox0:ox1`` outside which no pixel maps into the input.
+
+    From the mapping nodes that land within the input grown by the kernel support and a
+    node spacing (the mapping is smooth between nodes); the box is grown by two node
+    spacings. Output pixels outside it are uncovered and need no kernel evaluation.
+    """
+    ny_in, nx_in = shape_in
+    ny, nx = mapping.shape_out
+    pad = order + 1 + mapping.step
+    with np.errstate(invalid="ignore"):
+        hit = ((mapping.xin >= -pad) & (mapping.xin <= nx_in - 1 + pad)
+               & (mapping.yin >= -pad) & (mapping.yin <= ny_in - 1 + pad))
+    if not hit.any():
+        return 0, 0, 0, 0
+    jj, ii = np.nonzero(hit)
+    s = mapping.step
+    oy0 = int(np.floor(mapping.y0 + s * (jj.min() - 2)))
+    oy1 = int(np.ceil(mapping.y0 + s * (jj.max() + 2))) + 1
+    ox0 = int(np.floor(mapping.x0 + s * (ii.min() - 2)))
+    ox1 = int(np.ceil(mapping.x0 + s * (ii.max() + 2))) + 1
+    return max(oy0, 0), min(oy1, ny), max(ox0, 0), min(ox1, nx)
+
+
 def resample_to_grid(image: np.ndarray, mask: np.ndarray | None, weight: np.ndarray,
                      wcs_in: WCS, wcs_out: WCS, shape_out: tuple[int, int], *,
                      kernel: str = "lanczos3", config: ResampleConfig = ResampleConfig(),
@@ -267,15 +293,16 @@ def resample_to_grid(image: np.ndarray, mask: np.ndarray | None, weight: np.ndar
     elif mapping.shape_out != (ny, nx):
         raise ValueError(f"mapping is for shape {mapping.shape_out}, not {(ny, nx)}")
     near = box_any(flagged, order - 1, order)
-    out_img = np.empty((ny, nx), dtype=np.float32)
-    out_mask = np.empty((ny, nx), dtype=np.int32)
-    out_w = np.empty((ny, nx), dtype=np.float32)
-    out_cov = np.empty((ny, nx), dtype=np.uint8)
+    oy0, oy1, ox0, ox1 = output_box(mapping, img.shape, order)
+    out_img = np.zeros((ny, nx), dtype=np.float32)
+    out_mask = np.full((ny, nx), int(EDGE), dtype=np.int32)
+    out_w = np.zeros((ny, nx), dtype=np.float32)
+    out_cov = np.zeros((ny, nx), dtype=np.uint8)
     sum_unc, sum_var = resample_kernel(
         img, var, flag, good, near, mapping.xin, mapping.yin, mapping.area, mapping.x0,
         mapping.y0, float(mapping.step), lanczos_table(order), order,
         float(config.mask_threshold), int(EDGE), int(UNUSABLE), out_img, out_mask, out_w,
-        out_cov)
+        out_cov, oy0, oy1, ox0, ox1)
     ncf = float(sum_unc / sum_var) if sum_var > 0 else 1.0
     coverage = out_cov.view(np.bool_)
     log.debug("resampled %s -> %s: %.1f%% covered, %.1f%% usable, noise factor %.3f",

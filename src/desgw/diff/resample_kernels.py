@@ -147,8 +147,12 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
                     x0: float, y0: float, step: float, table: np.ndarray, order: int,
                     threshold: float, edge_bit: int, unusable: int,
                     out_img: np.ndarray, out_mask: np.ndarray, out_w: np.ndarray,
-                    out_cov: np.ndarray) -> tuple[float, float]:
+                    out_cov: np.ndarray, oy0: int, oy1: int, ox0: int,
+                    ox1: int) -> tuple[float, float]:
     """Resample ``img`` (with variance ``var``) onto the output grid; fills the ``out_*`` arrays.
+
+    Only output rows ``oy0:oy1`` and columns ``ox0:ox1`` are computed (the box that can map
+    inside the input); the caller fills the rest as uncovered.
 
     ``img``/``var`` are float32 input arrays with 0 at bad pixels, ``good`` uint8 (1 = usable
     input pixel), ``flag`` int32 mask bits to propagate, ``near`` uint8 from :func:`box_any`
@@ -182,7 +186,7 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     wy = np.empty(ntap, dtype=np.float32)
     sum_unc = 0.0
     sum_var = 0.0
-    for y in range(ny):
+    for y in range(oy0, oy1):
         g = (y - y0) / step
         iy = int(np.floor(g))
         iy = max(iy, 1)
@@ -199,7 +203,7 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
                      + l3 * gyin[iy + 2, k])
             ra[k] = (l0 * garea[iy - 1, k] + l1 * garea[iy, k] + l2 * garea[iy + 1, k]
                      + l3 * garea[iy + 2, k])
-        for x in range(nx):
+        for x in range(ox0, ox1):
             i = icol[x]
             a0 = lcol[x, 0]
             a1 = lcol[x, 1]
