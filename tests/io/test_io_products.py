@@ -68,6 +68,33 @@ def test_immask_roundtrip(tmp_path):
         assert hdul["WGT"].header["ZCMPTYPE"] == "GZIP_2"
 
 
+def test_immask_crop_reads_only_a_part(tmp_path):
+    sci, msk, wgt = _images()
+    wcs = _tan_wcs(sci.shape)
+    path = tmp_path / "D00668439_r_35_r1p1_immask.fits.fz"
+    write_immask(path, sci, msk, wgt, fits.Header({"MAGZERO": 31.2}), wcs)
+    full = read_immask(path)
+    seen = []
+
+    def crop(w, shape):
+        seen.append(shape)
+        return slice(100, 180), slice(30, 101)
+
+    im = read_immask(path, crop=crop)
+    assert seen == [sci.shape]
+    assert im.shape == (80, 71) and im.origin == (30, 100)
+    np.testing.assert_array_equal(im.sci, full.sci[100:180, 30:101])
+    np.testing.assert_array_equal(im.msk, full.msk[100:180, 30:101])
+    np.testing.assert_array_equal(im.wgt, full.wgt[100:180, 30:101])
+    assert im.header["MAGZERO"] == 31.2
+    # the WCS is the cut-out's: its pixel (x, y) is the full CCD's (x + 30, y + 100)
+    assert np.allclose(im.wcs.pixel_to_world_values(5.5, 7.0),
+                       full.wcs.pixel_to_world_values(35.5, 107.0), rtol=0, atol=1e-12)
+    # a crop that declines reads everything
+    whole = read_immask(path, crop=lambda w, shape: None)
+    assert whole.origin == (0, 0) and whole.shape == sci.shape
+
+
 def test_immask_lossless_option_and_header_wcs(tmp_path):
     sci, msk, wgt = _images(shape=(64, 32))
     hdr = _tan_wcs(sci.shape).to_header()

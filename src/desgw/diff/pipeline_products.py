@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +56,7 @@ from desgw.io.products import (
 
 from .pipeline_types import CCDProducts, DiffConfig, DiffResult
 from .stamps import write_stamps_fits, write_stamps_png
+from .template_crop import OffsetPSF
 
 __all__ = [
     "DiffProductPaths",
@@ -149,13 +151,17 @@ def _float_key(header: fits.Header, key: str, default: float) -> float:
 def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.PathLike[str],
                       fullcat: str | os.PathLike[str] | None = None,
                       qc: str | os.PathLike[str] | None = None, band: str | None = None,
-                      expnum: int | None = None, ccdnum: int | None = None) -> CCDProducts:
+                      expnum: int | None = None, ccdnum: int | None = None,
+                      crop: Callable[[Any, tuple[int, int]], tuple[slice, slice] | None]
+                      | None = None) -> CCDProducts:
     """A processed CCD's products as :class:`CCDProducts`.
 
     Reads the immask (SCI/MSK/WGT, the fitted WCS and the header keywords ``MAGZERO``,
     ``EXPTIME``, ``BAND``, ``QCPASS``, ``FWHMASEC``, ``PSFAPCOR``, ``EXPNUM``, ``CCDNUM``), the
     PSF model (``psf`` None when the file is absent), the fullcat (optional) and the CCD QC file
-    (t_eff; optional).
+    (t_eff; optional). ``crop(wcs, shape)`` may choose a part of the CCD to read
+    (:func:`desgw.io.products.read_immask`); the WCS and PSF model are then those of the
+    cut-out's pixels (:class:`desgw.diff.template_crop.OffsetPSF`).
 
     Raises
     ------
@@ -165,7 +171,7 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
     """
     from desgw.se.psf import PSFModel
 
-    im = read_immask(immask)
+    im = read_immask(immask, crop=crop)
     h = im.header
     psf = None
     p = Path(psfmodel)
@@ -187,6 +193,8 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
             t_eff = float(v) if v is not None else math.nan
         except (ValueError, KeyError, TypeError):
             log.warning("%s: no t_eff in the QC file", qc)
+    if psf is not None and im.origin != (0, 0):
+        psf = OffsetPSF(psf, *im.origin)
     qcpass = h.get("QCPASS")
     return CCDProducts(
         image=im.sci, mask=im.msk, weight=im.wgt, wcs=im.wcs, psf=psf,

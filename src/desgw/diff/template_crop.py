@@ -7,7 +7,9 @@ never reach the search grid (measured on the simulated exposure: ~0.45 s of sky 
 resampling per template CCD). :func:`crop_to_search` cuts each template to the bounding box
 of the search CCD's footprint on it, grown by a margin that covers the resampling kernel and
 a background mesh, and shifts its WCS and PSF model accordingly, so that every later step
-sees a smaller but otherwise identical template.
+sees a smaller but otherwise identical template. :func:`crop_box_wcs` needs only the two
+WCS and shapes, so that the workflow can read just that part of a template's immask
+(``desgw.io.products.read_immask(crop=...)``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import numpy as np
 
 from desgw.diff.pipeline_types import CCDProducts
 
-__all__ = ["OffsetPSF", "crop_box", "crop_to_search"]
+__all__ = ["OffsetPSF", "crop_box", "crop_box_wcs", "crop_to_search"]
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +55,27 @@ class OffsetPSF:
 
 def crop_box(template: CCDProducts, search: CCDProducts, *, margin_px: int = 160,
              step_px: int = 128) -> tuple[slice, slice] | None:
+    """Template rows and columns that can contribute to the search grid
+    (:func:`crop_box_wcs` of the two CCDs' WCS and shapes)."""
+    return crop_box_wcs(template.wcs, template.shape, search.wcs, search.shape,
+                        margin_px=margin_px, step_px=step_px)
+
+
+def crop_box_wcs(wcs_t: Any, shape_t: tuple[int, int], wcs_s: Any, shape_s: tuple[int, int],
+                 *, margin_px: int = 160, step_px: int = 128) -> tuple[slice, slice] | None:
     """Template rows and columns that can contribute to the search grid.
 
     The search CCD's border (and interior, every ``step_px``) is mapped to template pixels;
     the box around the mapped points inside the template, grown by ``margin_px``, is returned.
-    None when it is the whole CCD or the mapping fails (no crop then).
+    None when it is the whole CCD, when nothing maps inside, or when a WCS is missing or the
+    mapping fails (no crop then).
 
     Parameters
     ----------
-    template, search : CCDProducts
-        With WCS.
+    wcs_t, shape_t : astropy.wcs.WCS, (ny, nx)
+        The template CCD's WCS and shape.
+    wcs_s, shape_s : astropy.wcs.WCS, (ny, nx)
+        The search CCD's.
     margin_px : int
         Growth of the box (template pixels): covers the resampling kernel, the mapping's
         interpolation error and part of a background mesh so that the sky of the cut-out
@@ -70,17 +83,20 @@ def crop_box(template: CCDProducts, search: CCDProducts, *, margin_px: int = 160
     step_px : int
         Sampling of the search grid (pixels).
     """
-    sny, snx = search.shape
-    tny, tnx = template.shape
+    if wcs_t is None or wcs_s is None:
+        return None
+    sny, snx = shape_s
+    tny, tnx = shape_t
     xs = np.r_[np.arange(0, snx, step_px, dtype=float), snx - 1.0]
     ys = np.r_[np.arange(0, sny, step_px, dtype=float), sny - 1.0]
     gx, gy = np.meshgrid(xs, ys)
-    ra, dec = search.wcs.all_pix2world(gx.ravel(), gy.ravel(), 0)
     with np.errstate(all="ignore"):
         try:
-            tx, ty = template.wcs.all_world2pix(ra, dec, 0, quiet=True)
-        except TypeError:  # a WCS whose all_world2pix has no quiet argument
-            tx, ty = template.wcs.all_world2pix(ra, dec, 0)
+            ra, dec = wcs_s.all_pix2world(gx.ravel(), gy.ravel(), 0)
+            try:
+                tx, ty = wcs_t.all_world2pix(ra, dec, 0, quiet=True)
+            except TypeError:  # a WCS whose all_world2pix has no quiet argument
+                tx, ty = wcs_t.all_world2pix(ra, dec, 0)
         except Exception as exc:  # noqa: BLE001 - no crop; the full CCD is used
             log.debug("template crop: mapping failed (%s); not cropped", exc)
             return None

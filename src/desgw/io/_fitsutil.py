@@ -186,10 +186,13 @@ def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any 
     return str(value).strip()
 
 
-def read_hdu_pixels(hdu: Any, path: Any, label: Any) -> np.ndarray:
-    """Read (decompress) the full pixel array of one image HDU without caching it on the HDU.
+def read_hdu_pixels(hdu: Any, path: Any, label: Any,
+                    box: tuple[slice, slice] | None = None) -> np.ndarray:
+    """Read (decompress) the pixel array of one image HDU without caching it on the HDU.
 
-    The result is in native byte order, with BZERO/BSCALE applied by astropy.
+    The result is in native byte order, with BZERO/BSCALE applied by astropy. ``box`` (rows,
+    columns; unit steps within the image) reads only that part: for a tile-compressed HDU
+    only the tiles it touches are decompressed.
 
     Raises
     ------
@@ -205,13 +208,15 @@ def read_hdu_pixels(hdu: Any, path: Any, label: Any) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", AstropyUserWarning)
-            data = hdu.section[:, :]
+            data = hdu.section[:, :] if box is None else hdu.section[box[0], box[1]]
     except MemoryError:
         raise
     except Exception as exc:  # noqa: BLE001 - decoders raise their own exception types
         raise CorruptFileError(path, label, f"cannot read pixel data "
                                f"({type(exc).__name__}: {exc})") from exc
     expected = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    if box is not None:
+        expected = tuple(len(range(*sl.indices(n))) for sl, n in zip(box, expected))
     if data.shape != expected:
         raise CorruptFileError(path, label, f"pixel data have shape {data.shape}, header says "
                                f"{expected}")

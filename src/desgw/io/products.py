@@ -28,7 +28,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,10 @@ class ImMask:
     header : astropy.io.fits.Header
         The SCI extension header (without structural keywords).
     wcs : astropy.wcs.WCS or None
-        The celestial WCS from that header, if it has one.
+        The celestial WCS from that header, if it has one, for the pixels read (shifted to
+        the cut-out when only a part was read).
+    origin : tuple[int, int]
+        (x0, y0): full-CCD pixel of the first pixel read ((0, 0) unless a part was read).
     """
 
     sci: np.ndarray = field(repr=False)
@@ -88,6 +91,7 @@ class ImMask:
     wgt: np.ndarray = field(repr=False)
     header: fits.Header = field(repr=False)
     wcs: WCS | None = field(repr=False)
+    origin: tuple[int, int] = (0, 0)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -190,8 +194,20 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
     return final
 
 
-def read_immask(path: str | os.PathLike[str]) -> ImMask:
+def read_immask(path: str | os.PathLike[str], *,
+                crop: Callable[[WCS | None, tuple[int, int]], tuple[slice, slice] | None]
+                | None = None) -> ImMask:
     """Read an immask file written by :func:`write_immask` (or DESDM).
+
+    Parameters
+    ----------
+    path : path-like
+        The immask file.
+    crop : callable or None
+        ``crop(wcs, shape)`` -> (rows, columns) slices or None, called with the full CCD's
+        WCS and (ny, nx) before any pixel is read: only that part of SCI, MSK and WGT is read
+        (for tile-compressed files only the tiles it touches are decompressed) and the
+        returned WCS is shifted to it. None (or a None box): the whole CCD.
 
     Raises
     ------
@@ -204,7 +220,6 @@ def read_immask(path: str | os.PathLike[str]) -> ImMask:
     """
     p = Path(path)
     planes: dict[str, np.ndarray] = {}
-    header = fits.Header()
     with open_fits(p) as hdul:
         found = {}
         for i, hdu in iter_hdus_checked(hdul, p):
@@ -214,9 +229,16 @@ def read_immask(path: str | os.PathLike[str]) -> ImMask:
         for name in ("SCI", "MSK", "WGT"):
             if name not in found:
                 raise CorruptFileError(p, None, f"not an immask file: no {name} HDU")
+        sci_hdr = hdul[found["SCI"]].header
+        header = clean_header(sci_hdr)
+        wcs = _immask_wcs(header, p)
+        box = None
+        if crop is not None and sci_hdr.get("NAXIS", 0) == 2:
+            box = crop(wcs, (int(sci_hdr["NAXIS2"]), int(sci_hdr["NAXIS1"])))
+        for name in ("SCI", "MSK", "WGT"):
             hdu = hdul[found[name]]
             label = hdu_label(found[name], hdu)
-            data = read_hdu_pixels(hdu, p, label)
+            data = read_hdu_pixels(hdu, p, label, box)
             if name == "MSK":
                 if not np.issubdtype(data.dtype, np.integer):
                     raise DataTypeError(p, label, f"MSK must be integer, found {data.dtype}")
@@ -225,21 +247,27 @@ def read_immask(path: str | os.PathLike[str]) -> ImMask:
                 if not np.issubdtype(data.dtype, np.floating):
                     raise DataTypeError(p, label, f"{name} must be float, found {data.dtype}")
                 planes[name] = data.astype(np.float32, copy=False)
-            if name == "SCI":
-                header = clean_header(hdu.header)
     if not planes["SCI"].shape == planes["MSK"].shape == planes["WGT"].shape:
         raise DataTypeError(p, None, "SCI, MSK and WGT shapes differ: "
                             f"{planes['SCI'].shape}, {planes['MSK'].shape}, {planes['WGT'].shape}")
-    wcs = None
-    if "CTYPE1" in header:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            try:
-                wcs = WCS(header, relax=True)
-            except Exception as exc:  # noqa: BLE001
-                raise HeaderError(p, "SCI", f"cannot build a WCS ({exc})",
-                                  keyword="CTYPE1") from exc
-    return ImMask(planes["SCI"], planes["MSK"], planes["WGT"], header, wcs)
+    origin = (0, 0)
+    if box is not None:
+        origin = (int(box[1].start or 0), int(box[0].start or 0))
+        if wcs is not None:
+            wcs = wcs.slice(box)
+    return ImMask(planes["SCI"], planes["MSK"], planes["WGT"], header, wcs, origin)
+
+
+def _immask_wcs(header: fits.Header, path: Path) -> WCS | None:
+    if "CTYPE1" not in header:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            return WCS(header, relax=True)
+        except Exception as exc:  # noqa: BLE001
+            raise HeaderError(path, "SCI", f"cannot build a WCS ({exc})",
+                              keyword="CTYPE1") from exc
 
 
 # ----------------------------------------------------------------------------- tables

@@ -224,12 +224,22 @@ def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Seque
     return out
 
 
-def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: int) -> Any:
+def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: int,
+          search: Any = None) -> Any:
+    """A CCD's products; with ``search`` (a template CCD's search CCD) only the part of the
+    template that can land on the search CCD is read (:func:`desgw.diff.template_crop.
+    crop_box_wcs`)."""
     from desgw.diff.pipeline_products import load_ccd_products
+    from desgw.diff.template_crop import crop_box_wcs
+
+    crop = None
+    if search is not None and search.wcs is not None:
+        def crop(wcs: Any, shape: tuple[int, int]) -> tuple[slice, slice] | None:
+            return crop_box_wcs(wcs, shape, search.wcs, search.shape)
 
     p = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum)
     return load_ccd_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat, qc=p.qc,
-                             band=band, expnum=expnum, ccdnum=ccd)
+                             band=band, expnum=expnum, ccdnum=ccd, crop=crop)
 
 
 def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
@@ -356,7 +366,8 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
         for e, (d, ccds) in sorted(found.items()):
             for c in ccds:
                 try:
-                    templates.append(_load(d, e, task.band, c, task.rnum, task.pnum))
+                    templates.append(_load(d, e, task.band, c, task.rnum, task.pnum,
+                                           search=search))
                 except DesgwError as exc:
                     missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
                     log.warning("template %d CCD %d: %s", e, c, exc)
