@@ -42,13 +42,13 @@ class _Sampler(threading.Thread):
         self.interval_s = interval_s
         self.peak: dict[int, int] = {}
         self.names: dict[int, str] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
         import psutil
 
         me = psutil.Process()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             try:
                 kids = me.children(recursive=True)
             except psutil.Error:
@@ -61,10 +61,10 @@ class _Sampler(threading.Thread):
                 except psutil.Error:
                     continue
                 self.peak[p.pid] = max(self.peak.get(p.pid, 0), rss)
-            self._stop.wait(self.interval_s)
+            self._halt.wait(self.interval_s)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
 
 
