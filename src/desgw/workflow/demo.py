@@ -45,6 +45,8 @@ __all__ = [
     "DEMO_PNUM",
     "DEMO_RNUM",
     "DEMO_SEASON",
+    "STAGES",
+    "DemoLayout",
     "DemoResult",
     "demo_layout",
     "run_demo",
