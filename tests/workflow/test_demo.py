@@ -155,3 +155,21 @@ def test_report_in_headless_chromium(demo, tmp_path):
     assert check.images_total == 3 * min(TOP, check.images_total // 3) > 0
     assert check.images_broken == () and check.console == ()
     assert check.screenshot is not None
+
+
+def test_diff_done_with_a_rejected_template(tmp_path):
+    """A CCD whose difference imaging rejected one of its templates is complete for the
+    templates asked for (the demo's second template is rejected on some CCDs)."""
+    from desgw.workflow.engine_products import diff_complete, diff_done_path
+
+    args = {"band": "r", "nite": 20190814, "rnum": 1, "pnum": 1, "cache": "scratch",
+            "schema": "gw", "season": 1, "templates": [743156, 773503]}
+    done = diff_done_path(tmp_path, 880001, 28, args)
+    done.parent.mkdir(parents=True)
+    done.write_text(json.dumps({"ok": True, "template_expnums": [743156],
+                                "templates_requested": [743156, 773503]}))
+    assert diff_complete(tmp_path, 880001, 28, args)
+    assert not diff_complete(tmp_path, 880001, 28, {**args, "templates": [743156]})
+    # markers written before templates_requested existed: the templates used
+    done.write_text(json.dumps({"ok": True, "template_expnums": [743156]}))
+    assert diff_complete(tmp_path, 880001, 28, {**args, "templates": [743156]})

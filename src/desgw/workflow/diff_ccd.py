@@ -344,7 +344,9 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
         if not task.overwrite and paths.done.is_file():
             try:
                 doc = json.loads(paths.done.read_text(encoding="utf-8"))
-                if not task.template_expnums or sorted(doc.get("template_expnums", [])) == \
+                # the templates asked for (a rejected one is not in template_expnums)
+                asked = doc.get("templates_requested", doc.get("template_expnums", []))
+                if not task.template_expnums or sorted(int(e) for e in asked) == \
                         sorted(int(e) for e in task.template_expnums):
                     return _summary_from_done(paths.done, task.ccdnum)
             except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -436,6 +438,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "ccdnum": int(task.ccdnum), "band": task.band, "rnum": task.rnum,
             "pnum": task.pnum, "season": task.season, "version": task.version,
             "template_expnums": sorted({int(e) for e, _ in result.templates_used}),
+            "templates_requested": sorted(int(e) for e in task.template_expnums),
             "templates_used": [list(t) for t in result.templates_used],
             "templates_rejected": rejected, "flags": list(result.flags),
             "n_candidates": len(result.candidates), "n_fakes": len(result.fakes),

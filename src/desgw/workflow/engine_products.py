@@ -10,7 +10,8 @@
   :func:`desgw.workflow.diff_ccd.run_diff_ccd` writes last
   (``{exposure_dir}/dp{season}/{band}_{ccd:02d}/D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}
   _diffdone.json``) exists, says ``ok`` and lists the same templates as the task (the rule
-  run_diff_ccd applies itself).
+  run_diff_ccd applies itself): ``templates_requested``, the templates asked for, some of which
+  the difference imaging may have rejected (markers without it: ``template_expnums``).
 
 All functions take the task's ``args`` (see :mod:`desgw.workflow.engine`) and are cheap (file
 system look-ups only).
@@ -100,5 +101,6 @@ def diff_complete(out_root: str | os.PathLike[str], expnum: int, ccd: int,
     except (OSError, ValueError):
         return False
     return bool(doc.get("ok")) and \
-        sorted(int(e) for e in doc.get("template_expnums", [])) == \
+        sorted(int(e) for e in doc.get("templates_requested",
+                                       doc.get("template_expnums", []))) == \
         sorted(int(e) for e in args.get("templates", []))
