@@ -76,7 +76,7 @@ section{background:#fff;border:1px solid #dde2ea;border-radius:6px;margin:16px 0
 padding:10px 18px 16px}
 h2{font-size:18px;margin:6px 0 10px;color:#14213d}h3{font-size:15px;margin:14px 0 6px}
 table{border-collapse:collapse;font-size:12.5px;margin:6px 0}
-th,td{border-bottom:1px solid #e3e6eb;padding:3px 8px;text-align:right;white-space:nowrap}
+th,td{border-bottom:1px solid #e3e6eb;padding:2px 6px;text-align:right;white-space:nowrap}
 th{background:#f0f2f6;position:sticky;top:0}td.l,th.l{text-align:left}
 tr.fail td{background:#fdecea}.bad{color:#b3261e;font-weight:600}.good{color:#1e7b34}
 .muted{color:#777}.kv td{text-align:left}.kv td:first-child{color:#555;padding-right:16px}
@@ -237,16 +237,29 @@ def _qc_cell(r: CCDRow) -> str:
             f"<span class='muted'>{escape(short)}</span>")
 
 
+def _templates_cell(r: CCDRow) -> str:
+    """``743156: 29,36`` per template exposure used, and how many template CCDs were rejected
+    (their reasons in the tooltip)."""
+    by: dict[int, list[int]] = {}
+    for e, c in r.templates_used:
+        by.setdefault(e, []).append(c)
+    text = "; ".join(f"{e}: {','.join(map(str, sorted(cs)))}" for e, cs in sorted(by.items()))
+    if r.templates_rejected:
+        text += (f" <span class='muted' title='{escape(chr(10).join(r.templates_rejected))}'>"
+                 f"({len(r.templates_rejected)} rejected)</span>")
+    return text
+
+
 def _ccd_table(data: ReportData) -> str:
     truth = data.has_truth
     head = ["exposure", "role", "CCD", "ZP (e-)", "ZP err", "ZP (1 e-/s)", "FWHM (\")",
-            "astrom. rms (mas)", "t_eff", "objects", "QC", "candidates", "fakes rec.",
-            "m50", "ideal lim."]
+            "astrom. rms (mas)", "t_eff", "objects", "QC", "templates", "candidates",
+            "fakes rec.", "m50", "ideal lim."]
     if truth:
         head += ["ΔZP vs truth (mmag)", "ΔFWHM vs truth"]
     out = [('<section id="ccds"><h2>CCDs: quality and zeropoints</h2><div class="scroll">'
            "<table><tr>")]
-    out += [f"<th{' class=l' if i < 2 or h == 'QC' else ''}>{escape(h)}</th>"
+    out += [f"<th{' class=l' if i < 2 or h in ('QC', 'templates') else ''}>{escape(h)}</th>"
             for i, h in enumerate(head)]
     out.append("</tr>")
     for r in data.ccds:
@@ -257,12 +270,14 @@ def _ccd_table(data: ReportData) -> str:
                  _qc_cell(r)]
         if r.role == "search":
             if r.n_candidates >= 0:
-                cells += [str(r.n_candidates), f"{r.n_fakes_recovered}/{r.n_fakes}",
-                          _f(r.m50, 2), _f(r.ideal_limit, 2)]
+                cells += [_templates_cell(r), str(r.n_candidates),
+                          f"{r.n_fakes_recovered}/{r.n_fakes}", _f(r.m50, 2),
+                          _f(r.ideal_limit, 2)]
             else:
-                cells += [f"<span class='bad'>{escape(r.diff_status[:50])}</span>", "", "", ""]
+                cells += ["", f"<span class='bad'>{escape(r.diff_status[:50])}</span>", "", "",
+                          ""]
         else:
-            cells += ["", "", "", ""]
+            cells += ["", "", "", "", ""]
         if truth:
             dzp = (r.zp_per_s - r.truth_zp_per_s) * 1000.0
             dfw = (r.fwhm_arcsec / r.truth_fwhm_arcsec - 1.0) * 100.0 \
@@ -270,7 +285,8 @@ def _ccd_table(data: ReportData) -> str:
             cells += [_f(dzp, 1), _f(dfw, 1, " %")]
         out.append(f"<tr class='{'fail' if bad else ''}' data-expnum='{r.expnum}' "
                    f"data-ccd='{r.ccdnum}'>" + "".join(
-                       f"<td{' class=l' if i < 2 else ' class=qc' if i == 10 else ''}>{c}</td>"
+                       f"<td{' class=l' if i < 2 else ' class=qc' if i in (10, 11) else ''}>"
+                       f"{c}</td>"
                        for i, c in enumerate(cells)) + "</tr>")
     out.append("</table></div><p class='muted'>ZP (e-): calibrated AB zeropoint of the total flux "
                "in electrons over the exposure (expcalib); ZP (1 e-/s) = ZP - 2.5 log10(exptime)."

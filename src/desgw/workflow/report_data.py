@@ -76,6 +76,11 @@ class CCDRow:
         Search CCDs: 50 % efficiency magnitude of the fakes, ideal 5-sigma limit (AB).
     diff_status : str
         Search CCDs: ``"ok"``, ``"skipped"`` or the failure; templates ``""``.
+    templates_used : tuple of (int, int)
+        Search CCDs: the template (exposure, CCD) pairs in the coadd.
+    templates_rejected : tuple of str
+        Search CCDs: ``"expnum/ccd: reasons"`` of the template CCDs the difference imaging
+        left out.
     truth_zp_per_s, truth_fwhm_arcsec : float
         The simulator's values (NaN without truth).
     """
@@ -99,6 +104,8 @@ class CCDRow:
     m50: float = math.nan
     ideal_limit: float = math.nan
     diff_status: str = ""
+    templates_used: tuple[tuple[int, int], ...] = ()
+    templates_rejected: tuple[str, ...] = ()
     truth_zp_per_s: float = math.nan
     truth_fwhm_arcsec: float = math.nan
 
@@ -428,7 +435,13 @@ def _ccd_rows(out_root: Path, expnum: int, role: str, band: str, rnum: int, pnum
                               n_fakes=int(done.get("n_fakes", 0)),
                               n_fakes_recovered=int(done.get("n_fakes_recovered", 0)),
                               m50=_num(_get(done, "efficiency", "m50")),
-                              ideal_limit=_num(done.get("ideal_limit_mag")))
+                              ideal_limit=_num(done.get("ideal_limit_mag")),
+                              templates_used=tuple((int(a), int(b)) for a, b in
+                                                   done.get("templates_used", [])),
+                              templates_rejected=tuple(
+                                  f"{r.get('expnum')}/{r.get('ccdnum')}: "
+                                  f"{', '.join(map(str, r.get('reasons', [])))}"
+                                  for r in done.get("templates_rejected", [])))
         rows.append(CCDRow(expnum=int(expnum), ccdnum=int(c), role=role, status=status, **kw))
     return rows, diff_dirs
 
