@@ -2,9 +2,10 @@
 
 Goldstein et al. (2015, autoScan) classified DES-SN difference-image detections with a random
 forest on stamp and catalog features. Here: the features of
-:mod:`desgw.diff.realbogus_features` (29 scale-free numbers from the
-:func:`desgw.diff.measure.measure_candidates` columns and the 51 x 51 search / template / diff
-stamps of :func:`desgw.diff.stamps.cutout_stamps`) feed a gradient-boosted tree ensemble
+:mod:`desgw.diff.realbogus_features` (38 scale-free numbers from the
+:func:`desgw.diff.measure.measure_candidates` columns, the 51 x 51 search / template / diff
+stamps of :func:`desgw.diff.stamps.cutout_stamps`, and how each candidate compares with the
+other candidates of its CCD) feed a gradient-boosted tree ensemble
 (:class:`desgw.diff.realbogus_trees.TreeEnsemble`, numpy inference) trained by
 ``scripts/train_realbogus.py`` on labelled simulated candidates
 (:mod:`desgw.diff.realbogus_sim`) and shipped in ``desgw/diff/data/`` (:data:`MODEL_FILENAME`).
@@ -212,7 +213,8 @@ def score(candidates: Table, stamps: Stamps, *, model: RealBogusModel | None = N
     Parameters
     ----------
     candidates : astropy.table.Table
-        :func:`desgw.diff.measure.measure_candidates` output.
+        :func:`desgw.diff.measure.measure_candidates` output of one CCD (all its candidates
+        at once: the context features compare each candidate with the others).
     stamps : Stamps
         Their 51 x 51 stamps (:func:`desgw.diff.stamps.cutout_stamps` of the search image,
         the template on the search grid and the difference image).

@@ -1,4 +1,4 @@
-"""Real/bogus features of difference-image candidates (catalog columns + 51 x 51 stamps).
+"""Real/bogus features of difference-image candidates (catalog columns + 51 x 51 stamps + context).
 
 Every feature is scale free: lengths are in units of the difference-image PSF FWHM ``f``
 (candidate column ``fwhm_psf``, pixels), fluxes are ratios, pixel values are in units of the local
@@ -54,7 +54,36 @@ finite.
 27  ``zero_frac``           fraction of exactly-zero diff pixels (blanked, masked) within
                             ``r < 3 f``
 28  ``dipole_sep``          ``dipole_sep / f`` (NaN, no opposite lobe -> 0)
+29  ``col_ext_max``         column coherence (bad columns): mean of the diff in the columns
+                            within ``0.5 f`` (>= 1 px) of the candidate's, at rows more than
+                            ``2 f`` above the candidate, and the same below; the larger of the
+                            two over the central 3 x 3 maximum of the diff, [-2, 2] (a point
+                            source ~0, a column defect on one image ~0.2-1)
+30  ``col_ext_min``         the smaller of the two (a column crossing the stamp), [-2, 2]
+31  ``new_col``             one-pixel column anomaly of the new image: for each of the 3
+                            columns nearest the candidate, the median over rows beyond ``2 f``
+                            (above; below) of the pixel minus the mean of the pixels 3 columns
+                            left and right; the largest, over the new image's far robust sigma,
+                            [-5, 50]
+32  ``ref_col``             the same on the ref image with the sign reversed (a dark column on
+                            the ref makes a positive difference), [-5, 50]
+33  ``ref_offset``          distance of the ref image's light centroid within ``r < 1.5 f``
+                            (far median subtracted) from the candidate, in ``f``, [0, 2]; 2 when
+                            that light is below 3 sigma (a star residual ~0, a transient on a
+                            galaxy ~ its offset from the nucleus)
+34  ``diff_ref_corr``       Pearson correlation of the diff and the ref image within ``r < 2 f``
+35  ``ctx_ratio_dev``       context (see :func:`_context_features`): distance in dex of this
+                            candidate's ``diff_over_new`` from the median over the other
+                            same-sign candidates of the set sitting on reference point sources
+36  ``ctx_ratio_frac``      the fraction of those within 0.15 dex of this candidate's ratio
+37  ``ctx_sign_frac``       the fraction of the set's point-source candidates with this sign
 ==  ======================  ======================================================================
+
+Features 0-34 are a function of the candidate's own row and stamps. The context features 35-37
+compare it with the *other candidates of the same call*: pass one CCD's candidates at a time
+(as :func:`desgw.diff.pipeline` does); a PSF-model or photometric-scale error leaves the same
+fractional residual on every bright star of a CCD, which no single stamp can tell from a
+transient on a compact galaxy's nucleus.
 """
 
 from __future__ import annotations
@@ -68,7 +97,7 @@ from desgw.diff.stamps import Stamps
 __all__ = ["FEATURE_NAMES", "FEATURE_VERSION", "REQUIRED_COLUMNS", "compute_features"]
 
 #: Bumped whenever a feature's definition changes; models record it.
-FEATURE_VERSION: int = 1
+FEATURE_VERSION: int = 2
 
 FEATURE_NAMES: tuple[str, ...] = (
     "log_snr", "log_psf_chi2", "fwhm_ratio", "moment_ellip", "dipole_ratio", "lobe_rel",
@@ -76,7 +105,8 @@ FEATURE_NAMES: tuple[str, ...] = (
     "score_over_snr", "log_noise_ratio", "sharpness", "peak_offset", "neg_frac", "symmetry",
     "concentration", "outer_ring", "far_clutter", "blob_elong", "log_blob_area",
     "blob_touches_edge", "new_sharpness", "ref_sharpness", "log_ref_peak", "invalid_frac",
-    "zero_frac", "dipole_sep",
+    "zero_frac", "dipole_sep", "col_ext_max", "col_ext_min", "new_col", "ref_col",
+    "ref_offset", "diff_ref_corr", "ctx_ratio_dev", "ctx_ratio_frac", "ctx_sign_frac",
 )
 
 #: Candidate-table columns the features use (desgw.diff.measure.measure_candidates names).
@@ -178,8 +208,60 @@ def compute_features(candidates: Table, stamps: Stamps) -> np.ndarray:
         if name != "invalid_frac":
             out[:, F[name]] = sf[:, j]
     out[:, F["invalid_frac"]] = 1.0 - valid.all(axis=1).mean(axis=(1, 2))
+    _context_features(out, F, neg)
     out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     return out.astype(np.float32)
+
+
+#: A candidate "sits on a point source of the reference" when its ``ref_offset`` is below this
+#: (units of f) ...
+_CTX_MAX_OFFSET: float = 0.25
+#: ... and its ``log_ref_over_diff`` above this (reference flux > ~4 x the difference flux).
+_CTX_MIN_REF: float = 0.7
+#: Fewer such others than this: the context features get their fill values.
+_CTX_MIN_OTHERS: int = 3
+#: Two flux ratios are "alike" within this many dex.
+_CTX_TOL_DEX: float = 0.15
+
+
+def _context_features(out: np.ndarray, F: dict[str, int], neg: np.ndarray) -> None:
+    """The ``ctx_*`` features (in place): how a candidate compares with the others of the set.
+
+    A PSF-model or photometric-scale error leaves on *every* bright point source a residual of
+    the same sign and the same fraction of its flux; a transient on a compact galaxy's nucleus
+    is alone in doing so. Among the *other* candidates of the set with the same sign sitting on
+    a point source of the reference (``ref_offset`` < 0.25 and ``log_ref_over_diff`` > 0.7):
+    ``ctx_ratio_dev`` = |log10 ``diff_over_new`` - their median| (dex, [0, 3]; 3 with fewer
+    than 3 of them), ``ctx_ratio_frac`` = the fraction of them within 0.15 dex of this
+    candidate's ratio (0 with fewer than 3). ``ctx_sign_frac`` = the fraction of all the
+    point-source candidates having this candidate's sign (0.5 with fewer than 3 others).
+    All three are intensive (independent of the set's area for a given scene).
+    """
+    n = out.shape[0]
+    ratio = np.log10(np.clip(out[:, F["diff_over_new"]], 1e-3, None))
+    pt = (out[:, F["ref_offset"]] < _CTX_MAX_OFFSET) & (out[:, F["log_ref_over_diff"]]
+                                                         > _CTX_MIN_REF)
+    dev = np.full(n, 3.0)
+    frac = np.zeros(n)
+    sfrac = np.full(n, 0.5)
+    idx = np.flatnonzero(pt)
+    for sgn in (False, True):
+        same = idx[neg[idx] == sgn]
+        other = idx[neg[idx] != sgn]
+        for i in range(n):
+            if neg[i] != sgn:
+                continue
+            js = same[same != i]
+            n_all = js.size + other[other != i].size
+            if n_all >= _CTX_MIN_OTHERS:
+                sfrac[i] = js.size / n_all
+            if js.size >= _CTX_MIN_OTHERS:
+                rj = ratio[js]
+                dev[i] = min(abs(ratio[i] - np.median(rj)), 3.0)
+                frac[i] = np.count_nonzero(np.abs(rj - ratio[i]) < _CTX_TOL_DEX) / js.size
+    out[:, F["ctx_ratio_dev"]] = dev
+    out[:, F["ctx_ratio_frac"]] = frac
+    out[:, F["ctx_sign_frac"]] = sfrac
 
 
 #: Pixels per median at most (about; far-pixel sets are subsampled with a regular stride).
@@ -190,6 +272,7 @@ _STAMP_FEATURES: tuple[str, ...] = (
     "log_noise_ratio", "sharpness", "peak_offset", "neg_frac", "symmetry", "concentration",
     "outer_ring", "far_clutter", "blob_elong", "log_blob_area", "blob_touches_edge",
     "new_sharpness", "ref_sharpness", "log_ref_peak", "invalid_frac", "zero_frac",
+    "col_ext_max", "col_ext_min", "new_col", "ref_col", "ref_offset", "diff_ref_corr",
 )
 
 
@@ -223,7 +306,8 @@ def _stamp_features(data, valid, ks, kt, kd, neg, ox, oy, fwhm, flux_psf,
                     flux_err):  # pragma: no cover - numba
     n, _, size, _ = data.shape
     c = size // 2
-    out = np.zeros((n, 16))
+    out = np.zeros((n, len(_STAMP_FEATURES)))
+    bc = np.empty(size)
     rr = np.empty((size, size))
     d = np.empty((size, size))
     bd = np.empty(size * size)
@@ -267,7 +351,7 @@ def _stamp_features(data, valid, ks, kt, kd, neg, ox, oy, fwhm, flux_psf,
             if abs(bd2[j]) > 4 * sigma:
                 nclut += 1
         out[i, 7] = nclut / max(nfar, 1)
-        med_n, _ = _median_sigma(bn, mn, False)
+        med_n, sig_n = _median_sigma(bn, mn, True)
         med_r, sig_r = _median_sigma(br, mn, True)
         med_n = 0.0 if not np.isfinite(med_n) else med_n
         med_r = 0.0 if not np.isfinite(med_r) else med_r
@@ -322,6 +406,81 @@ def _stamp_features(data, valid, ks, kt, kd, neg, ox, oy, fwhm, flux_psf,
         out[i, 12] = _clip(cr * f * f / t_r, -5.0, 20.0, 0.0) if t_r > 0 else 0.0
         q = _clip(cr / sig_r, -1e6, 1e6, 0.0) if sig_r > 0 else 0.0
         out[i, 13] = np.sign(q) * np.log10(1.0 + abs(q))
+        # column coherence: the diff along the candidate's column beyond 2 f (above, below)
+        xc, yc = c + ox[i], c + oy[i]
+        xi = min(max(int(np.floor(xc + 0.5)), 3), size - 4)
+        w = max(1, int(np.floor(0.5 * f + 0.5)))
+        m_hi = m_lo = 0.0
+        for half in range(2):
+            sv = 0.0
+            cnt = 0
+            for y in range(size):
+                dy = y - yc
+                if (dy > 2 * f) if half == 0 else (dy < -2 * f):
+                    for x in range(max(xi - w, 0), min(xi + w + 1, size)):
+                        if valid[i, kd, y, x]:
+                            sv += d[y, x]
+                            cnt += 1
+            mv = sv / cnt if cnt > 0 else 0.0
+            if half == 0:
+                m_hi = mv
+            else:
+                m_lo = mv
+        if cm > 0:
+            out[i, 16] = _clip(max(m_hi, m_lo) / cm, -2.0, 2.0, 0.0)
+            out[i, 17] = _clip(min(m_hi, m_lo) / cm, -2.0, 2.0, 0.0)
+        # one-pixel column anomalies of the new (+) and ref (-) images beyond 2 f
+        for which in range(2):
+            k, direc, sg = (kn, 1.0, sig_n) if which == 0 else (kr, -1.0, sig_r)
+            best_col = -np.inf
+            for xx in range(xi - 1, xi + 2):
+                for half in range(2):
+                    m = 0
+                    for y in range(size):
+                        dy = y - yc
+                        if ((dy > 2 * f) if half == 0 else (dy < -2 * f)) and valid[i, k, y, xx] \
+                                and valid[i, k, y, xx - 3] and valid[i, k, y, xx + 3]:
+                            bc[m] = direc * (data[i, k, y, xx] - 0.5 * (data[i, k, y, xx - 3]
+                                                                        + data[i, k, y, xx + 3]))
+                            m += 1
+                    if m >= 5:
+                        best_col = max(best_col, np.median(bc[:m]))
+            val = best_col / sg if (sg > 0 and np.isfinite(best_col)) else 0.0
+            out[i, 18 + which] = _clip(val, -5.0, 50.0, 0.0)
+        # ref light centroid within 1.5 f (offset in f; 2 when no significant ref flux) and
+        # the correlation of the diff with the ref within 2 f
+        s_x = s_y = s_v = 0.0
+        npx_r = 0
+        a_d = a_r = a_dd = a_rr = a_dr = 0.0
+        n2 = 0
+        for y in range(c - h, c + h + 1):
+            for x in range(c - h, c + h + 1):
+                r = rr[y, x]
+                if r >= 2.0:
+                    continue
+                vr = data[i, kr, y, x] - med_r
+                if r < 1.5:
+                    s_x += vr * (x - xc)
+                    s_y += vr * (y - yc)
+                    s_v += vr
+                    npx_r += 1
+                vd = d[y, x]
+                a_d += vd
+                a_r += vr
+                a_dd += vd * vd
+                a_rr += vr * vr
+                a_dr += vd * vr
+                n2 += 1
+        if sig_r > 0 and s_v > 3 * sig_r * np.sqrt(max(npx_r, 1)):
+            out[i, 20] = _clip(np.sqrt((s_x / s_v) ** 2 + (s_y / s_v) ** 2) / f, 0.0, 2.0, 2.0)
+        else:
+            out[i, 20] = 2.0
+        if n2 > 2:
+            vd_ = a_dd - a_d * a_d / n2
+            vr_ = a_rr - a_r * a_r / n2
+            if vd_ > 0 and vr_ > 0:
+                out[i, 21] = _clip((a_dr - a_d * a_r / n2) / np.sqrt(vd_ * vr_), -1.0, 1.0,
+                                   0.0)
         # connected d > 2 sigma region (8-connected) holding the centre pixel
         npx = 0
         sx = sy = sxx = syy = sxy = 0.0

@@ -516,7 +516,11 @@ def make_training_set(seed: int, n_scenes: int, shape: tuple[int, int] = (1024, 
 
 
 def stack_scenes(scenes: list[SceneCandidates]) -> TrainingSet:
-    """Stack scenes into a :class:`TrainingSet` (computing the features)."""
+    """Stack scenes into a :class:`TrainingSet` (computing the features).
+
+    Features are computed scene by scene: a scene stands for one CCD's candidate set, whose
+    members the context features (``ctx_*``, :mod:`desgw.diff.realbogus_features`) compare.
+    """
     from astropy.table import vstack
 
     from desgw.diff.realbogus import features
@@ -529,7 +533,7 @@ def stack_scenes(scenes: list[SceneCandidates]) -> TrainingSet:
                     valid=np.concatenate([s.valid for s in st]), kinds=st[0].kinds,
                     x0=np.concatenate([s.x0 for s in st]), y0=np.concatenate([s.y0 for s in st]),
                     fill=st[0].fill)
-    feats = features(cands, stamps)
+    feats = np.concatenate([features(s.candidates, s.stamps) for s in scenes])
     return TrainingSet(
         features=feats, label=np.concatenate([s.label for s in scenes]),
         kind=np.concatenate([s.kind for s in scenes]),
