@@ -32,7 +32,13 @@ from desgw.diff.zogy_synth import MoffatPSFField, make_image_pair
 def heldout():
     """A small held-out set: 6 scenes of 1024^2 px (0.75 CCD) from a seed not used in training."""
     ts = make_training_set(seed=7, n_scenes=6)
-    return ts, score(ts.candidates, ts.stamps)
+    s = np.full(len(ts.label), np.nan)
+    for k in np.unique(ts.scene):  # one score() call per scene, as the pipeline's per CCD
+        rows = np.flatnonzero(ts.scene == k)
+        st = Stamps(data=ts.stamps.data[rows], valid=ts.stamps.valid[rows],
+                    kinds=ts.stamps.kinds, x0=ts.stamps.x0[rows], y0=ts.stamps.y0[rows])
+        s[rows] = score(ts.candidates[rows], st)
+    return ts, s
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +60,55 @@ def test_heldout_roc(heldout, model):
     assert ts.ccd_equivalents == pytest.approx(6 * 1024 * 1024 / CCD_AREA_PX)
     r = roc_summary(s, ts)
     assert r["n_real_snr_gt_min"] >= 150 and r["n_bogus"] >= 300
-    assert r["auc"] > 0.98
+    assert r["auc"] > 0.995
     # the threshold keeping >= 99 % of the reals with S/N > 10, derived on this set
     assert r["real_kept_snr_gt_min"] >= 0.99
-    # bogus surviving it, scaled by area to one 4096 x 2048 CCD
-    # brief target: <= 5 per CCD. Measured ~22 per CCD on the 3-CCD validation set of the
-    # training script, whose harsh artefact mix gives ~1270 bogus detections per CCD (98.3 %
-    # rejected); not met yet, so the bar here guards against regressions only.
-    assert r["bogus_per_ccd"] <= 45.0, r["by_kind"]
-    assert r["bogus_surviving"] / r["n_bogus"] <= 0.035
-    # the shipped threshold behaves the same on fresh data
+    # bogus surviving the shipped threshold on this fresh 0.75-CCD set, scaled by area to one
+    # 4096 x 2048 CCD (~1200 bogus detections per CCD). The bar (issue #4) is <= 5 per CCD;
+    # with ~4 expected survivors here the count is Poisson, so the tolerance is 10 per CCD
+    # (7 survivors). Measured: 2.7 per CCD; the previous model (feature version 1) let 18.7
+    # per CCD through here.
     r2 = roc_summary(s, ts, threshold=model.threshold)
-    assert r2["real_kept_snr_gt_min"] >= 0.97
-    assert r2["bogus_per_ccd"] <= 50.0
+    assert r2["real_kept_snr_gt_min"] >= 0.98
+    assert r2["bogus_per_ccd"] <= 10.0, r2["by_kind"]
+
+
+def test_shipped_model_meets_the_bar(model):
+    """The training script's held-out set (>= 3 CCDs, a seed not used in training) meets
+    issue #4's bar: >= 99 % of reals with S/N > 10 kept, <= 5 bogus per CCD survive."""
+    v = model.meta["validation"]
+    assert v["ccd_equivalents"] >= 3.0
+    assert v["n_real_snr_gt_min"] >= 900
+    assert v["bogus_detections_per_ccd"] >= 1000  # the hard artefact mix
+    assert v["real_kept_snr_gt_min"] >= 0.99
+    assert v["threshold"] == pytest.approx(model.threshold)
+    assert v["bogus_per_ccd"] <= 5.0, v["by_kind"]
+    assert v["auc"] > 0.998
+
+
+def test_context_features_flag_a_common_residual():
+    """Rows on reference point sources sharing one flux-ratio are 'alike'; an odd one is not."""
+    from desgw.diff.realbogus_features import _context_features
+
+    F = {n: i for i, n in enumerate(FEATURE_NAMES)}
+    out = np.zeros((8, len(FEATURE_NAMES)))
+    out[:, F["ref_offset"]] = 0.05
+    out[:, F["log_ref_over_diff"]] = 1.3
+    out[:6, F["diff_over_new"]] = 0.06 * np.r_[1.0, 1.05, 0.95, 1.1, 0.9, 1.0]
+    out[6, F["diff_over_new"]] = 0.5            # a large fractional change on a point source
+    out[7, F["ref_offset"]] = 2.0               # hostless: not a point-source candidate
+    neg = np.zeros(8, bool)
+    _context_features(out, F, neg)
+    assert np.all(out[:6, F["ctx_ratio_dev"]] < 0.07)  # ratios within +-10 % (0.046 dex)
+    assert np.all(out[:6, F["ctx_ratio_frac"]] > 0.75)
+    assert out[6, F["ctx_ratio_dev"]] == pytest.approx(np.log10(0.5 / 0.06), abs=0.03)
+    assert out[6, F["ctx_ratio_frac"]] == 0.0
+    assert np.all(out[:, F["ctx_sign_frac"]] == 1.0)
+    # a lone candidate has no context: fill values
+    one = np.zeros((1, len(FEATURE_NAMES)))
+    _context_features(one, F, np.zeros(1, bool))
+    assert one[0, F["ctx_ratio_dev"]] == 3.0 and one[0, F["ctx_ratio_frac"]] == 0.0
+    assert one[0, F["ctx_sign_frac"]] == 0.5
 
 
 def _candidates(pair, sub):
@@ -147,12 +189,15 @@ def test_features_sign_symmetric_and_row_independent(heldout):
     f = features(meas, st)
     assert f.dtype == np.float32 and f.shape == (len(idx), len(FEATURE_NAMES))
     assert np.all(np.isfinite(f))
-    np.testing.assert_allclose(f, ts.features[idx], rtol=1e-6, atol=1e-6)
+    own = [i for i, n in enumerate(FEATURE_NAMES) if not n.startswith("ctx_")]
+    assert len(own) == len(FEATURE_NAMES) - 3
+    # per-candidate features do not depend on the other rows (the context ones do)
+    np.testing.assert_allclose(f[:, own], ts.features[idx][:, own], rtol=1e-6, atol=1e-6)
     f_neg = features(*_swap_sign(meas, st))
     np.testing.assert_allclose(f_neg, f, rtol=1e-5, atol=1e-5)
     one = features(meas[3:4], Stamps(data=st.data[3:4], valid=st.valid[3:4], kinds=st.kinds,
                                      x0=st.x0[3:4], y0=st.y0[3:4]))
-    np.testing.assert_allclose(one[0], f[3], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(one[0, own], f[3, own], rtol=1e-6, atol=1e-6)
 
 
 def test_tree_inference_by_hand():
