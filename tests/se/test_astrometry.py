@@ -397,3 +397,23 @@ def test_non_finite_rows_are_ignored_and_inputs_untouched():
     assert 0 not in res.src_index and 5 not in res.src_index and 3 not in res.ref_index
     assert res.n_detections == x.size - 2 and res.n_refs == ra.size - 1
     _check_truth(case, res)
+
+
+def test_order_falls_back_when_clipping_leaves_too_few_stars(monkeypatch):
+    """A sparse CCD where order 3 is feasible by star count but its clipped fit keeps too
+    few stars (seen on a simulated CCD 31 with 22 matches): the solver goes one order down
+    instead of failing the CCD."""
+    from desgw.se import astrometry as am
+
+    case = make_case(28, -30.0, n_stars=60, seed=3)
+    real_fit = am._Solver.fit
+
+    def fit(self, src, target, order, clip=True, mask=None):
+        if order >= 3 and clip:
+            raise self.error(f"too few stars left to fit order {order}", 7)
+        return real_fit(self, src, target, order, clip=clip, mask=mask)
+
+    monkeypatch.setattr(am._Solver, "fit", fit)
+    res = solve_wcs(case.x, case.y, case.ref_ra, case.ref_dec, case.initial_wcs)
+    assert res.fit_order <= 2
+    _check_truth(case, res, star_rms_mas=60.0, corner_mas=200.0)

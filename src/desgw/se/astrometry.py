@@ -784,7 +784,16 @@ def solve_wcs(
                                    f"{radius:.2f} arcsec", src.size,
                                    fit.rms if fit else float("nan"))
             order = min(stage_order, max(1, solver.feasible_order(src.size)))
-            fit = solver.fit(src, ref_t[ref], order)
+            while True:
+                try:
+                    fit = solver.fit(src, ref_t[ref], order)
+                    break
+                except AstrometryError:
+                    # clipping left too few stars for this order (a sparse CCD whose stars
+                    # barely make order 3 feasible): one order lower
+                    if order <= 1:
+                        raise
+                    order -= 1
             pred = solver.predict(fit.coeff, order)
             new_radius = min(radius, max(cfg.final_match_radius_arcsec,
                                          cfg.match_radius_nsigma * fit.rms))
