@@ -111,10 +111,12 @@ def _prepare(root: Path, seed: int, ccds: str, workers: int) -> dict[str, float]
     code = ("from desgw.sim.night import simulate_night; "
             f"simulate_night({str(root)!r}, seed={seed}, ccds={ccd_arg}, n_templates=1, "
             "n_search=1)")
-    subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
+    if not (root / "truth" / "night.json").is_file():  # an interrupted preparation resumes
+        subprocess.run([sys.executable, "-c", code], check=True, stdout=subprocess.DEVNULL)
     t["simulate"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    ingest_gaia(sorted((root / "gaia").glob("*.csv")), root / "refcat")
+    if not (root / "refcat" / "index.json").is_file():
+        ingest_gaia(sorted((root / "gaia").glob("*.csv")), root / "refcat")
     t["refcat_ingest"] = time.perf_counter() - t0
     truth = load_truth(root)
     settings = _settings(root)
