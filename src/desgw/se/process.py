@@ -539,7 +539,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "RDNOISE": (read_noise, "[e-] mean amplifier read noise"),
         "AVSKY": (float(bkg.global_level), "[e-] median sky level"),
         "SKYSIGMA": (float(bkg.global_rms), "[e-] median sky noise"),
-        "WGTSCALE": (wscale, "measured/model sky variance; weight divided by it"),
+        "WGTSCALE": (wscale, "sky var measured/model (weight divided by it)"),
         "FWHM": (fwhm_px, "[pix] PSF FWHM at the CCD centre"),
         "FWHMASEC": (fwhm_px * pixscale, "[arcsec] PSF FWHM at the CCD centre"),
         "PSFNSTAR": (psf.n_stars, "stars in the PSF model"),
