@@ -225,6 +225,32 @@ def test_dilate_mask_bits_per_bit():
     assert m.sum() == maskbits.SAT + maskbits.CRAY + maskbits.INTERP
 
 
+def test_dilate_mask_bits_equals_a_box_maximum_per_bit():
+    """Runs of equal bits (large masked areas, trails, edges) and isolated pixels: the grown
+    mask equals each bit's (2r+1)-box maximum filter, OR-ed with the bits not grown."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    m = np.zeros((300, 200), np.int32)
+    m[rng.random(m.shape) < 0.01] = maskbits.CRAY
+    m[40:120, 10:90] |= maskbits.SAT
+    m[100:180, 80:110] |= maskbits.BADPIX
+    m[:, :25] |= maskbits.EDGE
+    m[150:152, :] |= maskbits.TRAIL
+    m[rng.random(m.shape) < 0.01] |= maskbits.INTERP          # not grown
+    bits = maskbits.CRAY | maskbits.SAT | maskbits.BADPIX | maskbits.EDGE | maskbits.TRAIL
+    for r in (1, 3, 6):
+        out = dilate_mask_bits(m, bits, r)
+        want = m.copy()
+        for b in range(31):
+            plane = (m & (1 << b)) != 0
+            if (bits >> b) & 1 and plane.any():
+                grown = ndimage.maximum_filter(plane.view(np.uint8), size=2 * r + 1,
+                                               mode="constant").view(bool)
+                want[grown] |= 1 << b
+        np.testing.assert_array_equal(out, want)
+
+
 def test_bad_input_raises():
     a = np.zeros((64, 64), np.float32)
     v = np.ones((64, 64), np.float32)

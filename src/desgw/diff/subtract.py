@@ -137,12 +137,19 @@ class Subtraction:
 
 @njit(cache=True, nogil=True)
 def _or_dilate(mask, bits, radius):  # pragma: no cover - numba
+    """Separable OR-dilation by a (2 radius + 1)^2 box. Within a run of pixels with the same
+    bits only the run's two ends write their whole window (the union of those windows and
+    the run itself is the dilated run), so large masked areas cost one operation per pixel."""
     ny, nx = mask.shape
     rows = np.zeros((ny, nx), np.int32)
     for y in range(ny):
         for x in range(nx):
             v = mask[y, x] & bits
             if v:
+                if (x > 0 and (mask[y, x - 1] & bits) == v
+                        and x < nx - 1 and (mask[y, x + 1] & bits) == v):
+                    rows[y, x] |= v
+                    continue
                 lo, hi = max(x - radius, 0), min(x + radius + 1, nx)
                 for xx in range(lo, hi):
                     rows[y, xx] |= v
@@ -151,6 +158,9 @@ def _or_dilate(mask, bits, radius):  # pragma: no cover - numba
         for x in range(nx):
             v = rows[y, x]
             if v:
+                if y > 0 and rows[y - 1, x] == v and y < ny - 1 and rows[y + 1, x] == v:
+                    out[y, x] |= v
+                    continue
                 lo, hi = max(y - radius, 0), min(y + radius + 1, ny)
                 for yy in range(lo, hi):
                     out[yy, x] |= v
