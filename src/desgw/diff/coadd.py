@@ -172,13 +172,16 @@ class Coadd:
 
 @numba.njit(cache=True)
 def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, var_num,
-                n_contrib, mask_good, mask_all, covered):
-    """Add one template (scale ``f``) to the accumulators; returns sum(c**2 var) of its pixels."""
-    ny, nx = image.shape
+                n_contrib, mask_good, mask_all, covered, y0, y1, x0, x1):
+    """Add one template (scale ``f``) to the accumulators; returns sum(c**2 var) of its pixels.
+
+    Only rows ``y0:y1`` and columns ``x0:x1`` are visited: the box holding the template's
+    coverage (nothing outside it is covered).
+    """
     f2 = f * f
     s = 0.0
-    for r in range(ny):
-        for x in range(nx):
+    for r in range(y0, y1):
+        for x in range(x0, x1):
             if not coverage[r, x]:
                 continue
             m = mask[r, x]
@@ -222,17 +225,23 @@ def _finalise(num, den, var_num, mask_good, mask_all, covered, edge, unusable):
 
 
 @numba.njit(cache=True)
-def _cell_fraction(mask, weight, coverage, f, weighted, unusable, den, cell):
-    """Mean over cells of ``cell`` px of this template's fraction ``c / den`` of the coadd."""
+def _cell_fraction(mask, weight, coverage, f, weighted, unusable, den, cell, y0, y1, x0, x1):
+    """Mean over cells of ``cell`` px of this template's fraction ``c / den`` of the coadd.
+
+    Pixels outside rows ``y0:y1``, columns ``x0:x1`` (the template's coverage box) contribute
+    0; the cell areas are counted geometrically.
+    """
     ny, nx = den.shape
     nyc = (ny + cell - 1) // cell
     nxc = (nx + cell - 1) // cell
     acc = np.zeros((nyc, nxc))
     cnt = np.zeros((nyc, nxc))
+    for j in range(nyc):
+        for i in range(nxc):
+            cnt[j, i] = (min((j + 1) * cell, ny) - j * cell) * (min((i + 1) * cell, nx) - i * cell)
     f2 = f * f
-    for r in range(ny):
-        for x in range(nx):
-            cnt[r // cell, x // cell] += 1.0
+    for r in range(y0, y1):
+        for x in range(x0, x1):
             if coverage[r, x] and weight[r, x] > 0 and (mask[r, x] & unusable) == 0 \
                     and den[r, x] > 0:
                 c = weight[r, x] / f2 if weighted else 1.0
@@ -275,6 +284,15 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
             else:
                 mout[r, x] = m if (m & unusable) != 0 else m | edge
     return out, wout, mout, n_contrib, s, acc / cnt
+
+
+def _coverage_box(coverage: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1) of the smallest box holding every covered pixel ((0, 0, 0, 0) if none)."""
+    rows = np.flatnonzero(coverage.any(axis=1))
+    if rows.size == 0:
+        return 0, 0, 0, 0
+    cols = np.flatnonzero(coverage[rows[0]:rows[-1] + 1].any(axis=0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_target: float,
@@ -326,9 +344,10 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     mask_all = np.zeros(shape, dtype=np.int32)
     covered = np.zeros(shape, dtype=np.uint8)
     f_num = f_den = 0.0
-    for r, f in zip(resampled, scales):
+    boxes = [_coverage_box(r.coverage) for r in resampled]
+    for r, f, box in zip(resampled, scales, boxes):
         s = _accumulate(r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), num,
-                        den, var_num, n_contrib, mask_good, mask_all, covered)
+                        den, var_num, n_contrib, mask_good, mask_all, covered, *box)
         # each template's large-area variance is F_i times the sum of its per-pixel variances
         f_num += r.noise_correlation_factor * s
         f_den += s
@@ -340,8 +359,8 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     psf = None
     if psfs is not None:
         maps = np.stack([_cell_fraction(r.mask, r.weight, r.coverage, f, weighted,
-                                        int(UNUSABLE), den, int(psf_cell))
-                         for r, f in zip(resampled, scales)])
+                                        int(UNUSABLE), den, int(psf_cell), *box)
+                         for r, f, box in zip(resampled, scales, boxes)])
         psf = CoaddPSF(psfs=tuple(psfs), mappings=tuple(r.mapping for r in resampled),
                        weight_maps=maps, cell=int(psf_cell), shape=shape)
     log.debug("coadd of %d templates: %.1f%% usable, noise factor %.3f", len(resampled),
