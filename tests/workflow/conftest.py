@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import sys
+import types
+
 import pytest
+
+from desgw.workflow.engine_products import diff_done_path
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +23,41 @@ def workflow_sim(tmp_path_factory):
     simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
     ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
     return root, load_truth(root)
+
+
+@pytest.fixture
+def fake_diff(monkeypatch):
+    """A stand-in for desgw.workflow.diff_ccd (same names and fields) recording its tasks; it
+    writes the star/veto lists and the completion marker where the real one does."""
+    from desgw.diff.starcat import snstar_name, snveto_name
+
+    seen = []
+
+    def run_diff_ccd(task):
+        seen.append(task)
+        args = {"band": task.band, "nite": task.nite, "rnum": task.rnum, "pnum": task.pnum,
+                "cache": task.cache, "schema": task.schema, "season": task.season}
+        done = diff_done_path(task.settings.out_root, task.search_expnum, task.ccdnum, args)
+        done.parent.mkdir(parents=True, exist_ok=True)
+        for name in (snstar_name, snveto_name):
+            (done.parent / name(task.search_expnum, task.ccdnum, task.rnum, task.pnum)
+             ).write_text(f"# {name.__name__}\n")
+        done.write_text(json.dumps({"ok": True, "template_expnums":
+                                    sorted(task.template_expnums)}))
+        return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=3,
+                                     n_fakes=10, n_fakes_recovered=9, timings={"total": 0.01},
+                                     skipped=False, outdir=str(done.parent))
+
+    module = types.ModuleType("desgw.workflow.diff_ccd")
+    module.DiffTask = types.SimpleNamespace
+    module.run_diff_ccd = run_diff_ccd
+    monkeypatch.setitem(sys.modules, "desgw.workflow.diff_ccd", module)
+    return seen
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("DESGW_RAW_DIR", "DESGW_CALIB_DIR", "DESGW_REFCAT", "DESGW_OUT",
+                 "DESGW_DB_URL", "DESGW_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)

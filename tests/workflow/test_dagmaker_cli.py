@@ -30,14 +30,6 @@ def settings(sim, tmp_path):
                          cwd=tmp_path)
 
 
-@pytest.fixture
-def clean_env(monkeypatch, tmp_path):
-    for name in ("DESGW_RAW_DIR", "DESGW_CALIB_DIR", "DESGW_REFCAT", "DESGW_OUT",
-                 "DESGW_DB_URL", "DESGW_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
 def test_dag_from_raw_headers_picks_the_template_and_the_ccd_overlaps(sim, settings):
     _, truth = sim
     (search,), (template,) = truth.search_expnums, truth.template_expnums

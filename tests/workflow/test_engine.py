@@ -2,12 +2,10 @@
 dependency failures, database errors, password hygiene and cluster plumbing."""
 
 import hashlib
-import json
 import logging
 import os
 import sqlite3
 import sys
-import types
 
 import numpy as np
 import pytest
@@ -212,24 +210,8 @@ def _fake_expcalib(task, settings, overwrite, deps):
     return Outcome("done")
 
 
-def test_failed_dependencies_block_or_drop_templates(tmp_path, monkeypatch):
-    seen = []
-
-    def run_diff_ccd(task):
-        seen.append(task)
-        args = {"band": task.band, "nite": task.nite, "rnum": task.rnum, "pnum": task.pnum,
-                "cache": task.cache, "schema": task.schema, "season": task.season}
-        done = diff_done_path(task.settings.out_root, task.search_expnum, task.ccdnum, args)
-        done.parent.mkdir(parents=True, exist_ok=True)
-        done.write_text(json.dumps({"ok": True, "template_expnums":
-                                    sorted(task.template_expnums)}))
-        return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=4,
-                                     n_fakes=20, n_fakes_recovered=17, timings={"total": 0.1})
-
-    fake = types.ModuleType("desgw.workflow.diff_ccd")
-    fake.DiffTask = types.SimpleNamespace
-    fake.run_diff_ccd = run_diff_ccd
-    monkeypatch.setitem(sys.modules, "desgw.workflow.diff_ccd", fake)
+def test_failed_dependencies_block_or_drop_templates(tmp_path, fake_diff):
+    seen = fake_diff
 
     def diff(ccd, templates):
         deps = [f"se-300-{ccd}", "expcalib-300"]
