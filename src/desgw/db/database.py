@@ -23,6 +23,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from desgw.util.extras import require_extra
+
 from .errors import DatabaseConnectionError, DatabaseError, SchemaVersionError
 from .models import SCHEMA_VERSION, Base, SchemaVersionRow
 from .urls import normalize_url, redact_url, scrub_secret
@@ -231,6 +233,8 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
                         "does not exist")
             kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
         elif full.startswith("postgresql"):
+            if full.startswith("postgresql+psycopg:"):
+                require_extra("psycopg", "postgres", "PostgreSQL databases")
             kwargs["connect_args"] = {"connect_timeout": max(1, int(round(connect_timeout_s)))}
             kwargs["pool_pre_ping"] = True
         engine = create_engine(full, **kwargs)

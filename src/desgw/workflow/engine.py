@@ -45,8 +45,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from desgw.db.urls import scrub_secret
 from desgw.io.atomic import atomic_write_text
+from desgw.util.extras import require_extra
 
 from .engine_products import diff_complete, expcalib_complete, se_complete
 from .engine_tasks import (
@@ -187,12 +190,7 @@ def default_workers(n_tasks: int | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
     n = cores
-    try:
-        import psutil
-
-        n = min(n, max(1, int(psutil.virtual_memory().total / 1e9 / WORKER_MEMORY_GB)))
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        pass
+    n = min(n, max(1, int(psutil.virtual_memory().total / 1e9 / WORKER_MEMORY_GB)))
     if n_tasks is not None:
         n = min(n, max(1, int(n_tasks)))
     return max(1, n)
@@ -217,8 +215,7 @@ def make_cluster(kind: str, *, workers: int | None = None,
     """A dask-jobqueue cluster (``HTCondorCluster`` or ``SLURMCluster``) scaled to ``workers``
     jobs (default 10). dask-jobqueue is imported here only."""
     opts = cluster_options(kind, **dict(options or {}))
-    import dask_jobqueue
-
+    dask_jobqueue = require_extra("dask_jobqueue", "batch", "HTCondor and Slurm clusters")
     cls = dask_jobqueue.HTCondorCluster if kind == "htcondor" else dask_jobqueue.SLURMCluster
     cluster = cls(**opts)
     cluster.scale(jobs=int(workers) if workers else 10)

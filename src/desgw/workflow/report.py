@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from desgw import __version__
 from desgw.io.atomic import atomic_write_bytes, atomic_write_text
@@ -138,13 +139,7 @@ def machine_info() -> dict[str, Any]:
     """This machine: host, OS, Python, usable cores, memory (GB)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
-    mem = math.nan
-    try:
-        import psutil
-
-        mem = psutil.virtual_memory().total / 1e9
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        pass
+    mem = psutil.virtual_memory().total / 1e9
     return {"host": platform.node(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "cores": cores, "memory_gb": mem,
             "cpu": platform.processor() or platform.machine()}
