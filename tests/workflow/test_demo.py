@@ -40,6 +40,7 @@ def _search_dir(res):
                              DEMO_PNUM)
 
 
+@pytest.mark.slow
 def test_demo_runs_everything(demo):
     res, truth, lines = demo
     assert res.ok, res.problems
@@ -61,6 +62,7 @@ def test_demo_runs_everything(demo):
     assert rec["machine"]["cores"] >= 1
 
 
+@pytest.mark.slow
 def test_report_matches_products_and_truth(demo):
     res, truth, _ = demo
     html = res.report_path.read_text()
@@ -121,6 +123,7 @@ def test_report_matches_products_and_truth(demo):
             assert c.truth_kind == "transient"
 
 
+@pytest.mark.slow
 def test_second_run_resumes(demo):
     res, _, _ = demo
     before = res.report_path.stat().st_mtime_ns
@@ -134,6 +137,7 @@ def test_second_run_resumes(demo):
         run_demo(res.outdir, ccds=[28], seed=6, n_templates=1)
 
 
+@pytest.mark.slow
 def test_cli(demo):
     res, _, _ = demo
     base = [str(res.outdir), "--ccds", "28", "--n-templates", "1", "--no-progress", "--top",
@@ -146,6 +150,7 @@ def test_cli(demo):
     assert out.exit_code == 3 and "another simulated night" in out.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium installed (Debian: chromium)")
 def test_report_in_headless_chromium(demo, tmp_path):
     res, _, _ = demo
