@@ -79,6 +79,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
 from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.util.sphere import gnomonic_forward, gnomonic_inverse
 
 __all__ = [
     "AstrometryConfig",
@@ -310,29 +311,17 @@ def _rebuild_error(reason: str, n_detections: int, n_refs: int, n_matched: int,
 # ---------------------------------------------------------------------------------------------
 def _project(ra: NDArray, dec: NDArray, ra0: float, dec0: float) -> NDArray:
     """Gnomonic projection about (ra0, dec0) -> (n, 2) offsets (xi, eta) in arcsec."""
-    a = np.deg2rad(ra - ra0)
-    d = np.deg2rad(dec)
-    d0 = math.radians(dec0)
-    sd, cd = np.sin(d), np.cos(d)
-    ca = np.cos(a)
-    cosc = math.sin(d0) * sd + math.cos(d0) * cd * ca
-    xi = cd * np.sin(a) / cosc
-    eta = (math.cos(d0) * sd - math.sin(d0) * cd * ca) / cosc
+    xi, eta, _ = gnomonic_forward(ra, dec, ra0, dec0, min_cos=-np.inf)
     out = np.empty((np.size(ra), 2))
-    out[:, 0] = np.rad2deg(xi) * _DEG2AS
-    out[:, 1] = np.rad2deg(eta) * _DEG2AS
+    out[:, 0] = np.ravel(xi) * _DEG2AS
+    out[:, 1] = np.ravel(eta) * _DEG2AS
     return out
 
 
 def _deproject(xi_as: float, eta_as: float, ra0: float, dec0: float) -> tuple[float, float]:
     """Inverse of `_project` for one point -> (ra, dec) deg."""
-    x = math.radians(xi_as / _DEG2AS)
-    y = math.radians(eta_as / _DEG2AS)
-    d0 = math.radians(dec0)
-    denom = math.cos(d0) - y * math.sin(d0)
-    ra = math.degrees(math.radians(ra0) + math.atan2(x, denom)) % 360.0
-    dec = math.degrees(math.atan2(math.sin(d0) + y * math.cos(d0), math.hypot(x, denom)))
-    return ra, dec
+    ra, dec = gnomonic_inverse(xi_as / _DEG2AS, eta_as / _DEG2AS, ra0, dec0)
+    return float(ra), float(dec)
 
 
 def _rotate(p: NDArray, theta_deg: float) -> NDArray:

@@ -61,7 +61,7 @@ from numpy.typing import ArrayLike, NDArray
 from desgw.io.atomic import atomic_write_path
 from desgw.io.errors import CorruptFileError, DesgwInputError, MissingCCDError, MissingFileError
 from desgw.io.naming import allzp_csv_name, fullcat_name, zero_csv_name, zp_csv_name
-from desgw.refcat.geometry import gnomonic_forward, gnomonic_inverse, radec_to_unit, unit_to_radec
+from desgw.util.sphere import gnomonic_forward, gnomonic_inverse, radec_to_unit, unit_to_radec
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se.photocal import (
     ExposureZP,

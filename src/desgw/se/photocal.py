@@ -68,6 +68,7 @@ from scipy.spatial import cKDTree
 from desgw.io.errors import DesgwError, DesgwInputError
 from desgw.refcat.transforms import gaia_g_only, gaia_to_des
 from desgw.se import maskbits
+from desgw.util.sphere import arcsec_to_chord, chord_to_arcsec, radec_to_unit
 
 __all__ = [
     "MatchResult",
@@ -99,7 +100,6 @@ FLAG_EXPOSURE = -9999
 #: A ZP needs more than 2 surviving stars (the original's ``NumStarsClipped > 2``).
 MIN_STARS_FOR_ZP = 3
 
-_ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 
 
 class PhotometricCalibrationError(DesgwError):
@@ -151,13 +151,6 @@ class MatchResult:
         return int(self.cat_index.size)
 
 
-def _unit_vectors(ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.float64]:
-    ra_r = np.deg2rad(ra)
-    dec_r = np.deg2rad(dec)
-    cd = np.cos(dec_r)
-    return np.column_stack((cd * np.cos(ra_r), cd * np.sin(ra_r), np.sin(dec_r)))
-
-
 def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
                        ref_dec: ArrayLike, radius_arcsec: float = 1.0) -> MatchResult:
     """Match catalog positions to reference positions: nearest neighbour, unique, within a radius.
@@ -195,16 +188,16 @@ def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
     rgood = np.flatnonzero(np.isfinite(rra) & np.isfinite(rdec))
     if cgood.size == 0 or rgood.size == 0:
         return empty
-    tree = cKDTree(_unit_vectors(rra[rgood], rdec[rgood]))
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-    dist, idx = tree.query(_unit_vectors(cra[cgood], cdec[cgood]), k=1,
+    tree = cKDTree(radec_to_unit(rra[rgood], rdec[rgood]))
+    chord = float(arcsec_to_chord(radius_arcsec))
+    dist, idx = tree.query(radec_to_unit(cra[cgood], cdec[cgood]), k=1,
                            distance_upper_bound=chord)
     hit = np.isfinite(dist)
     if not np.any(hit):
         return empty
     cat_i = cgood[hit]
     ref_i = rgood[idx[hit]]
-    sep = 2.0 * np.arcsin(np.clip(dist[hit] / 2.0, 0.0, 1.0)) * _ARCSEC_PER_RAD
+    sep = chord_to_arcsec(dist[hit])
     # unique reference: keep the closest catalog object per reference star
     order = np.lexsort((sep, ref_i))
     ref_sorted = ref_i[order]

@@ -35,7 +35,8 @@ from numpy.typing import NDArray
 
 from ..instrument import Pointing
 from ..instrument.optics import tangent_to_sky
-from ..refcat.geometry import angular_separation_deg, mjd_to_jyear, propagate_proper_motion
+from ..refcat.geometry import mjd_to_jyear, propagate_proper_motion
+from ..util.sphere import angular_separation_deg, unit_to_radec
 from . import lightcurves as lc
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, SimSwitches
 from .scene_galaxies import draw_galaxies, galaxy_counts
@@ -135,9 +136,7 @@ def _great_circle_move(ra0: float, dec0: float, pa_deg: float, angle_deg: NDArra
     tdir = np.sin(pa) * east + np.cos(pa) * north
     th = np.deg2rad(np.asarray(angle_deg, dtype=np.float64))[..., None]
     v = np.cos(th) * p + np.sin(th) * tdir
-    ra = np.rad2deg(np.arctan2(v[..., 1], v[..., 0])) % 360.0
-    dec = np.rad2deg(np.arcsin(np.clip(v[..., 2], -1.0, 1.0)))
-    return ra, dec
+    return unit_to_radec(v)
 
 
 @dataclass(frozen=True)

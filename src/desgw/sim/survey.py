@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from ..instrument import CCD_SHAPE, DECAM_DISTORTION, DEFAULT_CCDNUMS, Distortion, Pointing, sky_to_pixel
 from ..instrument.optics import ccd_corners_sky, pixel_to_sky, tangent_to_sky
-from ..refcat.geometry import angular_separation_deg
+from ..util.sphere import angular_separation_deg
 from .model import ExposureSpec, PSFField, SimSwitches
 from .scene import DEFAULT_SEARCH_MJD
 
