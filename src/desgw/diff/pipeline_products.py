@@ -53,6 +53,7 @@ from desgw.io.products import (
     write_immask,
     write_parquet,
 )
+from desgw.util.jsonsafe import json_safe
 
 from .pipeline_types import CCDProducts, DiffConfig, DiffResult
 from .stamps import write_stamps_fits, write_stamps_png
@@ -279,21 +280,7 @@ def _efficiency_doc(result: DiffResult) -> dict[str, Any]:
             "n_fakes": eff.n_fakes, "converged": bool(eff.converged),
             "bins": [{k: (float(row[k]) if k not in ("n", "n_recovered") else int(row[k]))
                       for k in eff.table.colnames} for row in eff.table]}
-    return _finite_or_none(doc)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+    return json_safe(doc)
 
 
 def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,

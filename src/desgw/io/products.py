@@ -38,6 +38,8 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
+from desgw.util.jsonsafe import json_safe
+
 from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
 from .errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
@@ -358,14 +360,6 @@ def read_csv(path: str | os.PathLike[str]) -> Table:
 _PARQUET_META_KEY = b"desgw.table"
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
-
-
 def _arrow_column(col: Any, name: str, path: Path) -> Any:
     import pyarrow as pa
 
@@ -400,7 +394,7 @@ def write_parquet(path: str | os.PathLike[str], table: Table | np.ndarray) -> Pa
     arrays = [_arrow_column(t[name], name, final) for name in t.colnames]
     info = {"units": {n: str(t[n].unit) for n in t.colnames if t[n].unit is not None},
             "meta": dict(t.meta)}
-    schema_meta = {_PARQUET_META_KEY: json.dumps(info, default=_json_default).encode()}
+    schema_meta = {_PARQUET_META_KEY: json.dumps(json_safe(info, nonfinite_to_none=False, fallback=str)).encode()}
     at = pa.Table.from_arrays(arrays, names=list(t.colnames)).replace_schema_metadata(schema_meta)
     with atomic_write_path(final) as tmp:
         pq.write_table(at, tmp)

@@ -35,6 +35,7 @@ from ..io.atomic import atomic_write_path, atomic_write_text
 from ..io.naming import raw_name
 from ..io.products import write_csv, write_parquet
 from ..io.raw import write_raw_exposure
+from ..util.jsonsafe import json_safe
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, SimSwitches
 from .scene import Scene, SceneConfig, make_scene
 from .survey import CCDFootprint, SurveyConfig, field_radius_deg, overlapping_ccds, plan_night
@@ -352,15 +353,5 @@ def _write_truth(tdir: Path, scene: Scene, exp_rows: list[dict[str, Any]], ccd_r
     files.append(write_csv(tdir / "transients.csv", scene.transients))
     files.append(write_csv(tdir / "variables.csv", scene.variables))
     files.append(write_csv(tdir / "moving.csv", scene.moving))
-    files.append(atomic_write_text(tdir / "night.json", json.dumps(meta, indent=1, default=_json_default) + "\n"))
+    files.append(atomic_write_text(tdir / "night.json", json.dumps(json_safe(meta, nonfinite_to_none=False), indent=1) + "\n"))
     return tuple(Path(f) for f in files)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, tuple):
-        return list(v)
-    raise TypeError(f"not JSON serialisable: {type(v)}")

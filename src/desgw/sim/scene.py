@@ -34,6 +34,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from ..instrument import Pointing
+from ..instrument.bands import check_band
 from ..instrument.optics import tangent_to_sky
 from ..refcat.geometry import mjd_to_jyear, propagate_proper_motion
 from ..util.sphere import angular_separation_deg, unit_to_radec
@@ -218,8 +219,7 @@ class Scene:
 
     def mags_at(self, band: str, mjd: float) -> NDArray[np.float64]:
         """AB magnitude of every object in ``band`` at ``mjd`` (NaN: transient not yet exploded)."""
-        if band not in BANDS:
-            raise ValueError(f"unknown band {band!r}; expected one of {BANDS}")
+        check_band(band, BANDS)
         mag = np.array(self.objects[f"mag_{band}"], dtype=np.float64)
         if len(self.variables):
             v = self.variables

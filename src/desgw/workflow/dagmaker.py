@@ -44,6 +44,7 @@ import numpy as np
 
 from desgw import __version__
 from desgw.db.records import ExposureRecord
+from desgw.instrument.bands import DECAM_BANDS
 from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.io.naming import corners_out_name, qc_exposure_name
 
@@ -474,7 +475,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
                    "destcache": config.destcache, "schema": config.schema,
                    "diffimg_version": version if diff else config.diffimg_eups_version,
                    "twindow": config.twindow, "teff_cut": config.teff_cut(search.band)
-                   if search.band in ("g", "r", "i", "z", "Y", "u") else None,
+                   if search.band in DECAM_BANDS else None,
                    "write_db": config.write_db},
         "templates": template_info,
         "rejected": [] if selection is None else [

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from desgw.instrument.bands import DECAM_BANDS
 from desgw.io.errors import DesgwInputError
 
 __all__ = [
@@ -55,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: DECam bands with a t_eff cut.
-BANDS: tuple[str, ...] = ("g", "r", "i", "z", "Y", "u")
+BANDS: tuple[str, ...] = DECAM_BANDS
 
 #: Original keys that only concerned the Fermilab grid submission: accepted and ignored.
 IGNORED_KEYS: frozenset[str] = frozenset({"JOBSUB_OPTS", "JOBSUB_OPTS_SE", "RESOURCES",

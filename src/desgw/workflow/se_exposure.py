@@ -71,6 +71,7 @@ from desgw.io.naming import (
     qc_ccd_name,
     qc_exposure_name,
 )
+from desgw.util.jsonsafe import json_safe
 
 from .settings import CalibPaths, Settings
 
@@ -398,21 +399,6 @@ def approximate_ccd_corners(ccdnum: int, exposure: ExposureHeader,
 
 
 # ----------------------------------------------------------------------------- QC json
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Mapping):
-        return {str(k): _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_finite_or_none(v) for v in value]
-    return value
-
-
 def _nan_if_none(value: Any) -> float:
     return math.nan if value is None else float(value)
 
@@ -603,7 +589,7 @@ def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[
         "products": {"immask": paths.immask.name, "fullcat": paths.fullcat.name,
                      "psfmodel": paths.psfmodel.name},
     }
-    atomic_write_text(paths.qc, json.dumps(_finite_or_none(doc), indent=1, sort_keys=True)
+    atomic_write_text(paths.qc, json.dumps(json_safe(doc), indent=1, sort_keys=True)
                       + "\n")
     return CCDSummary(ccdnum=task.ccdnum, ok=True, skipped=False, qc=result.qc, zp=zp_value,
                       zp_err=zp_err, timings=dict(timings), corners=corners,
@@ -1136,7 +1122,7 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                                     "flagged": bool(report.expcalib.exposure_flagged)}
             report.qc_path = atomic_write_text(
                 outdir / qc_exposure_name(expnum, band, rnum, pnum),
-                json.dumps(_finite_or_none(doc), indent=1, sort_keys=True) + "\n")
+                json.dumps(json_safe(doc), indent=1, sort_keys=True) + "\n")
         except (ValueError, OSError) as exc:
             report.errors["qc"] = f"{type(exc).__name__}: {exc}"
             log.error("exposure quality of %d failed: %s", expnum, report.errors["qc"])
