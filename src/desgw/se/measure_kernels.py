@@ -11,29 +11,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from desgw.util.lanczos import shift_taps
+
 __all__ = ["psf_fit_all", "window_errors_all", "segment_stats", "kron_neighbours_all",
            "circular_apertures", "flux_radius_all", "winpos_all", "winpos_stamps",
            "bad_from_mask", "prepare_measurement"]
-
-
-@njit(cache=True)
-def _lanczos_taps(shift: float, order: int) -> np.ndarray:
-    w = np.empty(2 * order + 1)
-    s = 0.0
-    for k in range(2 * order + 1):
-        t = (k - order) - shift
-        if t == 0.0:
-            v = 1.0
-        elif abs(t) >= order:
-            v = 0.0
-        else:
-            pt = np.pi * t
-            v = order * np.sin(pt) * np.sin(pt / order) / (pt * pt)
-        w[k] = v
-        s += v
-    for k in range(2 * order + 1):
-        w[k] /= s
-    return w
 
 
 @njit(cache=True)
@@ -47,8 +29,8 @@ def _render(coeffs: np.ndarray, terms: np.ndarray, dx: float, dy: float, order: 
             for k in range(nt):
                 v += terms[k] * coeffs[k, a, b]
             out[a, b] = v
-    wx = _lanczos_taps(dx, order)
-    wy = _lanczos_taps(dy, order)
+    wx = shift_taps(dx, order)
+    wy = shift_taps(dy, order)
     for a in range(n):
         for b in range(n):
             v = 0.0

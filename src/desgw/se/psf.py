@@ -54,7 +54,8 @@ from desgw.io.errors import DataTypeError, DesgwError
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import winpos_stamps
-from desgw.se.psf_lanczos import lanczos_kernel, shift_matrix
+from desgw.se.psf_lanczos import shift_matrix
+from desgw.util.lanczos import interpolation_matrix
 from desgw.se.psf_shape import adaptive_moments, fit_moffat
 
 __all__ = ["PSFConfig", "PSFModel", "PSFFitError", "fit_psf", "poly_terms", "select_psf_candidates"]
@@ -424,10 +425,8 @@ def select_psf_candidates(detections: DetectionResult, *, min_snr: float = 50.0,
 # --------------------------------------------------------------------------------- fitting
 def _extract_matrices(n: int, offsets: np.ndarray, order: int) -> np.ndarray:
     """Stack of :func:`desgw.se.psf_lanczos.extract_matrix` for many offsets: (k, n, n + 2 order)."""
-    i = np.arange(n)[None, :, None]
-    j = np.arange(n + 2 * order)[None, None, :]
-    m = lanczos_kernel(i + order + np.asarray(offsets)[:, None, None] - j, order)
-    return m / m.sum(axis=-1, keepdims=True)
+    x = np.arange(n)[None, :] + order + np.asarray(offsets, dtype=np.float64)[:, None]
+    return interpolation_matrix(x, n + 2 * order, order, normalise_rows=True)
 
 
 def _resample(big: np.ndarray, offx: np.ndarray, offy: np.ndarray, n: int, order: int) -> np.ndarray:
