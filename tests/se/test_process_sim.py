@@ -17,6 +17,9 @@ from desgw.se import maskbits
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.process import CCDResult, SEConfig, process_ccd
 
+# Full-size CCDs of the session's simulated night, processed: minutes.
+pytestmark = pytest.mark.slow
+
 # (exposure kind, index, CCD): CCD 23 and 41 are template CCDs whose crosstalk sources are
 # in their raw files.
 CASES = {"search": ("search", 0, 28), "template_bad_seeing": ("template", 0, 23),

@@ -207,6 +207,7 @@ def test_flux_truth_matches_what_the_renderer_put_in():
 
 
 @needs_render
+@pytest.mark.slow
 def test_tiny_real_night(tmp_path):
     sw = SimSwitches(cosmic_rays=False)
     summary = simulate_night(tmp_path, seed=1, band="r", ccds=[35], n_templates=1, n_search=1,

@@ -16,6 +16,9 @@ from desgw.refcat import RefCatStore, ingest_gaia, mjd_to_jyear
 from desgw.refcat.geometry import convex_footprint, propagate_proper_motion
 from desgw.sim.truth import load_truth
 
+# Simulates a night with the real renderer: minutes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def night(tmp_path_factory):

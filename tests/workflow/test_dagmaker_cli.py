@@ -16,6 +16,9 @@ from desgw.workflow.engine_products import se_paths
 from desgw.workflow.settings import load_settings
 from desgw.workflow.templates import write_corners_out
 
+# Every test plans on the workflow tests' simulated night (simulated once, ~1 min).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sim(workflow_sim):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["DES_BANDS", "DECAM_BANDS", "check_band"]
+__all__ = ["DES_BANDS", "DECAM_BANDS", "validate_band"]
 
 #: The DES survey bands (g, r, i, z, Y), in wavelength order.
 DES_BANDS: tuple[str, ...] = ("g", "r", "i", "z", "Y")
@@ -17,7 +17,7 @@ DECAM_BANDS: tuple[str, ...] = (*DES_BANDS, "u")
 _FILTER_NAME = re.compile(r"^[A-Za-z]{1,3}$")
 
 
-def check_band(band: object, allowed: Sequence[str] | None = DES_BANDS, *,
+def validate_band(band: object, allowed: Sequence[str] | None = DES_BANDS, *,
                what: str = "band") -> str:
     """``band`` if it is one of ``allowed``, else a :class:`ValueError` listing them.
 

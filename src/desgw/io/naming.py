@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from desgw.instrument.bands import check_band
+from desgw.instrument.bands import validate_band
 
 __all__ = [
     "CACHES",
@@ -72,7 +72,7 @@ def _stem(expnum: int, ccd: int | None, rnum: int, pnum: int, band: str | None) 
     p = _check_int("pnum", pnum, 0, 10**6)
     parts = [f"D{e:08d}"]
     if band is not None:
-        parts.append(check_band(band, None))
+        parts.append(validate_band(band, None))
     if ccd is not None:
         parts.append(f"{_check_int('ccd', ccd, 1, 99):02d}")
     parts.append(f"r{r}p{p}")

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from desgw.instrument.bands import DES_BANDS, check_band
+from desgw.instrument.bands import DES_BANDS, validate_band
 
 __all__ = [
     "BANDS",
@@ -127,7 +127,7 @@ class GaiaToDesResult:
 
 
 def _poly_coeffs(band: str) -> tuple[float, ...]:
-    check_band(band, BANDS, what="DES band")
+    validate_band(band, BANDS, what="DES band")
     if band not in POLY_COEFFS:
         raise TransformUnavailableError(band)
     return POLY_COEFFS[band]

@@ -52,7 +52,7 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
-from desgw.instrument.bands import DES_BANDS, check_band
+from desgw.instrument.bands import DES_BANDS, validate_band
 from desgw.io.errors import DesgwInputError
 
 __all__ = [
@@ -105,7 +105,7 @@ def nominal_zeropoint(band: str, airmass: float = 1.0) -> float:
 
     ``NOMINAL_ZP[band] - EXTINCTION[band] * (airmass - 1)``.
     """
-    check_band(band, QC_BANDS, what="band with quality references")
+    validate_band(band, QC_BANDS, what="band with quality references")
     if not (np.isfinite(airmass) and airmass >= 1.0):
         raise ValueError(f"airmass must be >= 1, got {airmass}")
     return NOMINAL_ZP[band] - EXTINCTION[band] * (airmass - 1.0)
@@ -139,7 +139,7 @@ def reference_sky_rate(band: str, *, pixel_scale_arcsec: float = PIXEL_SCALE_ARC
 
     ``pixel_scale^2 * 10**(-0.4 (DARK_SKY_MAG[band] - NOMINAL_ZP[band]))``.
     """
-    check_band(band, QC_BANDS, what="band with quality references")
+    validate_band(band, QC_BANDS, what="band with quality references")
     return pixel_scale_arcsec ** 2 * 10.0 ** (-0.4 * (DARK_SKY_MAG[band] - NOMINAL_ZP[band]))
 
 
@@ -238,7 +238,7 @@ def effective_time_factor(band: str, *, fwhm_arcsec: float, sky_rate_e: float,
     TeffResult
         NaN parts (and ``teff``) when an input is missing or not positive.
     """
-    check_band(band, QC_BANDS, what="band with quality references")
+    validate_band(band, QC_BANDS, what="band with quality references")
     f = (FWHM_REF_ARCSEC / fwhm_arcsec) ** 2 if np.isfinite(fwhm_arcsec) and fwhm_arcsec > 0 \
         else math.nan
     b = reference_sky_rate(band, pixel_scale_arcsec=pixel_scale_arcsec) / sky_rate_e \
@@ -335,7 +335,7 @@ def compute_qc_metrics(*, band: str, exptime: float, airmass: float, fwhm_arcsec
     -------
     QCMetrics
     """
-    check_band(band, QC_BANDS, what="band with quality references")
+    validate_band(band, QC_BANDS, what="band with quality references")
     if not (np.isfinite(exptime) and exptime > 0):
         raise ValueError(f"exptime must be positive, got {exptime}")
     zp_s = zp - 2.5 * math.log10(exptime)

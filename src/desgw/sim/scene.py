@@ -34,7 +34,7 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from ..instrument import Pointing
-from ..instrument.bands import check_band
+from ..instrument.bands import validate_band
 from ..instrument.optics import tangent_to_sky
 from ..refcat.geometry import mjd_to_jyear, propagate_proper_motion
 from ..util.sphere import angular_separation_deg, unit_to_radec
@@ -219,7 +219,7 @@ class Scene:
 
     def mags_at(self, band: str, mjd: float) -> NDArray[np.float64]:
         """AB magnitude of every object in ``band`` at ``mjd`` (NaN: transient not yet exploded)."""
-        check_band(band, BANDS)
+        validate_band(band, BANDS)
         mag = np.array(self.objects[f"mag_{band}"], dtype=np.float64)
         if len(self.variables):
             v = self.variables
