@@ -27,7 +27,7 @@ from desgw.sim.render import render_exposure
 
 
 def _synthetic(spec: ExposureSpec, ccdnums, rng: np.random.Generator) -> ObjectTable:
-    ids, kinds, ras, decs, mags, hlrs, ns, qs, pas = ([] for _ in range(9))
+    _ids, kinds, ras, decs, mags, hlrs, ns, qs, pas = ([] for _ in range(9))
     for c in ccdnums:
         for kind, n, lo, hi in ((0, 1500, 16.0, 24.5), (1, 5000, 20.0, 24.5)):
             # counts rising as 10**(0.3 m) (stars) / 10**(0.35 m) (galaxies)

@@ -17,7 +17,7 @@ from desgw.diff.resample_stamp import warp_stamp
 from desgw.se.maskbits import CRAY, EDGE, SUSPECT, TRAIL, UNUSABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_resample_support import (SHAPE, box_sum, decam_wcs, local_jacobian,  # noqa: E402
+from test_resample_support import (SHAPE, box_sum, decam_wcs, local_jacobian,
                                    psf_profile, render_stars)
 
 RA0, DEC0 = 150.0, -30.0

@@ -121,7 +121,7 @@ def test_calib_write_rejects_bad_images(tmp_path):
         write_calib(path, "flat", {1: bad}, expected_shape=SHAPE)
     with pytest.raises(DataTypeError, match="integer"):
         write_calib(path, "bpm", {1: np.ones(SHAPE)}, expected_shape=SHAPE)
-    with pytest.raises(DataTypeError, match="0..65535"):
+    with pytest.raises(DataTypeError, match=r"0\.\.65535"):
         write_calib(path, "bpm", {1: -np.ones(SHAPE, np.int32)}, expected_shape=SHAPE)
     with pytest.raises(ValueError, match="unknown calibration kind"):
         write_calib(path, "dark", {1: np.ones(SHAPE)}, expected_shape=SHAPE)

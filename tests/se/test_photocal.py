@@ -25,6 +25,7 @@ from desgw.se.photocal import (
     zeropoint,
 )
 from desgw.se.photocal_synth import make_calibration_field
+import itertools
 
 ZP_TRUE = 31.5
 
@@ -215,7 +216,7 @@ def test_g_only_calibration_has_colour_bias_that_colour_terms_remove():
         r, c = np.concatenate(resid), np.concatenate(colours)
         edges = [0.3, 0.7, 1.0, 1.3, 1.6, 2.3, 3.0]
         bias[ct] = []
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             inb = (c >= lo) & (c < hi)
             assert inb.sum() >= 15
             bias[ct].append(float(np.median(r[inb])))

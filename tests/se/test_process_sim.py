@@ -85,7 +85,7 @@ def _clean_stars(res: CCDResult, objects: Table, *, min_snr: float, max_snr: flo
 @pytest.mark.parametrize("case", list(CASES))
 def test_astrometry_of_bright_stars_and_corners(processed, sim_night, case):
     _, truth = sim_night
-    expnum, ccd, inputs, res = processed[case]
+    expnum, ccd, _inputs, res = processed[case]
     objects = truth.objects_on_ccd(expnum, ccd)
     t, rows = _clean_stars(res, objects, min_snr=100.0)
     assert len(t) >= 10

@@ -38,7 +38,7 @@ def test_season_and_help():
         parse_season("dpX")
     res = CliRunner().invoke(main, ["sediff", "-h"])
     assert res.exit_code == 0
-    for letter in ["E", "r", "p", "n", "b", "S", "c", "d", "m", "v", "V", "T", "C", "j", "s", "Y", "F", "O", "t", "h"]:
+    for letter in "ErpnbScdmvVTCjsYFOth":
         assert f"-{letter}," in res.output, letter
 
 

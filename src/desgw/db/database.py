@@ -135,7 +135,7 @@ class Database:
         """Close all pooled connections."""
         self.engine.dispose()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -240,7 +240,7 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
         engine = create_engine(full, **kwargs)
     except DatabaseConnectionError:
         raise
-    except Exception as exc:  # bad URL or missing driver: never show the password
+    except Exception as exc:  # noqa: BLE001 - bad URL or missing driver: never show the password
         raise DatabaseConnectionError(f"{shown}: cannot open the database: "
                                       f"{scrub_secret(_first_line(exc), full)}") from None
     if is_sqlite:

@@ -50,6 +50,7 @@ from desgw.diff.stamps import Stamps, cutout_stamps
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.diff.zogy_synth import MoffatPSFField, add_sources
 from desgw.se import maskbits
+import itertools
 
 __all__ = [
     "CCD_AREA_PX",
@@ -605,7 +606,7 @@ def roc_summary(scores: np.ndarray, ts: TrainingSet, *, keep: float = 0.99,
     bins = [5, 7, 10, 15, 25, 50, 100, np.inf]
     out["real_kept_by_snr"] = {
         f"{lo:g}-{hi:g}": float(passed[real & (ts.snr >= lo) & (ts.snr < hi)].mean())
-        for lo, hi in zip(bins[:-1], bins[1:]) if (real & (ts.snr >= lo) & (ts.snr < hi)).any()}
+        for lo, hi in itertools.pairwise(bins) if (real & (ts.snr >= lo) & (ts.snr < hi)).any()}
     grid = np.linspace(0, 1, 21)
     out["roc"] = {"threshold": grid.tolist(),
                   "tpr": [float((s[real] >= g).mean()) for g in grid],

@@ -120,7 +120,7 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     whose ratio is the large-area noise correlation factor.
     """
     ny_in, nx_in = img.shape
-    ny, nx = out_img.shape
+    _ny, nx = out_img.shape
     nyg, nxg = gxin.shape
     ntap = 2 * order
     bins = table.shape[0] - 1

@@ -111,7 +111,7 @@ def iter_hdus_checked(hdul: fits.HDUList, path: str | os.PathLike[str]) -> Itera
             raise CorruptFileError(path, index, f"corrupt or truncated header ({exc})") from exc
         try:
             info = hdu.fileinfo()
-        except Exception as exc:  # noqa: BLE001 - astropy raises assorted types here
+        except Exception as exc:  # astropy raises assorted types here
             raise CorruptFileError(path, index, f"cannot locate HDU data ({exc})") from exc
         if info is not None:
             end = int(info["datLoc"]) + int(info["datSpan"])
@@ -211,7 +211,7 @@ def read_hdu_pixels(hdu: Any, path: Any, label: Any,
             data = hdu.section[:, :] if box is None else hdu.section[box[0], box[1]]
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - decoders raise their own exception types
+    except Exception as exc:  # decoders raise their own exception types
         raise CorruptFileError(path, label, f"cannot read pixel data "
                                f"({type(exc).__name__}: {exc})") from exc
     expected = (int(header["NAXIS2"]), int(header["NAXIS1"]))

@@ -227,8 +227,8 @@ def read_instcal(image_path: str | os.PathLike[str],
 
     image, primary, ext, label = _read_plane(ipath, ccd, "image")
     key = _ccd_key(ext, ipath, label)
-    mask, _, mext, mlabel = _read_plane(mpath, key, "mask")
-    weight, _, wext, wlabel = _read_plane(wpath, key, "weight")
+    mask, _, _mext, mlabel = _read_plane(mpath, key, "mask")
+    weight, _, _wext, wlabel = _read_plane(wpath, key, "weight")
     for arr, p, lab, what in ((mask, mpath, mlabel, "mask"), (weight, wpath, wlabel, "weight")):
         if arr.shape != image.shape:
             raise DataTypeError(p, lab, f"{what} has shape {arr.shape} but the image "
@@ -239,7 +239,7 @@ def read_instcal(image_path: str | os.PathLike[str],
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             wcs = WCS(ext, relax=True)
-        except Exception as exc:  # noqa: BLE001 - astropy/wcslib raise various types
+        except Exception as exc:  # astropy/wcslib raise various types
             raise HeaderError(ipath, label, f"cannot build a WCS from the header ({exc})",
                               keyword="CTYPE1") from exc
     if not wcs.has_celestial:

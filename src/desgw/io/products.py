@@ -267,7 +267,7 @@ def _immask_wcs(header: fits.Header, path: Path) -> WCS | None:
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             return WCS(header, relax=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise HeaderError(path, "SCI", f"cannot build a WCS ({exc})",
                               keyword="CTYPE1") from exc
 
@@ -329,7 +329,7 @@ def read_fits_table(path: str | os.PathLike[str], hdu: int | str | None = None) 
             raise CorruptFileError(p, hdu, "no table HDU found")
         try:
             return Table.read(target)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CorruptFileError(p, hdu_label(0, target), f"cannot read table ({exc})") from exc
 
 
@@ -353,7 +353,7 @@ def read_csv(path: str | os.PathLike[str]) -> Table:
         raise MissingFileError(p, None, "file does not exist")
     try:
         return Table.read(p, format="ascii.csv")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CorruptFileError(p, None, f"not a readable CSV table ({exc})") from exc
 
 
@@ -394,7 +394,8 @@ def write_parquet(path: str | os.PathLike[str], table: Table | np.ndarray) -> Pa
     arrays = [_arrow_column(t[name], name, final) for name in t.colnames]
     info = {"units": {n: str(t[n].unit) for n in t.colnames if t[n].unit is not None},
             "meta": dict(t.meta)}
-    schema_meta = {_PARQUET_META_KEY: json.dumps(json_safe(info, nonfinite_to_none=False, fallback=str)).encode()}
+    meta_json = json.dumps(json_safe(info, nonfinite_to_none=False, fallback=str))
+    schema_meta = {_PARQUET_META_KEY: meta_json.encode()}
     at = pa.Table.from_arrays(arrays, names=list(t.colnames)).replace_schema_metadata(schema_meta)
     with atomic_write_path(final) as tmp:
         pq.write_table(at, tmp)
@@ -418,7 +419,7 @@ def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None)
         raise MissingFileError(p, None, "file does not exist")
     try:
         at = pq.read_table(p, columns=columns)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...
         raise CorruptFileError(p, None, f"not a readable Parquet table ({exc})") from exc
     info: dict[str, Any] = {"units": {}, "meta": {}}
     raw_meta = (at.schema.metadata or {}).get(_PARQUET_META_KEY)

@@ -27,7 +27,8 @@ Algorithm
    as a polynomial of pixel coordinates; for a header that already holds the distortion (e.g.
    built from `desgw.instrument.optics`, as the original fed SCAMP the ``fNN.head`` files) an
    affine correction is enough, so a CCD with a dozen stars still gets the distortion right.
-   Its order (1 = affine, up to ``max_sip_order``) is the one with the lowest BIC on the stars kept by the most flexible feasible fit
+   Its order (1 = affine, up to ``max_sip_order``) is the one with the lowest BIC on the stars kept
+   by the most flexible feasible fit
    (``BIC = n ln(chi2 / n) + k ln n`` with ``n = 2 N_stars`` residuals and ``k = 2 N_terms``
    coefficients). On the DECam mapping, the best affine fit leaves up to 0.2 arcsec at the
    field edge and 0.02 arcsec at the centre, order 2 leaves ~0.01 arcsec everywhere and order

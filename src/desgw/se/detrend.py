@@ -264,7 +264,7 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
                 bpm: np.ndarray | None = None, mask: np.ndarray | None = None,
                 amps: Sequence[AmpLayout] | None = None, ccdnum: int | None = None,
                 config: DetrendConfig = DetrendConfig(),
-                linearity: "LinearityTable | None" = None) -> DetrendedCCD:
+                linearity: LinearityTable | None = None) -> DetrendedCCD:
     """Overscan, linearity, gain, bias, flat, masks and weight of one raw CCD.
 
     Parameters

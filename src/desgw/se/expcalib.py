@@ -326,7 +326,7 @@ def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
     -------
     CCDMeasurement
     """
-    flux, ferr, fname, ename = instrumental_flux(catalog, mags_type,
+    flux, ferr, _fname, _ename = instrumental_flux(catalog, mags_type,
                                                  sex_mag_zeropoint=sex_mag_zeropoint)
     sel_kw: dict[str, Any] = dict(selection or {})
     work = catalog

@@ -65,8 +65,8 @@ class SyntheticField:
 
 
 def draw_gaia_stars(rng: np.random.Generator, n: int, *,
-                    g_range: tuple[float, float] = (16.0, 20.5), red_fraction: float = 0.2) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                         NDArray[np.float64]]:
+                    g_range: tuple[float, float] = (16.0, 20.5), red_fraction: float = 0.2
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """True Gaia G, BP, RP of ``n`` field stars at high Galactic latitude.
 
     G follows number counts rising as ``10**(0.25 G)`` within ``g_range``; BP-RP is a mixture

@@ -153,7 +153,7 @@ def initial_wcs_for(raw: object, exposure: object) -> WCS:
         raise HeaderError(getattr(raw, "path", None), 0, "no telescope pointing (TELRA/TELDEC) "
                           "in the exposure header: cannot build the initial WCS",
                           keyword="TELRA")
-    ccdnum = int(getattr(raw, "ccdnum"))
+    ccdnum = int(raw.ccdnum)
     shape = tuple(getattr(raw, "trimmed_shape", (4096, 2048)))
     pointing = Pointing(float(ra), float(dec), 0.0)
 

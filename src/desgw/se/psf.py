@@ -586,7 +586,8 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
             if it == config.n_iter:
                 break
         norm = stamps / flux[:, None, None]
-        var_norm = (vsub + np.maximum(flux[:, None, None] * models, 0) / config.gain) / flux[:, None, None] ** 2
+        f3 = flux[:, None, None]
+        var_norm = (vsub + np.maximum(f3 * models, 0) / config.gain) / f3**2
         w = (1.0 / var_norm)[use].reshape(use.sum(), npix)
         a = terms[use]
         # normal[p] = sum_s w[s, p] a[s] a[s]^T, rhs[p] = sum_s w[s, p] a[s] y[s, p]

@@ -353,5 +353,6 @@ def _write_truth(tdir: Path, scene: Scene, exp_rows: list[dict[str, Any]], ccd_r
     files.append(write_csv(tdir / "transients.csv", scene.transients))
     files.append(write_csv(tdir / "variables.csv", scene.variables))
     files.append(write_csv(tdir / "moving.csv", scene.moving))
-    files.append(atomic_write_text(tdir / "night.json", json.dumps(json_safe(meta, nonfinite_to_none=False), indent=1) + "\n"))
+    night_json = json.dumps(json_safe(meta, nonfinite_to_none=False), indent=1) + "\n"
+    files.append(atomic_write_text(tdir / "night.json", night_json))
     return tuple(Path(f) for f in files)

@@ -283,7 +283,8 @@ class Scene:
         return self.gaia.copy()
 
 
-def _in_footprint(pred: Callable | None, ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.bool_]:
+def _in_footprint(pred: Callable | None, ra: NDArray[np.float64], dec: NDArray[np.float64]
+                  ) -> NDArray[np.bool_]:
     if pred is None:
         return np.ones(np.shape(ra), dtype=bool)
     return np.asarray(pred(ra, dec), dtype=bool)
@@ -313,7 +314,8 @@ def _place_points(rng: np.random.Generator, n: int, ra0: float, dec0: float, rad
 def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: int,
                switches: SimSwitches = SimSwitches(), config: SceneConfig = SceneConfig(),
                search_mjd: float = DEFAULT_SEARCH_MJD, last_template_mjd: float | None = None,
-               footprint: Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]] | None = None
+               footprint: Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]]
+               | None = None
                ) -> Scene:
     """Make a static sky with truth in a circular field.
 
@@ -381,7 +383,8 @@ def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: 
     valid = np.ones(ns, dtype=bool)
     for x in BANDS:
         m, v = des_from_gaia(x, stars.g, stars.bp, stars.rp)
-        des[x] = m + (r_scat.normal(0.0, cfg.intrinsic_scatter_mag, ns) if cfg.intrinsic_scatter_mag > 0 else 0.0)
+        scatter = cfg.intrinsic_scatter_mag
+        des[x] = m + (r_scat.normal(0.0, scatter, ns) if scatter > 0 else 0.0)
         if x != "Y":
             valid &= v
     pop_names = {code: name for name, code in STAR_POPULATIONS.items()}
@@ -464,7 +467,8 @@ def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: 
     variables = Table(var_cols) if len(var_cols) else Table(
         {"id": np.zeros(0, np.int64), "period_d": np.zeros(0), "amp_r": np.zeros(0),
          "t0": np.zeros(0), "shape": np.zeros(0, np.int8)})
-    moving = Table({k: np.asarray(v, dtype=np.int64 if k == "id" else np.float64) for k, v in mov_rows.items()})
+    moving = Table({k: np.asarray(v, dtype=np.int64 if k == "id" else np.float64)
+                    for k, v in mov_rows.items()})
     scene = Scene(center_ra=float(center_ra), center_dec=float(center_dec), radius_deg=float(radius_deg),
                   seed=int(seed), switches=switches, config=config, galactic_b=b, objects=objects,
                   transients=transients, variables=variables, moving=moving, gaia=gaia)

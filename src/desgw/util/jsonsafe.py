@@ -40,7 +40,7 @@ def json_safe(value: Any, *, nonfinite_to_none: bool = True,
     TypeError
         A value of another type and no ``fallback``.
     """
-    if value is None or isinstance(value, bool | int) and not isinstance(value, np.generic):
+    if value is None or (isinstance(value, bool | int) and not isinstance(value, np.generic)):
         return value
     if isinstance(value, str):
         return str(value)

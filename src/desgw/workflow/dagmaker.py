@@ -30,6 +30,7 @@ overlaps and the configuration, so ``desgw dagmaker`` output explains itself.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -225,7 +226,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
              ccds: Iterable[int] | None = None, templates: Sequence[int] | None = None,
              nite: int | None = None, band: str | None = None, calibrate: bool = True,
              search_se: bool = True, diff: bool = True, fakes: bool = True,
-             full_copy: bool = False, version: str | None = None, snstar: str | None = None, snveto: str | None = None,
+             full_copy: bool = False, version: str | None = None, snstar: str | None = None,
+             snveto: str | None = None,
              max_separation_deg: float = MAX_POINTING_SEPARATION_DEG) -> TaskGraph:
     """The task graph of one search exposure (see the module docstring).
 
@@ -373,10 +375,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
     for rec in chosen:
         t_args = {**base, "nite": int(rec.nite)}
         t_raw = rec.raw_path
-        try:
+        with contextlib.suppress(MissingFileError):
             t_raw = str(settings.raw_path(rec.expnum))
-        except MissingFileError:
-            pass
         t_present = raw_file_ccds(t_raw)
         t_ccds = [c for c in DEFAULT_CCDNUMS if t_present is None or c in t_present]
         fp = exposure_footprint(rec, t_ccds, corners_file=exposure_outdir(

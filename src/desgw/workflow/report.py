@@ -20,7 +20,8 @@ report_data.ReportData`) write ``REPORT_DIR/index.html`` and ``REPORT_DIR/img/*.
 
 The page has inline CSS, inline SVG charts and no external URL; its only script records, after
 the page's ``load`` event, which images failed to load and how many error events it saw, on
-``<body>`` (``data-images-total``, ``data-images-broken``, ``data-errors``, ``data-loaded``) for the headless-browser check
+``<body>`` (``data-images-total``, ``data-images-broken``, ``data-errors``, ``data-loaded``) for
+the headless-browser check
 (``scripts/check_report_browser.py``). Files are written atomically.
 """
 
@@ -156,7 +157,8 @@ def _summary(data: ReportData) -> str:
           ("Search CCDs", ", ".join(str(r.ccdnum) for r in data.ccds if r.role == "search")),
           ("Template CCDs", str(sum(1 for r in data.ccds if r.role == "template")))]
     if "seed" in rec:
-        kv.append(("Simulation", f"seed {rec['seed']}, {'all CCDs' if rec.get('full') else 'subset of CCDs'}"))
+        which = "all CCDs" if rec.get("full") else "subset of CCDs"
+        kv.append(("Simulation", f"seed {rec['seed']}, {which}"))
     if tasks:
         kv.append(("Tasks", (f"{len(tasks)}: {counts.get('done', 0)} done, "
                    f"{counts.get('skipped', 0)} skipped (products existed), "

@@ -4,7 +4,8 @@ Pure functions returning SVG text (no plotting library): every drawn data elemen
 ``data-*`` attributes with its value, so a test (or a browser) can read back what was drawn.
 
 * :func:`focal_plane_svg`: every DECam science CCD as its outline in the focal plane (from
-  :func:`desgw.instrument.pixel_to_focal`; drawn as usual, long CCD axis horizontal, N CCDs up), the processed ones filled with a colour for a value
+  :func:`desgw.instrument.pixel_to_focal`; drawn as usual, long CCD axis horizontal, N CCDs up),
+  the processed ones filled with a colour for a value
   (zeropoint, FWHM...), QC failures crossed in red, dead CCDs hatched, a colour bar.
 * :func:`efficiency_svg`: detection efficiency of the fakes vs magnitude: binned points with
   their error bars, the fitted model curves, ``m50`` and the ideal 5-sigma limit as vertical

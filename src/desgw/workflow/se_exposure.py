@@ -8,7 +8,8 @@ through the exposure-level steps:
    and only the crosstalk source CCDs it needs, read its calibrations, query the Gaia store
    for the CCD's approximate footprint (from the header pointing and the DECam optical model,
    grown by ``SEConfig.refcat_margin_arcsec``) at the exposure epoch,
-   :func:`desgw.se.process.process_ccd`, and write atomically, under ``exposure_dir(out_root, cache, schema, nite, expnum)``:
+   :func:`desgw.se.process.process_ccd`, and write atomically, under ``exposure_dir(out_root,
+   cache, schema, nite, expnum)``:
 
    - ``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``: SCI, MSK, WGT with the fitted
      WCS and the SE configuration hash (``CFGHASH``) in the headers;
@@ -657,7 +658,7 @@ def _run_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: int |
                ) -> dict[int, CCDSummary]:
     if not tasks:
         return {}
-    if single_process or len(tasks) == 1 and workers in (None, 1):
+    if single_process or (len(tasks) == 1 and workers in (None, 1)):
         return {t.ccdnum: run_ccd_task(t) for t in tasks}
     if workers is None:  # the cores this process may use (a batch slot may grant fewer)
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \

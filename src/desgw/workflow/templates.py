@@ -271,14 +271,12 @@ def _clip(subject: NDArray[np.float64], clip: NDArray[np.float64]) -> NDArray[np
         ax, ay = clip[i]
         bx, by = clip[(i + 1) % n]
         ex, ey = bx - ax, by - ay
-
-        def side(p: tuple[float, float]) -> float:
-            return ex * (p[1] - ay) - ey * (p[0] - ax)
-
         inp, out = out, []
         for j in range(len(inp)):
             cur, prev = inp[j], inp[j - 1]
-            s_cur, s_prev = side(cur), side(prev)
+            # which side of the clip edge (>= 0: inside)
+            s_cur = ex * (cur[1] - ay) - ey * (cur[0] - ax)
+            s_prev = ex * (prev[1] - ay) - ey * (prev[0] - ax)
             if s_cur >= 0:
                 if s_prev < 0:
                     t = s_prev / (s_prev - s_cur)
