@@ -18,6 +18,11 @@ from . import __version__
 EXIT_BAD_INPUT = 3
 
 
+def _ccd_list(ccds: list[int] | str | None) -> list[int] | None:
+    """The CCDs of a parsed ``--ccds`` value; None for all (``"all"`` or not given)."""
+    return ccds if isinstance(ccds, list) else None
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -233,7 +238,7 @@ def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, de
         logging.getLogger("desgw.cli").info("season %d", season)
     report = run_se_exposure(
         expnum, settings=settings, rnum=rnum, pnum=pnum, nite=nite, band=band, cache=destcache,
-        schema=schema, ccds=None if ccds in (None, "all") else ccds,
+        schema=schema, ccds=_ccd_list(ccds),
         run_calibration=run_calibration, jump_to_calib=jump_to_calib,
         single_process=single_process, overwrite=overwrite, template_mode=template_mode,
         special_y=special_y, workers=workers)
@@ -282,7 +287,7 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
     try:
         result = calibrate_exposure(
             expnum, reqnum, attnum, directory=directory, refcat_dir=settings.refcat_dir,
-            ccds=None if ccds in (None, "all") else ccds, mags_type=mags_type,
+            ccds=_ccd_list(ccds), mags_type=mags_type,
             sex_mag_zeropoint=sex_mag_zeropoint, verbose=verbosity, debug=debug)
     except PhotometricCalibrationError as exc:
         click.echo(f"desgw: calibration failed: {exc}", err=True)
@@ -307,13 +312,12 @@ class _DatabaseErrorsAsExitCode:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         from .db import DatabaseError
 
         if exc is not None and isinstance(exc, DatabaseError):
             click.echo(f"desgw: database error: {exc}", err=True)
             sys.exit(EXIT_DATABASE_ERROR)
-        return False
 
 
 def _quiet_dask_logs() -> None:
@@ -409,7 +413,7 @@ def dagmaker(expnum: int, rc_file: Path | None, graph_out: Path | None, condor_d
             db = connect(settings.db_url, busy_timeout_s=db_timeout)
         try:
             graph = make_dag(expnum, settings=settings, config=config, db=db, blacklist=banned,
-                             ccds=None if ccds in (None, "all") else ccds)
+                             ccds=_ccd_list(ccds))
         finally:
             if db is not None:
                 db.close()
@@ -561,7 +565,7 @@ def sediff(expnum: int, rnum: int, pnum: int, nite: int | None, band: str | None
     with _DatabaseErrorsAsExitCode():
         report = run_sediff(
             expnum, settings=settings, rnum=rnum, pnum=pnum, season=season_n, nite=nite,
-            band=band, ccds=None if ccds in (None, "all") else ccds, cache=destcache,
+            band=band, ccds=_ccd_list(ccds), cache=destcache,
             schema=schema, version=diff_version, snveto=snveto, starcat=starcat,
             run_calibration=run_calibration, jump_to_calib=jump_to_calib,
             single_process=single_process, special_y=special_y, fullcopy=fullcopy,
@@ -720,7 +724,7 @@ def demo(outdir: Path, full: bool, ccds_text: str | None, seed: int, n_templates
     _quiet_dask_logs()
     click.echo(f"desgw demo in {outdir.absolute()}")
     try:
-        res = run_demo(outdir, full=full, ccds=None if ccds in (None, "all") else ccds, seed=seed,
+        res = run_demo(outdir, full=full, ccds=_ccd_list(ccds), seed=seed,
                        n_templates=n_templates, workers=workers, top_n=top_n,
                        progress=not no_progress, echo=click.echo)
     except ValueError as exc:  # another night in OUTDIR

@@ -339,6 +339,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     # 6. subtract
     mean_scale = float(np.mean(coadd.scales))
     sub_cfg = replace(config.subtract, template_gain=1.0 / mean_scale)
+    assert coadd.psf is not None  # coadd_templates was given the template PSFs
     sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
                    coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg)
     del s_var, t_var

@@ -174,7 +174,7 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
 
     im = read_immask(immask, crop=crop)
     h = im.header
-    psf = None
+    psf: PSFModel | OffsetPSF | None = None
     p = Path(psfmodel)
     if p.is_file():
         try:
@@ -295,6 +295,9 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     """
     if result.empty:
         raise ValueError("an empty DiffResult has no products to write")
+    if result.template_image is None or result.template_mask is None \
+            or result.template_weight is None or result.search_image is None:
+        raise ValueError("a DiffResult without its search and template images has no products")
     paths.directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     written["diff"] = str(write_diff_image(paths.diff, result, header=header, wcs=wcs))

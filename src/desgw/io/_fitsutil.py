@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from astropy.io import fits
@@ -137,6 +137,12 @@ def _lookup(header: fits.Header, keyword: str, path: Any, hdu: Any, required: bo
     return value
 
 
+@overload
+def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: Literal[True] = ...) -> int: ...
+@overload
+def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: bool) -> int | None: ...
 def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
                required: bool = True) -> int | None:
     """Read an integer keyword (an integral float or numeric string is accepted)."""
@@ -155,6 +161,12 @@ def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any 
                           keyword=keyword) from None
 
 
+@overload
+def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+                 required: Literal[True] = ..., positive: bool = False) -> float: ...
+@overload
+def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+                 required: bool, positive: bool = False) -> float | None: ...
 def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
                  required: bool = True, positive: bool = False) -> float | None:
     """Read a finite float keyword (a numeric string is accepted)."""
@@ -177,6 +189,12 @@ def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: An
     return fval
 
 
+@overload
+def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: Literal[True] = ...) -> str: ...
+@overload
+def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: bool) -> str | None: ...
 def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
                required: bool = True) -> str | None:
     """Read a keyword as a stripped string."""

@@ -52,7 +52,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 from astropy.table import Table
@@ -61,9 +61,9 @@ from numpy.typing import ArrayLike, NDArray
 from desgw.io.atomic import atomic_write_path
 from desgw.io.errors import CorruptFileError, DesgwInputError, MissingCCDError, MissingFileError
 from desgw.io.naming import allzp_csv_name, fullcat_name, zero_csv_name, zp_csv_name
-from desgw.util.sphere import gnomonic_forward, gnomonic_inverse, radec_to_unit, unit_to_radec
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se.photocal import (
+    Method as ZPMethod,
     ExposureZP,
     PhotometricCalibrationError,
     ZeropointResult,
@@ -74,6 +74,7 @@ from desgw.se.photocal import (
     select_calibration_stars,
     zeropoint,
 )
+from desgw.util.sphere import gnomonic_forward, gnomonic_inverse, mean_position
 
 __all__ = [
     "MAGS_TYPES",
@@ -124,7 +125,7 @@ class ReferenceCatalog(Protocol):
                         margin_arcsec: float = 0.0, epoch: float | None = None) -> Table: ...
 
 
-RefCatLike = ReferenceCatalog | Callable[..., Table] | Table
+RefCatLike: TypeAlias = ReferenceCatalog | Callable[..., Table] | Table
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -133,6 +134,14 @@ def _get(table: Table, name: str) -> NDArray[Any] | None:
         return np.asarray(table[name])
     lower = {c.lower(): c for c in table.colnames}
     return np.asarray(table[lower[name.lower()]]) if name.lower() in lower else None
+
+
+def _require(table: Table, name: str) -> NDArray[Any]:
+    """Column ``name`` (case-insensitive) of a catalog, or an error naming it."""
+    col = _get(table, name)
+    if col is None:
+        raise DesgwInputError(None, None, f"catalog has no column {name!r}", column=name)
+    return col
 
 
 def instrumental_flux(catalog: Table, mags_type: str = "mag_psf", *,
@@ -209,9 +218,7 @@ def footprint_corners(ra: ArrayLike, dec: ArrayLike, *, pad_arcsec: float = 0.0
     ok = np.isfinite(ra_a) & np.isfinite(dec_a)
     if not np.any(ok):
         raise ValueError("no finite position to build a footprint from")
-    v = radec_to_unit(ra_a[ok], dec_a[ok]).sum(axis=0)
-    ra0, dec0 = unit_to_radec(v / np.linalg.norm(v))
-    ra0, dec0 = float(np.asarray(ra0)), float(np.asarray(dec0))
+    ra0, dec0 = mean_position(ra_a[ok], dec_a[ok])
     xi, eta, _ = gnomonic_forward(ra_a[ok], dec_a[ok], ra0, dec0)
     pad = pad_arcsec / 3600.0
     x0, x1 = xi.min() - pad, xi.max() + pad
@@ -294,7 +301,7 @@ class CCDMeasurement:
 def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
                           mags_type: str = "mag_psf", sex_mag_zeropoint: float = 25.0,
                           use_color_terms: bool = True, match_radius_arcsec: float = 1.0,
-                          selection: Mapping[str, Any] | None = None, method: str = "mean",
+                          selection: Mapping[str, Any] | None = None, method: ZPMethod = "mean",
                           error_floor: float = 0.02, nsigma: float = 3.0,
                           iters: int | None = 3) -> CCDMeasurement:
     """Select, match and measure the zeropoint of one CCD catalog.
@@ -457,7 +464,7 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
                  use_color_terms: bool = True, match_radius_arcsec: float = 1.0,
                  corners: Mapping[int, tuple[ArrayLike, ArrayLike]] | None = None,
                  epoch: float | None = None, margin_arcsec: float = 5.0,
-                 selection: Mapping[str, Any] | None = None, method: str = "mean",
+                 selection: Mapping[str, Any] | None = None, method: ZPMethod = "mean",
                  error_floor: float = 0.02, rules: ZeropointRules | None = None) -> ExposureZP:
     """Calibrate the CCDs of an exposure against Gaia and write the original's CSV files.
 
@@ -543,7 +550,8 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
         if corners is not None and ccd in corners:
             cra, cdec = corners[ccd]
         else:
-            cra, cdec = footprint_corners(_get(cat, "ALPHAWIN_J2000"), _get(cat, "DELTAWIN_J2000"))
+            cra, cdec = footprint_corners(_require(cat, "ALPHAWIN_J2000"),
+                                          _require(cat, "DELTAWIN_J2000"))
         ref = query_reference(refcat, cra, cdec, margin_arcsec=margin_arcsec, epoch=epoch)
         meas = measure_ccd_zeropoint(cat, ref, band, mags_type=mags_type,
                                      sex_mag_zeropoint=sex_mag_zeropoint,
@@ -580,7 +588,7 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
         if debug:
             cat = catalogs[ccd]
             num = _get(cat, "NUMBER")
-            ra, dec = _get(cat, "ALPHAWIN_J2000"), _get(cat, "DELTAWIN_J2000")
+            ra, dec = _require(cat, "ALPHAWIN_J2000"), _require(cat, "DELTAWIN_J2000")
             rows = []
             for k, i in enumerate(meas.cat_index):
                 rows.append([str(int(num[i])) if num is not None else str(int(i) + 1),

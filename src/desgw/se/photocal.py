@@ -58,7 +58,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 from astropy.table import Table
@@ -210,6 +210,10 @@ def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
 
 
 # ----------------------------------------------------------------------------- selection
+@overload
+def _column(table: Table, name: str, *, required: Literal[True] = ...) -> NDArray[Any]: ...
+@overload
+def _column(table: Table, name: str, *, required: bool) -> NDArray[Any] | None: ...
 def _column(table: Table, name: str, *, required: bool = True) -> NDArray[Any] | None:
     """A column by name, case-insensitively; None (or an error) when absent."""
     if name in table.colnames:
@@ -350,6 +354,7 @@ def reference_magnitudes(band: str, gaia_table: Table, *,
     else:
         bp_rp = np.full(g.shape, np.nan)
     if use_color_terms:
+        assert bp is not None and rp is not None  # required above
         res = gaia_to_des(band, g, bp, rp)
         return ReferenceMagnitudes(mag=res.mag, valid=res.valid, bp_rp=bp_rp, band=band,
                                    color_terms=True)

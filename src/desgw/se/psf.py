@@ -346,24 +346,26 @@ class PSFModel:
             n_terms, ny, nx = int(h["PSFAXIS3"]), int(h["PSFAXIS2"]), int(h["PSFAXIS1"])
             degree = int(h["POLDEG1"])
             coeffs = np.asarray(hdu.data["PSF_MASK"][0], dtype=np.float64).reshape(n_terms, ny, nx)
-            model = dict(degree=degree, x_zero=float(h["POLZERO1"]) - 1.0,
-                         x_scale=float(h["POLSCAL1"]), y_zero=float(h["POLZERO2"]) - 1.0,
-                         y_scale=float(h["POLSCAL2"]),
-                         image_shape=(int(h["IMNAXIS2"]), int(h["IMNAXIS1"])),
-                         lanczos_order=int(h.get("LANCZOS", 4)), n_candidates=int(h["LOADED"]))
+            x_zero, x_scale = float(h["POLZERO1"]) - 1.0, float(h["POLSCAL1"])
+            y_zero, y_scale = float(h["POLZERO2"]) - 1.0, float(h["POLSCAL2"])
+            image_shape = (int(h["IMNAXIS2"]), int(h["IMNAXIS1"]))
+            lanczos_order, n_candidates = int(h.get("LANCZOS", 4)), int(h["LOADED"])
         except (KeyError, ValueError, TypeError) as exc:
             raise DataTypeError(path, "PSF_DATA", f"malformed PSF model: {exc}") from None
         if n_terms != _n_terms(degree):
             raise DataTypeError(path, "PSF_DATA",
                                 f"{n_terms} basis images do not match POLDEG1={degree}")
-        stars: dict[str, np.ndarray] = {}
+        star_x = star_y = star_flux = star_chi2 = np.zeros(0)
         if "PSF_STARS" in hdul:
             d = hdul["PSF_STARS"].data
-            stars = dict(star_x=np.asarray(d["X_IMAGE"], float) - 1.0,
-                         star_y=np.asarray(d["Y_IMAGE"], float) - 1.0,
-                         star_flux=np.asarray(d["FLUX"], float),
-                         star_chi2=np.asarray(d["CHI2"], float))
-        return cls(coeffs=coeffs, **model, **stars)
+            star_x = np.asarray(d["X_IMAGE"], float) - 1.0
+            star_y = np.asarray(d["Y_IMAGE"], float) - 1.0
+            star_flux = np.asarray(d["FLUX"], float)
+            star_chi2 = np.asarray(d["CHI2"], float)
+        return cls(coeffs=coeffs, degree=degree, x_zero=x_zero, x_scale=x_scale, y_zero=y_zero,
+                   y_scale=y_scale, image_shape=image_shape, lanczos_order=lanczos_order,
+                   n_candidates=n_candidates, star_x=star_x, star_y=star_y, star_flux=star_flux,
+                   star_chi2=star_chi2)
 
 
 # ------------------------------------------------------------------------ star selection
@@ -526,7 +528,7 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
     # Rough FWHM from the median normalised stamp, for the centroid window.
     core = core[keep]
     stack = np.median(core / flux0[:, None, None], axis=0)
-    area = max(np.count_nonzero(stack >= 0.5 * stack.max()), 1)
+    area = max(int(np.count_nonzero(stack >= 0.5 * stack.max())), 1)
     fwhm0 = max(2.0 * np.sqrt(area / np.pi), 1.5)
     x0, y0 = xs - ix + pad, ys - iy + pad
     cx, cy, _ = winpos_stamps(big, badbig, x0, y0, fwhm0 / 2.35, 16)
