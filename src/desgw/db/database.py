@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -179,7 +179,7 @@ def _ensure_schema(engine: Engine, url: str, create: bool) -> int:
         if not create:
             raise SchemaVersionError(f"{shown}: no desgw schema (and create=False)")
         Base.metadata.create_all(conn)
-        conn.execute(SchemaVersionRow.__table__.insert().values(version=SCHEMA_VERSION))
+        conn.execute(insert(SchemaVersionRow).values(version=SCHEMA_VERSION))
         log.info("created desgw schema version %d in %s", SCHEMA_VERSION, shown)
         return SCHEMA_VERSION
 

@@ -103,7 +103,8 @@ def pixel_to_focal(ccdnum: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarra
     return ccd.x_center_mm + c * dx - s * dy, ccd.y_center_mm + s * dx + c * dy
 
 
-def focal_to_pixel(ccdnum: int, xmm: np.ndarray, ymm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def focal_to_pixel(ccdnum: int, xmm: np.ndarray | float, ymm: np.ndarray | float
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Focal-plane mm -> trimmed-image pixel coordinates (0-based) of CCD ``ccdnum``."""
     ccd = get_ccd(ccdnum)
     ddx = np.asarray(xmm, dtype=np.float64) - ccd.x_center_mm

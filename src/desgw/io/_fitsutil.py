@@ -232,7 +232,7 @@ def read_hdu_pixels(hdu: Any, path: Any, label: Any,
     except Exception as exc:  # decoders raise their own exception types
         raise CorruptFileError(path, label, f"cannot read pixel data "
                                f"({type(exc).__name__}: {exc})") from exc
-    expected = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    expected: tuple[int, ...] = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     if box is not None:
         expected = tuple(len(range(*sl.indices(n))) for sl, n in zip(box, expected))
     if data.shape != expected:

@@ -98,7 +98,7 @@ class ImMask:
     @property
     def shape(self) -> tuple[int, int]:
         """Numpy shape of the images."""
-        return self.sci.shape  # type: ignore[return-value]
+        return self.sci.shape
 
 
 def _wcs_cards(header: fits.Header) -> fits.Header:

@@ -159,7 +159,8 @@ def des_minus_g(band: str, bp_rp: ArrayLike) -> NDArray[np.float64]:
     """
     coeffs = _poly_coeffs(band)
     c = np.asarray(bp_rp, dtype=np.float64)
-    return np.polynomial.polynomial.polyval(c, np.asarray(coeffs, dtype=np.float64))
+    return np.asarray(np.polynomial.polynomial.polyval(c, np.asarray(coeffs, dtype=np.float64)),
+                      dtype=np.float64)
 
 
 def gaia_to_des(band: str, g: ArrayLike, bp: ArrayLike, rp: ArrayLike) -> GaiaToDesResult:

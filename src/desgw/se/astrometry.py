@@ -477,8 +477,8 @@ def _vote(det: NDArray, ref: NDArray, config: AstrometryConfig,
         iy = np.minimum(((dys + width) / b).astype(np.intp), n_side - 1)
         hist = np.bincount(iy * n_side + ix, minlength=n_side * n_side).reshape(n_side, n_side)
         pad = np.pad(hist, 1)
-        smooth = sum(pad[1 + a:1 + a + n_side, 1 + c:1 + c + n_side]
-                     for a in (-1, 0, 1) for c in (-1, 0, 1))
+        smooth = np.sum([pad[1 + a:1 + a + n_side, 1 + c:1 + c + n_side]
+                         for a in (-1, 0, 1) for c in (-1, 0, 1)], axis=0)
         k = int(np.argmax(smooth))
         ky, kx = divmod(k, n_side)
         peak = float(smooth[ky, kx])
@@ -604,8 +604,7 @@ def _similarity(initial_wcs: WCS, final: WCS, ra0: float, dec0: float,
                 shape: tuple[int, int]) -> tuple[NDArray, float, float]:
     """Offset of the centre (arcsec), rotation (deg) and scale of final vs initial WCS."""
     ny, nx = shape
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 9))
-    gx, gy = gx.ravel(), gy.ravel()
+    gx, gy = (g.ravel() for g in np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 9)))
     ri, di = initial_wcs.all_pix2world(gx, gy, 0)
     rf, df = final.all_pix2world(gx, gy, 0)
     zi = _project(ri, di, ra0, dec0) @ np.array([1.0, 1j])

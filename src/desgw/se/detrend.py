@@ -305,7 +305,7 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
         ccdnum = getattr(raw, "ccdnum", None)
     err = dict(path=getattr(raw, "path", None), hdu=getattr(raw, "hdu", None), ccdnum=ccdnum)
     layouts = resolve_layouts(raw, amps, ccdnum)
-    pix = np.asarray(raw.pixels if hasattr(raw, "pixels") else raw)  # type: ignore[attr-defined]
+    pix = np.asarray(raw.pixels if hasattr(raw, "pixels") else raw)
     if pix.ndim != 2:
         raise DetrendError(problem=f"raw pixels must be 2-D, got shape {pix.shape}", **err)
     shape = (max(a.trimmed.y1 for a in layouts), max(a.trimmed.x1 for a in layouts))

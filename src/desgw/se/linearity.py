@@ -107,7 +107,7 @@ def _interp(values: np.ndarray, adu: np.ndarray, linear: np.ndarray) -> np.ndarr
     return out
 
 
-def linearise_values(values: np.ndarray, table: LinearityTable, amp: str) -> np.ndarray:
+def linearise_values(values: np.ndarray | float, table: LinearityTable, amp: str) -> np.ndarray:
     """Linear ADU of recorded ADU values of one amplifier (any shape, float64).
 
     Parameters

@@ -444,10 +444,10 @@ def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: 
         n_before = sum(len(a) for a in cols["kind"])
         add(1, kind=OBJECT_KINDS["moving"], subtype=np.array(["asteroid"], dtype=object),
             ra=ra0, dec=dec0, **{f"mag_{x}": mags[x] for x in BANDS})
-        for k, v in (("id", n_before + 1), ("ra0", float(ra0[0])), ("dec0", float(dec0[0])),
+        for key, val in (("id", n_before + 1), ("ra0", float(ra0[0])), ("dec0", float(dec0[0])),
                      ("mjd0", float(search_mjd)), ("rate_arcsec_min", float(r_mov.uniform(0.4, 0.8))),
                      ("pa_deg", float(r_mov.uniform(250.0, 290.0)))):
-            mov_rows[k].append(v)
+            mov_rows[key].append(val)
 
     objects = Table({k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()})
     n = len(objects)

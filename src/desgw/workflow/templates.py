@@ -137,7 +137,7 @@ def _reasons(search: ExposureRecord, cand: ExposureRecord, config: DagmakerConfi
     if unknown:
         if not config.accept_unknown_teff:
             reasons.append("t_eff unknown (ACCEPT_UNKNOWN_TEFF is false)")
-    elif cand.t_eff < cut:
+    elif cand.t_eff is not None and cand.t_eff < cut:
         reasons.append(f"t_eff {cand.t_eff:.3f} below TEFF_CUT_{cand.band} {cut:g}")
     if not config.min_nite <= cand.nite <= config.max_nite:
         reasons.append(f"night {cand.nite} outside MIN_NITE..MAX_NITE "
