@@ -248,7 +248,7 @@ def record_ccd_product(db: Database, product: CCDProduct) -> None:
         "updated_at": _dt.datetime.now(_dt.UTC),
     }
     with db.write_session() as session:
-        _require_exposures(session, [values["expnum"]])
+        _require_exposures(session, [int(product.expnum)])
         _upsert(session, CCDProductRow, [values], ["expnum", "ccdnum", "rnum", "pnum"])
 
 
@@ -264,7 +264,7 @@ def record_zeropoints(db: Database, zeropoints: Iterable[Zeropoint]) -> int:
     if not values:
         return 0
     with db.write_session() as session:
-        _require_exposures(session, [v["expnum"] for v in values])
+        _require_exposures(session, [int(z["expnum"]) for z in values])
         _upsert(session, ZeropointRow, values, ["expnum", "ccdnum", "rnum", "pnum"])
     return len(values)
 

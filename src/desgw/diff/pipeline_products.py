@@ -225,7 +225,7 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
     SCI and SCORE are quantised (RICE_1, q = 16, subtractive dither 2); MSK and WGT lossless.
     Blanked pixels have SCI = SCORE = 0 and WGT = 0.
     """
-    assert result.diff is not None and result.diff_var is not None
+    assert result.diff is not None and result.diff_var is not None and result.mask is not None
     h = _image_header(header, wcs)
     w = np.zeros(result.diff.shape, np.float32)
     np.divide(np.float32(1.0), result.diff_var, out=w,

@@ -503,7 +503,7 @@ def make_training_set(seed: int, n_scenes: int, shape: tuple[int, int] = (1024, 
     -------
     TrainingSet
     """
-    jobs = [(seed * 100003 + i, tuple(shape), n_reals) for i in range(n_scenes)]
+    jobs = [(seed * 100003 + i, (int(shape[0]), int(shape[1])), n_reals) for i in range(n_scenes)]
     if workers > 1 and n_scenes > 1:
         import multiprocessing as mp
 

@@ -11,6 +11,7 @@ high declinations need no special cases), as long as the polygon spans < 90 deg.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -40,6 +41,10 @@ __all__ = [
 MAS_PER_DEG = 3.6e6
 
 
+@overload
+def mjd_to_jyear(mjd: float) -> float: ...
+@overload
+def mjd_to_jyear(mjd: ArrayLike) -> NDArray[np.float64] | float: ...
 def mjd_to_jyear(mjd: ArrayLike) -> NDArray[np.float64] | float:
     """Convert a Modified Julian Date to a decimal Julian year (epoch).
 

@@ -121,7 +121,7 @@ def linearise_values(values: np.ndarray | float, table: LinearityTable, amp: str
     -------
     ndarray of float64, same shape
     """
-    return _interp(values, table.adu, table.linear(amp))
+    return _interp(np.asarray(values, dtype=np.float64), table.adu, table.linear(amp))
 
 
 def apply_linearity(pixels_adu: np.ndarray, amps: Sequence[AmpLayout],

@@ -71,6 +71,7 @@ from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
+from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
 from desgw.se.process_steps import (cosmic_ray_residuals, cosmics_objlim,
@@ -167,7 +168,7 @@ class SEConfig:
     mags_type: str = "mag_psf"
     use_color_terms: bool = True
     refcat_margin_arcsec: float = 30.0
-    zp_method: str = "weighted"
+    zp_method: ZPMethod = "weighted"
     zp_error_floor: float = 0.01
     required_calibrations: tuple[str, ...] = ("bias", "flat")
     adaptive_detection: bool = True

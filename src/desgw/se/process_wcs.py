@@ -16,14 +16,18 @@ inverse (AP/BP) on the same grid.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.wcs import WCS, Sip
 from numpy.typing import NDArray
 
-from desgw.instrument import DECAM_DISTORTION, Pointing, pixel_to_sky
+from desgw.instrument import CCD_SHAPE, DECAM_DISTORTION, Pointing, pixel_to_sky
 from desgw.instrument.optics import sky_to_tangent
 from desgw.io.errors import HeaderError
+
+if TYPE_CHECKING:
+    from desgw.io.raw import ExposureHeader, RawCCD
 
 __all__ = ["CORNER_PIXELS_1BASED", "tan_sip_from_mapping", "initial_wcs_for", "ccd_corners"]
 
@@ -42,7 +46,7 @@ def _design(u: NDArray, v: NDArray, terms: list[tuple[int, int]]) -> NDArray:
 
 
 def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDArray, NDArray]],
-                         shape: tuple[int, int] = (4096, 2048), *, max_order: int = 5,
+                         shape: tuple[int, int] = CCD_SHAPE, *, max_order: int = 5,
                          tolerance_arcsec: float = 0.0005, margin_pix: float = 50.0,
                          ) -> WCS:
     """A TAN-SIP WCS that reproduces a pixel -> sky mapping over an image.
@@ -127,7 +131,7 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
     return w
 
 
-def initial_wcs_for(raw: object, exposure: object) -> WCS:
+def initial_wcs_for(raw: RawCCD, exposure: ExposureHeader) -> WCS:
     """Trimmed-pixel TAN-SIP of a raw CCD from the DECam optics at the header pointing.
 
     Parameters
@@ -154,13 +158,13 @@ def initial_wcs_for(raw: object, exposure: object) -> WCS:
                           "in the exposure header: cannot build the initial WCS",
                           keyword="TELRA")
     ccdnum = int(raw.ccdnum)
-    shape = tuple(getattr(raw, "trimmed_shape", (4096, 2048)))
+    ny, nx = getattr(raw, "trimmed_shape", CCD_SHAPE)
     pointing = Pointing(float(ra), float(dec), 0.0)
 
     def mapping(x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
         return pixel_to_sky(ccdnum, x, y, pointing, DECAM_DISTORTION)
 
-    return tan_sip_from_mapping(mapping, shape)  # type: ignore[arg-type]
+    return tan_sip_from_mapping(mapping, (int(ny), int(nx)))
 
 
 def ccd_corners(wcs: WCS) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

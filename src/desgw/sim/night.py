@@ -311,7 +311,8 @@ def simulate_night(outdir: str | os.PathLike[str], *, seed: int = 0, band: str =
             ccd_rows.append(ccd_truth_row(spec, r.ccdnum, r.truth, n_on.get(int(r.ccdnum), 0)))
         with atomic_write_path(root / "truth" / f"artefacts_{spec.expnum}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **sparse_masks(rendered))
+                masks: dict[str, Any] = sparse_masks(rendered)
+                np.savez_compressed(fh, **masks)
         del rendered
         row = exposure_row(spec)
         row["mjd_mid"] = spec.mjd + 0.5 * spec.exptime / 86400.0

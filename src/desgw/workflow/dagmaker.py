@@ -468,7 +468,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             log.warning("search exposure %d: no template overlaps CCDs %s: no difference "
                         "imaging for them", search_expnum, no_template)
 
-    meta = {
+    meta: dict[str, Any] = {
         "search": {**_record_dict(search), "product_nite": search_nite, "ccds": search_ccds,
                    "corners_from_file": list(search_fp.from_file)},
         "config": {"rnum": config.rnum, "pnum": config.pnum, "season": config.season,

@@ -336,7 +336,8 @@ def _run_dask(client: Any, graph: TaskGraph, tasks: list[Task],
 
     for fut in ac:
         tid = key_to_task[fut.key]
-        if futures.get(tid) is not fut or tid in results:
+        current = futures.get(tid)
+        if current is None or current is not fut or tid in results:
             continue
         t = graph.task(tid)
         if fut.status == "finished":
