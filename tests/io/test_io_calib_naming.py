@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -143,10 +144,13 @@ def test_names():
     assert immask_name(np.int64(7), "i", np.int32(3), 1, 1) == "D00000007_i_03_r1p1_immask.fits.fz"
 
 
+NOT_AN_INT: Any = 1.5
+
+
 @pytest.mark.parametrize("call", [
     lambda: immask_name(1, "r", 0, 1, 1), lambda: immask_name(1, "r", 100, 1, 1),
     lambda: immask_name(-1, "r", 1, 1, 1), lambda: immask_name(1, "r band", 1, 1, 1),
-    lambda: immask_name(1.5, "r", 1, 1, 1), lambda: zero_csv_name(1, True, 1, 1),
+    lambda: immask_name(NOT_AN_INT, "r", 1, 1, 1), lambda: zero_csv_name(1, True, 1, 1),
     lambda: allzp_csv_name(1, -1, 1),
 ])
 def test_names_validate(call):
