@@ -49,6 +49,7 @@ from desgw.diff.measure import measure_candidates
 from desgw.diff.stamps import Stamps, cutout_stamps
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.diff.zogy_synth import MoffatPSFField, add_sources
+from desgw.instrument.camera import CCD_SHAPE
 from desgw.se import maskbits
 import itertools
 
@@ -68,7 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Pixels of one DECam CCD (4096 x 2048), the unit of "per CCD" rates.
-CCD_AREA_PX: int = 4096 * 2048
+CCD_AREA_PX: int = CCD_SHAPE[0] * CCD_SHAPE[1]
 
 #: Candidate kinds (index = code in :attr:`TrainingSet.kind`).
 KINDS: tuple[str, ...] = (

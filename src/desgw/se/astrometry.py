@@ -79,6 +79,7 @@ from astropy.wcs import WCS, Sip
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
+from desgw.instrument.camera import CCD_SHAPE
 from desgw.io.errors import DesgwError, DesgwInputError
 from desgw.util.sphere import gnomonic_forward, gnomonic_inverse
 
@@ -629,7 +630,7 @@ def solve_wcs(
     flux: ArrayLike | None = None,
     ref_mag: ArrayLike | None = None,
     xy_err: ArrayLike | None = None,
-    image_shape: tuple[int, int] = (4096, 2048),
+    image_shape: tuple[int, int] = CCD_SHAPE,
     config: AstrometryConfig = AstrometryConfig(),
 ) -> AstrometryResult:
     """Fit the TAN-SIP WCS of one CCD by matching its detections to Gaia.

@@ -17,13 +17,14 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import NDArray
 
+from desgw.instrument.camera import PIXEL_SCALE_ARCSEC
 from desgw.refcat.transforms import des_minus_g
 from desgw.se import maskbits
 
 __all__ = ["SyntheticField", "draw_gaia_stars", "make_calibration_field"]
 
 #: DECam pixel scale at the field centre (arcsec/pixel).
-PIXEL_SCALE = 0.263
+PIXEL_SCALE = PIXEL_SCALE_ARCSEC
 #: Number of SExtractor apertures in a DES fullcat (FLUX_APER has this many columns).
 N_APER = 12
 

@@ -23,6 +23,7 @@ from astropy.wcs import WCS, Sip
 from numpy.typing import NDArray
 
 from desgw.instrument import CCD_SHAPE, DECAM_DISTORTION, Pointing, pixel_to_sky
+from desgw.instrument.camera import CORNER_PIXELS_1BASED as DECAM_CORNER_PIXELS
 from desgw.instrument.optics import sky_to_tangent
 from desgw.io.errors import HeaderError
 
@@ -33,8 +34,8 @@ __all__ = ["CORNER_PIXELS_1BASED", "tan_sip_from_mapping", "initial_wcs_for", "c
 
 #: 1-based pixels whose sky positions are a CCD's corners in the products: the corners of the
 #: usable area inside the 15-pixel EDGE border, as the original pipeline's corner files used.
-CORNER_PIXELS_1BASED: tuple[tuple[float, float], ...] = ((16.0, 16.0), (2033.0, 16.0),
-                                                         (2033.0, 4081.0), (16.0, 4081.0))
+CORNER_PIXELS_1BASED: tuple[tuple[float, float], ...] = tuple(
+    (float(x), float(y)) for x, y in DECAM_CORNER_PIXELS)
 
 
 def _terms(order: int, start: int) -> list[tuple[int, int]]:

@@ -53,6 +53,7 @@ from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
 from desgw.instrument.bands import DES_BANDS, validate_band
+from desgw.instrument.camera import PIXEL_SCALE_ARCSEC as DECAM_PIXEL_SCALE_ARCSEC
 from desgw.io.errors import DesgwInputError
 
 __all__ = [
@@ -84,7 +85,7 @@ logger = logging.getLogger(__name__)
 #: Bands with t_eff references.
 QC_BANDS: tuple[str, ...] = DES_BANDS
 #: DECam pixel scale at the field centre (arcsec/pixel), as the original used.
-PIXEL_SCALE_ARCSEC = 0.263
+PIXEL_SCALE_ARCSEC = DECAM_PIXEL_SCALE_ARCSEC
 #: Reference FWHM of t_eff (arcsec; Neilsen et al. 2016).
 FWHM_REF_ARCSEC = 0.9
 #: Zenith dark-sky brightness (AB mag/arcsec^2; Neilsen et al. 2016).

@@ -81,9 +81,9 @@ def focal_plane_svg(values: Mapping[int, float], *, title: str, unit: str = "",
         ``data-value`` (``"nan"`` if none, absent for CCDs not processed) and ``data-qc``
         (``"fail"``/``"pass"``).
     """
-    from desgw.instrument import DEAD_CCDS, SCIENCE_CCDNUMS, get_ccd, pixel_to_focal
+    from desgw.instrument import CCD_SHAPE, DEAD_CCDS, SCIENCE_CCDNUMS, get_ccd, pixel_to_focal
 
-    ny, nx = 4096, 2048
+    ny, nx = CCD_SHAPE
     xs = np.array([0, nx - 1, nx - 1, 0], dtype=np.float64)
     ys = np.array([0, 0, ny - 1, ny - 1], dtype=np.float64)
     polys = {c: pixel_to_focal(c, xs, ys) for c in SCIENCE_CCDNUMS}

@@ -60,6 +60,7 @@ import numpy as np
 from astropy.io import fits
 
 from desgw import __version__
+from desgw.instrument.camera import CCD_SHAPE
 from desgw.io.atomic import atomic_write_path, atomic_write_text
 from desgw.io.errors import DesgwInputError, MissingCCDError, MissingFileError
 from desgw.io.naming import (
@@ -392,7 +393,7 @@ def approximate_ccd_corners(ccdnum: int, exposure: ExposureHeader,
         raise HeaderError(None, ccdnum, "no telescope pointing (TELRA/TELDEC) and no CCD WCS: "
                           "cannot place the CCD on the sky", keyword="TELRA")
     wcs = WCS(ccd_header, naxis=2)
-    nx, ny = 2048, 4096
+    ny, nx = CCD_SHAPE
     x = np.array([0.5, nx + 0.5, nx + 0.5, 0.5])  # 1-based outer corners of the data section
     y = np.array([0.5, 0.5, ny + 0.5, ny + 0.5])
     ra, dec = wcs.all_pix2world(x, y, 1)

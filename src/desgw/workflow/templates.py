@@ -41,6 +41,7 @@ from numpy.typing import NDArray
 
 from desgw.db.ingest import non_science_reason
 from desgw.db.records import ExposureRecord
+from desgw.instrument.camera import CORNER_PIXELS_1BASED
 from desgw.io.atomic import atomic_write_text
 from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.util.sphere import angular_separation_deg, gnomonic_forward, mean_position
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 #: Largest template-to-search pointing distance (deg), as the original DAGMaker.
 MAX_POINTING_SEPARATION_DEG = 2.2
 #: 1-based (x, y) pixels of the CCD corners in ``{expnum}.out``, in file order.
-CORNER_PIXELS: tuple[tuple[int, int], ...] = ((16, 16), (2033, 16), (2033, 4081), (16, 4081))
+CORNER_PIXELS: tuple[tuple[int, int], ...] = CORNER_PIXELS_1BASED
 
 # Intersections smaller than this (deg^2, ~0.001 arcsec^2) are rounding noise of touching edges.
 _AREA_EPS_DEG2 = 1e-10
