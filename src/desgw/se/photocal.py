@@ -61,6 +61,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
 import numpy as np
+from astropy.stats import sigma_clip
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
@@ -418,21 +419,11 @@ class ZeropointResult:
 
 def _clip_mask(delta: NDArray[np.float64], nsigma: float, iters: int | None,
                center: str) -> NDArray[np.bool_]:
-    """astropy-``sigma_clip``-like: iteratively reject |d - centre| > nsigma * std (ddof 0)."""
-    used = np.ones(delta.size, dtype=bool)
-    n_iter = 0
-    while iters is None or n_iter < iters:
-        n_iter += 1
-        d = delta[used]
-        if d.size == 0:
-            break
-        c = float(np.mean(d)) if center == "mean" else float(np.median(d))
-        s = float(np.std(d))
-        new_used = used & (np.abs(delta - c) <= nsigma * s)
-        if new_used.sum() == used.sum():
-            break
-        used = new_used
-    return used
+    """Survivors of :func:`astropy.stats.sigma_clip`: iteratively reject
+    ``|d - centre| > nsigma * std`` (ddof 0), at most ``iters`` passes (None: to convergence)."""
+    clipped = sigma_clip(delta, sigma=nsigma, maxiters=iters, cenfunc=center, stdfunc="std",
+                         masked=True)
+    return ~np.ma.getmaskarray(clipped)
 
 
 def _clipped_zeropoint(delta: NDArray[np.float64], delta_err: NDArray[np.float64], *,
