@@ -81,6 +81,7 @@ from scipy.spatial import cKDTree
 
 from desgw.instrument.camera import CCD_SHAPE
 from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.se.sip import sip_design, sip_terms
 from desgw.util.sphere import gnomonic_forward, gnomonic_inverse
 
 __all__ = [
@@ -335,20 +336,6 @@ def _rotate(p: NDArray, theta_deg: float) -> NDArray:
 # ---------------------------------------------------------------------------------------------
 # polynomial model (xi, eta) = sum c_pq bu^p bv^q of the header WCS's scaled tangent coords
 # ---------------------------------------------------------------------------------------------
-def _terms(order: int, start: int = 0) -> list[tuple[int, int]]:
-    return [(p, n - p) for n in range(start, order + 1) for p in range(n, -1, -1)]
-
-
-def _design(us: NDArray, vs: NDArray, terms: list[tuple[int, int]]) -> NDArray:
-    top = max(p + q for p, q in terms)
-    upow = [np.ones_like(us)]
-    vpow = [np.ones_like(vs)]
-    for _ in range(top):
-        upow.append(upow[-1] * us)
-        vpow.append(vpow[-1] * vs)
-    return np.column_stack([upow[p] * vpow[q] for p, q in terms])
-
-
 @dataclass(frozen=True, eq=False)
 class _Fit:
     order: int
@@ -383,7 +370,7 @@ class _Solver:
     def design(self, order: int) -> NDArray:
         """Design matrix of all detections for ``order`` (cached)."""
         if order not in self._design_cache:
-            self._design_cache[order] = _design(self.us, self.vs, _terms(order))
+            self._design_cache[order] = sip_design(self.us, self.vs, sip_terms(order))
         return self._design_cache[order]
 
     def predict(self, coeff: NDArray, order: int) -> NDArray:
@@ -392,7 +379,7 @@ class _Solver:
     def feasible_order(self, n: int) -> int:
         best = 0
         for o in range(1, self.cfg.max_sip_order + 1):
-            if n >= self.cfg.stars_per_coefficient * len(_terms(o)) + 2:
+            if n >= self.cfg.stars_per_coefficient * len(sip_terms(o)) + 2:
                 best = o
         return best
 
@@ -501,7 +488,7 @@ def _vote(det: NDArray, ref: NDArray, config: AstrometryConfig,
 # ---------------------------------------------------------------------------------------------
 def _unscaled(coeff: NDArray, order: int, su: float, sv: float) -> dict[tuple[int, int], NDArray]:
     """Coefficients per (p, q) for unscaled pixel offsets, in degrees."""
-    return {(p, q): coeff[k] / (su**p * sv**q) / _DEG2AS for k, (p, q) in enumerate(_terms(order))}
+    return {(p, q): coeff[k] / (su**p * sv**q) / _DEG2AS for k, (p, q) in enumerate(sip_terms(order))}
 
 
 def _build_wcs(coeff: NDArray, order: int, solver: _Solver, ra0: float, dec0: float,
@@ -558,12 +545,12 @@ def _pixel_polynomial(coeff: NDArray, order: int, solver: _Solver, initial_wcs: 
     u, v = _grid(solver, shape)
     gr, gd = initial_wcs.all_pix2world(u + solver.cx, v + solver.cy, 0)
     gt = _project(gr, gd, ra_i0, dec_i0) / bscale
-    target = _design(gt[:, 0], gt[:, 1], _terms(order)) @ coeff
+    target = sip_design(gt[:, 0], gt[:, 1], sip_terms(order)) @ coeff
     us, vs = u / solver.su, v / solver.sv
     ones = np.ones(u.size)
     best: tuple[NDArray, int, float] | None = None
     for k in range(1, solver.cfg.max_wcs_order + 1):
-        d = _design(us, vs, _terms(k))
+        d = sip_design(us, vs, sip_terms(k))
         c = _weighted_lsq(d, target, ones)
         err = float(np.max(np.hypot(*(target - d @ c).T)))
         best = (c, k, err)
@@ -581,15 +568,15 @@ def _fit_inverse(a: NDArray, b: NDArray, inv_order: int, solver: _Solver,
     """Fit AP/BP (terms 1 <= p+q <= inv_order) to the exact inverse of the forward SIP."""
     u, v = _grid(solver, shape)
     order = a.shape[0] - 1
-    fwd = _design(u, v, _terms(order, 2))
-    t2 = _terms(order, 2)
+    fwd = sip_design(u, v, sip_terms(order, 2))
+    t2 = sip_terms(order, 2)
     av = np.array([a[p, q] for p, q in t2])
     bv = np.array([b[p, q] for p, q in t2])
     uu = u + fwd @ av
     vv = v + fwd @ bv
-    tinv = _terms(inv_order, 1)
+    tinv = sip_terms(inv_order, 1)
     su, sv = solver.su, solver.sv
-    d = _design(uu / su, vv / sv, tinv)
+    d = sip_design(uu / su, vv / sv, tinv)
     coef = _weighted_lsq(d, np.column_stack([u - uu, v - vv]), np.ones(u.size))
     err = float(np.max(np.hypot(*(np.column_stack([u - uu, v - vv]) - d @ coef).T)))
     ap = np.zeros((inv_order + 1, inv_order + 1))
@@ -820,7 +807,7 @@ def solve_wcs(
         n_obs = 2 * sel.size
         for o in range(1, top + 1):
             f_o = solver.fit(sel, ref_t[ref][flex.mask], o, clip=False)
-            bic[o] = n_obs * math.log(max(f_o.chi2, 1e-300) / n_obs) + 2 * len(_terms(o)) * math.log(n_obs)
+            bic[o] = n_obs * math.log(max(f_o.chi2, 1e-300) / n_obs) + 2 * len(sip_terms(o)) * math.log(n_obs)
         order = min(bic, key=bic.__getitem__)
     fit = solver.fit(src, ref_t[ref], order)
     for _ in range(3):  # re-match with the chosen order

@@ -26,6 +26,7 @@ from desgw.instrument import CCD_SHAPE, DECAM_DISTORTION, Pointing, pixel_to_sky
 from desgw.instrument.camera import CORNER_PIXELS_1BASED as DECAM_CORNER_PIXELS
 from desgw.instrument.optics import sky_to_tangent
 from desgw.io.errors import HeaderError
+from desgw.se.sip import sip_design, sip_terms
 
 if TYPE_CHECKING:
     from desgw.io.raw import ExposureHeader, RawCCD
@@ -36,14 +37,6 @@ __all__ = ["CORNER_PIXELS_1BASED", "tan_sip_from_mapping", "initial_wcs_for", "c
 #: usable area inside the 15-pixel EDGE border, as the original pipeline's corner files used.
 CORNER_PIXELS_1BASED: tuple[tuple[float, float], ...] = tuple(
     (float(x), float(y)) for x, y in DECAM_CORNER_PIXELS)
-
-
-def _terms(order: int, start: int) -> list[tuple[int, int]]:
-    return [(p, k - p) for k in range(start, order + 1) for p in range(k, -1, -1)]
-
-
-def _design(u: NDArray, v: NDArray, terms: list[tuple[int, int]]) -> NDArray:
-    return np.column_stack([u**p * v**q for p, q in terms])
 
 
 def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDArray, NDArray]],
@@ -85,7 +78,7 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
     us, vs = u / su, v / sv
     best = None
     for order in range(1, max_order + 1):
-        d = _design(us, vs, _terms(order, 1))
+        d = sip_design(us, vs, sip_terms(order, 1))
         coef, *_ = np.linalg.lstsq(d, target, rcond=None)
         err = float(np.max(np.hypot(*(target - d @ coef).T))) * 3600.0
         best = (order, coef)
@@ -93,7 +86,7 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
             break
     assert best is not None
     order, coef = best
-    terms = _terms(order, 1)
+    terms = sip_terms(order, 1)
     poly = {(p, q): coef[k] / (su**p * sv**q) for k, (p, q) in enumerate(terms)}
     cd = np.array([[poly[(1, 0)][0], poly[(0, 1)][0]], [poly[(1, 0)][1], poly[(0, 1)][1]]])
     w = WCS(naxis=2)
@@ -114,13 +107,13 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
         if p + q >= 2:
             a[p, q], b[p, q] = cdinv @ c
     # inverse: (u, v) = (U, V) + AP/BP(U, V) with (U, V) = (u, v) + A/B(u, v)
-    t2 = _terms(order, 2)
-    fwd = _design(u, v, t2)
+    t2 = sip_terms(order, 2)
+    fwd = sip_design(u, v, t2)
     uu = u + fwd @ np.array([a[p, q] for p, q in t2])
     vv = v + fwd @ np.array([b[p, q] for p, q in t2])
     inv_order = order + 1
-    tinv = _terms(inv_order, 1)
-    dinv = _design(uu / su, vv / sv, tinv)
+    tinv = sip_terms(inv_order, 1)
+    dinv = sip_design(uu / su, vv / sv, tinv)
     icoef, *_ = np.linalg.lstsq(dinv, np.column_stack([u - uu, v - vv]), rcond=None)
     ap = np.zeros((inv_order + 1, inv_order + 1))
     bp = np.zeros((inv_order + 1, inv_order + 1))
