@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["TABLE_BINS", "lanczos_kernel", "lanczos_weights", "lanczos_table", "shift_taps",
-           "interpolation_matrix"]
+           "shift_taps_into", "scratch_size", "interpolation_matrix"]
 
 #: Default number of bins of the fractional offset in :func:`lanczos_table`: nearest-bin
 #: look-up quantises the interpolation point to 1/(2 * 8192) = 6e-5 px at most.
@@ -39,79 +39,86 @@ def lanczos_kernel(t: ArrayLike, order: int) -> NDArray[np.float64]:
     return np.where(np.abs(t) >= order, 0.0, out)
 
 
-@numba.njit(cache=True)
-def _solve4(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # pragma: no cover - numba
-    """Solution of the 4 x 4 system ``a x = b`` (Gaussian elimination, partial pivoting;
-    ``a`` and ``b`` are overwritten)."""
-    n = 4
-    for c in range(n):
-        p = c
-        for r in range(c + 1, n):
-            if abs(a[r, c]) > abs(a[p, c]):
-                p = r
-        if p != c:
-            for k in range(n):
-                a[c, k], a[p, k] = a[p, k], a[c, k]
-            b[c], b[p] = b[p], b[c]
-        for r in range(c + 1, n):
-            f = a[r, c] / a[c, c]
-            for k in range(c, n):
-                a[r, k] -= f * a[c, k]
-            b[r] -= f * b[c]
-    x = np.empty(n)
-    for r in range(n - 1, -1, -1):
-        acc = b[r]
-        for k in range(r + 1, n):
-            acc -= a[r, k] * x[k]
-        x[r] = acc / a[r, r]
-    return x
+def scratch_size(order: int) -> int:
+    """Length of the float64 scratch buffer :func:`shift_taps_into` needs for ``order``."""
+    return 8 * int(order) + 24
 
 
 @numba.njit(cache=True)
-def _corrected(t: float, order: int, out: np.ndarray) -> None:  # pragma: no cover - numba
-    """Cubic-reproducing Lanczos weights for fractional offset ``t`` into ``out`` (2 order)."""
+def _corrected_into(t: float, order: int, out: np.ndarray,
+                    work: np.ndarray) -> None:  # pragma: no cover - numba
+    """Cubic-reproducing Lanczos weights for fractional offset ``t`` into ``out`` (2 order),
+    using ``work`` (>= 6 order + 24 float64) as scratch: no allocation."""
     ntap = 2 * order
     if t == 0.0 or t == 1.0:  # on a pixel: the identity (for order 2 the system is singular)
         for j in range(ntap):
             out[j] = 0.0
         out[order - 1 + int(t)] = 1.0
         return
-    w = np.empty(ntap)
-    s = np.empty(ntap)
-    d = np.empty(ntap)
+    w = work[:ntap]
+    s = work[ntap:2 * ntap]
+    d = work[2 * ntap:3 * ntap]
+    g = work[3 * ntap:3 * ntap + 16]  # 4 x 4 normal matrix, row-major
+    r = work[3 * ntap + 16:3 * ntap + 20]
+    x = work[3 * ntap + 20:3 * ntap + 24]
+    sin_pt = np.sin(np.pi * t)  # sin(pi (t - m)) = (-1)**m sin(pi t)
     for j in range(ntap):
-        dj = t - (j - (order - 1))
+        m = j - (order - 1)
+        dj = t - m
         d[j] = dj
         if abs(dj) >= order:
             w[j] = 0.0
             s[j] = 0.0
-        elif dj == 0.0:
-            w[j] = 1.0
-            s[j] = 1.0
         else:
             pa = np.pi * dj
             pb = pa / order
             sb = np.sin(pb) / pb
-            w[j] = np.sin(pa) / pa * sb
+            w[j] = (sin_pt if m % 2 == 0 else -sin_pt) / pa * sb
             s[j] = sb * sb
-    gram = np.zeros((4, 4))
-    resid = np.zeros(4)
-    resid[0] = 1.0
+    for k in range(16):
+        g[k] = 0.0
+    r[0] = 1.0
+    r[1] = 0.0
+    r[2] = 0.0
+    r[3] = 0.0
     for j in range(ntap):
         dp = 1.0
         for p in range(4):
-            resid[p] -= w[j] * dp
+            r[p] -= w[j] * dp
             dq = 1.0
             for q in range(4):
-                gram[p, q] += s[j] * dp * dq
+                g[4 * p + q] += s[j] * dp * dq
                 dq *= d[j]
             dp *= d[j]
-    lam = _solve4(gram, resid)
+    # Gaussian elimination with partial pivoting on the 4 x 4 system g x = r
+    for c in range(4):
+        piv = c
+        for rr in range(c + 1, 4):
+            if abs(g[4 * rr + c]) > abs(g[4 * piv + c]):
+                piv = rr
+        if piv != c:
+            for k in range(4):
+                tmp = g[4 * c + k]
+                g[4 * c + k] = g[4 * piv + k]
+                g[4 * piv + k] = tmp
+            tmp = r[c]
+            r[c] = r[piv]
+            r[piv] = tmp
+        for rr in range(c + 1, 4):
+            f = g[4 * rr + c] / g[4 * c + c]
+            for k in range(c, 4):
+                g[4 * rr + k] -= f * g[4 * c + k]
+            r[rr] -= f * r[c]
+    for rr in range(3, -1, -1):
+        acc = r[rr]
+        for k in range(rr + 1, 4):
+            acc -= g[4 * rr + k] * x[k]
+        x[rr] = acc / g[4 * rr + rr]
     for j in range(ntap):
         acc = 0.0
         dp = 1.0
         for p in range(4):
-            acc += lam[p] * dp
+            acc += x[p] * dp
             dp *= d[j]
         out[j] = w[j] + s[j] * acc
 
@@ -119,8 +126,9 @@ def _corrected(t: float, order: int, out: np.ndarray) -> None:  # pragma: no cov
 @numba.njit(cache=True)
 def _weights_flat(t: np.ndarray, order: int) -> np.ndarray:  # pragma: no cover - numba
     out = np.empty((t.size, 2 * order))
+    work = np.empty(6 * order + 24)
     for k in range(t.size):
-        _corrected(t[k], order, out[k])
+        _corrected_into(t[k], order, out[k], work)
     return out
 
 
@@ -162,20 +170,30 @@ def lanczos_table(order: int, bins: int = TABLE_BINS) -> NDArray[np.float32]:
 
 
 @numba.njit(cache=True)
+def shift_taps_into(shift: float, order: int, w: np.ndarray,
+                    scratch: np.ndarray) -> None:  # pragma: no cover - numba
+    """:func:`shift_taps` into ``w`` (2 order + 1) with a ``scratch`` buffer of
+    :func:`scratch_size` float64: no allocation, for per-source loops in compiled kernels."""
+    for k in range(2 * order + 1):
+        w[k] = 0.0
+    f = np.floor(-shift)
+    tap = scratch[:2 * order]
+    _corrected_into(-shift - f, order, tap, scratch[2 * order:])
+    for q in range(2 * order):
+        m = int(-f) - (q - (order - 1))
+        if -order <= m <= order:
+            w[m + order] += tap[q]
+
+
+@numba.njit(cache=True)
 def shift_taps(shift: float, order: int) -> np.ndarray:  # pragma: no cover - numba
     """Weights ``w`` (2 order + 1) that move content by ``+shift`` pixels (``|shift| <= 1``):
     ``out[i] = sum_m w[m + order] in[i - m]`` samples the interpolant at ``i - shift``.
 
     Compiled (numba), for use inside other compiled kernels.
     """
-    w = np.zeros(2 * order + 1)
-    f = np.floor(-shift)
-    tap = np.empty(2 * order)
-    _corrected(-shift - f, order, tap)
-    for q in range(2 * order):
-        m = int(-f) - (q - (order - 1))
-        if -order <= m <= order:
-            w[m + order] += tap[q]
+    w = np.empty(2 * order + 1)
+    shift_taps_into(shift, order, w, np.empty(8 * order + 24))
     return w
 
 
