@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from desgw.workflow.demo import run_demo
-    from desgw.workflow.report import machine_info
+    from desgw.report.html import machine_info
 
     ccds = None if args.ccds is None else [int(c) for c in args.ccds.split(",")]
     tmp = None

@@ -9,7 +9,7 @@ import pytest
 from astropy.io import fits
 
 from desgw.io.calib import LinearityTable, read_linearity, write_linearity
-from desgw.io.errors import (
+from desgw.errors import (
     CorruptFileError,
     DataTypeError,
     HeaderError,

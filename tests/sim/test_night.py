@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from desgw.instrument import get_ccd, pixel_to_sky
-from desgw.io.errors import MissingFileError
+from desgw.errors import MissingFileError
 from desgw.io.products import read_csv
 from desgw.sim import night as night_mod
 from desgw.sim.model import OBJECT_KINDS, SimSwitches

@@ -16,9 +16,10 @@ from desgw.io.naming import (
     zp_csv_name,
 )
 from desgw.io.products import read_fits_table, read_immask
-from desgw.workflow.se_exposure import ccd_product_paths, run_se_exposure
-from desgw.workflow.settings import load_settings
-from desgw.workflow.templates import read_corners_out
+from desgw.io.product_paths import ccd_product_paths
+from desgw.workflow.se_exposure import run_se_exposure
+from desgw.io.settings import load_settings
+from desgw.io.corners import read_corners_out
 
 pytestmark = pytest.mark.slow
 

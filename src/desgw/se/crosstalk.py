@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from desgw.instrument import CrosstalkTerm, align_source, terms_for_victim
-from desgw.io.errors import DataTypeError, MissingCCDError
+from desgw.errors import DataTypeError, MissingCCDError
 
 from . import maskbits
 from .detrend_amps import AmpLayout, resolve_layouts

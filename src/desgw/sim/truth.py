@@ -46,7 +46,7 @@ from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
 from ..instrument import CCD_SHAPE, Distortion, Pointing, pixel_to_sky, sky_to_pixel
-from ..io.errors import CorruptFileError, MissingFileError
+from desgw.errors import CorruptFileError, MissingFileError
 from ..io.products import read_csv, read_parquet
 from .model import ExposureSpec, PSFField
 
