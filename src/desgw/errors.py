@@ -10,10 +10,12 @@
     │   └── (elsewhere) refcat.TransformUnavailableError
     ├── AlgorithmError          a deterministic failure on valid input, carrying its numbers
     │   └── (elsewhere) AstrometryError, PSFFitError, PhotometricCalibrationError,
-    │       RealBogusModelError, diff.DiffError
-    └── TransientError          an environment failure worth another attempt
-        ├── TransientTaskError  a task failed transiently (raised by the engine to retry it)
-        └── (elsewhere) db.DatabaseConnectionError
+    │       diff.DiffError (its ``kind`` tells "nothing_to_do" from "failed")
+    ├── TransientError          an environment failure worth another attempt
+    │   ├── TransientTaskError  a task failed transiently (raised by the engine to retry it)
+    │   └── (elsewhere) db.DatabaseConnectionError (also a db.DatabaseError)
+    └── (elsewhere, not yet in a category) db.DatabaseError, db.SchemaVersionError,
+        db.UnknownExposureError, diff.RealBogusModelError
 
 The engine retries a task only when its exception is a :class:`TransientError` (or one of
 the built-in file-system and network errors listed in
