@@ -51,11 +51,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the files here")
     args = ap.parse_args(argv)
 
+    from desgw.io.settings import load_settings
     from desgw.refcat import ingest_gaia
     from desgw.workflow.se_ccd import run_ccd_task
     from desgw.workflow.se_exposure import run_se_exposure
     from desgw.workflow.se_types import CCDTask
-    from desgw.io.settings import load_settings
 
     tmp = None
     if args.workdir is None:

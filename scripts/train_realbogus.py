@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from desgw.diff.realbogus import FEATURE_NAMES, load_model, save_model, score
-from desgw.train.realbogus_sim import make_training_set, roc_summary
 from desgw.diff.realbogus_trees import TreeEnsemble
 from desgw.io.atomic import atomic_write_text
+from desgw.train.realbogus_sim import make_training_set, roc_summary
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/desgw/diff/data/realbogus_model.npz"
 

@@ -267,8 +267,8 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
     """
     ccds = _parse_ccds(ccds_text)
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
-    from .se.photocal import PhotometricCalibrationError
     from .io.product_paths import find_exposure_dir
+    from .se.photocal import PhotometricCalibrationError
     from .workflow.se_calib import calibrate_exposure
 
     if directory is None:

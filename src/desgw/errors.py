@@ -34,18 +34,18 @@ import os
 from typing import Any
 
 __all__ = [
+    "AlgorithmError",
+    "CorruptFileError",
+    "DataTypeError",
     "DesgwError",
     "DesgwInputError",
+    "HeaderError",
+    "MissingCCDError",
+    "MissingFileError",
     "NoWorkFoundError",
-    "AlgorithmError",
     "TransientError",
     "TransientTaskError",
     "describe_error",
-    "CorruptFileError",
-    "MissingCCDError",
-    "HeaderError",
-    "DataTypeError",
-    "MissingFileError",
 ]
 
 

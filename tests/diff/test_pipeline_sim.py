@@ -24,8 +24,8 @@ from desgw.diff.pipeline import (
 )
 from desgw.diff.pipeline_products import load_ccd_products
 from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
-from desgw.workflow.se_exposure import run_se_exposure
 from desgw.io.settings import load_settings
+from desgw.workflow.se_exposure import run_se_exposure
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.calib import LinearityTable, read_linearity, write_linearity
 from desgw.errors import (
     CorruptFileError,
     DataTypeError,
@@ -16,6 +15,7 @@ from desgw.errors import (
     MissingCCDError,
     MissingFileError,
 )
+from desgw.io.calib import LinearityTable, read_linearity, write_linearity
 
 
 def _table(a: float, b: float, step: float = 1.0) -> LinearityTable:

@@ -11,12 +11,12 @@ from click.testing import CliRunner
 
 from desgw.cli import main
 from desgw.io.naming import zero_csv_name
+from desgw.io.product_paths import diff_product_paths, find_exposure_dir
 from desgw.io.products import read_csv, read_fits_table
-from desgw.workflow.demo import DEMO_PNUM, DEMO_RNUM, DEMO_SEASON, demo_layout, run_demo
-from desgw.report.html import REPORT_SECTIONS
 from desgw.report.browser import check_report_in_browser, find_chromium
 from desgw.report.data import collect_report, rank_candidates
-from desgw.io.product_paths import diff_product_paths, find_exposure_dir
+from desgw.report.html import REPORT_SECTIONS
+from desgw.workflow.demo import DEMO_PNUM, DEMO_RNUM, DEMO_SEASON, demo_layout, run_demo
 
 TOP = 8
 

@@ -16,9 +16,9 @@ from click.testing import CliRunner
 
 from desgw.diff.pipeline_types import DiffError
 from desgw.errors import MissingFileError
+from desgw.io.settings import load_settings
 from desgw.workflow.diff_ccd import DiffSummary, DiffTask, run_diff_ccd
 from desgw.workflow.se_exposure import run_se_exposure
-from desgw.io.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -82,8 +82,8 @@ def test_task_and_summary_pickle(env):
 
 def test_products_of_one_ccd(env, done):
     from desgw.diff.pipeline_products import read_diff_image
-    from desgw.io.star_lists import read_star_list, read_veto_list
     from desgw.io.products import read_fits_table, read_parquet
+    from desgw.io.star_lists import read_star_list, read_veto_list
 
     task, s = done
     assert s.ok, s.reason

@@ -13,7 +13,6 @@ from astropy.io import fits
 from click.testing import CliRunner
 
 from desgw.cli import main
-from desgw.io.naming import allzp_csv_name, zero_csv_name
 from desgw.db import DatabaseConnectionError
 from desgw.engine import run as engine_mod
 from desgw.engine.graph import Task, TaskGraph
@@ -33,6 +32,7 @@ from desgw.io.completion import (
     exposure_outdir,
     se_paths,
 )
+from desgw.io.naming import allzp_csv_name, zero_csv_name
 from desgw.io.settings import load_settings
 from desgw.workflow.dagmaker import make_dag
 from desgw.workflow.dagmaker_rc import DagmakerConfig

@@ -12,20 +12,20 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "CCDProducts",
     "DiffConfig",
     "DiffError",
     "DiffResult",
-    "CCDProducts",
-    "difference_ccd",
-    "subtract",
+    "RealBogusModelError",
     "coadd_templates",
-    "resample_to_grid",
     "detect_transients",
-    "measure_candidates",
+    "difference_ccd",
     "inject_fakes",
     "make_star_catalog",
     "make_veto_table",
-    "RealBogusModelError",
+    "measure_candidates",
+    "resample_to_grid",
+    "subtract",
 ]
 
 _LAZY: dict[str, str] = {

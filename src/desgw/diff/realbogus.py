@@ -41,8 +41,8 @@ from desgw.diff.realbogus_features import (
 )
 from desgw.diff.realbogus_trees import TreeEnsemble
 from desgw.diff.stamps import Stamps
-from desgw.io.atomic import atomic_write_path
 from desgw.errors import DesgwError
+from desgw.io.atomic import atomic_write_path
 
 __all__ = [
     "FEATURE_NAMES",

@@ -13,17 +13,17 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "GraphError",
+    "Outcome",
+    "RunReport",
+    "Runner",
     "Task",
     "TaskGraph",
-    "GraphError",
-    "RunReport",
-    "run_graph",
-    "Outcome",
-    "Runner",
     "TaskPayload",
     "TaskResult",
     "execute_task",
     "is_transient",
+    "run_graph",
     "write_condor_dag",
 ]
 

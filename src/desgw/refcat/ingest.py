@@ -31,8 +31,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from astropy_healpix import HEALPix
 
-from desgw.io.atomic import atomic_write_path, atomic_write_text, temp_name_for
 from desgw.errors import DesgwInputError, MissingFileError
+from desgw.io.atomic import atomic_write_path, atomic_write_text, temp_name_for
 from desgw.refcat.readers import SUPPORTED_SUFFIXES, iter_source_chunks, source_columns
 from desgw.refcat.schema import OPTIONAL, REQUIRED, arrow_schema
 

@@ -11,12 +11,12 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "ReportData",
+    "check_report_in_browser",
+    "collect_report",
+    "find_chromium",
     "render_report",
     "write_report",
-    "ReportData",
-    "collect_report",
-    "check_report_in_browser",
-    "find_chromium",
 ]
 
 _LAZY: dict[str, str] = {

@@ -11,22 +11,22 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "SEConfig",
+    "AstrometryError",
     "CCDInputs",
     "CCDResult",
-    "process_ccd",
-    "detrend_ccd",
-    "estimate_background",
-    "detect_sources",
-    "measure_sources",
-    "solve_wcs",
-    "fit_psf",
-    "PhotometricCalibrationError",
-    "AstrometryError",
     "PSFFitError",
-    "run_expcalib",
+    "PhotometricCalibrationError",
+    "SEConfig",
     "assess_quality",
     "compute_qc_metrics",
+    "detect_sources",
+    "detrend_ccd",
+    "estimate_background",
+    "fit_psf",
+    "measure_sources",
+    "process_ccd",
+    "run_expcalib",
+    "solve_wcs",
 ]
 
 _LAZY: dict[str, str] = {

@@ -21,9 +21,9 @@ import numpy as np
 from astropy.wcs import WCS, Sip
 from numpy.typing import NDArray
 
+from desgw.errors import HeaderError
 from desgw.instrument import DECAM_DISTORTION, Pointing, pixel_to_sky
 from desgw.instrument.optics import sky_to_tangent
-from desgw.errors import HeaderError
 
 __all__ = ["CORNER_PIXELS_1BASED", "tan_sip_from_mapping", "initial_wcs_for", "ccd_corners"]
 

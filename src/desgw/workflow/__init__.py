@@ -12,25 +12,25 @@ import importlib
 from typing import Any
 
 __all__ = [
-    "run_se_exposure",
-    "run_ccd_task",
-    "CCDTask",
+    "RUNNERS",
     "CCDSummary",
+    "CCDTask",
+    "DagmakerConfig",
+    "DiffSummary",
+    "DiffTask",
     "SERunReport",
     "calibrate_exposure",
-    "DiffTask",
-    "DiffSummary",
-    "run_diff_ccd",
-    "run_sediff",
-    "make_dag",
-    "DagmakerConfig",
-    "read_dagmaker_config",
-    "select_templates",
     "ccd_overlaps",
+    "make_dag",
     "makestarcat_main",
-    "RUNNERS",
-    "run_pipeline",
+    "read_dagmaker_config",
+    "run_ccd_task",
     "run_demo",
+    "run_diff_ccd",
+    "run_pipeline",
+    "run_se_exposure",
+    "run_sediff",
+    "select_templates",
 ]
 
 _LAZY: dict[str, str] = {

@@ -81,7 +81,9 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     from desgw.io.raw import RawExposure
     from desgw.refcat import RefCatStore, mjd_to_jyear
     from desgw.se.crosstalk import needed_sources
-    from desgw.se.process import CCDInputs  # the SE stack loads only where a CCD is processed
+    from desgw.se.process import (
+        CCDInputs,  # the SE stack loads only where a CCD is processed
+    )
     t0 = time.perf_counter()
     with RawExposure(task.raw_path) as raw:
         exposure = raw.header
