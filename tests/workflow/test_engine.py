@@ -290,11 +290,24 @@ def test_the_engine_retries_by_exception_type_not_by_message(tmp_path):
     assert err.value.task_id == "se-1-2" and "DatabaseConnectionError" in err.value.reason
     again = pickle.loads(pickle.dumps(err.value))
     assert (again.task_id, again.reason) == (err.value.task_id, err.value.reason)
+    # an exception that does not survive pickling stays behind; its text does not
+    lost = execute_task(payload("se-1-4", _unpicklable))
+    assert lost.status == "failed" and lost.error is None and lost.reason == "_NoRoundTrip: 1/2"
+    pickle.loads(pickle.dumps(lost))
     # the engine itself knows no runner: every kind of the graph needs one
     with pytest.raises(ValueError, match="no runner"):
         run_graph(TaskGraph((Task("se-1-3", "se", 1, 1, (), _ARGS),)),
                   settings=_settings(tmp_path, tmp_path / "out"), runners={},
                   scheduler="single", progress=False)
+
+
+class _NoRoundTrip(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def _unpicklable(task, settings, overwrite, deps):
+    raise _NoRoundTrip(1, 2)
 
 
 def _looks_transient(task, settings, overwrite, deps):

@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import pickle
 import socket
 import threading
 import time
@@ -243,6 +244,20 @@ def attempt_number(path: Path, run_id: str) -> int:
         return 1
 
 
+def _portable(error: BaseException | None, secret: str | None) -> BaseException | None:
+    """The exception to put in a result, or None when it cannot travel: its text holds the
+    database password (the result keeps only the scrubbed reason), or it does not survive
+    pickling (a class whose constructor takes other arguments than it stores), which would
+    lose the whole result on the way back from a worker."""
+    if error is None or scrub_secret(str(error), secret) != str(error):
+        return None
+    try:
+        pickle.loads(pickle.dumps(error))
+    except Exception:  # noqa: BLE001 - any failure to round-trip means it stays behind
+        return None
+    return error
+
+
 def execute_task(payload: TaskPayload, *dep_results: TaskResult) -> TaskResult:
     """Run one task (on a worker or in this process); see the module docstring.
 
@@ -278,9 +293,7 @@ def execute_task(payload: TaskPayload, *dep_results: TaskResult) -> TaskResult:
             outcome = Outcome("failed", describe_error(exc), traceback=traceback.format_exc(),
                               error=exc)
         reason = None if outcome.reason is None else scrub_secret(outcome.reason, secret)
-        error = outcome.error
-        if error is not None and scrub_secret(str(error), secret) != str(error):
-            error = None  # its text holds the database password: keep only the scrubbed reason
+        error = _portable(outcome.error, secret)
         if outcome.traceback:
             log.error("%s traceback:\n%s", task.id, outcome.traceback)
         seconds = time.perf_counter() - t0
