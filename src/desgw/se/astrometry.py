@@ -79,8 +79,8 @@ from astropy.wcs import WCS, Sip
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
+from desgw.errors import AlgorithmError, DesgwInputError
 from desgw.instrument.camera import CCD_SHAPE
-from desgw.io.errors import DesgwError, DesgwInputError
 from desgw.se.sip import sip_design, sip_terms
 from desgw.util.sphere import gnomonic_forward, gnomonic_inverse
 
@@ -273,7 +273,7 @@ class AstrometryResult:
     inverse_max_error_pix: float
 
 
-class AstrometryError(DesgwError):
+class AstrometryError(AlgorithmError):
     """No acceptable astrometric solution; carries the numbers that explain why.
 
     Attributes

@@ -31,7 +31,7 @@ Steps, per amplifier then per CCD (:func:`detrend_ccd`):
    bilinearly interpolated; it is clipped at 0. Weight = ``1 / Var(I)``, 0 where any
    :data:`desgw.se.maskbits.UNUSABLE` bit is set.
 
-Unusable input raises :class:`DetrendError` (a :class:`desgw.io.errors.DesgwInputError`:
+Unusable input raises :class:`DetrendError` (a :class:`desgw.errors.DesgwInputError`:
 picklable, names the file, HDU, CCD and problem): non-finite raw pixels, an amplifier whose
 data pixels are all equal (e.g. all zero), an amplifier that is entirely saturated,
 calibration images of the wrong shape or with non-finite values.
@@ -40,13 +40,14 @@ calibration images of the wrong shape or with non-finite values.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 
 from . import detrend_kernels as _kern
 from . import maskbits
@@ -69,8 +70,8 @@ class DetrendError(DesgwInputError):
     Attributes ``path``, ``hdu``, ``problem`` (see :class:`DesgwInputError`) and ``ccdnum``.
     """
 
-    def __init__(self, path: object, hdu: object, problem: str, *, ccdnum: int | None = None,
-                 **extra: object) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, hdu: str | int | None, problem: str,
+                 *, ccdnum: int | None = None, **extra: object) -> None:
         super().__init__(path, hdu, f"CCD {ccdnum}: {problem}" if ccdnum is not None
                          and not str(problem).startswith("CCD ") else problem,
                          ccdnum=ccdnum, **extra)
@@ -303,7 +304,8 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
     """
     if ccdnum is None:
         ccdnum = getattr(raw, "ccdnum", None)
-    err = dict(path=getattr(raw, "path", None), hdu=getattr(raw, "hdu", None), ccdnum=ccdnum)
+    err: dict[str, Any] = dict(path=getattr(raw, "path", None), hdu=getattr(raw, "hdu", None),
+                               ccdnum=ccdnum)
     layouts = resolve_layouts(raw, amps, ccdnum)
     pix = np.asarray(raw.pixels if hasattr(raw, "pixels") else raw)
     if pix.ndim != 2:

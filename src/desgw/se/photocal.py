@@ -66,7 +66,7 @@ from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
-from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.errors import AlgorithmError, DesgwInputError
 from desgw.refcat.transforms import gaia_g_only, gaia_to_des
 from desgw.se import maskbits
 from desgw.util.sphere import arcsec_to_chord, chord_to_arcsec, radec_to_unit
@@ -103,7 +103,7 @@ MIN_STARS_FOR_ZP = 3
 
 
 
-class PhotometricCalibrationError(DesgwError):
+class PhotometricCalibrationError(AlgorithmError):
     """No zeropoint could be measured (too few matched calibration stars).
 
     Attributes

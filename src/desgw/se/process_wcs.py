@@ -22,10 +22,10 @@ import numpy as np
 from astropy.wcs import WCS, Sip
 from numpy.typing import NDArray
 
+from desgw.errors import HeaderError
 from desgw.instrument import CCD_SHAPE, DECAM_DISTORTION, Pointing, pixel_to_sky
 from desgw.instrument.camera import CORNER_PIXELS_1BASED as DECAM_CORNER_PIXELS
 from desgw.instrument.optics import sky_to_tangent
-from desgw.io.errors import HeaderError
 from desgw.se.sip import sip_design, sip_terms
 
 if TYPE_CHECKING:
@@ -143,7 +143,7 @@ def initial_wcs_for(raw: RawCCD, exposure: ExposureHeader) -> WCS:
 
     Raises
     ------
-    desgw.io.errors.HeaderError
+    desgw.errors.HeaderError
         The header has no pointing (TELRA/TELDEC, RA/DEC).
     """
     ra, dec = getattr(exposure, "ra_deg", None), getattr(exposure, "dec_deg", None)

@@ -52,9 +52,9 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
+from desgw.errors import DesgwInputError
 from desgw.instrument.bands import DES_BANDS, validate_band
 from desgw.instrument.camera import PIXEL_SCALE_ARCSEC as DECAM_PIXEL_SCALE_ARCSEC
-from desgw.io.errors import DesgwInputError
 
 __all__ = [
     "QC_BANDS",

@@ -40,8 +40,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from desgw.errors import DesgwInputError
 from desgw.instrument.bands import DECAM_BANDS
-from desgw.io.errors import DesgwInputError
 
 __all__ = [
     "BANDS",
@@ -70,6 +70,9 @@ class DagmakerConfigError(DesgwInputError):
 
     Attributes ``line`` (int or None) and ``key`` (str or None) hold the location.
     """
+
+    line: int | None
+    key: str | None
 
     def __init__(self, path: Any, hdu: Any, problem: str, *, line: int | None = None,
                  key: str | None = None, **extra: Any) -> None:
@@ -274,7 +277,7 @@ def _validate(c: DagmakerConfig) -> tuple[str, str] | None:
 def _build(entries: list[tuple[str, Any, int | None]], source: str | None) -> DagmakerConfig:
     """Config from (key, value, line) entries; later entries win, as in a shell."""
     values: dict[str, Any] = {}
-    lines: dict[str, tuple[str, int | None]] = {}
+    lines: dict[str, tuple[str | None, int | None]] = {}
     for key, value, line in entries:
         if key.upper() in IGNORED_KEYS:
             log.info("%s: line %s: key %s is a grid-submission setting; ignored", source, line,
@@ -293,8 +296,8 @@ def _build(entries: list[tuple[str, Any, int | None]], source: str | None) -> Da
         return DagmakerConfig(**values)
     except DagmakerConfigError as exc:
         name = _field_for_key(exc.key or "") or ""
-        key, line = lines.get(name, (exc.key, None))
-        raise DagmakerConfigError(source, None, exc.problem, line=line, key=key) from None
+        bad_key, bad_line = lines.get(name, (exc.key, None))
+        raise DagmakerConfigError(source, None, exc.problem, line=bad_line, key=bad_key) from None
 
 
 def _rc_value(raw: str, source: str | None, line: int, key: str) -> str:
@@ -380,12 +383,12 @@ def read_dagmaker_config(path: str | os.PathLike[str]) -> DagmakerConfig:
 
     Raises
     ------
-    desgw.io.errors.MissingFileError
+    desgw.errors.MissingFileError
         If the file does not exist.
     DagmakerConfigError
         For a malformed file or a bad value (names the file, line and key).
     """
-    from desgw.io.errors import MissingFileError
+    from desgw.errors import MissingFileError
 
     p = Path(path)
     if not p.is_file():
