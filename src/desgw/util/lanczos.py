@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = ["TABLE_BINS", "lanczos_kernel", "lanczos_weights", "lanczos_table", "shift_taps",
-           "shift_taps_into", "plain_shift_taps_into", "scratch_size", "interpolation_matrix"]
+           "shift_taps_into", "scratch_size", "interpolation_matrix"]
 
 #: Default number of bins of the fractional offset in :func:`lanczos_table`: nearest-bin
 #: look-up quantises the interpolation point to 1/(2 * 8192) = 6e-5 px at most.
@@ -186,27 +186,6 @@ def shift_taps_into(shift: float, order: int, w: np.ndarray,
 
 
 @numba.njit(cache=True)
-def plain_shift_taps_into(shift: float, order: int, w: np.ndarray) -> None:  # pragma: no cover
-    """Plain Lanczos weights (normalised to sum 1, no moment correction) in the layout of
-    :func:`shift_taps_into`: ``w[m + order]`` weighs ``in[i - m]`` to move content by ``+shift``
-    (``|shift| <= 1``)."""
-    total = 0.0
-    for k in range(2 * order + 1):
-        t = (k - order) - shift
-        if t == 0.0:
-            v = 1.0
-        elif abs(t) >= order:
-            v = 0.0
-        else:
-            pt = np.pi * t
-            v = order * np.sin(pt) * np.sin(pt / order) / (pt * pt)
-        w[k] = v
-        total += v
-    for k in range(2 * order + 1):
-        w[k] /= total
-
-
-@numba.njit(cache=True)
 def shift_taps(shift: float, order: int) -> np.ndarray:  # pragma: no cover - numba
     """Weights ``w`` (2 order + 1) that move content by ``+shift`` pixels (``|shift| <= 1``):
     ``out[i] = sum_m w[m + order] in[i - m]`` samples the interpolant at ``i - shift``.
@@ -218,8 +197,8 @@ def shift_taps(shift: float, order: int) -> np.ndarray:  # pragma: no cover - nu
     return w
 
 
-def interpolation_matrix(x: ArrayLike, n_in: int, order: int, *, normalise_rows: bool = False,
-                         corrected: bool = True) -> NDArray[np.float64]:
+def interpolation_matrix(x: ArrayLike, n_in: int, order: int, *,
+                         normalise_rows: bool = False) -> NDArray[np.float64]:
     """Matrices that sample the interpolant of length-``n_in`` vectors at positions ``x``.
 
     Parameters
@@ -232,9 +211,6 @@ def interpolation_matrix(x: ArrayLike, n_in: int, order: int, *, normalise_rows:
         Lanczos order.
     normalise_rows : bool, optional
         Rescale each row to sum 1 (renormalise taps lost beyond the ends).
-    corrected : bool, optional
-        The cubic-reproducing weights (default); False: plain Lanczos weights normalised to
-        sum 1 (what the PSF model's shifts use, see :mod:`desgw.se.psf_lanczos`).
 
     Returns
     -------
@@ -243,12 +219,7 @@ def interpolation_matrix(x: ArrayLike, n_in: int, order: int, *, normalise_rows:
     """
     xa = np.asarray(x, dtype=np.float64)
     k0 = np.floor(xa)
-    if corrected:
-        w = lanczos_weights(xa - k0, order)                   # (..., n_out, 2 order)
-    else:
-        d = (xa - k0)[..., None] - np.arange(-(order - 1), order + 1)
-        w = lanczos_kernel(d, order)
-        w = w / w.sum(axis=-1, keepdims=True)
+    w = lanczos_weights(xa - k0, order)                       # (..., n_out, 2 order)
     # Scatter the taps into a matrix padded by 2 order columns each side, so that taps beyond
     # the ends (clipped into the padding) are simply cut off.
     pad = 2 * order
