@@ -232,3 +232,22 @@ def test_watch_stop_event_ends_cleanly_single_process(tmp_path, workflow_sim):
     assert 0 < len(ran)  # stopped part-way or at the end, never mid-task
     assert all(v in ("done", "skipped") for v in summary.task_status.values())
     assert (out / "desgw.sqlite").is_file()
+
+
+def test_watch_cli_rejects_a_bad_file_and_stops_when_idle(tmp_path, clean_env):
+    from click.testing import CliRunner
+
+    from desgw.cli import main
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    fits.PrimaryHDU(np.zeros((4, 4), np.int16)).writeto(raw / "DECam_00000042.fits")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(main, ["watch", str(raw), "--scheduler", "single", "--poll", "0.05",
+                                    "--settle", "0.05", "--idle", "0.5", "--out", str(out),
+                                    "--calib-dir", str(tmp_path), "--refcat", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "rejected DECam_00000042.fits" in res.output and "EXPNUM" in res.output
+    assert "stopped (idle)" in res.output
+    page = (out / "watch_report" / "index.html").read_text()
+    assert "<td>42</td>" in page and "rejected" in page
