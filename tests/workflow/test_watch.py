@@ -35,6 +35,9 @@ def _log_start(task, settings):
 
 def _fake_se(task, settings, overwrite, deps):
     _log_start(task, settings)
+    fail = settings.out_root / "fail_se.txt"
+    if fail.is_file() and task.id == fail.read_text().strip():
+        return Outcome("failed", "AstrometryError: 3 matched stars")
     paths = se_paths(settings.out_root, task.expnum, task.ccd, task.args)
     for p in paths.all():
         p.parent.mkdir(parents=True, exist_ok=True)
@@ -143,6 +146,8 @@ def test_watch_replays_a_night_search_first_and_resumes(tmp_path, workflow_sim):
 
     out = tmp_path / "out"
     out.mkdir()
+    bad_ccd = f"se-{u2}-{min(truth.ccdnums(t1))}"  # one CCD of u2 fails: reported, skipped
+    (out / "fail_se.txt").write_text(bad_ccd)
     settings = Settings(raw_dir=raw_dir, calib_dir=root / "calib", refcat_dir=root / "refcat",
                         out_root=out, db_url=f"sqlite:///{tmp_path / 'watch.sqlite'}")
     lines: list[str] = []
@@ -166,7 +171,10 @@ def test_watch_replays_a_night_search_first_and_resumes(tmp_path, workflow_sim):
     rows = {r.expnum: r for r in second.latencies}
     assert {e: rows[e].role for e in (t1, u1, u2)} == dict.fromkeys((t1, u1, u2), "template")
     assert rows[s1].role == rows[s2].role == "search"
-    assert all(rows[e].status == "done" for e in (t1, u1, u2, s1, s2)), rows
+    assert all(rows[e].status == "done" for e in (t1, u1, s1, s2)), rows
+    assert rows[u2].status == "failed" and rows[u2].n_failed == 1
+    assert bad_ccd in rows[u2].reason and "3 matched stars" in rows[u2].reason
+    assert any(ln.startswith(f"  FAILED {bad_ccd}: AstrometryError") for ln in lines)
     assert rows[zero].status == rows[bad].status == "rejected"
     assert "calibration" in rows[zero].reason and "zero" in rows[zero].reason
     assert rows[bad].reason
@@ -180,10 +188,12 @@ def test_watch_replays_a_night_search_first_and_resumes(tmp_path, workflow_sim):
     assert any(mid.get(e) is None or mid[e].status != "done" for e in (u1, u2, s2))
     assert second.stop_reason == "idle" and not set(second.processed) & set(first.processed)
     starts = [ln.split() for ln in (out / "ran.txt").read_text().splitlines()]
-    ids = [s[0] for s in starts]
+    ids = [s[0] for s in starts if s[0] != bad_ccd]  # a failed task is tried again on resume
     assert len(ids) == len(set(ids)), "a task ran twice"
     assert set(ids) >= {f"diff-{s1}-28", f"diff-{s2}-28", f"se-{s1}-28", f"expcalib-{u2}"}
-    assert not set(first.task_starts) & set(second.task_starts)
+    assert not (set(first.task_starts) & set(second.task_starts)) - {bad_ccd}
+    assert "done" in (first.task_status.get(f"expcalib-{u2}"),
+                      second.task_status.get(f"expcalib-{u2}"))  # calibrated without the failed CCD
     # search first: once s1 was ingested, no task of the unneeded templates started before
     # s1's difference imaging did, although their work was queued (but the one already handed
     # to the single worker while s1 was being planned)
