@@ -12,7 +12,7 @@ One row per raw exposure the live service met: its role (``template``, ``search`
 * ``finished_at``: nothing of the exposure is left to run.
 
 The table is an addition that does not touch the versioned tables of :mod:`desgw.db.models`
-(it has its own metadata, created on first use with ``CREATE TABLE IF NOT EXISTS``), so a
+(it has its own metadata and is created on first use when missing), so a
 database without it is still schema version :data:`~desgw.db.models.SCHEMA_VERSION` and older
 desgw versions ignore it.
 """

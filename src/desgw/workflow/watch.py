@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from desgw.db.errors import DatabaseError
 from desgw.db.latency import (
     ExposureLatency,
     ensure_latency_table,
@@ -396,8 +397,8 @@ class _Service:
         while heap and (free > 0 or self.client is None):
             _, _, tid = heapq.heappop(heap)
             e = self.entries[tid]
-            deps = [self.entries[d].result for d in e.task.deps]
-            if not any(r is not None and r.status == "done" for r in deps) and \
+            deps = [r for d in e.task.deps if (r := self.entries[d].result) is not None]
+            if not any(r.status == "done" for r in deps) and \
                     task_complete(e.task, self.settings):
                 self._finish(tid, self._not_run(e, "skipped", "products exist"))
                 heap = self._ready()
@@ -489,6 +490,9 @@ class _Service:
                     self._land(path)
                 except DesgwInputError as exc:
                     self.echo(f"rejected {path.name}: {exc}")
+                except (DatabaseError, OSError) as exc:  # locked database, file gone: later
+                    self.echo(f"{path.name}: {describe_error(exc)}; trying again")
+                    self.landing.forget(path)
             self._submit_ready()
             self._collect(self.poll_s)
             reason = self._done_enough()
@@ -611,15 +615,18 @@ def run_watch(raw_dir: str | os.PathLike[str], *, settings: Settings,
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             old[sig] = signal.signal(sig, _on_signal)
-    service = _Service(raw, settings, config or DagmakerConfig(),
-                       search_nite=search_nite if search_nite is not None else tonight_nite(),
-                       client=client, runners={**RUNNERS, **dict(runners or {})},
-                       poll_s=poll_s, settle_s=settle_s, max_exposures=max_exposures,
-                       idle_s=idle_s,
-                       report_dir=Path(report_dir) if report_dir is not None
-                       else settings.out_root / "watch_report",
-                       echo=say, fakes=fakes, retries=retries, stop=stop, blacklist=blacklist)
+    service: _Service | None = None
     try:
+        service = _Service(raw, settings, config or DagmakerConfig(),
+                           search_nite=search_nite if search_nite is not None
+                           else tonight_nite(),
+                           client=client, runners={**RUNNERS, **dict(runners or {})},
+                           poll_s=poll_s, settle_s=settle_s, max_exposures=max_exposures,
+                           idle_s=idle_s,
+                           report_dir=Path(report_dir) if report_dir is not None
+                           else settings.out_root / "watch_report",
+                           echo=say, fakes=fakes, retries=retries, stop=stop,
+                           blacklist=blacklist)
         say(f"watching {raw} (search exposures: night {service.search_nite} and later; "
             f"{'single process' if client is None else f'{service._capacity()} worker threads'}"
             f"; database {service.db.url})")
@@ -627,9 +634,10 @@ def run_watch(raw_dir: str | os.PathLike[str], *, settings: Settings,
         service._write_report()
         rows = tuple(get_latencies(service.db))
     finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        service.close()
+        for signum, handler in old.items():
+            signal.signal(signum, handler)
+        if service is not None:
+            service.close()
         if own_client is not None:
             own_client.close()
         if own_cluster is not None:
