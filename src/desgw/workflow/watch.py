@@ -518,9 +518,10 @@ def _latency_line(r: ExposureLatency) -> str:
 
     cand = "" if r.n_candidates is None else f", {r.n_candidates} candidates"
     note = f" ({r.reason})" if r.reason else ""
+    last = (f"candidates in DB +{s('candidates')}" if r.role == "search"
+            else f"calibrated +{s('finished')}")
     return (f"{r.expnum} {r.role} {r.status}: ingested +{s('ingested')}, SE done "
-            f"+{s('se_done')}, candidates in DB +{s('candidates')}, finished "
-            f"+{s('finished')}{cand}{note}")
+            f"+{s('se_done')}, {last}{cand}{note}")
 
 
 def run_watch(raw_dir: str | os.PathLike[str], *, settings: Settings,
