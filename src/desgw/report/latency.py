@@ -66,23 +66,22 @@ def latency_svg(rows: Sequence[ExposureLatency], *, width: int = 760) -> str:
         Width of the chart (px).
     """
     shown = [r for r in rows if r.role != "rejected"]
-    bar_h, gap, left, top, bottom = 16, 6, 150, 28, 34
+    bar_h, gap, left, top, bottom = 16, 6, 150, 28, 48
     height = top + bottom + max(1, len(shown)) * (bar_h + gap)
     totals = [sum(v for v in _steps(r) if math.isfinite(v)) for r in shown]
-    vmax = max([1.0] + totals) * 1.05
+    vmax = max([1.0, *totals]) * 1.05
     plot_w = width - left - 20
 
     def sx(v: float) -> float:
         return left + plot_w * v / vmax
 
     parts = [(f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-             f'viewBox="0 0 {width} {height}" role="img" aria-label="latency per exposure">'),
-             f'<text x="{left}" y="16" font-size="12">time from the file landing (s)</text>']
+              f'viewBox="0 0 {width} {height}" role="img" aria-label="latency per exposure">')]
     x0 = left
     for label, colour in STEP_COLOURS:
-        parts.append(f'<rect x="{x0 + 200}" y="6" width="10" height="10" fill="{colour}"/>'
-                     f'<text x="{x0 + 214}" y="15" font-size="10">{escape(label)}</text>')
-        x0 += 150
+        parts.append(f'<rect x="{x0}" y="6" width="10" height="10" fill="{colour}"/>'
+                     f'<text x="{x0 + 14}" y="15" font-size="10">{escape(label)}</text>')
+        x0 += 180
     for i, r in enumerate(shown):
         y = top + i * (bar_h + gap)
         name = f"{r.expnum} {r.role[0].upper()}"
@@ -107,6 +106,8 @@ def latency_svg(rows: Sequence[ExposureLatency], *, width: int = 760) -> str:
         parts.append(f'<line x1="{sx(tick):.1f}" y1="{axis_y}" x2="{sx(tick):.1f}" '
                      f'y2="{axis_y + 4}" stroke="#333"/><text x="{sx(tick):.1f}" '
                      f'y="{axis_y + 16}" font-size="10" text-anchor="middle">{tick:.0f}</text>')
+    parts.append(f'<text x="{left + plot_w / 2:.1f}" y="{height - 6}" font-size="12" '
+                 'text-anchor="middle">time from the file landing (s)</text>')
     parts.append("</svg>")
     return "".join(parts)
 
