@@ -217,8 +217,12 @@ def test_watch_replays_a_night_search_first_and_resumes(tmp_path, workflow_sim):
     assert pct["n"] == 2 and 0 < pct["p50"] <= pct["max"]
 
 
-def test_watch_stop_event_ends_cleanly_single_process(tmp_path, workflow_sim):
-    """A stop request (what SIGINT/SIGTERM set) ends the service after the running task."""
+def test_sigterm_stops_the_service_after_the_running_task(tmp_path, workflow_sim):
+    """SIGTERM (as SIGINT) ends the service cleanly: the running task finishes, no new one
+    starts, and the handlers are put back."""
+    import os
+    import signal
+
     from desgw.workflow.watch import run_watch
 
     root, truth = workflow_sim
@@ -230,18 +234,29 @@ def test_watch_stop_event_ends_cleanly_single_process(tmp_path, workflow_sim):
     out.mkdir()
     settings = Settings(raw_dir=raw_dir, calib_dir=root / "calib", refcat_dir=root / "refcat",
                         out_root=out, db_url=None)
-    stop = threading.Event()
-    timer = threading.Timer(1.0, stop.set)
-    timer.start()
+    before = signal.getsignal(signal.SIGTERM)
+    ran = out / "ran.txt"
+
+    def send_when_running():
+        while not ran.is_file():
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    sender = threading.Thread(target=send_when_running, daemon=True)
+    sender.start()
+    lines: list[str] = []
     summary = run_watch(raw_dir, settings=settings, scheduler="single", search_nite=99991231,
-                        runners=RUNNERS, poll_s=0.05, settle_s=0.1, stop=stop,
-                        echo=lambda _line: None, handle_signals=False)
-    timer.cancel()
+                        runners=RUNNERS, poll_s=0.05, settle_s=0.1, echo=lines.append)
+    sender.join(5)
     assert summary.stop_reason == "signal"
-    ran = (out / "ran.txt").read_text().splitlines()
-    assert 0 < len(ran)  # stopped part-way or at the end, never mid-task
-    assert all(v in ("done", "skipped") for v in summary.task_status.values())
-    assert (out / "desgw.sqlite").is_file()
+    assert any(ln.startswith(f"signal {int(signal.SIGTERM)}: stopping") for ln in lines)
+    n_ran = len(ran.read_text().splitlines())
+    n_tasks = len(truth.ccdnums(t1)) + 1
+    assert 1 <= n_ran < n_tasks  # stopped part-way, after a whole task
+    assert all(v == "done" for v in summary.task_status.values())
+    assert len(summary.task_status) == n_ran
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert (out / "desgw.sqlite").is_file() and summary.processed == ()
 
 
 def test_watch_cli_rejects_a_bad_file_and_stops_when_idle(tmp_path, clean_env):
