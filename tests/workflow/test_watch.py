@@ -152,7 +152,8 @@ def test_watch_replays_a_night_search_first_and_resumes(tmp_path, workflow_sim):
                         out_root=out, db_url=f"sqlite:///{tmp_path / 'watch.sqlite'}")
     lines: list[str] = []
     opts = {"settings": settings, "search_nite": search_nite, "runners": RUNNERS,
-            "poll_s": 0.05, "settle_s": 0.1, "echo": lines.append, "handle_signals": False}
+            "poll_s": 0.05, "settle_s": 0.1, "echo": lines.append, "handle_signals": False,
+            "preload": False}
     cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                            dashboard_address=None)
     try:
@@ -276,3 +277,12 @@ def test_watch_cli_rejects_a_bad_file_and_stops_when_idle(tmp_path, clean_env):
     assert "stopped (idle)" in res.output
     page = (out / "watch_report" / "index.html").read_text()
     assert "<td>42</td>" in page and "rejected" in page
+
+
+def test_worker_preload_imports_the_processing_modules():
+    import sys
+
+    from desgw.workflow.watch import PRELOAD_MODULES, _preload
+
+    assert _preload() == []
+    assert all(name in sys.modules for name in PRELOAD_MODULES)
