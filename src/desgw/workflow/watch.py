@@ -350,9 +350,11 @@ class _Service:
             landed = prev.landed_at
             ingested = prev.ingested_at or ingested
         role = "search" if int(rec.nite) >= self.search_nite else "template"
-        self.seq += 1
-        exp = _Exposure(expnum, role, str(path), landed, ingested, self.seq)
-        self.exposures[expnum] = exp
+        exp = self.exposures.get(expnum)  # a file tried again after a database error
+        if exp is None:
+            self.seq += 1
+            exp = _Exposure(expnum, role, str(path), landed, ingested, self.seq)
+            self.exposures[expnum] = exp
         try:
             if role == "template":
                 for t in self._template_tasks(exp, rec):
