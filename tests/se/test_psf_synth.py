@@ -189,7 +189,8 @@ def run_pipeline(**kwargs):
     det = detect_sources(f.image - bkg.level, bkg.rms, f.mask, config=dcfg)
     cand = select_psf_candidates(det)
     c = det.catalog
-    psf = fit_psf(f.image - bkg.level, f.weight, f.mask, c["xwin"][cand], c["ywin"][cand])
+    psf = fit_psf(f.image - bkg.level, f.weight, f.mask, c["xwin"][cand], c["ywin"][cand],
+                  segmap=det.segmap, neighbour_xy=np.column_stack([c["xwin"], c["ywin"]]))
     cat = measure_sources(f.image, f.weight, f.mask, bkg, det, psf)
     tree = cKDTree(np.column_stack([c["xwin"], c["ywin"]]))
     d, i = tree.query(np.column_stack([f.stars["x"], f.stars["y"]]))

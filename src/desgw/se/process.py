@@ -24,7 +24,8 @@
 8. **Detection** with the filter matched to the seeing and the threshold convention for it
    (:func:`desgw.se.process_steps.detect_config_for_seeing`).
 9. **PSF**: candidates (bright, isolated, point-like, below 80 % of saturation) and the fit
-   with a stamp of at least 6 FWHM.
+   with a stamp of at least 6 FWHM, other detections' segments excluded from the star stamps
+   and their light subtracted (:func:`desgw.se.psf.fit_psf`).
 10. **Measurement** (SExtractor columns; detections that are leftovers of partly flagged
     cosmic rays are dropped and masked; magnitudes ``MAG = sex_mag_zeropoint - 2.5 log10(FLUX)``
     with FLUX in electrons over the exposure).
@@ -461,8 +462,10 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cand = select_psf_candidates(det, max_peak=config.psf_max_peak_fraction * sat_e
                                  - bkg.global_level)
     psf_cfg = psf_config_for_seeing(config.psf, seeing.fwhm_px, stamp_fwhm=config.psf_stamp_fwhm)
-    psf = fit_psf(sub, weight, mask, np.asarray(det.catalog["xwin"])[cand],
-                  np.asarray(det.catalog["ywin"])[cand], config=psf_cfg)
+    det_xy = np.column_stack([np.asarray(det.catalog["xwin"], dtype=np.float64),
+                              np.asarray(det.catalog["ywin"], dtype=np.float64)])
+    psf = fit_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], segmap=det.segmap,
+                  neighbour_xy=det_xy, config=psf_cfg)
     lap("psf")
 
     # --- measurement (with the initial WCS for the column layout; redone below)
