@@ -77,7 +77,7 @@ def test_wing_outside_flux_errors():
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "realdata"))
-from realdata_cases import instcal_cases, psfex_for  # noqa: E402
+from realdata_cases import instcal_cases, psfex_for
 
 
 def _psfex_models():
