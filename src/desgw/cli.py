@@ -85,7 +85,7 @@ def main(verbose: int) -> None:
 @click.option("--psf-beta", type=click.FloatRange(1.5, 10.0), default=None,
               help="Moffat index of every exposure (default: drawn from 2.5-3.5).")
 @click.option("--psf-fwhm-tilt", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
-              help="Largest fractional FWHM change per degree (0.2: up to ~6 %% across a CCD).")
+              help="Largest fractional FWHM change per degree (0.2: up to ~6 % across a CCD).")
 @click.option("--psf-e-astig", type=click.FloatRange(0.0, 0.3), default=None,
               help="Ellipticity of the astigmatism pattern at 1 deg (default: drawn from 0.02-0.04).")
 def sim(outdir: Path, seed: int, band: str, ccds_text: str | None, n_templates: int, n_search: int,
