@@ -21,8 +21,8 @@
    :func:`desgw.se.process_steps.cosmics_objlim`), the mask grown by ``cosmic_grow`` pixels;
    CRAY pixels get weight 0.
 7. **Second background** with the first pass's detections (and the cosmic rays) masked.
-8. **Detection** with the filter matched to the seeing and the threshold convention for it
-   (:func:`desgw.se.process_steps.detect_config_for_seeing`).
+8. **Detection** with the filter matched to the seeing and a threshold on the filtered image's
+   signal-to-noise (:func:`desgw.se.process_steps.detect_config_for_seeing`).
 9. **PSF**: candidates (bright, isolated, point-like, below 80 % of saturation) and the fit
    with a stamp of at least 6 FWHM, other detections' segments excluded from the star stamps
    and their light subtracted (:func:`desgw.se.psf.fit_psf`).
@@ -106,8 +106,8 @@ class SEConfig:
     ----------
     detrend, bleed, cosmics, background, detect, psf, measure, astrometry
         The step settings. ``cosmics.objlim = None`` takes it from the seeing
-        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the base of both detection passes (its filter FWHM and,
-        with ``adaptive_detection``, its threshold convention are set from the seeing);
+        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the first detection
+        pass and the base of the second (whose filter and threshold are set from the seeing);
         ``psf.stamp`` is a minimum (the stamp is widened to ``psf_stamp_fwhm`` FWHM);
         ``measure.zeropoint`` is replaced by ``sex_mag_zeropoint``.
     sex_mag_zeropoint : float
@@ -127,10 +127,12 @@ class SEConfig:
         on a 1.6" CCD.
     required_calibrations : tuple of str
         Calibrations (``"bias"``, ``"flat"``, ``"bpm"``) whose absence is an error.
-    adaptive_detection : bool
-        Switch the threshold convention by seeing (see :mod:`desgw.se.detect`): the matched
-        filter at ``filtered_thresh_sigma`` when the FWHM exceeds ``filtered_above_px``.
-    filtered_above_px, filtered_thresh_sigma : float
+    detect_snr : float
+        Detection threshold of the second pass: signal-to-noise of the image filtered with a
+        Gaussian of the seeing FWHM, the same rule at every seeing
+        (:func:`desgw.se.process_steps.detect_config_for_seeing`).
+    detect_minarea : int
+        Connected pixels above that threshold.
     psf_stamp_fwhm : float
         Least PSF stamp width in units of the FWHM.
     psf_max_peak_fraction : float
@@ -170,9 +172,8 @@ class SEConfig:
     zp_method: str = "weighted"
     zp_error_floor: float = 0.01
     required_calibrations: tuple[str, ...] = ("bias", "flat")
-    adaptive_detection: bool = True
-    filtered_above_px: float = 4.0
-    filtered_thresh_sigma: float = 5.0
+    detect_snr: float = 5.0
+    detect_minarea: int = 3
     psf_stamp_fwhm: float = 6.0
     psf_max_peak_fraction: float = 0.8
     psf_aperture_correction: bool = True
@@ -448,11 +449,8 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
               if config.rescale_weight else 1.0)
     if wscale != 1.0:
         weight *= np.float32(1.0 / wscale)
-    det_cfg = (detect_config_for_seeing(config.detect, seeing.fwhm_px,
-                                        filtered_above_px=config.filtered_above_px,
-                                        filtered_thresh_sigma=config.filtered_thresh_sigma)
-               if config.adaptive_detection else replace(config.detect,
-                                                         filter_fwhm=seeing.fwhm_px))
+    det_cfg = detect_config_for_seeing(config.detect, seeing.fwhm_px, snr=config.detect_snr,
+                                       minarea=config.detect_minarea)
     with np.errstate(divide="ignore"):
         variance = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
     det = detect_sources(sub, variance, mask, noise_type="variance", config=det_cfg)

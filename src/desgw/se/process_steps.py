@@ -1,6 +1,6 @@
 """Small decisions of single-epoch processing that :func:`desgw.se.process.process_ccd` makes
 between the steps: the seeing estimate that sizes the cosmic-ray, detection and PSF settings,
-the detection threshold convention for that seeing, and the PSF stamp size.
+the detection filter and threshold for that seeing, and the PSF stamp size.
 
 Seeing estimate (:func:`estimate_seeing`): the PSF FWHM is needed before the PSF is fitted (L.A.Cosmic's
 ``objlim`` and the detection filter depend on it). It is measured on a first detection pass:
@@ -102,27 +102,48 @@ def estimate_seeing(detections: DetectionResult, image_minus_bkg: np.ndarray, *,
     return SeeingEstimate(fwhm, int(good.sum()))
 
 
-def detect_config_for_seeing(base: DetectConfig, fwhm_px: float, *, filtered_above_px: float,
-                             filtered_thresh_sigma: float) -> DetectConfig:
-    """The detection settings for a seeing.
+def detect_config_for_seeing(base: DetectConfig, fwhm_px: float, *, snr: float = 5.0,
+                             minarea: int = 3) -> DetectConfig:
+    """The detection settings for a seeing: one rule at every seeing.
 
-    The Gaussian filter is matched to the FWHM. Up to ``filtered_above_px`` the threshold is
-    SExtractor's per-pixel one (``base.thresh_sigma`` times the unfiltered pixel noise, the
-    ``"pixel"`` convention of :mod:`desgw.se.detect`). Beyond it a fixed per-pixel threshold
-    loses depth, so the threshold is ``filtered_thresh_sigma`` times the noise of the *filtered*
-    image: the ``"filtered"`` convention, expressed in the ``"pixel"`` one as
-    ``filtered_thresh_sigma * sqrt(sum(kernel**2))`` times the pixel noise (exact where the
-    noise is constant over the kernel, which the background noise is to < 1 %), with cleaning
-    off as ``"filtered"`` has it. sep then convolves once instead of twice (the image and the
+    The image is filtered with a Gaussian of the seeing FWHM (the PSF-matched filter, up to
+    the profile) and a pixel is significant where the filtered image exceeds ``snr`` times
+    *its own* noise, ``sigma sqrt(sum(kernel**2))`` for a kernel normalised to sum 1 (exact
+    where the noise is constant over the kernel, which the background noise is to < 1 %);
+    ``minarea`` connected pixels must pass, and cleaning is off (it runs on the filtered image
+    and removes real sources near others of similar brightness). The threshold is expressed
+    in the ``"pixel"`` convention of :mod:`desgw.se.detect` (``snr * sqrt(sum(kernel**2))``
+    unfiltered-pixel sigmas), so sep convolves once instead of twice (the image and the
     variance map): 0.65 s instead of 1.5 s on a full CCD, for the same detections.
+
+    A point source's S/N in the matched-filtered image is its optimal (PSF-fit) S/N, so 50 %
+    of the point sources at the ``snr``-sigma PSF-fit limit are detected at any seeing.
+    Measured on galsim Moffat stars (tests/se/test_detect_depth.py), 50 % completeness minus
+    the 5-sigma limit: -0.09, -0.04, -0.05 and -0.10 mag at 0.7, 1.0, 1.4 and 2.0" (the
+    Gaussian's mismatch with the Moffat and sub-pixel centring cost a little S/N); the
+    previous rule (1.5 pixel sigmas up to 4 px FWHM, the filtered threshold above) was
+    -0.42 mag at 0.7" and -0.65 at 1.0": catalogs were shallowest in the best seeing.
+
+    Parameters
+    ----------
+    base : DetectConfig
+        Deblending settings and mask bits to keep.
+    fwhm_px : float
+        Seeing FWHM (pixels), clipped to 1.5-15.
+    snr : float
+        Threshold: signal-to-noise of the filtered image.
+    minarea : int
+        Connected pixels above it.
+
+    Returns
+    -------
+    DetectConfig
     """
     fw = float(np.clip(fwhm_px, 1.5, 15.0))
-    if fw > filtered_above_px:
-        kernel = gaussian_kernel(fw, base.filter_size)
-        factor = float(np.sqrt(np.sum(kernel.astype(np.float64) ** 2)))
-        return replace(base, filter_fwhm=fw, thresh_type="pixel",
-                       thresh_sigma=filtered_thresh_sigma * factor, clean=False)
-    return replace(base, filter_fwhm=fw, thresh_type="pixel")
+    kernel = gaussian_kernel(fw, base.filter_size)
+    factor = float(np.sqrt(np.sum(kernel.astype(np.float64) ** 2)))
+    return replace(base, filter_fwhm=fw, thresh_type="pixel", thresh_sigma=snr * factor,
+                   minarea=minarea, clean=False)
 
 
 def psf_config_for_seeing(base: PSFConfig, fwhm_px: float, *, stamp_fwhm: float = 6.0
@@ -142,16 +163,18 @@ def psf_aperture_correction(psf: PSFModel, *, grid: tuple[int, int] = (4, 7),
     of the PSF's *wing* alone. The model is averaged over a ``grid`` of CCD positions (the mean
     stamp sums to 1), its surface brightness in the outer annulus (radii from
     ``max(1.5 FWHM, 0.4 h)`` to ``h``, the stamp's half-size) is fitted with a Moffat-form wing
-    ``A (1 + (r / s)**2)**-b`` (:func:`wing_outside_flux`), and that wing is integrated over
-    the plane outside the stamp. The correction is therefore >= 1 by construction.
+    ``A (1 + (r / s)**2)**-b`` whose scale ``s`` is tied to the FWHM (:func:`wing_outside_flux`),
+    and that wing is integrated over the plane outside the stamp. The correction is therefore
+    >= 1 by construction.
 
     An earlier version fitted an elliptical Moffat to the whole stamp and returned its flux:
     exact for Moffat PSFs, but on profiles whose core is not Moffat-like the core misfit set
     the total, e.g. 0.965-0.977 for Kolmogorov PSFs of FWHM 3-7 px whose true value is
     1.007-1.013, and 0.963 on a Community Pipeline PSFEx model. Measured (galsim, stamp of 25
-    pix or 6 FWHM): Moffat beta 2.5-5, FWHM 3-7 px, e <= 0.06, within 0.05 % of the exact value;
-    Kolmogorov FWHM 3-7 px 0.2-0.4 % low (its wing flattens towards ``r**(-11/3)`` beyond
-    the stamp, which a wing fitted at 2-3 FWHM cannot know); tests/se/test_psf_apcor.py.
+    pix or 6 FWHM): Moffat beta 2.5-5, FWHM 3-7 px, e <= 0.06, within 0.01 % of the exact value;
+    Kolmogorov FWHM 3-7 px 0.3-0.6 % low (its wing flattens towards ``r**(-11/3)`` beyond
+    the stamp, which a wing fitted at 2-3 FWHM cannot know); on PSF models fitted to the
+    simulator's Moffat stars (25-40 stars) 0.08-0.19 % high; tests/se/test_psf_apcor.py.
 
     Parameters
     ----------
@@ -190,15 +213,19 @@ def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
     stamp : numpy.ndarray
         (n, n) PSF image (n odd), centred on the central pixel, pixel-integrated.
     fwhm : float or None
-        FWHM (pixels); default from the area above half the peak.
+        FWHM of the profile (pixels, pixel response removed); default from a pixel-integrated
+        elliptical Moffat fit (:func:`desgw.se.psf_shape.fit_moffat`).
 
     Returns
     -------
     float
         ``(flux outside the stamp) / stamp.sum()`` of the wing ``A (1 + (r / s)**2)**-b``
-        fitted (in log, per 1-pix annulus, weighted by the pixels in it) to the annulus means
-        between ``max(1.5 FWHM, 0.4 h)`` and ``h = n // 2``; 0 when the annulus holds no
-        positive light.
+        fitted to the means of 1-pix annuli between ``max(1.5 FWHM, 0.4 h)`` and
+        ``h = n // 2`` (in log, weighted by the square root of the pixels in each), with
+        ``s`` tied to the FWHM as in a Moffat, ``s = FWHM / (2 sqrt(2**(1/b) - 1))``: two free
+        parameters, amplitude and slope, so that the few outer rings of a fitted model, whose
+        noise is largest, cannot bend the extrapolation (a free ``s`` put it 0.5 % high on a
+        25-star model); 0 when the annulus holds no positive light.
 
     Raises
     ------
@@ -215,7 +242,9 @@ def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
     n = st.shape[0]
     h = n // 2
     if fwhm is None:
-        fwhm = 2.0 * np.sqrt(np.count_nonzero(st >= 0.5 * st.max()) / np.pi)
+        fwhm = float(fit_moffat(st).fwhm)
+    if not (np.isfinite(fwhm) and fwhm > 0):
+        raise ValueError(f"PSF FWHM {fwhm} unusable")
     yy, xx = np.mgrid[:n, :n] - h
     r = np.hypot(xx, yy).ravel()
     r1 = max(1.5 * fwhm, 0.4 * h)
@@ -225,25 +254,26 @@ def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
         raise ValueError(f"stamp of {n} pix too small for a wing annulus beyond {r1:.1f} pix")
     nb = np.bincount(ring[sel])
     keep = nb > 0
-    rb = (np.bincount(ring[sel], weights=r[sel])[keep] / nb[keep])
-    ib = (np.bincount(ring[sel], weights=st.ravel()[sel])[keep] / nb[keep])
+    rb = np.bincount(ring[sel], weights=r[sel])[keep] / nb[keep]
+    ib = np.bincount(ring[sel], weights=st.ravel()[sel])[keep] / nb[keep]
     nb = nb[keep]
     ok = ib > 0
     if ok.sum() < 3:
         return 0.0
     rb, ib, nb = rb[ok], ib[ok], nb[ok]
 
-    def resid(p: np.ndarray) -> np.ndarray:
-        la, ls, b = p
-        return (la - b * np.log1p((rb / np.exp(ls)) ** 2) - np.log(ib)) * np.sqrt(nb)
+    def scale(b: float) -> float:
+        return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / b) - 1.0))
 
-    p0 = np.array([np.log(ib[0]) + 3.0 * np.log1p((rb[0] / (0.5 * fwhm)) ** 2),
-                   np.log(0.5 * fwhm), 1.5])
-    sol = least_squares(resid, p0, bounds=([-np.inf, np.log(0.05 * fwhm), 1.05],
-                                           [np.inf, np.log(20.0 * fwhm), 10.0]))
-    la, ls, b = sol.x
-    a, s = np.exp(la), np.exp(ls)
-    # Outside the circle of radius h + 0.5 (analytic), plus the box corners beyond it.
+    def resid(p: np.ndarray) -> np.ndarray:
+        la, b = p
+        return (la - b * np.log1p((rb / scale(b)) ** 2) - np.log(ib)) * np.sqrt(nb)
+
+    p0 = np.array([np.log(ib[0]) + 3.0 * np.log1p((rb[0] / fwhm) ** 2), 2.5])
+    sol = least_squares(resid, p0, bounds=([-np.inf, 1.05], [np.inf, 10.0]))
+    la, b = sol.x
+    a, s = np.exp(la), scale(b)
+    # Outside the circle of radius h + 0.5 (analytic), less the box corners beyond it.
     rc = h + 0.5
     out = np.pi * a * s ** 2 * (1.0 + (rc / s) ** 2) ** (1.0 - b) / (b - 1.0)
     sub = 4
