@@ -66,3 +66,29 @@ def test_bright_star_psf_flux_and_zeropoint(kind, beta, fwhm):
         # Kolmogorov wing 0.6 % short (it flattens towards r**-11/3 beyond the stamp;
         # test_psf_apcor.py). FLUX_PSF itself is within 0.06 % of the stamp flux.
         assert -7e-3 < dzp < 1e-3, dzp
+
+
+def test_neighbours_kept_out_of_the_psf_model():
+    """A wide stamp (41 px) on a field whose stars are >= 24 px apart: neighbours' light in the
+    stamps' outskirts made the model's wings too bright and FLUX_PSF too high (measured +0.39 %
+    without the segmentation map and neighbour subtraction, +0.09 % with them)."""
+    f = make_field(shape=(1024, 1024), n_stars=250, n_gal=0, fwhm0=4.5, beta=2.5,
+                   mag_range=(15.5, 19.0), seed=5, box=41)
+    det = detect_sources(f.image - f.sky, np.sqrt(f.sky + f.read_noise ** 2), f.mask,
+                         config=DetectConfig(filter_fwhm=4.5))
+    c = det.catalog
+    xy = np.column_stack([c["xwin"], c["ywin"]])
+    cand = select_psf_candidates(det)
+    d, i = cKDTree(xy).query(np.column_stack([f.stars["x"], f.stars["y"]]))
+    ok = (d < 1.5) & f.stars["isolated"] & ~f.stars["masked"]
+    ratios = []
+    for kw in ({}, {"segmap": det.segmap, "neighbour_xy": xy}):
+        psf = fit_psf(f.image - f.sky, f.weight, f.mask, xy[cand, 0], xy[cand, 1],
+                      config=PSFConfig(stamp=41), **kw)
+        cat = measure_sources(f.image, f.weight, f.mask, f.sky, det, psf)
+        flux = np.asarray(cat["FLUX_PSF"], dtype=np.float64)[i[ok]]
+        bright = flux / np.asarray(cat["FLUXERR_PSF"], dtype=np.float64)[i[ok]] > 300
+        ratios.append(float(np.median(flux[bright] / f.stars["flux_box"][ok][bright])) - 1)
+    without, with_ = ratios
+    assert without > 0.0025, ratios
+    assert abs(with_) < 0.0015, ratios
