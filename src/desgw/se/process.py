@@ -19,7 +19,8 @@
    (:func:`desgw.se.process_steps.estimate_seeing`).
 6. **Cosmic rays** (L.A.Cosmic with ``objlim`` from that seeing,
    :func:`desgw.se.process_steps.cosmics_objlim`), the mask grown by ``cosmic_grow`` pixels;
-   CRAY pixels get weight 0.
+   CRAY pixels get weight 0. Then **trails** of satellites and aircraft
+   (:func:`desgw.se.trails.find_trails`): STREAK, weight 0.
 7. **Second background** with the first pass's detections (and the cosmic rays) masked.
 8. **Detection** with the filter matched to the seeing and a threshold on the filtered image's
    signal-to-noise (:func:`desgw.se.process_steps.detect_config_for_seeing`).
@@ -83,6 +84,7 @@ from desgw.se.psf import PSFConfig, PSFModel, fit_psf, select_psf_candidates
 from desgw.se.quality import (QC_BANDS, QCResult, QCThresholds, assess_quality,
                               compute_qc_metrics)
 from desgw.se.saturation import BleedConfig, mask_bleed_trails
+from desgw.se.trails import TrailConfig, find_trails
 
 if TYPE_CHECKING:  # pragma: no cover
     from astropy.io import fits
@@ -143,6 +145,10 @@ class SEConfig:
         ``PSFAPCOR``), so that zeropoints from PSF fluxes are total-flux zeropoints (they
         scale images correctly whatever the seeing). ``FLUX_PSF / PSFAPCOR`` is the stamp flux
         SExtractor + PSFEx would give.
+    mask_trails : bool
+        Find satellite and aircraft trails after the cosmic rays and mask them (``STREAK``,
+        weight 0; :func:`desgw.se.trails.find_trails` with ``trails``; header ``NTRAIL``).
+    trails : TrailConfig
     cosmic_grow : int
         Pixels by which the cosmic-ray mask is grown (8-connected): the faint ends of tracks
         that L.A.Cosmic leaves unflagged otherwise become detections next to the mask.
@@ -178,6 +184,8 @@ class SEConfig:
     psf_max_peak_fraction: float = 0.8
     psf_aperture_correction: bool = True
     cosmic_grow: int = 1
+    mask_trails: bool = True
+    trails: TrailConfig = TrailConfig()
     drop_cosmic_residuals: bool = True
     rescale_weight: bool = True
     qc: QCThresholds = QCThresholds()
@@ -442,6 +450,16 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     weight[cr] = 0.0
     lap("cosmics")
 
+    # --- satellite and aircraft trails
+    n_trails = 0
+    if config.mask_trails:
+        tr = find_trails(sub, weight, mask, fwhm_px=seeing.fwhm_px, config=config.trails)
+        n_trails = len(tr.trails)
+        if n_trails:
+            mask[tr.mask] |= maskbits.STREAK
+            weight[tr.mask] = 0.0
+    lap("trails")
+
     # --- second pass: background with sources masked, detection for the seeing
     bkg = estimate_background(image, mask, objects=det1.segmap, config=config.background)
     np.subtract(image, bkg.level, out=sub)
@@ -547,6 +565,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "PSFSTAMP": (psf.stamp_size, "[pix] PSF model stamp side"),
         "PSFAPCOR": (apcor, "total / PSF-stamp flux, applied to FLUX_PSF"),
         "NCRAY": (int(cr.sum()), "cosmic-ray pixels masked"),
+        "NTRAIL": (n_trails, "satellite/aircraft trails masked (STREAK)"),
         "NCRRESID": (n_crres, "detections dropped as cosmic-ray leftovers"),
         "NSATSTAR": (int(bleed.star_x.size), "saturated stars (bleed/halo masked)"),
         "NOBJECT": (len(catalog), "catalog rows"),
