@@ -31,6 +31,7 @@ than ``min_length_px`` in the block image and are not found.
 from __future__ import annotations
 
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -153,7 +154,8 @@ def _chord_length(shape: tuple[int, int], theta: np.ndarray, rho: np.ndarray) ->
         & np.isfinite(ys)
     xs = np.where(ok, xs, np.nan)
     ys = np.where(ok, ys, np.nan)
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # lines that miss the CCD: all NaN
         dx = np.nanmax(xs, axis=0) - np.nanmin(xs, axis=0)
         dy = np.nanmax(ys, axis=0) - np.nanmin(ys, axis=0)
     out = np.hypot(dx, dy)
