@@ -76,11 +76,10 @@ def test_wing_outside_flux_errors():
     assert wing_outside_flux(st) == 0.0
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "realdata"))
-from realdata_cases import instcal_cases, psfex_for
-
-
 def _psfex_models():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "realdata"))
+    from realdata_cases import instcal_cases, psfex_for
+
     try:
         cases = instcal_cases()
     except (FileNotFoundError, LookupError, OSError):
