@@ -30,7 +30,8 @@ def _with_trail(e_per_arcsec: float, angle_deg: float, seed: int = 1):
     assert add_satellite(light, truth, trail, CCD, DECAM_DISTORTION, fwhm_pix=FWHM, beta=3.0,
                          pixel_scale_arcsec=0.263)
     rng = np.random.default_rng(seed)
-    image = f.image + light + rng.normal(size=light.shape).astype(np.float32) * np.sqrt(light)
+    noise = np.asarray(rng.normal(size=light.shape), dtype=np.float32) * np.sqrt(light)
+    image = f.image + light + noise
     return f, image - f.sky, (truth & TRUTH_SATELLITE) != 0, light
 
 
