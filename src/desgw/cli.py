@@ -85,18 +85,35 @@ def main(verbose: int) -> None:
 @click.option("--n-search", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Search exposures on the night of the event.")
 @click.option("--no-compress", is_flag=True, help="Write plain .fits instead of fpacked .fits.fz raw files.")
+@click.option("--psf-profile", type=click.Choice(["moffat", "kolmogorov"]), default="moffat",
+              show_default=True, help="Radial profile of the PSF (Kolmogorov drawn with galsim, slower).")
+@click.option("--psf-beta", type=click.FloatRange(1.5, 10.0), default=None,
+              help="Moffat index of every exposure (default: drawn from 2.5-3.5).")
+@click.option("--psf-fwhm-tilt", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
+              help="Largest fractional FWHM change per degree (0.2: up to ~6 % across a CCD).")
+@click.option("--psf-e-astig", type=click.FloatRange(0.0, 0.3), default=None,
+              help="Ellipticity of the astigmatism pattern at 1 deg (default: drawn from 0.02-0.04).")
 def sim(outdir: Path, seed: int, band: str, ccds_text: str | None, n_templates: int, n_search: int,
-        no_compress: bool) -> None:
+        no_compress: bool, psf_profile: str, psf_beta: float | None, psf_fwhm_tilt: float,
+        psf_e_astig: float | None) -> None:
     """Simulate a small DECam night: raw exposures, calibrations, a Gaia-format catalog and truth.
 
     Writes OUTDIR/raw/, OUTDIR/calib/, OUTDIR/gaia/ and OUTDIR/truth/ and prints a summary.
     """
     ccds = _parse_ccds(ccds_text)
     from .sim.night import simulate_night
+    from .sim.survey import SurveyConfig
 
+    base = SurveyConfig()
+    survey = SurveyConfig(
+        psf_profile=psf_profile,
+        psf_beta=(psf_beta, psf_beta) if psf_beta is not None else base.psf_beta,
+        psf_fwhm_tilt=psf_fwhm_tilt,
+        psf_e_astig=(psf_e_astig, psf_e_astig) if psf_e_astig is not None else base.psf_e_astig,
+    )
     summary = simulate_night(
         outdir, seed=seed, band=band, ccds=ccds, n_templates=n_templates,
-        n_search=n_search, compress=not no_compress,
+        n_search=n_search, compress=not no_compress, survey_config=survey,
     )
     click.echo(str(summary))
 
