@@ -63,7 +63,8 @@ from scipy import ndimage
 from desgw.io.errors import HeaderError, MissingFileError
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se import maskbits
-from desgw.se.astrometry import AstrometryConfig, AstrometryResult, solve_wcs
+from desgw.refcat.quality import GaiaQualityCuts, gaia_quality_mask
+from desgw.se.astrometry import AstrometryConfig, AstrometryError, AstrometryResult, solve_wcs
 from desgw.se.background import Background, BackgroundConfig, estimate_background
 from desgw.se.cosmics import CosmicsConfig, find_cosmic_rays
 from desgw.se.crosstalk import correct_crosstalk
@@ -82,6 +83,7 @@ from desgw.se.psf import PSFConfig, PSFModel, fit_psf, select_psf_candidates
 from desgw.se.quality import (QC_BANDS, QCResult, QCThresholds, assess_quality,
                               compute_qc_metrics)
 from desgw.se.saturation import BleedConfig, mask_bleed_trails
+from desgw.se.sparse import fit_psf_sparse, refine_wcs_shift, sparse_zeropoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from astropy.io import fits
@@ -152,6 +154,15 @@ class SEConfig:
         ``WGTSCALE``).
     qc : QCThresholds
         Pass/fail limits of the CCD's quality check.
+    gaia_quality : GaiaQualityCuts
+        Cuts on the Gaia rows used for astrometry and the zeropoint
+        (:func:`desgw.refcat.quality.gaia_quality_mask`; a cut whose column the store lacks is
+        not applied).
+    sparse_fallbacks : bool
+        With too few stars for a full model, degrade instead of failing
+        (:mod:`desgw.se.sparse`): a constant or analytic PSF, a shift-only WCS refinement, a
+        zeropoint from 1-2 stars; each sets a flag with its reason (``CCDResult.flags``,
+        header ``DEGRADED``) and fails the QC. False: raise as before.
     """
 
     detrend: DetrendConfig = DetrendConfig()
@@ -179,6 +190,8 @@ class SEConfig:
     drop_cosmic_residuals: bool = True
     rescale_weight: bool = True
     qc: QCThresholds = QCThresholds()
+    gaia_quality: GaiaQualityCuts = GaiaQualityCuts()
+    sparse_fallbacks: bool = True
 
     def __post_init__(self) -> None:
         bad = set(self.required_calibrations) - set(CALIBRATION_KINDS)
@@ -258,6 +271,9 @@ class CCDResult:
         Seconds per step.
     corners : (ndarray, ndarray)
         RA, Dec (deg) of the 1-based pixels (16,16), (2033,16), (2033,4081), (16,4081).
+    flags : dict of str to str
+        Degraded steps (``"psf"``, ``"wcs"``, ``"zeropoint"``) and why, in words with the
+        numbers (:mod:`desgw.se.sparse`); empty when every model is the full one.
     """
 
     ccdnum: int
@@ -274,6 +290,7 @@ class CCDResult:
     qc: QCResult
     timings: dict[str, float] = field(default_factory=dict)
     corners: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(4), np.zeros(4)))
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 def check_band(exposure: "ExposureHeader", raw: "RawCCD | None" = None) -> str:
@@ -346,20 +363,76 @@ def _pixel_scale_arcsec(wcs: WCS, x: float, y: float) -> float:
     return math.sqrt(abs(dx[0] * dy[1] - dx[1] * dy[0]))
 
 
-def _zeropoint(catalog: Table, inputs: CCDInputs, band: str, config: SEConfig
+def _zeropoint(catalog: Table, refcat: Table, band: str, config: SEConfig,
+               flags: dict[str, str] | None = None
                ) -> tuple[ZeropointResult | None, str | None]:
     try:
-        meas = measure_ccd_zeropoint(catalog, inputs.refcat, band, mags_type=config.mags_type,
+        meas = measure_ccd_zeropoint(catalog, refcat, band, mags_type=config.mags_type,
                                      sex_mag_zeropoint=config.sex_mag_zeropoint,
                                      use_color_terms=config.use_color_terms,
                                      method=config.zp_method, error_floor=config.zp_error_floor)
     except TransformUnavailableError as exc:
         return None, f"zeropoint not measured: {exc}"
     res = meas.result
+    if not res.valid and config.sparse_fallbacks and flags is not None \
+            and 1 <= res.n_used <= 2:
+        sparse = sparse_zeropoint(res.delta[res.used], res.delta_err[res.used],
+                                  error_floor=max(config.zp_error_floor, 0.02),
+                                  n_matched=res.n_matched)
+        flags["zeropoint"] = (f"zeropoint from {sparse.n_used} star(s) of {res.n_matched} matched "
+                              f"to Gaia ({sparse.zp_err:.3f} mag error; a clipped zeropoint "
+                              f"needs 3)")
+        return sparse, None
     if not res.valid:
         return None, (f"zeropoint not measured: {res.n_used} calibration stars left of "
                       f"{res.n_matched} matched to Gaia")
     return res, None
+
+
+def fit_ccd_psf(sub: np.ndarray, weight: np.ndarray, mask: np.ndarray, x: np.ndarray,
+                y: np.ndarray, psf_cfg: PSFConfig, config: SEConfig, seeing_fwhm_px: float,
+                flags: dict[str, str], *, fwhm_source: str = "the first-pass seeing") -> PSFModel:
+    """The PSF step of :func:`process_ccd`: the full fit, or its sparse-field fallback
+    (recorded in ``flags["psf"]``) when ``config.sparse_fallbacks``."""
+    if not config.sparse_fallbacks:
+        return fit_psf(sub, weight, mask, x, y, config=psf_cfg)
+    psf, why = fit_psf_sparse(sub, weight, mask, x, y, config=psf_cfg,
+                              fallback_fwhm_px=seeing_fwhm_px, fallback_source=fwhm_source)
+    if why is not None:
+        flags["psf"] = why
+    return psf
+
+
+def solve_ccd_wcs(x: np.ndarray, y: np.ndarray, ref: Table, init_wcs: WCS, *,
+                  flux: np.ndarray, xy_err: np.ndarray, image_shape: tuple[int, int],
+                  config: SEConfig, flags: dict[str, str]) -> AstrometryResult:
+    """The astrometry step of :func:`process_ccd`: :func:`desgw.se.astrometry.solve_wcs`, and
+    when it fails for lack of stars and ``config.sparse_fallbacks``, a shift-only refinement of
+    ``init_wcs`` (:func:`desgw.se.sparse.refine_wcs_shift`, recorded in ``flags["wcs"]``).
+
+    Raises
+    ------
+    AstrometryError
+        The full fit failed and no reference star lies near a detection either.
+    """
+    ra_ref = np.asarray(ref["ra"], dtype=np.float64)
+    dec_ref = np.asarray(ref["dec"], dtype=np.float64)
+    try:
+        return solve_wcs(x, y, ra_ref, dec_ref, init_wcs, flux=flux, ref_mag=_ref_mag(ref),
+                         xy_err=xy_err, image_shape=image_shape, config=config.astrometry)
+    except AstrometryError as exc:
+        if not config.sparse_fallbacks:
+            raise
+        try:
+            shift = refine_wcs_shift(x, y, ra_ref, dec_ref, init_wcs, image_shape=image_shape,
+                                     max_offset_arcsec=config.astrometry.max_offset_arcsec)
+        except AstrometryError:
+            raise exc from None
+        flags["wcs"] = (f"WCS shift-only refinement from {shift.result.n_used} star(s): "
+                        f"({shift.shift_ra_arcsec:+.3f}, {shift.shift_dec_arcsec:+.3f}) +- "
+                        f"{shift.shift_err_arcsec:.3f} arcsec; the full fit failed: "
+                        f"{exc.reason}")
+        return shift.result
 
 
 def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResult:
@@ -461,8 +534,10 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cand = select_psf_candidates(det, max_peak=config.psf_max_peak_fraction * sat_e
                                  - bkg.global_level)
     psf_cfg = psf_config_for_seeing(config.psf, seeing.fwhm_px, stamp_fwhm=config.psf_stamp_fwhm)
-    psf = fit_psf(sub, weight, mask, np.asarray(det.catalog["xwin"])[cand],
-                  np.asarray(det.catalog["ywin"])[cand], config=psf_cfg)
+    flags: dict[str, str] = {}
+    psf = fit_ccd_psf(sub, weight, mask, np.asarray(det.catalog["xwin"])[cand],
+                      np.asarray(det.catalog["ywin"])[cand], psf_cfg, config, seeing.fwhm_px,
+                      flags)
     lap("psf")
 
     # --- measurement (with the initial WCS for the column layout; redone below)
@@ -486,14 +561,12 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
 
     # --- astrometry
     rows = _astrometry_rows(catalog)
-    ref = inputs.refcat
-    astro = solve_wcs(np.asarray(catalog["XWIN_IMAGE"])[rows] - 1.0,
-                      np.asarray(catalog["YWIN_IMAGE"])[rows] - 1.0,
-                      np.asarray(ref["ra"], dtype=np.float64),
-                      np.asarray(ref["dec"], dtype=np.float64), init_wcs,
-                      flux=np.asarray(catalog["FLUX_AUTO"])[rows], ref_mag=_ref_mag(ref),
-                      xy_err=np.asarray(catalog["ERRAWIN_IMAGE"], dtype=np.float64)[rows],
-                      image_shape=image.shape, config=config.astrometry)
+    ref = inputs.refcat[gaia_quality_mask(inputs.refcat, cuts=config.gaia_quality)]
+    astro = solve_ccd_wcs(np.asarray(catalog["XWIN_IMAGE"])[rows] - 1.0,
+                          np.asarray(catalog["YWIN_IMAGE"])[rows] - 1.0, ref, init_wcs,
+                          flux=np.asarray(catalog["FLUX_AUTO"])[rows],
+                          xy_err=np.asarray(catalog["ERRAWIN_IMAGE"], dtype=np.float64)[rows],
+                          image_shape=image.shape, config=config, flags=flags)
     wcs = astro.wcs
     ra, dec = wcs.all_pix2world(np.asarray(catalog["XWIN_IMAGE"]) - 1.0,
                                 np.asarray(catalog["YWIN_IMAGE"]) - 1.0, 0)
@@ -505,7 +578,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     lap("astrometry")
 
     # --- zeropoint
-    zp, zp_reason = _zeropoint(catalog, inputs, band, config)
+    zp, zp_reason = _zeropoint(catalog, ref, band, config, flags)
     lap("zeropoint")
 
     # --- QC
@@ -522,6 +595,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     qc = assess_quality(metrics, thresholds=config.qc)
     if zp_reason is not None:
         qc = replace(qc, passed=False, reasons=qc.reasons + (zp_reason,))
+    qc = flag_quality(qc, flags)
     corners = ccd_corners(wcs)
     lap("qc")
 
@@ -559,6 +633,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "COLTERMS": (bool(config.use_color_terms), "Gaia colour terms in the zeropoint"),
         "SEXMAGZP": (config.sex_mag_zeropoint, "zeropoint of the catalog MAG_ columns"),
         "QCPASS": (bool(qc.passed), "single-epoch quality check passed"),
+        "DEGRADED": (",".join(sorted(flags)) or "none", "steps degraded for lack of stars"),
         "DESGWCFG": (config.hash(), "hash of the SEConfig settings"),
     })
     timings["total"] = time.perf_counter() - t_start
@@ -568,7 +643,15 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
              "pass" if qc.passed else "FAIL: " + "; ".join(qc.reasons), timings["total"])
     return CCDResult(ccdnum=ccdnum, image=image, mask=mask, weight=weight, wcs=wcs,
                      header=header, catalog=catalog, psf=psf, background=bkg, astrometry=astro,
-                     zeropoint=zp, qc=qc, timings=timings, corners=corners)
+                     zeropoint=zp, qc=qc, timings=timings, corners=corners, flags=flags)
+
+
+def flag_quality(qc: QCResult, flags: Mapping[str, str]) -> QCResult:
+    """``qc`` failed with one reason per degraded step (``"degraded psf: ..."``)."""
+    if not flags:
+        return qc
+    extra = tuple(f"degraded {k}: {v}" for k, v in sorted(flags.items()))
+    return replace(qc, passed=False, reasons=qc.reasons + extra)
 
 
 def _apply_psf_aperture_correction(catalog: Table, apcor: float, zeropoint: float) -> None:

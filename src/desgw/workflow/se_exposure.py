@@ -592,6 +592,7 @@ def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[
         "rnum": task.rnum, "pnum": task.pnum, "config_hash": config_hash,
         "desgw_version": __version__, "n_objects": len(result.catalog),
         "qc": _qc_to_dict(result.qc),
+        "degraded": dict(getattr(result, "flags", {}) or {}),
         "zeropoint": {"zp": zp_value, "zp_err": zp_err,
                       "n_used": None if zp is None else int(getattr(zp, "n_used", 0)),
                       "rms": None if zp is None else float(getattr(zp, "rms", math.nan))},
