@@ -18,6 +18,39 @@ from . import __version__
 EXIT_BAD_INPUT = 3
 
 
+class _ProcessingNumber(click.ParamType):
+    """``-r R`` / ``-p P`` of se and sediff: the numbers of ``r{R}p{P}`` (``4`` or ``r4``).
+
+    The same letters mean something else in ``diffimg`` (``-r r4p7 -p dp91``, as in the
+    original); a value in that form gets an error that shows this command's form.
+    """
+
+    name = "integer"
+
+    def __init__(self, letter: str, command: str) -> None:
+        self.letter = letter
+        self.command = command
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        body = text[1:] if text[:1].lower() == self.letter else text
+        if body.isdigit():
+            return int(body)
+        form = (f"`desgw {self.command}` takes the processing version as two numbers, "
+                f"-r R -p P (e.g. -r 4 -p 7 for r4p7)")
+        import re
+
+        if re.fullmatch(r"r\d+p\d+", text.lower()):
+            hint = f"{text!r} is diffimg's -r form"
+        elif text.lower().startswith("dp") or self.letter == "p" and text[:1].lower() == "d":
+            hint = f"{text!r} looks like a season (diffimg's -p dp{{SEASON}}); season is -S here"
+        else:
+            hint = f"got {text!r}"
+        self.fail(f"{form}; {hint}", param, ctx)
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -181,8 +214,10 @@ def _settings_options(func):
 
 @main.command("se")
 @click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Exposure number.")
-@click.option("-r", "--rnum", type=click.IntRange(0), required=True, help="Processing r number (r{R}p{P}).")
-@click.option("-p", "--pnum", type=click.IntRange(0), required=True, help="Processing p number (r{R}p{P}).")
+@click.option("-r", "--rnum", type=_ProcessingNumber("r", "se"), required=True,
+              help="Processing r number R of r{R}p{P} (e.g. -r 4; diffimg's -r takes r4p7).")
+@click.option("-p", "--pnum", type=_ProcessingNumber("p", "se"), required=True,
+              help="Processing p number P of r{R}p{P} (e.g. -p 7; diffimg's -p is the season).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
               help="Band (default: the raw header's; must agree with it).")
 @click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
@@ -478,8 +513,10 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
 
 @main.command("sediff", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
-@click.option("-r", "--rnum", type=click.IntRange(0), required=True, help="SE processing r number (r{R}p{P}).")
-@click.option("-p", "--pnum", type=click.IntRange(0), required=True, help="SE processing p number (r{R}p{P}).")
+@click.option("-r", "--rnum", type=_ProcessingNumber("r", "sediff"), required=True,
+              help="SE processing r number R of r{R}p{P} (e.g. -r 4; diffimg's -r takes r4p7).")
+@click.option("-p", "--pnum", type=_ProcessingNumber("p", "sediff"), required=True,
+              help="SE processing p number P of r{R}p{P} (e.g. -p 7; the season is -S).")
 @click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
               help="Night YYYYMMDD of the product directory (default: the raw header's).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
@@ -571,7 +608,9 @@ def _parse_rp(text: str) -> tuple[int, int]:
 
     m = re.fullmatch(r"\s*r(\d+)p(\d+)\s*", text or "")
     if not m:
-        raise click.BadParameter(f"expected r{{R}}p{{P}}, e.g. r1p1, got {text!r}", param_hint="-r")
+        raise click.BadParameter(f"`desgw diffimg` takes the SE version as one word, -r r{{R}}p{{P}} "
+                                 f"(e.g. -r r4p7), and the season as -p (e.g. -p dp91); got "
+                                 f"{text!r} (se and sediff take -r R -p P)", param_hint="-r")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -580,7 +619,10 @@ def _parse_dp(text: str) -> int:
     t = (text or "").strip()
     t = t[2:] if t.lower().startswith("dp") else t
     if not t.isdigit():
-        raise click.BadParameter(f"expected a season number, e.g. 91 or dp91, got {text!r}",
+        hint = (" (that is an SE version: diffimg takes it as -r)"
+                if t.lower().startswith("r") else "")
+        raise click.BadParameter(f"`desgw diffimg` takes the season as -p, e.g. -p 91 or -p dp91 "
+                                 f"(the SE version r{{R}}p{{P}} goes to -r); got {text!r}{hint}",
                                  param_hint="-p")
     return int(t)
 
@@ -589,8 +631,9 @@ def _parse_dp(text: str) -> int:
 @click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
 @click.option("-r", "--rp", "rp_text", required=True, help="SE processing version of the inputs, r{R}p{P} (e.g. r1p1).")
 @click.option("-p", "--season", "season_text", required=True, help="Season (difference-imaging version), e.g. 91 or dp91.")
-@click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), required=True,
-              help="Night YYYYMMDD of the search exposure's product directory.")
+@click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
+              help="Night YYYYMMDD of the search exposure's product directory (default: found "
+                   "from the products; an error when it contradicts them).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), required=True)
 @click.option("-c", "--ccd", type=click.IntRange(1, 62), required=True, help="Search CCD number.")
 @click.option("-d", "--destcache", type=click.Choice(["scratch", "persistent"]), default="scratch",
@@ -606,7 +649,7 @@ def _parse_dp(text: str) -> int:
 @click.option("--no-fakes", is_flag=True, help="Do not inject fake sources (no efficiency).")
 @click.option("-O", "--overwrite", is_flag=True, help="Redo the CCD if its products exist.")
 @_settings_options
-def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, ccd: int,
+def diffimg(expnum: int, rp_text: str, season_text: str, nite: int | None, band: str, ccd: int,
             destcache: str, schema: str, diff_version: str, fullcopy: bool,
             templates_text: str | None, no_fakes: bool, overwrite: bool, raw_dir: Path | None,
             calib_dir: Path | None, refcat_dir: Path | None, out_root: Path | None,
@@ -616,7 +659,10 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
     Reads the SE products of the search CCD and of the overlapping template CCDs, writes under
     EXPOSURE_DIR/dp{SEASON}/{BAND}_{CCD}/ the difference (SCI/MSK/WGT/SCORE), the template coadd,
     candidates (FITS, Parquet), fakes, stamps (FITS, PNG), efficiency JSON and SNSTAR/SNVETO lists.
-    Exit code 0: done (or already done); 1: failed or nothing to do (listed); 3: bad input.
+    The summary counts the candidates whose real/bogus score reaches the shipped model's
+    threshold (also in the candidate table header RBTHRESH and the JSON files).
+    Exit code 0: done (or already done); 1: failed or nothing to do (listed); 3: bad input
+    (e.g. -n contradicting the night of the exposure's products).
     """
     rnum, pnum = _parse_rp(rp_text)
     season = _parse_dp(season_text)
@@ -628,6 +674,13 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
                                  param_hint="--templates") from None
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .workflow.diff_ccd import DiffTask, run_diff_ccd
+    from .workflow.nite import resolve_product_nite
+
+    given = nite
+    nite = resolve_product_nite(settings.out_root, expnum, band, ccd, rnum, pnum,
+                                cache=destcache, schema=schema, nite=nite)
+    if given is None:
+        click.echo(f"diffimg {expnum}: night {nite} (from the exposure's products)")
 
     task = DiffTask(search_expnum=expnum, ccdnum=ccd, template_expnums=templates,
                     settings=settings, rnum=rnum, pnum=pnum, season=season, cache=destcache,
@@ -641,8 +694,10 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
     state = "already done (use -O to redo)" if s.skipped else "done"
     eff = "" if s.m50 != s.m50 else f", fakes m50 {s.m50:.2f} +- {s.m50_err:.2f}"
     lim = "" if s.ideal_limit_mag != s.ideal_limit_mag else f" (ideal {s.ideal_limit_mag:.2f})"
-    click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {state}: {s.n_candidates} candidates, "
-               f"{s.n_fakes_recovered}/{s.n_fakes} fakes recovered{eff}{lim}; "
+    rb = ("" if s.rb_threshold is None else
+          f" ({s.n_above_threshold} with real/bogus >= {s.rb_threshold:.3f})")
+    click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {state}: {s.n_candidates} candidates"
+               f"{rb}, {s.n_fakes_recovered}/{s.n_fakes} fakes recovered{eff}{lim}; "
                f"{len(s.templates_used)} template CCDs; {s.timings.get('total', 0.0):.1f} s")
     if s.outdir:
         click.echo(f"  products: {s.outdir}")

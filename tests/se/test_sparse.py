@@ -11,8 +11,12 @@ from astropy.wcs import WCS
 from desgw.se.astrometry import AstrometryError
 from desgw.se.photocal import zeropoint
 from desgw.se.psf import PSFConfig, PSFFitError, fit_psf
-from desgw.se.sparse import (fit_psf_sparse, moffat_psf_model, refine_wcs_shift,
-                             sparse_zeropoint)
+from desgw.se.sparse import (
+    fit_psf_sparse,
+    moffat_psf_model,
+    refine_wcs_shift,
+    sparse_zeropoint,
+)
 
 
 def _moffat_image(shape, xs, ys, fluxes, fwhm, beta, rng, sky_sigma=5.0):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 from astropy.table import Table
 
-__all__ = ["GaiaQualityCuts", "GAIA_QUALITY_COLUMNS", "gaia_quality_mask"]
+__all__ = ["GAIA_QUALITY_COLUMNS", "GaiaQualityCuts", "gaia_quality_mask"]
 
 #: The Gaia columns the cuts read (the reference-catalog store keeps them when present).
 GAIA_QUALITY_COLUMNS: tuple[str, ...] = ("astrometric_excess_noise", "duplicated_source",

@@ -21,7 +21,7 @@ from astropy.io import fits
 from desgw.io.errors import CorruptFileError, DesgwInputError, MissingFileError
 from desgw.refcat.schema import BOOLEAN_COLUMNS
 
-__all__ = ["source_format", "source_columns", "iter_source_chunks", "SUPPORTED_SUFFIXES"]
+__all__ = ["SUPPORTED_SUFFIXES", "iter_source_chunks", "source_columns", "source_format"]
 
 logger = logging.getLogger(__name__)
 

@@ -7,8 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ColumnSpec", "REQUIRED", "OPTIONAL", "DERIVED", "ALL_SOURCE_COLUMNS",
-           "BOOLEAN_COLUMNS", "arrow_schema", "column_unit"]
+__all__ = [
+    "ALL_SOURCE_COLUMNS",
+    "BOOLEAN_COLUMNS",
+    "DERIVED",
+    "OPTIONAL",
+    "REQUIRED",
+    "ColumnSpec",
+    "arrow_schema",
+    "column_unit",
+]
 
 
 @dataclass(frozen=True)

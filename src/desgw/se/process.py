@@ -55,16 +55,22 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy import ndimage
 
 from desgw.io.errors import HeaderError, MissingFileError
+from desgw.refcat.quality import GaiaQualityCuts, gaia_quality_mask
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se import maskbits
-from desgw.refcat.quality import GaiaQualityCuts, gaia_quality_mask
-from desgw.se.astrometry import AstrometryConfig, AstrometryError, AstrometryResult, solve_wcs
+from desgw.se.astrometry import (
+    AstrometryConfig,
+    AstrometryError,
+    AstrometryResult,
+    solve_wcs,
+)
 from desgw.se.background import Background, BackgroundConfig, estimate_background
 from desgw.se.cosmics import CosmicsConfig, find_cosmic_rays
 from desgw.se.crosstalk import correct_crosstalk
@@ -74,14 +80,25 @@ from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
-from desgw.se.process_steps import (cosmic_ray_residuals, cosmics_objlim,
-                                    detect_config_for_seeing, estimate_seeing,
-                                    psf_aperture_correction, psf_config_for_seeing,
-                                    weight_rescale_factor)
+from desgw.se.process_steps import (
+    cosmic_ray_residuals,
+    cosmics_objlim,
+    detect_config_for_seeing,
+    estimate_seeing,
+    psf_aperture_correction,
+    psf_config_for_seeing,
+    weight_rescale_factor,
+)
 from desgw.se.process_wcs import ccd_corners, initial_wcs_for
 from desgw.se.psf import PSFConfig, PSFModel, fit_psf, select_psf_candidates
-from desgw.se.quality import (QC_BANDS, QCResult, QCThresholds, assess_quality,
-                              compute_qc_metrics)
+from desgw.se.psf_columns import psf_fwhm_at
+from desgw.se.quality import (
+    QC_BANDS,
+    QCResult,
+    QCThresholds,
+    assess_quality,
+    compute_qc_metrics,
+)
 from desgw.se.saturation import BleedConfig, mask_bleed_trails
 from desgw.se.sparse import fit_psf_sparse, refine_wcs_shift, sparse_zeropoint
 
@@ -91,7 +108,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from desgw.io.calib import LinearityTable
     from desgw.io.raw import ExposureHeader, RawCCD
 
-__all__ = ["SEConfig", "CCDInputs", "CCDResult", "process_ccd", "initial_wcs_for", "check_band"]
+__all__ = ["CCDInputs", "CCDResult", "SEConfig", "check_band", "initial_wcs_for", "process_ccd"]
 
 log = logging.getLogger(__name__)
 
@@ -231,14 +248,14 @@ class CCDInputs:
         the linearity correction.
     """
 
-    raw: "RawCCD"
-    crosstalk_sources: Mapping[int, "RawCCD"]
+    raw: RawCCD
+    crosstalk_sources: Mapping[int, RawCCD]
     bias: np.ndarray | None
     flat: np.ndarray | None
     bpm: np.ndarray | None
     refcat: Table
-    exposure: "ExposureHeader"
-    linearity: "LinearityTable | None" = None
+    exposure: ExposureHeader
+    linearity: LinearityTable | None = None
 
 
 @dataclass
@@ -281,7 +298,7 @@ class CCDResult:
     mask: np.ndarray
     weight: np.ndarray
     wcs: WCS
-    header: "fits.Header"
+    header: fits.Header
     catalog: Table
     psf: PSFModel
     background: Background
@@ -293,7 +310,7 @@ class CCDResult:
     flags: dict[str, str] = field(default_factory=dict)
 
 
-def check_band(exposure: "ExposureHeader", raw: "RawCCD | None" = None) -> str:
+def check_band(exposure: ExposureHeader, raw: RawCCD | None = None) -> str:
     """The DES band of an exposure, checked.
 
     The first token of ``FILTER`` (else ``BAND``) must be one of g r i z Y, and ``BAND``, when
@@ -575,6 +592,12 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     scale_deg = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs.celestial))))
     catalog["FWHM_WORLD"] = (np.asarray(catalog["FWHM_IMAGE"], dtype=np.float64)
                              * scale_deg).astype(np.float32)
+    fwhm_psf = psf_fwhm_at(psf, np.asarray(catalog["XWIN_IMAGE"]) - 1.0,
+                           np.asarray(catalog["YWIN_IMAGE"]) - 1.0)
+    catalog["FWHMPSF_IMAGE"] = fwhm_psf
+    catalog["FWHMPSF_IMAGE"].unit = u.pix
+    catalog["FWHMPSF_WORLD"] = (fwhm_psf.astype(np.float64) * scale_deg).astype(np.float32)
+    catalog["FWHMPSF_WORLD"].unit = u.deg
     lap("astrometry")
 
     # --- zeropoint
@@ -667,7 +690,7 @@ def _apply_psf_aperture_correction(catalog: Table, apcor: float, zeropoint: floa
     catalog["MAGERR_PSF"][:] = magerr
 
 
-def _identity_header(raw: "RawCCD") -> "fits.Header":
+def _identity_header(raw: RawCCD) -> fits.Header:
     from astropy.io import fits
 
     h = fits.Header()

@@ -113,8 +113,9 @@ def fit_psf_sparse(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | Non
     Returns
     -------
     (PSFModel, str or None)
-        The model and, when it is less than ``config`` asked for, why (None otherwise): a
-        lowered polynomial degree, a constant PSF from 1-2 stars, or the analytic Moffat.
+        The model and, when it is a fallback, why (None for the model of ``fit_psf``): a
+        constant PSF from fewer stars than ``config.min_stars_per_term``, or the analytic
+        Moffat.
     """
     n_cand = int(np.size(x))
     try:
@@ -140,9 +141,8 @@ def fit_psf_sparse(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | Non
                   f"of {n_cand} candidates")
         log.warning(reason)
         return model, reason
-    if model.degree < config.poly_degree:
-        return model, (f"PSF polynomial degree lowered from {config.poly_degree} to "
-                       f"{model.degree}: {model.n_stars} stars")
+    # (a polynomial degree lowered by fit_psf itself for 3+ stars is its normal behaviour,
+    # logged there, and not a degradation)
     return model, None
 
 
