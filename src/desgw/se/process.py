@@ -422,10 +422,13 @@ def fit_ccd_psf(sub: np.ndarray, weight: np.ndarray, mask: np.ndarray, x: np.nda
 
 def solve_ccd_wcs(x: np.ndarray, y: np.ndarray, ref: Table, init_wcs: WCS, *,
                   flux: np.ndarray, xy_err: np.ndarray, image_shape: tuple[int, int],
-                  config: SEConfig, flags: dict[str, str]) -> AstrometryResult:
+                  config: SEConfig, flags: dict[str, str],
+                  max_shift_arcsec: float | None = None) -> AstrometryResult:
     """The astrometry step of :func:`process_ccd`: :func:`desgw.se.astrometry.solve_wcs`, and
     when it fails for lack of stars and ``config.sparse_fallbacks``, a shift-only refinement of
-    ``init_wcs`` (:func:`desgw.se.sparse.refine_wcs_shift`, recorded in ``flags["wcs"]``).
+    ``init_wcs`` (:func:`desgw.se.sparse.refine_wcs_shift`, recorded in ``flags["wcs"]``)
+    searched within ``max_shift_arcsec`` (default ``config.astrometry.max_offset_arcsec``; a
+    CP WCS is good to ~0.1 arcsec, so its caller gives a few arcsec).
 
     Raises
     ------
@@ -442,7 +445,8 @@ def solve_ccd_wcs(x: np.ndarray, y: np.ndarray, ref: Table, init_wcs: WCS, *,
             raise
         try:
             shift = refine_wcs_shift(x, y, ra_ref, dec_ref, init_wcs, image_shape=image_shape,
-                                     max_offset_arcsec=config.astrometry.max_offset_arcsec)
+                                     max_offset_arcsec=config.astrometry.max_offset_arcsec
+                                     if max_shift_arcsec is None else max_shift_arcsec)
         except AstrometryError:
             raise exc from None
         flags["wcs"] = (f"WCS shift-only refinement from {shift.result.n_used} star(s): "
