@@ -243,11 +243,16 @@ def _settings_options(func):
               help="Template exposure: measure the exposure quality but skip the verification.")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Worker processes (default: one per core).")
+@click.option("--instcal", is_flag=True,
+              help="The exposure is a NOIRLab Community Pipeline InstCal triplet (c4d_*_ooi_*, "
+                   "_ood_, _oow_ .fits[.fz], found under --raw-dir by EXPNUM): no calibrations; "
+                   "desgw's PSF, catalog, Gaia-refined WCS, zeropoint and QC, same products.")
 @_settings_options
 def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, destcache: str,
        schema: str, season: int | None, ccds_text: str | None, run_calibration: bool,
        jump_to_calib: bool, single_process: bool, special_y: bool, overwrite: bool,
-       template_mode: bool, workers: int | None, raw_dir: Path | None, calib_dir: Path | None,
+       template_mode: bool, workers: int | None, instcal: bool, raw_dir: Path | None,
+       calib_dir: Path | None,
        refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
        config_file: Path | None) -> None:
     """Single-epoch processing of one raw exposure (the original SE_job_mod.sh).
@@ -268,7 +273,7 @@ def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, de
         schema=schema, ccds=None if ccds in (None, "all") else ccds,
         run_calibration=run_calibration, jump_to_calib=jump_to_calib,
         single_process=single_process, overwrite=overwrite, template_mode=template_mode,
-        special_y=special_y, workers=workers)
+        special_y=special_y, workers=workers, instcal=instcal)
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -369,8 +374,11 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
            out_root: Path | None, db_url: str | None, config_file: Path | None) -> None:
     """Register raw exposures (files, or folders of DECam_*/c4d_*.fits(.fz)) in the database.
 
-    Science exposures are registered; calibration, test and unusable files are listed with the
-    reason. The database comes from --db-url, $DESGW_DB_URL or desgw.toml (default
+    Each file is recognised by its primary header (PROCTYPE, PRODTYPE, OBSTYPE) and the output
+    says what it is: a raw exposure, a Community Pipeline InstCal image (registered; process it
+    with `desgw se --instcal`), its mask or weight (not registered: the image's companions), a
+    CP master calibration or a raw calibration exposure (not registered). Science exposures are
+    registered; calibration, test and unusable files are listed with the reason. The database comes from --db-url, $DESGW_DB_URL or desgw.toml (default
     ./desgw.sqlite). Exit code 0: done; 3: no raw file found; 4: database error.
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
@@ -384,6 +392,16 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
     if not files:
         raise MissingFileError(paths[0], None, "no raw exposure files (DECam_*.fits(.fz), "
                                "c4d_*.fits(.fz)) found")
+    kinds = _classify_files(files)
+    not_exposures = {p: k for p, k in kinds.items()
+                     if k in ("CP InstCal mask", "CP InstCal weight", "CP master calibration")}
+    for p, k in kinds.items():
+        note = {"CP InstCal image": " (process it with desgw se --instcal)",
+                "CP InstCal mask": ", not registered (read with its image)",
+                "CP InstCal weight": ", not registered (read with its image)",
+                "CP master calibration": ", not registered: not an exposure"}.get(k, "")
+        click.echo(f"  {p.name}: {k}{note}")
+    files = [p for p in files if p not in not_exposures]
     with _DatabaseErrorsAsExitCode(), connect(settings.db_url, busy_timeout_s=db_timeout) as db:
         report = ingest_raw(db, files, reject_propids=reject_propids)
         click.echo(f"{db.url}: {len(report.registered)} exposures registered, "
@@ -392,6 +410,32 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
         click.echo(f"  registered {expnum}")
     for path, why in report.rejected:
         click.echo(f"  rejected {path}: {why}")
+
+
+def _classify_files(files: list[Path]) -> dict[Path, str]:
+    """What each DECam file is, from its primary header (desgw.io.instcal.decam_file_kind):
+    raw exposure, raw calibration exposure, CP InstCal image / mask / weight, CP master
+    calibration, other. Unreadable files are left to ingest_raw, which reports them."""
+    from astropy.io import fits
+
+    from .io.instcal import decam_file_kind, instcal_plane
+
+    out: dict[Path, str] = {}
+    for p in files:
+        try:
+            hdr = fits.getheader(p, 0)
+        except (OSError, ValueError):
+            continue
+        kind = decam_file_kind(hdr)
+        if kind == "instcal":
+            # the name (_ooi_/_ood_/_oow_) first: cut-outs copy the image's primary header
+            plane = ("image" if "_ooi_" in p.name else "mask" if "_ood_" in p.name
+                     else "weight" if "_oow_" in p.name else instcal_plane(hdr))
+            out[p] = f"CP InstCal {plane}"
+        else:
+            out[p] = {"raw": "raw exposure", "calibration": "raw calibration exposure",
+                      "cp_calibration": "CP master calibration"}.get(kind, "other product")
+    return out
 
 
 @main.command("dagmaker")

@@ -613,7 +613,12 @@ def _write_products(task: CCDTask, result: Any, config_hash: str, timings: dict[
                       "rms": None if zp is None else float(getattr(zp, "rms", math.nan))},
         "astrometry": {"rms_arcsec": astro_rms,
                        "n_matched": None if astro is None else int(astro.n_matched),
-                       "n_used": None if astro is None else int(astro.n_used)},
+                       "n_used": None if astro is None else int(astro.n_used),
+                       # fitted minus input (header / CP) WCS at the CCD centre, RA*cos(Dec)
+                       "offset_ra_arcsec": None if astro is None
+                       else float(astro.offset_ra_arcsec),
+                       "offset_dec_arcsec": None if astro is None
+                       else float(astro.offset_dec_arcsec)},
         "corners": {"ra": list(corners[0]), "dec": list(corners[1])},
         "timings": dict(timings),
         "products": {"immask": paths.immask.name, "fullcat": paths.fullcat.name,
@@ -683,12 +688,13 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _run_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: int | None
-               ) -> dict[int, CCDSummary]:
+def _run_tasks(tasks: Sequence[Any], *, single_process: bool, workers: int | None,
+               runner: Any = None) -> dict[int, CCDSummary]:
+    run = run_ccd_task if runner is None else runner
     if not tasks:
         return {}
     if single_process or len(tasks) == 1 and workers in (None, 1):
-        return {t.ccdnum: run_ccd_task(t) for t in tasks}
+        return {t.ccdnum: run(t) for t in tasks}
     if workers is None:  # the cores this process may use (a batch slot may grant fewer)
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
@@ -696,8 +702,7 @@ def _run_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: int |
     n = max(1, min(int(n), len(tasks)))
     out: dict[int, CCDSummary] = {}
     with ProcessPoolExecutor(max_workers=n, mp_context=_mp_context()) as pool:
-        futures: dict[Future[CCDSummary], CCDTask] = {pool.submit(run_ccd_task, t): t
-                                                       for t in tasks}
+        futures: dict[Future[CCDSummary], Any] = {pool.submit(run, t): t for t in tasks}
         for fut, task in futures.items():
             try:
                 out[task.ccdnum] = fut.result()
@@ -922,8 +927,8 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                     run_calibration: bool = False, jump_to_calib: bool = False,
                     single_process: bool = False, overwrite: bool = False,
                     template_mode: bool = False, special_y: bool = False,
-                    workers: int | None = None, config: SEConfig | None = None
-                    ) -> SERunReport:
+                    workers: int | None = None, config: SEConfig | None = None,
+                    instcal: bool = False) -> SERunReport:
     """SE processing of one exposure (``SE_job_mod.sh``); see the module docstring.
 
     Parameters
@@ -963,6 +968,11 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
         Worker processes (default one per core, at most one per CCD).
     config : SEConfig, optional
         SE configuration (default ``SEConfig()``).
+    instcal : bool
+        ``--instcal``: the exposure is a Community Pipeline InstCal triplet under the raw
+        folder (the ``*_ooi_*`` file whose EXPNUM matches, with its ``_ood_``/``_oow_``);
+        its CCDs run :func:`desgw.workflow.se_instcal.run_instcal_ccd_task` (no
+        calibrations); the products and the exposure-level steps are the same.
 
     Returns
     -------
@@ -995,7 +1005,12 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     raw_path: Path | None
     exposure: ExposureHeader | None
     try:
-        raw_path = settings.raw_path(expnum)
+        if instcal:  # a CP InstCal exposure (desgw.workflow.se_instcal): no calibrations
+            from desgw.io.instcal import find_instcal_image
+
+            raw_path = find_instcal_image(settings.raw_dir, expnum)
+        else:
+            raw_path = settings.raw_path(expnum)
     except MissingFileError:
         if not jump_to_calib or band is None or nite is None:
             raise
@@ -1024,7 +1039,11 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     outdir = exposure_dir(settings.out_root, cache, schema, nite, expnum)
 
     if ccds is None:
-        if raw_path is not None:
+        if raw_path is not None and instcal:
+            from desgw.io.instcal import instcal_ccdnums
+
+            ccd_list = instcal_ccdnums(raw_path)
+        elif raw_path is not None:
             with RawExposure(raw_path) as raw:
                 present = set(raw.ccdnums)
             ccd_list = [c for c in DEFAULT_CCDNUMS if c in present]
@@ -1056,6 +1075,15 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                 report.ccds[ccd] = load_ccd_summary(paths.qc, ccd)
             else:
                 report.ccds[ccd] = CCDSummary(ccdnum=ccd, ok=True, skipped=True)
+    elif instcal:
+        from .se_instcal import InstCalTask, run_instcal_ccd_task
+
+        cp_tasks = [InstCalTask(expnum=expnum, ccdnum=ccd, band=band, rnum=rnum, pnum=pnum,
+                                image_path=str(raw_path), refcat_dir=str(settings.refcat_dir),
+                                outdir=str(outdir), config=config, overwrite=overwrite)
+                    for ccd in ccd_list]
+        report.ccds.update(_run_tasks(cp_tasks, single_process=single_process, workers=workers,
+                                      runner=run_instcal_ccd_task))
     else:
         calib: CalibPaths = settings.calib_paths(band)
         if calib.linearity is None:
