@@ -362,6 +362,39 @@ def _quiet_dask_logs() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+@main.group()
+def calib() -> None:
+    """Calibration files: import real DECam calibrations into desgw's layout."""
+
+
+@calib.command("import")
+@click.argument("kind", type=click.Choice(["bias", "flat", "bpm"]))
+@click.argument("sources", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
+              help="Band of a flat (default: the FILTER of its header).")
+@click.option("--bias-unit", type=click.Choice(["adu", "electron"]), default=None,
+              help="Unit of a bias whose header has no BUNIT.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing calibration file.")
+@_settings_options
+def calib_import(kind: str, sources: tuple[Path, ...], band: str | None, bias_unit: str | None,
+                 overwrite: bool, raw_dir: Path | None, calib_dir: Path | None,
+                 refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
+                 config_file: Path | None) -> None:
+    """Convert a CP master bias or dome flat (one MEF, one HDU per CCD, as the NOIRLab archive
+    serves them) or DECam bad-pixel masks (one file per CCD, or one MEF) into desgw's
+    calibration folder: bias.fits.fz (electrons: ADU times GAINA/GAINB per amplifier),
+    flat_BAND.fits.fz (mean 1 per CCD) or bpm.fits.fz. Exit code 3: bad input (named)."""
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .io.calib_import import import_calibration
+
+    path = import_calibration(kind, list(sources), settings.calib_dir, band=band,
+                              bias_unit=bias_unit, overwrite=overwrite)
+    with __import__("astropy.io.fits", fromlist=["fits"]).open(path) as h:
+        n = sum(1 for hdu in h[1:] if hdu.header.get("NAXIS", 0) == 2 or hdu.is_image)
+    click.echo(f"{kind}: {n} CCDs from {len(sources)} file(s) written to {path}")
+
+
 @main.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--reject-propid", "reject_propids", multiple=True,
