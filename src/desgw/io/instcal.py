@@ -19,13 +19,29 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
-from ._fitsutil import (header_float, header_int, header_str, hdu_label, index_ccds, open_fits,
-                        read_hdu_pixels)
+from ._fitsutil import (
+    hdu_label,
+    header_float,
+    header_int,
+    header_str,
+    index_ccds,
+    open_fits,
+    read_hdu_pixels,
+)
 from .errors import DataTypeError, HeaderError, MissingCCDError, MissingFileError
 
-__all__ = ["InstCalCCD", "read_instcal", "instcal_companion_paths", "merge_headers",
-           "instcal_gain_columns", "instcal_ccdnums", "find_instcal_image", "decam_file_kind",
-           "DecamFileKind", "instcal_plane"]
+__all__ = [
+    "DecamFileKind",
+    "InstCalCCD",
+    "decam_file_kind",
+    "find_instcal_image",
+    "instcal_ccdnums",
+    "instcal_companion_paths",
+    "instcal_gain_columns",
+    "instcal_plane",
+    "merge_headers",
+    "read_instcal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +260,7 @@ def read_instcal(image_path: str | os.PathLike[str],
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             wcs = WCS(ext, relax=True)
-        except Exception as exc:  # noqa: BLE001 - astropy/wcslib raise various types
+        except Exception as exc:
             raise HeaderError(ipath, label, f"cannot build a WCS from the header ({exc})",
                               keyword="CTYPE1") from exc
     if not wcs.has_celestial:

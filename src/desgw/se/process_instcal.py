@@ -47,13 +47,25 @@ from desgw.se.astrometry import AstrometryError, AstrometryResult
 from desgw.se.background import estimate_background
 from desgw.se.detect import detect_sources
 from desgw.se.measure import measure_sources
-from desgw.se.process import (CCDResult, SEConfig, _apply_psf_aperture_correction,
-                              _astrometry_rows, _pixel_scale_arcsec, _zeropoint, fit_ccd_psf,
-                              flag_quality, solve_ccd_wcs)
+from desgw.se.process import (
+    CCDResult,
+    SEConfig,
+    _apply_psf_aperture_correction,
+    _astrometry_rows,
+    _pixel_scale_arcsec,
+    _zeropoint,
+    fit_ccd_psf,
+    flag_quality,
+    solve_ccd_wcs,
+)
 from desgw.se.process_header import ccd_product_header
-from desgw.se.process_steps import (detect_config_for_seeing, estimate_seeing,
-                                    psf_aperture_correction, psf_config_for_seeing,
-                                    weight_rescale_factor)
+from desgw.se.process_steps import (
+    detect_config_for_seeing,
+    estimate_seeing,
+    psf_aperture_correction,
+    psf_config_for_seeing,
+    weight_rescale_factor,
+)
 from desgw.se.process_wcs import ccd_corners
 from desgw.se.psf_columns import psf_fwhm_at
 from desgw.se.quality import QC_BANDS, assess_quality, compute_qc_metrics

@@ -22,8 +22,13 @@ import numpy as np
 
 from desgw.io.errors import DesgwInputError
 
-from .se_exposure import (CCDProductPaths, CCDSummary, _write_products, ccd_product_paths,
-                          load_ccd_summary)
+from .se_exposure import (
+    CCDProductPaths,
+    CCDSummary,
+    _write_products,
+    ccd_product_paths,
+    load_ccd_summary,
+)
 
 __all__ = ["InstCalTask", "run_instcal_ccd_task"]
 
