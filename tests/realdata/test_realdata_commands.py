@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from astropy.io import fits
-from astropy.table import Table
 from click.testing import CliRunner
-from realdata_cases import instcal_cases
+from realdata_cases import gaia_sources_for_ingest, instcal_cases, lay_out_as_archive
 
 from desgw.cli import main
 from desgw.io.naming import immask_name, qc_ccd_name
@@ -30,35 +28,6 @@ CASES = instcal_cases()
 TESTCASES = sorted({c.testcase for c in CASES})
 
 pytestmark = pytest.mark.slow
-
-
-def lay_out_as_archive(testcase_dir: Path, raw: Path) -> list[Path]:
-    """Each cut-out triplet fpacked into ``raw`` under its archive name (``.fits.fz``)."""
-    raw.mkdir(parents=True, exist_ok=True)
-    out = []
-    for f in sorted(testcase_dir.glob("images/**/*_oo[idw]_*.fits")):
-        with fits.open(f) as h, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            hdus = [fits.PrimaryHDU(header=h[0].header)]
-            for e in h[1:]:
-                kind = "RICE_1" if e.data.dtype.kind == "f" else "GZIP_2"
-                hdus.append(fits.CompImageHDU(e.data, header=e.header, compression_type=kind))
-            p = raw / (f.name[: -len(".fits")] + ".fits.fz")
-            fits.HDUList(hdus).writeto(p)
-            out.append(p)
-    return out
-
-
-def _gaia_sources(testcase_dir: Path, tmp: Path) -> list[str]:
-    chunks = sorted(str(p) for p in testcase_dir.glob("gaia/chunk-*.fits"))
-    if chunks:
-        return chunks
-    empty = tmp / "no_gaia.fits"  # testcase5 ships no Gaia rows: an empty catalog
-    cols = ["source_id", "ra", "dec", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag",
-            "phot_bp_mean_mag", "phot_rp_mean_mag"]
-    Table({c: np.zeros(0, dtype=np.int64 if c == "source_id" else np.float64)
-           for c in cols}).write(empty)
-    return [str(empty)]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +40,7 @@ def processed(tmp_path_factory):
         tmp = tmp_path_factory.mktemp(tc)
         raw = tmp / "raw"
         lay_out_as_archive(tc_dir, raw)
-        res = runner.invoke(main, ["refcat", "ingest", *_gaia_sources(tc_dir, tmp), "--store",
+        res = runner.invoke(main, ["refcat", "ingest", *gaia_sources_for_ingest(tc_dir, tmp), "--store",
                                    str(tmp / "refcat")])
         assert res.exit_code == 0, res.output
         ing = runner.invoke(main, ["ingest", str(raw), "--db-url",
@@ -88,7 +57,7 @@ def processed(tmp_path_factory):
 
 @pytest.mark.parametrize("case", CASES, ids=[c.label for c in CASES])
 def test_every_cutout_processed_by_the_command(processed, case):
-    _, se, ing, ccd_qc, tmp = processed[case.label]
+    _, se, ing, ccd_qc, _ = processed[case.label]
     assert se.exit_code == 0, se.output
     assert "1 processed" in se.output and "0 failed" in se.output
     assert len(ccd_qc) == 1
