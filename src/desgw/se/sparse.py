@@ -117,7 +117,9 @@ def fit_psf_sparse(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | Non
         constant PSF from fewer stars than ``config.min_stars_per_term``, or the analytic
         Moffat.
     """
-    n_cand = int(np.size(x))
+    x = np.atleast_1d(np.asarray(x, dtype=np.float64))
+    y = np.atleast_1d(np.asarray(y, dtype=np.float64))
+    n_cand = int(x.size)
     try:
         model = fit_psf(image, weight, mask, x, y, config=config)
     except PSFFitError as exc:

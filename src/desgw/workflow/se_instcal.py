@@ -105,7 +105,7 @@ def run_instcal_ccd_task(task: InstCalTask) -> CCDSummary:
         refcat = RefCatStore(task.refcat_dir).query_footprint(
             np.asarray(ra) % 360.0, np.asarray(dec),
             margin_arcsec=float(config.refcat_margin_arcsec),
-            epoch=mjd_to_jyear(ccd.mjd_obs))
+            epoch=float(mjd_to_jyear(ccd.mjd_obs)))
         timings["refcat"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         result = process_instcal_ccd(ccd, refcat, config=config)
