@@ -32,7 +32,7 @@ from astropy.io import fits
 
 from ._fitsutil import hdu_label, open_fits, read_hdu_pixels
 from .calib import TRIMMED_SHAPE, write_calib
-from .errors import DataTypeError, DesgwInputError, HeaderError
+from desgw.errors import DataTypeError, DesgwInputError, HeaderError
 
 __all__ = ["import_calibration", "read_ccd_images"]
 

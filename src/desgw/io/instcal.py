@@ -19,6 +19,8 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
+from desgw.errors import DataTypeError, HeaderError, MissingCCDError, MissingFileError
+
 from ._fitsutil import (
     hdu_label,
     header_float,
@@ -28,7 +30,6 @@ from ._fitsutil import (
     open_fits,
     read_hdu_pixels,
 )
-from .errors import DataTypeError, HeaderError, MissingCCDError, MissingFileError
 
 __all__ = [
     "DecamFileKind",

@@ -39,7 +39,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
 from desgw.instrument import CCD_SHAPE
-from desgw.io.errors import HeaderError
+from desgw.errors import HeaderError
 from desgw.io.instcal import InstCalCCD, instcal_gain_columns
 from desgw.refcat.quality import gaia_quality_mask
 from desgw.se import maskbits
@@ -147,7 +147,7 @@ def process_instcal_ccd(ccd: InstCalCCD, refcat: Table, *, config: SEConfig = SE
 
     Raises
     ------
-    desgw.io.errors.HeaderError
+    desgw.errors.HeaderError
         No DES band, no CCDNUM, or GAINA/GAINB missing.
     """
     timings: dict[str, float] = {}

@@ -11,14 +11,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from desgw.io.errors import DesgwInputError, MissingFileError
+from desgw.errors import DesgwInputError, MissingFileError
 from desgw.io.naming import immask_name
 
-__all__ = ["NiteMismatchError", "resolve_product_nite"]
-
-
-class NiteMismatchError(DesgwInputError):
-    """``-n`` names another night than the one the exposure's products are under."""
+__all__ = ["resolve_product_nite"]
 
 
 def resolve_product_nite(out_root: str | os.PathLike[str], expnum: int, band: str, ccdnum: int,
@@ -45,7 +41,7 @@ def resolve_product_nite(out_root: str | os.PathLike[str], expnum: int, band: st
     ------
     MissingFileError
         No folder of the exposure holds the product.
-    NiteMismatchError
+    DesgwInputError
         ``nite`` is given and the product is under another night (the message names it), or
         it is under several nights and ``nite`` is None.
     """
@@ -60,13 +56,13 @@ def resolve_product_nite(out_root: str | os.PathLike[str], expnum: int, band: st
     if nite is not None:
         if int(nite) in nites:
             return int(nite)
-        raise NiteMismatchError(base, None, f"-n {nite} contradicts exposure {expnum}: its "
+        raise DesgwInputError(base, None, f"-n {nite} contradicts exposure {expnum}: its "
                                 f"products ({name}) are under night {nites[0]}"
                                 + (f" (and {nites[1:]})" if len(nites) > 1 else "")
                                 + f"; give -n {nites[0]} or leave -n out", nite=int(nite),
                                 found=tuple(nites))
     if len(nites) > 1:
-        raise NiteMismatchError(base, None, f"exposure {expnum} has {name} under several "
+        raise DesgwInputError(base, None, f"exposure {expnum} has {name} under several "
                                 f"nights {nites}: choose one with -n", nite=None,
                                 found=tuple(nites))
     return nites[0]

@@ -20,15 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError, describe_error
+from desgw.io.product_paths import CCDProductPaths, ccd_product_paths
 
-from .se_exposure import (
-    CCDProductPaths,
-    CCDSummary,
-    _write_products,
-    ccd_product_paths,
-    load_ccd_summary,
-)
+from .se_ccd import _write_products
+from .se_qc import load_ccd_summary
+from .se_types import CCDSummary
 
 __all__ = ["InstCalTask", "run_instcal_ccd_task"]
 
@@ -114,8 +111,8 @@ def run_instcal_ccd_task(task: InstCalTask) -> CCDSummary:
             timings.setdefault(str(key), float(value))
         return _write_products(task, result, config.hash(), timings, t_start)  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
-        text = f"{type(exc).__name__}: {exc}"
-        log.error("CP CCD %d of exposure %d failed: %s", task.ccdnum, task.expnum, text)
-        return CCDSummary(ccdnum=task.ccdnum, ok=False, error=text,
+        log.error("CP CCD %d of exposure %d failed: %s", task.ccdnum, task.expnum,
+                  describe_error(exc))
+        return CCDSummary(ccdnum=task.ccdnum, ok=False, error=exc,
                           error_traceback=traceback.format_exc(),
                           timings={**timings, "total": time.perf_counter() - t_start})
