@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
+from desgw.errors import DataTypeError, DesgwInputError, HeaderError
+
 from ._fitsutil import hdu_label, open_fits, read_hdu_pixels
 from .calib import TRIMMED_SHAPE, write_calib
-from desgw.errors import DataTypeError, DesgwInputError, HeaderError
 
 __all__ = ["import_calibration", "read_ccd_images"]
 

@@ -38,8 +38,8 @@ from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 
-from desgw.instrument import CCD_SHAPE
 from desgw.errors import HeaderError
+from desgw.instrument import CCD_SHAPE
 from desgw.io.instcal import InstCalCCD, instcal_gain_columns
 from desgw.refcat.quality import gaia_quality_mask
 from desgw.se import maskbits

@@ -12,8 +12,8 @@ import os
 import traceback
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .se_ccd import run_ccd_task
 from .se_types import CCDSummary
