@@ -53,7 +53,7 @@ def test_se_processes_calibrates_and_exits_0(processed):
 def test_se_prints_one_named_zeropoint_the_one_in_the_files(processed):
     """The per-CCD zeropoint printed is Zero_*.csv's MAG_ZERO, and says so; the exposure line
     is allZP_*.csv's MAG_ZERO."""
-    from desgw.se.expcalib import read_expcalib_csv
+    from desgw.io.zp_tables import read_expcalib_csv
 
     result, expdirs = processed
     d = expdirs[0]
@@ -71,7 +71,7 @@ def test_zp_csv_fwhmpsf_columns_filled(processed):
     import numpy as np
 
     from desgw.io.naming import zp_csv_name
-    from desgw.se.expcalib import read_expcalib_csv
+    from desgw.io.zp_tables import read_expcalib_csv
 
     _, expdirs = processed
     t = read_expcalib_csv(expdirs[0] / zp_csv_name(EXPNUM, 28, R, P))
