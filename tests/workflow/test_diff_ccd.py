@@ -59,8 +59,8 @@ def _task(env, **kw):
     settings, truth, nites = env
     s = truth.search_expnums[0]
     args = {"search_expnum": s, "ccdnum": CCD, "template_expnums": (), "settings": settings, "rnum": R,
-                "pnum": P, "season": SEASON, "cache": "scratch", "schema": "gw", "version": "test", "band": "r",
-                "nite": nites[s], "fakes": True, "overwrite": False}
+            "pnum": P, "season": SEASON, "cache": "scratch", "schema": "gw", "version": "test",
+            "band": "r", "nite": nites[s], "fakes": True, "overwrite": False}
     args.update(kw)
     return DiffTask(**args)
 
@@ -156,10 +156,10 @@ def test_resume_and_cli(env, done):
     assert res.exit_code == 0, res.output
     assert "already done" in res.output and f"{s.n_candidates} candidates" in res.output
     assert (f"({s.n_above_threshold} with real/bogus >= {RB_THRESHOLD:.3f})" in res.output)
-    res = CliRunner().invoke(main, args[:3] + ["-r", "1p1"] + args[5:])
+    res = CliRunner().invoke(main, [*args[:3], "-r", "1p1", *args[5:]])
     assert res.exit_code == 2 and "r{R}p{P}" in res.output
     assert "`desgw diffimg` takes the SE version as one word, -r r{R}p{P}" in res.output
-    res = CliRunner().invoke(main, args[:5] + ["-p", "r1p1"] + args[7:])
+    res = CliRunner().invoke(main, [*args[:5], "-p", "r1p1", *args[7:]])
     assert res.exit_code == 2 and "that is an SE version: diffimg takes it as -r" in res.output
     # -n: found from the products when absent; a contradicting night is an error (exit 3)
     no_n = args[:7] + args[9:]
@@ -167,7 +167,7 @@ def test_resume_and_cli(env, done):
     assert res.exit_code == 0, res.output
     assert f"night {nites[e]} (from the exposure's products)" in res.output
     wrong = str(int(nites[e]) + 1)
-    res = CliRunner().invoke(main, args[:8] + [wrong] + args[9:])
+    res = CliRunner().invoke(main, [*args[:8], wrong, *args[9:]])
     assert res.exit_code == 3, res.output
     assert f"-n {wrong} contradicts exposure {e}" in res.output
     assert f"under night {nites[e]}" in res.output

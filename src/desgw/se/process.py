@@ -78,6 +78,7 @@ from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
+from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
 from desgw.se.process_steps import (
@@ -124,7 +125,8 @@ class SEConfig:
     ----------
     detrend, bleed, cosmics, background, detect, psf, measure, astrometry
         The step settings. ``cosmics.objlim = None`` takes it from the seeing
-        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the base of both detection passes (its filter FWHM and,
+        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the base of both detection
+        passes (its filter FWHM and,
         with ``adaptive_detection``, its threshold convention are set from the seeing);
         ``psf.stamp`` is a minimum (the stamp is widened to ``psf_stamp_fwhm`` FWHM);
         ``measure.zeropoint`` is replaced by ``sex_mag_zeropoint``.
@@ -194,7 +196,7 @@ class SEConfig:
     mags_type: str = "mag_psf"
     use_color_terms: bool = True
     refcat_margin_arcsec: float = 30.0
-    zp_method: str = "weighted"
+    zp_method: ZPMethod = "weighted"
     zp_error_floor: float = 0.01
     required_calibrations: tuple[str, ...] = ("bias", "flat")
     adaptive_detection: bool = True
@@ -621,7 +623,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
                                  pixel_scale_arcsec=pixscale)
     qc = assess_quality(metrics, thresholds=config.qc)
     if zp_reason is not None:
-        qc = replace(qc, passed=False, reasons=qc.reasons + (zp_reason,))
+        qc = replace(qc, passed=False, reasons=(*qc.reasons, zp_reason))
     qc = flag_quality(qc, flags)
     corners = ccd_corners(wcs)
     lap("qc")

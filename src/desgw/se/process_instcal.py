@@ -282,7 +282,7 @@ def process_instcal_ccd(ccd: InstCalCCD, refcat: Table, *, config: SEConfig = SE
                                  pixel_scale_arcsec=pixscale)
     qc = assess_quality(metrics, thresholds=config.qc)
     if zp_reason is not None:
-        qc = replace(qc, passed=False, reasons=qc.reasons + (zp_reason,))
+        qc = replace(qc, passed=False, reasons=(*qc.reasons, zp_reason))
     qc = flag_quality(qc, flags)
     corners = _corners(wcs, image.shape)
     lap("qc")

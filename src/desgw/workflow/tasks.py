@@ -107,8 +107,8 @@ def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
     """Calibration, corners, exposure quality and database records of one exposure."""
     a = task.args
     ccds = [int(c) for c in a["ccds"]]
-    bad = {c: _dep_problem(deps.get(se_task_id(task.expnum, c))) for c in ccds}
-    bad = {c: why for c, why in bad.items() if why is not None}
+    dep_problems = {c: _dep_problem(deps.get(se_task_id(task.expnum, c))) for c in ccds}
+    bad = {c: why for c, why in dep_problems.items() if why is not None}
     usable = [c for c in ccds if c not in bad]
     if not usable:
         return Outcome("blocked", "no CCD of the exposure has SE products: "
@@ -142,6 +142,8 @@ def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
     a = task.args
     if outdir is None:
         raise FileNotFoundError("the difference imaging reported no product folder")
+    if task.ccd is None:
+        raise ValueError(f"task {task.id}: a difference-imaging task needs a CCD")
     d = Path(outdir)
     r, p = int(a["rnum"]), int(a["pnum"])
     out: dict[str, str] = {}
