@@ -118,18 +118,35 @@ def main(verbose: int) -> None:
 @click.option("--n-search", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Search exposures on the night of the event.")
 @click.option("--no-compress", is_flag=True, help="Write plain .fits instead of fpacked .fits.fz raw files.")
+@click.option("--psf-profile", type=click.Choice(["moffat", "kolmogorov"]), default="moffat",
+              show_default=True, help="Radial profile of the PSF (Kolmogorov drawn with galsim, slower).")
+@click.option("--psf-beta", type=click.FloatRange(1.5, 10.0), default=None,
+              help="Moffat index of every exposure (default: drawn from 2.5-3.5).")
+@click.option("--psf-fwhm-tilt", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
+              help="Largest fractional FWHM change per degree (0.2: up to ~6 % across a CCD).")
+@click.option("--psf-e-astig", type=click.FloatRange(0.0, 0.3), default=None,
+              help="Ellipticity of the astigmatism pattern at 1 deg (default: drawn from 0.02-0.04).")
 def sim(outdir: Path, seed: int, band: str, ccds_text: str | None, n_templates: int, n_search: int,
-        no_compress: bool) -> None:
+        no_compress: bool, psf_profile: str, psf_beta: float | None, psf_fwhm_tilt: float,
+        psf_e_astig: float | None) -> None:
     """Simulate a small DECam night: raw exposures, calibrations, a Gaia-format catalog and truth.
 
     Writes OUTDIR/raw/, OUTDIR/calib/, OUTDIR/gaia/ and OUTDIR/truth/ and prints a summary.
     """
     ccds = _parse_ccds(ccds_text)
     from .sim.night import simulate_night
+    from .sim.survey import SurveyConfig
 
+    base = SurveyConfig()
+    survey = SurveyConfig(
+        psf_profile=psf_profile,
+        psf_beta=(psf_beta, psf_beta) if psf_beta is not None else base.psf_beta,
+        psf_fwhm_tilt=psf_fwhm_tilt,
+        psf_e_astig=(psf_e_astig, psf_e_astig) if psf_e_astig is not None else base.psf_e_astig,
+    )
     summary = simulate_night(
         outdir, seed=seed, band=band, ccds=ccds, n_templates=n_templates,
-        n_search=n_search, compress=not no_compress,
+        n_search=n_search, compress=not no_compress, survey_config=survey,
     )
     click.echo(str(summary))
 
@@ -825,6 +842,86 @@ def makestarcat(expnum: int, nite: int, rnum: int, pnum: int, band: str, season:
                            snstar=snstar, snveto=snveto)
     click.echo(f"{len(res.stars)} stars from {len(res.catalog_paths)} SE tables: {res.snstar_path}, "
                f"{res.snveto_path}")
+
+
+@main.command("watch")
+@click.argument("rawdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rc", "rc_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="DAGMaker rules and processing version (dagmaker.rc or .toml); "
+                                 "default ./dagmaker.rc if present, else the original defaults.")
+@click.option("--search-nite", type=click.IntRange(19000101, 99991231), default=None,
+              help="Exposures of this night (YYYYMMDD) or later are search exposures, earlier "
+                   "ones templates (default: tonight).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (tcp://host:8786); 'local' (default): a local cluster "
+                   "of worker processes; 'single': one task after the other in this process.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes of the local cluster (default: one per core).")
+@click.option("--poll", "poll_s", type=click.FloatRange(0.05), default=2.0, show_default=True,
+              help="Seconds between looks at RAWDIR.")
+@click.option("--settle", "settle_s", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="A file is read once its size and time have not changed for this long (s).")
+@click.option("--max-exposures", type=click.IntRange(1), default=None,
+              help="Stop after this many exposures are processed.")
+@click.option("--idle", "idle_s", type=click.FloatRange(0), default=None,
+              help="Stop after this many seconds with nothing landing or running.")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Latency page folder (default OUT/watch_report).")
+@click.option("--blacklist", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="File of exposure numbers never to use as templates.")
+@click.option("--no-fakes", is_flag=True, help="Do not inject fake sources in the difference imaging.")
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Extra attempts for transient errors and for tasks whose worker died.")
+@_settings_options
+def watch(rawdir: Path, rc_file: Path | None, search_nite: int | None, scheduler: str | None,
+          workers: int | None, poll_s: float, settle_s: float, max_exposures: int | None,
+          idle_s: float | None, report_dir: Path | None, blacklist: Path | None,
+          no_fakes: bool, retries: int, raw_dir: Path | None, calib_dir: Path | None,
+          refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
+          config_file: Path | None) -> None:
+    """Process a night live: each raw exposure landing in RAWDIR, search exposures first.
+
+    A file is read once complete (final name: copy under a temporary name such as
+    .DECam_00123456.fits.fz.part and rename; whole FITS structure; size unchanged for
+    --settle s). It is ingested and classified (rejected ones are listed with the reason),
+    then planned by the DAGMaker rules: templates get SE and calibration, search exposures SE,
+    calibration and difference imaging against their templates, ahead of queued template work.
+    One line per exposure gives file landed -> ingested -> SE done -> candidates in the
+    database; the latencies go to the database (table watch_latency) and to
+    OUT/watch_report/index.html, rewritten after each exposure. Restarting resumes; Ctrl-C or
+    SIGTERM stops after the running tasks. Exit code 0: stopped with every exposure processed
+    without failure; 1: some task failed; 3: bad input; 4: database error.
+    """
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from rich.console import Console
+
+    from .workflow.dagmaker_rc import DagmakerConfig, read_dagmaker_config
+    from .workflow.templates import read_blacklist
+    from .workflow.watch import run_watch
+
+    if rc_file is None and Path("dagmaker.rc").is_file():
+        rc_file = Path("dagmaker.rc")
+    config = read_dagmaker_config(rc_file) if rc_file is not None else DagmakerConfig()
+    banned = read_blacklist(blacklist) if blacklist is not None else frozenset()
+    console = Console(highlight=False)
+    styles = {" done:": "green", " failed": "red", "rejected": "yellow", "FAILED": "red",
+              "BLOCKED": "red"}
+
+    def echo(line: str) -> None:
+        style = next((v for k, v in styles.items() if k in line), None)
+        console.print(line, style=style, markup=False)
+
+    _quiet_dask_logs()
+    with _DatabaseErrorsAsExitCode():
+        summary = run_watch(rawdir, settings=settings, config=config, search_nite=search_nite,
+                            scheduler=scheduler, workers=workers, poll_s=poll_s,
+                            settle_s=settle_s, max_exposures=max_exposures, idle_s=idle_s,
+                            report_dir=report_dir, echo=echo, fakes=not no_fakes,
+                            retries=retries, blacklist=banned)
+    if summary.report_path is not None:
+        click.echo(f"report: {summary.report_path}")
+    if any(r.status == "failed" for r in summary.latencies):
+        sys.exit(EXIT_PROCESSING_FAILED)
 
 
 @main.command("demo")

@@ -13,7 +13,8 @@ from numba import njit
 
 from desgw.util.lanczos import shift_taps_into
 
-__all__ = ["psf_fit_all", "window_errors_all", "segment_stats", "kron_neighbours_all",
+__all__ = ["psf_fit_all", "add_psf_sources", "window_errors_all", "segment_stats",
+           "kron_neighbours_all",
            "circular_apertures", "flux_radius_all", "winpos_all", "winpos_stamps",
            "bad_from_mask", "prepare_measurement"]
 
@@ -51,6 +52,51 @@ def _render(coeffs: np.ndarray, terms: np.ndarray, wx: np.ndarray, wy: np.ndarra
     for a in range(n):
         for b in range(n):
             out[a, b] /= s
+
+
+@njit(cache=True)
+def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
+    """Add ``flux * PSF`` of point sources to an image, in place.
+
+    Parameters
+    ----------
+    out : float64 (my, mx)
+        Image whose pixel ``[0, 0]`` is CCD pixel ``(x0, y0)``; sources are clipped at its edges.
+    x0, y0 : int
+        CCD position of ``out[0, 0]`` (0-based column, row).
+    xs, ys : float64 (n,)
+        0-based CCD positions of the sources.
+    flux : float64 (n,)
+        Source fluxes (e-).
+    terms : float64 (n, n_terms)
+        PSF polynomial terms at each position.
+    coeffs : float64 (n_terms, s, s)
+        PSF basis (rendered normalised to sum 1 over the stamp).
+    order : int
+        Lanczos order of the sub-pixel shift.
+    """
+    my, mx = out.shape
+    s = coeffs.shape[1]
+    h = s // 2
+    tmp = np.empty((s, s))
+    p = np.empty((s, s))
+    wx = np.empty(2 * order + 1)
+    wy = np.empty(2 * order + 1)
+    scratch = np.empty(8 * order + 24)  # desgw.util.lanczos.scratch_size(order)
+    for i in range(xs.shape[0]):
+        ic = int(np.floor(xs[i] + 0.5))
+        jc = int(np.floor(ys[i] + 0.5))
+        shift_taps_into(xs[i] - ic, order, wx, scratch)
+        shift_taps_into(ys[i] - jc, order, wy, scratch)
+        _render(coeffs, terms[i], wx, wy, order, tmp, p)
+        for a in range(s):
+            yy = jc - h + a - y0
+            if yy < 0 or yy >= my:
+                continue
+            for b in range(s):
+                xx = ic - h + b - x0
+                if 0 <= xx < mx:
+                    out[yy, xx] += flux[i] * p[a, b]
 
 
 @njit(cache=True)

@@ -203,11 +203,8 @@ def process_instcal_ccd(ccd: InstCalCCD, refcat: Table, *, config: SEConfig = SE
         wscale = 1.0
     if wscale != 1.0:
         weight *= np.float32(1.0 / wscale)
-    det_cfg = (detect_config_for_seeing(config.detect, seeing.fwhm_px,
-                                        filtered_above_px=config.filtered_above_px,
-                                        filtered_thresh_sigma=config.filtered_thresh_sigma)
-               if config.adaptive_detection else replace(config.detect,
-                                                         filter_fwhm=seeing.fwhm_px))
+    det_cfg = detect_config_for_seeing(config.detect, seeing.fwhm_px, snr=config.detect_snr,
+                                       minarea=config.detect_minarea)
     with np.errstate(divide="ignore"):
         variance = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
     det = detect_sources(sub, variance, mask, noise_type="variance", config=det_cfg)
@@ -220,9 +217,11 @@ def process_instcal_ccd(ccd: InstCalCCD, refcat: Table, *, config: SEConfig = SE
                                  - bkg.global_level)
     psf_cfg = psf_config_for_seeing(config.psf, seeing.fwhm_px, stamp_fwhm=config.psf_stamp_fwhm)
     source = "the first-pass seeing" if seeing.n_stars else "the CP header FWHM"
-    psf = fit_ccd_psf(sub, weight, mask, np.asarray(det.catalog["xwin"])[cand],
-                      np.asarray(det.catalog["ywin"])[cand], psf_cfg, config, seeing.fwhm_px,
-                      flags, fwhm_source=source)
+    det_xy = np.column_stack([np.asarray(det.catalog["xwin"], dtype=np.float64),
+                              np.asarray(det.catalog["ywin"], dtype=np.float64)])
+    psf = fit_ccd_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], psf_cfg, config,
+                      seeing.fwhm_px, flags, fwhm_source=source, segmap=det.segmap,
+                      neighbour_xy=det_xy)
     lap("psf")
 
     init_wcs = ccd.wcs

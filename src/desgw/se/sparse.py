@@ -97,7 +97,8 @@ def moffat_psf_model(fwhm_px: float, image_shape: tuple[int, int], *, stamp: int
 
 def fit_psf_sparse(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
                    x: ArrayLike, y: ArrayLike, *, config: PSFConfig = PSFConfig(),
-                   fallback_fwhm_px: float, fallback_source: str = "the seeing estimate"
+                   fallback_fwhm_px: float, fallback_source: str = "the seeing estimate",
+                   segmap: np.ndarray | None = None, neighbour_xy: np.ndarray | None = None
                    ) -> tuple[PSFModel, str | None]:
     """:func:`desgw.se.psf.fit_psf`, degrading to a constant or analytic PSF with few stars.
 
@@ -109,6 +110,8 @@ def fit_psf_sparse(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | Non
         FWHM (pixels) of the Moffat used when no star is usable.
     fallback_source : str
         Where that FWHM comes from, for the reason text.
+    segmap, neighbour_xy : numpy.ndarray, optional
+        Passed to :func:`desgw.se.psf.fit_psf`.
 
     Returns
     -------
@@ -121,13 +124,15 @@ def fit_psf_sparse(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | Non
     y = np.atleast_1d(np.asarray(y, dtype=np.float64))
     n_cand = int(x.size)
     try:
-        model = fit_psf(image, weight, mask, x, y, config=config)
+        model = fit_psf(image, weight, mask, x, y, segmap=segmap, neighbour_xy=neighbour_xy,
+                        config=config)
     except PSFFitError as exc:
         n_usable = int(exc.n_usable)
         if n_usable >= 1:
             low = replace(config, poly_degree=0, min_stars_per_term=float(n_usable))
             try:
-                model = fit_psf(image, weight, mask, x, y, config=low)
+                model = fit_psf(image, weight, mask, x, y, segmap=segmap,
+                                neighbour_xy=neighbour_xy, config=low)
             except PSFFitError:
                 pass
             else:
