@@ -10,7 +10,11 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
 2. ``[background]`` sky of the search and of every template CCD, two passes (the second with
    the sources masked); the weights are the SE inverse background variances (makeWeight).
 3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
-   the search grid, Lanczos-3 with flux conservation (SWarp).
+   the search grid, Lanczos-3 with flux conservation (SWarp), through the WCS mapping refined
+   with the bright stars both catalogs measured (:mod:`desgw.diff.register`: an affine
+   correction from >= 20 matched stars, a shift from >= 5; with fewer the WCS alone, and the
+   result is flagged ``registration_wcs_only``). Each template's fit is in
+   :attr:`DiffResult.registrations` and ``meta["registration"]``.
 4. ``[coadd]`` coadd on the search photometric scale, inverse-variance weighted, with the
    matching PSF (SWarp combine); then the mesh sky of the plain difference search - coadd
    (sources left out) is removed from the search image
@@ -90,7 +94,9 @@ from desgw.diff.detect import detect_transients
 from desgw.diff.efficiency import efficiency_curve
 from desgw.diff.fakes import fake_mag_range, inject_fakes, match_fakes, plan_fakes
 from desgw.diff.measure import measure_candidates
+from desgw.diff.register import refine_registration, select_stars
 from desgw.diff.resample import resample_to_grid
+from desgw.diff.resample_mapping import mapping_grid
 from desgw.diff.stamps import cutout_stamps
 from desgw.diff.starcat import apply_veto
 from desgw.diff.subtract import subtract
@@ -269,18 +275,38 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     t_imgs = [subtract_sky(t.image, t.mask, config)[0] for t in usable]
     lap("background")
 
-    # 3. resample
+    # 3. registration refinement and resampling
     resampled = []
+    registrations = []
+    s_stars = select_stars(search.catalog, search.wcs, config=config.registration)
     for t, img in zip(usable, t_imgs):
+        mapping = mapping_grid(t.wcs, search.wcs, shape, step=config.resample.grid_step,
+                               tolerance=config.resample.wcs_tolerance)
+        reg = refine_registration(s_stars, select_stars(t.catalog, t.wcs,
+                                                        config=config.registration),
+                                  mapping, config=config.registration)
+        registrations.append(reg)
         resampled.append(resample_to_grid(img, t.mask, t.weight, t.wcs, search.wcs, shape,
                                           kernel=config.resample_kernel,
-                                          config=config.resample))
+                                          config=config.resample, mapping=reg.apply(mapping)))
     del t_imgs
     covering = [i for i, r in enumerate(resampled) if r.coverage.any()]
     for i, t in enumerate(usable):
         if i not in covering:
             rejected.append(as_rejected(t, ("does not overlap the search CCD",)))
     used = tuple((int(usable[i].expnum), int(usable[i].ccdnum)) for i in covering)
+    registrations = [registrations[i] for i in covering]
+    meta["registration"] = [{"expnum": e, "ccdnum": c, **r.as_dict()}
+                            for (e, c), r in zip(used, registrations)]
+    for (e, c), r in zip(used, registrations):
+        if r.applied:
+            log.info("template %d CCD %d registered: %s from %d stars, shift (%.3f, %.3f) px, "
+                     "rms %.3f -> %.3f px", e, c, r.method, r.n_stars, r.shift_x, r.shift_y,
+                     r.rms_before, r.rms_after)
+        elif config.registration.enabled:
+            log.warning("template %d CCD %d aligned by the WCS only: %s", e, c, r.reason)
+    if config.registration.enabled and any(not r.applied for r in registrations):
+        flags.append("registration_wcs_only")
     lap("resample")
     if not covering:
         timings["total"] = time.perf_counter() - t_start
@@ -441,4 +467,5 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                       template_mask=coadd.mask, candidates=cands, fakes=fakes, efficiency=eff,
                       ideal_limit=limit, stamps=stamps, templates_used=used,
                       templates_rejected=tuple(rejected), zp=float(search.zp), zp_stamp=zp_s,
-                      timings=timings, flags=tuple(flags), meta=meta, resampled=kept)
+                      timings=timings, flags=tuple(flags), meta=meta, resampled=kept,
+                      registrations=tuple(registrations))

@@ -20,6 +20,7 @@ from astropy.table import Table
 
 from desgw.diff.detect import DiffDetectConfig
 from desgw.diff.measure import MeasureConfig
+from desgw.diff.register import RegistrationConfig
 from desgw.diff.resample import ResampleConfig
 from desgw.diff.subtract import SubtractConfig
 from desgw.io.errors import DesgwError
@@ -40,7 +41,8 @@ DIFF_ERROR_KINDS: tuple[str, ...] = ("nothing_to_do", "failed")
 
 #: Flags a :class:`DiffResult` may carry (see :class:`DiffResult`).
 RESULT_FLAGS: tuple[str, ...] = ("no_template", "all_masked", "search_qc_failed",
-                                 "no_fakes", "no_efficiency", "partial_coverage")
+                                 "no_fakes", "no_efficiency", "partial_coverage",
+                                 "registration_wcs_only")
 
 
 class DiffError(DesgwError):
@@ -163,6 +165,9 @@ class DiffConfig:
     crop_templates : bool
         Cut each template CCD to the part that lands on the search CCD before its sky and
         resampling (:func:`desgw.diff.template_crop.crop_to_search`); False: whole CCDs.
+    registration : RegistrationConfig
+        Refinement of each template CCD's WCS mapping with stars matched between its catalog
+        and the search catalog (:mod:`desgw.diff.register`), before resampling.
     resample : ResampleConfig
     resample_kernel : str
         Interpolation kernel of the template resampling (``"lanczos3"``).
@@ -206,6 +211,7 @@ class DiffConfig:
     object_sigma: float = 3.0
     relative_sky: bool = True
     crop_templates: bool = True
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     resample_kernel: str = "lanczos3"
     coadd_method: str = "weighted"
@@ -278,6 +284,9 @@ class DiffResult:
     resampled : tuple
         The resampled template CCDs (:class:`~desgw.diff.resample.Resampled`), kept only with
         ``keep_intermediate``.
+    registrations : tuple of Registration
+        The registration refinement of each template CCD of ``templates_used`` (same order;
+        :class:`desgw.diff.register.Registration`, method ``"wcs"`` where none was applied).
     candidates : astropy.table.Table
         :data:`desgw.diff.measure.MEASURE_COLUMNS` plus ``expnum``, ``ccdnum``, ``mag``,
         ``magerr`` (AB, NaN for a non-positive flux), ``veto`` (inside a star's veto circle),
@@ -329,6 +338,7 @@ class DiffResult:
     flags: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     resampled: tuple[Any, ...] = ()
+    registrations: tuple[Any, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -256,6 +256,18 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
     h["DIFFCFG"] = (cfg_hash, "hash of the DiffConfig settings")
     h["DESGWVER"] = (__version__, "desgw version")
     h["NTEMPL"] = (len(result.templates_used), "template CCDs in the coadd")
+    regs = tuple(getattr(result, "registrations", ()))
+    h["NREGAFF"] = (sum(r.method == "affine" for r in regs), "templates registered: affine fit")
+    h["NREGSHF"] = (sum(r.method == "shift" for r in regs), "templates registered: shift fit")
+    h["NREGWCS"] = (sum(r.method == "wcs" for r in regs), "templates aligned by WCS only")
+    for k, ((e, c), r) in enumerate(zip(result.templates_used, regs), start=1):
+        if k > 99:
+            break
+        h[f"REGT{k}"] = (f"{e}/{c} {r.method} n={r.n_stars}", "template exp/CCD, fit, stars")
+        if r.applied:
+            h[f"REGDX{k}"] = (round(float(r.shift_x), 4), "[px] template x shift (stars mean)")
+            h[f"REGDY{k}"] = (round(float(r.shift_y), 4), "[px] template y shift")
+            h[f"REGRMS{k}"] = (round(float(r.rms_after), 4), "[px] star residual rms after fit")
     return h
 
 
@@ -447,6 +459,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                                                     "m50_err": _finite(eff.m50_err)},
             "ideal_limit_mag": None if result.ideal_limit is None
             else _finite(result.ideal_limit.mag),
+            "registration": result.meta.get("registration", []),
             "config_hash": cfg_hash, "desgw_version": __version__,
             "products": {k: Path(v).name for k, v in products.items()},
             "timings": timings,
