@@ -60,6 +60,16 @@ correlated_noise_factors`): ~ the noise correlation factor (1.26 for Lanczos-3) 
 score filter, less for the sharper difference filters. On the simulator this takes the
 blank-sky ``S_corr`` noise from 1.05-1.10 to 1.01-1.02 and keeps the difference's within 2 %.
 
+Masks
+-----
+Unusable pixels of either image are in-painted by the subtraction, and each cluster of them is
+grown only as far as the flux it hides needs (:mod:`desgw.diff.subtract`, *Mask growth*): a
+cosmic ray or hot pixel on blank sky stays its own size, one on a star is grown by up to the
+PSF FWHM. ``meta["masked_fraction"]`` (pixels masked in the difference) and
+``meta["bad_fraction"]`` (pixels unusable in the search or in every covering template) are
+fractions of the template-covered area, reported per CCD in the product header and the
+diffdone JSON.
+
 Ideal limit
 -----------
 :func:`desgw.diff.efficiency.ideal_limit_mag` with the median background sigma of the search,
@@ -101,7 +111,7 @@ from desgw.diff.stamps import cutout_stamps
 from desgw.diff.starcat import apply_veto
 from desgw.diff.subtract import subtract
 from desgw.diff.template_crop import crop_to_search
-from desgw.se.maskbits import EDGE
+from desgw.se.maskbits import EDGE, UNUSABLE
 
 from .pipeline_steps import (
     apply_noise_factors,
@@ -318,6 +328,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                             [usable[i].zp_stamp for i in covering], zp_s,
                             [usable[i].psf for i in covering], method=config.coadd_method)
     kept = tuple(resampled[i] for i in covering) if keep_intermediate else ()
+    t_cover = np.zeros(shape, bool)
+    for i in covering:
+        t_cover |= resampled[i].coverage
     del resampled
     ncf = float(coadd.noise_correlation_factor)
     good = usable_pixels(search.mask, search.weight, coadd.mask, coadd.weight)
@@ -374,6 +387,13 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         apply_noise_factors(sub, f_s, f_d, sub_cfg.zogy_config().tile)
         meta.update(score_noise_factor=float(np.median(f_s)),
                     diff_noise_factor=float(np.median(f_d)))
+    # masked vs truly bad pixels over the template-covered area
+    n_cov = max(int(t_cover.sum()), 1)
+    meta.update(masked_fraction=float(np.count_nonzero((sub.mask & (UNUSABLE | EDGE)) != 0
+                                                       & t_cover) / n_cov),
+                bad_fraction=float(np.count_nonzero(~good & t_cover) / n_cov),
+                mask_growth=dict(sub.meta.get("mask_growth", {})))
+    del t_cover
     lap("subtract")
 
     # 7-8. detect, measure

@@ -256,6 +256,11 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
     h["DIFFCFG"] = (cfg_hash, "hash of the DiffConfig settings")
     h["DESGWVER"] = (__version__, "desgw version")
     h["NTEMPL"] = (len(result.templates_used), "template CCDs in the coadd")
+    for key, name, what in (("MASKFRAC", "masked_fraction", "masked in the difference"),
+                            ("BADFRAC", "bad_fraction", "unusable in the inputs")):
+        v = result.meta.get(name)
+        if v is not None:
+            h[key] = (round(float(v), 6), f"fraction of template area {what}")
     regs = tuple(getattr(result, "registrations", ()))
     h["NREGAFF"] = (sum(r.method == "affine" for r in regs), "templates registered: affine fit")
     h["NREGSHF"] = (sum(r.method == "shift" for r in regs), "templates registered: shift fit")
@@ -460,6 +465,8 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "ideal_limit_mag": None if result.ideal_limit is None
             else _finite(result.ideal_limit.mag),
             "registration": result.meta.get("registration", []),
+            "masked_fraction": _finite(result.meta.get("masked_fraction", math.nan)),
+            "bad_fraction": _finite(result.meta.get("bad_fraction", math.nan)),
             "config_hash": cfg_hash, "desgw_version": __version__,
             "products": {k: Path(v).name for k, v in products.items()},
             "timings": timings,
