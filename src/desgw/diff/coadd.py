@@ -8,6 +8,11 @@ weight > 0, no unusable mask bit):
 - ``method="weighted"``: inverse-variance weighted mean, ``weight = sum_i w_i / f_i**2``;
 - ``method="mean"``: plain mean of the good contributors, variance ``sum var_i / n**2``.
 
+Source noise: the templates are in electrons, so a pixel of value ``C`` in the coadd has the
+sources' Poisson variance ``C / gain`` with the per-pixel ``gain`` of :attr:`Coadd.gain`
+(each template's Poisson noise scaled and combined with its weight; not 1 / mean(f), which
+counts an n-exposure stack's source noise n times).
+
 Masks: where at least one template is good, the mask is the OR of the good contributors' bits
 (informational bits only, e.g. SUSPECT); where all covering templates are bad it is the OR of
 their bits (weight 0); where no template covers the pixel it is EDGE (weight 0). ``n_contrib``
@@ -157,6 +162,12 @@ class Coadd:
         Var(large-area sum) / sum of per-pixel variances, combined from the templates'.
     method : str
         Combination method.
+    gain : numpy.ndarray or None
+        (ny, nx) float32 electrons per coadd unit of the sources' Poisson noise: a source
+        pixel of value ``C`` has Poisson variance ``C / gain``. With combination weights
+        ``c_i`` and scales ``f_i`` (each template in e-), ``gain = (sum c_i)**2 / sum(c_i**2
+        f_i)``: ``1 / f`` for one template, ``n / f`` for ``n`` equal ones (0 where no
+        template is good).
     """
 
     image: np.ndarray
@@ -168,11 +179,12 @@ class Coadd:
     scales: tuple[float, ...]
     noise_correlation_factor: float
     method: str = "weighted"
+    gain: np.ndarray | None = None
 
 
 @numba.njit(cache=True)
 def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, var_num,
-                n_contrib, mask_good, mask_all, covered, y0, y1, x0, x1):
+                pois_num, n_contrib, mask_good, mask_all, covered, y0, y1, x0, x1):
     """Add one template (scale ``f``) to the accumulators; returns sum(c**2 var) of its pixels.
 
     Only rows ``y0:y1`` and columns ``x0:x1`` are visited: the box holding the template's
@@ -195,6 +207,7 @@ def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, 
                 den[r, x] += c
                 var = 1.0 / wt
                 var_num[r, x] += c * c * var
+                pois_num[r, x] += c * c * f
                 s += c * c * var
                 n_contrib[r, x] += 1
                 mask_good[r, x] |= m
@@ -202,11 +215,12 @@ def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, 
 
 
 @numba.njit(cache=True)
-def _finalise(num, den, var_num, mask_good, mask_all, covered, edge, unusable):
-    """Coadd image, weight and mask from the accumulators."""
+def _finalise(num, den, var_num, pois_num, mask_good, mask_all, covered, edge, unusable):
+    """Coadd image, weight, source gain and mask from the accumulators."""
     ny, nx = num.shape
     image = np.zeros((ny, nx), dtype=np.float32)
     weight = np.zeros((ny, nx), dtype=np.float32)
+    gain = np.zeros((ny, nx), dtype=np.float32)
     mask = np.empty((ny, nx), dtype=np.int32)
     for r in range(ny):
         for x in range(nx):
@@ -215,13 +229,15 @@ def _finalise(num, den, var_num, mask_good, mask_all, covered, edge, unusable):
                 image[r, x] = num[r, x] / d
                 v = var_num[r, x] / (d * d)
                 weight[r, x] = 1.0 / v if v > 0 else 0.0
+                p = pois_num[r, x]
+                gain[r, x] = d * d / p if p > 0 else 0.0
                 mask[r, x] = mask_good[r, x]
             elif covered[r, x]:
                 m = mask_all[r, x]
                 mask[r, x] = m if (m & unusable) != 0 else m | edge
             else:
                 mask[r, x] = edge
-    return image, weight, mask
+    return image, weight, gain, mask
 
 
 @numba.njit(cache=True)
@@ -257,6 +273,7 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
     ny, nx = image.shape
     out = np.zeros((ny, nx), dtype=np.float32)
     wout = np.zeros((ny, nx), dtype=np.float32)
+    gout = np.zeros((ny, nx), dtype=np.float32)
     mout = np.empty((ny, nx), dtype=np.int32)
     n_contrib = np.zeros((ny, nx), dtype=np.int16)
     nyc = (ny + cell - 1) // cell
@@ -277,13 +294,14 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
                 wt = w / f2
                 out[r, x] = image[r, x] * f
                 wout[r, x] = wt
+                gout[r, x] = 1.0 / f
                 mout[r, x] = m
                 n_contrib[r, x] = 1
                 s += wt if weighted else 1.0 / wt
                 acc[r // cell, x // cell] += 1.0
             else:
                 mout[r, x] = m if (m & unusable) != 0 else m | edge
-    return out, wout, mout, n_contrib, s, acc / cnt
+    return out, wout, gout, mout, n_contrib, s, acc / cnt
 
 
 def _coverage_box(coverage: np.ndarray) -> tuple[int, int, int, int]:
@@ -339,6 +357,7 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     num = np.zeros(shape)
     den = np.zeros(shape)
     var_num = np.zeros(shape)
+    pois_num = np.zeros(shape)
     n_contrib = np.zeros(shape, dtype=np.int16)
     mask_good = np.zeros(shape, dtype=np.int32)
     mask_all = np.zeros(shape, dtype=np.int32)
@@ -347,13 +366,13 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     boxes = [_coverage_box(r.coverage) for r in resampled]
     for r, f, box in zip(resampled, scales, boxes):
         s = _accumulate(r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), num,
-                        den, var_num, n_contrib, mask_good, mask_all, covered, *box)
+                        den, var_num, pois_num, n_contrib, mask_good, mask_all, covered, *box)
         # each template's large-area variance is F_i times the sum of its per-pixel variances
         f_num += r.noise_correlation_factor * s
         f_den += s
     ncf = f_num / f_den if f_den > 0 else 1.0
-    image, weight, mask = _finalise(num, den, var_num, mask_good, mask_all, covered, int(EDGE),
-                                    int(UNUSABLE))
+    image, weight, gain, mask = _finalise(num, den, var_num, pois_num, mask_good, mask_all,
+                                          covered, int(EDGE), int(UNUSABLE))
     ok = den > 0
 
     psf = None
@@ -367,13 +386,13 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
               100 * ok.mean(), ncf)
     return Coadd(image=image, mask=mask, weight=weight, psf=psf,
                  n_contrib=n_contrib, zp=float(zp_target), scales=scales,
-                 noise_correlation_factor=float(ncf), method=method)
+                 noise_correlation_factor=float(ncf), method=method, gain=gain)
 
 
 def _coadd_one(r: Resampled, f: float, zp_target: float, psfs: Sequence[PSFLike] | None,
                weighted: bool, method: str, psf_cell: int) -> Coadd:
     """:func:`coadd_templates` of a single template (same outputs, one pass)."""
-    image, weight, mask, n_contrib, s, frac = _single(
+    image, weight, gain, mask, n_contrib, s, frac = _single(
         r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), int(EDGE),
         int(psf_cell))
     ncf = r.noise_correlation_factor if s > 0 else 1.0
@@ -383,4 +402,4 @@ def _coadd_one(r: Resampled, f: float, zp_target: float, psfs: Sequence[PSFLike]
                        cell=int(psf_cell), shape=r.shape)
     return Coadd(image=image, mask=mask, weight=weight, psf=psf, n_contrib=n_contrib,
                  zp=float(zp_target), scales=(float(f),), noise_correlation_factor=float(ncf),
-                 method=method)
+                 method=method, gain=gain)

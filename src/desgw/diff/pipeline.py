@@ -50,7 +50,8 @@ the stamp) has ``mag = -2.5 log10(F) + zp_stamp_search``, a total-flux AB magnit
 Noise
 -----
 The search variance is ``1 / weight`` (background), the template's the coadd's per-pixel
-variance; ZOGY adds the sources' Poisson noise from the pixel values and propagates the
+variance; ZOGY adds the sources' Poisson noise from the pixel values (the template's with the
+coadd's per-pixel gain, :attr:`desgw.diff.coadd.Coadd.gain`) and propagates the
 variances through its filters as if pixels were independent. The resampled template's noise is
 correlated (neighbouring pixels share input pixels): with ``DiffConfig.
 correlated_template_noise`` the variances of ``S`` (hence ``S_corr`` and the flux errors) and of
@@ -376,10 +377,12 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("fakes")
 
     # 6. subtract
-    mean_scale = float(np.mean(coadd.scales))
-    sub_cfg = replace(config.subtract, template_gain=1.0 / mean_scale)
+    # the coadd's source noise per pixel: each template's Poisson noise with its scale and
+    # weight (1 / mean(scale) would count an n-exposure stack's n times)
+    sub_cfg = replace(config.subtract, template_gain=1.0 / float(np.mean(coadd.scales)))
     sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
-                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg)
+                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
+                   template_gain_map=coadd.gain)
     del s_var, t_var
     if config.correlated_template_noise and ncf > 1.0:
         f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf,

@@ -176,7 +176,7 @@ class DiffConfig:
         Correct the propagated variances of the score and of the difference for the
         correlation of the resampled template's noise (ZOGY treats pixels as independent).
     subtract : SubtractConfig
-        ZOGY settings (``template_gain`` is set from the coadd scales).
+        ZOGY settings (the template's source noise comes from the coadd's per-pixel ``gain``).
     threshold_sigma : float
         Detection threshold on ``|S_corr|``.
     detect : DiffDetectConfig

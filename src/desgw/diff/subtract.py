@@ -313,7 +313,8 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
              search_psf: PSFSource | np.ndarray, template_image: np.ndarray,
              template_var: np.ndarray, template_mask: np.ndarray,
              template_psf: PSFSource | np.ndarray, *, zp_search: float, zp_template: float,
-             config: SubtractConfig = SubtractConfig()) -> Subtraction:
+             config: SubtractConfig = SubtractConfig(),
+             template_gain_map: np.ndarray | None = None) -> Subtraction:
     """ZOGY subtraction of a registered template from a search CCD.
 
     Parameters
@@ -335,6 +336,10 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     zp_search, zp_template : float
         AB zero points (``m = -2.5 log10(flux) + zp``) of the two images.
     config : SubtractConfig
+    template_gain_map : numpy.ndarray or None
+        (ny, nx) electrons per template unit of the template's sources' Poisson noise, per
+        pixel (a coadd's :attr:`~desgw.diff.coadd.Coadd.gain`); replaces
+        ``config.template_gain``. Pixels with a gain <= 0 or not finite get no source noise.
 
     Returns
     -------
@@ -360,6 +365,14 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     bad_bits = int(config.bad_bits) | maskbits.EDGE
     gains = ((config.search_gain, config.template_gain) if config.add_source_noise
              else (None, None))
+    if template_gain_map is not None and config.add_source_noise:
+        # the template's source noise per pixel, added here as zogy would with a scalar gain
+        g = _check("template_gain_map", template_gain_map, shape).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(np.isfinite(g) & (g > 0), np.float32(1.0) / g, np.float32(0.0))
+            r_var = np.maximum(r_var + np.nan_to_num(r_img, nan=0.0, posinf=0.0, neginf=0.0)
+                               * inv, np.float32(0.25) * r_var).astype(np.float32)
+        gains = (gains[0], None)
     # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
     res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
                mask=combined, mask_bits=bad_bits, gain_new=gains[0], gain_ref=gains[1],
