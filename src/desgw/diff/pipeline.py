@@ -16,9 +16,10 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    result is flagged ``registration_wcs_only``). Each template's fit is in
    :attr:`DiffResult.registrations` and ``meta["registration"]``.
 4. ``[coadd]`` coadd on the search photometric scale, inverse-variance weighted, with the
-   matching PSF (SWarp combine); then the mesh sky of the plain difference search - coadd
-   (sources left out) is removed from the search image
-   (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
+   matching PSF (SWarp combine), leaving out template pixels that no other template supports
+   where >= 3 cover a pixel (:class:`~desgw.diff.coadd.OutlierRejection`); then the mesh
+   sky of the plain difference search - coadd (sources left out) is removed from the search
+   image (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
    pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma
    (``[sky_match]``, with the variances and the ideal limit).
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
@@ -327,7 +328,8 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     zp_s = search.zp_stamp
     coadd = coadd_templates([resampled[i] for i in covering],
                             [usable[i].zp_stamp for i in covering], zp_s,
-                            [usable[i].psf for i in covering], method=config.coadd_method)
+                            [usable[i].psf for i in covering], method=config.coadd_method,
+                            reject=config.coadd_reject)
     kept = tuple(resampled[i] for i in covering) if keep_intermediate else ()
     t_cover = np.zeros(shape, bool)
     for i in covering:
@@ -337,6 +339,8 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     good = usable_pixels(search.mask, search.weight, coadd.mask, coadd.weight)
     frac = float(good.mean())
     covered = float((coadd.weight > 0).mean())
+    if coadd.n_rejected is not None:
+        meta["coadd_rejected_pixels"] = int(coadd.n_rejected.sum())
     meta.update(usable_fraction=frac, template_coverage=covered, noise_correlation_factor=ncf,
                 template_scales=tuple(float(s) for s in coadd.scales), zp_stamp=zp_s)
     if covered < 0.99:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from desgw.diff.coadd import OutlierRejection
 from desgw.diff.detect import DiffDetectConfig
 from desgw.diff.measure import MeasureConfig
 from desgw.diff.register import RegistrationConfig
@@ -172,6 +173,9 @@ class DiffConfig:
     resample_kernel : str
         Interpolation kernel of the template resampling (``"lanczos3"``).
     coadd_method : {"weighted", "mean"}
+    coadd_reject : OutlierRejection
+        Outlier rejection of the coadd where >= 3 template exposures cover a pixel (cosmic
+        rays, satellite trails, asteroids of one template).
     correlated_template_noise : bool
         Correct the propagated variances of the score and of the difference for the
         correlation of the resampled template's noise (ZOGY treats pixels as independent).
@@ -215,6 +219,7 @@ class DiffConfig:
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     resample_kernel: str = "lanczos3"
     coadd_method: str = "weighted"
+    coadd_reject: OutlierRejection = field(default_factory=OutlierRejection)
     correlated_template_noise: bool = True
     subtract: SubtractConfig = field(default_factory=SubtractConfig)
     threshold_sigma: float = 5.0
