@@ -61,6 +61,10 @@ from the resampling noise autocorrelation (:func:`~desgw.diff.pipeline_steps.
 correlated_noise_factors`): ~ the noise correlation factor (1.26 for Lanczos-3) for the broad
 score filter, less for the sharper difference filters. On the simulator this takes the
 blank-sky ``S_corr`` noise from 1.05-1.10 to 1.01-1.02 and keeps the difference's within 2 %.
+Inputs that were *already* resampled (``DiffConfig.resampled_inputs``, e.g. images delivered on
+a common grid) carry their own correlated noise: each input's autocorrelation is then measured
+on its blank sky (:func:`~desgw.diff.pipeline_steps.measure_noise_acf`), the search term of
+each filter is corrected with it and the template's is combined with the resampling's.
 
 Masks
 -----
@@ -125,6 +129,7 @@ from .pipeline_steps import (
     footprint_overlaps,
     forced_flux,
     ideal_limit,
+    measure_noise_acf,
     relative_sky,
     resampling_noise_acf,
     subtract_sky,
@@ -285,6 +290,13 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     s_img, s_sky, s_rms = subtract_sky(search.image, search.mask, config)
     meta.update(search_sky_e=s_sky, search_sky_rms_e=s_rms)
     t_imgs = [subtract_sky(t.image, t.mask, config)[0] for t in usable]
+    s_acf = t_acf = None
+    if config.resampled_inputs:
+        # inputs already resampled: their own noise autocorrelations, from their blank sky
+        s_acf = measure_noise_acf(s_img, search.mask, search.weight)
+        t_acf = np.mean([measure_noise_acf(img, t.mask, t.weight)
+                         for t, img in zip(usable, t_imgs)], axis=0)
+        meta.update(search_input_ncf=float(s_acf.sum()), template_input_ncf=float(t_acf.sum()))
     lap("background")
 
     # 3. registration refinement and resampling
@@ -388,9 +400,14 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                    coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
                    template_gain_map=coadd.gain)
     del s_var, t_var
-    if config.correlated_template_noise and ncf > 1.0:
-        f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf,
-                                            resampling_noise_acf(ncf), sub_cfg)
+    if (config.correlated_template_noise and ncf > 1.0) or config.resampled_inputs:
+        acf = resampling_noise_acf(ncf if config.correlated_template_noise else 1.0)
+        if t_acf is not None:
+            # the input's own correlation seen through the resampling: (R * rho) / R(0)
+            from scipy.signal import fftconvolve
+            acf = fftconvolve(acf, t_acf, mode="full")
+        f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf, acf, sub_cfg,
+                                            search_acf=s_acf)
         apply_noise_factors(sub, f_s, f_d, sub_cfg.zogy_config().tile)
         meta.update(score_noise_factor=float(np.median(f_s)),
                     diff_noise_factor=float(np.median(f_d)))

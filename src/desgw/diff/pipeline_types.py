@@ -179,6 +179,10 @@ class DiffConfig:
     correlated_template_noise : bool
         Correct the propagated variances of the score and of the difference for the
         correlation of the resampled template's noise (ZOGY treats pixels as independent).
+    resampled_inputs : bool
+        The search and template images were already resampled before they reached desgw
+        (their pixel noise is correlated): measure each input's noise autocorrelation on its
+        blank sky and correct the score, flux errors and difference variance for it.
     subtract : SubtractConfig
         ZOGY settings (the template's source noise comes from the coadd's per-pixel ``gain``).
     threshold_sigma : float
@@ -221,6 +225,7 @@ class DiffConfig:
     coadd_method: str = "weighted"
     coadd_reject: OutlierRejection = field(default_factory=OutlierRejection)
     correlated_template_noise: bool = True
+    resampled_inputs: bool = False
     subtract: SubtractConfig = field(default_factory=SubtractConfig)
     threshold_sigma: float = 5.0
     detect: DiffDetectConfig = field(default_factory=DiffDetectConfig)
