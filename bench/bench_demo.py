@@ -77,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", default=None, help="run in this folder and keep it")
     args = parser.parse_args(argv)
 
+    from desgw.report.html import machine_info
     from desgw.workflow.demo import run_demo
-    from desgw.workflow.report import machine_info
 
     ccds = None if args.ccds is None else [int(c) for c in args.ccds.split(",")]
     tmp = None

@@ -125,8 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
 
         from desgw.diff.pipeline import DiffConfig, difference_ccd
         from desgw.diff.pipeline_products import load_ccd_products
+        from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
         from desgw.sim.truth import load_truth
-        from desgw.workflow.se_exposure import ccd_product_paths, find_exposure_dir
 
         truth = load_truth(root)
 

@@ -134,7 +134,7 @@ def _prepare(root: Path, seed: int, ccds: str, workers: int) -> dict[str, float]
 
 
 def _settings(root: Path):
-    from desgw.workflow.settings import Settings
+    from desgw.io.settings import Settings
 
     return Settings(raw_dir=root / "raw", calib_dir=root / "calib", refcat_dir=root / "refcat",
                     out_root=root / "out", db_url=f"sqlite:///{root / 'desgw.sqlite'}")

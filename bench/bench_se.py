@@ -51,9 +51,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the files here")
     args = ap.parse_args(argv)
 
+    from desgw.io.settings import load_settings
     from desgw.refcat import ingest_gaia
-    from desgw.workflow.se_exposure import CCDTask, run_ccd_task, run_se_exposure
-    from desgw.workflow.settings import load_settings
+    from desgw.workflow.se_ccd import run_ccd_task
+    from desgw.workflow.se_exposure import run_se_exposure
+    from desgw.workflow.se_types import CCDTask
 
     tmp = None
     if args.workdir is None:
@@ -88,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
         summary = run_ccd_task(task)
         wall = time.perf_counter() - t0
         if not summary.ok:
-            raise SystemExit(f"CCD {task.ccdnum} failed: {summary.error}")
+            raise SystemExit(f"CCD {task.ccdnum} failed: {summary.reason}")
         runs.append((wall, summary))
     if all_cpus:
         os.sched_setaffinity(0, all_cpus)

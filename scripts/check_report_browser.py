@@ -15,8 +15,8 @@ import argparse
 import json
 import sys
 
-from desgw.workflow.report import REPORT_SECTIONS
-from desgw.workflow.report_browser import check_report_in_browser, find_chromium
+from desgw.report.browser import check_report_in_browser, find_chromium
+from desgw.report.html import REPORT_SECTIONS
 
 
 def main(argv: list[str] | None = None) -> int:

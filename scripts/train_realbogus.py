@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train the real/bogus model shipped in desgw/diff/data/ and report its ROC as JSON.
 
-Training and held-out validation sets are simulated by :mod:`desgw.diff.realbogus_sim`
+Training and held-out validation sets are simulated by :mod:`desgw.train.realbogus_sim`
 (synthetic search/template scenes with injected point sources and artefacts, subtracted,
 detected, measured and labelled by desgw's own difference-imaging code) with two different
 seeds. A gradient-boosted tree ensemble (scikit-learn's HistGradientBoostingClassifier; needed
@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from desgw.diff.realbogus import FEATURE_NAMES, load_model, save_model, score
-from desgw.diff.realbogus_sim import make_training_set, roc_summary
 from desgw.diff.realbogus_trees import TreeEnsemble
 from desgw.io.atomic import atomic_write_text
+from desgw.train.realbogus_sim import make_training_set, roc_summary
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/desgw/diff/data/realbogus_model.npz"
 

@@ -52,7 +52,7 @@ class _InputErrorsAsExitCode(click.Group):
     """Turn desgw input errors into a one-line message and exit code 3 instead of a traceback."""
 
     def invoke(self, ctx: click.Context):
-        from .io.errors import DesgwInputError
+        from .errors import DesgwInputError
 
         try:
             return super().invoke(ctx)
@@ -151,7 +151,7 @@ EXIT_PROCESSING_FAILED = 1
 def _settings_from_options(raw_dir: Path | None, calib_dir: Path | None, refcat_dir: Path | None,
                            out_root: Path | None, db_url: str | None, config_file: Path | None):
     """Settings: command-line options, then DESGW_* variables, then the TOML file, then defaults."""
-    from .workflow.settings import load_settings
+    from .io.settings import load_settings
 
     return load_settings(raw_dir=raw_dir, calib_dir=calib_dir, refcat_dir=refcat_dir,
                          out_root=out_root, db_url=db_url, config_file=config_file)
@@ -267,8 +267,9 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
     """
     ccds = _parse_ccds(ccds_text)
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .io.product_paths import find_exposure_dir
     from .se.photocal import PhotometricCalibrationError
-    from .workflow.se_exposure import calibrate_exposure, find_exposure_dir
+    from .workflow.se_calib import calibrate_exposure
 
     if directory is None:
         cwd = Path.cwd()
@@ -340,7 +341,7 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .db import connect, ingest_raw
-    from .io.errors import MissingFileError
+    from .errors import MissingFileError
     from .workflow.dagmaker import find_raw_files
 
     files: list[Path] = []
@@ -428,7 +429,7 @@ def dagmaker(expnum: int, rc_file: Path | None, graph_out: Path | None, condor_d
         click.echo(f"  no template overlaps CCDs {meta['no_template_ccds']}")
     click.echo(f"wrote {path}")
     if condor_dir is not None:
-        from .workflow.condor import write_condor_dag
+        from .engine.condor import write_condor_dag
 
         export = write_condor_dag(graph, condor_dir, settings=settings, search_expnum=expnum)
         click.echo(f"wrote {export.dag} ({export.n_nodes} nodes) and "
@@ -461,15 +462,15 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
     1: some task failed or was blocked (listed); 3: bad input; 4: database error.
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
-    from .workflow.engine import run_graph
-    from .workflow.graph import TaskGraph
+    from .engine.graph import TaskGraph
+    from .workflow.tasks import run_pipeline
 
     graph = TaskGraph.read(graph_file)
     _quiet_dask_logs()
     with _DatabaseErrorsAsExitCode():
-        report = run_graph(graph, settings=settings, scheduler=scheduler, cluster=cluster,
-                           workers=workers, overwrite=overwrite, retries=retries,
-                           db_timeout_s=db_timeout)
+        report = run_pipeline(graph, settings=settings, scheduler=scheduler, cluster=cluster,
+                              workers=workers, overwrite=overwrite, retries=retries,
+                              db_timeout_s=db_timeout)
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -636,7 +637,7 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
     s = run_diff_ccd(task)
     if not s.ok:
         what = "nothing to do" if s.error_kind == "nothing_to_do" else "FAILED"
-        click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {what}: {s.error}", err=True)
+        click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {what}: {s.reason}", err=True)
         sys.exit(EXIT_PROCESSING_FAILED)
     state = "already done (use -O to redo)" if s.skipped else "done"
     eff = "" if s.m50 != s.m50 else f", fakes m50 {s.m50:.2f} +- {s.m50_err:.2f}"
@@ -667,7 +668,7 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
 def makestarcat(expnum: int, nite: int, rnum: int, pnum: int, band: str, season: int, ccd: int,
                 outdir: Path, rootdir: Path, snstar: str | None, snveto: str | None) -> None:
     """Star and veto lists of one search CCD from the template exposures' SE tables (makestarcat.py)."""
-    from .diff.starcat import makestarcat_main
+    from .workflow.makestarcat import makestarcat_main
 
     res = makestarcat_main(expnum=expnum, nite=nite, rnum=rnum, pnum=pnum, band=band,
                            season=season, ccd=ccd, outdir=outdir, rootdir=rootdir,

@@ -14,7 +14,7 @@ from desgw.db import (CCDProduct, NewDetection, NewFake, TemplateUse, UnknownExp
                       get_ccd_products, get_detections, get_exposure, get_fakes,
                       get_templates_used, get_zeropoints, processed_ccds, record_ccd_product,
                       record_fakes, record_templates_used, record_zeropoints, register_exposure)
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 from desgw.io.raw import exposure_header_from_fits
 
 ARCSEC = 1.0 / 3600.0

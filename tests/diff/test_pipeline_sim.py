@@ -23,12 +23,9 @@ from desgw.diff.pipeline import (
     load_realbogus_scorer,
 )
 from desgw.diff.pipeline_products import load_ccd_products
-from desgw.workflow.se_exposure import (
-    ccd_product_paths,
-    find_exposure_dir,
-    run_se_exposure,
-)
-from desgw.workflow.settings import load_settings
+from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
+from desgw.io.settings import load_settings
+from desgw.workflow.se_exposure import run_se_exposure
 
 pytestmark = pytest.mark.slow
 

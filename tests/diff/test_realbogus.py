@@ -21,11 +21,11 @@ from desgw.diff.realbogus import (
     save_model,
     score,
 )
-from desgw.diff.realbogus_sim import CCD_AREA_PX, make_training_set, roc_summary
 from desgw.diff.realbogus_trees import TreeEnsemble
 from desgw.diff.stamps import Stamps, cutout_stamps
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.diff.zogy_synth import MoffatPSFField, make_image_pair
+from desgw.train.realbogus_sim import CCD_AREA_PX, make_training_set, roc_summary
 
 
 @pytest.fixture(scope="module")

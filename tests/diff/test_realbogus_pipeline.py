@@ -16,8 +16,9 @@ from desgw.diff.pipeline_products import load_ccd_products
 from desgw.diff.realbogus import load_model
 from desgw.diff.starcat import make_star_catalog, make_veto_table
 from desgw.sim.model import OBJECT_KINDS
-from desgw.workflow.se_exposure import ccd_product_paths, find_exposure_dir, run_se_exposure
-from desgw.workflow.settings import load_settings
+from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
+from desgw.workflow.se_exposure import run_se_exposure
+from desgw.io.settings import load_settings
 from desgw.workflow.templates import ccd_corners_from_wcs
 
 pytestmark = pytest.mark.slow

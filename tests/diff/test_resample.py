@@ -18,7 +18,7 @@ from desgw.diff.resample import (
 )
 from desgw.diff.resample_kernels import lanczos_table
 from desgw.diff.resample_mapping import exact_mapping, mapping_grid
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se.maskbits import BADPIX, CRAY, EDGE, SUSPECT, UNUSABLE
 
 sys.path.insert(0, str(Path(__file__).parent))

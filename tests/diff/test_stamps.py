@@ -16,7 +16,7 @@ from desgw.diff.stamps import (
     write_stamps_png,
 )
 from desgw.diff.stamps_png import encode_png_gray, stretch_to_uint8
-from desgw.io.errors import CorruptFileError
+from desgw.errors import CorruptFileError
 
 NY, NX = 200, 120
 

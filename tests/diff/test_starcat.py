@@ -12,18 +12,20 @@ from desgw.diff.starcat import (
     in_footprint,
     make_star_catalog,
     make_veto_table,
-    makestarcat_main,
     merge_duplicates,
+    select_stars,
+    veto_radius_arcsec,
+)
+from desgw.errors import CorruptFileError, MissingFileError
+from desgw.io.star_lists import (
     read_star_list,
     read_veto_list,
-    select_stars,
     snstar_name,
     snveto_name,
-    veto_radius_arcsec,
     write_star_list,
     write_veto_list,
 )
-from desgw.io.errors import CorruptFileError, MissingFileError
+from desgw.workflow.makestarcat import makestarcat_main
 
 # A 0.15 x 0.3 deg "CCD" straddling RA = 0 (tests the wrap-around).
 CORNERS = (np.array([359.93, 0.07, 0.07, 359.93]), np.array([-30.15, -30.15, -29.85, -29.85]))
@@ -153,7 +155,10 @@ def test_list_files_round_trip(tmp_path):
     assert back.meta == {"rnum": 4, "pnum": 5, "band": "r"}
     np.testing.assert_allclose(back["RA"], stars["RA"], atol=1e-6)
     np.testing.assert_allclose(back["mag"], stars["mag"], atol=1e-4)
-    v = write_veto_list(tmp_path / snveto_name(1, 28, 4, 5), stars, band="r", rnum=4, pnum=5)
+    with pytest.raises(ValueError, match="radius"):
+        write_veto_list(tmp_path / "plain.LIST", stars, band="r", rnum=4, pnum=5)
+    v = write_veto_list(tmp_path / snveto_name(1, 28, 4, 5), make_veto_table(stars), band="r",
+                        rnum=4, pnum=5)
     vtext = v.read_text().splitlines()
     assert vtext[2] == "# NVAR: 7"
     assert vtext[3].endswith("\tradius\tvtype")
@@ -169,8 +174,8 @@ def test_list_files_round_trip(tmp_path):
 
 
 def test_makestarcat_main(tmp_path):
-    from desgw.se.expcalib import ZP_CSV_COLUMNS
-    from desgw.workflow.templates import write_corners_out
+    from desgw.io.corners import write_corners_out
+    from desgw.io.zp_tables import ZP_CSV_COLUMNS
 
     search, tmpl = 700000, 600000
     write_corners_out(tmp_path / f"{search}.out", search,

@@ -10,7 +10,7 @@ import pytest
 from astropy.io import fits
 
 from desgw.io.calib import TRIMMED_SHAPE, CalibFile, read_calib, write_calib
-from desgw.io.errors import (CorruptFileError, DataTypeError, HeaderError, MissingCCDError,
+from desgw.errors import (CorruptFileError, DataTypeError, HeaderError, MissingCCDError,
                              MissingFileError)
 from desgw.io.naming import (allzp_csv_name, corners_out_name, exposure_dir, fullcat_name,
                              immask_name, parse_product_name, psf_model_name, qc_ccd_name,

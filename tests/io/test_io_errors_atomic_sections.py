@@ -1,4 +1,4 @@
-"""Tests for desgw.io.errors, desgw.io.atomic and desgw.io.sections."""
+"""Tests for desgw.errors, desgw.io.atomic and desgw.io.sections."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from desgw.io.atomic import atomic_write_bytes, atomic_write_path, atomic_write_text, temp_name_for
-from desgw.io.errors import (CorruptFileError, DataTypeError, DesgwError, DesgwInputError,
+from desgw.errors import (CorruptFileError, DataTypeError, DesgwError, DesgwInputError,
                              HeaderError, MissingCCDError, MissingFileError)
 from desgw.io.sections import Section, format_section, parse_section, section_from_header
 

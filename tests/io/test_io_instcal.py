@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.errors import DataTypeError, MissingCCDError, MissingFileError
+from desgw.errors import DataTypeError, MissingCCDError, MissingFileError
 from desgw.io.instcal import instcal_companion_paths, merge_headers, read_instcal
 
 REAL = Path("/work/shared/realdata/legacypipe/testcase6")

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.calib import LinearityTable, read_linearity, write_linearity
-from desgw.io.errors import (
+from desgw.errors import (
     CorruptFileError,
     DataTypeError,
     HeaderError,
     MissingCCDError,
     MissingFileError,
 )
+from desgw.io.calib import LinearityTable, read_linearity, write_linearity
 
 
 def _table(a: float, b: float, step: float = 1.0) -> LinearityTable:

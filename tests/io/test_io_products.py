@@ -11,7 +11,7 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
 
-from desgw.io.errors import CorruptFileError, DataTypeError, MissingFileError
+from desgw.errors import CorruptFileError, DataTypeError, MissingFileError
 from desgw.io.products import (ImMask, read_csv, read_fits_table, read_immask, read_parquet,
                                write_csv, write_fits_table, write_immask, write_parquet)
 

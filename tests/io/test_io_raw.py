@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.errors import (CorruptFileError, DataTypeError, HeaderError, MissingCCDError,
+from desgw.errors import (CorruptFileError, DataTypeError, HeaderError, MissingCCDError,
                              MissingFileError)
 from desgw.io.raw import (RawExposure, nite_from_datetime, parse_dec_deg, parse_ra_deg,
                           read_exposure_header, write_raw_exposure)

@@ -14,7 +14,7 @@ from realdata_cases import (
 )
 from scipy import ndimage
 
-from desgw.io.errors import MissingCCDError
+from desgw.errors import MissingCCDError
 from desgw.io.psfex import read_psfex
 
 CASES = instcal_cases()

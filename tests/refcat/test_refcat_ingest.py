@@ -17,7 +17,7 @@ from astropy.table import Table
 from astropy_healpix import HEALPix
 import astropy.units as u
 
-from desgw.io.errors import CorruptFileError, DesgwInputError, MissingFileError
+from desgw.errors import CorruptFileError, DesgwInputError, MissingFileError
 from desgw.refcat import RefCatStore, StoreIndex, ingest_gaia, refcat_ingest_main
 from desgw.refcat.ingest import pixel_path
 

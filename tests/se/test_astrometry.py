@@ -18,7 +18,7 @@ from astropy.wcs import WCS
 
 from desgw.instrument import optics
 from desgw.instrument.camera import CCD_SHAPE
-from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.errors import DesgwError, DesgwInputError
 from desgw.se.astrometry import AstrometryConfig, AstrometryError, AstrometryResult, solve_wcs
 
 NY, NX = CCD_SHAPE

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se import maskbits
 from desgw.se.background import Background, BackgroundConfig, estimate_background
 from desgw.se.detect import DetectConfig, detect_sources

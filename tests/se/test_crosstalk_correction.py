@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from desgw.errors import MissingCCDError
 from desgw.instrument import RAW_SHAPE, align_source, get_ccd, terms_for_victim
-from desgw.io.errors import MissingCCDError
 from desgw.io.raw import raw_ccd_from_hdu
 from desgw.se import maskbits
 from desgw.se.crosstalk import correct_crosstalk, needed_sources

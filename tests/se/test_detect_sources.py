@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se import maskbits
 from desgw.se.detect import DetectConfig, detect_sources, gaussian_kernel
 from test_psf_synth import make_field

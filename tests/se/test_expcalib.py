@@ -10,15 +10,13 @@ import numpy as np
 import pytest
 from astropy.table import vstack
 
-from desgw.io.errors import CorruptFileError, DesgwInputError, MissingCCDError, MissingFileError
+from desgw.errors import CorruptFileError, DesgwInputError, MissingCCDError, MissingFileError
 from desgw.io.naming import allzp_csv_name, zero_csv_name, zp_csv_name
+from desgw.io.zp_tables import ZP_CSV_COLUMNS, match_csv_name, read_expcalib_csv
 from desgw.se.expcalib import (
     MAGS_TYPES,
-    ZP_CSV_COLUMNS,
     footprint_corners,
     instrumental_flux,
-    match_csv_name,
-    read_expcalib_csv,
     run_expcalib,
 )
 from desgw.se.photocal import FLAG_OUTLIER, FLAG_REPLACED, PhotometricCalibrationError

@@ -72,8 +72,8 @@ def test_process_ccd_with_the_table(sim_night, search_inputs):
 @pytest.mark.slow
 def test_runner_reads_the_table_and_warns_once_without_it(sim_night, sim_refcat_store, tmp_path,
                                                            caplog):
+    from desgw.io.settings import load_settings
     from desgw.workflow.se_exposure import run_se_exposure
-    from desgw.workflow.settings import load_settings
 
     outdir, truth = sim_night
     expnum = truth.search_expnums[0]

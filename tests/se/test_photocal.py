@@ -9,7 +9,7 @@ import pytest
 from astropy.stats import sigma_clip
 from astropy.table import Table
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 from desgw.refcat.transforms import TransformUnavailableError, gaia_to_des
 from desgw.se import maskbits
 from desgw.se.photocal import (

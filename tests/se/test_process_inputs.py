@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.errors import DesgwError, HeaderError, MissingCCDError, MissingFileError
+from desgw.errors import DesgwError, HeaderError, MissingCCDError, MissingFileError
 from desgw.se.astrometry import AstrometryError
 from desgw.se.detrend import DetrendError
 from desgw.se.process import SEConfig, check_band, process_ccd

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se.psf import PSFConfig, PSFFitError, PSFModel, fit_psf
 from desgw.se.psf_lanczos import shift_stamp
 from test_psf_synth import make_field

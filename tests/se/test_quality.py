@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 from desgw.se.photocal_synth import make_calibration_field
 from desgw.se.quality import (
     DARK_SKY_MAG,

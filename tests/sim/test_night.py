@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from desgw.errors import MissingFileError
 from desgw.instrument import get_ccd, pixel_to_sky
-from desgw.io.errors import MissingFileError
 from desgw.io.products import read_csv
 from desgw.sim import night as night_mod
 from desgw.sim.model import OBJECT_KINDS, SimSwitches

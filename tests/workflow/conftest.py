@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from desgw.workflow.engine_products import diff_done_path
+from desgw.io.completion import diff_done_path
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +29,7 @@ def workflow_sim(tmp_path_factory):
 def fake_diff(monkeypatch):
     """A stand-in for desgw.workflow.diff_ccd (same names and fields) recording its tasks; it
     writes the star/veto lists and the completion marker where the real one does."""
-    from desgw.diff.starcat import snstar_name, snveto_name
+    from desgw.io.star_lists import snstar_name, snveto_name
 
     seen = []
 

@@ -10,11 +10,11 @@ from astropy.io import fits
 from click.testing import CliRunner
 
 from desgw.cli import main
+from desgw.io.completion import se_paths
+from desgw.io.corners import write_corners_out
+from desgw.io.settings import load_settings
 from desgw.workflow.dagmaker import exposure_footprint, make_dag, record_from_raw
 from desgw.workflow.dagmaker_rc import DagmakerConfig
-from desgw.workflow.engine_products import se_paths
-from desgw.workflow.settings import load_settings
-from desgw.workflow.templates import write_corners_out
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from desgw.io.errors import DesgwInputError, MissingFileError
+from desgw.errors import DesgwInputError, MissingFileError
 from desgw.workflow.dagmaker_rc import (DagmakerConfig, DagmakerConfigError,
                                         format_dagmaker_rc, parse_dagmaker_rc,
                                         read_dagmaker_config)

@@ -10,14 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from desgw.cli import main
-from desgw.diff.pipeline_products import diff_product_paths
 from desgw.io.naming import zero_csv_name
+from desgw.io.product_paths import diff_product_paths, find_exposure_dir
 from desgw.io.products import read_csv, read_fits_table
+from desgw.report.browser import check_report_in_browser, find_chromium
+from desgw.report.data import collect_report, rank_candidates
+from desgw.report.html import REPORT_SECTIONS
 from desgw.workflow.demo import DEMO_PNUM, DEMO_RNUM, DEMO_SEASON, demo_layout, run_demo
-from desgw.workflow.report import REPORT_SECTIONS
-from desgw.workflow.report_browser import check_report_in_browser, find_chromium
-from desgw.workflow.report_data import collect_report, rank_candidates
-from desgw.workflow.se_exposure import find_exposure_dir
 
 TOP = 8
 
@@ -160,7 +159,7 @@ def test_report_in_headless_chromium(demo, tmp_path):
 def test_diff_done_with_a_rejected_template(tmp_path):
     """A CCD whose difference imaging rejected one of its templates is complete for the
     templates asked for (the demo's second template is rejected on some CCDs)."""
-    from desgw.workflow.engine_products import diff_complete, diff_done_path
+    from desgw.io.completion import diff_complete, diff_done_path
 
     args = {"band": "r", "nite": 20190814, "rnum": 1, "pnum": 1, "cache": "scratch",
             "schema": "gw", "season": 1, "templates": [743156, 773503]}

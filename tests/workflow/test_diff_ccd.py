@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from desgw.diff.pipeline_types import DiffError
+from desgw.errors import MissingFileError
+from desgw.io.settings import load_settings
 from desgw.workflow.diff_ccd import DiffSummary, DiffTask, run_diff_ccd
 from desgw.workflow.se_exposure import run_se_exposure
-from desgw.workflow.settings import load_settings
 
 pytestmark = pytest.mark.slow
 
@@ -70,18 +72,21 @@ def done(env):
 def test_task_and_summary_pickle(env):
     task = _task(env)
     assert pickle.loads(pickle.dumps(task)) == task
-    s = DiffSummary(ccdnum=3, ok=False, error="x", timings={"total": 1.0}, m50=23.1,
-                    m50_err=0.05, ideal_limit_mag=23.0, error_kind="failed")
-    assert pickle.loads(pickle.dumps(s)) == s
+    s = DiffSummary(ccdnum=3, ok=False, error=DiffError("3 stars", kind="failed"),
+                    timings={"total": 1.0}, m50=23.1, m50_err=0.05, ideal_limit_mag=23.0,
+                    error_kind="failed")
+    back = pickle.loads(pickle.dumps(s))
+    assert back == s and isinstance(back.error, DiffError) and back.reason == s.reason
+    assert s.reason == "DiffError: failed: 3 stars"
 
 
 def test_products_of_one_ccd(env, done):
     from desgw.diff.pipeline_products import read_diff_image
-    from desgw.diff.starcat import read_star_list, read_veto_list
     from desgw.io.products import read_fits_table, read_parquet
+    from desgw.io.star_lists import read_star_list, read_veto_list
 
     task, s = done
-    assert s.ok, s.error
+    assert s.ok, s.reason
     assert not s.skipped and s.n_candidates > 20 and s.n_fakes >= 150
     assert 0 < s.n_fakes_recovered < s.n_fakes
     # templates found on disk; the 1.63" exposure fails the t_eff QC of its CCDs
@@ -147,10 +152,11 @@ def test_resume_and_cli(env, done):
 
 def test_failing_and_nothing_to_do(env):
     bad = run_diff_ccd(_task(env, ccdnum=29))  # no SE products of CCD 29
-    assert not bad.ok and bad.error_kind == "failed" and "29" in bad.error
+    assert not bad.ok and bad.error_kind == "failed" and "29" in bad.reason
+    assert isinstance(bad.error, MissingFileError)
     none = run_diff_ccd(_task(env, template_expnums=(BROAD,), season=SEASON + 1))
     assert not none.ok and none.error_kind == "nothing_to_do"
-    assert "QC failed" in none.error
+    assert "QC failed" in none.reason and isinstance(none.error, DiffError)
 
 
 def test_makestarcat_command(env, tmp_path):

@@ -13,27 +13,30 @@ from astropy.io import fits
 from click.testing import CliRunner
 
 from desgw.cli import main
-from desgw.io.naming import allzp_csv_name, zero_csv_name
-from desgw.workflow import engine as engine_mod
-from desgw.workflow.dagmaker import make_dag
-from desgw.workflow.dagmaker_rc import DagmakerConfig
-from desgw.workflow.engine import cluster_options, make_cluster, run_graph
-from desgw.workflow.engine_products import (
+from desgw.db import DatabaseConnectionError
+from desgw.engine import run as engine_mod
+from desgw.engine.graph import Task, TaskGraph
+from desgw.engine.progress import LogProgress, make_progress
+from desgw.engine.run import cluster_options, make_cluster, run_graph
+from desgw.engine.tasks import (
+    Outcome,
+    TaskPayload,
+    TaskResult,
+    execute_task,
+    is_transient,
+)
+from desgw.errors import MissingFileError, TransientTaskError
+from desgw.io.completion import (
     diff_complete,
     diff_done_path,
     exposure_outdir,
     se_paths,
 )
-from desgw.workflow.engine_tasks import (
-    Outcome,
-    TaskPayload,
-    execute_task,
-    is_transient,
-    run_se,
-)
-from desgw.workflow.graph import Task, TaskGraph
-from desgw.workflow.progress import LogProgress, make_progress
-from desgw.workflow.settings import load_settings
+from desgw.io.naming import allzp_csv_name, zero_csv_name
+from desgw.io.settings import load_settings
+from desgw.workflow.dagmaker import make_dag
+from desgw.workflow.dagmaker_rc import DagmakerConfig
+from desgw.workflow.tasks import run_pipeline, run_se_task
 
 PASSWORD = "pW-7f3kq9"
 BAD_URL = f"postgresql://gw:{PASSWORD}@127.0.0.1:1/desgw"
@@ -58,8 +61,8 @@ def reference(tmp_path_factory, workflow_sim):
     root, truth = workflow_sim
     out = tmp_path_factory.mktemp("engine_reference") / "out"
     graph = _se_graph(root, out)
-    report = run_graph(graph, settings=_settings(root, out), workers=2, retries=1,
-                       progress=False)
+    report = run_pipeline(graph, settings=_settings(root, out), workers=2, retries=1,
+                          progress=False)
     return root, truth, out, graph, report
 
 
@@ -116,7 +119,7 @@ def test_local_cluster_runs_se_tasks_and_a_rerun_skips_them(reference):
     assert report.summary_path is not None and report.summary_path.is_file()
 
     before = {p: p.stat().st_mtime_ns for p in out.rglob("D*") if p.is_file()}
-    again = run_graph(graph, settings=_settings(root, out), workers=2, progress=False)
+    again = run_pipeline(graph, settings=_settings(root, out), workers=2, progress=False)
     assert again.ok and set(again.skipped) == set(report.results)
     assert again.scheduler == "nothing to run" and again.wall_seconds < 5
     assert {p: p.stat().st_mtime_ns for p in out.rglob("D*") if p.is_file()} == before
@@ -131,7 +134,7 @@ def _killer_se(task, settings, overwrite, deps):
         os._exit(3)
     if task.ccd == 23:
         os._exit(3)
-    return run_se(task, settings, overwrite, deps)
+    return run_se_task(task, settings, overwrite, deps)
 
 
 @pytest.mark.slow
@@ -154,8 +157,8 @@ def test_a_worker_that_dies_is_retried_or_reported_and_a_rerun_completes(referen
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     try:
-        first = run_graph(graph, settings=settings, workers=2, retries=1, progress=False,
-                          runners={"se": _killer_se})
+        first = run_pipeline(graph, settings=settings, workers=2, retries=1, progress=False,
+                             runners={"se": _killer_se})
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
     r = first.results
@@ -172,7 +175,7 @@ def test_a_worker_that_dies_is_retried_or_reported_and_a_rerun_completes(referen
     kept = {tid: se_paths(out, by_id[tid].expnum, by_id[tid].ccd, by_id[tid].args).qc
             .stat().st_mtime_ns for tid in (f"se-{template}-22",)}
 
-    second = run_graph(graph, settings=settings, workers=2, retries=1, progress=False)
+    second = run_pipeline(graph, settings=settings, workers=2, retries=1, progress=False)
     r = second.results
     assert second.skipped == (f"se-{template}-22",)
     assert r[f"se-{template}-23"].status == "done" and r[cal.id].status == "done"
@@ -194,13 +197,14 @@ _ARGS = {"band": "r", "nite": 20190814, "rnum": 1, "pnum": 1, "cache": "scratch"
 def _fake_se(task, settings, overwrite, deps):
     marker = settings.out_root / f"transient-{task.id}"
     if task.id == "se-100-1":
-        return Outcome("failed", "ValueError: no stars")
+        return Outcome("failed", "ValueError: no stars", error=ValueError("no stars"))
     if task.id == "se-300-2":
         return Outcome("failed", "DetrendError: all pixels saturated")
     if task.id == "se-200-1" and not marker.exists():
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text("once\n")
-        return Outcome("failed", "OSError: [Errno 5] Input/output error")
+        return Outcome("failed", "OSError: [Errno 5] Input/output error",
+                       error=OSError(5, "Input/output error"))
     return Outcome("done")
 
 
@@ -230,8 +234,8 @@ def test_failed_dependencies_block_or_drop_templates(tmp_path, fake_diff):
                    {**_ARGS, "ccds": [1, 2]}), diff(1, (100, 200)), diff(2, (200,))]
     graph = TaskGraph(tuple(tasks))
     settings = _settings(tmp_path, tmp_path / "out")
-    report = run_graph(graph, settings=settings, scheduler="single", retries=1,
-                       progress=False, runners={"se": _fake_se, "expcalib": _fake_expcalib})
+    report = run_pipeline(graph, settings=settings, scheduler="single", retries=1,
+                          progress=False, runners={"se": _fake_se, "expcalib": _fake_expcalib})
     r = report.results
     assert r["se-100-1"].status == "failed" and r["se-300-2"].status == "failed"
     assert r["se-200-1"].status == "done" and r["se-200-1"].attempt == 2  # OSError retried
@@ -257,10 +261,62 @@ def test_failed_dependencies_block_or_drop_templates(tmp_path, fake_diff):
 
 
 def test_transient_errors_are_recognised():
-    assert is_transient(OSError("disk")) and is_transient("TimeoutError: slow")
-    assert is_transient("DatabaseConnectionError: db down")
-    assert not is_transient(FileNotFoundError("x")) and not is_transient("MissingFileError: x")
-    assert not is_transient("ValueError: bad") and not is_transient(None)
+    assert is_transient(OSError("disk")) and is_transient(TimeoutError("slow"))
+    assert is_transient(DatabaseConnectionError("db down"))
+    assert is_transient(TransientTaskError("se-1-1", "OSError: disk"))
+    assert not is_transient(FileNotFoundError("x"))
+    assert not is_transient(MissingFileError("x.fits", None, "not found"))
+    assert not is_transient(ValueError("bad")) and not is_transient(None)
+
+
+def test_the_engine_retries_by_exception_type_not_by_message(tmp_path):
+    """A failure whose text looks like an OSError is not retried; a TransientError is, and the
+    failed result carries the exception object (it survives pickling)."""
+    import pickle
+
+    def payload(task_id, runner):
+        return TaskPayload(task=Task(task_id, "se", 1, 1, (), _ARGS),
+                           settings=_settings(tmp_path, tmp_path / "out"), overwrite=False,
+                           log_dir=str(tmp_path / "logs"), run_id="r1", runner=runner)
+
+    looks = execute_task(payload("se-1-1", _looks_transient))
+    assert looks.status == "failed" and isinstance(looks.error, ValueError)
+    assert looks.reason == "ValueError: OSError: [Errno 5] in the text only"
+    back = pickle.loads(pickle.dumps(looks))
+    assert isinstance(back, TaskResult) and isinstance(back.error, ValueError)
+    assert back.to_dict()["error"] == "ValueError"
+    with pytest.raises(TransientTaskError) as err:
+        execute_task(payload("se-1-2", _db_down))
+    assert err.value.task_id == "se-1-2" and "DatabaseConnectionError" in err.value.reason
+    again = pickle.loads(pickle.dumps(err.value))
+    assert (again.task_id, again.reason) == (err.value.task_id, err.value.reason)
+    # an exception that does not survive pickling stays behind; its text does not
+    lost = execute_task(payload("se-1-4", _unpicklable))
+    assert lost.status == "failed" and lost.error is None and lost.reason == "_NoRoundTrip: 1/2"
+    pickle.loads(pickle.dumps(lost))
+    # the engine itself knows no runner: every kind of the graph needs one
+    with pytest.raises(ValueError, match="no runner"):
+        run_graph(TaskGraph((Task("se-1-3", "se", 1, 1, (), _ARGS),)),
+                  settings=_settings(tmp_path, tmp_path / "out"), runners={},
+                  scheduler="single", progress=False)
+
+
+class _NoRoundTrip(Exception):
+    def __init__(self, a, b):
+        super().__init__(f"{a}/{b}")
+
+
+def _unpicklable(task, settings, overwrite, deps):
+    raise _NoRoundTrip(1, 2)
+
+
+def _looks_transient(task, settings, overwrite, deps):
+    raise ValueError("OSError: [Errno 5] in the text only")
+
+
+def _db_down(task, settings, overwrite, deps):
+    return Outcome("failed", "DatabaseConnectionError: down",
+                   error=DatabaseConnectionError("sqlite:///x: down"))
 
 
 # ----------------------------------------------------------------------------- databases
@@ -278,14 +334,15 @@ def test_database_password_never_in_logs_or_errors(tmp_path, caplog):
     result = execute_task(payload)
     assert result.status == "failed" and "RuntimeError" in result.reason
     assert PASSWORD not in result.reason and "***" in result.reason
+    assert result.error is None  # an exception whose text holds the password is not kept
     text = (tmp_path / "logs" / "se-1-1.log").read_text()
     assert "connecting to" in text and PASSWORD not in text
 
     from desgw.db import DatabaseError
 
     with caplog.at_level(logging.DEBUG), pytest.raises(DatabaseError) as err:
-        run_graph(TaskGraph((task,)), settings=settings, scheduler="single",
-                  progress=False)
+        run_pipeline(TaskGraph((task,)), settings=settings, scheduler="single",
+                     progress=False)
     assert PASSWORD not in str(err.value) and PASSWORD not in caplog.text
 
 
@@ -352,7 +409,7 @@ def test_batch_cluster_arguments(monkeypatch):
 
 
 def test_progress_lines(caplog):
-    with caplog.at_level(logging.INFO, logger="desgw.workflow.progress"):
+    with caplog.at_level(logging.INFO, logger="desgw.engine.progress"):
         p = make_progress({"se": 2, "expcalib": 1, "diff": 0}, interval_s=1e9)
         assert isinstance(p, LogProgress)  # not a terminal
         with p:

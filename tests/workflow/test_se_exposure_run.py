@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from desgw.io.calib import CalibFile, write_calib
+from desgw.io.corners import read_corners_out
 from desgw.io.naming import (
     allzp_csv_name,
     corners_out_name,
@@ -15,10 +16,10 @@ from desgw.io.naming import (
     zero_csv_name,
     zp_csv_name,
 )
+from desgw.io.product_paths import ccd_product_paths
 from desgw.io.products import read_fits_table, read_immask
-from desgw.workflow.se_exposure import ccd_product_paths, run_se_exposure
-from desgw.workflow.settings import load_settings
-from desgw.workflow.templates import read_corners_out
+from desgw.io.settings import load_settings
+from desgw.workflow.se_exposure import run_se_exposure
 
 pytestmark = pytest.mark.slow
 

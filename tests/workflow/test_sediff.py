@@ -5,11 +5,11 @@ import pytest
 from click.testing import CliRunner
 
 from desgw.cli import main
+from desgw.io.completion import diff_done_path, se_paths
+from desgw.io.settings import load_settings
 from desgw.workflow.dagmaker import make_dag, record_from_raw
 from desgw.workflow.dagmaker_rc import DagmakerConfig
-from desgw.workflow.engine_products import diff_done_path, se_paths
 from desgw.workflow.sediff import parse_season, run_sediff
-from desgw.workflow.settings import load_settings
 
 SEARCH = 880001
 

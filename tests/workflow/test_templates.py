@@ -13,11 +13,11 @@ from desgw.db.records import ExposureRecord
 from desgw.instrument import DEFAULT_CCDNUMS
 from desgw.instrument.optics import (Pointing, ccd_corners_sky, focal_to_pixel, pixel_to_sky,
                                      sky_to_tangent, tangent_to_focal)
-from desgw.io.errors import DesgwInputError, MissingFileError
+from desgw.errors import DesgwInputError, MissingFileError
 from desgw.workflow.dagmaker_rc import DagmakerConfig
-from desgw.workflow.templates import (CORNER_PIXELS, ccd_corners_from_wcs, ccd_overlaps,
-                                      read_blacklist, read_corners_out,
-                                      select_templates, write_corners_out)
+from desgw.io.corners import CORNER_PIXELS, read_corners_out, write_corners_out
+from desgw.workflow.templates import (ccd_corners_from_wcs, ccd_overlaps, read_blacklist,
+                                      select_templates)
 
 SEARCH = ExposureRecord(expnum=700000, nite=20190425, mjd=58598.1, band="i", exptime=90.0,
                         ra=150.0, dec=2.0, object="S190425z hex 1", propid="2019A-0205",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from desgw.io.errors import DesgwError
+from desgw.errors import DesgwError, TransientError
 
 __all__ = ["DatabaseError", "DatabaseConnectionError", "SchemaVersionError", "UnknownExposureError"]
 
@@ -11,7 +11,7 @@ class DatabaseError(DesgwError):
     """Base class of the database errors. ``str(err)`` names the database by its redacted URL."""
 
 
-class DatabaseConnectionError(DatabaseError):
+class DatabaseConnectionError(DatabaseError, TransientError):
     """The database cannot be opened or reached (worth a retry when the server is down)."""
 
 

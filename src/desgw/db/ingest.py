@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 from desgw.io.raw import read_exposure_header
 
 from .database import Database

@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql as _pg
 from sqlalchemy.dialects import sqlite as _sqlite
 from sqlalchemy.orm import Session
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 
 from ._sky import angular_separation_deg, mean_position, radec_box
 from .database import Database
@@ -219,7 +219,7 @@ def register_exposure(db: Database, header: Any, path: str | os.PathLike[str] | 
 
     Raises
     ------
-    desgw.io.errors.DesgwInputError
+    desgw.errors.DesgwInputError
         If the header lacks EXPNUM, the time, the band, the exposure time or the pointing.
     """
     return register_exposures(db, [(header, path)])[0]

@@ -66,7 +66,7 @@ from desgw.se import maskbits
 
 __all__ = [
     "MEASURE_COLUMNS",
-    "MeasureConfig",
+    "DiffMeasureConfig",
     "aperture_weights",
     "catalog_positions",
     "measure_candidates",
@@ -82,7 +82,7 @@ MEASURE_COLUMNS = (
 
 
 @dataclass(frozen=True)
-class MeasureConfig:
+class DiffMeasureConfig:
     """Configuration of :func:`measure_candidates` (radii in units of the P_D FWHM)."""
 
     fit_radius_fwhm: float = 2.0
@@ -111,7 +111,7 @@ def aperture_weights(dx: float, dy: float, radius: float, half: int,
     return inside.mean(axis=(2, 3))
 
 
-def _star_flags(cat: Table, cfg: MeasureConfig) -> np.ndarray:
+def _star_flags(cat: Table, cfg: DiffMeasureConfig) -> np.ndarray:
     if "SPREAD_MODEL" in cat.colnames:
         return np.abs(np.asarray(cat["SPREAD_MODEL"], float)) < cfg.star_spread_model
     if "CLASS_STAR" in cat.colnames:
@@ -137,7 +137,7 @@ def catalog_positions(cat: Table, wcs: Any = None) -> tuple[np.ndarray, np.ndarr
 
 
 def _nearest(cat: Table | None, wcs: Any, x: np.ndarray, y: np.ndarray,
-             cfg: MeasureConfig) -> tuple[np.ndarray, np.ndarray]:
+             cfg: DiffMeasureConfig) -> tuple[np.ndarray, np.ndarray]:
     n = len(x)
     star_d, gal_d = np.full(n, np.inf), np.full(n, np.inf)
     if cat is None or len(cat) == 0 or n == 0:
@@ -179,7 +179,7 @@ def measure_candidates(subtraction: Subtraction, detections: Table, *,
                        search_image: np.ndarray, template_image: np.ndarray,
                        search_catalog: Table | None = None,
                        template_catalog: Table | None = None, wcs: Any = None,
-                       config: MeasureConfig = MeasureConfig()) -> Table:
+                       config: DiffMeasureConfig = DiffMeasureConfig()) -> Table:
     """Measure every detection on the difference image and its context.
 
     Parameters
@@ -198,7 +198,7 @@ def measure_candidates(subtraction: Subtraction, detections: Table, *,
         SE catalogs (see the module docstring for the columns used).
     wcs : astropy.wcs.WCS or None
         WCS of the search grid (for ``ra``/``dec`` and sky catalog positions).
-    config : MeasureConfig
+    config : DiffMeasureConfig
 
     Returns
     -------

@@ -2,7 +2,7 @@
 :class:`~desgw.diff.pipeline_types.CCDProducts` and writing a
 :class:`~desgw.diff.pipeline_types.DiffResult` (all writes atomic).
 
-Product folder and names (the original ``{exposure}/dp{SEASON}/{BAND}_{CCD:02d}/``; prefix
+Product folder and names (:func:`desgw.io.product_paths.diff_product_paths`; the original ``{exposure}/dp{SEASON}/{BAND}_{CCD:02d}/``; prefix
 ``P = D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}``):
 
 ==============================  ==============================================================
@@ -35,7 +35,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,9 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import FITSFixedWarning
 
+from desgw.errors import CorruptFileError, MissingFileError
 from desgw.io.atomic import atomic_write_path, atomic_write_text
-from desgw.io.errors import CorruptFileError, MissingFileError
+from desgw.io.product_paths import DiffProductPaths
 from desgw.io.products import (
     read_fits_table,
     read_immask,
@@ -59,9 +60,7 @@ from .stamps import write_stamps_fits, write_stamps_png
 from .template_crop import OffsetPSF
 
 __all__ = [
-    "DiffProductPaths",
     "config_hash",
-    "diff_product_paths",
     "load_ccd_products",
     "write_diff_products",
 ]
@@ -73,69 +72,6 @@ def config_hash(config: DiffConfig) -> str:
     """Short stable hash (12 hex digits) of every :class:`DiffConfig` setting."""
     text = json.dumps(asdict(config), sort_keys=True, default=repr)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class DiffProductPaths:
-    """Paths of one CCD's difference-imaging products (module docstring)."""
-
-    directory: Path
-    prefix: str
-
-    def _p(self, suffix: str) -> Path:
-        return self.directory / f"{self.prefix}_{suffix}"
-
-    @property
-    def diff(self) -> Path:
-        return self._p("diff.fits.fz")
-
-    @property
-    def template(self) -> Path:
-        return self._p("template.fits.fz")
-
-    @property
-    def search(self) -> Path:
-        return self._p("search.fits.fz")
-
-    def resampled(self, expnum: int, ccdnum: int) -> Path:
-        return self._p(f"resamp_{int(expnum)}_{int(ccdnum):02d}.fits.fz")
-
-    @property
-    def candidates_fits(self) -> Path:
-        return self._p("cands.fits")
-
-    @property
-    def candidates_parquet(self) -> Path:
-        return self._p("cands.parquet")
-
-    @property
-    def fakes(self) -> Path:
-        return self._p("fakes.fits")
-
-    @property
-    def stamps(self) -> Path:
-        return self._p("stamps.fits")
-
-    @property
-    def stamps_dir(self) -> Path:
-        return self.directory / "stamps"
-
-    @property
-    def efficiency(self) -> Path:
-        return self._p("efficiency.json")
-
-    @property
-    def done(self) -> Path:
-        """The completion marker, written last (``P_diffdone.json``)."""
-        return self._p("diffdone.json")
-
-
-def diff_product_paths(exposure_dir: str | os.PathLike[str], expnum: int, band: str, ccdnum: int,
-                       rnum: int, pnum: int, season: int) -> DiffProductPaths:
-    """Product paths under ``exposure_dir/dp{season}/{band}_{ccd:02d}/``."""
-    d = Path(exposure_dir) / f"dp{int(season)}" / f"{band}_{int(ccdnum):02d}"
-    prefix = f"D{int(expnum):08d}_{band}_{int(ccdnum):02d}_r{int(rnum)}p{int(pnum)}_dp{int(season)}"
-    return DiffProductPaths(d, prefix)
 
 
 # ----------------------------------------------------------------------------- reading

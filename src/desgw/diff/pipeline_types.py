@@ -20,11 +20,11 @@ from astropy.table import Table
 
 from desgw.diff.coadd import OutlierRejection
 from desgw.diff.detect import DiffDetectConfig
-from desgw.diff.measure import MeasureConfig
+from desgw.diff.measure import DiffMeasureConfig
 from desgw.diff.register import RegistrationConfig
 from desgw.diff.resample import ResampleConfig
 from desgw.diff.subtract import SubtractConfig
-from desgw.io.errors import DesgwError
+from desgw.errors import AlgorithmError
 from desgw.se.background import BackgroundConfig
 
 __all__ = [
@@ -46,7 +46,7 @@ RESULT_FLAGS: tuple[str, ...] = ("no_template", "all_masked", "search_qc_failed"
                                  "registration_wcs_only")
 
 
-class DiffError(DesgwError):
+class DiffError(AlgorithmError):
     """Difference imaging of a CCD could not be done.
 
     Parameters
@@ -188,7 +188,7 @@ class DiffConfig:
     threshold_sigma : float
         Detection threshold on ``|S_corr|``.
     detect : DiffDetectConfig
-    measure : MeasureConfig
+    measure : DiffMeasureConfig
     fakes : bool
         Inject fake point sources (SNFAKE) to measure the detection efficiency.
     n_fakes : int
@@ -229,7 +229,7 @@ class DiffConfig:
     subtract: SubtractConfig = field(default_factory=SubtractConfig)
     threshold_sigma: float = 5.0
     detect: DiffDetectConfig = field(default_factory=DiffDetectConfig)
-    measure: MeasureConfig = field(default_factory=MeasureConfig)
+    measure: DiffMeasureConfig = field(default_factory=DiffMeasureConfig)
     fakes: bool = True
     n_fakes: int = 200
     fake_brighter: float = 2.0

@@ -8,7 +8,7 @@ stamps of :func:`desgw.diff.stamps.cutout_stamps`, and how each candidate compar
 other candidates of its CCD) feed a gradient-boosted tree ensemble
 (:class:`desgw.diff.realbogus_trees.TreeEnsemble`, numpy inference) trained by
 ``scripts/train_realbogus.py`` on labelled simulated candidates
-(:mod:`desgw.diff.realbogus_sim`) and shipped in ``desgw/diff/data/`` (:data:`MODEL_FILENAME`).
+(:mod:`desgw.train.realbogus_sim`) and shipped in ``desgw/diff/data/`` (:data:`MODEL_FILENAME`).
 
 "Real" means a point-source flux change on the difference image away from stars: a transient,
 hostless or on a galaxy, brightening or fading (negative candidates are scored sign-corrected),
@@ -41,8 +41,8 @@ from desgw.diff.realbogus_features import (
 )
 from desgw.diff.realbogus_trees import TreeEnsemble
 from desgw.diff.stamps import Stamps
+from desgw.errors import DesgwError
 from desgw.io.atomic import atomic_write_path
-from desgw.io.errors import DesgwError
 
 __all__ = [
     "FEATURE_NAMES",

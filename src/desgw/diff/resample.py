@@ -62,7 +62,7 @@ from desgw.diff.resample_kernels import (
     resample_kernel,
 )
 from desgw.diff.resample_mapping import GridMapping, mapping_grid
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se.maskbits import BADPIX, EDGE, UNUSABLE
 
 __all__ = [

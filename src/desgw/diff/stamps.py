@@ -36,8 +36,8 @@ from astropy.io import fits
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
+from desgw.errors import CorruptFileError, MissingFileError
 from desgw.io.atomic import atomic_write_bytes, atomic_write_path
-from desgw.io.errors import CorruptFileError, MissingFileError
 
 from .stamps_png import encode_png_gray, stretch_to_uint8
 

@@ -26,30 +26,16 @@ Veto radius (:func:`veto_radius_arcsec`): ``30 - 2 (mag - 15)`` arcsec, the orig
 so that magnitudes fainter than the list's cut (where the formula would reach zero at mag 30
 and go negative) still veto a region of a few seeing FWHM, the size of a subtraction residual.
 
-Files (text, tab separated, written atomically), as the original:
+The SNSTAR and SNVETO files are written and read by :mod:`desgw.io.star_lists`;
+``makestarcat.py`` itself is :func:`desgw.workflow.makestarcat.makestarcat_main`.
 
-``SNSTAR_{expnum}_{ccd}_r{R}p{P}.LIST``::
-
-    # ASSOC format for Sextractor input.
-    # Star Source: SNSTAR table, CATALOG= r{R}p{P}
-    # NVAR: 5
-    # VARNAMES:<TAB>OBJID<TAB>RA<TAB>DEC<TAB>mag_{band}<TAB>magerr_{band}
-    1<TAB>{ra:.6f}<TAB>{dec:.6f}<TAB>{mag:.4f}<TAB>{magerr:.4f}
-
-``SNVETO_{expnum}_{ccd}_r{R}p{P}.LIST``: the same with ``NVAR: 7`` and two more columns,
-``radius`` (arcsec, ``%.6f``) and ``vtype`` (always 6, the original's veto type of a star).
-Rows are sorted by RA; OBJID counts from 1. (The ccd in the name is not zero padded, as the
-names the original's ``SEdiff.sh`` gave these files.)
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from astropy.table import Table
@@ -58,28 +44,19 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from desgw.io.atomic import atomic_write_text
-from desgw.io.errors import CorruptFileError, DesgwInputError, MissingFileError
+from desgw.errors import DesgwInputError
 
 __all__ = [
     "VETO_MIN_RADIUS_ARCSEC",
     "VETO_TYPE_STAR",
-    "MakestarcatResult",
     "StarCuts",
     "apply_veto",
     "in_footprint",
     "make_star_catalog",
     "make_veto_table",
-    "makestarcat_main",
     "merge_duplicates",
-    "read_star_list",
-    "read_veto_list",
     "select_stars",
-    "snstar_name",
-    "snveto_name",
     "veto_radius_arcsec",
-    "write_star_list",
-    "write_veto_list",
 ]
 
 log = logging.getLogger(__name__)
@@ -120,44 +97,6 @@ class StarCuts:
             raise ValueError(f"StarCuts: mag_min {self.mag_min} must be < mag_max {self.mag_max}")
         if not self.max_magerr > 0 or not self.merge_radius_arcsec > 0:
             raise ValueError("StarCuts: max_magerr and merge_radius_arcsec must be > 0")
-
-
-@dataclass(frozen=True)
-class MakestarcatResult:
-    """What :func:`makestarcat_main` wrote.
-
-    Attributes
-    ----------
-    stars : astropy.table.Table
-        The star list (see :func:`make_star_catalog`).
-    snstar_path, snveto_path : pathlib.Path
-        The files written.
-    catalog_paths : tuple of pathlib.Path
-        The SE tables that were read.
-    """
-
-    stars: Table
-    snstar_path: Path
-    snveto_path: Path
-    catalog_paths: tuple[Path, ...]
-
-
-# ----------------------------------------------------------------------------- names
-def _tag(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
-    for label, v in (("expnum", expnum), ("ccd", ccd), ("rnum", rnum), ("pnum", pnum)):
-        if isinstance(v, bool) or int(v) != v or int(v) < 0:
-            raise ValueError(f"{label} must be a non-negative integer, got {v!r}")
-    return f"{int(expnum)}_{int(ccd)}_r{int(rnum)}p{int(pnum)}"
-
-
-def snstar_name(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
-    """``SNSTAR_{expnum}_{ccd}_r{R}p{P}.LIST`` (no zero padding, as the original)."""
-    return f"SNSTAR_{_tag(expnum, ccd, rnum, pnum)}.LIST"
-
-
-def snveto_name(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
-    """``SNVETO_{expnum}_{ccd}_r{R}p{P}.LIST`` (no zero padding, as the original)."""
-    return f"SNVETO_{_tag(expnum, ccd, rnum, pnum)}.LIST"
 
 
 # ----------------------------------------------------------------------------- geometry
@@ -438,218 +377,3 @@ def apply_veto(ra: ArrayLike, dec: ArrayLike, veto_table: Table) -> NDArray[np.b
     if idx:
         flag.ravel()[np.asarray(idx, dtype=np.int64)] = True
     return flag
-
-
-# ----------------------------------------------------------------------------- files
-def _format_list(table: Table, band: str, rnum: int, pnum: int, veto: bool) -> str:
-    names = ["OBJID", "RA", "DEC", f"mag_{band}", f"magerr_{band}"]
-    if veto:
-        names += ["radius", "vtype"]
-    lines = ["# ASSOC format for Sextractor input.",
-             f"# Star Source: SNSTAR table, CATALOG= r{int(rnum)}p{int(pnum)}",
-             f"# NVAR: {len(names)}",
-             "# VARNAMES:\t" + "\t".join(names)]
-    cols = [np.asarray(table[k]) for k in ("OBJID", "RA", "DEC", "mag", "magerr")]
-    if veto:
-        cols += [np.asarray(table["radius"]), np.asarray(table["vtype"])]
-    for row in zip(*cols):
-        text = [str(int(row[0])), f"{row[1]:.6f}", f"{row[2]:.6f}", f"{row[3]:.4f}",
-                f"{row[4]:.4f}"]
-        if veto:
-            text += [f"{row[5]:.6f}", str(int(row[6]))]
-        lines.append("\t".join(text))
-    return "\n".join(lines) + "\n"
-
-
-def write_star_list(path: str | os.PathLike[str], stars: Table, *, band: str, rnum: int,
-                    pnum: int) -> Path:
-    """Write an ``SNSTAR_*.LIST`` file atomically (format in the module docstring).
-
-    Parameters
-    ----------
-    path : path-like
-        Output file (e.g. ``outdir / snstar_name(expnum, ccd, rnum, pnum)``).
-    stars : astropy.table.Table
-        ``OBJID``, ``RA``, ``DEC``, ``mag``, ``magerr``.
-    band : str
-        Filter, used in the column names ``mag_{band}``.
-    rnum, pnum : int
-        Processing numbers, written in the header.
-    """
-    return atomic_write_text(path, _format_list(stars, band, rnum, pnum, veto=False))
-
-
-def write_veto_list(path: str | os.PathLike[str], veto: Table, *, band: str, rnum: int,
-                    pnum: int) -> Path:
-    """Write an ``SNVETO_*.LIST`` file atomically.
-
-    ``veto`` is a star list with ``radius`` (arcsec) and ``vtype`` (see :func:`make_veto_table`);
-    a plain star list gets them added.
-    """
-    if "radius" not in veto.colnames:
-        veto = make_veto_table(veto)
-    return atomic_write_text(path, _format_list(veto, band, rnum, pnum, veto=True))
-
-
-_VARNAMES = re.compile(r"^#\s*VARNAMES:\s*(.*)$")
-_CATALOG = re.compile(r"CATALOG=\s*r(\d+)p(\d+)")
-
-
-def _read_list(path: str | os.PathLike[str], nvar: int) -> Table:
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(p, None, "star list file does not exist")
-    try:
-        text = p.read_text(encoding="ascii")
-    except (UnicodeDecodeError, OSError) as exc:
-        raise CorruptFileError(p, None, f"cannot read as ASCII text: {exc}") from None
-    names: list[str] | None = None
-    rows: list[list[str]] = []
-    meta: dict[str, object] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        s = line.strip()
-        if not s:
-            continue
-        if s.startswith("#"):
-            m = _VARNAMES.match(s)
-            if m:
-                names = m.group(1).split()
-            c = _CATALOG.search(s)
-            if c:
-                meta["rnum"], meta["pnum"] = int(c.group(1)), int(c.group(2))
-            continue
-        parts = s.split()
-        if len(parts) != nvar:
-            raise CorruptFileError(p, None, f"line {number}: expected {nvar} columns, "
-                                   f"got {len(parts)}")
-        rows.append(parts)
-    if names is None or len(names) != nvar:
-        raise CorruptFileError(p, None, f"no '# VARNAMES:' line with {nvar} names")
-    band_m = re.match(r"mag_(.+)$", names[3])
-    meta["band"] = band_m.group(1) if band_m else ""
-    arr = np.array(rows, dtype=object).reshape(len(rows), nvar)
-    try:
-        out = Table({"OBJID": arr[:, 0].astype(np.int64), "RA": arr[:, 1].astype(np.float64),
-                     "DEC": arr[:, 2].astype(np.float64), "mag": arr[:, 3].astype(np.float64),
-                     "magerr": arr[:, 4].astype(np.float64)}, meta=meta)
-        if nvar == 7:
-            out["radius"] = arr[:, 5].astype(np.float64)
-            out["vtype"] = arr[:, 6].astype(np.int64)
-    except ValueError as exc:
-        raise CorruptFileError(p, None, f"non-numeric value: {exc}") from None
-    return out
-
-
-def read_star_list(path: str | os.PathLike[str]) -> Table:
-    """Read an ``SNSTAR_*.LIST`` file.
-
-    Returns
-    -------
-    astropy.table.Table
-        ``OBJID``, ``RA``, ``DEC``, ``mag``, ``magerr``; ``meta`` has ``band``, ``rnum``,
-        ``pnum``.
-
-    Raises
-    ------
-    MissingFileError, CorruptFileError
-    """
-    return _read_list(path, 5)
-
-
-def read_veto_list(path: str | os.PathLike[str]) -> Table:
-    """Read an ``SNVETO_*.LIST`` file: the star-list columns plus ``radius`` and ``vtype``."""
-    return _read_list(path, 7)
-
-
-# ----------------------------------------------------------------------------- CLI shell
-def _find_catalogs(rootdir: Path, expnum: int, rnum: int, pnum: int,
-                   include_search: bool) -> list[Path]:
-    pattern = re.compile(rf"^D(\d{{8}})_\d{{2}}_r{int(rnum)}p{int(pnum)}_ZP\.csv$")
-    found = []
-    for path in sorted(rootdir.rglob(f"D*_r{int(rnum)}p{int(pnum)}_ZP.csv")):
-        m = pattern.match(path.name)
-        if m and (include_search or int(m.group(1)) != int(expnum)):
-            found.append(path)
-    return found
-
-
-def makestarcat_main(*, expnum: int, nite: int, rnum: int, pnum: int, band: str, season: int,
-                     ccd: int = 1, outdir: str | os.PathLike[str] = ".",
-                     rootdir: str | os.PathLike[str] = ".", snstar: str | None = None,
-                     snveto: str | None = None,
-                     catalogs: Sequence[str | os.PathLike[str]] | None = None,
-                     corners_file: str | os.PathLike[str] | None = None,
-                     include_search: bool = False) -> MakestarcatResult:
-    """``makestarcat.py``: write the SNSTAR and SNVETO lists of one search CCD.
-
-    Parameters (the original options in brackets)
-    ----------
-    expnum : int
-        Search exposure number [``-e``].
-    nite : int
-        Night of the search exposure [``-n``] (recorded in the log only, as the original).
-    rnum, pnum : int
-        Processing numbers [``-r``, ``-p``].
-    band : str
-        Filter [``-b``].
-    season : int
-        Season of the run [``-s``] (recorded in the log only, as the original).
-    ccd : int
-        Search CCD [``--ccd``, default 1].
-    outdir : path-like
-        Directory of the outputs [``-outdir``, default ``./``].
-    rootdir : path-like
-        Where the SE ``D{expnum:08d}_{ccd:02d}_r{R}p{P}_ZP.csv`` tables and ``{expnum}.out``
-        are looked for (recursively) [``-rootdir``, default ``./``].
-    snstar, snveto : str or None
-        Output file names [``-snstar``, ``-snveto``]; default :func:`snstar_name`,
-        :func:`snveto_name`. Relative names are inside ``outdir``.
-    catalogs : sequence of path-like or None
-        Explicit ``_ZP.csv`` tables to use instead of searching ``rootdir`` (desgw addition).
-    corners_file : path-like or None
-        The search exposure's ``{expnum}.out``; default ``rootdir/{expnum}.out``, else the
-        first one found under ``rootdir``.
-    include_search : bool
-        Also use the search exposure's own tables (the original did not).
-
-    Returns
-    -------
-    MakestarcatResult
-
-    Raises
-    ------
-    MissingFileError
-        No corners file, or no SE table.
-    DesgwInputError
-        The corners file lacks the CCD.
-    """
-    from desgw.se.expcalib import read_expcalib_csv
-    from desgw.workflow.templates import read_corners_out
-
-    root, out = Path(rootdir), Path(outdir)
-    if corners_file is None:
-        default = root / f"{int(expnum)}.out"
-        found = [default] if default.is_file() else sorted(root.rglob(f"{int(expnum)}.out"))
-        if not found:
-            raise MissingFileError(default, None, "CCD corners file of the search exposure "
-                                   "not found")
-        corners_file = found[0]
-    corners = read_corners_out(corners_file)
-    if int(ccd) not in corners.corners:
-        raise DesgwInputError(corners_file, None, f"CCD {ccd} is not in the corners file "
-                              f"(has {sorted(corners.corners)})")
-    paths = ([Path(c) for c in catalogs] if catalogs is not None
-             else _find_catalogs(root, expnum, rnum, pnum, include_search))
-    if not paths:
-        raise MissingFileError(root, None, f"no SE tables D*_r{rnum}p{pnum}_ZP.csv found")
-    log.info("makestarcat expnum=%s nite=%s season=%s ccd=%s band=%s: %d SE tables",
-             expnum, nite, season, ccd, band, len(paths))
-    tables = [read_expcalib_csv(p) for p in paths]
-    stars = make_star_catalog(tables, ccd_footprint=corners.corners[int(ccd)])
-    star_path = out / (snstar or snstar_name(expnum, ccd, rnum, pnum))
-    veto_path = out / (snveto or snveto_name(expnum, ccd, rnum, pnum))
-    write_star_list(star_path, stars, band=band, rnum=rnum, pnum=pnum)
-    write_veto_list(veto_path, make_veto_table(stars), band=band, rnum=rnum, pnum=pnum)
-    log.info("wrote %s and %s (%d stars)", star_path, veto_path, len(stars))
-    return MakestarcatResult(stars=stars, snstar_path=star_path, snveto_path=veto_path,
-                             catalog_paths=tuple(paths))

@@ -13,7 +13,7 @@ import numpy as np
 from astropy.io import fits
 from astropy.utils.exceptions import AstropyUserWarning
 
-from .errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
+from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
 
 __all__ = [
     "open_fits",

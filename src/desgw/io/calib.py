@@ -38,9 +38,10 @@ from types import TracebackType
 import numpy as np
 from astropy.io import fits
 
+from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingCCDError
+
 from ._fitsutil import clean_header, hdu_label, index_ccds, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
-from .errors import CorruptFileError, DataTypeError, HeaderError, MissingCCDError
 
 __all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib",
            "LINEARITY_COLUMNS", "LinearityTable", "linearity_problem", "write_linearity",

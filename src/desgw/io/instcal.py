@@ -19,9 +19,10 @@ from astropy.io import fits
 from astropy.io.fits.verify import VerifyWarning
 from astropy.wcs import WCS, FITSFixedWarning
 
+from desgw.errors import DataTypeError, HeaderError, MissingCCDError, MissingFileError
+
 from ._fitsutil import (header_float, header_int, header_str, hdu_label, index_ccds, open_fits,
                         read_hdu_pixels)
-from .errors import DataTypeError, HeaderError, MissingCCDError, MissingFileError
 
 __all__ = ["InstCalCCD", "read_instcal", "instcal_companion_paths", "merge_headers"]
 

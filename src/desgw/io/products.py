@@ -38,9 +38,10 @@ from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
+from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
+
 from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
-from .errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
 
 __all__ = [
     "IMMASK_QUANTIZE_LEVEL",

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
+from desgw.errors import DataTypeError, HeaderError, MissingCCDError
+
 from ._fitsutil import open_fits
-from .errors import DataTypeError, HeaderError, MissingCCDError
 
 __all__ = ["PSFExModel", "psfex_terms", "read_psfex"]
 

@@ -24,10 +24,11 @@ import numpy as np
 from astropy.io import fits
 from astropy.time import Time
 
+from desgw.errors import DataTypeError, HeaderError, MissingCCDError
+
 from ._fitsutil import (clean_header, header_float, header_int, header_str, hdu_label,
                         index_ccds, iter_hdus_checked, open_fits, read_hdu_pixels)
 from .atomic import atomic_write_path
-from .errors import DataTypeError, HeaderError, MissingCCDError
 from .sections import Section, section_from_header
 
 __all__ = [

@@ -12,7 +12,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from .errors import HeaderError
+from desgw.errors import HeaderError
 
 __all__ = ["Section", "parse_section", "format_section", "section_from_header"]
 

@@ -31,8 +31,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 from astropy_healpix import HEALPix
 
+from desgw.errors import DesgwInputError, MissingFileError
 from desgw.io.atomic import atomic_write_path, atomic_write_text, temp_name_for
-from desgw.io.errors import DesgwInputError, MissingFileError
 from desgw.refcat.readers import SUPPORTED_SUFFIXES, iter_source_chunks, source_columns
 from desgw.refcat.schema import OPTIONAL, REQUIRED, arrow_schema
 
@@ -119,9 +119,9 @@ class StoreIndex:
 
         Raises
         ------
-        desgw.io.errors.MissingFileError
+        desgw.errors.MissingFileError
             No index (not a store, or an ingest that did not finish).
-        desgw.io.errors.DesgwInputError
+        desgw.errors.DesgwInputError
             The index is not valid JSON or lacks keys.
         """
         path = Path(store_dir) / INDEX_NAME
@@ -148,7 +148,7 @@ def expand_sources(sources: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Expand directories into the supported table files they hold (sorted, not recursive).
 
     Files are returned as given; a directory without supported files raises
-    :class:`desgw.io.errors.DesgwInputError`.
+    :class:`desgw.errors.DesgwInputError`.
     """
     out: list[Path] = []
     for s in sources:
@@ -244,7 +244,7 @@ def ingest_gaia(sources: Sequence[str | os.PathLike[str]], store_dir: str | os.P
 
     Raises
     ------
-    desgw.io.errors.DesgwInputError
+    desgw.errors.DesgwInputError
         A source is missing, unreadable, of an unsupported type, or lacks a required
         column (the message names the file and the column).
     FileExistsError

@@ -18,7 +18,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from astropy.io import fits
 
-from desgw.io.errors import CorruptFileError, DesgwInputError, MissingFileError
+from desgw.errors import CorruptFileError, DesgwInputError, MissingFileError
 
 __all__ = ["source_format", "source_columns", "iter_source_chunks", "SUPPORTED_SUFFIXES"]
 
@@ -36,7 +36,7 @@ def source_format(path: str | os.PathLike[str]) -> str:
 
     Raises
     ------
-    desgw.io.errors.DesgwInputError
+    desgw.errors.DesgwInputError
         The suffix is not one of :data:`SUPPORTED_SUFFIXES`.
     """
     name = Path(path).name.lower()
@@ -87,7 +87,7 @@ def source_columns(path: str | os.PathLike[str]) -> tuple[dict[str, str], int | 
 
     Raises
     ------
-    desgw.io.errors.MissingFileError, desgw.io.errors.CorruptFileError
+    desgw.errors.MissingFileError, desgw.errors.CorruptFileError
     """
     p = Path(path)
     _check_exists(p)
@@ -148,7 +148,7 @@ def iter_source_chunks(path: str | os.PathLike[str], wanted: dict[str, tuple[str
 
     Raises
     ------
-    desgw.io.errors.CorruptFileError
+    desgw.errors.CorruptFileError
         The file cannot be parsed, or an integer column holds nulls or non-numbers.
     """
     p = Path(path)

@@ -21,7 +21,7 @@ from astropy.table import Table
 from astropy_healpix import HEALPix
 from numpy.typing import ArrayLike
 
-from desgw.io.errors import CorruptFileError
+from desgw.errors import CorruptFileError
 from desgw.refcat.geometry import (
     MAS_PER_DEG,
     ConvexFootprint,

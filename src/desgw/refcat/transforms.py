@@ -40,6 +40,8 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from desgw.errors import NoWorkFoundError
+
 __all__ = [
     "BANDS",
     "TRANSFORM_BANDS",
@@ -91,8 +93,9 @@ TRANSFORM_BANDS: tuple[str, ...] = tuple(POLY_COEFFS)
 VALID_BP_RP: dict[str, tuple[float, float]] = {b: (-0.6, 4.1) for b in TRANSFORM_BANDS}
 
 
-class TransformUnavailableError(ValueError):
-    """A DES band is known but has no published Gaia transformation (e.g. Y)."""
+class TransformUnavailableError(NoWorkFoundError, ValueError):
+    """A DES band is known but has no published Gaia transformation (e.g. Y): nothing to
+    transform with (a :class:`~desgw.errors.NoWorkFoundError`; still a ValueError)."""
 
     def __init__(self, band: str) -> None:
         super().__init__(band)

@@ -78,7 +78,7 @@ from astropy.wcs import WCS, Sip
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
-from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.errors import AlgorithmError, DesgwInputError
 
 __all__ = [
     "AstrometryConfig",
@@ -269,7 +269,7 @@ class AstrometryResult:
     inverse_max_error_pix: float
 
 
-class AstrometryError(DesgwError):
+class AstrometryError(AlgorithmError):
     """No acceptable astrometric solution; carries the numbers that explain why.
 
     Attributes

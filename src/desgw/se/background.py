@@ -29,7 +29,7 @@ import numpy as np
 import sep
 from scipy import ndimage
 
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import bad_from_mask
 
@@ -126,7 +126,7 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
 
     Raises
     ------
-    desgw.io.errors.DataTypeError
+    desgw.errors.DataTypeError
         If the image, mask or objects map is not 2-D or their shapes differ.
     """
     image = np.asarray(image)

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from desgw.errors import DataTypeError, MissingCCDError
 from desgw.instrument import CrosstalkTerm, align_source, terms_for_victim
-from desgw.io.errors import DataTypeError, MissingCCDError
 
 from . import maskbits
 from .detrend_amps import AmpLayout, resolve_layouts

@@ -35,7 +35,7 @@ import sep
 from astropy import units as u
 from astropy.table import Table
 
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import bad_from_mask, flux_radius_all, winpos_all
 
@@ -185,7 +185,7 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
 
     Raises
     ------
-    desgw.io.errors.DataTypeError
+    desgw.errors.DataTypeError
         If an array is not 2-D or the shapes differ.
     """
     image = np.asarray(image)

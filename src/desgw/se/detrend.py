@@ -31,7 +31,7 @@ Steps, per amplifier then per CCD (:func:`detrend_ccd`):
    bilinearly interpolated; it is clipped at 0. Weight = ``1 / Var(I)``, 0 where any
    :data:`desgw.se.maskbits.UNUSABLE` bit is set.
 
-Unusable input raises :class:`DetrendError` (a :class:`desgw.io.errors.DesgwInputError`:
+Unusable input raises :class:`DetrendError` (a :class:`desgw.errors.DesgwInputError`:
 picklable, names the file, HDU, CCD and problem): non-finite raw pixels, an amplifier whose
 data pixels are all equal (e.g. all zero), an amplifier that is entirely saturated,
 calibration images of the wrong shape or with non-finite values.
@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 
 from . import detrend_kernels as _kern
 from . import maskbits

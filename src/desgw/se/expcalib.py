@@ -45,11 +45,10 @@ magnitudes, Gaia colour, residual, kept by the clipping).
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -58,10 +57,26 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
-from desgw.io.atomic import atomic_write_path
-from desgw.io.errors import CorruptFileError, DesgwInputError, MissingCCDError, MissingFileError
+from desgw.errors import (
+    DesgwInputError,
+    MissingCCDError,
+)
 from desgw.io.naming import allzp_csv_name, fullcat_name, zero_csv_name, zp_csv_name
-from desgw.refcat.geometry import gnomonic_forward, gnomonic_inverse, radec_to_unit, unit_to_radec
+from desgw.io.zp_tables import (
+    ALLZP_CSV_COLUMNS,
+    MATCH_CSV_COLUMNS,
+    ZERO_CSV_COLUMNS,
+    ZP_CSV_COLUMNS,
+    format_csv_value,
+    match_csv_name,
+    write_csv_rows,
+)
+from desgw.refcat.geometry import (
+    gnomonic_forward,
+    gnomonic_inverse,
+    radec_to_unit,
+    unit_to_radec,
+)
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se.photocal import (
     ExposureZP,
@@ -77,7 +92,6 @@ from desgw.se.photocal import (
 
 __all__ = [
     "MAGS_TYPES",
-    "ZP_CSV_COLUMNS",
     "ReferenceCatalog",
     "CCDMeasurement",
     "instrumental_flux",
@@ -85,8 +99,6 @@ __all__ = [
     "query_reference",
     "measure_ccd_zeropoint",
     "run_expcalib",
-    "match_csv_name",
-    "read_expcalib_csv",
 ]
 
 logger = logging.getLogger(__name__)
@@ -94,23 +106,6 @@ logger = logging.getLogger(__name__)
 #: Magnitude types of the original's ``--magsType``.
 MAGS_TYPES: tuple[str, ...] = ("mag_psf", "mag_auto", "mag_aper_8")
 
-#: Columns of ``D{expnum}_{ccd}_r{R}p{P}_ZP.csv`` (the original's order).
-ZP_CSV_COLUMNS: tuple[str, ...] = (
-    "ID", "EXPNUM", "CCDNUM", "NUMBER", "ALPHAWIN_J2000", "DELTAWIN_J2000", "FLUX_AUTO",
-    "FLUXERR_AUTO", "FLUX_PSF", "FLUXERR_PSF", "MAG_AUTO", "MAGERR_AUTO", "MAG_PSF", "MAGERR_PSF",
-    "SPREAD_MODEL", "SPREADERR_MODEL", "FWHM_WORLD", "FWHMPSF_IMAGE", "FWHMPSF_WORLD",
-    "CLASS_STAR", "FLAGS", "IMAFLAGS_ISO", "ZeroPoint", "ZeroPoint_rms", "ZeroPoint_FLAGS",
-)
-
-_ZERO_COLUMNS = ("FILENAME", "Nall", "Nclipped", "ZP", "ZPrms", "magType", "EXPNUM", "CCDNUM",
-                 "BAND", "NewZP", "NewZPrms", "NewZPFlag", "MAG_ZERO", "MAG_ZERO_ERR",
-                 "ZP_SCATTER", "COLOR_TERMS", "ZP_METHOD")
-_ALLZP_COLUMNS = ("EXPNUM", "REQNUM", "ATTNUM", "NumStarsAll", "NumStarsClipped", "sigclipZP",
-                  "stdsigclipzp", "BAND", "MAG_ZERO", "MAG_ZERO_ERR", "ZP_SCATTER",
-                  "MEDIAN_CCD_MAG_ZERO", "OUTLIER_FRACTION", "EXPOSURE_FLAGGED", "COLOR_TERMS",
-                  "magType")
-_MATCH_COLUMNS = ("NUMBER", "ALPHAWIN_J2000", "DELTAWIN_J2000", "SEP_ARCSEC", "MAG_INST",
-                  "MAGERR_INST", "MAG_REF", "BP_RP", "DELTA", "USED")
 #: The DES ``MAG_APER_8`` is the 8th SExtractor aperture (1-based), FLUX_APER[:, 7].
 _APER8_INDEX = 7
 _MAG_PER_LN = 2.5 / math.log(10.0)
@@ -365,33 +360,6 @@ def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
 
 
 # ----------------------------------------------------------------------------- CSV I/O
-def match_csv_name(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
-    """``D{expnum:08d}_{ccd:02d}_r{R}p{P}_match.csv`` (the debug file; a desgw addition)."""
-    return zp_csv_name(expnum, ccd, rnum, pnum).replace("_ZP.csv", "_match.csv")
-
-
-def _fmt(value: Any, digits: int = 6) -> str:
-    if isinstance(value, (bool, np.bool_)):
-        return str(int(value))
-    if isinstance(value, (int, np.integer)):
-        return str(int(value))
-    if isinstance(value, (float, np.floating)):
-        v = float(value)
-        return "nan" if not math.isfinite(v) else f"{v:.{digits}f}"
-    return str(value)
-
-
-def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
-    with atomic_write_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh, lineterminator="\n")
-            w.writerow(header)
-            w.writerows(rows)
-            fh.flush()
-            os.fsync(fh.fileno())
-    return path
-
-
 def _write_zp_objects(path: Path, catalog: Table, expnum: int, ccd: int, zp: float, zp_err: float,
                       flag: int) -> Path:
     """The calibrated object list ``..._ZP.csv`` (original columns; see the module docstring)."""
@@ -417,29 +385,10 @@ def _write_zp_objects(path: Path, catalog: Table, expnum: int, ccd: int, zp: flo
         row = [str(i), str(expnum), str(ccd)]
         for name in ZP_CSV_COLUMNS[3:22]:
             v = cols[name][r]
-            row.append(_fmt(v, 9 if name in coord else 6))
-        row += [_fmt(-zp), _fmt(zp_err), str(flag)]
+            row.append(format_csv_value(v, 9 if name in coord else 6))
+        row += [format_csv_value(-zp), format_csv_value(zp_err), str(flag)]
         rows.append(row)
-    return _write_csv(path, ZP_CSV_COLUMNS, rows)
-
-
-def read_expcalib_csv(path: str | os.PathLike[str]) -> Table:
-    """Read one of the CSV files written by :func:`run_expcalib` into a table.
-
-    Raises
-    ------
-    MissingFileError
-        The file does not exist.
-    CorruptFileError
-        The file cannot be parsed as CSV with a header line.
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(p, None, "expcalib CSV file does not exist")
-    try:
-        return Table.read(p, format="ascii.csv", fill_values=[("", "0")])
-    except Exception as exc:  # astropy raises several types for malformed CSV
-        raise CorruptFileError(p, None, f"cannot parse as CSV: {exc}") from exc
+    return write_csv_rows(path, ZP_CSV_COLUMNS, rows)
 
 
 # ----------------------------------------------------------------------------- driver
@@ -571,10 +520,10 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
         meas = measurements[ccd]
         own = meas.result
         zero_row = [fullcat_name(expnum, band, ccd, rnum, pnum), str(own.n_matched),
-                    str(own.n_used), _fmt(-own.zp), _fmt(own.zp_err), mt, str(expnum), str(ccd),
-                    band, _fmt(-c.zp), _fmt(c.zp_err), str(c.flag), _fmt(c.zp), _fmt(c.zp_err),
-                    _fmt(own.rms), str(int(color_terms)), own.method]
-        _write_csv(out / zero_csv_name(expnum, ccd, rnum, pnum), _ZERO_COLUMNS, [zero_row])
+                    str(own.n_used), format_csv_value(-own.zp), format_csv_value(own.zp_err), mt, str(expnum), str(ccd),
+                    band, format_csv_value(-c.zp), format_csv_value(c.zp_err), str(c.flag), format_csv_value(c.zp), format_csv_value(c.zp_err),
+                    format_csv_value(own.rms), str(int(color_terms)), own.method]
+        write_csv_rows(out / zero_csv_name(expnum, ccd, rnum, pnum), ZERO_CSV_COLUMNS, [zero_row])
         _write_zp_objects(out / zp_csv_name(expnum, ccd, rnum, pnum), catalogs[ccd], expnum,
                           ccd, c.zp, c.zp_err, c.flag)
         if debug:
@@ -584,18 +533,18 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
             rows = []
             for k, i in enumerate(meas.cat_index):
                 rows.append([str(int(num[i])) if num is not None else str(int(i) + 1),
-                             _fmt(ra[i], 9), _fmt(dec[i], 9),
-                             _fmt(meas.separation_arcsec[k], 4), _fmt(meas.mag_inst[k]),
-                             _fmt(meas.magerr_inst[k]), _fmt(meas.mag_ref[k]),
-                             _fmt(meas.bp_rp[k], 4), _fmt(own.delta[k]), str(int(own.used[k]))])
-            _write_csv(out / match_csv_name(expnum, ccd, rnum, pnum), _MATCH_COLUMNS, rows)
+                             format_csv_value(ra[i], 9), format_csv_value(dec[i], 9),
+                             format_csv_value(meas.separation_arcsec[k], 4), format_csv_value(meas.mag_inst[k]),
+                             format_csv_value(meas.magerr_inst[k]), format_csv_value(meas.mag_ref[k]),
+                             format_csv_value(meas.bp_rp[k], 4), format_csv_value(own.delta[k]), str(int(own.used[k]))])
+            write_csv_rows(out / match_csv_name(expnum, ccd, rnum, pnum), MATCH_CSV_COLUMNS, rows)
 
     e = expo.exposure
-    allzp_row = [str(expnum), str(rnum), str(pnum), str(e.n_matched), str(e.n_used), _fmt(-e.zp),
-                 _fmt(e.zp_err), band, _fmt(e.zp), _fmt(e.zp_err), _fmt(e.rms),
-                 _fmt(expo.median_zp), _fmt(expo.outlier_fraction, 4),
+    allzp_row = [str(expnum), str(rnum), str(pnum), str(e.n_matched), str(e.n_used), format_csv_value(-e.zp),
+                 format_csv_value(e.zp_err), band, format_csv_value(e.zp), format_csv_value(e.zp_err), format_csv_value(e.rms),
+                 format_csv_value(expo.median_zp), format_csv_value(expo.outlier_fraction, 4),
                  str(int(expo.exposure_flagged)), str(int(color_terms)), mt]
-    _write_csv(out / allzp_csv_name(expnum, rnum, pnum), _ALLZP_COLUMNS, [allzp_row])
+    write_csv_rows(out / allzp_csv_name(expnum, rnum, pnum), ALLZP_CSV_COLUMNS, [allzp_row])
     logger.log(level, "expnum %d: exposure zp %.4f +- %.4f from %d/%d stars; %d of %d CCDs "
                "replaced; outlier fraction %.2f", expnum, e.zp, e.zp_err, e.n_used, e.n_matched,
                sum(c.replaced for c in expo.ccds.values()), len(expo.ccds),

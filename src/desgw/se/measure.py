@@ -63,7 +63,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy.special import erfc
 
-from desgw.io.errors import DataTypeError
+from desgw.errors import DataTypeError
 from desgw.se.background import Background
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import SAT, UNUSABLE
@@ -230,7 +230,7 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
 
     Raises
     ------
-    desgw.io.errors.DataTypeError
+    desgw.errors.DataTypeError
         If array shapes disagree.
     """
     image = np.asarray(image)

@@ -65,7 +65,7 @@ from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
-from desgw.io.errors import DesgwError, DesgwInputError
+from desgw.errors import AlgorithmError, DesgwInputError
 from desgw.refcat.transforms import gaia_g_only, gaia_to_des
 from desgw.se import maskbits
 
@@ -102,7 +102,7 @@ MIN_STARS_FOR_ZP = 3
 _ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 
 
-class PhotometricCalibrationError(DesgwError):
+class PhotometricCalibrationError(AlgorithmError):
     """No zeropoint could be measured (too few matched calibration stars).
 
     Attributes

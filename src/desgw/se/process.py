@@ -4,9 +4,9 @@
 (the exposure-level runner reads the inputs and writes the products):
 
 1. **Band check**: the exposure's ``FILTER`` (first token) must be one of g r i z Y and agree
-   with ``BAND`` when present, else :class:`desgw.io.errors.HeaderError` naming the file, HDU 0
+   with ``BAND`` when present, else :class:`desgw.errors.HeaderError` naming the file, HDU 0
    and the keyword. Missing calibrations required by ``SEConfig.required_calibrations`` raise
-   :class:`desgw.io.errors.MissingFileError`; non-finite raw pixels raise
+   :class:`desgw.errors.MissingFileError`; non-finite raw pixels raise
    :class:`desgw.se.detrend.DetrendError`.
 2. **Crosstalk** (:func:`desgw.se.crosstalk.correct_crosstalk`) from the source CCDs given.
 3. **Detrend** (overscan, linearity when ``CCDInputs.linearity`` is given, gain, bias, flat, BPM,
@@ -38,7 +38,7 @@
     reasons when it cannot be measured (too few stars, no Gaia transform for the band).
 13. **QC** metrics and pass/fail (:mod:`desgw.se.quality`); a failed QC is not an exception.
 
-Errors of the steps (picklable :class:`desgw.io.errors.DesgwError` subclasses:
+Errors of the steps (picklable :class:`desgw.errors.DesgwError` subclasses:
 ``DetrendError``, ``MissingCCDError``, ``PSFFitError``, ``AstrometryError`` ...) propagate, so
 the runner can record them per CCD.
 """
@@ -60,7 +60,7 @@ from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy import ndimage
 
-from desgw.io.errors import HeaderError, MissingFileError
+from desgw.errors import HeaderError, MissingFileError
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se import maskbits
 from desgw.se.astrometry import AstrometryConfig, AstrometryResult, solve_wcs
@@ -284,7 +284,7 @@ def check_band(exposure: "ExposureHeader", raw: "RawCCD | None" = None) -> str:
 
     Raises
     ------
-    desgw.io.errors.HeaderError
+    desgw.errors.HeaderError
         Naming the file, HDU 0 and the ``FILTER`` (or ``BAND``) keyword.
     """
     path = getattr(raw, "path", None)
@@ -377,13 +377,13 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
 
     Raises
     ------
-    desgw.io.errors.HeaderError
+    desgw.errors.HeaderError
         FILTER/BAND not a DES band (:func:`check_band`); no pointing for the initial WCS.
-    desgw.io.errors.MissingFileError
+    desgw.errors.MissingFileError
         A required calibration is None.
     desgw.se.detrend.DetrendError
         Non-finite, constant (e.g. all zero) or entirely saturated raw data; bad calibrations.
-    desgw.io.errors.MissingCCDError
+    desgw.errors.MissingCCDError
         A crosstalk source CCD was not given.
     desgw.se.psf.PSFFitError, desgw.se.astrometry.AstrometryError
         Too few stars for the PSF or the astrometric solution.

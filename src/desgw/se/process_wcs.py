@@ -21,9 +21,9 @@ import numpy as np
 from astropy.wcs import WCS, Sip
 from numpy.typing import NDArray
 
+from desgw.errors import HeaderError
 from desgw.instrument import DECAM_DISTORTION, Pointing, pixel_to_sky
 from desgw.instrument.optics import sky_to_tangent
-from desgw.io.errors import HeaderError
 
 __all__ = ["CORNER_PIXELS_1BASED", "tan_sip_from_mapping", "initial_wcs_for", "ccd_corners"]
 
@@ -145,7 +145,7 @@ def initial_wcs_for(raw: object, exposure: object) -> WCS:
 
     Raises
     ------
-    desgw.io.errors.HeaderError
+    desgw.errors.HeaderError
         The header has no pointing (TELRA/TELDEC, RA/DEC).
     """
     ra, dec = getattr(exposure, "ra_deg", None), getattr(exposure, "dec_deg", None)

@@ -50,7 +50,7 @@ from astropy.io import fits
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from desgw.io.errors import DataTypeError, DesgwError
+from desgw.errors import AlgorithmError, DataTypeError
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import winpos_stamps
@@ -62,7 +62,7 @@ __all__ = ["PSFConfig", "PSFModel", "PSFFitError", "fit_psf", "poly_terms", "sel
 log = logging.getLogger(__name__)
 
 
-class PSFFitError(DesgwError):
+class PSFFitError(AlgorithmError):
     """The PSF could not be fitted (too few usable stars); carries the numbers.
 
     Attributes
@@ -333,7 +333,7 @@ class PSFModel:
 
         Raises
         ------
-        desgw.io.errors.DataTypeError
+        desgw.errors.DataTypeError
             If ``PSF_DATA`` is missing or malformed (``path`` names the file in the message).
         """
         try:
@@ -464,7 +464,7 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
     PSFFitError
         If fewer than ``config.min_stars_per_term`` stars (for a constant model) survive the
         cuts.
-    desgw.io.errors.DataTypeError
+    desgw.errors.DataTypeError
         If array shapes disagree.
     """
     image = np.asarray(image)

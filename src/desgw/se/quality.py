@@ -52,7 +52,7 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 
 __all__ = [
     "QC_BANDS",

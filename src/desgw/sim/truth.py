@@ -45,8 +45,9 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
+from desgw.errors import CorruptFileError, MissingFileError
+
 from ..instrument import CCD_SHAPE, Distortion, Pointing, pixel_to_sky, sky_to_pixel
-from ..io.errors import CorruptFileError, MissingFileError
 from ..io.products import read_csv, read_parquet
 from .model import ExposureSpec, PSFField
 

@@ -44,18 +44,24 @@ import numpy as np
 
 from desgw import __version__
 from desgw.db.records import ExposureRecord
-from desgw.io.errors import DesgwInputError, MissingFileError
+from desgw.engine.graph import (
+    Task,
+    TaskGraph,
+    diff_task_id,
+    expcalib_task_id,
+    se_task_id,
+)
+from desgw.errors import DesgwInputError, MissingFileError
+from desgw.io.completion import expcalib_complete, exposure_outdir, se_complete
+from desgw.io.corners import read_corners_out
 from desgw.io.naming import corners_out_name, qc_exposure_name
+from desgw.io.settings import Settings
 
 from .dagmaker_rc import DagmakerConfig
-from .engine_products import expcalib_complete, exposure_outdir, se_complete
-from .graph import Task, TaskGraph, diff_task_id, expcalib_task_id, se_task_id
-from .settings import Settings
 from .templates import (
     MAX_POINTING_SEPARATION_DEG,
     TemplateSelection,
     ccd_overlaps,
-    read_corners_out,
     select_templates,
 )
 

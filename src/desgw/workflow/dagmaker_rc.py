@@ -40,7 +40,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from desgw.io.errors import DesgwInputError
+from desgw.errors import DesgwInputError
 
 __all__ = [
     "BANDS",
@@ -379,12 +379,12 @@ def read_dagmaker_config(path: str | os.PathLike[str]) -> DagmakerConfig:
 
     Raises
     ------
-    desgw.io.errors.MissingFileError
+    desgw.errors.MissingFileError
         If the file does not exist.
     DagmakerConfigError
         For a malformed file or a bad value (names the file, line and key).
     """
-    from desgw.io.errors import MissingFileError
+    from desgw.errors import MissingFileError
 
     p = Path(path)
     if not p.is_file():

@@ -15,7 +15,7 @@
    (when their products are missing) and of the search CCDs, the calibration of each exposure,
    and the difference imaging of each search CCD with fakes. Products go to ``OUTDIR/out/``,
    the engine's task logs and run summary to ``OUTDIR/out/logs/``;
-5. **report**: :func:`desgw.workflow.report.write_report` writes ``OUTDIR/report/index.html``
+5. **report**: :func:`desgw.report.html.write_report` writes ``OUTDIR/report/index.html``
    from the products on disk.
 
 Resume: a second call with the same ``OUTDIR`` skips what is finished (the simulation when its
@@ -39,6 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from desgw.io.atomic import atomic_write_text
+from desgw.io.demo_files import DemoLayout, demo_layout
+from desgw.io.settings import Settings
+from desgw.report.html import machine_info, write_report
+
+from .sediff import run_sediff
 
 __all__ = [
     "DEFAULT_DEMO_CCDS",
@@ -46,9 +51,7 @@ __all__ = [
     "DEMO_RNUM",
     "DEMO_SEASON",
     "STAGES",
-    "DemoLayout",
     "DemoResult",
-    "demo_layout",
     "run_demo",
 ]
 
@@ -63,38 +66,6 @@ DEMO_RNUM, DEMO_PNUM, DEMO_SEASON = 1, 1, 1
 STAGES: tuple[str, ...] = ("simulation", "refcat_ingest", "db_ingest", "template_se",
                            "search_se", "expcalib", "diff", "processing", "report")
 
-
-@dataclass(frozen=True)
-class DemoLayout:
-    """Where the demo puts things under ``OUTDIR`` (absolute paths)."""
-
-    root: Path
-    sim: Path
-    refcat: Path
-    out: Path
-    db: Path
-    report_dir: Path
-
-    @property
-    def report(self) -> Path:
-        """The HTML report."""
-        return self.report_dir / "index.html"
-
-    @property
-    def record(self) -> Path:
-        """``demo.json``: parameters and timings of the last run."""
-        return self.root / "demo.json"
-
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.db}"
-
-
-def demo_layout(outdir: str | os.PathLike[str]) -> DemoLayout:
-    """The folders of a demo in ``outdir`` (module docstring)."""
-    root = Path(outdir).expanduser().absolute()
-    return DemoLayout(root=root, sim=root / "sim", refcat=root / "refcat", out=root / "out",
-                      db=root / "desgw.sqlite", report_dir=root / "report")
 
 
 @dataclass(frozen=True)
@@ -240,7 +211,7 @@ def run_demo(outdir: str | os.PathLike[str] = "desgw-demo", *, full: bool = Fals
     workers : int, optional
         Dask worker processes (default: one per core, capped by memory).
     scheduler : str, optional
-        As :func:`desgw.workflow.engine.run_graph` (``"single"``: no Dask).
+        As :func:`desgw.engine.run.run_graph` (``"single"``: no Dask).
     fakes : bool
         Inject fakes in the difference imaging (the efficiency curve needs them).
     progress : bool
@@ -261,9 +232,6 @@ def run_demo(outdir: str | os.PathLike[str] = "desgw-demo", *, full: bool = Fals
     """
     from desgw.sim import load_truth
 
-    from .report import machine_info, write_report
-    from .sediff import run_sediff
-    from .settings import Settings
 
     if n_templates < 1:
         raise ValueError(f"the demo needs at least one template, got n_templates={n_templates}")

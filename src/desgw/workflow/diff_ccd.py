@@ -4,7 +4,7 @@
 process pool or a Dask worker run it alike) and never raises for a failed CCD:
 
 1. the search CCD's SE products (``exposure_dir(out_root, cache, schema, nite, expnum)``, else
-   found with :func:`~desgw.workflow.se_exposure.find_exposure_dir`);
+   found with :func:`~desgw.io.product_paths.find_exposure_dir`);
 2. the template CCDs that overlap it: for each template exposure (``template_expnums``, or,
    when empty, every exposure under ``out_root`` with SE products of the same band and
    ``r{R}p{P}``, the search excepted) its ``{expnum}.out`` corners and
@@ -46,12 +46,24 @@ import numpy as np
 from astropy.io import fits
 
 from desgw import __version__
+from desgw.errors import DesgwError, describe_error
 from desgw.io.atomic import atomic_write_text
-from desgw.io.errors import DesgwError
+from desgw.io.corners import read_corners_out
 from desgw.io.naming import corners_out_name, exposure_dir
+from desgw.io.product_paths import (
+    ccd_product_paths,
+    diff_product_paths,
+    find_exposure_dir,
+)
+from desgw.io.settings import Settings
+from desgw.io.star_lists import (
+    snstar_name,
+    snveto_name,
+    write_star_list,
+    write_veto_list,
+)
 
-from .se_exposure import ccd_product_paths, find_exposure_dir
-from .settings import Settings
+from .templates import ccd_corners_from_wcs, ccd_overlaps
 
 __all__ = [
     "DiffSummary",
@@ -126,8 +138,8 @@ class DiffSummary:
     ccdnum : int
     ok : bool
         True when the products exist (made now or found).
-    error : str or None
-        ``"Type: message"`` when not ok.
+    error : BaseException or None
+        The exception when not ok (:attr:`reason` gives its text).
     n_candidates, n_fakes, n_fakes_recovered : int
     timings : dict of str to float
         Seconds: ``read``, ``starcat``, the steps of :func:`difference_ccd`, ``write``, ``db``,
@@ -147,7 +159,7 @@ class DiffSummary:
 
     ccdnum: int
     ok: bool
-    error: str | None = None
+    error: BaseException | None = field(default=None, compare=False)
     n_candidates: int = 0
     n_fakes: int = 0
     n_fakes_recovered: int = 0
@@ -160,6 +172,11 @@ class DiffSummary:
     m50_err: float = math.nan
     ideal_limit_mag: float = math.nan
     outdir: str | None = None
+
+    @property
+    def reason(self) -> str | None:
+        """``"Type: message"`` of the failure (None when ok)."""
+        return None if self.error is None else describe_error(self.error)
 
 
 # ----------------------------------------------------------------------------- look-ups
@@ -174,7 +191,6 @@ def _search_dir(task: DiffTask) -> Path:
 
 def _processed_exposures(out_root: Path, band: str, exclude: int) -> list[tuple[int, Path]]:
     """(expnum, folder) of every exposure under ``out_root`` with a corners file of ``band``."""
-    from .templates import read_corners_out
 
     found: dict[int, Path] = {}
     for p in sorted(out_root.glob("*/*/exp/*/*/*.out")):
@@ -208,7 +224,6 @@ def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Seque
     MissingFileError, DesgwInputError
         An explicit template exposure has no product folder or no ``{expnum}.out``.
     """
-    from .templates import ccd_overlaps, read_corners_out
 
     root = Path(out_root)
     if template_expnums:
@@ -341,11 +356,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
     Never raises for a CCD failure: the summary has ``ok`` False, the error and its kind.
     """
     from desgw.diff.pipeline import DiffConfig, DiffError, difference_ccd
-    from desgw.diff.pipeline_products import (
-        config_hash,
-        diff_product_paths,
-        write_diff_products,
-    )
+    from desgw.diff.pipeline_products import config_hash, write_diff_products
 
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
@@ -371,8 +382,6 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
 
         # --- read
         t0 = time.perf_counter()
-        from .templates import ccd_corners_from_wcs
-
         search = _load(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum, task.pnum)
         if search.wcs is None:
             raise DiffError(f"search CCD {task.ccdnum} has no WCS", kind="failed")
@@ -394,14 +403,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
 
         # --- star and veto lists
         t0 = time.perf_counter()
-        from desgw.diff.starcat import (
-            make_star_catalog,
-            make_veto_table,
-            snstar_name,
-            snveto_name,
-            write_star_list,
-            write_veto_list,
-        )
+        from desgw.diff.starcat import make_star_catalog, make_veto_table
 
         cats = [t for t in templates if t.catalog is not None and np.isfinite(t.zp)]
         stars = make_star_catalog([t.catalog for t in cats], ccd_footprint=s_corners,
@@ -486,11 +488,10 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             outdir=str(paths.directory))
     except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
         kind = exc.kind if isinstance(exc, DiffError) else "failed"
-        text = f"{type(exc).__name__}: {exc}"
         log.error("difference imaging of exposure %d CCD %d: %s", task.search_expnum,
-                  task.ccdnum, text)
+                  task.ccdnum, describe_error(exc))
         log.debug("%s", traceback.format_exc())
         timings["total"] = time.perf_counter() - t_start
-        return DiffSummary(ccdnum=int(task.ccdnum), ok=False, error=text, error_kind=kind,
+        return DiffSummary(ccdnum=int(task.ccdnum), ok=False, error=exc, error_kind=kind,
                            timings=timings)
 

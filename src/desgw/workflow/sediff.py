@@ -25,10 +25,10 @@
             measured but not assessed; no templates, no difference imaging
 ==========  =====================================================================
 
-The work is a small :class:`~desgw.workflow.graph.TaskGraph` (:func:`desgw.workflow.dagmaker.
+The work is a small :class:`~desgw.engine.graph.TaskGraph` (:func:`desgw.workflow.dagmaker.
 make_dag` restricted to the CCDs: templates chosen by the DAGMaker rules, or ``templates``,
 their overlapping CCDs processed first when their products are missing) run by
-:func:`desgw.workflow.engine.run_graph`. Database writes happen in the tasks when the settings
+:func:`desgw.engine.run.run_graph`. Database writes happen in the tasks when the settings
 name a database.
 """
 
@@ -40,12 +40,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from desgw.engine.graph import Task, TaskGraph, expcalib_task_id, se_task_id
+from desgw.engine.run import RunReport
+from desgw.io.settings import Settings
+
 from .dagmaker import make_dag, raw_file_ccds, record_from_raw
 from .dagmaker_rc import DagmakerConfig
-from .engine import RunReport, run_graph
-from .graph import Task, TaskGraph, expcalib_task_id, se_task_id
-from .se_exposure import CACHES, SCHEMAS, SPECIAL_Y_WARNING
-from .settings import Settings
+from .se_types import CACHES, SCHEMAS, SPECIAL_Y_WARNING
+from .tasks import run_pipeline
 
 if TYPE_CHECKING:  # pragma: no cover
     from desgw.db import Database
@@ -117,8 +119,8 @@ def _template_only_graph(expnum: int, settings: Settings, config: DagmakerConfig
                          ccds: Iterable[int] | None, nite: int | None, band: str | None,
                          calibrate: bool, search_se: bool) -> TaskGraph:
     """SE (+ calibration) of one exposure in template mode (``-t``)."""
+    from desgw.errors import DesgwInputError
     from desgw.instrument import DEFAULT_CCDNUMS
-    from desgw.io.errors import DesgwInputError
 
     raw = str(settings.raw_path(expnum))
     rec = record_from_raw(raw)
@@ -176,7 +178,7 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
     fakes : bool
         Inject fake sources in the difference imaging.
     scheduler, cluster, workers, retries, progress
-        As :func:`desgw.workflow.engine.run_graph` (``-s`` means ``scheduler="single"``).
+        As :func:`desgw.workflow.tasks.run_pipeline` (``-s`` means ``scheduler="single"``).
     db_timeout_s : float
         Wait for a locked SQLite database when checking it (s).
 
@@ -217,8 +219,8 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
                          snveto=snveto)
     if single_process:
         scheduler, cluster = "single", None
-    run = run_graph(graph, settings=settings, scheduler=scheduler, cluster=cluster,
-                    workers=workers, overwrite=overwrite, retries=retries, progress=progress,
-                    db_timeout_s=db_timeout_s)
+    run = run_pipeline(graph, settings=settings, scheduler=scheduler, cluster=cluster,
+                       workers=workers, overwrite=overwrite, retries=retries,
+                       progress=progress, db_timeout_s=db_timeout_s)
     return SEdiffReport(expnum=expnum, graph=graph, run=run, warnings=warnings)
 

@@ -1,4 +1,4 @@
-"""Template selection and CCD overlaps (the DAGMaker rules), and the ``{expnum}.out`` file.
+"""Template selection and CCD overlaps (the DAGMaker rules).
 
 Exposure level (:func:`select_templates`): a template candidate must have the search's band,
 a pointing within 2.2 deg of the search pointing, be a science exposure (not a calibration,
@@ -10,20 +10,8 @@ MIN_NITE..MAX_NITE.
 CCD level (:func:`ccd_overlaps`): which template CCDs overlap each search CCD, from the CCD
 corners: the footprints are projected onto the tangent plane at the search exposure's
 centre (gnomonic: great circles become straight lines, RA wrap-around disappears) and
-intersected as convex polygons.
-
-``{expnum}.out`` format (version 1, text, written by :func:`format_corners_out`)::
-
-    # desgw CCD corners, format 1
-    # expnum ccdnum band ra1 dec1 ra2 dec2 ra3 dec3 ra4 dec4
-    # corners (deg, ICRS) at 1-based pixels (16,16) (2033,16) (2033,4081) (16,4081)
-    668439 1 i 36.8127421 -4.5678192 36.9063017 -4.5681113 ...
-    668439 3 i ...
-
-One line per CCD, whitespace-separated: exposure number, CCD number, band (``-`` when not
-known), then the RA, Dec pairs of the four corners in the order above (degrees, 7 decimals).
-Lines starting with ``#`` and blank lines are ignored. As in the original, the corners are 15
-pixels inside the trimmed 2048 x 4096 CCD (pixels 16 and 2033 in x, 16 and 4081 in y).
+intersected as convex polygons. The ``{expnum}.out`` corners file is read and written by
+:mod:`desgw.io.corners`.
 """
 
 from __future__ import annotations
@@ -41,39 +29,29 @@ from numpy.typing import ArrayLike, NDArray
 
 from desgw.db.ingest import non_science_reason
 from desgw.db.records import ExposureRecord
-from desgw.io.atomic import atomic_write_text
-from desgw.io.errors import DesgwInputError, MissingFileError
+from desgw.errors import DesgwInputError, MissingFileError
+from desgw.io.corners import CORNER_PIXELS, CCDCorners, corners_array
 
 from .dagmaker_rc import BANDS, DagmakerConfig
 
 __all__ = [
     "MAX_POINTING_SEPARATION_DEG",
-    "CORNER_PIXELS",
     "RejectedTemplate",
     "TemplateSelection",
     "select_templates",
     "read_blacklist",
-    "CCDCorners",
-    "CornersOut",
     "ccd_corners_from_wcs",
     "ccd_overlaps",
-    "format_corners_out",
-    "write_corners_out",
-    "read_corners_out",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Largest template-to-search pointing distance (deg), as the original DAGMaker.
 MAX_POINTING_SEPARATION_DEG = 2.2
-#: 1-based (x, y) pixels of the CCD corners in ``{expnum}.out``, in file order.
-CORNER_PIXELS: tuple[tuple[int, int], ...] = ((16, 16), (2033, 16), (2033, 4081), (16, 4081))
 
 # Intersections smaller than this (deg^2, ~0.001 arcsec^2) are rounding noise of touching edges.
 _AREA_EPS_DEG2 = 1e-10
 
-#: Corners of one CCD: (ra[4], dec[4]) in degrees.
-CCDCorners = tuple[tuple[float, float, float, float], tuple[float, float, float, float]]
 
 
 # ----------------------------------------------------------------------------- selection
@@ -247,13 +225,6 @@ def ccd_corners_from_wcs(wcs: Any) -> CCDCorners:
     return (tuple(float(v) for v in ra), tuple(float(v) for v in dec))  # type: ignore[return-value]
 
 
-def _as_corners(value: Any, label: str) -> NDArray[np.float64]:
-    arr = np.asarray(value, dtype=np.float64)
-    if arr.shape != (2, 4) or not np.all(np.isfinite(arr)):
-        raise ValueError(f"{label}: corners must be (ra[4], dec[4]) of finite degrees, "
-                         f"got shape {arr.shape}")
-    return arr
-
 
 def _unit_mean(ra_deg: NDArray[np.float64], dec_deg: NDArray[np.float64]) -> tuple[float, float]:
     r, d = np.radians(ra_deg), np.radians(dec_deg)
@@ -338,8 +309,8 @@ def ccd_overlaps(search_corners: Mapping[int, Any], template_corners: Mapping[in
     dict of int to list of int
         Every search CCD (sorted) -> the overlapping template CCDs (sorted; may be empty).
     """
-    search = {int(k): _as_corners(v, f"search CCD {k}") for k, v in search_corners.items()}
-    template = {int(k): _as_corners(v, f"template CCD {k}") for k, v in template_corners.items()}
+    search = {int(k): corners_array(v, f"search CCD {k}") for k, v in search_corners.items()}
+    template = {int(k): corners_array(v, f"template CCD {k}") for k, v in template_corners.items()}
     result: dict[int, list[int]] = {k: [] for k in sorted(search)}
     if not search or not template:
         return result
@@ -369,95 +340,3 @@ def ccd_overlaps(search_corners: Mapping[int, Any], template_corners: Mapping[in
         if area > min_overlap_deg2 + _AREA_EPS_DEG2:
             result[s_ids[i]].append(t_ids[j])
     return result
-
-
-# ----------------------------------------------------------------------------- {expnum}.out
-@dataclass(frozen=True)
-class CornersOut:
-    """Contents of an ``{expnum}.out`` file.
-
-    Attributes
-    ----------
-    expnum : int
-        Exposure number.
-    band : str or None
-        Band (None when the file says ``-``).
-    corners : dict of int to (ra[4], dec[4])
-        CCD number -> corner coordinates (deg), in :data:`CORNER_PIXELS` order.
-    """
-
-    expnum: int
-    band: str | None
-    corners: dict[int, CCDCorners]
-
-
-_HEADER = ("# desgw CCD corners, format 1\n"
-           "# expnum ccdnum band ra1 dec1 ra2 dec2 ra3 dec3 ra4 dec4\n"
-           "# corners (deg, ICRS) at 1-based pixels (16,16) (2033,16) (2033,4081) (16,4081)\n")
-
-
-def format_corners_out(expnum: int, corners: Mapping[int, Any], *, band: str | None = None
-                       ) -> str:
-    """Text of the ``{expnum}.out`` file (format in the module docstring), CCDs in order."""
-    tag = band if band else "-"
-    if any(ch.isspace() for ch in tag):
-        raise ValueError(f"band {band!r} contains white space")
-    lines = [_HEADER.rstrip("\n")]
-    for ccd in sorted(int(k) for k in corners):
-        c = _as_corners(corners[ccd], f"CCD {ccd}")
-        values = " ".join(f"{c[0, i] % 360.0:.7f} {c[1, i]:.7f}" for i in range(4))
-        lines.append(f"{int(expnum)} {ccd} {tag} {values}")
-    return "\n".join(lines) + "\n"
-
-
-def write_corners_out(path: str | os.PathLike[str], expnum: int, corners: Mapping[int, Any], *,
-                      band: str | None = None) -> Path:
-    """Write ``{expnum}.out`` atomically; return the path."""
-    return atomic_write_text(path, format_corners_out(expnum, corners, band=band))
-
-
-def read_corners_out(path: str | os.PathLike[str]) -> CornersOut:
-    """Read an ``{expnum}.out`` file (format in the module docstring).
-
-    Raises
-    ------
-    MissingFileError
-        If the file does not exist.
-    DesgwInputError
-        For a malformed line, a CCD listed twice, lines of different exposures or bands,
-        or a file with no CCD (names the file and the line).
-    """
-    p = Path(path)
-    if not p.is_file():
-        raise MissingFileError(p, None, "CCD corners file not found")
-    expnum: int | None = None
-    band: str | None = None
-    corners: dict[int, CCDCorners] = {}
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        parts = text.split()
-        if len(parts) != 11:
-            raise DesgwInputError(p, None, f"line {number}: expected 11 columns (expnum ccdnum "
-                                  f"band and 4 RA/Dec pairs), got {len(parts)}")
-        try:
-            e, ccd = int(parts[0]), int(parts[1])
-            values = [float(v) for v in parts[3:]]
-        except ValueError:
-            raise DesgwInputError(p, None, f"line {number}: not numbers: {text!r}") from None
-        ra, dec = values[0::2], values[1::2]
-        if not all(math.isfinite(v) for v in values) or not all(-90 <= d <= 90 for d in dec):
-            raise DesgwInputError(p, None, f"line {number}: corner coordinates out of range")
-        this_band = None if parts[2] == "-" else parts[2]
-        if expnum is None:
-            expnum, band = e, this_band
-        elif e != expnum or this_band != band:
-            raise DesgwInputError(p, None, f"line {number}: exposure {e} band {parts[2]} differs "
-                                  f"from the first line's {expnum} {band or '-'}")
-        if ccd in corners:
-            raise DesgwInputError(p, None, f"line {number}: CCD {ccd} listed twice")
-        corners[ccd] = (tuple(v % 360.0 for v in ra), tuple(dec))  # type: ignore[assignment]
-    if expnum is None:
-        raise DesgwInputError(p, None, "no CCD lines")
-    return CornersOut(expnum, band, corners)

@@ -1,7 +1,7 @@
 """Which products mark a task as finished (the resume rule of the engine and of DAGMaker).
 
 * ``se`` (one CCD): its four SE products exist (immask, fullcat, PSF model and the ``_qc.json``
-  written last; :class:`desgw.workflow.se_exposure.CCDProductPaths`).
+  written last; :class:`desgw.io.product_paths.CCDProductPaths`).
 * ``expcalib`` (one exposure): ``allZP_D{expnum}_r{R}p{P}.csv``, the exposure QC file and, for
   every CCD of the task, ``Zero_D{expnum}_{ccd}_r{R}p{P}.csv`` exist, and the exposure QC file
   is not older than any of the CCDs' ``_qc.json`` (a CCD processed again makes the calibration
@@ -13,7 +13,7 @@
   run_diff_ccd applies itself): ``templates_requested``, the templates asked for, some of which
   the difference imaging may have rejected (markers without it: ``template_expnums``).
 
-All functions take the task's ``args`` (see :mod:`desgw.workflow.engine`) and are cheap (file
+All functions take the task's ``args`` (see :mod:`desgw.engine.run`) and are cheap (file
 system look-ups only).
 """
 
@@ -31,8 +31,11 @@ from desgw.io.naming import (
     qc_exposure_name,
     zero_csv_name,
 )
-
-from .se_exposure import CCDProductPaths, ccd_product_paths
+from desgw.io.product_paths import (
+    CCDProductPaths,
+    ccd_product_paths,
+    diff_product_paths,
+)
 
 __all__ = [
     "diff_complete",
@@ -85,8 +88,6 @@ def expcalib_complete(out_root: str | os.PathLike[str], expnum: int, ccds: Itera
 def diff_done_path(out_root: str | os.PathLike[str], expnum: int, ccd: int,
                    args: Mapping[str, Any]) -> Path:
     """The difference-imaging completion marker of a search CCD."""
-    from desgw.diff.pipeline_products import diff_product_paths
-
     return diff_product_paths(exposure_outdir(out_root, expnum, args), int(expnum),
                               str(args["band"]), int(ccd), int(args["rnum"]), int(args["pnum"]),
                               int(args["season"])).done

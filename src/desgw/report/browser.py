@@ -115,7 +115,7 @@ def check_report_in_browser(html: str | os.PathLike[str], *,
     html : path
         The page (opened as a ``file://`` URL; its images are read relative to it).
     sections : sequence of str
-        Element ids the page must hold (e.g. :data:`desgw.workflow.report.REPORT_SECTIONS`).
+        Element ids the page must hold (e.g. :data:`desgw.report.html.REPORT_SECTIONS`).
     screenshot : path, optional
         Where to write a PNG screenshot (default: next to the page, ``screenshot.png``).
     chromium : path, optional

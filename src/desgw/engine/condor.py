@@ -41,10 +41,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from desgw.engine.graph import Task, TaskGraph
 from desgw.io.atomic import atomic_write_text
-
-from .graph import Task, TaskGraph
-from .settings import Settings
+from desgw.io.settings import Settings
 
 __all__ = [
     "LIFETIME_S",

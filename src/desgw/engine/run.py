@@ -1,4 +1,4 @@
-"""Run a :class:`~desgw.workflow.graph.TaskGraph` on Dask (or in this process).
+"""Run a :class:`~desgw.engine.graph.TaskGraph` on Dask (or in this process).
 
 :func:`run_graph` executes the tasks of a graph with their dependencies:
 
@@ -11,25 +11,26 @@
   process, without Dask (the original ``-s``).
 * **Dependencies**: every task is submitted at once with ``client.submit``, the futures of
   its dependencies as arguments, so Dask starts a task as soon as what it needs is finished
-  and passes it their :class:`~desgw.workflow.engine_tasks.TaskResult`.
-* **Failures**: a task that fails is recorded with its reason and the others go on. Its
-  dependents still run and decide (:mod:`desgw.workflow.engine_tasks`): a difference-imaging
-  task whose search SE failed is ``blocked`` with that reason; one whose template failed
-  leaves that template out. A failure that is an environment problem (an ``OSError``, an
-  unreachable database) is retried ``retries`` times (Dask task retries); a task whose worker
+  and passes it their :class:`~desgw.engine.tasks.TaskResult`.
+* **Failures**: a task that fails is recorded with its reason and exception and the others go
+  on. Its dependents still run and decide (the runners, :mod:`desgw.workflow.tasks`): a
+  difference-imaging task whose search SE failed is ``blocked`` with that reason; one whose
+  template failed leaves that template out. A failure that is an environment problem (by type: a
+  :class:`~desgw.errors.TransientError` such as an unreachable database, or a plain
+  ``OSError``) is retried ``retries`` times (Dask task retries); a task whose worker
   process dies (killed, out of memory) is re-run on another worker up to ``retries`` times
   (the scheduler's allowed failures, set for the clusters the engine starts) and then
   reported as failed. (Dask also blames the tasks that were only waiting on a dying worker;
   the engine submits such a task again as long as its log shows at most ``retries`` real
   starts in this run.) When a task ends in an error the engine re-submits its dependents with
   the failure as the dependency's result, so they can still block, or go on without it.
-* **Resume**: a task whose products exist is not run again (:mod:`desgw.workflow.
-  engine_products`) unless ``overwrite``, or unless a task it depends on runs again.
+* **Resume**: a task whose products exist is not run again (:mod:`desgw.io.completion`)
+  unless ``overwrite``, or unless a task it depends on runs again.
 * **Logs**: each task appends to ``out_root/logs/{task_id}.log`` (every attempt starts with a
   header line naming the run); the run summary is written to
   ``out_root/logs/run_{run_id}.json``. The database password never reaches a log or a
   message.
-* **Progress**: :mod:`desgw.workflow.progress` (bars on a terminal with rich, log lines
+* **Progress**: :mod:`desgw.engine.progress` (bars on a terminal with rich, log lines
   otherwise).
 """
 
@@ -40,26 +41,26 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from desgw.db.urls import scrub_secret
-from desgw.io.atomic import atomic_write_text
-
-from .engine_products import diff_complete, expcalib_complete, se_complete
-from .engine_tasks import (
+from desgw.engine.graph import TASK_KINDS, Task, TaskGraph
+from desgw.engine.progress import LogProgress, make_progress
+from desgw.engine.tasks import (
     OK_STATUSES,
+    Runner,
     TaskPayload,
     TaskResult,
-    TransientTaskError,
     attempt_number,
     execute_task,
 )
-from .graph import TASK_KINDS, Task, TaskGraph
-from .progress import LogProgress, make_progress
-from .settings import Settings
+from desgw.errors import TransientTaskError, describe_error
+from desgw.io.atomic import atomic_write_text
+from desgw.io.completion import diff_complete, expcalib_complete, se_complete
+from desgw.io.settings import Settings
 
 __all__ = [
     "CLUSTER_KINDS",
@@ -248,7 +249,7 @@ def _connect(scheduler: str | None, cluster: str | None, workers: int | None, re
 
 # ----------------------------------------------------------------------------- resume
 def task_complete(task: Task, settings: Settings) -> bool:
-    """True when the task's products exist (:mod:`desgw.workflow.engine_products`)."""
+    """True when the task's products exist (:mod:`desgw.io.completion`)."""
     a = task.args
     if task.kind == "se":
         assert task.ccd is not None
@@ -260,11 +261,11 @@ def task_complete(task: Task, settings: Settings) -> bool:
 
 
 # ----------------------------------------------------------------------------- running
-def _not_run(task: Task, status: str, reason: str, log_dir: Path, attempt: int = 0
-             ) -> TaskResult:
+def _not_run(task: Task, status: str, reason: str, log_dir: Path, attempt: int = 0,
+             error: BaseException | None = None) -> TaskResult:
     return TaskResult(task_id=task.id, kind=task.kind, expnum=task.expnum, ccd=task.ccd,
                       status=status, reason=reason, attempt=attempt,
-                      log_path=str(log_dir / f"{task.id}.log"))
+                      log_path=str(log_dir / f"{task.id}.log"), error=error)
 
 
 def _describe(exc: BaseException, retries: int) -> str:
@@ -273,14 +274,14 @@ def _describe(exc: BaseException, retries: int) -> str:
         return (f"its worker process died on each of {retries + 1} attempts (killed, out of "
                 f"memory or crashed): {exc}")
     if isinstance(exc, TransientTaskError):
-        return f"{str(exc).split(': ', 1)[-1]} (still failing after {retries + 1} attempts)"
-    return f"{name}: {exc}"
+        return f"{exc.reason} (still failing after {retries + 1} attempts)"
+    return describe_error(exc)
 
 
 def _origin(exc: BaseException, key_to_task: Mapping[str, str]) -> str | None:
     """The task whose failure an exception is (None when it cannot tell)."""
     if isinstance(exc, TransientTaskError):
-        return str(exc).split(": ", 1)[0]
+        return exc.task_id
     key = getattr(exc, "task", None)
     if key is None and type(exc).__name__ == "KilledWorker" and exc.args:
         key = exc.args[0]
@@ -303,7 +304,7 @@ def _run_single(tasks: list[Task], payloads: Mapping[str, TaskPayload],
         if result is None:
             assert last is not None
             result = _not_run(t, "failed", _describe(last, retries),
-                              Path(payloads[t.id].log_dir))
+                              Path(payloads[t.id].log_dir), error=last)
         results[t.id] = result
         progress.update(t.kind, result.status)
 
@@ -372,16 +373,17 @@ def _run_dask(client: Any, graph: TaskGraph, tasks: list[Task],
             reason = scrub_secret(_describe(exc, retries), secret)
             log_dir = Path(payloads[tid].log_dir)
             results[tid] = _not_run(t, "failed", reason, log_dir,
-                                    attempt_number(log_dir / f"{tid}.log", run_id) - 1)
+                                    attempt_number(log_dir / f"{tid}.log", run_id) - 1,
+                                    error=exc)
             log.error("%s failed: %s", tid, reason)
         progress.update(t.kind, results[tid].status)
         resubmit_ready()
 
 
-def run_graph(graph: TaskGraph, *, settings: Settings, scheduler: str | None = None,
+def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Runner],
+              scheduler: str | None = None,
               cluster: str | None = None, workers: int | None = None, overwrite: bool = False,
               retries: int = 2, progress: bool = True,
-              runners: Mapping[str, Callable[..., Any]] | None = None,
               log_dir: str | os.PathLike[str] | None = None,
               cluster_opts: Mapping[str, Any] | None = None,
               db_timeout_s: float = 60.0) -> RunReport:
@@ -392,6 +394,11 @@ def run_graph(graph: TaskGraph, *, settings: Settings, scheduler: str | None = N
     graph : TaskGraph
     settings : Settings
         Inputs, product root (logs go to ``out_root/logs``) and database.
+    runners : mapping of kind to Runner
+        The runner of every task kind of the graph (module-level functions, see
+        :class:`~desgw.engine.tasks.Runner`; the pipeline's are
+        :data:`desgw.workflow.tasks.RUNNERS`, which :func:`desgw.workflow.tasks.run_pipeline`
+        passes).
     scheduler : str, optional
         None or ``"local"``: a LocalCluster on this machine; ``"single"``: no Dask, tasks one
         after the other in this process; otherwise the address of a running Dask scheduler.
@@ -404,10 +411,7 @@ def run_graph(graph: TaskGraph, *, settings: Settings, scheduler: str | None = N
     retries : int
         Extra attempts for transient failures and for tasks whose worker died.
     progress : bool
-        Show progress (:func:`desgw.workflow.progress.make_progress`).
-    runners : mapping of kind to function, optional
-        Replace the runner of a task kind (module-level functions with the signature of
-        :func:`desgw.workflow.engine_tasks.run_se`); for tests and custom stages.
+        Show progress (:func:`desgw.engine.progress.make_progress`).
     log_dir : path, optional
         Folder of the task logs (default ``settings.out_root / "logs"``).
     cluster_opts : mapping, optional
@@ -425,13 +429,17 @@ def run_graph(graph: TaskGraph, *, settings: Settings, scheduler: str | None = N
         ``settings.db_url`` is set and the database cannot be opened (checked before any
         task runs; the message never holds the password).
     ValueError
-        A bad ``cluster`` or ``retries``, or both a scheduler address and a cluster.
+        A bad ``cluster`` or ``retries``, both a scheduler address and a cluster, or a task
+        kind of the graph without a runner.
     """
     t_start = time.perf_counter()
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
     if cluster is not None and cluster not in CLUSTER_KINDS:
         raise ValueError(f"cluster must be one of {CLUSTER_KINDS}, got {cluster!r}")
+    no_runner = sorted({t.kind for t in graph.tasks} - set(runners))
+    if no_runner:
+        raise ValueError(f"no runner for task kind(s) {no_runner}")
     if settings.db_url is not None:
         from desgw.db import connect
 
@@ -452,7 +460,7 @@ def run_graph(graph: TaskGraph, *, settings: Settings, scheduler: str | None = N
             results[t.id] = _not_run(t, "skipped", "products exist", logs)
     payloads = {t.id: TaskPayload(task=t, settings=settings, overwrite=overwrite,
                                   log_dir=str(logs), run_id=run_id,
-                                  runner=None if runners is None else runners.get(t.kind),
+                                  runner=runners[t.kind],
                                   retry_transient=True) for t in to_run}
     totals = {k: sum(1 for t in to_run if t.kind == k) for k in TASK_KINDS}
     log.info("run %s: %d tasks, %d to run (%s), %d with products already", run_id, len(graph),

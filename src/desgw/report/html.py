@@ -9,10 +9,10 @@ report_data.ReportData`) write ``REPORT_DIR/index.html`` and ``REPORT_DIR/img/*.
   zeropoint for 1 e-/s, FWHM, astrometric rms, t_eff, QC, and for search CCDs the candidates,
   fakes recovered, m50 and ideal limit; with truth, the simulator's zeropoint and FWHM;
 * **Focal plane** (``#focal-plane``): per exposure, the DECam focal plane coloured by zeropoint
-  and by FWHM, QC failures crossed (:func:`~desgw.workflow.report_svg.focal_plane_svg`);
+  and by FWHM, QC failures crossed (:func:`~desgw.report.svg.focal_plane_svg`);
 * **Efficiency** (``#efficiency``): recovered fraction of the fakes of all search CCDs vs
   magnitude, the fitted curves (all CCDs and each CCD), m50 and the ideal limit;
-* **Candidates** (``#candidates``): the top candidates (:func:`~desgw.workflow.report_data.
+* **Candidates** (``#candidates``): the top candidates (:func:`~desgw.report.data.
   rank_candidates`) with search / template / difference stamps, position, magnitude, SNR,
   real/bogus score, veto flag and, with truth, the simulated object they match;
 * **Truth** (``#truth``, with a simulated night): the simulated transients on the search
@@ -40,10 +40,11 @@ from typing import Any
 import numpy as np
 
 from desgw import __version__
+from desgw.errors import MissingFileError
 from desgw.io.atomic import atomic_write_bytes, atomic_write_text
-
-from .report_data import CandidateRow, CCDRow, ReportData, collect_report
-from .report_svg import (
+from desgw.io.demo_files import demo_layout
+from desgw.report.data import CCDRow, ReportCandidateRow, ReportData, collect_report
+from desgw.report.svg import (
     EfficiencyModel,
     EfficiencyPoint,
     efficiency_svg,
@@ -347,7 +348,7 @@ def _efficiency(data: ReportData) -> str:
     return "\n".join(out)
 
 
-def _stamp_files(c: CandidateRow, img_dir: Path) -> list[str]:
+def _stamp_files(c: ReportCandidateRow, img_dir: Path) -> list[str]:
     """Write the candidate's three stamps as PNG files; their paths relative to the page."""
     from desgw.diff.stamps_png import encode_png_gray, stretch_to_uint8
 
@@ -490,10 +491,6 @@ def write_report(demo_dir: str | os.PathLike[str], *, top_n: int = 12) -> Path:
     MissingFileError
         No ``demo.json`` in ``demo_dir``.
     """
-    from desgw.io.errors import MissingFileError
-
-    from .demo import demo_layout
-
     layout = demo_layout(demo_dir)
     if not layout.record.is_file():
         raise MissingFileError(layout.record, None, "not a demo folder (no demo.json)")

@@ -30,12 +30,17 @@ from typing import Any
 
 import numpy as np
 
-from desgw.io.errors import DesgwError
+from desgw.errors import DesgwError
+from desgw.io.product_paths import (
+    ccd_product_paths,
+    diff_product_paths,
+    find_exposure_dir,
+)
 
 __all__ = [
     "TRUTH_MATCH_ARCSEC",
     "CCDRow",
-    "CandidateRow",
+    "ReportCandidateRow",
     "EfficiencySummary",
     "ReportData",
     "TransientRow",
@@ -111,7 +116,7 @@ class CCDRow:
 
 
 @dataclass(frozen=True)
-class CandidateRow:
+class ReportCandidateRow:
     """One candidate of the top list.
 
     Attributes
@@ -224,7 +229,7 @@ class ReportData:
     band : str
     ccds : tuple of CCDRow
         Every exposure's CCDs (search first).
-    candidates : tuple of CandidateRow
+    candidates : tuple of ReportCandidateRow
         The top candidates, best first.
     n_candidates_total : int
         Positive, non-fake candidates over all search CCDs.
@@ -246,7 +251,7 @@ class ReportData:
     template_expnums: tuple[int, ...]
     band: str
     ccds: tuple[CCDRow, ...]
-    candidates: tuple[CandidateRow, ...]
+    candidates: tuple[ReportCandidateRow, ...]
     n_candidates_total: int
     efficiency: EfficiencySummary
     transients: tuple[TransientRow, ...] = ()
@@ -374,10 +379,7 @@ def _ccd_rows(out_root: Path, expnum: int, role: str, band: str, rnum: int, pnum
               season: int, ccds: Sequence[int] | None, statuses: Mapping[str, tuple[str, str]],
               truth: Any) -> tuple[list[CCDRow], dict[int, Path]]:
     """CCD rows of one exposure and, for the search, each CCD's difference folder."""
-    from desgw.diff.pipeline_products import diff_product_paths
-
-    from .graph import diff_task_id, se_task_id
-    from .se_exposure import ccd_product_paths, find_exposure_dir
+    from desgw.engine.graph import diff_task_id, se_task_id
 
     try:
         directory = find_exposure_dir(out_root, expnum, rnum, pnum)
@@ -534,8 +536,6 @@ def collect_report(out_root: str | os.PathLike[str], *, search_expnum: int,
     ideal = {r.ccdnum: r.ideal_limit for r in rows if r.role == "search"}
 
     # candidates, fakes, efficiency
-    from desgw.diff.pipeline_products import diff_product_paths
-
     pool: list[tuple[float, float, float, int, int]] = []  # (veto, -rb, -snr, ccd, row)
     tables: dict[int, Any] = {}
     mags, rec = [], []
@@ -588,7 +588,7 @@ def collect_report(out_root: str | os.PathLike[str], *, search_expnum: int,
     pool.sort()
     top = pool[:max(0, int(top_n))]
     stamps_by_ccd: dict[int, Any] = {}
-    candidates: list[CandidateRow] = []
+    candidates: list[ReportCandidateRow] = []
     for _, _, _, c, i in top:
         r = tables[c][i]
         st = None
@@ -609,7 +609,7 @@ def collect_report(out_root: str | os.PathLike[str], *, search_expnum: int,
                                               np.array([float(r["ra"])]),
                                               np.array([float(r["dec"])]))[0]
             kw.update(truth_kind=kind, truth_id=tid, truth_mag=tmag)
-        candidates.append(CandidateRow(
+        candidates.append(ReportCandidateRow(
             expnum=int(search_expnum), ccdnum=c, cand_id=int(r["id"]), ra=float(r["ra"]),
             dec=float(r["dec"]), x=float(r["x"]), y=float(r["y"]), mag=_num(r["mag"]),
             magerr=_num(r["magerr"]), snr=_num(r["snr"]), real_bogus=_num(r["real_bogus"]),

@@ -46,7 +46,7 @@ from typing import Any
 
 from astropy.io import fits
 
-from desgw.io.errors import DesgwInputError, MissingFileError
+from desgw.errors import DesgwInputError, MissingFileError
 from desgw.io.naming import raw_name
 
 __all__ = [

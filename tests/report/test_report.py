@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from desgw.workflow.report_browser import check_report_in_browser, find_chromium
-from desgw.workflow.report_data import rank_candidates
-from desgw.workflow.report_svg import (
+from desgw.report.browser import check_report_in_browser, find_chromium
+from desgw.report.data import rank_candidates
+from desgw.report.svg import (
     EfficiencyModel,
     EfficiencyPoint,
     colour_for,
@@ -92,7 +92,7 @@ def test_rank_candidates_order():
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium installed (Debian: chromium)")
 def test_browser_check_finds_broken_pages(tmp_path):
     from desgw.diff.stamps_png import encode_png_gray
-    from desgw.workflow.report import _SCRIPT
+    from desgw.report.html import _SCRIPT
 
     (tmp_path / "ok.png").write_bytes(encode_png_gray(np.full((5, 7), 128, np.uint8)))
     good = tmp_path / "good.html"

@@ -1,7 +1,7 @@
 """The task graph of a DES-GW processing run: per-CCD tasks and their dependencies.
 
 A :class:`TaskGraph` is what ``desgw dagmaker`` writes and ``desgw run`` executes (and what
-:mod:`desgw.workflow.condor` turns into an HTCondor DAG). Each :class:`Task` has
+:mod:`desgw.engine.condor` turns into an HTCondor DAG). Each :class:`Task` has
 
 * ``id``: unique, e.g. ``se-880001-28``, ``expcalib-880001``, ``diff-880001-28``;
 * ``kind``: ``"se"`` (single-epoch processing of one CCD), ``"expcalib"`` (photometric
@@ -10,7 +10,7 @@ A :class:`TaskGraph` is what ``desgw dagmaker`` writes and ``desgw run`` execute
 * ``expnum`` and ``ccd`` (None for exposure-level tasks);
 * ``deps``: ids of the tasks that must finish first;
 * ``args``: JSON values the task needs (band, nite, rnum, pnum, cache, schema, ...; see
-  :mod:`desgw.workflow.engine` for the keys of each kind).
+  :mod:`desgw.engine.run` for the keys of each kind).
 
 The graph is validated on construction (unique ids, known kinds, dependencies that exist, no
 cycle) and round-trips through JSON (:meth:`TaskGraph.to_json` / :meth:`TaskGraph.from_json`;
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from desgw.errors import DesgwInputError, MissingFileError
 from desgw.io.atomic import atomic_write_text
-from desgw.io.errors import DesgwInputError, MissingFileError
 
 __all__ = [
     "GRAPH_FORMAT",

@@ -2,7 +2,7 @@
 
 :func:`make_progress` gives a `rich <https://rich.readthedocs.io>`_ display (one bar per stage)
 when rich is installed and the output is a terminal, else :class:`LogProgress`, which writes
-plain log lines (``desgw.workflow.progress`` logger, INFO) when a stage advances, at most one
+plain log lines (``desgw.engine.progress`` logger, INFO) when a stage advances, at most one
 line every ``interval_s`` seconds plus one when a stage completes. Both are used as::
 
     with make_progress({"se": 10, "expcalib": 2, "diff": 4}) as progress:

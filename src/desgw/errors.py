@@ -1,9 +1,31 @@
-"""Exception classes for the desgw package.
+"""The exception hierarchy of desgw: failures as types that orchestration acts on.
+
+::
+
+    DesgwError
+    ├── DesgwInputError         bad input: names the file, the HDU and the problem
+    │   ├── CorruptFileError, MissingCCDError, HeaderError, DataTypeError, MissingFileError
+    │   └── (elsewhere) DetrendError, GraphError, DagmakerConfigError
+    ├── NoWorkFoundError        nothing to do (no template, no overlap, no transformation)
+    │   └── (elsewhere) refcat.TransformUnavailableError
+    ├── AlgorithmError          a deterministic failure on valid input, carrying its numbers
+    │   └── (elsewhere) AstrometryError, PSFFitError, PhotometricCalibrationError,
+    │       diff.DiffError (its ``kind`` tells "nothing_to_do" from "failed")
+    ├── TransientError          an environment failure worth another attempt
+    │   ├── TransientTaskError  a task failed transiently (raised by the engine to retry it)
+    │   └── (elsewhere) db.DatabaseConnectionError (also a db.DatabaseError)
+    └── (elsewhere, not yet in a category) db.DatabaseError, db.SchemaVersionError,
+        db.UnknownExposureError, diff.RealBogusModelError
+
+The engine retries a task only when its exception is a :class:`TransientError` (or one of
+the built-in file-system and network errors listed in
+:data:`desgw.engine.tasks.TRANSIENT_OS_ERRORS`); every other failure is reported once.
 
 Every error caused by bad input data (a file that is missing, truncated, corrupt, lacks a
 CCD or a header keyword, or holds data of the wrong type or shape) is raised as a
 :class:`DesgwInputError` subclass whose message names the file, the HDU and the problem.
-All exceptions here are picklable, so they survive being sent back from worker processes.
+All exceptions here are picklable, so they survive being sent back from worker processes
+(each class with extra constructor arguments defines ``__reduce__``).
 """
 
 from __future__ import annotations
@@ -12,13 +34,18 @@ import os
 from typing import Any
 
 __all__ = [
+    "AlgorithmError",
+    "CorruptFileError",
+    "DataTypeError",
     "DesgwError",
     "DesgwInputError",
-    "CorruptFileError",
-    "MissingCCDError",
     "HeaderError",
-    "DataTypeError",
+    "MissingCCDError",
     "MissingFileError",
+    "NoWorkFoundError",
+    "TransientError",
+    "TransientTaskError",
+    "describe_error",
 ]
 
 
@@ -101,3 +128,47 @@ class DataTypeError(DesgwInputError):
 
 class MissingFileError(DesgwInputError):
     """An input file does not exist."""
+
+
+class NoWorkFoundError(DesgwError):
+    """There is nothing to do for this step (no template, no overlap, no transformation for the
+    band): not a failure of the input or of an algorithm, and not worth a retry."""
+
+
+class AlgorithmError(DesgwError):
+    """A deterministic failure of an algorithm on valid input (too few stars, a fit that does
+    not converge). Subclasses carry the numbers that explain it; retrying does not help."""
+
+
+class TransientError(DesgwError):
+    """An environment failure (file system, network, a database server that is down) that may
+    succeed when tried again."""
+
+
+class TransientTaskError(TransientError):
+    """A task failed for a reason worth retrying; the engine raises it so Dask re-runs the task.
+
+    Parameters
+    ----------
+    task_id : str
+        The task.
+    reason : str
+        ``"Type: message"`` of the failure.
+
+    Notes
+    -----
+    ``str(err)`` is ``"{task_id}: {reason}"``.
+    """
+
+    def __init__(self, task_id: str, reason: str) -> None:
+        self.task_id = str(task_id)
+        self.reason = str(reason)
+        super().__init__(f"{self.task_id}: {self.reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.reason))
+
+
+def describe_error(error: BaseException) -> str:
+    """``"Type: message"``: how a failure is shown in logs, summaries and reports."""
+    return f"{type(error).__name__}: {error}"

@@ -2,9 +2,9 @@
 
 import re
 
-from desgw.workflow.condor import REQUEST_MEMORY_MB, dag_node_name, write_condor_dag
-from desgw.workflow.graph import Task, TaskGraph
-from desgw.workflow.settings import load_settings
+from desgw.engine.condor import REQUEST_MEMORY_MB, dag_node_name, write_condor_dag
+from desgw.engine.graph import Task, TaskGraph
+from desgw.io.settings import load_settings
 
 ARGS = {"band": "i", "nite": 20170817, "rnum": 4, "pnum": 7, "cache": "persistent",
         "schema": "gw"}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from desgw.workflow.graph import (
+from desgw.engine.graph import (
     GraphError,
     Task,
     TaskGraph,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from desgw.io.errors import DesgwInputError, MissingFileError
-from desgw.workflow.settings import Settings, load_settings
+from desgw.errors import DesgwInputError, MissingFileError
+from desgw.io.settings import Settings, load_settings
 
 
 def test_defaults_are_relative_to_the_working_directory(tmp_path):

@@ -1,0 +1,102 @@
+"""The CSV files of the photometric calibration (the original ``BLISS-expCalib_Y3apass.py``
+outputs): ``Zero_D{expnum}_{ccd}_r{R}p{P}.csv``, ``allZP_D{expnum}_r{R}p{P}.csv`` and the
+calibrated object lists ``D{expnum}_{ccd}_r{R}p{P}_ZP.csv`` (columns, value formatting, atomic
+writing and reading; the calibration itself is :mod:`desgw.se.expcalib`).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from astropy.table import Table
+
+from desgw.errors import CorruptFileError, MissingFileError
+from desgw.io.atomic import atomic_write_path
+from desgw.io.naming import zp_csv_name
+
+__all__ = [
+    "ALLZP_CSV_COLUMNS",
+    "MATCH_CSV_COLUMNS",
+    "ZERO_CSV_COLUMNS",
+    "ZP_CSV_COLUMNS",
+    "format_csv_value",
+    "match_csv_name",
+    "read_expcalib_csv",
+    "write_csv_rows",
+]
+
+#: Columns of ``D{expnum}_{ccd}_r{R}p{P}_ZP.csv`` (the original's order).
+ZP_CSV_COLUMNS: tuple[str, ...] = (
+    "ID", "EXPNUM", "CCDNUM", "NUMBER", "ALPHAWIN_J2000", "DELTAWIN_J2000", "FLUX_AUTO",
+    "FLUXERR_AUTO", "FLUX_PSF", "FLUXERR_PSF", "MAG_AUTO", "MAGERR_AUTO", "MAG_PSF", "MAGERR_PSF",
+    "SPREAD_MODEL", "SPREADERR_MODEL", "FWHM_WORLD", "FWHMPSF_IMAGE", "FWHMPSF_WORLD",
+    "CLASS_STAR", "FLAGS", "IMAFLAGS_ISO", "ZeroPoint", "ZeroPoint_rms", "ZeroPoint_FLAGS",
+)
+
+#: Columns of ``Zero_D{expnum}_{ccd}_r{R}p{P}.csv``.
+ZERO_CSV_COLUMNS = ("FILENAME", "Nall", "Nclipped", "ZP", "ZPrms", "magType", "EXPNUM", "CCDNUM",
+                 "BAND", "NewZP", "NewZPrms", "NewZPFlag", "MAG_ZERO", "MAG_ZERO_ERR",
+                 "ZP_SCATTER", "COLOR_TERMS", "ZP_METHOD")
+#: Columns of ``allZP_D{expnum}_r{R}p{P}.csv``.
+ALLZP_CSV_COLUMNS = ("EXPNUM", "REQNUM", "ATTNUM", "NumStarsAll", "NumStarsClipped", "sigclipZP",
+                  "stdsigclipzp", "BAND", "MAG_ZERO", "MAG_ZERO_ERR", "ZP_SCATTER",
+                  "MEDIAN_CCD_MAG_ZERO", "OUTLIER_FRACTION", "EXPOSURE_FLAGGED", "COLOR_TERMS",
+                  "magType")
+#: Columns of the matched-star debug file ``..._match.csv``.
+MATCH_CSV_COLUMNS = ("NUMBER", "ALPHAWIN_J2000", "DELTAWIN_J2000", "SEP_ARCSEC", "MAG_INST",
+                  "MAGERR_INST", "MAG_REF", "BP_RP", "DELTA", "USED")
+
+
+def match_csv_name(expnum: int, ccd: int, rnum: int, pnum: int) -> str:
+    """``D{expnum:08d}_{ccd:02d}_r{R}p{P}_match.csv`` (the debug file; a desgw addition)."""
+    return zp_csv_name(expnum, ccd, rnum, pnum).replace("_ZP.csv", "_match.csv")
+
+
+def format_csv_value(value: Any, digits: int = 6) -> str:
+    """A value as the CSV files write it: integers and booleans as integers, floats with
+    ``digits`` decimals (``nan`` when not finite), anything else as ``str``."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return "nan" if not math.isfinite(v) else f"{v:.{digits}f}"
+    return str(value)
+
+
+def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[str]]) -> Path:
+    """Write a CSV file (header line, then ``rows`` of text) atomically; return ``path``."""
+    with atomic_write_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            w = csv.writer(fh, lineterminator="\n")
+            w.writerow(header)
+            w.writerows(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+def read_expcalib_csv(path: str | os.PathLike[str]) -> Table:
+    """Read one of the CSV files written by :func:`desgw.se.expcalib.run_expcalib` into a table.
+
+    Raises
+    ------
+    MissingFileError
+        The file does not exist.
+    CorruptFileError
+        The file cannot be parsed as CSV with a header line.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise MissingFileError(p, None, "expcalib CSV file does not exist")
+    try:
+        return Table.read(p, format="ascii.csv", fill_values=[("", "0")])
+    except Exception as exc:  # astropy raises several types for malformed CSV
+        raise CorruptFileError(p, None, f"cannot parse as CSV: {exc}") from exc

@@ -1,0 +1,81 @@
+"""Database records of an SE run: the exposure, its CCD products with their quality, and the
+zeropoints (:mod:`desgw.db`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from desgw.io.product_paths import ccd_product_paths
+from desgw.io.settings import Settings
+
+from .se_types import SERunReport
+
+if TYPE_CHECKING:  # pragma: no cover
+    from desgw.io.raw import ExposureHeader
+
+__all__ = [
+    "record_se_exposure",
+]
+
+log = logging.getLogger(__name__)
+
+
+def record_se_exposure(report: SERunReport, settings: Settings, exposure: ExposureHeader,
+                  raw_path: Path | None) -> None:
+    from desgw.db import (
+        CCDProduct,
+        Zeropoint,
+        connect,
+        record_ccd_product,
+        record_zeropoints,
+        register_exposure,
+    )
+
+    paths_of = {c: ccd_product_paths(report.outdir, report.expnum, report.band, c, report.rnum,
+                                     report.pnum) for c in report.ccds}
+    with connect(settings.db_url) as db:
+        register_exposure(db, exposure, raw_path)
+        for ccd, s in sorted(report.ccds.items()):
+            m = getattr(s.qc, "metrics", None)
+
+            def opt(name: str, m: Any = m) -> float | None:
+                v = getattr(m, name, None) if m is not None else None
+                return float(v) if v is not None and math.isfinite(float(v)) else None
+
+            zp_s = opt("zp_per_second")
+            if ccd in report.zeropoints and m is not None and m.exptime > 0:
+                zp_s = report.zeropoints[ccd] - 2.5 * math.log10(m.exptime)
+            record_ccd_product(db, CCDProduct(
+                expnum=report.expnum, ccdnum=ccd, rnum=report.rnum, pnum=report.pnum,
+                status="done" if s.ok else "failed",
+                image_path=str(paths_of[ccd].immask) if s.ok else None,
+                catalog_path=str(paths_of[ccd].fullcat) if s.ok else None,
+                fwhm_arcsec=opt("fwhm_arcsec"), sky_brightness=opt("sky_mag_arcsec2"),
+                zp=zp_s, astrom_rms_arcsec=opt("astrometric_rms_arcsec"),
+                n_stars=None if m is None else int(m.n_stars),
+                t_eff=None if m is None else opt("teff", m.teff),
+                qc_passed=None if s.qc is None or not hasattr(s.qc, "passed")
+                else bool(s.qc.passed),
+                qc_reasons=tuple(getattr(s.qc, "reasons", ())) if s.ok else
+                (s.reason or "failed",)))
+        if report.expcalib is not None:
+            e = report.expcalib
+            rows = []
+            if math.isfinite(e.zp) and math.isfinite(e.zp_err):
+                rows.append(Zeropoint(expnum=report.expnum, ccdnum=0, rnum=report.rnum,
+                                      pnum=report.pnum, zp=e.zp, zp_err=e.zp_err,
+                                      n_stars=int(e.exposure.n_used),
+                                      flag=int(bool(e.exposure_flagged))))
+            for ccd, z in sorted(e.ccds.items()):
+                if not (math.isfinite(z.zp) and math.isfinite(z.zp_err)):
+                    continue
+                flag = (1 if z.replaced else 0) | (2 if z.outlier else 0) | \
+                    (4 if z.exposure_flagged else 0)
+                rows.append(Zeropoint(expnum=report.expnum, ccdnum=int(ccd), rnum=report.rnum,
+                                      pnum=report.pnum, zp=float(z.zp), zp_err=float(z.zp_err),
+                                      n_stars=int(z.measured.n_used), flag=flag))
+            record_zeropoints(db, rows)

@@ -1,0 +1,245 @@
+"""The pipeline's task runners: what each kind of task of a
+:class:`~desgw.engine.graph.TaskGraph` does (the engine, :mod:`desgw.engine`, runs them).
+
+Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
+
+``se``
+    :func:`desgw.workflow.se_ccd.run_ccd_task` on the CCD. Args: ``band``, ``nite``,
+    ``rnum``, ``pnum``, ``cache``, ``schema``, ``template`` (bool), optional ``raw_path``.
+``expcalib``
+    :func:`desgw.workflow.se_exposure.run_se_exposure` with ``jump_to_calib`` on the CCDs whose
+    SE succeeded: photometric calibration (Zero/allZP/ZP CSV files), ``{expnum}.out``, the
+    exposure quality (assessed unless ``template``) and the database records. Args as ``se``
+    plus ``ccds``. Blocked when no CCD succeeded.
+``diff``
+    :func:`desgw.workflow.diff_ccd.run_diff_ccd` (imported when the task runs; it makes the
+    star and veto lists, subtracts, detects, writes the products, the database records and
+    its completion marker). Args as ``se`` plus ``season``, ``version``, ``fakes``,
+    ``full_copy`` (the original ``-F``), ``templates`` (exposure numbers), ``template_ccds``
+    (``{expnum: [ccd, ...]}``), ``snstar``/``snveto`` (the original ``-T``/``-V``: the names
+    the star and veto lists are also given, next to the ones run_diff_ccd writes). Blocked
+    when the search CCD's SE or the search calibration failed; a template whose SE or
+    calibration failed is left out (as the original verifySE did); blocked when no template
+    is left.
+
+
+:func:`run_pipeline` runs a graph on the engine with these runners.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from desgw.engine.graph import Task, TaskGraph, expcalib_task_id, se_task_id
+from desgw.engine.run import RunReport, run_graph
+from desgw.engine.tasks import Outcome, Runner, TaskResult
+from desgw.errors import describe_error
+from desgw.io.atomic import atomic_write_text
+from desgw.io.completion import exposure_outdir
+from desgw.io.settings import Settings
+from desgw.io.star_lists import snstar_name, snveto_name
+
+from .se_ccd import run_ccd_task
+from .se_exposure import run_se_exposure
+from .se_types import CCDTask
+
+__all__ = [
+    "RUNNERS",
+    "run_diff_task",
+    "run_expcalib_task",
+    "run_pipeline",
+    "run_se_task",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _raw_path(task: Task, settings: Settings) -> str:
+    given = task.args.get("raw_path")
+    if given and Path(given).is_file():
+        return str(given)
+    return str(settings.raw_path(task.expnum))
+
+
+def run_se_task(task: Task, settings: Settings, overwrite: bool,
+           deps: Mapping[str, TaskResult]) -> Outcome:
+    """SE of one CCD (:func:`desgw.workflow.se_ccd.run_ccd_task`)."""
+    a = task.args
+    assert task.ccd is not None
+    try:
+        calib = settings.calib_paths(str(a["band"]))
+        raw = _raw_path(task, settings)
+    except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+        return Outcome("failed", describe_error(exc), error=exc)
+    outdir = exposure_outdir(settings.out_root, task.expnum, a)
+    ccd_task = CCDTask(expnum=task.expnum, ccdnum=task.ccd, band=str(a["band"]),
+                       rnum=int(a["rnum"]), pnum=int(a["pnum"]), raw_path=raw,
+                       bias_path=str(calib.bias), flat_path=str(calib.flat),
+                       bpm_path=None if calib.bpm is None else str(calib.bpm),
+                       linearity_path=None if calib.linearity is None else str(calib.linearity),
+                       refcat_dir=str(settings.refcat_dir), outdir=str(outdir),
+                       overwrite=overwrite)
+    s = run_ccd_task(ccd_task)
+    if not s.ok:
+        return Outcome("failed", s.reason or "failed", traceback=s.error_traceback,
+                       error=s.error)
+    detail = {"n_objects": s.n_objects, "zp": s.zp, "astrometric_rms_arcsec":
+              s.astrometric_rms_arcsec, "process_seconds": s.timings.get("total")}
+    if s.skipped:
+        return Outcome("skipped", "products exist", detail)
+    return Outcome("done", None, detail)
+
+
+def _dep_problem(result: TaskResult | None) -> str | None:
+    if result is None or result.ok:
+        return None
+    return f"{result.task_id} {result.status}: {result.reason}"
+
+
+def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
+                 deps: Mapping[str, TaskResult]) -> Outcome:
+    """Calibration, corners, exposure quality and database records of one exposure."""
+    a = task.args
+    ccds = [int(c) for c in a["ccds"]]
+    bad = {c: _dep_problem(deps.get(se_task_id(task.expnum, c))) for c in ccds}
+    bad = {c: why for c, why in bad.items() if why is not None}
+    usable = [c for c in ccds if c not in bad]
+    if not usable:
+        return Outcome("blocked", "no CCD of the exposure has SE products: "
+                       + "; ".join(bad.values()))
+    if bad:
+        log.warning("exposure %d: calibrating without CCDs %s (SE failed)", task.expnum,
+                    sorted(bad))
+    report = run_se_exposure(task.expnum, settings=settings, rnum=int(a["rnum"]),
+                             pnum=int(a["pnum"]), nite=int(a["nite"]), band=str(a["band"]),
+                             cache=str(a["cache"]), schema=str(a["schema"]), ccds=usable,
+                             jump_to_calib=True, single_process=True,
+                             template_mode=bool(a.get("template", False)))
+    for line in report.lines():
+        log.info("%s", line)
+    detail: dict[str, Any] = {"ccds": usable, "left_out": sorted(bad)}
+    if report.expcalib is not None:
+        detail.update(zp=report.expcalib.zp, zp_err=report.expcalib.zp_err,
+                      n_stars=int(report.expcalib.exposure.n_used))
+    q = report.exposure_qc
+    if q is not None and hasattr(q, "passed"):
+        detail.update(qc_passed=bool(q.passed), qc_reasons=list(q.reasons))
+    problems = [f"{stage}: {why}" for stage, why in sorted(report.errors.items())]
+    problems += [f"CCD {c}: {why}" for c, why in sorted(report.failed.items())]
+    if problems:
+        return Outcome("failed", "; ".join(problems), detail)
+    return Outcome("done", None, detail)
+
+
+def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
+    """Copies of the star and veto lists under the names given with ``-T``/``-V``."""
+    a = task.args
+    if outdir is None:
+        raise FileNotFoundError("the difference imaging reported no product folder")
+    d = Path(outdir)
+    r, p = int(a["rnum"]), int(a["pnum"])
+    out: dict[str, str] = {}
+    for key, made in (("snstar", snstar_name(task.expnum, int(task.ccd), r, p)),
+                      ("snveto", snveto_name(task.expnum, int(task.ccd), r, p))):
+        name = a.get(key)
+        if name:
+            target = Path(name) if Path(name).is_absolute() else d / name
+            atomic_write_text(target, (d / made).read_text(encoding="utf-8"))
+            out[key] = str(target)
+    return out
+
+
+def run_diff_task(task: Task, settings: Settings, overwrite: bool,
+             deps: Mapping[str, TaskResult]) -> Outcome:
+    """Difference imaging of one search CCD (:func:`desgw.workflow.diff_ccd.run_diff_ccd`)."""
+    a = task.args
+    assert task.ccd is not None
+    for dep_id, what in ((se_task_id(task.expnum, task.ccd), "search SE"),
+                         (expcalib_task_id(task.expnum), "search calibration")):
+        why = _dep_problem(deps.get(dep_id))
+        if why is not None:
+            return Outcome("blocked", f"{what} failed: {why}")
+    templates: list[int] = []
+    left_out: dict[str, str] = {}
+    for e in (int(x) for x in a["templates"]):
+        ids = [se_task_id(e, c) for c in a["template_ccds"][str(e)]] + [expcalib_task_id(e)]
+        problems = [w for w in (_dep_problem(deps.get(i)) for i in ids) if w is not None]
+        if problems:
+            left_out[str(e)] = "; ".join(problems)
+            log.warning("%s: template %d left out: %s", task.id, e, left_out[str(e)])
+        else:
+            templates.append(e)
+    if not templates:
+        return Outcome("blocked", "no template left: " + "; ".join(
+            f"{e}: {w}" for e, w in left_out.items()))
+    detail: dict[str, Any] = {"templates": templates, "left_out": left_out}
+
+    # imported here: the difference-imaging stack is loaded only by workers that run a diff
+    # task (and the workflow tests put a stand-in module in its place)
+    from desgw.workflow.diff_ccd import DiffTask, run_diff_ccd
+
+    diff_task = DiffTask(search_expnum=task.expnum, ccdnum=task.ccd,
+                         template_expnums=tuple(templates), settings=settings,
+                         rnum=int(a["rnum"]), pnum=int(a["pnum"]), season=int(a["season"]),
+                         cache=str(a["cache"]), schema=str(a["schema"]),
+                         version=str(a["version"]), band=str(a["band"]), nite=int(a["nite"]),
+                         fakes=bool(a.get("fakes", True)), overwrite=bool(overwrite),
+                         full_copy=bool(a.get("full_copy", False)))
+    summary = run_diff_ccd(diff_task)
+    detail.update(n_candidates=int(summary.n_candidates), n_fakes=int(summary.n_fakes),
+                  n_fakes_recovered=int(summary.n_fakes_recovered),
+                  timings={str(k): float(v) for k, v in dict(summary.timings or {}).items()},
+                  templates_used=[list(t) for t in getattr(summary, "templates_used", ())],
+                  flags=list(getattr(summary, "flags", ())),
+                  m50=float(getattr(summary, "m50", math.nan)))
+    if not summary.ok:
+        kind = getattr(summary, "error_kind", None)
+        if kind:
+            detail["error_kind"] = kind
+        error = getattr(summary, "error", None)
+        reason = describe_error(error) if isinstance(error, BaseException) else error
+        return Outcome("failed", str(reason or "difference imaging failed"), detail,
+                       error=error if isinstance(error, BaseException) else None)
+    if a.get("snstar") or a.get("snveto"):
+        try:
+            detail["lists"] = _copy_lists(task, getattr(summary, "outdir", None))
+        except OSError as exc:
+            return Outcome("failed", f"star/veto list copies: {describe_error(exc)}", detail,
+                           error=exc)
+    if getattr(summary, "skipped", False):
+        return Outcome("skipped", "products exist", detail)
+    return Outcome("done", None, detail)
+
+
+#: The runner of each task kind.
+RUNNERS: dict[str, Runner] = {"se": run_se_task, "expcalib": run_expcalib_task,
+                             "diff": run_diff_task}
+
+
+def run_pipeline(graph: TaskGraph, *, settings: Settings,
+                 runners: Mapping[str, Callable[..., Any]] | None = None,
+                 **options: Any) -> RunReport:
+    """Run a task graph of the pipeline on the engine (:func:`desgw.engine.run.run_graph`) with
+    :data:`RUNNERS`.
+
+    Parameters
+    ----------
+    graph : TaskGraph
+    settings : Settings
+    runners : mapping of kind to function, optional
+        Replace the runner of some task kinds (module-level functions with the signature of
+        :func:`run_se_task`); for tests and custom stages.
+    **options
+        The other keywords of :func:`~desgw.engine.run.run_graph` (scheduler, cluster,
+        workers, overwrite, retries, progress, log_dir, cluster_opts, db_timeout_s).
+
+    Returns
+    -------
+    RunReport
+    """
+    return run_graph(graph, settings=settings, runners={**RUNNERS, **dict(runners or {})},
+                     **options)
