@@ -271,11 +271,11 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
     h["DIFFCFG"] = (cfg_hash, "hash of the DiffConfig settings")
     h["DESGWVER"] = (__version__, "desgw version")
     h["NTEMPL"] = (len(result.templates_used), "template CCDs in the coadd")
-    for key, name, what in (("MASKFRAC", "masked_fraction", "masked in the difference"),
-                            ("BADFRAC", "bad_fraction", "unusable in the inputs")):
+    for key, name, what in (("MASKFRAC", "masked_fraction", "masked in diff"),
+                            ("BADFRAC", "bad_fraction", "bad in inputs")):
         v = result.meta.get(name)
         if v is not None:
-            h[key] = (round(float(v), 6), f"fraction of template area {what}")
+            h[key] = (round(float(v), 6), f"template-area fraction {what}")
     regs = tuple(getattr(result, "registrations", ()))
     h["NREGAFF"] = (sum(r.method == "affine" for r in regs), "templates registered: affine fit")
     h["NREGSHF"] = (sum(r.method == "shift" for r in regs), "templates registered: shift fit")
