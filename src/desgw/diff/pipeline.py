@@ -283,7 +283,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("template_cuts")
     if not usable:
         timings["total"] = time.perf_counter() - t_start
-        return _empty(search, flags + ["no_template"], timings, (), rejected, meta)
+        return _empty(search, [*flags, "no_template"], timings, (), rejected, meta)
 
     # 2. sky
     shape = search.shape
@@ -334,7 +334,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("resample")
     if not covering:
         timings["total"] = time.perf_counter() - t_start
-        return _empty(search, flags + ["no_template"], timings, used, rejected, meta)
+        return _empty(search, [*flags, "no_template"], timings, used, rejected, meta)
 
     # 4. coadd on the search stamp-flux scale
     zp_s = search.zp_stamp
@@ -360,7 +360,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("coadd")
     if frac < config.min_usable_fraction:
         timings["total"] = time.perf_counter() - t_start
-        return _empty(search, flags + ["all_masked"], timings, used, rejected, meta)
+        return _empty(search, [*flags, "all_masked"], timings, used, rejected, meta)
 
     if config.relative_sky:
         s_img -= relative_sky(s_img, coadd.image, good, s_rms, config)
@@ -396,6 +396,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     # the coadd's source noise per pixel: each template's Poisson noise with its scale and
     # weight (1 / mean(scale) would count an n-exposure stack's n times)
     sub_cfg = replace(config.subtract, template_gain=1.0 / float(np.mean(coadd.scales)))
+    assert coadd.psf is not None  # coadd_templates was given the template PSFs
     sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
                    coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
                    template_gain_map=coadd.gain)

@@ -71,6 +71,7 @@ from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
+from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
 from desgw.se.process_steps import (cosmic_ray_residuals, cosmics_objlim,
@@ -105,7 +106,8 @@ class SEConfig:
     ----------
     detrend, bleed, cosmics, background, detect, psf, measure, astrometry
         The step settings. ``cosmics.objlim = None`` takes it from the seeing
-        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the base of both detection passes (its filter FWHM and,
+        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the base of both detection
+        passes (its filter FWHM and,
         with ``adaptive_detection``, its threshold convention are set from the seeing);
         ``psf.stamp`` is a minimum (the stamp is widened to ``psf_stamp_fwhm`` FWHM);
         ``measure.zeropoint`` is replaced by ``sex_mag_zeropoint``.
@@ -166,7 +168,7 @@ class SEConfig:
     mags_type: str = "mag_psf"
     use_color_terms: bool = True
     refcat_margin_arcsec: float = 30.0
-    zp_method: str = "weighted"
+    zp_method: ZPMethod = "weighted"
     zp_error_floor: float = 0.01
     required_calibrations: tuple[str, ...] = ("bias", "flat")
     adaptive_detection: bool = True
@@ -218,14 +220,14 @@ class CCDInputs:
         the linearity correction.
     """
 
-    raw: "RawCCD"
-    crosstalk_sources: Mapping[int, "RawCCD"]
+    raw: RawCCD
+    crosstalk_sources: Mapping[int, RawCCD]
     bias: np.ndarray | None
     flat: np.ndarray | None
     bpm: np.ndarray | None
     refcat: Table
-    exposure: "ExposureHeader"
-    linearity: "LinearityTable | None" = None
+    exposure: ExposureHeader
+    linearity: LinearityTable | None = None
 
 
 @dataclass
@@ -265,7 +267,7 @@ class CCDResult:
     mask: np.ndarray
     weight: np.ndarray
     wcs: WCS
-    header: "fits.Header"
+    header: fits.Header
     catalog: Table
     psf: PSFModel
     background: Background
@@ -276,7 +278,7 @@ class CCDResult:
     corners: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(4), np.zeros(4)))
 
 
-def check_band(exposure: "ExposureHeader", raw: "RawCCD | None" = None) -> str:
+def check_band(exposure: ExposureHeader, raw: RawCCD | None = None) -> str:
     """The DES band of an exposure, checked.
 
     The first token of ``FILTER`` (else ``BAND``) must be one of g r i z Y, and ``BAND``, when
@@ -521,7 +523,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
                                  pixel_scale_arcsec=pixscale)
     qc = assess_quality(metrics, thresholds=config.qc)
     if zp_reason is not None:
-        qc = replace(qc, passed=False, reasons=qc.reasons + (zp_reason,))
+        qc = replace(qc, passed=False, reasons=(*qc.reasons, zp_reason))
     corners = ccd_corners(wcs)
     lap("qc")
 
@@ -584,7 +586,7 @@ def _apply_psf_aperture_correction(catalog: Table, apcor: float, zeropoint: floa
     catalog["MAGERR_PSF"][:] = magerr
 
 
-def _identity_header(raw: "RawCCD") -> "fits.Header":
+def _identity_header(raw: RawCCD) -> fits.Header:
     from astropy.io import fits
 
     h = fits.Header()

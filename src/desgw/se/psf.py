@@ -54,7 +54,8 @@ from desgw.errors import AlgorithmError, DataTypeError
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import winpos_stamps
-from desgw.se.psf_lanczos import lanczos_kernel, shift_matrix
+from desgw.se.psf_lanczos import shift_matrix
+from desgw.util.lanczos import interpolation_matrix
 from desgw.se.psf_shape import adaptive_moments, fit_moffat
 
 __all__ = ["PSFConfig", "PSFModel", "PSFFitError", "fit_psf", "poly_terms", "select_psf_candidates"]
@@ -345,24 +346,26 @@ class PSFModel:
             n_terms, ny, nx = int(h["PSFAXIS3"]), int(h["PSFAXIS2"]), int(h["PSFAXIS1"])
             degree = int(h["POLDEG1"])
             coeffs = np.asarray(hdu.data["PSF_MASK"][0], dtype=np.float64).reshape(n_terms, ny, nx)
-            model = dict(degree=degree, x_zero=float(h["POLZERO1"]) - 1.0,
-                         x_scale=float(h["POLSCAL1"]), y_zero=float(h["POLZERO2"]) - 1.0,
-                         y_scale=float(h["POLSCAL2"]),
-                         image_shape=(int(h["IMNAXIS2"]), int(h["IMNAXIS1"])),
-                         lanczos_order=int(h.get("LANCZOS", 4)), n_candidates=int(h["LOADED"]))
+            x_zero, x_scale = float(h["POLZERO1"]) - 1.0, float(h["POLSCAL1"])
+            y_zero, y_scale = float(h["POLZERO2"]) - 1.0, float(h["POLSCAL2"])
+            image_shape = (int(h["IMNAXIS2"]), int(h["IMNAXIS1"]))
+            lanczos_order, n_candidates = int(h.get("LANCZOS", 4)), int(h["LOADED"])
         except (KeyError, ValueError, TypeError) as exc:
             raise DataTypeError(path, "PSF_DATA", f"malformed PSF model: {exc}") from None
         if n_terms != _n_terms(degree):
             raise DataTypeError(path, "PSF_DATA",
                                 f"{n_terms} basis images do not match POLDEG1={degree}")
-        stars: dict[str, np.ndarray] = {}
+        star_x = star_y = star_flux = star_chi2 = np.zeros(0)
         if "PSF_STARS" in hdul:
             d = hdul["PSF_STARS"].data
-            stars = dict(star_x=np.asarray(d["X_IMAGE"], float) - 1.0,
-                         star_y=np.asarray(d["Y_IMAGE"], float) - 1.0,
-                         star_flux=np.asarray(d["FLUX"], float),
-                         star_chi2=np.asarray(d["CHI2"], float))
-        return cls(coeffs=coeffs, **model, **stars)
+            star_x = np.asarray(d["X_IMAGE"], float) - 1.0
+            star_y = np.asarray(d["Y_IMAGE"], float) - 1.0
+            star_flux = np.asarray(d["FLUX"], float)
+            star_chi2 = np.asarray(d["CHI2"], float)
+        return cls(coeffs=coeffs, degree=degree, x_zero=x_zero, x_scale=x_scale, y_zero=y_zero,
+                   y_scale=y_scale, image_shape=image_shape, lanczos_order=lanczos_order,
+                   n_candidates=n_candidates, star_x=star_x, star_y=star_y, star_flux=star_flux,
+                   star_chi2=star_chi2)
 
 
 # ------------------------------------------------------------------------ star selection
@@ -424,10 +427,8 @@ def select_psf_candidates(detections: DetectionResult, *, min_snr: float = 50.0,
 # --------------------------------------------------------------------------------- fitting
 def _extract_matrices(n: int, offsets: np.ndarray, order: int) -> np.ndarray:
     """Stack of :func:`desgw.se.psf_lanczos.extract_matrix` for many offsets: (k, n, n + 2 order)."""
-    i = np.arange(n)[None, :, None]
-    j = np.arange(n + 2 * order)[None, None, :]
-    m = lanczos_kernel(i + order + np.asarray(offsets)[:, None, None] - j, order)
-    return m / m.sum(axis=-1, keepdims=True)
+    x = np.arange(n)[None, :] + order + np.asarray(offsets, dtype=np.float64)[:, None]
+    return interpolation_matrix(x, n + 2 * order, order, normalise_rows=True)
 
 
 def _resample(big: np.ndarray, offx: np.ndarray, offy: np.ndarray, n: int, order: int) -> np.ndarray:
@@ -527,7 +528,7 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
     # Rough FWHM from the median normalised stamp, for the centroid window.
     core = core[keep]
     stack = np.median(core / flux0[:, None, None], axis=0)
-    area = max(np.count_nonzero(stack >= 0.5 * stack.max()), 1)
+    area = max(int(np.count_nonzero(stack >= 0.5 * stack.max())), 1)
     fwhm0 = max(2.0 * np.sqrt(area / np.pi), 1.5)
     x0, y0 = xs - ix + pad, ys - iy + pad
     cx, cy, _ = winpos_stamps(big, badbig, x0, y0, fwhm0 / 2.35, 16)
@@ -587,7 +588,8 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
             if it == config.n_iter:
                 break
         norm = stamps / flux[:, None, None]
-        var_norm = (vsub + np.maximum(flux[:, None, None] * models, 0) / config.gain) / flux[:, None, None] ** 2
+        f3 = flux[:, None, None]
+        var_norm = (vsub + np.maximum(f3 * models, 0) / config.gain) / f3**2
         w = (1.0 / var_norm)[use].reshape(use.sum(), npix)
         a = terms[use]
         # normal[p] = sum_s w[s, p] a[s] a[s]^T, rhs[p] = sum_s w[s, p] a[s] y[s, p]

@@ -174,7 +174,7 @@ class ObjectTable:
     def __len__(self) -> int:
         return len(self.id)
 
-    def select(self, keep: np.ndarray) -> "ObjectTable":
+    def select(self, keep: np.ndarray) -> ObjectTable:
         """A new table with the rows where ``keep`` (bool or index array) selects."""
         return ObjectTable(
             id=self.id[keep], kind=self.kind[keep], ra=self.ra[keep], dec=self.dec[keep],

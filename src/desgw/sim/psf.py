@@ -86,7 +86,7 @@ def shape_matrix(size: np.ndarray, e1: np.ndarray, e2: np.ndarray) -> np.ndarray
     a2 = size**2 / q  # semi-major axis squared
     b2 = size**2 * q
     c, s = np.cos(theta), np.sin(theta)
-    out = np.empty(size.shape + (2, 2))
+    out = np.empty((*size.shape, 2, 2))
     out[:, 0, 0] = c * c / a2 + s * s / b2
     out[:, 1, 1] = s * s / a2 + c * c / b2
     out[:, 0, 1] = out[:, 1, 0] = c * s * (1.0 / a2 - 1.0 / b2)

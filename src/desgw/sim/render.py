@@ -38,6 +38,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -278,7 +279,7 @@ class _Electrons:
     adu: np.ndarray  # true bias-free ADU, float32 (4096, 2048)
     mask: np.ndarray
     truth_kw: dict
-    state: object
+    state: tuple[Any, Any]  # (noise state, read-noise generator) for digitise
     timings: dict
     nonlinearity: dict[str, float] | None = None  # per-amp coefficient; None: linear
 

@@ -43,7 +43,8 @@ from scipy.special import gammaincinv
 
 from .psf import moffat_radius, moffat_stamps
 
-__all__ = ["MAX_FFT_STAMP", "FFT_SIZES", "PSF_CELL", "TRUNCATION_HLR", "GalaxyInputs", "sersic_bn", "add_galaxies"]
+__all__ = ["MAX_FFT_STAMP", "FFT_SIZES", "PSF_CELL", "TRUNCATION_HLR", "GalaxyInputs", "sersic_bn",
+           "add_galaxies"]
 
 log = logging.getLogger(__name__)
 

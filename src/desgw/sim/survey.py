@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from ..instrument import CCD_SHAPE, DECAM_DISTORTION, DEFAULT_CCDNUMS, Distortion, Pointing, sky_to_pixel
 from ..instrument.optics import ccd_corners_sky, pixel_to_sky, tangent_to_sky
-from ..refcat.geometry import angular_separation_deg
+from ..util.sphere import angular_separation_deg
 from .model import ExposureSpec, PSFField, SimSwitches
 from .scene import DEFAULT_SEARCH_MJD
 
@@ -282,7 +282,8 @@ def field_radius_deg(specs: Sequence[ExposureSpec], ccds_per_spec: Sequence[Sequ
     return r + margin_deg
 
 
-def _ccd_samples(ccdnum: int, spec: ExposureSpec, n: int = 9) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _ccd_samples(ccdnum: int, spec: ExposureSpec, n: int = 9
+                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     ny, nx = CCD_SHAPE
     xs, ys = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, 2 * n))
     return pixel_to_sky(ccdnum, xs.ravel(), ys.ravel(), spec.pointing, spec.distortion)
