@@ -268,8 +268,8 @@ def measure_noise_acf(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, *
     ``grow`` px of a pixel whose 3 x 3 mean exceeds ``object_sigma`` times that mean's robust
     noise, i.e. away from sources; noise alone hardly ever reaches 4 sigma there): a stamp
     whose centre is the measured variance over the one the weight gives (1 when the weight is
-    right) and whose sum is the noise correlation factor. Measured in up to four ``box`` x ``box`` regions spread over the
-    image (enough for a 1 % centre: ~10^6 pixels).
+    right) and whose sum is the noise correlation factor. Measured in up to four ``box`` x
+    ``box`` regions spread over the image (enough for a 1 % centre: ~10^6 pixels).
 
     Parameters
     ----------
