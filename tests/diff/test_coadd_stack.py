@@ -9,12 +9,16 @@ import pytest
 
 from desgw.diff.coadd import coadd_templates
 from desgw.diff.resample import Resampled
+from desgw.diff.resample_mapping import GridMapping
 
 SHAPE = (200, 200)
 ZPS = (30.0, 30.3, 29.8, 30.1, 30.5)
 ZP_TARGET = 30.2
 SKY = (300.0, 500.0, 200.0, 800.0, 400.0)   # e- per pixel
 READ = 6.0
+#: coadd_templates reads a template's mapping only for the coadd PSF (not asked for here)
+NO_MAP = GridMapping(x0=0.0, y0=0.0, step=32, xin=np.zeros((1, 1)), yin=np.zeros((1, 1)),
+                     area=np.ones((1, 1)), shape_out=SHAPE)
 
 
 def _template(rng: np.random.Generator, level: np.ndarray, sky: float) -> Resampled:
@@ -24,7 +28,7 @@ def _template(rng: np.random.Generator, level: np.ndarray, sky: float) -> Resamp
     img += rng.normal(0.0, READ, SHAPE).astype(np.float32)
     w = np.full(SHAPE, 1.0 / (sky + READ ** 2), np.float32)
     return Resampled(image=img, mask=np.zeros(SHAPE, np.int32), weight=w,
-                     coverage=np.ones(SHAPE, bool), mapping=None, noise_correlation_factor=1.0)
+                     coverage=np.ones(SHAPE, bool), mapping=NO_MAP, noise_correlation_factor=1.0)
 
 
 @pytest.mark.parametrize("method", ["weighted", "mean"])
@@ -52,7 +56,7 @@ def test_coadd_pixel_variance_is_background_plus_sources_over_gain(n: int, metho
     # where no template is good the gain is 0 (no source noise added)
     t0 = temps[0]
     masked = Resampled(image=t0.image, mask=t0.mask, weight=np.zeros(SHAPE, np.float32),
-                       coverage=t0.coverage, mapping=None, noise_correlation_factor=1.0)
+                       coverage=t0.coverage, mapping=NO_MAP, noise_correlation_factor=1.0)
     c2 = coadd_templates([masked] * 2, ZPS[:2], ZP_TARGET, method=method)
     assert np.all(c2.gain == 0)
 
@@ -69,10 +73,11 @@ def test_subtract_with_a_gain_map_equals_the_scalar_gain_it_replaces() -> None:
     mask = np.zeros(shape, np.int32)
     cfg = SubtractConfig(tile=128, border=32)
     args = (pair.search, pair.search_var, mask, ps, pair.template, pair.template_var, mask, pt)
-    kw = {"zp_search": pair.zp_search, "zp_template": pair.zp_template}
-    a = subtract(*args, **kw, config=replace(cfg, template_gain=0.37))
-    b = subtract(*args, **kw, config=cfg, template_gain_map=np.full(shape, 0.37, np.float32))
-    c = subtract(*args, **kw, config=replace(cfg, template_gain=3.7))
+    zs, zt = pair.zp_search, pair.zp_template
+    a = subtract(*args, zp_search=zs, zp_template=zt, config=replace(cfg, template_gain=0.37))
+    b = subtract(*args, zp_search=zs, zp_template=zt, config=cfg,
+                 template_gain_map=np.full(shape, 0.37, np.float32))
+    c = subtract(*args, zp_search=zs, zp_template=zt, config=replace(cfg, template_gain=3.7))
     np.testing.assert_allclose(b.diff_var, a.diff_var, rtol=2e-5)
     np.testing.assert_allclose(b.score, a.score, rtol=2e-4, atol=2e-5)
     # and the gain matters: ten times more electrons per unit, less variance at the stars
@@ -114,9 +119,9 @@ def _stack_scene(seed: int = 4):
         w = np.full(shape, 1.0 / (sky + READ ** 2), np.float32)
         cov = np.ones(shape, bool)
         msk = np.zeros(shape, np.int32)
-        clean.append(Resampled(image=img, mask=msk, weight=w, coverage=cov, mapping=None,
+        clean.append(Resampled(image=img, mask=msk, weight=w, coverage=cov, mapping=NO_MAP,
                                noise_correlation_factor=1.0))
-        dirty.append(Resampled(image=img + a, mask=msk, weight=w, coverage=cov, mapping=None,
+        dirty.append(Resampled(image=img + a, mask=msk, weight=w, coverage=cov, mapping=NO_MAP,
                                noise_correlation_factor=1.0))
         art.append(a * f)
     return clean, dirty, art, sx, sy
@@ -154,6 +159,7 @@ def test_outlier_rejection_keeps_stars_of_templates_of_different_seeing() -> Non
     rej = coadd_templates(clean, ZPS, ZP_TARGET)
     # seeing 3.0 to 4.6 px: no star core is clipped, and barely any blank-sky pixel
     n = rej.n_rejected
+    assert n is not None
     near = np.zeros(n.shape, bool)
     for x, y in zip(sx, sy):
         near[int(y) - 8:int(y) + 9, int(x) - 8:int(x) + 9] = True

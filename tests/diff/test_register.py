@@ -134,13 +134,13 @@ def make_scene(error_arcsec: tuple[float, float], lin, *, seed: int = 3, n_stars
     cat_t = _catalog(t_img - 150.0, 186.0, w_t_rec, xt[keep], yt[keep], sflux[keep] * ratio,
                      psf_t.fwhm)
     zp_s = 30.0
-    common = {"exptime": 90.0, "band": "i", "ccdnum": 28, "qc_passed": True}
     search = CCDProducts(image=s_img, mask=np.zeros(SHAPE_S, np.int32), weight=s_w, wcs=w_s,
                          psf=psf_s, zp=zp_s, expnum=1, catalog=cat_s,
-                         fwhm=psf_s.fwhm * SCALE, **common)
+                         fwhm=psf_s.fwhm * SCALE, exptime=90.0, band="i", ccdnum=28)
     template = CCDProducts(image=t_img, mask=np.zeros(SHAPE_T, np.int32), weight=t_w,
                            wcs=w_t_rec, psf=psf_t, zp=zp_s + 2.5 * np.log10(ratio), expnum=2,
-                           catalog=cat_t, fwhm=psf_t.fwhm * SCALE, **common)
+                           catalog=cat_t, fwhm=psf_t.fwhm * SCALE, exptime=90.0, band="i",
+                           ccdnum=28)
     return Scene(search, template, tx, ty, tflux, sx, sy, sflux, w_t_true, hosted)
 
 

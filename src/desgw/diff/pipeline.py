@@ -320,16 +320,16 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
             rejected.append(as_rejected(t, ("does not overlap the search CCD",)))
     used = tuple((int(usable[i].expnum), int(usable[i].ccdnum)) for i in covering)
     registrations = [registrations[i] for i in covering]
-    meta["registration"] = [{"expnum": e, "ccdnum": c, **r.as_dict()}
-                            for (e, c), r in zip(used, registrations)]
-    for (e, c), r in zip(used, registrations):
-        if r.applied:
+    meta["registration"] = [{"expnum": e, "ccdnum": c, **reg.as_dict()}
+                            for (e, c), reg in zip(used, registrations)]
+    for (e, c), reg in zip(used, registrations):
+        if reg.applied:
             log.info("template %d CCD %d registered: %s from %d stars, shift (%.3f, %.3f) px, "
-                     "rms %.3f -> %.3f px", e, c, r.method, r.n_stars, r.shift_x, r.shift_y,
-                     r.rms_before, r.rms_after)
+                     "rms %.3f -> %.3f px", e, c, reg.method, reg.n_stars, reg.shift_x,
+                     reg.shift_y, reg.rms_before, reg.rms_after)
         elif config.registration.enabled:
-            log.warning("template %d CCD %d aligned by the WCS only: %s", e, c, r.reason)
-    if config.registration.enabled and any(not r.applied for r in registrations):
+            log.warning("template %d CCD %d aligned by the WCS only: %s", e, c, reg.reason)
+    if config.registration.enabled and any(not reg.applied for reg in registrations):
         flags.append("registration_wcs_only")
     lap("resample")
     if not covering:

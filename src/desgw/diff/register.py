@@ -247,9 +247,10 @@ def select_stars(catalog: Table | None, wcs: Any, *, config: RegistrationConfig
         with np.errstate(divide="ignore", invalid="ignore"):
             snr = np.where(ferr > 0, flux / ferr, 0.0)
     else:
-        snr = _col(catalog, "SNR_WIN")
-        if snr is None:
+        snr_win = _col(catalog, "SNR_WIN")
+        if snr_win is None:
             return empty
+        snr = snr_win
     ok = np.isfinite(ra) & np.isfinite(dec) & np.isfinite(snr) & (snr >= config.min_snr)
     for name in ("FLAGS", "IMAFLAGS_ISO"):
         v = _col(catalog, name)

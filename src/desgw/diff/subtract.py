@@ -378,8 +378,8 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         np.ascontiguousarray(n_msk, dtype=np.int32), np.ascontiguousarray(r_img, np.float32),
         np.ascontiguousarray(r_var, dtype=np.float32), np.ascontiguousarray(r_msk, np.int32))
     bad_bits = int(config.bad_bits) | maskbits.EDGE
-    gains = ((config.search_gain, config.template_gain) if config.add_source_noise
-             else (None, None))
+    gain_n: float | None = config.search_gain if config.add_source_noise else None
+    gain_r: float | None = config.template_gain if config.add_source_noise else None
     if template_gain_map is not None and config.add_source_noise:
         # the template's source noise per pixel, added here as zogy would with a scalar gain
         g = _check("template_gain_map", template_gain_map, shape).astype(np.float32)
@@ -387,10 +387,10 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
             inv = np.where(np.isfinite(g) & (g > 0), np.float32(1.0) / g, np.float32(0.0))
             r_var = np.maximum(r_var + np.nan_to_num(r_img, nan=0.0, posinf=0.0, neginf=0.0)
                                * inv, np.float32(0.25) * r_var).astype(np.float32)
-        gains = (gains[0], None)
+        gain_r = None
     # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
     res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
-               mask=combined, mask_bits=bad_bits, gain_new=gains[0], gain_ref=gains[1],
+               mask=combined, mask_bits=bad_bits, gain_new=gain_n, gain_ref=gain_r,
                config=config.zogy_config())
 
     ny, nx = shape
