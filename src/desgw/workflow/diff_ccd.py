@@ -280,6 +280,23 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
     threshold = real_bogus_threshold()
     if threshold is not None:
         h["RBTHRESH"] = (threshold, "real/bogus score threshold: >= is a candidate")
+    for key, name, what in (("MASKFRAC", "masked_fraction", "masked in diff"),
+                            ("BADFRAC", "bad_fraction", "bad in inputs")):
+        v = result.meta.get(name)
+        if v is not None:
+            h[key] = (round(float(v), 6), f"template-area fraction {what}")
+    regs = tuple(getattr(result, "registrations", ()))
+    h["NREGAFF"] = (sum(r.method == "affine" for r in regs), "templates registered: affine fit")
+    h["NREGSHF"] = (sum(r.method == "shift" for r in regs), "templates registered: shift fit")
+    h["NREGWCS"] = (sum(r.method == "wcs" for r in regs), "templates aligned by WCS only")
+    for k, ((e, c), r) in enumerate(zip(result.templates_used, regs), start=1):
+        if k > 99:
+            break
+        h[f"REGT{k}"] = (f"{e}/{c} {r.method} n={r.n_stars}", "template exp/CCD, fit, stars")
+        if r.applied:
+            h[f"REGDX{k}"] = (round(float(r.shift_x), 4), "[px] template x shift (stars mean)")
+            h[f"REGDY{k}"] = (round(float(r.shift_y), 4), "[px] template y shift")
+            h[f"REGRMS{k}"] = (round(float(r.rms_after), 4), "[px] star residual rms after fit")
     return h
 
 
@@ -483,6 +500,9 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                                                     "m50_err": _finite(eff.m50_err)},
             "ideal_limit_mag": None if result.ideal_limit is None
             else _finite(result.ideal_limit.mag),
+            "registration": result.meta.get("registration", []),
+            "masked_fraction": _finite(result.meta.get("masked_fraction", math.nan)),
+            "bad_fraction": _finite(result.meta.get("bad_fraction", math.nan)),
             "config_hash": cfg_hash, "desgw_version": __version__,
             "products": {k: Path(v).name for k, v in products.items()},
             "timings": timings,
