@@ -320,3 +320,36 @@ def test_too_few_template_stars_fall_back_to_the_wcs_with_a_flag() -> None:
     r = difference_ccd(scene.search, [replace(scene.template, catalog=None)],
                        config=_cfg(True), rng=np.random.default_rng(1))
     assert r.registrations[0].method == "wcs" and "registration_wcs_only" in r.flags
+
+
+def test_insignificant_correction_keeps_the_wcs() -> None:
+    """A right WCS is not replaced by a few stars' noisy shift: with no true offset the fit is
+    rejected as not significant in nearly every draw, and the alignment is never made worse
+    by more than the fit's own noise; a true 0.3 px offset from the same few stars is
+    applied."""
+    w_s = tan_wcs(SHAPE_S)
+    w_t = tan_wcs(SHAPE_T, rot_deg=0.35, crpix_shift=(3.37, -2.61))
+    mapping = _grid_mapping(w_t, w_s, SHAPE_S)
+    applied_null = 0
+    applied_true = 0
+    n_draws = 200
+    for seed in range(n_draws):
+        rng = np.random.default_rng(seed)
+        n = 6
+        xs, ys = rng.uniform(0, SHAPE_S[1] - 1, n), rng.uniform(0, SHAPE_S[0] - 1, n)
+        xp, yp, _ = mapping.evaluate(xs, ys)
+        err = np.full(n, 0.05)
+        noise_x, noise_y = rng.normal(0, 0.05 * np.sqrt(2), (2, n))
+        s = StarPositions(xs, ys, err)
+        null = refine_registration(s, StarPositions(xp + noise_x, yp + noise_y, err), mapping)
+        applied_null += null.applied
+        if not null.applied:
+            assert "not significant" in null.reason
+        shifted = refine_registration(
+            s, StarPositions(xp + 0.3 + noise_x, yp - 0.1 + noise_y, err), mapping)
+        applied_true += shifted.applied
+        if shifted.applied:
+            assert abs(shifted.shift_x - 0.3) < 0.15 and abs(shifted.shift_y + 0.1) < 0.15
+    # false-alarm rate 1e-3 per fit: at most a few of 200 null draws, every true offset found
+    assert applied_null <= 3, applied_null
+    assert applied_true >= n_draws - 2, applied_true

@@ -23,8 +23,9 @@ GridMapping`) is therefore refined with the stars both images measured:
 4. the fit is applied to the mapping's nodes: ``x_in' = x_in + dx(x_in, y_in)`` and the pixel
    area ratio multiplied by the determinant of ``I + M`` (:meth:`Registration.apply`).
 
-With fewer than ``min_stars_shift`` matches, or a fit whose shift exceeds ``max_shift_px``,
-the WCS mapping is kept and the result says so (``method = "wcs"`` and a ``reason``): the
+With fewer than ``min_stars_shift`` matches, a fit whose shift exceeds ``max_shift_px``, or a
+correction that is not significant (``false_alarm``: a few stars' noisy shift would misalign a
+good WCS), the WCS mapping is kept and the result says so (``method = "wcs"`` and a ``reason``): the
 caller flags it.
 
 Position errors: ``ERRAWIN_IMAGE`` (px) of both catalogs in quadrature when present, else
@@ -41,6 +42,7 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 from scipy.spatial import cKDTree
+from scipy.stats import chi2 as chi2_dist
 
 from desgw.diff.resample_mapping import GridMapping
 
@@ -88,6 +90,11 @@ class RegistrationConfig:
     error_floor_px : float
         Added in quadrature to each star's position error (px): PSF-model and distortion
         errors that the catalog errors do not hold.
+    false_alarm : float
+        A fitted correction is applied only when the chi-squared it removes (scaled by the
+        fit's chi2/dof when that exceeds 1) would be reached by chance with probability below
+        this, were the WCS mapping already right: a correction fitted from a few stars is
+        noisier than a good WCS, and applying it would make the alignment worse.
     """
 
     enabled: bool = True
@@ -102,6 +109,7 @@ class RegistrationConfig:
     max_iter: int = 4
     max_shift_px: float = 5.0
     error_floor_px: float = 0.005
+    false_alarm: float = 1e-3
 
     def __post_init__(self) -> None:
         if not self.min_snr > 0:
@@ -113,6 +121,8 @@ class RegistrationConfig:
                              "min_stars_affine >= max(min_stars_shift, 4)")
         if not self.clip_sigma > 1:
             raise ValueError("RegistrationConfig.clip_sigma must be > 1")
+        if not 0 < self.false_alarm < 1:
+            raise ValueError("RegistrationConfig.false_alarm must be in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -384,6 +394,15 @@ def refine_registration(search_stars: StarPositions, template_stars: StarPositio
         return Registration(method="wcs", n_stars=n, rms_before=rms_before,
                             reason=f"fitted shift {shift:.2f} px exceeds "
                                    f"{config.max_shift_px:g} px")
+    # significance: chi-squared removed by the correction vs chance with 2*npar parameters
+    chi2_zero = float(np.sum((rx[keep] ** 2 + ry[keep] ** 2) / var[keep]))
+    delta = (chi2_zero - float(np.sum(resid2[keep] / var[keep]))) / max(chi2_dof, 1.0)
+    needed = float(chi2_dist.isf(config.false_alarm, 2 * npar))
+    if delta < needed:
+        return Registration(method="wcs", n_stars=n, rms_before=rms_before,
+                            rms_after=rms_before, chi2_dof=chi2_dof,
+                            reason=f"correction not significant (chi2 removed {delta:.1f} < "
+                                   f"{needed:.1f} for {2 * npar} parameters): WCS kept")
     reg = Registration(method="affine" if affine else "shift", n_stars=n,
                        shift_x=float(cx[0]), shift_y=float(cy[0]),
                        matrix=((float(cx[1]), float(cx[2])), (float(cy[1]), float(cy[2]))),
