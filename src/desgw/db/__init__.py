@@ -10,7 +10,8 @@ database  connect -> Database (WAL + BEGIN IMMEDIATE on SQLite; advisory locks o
 models    the ORM tables and SCHEMA_VERSION
 records   frozen dataclasses exchanged with callers
 writes    register_exposure(s), record_ccd_product, record_zeropoints,
-          record_templates_used, add_detections (candidate association), record_fakes
+          record_templates_used, add_detections (candidate association), record_fakes,
+          replace_ccd_results (one search CCD's results, idempotent)
 queries   get_exposure, exposures_near, get_ccd_products, processed_ccds, get_zeropoints,
           get_templates_used, get_detections, get_candidates, get_fakes
 ingest    ingest_raw -> IngestReport, non_science_reason
@@ -30,7 +31,7 @@ from .records import (CCD_STATUSES, Candidate, CCDProduct, Detection, ExposureRe
 from .urls import normalize_url, redact_url
 from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_product,
                      record_fakes, record_templates_used, record_zeropoints, register_exposure,
-                     register_exposures)
+                     register_exposures, replace_ccd_results)
 
 __all__ = [
     "Database", "connect", "SCHEMA_VERSION", "normalize_url", "redact_url",
@@ -38,7 +39,8 @@ __all__ = [
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
     "Detection", "Candidate", "NewFake", "Fake",
     "register_exposure", "register_exposures", "record_ccd_product", "record_zeropoints",
-    "record_templates_used", "add_detections", "record_fakes", "DEFAULT_MATCH_RADIUS_ARCSEC",
+    "record_templates_used", "add_detections", "record_fakes", "replace_ccd_results",
+    "DEFAULT_MATCH_RADIUS_ARCSEC",
     "get_exposure", "exposures_near", "get_ccd_products", "processed_ccds", "get_zeropoints",
     "get_templates_used", "get_detections", "get_candidates", "get_fakes",
     "IngestReport", "ingest_raw", "non_science_reason",

@@ -275,40 +275,34 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
 
 
 def _record_db(task: DiffTask, result: Any) -> None:
-    from desgw.db import (
-        NewDetection,
-        NewFake,
-        TemplateUse,
-        add_detections,
-        connect,
-        record_fakes,
-        record_templates_used,
-    )
+    """The CCD's template uses, fakes and detections, replacing an earlier run's, in one
+    transaction (:func:`desgw.db.replace_ccd_results`): a rerun, a crash before the
+    completion marker or two runs of one exposure never duplicate rows."""
+    from desgw.db import NewDetection, NewFake, TemplateUse, connect, replace_ccd_results
     from desgw.diff.pipeline_steps import candidate_flags
 
     e, c = int(task.search_expnum), int(task.ccdnum)
+    f = result.fakes
+    fakes = [NewFake(ra=float(r["ra"]), dec=float(r["dec"]), mag=float(r["mag"]),
+                     host=bool(r["hosted"])) for r in f]
+    fake_index = {int(fid): k for k, fid in enumerate(f["fake_id"])} if len(f) else {}
+    cands = result.candidates
+    flags = candidate_flags(cands)
+    rows = []
+    for k, r in enumerate(cands):
+        mag, magerr = float(r["mag"]), float(r["magerr"])
+        fid = int(r["fake_id"])
+        rows.append(NewDetection(
+            ra=float(r["ra"]), dec=float(r["dec"]), flux=float(r["flux"]),
+            fluxerr=float(r["flux_err"]), snr=float(r["snr"]),
+            mag=mag if math.isfinite(mag) else None,
+            magerr=magerr if math.isfinite(magerr) else None,
+            real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
+            is_fake=bool(r["is_fake"]), fake_id=fake_index.get(fid) if fid >= 0 else None))
     with connect(task.settings.db_url) as db:
-        record_templates_used(db, [TemplateUse(e, c, int(te), int(tc))
-                                   for te, tc in result.templates_used])
-        f = result.fakes
-        db_ids = record_fakes(db, e, c, [NewFake(ra=float(r["ra"]), dec=float(r["dec"]),
-                                                 mag=float(r["mag"]), host=bool(r["hosted"]))
-                                         for r in f])
-        fake_map = {int(fid): int(dbid) for fid, dbid in zip(f["fake_id"], db_ids)}
-        cands = result.candidates
-        flags = candidate_flags(cands)
-        rows = []
-        for k, r in enumerate(cands):
-            mag, magerr = float(r["mag"]), float(r["magerr"])
-            fid = int(r["fake_id"])
-            rows.append(NewDetection(
-                ra=float(r["ra"]), dec=float(r["dec"]), flux=float(r["flux"]),
-                fluxerr=float(r["flux_err"]), snr=float(r["snr"]),
-                mag=mag if math.isfinite(mag) else None,
-                magerr=magerr if math.isfinite(magerr) else None,
-                real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
-                is_fake=bool(r["is_fake"]), fake_id=fake_map.get(fid) if fid >= 0 else None))
-        add_detections(db, e, c, rows)
+        replace_ccd_results(db, e, c, templates_used=[TemplateUse(e, c, int(te), int(tc))
+                                                      for te, tc in result.templates_used],
+                            fakes=fakes, detections=rows)
 
 
 def _summary_from_done(path: Path, ccdnum: int) -> DiffSummary:
