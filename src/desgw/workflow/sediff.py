@@ -92,9 +92,21 @@ class SEdiffReport:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def differenced(self) -> tuple[str, ...]:
+        """Ids of the difference-imaging tasks that are done or were found done."""
+        return tuple(t.id for t in self.graph.tasks if t.kind == "diff"
+                     and t.id in self.run.results and self.run.results[t.id].ok)
+
+    @property
+    def nothing_differenced(self) -> bool:
+        """True when a search run (not ``-t``) differenced no CCD at all."""
+        return not self.graph.meta.get("template_mode", False) and not self.differenced
+
+    @property
     def ok(self) -> bool:
-        """True when every task is done or skipped."""
-        return self.run.ok
+        """True when every task is done or skipped and, unless in template mode (``-t``), at
+        least one CCD was differenced."""
+        return self.run.ok and not self.nothing_differenced
 
     def lines(self) -> list[str]:
         """A human summary."""
@@ -112,6 +124,11 @@ class SEdiffReport:
             out.append(f"  no template overlaps CCDs {meta['no_template_ccds']}")
         out += self.run.lines()
         out += [f"  warning: {w}" for w in self.warnings]
+        if self.nothing_differenced:
+            n_diff = sum(t.kind == "diff" for t in self.graph.tasks)
+            why = ("no usable template overlaps the CCDs" if n_diff == 0
+                   else "every difference-imaging task failed or was blocked")
+            out.append(f"  nothing was differenced: {why}")
         return out
 
 
