@@ -15,12 +15,13 @@ writes    register_exposure(s), record_ccd_product, record_zeropoints,
 queries   get_exposure, exposures_near, get_ccd_products, processed_ccds, get_zeropoints,
           get_templates_used, get_detections, get_candidates, get_fakes
 ingest    ingest_raw -> IngestReport, non_science_reason
-errors    DatabaseError, DatabaseConnectionError, SchemaVersionError, UnknownExposureError
+errors    DatabaseError, DatabaseConnectionError, DatabaseURLError, SchemaVersionError,
+          UnknownExposureError
 """
 
 from .database import Database, connect
-from .errors import (DatabaseConnectionError, DatabaseError, SchemaVersionError,
-                     UnknownExposureError)
+from .errors import (DatabaseConnectionError, DatabaseError, DatabaseURLError,
+                     SchemaVersionError, UnknownExposureError)
 from .ingest import IngestReport, ingest_raw, non_science_reason
 from .models import SCHEMA_VERSION
 from .queries import (exposures_near, get_candidates, get_ccd_products, get_detections,
@@ -35,7 +36,7 @@ from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_pro
 
 __all__ = [
     "Database", "connect", "SCHEMA_VERSION", "normalize_url", "redact_url",
-    "DatabaseError", "DatabaseConnectionError", "SchemaVersionError", "UnknownExposureError",
+    "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError", "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
     "Detection", "Candidate", "NewFake", "Fake",
     "register_exposure", "register_exposures", "record_ccd_product", "record_zeropoints",

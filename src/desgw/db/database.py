@@ -191,8 +191,9 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
     ----------
     url : str, os.PathLike or None
         SQLAlchemy URL (``sqlite:///path/desgw.sqlite``, ``postgresql+psycopg://user:pw@host
-        /db``; plain ``postgresql://`` gets the psycopg driver), a plain file path (SQLite), or
-        None: ``$DESGW_DB_URL`` if set, else ``./desgw.sqlite``.
+        /db``; plain ``postgresql://`` gets the psycopg driver), a path object (a SQLite file),
+        or None: ``$DESGW_DB_URL`` if set, else ``./desgw.sqlite``. A string that is not a
+        URL is refused (:func:`~desgw.db.urls.normalize_url`).
     create : bool
         Create the schema when the database has none (default). With False a database
         without the schema raises :class:`SchemaVersionError`.
@@ -209,6 +210,8 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
 
     Raises
     ------
+    DatabaseURLError
+        ``url`` is not a URL desgw accepts (the message does not repeat it).
     DatabaseConnectionError
         The database cannot be opened or reached. The message holds the redacted URL only.
     SchemaVersionError
