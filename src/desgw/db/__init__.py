@@ -19,14 +19,14 @@ errors    DatabaseError, DatabaseConnectionError, DatabaseURLError, SchemaVersio
           UnknownExposureError
 """
 
-from .database import Database, connect
+from .database import Database, connect, retry_database
 from .errors import (DatabaseConnectionError, DatabaseError, DatabaseURLError,
                      SchemaVersionError, UnknownExposureError)
 from .ingest import IngestReport, ingest_raw, non_science_reason
 from .models import SCHEMA_VERSION
 from .queries import (exposures_near, get_candidates, get_ccd_products, get_detections,
                       get_exposure, get_fakes, get_templates_used, get_zeropoints,
-                      processed_ccds)
+                      has_calibration_records, has_diff_records, processed_ccds)
 from .records import (CCD_STATUSES, Candidate, CCDProduct, Detection, ExposureRecord, Fake,
                       NewDetection, NewFake, TemplateUse, Zeropoint)
 from .urls import normalize_url, redact_url
@@ -35,7 +35,7 @@ from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_pro
                      register_exposures, replace_ccd_results)
 
 __all__ = [
-    "Database", "connect", "SCHEMA_VERSION", "normalize_url", "redact_url",
+    "Database", "connect", "retry_database", "SCHEMA_VERSION", "normalize_url", "redact_url",
     "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError", "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
     "Detection", "Candidate", "NewFake", "Fake",
@@ -44,5 +44,6 @@ __all__ = [
     "DEFAULT_MATCH_RADIUS_ARCSEC",
     "get_exposure", "exposures_near", "get_ccd_products", "processed_ccds", "get_zeropoints",
     "get_templates_used", "get_detections", "get_candidates", "get_fakes",
+    "has_calibration_records", "has_diff_records",
     "IngestReport", "ingest_raw", "non_science_reason",
 ]

@@ -277,8 +277,16 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
 def _record_db(task: DiffTask, result: Any) -> None:
     """The CCD's template uses, fakes and detections, replacing an earlier run's, in one
     transaction (:func:`desgw.db.replace_ccd_results`): a rerun, a crash before the
-    completion marker or two runs of one exposure never duplicate rows."""
-    from desgw.db import NewDetection, NewFake, TemplateUse, connect, replace_ccd_results
+    completion marker or two runs of one exposure never duplicate rows. Tried again with
+    backoff for up to ``settings.db_timeout_s`` while the database is locked or down."""
+    from desgw.db import (
+        NewDetection,
+        NewFake,
+        TemplateUse,
+        connect,
+        replace_ccd_results,
+        retry_database,
+    )
     from desgw.diff.pipeline_steps import candidate_flags
 
     e, c = int(task.search_expnum), int(task.ccdnum)
@@ -299,10 +307,33 @@ def _record_db(task: DiffTask, result: Any) -> None:
             magerr=magerr if math.isfinite(magerr) else None,
             real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
             is_fake=bool(r["is_fake"]), fake_id=fake_index.get(fid) if fid >= 0 else None))
-    with connect(task.settings.db_url) as db:
-        replace_ccd_results(db, e, c, templates_used=[TemplateUse(e, c, int(te), int(tc))
-                                                      for te, tc in result.templates_used],
-                            fakes=fakes, detections=rows)
+    timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
+
+    def write() -> None:
+        with connect(task.settings.db_url, busy_timeout_s=timeout,
+                     connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+            replace_ccd_results(db, e, c, templates_used=[TemplateUse(e, c, int(te), int(tc))
+                                                          for te, tc in result.templates_used],
+                                fakes=fakes, detections=rows)
+
+    retry_database(write, timeout_s=timeout, what=f"database records of {e} CCD {c}")
+
+
+def _db_has_records(task: DiffTask) -> bool:
+    """Without a database True; with one, whether it holds this CCD's records (a CCD made
+    without a database, or whose database write failed, is done again to write them)."""
+    if task.settings.db_url is None:
+        return True
+    from desgw.db import connect, has_diff_records
+
+    timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
+    with connect(task.settings.db_url, busy_timeout_s=timeout,
+                 connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+        found = has_diff_records(db, task.search_expnum, task.ccdnum)
+    if not found:
+        log.warning("exposure %d CCD %d: products exist but the database has no records of "
+                    "them; doing the CCD again", task.search_expnum, task.ccdnum)
+    return found
 
 
 def _summary_from_done(path: Path, ccdnum: int) -> DiffSummary:
@@ -351,8 +382,9 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                 doc = json.loads(paths.done.read_text(encoding="utf-8"))
                 # the templates asked for (a rejected one is not in template_expnums)
                 asked = doc.get("templates_requested", doc.get("template_expnums", []))
-                if not task.template_expnums or sorted(int(e) for e in asked) == \
-                        sorted(int(e) for e in task.template_expnums):
+                if (not task.template_expnums or sorted(int(e) for e in asked) ==
+                        sorted(int(e) for e in task.template_expnums)) and \
+                        _db_has_records(task):
                     return _summary_from_done(paths.done, task.ccdnum)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("%s: %s; doing the CCD again", paths.done, exc)
