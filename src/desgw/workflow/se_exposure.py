@@ -261,6 +261,17 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                        "use overwrite to redo them")
                 log.warning(msg)
                 warnings.append(msg)
+    # the exposure-level files ({expnum}.out, calibration, exposure QC, database) describe
+    # every CCD whose products are on disk, not only this call's: add the others
+    for ccd in sorted(set(find_fullcats(outdir, expnum, rnum, pnum)) - set(report.ccds)):
+        paths = ccd_product_paths(outdir, expnum, band, ccd, rnum, pnum)
+        if not paths.complete():
+            continue
+        try:
+            report.ccds[ccd] = load_ccd_summary(paths.qc, ccd)
+        except DesgwInputError as exc:
+            log.warning("exposure %d CCD %d (from an earlier run) left out: %s", expnum, ccd,
+                        exc)
     report.ccds = dict(sorted(report.ccds.items()))
     for ccd, s in report.ccds.items():
         if not s.ok:
