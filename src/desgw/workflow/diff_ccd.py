@@ -48,6 +48,7 @@ from astropy.io import fits
 from desgw import __version__
 from desgw.errors import DesgwError, describe_error
 from desgw.io.atomic import atomic_write_text
+from desgw.io.checksums import file_record, records_problems
 from desgw.io.corners import read_corners_out
 from desgw.io.naming import corners_out_name, exposure_dir
 from desgw.io.product_paths import (
@@ -382,7 +383,10 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                 doc = json.loads(paths.done.read_text(encoding="utf-8"))
                 # the templates asked for (a rejected one is not in template_expnums)
                 asked = doc.get("templates_requested", doc.get("template_expnums", []))
-                if (not task.template_expnums or sorted(int(e) for e in asked) ==
+                problems = records_problems(paths.directory, doc.get("products"))
+                if problems:
+                    log.warning("%s: %s; doing the CCD again", paths.done, "; ".join(problems))
+                elif (not task.template_expnums or sorted(int(e) for e in asked) ==
                         sorted(int(e) for e in task.template_expnums)) and \
                         _db_has_records(task):
                     return _summary_from_done(paths.done, task.ccdnum)
@@ -476,7 +480,10 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "ideal_limit_mag": None if result.ideal_limit is None
             else _finite(result.ideal_limit.mag),
             "config_hash": cfg_hash, "desgw_version": __version__,
-            "products": {k: Path(v).name for k, v in products.items()},
+            # size and checksum of each product file: a resume redoes a CCD whose products
+            # changed since (folders, e.g. the PNG stamps, by name only)
+            "products": {k: file_record(v) if Path(v).is_file() else Path(v).name
+                         for k, v in products.items()},
             "timings": timings,
         }
         atomic_write_text(paths.done, json.dumps(doc, indent=1, sort_keys=True) + "\n")

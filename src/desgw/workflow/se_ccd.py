@@ -20,6 +20,7 @@ from astropy.io import fits
 from desgw import __version__
 from desgw.errors import DesgwInputError, describe_error
 from desgw.io.atomic import atomic_write_path, atomic_write_text
+from desgw.io.checksums import file_record
 
 from .se_qc import QC_FORMAT, finite_or_none, load_ccd_summary, qc_to_dict
 from .se_types import CCDSummary, CCDTask
@@ -191,8 +192,9 @@ def _write_products(task: CCDTask, result: CCDResult, config_hash: str,
                        "n_used": int(astro.n_used)},
         "corners": {"ra": list(corners[0]), "dec": list(corners[1])},
         "timings": dict(timings),
-        "products": {"immask": paths.immask.name, "fullcat": paths.fullcat.name,
-                     "psfmodel": paths.psfmodel.name},
+        # size and checksum of each product: a resume redoes a product changed since
+        "products": {"immask": file_record(paths.immask), "fullcat": file_record(paths.fullcat),
+                     "psfmodel": file_record(paths.psfmodel)},
     }
     atomic_write_text(paths.qc, json.dumps(finite_or_none(doc), indent=1, sort_keys=True)
                       + "\n")
