@@ -15,10 +15,13 @@ through the exposure-level steps:
    - ``..._fullcat.fits``: the object catalog (SExtractor column names);
    - ``..._psfmodel.fits``: the PSF model;
    - ``..._qc.json``: CCD quality metrics, zeropoint, astrometry, corners and timings. It is
-     written last and marks the CCD as complete: a CCD with all four files is skipped on a
-     re-run (resume) unless ``overwrite``.
+     written last, records the size and checksum of the three others and marks the CCD as
+     complete: a CCD whose files match it is skipped on a re-run (resume) unless
+     ``overwrite``.
 
-   A CCD that fails is reported with its error; the other CCDs finish.
+   A CCD that fails is reported with its error; the other CCDs finish. The exposure-level
+   steps below use every CCD of the exposure whose products are on disk (earlier runs on other
+   CCDs included), never only this call's CCDs.
 2. ``{expnum}.out``: the corners of every finished CCD (:mod:`desgw.workflow.templates`).
 3. with ``run_calibration`` (``-C``) or ``jump_to_calib`` (``-j``, which skips step 1 and uses
    the fullcats on disk): the photometric calibration of all CCDs together
