@@ -1,0 +1,49 @@
+"""Issue 10 case 7 (messages): out-of-range Gaia rows are called out of range (not non-finite),
+and ``ingest`` of two files with one EXPNUM says so instead of "registered" twice."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from desgw.db import connect, get_exposure, ingest_raw
+from desgw.refcat import ingest_gaia
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "db"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "refcat"))
+from refcat_factory import gaia_like, random_cap
+from test_db_ingest import write_primary
+
+
+def test_out_of_range_rows_are_named_as_such(tmp_path, caplog):
+    rng = np.random.default_rng(3)
+    ra, dec = random_cap(rng, 200, 30.0, -20.0, 1.0)
+    cat = gaia_like(rng, ra, dec)
+    cat["dec"] = np.asarray(cat["dec"], float).copy()
+    cat["ra"] = np.asarray(cat["ra"], float).copy()
+    cat["dec"][:3] = [95.0, -91.0, 120.0]
+    cat["ra"][3:5] = np.nan
+    src = tmp_path / "g.parquet"
+    pq.write_table(pa.table(cat), src)
+    with caplog.at_level(logging.WARNING):
+        idx = ingest_gaia([src], tmp_path / "store", order=6)
+    assert sum(idx.pixel_counts.values()) == 195
+    text = caplog.text
+    assert "dropped 3 rows with dec out of range" in text
+    assert "dropped 2 rows with non-finite ra/dec" in text
+
+
+def test_two_files_with_one_expnum(tmp_path):
+    a = write_primary(tmp_path / "a.fits", EXPNUM=601)
+    b = write_primary(tmp_path / "b.fits", EXPNUM=601, AIRMASS=1.9)
+    with connect(f"sqlite:///{tmp_path / 'db.sqlite'}") as db:
+        report = ingest_raw(db, [a, b])
+        assert report.registered == (601,)
+        (path, why), = report.rejected
+        assert path == b and "same EXPNUM as" in why and a in why
+        assert get_exposure(db, 601).raw_path == a
