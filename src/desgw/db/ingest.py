@@ -153,7 +153,8 @@ def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
             continue
         expnum = int(header.expnum)
         if expnum in first_file:
-            why = f"exposure {expnum}: same EXPNUM as {first_file[expnum]} (registered from that file)"
+            why = (f"exposure {expnum}: same EXPNUM as {first_file[expnum]} (registered from "
+                   "that file)")
             rejected.append((name, why))
             log.warning("rejected %s: %s", name, why)
             continue
