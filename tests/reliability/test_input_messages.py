@@ -47,3 +47,25 @@ def test_two_files_with_one_expnum(tmp_path):
         (path, why), = report.rejected
         assert path == b and "same EXPNUM as" in why and a in why
         assert get_exposure(db, 601).raw_path == a
+
+
+def test_exptime_zero_names_the_file(tmp_path):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+    from io_rawfactory import ccd_header, ccd_pixels, primary_header
+
+    from desgw.errors import HeaderError
+    from desgw.io.raw import write_raw_exposure
+    from desgw.workflow.se_ccd import run_ccd_task
+    from desgw.workflow.se_types import CCDTask
+
+    ph = primary_header(expnum=668439)
+    ph["EXPTIME"] = 0.0
+    h = ccd_header(28, "S28")
+    raw = tmp_path / "DECam_00668439.fits"
+    write_raw_exposure(raw, ph, [(h, ccd_pixels(h, 1))])
+    task = CCDTask(expnum=668439, ccdnum=28, band="r", rnum=1, pnum=1, raw_path=str(raw),
+                   bias_path=str(tmp_path / "bias.fits"), flat_path=str(tmp_path / "flat.fits"),
+                   bpm_path=None, refcat_dir=str(tmp_path), outdir=str(tmp_path / "out"))
+    s = run_ccd_task(task)
+    assert not s.ok and isinstance(s.error, HeaderError)
+    assert str(raw) in str(s.error) and "EXPTIME is 0.0" in str(s.error)

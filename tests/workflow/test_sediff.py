@@ -149,9 +149,17 @@ def test_nothing_differenced_is_a_failure(sim, tmp_path, clean_env, fake_diff):
     _fake_se_products(out, SEARCH, [28], {**base, "nite": 20190901})
     black = tmp_path / "blacklist"
     black.write_text(f"{template}\n")
+    calib = tmp_path / "calib"  # the simulated calibrations without the linearity table
+    calib.mkdir()
+    for p in (root / "calib").iterdir():
+        if not p.name.startswith("linearity"):
+            (calib / p.name).symlink_to(p)
+    options = _options(root, out)
+    options[options.index("--calib-dir") + 1] = str(calib)
     args = ["sediff", "-E", str(SEARCH), "-r", "4", "-p", "7", "-n", "20190901", "-S", "5",
-            "-c", "28", "-s", "--blacklist", str(black), *_options(root, out)]
+            "-c", "28", "-s", "--blacklist", str(black), *options]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 1, res.output
     assert "nothing was differenced: no usable template overlaps the CCDs" in res.output
+    assert "warning: no linearity table" in res.output  # sediff said nothing of it
     assert not fake_diff

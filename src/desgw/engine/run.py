@@ -59,8 +59,8 @@ from desgw.engine.tasks import (
     execute_task,
 )
 from desgw.errors import TransientTaskError, describe_error
-from desgw.io.atomic import atomic_write_text
-from desgw.io.completion import diff_complete, expcalib_complete, se_complete
+from desgw.io.atomic import atomic_write_text, clean_stale_temp_files
+from desgw.io.completion import diff_complete, exposure_outdir, expcalib_complete, se_complete
 from desgw.io.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -463,6 +463,9 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
 
         db = connect(settings.db_url, busy_timeout_s=db_timeout_s,
                      connect_timeout_s=min(10.0, max(1.0, db_timeout_s)))
+    for d in sorted({exposure_outdir(settings.out_root, t.expnum, t.args) for t in graph.tasks
+                     if {"cache", "schema", "nite"} <= set(t.args)}):
+        clean_stale_temp_files(d)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     logs = Path(log_dir) if log_dir is not None else settings.out_root / "logs"
     logs.mkdir(parents=True, exist_ok=True)

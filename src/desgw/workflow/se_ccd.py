@@ -18,7 +18,7 @@ import numpy as np
 from astropy.io import fits
 
 from desgw import __version__
-from desgw.errors import DesgwInputError, describe_error
+from desgw.errors import DesgwInputError, HeaderError, describe_error
 from desgw.io.atomic import atomic_write_path, atomic_write_text
 from desgw.io.checksums import file_record
 
@@ -88,6 +88,9 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     t0 = time.perf_counter()
     with RawExposure(task.raw_path) as raw:
         exposure = raw.header
+        if not exposure.exptime > 0:  # a bias or a broken header: nothing to calibrate
+            raise HeaderError(task.raw_path, 0, f"EXPTIME is {exposure.exptime}: single-epoch "
+                              "processing needs a positive exposure time", keyword="EXPTIME")
         ccd = raw.read_ccd(task.ccdnum)
         sources: dict[int, Any] = {}
         present = set(raw.ccdnums)

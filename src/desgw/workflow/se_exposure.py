@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desgw.errors import DesgwInputError, MissingFileError
-from desgw.io.atomic import atomic_write_text
+from desgw.io.atomic import atomic_write_text, clean_stale_temp_files
 from desgw.io.corners import write_corners_out
 from desgw.io.naming import (
     corners_out_name,
@@ -195,6 +195,7 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     assert band is not None and nite is not None
     nite = int(nite)
     outdir = exposure_dir(settings.out_root, cache, schema, nite, expnum)
+    clean_stale_temp_files(outdir)  # left by writers that were killed
 
     if ccds is None:
         if raw_path is not None:

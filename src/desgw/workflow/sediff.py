@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from desgw.engine.graph import Task, TaskGraph, expcalib_task_id, se_task_id
 from desgw.engine.run import RunReport
+from desgw.errors import DesgwError
 from desgw.io.settings import Settings
 
 from .dagmaker import make_dag, raw_file_ccds, record_from_raw
@@ -234,6 +235,18 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
                          calibrate=calibrate, search_se=not jump_to_calib, diff=True,
                          fakes=fakes, full_copy=fullcopy, version=version, snstar=starcat,
                          snveto=snveto)
+    se_bands = sorted({str(t.args["band"]) for t in graph.tasks if t.kind == "se"})
+    for b in se_bands:
+        try:
+            linearity = settings.calib_paths(b).linearity
+        except DesgwError:  # no calibration for the band: the SE tasks say so
+            continue
+        if linearity is None:
+            msg = (f"no linearity table (linearity.fits or linearity.fits.fz) in "
+                   f"{settings.calib_dir}: SE runs without the linearity correction")
+            log.warning(msg)
+            warnings.append(msg)
+            break
     if single_process:
         scheduler, cluster = "single", None
     run = run_pipeline(graph, settings=settings, scheduler=scheduler, cluster=cluster,
