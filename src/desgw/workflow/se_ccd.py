@@ -131,8 +131,12 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
         ra, dec, margin_arcsec=margin_arcsec, epoch=mjd_to_jyear(exposure.mjd_obs))
     timings["refcat"] = time.perf_counter() - t0
     log.debug("CCD %d: %d Gaia stars in the footprint", task.ccdnum, len(refcat))
+    calib_paths = {"bias": str(task.bias_path), "flat": str(task.flat_path)}
+    if task.bpm_path is not None:
+        calib_paths["bpm"] = str(task.bpm_path)
     return CCDInputs(raw=ccd, crosstalk_sources=sources, bias=bias, flat=flat, bpm=bpm,
-                     refcat=refcat, exposure=exposure, linearity=linearity)
+                     refcat=refcat, exposure=exposure, linearity=linearity,
+                     calib_paths=calib_paths)
 
 
 def _product_header(task: CCDTask, config_hash: str, base: fits.Header | None = None
