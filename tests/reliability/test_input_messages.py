@@ -69,3 +69,31 @@ def test_exptime_zero_names_the_file(tmp_path):
     s = run_ccd_task(task)
     assert not s.ok and isinstance(s.error, HeaderError)
     assert str(raw) in str(s.error) and "EXPTIME is 0.0" in str(s.error)
+
+
+def test_truncated_raw_file_is_one_bad_input_error(tmp_path):
+    """A truncated raw file gave one identical failure per CCD; now one error, exit 3."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "io"))
+    from click.testing import CliRunner
+    from io_rawfactory import ccd_header, ccd_pixels, primary_header
+
+    from desgw.cli import main
+    from desgw.io.raw import write_raw_exposure
+
+    raw_dir = tmp_path / "raw"
+    raw_dir.mkdir()
+    raw = raw_dir / "DECam_00668439.fits"
+    items = []
+    for ccd, detpos in ((28, "S28"), (29, "S29"), (35, "N4")):
+        h = ccd_header(ccd, detpos)
+        items.append((h, ccd_pixels(h, ccd)))
+    write_raw_exposure(raw, primary_header(expnum=668439), items)
+    data = raw.read_bytes()
+    raw.write_bytes(data[: len(data) - 3_000_000])
+    res = CliRunner().invoke(main, ["se", "-E", "668439", "-r", "1", "-p", "1", "-c", "28,29,35",
+                                    "-s", "--raw-dir", str(raw_dir), "--calib-dir",
+                                    str(tmp_path), "--refcat", str(tmp_path), "--out",
+                                    str(tmp_path / "out")])
+    assert res.exit_code == 3, (res.output, res.exception)
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and str(raw) in lines[0] and "truncated" in lines[0]

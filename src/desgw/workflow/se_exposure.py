@@ -197,10 +197,17 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     outdir = exposure_dir(settings.out_root, cache, schema, nite, expnum)
     clean_stale_temp_files(outdir)  # left by writers that were killed
 
+    if raw_path is not None and not jump_to_calib:
+        # opened once here: a truncated or corrupt raw file is one bad-input error of the
+        # exposure, not one identical failure per CCD
+        with RawExposure(raw_path) as raw:
+            present_in_raw = set(raw.ccdnums)
     if ccds is None:
         if raw_path is not None:
-            with RawExposure(raw_path) as raw:
-                present = set(raw.ccdnums)
+            if jump_to_calib:
+                with RawExposure(raw_path) as raw:
+                    present_in_raw = set(raw.ccdnums)
+            present = present_in_raw
             ccd_list = [c for c in DEFAULT_CCDNUMS if c in present]
             absent = [c for c in DEFAULT_CCDNUMS if c not in present]
             if absent:

@@ -144,7 +144,7 @@ def _template_only_graph(expnum: int, settings: Settings, config: DagmakerConfig
     rec = record_from_raw(raw)
     if band is not None and band != rec.band:
         raise DesgwInputError(raw, 0, f"the exposure's band is {rec.band!r}, not {band!r}")
-    present = raw_file_ccds(raw)
+    present = raw_file_ccds(raw, strict=search_se)
     ccd_list = (sorted({int(c) for c in ccds}) if ccds is not None
                 else [c for c in DEFAULT_CCDNUMS if present is None or c in present])
     args = {"band": rec.band, "nite": int(nite) if nite is not None else rec.nite,
