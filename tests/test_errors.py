@@ -19,9 +19,9 @@ from desgw.db.errors import (
     SchemaVersionError,
     UnknownExposureError,
 )
-from desgw.engine.condor import CondorValueError
 from desgw.diff.pipeline_types import DiffError
 from desgw.diff.realbogus import RealBogusModelError
+from desgw.engine.condor import CondorValueError
 from desgw.engine.graph import GraphError
 from desgw.engine.tasks import is_transient
 from desgw.errors import (

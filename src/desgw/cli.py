@@ -463,9 +463,7 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .engine.graph import TaskGraph
-    from .workflow.tasks import run_pipeline
-
-    from .workflow.tasks import check_task_args
+    from .workflow.tasks import check_task_args, run_pipeline
 
     graph = TaskGraph.read(graph_file)
     check_task_args(graph, source=str(graph_file))

@@ -176,7 +176,13 @@ def test_makestarcat_command(env, tmp_path):
 def test_overwrite_rerun_replaces_database_rows(env, done):
     """Issue 10 case 1: ``-O`` (and a crash before the marker) reruns a CCD; its detections,
     fakes and candidates are replaced, never added twice."""
-    from desgw.db import connect, get_candidates, get_detections, get_fakes, get_templates_used
+    from desgw.db import (
+        connect,
+        get_candidates,
+        get_detections,
+        get_fakes,
+        get_templates_used,
+    )
 
     task, s = done
     settings = env[0]

@@ -60,7 +60,12 @@ from desgw.engine.tasks import (
 )
 from desgw.errors import TransientTaskError, describe_error
 from desgw.io.atomic import atomic_write_text, clean_stale_temp_files
-from desgw.io.completion import diff_complete, exposure_outdir, expcalib_complete, se_complete
+from desgw.io.completion import (
+    diff_complete,
+    expcalib_complete,
+    exposure_outdir,
+    se_complete,
+)
 from desgw.io.settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover
