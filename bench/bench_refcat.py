@@ -81,13 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
     with tempfile.TemporaryDirectory(prefix="bench_refcat_") as tmp:
-        tmp = Path(tmp)
-        srcs = _write_catalog(tmp, args.n_stars, rng)
+        tmp_dir = Path(tmp)
+        srcs = _write_catalog(tmp_dir, args.n_stars, rng)
         t0 = time.perf_counter()
-        index = ingest_gaia(srcs, tmp / "store", order=args.order, chunk_rows=500_000)
+        index = ingest_gaia(srcs, tmp_dir / "store", order=args.order, chunk_rows=500_000)
         ingest_s = time.perf_counter() - t0
 
-        store = RefCatStore(tmp / "store")
+        store = RefCatStore(tmp_dir / "store")
         corners = [_ccd_corners(rng) for _ in range(args.n_queries)]
         t0 = time.perf_counter()
         first = store.query_footprint(*corners[0], margin_arcsec=10.0, epoch=2019.5)

@@ -27,7 +27,14 @@ from desgw.sim.render import render_exposure
 
 
 def _synthetic(spec: ExposureSpec, ccdnums, rng: np.random.Generator) -> ObjectTable:
-    ids, kinds, ras, decs, mags, hlrs, ns, qs, pas = ([] for _ in range(9))
+    kinds: list[np.ndarray] = []
+    ras: list[np.ndarray] = []
+    decs: list[np.ndarray] = []
+    mags: list[np.ndarray] = []
+    hlrs: list[np.ndarray] = []
+    ns: list[np.ndarray] = []
+    qs: list[np.ndarray] = []
+    pas: list[np.ndarray] = []
     for c in ccdnums:
         for kind, n, lo, hi in ((0, 1500, 16.0, 24.5), (1, 5000, 20.0, 24.5)):
             # counts rising as 10**(0.3 m) (stars) / 10**(0.35 m) (galaxies)
@@ -38,10 +45,15 @@ def _synthetic(spec: ExposureSpec, ccdnums, rng: np.random.Generator) -> ObjectT
             x = rng.uniform(0, 2048, n)
             y = rng.uniform(0, 4096, n)
             ra, dec = pixel_to_sky(c, x, y, spec.pointing, spec.distortion)
-            ras.append(ra), decs.append(dec), mags.append(mag), kinds.append(np.full(n, kind))
+            ras.append(ra)
+            decs.append(dec)
+            mags.append(mag)
+            kinds.append(np.full(n, kind))
             hl = np.where(kind == 1, rng.lognormal(np.log(0.45), 0.4, n) * 10 ** (-0.1 * (mag - 22)), 0.0)
-            hlrs.append(hl), ns.append(rng.choice([1.0, 4.0], n, p=[0.7, 0.3]))
-            qs.append(rng.uniform(0.3, 1.0, n)), pas.append(rng.uniform(0, 180, n))
+            hlrs.append(hl)
+            ns.append(rng.choice([1.0, 4.0], n, p=[0.7, 0.3]))
+            qs.append(rng.uniform(0.3, 1.0, n))
+            pas.append(rng.uniform(0, 180, n))
     n = sum(len(m) for m in mags)
     return ObjectTable(id=np.arange(n), kind=np.concatenate(kinds).astype(np.int8),
                        ra=np.concatenate(ras), dec=np.concatenate(decs), mag=np.concatenate(mags),

@@ -4,8 +4,9 @@
 Training and held-out validation sets are simulated by :mod:`desgw.train.realbogus_sim`
 (synthetic search/template scenes with injected point sources and artefacts, subtracted,
 detected, measured and labelled by desgw's own difference-imaging code) with two different
-seeds. A gradient-boosted tree ensemble (scikit-learn's HistGradientBoostingClassifier; needed
-by this script only) is fitted, exported to the numpy arrays of
+seeds. A gradient-boosted tree ensemble (scikit-learn's GradientBoostingClassifier, from the
+``train`` extra: ``pip install 'desgw[train]'``) is fitted, exported through scikit-learn's
+public tree API to the numpy arrays of
 :class:`desgw.diff.realbogus_trees.TreeEnsemble` (checked to reproduce scikit-learn's log-odds),
 and saved with the score threshold keeping 99 % of the held-out reals with S/N > 10.
 
@@ -34,36 +35,39 @@ from desgw.diff.realbogus import FEATURE_NAMES, load_model, save_model, score
 from desgw.diff.realbogus_trees import TreeEnsemble
 from desgw.io.atomic import atomic_write_text
 from desgw.train.realbogus_sim import make_training_set, roc_summary
+from desgw.util.extras import require_extra
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "src/desgw/diff/data/realbogus_model.npz"
 
 
-def export_hgb(clf) -> TreeEnsemble:
-    """Tree arrays of a fitted binary HistGradientBoostingClassifier (numerical features)."""
-    preds = [p[0] for p in clf._predictors]
-    m = max(len(p.nodes) for p in preds)
-    t = len(preds)
+def export_gbc(clf) -> TreeEnsemble:
+    """Tree arrays of a fitted binary GradientBoostingClassifier, through scikit-learn's
+    public API: ``estimators_`` (one DecisionTreeRegressor per stage, whose ``tree_`` holds
+    the node arrays), ``learning_rate`` and the prior of ``init_`` (the log-odds baseline)."""
+    if clf.estimators_.shape[1] != 1:
+        raise ValueError("only binary classifiers can be exported")
+    trees = [est.tree_ for est in clf.estimators_[:, 0]]
+    m = max(tr.node_count for tr in trees)
+    t = len(trees)
     feature = np.zeros((t, m), np.int64)
     threshold = np.zeros((t, m))
     left = np.tile(np.arange(m), (t, 1))
     right = left.copy()
     missing = np.zeros((t, m), bool)
     value = np.zeros((t, m))
-    depth = 0
-    for i, p in enumerate(preds):
-        nd = p.nodes
-        if np.any(nd["is_categorical"]):
-            raise ValueError("categorical splits are not supported")
-        k = len(nd)
-        leaf = nd["is_leaf"].astype(bool)
-        feature[i, :k] = np.where(leaf, 0, nd["feature_idx"])
-        threshold[i, :k] = nd["num_threshold"]
-        left[i, :k] = np.where(leaf, np.arange(k), nd["left"])
-        right[i, :k] = np.where(leaf, np.arange(k), nd["right"])
-        missing[i, :k] = nd["missing_go_to_left"].astype(bool)
-        value[i, :k] = np.where(leaf, nd["value"], 0.0)
-        depth = max(depth, int(nd["depth"].max()))
-    baseline = float(np.ravel(clf._baseline_prediction)[0])
+    for i, tr in enumerate(trees):
+        k = tr.node_count
+        leaf = tr.children_left == -1
+        nodes = np.arange(k)
+        feature[i, :k] = np.where(leaf, 0, tr.feature)
+        threshold[i, :k] = tr.threshold
+        left[i, :k] = np.where(leaf, nodes, tr.children_left)
+        right[i, :k] = np.where(leaf, nodes, tr.children_right)
+        missing[i, :k] = np.asarray(tr.missing_go_to_left, dtype=bool)
+        value[i, :k] = np.where(leaf, clf.learning_rate * tr.value[:, 0, 0], 0.0)
+    prior = np.asarray(clf.init_.class_prior_, dtype=np.float64)
+    baseline = float(np.log(prior[1] / prior[0]))
+    depth = max(int(tr.max_depth) for tr in trees)
     return TreeEnsemble(feature=feature, threshold=threshold, left=left, right=right,
                         missing_left=missing, value=value, baseline=baseline, max_depth=depth)
 
@@ -80,18 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.seed == args.val_seed:
         ap.error("--seed and --val-seed must differ")
-    from sklearn.ensemble import HistGradientBoostingClassifier
+    ensemble = require_extra("sklearn.ensemble", "train", "Training the real/bogus model")
 
     t0 = time.perf_counter()
     train = make_training_set(args.seed, args.scenes, workers=args.workers)
     val = make_training_set(args.val_seed, args.val_scenes, workers=args.workers)
     t_sim = time.perf_counter() - t0
-    clf = HistGradientBoostingClassifier(
-        max_iter=600, learning_rate=0.05, max_leaf_nodes=32, min_samples_leaf=20,
-        l2_regularization=1.0, early_stopping=True, validation_fraction=0.15,
-        n_iter_no_change=30, random_state=args.seed)
+    clf = ensemble.GradientBoostingClassifier(
+        n_estimators=600, learning_rate=0.05, max_leaf_nodes=32, min_samples_leaf=20,
+        subsample=0.8, validation_fraction=0.15, n_iter_no_change=30, random_state=args.seed)
     clf.fit(train.features, train.label)
-    ens = export_hgb(clf)
+    ens = export_gbc(clf)
     z_sk = clf.decision_function(val.features)
     z_np = ens.decision_function(val.features)
     if not np.allclose(z_sk, z_np, rtol=0, atol=1e-6):
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = roc_summary(s_val, val)
     s_train = ens.predict_proba(train.features)
     meta = {
-        "trained_with": "scikit-learn HistGradientBoostingClassifier",
+        "trained_with": "scikit-learn GradientBoostingClassifier",
         "n_trees": ens.n_trees, "max_depth": ens.max_depth,
         "train": {"seed": args.seed, "scenes": args.scenes, "n_real": int(train.label.sum()),
                   "n_bogus": int((train.label == 0).sum()),

@@ -157,7 +157,7 @@ def _cycles(edges: dict[str, set[str]]) -> list[list[str]]:
                 break
             path.append(fresh[0])
             seen.add(fresh[0])
-        out.append(path + [start])
+        out.append([*path, start])
     return out
 
 

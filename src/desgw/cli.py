@@ -18,6 +18,11 @@ from . import __version__
 EXIT_BAD_INPUT = 3
 
 
+def _ccd_list(ccds: list[int] | str | None) -> list[int] | None:
+    """The CCDs of a parsed ``--ccds`` value; None for all (``"all"`` or not given)."""
+    return ccds if isinstance(ccds, list) else None
+
+
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose <= 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
@@ -80,18 +85,35 @@ def main(verbose: int) -> None:
 @click.option("--n-search", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Search exposures on the night of the event.")
 @click.option("--no-compress", is_flag=True, help="Write plain .fits instead of fpacked .fits.fz raw files.")
+@click.option("--psf-profile", type=click.Choice(["moffat", "kolmogorov"]), default="moffat",
+              show_default=True, help="Radial profile of the PSF (Kolmogorov drawn with galsim, slower).")
+@click.option("--psf-beta", type=click.FloatRange(1.5, 10.0), default=None,
+              help="Moffat index of every exposure (default: drawn from 2.5-3.5).")
+@click.option("--psf-fwhm-tilt", type=click.FloatRange(0.0, 1.0), default=0.02, show_default=True,
+              help="Largest fractional FWHM change per degree (0.2: up to ~6 % across a CCD).")
+@click.option("--psf-e-astig", type=click.FloatRange(0.0, 0.3), default=None,
+              help="Ellipticity of the astigmatism pattern at 1 deg (default: drawn from 0.02-0.04).")
 def sim(outdir: Path, seed: int, band: str, ccds_text: str | None, n_templates: int, n_search: int,
-        no_compress: bool) -> None:
+        no_compress: bool, psf_profile: str, psf_beta: float | None, psf_fwhm_tilt: float,
+        psf_e_astig: float | None) -> None:
     """Simulate a small DECam night: raw exposures, calibrations, a Gaia-format catalog and truth.
 
     Writes OUTDIR/raw/, OUTDIR/calib/, OUTDIR/gaia/ and OUTDIR/truth/ and prints a summary.
     """
     ccds = _parse_ccds(ccds_text)
     from .sim.night import simulate_night
+    from .sim.survey import SurveyConfig
 
+    base = SurveyConfig()
+    survey = SurveyConfig(
+        psf_profile=psf_profile,
+        psf_beta=(psf_beta, psf_beta) if psf_beta is not None else base.psf_beta,
+        psf_fwhm_tilt=psf_fwhm_tilt,
+        psf_e_astig=(psf_e_astig, psf_e_astig) if psf_e_astig is not None else base.psf_e_astig,
+    )
     summary = simulate_night(
         outdir, seed=seed, band=band, ccds=ccds, n_templates=n_templates,
-        n_search=n_search, compress=not no_compress,
+        n_search=n_search, compress=not no_compress, survey_config=survey,
     )
     click.echo(str(summary))
 
@@ -109,7 +131,8 @@ def refcat() -> None:
               help="HEALPix order (nested) of the partitions.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing store.")
 def refcat_ingest(sources: tuple[Path, ...], store: Path, order: int, overwrite: bool) -> None:
-    """Ingest Gaia catalogs (CSV, FITS or Parquet files with Gaia archive column names, or folders of them)."""
+    """Ingest Gaia catalogs (CSV, FITS or Parquet files with Gaia archive column names, or folders
+    of them)."""
     from .refcat import refcat_ingest_main
 
     index = refcat_ingest_main(list(sources), store, order=order, overwrite=overwrite)
@@ -125,7 +148,8 @@ def refcat_ingest(sources: tuple[Path, ...], store: Path, order: int, overwrite:
 @click.option("--epoch", type=float, default=None, help="Decimal year to propagate proper motions to.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the stars to this CSV/Parquet/FITS file instead of printing a count.")
-def refcat_query(store: Path, ra: float, dec: float, radius: float, epoch: float | None, out: Path | None) -> None:
+def refcat_query(store: Path, ra: float, dec: float, radius: float, epoch: float | None,
+                 out: Path | None) -> None:
     """Stars within a cone, at an epoch."""
     from .refcat import RefCatStore
 
@@ -193,7 +217,8 @@ def _settings_options(func):
 @click.option("-S", "--season", type=int, default=None,
               help="Season (run) number; recorded in the log (the SE products do not depend on it).")
 @click.option("-c", "--ccds", "ccds_text", default=None,
-              help="CCDNUMs, e.g. 28,35 or 1-62 (default: 1-62 without the dead 2 and 61, those in the file).")
+              help="CCDNUMs, e.g. 28,35 or 1-62 (default: 1-62 without the dead 2 and 61, those in "
+                   "the file).")
 @click.option("-C", "--calib", "run_calibration", is_flag=True,
               help="Photometric calibration against Gaia after SE (Zero_*, allZP_*, *_ZP.csv).")
 @click.option("-j", "--jump-to-calib", is_flag=True,
@@ -230,7 +255,7 @@ def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, de
         logging.getLogger("desgw.cli").info("season %d", season)
     report = run_se_exposure(
         expnum, settings=settings, rnum=rnum, pnum=pnum, nite=nite, band=band, cache=destcache,
-        schema=schema, ccds=None if ccds in (None, "all") else ccds,
+        schema=schema, ccds=_ccd_list(ccds),
         run_calibration=run_calibration, jump_to_calib=jump_to_calib,
         single_process=single_process, overwrite=overwrite, template_mode=template_mode,
         special_y=special_y, workers=workers)
@@ -280,7 +305,7 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
     try:
         result = calibrate_exposure(
             expnum, reqnum, attnum, directory=directory, refcat_dir=settings.refcat_dir,
-            ccds=None if ccds in (None, "all") else ccds, mags_type=mags_type,
+            ccds=_ccd_list(ccds), mags_type=mags_type,
             sex_mag_zeropoint=sex_mag_zeropoint, verbose=verbosity, debug=debug)
     except PhotometricCalibrationError as exc:
         click.echo(f"desgw: calibration failed: {exc}", err=True)
@@ -305,13 +330,12 @@ class _DatabaseErrorsAsExitCode:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> None:
         from .db import DatabaseError
 
         if exc is not None and isinstance(exc, DatabaseError):
             click.echo(f"desgw: database error: {exc}", err=True)
             sys.exit(EXIT_DATABASE_ERROR)
-        return False
 
 
 def _quiet_dask_logs() -> None:
@@ -407,7 +431,7 @@ def dagmaker(expnum: int, rc_file: Path | None, graph_out: Path | None, condor_d
             db = connect(settings.db_url, busy_timeout_s=db_timeout)
         try:
             graph = make_dag(expnum, settings=settings, config=config, db=db, blacklist=banned,
-                             ccds=None if ccds in (None, "all") else ccds)
+                             ccds=_ccd_list(ccds))
         finally:
             if db is not None:
                 db.close()
@@ -479,14 +503,18 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
 
 
 @main.command("sediff", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
-@click.option("-r", "--rnum", type=click.IntRange(0), required=True, help="SE processing r number (r{R}p{P}).")
-@click.option("-p", "--pnum", type=click.IntRange(0), required=True, help="SE processing p number (r{R}p{P}).")
+@click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True,
+              help="Search exposure number.")
+@click.option("-r", "--rnum", type=click.IntRange(0), required=True,
+              help="SE processing r number (r{R}p{P}).")
+@click.option("-p", "--pnum", type=click.IntRange(0), required=True,
+              help="SE processing p number (r{R}p{P}).")
 @click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
               help="Night YYYYMMDD of the product directory (default: the raw header's).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
               help="Band (default: the raw header's; must agree with it).")
-@click.option("-S", "--season", required=True, help="Season, e.g. 67 or dp67 (difference-imaging version dp{S}).")
+@click.option("-S", "--season", required=True,
+              help="Season, e.g. 67 or dp67 (difference-imaging version dp{S}).")
 @click.option("-c", "--ccds", "ccds_text", default=None,
               help="CCDNUMs, e.g. 28,35 or 1-62 (default: those in the raw file, without 2 and 61).")
 @click.option("-d", "--destcache", type=click.Choice(["scratch", "persistent"]), default="scratch",
@@ -500,7 +528,8 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
               help="Photometric calibration of the search and template exposures.")
 @click.option("-j", "--jump-to-calib", is_flag=True,
               help="No SE of the search exposure: calibrate its existing fullcats and go on.")
-@click.option("-s", "--single", "single_process", is_flag=True, help="Run the tasks one after the other in this process.")
+@click.option("-s", "--single", "single_process", is_flag=True,
+              help="Run the tasks one after the other in this process.")
 @click.option("-Y", "--special-y", is_flag=True, help="Accepted for compatibility, no effect.")
 @click.option("-F", "--fullcopy", is_flag=True,
               help="FULLCOPY: keep every intermediate image of the difference imaging.")
@@ -515,7 +544,8 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
               help="File of exposure numbers never to use as templates.")
 @click.option("--no-fakes", is_flag=True, help="Do not inject fake sources in the difference imaging.")
 @click.option("--scheduler", default=None, help="Dask scheduler address, 'local' (default) or 'single'.")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Worker processes (default: one per core).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes (default: one per core).")
 @click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
               help="Extra attempts for transient errors and for tasks whose worker died.")
 @click.option("--db-timeout", type=click.FloatRange(0), default=60.0, show_default=True,
@@ -554,7 +584,7 @@ def sediff(expnum: int, rnum: int, pnum: int, nite: int | None, band: str | None
     with _DatabaseErrorsAsExitCode():
         report = run_sediff(
             expnum, settings=settings, rnum=rnum, pnum=pnum, season=season_n, nite=nite,
-            band=band, ccds=None if ccds in (None, "all") else ccds, cache=destcache,
+            band=band, ccds=_ccd_list(ccds), cache=destcache,
             schema=schema, version=diff_version, snveto=snveto, starcat=starcat,
             run_calibration=run_calibration, jump_to_calib=jump_to_calib,
             single_process=single_process, special_y=special_y, fullcopy=fullcopy,
@@ -588,9 +618,12 @@ def _parse_dp(text: str) -> int:
 
 
 @main.command("diffimg", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
-@click.option("-r", "--rp", "rp_text", required=True, help="SE processing version of the inputs, r{R}p{P} (e.g. r1p1).")
-@click.option("-p", "--season", "season_text", required=True, help="Season (difference-imaging version), e.g. 91 or dp91.")
+@click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True,
+              help="Search exposure number.")
+@click.option("-r", "--rp", "rp_text", required=True,
+              help="SE processing version of the inputs, r{R}p{P} (e.g. r1p1).")
+@click.option("-p", "--season", "season_text", required=True,
+              help="Season (difference-imaging version), e.g. 91 or dp91.")
 @click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), required=True,
               help="Night YYYYMMDD of the search exposure's product directory.")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), required=True)
@@ -653,7 +686,8 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
 
 
 @main.command("makestarcat", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-e", "expnum", type=click.IntRange(0, 99_999_999), required=True, help="Search exposure number.")
+@click.option("-e", "expnum", type=click.IntRange(0, 99_999_999), required=True,
+              help="Search exposure number.")
 @click.option("-n", "nite", type=int, required=True, help="Night of the search exposure (logged).")
 @click.option("-r", "rnum", type=click.IntRange(0), required=True, help="Processing r number.")
 @click.option("-p", "pnum", type=click.IntRange(0), required=True, help="Processing p number.")
@@ -664,8 +698,10 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
               show_default=True, help="Folder of the outputs.")
 @click.option("-rootdir", "rootdir", type=click.Path(file_okay=False, path_type=Path), default=Path("."),
               show_default=True, help="Where the D*_r{R}p{P}_ZP.csv tables and {EXPNUM}.out are looked for.")
-@click.option("-snstar", "snstar", default=None, help="Star list name (default SNSTAR_{EXPNUM}_{CCD}_r{R}p{P}.LIST).")
-@click.option("-snveto", "snveto", default=None, help="Veto list name (default SNVETO_{EXPNUM}_{CCD}_r{R}p{P}.LIST).")
+@click.option("-snstar", "snstar", default=None,
+              help="Star list name (default SNSTAR_{EXPNUM}_{CCD}_r{R}p{P}.LIST).")
+@click.option("-snveto", "snveto", default=None,
+              help="Veto list name (default SNVETO_{EXPNUM}_{CCD}_r{R}p{P}.LIST).")
 def makestarcat(expnum: int, nite: int, rnum: int, pnum: int, band: str, season: int, ccd: int,
                 outdir: Path, rootdir: Path, snstar: str | None, snveto: str | None) -> None:
     """Star and veto lists of one search CCD from the template exposures' SE tables (makestarcat.py)."""
@@ -678,14 +714,99 @@ def makestarcat(expnum: int, nite: int, rnum: int, pnum: int, band: str, season:
                f"{res.snveto_path}")
 
 
+@main.command("watch")
+@click.argument("rawdir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--rc", "rc_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="DAGMaker rules and processing version (dagmaker.rc or .toml); "
+                                 "default ./dagmaker.rc if present, else the original defaults.")
+@click.option("--search-nite", type=click.IntRange(19000101, 99991231), default=None,
+              help="Exposures of this night (YYYYMMDD) or later are search exposures, earlier "
+                   "ones templates (default: tonight).")
+@click.option("--scheduler", default=None,
+              help="Dask scheduler address (tcp://host:8786); 'local' (default): a local cluster "
+                   "of worker processes; 'single': one task after the other in this process.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes of the local cluster (default: one per core).")
+@click.option("--poll", "poll_s", type=click.FloatRange(0.05), default=2.0, show_default=True,
+              help="Seconds between looks at RAWDIR.")
+@click.option("--settle", "settle_s", type=click.FloatRange(0), default=2.0, show_default=True,
+              help="A file is read once its size and time have not changed for this long (s).")
+@click.option("--max-exposures", type=click.IntRange(1), default=None,
+              help="Stop after this many exposures are processed.")
+@click.option("--idle", "idle_s", type=click.FloatRange(0), default=None,
+              help="Stop after this many seconds with nothing landing or running.")
+@click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Latency page folder (default OUT/watch_report).")
+@click.option("--blacklist", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              default=None, help="File of exposure numbers never to use as templates.")
+@click.option("--no-fakes", is_flag=True, help="Do not inject fake sources in the difference imaging.")
+@click.option("--retries", type=click.IntRange(0), default=2, show_default=True,
+              help="Extra attempts for transient errors and for tasks whose worker died.")
+@_settings_options
+def watch(rawdir: Path, rc_file: Path | None, search_nite: int | None, scheduler: str | None,
+          workers: int | None, poll_s: float, settle_s: float, max_exposures: int | None,
+          idle_s: float | None, report_dir: Path | None, blacklist: Path | None,
+          no_fakes: bool, retries: int, raw_dir: Path | None, calib_dir: Path | None,
+          refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
+          config_file: Path | None) -> None:
+    """Process a night live: each raw exposure landing in RAWDIR, search exposures first.
+
+    A file is read once complete (final name: copy under a temporary name such as
+    .DECam_00123456.fits.fz.part and rename; whole FITS structure; size unchanged for
+    --settle s). It is ingested and classified (rejected ones are listed with the reason),
+    then planned by the DAGMaker rules: templates get SE and calibration, search exposures SE,
+    calibration and difference imaging against their templates, ahead of queued template work.
+    One line per exposure gives file landed -> ingested -> SE done -> candidates in the
+    database; the latencies go to the database (table watch_latency) and to
+    OUT/watch_report/index.html, rewritten after each exposure. Restarting resumes; Ctrl-C or
+    SIGTERM stops after the running tasks. Exit code 0: stopped with every exposure processed
+    without failure; 1: some task failed; 3: bad input; 4: database error.
+    """
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from rich.console import Console
+
+    from .workflow.dagmaker_rc import DagmakerConfig, read_dagmaker_config
+    from .workflow.templates import read_blacklist
+    from .workflow.watch import run_watch
+
+    if rc_file is None and Path("dagmaker.rc").is_file():
+        rc_file = Path("dagmaker.rc")
+    config = read_dagmaker_config(rc_file) if rc_file is not None else DagmakerConfig()
+    banned = read_blacklist(blacklist) if blacklist is not None else frozenset()
+    console = Console(highlight=False)
+    styles = {" done:": "green", " failed": "red", "rejected": "yellow", "FAILED": "red",
+              "BLOCKED": "red"}
+
+    def echo(line: str) -> None:
+        style = next((v for k, v in styles.items() if k in line), None)
+        console.print(line, style=style, markup=False)
+
+    _quiet_dask_logs()
+    with _DatabaseErrorsAsExitCode():
+        summary = run_watch(rawdir, settings=settings, config=config, search_nite=search_nite,
+                            scheduler=scheduler, workers=workers, poll_s=poll_s,
+                            settle_s=settle_s, max_exposures=max_exposures, idle_s=idle_s,
+                            report_dir=report_dir, echo=echo, fakes=not no_fakes,
+                            retries=retries, blacklist=banned)
+    if summary.report_path is not None:
+        click.echo(f"report: {summary.report_path}")
+    if any(r.status == "failed" for r in summary.latencies):
+        sys.exit(EXIT_PROCESSING_FAILED)
+
+
 @main.command("demo")
 @click.argument("outdir", type=click.Path(file_okay=False, path_type=Path), default=Path("desgw-demo"))
-@click.option("--full", is_flag=True, help="All 60 working CCDs instead of a 2x2 block at the centre (much longer).")
-@click.option("--ccds", "ccds_text", default=None, help="Search CCDs to simulate and process, e.g. 28,29 (overrides --full).")
+@click.option("--full", is_flag=True,
+              help="All 60 working CCDs instead of a 2x2 block at the centre (much longer).")
+@click.option("--ccds", "ccds_text", default=None,
+              help="Search CCDs to simulate and process, e.g. 28,29 (overrides --full).")
 @click.option("--seed", type=int, default=1, show_default=True, help="Simulation seed.")
-@click.option("--n-templates", type=click.IntRange(1, 10), default=2, show_default=True, help="Template exposures.")
-@click.option("--workers", type=click.IntRange(1), default=None, help="Dask worker processes (default: one per core).")
-@click.option("--top", "top_n", type=click.IntRange(0), default=12, show_default=True, help="Candidates shown in the report.")
+@click.option("--n-templates", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Template exposures.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Dask worker processes (default: one per core).")
+@click.option("--top", "top_n", type=click.IntRange(0), default=12, show_default=True,
+              help="Candidates shown in the report.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def demo(outdir: Path, full: bool, ccds_text: str | None, seed: int, n_templates: int,
          workers: int | None, top_n: int, no_progress: bool) -> None:
@@ -702,7 +823,7 @@ def demo(outdir: Path, full: bool, ccds_text: str | None, seed: int, n_templates
     _quiet_dask_logs()
     click.echo(f"desgw demo in {outdir.absolute()}")
     try:
-        res = run_demo(outdir, full=full, ccds=None if ccds in (None, "all") else ccds, seed=seed,
+        res = run_demo(outdir, full=full, ccds=_ccd_list(ccds), seed=seed,
                        n_templates=n_templates, workers=workers, top_n=top_n,
                        progress=not no_progress, echo=click.echo)
     except ValueError as exc:  # another night in OUTDIR

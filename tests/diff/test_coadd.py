@@ -17,7 +17,7 @@ from desgw.diff.resample_stamp import warp_stamp
 from desgw.se.maskbits import CRAY, EDGE, SUSPECT, TRAIL, UNUSABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_resample_support import (SHAPE, box_sum, decam_wcs, local_jacobian,  # noqa: E402
+from test_resample_support import (SHAPE, box_sum, decam_wcs, local_jacobian,
                                    psf_profile, render_stars)
 
 RA0, DEC0 = 150.0, -30.0
@@ -151,6 +151,7 @@ def test_coadd_psf_matches_coadd_stars(scene) -> None:
     _, _, resampled, psfs, xo, yo = scene
     temps = [with_weight(r, s) for r, s in zip(resampled, SIGMAS)]
     co = coadd_templates(temps, ZPS, ZP_TARGET, psfs=psfs)
+    assert co.psf is not None
     target = 10 ** (-0.4 * (MAG - ZP_TARGET))
     worst = {1: 0.0, 2: 0.0}
     for x, y in zip(xo, yo):
@@ -217,6 +218,7 @@ def test_single_template_fast_path_equals_general_path(scene, method) -> None:
                         mapping=r.mapping, noise_correlation_factor=1.0, kernel=r.kernel)
     one = coadd_templates([t], ZPS[:1], ZP_TARGET, psfs[:1], method=method)
     two = coadd_templates([t, nothing], ZPS, ZP_TARGET, psfs, method=method)
+    assert one.psf is not None and two.psf is not None
     np.testing.assert_allclose(one.image, two.image, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(one.weight, two.weight, rtol=1e-6)
     np.testing.assert_array_equal(one.mask, two.mask)

@@ -29,6 +29,7 @@ from test_resample_support import (
     render_stars,
     windowed_centroid,
 )
+import itertools
 
 RA0, DEC0 = 150.0, -30.0
 
@@ -110,7 +111,7 @@ def star_case(wcs_pair):
 
 
 def test_resampled_stars_match_direct_rendering(star_case) -> None:
-    res, direct, xo, yo, flux = star_case
+    res, direct, xo, yo, _flux = star_case
     worst = 0.0
     for x, y in zip(xo, yo):
         ix, iy = int(round(x)), int(round(y))
@@ -195,14 +196,14 @@ def test_noise_per_pixel_variance_and_correlation_rotated(wcs_pair) -> None:
     # the per-pixel variance varies with the sub-pixel phase; the weight map follows it
     pred = 1.0 / res.weight[good]
     edges = np.quantile(pred, [0, 0.25, 0.5, 0.75, 1.0])
-    for lo, hi in zip(edges[:-1], edges[1:]):
+    for lo, hi in itertools.pairwise(edges):
         sel = (pred >= lo) & (pred <= hi)
         assert abs(np.mean(z[sel] ** 2) - 1) < 0.05
     assert pred.max() / pred.min() > 1.5  # the test is not trivial
     # large-area sums: variance per pixel = sum of the autocovariance
     block = res.image[1500:2500, 300:1300].astype(np.float64)
     assert np.all(res.weight[1500:2500, 300:1300] > 0)
-    var0, acsum = _autocov_sum(block)
+    _var0, acsum = _autocov_sum(block)
     per_pixel = float(np.mean(1.0 / res.weight[1500:2500, 300:1300]))
     measured_factor = acsum / per_pixel
     assert abs(measured_factor / res.noise_correlation_factor - 1) < 0.05

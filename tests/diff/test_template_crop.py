@@ -15,7 +15,7 @@ from desgw.diff.resample import resample_to_grid
 from desgw.diff.template_crop import OffsetPSF, crop_box, crop_to_search
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_resample_support import SHAPE, decam_wcs  # noqa: E402
+from test_resample_support import SHAPE, decam_wcs
 
 RA0, DEC0 = 150.0, -30.0
 

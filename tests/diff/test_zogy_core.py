@@ -67,7 +67,7 @@ def test_white_noise_score_and_diff_normalised(fn, fr):
     """Blank sky: std(S_corr) = 1 and std(diff) = sqrt(diff_var) to 5 %, also for unequal,
     spatially varying noise and a flux-scale difference."""
     rng = np.random.default_rng(2)
-    yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
+    _yy, xx = np.mgrid[0:SHAPE[0], 0:SHAPE[1]]
     vn = (300.0 + 200.0 * xx / SHAPE[1]).astype(np.float32)  # sky gradient across tiles
     vr = np.full(SHAPE, 50.0, np.float32)
     new = (rng.normal(size=SHAPE) * np.sqrt(vn)).astype(np.float32)
@@ -106,7 +106,7 @@ def test_psf_helpers():
     c = ConstantPSF(st * 3.0)
     assert c.render(10, 10).sum() == pytest.approx(1.0, abs=1e-6)
     shifted = c.render(10, 10, dx=0.5)
-    yy, xx = np.mgrid[0:41, 0:41]
+    _yy, xx = np.mgrid[0:41, 0:41]
     assert (shifted * xx).sum() == pytest.approx(20.5, abs=0.01)
     assert fit_stamp(st, 21).shape == (21, 21)
     with pytest.raises(ValueError):

@@ -374,6 +374,7 @@ def noise_ratio(case: InstCalCase) -> tuple[float, int]:
     cutouts); the weight noise is the median of ``1/sqrt(weight)`` there.
     """
     ccd = load_case(case.image_path)
+    assert ccd.fwhm_pix is not None, f"{case.image_path}: no FWHM in the header"
     img = ccd.image.astype(np.float32)
     bad = (ccd.mask != 0) | (ccd.weight <= 0)
     mask = cp_mask_to_bits(ccd.mask)
@@ -440,6 +441,8 @@ def two_epoch_difference(a_case: InstCalCase, b_case: InstCalCase) -> TwoEpochRe
     of the cutouts (testcase6).
     """
     a, b = load_case(a_case.image_path), load_case(b_case.image_path)
+    assert a.sky_adu is not None and a.fwhm_pix is not None, f"{a_case.image_path}: no AVSKY/FWHM"
+    assert b.sky_adu is not None and b.fwhm_pix is not None, f"{b_case.image_path}: no AVSKY/FWHM"
     ny, nx = a.shape
     yy, xx = np.mgrid[0:ny, 0:nx].astype(np.float64)
     ra, dec = a.wcs.all_pix2world(xx, yy, 0)
@@ -511,6 +514,7 @@ def ztf_stamps() -> tuple[ZTFStamp, ...]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 planes.append(np.asarray(fits.getdata(f"{base}_{kind}.fits"), dtype=np.float64))
-        out.append(ZTFStamp(meta["objectId"], str(meta.get("tns_class")), *planes,
-                            candidate=dict(meta["candidate"])))
+        science, template, difference = planes
+        out.append(ZTFStamp(meta["objectId"], str(meta.get("tns_class")), science, template,
+                            difference, candidate=dict(meta["candidate"])))
     return tuple(out)

@@ -21,9 +21,9 @@ measured 1.09-1.28).
 from __future__ import annotations
 
 import pytest
-from realdata_cases import instcal_cases, two_epoch_difference
+from realdata_cases import InstCalCase, instcal_cases, two_epoch_difference
 
-PAIRS = {}
+PAIRS: dict[str, dict[str, InstCalCase]] = {}
 for _c in instcal_cases():
     if _c.testcase == "testcase6":
         PAIRS.setdefault(_c.band, {})[_c.ccdname] = _c

@@ -87,8 +87,8 @@ def spherical_polygon_distance(ra: np.ndarray, dec: np.ndarray, cra: np.ndarray,
         d_line = np.degrees(np.arcsin(np.clip(np.abs(s), 0, 1)))
         d_end = np.minimum(_angle(p, a[None, :]), _angle(p, b[None, :]))
         dists.append(np.where(within, d_line, d_end))
-    signs = np.array(signs)
-    inside = np.all(signs >= 0, axis=0) | np.all(signs <= 0, axis=0)
+    sign = np.array(signs)
+    inside = np.all(sign >= 0, axis=0) | np.all(sign <= 0, axis=0)
     return inside, np.min(np.array(dists), axis=0)
 
 

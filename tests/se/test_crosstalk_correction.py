@@ -68,7 +68,7 @@ def test_needed_sources():
 
 
 def test_correction_removes_ghosts(exposure):
-    ccds, sigs, raw26 = exposure
+    ccds, _sigs, raw26 = exposure
     res = correct_crosstalk(raw26, {25: ccds[25], 27: ccds[27]}, 26)
     assert res.pixels.dtype == np.float32 and res.pixels.shape == RAW_SHAPE
     assert res.n_terms == 7
@@ -103,7 +103,7 @@ def test_ssxtalk_marks_pixels_behind_saturated_source(exposure):
 
 def test_rawccd_input_and_integer_rounding(exposure):
     """A RawCCD built from a header (integer pixels) gives the same correction."""
-    ccds, sigs, raw26 = exposure
+    ccds, _sigs, raw26 = exposure
     ccd = get_ccd(26)
     h = fits.Header()
     h["CCDNUM"], h["DETPOS"] = 26, ccd.detpos

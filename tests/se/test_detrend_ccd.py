@@ -60,7 +60,7 @@ def synth():
 
 
 def test_electrons_and_noise_model(synth):
-    raw, truth, flat, bias, bpm, res = synth
+    _raw, truth, flat, _bias, _bpm, res = synth
     assert res.image.shape == CCD_SHAPE and res.image.dtype == np.float32
     assert res.mask.dtype == np.int32 and res.weight.dtype == np.float32
     good = (res.mask == 0)
@@ -83,7 +83,7 @@ def test_electrons_and_noise_model(synth):
 
 
 def test_per_amp_values(synth):
-    raw, truth, flat, bias, bpm, res = synth
+    _raw, _truth, _flat, _bias, _bpm, res = synth
     ccd = get_ccd(CCDNUM)
     for name in ("A", "B"):
         a = res.amp(name)
@@ -96,7 +96,7 @@ def test_per_amp_values(synth):
 
 
 def test_masks_and_zero_weight(synth):
-    raw, truth, flat, bias, bpm, res = synth
+    _raw, _truth, _flat, _bias, bpm, res = synth
     assert np.all(res.mask[100:140, 700] & maskbits.BADPIX)
     assert res.mask[3000, 1500] & maskbits.BADPIX
     assert np.all(res.weight[bpm != 0] == 0)
@@ -112,7 +112,7 @@ def test_masks_and_zero_weight(synth):
 
 
 def test_rawccd_header_path_matches_bare_array(synth):
-    raw, truth, flat, bias, bpm, res = synth
+    raw, _truth, flat, bias, bpm, res = synth
     ccd = get_ccd(CCDNUM)
     h = fits.Header()
     h["CCDNUM"], h["DETPOS"] = CCDNUM, ccd.detpos
@@ -129,7 +129,7 @@ def test_rawccd_header_path_matches_bare_array(synth):
 
 
 def test_extra_mask_bits_and_bad_flat():
-    raw, truth, flat, bias = make_raw(seed=3)
+    raw, _truth, flat, _bias = make_raw(seed=3)
     extra = np.zeros(CCD_SHAPE, np.int32)
     extra[50:60, 50:60] = maskbits.SSXTALK
     flat = flat.copy()

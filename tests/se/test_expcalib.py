@@ -214,7 +214,7 @@ def test_refcat_object_callable_corners_and_epoch(tmp_path):
     np.testing.assert_allclose(store.calls[0][0], fields[1].corners_ra)
     assert store.calls[0][2:] == (4.0, 2019.6)
     # CCD 2: corners from its catalog positions enclose all of them
-    cra, cdec, _, _ = store.calls[1]
+    cra, _cdec, _, _ = store.calls[1]
     ra2 = np.asarray(cats[2]["ALPHAWIN_J2000"])
     assert cra.min() <= ra2.min() and cra.max() >= ra2.max()
     assert abs(e1.zp - ZP) < 0.004

@@ -168,7 +168,8 @@ def star_renders():
     ra, dec = pixel_to_sky(CCD, np.array([700.3]), np.array([1500.6]), p, spec.distortion)
 
     def objs(mag: float) -> ObjectTable:
-        one = lambda v, dt=float: np.array([v], dtype=dt)
+        def one(v, dt=float):
+            return np.array([v], dtype=dt)
         return ObjectTable(id=one(1, np.int64), kind=one(0, np.int8), ra=ra, dec=dec, mag=one(mag),
                            hlr_arcsec=one(0.0), sersic_n=one(1.0), q=one(1.0), pa_deg=one(0.0))
 
@@ -213,7 +214,8 @@ def test_bright_star_flux_with_and_without_the_table(star_renders):
     lin = {k: detrend_ccd(r[(k, False)].raw.astype(np.float32), ccdnum=CCD, config=cfg).image
            for k in ("star", "sky")}
     a_coef = calib.ccds[CCD].nonlinearity[amp.name]
-    to_rec = lambda e: nonlinear_adu(e / gain[amp.name], a_coef, amp.saturation_adu) * gain[amp.name]
+    def to_rec(e):
+        return nonlinear_adu(e / gain[amp.name], a_coef, amp.saturation_adu) * gain[amp.name]
     sl = np.s_[int(y) - 45:int(y) + 46, int(x) - 45:int(x) + 46]
     sub = np.zeros_like(lin["star"], dtype=np.float64)
     sub[sl] = to_rec(lin["star"][sl].astype(np.float64)) - to_rec(lin["sky"][sl].astype(np.float64))

@@ -14,6 +14,9 @@ from desgw.io.calib import read_linearity
 from desgw.io.products import read_immask
 from desgw.se.process import process_ccd
 
+# Uses (and processes) the session's simulated night: minutes.
+pytestmark = pytest.mark.slow
+
 CCD = 28
 
 

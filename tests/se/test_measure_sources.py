@@ -121,7 +121,7 @@ def test_windowed_centroids(run):
 
 
 def test_spread_model_separates_stars_and_galaxies(run):
-    idx, rows = _good_stars(run, min_snr=50)
+    _idx, rows = _good_stars(run, min_snr=50)
     assert np.all(np.abs(rows["SPREAD_MODEL"]) < 0.003)
     g = run.field.galaxies
     ok = (run.gal_index >= 0) & (g["hlr_arcsec"] >= 0.5)
@@ -152,7 +152,7 @@ def test_imaflags_and_flags(run):
     assert np.all(rows["NIMAFLAGS_ISO"] > 0)
     # Masked pixels inside the Kron aperture -> FLAGS 16 (aperture data incomplete).
     assert np.all(rows["FLAGS"] & 16)
-    idx, clean = _good_stars(run, min_snr=50)
+    _idx, clean = _good_stars(run, min_snr=50)
     assert np.mean(clean["IMAFLAGS_ISO"] == 0) > 0.95
     assert np.mean(clean["FLAGS"] == 0) > 0.9
 
@@ -163,7 +163,8 @@ def test_saturated_star_and_edge_flags():
     yy, xx = np.mgrid[:ny, :nx]
     sky = 1000.0
     img = sky + rng.normal(0, np.sqrt(sky), (ny, nx))
-    prof = lambda x0, y0, f, s=1.7: f / (2 * np.pi * s * s) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * s * s))
+    def prof(x0, y0, f, s=1.7):
+        return f / (2 * np.pi * s * s) * np.exp(-((xx - x0) ** 2 + (yy - y0) ** 2) / (2 * s * s))
     img += prof(100.3, 120.6, 5e6) + prof(60.2, 2.0, 2e4) + prof(180.0, 180.0, 3e4)
     mask = np.zeros((ny, nx), np.int32)
     sat = prof(100.3, 120.6, 5e6) > 6e4

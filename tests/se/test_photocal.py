@@ -25,6 +25,7 @@ from desgw.se.photocal import (
     zeropoint,
 )
 from desgw.se.photocal_synth import make_calibration_field
+import itertools
 
 ZP_TRUE = 31.5
 
@@ -215,7 +216,7 @@ def test_g_only_calibration_has_colour_bias_that_colour_terms_remove():
         r, c = np.concatenate(resid), np.concatenate(colours)
         edges = [0.3, 0.7, 1.0, 1.3, 1.6, 2.3, 3.0]
         bias[ct] = []
-        for lo, hi in zip(edges[:-1], edges[1:]):
+        for lo, hi in itertools.pairwise(edges):
             inb = (c >= lo) & (c < hi)
             assert inb.sum() >= 15
             bias[ct].append(float(np.median(r[inb])))
@@ -308,3 +309,23 @@ def test_calibration_error_pickles():
     e = PhotometricCalibrationError("no stars", n_matched=2, n_used=1)
     e2 = pickle.loads(pickle.dumps(e))
     assert (e2.n_matched, e2.n_used, str(e2)) == (2, 1, "no stars")
+
+
+@pytest.mark.parametrize("center", ["mean", "median"])
+def test_clipping_converges_to_a_self_consistent_set(center):
+    """Clipping to convergence (astropy's sigma_clip) keeps exactly the stars within nsigma
+    standard deviations of the survivors' centre and drops injected outliers."""
+    from desgw.se.photocal import _clip_mask
+
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        d = rng.normal(0.0, 0.02, 200)
+        d[:10] += rng.choice([-1, 1], 10) * rng.uniform(0.2, 0.5, 10)
+        used = _clip_mask(d, 3.0, None, center)
+        s = d[used]
+        c = np.mean(s) if center == "mean" else np.median(s)
+        assert not used[:10].any()
+        assert np.array_equal(used, np.abs(d - c) <= 3.0 * np.std(s))
+        # at most one pass: only what the first pass's bounds reject
+        c1 = np.mean(d) if center == "mean" else np.median(d)
+        assert np.array_equal(_clip_mask(d, 3.0, 1, center), np.abs(d - c1) <= 3.0 * np.std(d))

@@ -16,6 +16,9 @@ from desgw.se.detrend import DetrendError
 from desgw.se.process import SEConfig, check_band, process_ccd
 from desgw.se.process_wcs import initial_wcs_for
 
+# Every test reads a CCD of the session's simulated night (simulated once, ~1 min).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def inputs(sim_night, sim_ccd_inputs):

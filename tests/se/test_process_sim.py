@@ -17,6 +17,9 @@ from desgw.se import maskbits
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.process import CCDResult, SEConfig, process_ccd
 
+# Full-size CCDs of the session's simulated night, processed: minutes.
+pytestmark = pytest.mark.slow
+
 # (exposure kind, index, CCD): CCD 23 and 41 are template CCDs whose crosstalk sources are
 # in their raw files.
 CASES = {"search": ("search", 0, 28), "template_bad_seeing": ("template", 0, 23),
@@ -82,7 +85,7 @@ def _clean_stars(res: CCDResult, objects: Table, *, min_snr: float, max_snr: flo
 @pytest.mark.parametrize("case", list(CASES))
 def test_astrometry_of_bright_stars_and_corners(processed, sim_night, case):
     _, truth = sim_night
-    expnum, ccd, inputs, res = processed[case]
+    expnum, ccd, _inputs, res = processed[case]
     objects = truth.objects_on_ccd(expnum, ccd)
     t, rows = _clean_stars(res, objects, min_snr=100.0)
     assert len(t) >= 10

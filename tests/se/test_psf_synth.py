@@ -34,6 +34,7 @@ class PSFTruth:
     e2_y: float
     beta: float
     shape: tuple[int, int]
+    kind: str = "moffat"  # or "kolmogorov" (beta unused)
 
     def fwhm(self, x, y):
         ny, nx = self.shape
@@ -46,8 +47,10 @@ class PSFTruth:
         return self.e2_0 + self.e2_y * (np.asarray(y) / self.shape[0] - 0.5)
 
     def profile(self, x, y):
-        return galsim.Moffat(beta=self.beta, fwhm=float(self.fwhm(x, y))).shear(
-            e1=float(self.e1(x, y)), e2=float(self.e2(x, y)))
+        fwhm = float(self.fwhm(x, y))
+        prof = (galsim.Kolmogorov(fwhm=fwhm) if self.kind == "kolmogorov"
+                else galsim.Moffat(beta=self.beta, fwhm=fwhm))
+        return prof.shear(e1=float(self.e1(x, y)), e2=float(self.e2(x, y)))
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,12 @@ def _draw(img, prof, x, y, half):
 @functools.lru_cache(maxsize=8)
 def make_field(shape=(2048, 2048), n_stars=600, n_gal=150, fwhm0=4.0, gx=0.12, gy=-0.08,
                beta=3.0, sky=1200.0, read_noise=7.0, seed=1, box=25, mag_range=(15.0, 21.5),
-               min_sep=24.0, gal_hlr=(0.5, 1.5), n_masked_stars=8):
+               min_sep=24.0, gal_hlr=(0.5, 1.5), n_masked_stars=8, kind="moffat"):
     """A synthetic CCD (cached; treat the arrays as read-only)."""
     rng = np.random.default_rng(seed)
     ny, nx = shape
     psf = PSFTruth(fwhm0=fwhm0, gx=gx, gy=gy, e1_0=0.02, e1_x=0.06, e2_0=-0.01, e2_y=0.05,
-                   beta=beta, shape=shape)
+                   beta=beta, shape=shape, kind=kind)
     # Star positions on a jittered grid so most are isolated; galaxies in between.
     n_tot = n_stars + n_gal
     xs, ys = [], []
@@ -189,7 +192,8 @@ def run_pipeline(**kwargs):
     det = detect_sources(f.image - bkg.level, bkg.rms, f.mask, config=dcfg)
     cand = select_psf_candidates(det)
     c = det.catalog
-    psf = fit_psf(f.image - bkg.level, f.weight, f.mask, c["xwin"][cand], c["ywin"][cand])
+    psf = fit_psf(f.image - bkg.level, f.weight, f.mask, c["xwin"][cand], c["ywin"][cand],
+                  segmap=det.segmap, neighbour_xy=np.column_stack([c["xwin"], c["ywin"]]))
     cat = measure_sources(f.image, f.weight, f.mask, bkg, det, psf)
     tree = cKDTree(np.column_stack([c["xwin"], c["ywin"]]))
     d, i = tree.query(np.column_stack([f.stars["x"], f.stars["y"]]))

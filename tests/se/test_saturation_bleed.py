@@ -56,7 +56,7 @@ def scene():
 
 
 def test_trail_fully_flagged_with_few_false(scene):
-    star, trail_sig, img, sat, res = scene
+    star, trail_sig, _img, sat, res = scene
     trail = (res.mask & maskbits.TRAIL) != 0
     truth = trail_sig > 2 * NOISE
     assert truth.sum() > 500 and (trail_sig > 0).any(axis=1).sum() > 100  # a long trail
@@ -68,7 +68,7 @@ def test_trail_fully_flagged_with_few_false(scene):
 
 
 def test_star_halo_centre_and_size(scene):
-    star, trail_sig, img, sat, res = scene
+    star, _trail_sig, _img, _sat, res = scene
     assert res.star_x.size == 1
     assert abs(res.star_x[0] - 200.3) < 1.5 and abs(res.star_y[0] - 600.6) < 1.5
     halo = (res.mask & maskbits.STAR) != 0

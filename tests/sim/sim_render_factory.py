@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from desgw.instrument import Pointing, pixel_to_sky
@@ -41,7 +43,8 @@ def objects_at(spec: ExposureSpec, ccdnum: int, x, y, mag, *, kind=0, hlr=0.0, n
 
 def concat(*tables: ObjectTable) -> ObjectTable:
     cols = ("id", "kind", "ra", "dec", "mag", "hlr_arcsec", "sersic_n", "q", "pa_deg")
-    return ObjectTable(**{c: np.concatenate([getattr(t, c) for t in tables]) for c in cols})
+    columns: dict[str, Any] = {c: np.concatenate([getattr(t, c) for t in tables]) for c in cols}
+    return ObjectTable(**columns)
 
 
 def data_e(raw: np.ndarray, ccdnum: int, bias: dict | None = None, *, overscan: bool = False

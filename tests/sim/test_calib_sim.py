@@ -48,6 +48,7 @@ def test_bpm_marks_real_defects_and_hot_pixels(calib):
     assert np.all(bpm[c.hot_y, c.hot_x] & BADPIX)
 
 
+@pytest.mark.slow
 def test_write_calibrations_round_trip(calib, tmp_path):
     paths = write_calibrations(tmp_path, calib)
     assert paths["flat"].name == "flat_i.fits.fz"

@@ -68,7 +68,7 @@ def test_row_drift_is_common_to_data_and_overscan(calib):
 
 def test_gain_and_read_noise_recovered(sky_pair):
     _, (r1, r2) = sky_pair
-    for name, amp in get_ccd(CCD).amps.items():
+    for _name, amp in get_ccd(CCD).amps.items():
         d = amp.raw_data
         rows = slice(d.y0 + 500, d.y1 - 500)
         cols = slice(d.x0 + 50, d.x1 - 50)

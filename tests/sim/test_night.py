@@ -98,9 +98,9 @@ def test_night_writes_all_files(fake_night):
     text = str(summary)
     assert "search" in text and "template" in text and "Gaia catalogue" in text
     # search exposures render the requested CCDs, templates those overlapping them
-    for expnum, ccds, _, _ in calls[2:]:
+    for _expnum, ccds, _, _ in calls[2:]:
         assert ccds == (28, 35)
-    for expnum, ccds, _, _ in calls[:2]:
+    for _expnum, ccds, _, _ in calls[:2]:
         assert len(ccds) >= 2
     # raw file holds the CCDs the renderer returned, EXPNUM in the header
     with fits.open(summary.raw_files[-1]) as h:
@@ -124,7 +124,7 @@ def test_load_truth_is_consistent(fake_night):
     ra, dec = truth.true_pixel_to_sky(spec.expnum, 28, rows["x"], rows["y"])
     np.testing.assert_allclose(ra, rows["ra"], atol=1e-9)
     np.testing.assert_allclose(dec, rows["dec"], atol=1e-9)
-    x, y = truth.true_sky_to_pixel(spec.expnum, 28, rows["ra"], rows["dec"])
+    x, _y = truth.true_sky_to_pixel(spec.expnum, 28, rows["ra"], rows["dec"])
     np.testing.assert_allclose(x, rows["x"], atol=1e-6)
     # flux = exptime * 10**(-0.4 (mag - zp_ccd)), zp_ccd = zp + 2.5 log10(qe)
     zp = spec.zeropoint + 2.5 * np.log10(1.0 + 0.01 * (28 % 3 - 1))
@@ -169,7 +169,7 @@ def test_night_is_deterministic(fake_night, tmp_path, monkeypatch):
 
 
 def test_load_truth_names_missing_file(tmp_path):
-    with pytest.raises(MissingFileError, match="objects.parquet"):
+    with pytest.raises(MissingFileError, match=r"objects\.parquet"):
         load_truth(tmp_path)
 
 
@@ -207,6 +207,7 @@ def test_flux_truth_matches_what_the_renderer_put_in():
 
 
 @needs_render
+@pytest.mark.slow
 def test_tiny_real_night(tmp_path):
     sw = SimSwitches(cosmic_rays=False)
     summary = simulate_night(tmp_path, seed=1, band="r", ccds=[35], n_templates=1, n_search=1,
@@ -222,7 +223,7 @@ def test_tiny_real_night(tmp_path):
         assert raw.header.expnum == spec.expnum
     rows = truth.objects_on_ccd(spec.expnum, 35)
     assert len(rows) > 10
-    ra, dec = pixel_to_sky(35, rows["x"], rows["y"], spec.pointing, spec.distortion)
+    ra, _dec = pixel_to_sky(35, rows["x"], rows["y"], spec.pointing, spec.distortion)
     np.testing.assert_allclose(ra, rows["ra"], atol=1e-9)
     c = truth.ccd_row(spec.expnum, 35)
     assert c["n_objects"] == len(rows)

@@ -79,3 +79,49 @@ def test_big_galaxy_goes_to_galsim():
     counts = add_galaxies(img, g, 3.0)
     assert counts == {"fft": 0, "galsim": 1}
     assert abs(img.sum() / 1e6 - 1) < 0.01
+
+
+@pytest.mark.parametrize("fwhm,e1,e2", [(3.0, 0.0, 0.0), (4.5, 0.06, -0.04)])
+def test_kolmogorov_star_matches_galsim(fwhm, e1, e2):
+    from desgw.sim.psf import add_profile_stars
+
+    x0, y0 = 60.3, 59.77
+    img = np.zeros((121, 121), np.float32)
+    add_profile_stars(img, np.array([x0]), np.array([y0]), np.array([1e6]), _m(fwhm, e1, e2), 3.0,
+                      "kolmogorov")
+    ref = galsim.ImageD(121, 121, scale=1.0)
+    galsim.Kolmogorov(fwhm=fwhm).shear(e1=e1, e2=e2).withFlux(1e6).drawImage(
+        ref, offset=(x0 - 60, y0 - 60), method="auto")
+    # the wing beyond the stamp (r**-11/3) is redistributed inside it, as for the Moffat
+    assert np.abs(img - ref.array).max() < 2e-3 * ref.array.max()
+    assert abs(img.sum() / 1e6 - 1) < 3e-3  # 121 x 121 image: the rest lies outside
+    # not a Moffat: its wing at 5 FWHM is brighter than a beta 3 Moffat's of the same FWHM
+    mof = np.zeros((121, 121), np.float32)
+    add_moffat_stars(mof, np.array([x0]), np.array([y0]), np.array([1e6]), _m(fwhm, e1, e2), 3.0)
+    r = round(5 * fwhm)
+    assert img[60, 60 + r] > 1.5 * mof[60, 60 + r]
+
+
+def test_kolmogorov_galaxy_kernel_matches_galsim():
+    g = _gal(4.5, 1.0, 0.3, 0.1, 100.3, 99.6, 1e5)
+    fast = np.zeros((200, 200), np.float32)
+    ref = np.zeros((200, 200), np.float32)
+    add_galaxies(fast, g, 3.0, profile="kolmogorov")
+    _galsim_one(ref, g, 0, 3.0, "kolmogorov")
+    moffat = np.zeros((200, 200), np.float32)
+    _galsim_one(moffat, g, 0, 3.0)
+    assert np.abs(fast - ref).max() < 0.01 * ref.max()
+    assert np.abs(moffat - ref).max() > 0.02 * ref.max()
+
+
+def test_survey_psf_options():
+    from desgw.sim.survey import SurveyConfig, plan_night
+
+    specs = plan_night(seed=3, n_templates=1, config=SurveyConfig(
+        psf_profile="kolmogorov", psf_beta=(4.0, 4.0), psf_fwhm_tilt=0.2))
+    assert all(s.psf.profile == "kolmogorov" and s.psf.beta == 4.0 for s in specs)
+    assert max(abs(t) for s in specs for t in s.psf.fwhm_tilt) > 0.02
+    default = plan_night(seed=3, n_templates=1)
+    assert all(s.psf.profile == "moffat" and 2.5 <= s.psf.beta <= 3.5 for s in default)
+    with pytest.raises(ValueError):
+        plan_night(seed=3, config=SurveyConfig(psf_profile="gauss"))

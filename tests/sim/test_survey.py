@@ -17,6 +17,7 @@ from desgw.sim.survey import (
     overlapping_ccds,
     plan_night,
 )
+import itertools
 
 
 def _poly_area(x, y):
@@ -30,7 +31,7 @@ def _clip(subject, clipper):
         a, b = np.asarray(clipper[i]), np.asarray(clipper[(i + 1) % len(clipper)])
         inp, out = out, []
 
-        def inside(p):
+        def inside(p, a=a, b=b):
             return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0]) >= 0
 
         for j in range(len(inp)):
@@ -70,10 +71,10 @@ def test_epochs_expnums_and_exposure_times(plan):
     search = [s for s in plan if not s.is_template]
     assert len(temps) == 4 and len(search) == 2
     expnums = [s.expnum for s in plan]
-    assert all(b > a for a, b in zip(expnums, expnums[1:]))
+    assert all(b > a for a, b in itertools.pairwise(expnums))
     assert all(600_000 <= e < 900_000 for e in expnums)
     mjd = [s.mjd for s in plan]
-    assert all(b > a for a, b in zip(mjd, mjd[1:]))
+    assert all(b > a for a, b in itertools.pairwise(mjd))
     assert len({int(np.floor(s.mjd)) for s in temps}) == 4  # different nights
     assert all(search[0].mjd - t.mjd >= 30 for t in temps)
     assert all(s.exptime == 90.0 for s in plan)
@@ -91,7 +92,7 @@ def test_seeing_airmass_sky_and_zeropoint(plan):
         # k2 perturbed by ~1 %, not exactly the instrument model
         assert s.distortion.k2 != DECAM_DISTORTION.k2
         assert abs(s.distortion.k2 / DECAM_DISTORTION.k2 - 1) < 0.05
-    search = [s for s in plan if not s.is_template][0]
+    search = next(s for s in plan if not s.is_template)
     t_fwhm = [s.psf.fwhm_arcsec for s in plan if s.is_template]
     assert min(t_fwhm) < search.psf.fwhm_arcsec < max(t_fwhm)
     # seeing differs between exposures
@@ -117,7 +118,7 @@ def test_header_pointing_error_bounds(plan):
 
 
 def test_dithers_give_partial_ccd_overlap(plan):
-    search = [s for s in plan if not s.is_template][0]
+    search = next(s for s in plan if not s.is_template)
     ref = search.pointing
     fracs = []
     for t in (s for s in plan if s.is_template):

@@ -30,6 +30,7 @@ def fake_diff(monkeypatch):
     """A stand-in for desgw.workflow.diff_ccd (same names and fields) recording its tasks; it
     writes the star/veto lists and the completion marker where the real one does."""
     from desgw.io.star_lists import snstar_name, snveto_name
+    from desgw.workflow.diff_ccd import DiffSummary
 
     seen = []
 
@@ -44,9 +45,9 @@ def fake_diff(monkeypatch):
              ).write_text(f"# {name.__name__}\n")
         done.write_text(json.dumps({"ok": True, "template_expnums":
                                     sorted(task.template_expnums)}))
-        return types.SimpleNamespace(ccdnum=task.ccdnum, ok=True, error=None, n_candidates=3,
-                                     n_fakes=10, n_fakes_recovered=9, timings={"total": 0.01},
-                                     skipped=False, outdir=str(done.parent))
+        return DiffSummary(ccdnum=task.ccdnum, ok=True, n_candidates=3, n_fakes=10,
+                           n_fakes_recovered=9, timings={"total": 0.01}, skipped=False,
+                           outdir=str(done.parent))
 
     module = types.ModuleType("desgw.workflow.diff_ccd")
     module.DiffTask = types.SimpleNamespace

@@ -16,6 +16,9 @@ from desgw.io.settings import load_settings
 from desgw.workflow.dagmaker import exposure_footprint, make_dag, record_from_raw
 from desgw.workflow.dagmaker_rc import DagmakerConfig
 
+# Every test plans on the workflow tests' simulated night (simulated once, ~1 min).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def sim(workflow_sim):

@@ -39,6 +39,7 @@ def _search_dir(res):
                              DEMO_PNUM)
 
 
+@pytest.mark.slow
 def test_demo_runs_everything(demo):
     res, truth, lines = demo
     assert res.ok, res.problems
@@ -60,6 +61,7 @@ def test_demo_runs_everything(demo):
     assert rec["machine"]["cores"] >= 1
 
 
+@pytest.mark.slow
 def test_report_matches_products_and_truth(demo):
     res, truth, _ = demo
     html = res.report_path.read_text()
@@ -120,6 +122,7 @@ def test_report_matches_products_and_truth(demo):
             assert c.truth_kind == "transient"
 
 
+@pytest.mark.slow
 def test_second_run_resumes(demo):
     res, _, _ = demo
     before = res.report_path.stat().st_mtime_ns
@@ -133,6 +136,7 @@ def test_second_run_resumes(demo):
         run_demo(res.outdir, ccds=[28], seed=6, n_templates=1)
 
 
+@pytest.mark.slow
 def test_cli(demo):
     res, _, _ = demo
     base = [str(res.outdir), "--ccds", "28", "--n-templates", "1", "--no-progress", "--top",
@@ -145,6 +149,7 @@ def test_cli(demo):
     assert out.exit_code == 3 and "another simulated night" in out.output
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(find_chromium() is None, reason="no Chromium installed (Debian: chromium)")
 def test_report_in_headless_chromium(demo, tmp_path):
     res, _, _ = demo

@@ -57,8 +57,8 @@ def _task(env, **kw):
     settings, truth, nites = env
     s = truth.search_expnums[0]
     args = {"search_expnum": s, "ccdnum": CCD, "template_expnums": (), "settings": settings, "rnum": R,
-                "pnum": P, "season": SEASON, "cache": "scratch", "schema": "gw", "version": "test", "band": "r",
-                "nite": nites[s], "fakes": True, "overwrite": False}
+            "pnum": P, "season": SEASON, "cache": "scratch", "schema": "gw", "version": "test",
+            "band": "r", "nite": nites[s], "fakes": True, "overwrite": False}
     args.update(kw)
     return DiffTask(**args)
 
@@ -146,7 +146,7 @@ def test_resume_and_cli(env, done):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "already done" in res.output and f"{s.n_candidates} candidates" in res.output
-    res = CliRunner().invoke(main, args[:3] + ["-r", "1p1"] + args[5:])
+    res = CliRunner().invoke(main, [*args[:3], "-r", "1p1", *args[5:]])
     assert res.exit_code == 2 and "r{R}p{P}" in res.output
 
 

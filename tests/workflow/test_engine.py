@@ -6,6 +6,7 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -302,8 +303,11 @@ def test_the_engine_retries_by_exception_type_not_by_message(tmp_path):
 
 
 class _NoRoundTrip(Exception):
+    """An exception that cannot be pickled (it holds a lock)."""
+
     def __init__(self, a, b):
         super().__init__(f"{a}/{b}")
+        self.lock = threading.Lock()
 
 
 def _unpicklable(task, settings, overwrite, deps):

@@ -38,10 +38,11 @@ def test_season_and_help():
         parse_season("dpX")
     res = CliRunner().invoke(main, ["sediff", "-h"])
     assert res.exit_code == 0
-    for letter in ["E", "r", "p", "n", "b", "S", "c", "d", "m", "v", "V", "T", "C", "j", "s", "Y", "F", "O", "t", "h"]:
+    for letter in "ErpnbScdmvVTCjsYFOth":
         assert f"-{letter}," in res.output, letter
 
 
+@pytest.mark.slow
 def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_path, clean_env,
                                                                     fake_diff):
     root, truth = sim
@@ -89,6 +90,7 @@ def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_pat
     assert "BLOCKED diff-880001-28: no template left" in res.output and len(fake_diff) == 1
 
 
+@pytest.mark.slow
 def test_template_mode_and_jump_to_calib(sim, tmp_path):
     root, truth = sim
     (template,) = truth.template_expnums

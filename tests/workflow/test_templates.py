@@ -179,7 +179,7 @@ def test_corners_out_round_trip(tmp_path):
     path = write_corners_out(tmp_path / "668439.out", 668439, corners, band="i")
     text = path.read_text()
     assert text.startswith("# desgw CCD corners, format 1")
-    first = [ln for ln in text.splitlines() if not ln.startswith("#")][0].split()
+    first = next(ln for ln in text.splitlines() if not ln.startswith("#")).split()
     assert first[:3] == ["668439", "1", "i"] and len(first) == 11
     back = read_corners_out(path)
     assert back.expnum == 668439 and back.band == "i" and sorted(back.corners) == sorted(corners)

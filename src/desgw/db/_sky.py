@@ -5,21 +5,9 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from ..refcat.geometry import angular_separation_deg
+from desgw.util.sphere import angular_separation_deg, mean_position
 
 __all__ = ["angular_separation_deg", "mean_position", "radec_box"]
-
-
-def mean_position(ra: ArrayLike, dec: ArrayLike) -> tuple[float, float]:
-    """Mean direction (deg) of positions, averaged as unit vectors (safe across RA = 0)."""
-    ra_a, dec_a = np.atleast_1d(np.asarray(ra, float)), np.atleast_1d(np.asarray(dec, float))
-    if ra_a.size == 1:
-        return float(ra_a[0]) % 360.0, float(dec_a[0])
-    r, d = np.radians(ra_a), np.radians(dec_a)
-    v = np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)]).sum(axis=1)
-    ra_m = float(np.degrees(np.arctan2(v[1], v[0])) % 360.0)
-    dec_m = float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1]))))
-    return ra_m, dec_m
 
 
 def radec_box(ra: ArrayLike, dec: ArrayLike, pad_deg: float

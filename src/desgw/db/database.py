@@ -20,9 +20,11 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, select, text
+from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
+
+from desgw.util.extras import require_extra
 
 from .errors import DatabaseConnectionError, DatabaseError, SchemaVersionError
 from .models import SCHEMA_VERSION, Base, SchemaVersionRow
@@ -138,7 +140,7 @@ class Database:
         """Close all pooled connections."""
         self.engine.dispose()
 
-    def __enter__(self) -> "Database":
+    def __enter__(self) -> Database:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -182,7 +184,7 @@ def _ensure_schema(engine: Engine, url: str, create: bool) -> int:
         if not create:
             raise SchemaVersionError(f"{shown}: no desgw schema (and create=False)")
         Base.metadata.create_all(conn)
-        conn.execute(SchemaVersionRow.__table__.insert().values(version=SCHEMA_VERSION))
+        conn.execute(insert(SchemaVersionRow).values(version=SCHEMA_VERSION))
         log.info("created desgw schema version %d in %s", SCHEMA_VERSION, shown)
         return SCHEMA_VERSION
 
@@ -239,12 +241,14 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
                         "does not exist")
             kwargs["connect_args"] = {"timeout": busy_timeout_s, "check_same_thread": False}
         elif full.startswith("postgresql"):
+            if full.startswith("postgresql+psycopg:"):
+                require_extra("psycopg", "postgres", "PostgreSQL databases")
             kwargs["connect_args"] = {"connect_timeout": max(1, int(round(connect_timeout_s)))}
             kwargs["pool_pre_ping"] = True
         engine = create_engine(full, **kwargs)
     except DatabaseConnectionError:
         raise
-    except Exception as exc:  # bad URL or missing driver: never show the password
+    except Exception as exc:  # noqa: BLE001 - bad URL or missing driver: never show the password
         raise DatabaseConnectionError(f"{shown}: cannot open the database: "
                                       f"{scrub_secret(_first_line(exc), full)}") from None
     if is_sqlite:

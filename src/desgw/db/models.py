@@ -35,7 +35,7 @@ _ID = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
+    return _dt.datetime.now(_dt.UTC)
 
 
 class Base(DeclarativeBase):

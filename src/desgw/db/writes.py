@@ -173,7 +173,7 @@ def _exposure_values(header: Any, path: str | os.PathLike[str] | None) -> dict[s
 def _to_exposure_record(row: ExposureRow, t_eff: float | None = None) -> ExposureRecord:
     ingested = row.ingested_at
     if ingested is not None and ingested.tzinfo is None:  # SQLite drops the zone; it is UTC
-        ingested = ingested.replace(tzinfo=_dt.timezone.utc)
+        ingested = ingested.replace(tzinfo=_dt.UTC)
     return ExposureRecord(expnum=row.expnum, nite=row.nite, mjd=row.mjd, band=row.band,
                           exptime=row.exptime, ra=row.ra, dec=row.dec, object=row.object,
                           propid=row.propid, obstype=row.obstype, program=row.program,
@@ -201,7 +201,7 @@ def register_exposures(db: Database, items: Iterable[tuple[Any, str | os.PathLik
     values = [_exposure_values(h, p) for h, p in items]
     if not values:
         return []
-    now = _dt.datetime.now(_dt.timezone.utc)
+    now = _dt.datetime.now(_dt.UTC)
     for v in values:
         v["ingested_at"] = now
     with db.write_session() as session:
@@ -246,10 +246,10 @@ def record_ccd_product(db: Database, product: CCDProduct) -> None:
         "n_stars": _optional_int(product.n_stars), "t_eff": _optional_float(product.t_eff),
         "qc_passed": None if product.qc_passed is None else bool(product.qc_passed),
         "qc_reasons": list(product.qc_reasons),
-        "updated_at": _dt.datetime.now(_dt.timezone.utc),
+        "updated_at": _dt.datetime.now(_dt.UTC),
     }
     with db.write_session() as session:
-        _require_exposures(session, [values["expnum"]])
+        _require_exposures(session, [int(product.expnum)])
         _upsert(session, CCDProductRow, [values], ["expnum", "ccdnum", "rnum", "pnum"])
 
 
@@ -265,7 +265,7 @@ def record_zeropoints(db: Database, zeropoints: Iterable[Zeropoint]) -> int:
     if not values:
         return 0
     with db.write_session() as session:
-        _require_exposures(session, [v["expnum"] for v in values])
+        _require_exposures(session, [int(z["expnum"]) for z in values])
         _upsert(session, ZeropointRow, values, ["expnum", "ccdnum", "rnum", "pnum"])
     return len(values)
 

@@ -111,7 +111,7 @@ class CoaddPSF:
             (size, size) float32 stamp, sum 1.
         """
         weights = self.weights_at(x, y)
-        stamps = []
+        stamps: list[tuple[Any, np.ndarray] | None] = []
         for a, psf, mapping in zip(weights, self.psfs, self.mappings):
             if a <= 0:
                 stamps.append(None)

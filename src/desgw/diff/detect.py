@@ -26,7 +26,9 @@ Output table columns (one row per detection):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from astropy.table import Table
@@ -171,7 +173,7 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
             rows.append((float(x + dx), float(y + dy), int(x), int(y), float(score[y, x]),
                          float(sign * val), sign < 0, area))
     rows.sort(key=lambda r: -abs(r[5]))
-    cols = list(zip(*rows)) if rows else [[] for _ in range(8)]
+    cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in range(8)]
     dtypes = (np.float64, np.float64, np.int64, np.int64, np.float32, np.float32, bool, np.int64)
     t = Table()
     t["id"] = np.arange(1, len(rows) + 1, dtype=np.int64)

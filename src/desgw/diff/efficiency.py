@@ -226,7 +226,7 @@ def efficiency_curve(mags: ArrayLike, recovered: ArrayLike, *,
         raise ValueError("all or none of the fakes were recovered: no efficiency transition "
                          "to fit")
     _shape(np.zeros(1), model)  # validates the model name
-    edges = (np.linspace(m.min(), m.max() + 1e-9, int(bins) + 1) if np.ndim(bins) == 0
+    edges = (np.linspace(m.min(), m.max() + 1e-9, int(np.asarray(bins)) + 1) if np.ndim(bins) == 0
              else np.asarray(bins, dtype=np.float64))
     idx = np.digitize(m, edges) - 1
     nb = edges.size - 1

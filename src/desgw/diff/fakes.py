@@ -155,7 +155,8 @@ def select_host_galaxies(catalog: Table, search_wcs: Any, shape: tuple[int, int]
         if ra is None or dec is None:
             raise ValueError("galaxy catalog needs pixel (XWIN_IMAGE) or sky (ALPHAWIN_J2000) "
                              "positions")
-        x, y = (np.asarray(v, dtype=np.float64) for v in search_wcs.world_to_pixel_values(ra, dec))
+        px, py = search_wcs.world_to_pixel_values(ra, dec)
+        x, y = np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64)
     a = _col(catalog, ("A_IMAGE",))
     b = _col(catalog, ("B_IMAGE",))
     theta = _col(catalog, ("THETA_IMAGE",))
@@ -163,8 +164,8 @@ def select_host_galaxies(catalog: Table, search_wcs: Any, shape: tuple[int, int]
     q = np.where(np.isfinite(q), q, 1.0)
     th = np.radians(theta) if theta is not None else np.zeros(n)
     th = np.where(np.isfinite(th), th, 0.0)
-    ident = _col(catalog, ("NUMBER",))
-    ident = np.arange(n, dtype=np.int64) if ident is None else ident.astype(np.int64)
+    number = _col(catalog, ("NUMBER",))
+    ident = np.arange(n, dtype=np.int64) if number is None else number.astype(np.int64)
     ny, nx = shape
     with np.errstate(invalid="ignore"):
         keep = ((spread > min_spread_model) & np.isfinite(rhalf) & (rhalf > 0)

@@ -260,7 +260,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("template_cuts")
     if not usable:
         timings["total"] = time.perf_counter() - t_start
-        return _empty(search, flags + ["no_template"], timings, (), rejected, meta)
+        return _empty(search, [*flags, "no_template"], timings, (), rejected, meta)
 
     # 2. sky
     shape = search.shape
@@ -284,7 +284,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("resample")
     if not covering:
         timings["total"] = time.perf_counter() - t_start
-        return _empty(search, flags + ["no_template"], timings, used, rejected, meta)
+        return _empty(search, [*flags, "no_template"], timings, used, rejected, meta)
 
     # 4. coadd on the search stamp-flux scale
     zp_s = search.zp_stamp
@@ -304,7 +304,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("coadd")
     if frac < config.min_usable_fraction:
         timings["total"] = time.perf_counter() - t_start
-        return _empty(search, flags + ["all_masked"], timings, used, rejected, meta)
+        return _empty(search, [*flags, "all_masked"], timings, used, rejected, meta)
 
     if config.relative_sky:
         s_img -= relative_sky(s_img, coadd.image, good, s_rms, config)
@@ -339,6 +339,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     # 6. subtract
     mean_scale = float(np.mean(coadd.scales))
     sub_cfg = replace(config.subtract, template_gain=1.0 / mean_scale)
+    assert coadd.psf is not None  # coadd_templates was given the template PSFs
     sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
                    coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg)
     del s_var, t_var

@@ -2,7 +2,8 @@
 :class:`~desgw.diff.pipeline_types.CCDProducts` and writing a
 :class:`~desgw.diff.pipeline_types.DiffResult` (all writes atomic).
 
-Product folder and names (:func:`desgw.io.product_paths.diff_product_paths`; the original ``{exposure}/dp{SEASON}/{BAND}_{CCD:02d}/``; prefix
+Product folder and names (:func:`desgw.io.product_paths.diff_product_paths`; the original
+``{exposure}/dp{SEASON}/{BAND}_{CCD:02d}/``; prefix
 ``P = D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}``):
 
 ==============================  ==============================================================
@@ -54,6 +55,7 @@ from desgw.io.products import (
     write_immask,
     write_parquet,
 )
+from desgw.util.jsonsafe import json_safe
 
 from .pipeline_types import CCDProducts, DiffConfig, DiffResult
 from .stamps import write_stamps_fits, write_stamps_png
@@ -109,7 +111,7 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
 
     im = read_immask(immask, crop=crop)
     h = im.header
-    psf = None
+    psf: PSFModel | OffsetPSF | None = None
     p = Path(psfmodel)
     if p.is_file():
         try:
@@ -160,7 +162,7 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
     SCI and SCORE are quantised (RICE_1, q = 16, subtractive dither 2); MSK and WGT lossless.
     Blanked pixels have SCI = SCORE = 0 and WGT = 0.
     """
-    assert result.diff is not None and result.diff_var is not None
+    assert result.diff is not None and result.diff_var is not None and result.mask is not None
     h = _image_header(header, wcs)
     w = np.zeros(result.diff.shape, np.float32)
     np.divide(np.float32(1.0), result.diff_var, out=w,
@@ -215,21 +217,7 @@ def _efficiency_doc(result: DiffResult) -> dict[str, Any]:
             "n_fakes": eff.n_fakes, "converged": bool(eff.converged),
             "bins": [{k: (float(row[k]) if k not in ("n", "n_recovered") else int(row[k]))
                       for k in eff.table.colnames} for row in eff.table]}
-    return _finite_or_none(doc)
-
-
-def _finite_or_none(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, float | np.floating):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
+    return json_safe(doc)
 
 
 def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
@@ -244,6 +232,9 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     """
     if result.empty:
         raise ValueError("an empty DiffResult has no products to write")
+    if result.template_image is None or result.template_mask is None \
+            or result.template_weight is None or result.search_image is None:
+        raise ValueError("a DiffResult without its search and template images has no products")
     paths.directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     written["diff"] = str(write_diff_image(paths.diff, result, header=header, wcs=wcs))

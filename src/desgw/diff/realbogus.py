@@ -158,7 +158,8 @@ def save_model(path: str | os.PathLike[str], ensemble: TreeEnsemble, *, threshol
                    "feature_names": list(FEATURE_NAMES), "threshold": float(threshold)})
     final = Path(path)
     with atomic_write_path(final) as tmp, open(tmp, "wb") as fh:
-        np.savez_compressed(fh, meta=np.array(json.dumps(record)), **ensemble.to_arrays())
+        arrays: dict[str, Any] = {"meta": np.array(json.dumps(record)), **ensemble.to_arrays()}
+        np.savez_compressed(fh, **arrays)
     return final
 
 

@@ -133,7 +133,8 @@ class TreeEnsemble:
         return {"feature": self.feature.astype(np.int32), "threshold": self.threshold,
                 "left": self.left.astype(np.int32), "right": self.right.astype(np.int32),
                 "missing_left": self.missing_left, "value": self.value,
-                "baseline": np.float64(self.baseline), "max_depth": np.int64(self.max_depth)}
+                "baseline": np.array(self.baseline, dtype=np.float64),
+                "max_depth": np.array(self.max_depth, dtype=np.int64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TreeEnsemble:

@@ -10,7 +10,8 @@ taps ``w(dx) w(dy)`` in input pixel coordinates). The 1-D taps are the Lanczos w
 small correction that makes them sum to 1 and reproduce polynomials up to cubic exactly
 (:func:`desgw.diff.resample_kernels.lanczos_table`): plain Lanczos-3 shifts star centroids by up
 to 0.01-0.02 px depending on the sub-pixel phase, the corrected kernel by < 0.002 px at 1"
-seeing. Interpolation conserves surface brightness; the result is multiplied by the local pixel-area ratio ``A = |det J|``
+seeing. Interpolation conserves surface brightness; the result is multiplied by the local
+pixel-area ratio ``A = |det J|``
 (input pixels per output pixel, ``J = d(x_in, y_in)/d(x_out, y_out)``) so that total flux is
 conserved: a star keeps its flux in electrons.
 

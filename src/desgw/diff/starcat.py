@@ -45,6 +45,13 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from desgw.errors import DesgwInputError
+from desgw.util.sphere import (
+    arcsec_to_chord,
+    gnomonic_forward,
+    mean_position,
+    radec_to_unit,
+    unit_to_radec,
+)
 
 __all__ = [
     "VETO_MIN_RADIUS_ARCSEC",
@@ -100,22 +107,6 @@ class StarCuts:
 
 
 # ----------------------------------------------------------------------------- geometry
-def _unit(ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.float64]:
-    r, d = np.radians(ra), np.radians(dec)
-    return np.stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)], axis=-1)
-
-
-def _radec(xyz: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    xyz = xyz / np.linalg.norm(xyz, axis=-1, keepdims=True)
-    ra = np.degrees(np.arctan2(xyz[..., 1], xyz[..., 0])) % 360.0
-    dec = np.degrees(np.arcsin(np.clip(xyz[..., 2], -1.0, 1.0)))
-    return ra, dec
-
-
-def _chord(arcsec: ArrayLike) -> NDArray[np.float64]:
-    return 2.0 * np.sin(np.radians(np.asarray(arcsec, dtype=np.float64) / 3600.0) / 2.0)
-
-
 def in_footprint(ra: ArrayLike, dec: ArrayLike,
                  footprint: tuple[ArrayLike, ArrayLike]) -> NDArray[np.bool_]:
     """Whether sky positions fall inside a polygon footprint (e.g. a CCD's 4 corners).
@@ -140,26 +131,11 @@ def in_footprint(ra: ArrayLike, dec: ArrayLike,
     pdec = np.asarray(footprint[1], dtype=np.float64).ravel()
     if pra.size < 3 or pra.size != pdec.size or not np.all(np.isfinite(pra + pdec)):
         raise ValueError("footprint must be (ra[k], dec[k]) of k >= 3 finite vertices")
-    pts = _unit(np.atleast_1d(np.asarray(ra, dtype=np.float64)),
-                np.atleast_1d(np.asarray(dec, dtype=np.float64)))
-    verts = _unit(pra, pdec)
-    centre = verts.mean(axis=0)
-    centre /= np.linalg.norm(centre)
-    east = np.cross([0.0, 0.0, 1.0], centre)
-    if np.linalg.norm(east) < 1e-12:  # at a pole
-        east = np.array([0.0, 1.0, 0.0])
-    east /= np.linalg.norm(east)
-    north = np.cross(centre, east)
-
-    def project(v: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                  NDArray[np.bool_]]:
-        z = v @ centre
-        front = z > 1e-9
-        zz = np.where(front, z, 1.0)
-        return (v @ east) / zz, (v @ north) / zz, front
-
-    vx, vy, _ = project(verts)
-    px, py, front = project(pts)
+    ra0, dec0 = mean_position(pra, pdec)
+    vx, vy, _ = gnomonic_forward(pra, pdec, ra0, dec0)
+    px, py, front = gnomonic_forward(np.atleast_1d(np.asarray(ra, dtype=np.float64)),
+                                     np.atleast_1d(np.asarray(dec, dtype=np.float64)),
+                                     ra0, dec0, min_cos=1e-9)
     inside = np.zeros(px.shape, dtype=bool)
     k = vx.size
     for i in range(k):
@@ -257,15 +233,15 @@ def merge_duplicates(ra: ArrayLike, dec: ArrayLike, mag: ArrayLike, magerr: Arra
     if n == 0:
         return Table({"OBJID": np.zeros(0, np.int64), "RA": np.zeros(0), "DEC": np.zeros(0),
                       "mag": np.zeros(0), "magerr": np.zeros(0), "nobs": np.zeros(0, np.int64)})
-    xyz = _unit(ra, dec)
-    pairs = cKDTree(xyz).query_pairs(float(_chord(radius_arcsec)), output_type="ndarray")
+    xyz = radec_to_unit(ra, dec)
+    pairs = cKDTree(xyz).query_pairs(float(arcsec_to_chord(radius_arcsec)), output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     ngroups, label = connected_components(graph, directed=False)
     order = np.argsort(label, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(label[order]) != 0])
     counts = np.diff(np.r_[starts, n])
     mean_xyz = np.add.reduceat(xyz[order], starts, axis=0)
-    gra, gdec = _radec(mean_xyz)
+    gra, gdec = unit_to_radec(mean_xyz)
     gmag = np.array([np.median(m) for m in np.split(mag[order], starts[1:])])
     gerr = np.sqrt(np.add.reduceat(magerr[order] ** 2, starts)) / counts
     srt = np.lexsort((gdec, gra))
@@ -369,10 +345,10 @@ def apply_veto(ra: ArrayLike, dec: ArrayLike, veto_table: Table) -> NDArray[np.b
     flag = np.zeros(ra.shape, dtype=bool)
     if ra.size == 0 or len(veto_table) == 0:
         return flag
-    tree = cKDTree(_unit(ra.ravel(), dec.ravel()))
-    stars = _unit(np.asarray(veto_table["RA"], np.float64), np.asarray(veto_table["DEC"],
+    tree = cKDTree(radec_to_unit(ra.ravel(), dec.ravel()))
+    stars = radec_to_unit(np.asarray(veto_table["RA"], np.float64), np.asarray(veto_table["DEC"],
                                                                        np.float64))
-    hits = tree.query_ball_point(stars, _chord(np.asarray(veto_table["radius"], np.float64)))
+    hits = tree.query_ball_point(stars, arcsec_to_chord(np.asarray(veto_table["radius"], np.float64)))
     idx = [i for h in hits for i in h]
     if idx:
         flag.ravel()[np.asarray(idx, dtype=np.int64)] = True

@@ -486,7 +486,8 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
     per_tile = {name: np.full((nty, ntx), np.nan) for name in ("f_s", "f_d", "sn", "sr")}
     psf_size = config.psf_size
     stamps: list[np.ndarray | None] = []
-    bufs = [np.zeros(tshape, np.float32) for _ in range(4)]
+    bufs = tuple(np.zeros(tshape, np.float32) for _ in range(4))
+    bn, br, bvn, bvr = bufs
     for j in range(nty):
         for i in range(ntx):
             y0, x0 = j * t, i * t
@@ -497,8 +498,8 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
             if ey1 - ey0 < tshape[0] or ex1 - ex0 < tshape[1]:
                 for buf in bufs:
                     buf.fill(0.0)
-            _fill_tile(*arrays, msk, np.int32(bits), src_n, src_r, ey0, ey1, ex0, ex1,
-                       ey0 - (y0 - b), ex0 - (x0 - b), *bufs)
+            _fill_tile(arrays[0], arrays[1], arrays[2], arrays[3], msk, np.int32(bits), src_n,
+                       src_r, ey0, ey1, ex0, ex1, ey0 - (y0 - b), ex0 - (x0 - b), bn, br, bvn, bvr)
             inner = (slice(b, b + y1 - y0), slice(b, b + x1 - x0))
             vn_s = _tile_var(bufs[2][inner], config.sigma_stride)
             vr_s = _tile_var(bufs[3][inner], config.sigma_stride)
@@ -513,7 +514,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
             pr = np.asarray(pr_src.render(xc, yc, size=psf_size), np.float64)
             kern = zogy_kernels(pn, pr, var_new=vn_s, var_ref=vr_s, f_new=f_new, f_ref=f_ref,
                                 kernel_size=k)
-            d, vd, s, vs = _tile_outputs(plan, kern, *bufs, config.astrometric_sigma)
+            d, vd, s, vs = _tile_outputs(plan, kern, bn, br, bvn, bvr, config.astrometric_sigma)
             sl = (slice(b, b + y1 - y0), slice(b, b + x1 - x0))
             # V(S) = F_S for variance maps equal to the tile scalars; far below that the
             # true value is 0 (all inputs in-painted) and only FFT round-off is left.

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from desgw.instrument.camera import CCD_SHAPE
+
 __all__ = ["ImagePair", "MoffatPSFField", "add_sources", "make_image_pair"]
 
 
@@ -34,7 +36,7 @@ class MoffatPSFField:
     e2: float = 0.0
     de1_dx: float = 0.0
     de2_dy: float = 0.0
-    image_shape: tuple[int, int] = (4096, 2048)
+    image_shape: tuple[int, int] = CCD_SHAPE
     stamp: int = 41
     oversample: int = 4
 

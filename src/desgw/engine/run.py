@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import psutil
+
 from desgw.db.urls import scrub_secret
 from desgw.engine.graph import TASK_KINDS, Task, TaskGraph
 from desgw.engine.progress import LogProgress, make_progress
@@ -67,6 +69,7 @@ from desgw.io.completion import (
     se_complete,
 )
 from desgw.io.settings import Settings
+from desgw.util.extras import require_extra
 
 if TYPE_CHECKING:  # pragma: no cover
     from desgw.db import Database
@@ -197,12 +200,7 @@ def default_workers(n_tasks: int | None = None) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
     n = cores
-    try:
-        import psutil
-
-        n = min(n, max(1, int(psutil.virtual_memory().total / 1e9 / WORKER_MEMORY_GB)))
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        pass
+    n = min(n, max(1, int(psutil.virtual_memory().total / 1e9 / WORKER_MEMORY_GB)))
     if n_tasks is not None:
         n = min(n, max(1, int(n_tasks)))
     return max(1, n)
@@ -227,8 +225,7 @@ def make_cluster(kind: str, *, workers: int | None = None,
     """A dask-jobqueue cluster (``HTCondorCluster`` or ``SLURMCluster``) scaled to ``workers``
     jobs (default 10). dask-jobqueue is imported here only."""
     opts = cluster_options(kind, **dict(options or {}))
-    import dask_jobqueue
-
+    dask_jobqueue = require_extra("dask_jobqueue", "batch", "HTCondor and Slurm clusters")
     cls = dask_jobqueue.HTCondorCluster if kind == "htcondor" else dask_jobqueue.SLURMCluster
     cluster = cls(**opts)
     cluster.scale(jobs=int(workers) if workers else 10)
@@ -359,7 +356,8 @@ def _run_dask(client: Any, graph: TaskGraph, tasks: list[Task],
 
     for fut in ac:
         tid = key_to_task[fut.key]
-        if futures.get(tid) is not fut or tid in results:
+        current = futures.get(tid)
+        if current is None or current is not fut or tid in results:
             continue
         t = graph.task(tid)
         if fut.status == "finished":

@@ -31,6 +31,9 @@ __all__ = [
     "RAW_SHAPE",
     "CCD_SHAPE",
     "PIXEL_SIZE_MM",
+    "PIXEL_SCALE_ARCSEC",
+    "EDGE_BORDER_PIX",
+    "CORNER_PIXELS_1BASED",
     "DEAD_CCDS",
     "SCIENCE_CCDNUMS",
     "DEFAULT_CCDNUMS",
@@ -46,6 +49,19 @@ RAW_SHAPE: tuple[int, int] = (4146, 2160)
 CCD_SHAPE: tuple[int, int] = (4096, 2048)
 #: Physical pixel size in mm (15 micron).
 PIXEL_SIZE_MM: float = 0.015
+#: Nominal pixel scale (arcsec per pixel) near the centre of the focal plane (the optics model,
+#: :func:`desgw.instrument.pixel_scale_arcsec`, gives it per position).
+PIXEL_SCALE_ARCSEC: float = 0.263
+#: Width (pixels) of the EDGE border of a trimmed CCD that the original pipeline left out.
+EDGE_BORDER_PIX: int = 15
+#: 1-based (x, y) pixels at the corners of the usable area inside the EDGE border, in the
+#: order of the original corner files: (16, 16), (2033, 16), (2033, 4081), (16, 4081).
+CORNER_PIXELS_1BASED: tuple[tuple[int, int], ...] = (
+    (EDGE_BORDER_PIX + 1, EDGE_BORDER_PIX + 1),
+    (CCD_SHAPE[1] - EDGE_BORDER_PIX, EDGE_BORDER_PIX + 1),
+    (CCD_SHAPE[1] - EDGE_BORDER_PIX, CCD_SHAPE[0] - EDGE_BORDER_PIX),
+    (EDGE_BORDER_PIX + 1, CCD_SHAPE[0] - EDGE_BORDER_PIX),
+)
 #: CCDNUMs that are dead: 2 (S30, since 2013) and 61 (N30, since 2012).
 DEAD_CCDS: tuple[int, ...] = (2, 61)
 #: All 62 science CCDs.

@@ -17,12 +17,24 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
-from .camera import Amplifier, _data_file
+from .camera import _data_file
 
 __all__ = ["CrosstalkTerm", "crosstalk_terms", "terms_for_victim", "source_ccds", "align_source"]
+
+
+class Readout(Protocol):
+    """What :func:`align_source` reads of an amplifier (:class:`Amplifier` and the detrending
+    layouts have it): on which sides its serial and parallel readouts start."""
+
+    @property
+    def readout_left(self) -> bool: ...
+
+    @property
+    def readout_bottom(self) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -111,14 +123,14 @@ def source_ccds(ccdnum: int) -> list[int]:
     return sorted({t.source_ccd for t in terms_for_victim(ccdnum)})
 
 
-def align_source(source_pixels: np.ndarray, source: Amplifier, victim: Amplifier) -> np.ndarray:
+def align_source(source_pixels: np.ndarray, source: Readout, victim: Readout) -> np.ndarray:
     """Put a source amplifier's data pixels in the victim's readout order.
 
     Parameters
     ----------
     source_pixels : ndarray, shape (4096, 1024)
         The source amplifier's data-section pixels as they lie in its raw HDU.
-    source, victim : Amplifier
+    source, victim : Amplifier (or anything with its ``readout_left``/``readout_bottom``)
         The two amplifiers.
 
     Returns

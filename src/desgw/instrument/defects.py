@@ -25,7 +25,8 @@ def defect_epochs(ccdnum: int) -> tuple[tuple[datetime, str], ...]:
     """Validity start dates and file names of the defect lists of one CCD, oldest first."""
     detpos = get_ccd(ccdnum).detpos.lower()
     folder = _data_file(f"defects/{detpos}")
-    entries = [(_parse_stamp(p.name.split(".")[0]), p.name) for p in folder.iterdir() if p.name.endswith(".ecsv")]
+    entries = [(_parse_stamp(p.name.split(".")[0]), p.name) for p in folder.iterdir()
+               if p.name.endswith(".ecsv")]
     return tuple(sorted(entries))
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from desgw.util.sphere import gnomonic_forward, gnomonic_inverse
+
 from .camera import CCD_SHAPE, PIXEL_SIZE_MM, _data_file, ccds, get_ccd
 
 __all__ = [
@@ -101,7 +103,8 @@ def pixel_to_focal(ccdnum: int, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarra
     return ccd.x_center_mm + c * dx - s * dy, ccd.y_center_mm + s * dx + c * dy
 
 
-def focal_to_pixel(ccdnum: int, xmm: np.ndarray, ymm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def focal_to_pixel(ccdnum: int, xmm: np.ndarray | float, ymm: np.ndarray | float
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Focal-plane mm -> trimmed-image pixel coordinates (0-based) of CCD ``ccdnum``."""
     ccd = get_ccd(ccdnum)
     ddx = np.asarray(xmm, dtype=np.float64) - ccd.x_center_mm
@@ -141,30 +144,17 @@ def tangent_to_sky(xi: np.ndarray, eta: np.ndarray, pointing: Pointing) -> tuple
     """Gnomonic deprojection of tangent-plane offsets (deg) about the boresight -> (ra, dec) deg."""
     t = np.deg2rad(pointing.rotation_deg)
     c, s = np.cos(t), np.sin(t)
-    xr = np.deg2rad(c * np.asarray(xi) - s * np.asarray(eta))
-    yr = np.deg2rad(s * np.asarray(xi) + c * np.asarray(eta))
-    a0 = np.deg2rad(pointing.ra_deg)
-    d0 = np.deg2rad(pointing.dec_deg)
-    denom = np.cos(d0) - yr * np.sin(d0)
-    ra = a0 + np.arctan2(xr, denom)
-    dec = np.arctan2(np.sin(d0) + yr * np.cos(d0), np.hypot(xr, denom))
-    return np.rad2deg(ra) % 360.0, np.rad2deg(dec)
+    xr = c * np.asarray(xi) - s * np.asarray(eta)
+    yr = s * np.asarray(xi) + c * np.asarray(eta)
+    return gnomonic_inverse(xr, yr, pointing.ra_deg, pointing.dec_deg)
 
 
 def sky_to_tangent(ra: np.ndarray, dec: np.ndarray, pointing: Pointing) -> tuple[np.ndarray, np.ndarray]:
     """Gnomonic projection of (ra, dec) deg about the boresight -> tangent offsets (xi, eta) deg."""
-    a = np.deg2rad(np.asarray(ra, dtype=np.float64))
-    d = np.deg2rad(np.asarray(dec, dtype=np.float64))
-    a0 = np.deg2rad(pointing.ra_deg)
-    d0 = np.deg2rad(pointing.dec_deg)
-    cosc = np.sin(d0) * np.sin(d) + np.cos(d0) * np.cos(d) * np.cos(a - a0)
-    xr = np.cos(d) * np.sin(a - a0) / cosc
-    yr = (np.cos(d0) * np.sin(d) - np.sin(d0) * np.cos(d) * np.cos(a - a0)) / cosc
+    xr, yr, _ = gnomonic_forward(ra, dec, pointing.ra_deg, pointing.dec_deg, min_cos=-np.inf)
     t = np.deg2rad(pointing.rotation_deg)
     c, s = np.cos(t), np.sin(t)
-    xi = np.rad2deg(c * xr + s * yr)
-    eta = np.rad2deg(-s * xr + c * yr)
-    return xi, eta
+    return c * xr + s * yr, -s * xr + c * yr
 
 
 def pixel_to_sky(

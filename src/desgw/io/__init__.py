@@ -19,6 +19,7 @@ star_lists     the SNSTAR / SNVETO list files
 zp_tables      the Zero / allZP / _ZP CSV files of the photometric calibration
 settings       where inputs and outputs live (Settings, load_settings)
 demo_files     the folder layout of ``desgw demo``
+landing        when a raw file arriving in a watched folder is complete (``desgw watch``)
 
 The exceptions (DesgwError, DesgwInputError and its subclasses) live in :mod:`desgw.errors`.
 
@@ -33,6 +34,7 @@ from typing import Any
 
 __all__ = [
     "CalibFile",
+    "LandingWatch",
     "RawExposure",
     "Settings",
     "atomic_write_bytes",
@@ -41,6 +43,7 @@ __all__ = [
     "ccd_product_paths",
     "diff_product_paths",
     "find_exposure_dir",
+    "fits_structure_complete",
     "load_settings",
     "read_calib",
     "read_corners_out",
@@ -87,6 +90,8 @@ _LAZY: dict[str, str] = {
     "read_expcalib_csv": "zp_tables",
     "Settings": "settings",
     "load_settings": "settings",
+    "LandingWatch": "landing",
+    "fits_structure_complete": "landing",
 }
 
 

@@ -7,7 +7,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
 from astropy.io import fits
@@ -111,7 +111,7 @@ def iter_hdus_checked(hdul: fits.HDUList, path: str | os.PathLike[str]) -> Itera
             raise CorruptFileError(path, index, f"corrupt or truncated header ({exc})") from exc
         try:
             info = hdu.fileinfo()
-        except Exception as exc:  # noqa: BLE001 - astropy raises assorted types here
+        except Exception as exc:  # astropy raises assorted types here
             raise CorruptFileError(path, index, f"cannot locate HDU data ({exc})") from exc
         if info is not None:
             end = int(info["datLoc"]) + int(info["datSpan"])
@@ -137,6 +137,12 @@ def _lookup(header: fits.Header, keyword: str, path: Any, hdu: Any, required: bo
     return value
 
 
+@overload
+def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: Literal[True] = ...) -> int: ...
+@overload
+def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: bool) -> int | None: ...
 def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
                required: bool = True) -> int | None:
     """Read an integer keyword (an integral float or numeric string is accepted)."""
@@ -155,6 +161,12 @@ def header_int(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any 
                           keyword=keyword) from None
 
 
+@overload
+def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+                 required: Literal[True] = ..., positive: bool = False) -> float: ...
+@overload
+def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+                 required: bool, positive: bool = False) -> float | None: ...
 def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
                  required: bool = True, positive: bool = False) -> float | None:
     """Read a finite float keyword (a numeric string is accepted)."""
@@ -177,6 +189,12 @@ def header_float(header: fits.Header, keyword: str, *, path: Any = None, hdu: An
     return fval
 
 
+@overload
+def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: Literal[True] = ...) -> str: ...
+@overload
+def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
+               required: bool) -> str | None: ...
 def header_str(header: fits.Header, keyword: str, *, path: Any = None, hdu: Any = None,
                required: bool = True) -> str | None:
     """Read a keyword as a stripped string."""
@@ -211,10 +229,10 @@ def read_hdu_pixels(hdu: Any, path: Any, label: Any,
             data = hdu.section[:, :] if box is None else hdu.section[box[0], box[1]]
     except MemoryError:
         raise
-    except Exception as exc:  # noqa: BLE001 - decoders raise their own exception types
+    except Exception as exc:  # decoders raise their own exception types
         raise CorruptFileError(path, label, f"cannot read pixel data "
                                f"({type(exc).__name__}: {exc})") from exc
-    expected = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+    expected: tuple[int, ...] = (int(header["NAXIS2"]), int(header["NAXIS1"]))
     if box is not None:
         expected = tuple(len(range(*sl.indices(n))) for sl, n in zip(box, expected))
     if data.shape != expected:

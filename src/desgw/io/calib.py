@@ -290,7 +290,7 @@ class CalibFile:
         """Close the file."""
         self._hdul.close()
 
-    def __enter__(self) -> "CalibFile":
+    def __enter__(self) -> CalibFile:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

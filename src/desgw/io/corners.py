@@ -28,6 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from desgw.errors import DesgwInputError, MissingFileError
+from desgw.instrument.camera import CORNER_PIXELS_1BASED
 from desgw.io.atomic import atomic_write_text
 
 __all__ = [
@@ -41,7 +42,7 @@ __all__ = [
 ]
 
 #: 1-based (x, y) pixels of the CCD corners in ``{expnum}.out``, in file order.
-CORNER_PIXELS: tuple[tuple[int, int], ...] = ((16, 16), (2033, 16), (2033, 4081), (16, 4081))
+CORNER_PIXELS: tuple[tuple[int, int], ...] = CORNER_PIXELS_1BASED
 
 #: Corners of one CCD: (ra[4], dec[4]) in degrees.
 CCDCorners = tuple[tuple[float, float, float, float], tuple[float, float, float, float]]

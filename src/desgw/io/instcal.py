@@ -86,7 +86,7 @@ class InstCalCCD:
     @property
     def shape(self) -> tuple[int, int]:
         """Numpy shape of the image."""
-        return self.image.shape  # type: ignore[return-value]
+        return self.image.shape
 
 
 def merge_headers(primary: fits.Header, extension: fits.Header) -> fits.Header:
@@ -173,7 +173,7 @@ def _read_plane(path: Path, ccd: int | str | None, what: str
 
 def _ccd_key(header: fits.Header, path: Path, label: str | int) -> int | str:
     if "CCDNUM" in header:
-        return int(header_int(header, "CCDNUM", path=path, hdu=label))  # type: ignore[arg-type]
+        return header_int(header, "CCDNUM", path=path, hdu=label)
     name = str(header.get("EXTNAME", "") or header.get("DETPOS", "")).strip()
     if not name:
         raise HeaderError(path, label, "image HDU has neither CCDNUM nor EXTNAME/DETPOS",
@@ -228,8 +228,8 @@ def read_instcal(image_path: str | os.PathLike[str],
 
     image, primary, ext, label = _read_plane(ipath, ccd, "image")
     key = _ccd_key(ext, ipath, label)
-    mask, _, mext, mlabel = _read_plane(mpath, key, "mask")
-    weight, _, wext, wlabel = _read_plane(wpath, key, "weight")
+    mask, _, _mext, mlabel = _read_plane(mpath, key, "mask")
+    weight, _, _wext, wlabel = _read_plane(wpath, key, "weight")
     for arr, p, lab, what in ((mask, mpath, mlabel, "mask"), (weight, wpath, wlabel, "weight")):
         if arr.shape != image.shape:
             raise DataTypeError(p, lab, f"{what} has shape {arr.shape} but the image "
@@ -240,7 +240,7 @@ def read_instcal(image_path: str | os.PathLike[str],
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             wcs = WCS(ext, relax=True)
-        except Exception as exc:  # noqa: BLE001 - astropy/wcslib raise various types
+        except Exception as exc:  # astropy/wcslib raise various types
             raise HeaderError(ipath, label, f"cannot build a WCS from the header ({exc})",
                               keyword="CTYPE1") from exc
     if not wcs.has_celestial:
@@ -262,9 +262,9 @@ def read_instcal(image_path: str | os.PathLike[str],
             gain = header_float(header, "GAIN", path=ipath, hdu=label, required=False)
     saturate = header_float(header, "SATURATE", path=ipath, hdu=label, required=False)
     if saturate is None:
-        sats = [header_float(header, k, path=ipath, hdu=label, required=False)
-                for k in ("SATURATA", "SATURATB")]
-        sats = [s for s in sats if s is not None]
+        found = [header_float(header, k, path=ipath, hdu=label, required=False)
+                 for k in ("SATURATA", "SATURATB")]
+        sats = [s for s in found if s is not None]
         saturate = min(sats) if sats else None
     result = InstCalCCD(
         image=image, mask=mask, weight=weight, header=header, wcs=wcs,
@@ -272,8 +272,8 @@ def read_instcal(image_path: str | os.PathLike[str],
         detpos=detpos,
         expnum=header_int(header, "EXPNUM", path=ipath, hdu=label, required=False),
         band=band,
-        mjd_obs=float(header_float(header, "MJD-OBS", path=ipath, hdu=label)),  # type: ignore[arg-type]
-        exptime=float(header_float(header, "EXPTIME", path=ipath, hdu=label)),  # type: ignore[arg-type]
+        mjd_obs=header_float(header, "MJD-OBS", path=ipath, hdu=label),
+        exptime=header_float(header, "EXPTIME", path=ipath, hdu=label),
         gain=gain,
         saturate=saturate,
         fwhm_pix=header_float(header, "FWHM", path=ipath, hdu=label, required=False),

@@ -27,6 +27,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from desgw.instrument.bands import validate_band
+
 __all__ = [
     "CACHES",
     "SCHEMAS",
@@ -50,7 +52,6 @@ CACHES: tuple[str, ...] = ("scratch", "persistent")
 #: Valid SCHEMA values.
 SCHEMAS: tuple[str, ...] = ("gw", "wsdiff")
 
-_BAND_RE = re.compile(r"^[A-Za-z]{1,3}$")
 
 
 def _check_int(name: str, value: int, lo: int, hi: int) -> int:
@@ -65,19 +66,13 @@ def _check_int(name: str, value: int, lo: int, hi: int) -> int:
     return v
 
 
-def _check_band(band: str) -> str:
-    if not isinstance(band, str) or not _BAND_RE.match(band):
-        raise ValueError(f"band must be a short filter name like 'r' or 'Y', got {band!r}")
-    return band
-
-
 def _stem(expnum: int, ccd: int | None, rnum: int, pnum: int, band: str | None) -> str:
     e = _check_int("expnum", expnum, 0, 99_999_999)
     r = _check_int("rnum", rnum, 0, 10**6)
     p = _check_int("pnum", pnum, 0, 10**6)
     parts = [f"D{e:08d}"]
     if band is not None:
-        parts.append(_check_band(band))
+        parts.append(validate_band(band, None))
     if ccd is not None:
         parts.append(f"{_check_int('ccd', ccd, 1, 99):02d}")
     parts.append(f"r{r}p{p}")

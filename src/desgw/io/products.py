@@ -39,6 +39,7 @@ from astropy.table import Table
 from astropy.wcs import WCS, FITSFixedWarning
 
 from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
+from desgw.util.jsonsafe import json_safe
 
 from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
@@ -97,7 +98,7 @@ class ImMask:
     @property
     def shape(self) -> tuple[int, int]:
         """Numpy shape of the images."""
-        return self.sci.shape  # type: ignore[return-value]
+        return self.sci.shape
 
 
 def _wcs_cards(header: fits.Header) -> fits.Header:
@@ -266,7 +267,7 @@ def _immask_wcs(header: fits.Header, path: Path) -> WCS | None:
         warnings.simplefilter("ignore", FITSFixedWarning)
         try:
             return WCS(header, relax=True)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise HeaderError(path, "SCI", f"cannot build a WCS ({exc})",
                               keyword="CTYPE1") from exc
 
@@ -328,7 +329,7 @@ def read_fits_table(path: str | os.PathLike[str], hdu: int | str | None = None) 
             raise CorruptFileError(p, hdu, "no table HDU found")
         try:
             return Table.read(target)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise CorruptFileError(p, hdu_label(0, target), f"cannot read table ({exc})") from exc
 
 
@@ -352,19 +353,11 @@ def read_csv(path: str | os.PathLike[str]) -> Table:
         raise MissingFileError(p, None, "file does not exist")
     try:
         return Table.read(p, format="ascii.csv")
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         raise CorruptFileError(p, None, f"not a readable CSV table ({exc})") from exc
 
 
 _PARQUET_META_KEY = b"desgw.table"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return str(value)
 
 
 def _arrow_column(col: Any, name: str, path: Path) -> Any:
@@ -401,7 +394,8 @@ def write_parquet(path: str | os.PathLike[str], table: Table | np.ndarray) -> Pa
     arrays = [_arrow_column(t[name], name, final) for name in t.colnames]
     info = {"units": {n: str(t[n].unit) for n in t.colnames if t[n].unit is not None},
             "meta": dict(t.meta)}
-    schema_meta = {_PARQUET_META_KEY: json.dumps(info, default=_json_default).encode()}
+    meta_json = json.dumps(json_safe(info, nonfinite_to_none=False, fallback=str))
+    schema_meta = {_PARQUET_META_KEY: meta_json.encode()}
     at = pa.Table.from_arrays(arrays, names=list(t.colnames)).replace_schema_metadata(schema_meta)
     with atomic_write_path(final) as tmp:
         pq.write_table(at, tmp)
@@ -425,7 +419,7 @@ def read_parquet(path: str | os.PathLike[str], columns: list[str] | None = None)
         raise MissingFileError(p, None, "file does not exist")
     try:
         at = pq.read_table(p, columns=columns)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError...
+    except Exception as exc:  # pyarrow raises ArrowInvalid, OSError...
         raise CorruptFileError(p, None, f"not a readable Parquet table ({exc})") from exc
     info: dict[str, Any] = {"units": {}, "meta": {}}
     raw_meta = (at.schema.metadata or {}).get(_PARQUET_META_KEY)

@@ -539,7 +539,7 @@ class RawExposure:
         self._closed = True
         self._hdul.close()
 
-    def __enter__(self) -> "RawExposure":
+    def __enter__(self) -> RawExposure:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,

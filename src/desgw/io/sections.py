@@ -140,7 +140,7 @@ def format_section(section: Section | tuple[int, int, int, int]) -> str:
     return f"[{x1}:{x2},{y1}:{y2}]"
 
 
-def section_from_header(header: "object", keyword: str, *,
+def section_from_header(header: object, keyword: str, *,
                         path: str | os.PathLike[str] | None = None,
                         hdu: str | int | None = None) -> Section:
     """Read and parse the section keyword ``keyword`` from a FITS header.

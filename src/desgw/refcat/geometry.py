@@ -11,9 +11,19 @@ high declinations need no special cases), as long as the polygon spans < 90 deg.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+# The spherical primitives live in desgw.util.sphere; re-exported here for the refcat API.
+from desgw.util.sphere import (
+    angular_separation_deg,
+    gnomonic_forward,
+    gnomonic_inverse,
+    radec_to_unit,
+    unit_to_radec,
+)
 
 __all__ = [
     "MAS_PER_DEG",
@@ -31,6 +41,10 @@ __all__ = [
 MAS_PER_DEG = 3.6e6
 
 
+@overload
+def mjd_to_jyear(mjd: float) -> float: ...
+@overload
+def mjd_to_jyear(mjd: ArrayLike) -> NDArray[np.float64] | float: ...
 def mjd_to_jyear(mjd: ArrayLike) -> NDArray[np.float64] | float:
     """Convert a Modified Julian Date to a decimal Julian year (epoch).
 
@@ -49,92 +63,6 @@ def mjd_to_jyear(mjd: ArrayLike) -> NDArray[np.float64] | float:
     """
     j = 2000.0 + (np.asarray(mjd, dtype=np.float64) - 51544.5) / 365.25
     return float(j) if j.ndim == 0 else j
-
-
-def radec_to_unit(ra: ArrayLike, dec: ArrayLike) -> NDArray[np.float64]:
-    """Unit vectors, shape (..., 3), for RA, Dec in degrees."""
-    ra_r = np.radians(np.asarray(ra, dtype=np.float64))
-    dec_r = np.radians(np.asarray(dec, dtype=np.float64))
-    cd = np.cos(dec_r)
-    return np.stack([cd * np.cos(ra_r), cd * np.sin(ra_r), np.sin(dec_r)], axis=-1)
-
-
-def unit_to_radec(v: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """RA in [0, 360) and Dec (degrees) of vectors of shape (..., 3) (need not be unit)."""
-    v = np.asarray(v, dtype=np.float64)
-    ra = np.degrees(np.arctan2(v[..., 1], v[..., 0])) % 360.0
-    dec = np.degrees(np.arctan2(v[..., 2], np.hypot(v[..., 0], v[..., 1])))
-    return ra, dec
-
-
-def angular_separation_deg(ra1: ArrayLike, dec1: ArrayLike, ra2: ArrayLike,
-                           dec2: ArrayLike) -> NDArray[np.float64]:
-    """Great-circle separation (degrees) by the Vincenty formula (stable at all angles)."""
-    l1, b1 = np.radians(np.asarray(ra1, float)), np.radians(np.asarray(dec1, float))
-    l2, b2 = np.radians(np.asarray(ra2, float)), np.radians(np.asarray(dec2, float))
-    dl = l2 - l1
-    sb1, cb1, sb2, cb2 = np.sin(b1), np.cos(b1), np.sin(b2), np.cos(b2)
-    num = np.hypot(cb2 * np.sin(dl), cb1 * sb2 - sb1 * cb2 * np.cos(dl))
-    den = sb1 * sb2 + cb1 * cb2 * np.cos(dl)
-    return np.degrees(np.arctan2(num, den))
-
-
-def gnomonic_forward(ra: ArrayLike, dec: ArrayLike, ra0: float, dec0: float
-                     ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Project RA, Dec onto the tangent plane at (ra0, dec0).
-
-    Parameters
-    ----------
-    ra, dec : array_like, shape (N,)
-        Positions (deg).
-    ra0, dec0 : float
-        Tangent point (deg).
-
-    Returns
-    -------
-    xi, eta : ndarray of float64, shape (N,)
-        Standard coordinates (deg; xi toward increasing RA, eta toward north).
-    front : ndarray of bool, shape (N,)
-        True for points on the tangent-point hemisphere (the projection is only
-        meaningful there; xi, eta of other points are set to +inf).
-    """
-    a = np.radians(np.asarray(ra, dtype=np.float64) - ra0)
-    d = np.radians(np.asarray(dec, dtype=np.float64))
-    d0 = np.radians(dec0)
-    cd, sd = np.cos(d), np.sin(d)
-    ca = np.cos(a)
-    cosc = np.sin(d0) * sd + np.cos(d0) * cd * ca
-    front = cosc > 1e-12
-    with np.errstate(divide="ignore", invalid="ignore"):
-        xi = np.where(front, cd * np.sin(a) / cosc, np.inf)
-        eta = np.where(front, (np.cos(d0) * sd - np.sin(d0) * cd * ca) / cosc, np.inf)
-    return np.degrees(xi), np.degrees(eta), front
-
-
-def gnomonic_inverse(xi: ArrayLike, eta: ArrayLike, ra0: ArrayLike, dec0: ArrayLike
-                     ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Inverse gnomonic projection; tangent points may differ per element.
-
-    Parameters
-    ----------
-    xi, eta : array_like
-        Standard coordinates (deg).
-    ra0, dec0 : array_like
-        Tangent points (deg), broadcastable against ``xi``.
-
-    Returns
-    -------
-    ra, dec : ndarray of float64
-        RA in [0, 360) and Dec (deg).
-    """
-    x = np.radians(np.asarray(xi, dtype=np.float64))
-    y = np.radians(np.asarray(eta, dtype=np.float64))
-    d0 = np.radians(np.asarray(dec0, dtype=np.float64))
-    cd0, sd0 = np.cos(d0), np.sin(d0)
-    den = cd0 - y * sd0
-    ra = (np.asarray(ra0, dtype=np.float64) + np.degrees(np.arctan2(x, den))) % 360.0
-    dec = np.degrees(np.arctan2(sd0 + y * cd0, np.hypot(x, den)))
-    return ra, dec
 
 
 def _convex_hull(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.intp]:

@@ -299,9 +299,9 @@ def ingest_gaia(sources: Sequence[str | os.PathLike[str]], store_dir: str | os.P
                 path = staging / f"chunk{len(stage_files):06d}.arrow"
                 with pa.OSFile(str(path), "wb") as sink, ipc.new_file(sink, schema) as wr:
                     wr.write_table(table)
-                upix, starts, counts = np.unique(pix, return_index=True, return_counts=True)
+                upix, starts, npix = np.unique(pix, return_index=True, return_counts=True)
                 stage_files.append(path)
-                stage_pix.append((upix, starts, counts))
+                stage_pix.append((upix, starts, npix))
         logger.info("staged %d rows from %d sources in %d chunks (%.1f s)", n_in - n_bad,
                     len(srcs), len(stage_files), time.perf_counter() - t0)
 

@@ -41,6 +41,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from desgw.errors import NoWorkFoundError
+from desgw.instrument.bands import DES_BANDS, validate_band
 
 __all__ = [
     "BANDS",
@@ -57,7 +58,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: All DES bands.
-BANDS: tuple[str, ...] = ("g", "r", "i", "z", "Y")
+BANDS: tuple[str, ...] = DES_BANDS
 
 #: Polynomial coefficients a_0 .. a_n (increasing power) of (m_DES - G) in c = BP - RP.
 #: Source: Legacy Surveys / legacypipe ``gaia_to_decam`` (R. Zhou 2020), DECam filters.
@@ -127,12 +128,11 @@ class GaiaToDesResult:
     band: str
 
 
-def _check_band(band: str) -> tuple[float, ...]:
-    if band in POLY_COEFFS:
-        return POLY_COEFFS[band]
-    if band in BANDS:
+def _poly_coeffs(band: str) -> tuple[float, ...]:
+    validate_band(band, BANDS, what="DES band")
+    if band not in POLY_COEFFS:
         raise TransformUnavailableError(band)
-    raise ValueError(f"unknown DES band {band!r}; expected one of {', '.join(BANDS)}")
+    return POLY_COEFFS[band]
 
 
 def des_minus_g(band: str, bp_rp: ArrayLike) -> NDArray[np.float64]:
@@ -159,9 +159,10 @@ def des_minus_g(band: str, bp_rp: ArrayLike) -> NDArray[np.float64]:
         Unknown band; :class:`TransformUnavailableError` for a DES band without
         a transformation (Y).
     """
-    coeffs = _check_band(band)
+    coeffs = _poly_coeffs(band)
     c = np.asarray(bp_rp, dtype=np.float64)
-    return np.polynomial.polynomial.polyval(c, np.asarray(coeffs, dtype=np.float64))
+    return np.asarray(np.polynomial.polynomial.polyval(c, np.asarray(coeffs, dtype=np.float64)),
+                      dtype=np.float64)
 
 
 def gaia_to_des(band: str, g: ArrayLike, bp: ArrayLike, rp: ArrayLike) -> GaiaToDesResult:
@@ -185,7 +186,7 @@ def gaia_to_des(band: str, g: ArrayLike, bp: ArrayLike, rp: ArrayLike) -> GaiaTo
     ValueError
         Unknown band (message names it); :class:`TransformUnavailableError` for Y.
     """
-    coeffs = _check_band(band)
+    coeffs = _poly_coeffs(band)
     g_a, bp_a, rp_a = np.broadcast_arrays(
         np.asarray(g, dtype=np.float64),
         np.asarray(bp, dtype=np.float64),

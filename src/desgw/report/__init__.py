@@ -1,5 +1,5 @@
 """desgw.report: the HTML report of a processed night (data, SVG figures, stamps) and its
-headless-browser check.
+headless-browser check; the latency page of ``desgw watch``.
 
 The public entry points are listed in ``__all__``; each is imported from its module on first use,
 so ``import desgw.report`` stays cheap (the command line imports only what a command needs).
@@ -17,6 +17,7 @@ __all__ = [
     "find_chromium",
     "render_report",
     "write_report",
+    "write_watch_report",
 ]
 
 _LAZY: dict[str, str] = {
@@ -26,6 +27,7 @@ _LAZY: dict[str, str] = {
     "collect_report": "data",
     "check_report_in_browser": "browser",
     "find_chromium": "browser",
+    "write_watch_report": "latency",
 }
 
 

@@ -280,9 +280,9 @@ def _get(d: Mapping[str, Any] | None, *keys: str) -> Any:
 
 
 def _sep_arcsec(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
-    from desgw.refcat.geometry import angular_separation_deg
+    from desgw.util.sphere import ARCSEC_PER_DEG, angular_separation_deg
 
-    return np.asarray(angular_separation_deg(ra1, dec1, ra2, dec2)) * 3600.0
+    return np.asarray(angular_separation_deg(ra1, dec1, ra2, dec2)) * ARCSEC_PER_DEG
 
 
 def rank_candidates(table: Any) -> np.ndarray:

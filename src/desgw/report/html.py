@@ -20,7 +20,8 @@ report_data.ReportData`) write ``REPORT_DIR/index.html`` and ``REPORT_DIR/img/*.
 
 The page has inline CSS, inline SVG charts and no external URL; its only script records, after
 the page's ``load`` event, which images failed to load and how many error events it saw, on
-``<body>`` (``data-images-total``, ``data-images-broken``, ``data-errors``, ``data-loaded``) for the headless-browser check
+``<body>`` (``data-images-total``, ``data-images-broken``, ``data-errors``, ``data-loaded``) for
+the headless-browser check
 (``scripts/check_report_browser.py``). Files are written atomically.
 """
 
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from desgw import __version__
 from desgw.errors import MissingFileError
@@ -139,13 +141,7 @@ def machine_info() -> dict[str, Any]:
     """This machine: host, OS, Python, usable cores, memory (GB)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
         else (os.cpu_count() or 1)
-    mem = math.nan
-    try:
-        import psutil
-
-        mem = psutil.virtual_memory().total / 1e9
-    except ImportError:  # pragma: no cover - psutil comes with distributed
-        pass
+    mem = psutil.virtual_memory().total / 1e9
     return {"host": platform.node(), "os": f"{platform.system()} {platform.release()}",
             "python": platform.python_version(), "cores": cores, "memory_gb": mem,
             "cpu": platform.processor() or platform.machine()}
@@ -162,7 +158,8 @@ def _summary(data: ReportData) -> str:
           ("Search CCDs", ", ".join(str(r.ccdnum) for r in data.ccds if r.role == "search")),
           ("Template CCDs", str(sum(1 for r in data.ccds if r.role == "template")))]
     if "seed" in rec:
-        kv.append(("Simulation", f"seed {rec['seed']}, {'all CCDs' if rec.get('full') else 'subset of CCDs'}"))
+        which = "all CCDs" if rec.get("full") else "subset of CCDs"
+        kv.append(("Simulation", f"seed {rec['seed']}, {which}"))
     if tasks:
         kv.append(("Tasks", (f"{len(tasks)}: {counts.get('done', 0)} done, "
                    f"{counts.get('skipped', 0)} skipped (products existed), "

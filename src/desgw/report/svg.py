@@ -4,7 +4,8 @@ Pure functions returning SVG text (no plotting library): every drawn data elemen
 ``data-*`` attributes with its value, so a test (or a browser) can read back what was drawn.
 
 * :func:`focal_plane_svg`: every DECam science CCD as its outline in the focal plane (from
-  :func:`desgw.instrument.pixel_to_focal`; drawn as usual, long CCD axis horizontal, N CCDs up), the processed ones filled with a colour for a value
+  :func:`desgw.instrument.pixel_to_focal`; drawn as usual, long CCD axis horizontal, N CCDs up),
+  the processed ones filled with a colour for a value
   (zeropoint, FWHM...), QC failures crossed in red, dead CCDs hatched, a colour bar.
 * :func:`efficiency_svg`: detection efficiency of the fakes vs magnitude: binned points with
   their error bars, the fitted model curves, ``m50`` and the ideal 5-sigma limit as vertical
@@ -80,9 +81,9 @@ def focal_plane_svg(values: Mapping[int, float], *, title: str, unit: str = "",
         ``data-value`` (``"nan"`` if none, absent for CCDs not processed) and ``data-qc``
         (``"fail"``/``"pass"``).
     """
-    from desgw.instrument import DEAD_CCDS, SCIENCE_CCDNUMS, get_ccd, pixel_to_focal
+    from desgw.instrument import CCD_SHAPE, DEAD_CCDS, SCIENCE_CCDNUMS, get_ccd, pixel_to_focal
 
-    ny, nx = 4096, 2048
+    ny, nx = CCD_SHAPE
     xs = np.array([0, nx - 1, nx - 1, 0], dtype=np.float64)
     ys = np.array([0, 0, ny - 1, ny - 1], dtype=np.float64)
     polys = {c: pixel_to_focal(c, xs, ys) for c in SCIENCE_CCDNUMS}

@@ -27,7 +27,8 @@ Algorithm
    as a polynomial of pixel coordinates; for a header that already holds the distortion (e.g.
    built from `desgw.instrument.optics`, as the original fed SCAMP the ``fNN.head`` files) an
    affine correction is enough, so a CCD with a dozen stars still gets the distortion right.
-   Its order (1 = affine, up to ``max_sip_order``) is the one with the lowest BIC on the stars kept by the most flexible feasible fit
+   Its order (1 = affine, up to ``max_sip_order``) is the one with the lowest BIC on the stars kept
+   by the most flexible feasible fit
    (``BIC = n ln(chi2 / n) + k ln n`` with ``n = 2 N_stars`` residuals and ``k = 2 N_terms``
    coefficients). On the DECam mapping, the best affine fit leaves up to 0.2 arcsec at the
    field edge and 0.02 arcsec at the centre, order 2 leaves ~0.01 arcsec everywhere and order
@@ -79,6 +80,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
 from desgw.errors import AlgorithmError, DesgwInputError
+from desgw.instrument.camera import CCD_SHAPE
+from desgw.se.sip import sip_design, sip_terms
+from desgw.util.sphere import gnomonic_forward, gnomonic_inverse
 
 __all__ = [
     "AstrometryConfig",
@@ -310,29 +314,17 @@ def _rebuild_error(reason: str, n_detections: int, n_refs: int, n_matched: int,
 # ---------------------------------------------------------------------------------------------
 def _project(ra: NDArray, dec: NDArray, ra0: float, dec0: float) -> NDArray:
     """Gnomonic projection about (ra0, dec0) -> (n, 2) offsets (xi, eta) in arcsec."""
-    a = np.deg2rad(ra - ra0)
-    d = np.deg2rad(dec)
-    d0 = math.radians(dec0)
-    sd, cd = np.sin(d), np.cos(d)
-    ca = np.cos(a)
-    cosc = math.sin(d0) * sd + math.cos(d0) * cd * ca
-    xi = cd * np.sin(a) / cosc
-    eta = (math.cos(d0) * sd - math.sin(d0) * cd * ca) / cosc
+    xi, eta, _ = gnomonic_forward(ra, dec, ra0, dec0, min_cos=-np.inf)
     out = np.empty((np.size(ra), 2))
-    out[:, 0] = np.rad2deg(xi) * _DEG2AS
-    out[:, 1] = np.rad2deg(eta) * _DEG2AS
+    out[:, 0] = np.ravel(xi) * _DEG2AS
+    out[:, 1] = np.ravel(eta) * _DEG2AS
     return out
 
 
 def _deproject(xi_as: float, eta_as: float, ra0: float, dec0: float) -> tuple[float, float]:
     """Inverse of `_project` for one point -> (ra, dec) deg."""
-    x = math.radians(xi_as / _DEG2AS)
-    y = math.radians(eta_as / _DEG2AS)
-    d0 = math.radians(dec0)
-    denom = math.cos(d0) - y * math.sin(d0)
-    ra = math.degrees(math.radians(ra0) + math.atan2(x, denom)) % 360.0
-    dec = math.degrees(math.atan2(math.sin(d0) + y * math.cos(d0), math.hypot(x, denom)))
-    return ra, dec
+    ra, dec = gnomonic_inverse(xi_as / _DEG2AS, eta_as / _DEG2AS, ra0, dec0)
+    return float(ra), float(dec)
 
 
 def _rotate(p: NDArray, theta_deg: float) -> NDArray:
@@ -344,20 +336,6 @@ def _rotate(p: NDArray, theta_deg: float) -> NDArray:
 # ---------------------------------------------------------------------------------------------
 # polynomial model (xi, eta) = sum c_pq bu^p bv^q of the header WCS's scaled tangent coords
 # ---------------------------------------------------------------------------------------------
-def _terms(order: int, start: int = 0) -> list[tuple[int, int]]:
-    return [(p, n - p) for n in range(start, order + 1) for p in range(n, -1, -1)]
-
-
-def _design(us: NDArray, vs: NDArray, terms: list[tuple[int, int]]) -> NDArray:
-    top = max(p + q for p, q in terms)
-    upow = [np.ones_like(us)]
-    vpow = [np.ones_like(vs)]
-    for _ in range(top):
-        upow.append(upow[-1] * us)
-        vpow.append(vpow[-1] * vs)
-    return np.column_stack([upow[p] * vpow[q] for p, q in terms])
-
-
 @dataclass(frozen=True, eq=False)
 class _Fit:
     order: int
@@ -392,7 +370,7 @@ class _Solver:
     def design(self, order: int) -> NDArray:
         """Design matrix of all detections for ``order`` (cached)."""
         if order not in self._design_cache:
-            self._design_cache[order] = _design(self.us, self.vs, _terms(order))
+            self._design_cache[order] = sip_design(self.us, self.vs, sip_terms(order))
         return self._design_cache[order]
 
     def predict(self, coeff: NDArray, order: int) -> NDArray:
@@ -401,7 +379,7 @@ class _Solver:
     def feasible_order(self, n: int) -> int:
         best = 0
         for o in range(1, self.cfg.max_sip_order + 1):
-            if n >= self.cfg.stars_per_coefficient * len(_terms(o)) + 2:
+            if n >= self.cfg.stars_per_coefficient * len(sip_terms(o)) + 2:
                 best = o
         return best
 
@@ -487,8 +465,8 @@ def _vote(det: NDArray, ref: NDArray, config: AstrometryConfig,
         iy = np.minimum(((dys + width) / b).astype(np.intp), n_side - 1)
         hist = np.bincount(iy * n_side + ix, minlength=n_side * n_side).reshape(n_side, n_side)
         pad = np.pad(hist, 1)
-        smooth = sum(pad[1 + a:1 + a + n_side, 1 + c:1 + c + n_side]
-                     for a in (-1, 0, 1) for c in (-1, 0, 1))
+        smooth = np.sum([pad[1 + a:1 + a + n_side, 1 + c:1 + c + n_side]
+                         for a in (-1, 0, 1) for c in (-1, 0, 1)], axis=0)
         k = int(np.argmax(smooth))
         ky, kx = divmod(k, n_side)
         peak = float(smooth[ky, kx])
@@ -510,7 +488,7 @@ def _vote(det: NDArray, ref: NDArray, config: AstrometryConfig,
 # ---------------------------------------------------------------------------------------------
 def _unscaled(coeff: NDArray, order: int, su: float, sv: float) -> dict[tuple[int, int], NDArray]:
     """Coefficients per (p, q) for unscaled pixel offsets, in degrees."""
-    return {(p, q): coeff[k] / (su**p * sv**q) / _DEG2AS for k, (p, q) in enumerate(_terms(order))}
+    return {(p, q): coeff[k] / (su**p * sv**q) / _DEG2AS for k, (p, q) in enumerate(sip_terms(order))}
 
 
 def _build_wcs(coeff: NDArray, order: int, solver: _Solver, ra0: float, dec0: float,
@@ -567,12 +545,12 @@ def _pixel_polynomial(coeff: NDArray, order: int, solver: _Solver, initial_wcs: 
     u, v = _grid(solver, shape)
     gr, gd = initial_wcs.all_pix2world(u + solver.cx, v + solver.cy, 0)
     gt = _project(gr, gd, ra_i0, dec_i0) / bscale
-    target = _design(gt[:, 0], gt[:, 1], _terms(order)) @ coeff
+    target = sip_design(gt[:, 0], gt[:, 1], sip_terms(order)) @ coeff
     us, vs = u / solver.su, v / solver.sv
     ones = np.ones(u.size)
     best: tuple[NDArray, int, float] | None = None
     for k in range(1, solver.cfg.max_wcs_order + 1):
-        d = _design(us, vs, _terms(k))
+        d = sip_design(us, vs, sip_terms(k))
         c = _weighted_lsq(d, target, ones)
         err = float(np.max(np.hypot(*(target - d @ c).T)))
         best = (c, k, err)
@@ -590,15 +568,15 @@ def _fit_inverse(a: NDArray, b: NDArray, inv_order: int, solver: _Solver,
     """Fit AP/BP (terms 1 <= p+q <= inv_order) to the exact inverse of the forward SIP."""
     u, v = _grid(solver, shape)
     order = a.shape[0] - 1
-    fwd = _design(u, v, _terms(order, 2))
-    t2 = _terms(order, 2)
+    fwd = sip_design(u, v, sip_terms(order, 2))
+    t2 = sip_terms(order, 2)
     av = np.array([a[p, q] for p, q in t2])
     bv = np.array([b[p, q] for p, q in t2])
     uu = u + fwd @ av
     vv = v + fwd @ bv
-    tinv = _terms(inv_order, 1)
+    tinv = sip_terms(inv_order, 1)
     su, sv = solver.su, solver.sv
-    d = _design(uu / su, vv / sv, tinv)
+    d = sip_design(uu / su, vv / sv, tinv)
     coef = _weighted_lsq(d, np.column_stack([u - uu, v - vv]), np.ones(u.size))
     err = float(np.max(np.hypot(*(np.column_stack([u - uu, v - vv]) - d @ coef).T)))
     ap = np.zeros((inv_order + 1, inv_order + 1))
@@ -614,8 +592,7 @@ def _similarity(initial_wcs: WCS, final: WCS, ra0: float, dec0: float,
                 shape: tuple[int, int]) -> tuple[NDArray, float, float]:
     """Offset of the centre (arcsec), rotation (deg) and scale of final vs initial WCS."""
     ny, nx = shape
-    gx, gy = np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 9))
-    gx, gy = gx.ravel(), gy.ravel()
+    gx, gy = (g.ravel() for g in np.meshgrid(np.linspace(0, nx - 1, 5), np.linspace(0, ny - 1, 9)))
     ri, di = initial_wcs.all_pix2world(gx, gy, 0)
     rf, df = final.all_pix2world(gx, gy, 0)
     zi = _project(ri, di, ra0, dec0) @ np.array([1.0, 1j])
@@ -640,7 +617,7 @@ def solve_wcs(
     flux: ArrayLike | None = None,
     ref_mag: ArrayLike | None = None,
     xy_err: ArrayLike | None = None,
-    image_shape: tuple[int, int] = (4096, 2048),
+    image_shape: tuple[int, int] = CCD_SHAPE,
     config: AstrometryConfig = AstrometryConfig(),
 ) -> AstrometryResult:
     """Fit the TAN-SIP WCS of one CCD by matching its detections to Gaia.
@@ -830,7 +807,7 @@ def solve_wcs(
         n_obs = 2 * sel.size
         for o in range(1, top + 1):
             f_o = solver.fit(sel, ref_t[ref][flex.mask], o, clip=False)
-            bic[o] = n_obs * math.log(max(f_o.chi2, 1e-300) / n_obs) + 2 * len(_terms(o)) * math.log(n_obs)
+            bic[o] = n_obs * math.log(max(f_o.chi2, 1e-300) / n_obs) + 2 * len(sip_terms(o)) * math.log(n_obs)
         order = min(bic, key=bic.__getitem__)
     fit = solver.fit(src, ref_t[ref], order)
     for _ in range(3):  # re-match with the chosen order

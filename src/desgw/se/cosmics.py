@@ -239,9 +239,9 @@ def interpolate_masked(image: np.ndarray, mask: np.ndarray, mask_bits: int = mas
     sel = (newmask & mask_bits) != 0
     if not sel.any():
         return out, newmask
-    ny, nx = out.shape
+    _ny, nx = out.shape
     unusable = (newmask & maskbits.UNUSABLE) != 0
-    runs, nrun = ndimage.label(sel, structure=np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]]))
+    runs, _nrun = ndimage.label(sel, structure=np.array([[0, 0, 0], [1, 1, 1], [0, 0, 0]]))
     for sl in ndimage.find_objects(runs):
         if sl is None:
             continue
@@ -250,7 +250,7 @@ def interpolate_masked(image: np.ndarray, mask: np.ndarray, mask_bits: int = mas
         if x1 - x0 > max_width or x0 == 0 or x1 == nx:
             continue
         left, right = x0 - 1, x1
-        if unusable[y, left] and not sel[y, left] or unusable[y, right] and not sel[y, right]:
+        if (unusable[y, left] and not sel[y, left]) or (unusable[y, right] and not sel[y, right]):
             continue
         t = (np.arange(x0, x1) - left) / (right - left)
         out[y, x0:x1] = (1 - t) * out[y, left] + t * out[y, right]

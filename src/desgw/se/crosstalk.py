@@ -79,7 +79,7 @@ def needed_sources(ccdnum: int) -> list[tuple[int, str]]:
 
 
 def _pixels_of(raw: object) -> np.ndarray:
-    pix = raw.pixels if hasattr(raw, "pixels") else raw  # type: ignore[attr-defined]
+    pix = raw.pixels if hasattr(raw, "pixels") else raw
     return np.asarray(pix, dtype=np.float32)
 
 

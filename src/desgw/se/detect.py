@@ -14,7 +14,8 @@ Gaussian whose FWHM matches the seeing. Two threshold conventions (``DetectConfi
   seeing. Cleaning is off by default in this mode: sep's cleaning, run on the normalised
   filtered image, removes real sources near others of similar brightness.
 
-At least ``minarea`` connected pixels must pass. Blends are split by multi-threshold deblending (``deblend_nthresh`` levels, minimum
+At least ``minarea`` connected pixels must pass. Blends are split by multi-threshold deblending
+(``deblend_nthresh`` levels, minimum
 contrast ``deblend_cont``) and spurious detections in the wings of bright objects are removed by
 cleaning. Masked pixels are never part of a detection.
 
@@ -230,7 +231,8 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
         filter_type="matched" if config.thresh_type == "filtered" else "conv",
         deblend_nthresh=config.deblend_nthresh,
         deblend_cont=config.deblend_cont,
-        clean=(config.thresh_type == "pixel") if config.clean is None else config.clean, clean_param=config.clean_param,
+        clean=(config.thresh_type == "pixel") if config.clean is None else config.clean,
+        clean_param=config.clean_param,
         segmentation_map=True)
     segmap = np.ascontiguousarray(segmap, dtype=np.int32)
     n = len(objs)

@@ -40,9 +40,10 @@ calibration images of the wrong shape or with non-finite values.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -69,8 +70,8 @@ class DetrendError(DesgwInputError):
     Attributes ``path``, ``hdu``, ``problem`` (see :class:`DesgwInputError`) and ``ccdnum``.
     """
 
-    def __init__(self, path: object, hdu: object, problem: str, *, ccdnum: int | None = None,
-                 **extra: object) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None, hdu: str | int | None, problem: str,
+                 *, ccdnum: int | None = None, **extra: object) -> None:
         super().__init__(path, hdu, f"CCD {ccdnum}: {problem}" if ccdnum is not None
                          and not str(problem).startswith("CCD ") else problem,
                          ccdnum=ccdnum, **extra)
@@ -272,7 +273,7 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
                 bpm: np.ndarray | None = None, mask: np.ndarray | None = None,
                 amps: Sequence[AmpLayout] | None = None, ccdnum: int | None = None,
                 config: DetrendConfig = DetrendConfig(),
-                linearity: "LinearityTable | None" = None,
+                linearity: LinearityTable | None = None,
                 calib_paths: Mapping[str, str] | None = None) -> DetrendedCCD:
     """Overscan, linearity, gain, bias, flat, masks and weight of one raw CCD.
 
@@ -315,9 +316,10 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
     """
     if ccdnum is None:
         ccdnum = getattr(raw, "ccdnum", None)
-    err = dict(path=getattr(raw, "path", None), hdu=getattr(raw, "hdu", None), ccdnum=ccdnum)
+    err: dict[str, Any] = dict(path=getattr(raw, "path", None), hdu=getattr(raw, "hdu", None),
+                               ccdnum=ccdnum)
     layouts = resolve_layouts(raw, amps, ccdnum)
-    pix = np.asarray(raw.pixels if hasattr(raw, "pixels") else raw)  # type: ignore[attr-defined]
+    pix = np.asarray(raw.pixels if hasattr(raw, "pixels") else raw)
     if pix.ndim != 2:
         raise DetrendError(problem=f"raw pixels must be 2-D, got shape {pix.shape}", **err)
     shape = (max(a.trimmed.y1 for a in layouts), max(a.trimmed.x1 for a in layouts))

@@ -74,7 +74,7 @@ def _readout_bottom(ccdnum: int, name: str, data_y0: int) -> bool:
         return data_y0 == 0
 
 
-def layouts_from_raw(raw: "RawCCD") -> tuple[AmpLayout, ...]:
+def layouts_from_raw(raw: RawCCD) -> tuple[AmpLayout, ...]:
     """Amplifier layouts of a raw CCD from its header sections and amplifier keywords.
 
     Parameters

@@ -51,7 +51,7 @@ import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 from astropy.table import Table
@@ -71,12 +71,6 @@ from desgw.io.zp_tables import (
     match_csv_name,
     write_csv_rows,
 )
-from desgw.refcat.geometry import (
-    gnomonic_forward,
-    gnomonic_inverse,
-    radec_to_unit,
-    unit_to_radec,
-)
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se.photocal import (
     ExposureZP,
@@ -89,6 +83,10 @@ from desgw.se.photocal import (
     select_calibration_stars,
     zeropoint,
 )
+from desgw.se.photocal import (
+    Method as ZPMethod,
+)
+from desgw.util.sphere import gnomonic_forward, gnomonic_inverse, mean_position
 
 __all__ = [
     "MAGS_TYPES",
@@ -119,7 +117,7 @@ class ReferenceCatalog(Protocol):
                         margin_arcsec: float = 0.0, epoch: float | None = None) -> Table: ...
 
 
-RefCatLike = ReferenceCatalog | Callable[..., Table] | Table
+RefCatLike: TypeAlias = ReferenceCatalog | Callable[..., Table] | Table
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -128,6 +126,14 @@ def _get(table: Table, name: str) -> NDArray[Any] | None:
         return np.asarray(table[name])
     lower = {c.lower(): c for c in table.colnames}
     return np.asarray(table[lower[name.lower()]]) if name.lower() in lower else None
+
+
+def _require(table: Table, name: str) -> NDArray[Any]:
+    """Column ``name`` (case-insensitive) of a catalog, or an error naming it."""
+    col = _get(table, name)
+    if col is None:
+        raise DesgwInputError(None, None, f"catalog has no column {name!r}", column=name)
+    return col
 
 
 def instrumental_flux(catalog: Table, mags_type: str = "mag_psf", *,
@@ -204,9 +210,7 @@ def footprint_corners(ra: ArrayLike, dec: ArrayLike, *, pad_arcsec: float = 0.0
     ok = np.isfinite(ra_a) & np.isfinite(dec_a)
     if not np.any(ok):
         raise ValueError("no finite position to build a footprint from")
-    v = radec_to_unit(ra_a[ok], dec_a[ok]).sum(axis=0)
-    ra0, dec0 = unit_to_radec(v / np.linalg.norm(v))
-    ra0, dec0 = float(np.asarray(ra0)), float(np.asarray(dec0))
+    ra0, dec0 = mean_position(ra_a[ok], dec_a[ok])
     xi, eta, _ = gnomonic_forward(ra_a[ok], dec_a[ok], ra0, dec0)
     pad = pad_arcsec / 3600.0
     x0, x1 = xi.min() - pad, xi.max() + pad
@@ -289,7 +293,7 @@ class CCDMeasurement:
 def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
                           mags_type: str = "mag_psf", sex_mag_zeropoint: float = 25.0,
                           use_color_terms: bool = True, match_radius_arcsec: float = 1.0,
-                          selection: Mapping[str, Any] | None = None, method: str = "mean",
+                          selection: Mapping[str, Any] | None = None, method: ZPMethod = "mean",
                           error_floor: float = 0.02, nsigma: float = 3.0,
                           iters: int | None = 3) -> CCDMeasurement:
     """Select, match and measure the zeropoint of one CCD catalog.
@@ -321,7 +325,7 @@ def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
     -------
     CCDMeasurement
     """
-    flux, ferr, fname, ename = instrumental_flux(catalog, mags_type,
+    flux, ferr, _fname, _ename = instrumental_flux(catalog, mags_type,
                                                  sex_mag_zeropoint=sex_mag_zeropoint)
     sel_kw: dict[str, Any] = dict(selection or {})
     work = catalog
@@ -406,7 +410,7 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
                  use_color_terms: bool = True, match_radius_arcsec: float = 1.0,
                  corners: Mapping[int, tuple[ArrayLike, ArrayLike]] | None = None,
                  epoch: float | None = None, margin_arcsec: float = 5.0,
-                 selection: Mapping[str, Any] | None = None, method: str = "mean",
+                 selection: Mapping[str, Any] | None = None, method: ZPMethod = "mean",
                  error_floor: float = 0.02, rules: ZeropointRules | None = None) -> ExposureZP:
     """Calibrate the CCDs of an exposure against Gaia and write the original's CSV files.
 
@@ -492,7 +496,8 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
         if corners is not None and ccd in corners:
             cra, cdec = corners[ccd]
         else:
-            cra, cdec = footprint_corners(_get(cat, "ALPHAWIN_J2000"), _get(cat, "DELTAWIN_J2000"))
+            cra, cdec = footprint_corners(_require(cat, "ALPHAWIN_J2000"),
+                                          _require(cat, "DELTAWIN_J2000"))
         ref = query_reference(refcat, cra, cdec, margin_arcsec=margin_arcsec, epoch=epoch)
         meas = measure_ccd_zeropoint(cat, ref, band, mags_type=mags_type,
                                      sex_mag_zeropoint=sex_mag_zeropoint,
@@ -519,29 +524,31 @@ def run_expcalib(expnum: int, reqnum: int | str, attnum: int | str, ccds: Iterab
         c = expo.ccds[ccd]
         meas = measurements[ccd]
         own = meas.result
+        fmt = format_csv_value
         zero_row = [fullcat_name(expnum, band, ccd, rnum, pnum), str(own.n_matched),
-                    str(own.n_used), format_csv_value(-own.zp), format_csv_value(own.zp_err), mt, str(expnum), str(ccd),
-                    band, format_csv_value(-c.zp), format_csv_value(c.zp_err), str(c.flag), format_csv_value(c.zp), format_csv_value(c.zp_err),
-                    format_csv_value(own.rms), str(int(color_terms)), own.method]
+                    str(own.n_used), fmt(-own.zp), fmt(own.zp_err), mt, str(expnum), str(ccd),
+                    band, fmt(-c.zp), fmt(c.zp_err), str(c.flag), fmt(c.zp), fmt(c.zp_err),
+                    fmt(own.rms), str(int(color_terms)), own.method]
         write_csv_rows(out / zero_csv_name(expnum, ccd, rnum, pnum), ZERO_CSV_COLUMNS, [zero_row])
         _write_zp_objects(out / zp_csv_name(expnum, ccd, rnum, pnum), catalogs[ccd], expnum,
                           ccd, c.zp, c.zp_err, c.flag)
         if debug:
             cat = catalogs[ccd]
             num = _get(cat, "NUMBER")
-            ra, dec = _get(cat, "ALPHAWIN_J2000"), _get(cat, "DELTAWIN_J2000")
+            ra, dec = _require(cat, "ALPHAWIN_J2000"), _require(cat, "DELTAWIN_J2000")
             rows = []
             for k, i in enumerate(meas.cat_index):
                 rows.append([str(int(num[i])) if num is not None else str(int(i) + 1),
-                             format_csv_value(ra[i], 9), format_csv_value(dec[i], 9),
-                             format_csv_value(meas.separation_arcsec[k], 4), format_csv_value(meas.mag_inst[k]),
-                             format_csv_value(meas.magerr_inst[k]), format_csv_value(meas.mag_ref[k]),
-                             format_csv_value(meas.bp_rp[k], 4), format_csv_value(own.delta[k]), str(int(own.used[k]))])
+                             fmt(ra[i], 9), fmt(dec[i], 9),
+                             fmt(meas.separation_arcsec[k], 4), fmt(meas.mag_inst[k]),
+                             fmt(meas.magerr_inst[k]), fmt(meas.mag_ref[k]),
+                             fmt(meas.bp_rp[k], 4), fmt(own.delta[k]), str(int(own.used[k]))])
             write_csv_rows(out / match_csv_name(expnum, ccd, rnum, pnum), MATCH_CSV_COLUMNS, rows)
 
     e = expo.exposure
-    allzp_row = [str(expnum), str(rnum), str(pnum), str(e.n_matched), str(e.n_used), format_csv_value(-e.zp),
-                 format_csv_value(e.zp_err), band, format_csv_value(e.zp), format_csv_value(e.zp_err), format_csv_value(e.rms),
+    fmt = format_csv_value
+    allzp_row = [str(expnum), str(rnum), str(pnum), str(e.n_matched), str(e.n_used), fmt(-e.zp),
+                 fmt(e.zp_err), band, fmt(e.zp), fmt(e.zp_err), fmt(e.rms),
                  format_csv_value(expo.median_zp), format_csv_value(expo.outlier_fraction, 4),
                  str(int(expo.exposure_flagged)), str(int(color_terms)), mt]
     write_csv_rows(out / allzp_csv_name(expnum, rnum, pnum), ALLZP_CSV_COLUMNS, [allzp_row])

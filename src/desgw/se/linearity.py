@@ -107,7 +107,7 @@ def _interp(values: np.ndarray, adu: np.ndarray, linear: np.ndarray) -> np.ndarr
     return out
 
 
-def linearise_values(values: np.ndarray, table: LinearityTable, amp: str) -> np.ndarray:
+def linearise_values(values: np.ndarray | float, table: LinearityTable, amp: str) -> np.ndarray:
     """Linear ADU of recorded ADU values of one amplifier (any shape, float64).
 
     Parameters
@@ -121,7 +121,7 @@ def linearise_values(values: np.ndarray, table: LinearityTable, amp: str) -> np.
     -------
     ndarray of float64, same shape
     """
-    return _interp(values, table.adu, table.linear(amp))
+    return _interp(np.asarray(values, dtype=np.float64), table.adu, table.linear(amp))
 
 
 def apply_linearity(pixels_adu: np.ndarray, amps: Sequence[AmpLayout],

@@ -278,7 +278,7 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     undo = np.argsort(order)
     fa, fae = fa[:, undo], fae[:, undo]
     # --- Kron
-    kronrad, kflag = sep.kron_radius(data, xw, yw, a_safe, b_safe, theta, 6.0, mask=bad,
+    kronrad, _kflag = sep.kron_radius(data, xw, yw, a_safe, b_safe, theta, 6.0, mask=bad,
                                      seg_id=ids, segmap=segmap)
     kronrad = np.where(np.isfinite(kronrad), kronrad, 0.0)
     kscale = np.maximum(config.kron_factor * kronrad, config.kron_min_radius)
@@ -419,6 +419,6 @@ def _empty_table(config: MeasureConfig, with_wcs: bool) -> Table:
              ("NIMAFLAGS_ISO", np.int32, ())]
     t = Table()
     for name, dtype, sub in cols:
-        t[name] = np.zeros((0,) + sub, dtype=dtype)
+        t[name] = np.zeros((0, *sub), dtype=dtype)
     _set_units(t)
     return t

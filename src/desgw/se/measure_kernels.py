@@ -11,35 +11,19 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["psf_fit_all", "window_errors_all", "segment_stats", "kron_neighbours_all",
+from desgw.util.lanczos import shift_taps_into
+
+__all__ = ["psf_fit_all", "add_psf_sources", "window_errors_all", "segment_stats",
+           "kron_neighbours_all",
            "circular_apertures", "flux_radius_all", "winpos_all", "winpos_stamps",
            "bad_from_mask", "prepare_measurement"]
 
 
 @njit(cache=True)
-def _lanczos_taps(shift: float, order: int) -> np.ndarray:
-    w = np.empty(2 * order + 1)
-    s = 0.0
-    for k in range(2 * order + 1):
-        t = (k - order) - shift
-        if t == 0.0:
-            v = 1.0
-        elif abs(t) >= order:
-            v = 0.0
-        else:
-            pt = np.pi * t
-            v = order * np.sin(pt) * np.sin(pt / order) / (pt * pt)
-        w[k] = v
-        s += v
-    for k in range(2 * order + 1):
-        w[k] /= s
-    return w
-
-
-@njit(cache=True)
-def _render(coeffs: np.ndarray, terms: np.ndarray, dx: float, dy: float, order: int,
+def _render(coeffs: np.ndarray, terms: np.ndarray, wx: np.ndarray, wy: np.ndarray, order: int,
             tmp: np.ndarray, out: np.ndarray) -> None:
-    """Model at the given polynomial terms, moved by (dx, dy), normalised to sum 1."""
+    """Model at the given polynomial terms, moved by the shift whose taps are ``wx``, ``wy``
+    (:func:`desgw.util.lanczos.shift_taps_into`), normalised to sum 1."""
     nt, n, _ = coeffs.shape
     for a in range(n):
         for b in range(n):
@@ -47,8 +31,6 @@ def _render(coeffs: np.ndarray, terms: np.ndarray, dx: float, dy: float, order: 
             for k in range(nt):
                 v += terms[k] * coeffs[k, a, b]
             out[a, b] = v
-    wx = _lanczos_taps(dx, order)
-    wy = _lanczos_taps(dy, order)
     for a in range(n):
         for b in range(n):
             v = 0.0
@@ -70,6 +52,51 @@ def _render(coeffs: np.ndarray, terms: np.ndarray, dx: float, dy: float, order: 
     for a in range(n):
         for b in range(n):
             out[a, b] /= s
+
+
+@njit(cache=True)
+def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
+    """Add ``flux * PSF`` of point sources to an image, in place.
+
+    Parameters
+    ----------
+    out : float64 (my, mx)
+        Image whose pixel ``[0, 0]`` is CCD pixel ``(x0, y0)``; sources are clipped at its edges.
+    x0, y0 : int
+        CCD position of ``out[0, 0]`` (0-based column, row).
+    xs, ys : float64 (n,)
+        0-based CCD positions of the sources.
+    flux : float64 (n,)
+        Source fluxes (e-).
+    terms : float64 (n, n_terms)
+        PSF polynomial terms at each position.
+    coeffs : float64 (n_terms, s, s)
+        PSF basis (rendered normalised to sum 1 over the stamp).
+    order : int
+        Lanczos order of the sub-pixel shift.
+    """
+    my, mx = out.shape
+    s = coeffs.shape[1]
+    h = s // 2
+    tmp = np.empty((s, s))
+    p = np.empty((s, s))
+    wx = np.empty(2 * order + 1)
+    wy = np.empty(2 * order + 1)
+    scratch = np.empty(8 * order + 24)  # desgw.util.lanczos.scratch_size(order)
+    for i in range(xs.shape[0]):
+        ic = int(np.floor(xs[i] + 0.5))
+        jc = int(np.floor(ys[i] + 0.5))
+        shift_taps_into(xs[i] - ic, order, wx, scratch)
+        shift_taps_into(ys[i] - jc, order, wy, scratch)
+        _render(coeffs, terms[i], wx, wy, order, tmp, p)
+        for a in range(s):
+            yy = jc - h + a - y0
+            if yy < 0 or yy >= my:
+                continue
+            for b in range(s):
+                xx = ic - h + b - x0
+                if 0 <= xx < mx:
+                    out[yy, xx] += flux[i] * p[a, b]
 
 
 @njit(cache=True)
@@ -119,13 +146,18 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
     tmp = np.empty((s, s))
     p = np.empty((s, s))
     g = np.empty((s, s))
+    wx = np.empty(2 * order + 1)
+    wy = np.empty(2 * order + 1)
+    scratch = np.empty(8 * order + 24)  # desgw.util.lanczos.scratch_size(order)
     for i in range(n):
         ic = int(np.floor(xs[i] + 0.5))
         jc = int(np.floor(ys[i] + 0.5))
         dx = xs[i] - ic
         dy = ys[i] - jc
-        _render(coeffs, terms[i], dx, dy, order, tmp, p)
-        _render(gcoeffs, terms[i], dx, dy, order, tmp, g)
+        shift_taps_into(dx, order, wx, scratch)  # the same shift for both models
+        shift_taps_into(dy, order, wy, scratch)
+        _render(coeffs, terms[i], wx, wy, order, tmp, p)
+        _render(gcoeffs, terms[i], wx, wy, order, tmp, g)
         pmax = 0.0
         for a in range(s):
             for b in range(s):

@@ -58,9 +58,10 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
+from astropy.stats import sigma_clip
 from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
@@ -68,6 +69,7 @@ from scipy.spatial import cKDTree
 from desgw.errors import AlgorithmError, DesgwInputError
 from desgw.refcat.transforms import gaia_g_only, gaia_to_des
 from desgw.se import maskbits
+from desgw.util.sphere import arcsec_to_chord, chord_to_arcsec, radec_to_unit
 
 __all__ = [
     "MatchResult",
@@ -99,7 +101,6 @@ FLAG_EXPOSURE = -9999
 #: A ZP needs more than 2 surviving stars (the original's ``NumStarsClipped > 2``).
 MIN_STARS_FOR_ZP = 3
 
-_ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 
 
 class PhotometricCalibrationError(AlgorithmError):
@@ -151,13 +152,6 @@ class MatchResult:
         return int(self.cat_index.size)
 
 
-def _unit_vectors(ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.float64]:
-    ra_r = np.deg2rad(ra)
-    dec_r = np.deg2rad(dec)
-    cd = np.cos(dec_r)
-    return np.column_stack((cd * np.cos(ra_r), cd * np.sin(ra_r), np.sin(dec_r)))
-
-
 def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
                        ref_dec: ArrayLike, radius_arcsec: float = 1.0) -> MatchResult:
     """Match catalog positions to reference positions: nearest neighbour, unique, within a radius.
@@ -195,16 +189,16 @@ def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
     rgood = np.flatnonzero(np.isfinite(rra) & np.isfinite(rdec))
     if cgood.size == 0 or rgood.size == 0:
         return empty
-    tree = cKDTree(_unit_vectors(rra[rgood], rdec[rgood]))
-    chord = 2.0 * math.sin(math.radians(radius_arcsec / 3600.0) / 2.0)
-    dist, idx = tree.query(_unit_vectors(cra[cgood], cdec[cgood]), k=1,
+    tree = cKDTree(radec_to_unit(rra[rgood], rdec[rgood]))
+    chord = float(arcsec_to_chord(radius_arcsec))
+    dist, idx = tree.query(radec_to_unit(cra[cgood], cdec[cgood]), k=1,
                            distance_upper_bound=chord)
     hit = np.isfinite(dist)
     if not np.any(hit):
         return empty
     cat_i = cgood[hit]
     ref_i = rgood[idx[hit]]
-    sep = 2.0 * np.arcsin(np.clip(dist[hit] / 2.0, 0.0, 1.0)) * _ARCSEC_PER_RAD
+    sep = chord_to_arcsec(dist[hit])
     # unique reference: keep the closest catalog object per reference star
     order = np.lexsort((sep, ref_i))
     ref_sorted = ref_i[order]
@@ -217,6 +211,10 @@ def match_to_reference(cat_ra: ArrayLike, cat_dec: ArrayLike, ref_ra: ArrayLike,
 
 
 # ----------------------------------------------------------------------------- selection
+@overload
+def _column(table: Table, name: str, *, required: Literal[True] = ...) -> NDArray[Any]: ...
+@overload
+def _column(table: Table, name: str, *, required: bool) -> NDArray[Any] | None: ...
 def _column(table: Table, name: str, *, required: bool = True) -> NDArray[Any] | None:
     """A column by name, case-insensitively; None (or an error) when absent."""
     if name in table.colnames:
@@ -357,6 +355,7 @@ def reference_magnitudes(band: str, gaia_table: Table, *,
     else:
         bp_rp = np.full(g.shape, np.nan)
     if use_color_terms:
+        assert bp is not None and rp is not None  # required above
         res = gaia_to_des(band, g, bp, rp)
         return ReferenceMagnitudes(mag=res.mag, valid=res.valid, bp_rp=bp_rp, band=band,
                                    color_terms=True)
@@ -420,21 +419,11 @@ class ZeropointResult:
 
 def _clip_mask(delta: NDArray[np.float64], nsigma: float, iters: int | None,
                center: str) -> NDArray[np.bool_]:
-    """astropy-``sigma_clip``-like: iteratively reject |d - centre| > nsigma * std (ddof 0)."""
-    used = np.ones(delta.size, dtype=bool)
-    n_iter = 0
-    while iters is None or n_iter < iters:
-        n_iter += 1
-        d = delta[used]
-        if d.size == 0:
-            break
-        c = float(np.mean(d)) if center == "mean" else float(np.median(d))
-        s = float(np.std(d))
-        new_used = used & (np.abs(delta - c) <= nsigma * s)
-        if new_used.sum() == used.sum():
-            break
-        used = new_used
-    return used
+    """Survivors of :func:`astropy.stats.sigma_clip`: iteratively reject
+    ``|d - centre| > nsigma * std`` (ddof 0), at most ``iters`` passes (None: to convergence)."""
+    clipped = sigma_clip(delta, sigma=nsigma, maxiters=iters, cenfunc=center, stdfunc="std",
+                         masked=True)
+    return ~np.ma.getmaskarray(clipped)
 
 
 def _clipped_zeropoint(delta: NDArray[np.float64], delta_err: NDArray[np.float64], *,

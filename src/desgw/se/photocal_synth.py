@@ -17,13 +17,14 @@ import numpy as np
 from astropy.table import Table
 from numpy.typing import NDArray
 
+from desgw.instrument.camera import PIXEL_SCALE_ARCSEC
 from desgw.refcat.transforms import des_minus_g
 from desgw.se import maskbits
 
 __all__ = ["SyntheticField", "draw_gaia_stars", "make_calibration_field"]
 
 #: DECam pixel scale at the field centre (arcsec/pixel).
-PIXEL_SCALE = 0.263
+PIXEL_SCALE = PIXEL_SCALE_ARCSEC
 #: Number of SExtractor apertures in a DES fullcat (FLUX_APER has this many columns).
 N_APER = 12
 
@@ -65,8 +66,8 @@ class SyntheticField:
 
 
 def draw_gaia_stars(rng: np.random.Generator, n: int, *,
-                    g_range: tuple[float, float] = (16.0, 20.5), red_fraction: float = 0.2) -> tuple[NDArray[np.float64], NDArray[np.float64],
-                                                         NDArray[np.float64]]:
+                    g_range: tuple[float, float] = (16.0, 20.5), red_fraction: float = 0.2
+                    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """True Gaia G, BP, RP of ``n`` field stars at high Galactic latitude.
 
     G follows number counts rising as ``10**(0.25 G)`` within ``g_range``; BP-RP is a mixture

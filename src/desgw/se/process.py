@@ -19,12 +19,14 @@
    (:func:`desgw.se.process_steps.estimate_seeing`).
 6. **Cosmic rays** (L.A.Cosmic with ``objlim`` from that seeing,
    :func:`desgw.se.process_steps.cosmics_objlim`), the mask grown by ``cosmic_grow`` pixels;
-   CRAY pixels get weight 0.
+   CRAY pixels get weight 0. Then **trails** of satellites and aircraft
+   (:func:`desgw.se.trails.find_trails`): STREAK, weight 0.
 7. **Second background** with the first pass's detections (and the cosmic rays) masked.
-8. **Detection** with the filter matched to the seeing and the threshold convention for it
-   (:func:`desgw.se.process_steps.detect_config_for_seeing`).
+8. **Detection** with the filter matched to the seeing and a threshold on the filtered image's
+   signal-to-noise (:func:`desgw.se.process_steps.detect_config_for_seeing`).
 9. **PSF**: candidates (bright, isolated, point-like, below 80 % of saturation) and the fit
-   with a stamp of at least 6 FWHM.
+   with a stamp of at least 6 FWHM, other detections' segments excluded from the star stamps
+   and their light subtracted (:func:`desgw.se.psf.fit_psf`).
 10. **Measurement** (SExtractor columns; detections that are leftovers of partly flagged
     cosmic rays are dropped and masked; magnitudes ``MAG = sex_mag_zeropoint - 2.5 log10(FLUX)``
     with FLUX in electrons over the exposure).
@@ -71,6 +73,7 @@ from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
+from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
 from desgw.se.process_steps import (cosmic_ray_residuals, cosmics_objlim,
@@ -82,6 +85,7 @@ from desgw.se.psf import PSFConfig, PSFModel, fit_psf, select_psf_candidates
 from desgw.se.quality import (QC_BANDS, QCResult, QCThresholds, assess_quality,
                               compute_qc_metrics)
 from desgw.se.saturation import BleedConfig, mask_bleed_trails
+from desgw.se.trails import TrailConfig, find_trails
 
 if TYPE_CHECKING:  # pragma: no cover
     from astropy.io import fits
@@ -105,8 +109,8 @@ class SEConfig:
     ----------
     detrend, bleed, cosmics, background, detect, psf, measure, astrometry
         The step settings. ``cosmics.objlim = None`` takes it from the seeing
-        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the base of both detection passes (its filter FWHM and,
-        with ``adaptive_detection``, its threshold convention are set from the seeing);
+        (:func:`desgw.se.process_steps.cosmics_objlim`). ``detect`` is the first detection
+        pass and the base of the second (whose filter and threshold are set from the seeing);
         ``psf.stamp`` is a minimum (the stamp is widened to ``psf_stamp_fwhm`` FWHM);
         ``measure.zeropoint`` is replaced by ``sex_mag_zeropoint``.
     sex_mag_zeropoint : float
@@ -126,10 +130,12 @@ class SEConfig:
         on a 1.6" CCD.
     required_calibrations : tuple of str
         Calibrations (``"bias"``, ``"flat"``, ``"bpm"``) whose absence is an error.
-    adaptive_detection : bool
-        Switch the threshold convention by seeing (see :mod:`desgw.se.detect`): the matched
-        filter at ``filtered_thresh_sigma`` when the FWHM exceeds ``filtered_above_px``.
-    filtered_above_px, filtered_thresh_sigma : float
+    detect_snr : float
+        Detection threshold of the second pass: signal-to-noise of the image filtered with a
+        Gaussian of the seeing FWHM, the same rule at every seeing
+        (:func:`desgw.se.process_steps.detect_config_for_seeing`).
+    detect_minarea : int
+        Connected pixels above that threshold.
     psf_stamp_fwhm : float
         Least PSF stamp width in units of the FWHM.
     psf_max_peak_fraction : float
@@ -140,6 +146,10 @@ class SEConfig:
         ``PSFAPCOR``), so that zeropoints from PSF fluxes are total-flux zeropoints (they
         scale images correctly whatever the seeing). ``FLUX_PSF / PSFAPCOR`` is the stamp flux
         SExtractor + PSFEx would give.
+    mask_trails : bool
+        Find satellite and aircraft trails after the cosmic rays and mask them (``STREAK``,
+        weight 0; :func:`desgw.se.trails.find_trails` with ``trails``; header ``NTRAIL``).
+    trails : TrailConfig
     cosmic_grow : int
         Pixels by which the cosmic-ray mask is grown (8-connected): the faint ends of tracks
         that L.A.Cosmic leaves unflagged otherwise become detections next to the mask.
@@ -166,16 +176,17 @@ class SEConfig:
     mags_type: str = "mag_psf"
     use_color_terms: bool = True
     refcat_margin_arcsec: float = 30.0
-    zp_method: str = "weighted"
+    zp_method: ZPMethod = "weighted"
     zp_error_floor: float = 0.01
     required_calibrations: tuple[str, ...] = ("bias", "flat")
-    adaptive_detection: bool = True
-    filtered_above_px: float = 4.0
-    filtered_thresh_sigma: float = 5.0
+    detect_snr: float = 5.0
+    detect_minarea: int = 3
     psf_stamp_fwhm: float = 6.0
     psf_max_peak_fraction: float = 0.8
     psf_aperture_correction: bool = True
     cosmic_grow: int = 1
+    mask_trails: bool = True
+    trails: TrailConfig = TrailConfig()
     drop_cosmic_residuals: bool = True
     rescale_weight: bool = True
     qc: QCThresholds = QCThresholds()
@@ -221,14 +232,14 @@ class CCDInputs:
         them (empty: the errors name the raw file).
     """
 
-    raw: "RawCCD"
-    crosstalk_sources: Mapping[int, "RawCCD"]
+    raw: RawCCD
+    crosstalk_sources: Mapping[int, RawCCD]
     bias: np.ndarray | None
     flat: np.ndarray | None
     bpm: np.ndarray | None
     refcat: Table
-    exposure: "ExposureHeader"
-    linearity: "LinearityTable | None" = None
+    exposure: ExposureHeader
+    linearity: LinearityTable | None = None
     calib_paths: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -269,7 +280,7 @@ class CCDResult:
     mask: np.ndarray
     weight: np.ndarray
     wcs: WCS
-    header: "fits.Header"
+    header: fits.Header
     catalog: Table
     psf: PSFModel
     background: Background
@@ -280,7 +291,7 @@ class CCDResult:
     corners: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(4), np.zeros(4)))
 
 
-def check_band(exposure: "ExposureHeader", raw: "RawCCD | None" = None) -> str:
+def check_band(exposure: ExposureHeader, raw: RawCCD | None = None) -> str:
     """The DES band of an exposure, checked.
 
     The first token of ``FILTER`` (else ``BAND``) must be one of g r i z Y, and ``BAND``, when
@@ -444,6 +455,16 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     weight[cr] = 0.0
     lap("cosmics")
 
+    # --- satellite and aircraft trails
+    n_trails = 0
+    if config.mask_trails:
+        tr = find_trails(sub, weight, mask, fwhm_px=seeing.fwhm_px, config=config.trails)
+        n_trails = len(tr.trails)
+        if n_trails:
+            mask[tr.mask] |= maskbits.STREAK
+            weight[tr.mask] = 0.0
+    lap("trails")
+
     # --- second pass: background with sources masked, detection for the seeing
     bkg = estimate_background(image, mask, objects=det1.segmap, config=config.background)
     np.subtract(image, bkg.level, out=sub)
@@ -451,11 +472,8 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
               if config.rescale_weight else 1.0)
     if wscale != 1.0:
         weight *= np.float32(1.0 / wscale)
-    det_cfg = (detect_config_for_seeing(config.detect, seeing.fwhm_px,
-                                        filtered_above_px=config.filtered_above_px,
-                                        filtered_thresh_sigma=config.filtered_thresh_sigma)
-               if config.adaptive_detection else replace(config.detect,
-                                                         filter_fwhm=seeing.fwhm_px))
+    det_cfg = detect_config_for_seeing(config.detect, seeing.fwhm_px, snr=config.detect_snr,
+                                       minarea=config.detect_minarea)
     with np.errstate(divide="ignore"):
         variance = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
     det = detect_sources(sub, variance, mask, noise_type="variance", config=det_cfg)
@@ -465,8 +483,10 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cand = select_psf_candidates(det, max_peak=config.psf_max_peak_fraction * sat_e
                                  - bkg.global_level)
     psf_cfg = psf_config_for_seeing(config.psf, seeing.fwhm_px, stamp_fwhm=config.psf_stamp_fwhm)
-    psf = fit_psf(sub, weight, mask, np.asarray(det.catalog["xwin"])[cand],
-                  np.asarray(det.catalog["ywin"])[cand], config=psf_cfg)
+    det_xy = np.column_stack([np.asarray(det.catalog["xwin"], dtype=np.float64),
+                              np.asarray(det.catalog["ywin"], dtype=np.float64)])
+    psf = fit_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], segmap=det.segmap,
+                  neighbour_xy=det_xy, config=psf_cfg)
     lap("psf")
 
     # --- measurement (with the initial WCS for the column layout; redone below)
@@ -525,7 +545,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
                                  pixel_scale_arcsec=pixscale)
     qc = assess_quality(metrics, thresholds=config.qc)
     if zp_reason is not None:
-        qc = replace(qc, passed=False, reasons=qc.reasons + (zp_reason,))
+        qc = replace(qc, passed=False, reasons=(*qc.reasons, zp_reason))
     corners = ccd_corners(wcs)
     lap("qc")
 
@@ -550,6 +570,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "PSFSTAMP": (psf.stamp_size, "[pix] PSF model stamp side"),
         "PSFAPCOR": (apcor, "total / PSF-stamp flux, applied to FLUX_PSF"),
         "NCRAY": (int(cr.sum()), "cosmic-ray pixels masked"),
+        "NTRAIL": (n_trails, "satellite/aircraft trails masked (STREAK)"),
         "NCRRESID": (n_crres, "detections dropped as cosmic-ray leftovers"),
         "NSATSTAR": (int(bleed.star_x.size), "saturated stars (bleed/halo masked)"),
         "NOBJECT": (len(catalog), "catalog rows"),
@@ -588,7 +609,7 @@ def _apply_psf_aperture_correction(catalog: Table, apcor: float, zeropoint: floa
     catalog["MAGERR_PSF"][:] = magerr
 
 
-def _identity_header(raw: "RawCCD") -> "fits.Header":
+def _identity_header(raw: RawCCD) -> fits.Header:
     from astropy.io import fits
 
     h = fits.Header()

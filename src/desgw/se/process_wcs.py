@@ -16,33 +16,31 @@ inverse (AP/BP) on the same grid.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from astropy.wcs import WCS, Sip
 from numpy.typing import NDArray
 
 from desgw.errors import HeaderError
-from desgw.instrument import DECAM_DISTORTION, Pointing, pixel_to_sky
+from desgw.instrument import CCD_SHAPE, DECAM_DISTORTION, Pointing, pixel_to_sky
+from desgw.instrument.camera import CORNER_PIXELS_1BASED as DECAM_CORNER_PIXELS
 from desgw.instrument.optics import sky_to_tangent
+from desgw.se.sip import sip_design, sip_terms
+
+if TYPE_CHECKING:
+    from desgw.io.raw import ExposureHeader, RawCCD
 
 __all__ = ["CORNER_PIXELS_1BASED", "tan_sip_from_mapping", "initial_wcs_for", "ccd_corners"]
 
 #: 1-based pixels whose sky positions are a CCD's corners in the products: the corners of the
 #: usable area inside the 15-pixel EDGE border, as the original pipeline's corner files used.
-CORNER_PIXELS_1BASED: tuple[tuple[float, float], ...] = ((16.0, 16.0), (2033.0, 16.0),
-                                                         (2033.0, 4081.0), (16.0, 4081.0))
-
-
-def _terms(order: int, start: int) -> list[tuple[int, int]]:
-    return [(p, k - p) for k in range(start, order + 1) for p in range(k, -1, -1)]
-
-
-def _design(u: NDArray, v: NDArray, terms: list[tuple[int, int]]) -> NDArray:
-    return np.column_stack([u**p * v**q for p, q in terms])
+CORNER_PIXELS_1BASED: tuple[tuple[float, float], ...] = tuple(
+    (float(x), float(y)) for x, y in DECAM_CORNER_PIXELS)
 
 
 def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDArray, NDArray]],
-                         shape: tuple[int, int] = (4096, 2048), *, max_order: int = 5,
+                         shape: tuple[int, int] = CCD_SHAPE, *, max_order: int = 5,
                          tolerance_arcsec: float = 0.0005, margin_pix: float = 50.0,
                          ) -> WCS:
     """A TAN-SIP WCS that reproduces a pixel -> sky mapping over an image.
@@ -80,7 +78,7 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
     us, vs = u / su, v / sv
     best = None
     for order in range(1, max_order + 1):
-        d = _design(us, vs, _terms(order, 1))
+        d = sip_design(us, vs, sip_terms(order, 1))
         coef, *_ = np.linalg.lstsq(d, target, rcond=None)
         err = float(np.max(np.hypot(*(target - d @ coef).T))) * 3600.0
         best = (order, coef)
@@ -88,7 +86,7 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
             break
     assert best is not None
     order, coef = best
-    terms = _terms(order, 1)
+    terms = sip_terms(order, 1)
     poly = {(p, q): coef[k] / (su**p * sv**q) for k, (p, q) in enumerate(terms)}
     cd = np.array([[poly[(1, 0)][0], poly[(0, 1)][0]], [poly[(1, 0)][1], poly[(0, 1)][1]]])
     w = WCS(naxis=2)
@@ -109,13 +107,13 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
         if p + q >= 2:
             a[p, q], b[p, q] = cdinv @ c
     # inverse: (u, v) = (U, V) + AP/BP(U, V) with (U, V) = (u, v) + A/B(u, v)
-    t2 = _terms(order, 2)
-    fwd = _design(u, v, t2)
+    t2 = sip_terms(order, 2)
+    fwd = sip_design(u, v, t2)
     uu = u + fwd @ np.array([a[p, q] for p, q in t2])
     vv = v + fwd @ np.array([b[p, q] for p, q in t2])
     inv_order = order + 1
-    tinv = _terms(inv_order, 1)
-    dinv = _design(uu / su, vv / sv, tinv)
+    tinv = sip_terms(inv_order, 1)
+    dinv = sip_design(uu / su, vv / sv, tinv)
     icoef, *_ = np.linalg.lstsq(dinv, np.column_stack([u - uu, v - vv]), rcond=None)
     ap = np.zeros((inv_order + 1, inv_order + 1))
     bp = np.zeros((inv_order + 1, inv_order + 1))
@@ -127,7 +125,7 @@ def tan_sip_from_mapping(pixel_to_world: Callable[[NDArray, NDArray], tuple[NDAr
     return w
 
 
-def initial_wcs_for(raw: object, exposure: object) -> WCS:
+def initial_wcs_for(raw: RawCCD, exposure: ExposureHeader) -> WCS:
     """Trimmed-pixel TAN-SIP of a raw CCD from the DECam optics at the header pointing.
 
     Parameters
@@ -153,14 +151,14 @@ def initial_wcs_for(raw: object, exposure: object) -> WCS:
         raise HeaderError(getattr(raw, "path", None), 0, "no telescope pointing (TELRA/TELDEC) "
                           "in the exposure header: cannot build the initial WCS",
                           keyword="TELRA")
-    ccdnum = int(getattr(raw, "ccdnum"))
-    shape = tuple(getattr(raw, "trimmed_shape", (4096, 2048)))
+    ccdnum = int(raw.ccdnum)
+    ny, nx = getattr(raw, "trimmed_shape", CCD_SHAPE)
     pointing = Pointing(float(ra), float(dec), 0.0)
 
     def mapping(x: NDArray, y: NDArray) -> tuple[NDArray, NDArray]:
         return pixel_to_sky(ccdnum, x, y, pointing, DECAM_DISTORTION)
 
-    return tan_sip_from_mapping(mapping, shape)  # type: ignore[arg-type]
+    return tan_sip_from_mapping(mapping, (int(ny), int(nx)))
 
 
 def ccd_corners(wcs: WCS) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -94,7 +94,7 @@ def fit_moffat(stamp: np.ndarray, *, radius: float | None = None) -> MoffatFit:
     data = stamp[sel]
     total = stamp.sum()
     # Starting FWHM from the half-maximum area.
-    area = max(np.count_nonzero(stamp >= 0.5 * stamp.max()), 1)
+    area = max(int(np.count_nonzero(stamp >= 0.5 * stamp.max())), 1)
     fwhm0 = max(2.0 * np.sqrt(area / np.pi), 1.0)
     p0 = np.array([total, nx // 2, ny // 2, np.log(fwhm0), 0.0, 0.0, 3.0])
     lo = [-np.inf, -np.inf, -np.inf, np.log(0.3), -0.9, -0.9, 1.2]

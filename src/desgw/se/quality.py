@@ -53,6 +53,8 @@ from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
 from desgw.errors import DesgwInputError
+from desgw.instrument.bands import DES_BANDS, validate_band
+from desgw.instrument.camera import PIXEL_SCALE_ARCSEC as DECAM_PIXEL_SCALE_ARCSEC
 
 __all__ = [
     "QC_BANDS",
@@ -81,9 +83,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bands with t_eff references.
-QC_BANDS: tuple[str, ...] = ("g", "r", "i", "z", "Y")
+QC_BANDS: tuple[str, ...] = DES_BANDS
 #: DECam pixel scale at the field centre (arcsec/pixel), as the original used.
-PIXEL_SCALE_ARCSEC = 0.263
+PIXEL_SCALE_ARCSEC = DECAM_PIXEL_SCALE_ARCSEC
 #: Reference FWHM of t_eff (arcsec; Neilsen et al. 2016).
 FWHM_REF_ARCSEC = 0.9
 #: Zenith dark-sky brightness (AB mag/arcsec^2; Neilsen et al. 2016).
@@ -99,19 +101,12 @@ MAX_FWHM_ARCSEC: dict[str, float] = {"g": 1.6 * 1.103, "r": 1.6 * 1.041, "i": 1.
 MIN_TEFF: dict[str, float] = {"g": 0.2, "r": 0.3, "i": 0.3, "z": 0.3, "Y": 0.2}
 
 
-def _check_band(band: str) -> str:
-    if band not in QC_BANDS:
-        raise ValueError(f"no quality references for band {band!r}; expected one of "
-                         f"{', '.join(QC_BANDS)}")
-    return band
-
-
 def nominal_zeropoint(band: str, airmass: float = 1.0) -> float:
     """Nominal clear-sky zeropoint for 1 e-/s at an airmass (AB mag).
 
     ``NOMINAL_ZP[band] - EXTINCTION[band] * (airmass - 1)``.
     """
-    _check_band(band)
+    validate_band(band, QC_BANDS, what="band with quality references")
     if not (np.isfinite(airmass) and airmass >= 1.0):
         raise ValueError(f"airmass must be >= 1, got {airmass}")
     return NOMINAL_ZP[band] - EXTINCTION[band] * (airmass - 1.0)
@@ -145,7 +140,7 @@ def reference_sky_rate(band: str, *, pixel_scale_arcsec: float = PIXEL_SCALE_ARC
 
     ``pixel_scale^2 * 10**(-0.4 (DARK_SKY_MAG[band] - NOMINAL_ZP[band]))``.
     """
-    _check_band(band)
+    validate_band(band, QC_BANDS, what="band with quality references")
     return pixel_scale_arcsec ** 2 * 10.0 ** (-0.4 * (DARK_SKY_MAG[band] - NOMINAL_ZP[band]))
 
 
@@ -244,7 +239,7 @@ def effective_time_factor(band: str, *, fwhm_arcsec: float, sky_rate_e: float,
     TeffResult
         NaN parts (and ``teff``) when an input is missing or not positive.
     """
-    _check_band(band)
+    validate_band(band, QC_BANDS, what="band with quality references")
     f = (FWHM_REF_ARCSEC / fwhm_arcsec) ** 2 if np.isfinite(fwhm_arcsec) and fwhm_arcsec > 0 \
         else math.nan
     b = reference_sky_rate(band, pixel_scale_arcsec=pixel_scale_arcsec) / sky_rate_e \
@@ -341,7 +336,7 @@ def compute_qc_metrics(*, band: str, exptime: float, airmass: float, fwhm_arcsec
     -------
     QCMetrics
     """
-    _check_band(band)
+    validate_band(band, QC_BANDS, what="band with quality references")
     if not (np.isfinite(exptime) and exptime > 0):
         raise ValueError(f"exptime must be positive, got {exptime}")
     zp_s = zp - 2.5 * math.log10(exptime)

@@ -132,8 +132,7 @@ def mask_bleed_trails(image_e: np.ndarray, sat_mask: np.ndarray, *,
     labels, nreg = ndimage.label(sat, structure=np.ones((3, 3), bool))
     xs, ys, npx, rads = [], [], [], []
     if nreg == 0:
-        return BleedMasks(out, *(np.zeros(0) for _ in range(2)), np.zeros(0, np.int64),
-                          np.zeros(0))
+        return BleedMasks(out, np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
     trail = np.zeros((ny, nx), bool)
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:

@@ -131,7 +131,7 @@ def throughput_qe(band: str) -> np.ndarray:
         lam = np.asarray(data["lambda"], dtype=np.float64)
         avg = np.asarray(data["throughput_avg"], dtype=np.float64)
         per = np.asarray(data["throughput_ccd"], dtype=np.float64)
-    return np.trapezoid(per, lam, axis=0) / np.trapezoid(avg, lam)
+    return np.asarray(np.trapezoid(per, lam, axis=0) / np.trapezoid(avg, lam))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

@@ -35,7 +35,8 @@ Choices and numbers
   amplifier in `NONLINEARITY_RANGE` (0.5-1.5 %; drawn from the camera seed by
   `desgw.sim.calib.make_detector_calib`): at SATURATA the loss is ``a``, at 20k ADU it is
   ``a (20000 / SATURATA)**2``, 0.06-0.3 % at DECam's median SATURATA (43.7k ADU) and under
-  0.5 % except on the 2 % of amplifiers with SATURATA < 34.6k ADU (at most 0.76 %). It is applied by `digitise` to the
+  0.5 % except on the 2 % of amplifiers with SATURATA < 34.6k ADU (at most 0.76 %). It is applied
+  by `digitise` to the
   bias-free signal in ADU (signal, dark and bias structure after the gain), before crosstalk,
   bias level and overscan are added and the result is rounded; crosstalk is computed from the
   *true* (linear) bias-free ADU of the source amplifiers. ``d adu_rec / d adu > 0`` up to

@@ -21,6 +21,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..instrument.bands import DES_BANDS
+
 __all__ = [
     "BANDS",
     "KILONOVA_PEAK_OFFSET",
@@ -35,7 +37,7 @@ __all__ = [
 ]
 
 #: Band order used for per-band parameter arrays.
-BANDS: tuple[str, ...] = ("g", "r", "i", "z", "Y")
+BANDS: tuple[str, ...] = DES_BANDS
 
 #: Kilonova peak magnitude minus r-band peak magnitude (blue at peak).
 KILONOVA_PEAK_OFFSET: dict[str, float] = {"g": -0.2, "r": 0.0, "i": 0.1, "z": 0.2, "Y": 0.3}

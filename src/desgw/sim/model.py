@@ -13,7 +13,10 @@ import numpy as np
 
 from ..instrument import DECAM_DISTORTION, Distortion, Pointing
 
-__all__ = ["SimSwitches", "PSFField", "ExposureSpec", "ObjectTable", "OBJECT_KINDS"]
+__all__ = ["PSF_PROFILES", "SimSwitches", "PSFField", "ExposureSpec", "ObjectTable", "OBJECT_KINDS"]
+
+#: Radial profiles of `PSFField`.
+PSF_PROFILES: tuple[str, ...] = ("moffat", "kolmogorov")
 
 #: Codes of ``ObjectTable.kind``.
 OBJECT_KINDS: dict[str, int] = {"star": 0, "galaxy": 1, "transient": 2, "variable": 3, "moving": 4}
@@ -45,7 +48,12 @@ class SimSwitches:
 
 @dataclass(frozen=True)
 class PSFField:
-    """A Moffat PSF whose FWHM and ellipticity vary smoothly over the focal plane.
+    """A PSF whose FWHM and ellipticity vary smoothly over the focal plane.
+
+    The profile is a Moffat (``profile="moffat"``) or a Kolmogorov turbulence profile
+    (``"kolmogorov"``, galsim, wing ``r**(-11/3)``); both have the FWHM and ellipticity below
+    (``beta`` still sets how the Kolmogorov's FWHM maps to the Moffat quadratic form used for
+    the geometry, see `desgw.sim.psf.pixel_profile`).
 
     Attributes
     ----------
@@ -62,6 +70,8 @@ class PSFField:
     e_astig : float
         Amplitude of the astigmatism-like pattern: e1 += e_astig*(xi^2-eta^2)/R^2,
         e2 += e_astig*2*xi*eta/R^2 with R = 1 deg.
+    profile : {"moffat", "kolmogorov"}
+        Radial profile.
     """
 
     fwhm_arcsec: float
@@ -71,6 +81,11 @@ class PSFField:
     e1: float = 0.0
     e2: float = 0.0
     e_astig: float = 0.0
+    profile: str = "moffat"
+
+    def __post_init__(self) -> None:
+        if self.profile not in PSF_PROFILES:
+            raise ValueError(f"PSFField.profile must be one of {PSF_PROFILES}, got {self.profile!r}")
 
     def at(self, xi: np.ndarray, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """FWHM (arcsec), e1, e2 at tangent-plane offsets ``xi, eta`` (deg) from the boresight."""
@@ -174,7 +189,7 @@ class ObjectTable:
     def __len__(self) -> int:
         return len(self.id)
 
-    def select(self, keep: np.ndarray) -> "ObjectTable":
+    def select(self, keep: np.ndarray) -> ObjectTable:
         """A new table with the rows where ``keep`` (bool or index array) selects."""
         return ObjectTable(
             id=self.id[keep], kind=self.kind[keep], ra=self.ra[keep], dec=self.dec[keep],

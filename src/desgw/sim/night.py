@@ -35,6 +35,7 @@ from ..io.atomic import atomic_write_path, atomic_write_text
 from ..io.naming import raw_name
 from ..io.products import write_csv, write_parquet
 from ..io.raw import write_raw_exposure
+from ..util.jsonsafe import json_safe
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, SimSwitches
 from .scene import Scene, SceneConfig, make_scene
 from .survey import CCDFootprint, SurveyConfig, field_radius_deg, overlapping_ccds, plan_night
@@ -310,7 +311,8 @@ def simulate_night(outdir: str | os.PathLike[str], *, seed: int = 0, band: str =
             ccd_rows.append(ccd_truth_row(spec, r.ccdnum, r.truth, n_on.get(int(r.ccdnum), 0)))
         with atomic_write_path(root / "truth" / f"artefacts_{spec.expnum}.npz") as tmp:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, **sparse_masks(rendered))
+                masks: dict[str, Any] = sparse_masks(rendered)
+                np.savez_compressed(fh, **masks)
         del rendered
         row = exposure_row(spec)
         row["mjd_mid"] = spec.mjd + 0.5 * spec.exptime / 86400.0
@@ -352,15 +354,6 @@ def _write_truth(tdir: Path, scene: Scene, exp_rows: list[dict[str, Any]], ccd_r
     files.append(write_csv(tdir / "transients.csv", scene.transients))
     files.append(write_csv(tdir / "variables.csv", scene.variables))
     files.append(write_csv(tdir / "moving.csv", scene.moving))
-    files.append(atomic_write_text(tdir / "night.json", json.dumps(meta, indent=1, default=_json_default) + "\n"))
+    night_json = json.dumps(json_safe(meta, nonfinite_to_none=False), indent=1) + "\n"
+    files.append(atomic_write_text(tdir / "night.json", night_json))
     return tuple(Path(f) for f in files)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (np.integer,)):
-        return int(v)
-    if isinstance(v, (np.floating,)):
-        return float(v)
-    if isinstance(v, tuple):
-        return list(v)
-    raise TypeError(f"not JSON serialisable: {type(v)}")

@@ -51,6 +51,8 @@ __all__ = [
     "moffat_radius",
     "add_moffat_stars",
     "moffat_stamps",
+    "pixel_profile",
+    "add_profile_stars",
 ]
 
 #: Largest half-size (pixels) of a star stamp.
@@ -86,7 +88,7 @@ def shape_matrix(size: np.ndarray, e1: np.ndarray, e2: np.ndarray) -> np.ndarray
     a2 = size**2 / q  # semi-major axis squared
     b2 = size**2 * q
     c, s = np.cos(theta), np.sin(theta)
-    out = np.empty(size.shape + (2, 2))
+    out = np.empty((*size.shape, 2, 2))
     out[:, 0, 0] = c * c / a2 + s * s / b2
     out[:, 1, 1] = s * s / a2 + c * c / b2
     out[:, 0, 1] = out[:, 1, 0] = c * s * (1.0 / a2 - 1.0 / b2)
@@ -356,3 +358,92 @@ def moffat_stamps(m: np.ndarray, beta: float, size: int) -> np.ndarray:
     out = np.empty((len(m), size, size))
     _moffat_stamps_kernel(out, np.ascontiguousarray(m, dtype=np.float64), float(beta))
     return out
+
+
+def pixel_profile(m: np.ndarray, beta: float, profile: str):
+    """A galsim profile (unit flux, no pixel response) in the pixel frame of one position.
+
+    Its isophotes are those of the Moffat quadratic form ``m = (M11, M12, M22)`` of
+    `LocalPSF` and its FWHM is that Moffat's: a round profile ``f`` of FWHM 1 is evaluated at
+    ``c sqrt(p^T M p)`` with ``c = alpha / FWHM = 1 / (2 sqrt(2**(1/beta) - 1))``, i.e.
+    transformed by ``L^-1`` where ``L^T L = c**2 M``.
+
+    Parameters
+    ----------
+    m : ndarray, shape (3,)
+        Pixel-frame quadratic form (pixel**-2).
+    beta : float
+        The Moffat index the quadratic form was built with.
+    profile : {"moffat", "kolmogorov"}
+
+    Returns
+    -------
+    galsim.GSObject
+    """
+    import galsim
+
+    if profile == "moffat":
+        base = galsim.Moffat(beta=float(beta), fwhm=1.0)
+    elif profile == "kolmogorov":
+        base = galsim.Kolmogorov(fwhm=1.0)
+    else:
+        raise ValueError(f"unknown PSF profile {profile!r}")
+    c = 1.0 / (2.0 * np.sqrt(2.0 ** (1.0 / beta) - 1.0))
+    mm = np.array([[m[0], m[1]], [m[1], m[2]]], dtype=np.float64)
+    chol = np.linalg.cholesky(mm)  # mm = chol chol^T
+    a = np.linalg.inv(c * chol.T)
+    return base.transform(float(a[0, 0]), float(a[0, 1]), float(a[1, 0]), float(a[1, 1])).withFlux(1.0)
+
+
+#: Effective Moffat index used to size the stamps of Kolmogorov stars (its wing, r**-11/3,
+#: is that of a Moffat of beta 11/6).
+_KOLMOGOROV_STAMP_BETA = 11.0 / 6.0
+
+
+def add_profile_stars(image: np.ndarray, x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                      m: np.ndarray, beta: float, profile: str) -> None:
+    """Add pixel-integrated point sources of any `pixel_profile` to an image, in place (galsim).
+
+    The Moffat profile has its own fast renderer (`add_moffat_stars`); this one draws each star
+    with galsim (pixel response included, ~1-3 ms per star). Stamps are sized as
+    `moffat_radius` with ``beta = 11/6`` for a Kolmogorov (the same wing slope) and
+    normalised to the star's flux, as `add_moffat_stars` does.
+
+    Parameters
+    ----------
+    image : ndarray, shape (ny, nx), float32
+        Electrons per pixel; modified in place (stamps clipped at the edges).
+    x, y : ndarray, shape (N,)
+        0-based centroids.
+    flux : ndarray, shape (N,)
+        Total electrons.
+    m : ndarray, shape (N, 3)
+        Pixel-frame quadratic forms (`LocalPSF.m`).
+    beta : float
+        Moffat index the forms were built with.
+    profile : {"moffat", "kolmogorov"}
+    """
+    import galsim
+
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    flux = np.asarray(flux, dtype=np.float64)
+    m = np.ascontiguousarray(m, dtype=np.float64)
+    stamp_beta = _KOLMOGOROV_STAMP_BETA if profile == "kolmogorov" else beta
+    radius = moffat_radius(flux, m, stamp_beta)
+    ny, nx = image.shape
+    gsp = galsim.GSParams(maximum_fft_size=16384)
+    for k in range(x.size):
+        r = int(radius[k])
+        ix = int(np.floor(x[k] + 0.5))
+        iy = int(np.floor(y[k] + 0.5))
+        if ix + r < 0 or ix - r >= nx or iy + r < 0 or iy - r >= ny or not flux[k] > 0:
+            continue
+        prof = pixel_profile(m[k], beta, profile).withGSParams(gsp)
+        n = 2 * r + 1
+        st = prof.drawImage(nx=n, ny=n, scale=1.0, offset=(x[k] - ix, y[k] - iy)).array
+        st = st * (flux[k] / st.sum())
+        y0, x0 = iy - r, ix - r
+        sy0, sx0 = max(0, -y0), max(0, -x0)
+        sy1, sx1 = n - max(0, y0 + n - ny), n - max(0, x0 + n - nx)
+        image[y0 + sy0:y0 + sy1, x0 + sx0:x0 + sx1] += st[sy0:sy1, sx0:sx1].astype(image.dtype)

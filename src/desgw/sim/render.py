@@ -9,7 +9,8 @@ Order of the physics (each step switchable by `SimSwitches`)
 ------------------------------------------------------------
 1. Expected electrons on the trimmed 4096 x 2048 grid: sky (surface brightness and the CCD's
    zeropoint, times the local pixel area from the distortion, times the focal-plane gradient);
-   point sources with the local Moffat PSF (`desgw.sim.psf`, PSF evaluated at each object);
+   point sources with the local PSF (`desgw.sim.psf`, PSF evaluated at each object; Moffat by
+   the numba renderer, other `PSFField.profile` values by galsim);
    galaxies as PSF-convolved Sersic profiles (`desgw.sim.render_galaxies`); the satellite trail.
    Fluxes use the CCD zeropoint ``spec.zeropoint + 2.5 log10(qe)``.
 2. Flat-field pattern (`DetectorCalib.flat`) and bad pixels (dead/low-response boxes multiply the
@@ -38,6 +39,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from astropy.io import fits
@@ -49,7 +51,7 @@ from .detector import (TRUTH_BAD, TRUTH_HOT, SatelliteTrail, add_cosmic_rays, ad
                        apply_noise, bleed_columns, crosstalk_adu, digitise,
                        draw_readout_state, full_well_e, satellite_trail, to_adu)
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, SimSwitches
-from .psf import add_moffat_stars, local_psf, pixel_jacobian, shape_matrix
+from .psf import add_moffat_stars, add_profile_stars, local_psf, pixel_jacobian, shape_matrix
 from .render_galaxies import PSF_CELL, GalaxyInputs, add_galaxies
 from .render_headers import ccd_header
 
@@ -278,7 +280,7 @@ class _Electrons:
     adu: np.ndarray  # true bias-free ADU, float32 (4096, 2048)
     mask: np.ndarray
     truth_kw: dict
-    state: object
+    state: tuple[Any, Any]  # (noise state, read-noise generator) for digitise
     timings: dict
     nonlinearity: dict[str, float] | None = None  # per-amp coefficient; None: linear
 
@@ -327,11 +329,15 @@ def _render_adu(spec: ExposureSpec, placement: ObjectPlacement, ccdnum: int, swi
         if pts.size:
             lp = local_psf(spec.psf, ccdnum, xs[pts], ys[pts], spec.distortion,
                            variation=switches.psf_variation)
-            add_moffat_stars(electrons, xs[pts], ys[pts], fl[pts], lp.m, lp.beta)
+            if spec.psf.profile == "moffat":
+                add_moffat_stars(electrons, xs[pts], ys[pts], fl[pts], lp.m, lp.beta)
+            else:
+                add_profile_stars(electrons, xs[pts], ys[pts], fl[pts], lp.m, lp.beta,
+                                  spec.psf.profile)
         gals = np.flatnonzero(is_gal)
         if gals.size:
             gi = _galaxy_inputs(spec, ccdnum, sub.select(gals), xs[gals], ys[gals], fl[gals], switches)
-            add_galaxies(electrons, gi, spec.psf.beta)
+            add_galaxies(electrons, gi, spec.psf.beta, profile=spec.psf.profile)
         if switches.satellite and satellite is not None:
             crossed = add_satellite(electrons, mask, satellite, ccdnum, spec.distortion,
                                     fwhm_pix=float(centre.fwhm_pix[0]), beta=spec.psf.beta,

@@ -41,9 +41,10 @@ import numpy as np
 import scipy.fft
 from scipy.special import gammaincinv
 
-from .psf import moffat_radius, moffat_stamps
+from .psf import moffat_radius, moffat_stamps, pixel_profile
 
-__all__ = ["MAX_FFT_STAMP", "FFT_SIZES", "PSF_CELL", "TRUNCATION_HLR", "GalaxyInputs", "sersic_bn", "add_galaxies"]
+__all__ = ["MAX_FFT_STAMP", "FFT_SIZES", "PSF_CELL", "TRUNCATION_HLR", "GalaxyInputs", "sersic_bn",
+           "add_galaxies"]
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,17 @@ def _stamp_sizes(g: GalaxyInputs, beta: float) -> np.ndarray:
     return out
 
 
-def _psf_hat(cell_m: np.ndarray, cells: np.ndarray, beta: float, size: int) -> dict[int, np.ndarray]:
-    psf = moffat_stamps(cell_m[cells], beta, size).astype(np.float32)
+def _psf_hat(cell_m: np.ndarray, cells: np.ndarray, beta: float, size: int,
+             profile: str = "moffat") -> dict[int, np.ndarray]:
+    if profile == "moffat":
+        psf = moffat_stamps(cell_m[cells], beta, size).astype(np.float32)
+    else:
+        # point-sampled (the galaxy profile is pixel-integrated), centred on pixel size // 2
+        off = 0.5 if size % 2 == 0 else 0.0  # galsim centres even images on a pixel corner
+        psf = np.stack([pixel_profile(cell_m[c], beta, profile).drawImage(
+            nx=size, ny=size, scale=1.0, method="no_pixel", offset=(off, off)).array
+            for c in cells])
+        psf = (psf / psf.sum(axis=(1, 2), keepdims=True)).astype(np.float32)
     psf = np.fft.ifftshift(psf, axes=(1, 2))
     hat = scipy.fft.rfft2(psf)
     return {int(c): hat[i] for i, c in enumerate(cells)}
@@ -212,14 +222,16 @@ def _fft_batch(image: np.ndarray, g: GalaxyInputs, sel: np.ndarray, size: int, b
                        np.ascontiguousarray(g.flux[sel]))
 
 
-def _galsim_one(image: np.ndarray, g: GalaxyInputs, k: int, beta: float) -> None:
+def _galsim_one(image: np.ndarray, g: GalaxyInputs, k: int, beta: float,
+                profile: str = "moffat") -> None:
     import galsim
 
     n = float(np.clip(g.n[k], 0.3, 6.2))
     hlr = float(g.hlr_arcsec[k])
     gal = galsim.Sersic(n, half_light_radius=hlr, trunc=TRUNCATION_HLR * hlr, flux_untruncated=True)
     gal = gal.shear(e1=float(g.e1[k]), e2=float(g.e2[k])).withFlux(float(g.flux[k]))
-    psf = galsim.Moffat(beta=beta, fwhm=float(g.psf_fwhm_arcsec[k]))
+    psf = (galsim.Kolmogorov(fwhm=float(g.psf_fwhm_arcsec[k])) if profile == "kolmogorov"
+           else galsim.Moffat(beta=beta, fwhm=float(g.psf_fwhm_arcsec[k])))
     psf = psf.shear(e1=float(g.psf_e1[k]), e2=float(g.psf_e2[k]))
     prof = galsim.Convolve(gal, psf, gsparams=galsim.GSParams(maximum_fft_size=16384))
     j = g.jac[k]
@@ -239,7 +251,8 @@ def _galsim_one(image: np.ndarray, g: GalaxyInputs, k: int, beta: float) -> None
     image[y0:y1, x0:x1] += stamp.array.astype(np.float32)
 
 
-def add_galaxies(image: np.ndarray, g: GalaxyInputs, beta: float) -> dict[str, int]:
+def add_galaxies(image: np.ndarray, g: GalaxyInputs, beta: float, *,
+                 profile: str = "moffat") -> dict[str, int]:
     """Add PSF-convolved Sersic galaxies to an electron image, in place.
 
     Parameters
@@ -248,7 +261,9 @@ def add_galaxies(image: np.ndarray, g: GalaxyInputs, beta: float) -> dict[str, i
         Electrons per pixel (trimmed CCD grid).
     g : GalaxyInputs
     beta : float
-        Moffat index of the PSF.
+        Moffat index of the PSF (for a Kolmogorov, the index its quadratic forms were built with).
+    profile : {"moffat", "kolmogorov"}
+        PSF profile (`desgw.sim.model.PSFField.profile`).
 
     Returns
     -------
@@ -262,10 +277,10 @@ def add_galaxies(image: np.ndarray, g: GalaxyInputs, beta: float) -> dict[str, i
         sel = np.flatnonzero(sizes == size)
         if sel.size == 0:
             continue
-        psf_hat = _psf_hat(g.cell_m, np.unique(g.cell[sel]), beta, size)
+        psf_hat = _psf_hat(g.cell_m, np.unique(g.cell[sel]), beta, size, profile)
         for start in range(0, len(sel), _BATCH):
             _fft_batch(image, g, sel[start:start + _BATCH], size, beta, psf_hat)
     big = np.flatnonzero(sizes < 0)
     for k in big:
-        _galsim_one(image, g, int(k), beta)
+        _galsim_one(image, g, int(k), beta, profile)
     return {"fft": int(np.sum(sizes > 0)), "galsim": int(len(big))}

@@ -16,7 +16,7 @@ from astropy.coordinates import Angle
 from astropy.io import fits
 from astropy.time import Time
 
-from ..instrument import PIXEL_SIZE_MM, ccds, focal_to_pixel, get_ccd
+from ..instrument import CCD_SHAPE, PIXEL_SIZE_MM, ccds, focal_to_pixel, get_ccd
 from .model import ExposureSpec
 
 __all__ = ["DECAM_FILTERS", "exposure_primary_header", "ccd_header", "raw_wcs_cards"]
@@ -124,8 +124,9 @@ def ccd_header(spec: ExposureSpec, ccdnum: int) -> fits.Header:
     x0, y0 = _detsec_origin()
     dx = int(round((ccd.x_center_mm - x0) / PIXEL_SIZE_MM * 1.0)) + 1
     dy = int(round((ccd.y_center_mm - y0) / PIXEL_SIZE_MM * 1.0)) + 1
-    h["DETSEC"] = (f"[{dx}:{dx + 2047},{dy}:{dy + 4095}]", "mosaic section (approximate)")
-    h["CCDSEC"] = ("[1:2048,1:4096]", "CCD section")
+    ny, nx = CCD_SHAPE
+    h["DETSEC"] = (f"[{dx}:{dx + nx - 1},{dy}:{dy + ny - 1}]", "mosaic section (approximate)")
+    h["CCDSEC"] = (f"[1:{nx},1:{ny}]", "CCD section")
     for name in sorted(ccd.amps):
         amp = ccd.amps[name]
         tr = amp.trimmed

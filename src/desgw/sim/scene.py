@@ -34,8 +34,10 @@ from astropy.table import Table
 from numpy.typing import NDArray
 
 from ..instrument import Pointing
+from ..instrument.bands import validate_band
 from ..instrument.optics import tangent_to_sky
-from ..refcat.geometry import angular_separation_deg, mjd_to_jyear, propagate_proper_motion
+from ..refcat.geometry import mjd_to_jyear, propagate_proper_motion
+from ..util.sphere import angular_separation_deg, unit_to_radec
 from . import lightcurves as lc
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, SimSwitches
 from .scene_galaxies import draw_galaxies, galaxy_counts
@@ -135,9 +137,7 @@ def _great_circle_move(ra0: float, dec0: float, pa_deg: float, angle_deg: NDArra
     tdir = np.sin(pa) * east + np.cos(pa) * north
     th = np.deg2rad(np.asarray(angle_deg, dtype=np.float64))[..., None]
     v = np.cos(th) * p + np.sin(th) * tdir
-    ra = np.rad2deg(np.arctan2(v[..., 1], v[..., 0])) % 360.0
-    dec = np.rad2deg(np.arcsin(np.clip(v[..., 2], -1.0, 1.0)))
-    return ra, dec
+    return unit_to_radec(v)
 
 
 @dataclass(frozen=True)
@@ -219,8 +219,7 @@ class Scene:
 
     def mags_at(self, band: str, mjd: float) -> NDArray[np.float64]:
         """AB magnitude of every object in ``band`` at ``mjd`` (NaN: transient not yet exploded)."""
-        if band not in BANDS:
-            raise ValueError(f"unknown band {band!r}; expected one of {BANDS}")
+        validate_band(band, BANDS)
         mag = np.array(self.objects[f"mag_{band}"], dtype=np.float64)
         if len(self.variables):
             v = self.variables
@@ -284,7 +283,8 @@ class Scene:
         return self.gaia.copy()
 
 
-def _in_footprint(pred: Callable | None, ra: NDArray[np.float64], dec: NDArray[np.float64]) -> NDArray[np.bool_]:
+def _in_footprint(pred: Callable | None, ra: NDArray[np.float64], dec: NDArray[np.float64]
+                  ) -> NDArray[np.bool_]:
     if pred is None:
         return np.ones(np.shape(ra), dtype=bool)
     return np.asarray(pred(ra, dec), dtype=bool)
@@ -314,7 +314,8 @@ def _place_points(rng: np.random.Generator, n: int, ra0: float, dec0: float, rad
 def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: int,
                switches: SimSwitches = SimSwitches(), config: SceneConfig = SceneConfig(),
                search_mjd: float = DEFAULT_SEARCH_MJD, last_template_mjd: float | None = None,
-               footprint: Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]] | None = None
+               footprint: Callable[[NDArray[np.float64], NDArray[np.float64]], NDArray[np.bool_]]
+               | None = None
                ) -> Scene:
     """Make a static sky with truth in a circular field.
 
@@ -382,7 +383,8 @@ def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: 
     valid = np.ones(ns, dtype=bool)
     for x in BANDS:
         m, v = des_from_gaia(x, stars.g, stars.bp, stars.rp)
-        des[x] = m + (r_scat.normal(0.0, cfg.intrinsic_scatter_mag, ns) if cfg.intrinsic_scatter_mag > 0 else 0.0)
+        scatter = cfg.intrinsic_scatter_mag
+        des[x] = m + (r_scat.normal(0.0, scatter, ns) if scatter > 0 else 0.0)
         if x != "Y":
             valid &= v
     pop_names = {code: name for name, code in STAR_POPULATIONS.items()}
@@ -442,10 +444,10 @@ def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: 
         n_before = sum(len(a) for a in cols["kind"])
         add(1, kind=OBJECT_KINDS["moving"], subtype=np.array(["asteroid"], dtype=object),
             ra=ra0, dec=dec0, **{f"mag_{x}": mags[x] for x in BANDS})
-        for k, v in (("id", n_before + 1), ("ra0", float(ra0[0])), ("dec0", float(dec0[0])),
+        for key, val in (("id", n_before + 1), ("ra0", float(ra0[0])), ("dec0", float(dec0[0])),
                      ("mjd0", float(search_mjd)), ("rate_arcsec_min", float(r_mov.uniform(0.4, 0.8))),
                      ("pa_deg", float(r_mov.uniform(250.0, 290.0)))):
-            mov_rows[k].append(v)
+            mov_rows[key].append(val)
 
     objects = Table({k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()})
     n = len(objects)
@@ -465,7 +467,8 @@ def make_scene(center_ra: float, center_dec: float, radius_deg: float, *, seed: 
     variables = Table(var_cols) if len(var_cols) else Table(
         {"id": np.zeros(0, np.int64), "period_d": np.zeros(0), "amp_r": np.zeros(0),
          "t0": np.zeros(0), "shape": np.zeros(0, np.int8)})
-    moving = Table({k: np.asarray(v, dtype=np.int64 if k == "id" else np.float64) for k, v in mov_rows.items()})
+    moving = Table({k: np.asarray(v, dtype=np.int64 if k == "id" else np.float64)
+                    for k, v in mov_rows.items()})
     scene = Scene(center_ra=float(center_ra), center_dec=float(center_dec), radius_deg=float(radius_deg),
                   seed=int(seed), switches=switches, config=config, galactic_b=b, objects=objects,
                   transients=transients, variables=variables, moving=moving, gaia=gaia)

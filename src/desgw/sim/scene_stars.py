@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from ..instrument.bands import validate_band
 from ..refcat.transforms import TRANSFORM_BANDS, VALID_BP_RP, des_minus_g
 
 __all__ = [
@@ -254,8 +255,7 @@ def des_from_gaia(band: str, g: NDArray[np.float64], bp: NDArray[np.float64], rp
     if band == "Y":
         z, _ = des_from_gaia("z", g, bp, rp)
         return z - (0.05 + 0.1 * (c - 0.8)), np.zeros(c.shape, dtype=bool)
-    if band not in TRANSFORM_BANDS:
-        raise ValueError(f"unknown DES band {band!r}")
+    validate_band(band, TRANSFORM_BANDS, what="DES band")
     lo, hi = VALID_BP_RP[band]
     cc = np.clip(c, lo, hi)
     eps = 1e-3

@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 
 from ..instrument import CCD_SHAPE, DECAM_DISTORTION, DEFAULT_CCDNUMS, Distortion, Pointing, sky_to_pixel
 from ..instrument.optics import ccd_corners_sky, pixel_to_sky, tangent_to_sky
-from ..refcat.geometry import angular_separation_deg
+from ..util.sphere import angular_separation_deg
 from .model import ExposureSpec, PSFField, SimSwitches
 from .scene import DEFAULT_SEARCH_MJD
 
@@ -91,6 +91,17 @@ class SurveyConfig:
         Expnum of the first search exposure.
     exposures_per_day : float
         Rate at which expnums advanced in earlier years.
+    psf_profile : {"moffat", "kolmogorov"}
+        Radial profile of every exposure's PSF (`desgw.sim.model.PSFField.profile`).
+    psf_beta : (float, float)
+        Range of the Moffat index (drawn per exposure).
+    psf_fwhm_r2 : (float, float)
+        Range of the fractional FWHM change per deg**2 of field radius squared.
+    psf_fwhm_tilt : float
+        Largest fractional FWHM change per degree along each axis (focus tilt); 0.2 makes the
+        FWHM vary by up to ~6 % across a CCD (0.3 deg long).
+    psf_e_astig : (float, float)
+        Range of the magnitude of the astigmatism-like ellipticity pattern (at 1 deg).
     """
 
     search_mjd: float = DEFAULT_SEARCH_MJD
@@ -107,6 +118,11 @@ class SurveyConfig:
     cloud_probability: float = 0.15
     expnum_at_search: int = 880_001
     exposures_per_day: float = 300.0
+    psf_profile: str = "moffat"
+    psf_beta: tuple[float, float] = (2.5, 3.5)
+    psf_fwhm_r2: tuple[float, float] = (0.02, 0.06)
+    psf_fwhm_tilt: float = 0.02
+    psf_e_astig: tuple[float, float] = (0.02, 0.04)
 
 
 def _offset_pointing(center: Pointing, r_arcmin: float, angle_rad: float, rotation_deg: float) -> Pointing:
@@ -132,15 +148,19 @@ def _seeings(rng: np.random.Generator, n_templates: int, n_search: int, lo: floa
     return [temps[i] for i in order], search
 
 
-def _psf(rng: np.random.Generator, fwhm: float, vary: bool) -> PSFField:
+def _psf(rng: np.random.Generator, fwhm: float, vary: bool, cfg: SurveyConfig) -> PSFField:
     e1, e2 = np.clip(rng.normal(0.0, 0.02, 2), -0.05, 0.05)
     if not vary:
-        return PSFField(fwhm_arcsec=fwhm, beta=float(rng.uniform(2.5, 3.5)), e1=float(e1), e2=float(e2))
+        return PSFField(fwhm_arcsec=fwhm, beta=float(rng.uniform(*cfg.psf_beta)), e1=float(e1),
+                        e2=float(e2), profile=cfg.psf_profile)
+    t = cfg.psf_fwhm_tilt
     return PSFField(
-        fwhm_arcsec=fwhm, beta=float(rng.uniform(2.5, 3.5)), fwhm_r2=float(rng.uniform(0.02, 0.06)),
-        fwhm_tilt=(float(rng.uniform(-0.02, 0.02)), float(rng.uniform(-0.02, 0.02))),
+        fwhm_arcsec=fwhm, beta=float(rng.uniform(*cfg.psf_beta)),
+        fwhm_r2=float(rng.uniform(*cfg.psf_fwhm_r2)),
+        fwhm_tilt=(float(rng.uniform(-t, t)), float(rng.uniform(-t, t))),
         e1=float(e1), e2=float(e2),
-        e_astig=float(rng.uniform(0.02, 0.04) * rng.choice([-1.0, 1.0])),
+        e_astig=float(rng.uniform(*cfg.psf_e_astig) * rng.choice([-1.0, 1.0])),
+        profile=cfg.psf_profile,
     )
 
 
@@ -233,7 +253,7 @@ def plan_night(*, seed: int, band: str = "r", n_templates: int = 2, n_search: in
         specs.append(ExposureSpec(
             expnum=int(expnum), band=band, mjd=float(mjd),
             exptime=cfg.template_exptime_s if is_t else cfg.exptime_s, airmass=airmass,
-            pointing=pointing, header_pointing=header, psf=_psf(rng, fwhm, switches.psf_variation),
+            pointing=pointing, header_pointing=header, psf=_psf(rng, fwhm, switches.psf_variation, cfg),
             sky_mag_arcsec2=float(sky), sky_gradient=grad, zeropoint=float(zp), distortion=dist,
             is_template=is_t,
             object_name=f"DESGW sim {'template' if is_t else 'search'} {center[0]:.3f} {center[1]:+.3f}",
@@ -282,7 +302,8 @@ def field_radius_deg(specs: Sequence[ExposureSpec], ccds_per_spec: Sequence[Sequ
     return r + margin_deg
 
 
-def _ccd_samples(ccdnum: int, spec: ExposureSpec, n: int = 9) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _ccd_samples(ccdnum: int, spec: ExposureSpec, n: int = 9
+                 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     ny, nx = CCD_SHAPE
     xs, ys = np.meshgrid(np.linspace(0, nx - 1, n), np.linspace(0, ny - 1, 2 * n))
     return pixel_to_sky(ccdnum, xs.ravel(), ys.ravel(), spec.pointing, spec.distortion)

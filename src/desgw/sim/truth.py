@@ -192,7 +192,8 @@ class Truth:
     def ccd_row(self, expnum: int, ccdnum: int) -> Any:
         """The ``ccds`` row of one exposure and CCD."""
         c = self.ccds
-        hit = np.flatnonzero((np.asarray(c["expnum"]) == int(expnum)) & (np.asarray(c["ccdnum"]) == int(ccdnum)))
+        hit = np.flatnonzero((np.asarray(c["expnum"]) == int(expnum))
+                             & (np.asarray(c["ccdnum"]) == int(ccdnum)))
         if hit.size != 1:
             raise KeyError(f"CCD {ccdnum} of exposure {expnum} was not rendered")
         return c[int(hit[0])]

@@ -49,7 +49,9 @@ from desgw.diff.measure import measure_candidates
 from desgw.diff.stamps import Stamps, cutout_stamps
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.diff.zogy_synth import MoffatPSFField, add_sources
+from desgw.instrument.camera import CCD_SHAPE
 from desgw.se import maskbits
+import itertools
 
 __all__ = [
     "CCD_AREA_PX",
@@ -67,7 +69,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Pixels of one DECam CCD (4096 x 2048), the unit of "per CCD" rates.
-CCD_AREA_PX: int = 4096 * 2048
+CCD_AREA_PX: int = CCD_SHAPE[0] * CCD_SHAPE[1]
 
 #: Candidate kinds (index = code in :attr:`TrainingSet.kind`).
 KINDS: tuple[str, ...] = (
@@ -502,7 +504,7 @@ def make_training_set(seed: int, n_scenes: int, shape: tuple[int, int] = (1024, 
     -------
     TrainingSet
     """
-    jobs = [(seed * 100003 + i, tuple(shape), n_reals) for i in range(n_scenes)]
+    jobs = [(seed * 100003 + i, (int(shape[0]), int(shape[1])), n_reals) for i in range(n_scenes)]
     if workers > 1 and n_scenes > 1:
         import multiprocessing as mp
 
@@ -605,7 +607,7 @@ def roc_summary(scores: np.ndarray, ts: TrainingSet, *, keep: float = 0.99,
     bins = [5, 7, 10, 15, 25, 50, 100, np.inf]
     out["real_kept_by_snr"] = {
         f"{lo:g}-{hi:g}": float(passed[real & (ts.snr >= lo) & (ts.snr < hi)].mean())
-        for lo, hi in zip(bins[:-1], bins[1:]) if (real & (ts.snr >= lo) & (ts.snr < hi)).any()}
+        for lo, hi in itertools.pairwise(bins) if (real & (ts.snr >= lo) & (ts.snr < hi)).any()}
     grid = np.linspace(0, 1, 21)
     out["roc"] = {"threshold": grid.tolist(),
                   "tpr": [float((s[real] >= g).mean()) for g in grid],

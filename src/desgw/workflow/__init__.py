@@ -1,6 +1,6 @@
 """desgw.workflow: planning (DAGMaker rules, overlaps, template selection) and the runners
 that compose io + se + diff + db into tasks (SE of an exposure, difference imaging of a search
-CCD, SEdiff, the demo).
+CCD, SEdiff, the demo, the live ``watch`` service).
 
 The public entry points are listed in ``__all__``; each is imported from its module on first use,
 so ``import desgw.workflow`` stays cheap (the command line imports only what a command needs).
@@ -30,6 +30,7 @@ __all__ = [
     "run_pipeline",
     "run_se_exposure",
     "run_sediff",
+    "run_watch",
     "select_templates",
 ]
 
@@ -53,6 +54,7 @@ _LAZY: dict[str, str] = {
     "RUNNERS": "tasks",
     "run_pipeline": "tasks",
     "run_demo": "demo",
+    "run_watch": "watch",
 }
 
 

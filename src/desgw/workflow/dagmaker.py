@@ -30,6 +30,7 @@ overlaps and the configuration, so ``desgw dagmaker`` output explains itself.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import logging
@@ -52,6 +53,7 @@ from desgw.engine.graph import (
     se_task_id,
 )
 from desgw.errors import DesgwInputError, MissingFileError
+from desgw.instrument.bands import DECAM_BANDS
 from desgw.io.completion import expcalib_complete, exposure_outdir, se_complete
 from desgw.io.corners import read_corners_out
 from desgw.io.naming import corners_out_name, qc_exposure_name
@@ -242,7 +244,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
              ccds: Iterable[int] | None = None, templates: Sequence[int] | None = None,
              nite: int | None = None, band: str | None = None, calibrate: bool = True,
              search_se: bool = True, diff: bool = True, fakes: bool = True,
-             full_copy: bool = False, version: str | None = None, snstar: str | None = None, snveto: str | None = None,
+             full_copy: bool = False, version: str | None = None, snstar: str | None = None,
+             snveto: str | None = None,
              max_separation_deg: float = MAX_POINTING_SEPARATION_DEG) -> TaskGraph:
     """The task graph of one search exposure (see the module docstring).
 
@@ -390,10 +393,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
     for rec in chosen:
         t_args = {**base, "nite": int(rec.nite)}
         t_raw = rec.raw_path
-        try:
+        with contextlib.suppress(MissingFileError):
             t_raw = str(settings.raw_path(rec.expnum))
-        except MissingFileError:
-            pass
         t_present = raw_file_ccds(t_raw)
         t_ccds = [c for c in DEFAULT_CCDNUMS if t_present is None or c in t_present]
         fp = exposure_footprint(rec, t_ccds, corners_file=exposure_outdir(
@@ -485,14 +486,14 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             log.warning("search exposure %d: no template overlaps CCDs %s: no difference "
                         "imaging for them", search_expnum, no_template)
 
-    meta = {
+    meta: dict[str, Any] = {
         "search": {**_record_dict(search), "product_nite": search_nite, "ccds": search_ccds,
                    "corners_from_file": list(search_fp.from_file)},
         "config": {"rnum": config.rnum, "pnum": config.pnum, "season": config.season,
                    "destcache": config.destcache, "schema": config.schema,
                    "diffimg_version": version if diff else config.diffimg_eups_version,
                    "twindow": config.twindow, "teff_cut": config.teff_cut(search.band)
-                   if search.band in ("g", "r", "i", "z", "Y", "u") else None,
+                   if search.band in DECAM_BANDS else None,
                    "write_db": config.write_db},
         "templates": template_info,
         "rejected": [] if selection is None else [

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from desgw.errors import DesgwInputError
+from desgw.instrument.bands import DECAM_BANDS
 
 __all__ = [
     "BANDS",
@@ -55,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: DECam bands with a t_eff cut.
-BANDS: tuple[str, ...] = ("g", "r", "i", "z", "Y", "u")
+BANDS: tuple[str, ...] = DECAM_BANDS
 
 #: Original keys that only concerned the Fermilab grid submission: accepted and ignored.
 IGNORED_KEYS: frozenset[str] = frozenset({"JOBSUB_OPTS", "JOBSUB_OPTS_SE", "RESOURCES",
@@ -69,6 +70,9 @@ class DagmakerConfigError(DesgwInputError):
 
     Attributes ``line`` (int or None) and ``key`` (str or None) hold the location.
     """
+
+    line: int | None
+    key: str | None
 
     def __init__(self, path: Any, hdu: Any, problem: str, *, line: int | None = None,
                  key: str | None = None, **extra: Any) -> None:
@@ -273,7 +277,7 @@ def _validate(c: DagmakerConfig) -> tuple[str, str] | None:
 def _build(entries: list[tuple[str, Any, int | None]], source: str | None) -> DagmakerConfig:
     """Config from (key, value, line) entries; later entries win, as in a shell."""
     values: dict[str, Any] = {}
-    lines: dict[str, tuple[str, int | None]] = {}
+    lines: dict[str, tuple[str | None, int | None]] = {}
     for key, value, line in entries:
         if key.upper() in IGNORED_KEYS:
             log.info("%s: line %s: key %s is a grid-submission setting; ignored", source, line,
@@ -292,8 +296,8 @@ def _build(entries: list[tuple[str, Any, int | None]], source: str | None) -> Da
         return DagmakerConfig(**values)
     except DagmakerConfigError as exc:
         name = _field_for_key(exc.key or "") or ""
-        key, line = lines.get(name, (exc.key, None))
-        raise DagmakerConfigError(source, None, exc.problem, line=line, key=key) from None
+        bad_key, bad_line = lines.get(name, (exc.key, None))
+        raise DagmakerConfigError(source, None, exc.problem, line=bad_line, key=bad_key) from None
 
 
 def _rc_value(raw: str, source: str | None, line: int, key: str) -> str:

@@ -290,7 +290,7 @@ def run_demo(outdir: str | os.PathLike[str] = "desgw-demo", *, full: bool = Fals
                      if r.status in ("failed", "blocked"))
     for p in problems:
         say(f"  {p}")
-    processed = tuple(sorted(int(t.ccd) for t in rep.graph.of_kind("diff")))
+    processed = tuple(sorted(int(t.ccd) for t in rep.graph.of_kind("diff") if t.ccd is not None))
 
     stage_partial = dict(stage)
     t0 = time.perf_counter()

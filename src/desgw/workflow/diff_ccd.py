@@ -438,7 +438,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                                 keep_intermediate=task.full_copy)
         for k, v in result.timings.items():
             timings[k if k != "total" else "difference"] = v
-        rejected = missing + [{"expnum": r.expnum, "ccdnum": r.ccdnum,
+        rejected: list[dict[str, Any]] = missing + [{"expnum": r.expnum, "ccdnum": r.ccdnum,
                                "reasons": list(r.reasons)} for r in result.templates_rejected]
         if result.empty:
             why = ", ".join(result.flags)

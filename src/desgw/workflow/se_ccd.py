@@ -19,10 +19,12 @@ from astropy.io import fits
 
 from desgw import __version__
 from desgw.errors import DesgwInputError, HeaderError, describe_error
+from desgw.instrument.camera import CCD_SHAPE
 from desgw.io.atomic import atomic_write_path, atomic_write_text
 from desgw.io.checksums import file_record
+from desgw.util.jsonsafe import json_safe
 
-from .se_qc import QC_FORMAT, finite_or_none, load_ccd_summary, qc_to_dict
+from .se_qc import QC_FORMAT, load_ccd_summary, qc_to_dict
 from .se_types import CCDSummary, CCDTask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,7 +71,7 @@ def approximate_ccd_corners(ccdnum: int, exposure: ExposureHeader,
         raise HeaderError(None, ccdnum, "no telescope pointing (TELRA/TELDEC) and no CCD WCS: "
                           "cannot place the CCD on the sky", keyword="TELRA")
     wcs = WCS(ccd_header, naxis=2)
-    nx, ny = 2048, 4096
+    ny, nx = CCD_SHAPE
     x = np.array([0.5, nx + 0.5, nx + 0.5, 0.5])  # 1-based outer corners of the data section
     y = np.array([0.5, 0.5, ny + 0.5, ny + 0.5])
     ra, dec = wcs.all_pix2world(x, y, 1)
@@ -203,7 +205,7 @@ def _write_products(task: CCDTask, result: CCDResult, config_hash: str,
         "products": {"immask": file_record(paths.immask), "fullcat": file_record(paths.fullcat),
                      "psfmodel": file_record(paths.psfmodel)},
     }
-    atomic_write_text(paths.qc, json.dumps(finite_or_none(doc), indent=1, sort_keys=True)
+    atomic_write_text(paths.qc, json.dumps(json_safe(doc), indent=1, sort_keys=True)
                       + "\n")
     return CCDSummary(ccdnum=task.ccdnum, ok=True, skipped=False, qc=result.qc, zp=zp_value,
                       zp_err=zp_err, timings=dict(timings), corners=corners,

@@ -8,7 +8,8 @@ through the exposure-level steps:
    and only the crosstalk source CCDs it needs, read its calibrations, query the Gaia store
    for the CCD's approximate footprint (from the header pointing and the DECam optical model,
    grown by ``SEConfig.refcat_margin_arcsec``) at the exposure epoch,
-   :func:`desgw.se.process.process_ccd`, and write atomically, under ``exposure_dir(out_root, cache, schema, nite, expnum)``:
+   :func:`desgw.se.process.process_ccd`, and write atomically, under
+   ``exposure_dir(out_root, cache, schema, nite, expnum)``:
 
    - ``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``: SCI, MSK, WGT with the fitted
      WCS and the SE configuration hash (``CFGHASH``) in the headers;
@@ -59,11 +60,12 @@ from desgw.io.naming import (
 )
 from desgw.io.product_paths import ccd_product_paths, find_fullcats
 from desgw.io.settings import CalibPaths, Settings
+from desgw.util.jsonsafe import json_safe
 
 from .se_calib import calibrate_exposure, exposure_quality
 from .se_db import record_se_exposure
 from .se_pool import run_ccd_tasks
-from .se_qc import QC_FORMAT, finite_or_none, load_ccd_summary, qc_to_dict
+from .se_qc import QC_FORMAT, load_ccd_summary, qc_to_dict
 from .se_types import (
     CACHES,
     SCHEMAS,
@@ -342,7 +344,7 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                                     "flagged": bool(report.expcalib.exposure_flagged)}
             report.qc_path = atomic_write_text(
                 outdir / qc_exposure_name(expnum, band, rnum, pnum),
-                json.dumps(finite_or_none(doc), indent=1, sort_keys=True) + "\n")
+                json.dumps(json_safe(doc), indent=1, sort_keys=True) + "\n")
         except (ValueError, OSError) as exc:
             report.errors["qc"] = f"{type(exc).__name__}: {exc}"
             log.error("exposure quality of %d failed: %s", expnum, report.errors["qc"])

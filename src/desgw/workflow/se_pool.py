@@ -39,7 +39,7 @@ def run_ccd_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: in
                ) -> dict[int, CCDSummary]:
     if not tasks:
         return {}
-    if single_process or len(tasks) == 1 and workers in (None, 1):
+    if single_process or (len(tasks) == 1 and workers in (None, 1)):
         return {t.ccdnum: run_ccd_task(t) for t in tasks}
     if workers is None:  # the cores this process may use (a batch slot may grant fewer)
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \

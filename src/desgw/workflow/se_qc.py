@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 
 from desgw.errors import DesgwInputError, MissingFileError
 
@@ -25,7 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "QC_FORMAT",
-    "finite_or_none",
     "load_ccd_summary",
     "qc_from_dict",
     "qc_to_dict",
@@ -36,21 +34,6 @@ log = logging.getLogger(__name__)
 
 #: Version of the CCD QC JSON layout.
 QC_FORMAT = 1
-
-
-def finite_or_none(value: Any) -> Any:
-    if isinstance(value, float | np.floating):
-        v = float(value)
-        return v if math.isfinite(v) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    if isinstance(value, Mapping):
-        return {str(k): finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray):
-        return [finite_or_none(v) for v in value]
-    return value
 
 
 def _nan_if_none(value: Any) -> float:

@@ -29,10 +29,9 @@ Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from desgw.engine.graph import GraphError, Task, TaskGraph, expcalib_task_id, se_task_id
 from desgw.engine.run import RunReport, run_graph
@@ -46,6 +45,9 @@ from desgw.io.star_lists import snstar_name, snveto_name
 from .se_ccd import run_ccd_task
 from .se_exposure import run_se_exposure
 from .se_types import CCDTask
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .diff_ccd import DiffSummary
 
 __all__ = [
     "REQUIRED_ARGS",
@@ -107,8 +109,8 @@ def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
     """Calibration, corners, exposure quality and database records of one exposure."""
     a = task.args
     ccds = [int(c) for c in a["ccds"]]
-    bad = {c: _dep_problem(deps.get(se_task_id(task.expnum, c))) for c in ccds}
-    bad = {c: why for c, why in bad.items() if why is not None}
+    dep_problems = {c: _dep_problem(deps.get(se_task_id(task.expnum, c))) for c in ccds}
+    bad = {c: why for c, why in dep_problems.items() if why is not None}
     usable = [c for c in ccds if c not in bad]
     if not usable:
         return Outcome("blocked", "no CCD of the exposure has SE products: "
@@ -142,6 +144,8 @@ def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
     a = task.args
     if outdir is None:
         raise FileNotFoundError("the difference imaging reported no product folder")
+    if task.ccd is None:
+        raise ValueError(f"task {task.id}: a difference-imaging task needs a CCD")
     d = Path(outdir)
     r, p = int(a["rnum"]), int(a["pnum"])
     out: dict[str, str] = {}
@@ -191,28 +195,24 @@ def run_diff_task(task: Task, settings: Settings, overwrite: bool,
                          version=str(a["version"]), band=str(a["band"]), nite=int(a["nite"]),
                          fakes=bool(a.get("fakes", True)), overwrite=bool(overwrite),
                          full_copy=bool(a.get("full_copy", False)))
-    summary = run_diff_ccd(diff_task)
+    summary: DiffSummary = run_diff_ccd(diff_task)
     detail.update(n_candidates=int(summary.n_candidates), n_fakes=int(summary.n_fakes),
                   n_fakes_recovered=int(summary.n_fakes_recovered),
-                  timings={str(k): float(v) for k, v in dict(summary.timings or {}).items()},
-                  templates_used=[list(t) for t in getattr(summary, "templates_used", ())],
-                  flags=list(getattr(summary, "flags", ())),
-                  m50=float(getattr(summary, "m50", math.nan)))
+                  timings={str(k): float(v) for k, v in summary.timings.items()},
+                  templates_used=[list(t) for t in summary.templates_used],
+                  flags=list(summary.flags), m50=float(summary.m50))
     if not summary.ok:
-        kind = getattr(summary, "error_kind", None)
-        if kind:
-            detail["error_kind"] = kind
-        error = getattr(summary, "error", None)
-        reason = describe_error(error) if isinstance(error, BaseException) else error
-        return Outcome("failed", str(reason or "difference imaging failed"), detail,
-                       error=error if isinstance(error, BaseException) else None)
+        if summary.error_kind:
+            detail["error_kind"] = summary.error_kind
+        return Outcome("failed", summary.reason or "difference imaging failed", detail,
+                       error=summary.error)
     if a.get("snstar") or a.get("snveto"):
         try:
-            detail["lists"] = _copy_lists(task, getattr(summary, "outdir", None))
+            detail["lists"] = _copy_lists(task, summary.outdir)
         except OSError as exc:
             return Outcome("failed", f"star/veto list copies: {describe_error(exc)}", detail,
                            error=exc)
-    if getattr(summary, "skipped", False):
+    if summary.skipped:
         return Outcome("skipped", "products exist", detail)
     return Outcome("done", None, detail)
 

@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 
 from desgw.db.ingest import non_science_reason
 from desgw.db.records import ExposureRecord
 from desgw.errors import DesgwInputError, MissingFileError
 from desgw.io.corners import CORNER_PIXELS, CCDCorners, corners_array
+from desgw.util.sphere import angular_separation_deg, gnomonic_forward, mean_position
 
 from .dagmaker_rc import BANDS, DagmakerConfig
 
@@ -90,15 +91,6 @@ class TemplateSelection:
         return tuple(e.expnum for e in self.selected)
 
 
-def _separation_deg(ra1: float, dec1: float, ra2: float, dec2: float) -> float:
-    l1, b1, l2, b2 = map(math.radians, (ra1, dec1, ra2, dec2))
-    dl = l2 - l1
-    num = math.hypot(math.cos(b2) * math.sin(dl),
-                     math.cos(b1) * math.sin(b2) - math.sin(b1) * math.cos(b2) * math.cos(dl))
-    den = math.sin(b1) * math.sin(b2) + math.cos(b1) * math.cos(b2) * math.cos(dl)
-    return math.degrees(math.atan2(num, den))
-
-
 def _reasons(search: ExposureRecord, cand: ExposureRecord, config: DagmakerConfig,
              blacklist: Iterable[int] | frozenset[int], max_sep: float) -> tuple[list[str], bool]:
     """Failed rules of one candidate, and whether its t_eff was unknown."""
@@ -107,7 +99,7 @@ def _reasons(search: ExposureRecord, cand: ExposureRecord, config: DagmakerConfi
         return ["the search exposure itself"], False
     if cand.band != search.band:
         reasons.append(f"band {cand.band} differs from the search band {search.band}")
-    sep = _separation_deg(search.ra, search.dec, cand.ra, cand.dec)
+    sep = float(angular_separation_deg(search.ra, search.dec, cand.ra, cand.dec))
     if not sep <= max_sep:
         reasons.append(f"pointing {sep:.3f} deg from the search (limit {max_sep} deg)")
     junk = non_science_reason(cand.obstype, cand.object, cand.propid)
@@ -123,7 +115,7 @@ def _reasons(search: ExposureRecord, cand: ExposureRecord, config: DagmakerConfi
     if unknown:
         if not config.accept_unknown_teff:
             reasons.append("t_eff unknown (ACCEPT_UNKNOWN_TEFF is false)")
-    elif cand.t_eff < cut:
+    elif cand.t_eff is not None and cand.t_eff < cut:
         reasons.append(f"t_eff {cand.t_eff:.3f} below TEFF_CUT_{cand.band} {cut:g}")
     if not config.min_nite <= cand.nite <= config.max_nite:
         reasons.append(f"night {cand.nite} outside MIN_NITE..MAX_NITE "
@@ -231,27 +223,6 @@ def ccd_corners_from_wcs(wcs: Any) -> CCDCorners:
 
 
 
-def _unit_mean(ra_deg: NDArray[np.float64], dec_deg: NDArray[np.float64]) -> tuple[float, float]:
-    r, d = np.radians(ra_deg), np.radians(dec_deg)
-    v = np.array([np.sum(np.cos(d) * np.cos(r)), np.sum(np.cos(d) * np.sin(r)), np.sum(np.sin(d))])
-    return (float(np.degrees(np.arctan2(v[1], v[0])) % 360.0),
-            float(np.degrees(np.arctan2(v[2], np.hypot(v[0], v[1])))))
-
-
-def _gnomonic(ra: ArrayLike, dec: ArrayLike, ra0: float, dec0: float
-              ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.bool_]]:
-    """Standard coordinates (deg) about (ra0, dec0), and which points face the tangent point."""
-    a = np.radians(np.asarray(ra, dtype=np.float64) - ra0)
-    d = np.radians(np.asarray(dec, dtype=np.float64))
-    d0 = math.radians(dec0)
-    cosc = math.sin(d0) * np.sin(d) + math.cos(d0) * np.cos(d) * np.cos(a)
-    front = cosc > 0.2  # within ~78 deg: far beyond any DECam overlap
-    safe = np.where(front, cosc, 1.0)
-    xi = np.cos(d) * np.sin(a) / safe
-    eta = (math.cos(d0) * np.sin(d) - math.sin(d0) * np.cos(d) * np.cos(a)) / safe
-    return np.degrees(xi), np.degrees(eta), front
-
-
 def _ccw(x: NDArray[np.float64], y: NDArray[np.float64]) -> NDArray[np.float64]:
     """Vertices (N, 2) of the convex quadrilateral, counter-clockwise."""
     cx, cy = x.mean(), y.mean()
@@ -276,14 +247,12 @@ def _clip(subject: NDArray[np.float64], clip: NDArray[np.float64]) -> NDArray[np
         ax, ay = clip[i]
         bx, by = clip[(i + 1) % n]
         ex, ey = bx - ax, by - ay
-
-        def side(p: tuple[float, float]) -> float:
-            return ex * (p[1] - ay) - ey * (p[0] - ax)
-
         inp, out = out, []
         for j in range(len(inp)):
             cur, prev = inp[j], inp[j - 1]
-            s_cur, s_prev = side(cur), side(prev)
+            # which side of the clip edge (>= 0: inside)
+            s_cur = ex * (cur[1] - ay) - ey * (cur[0] - ax)
+            s_prev = ex * (prev[1] - ay) - ey * (prev[0] - ax)
             if s_cur >= 0:
                 if s_prev < 0:
                     t = s_prev / (s_prev - s_cur)
@@ -319,13 +288,14 @@ def ccd_overlaps(search_corners: Mapping[int, Any], template_corners: Mapping[in
     result: dict[int, list[int]] = {k: [] for k in sorted(search)}
     if not search or not template:
         return result
-    ra0, dec0 = _unit_mean(np.concatenate([c[0] for c in search.values()]),
+    ra0, dec0 = mean_position(np.concatenate([c[0] for c in search.values()]),
                            np.concatenate([c[1] for c in search.values()]))
 
     def project(corners: dict[int, NDArray[np.float64]]) -> dict[int, NDArray[np.float64]]:
         polys = {}
         for ccd, c in corners.items():
-            x, y, front = _gnomonic(c[0], c[1], ra0, dec0)
+            # front: within ~78 deg, far beyond any DECam overlap
+            x, y, front = gnomonic_forward(c[0], c[1], ra0, dec0, min_cos=0.2)
             if front.all():
                 polys[ccd] = _ccw(x, y)
         return polys
