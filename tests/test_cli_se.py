@@ -50,6 +50,38 @@ def test_se_processes_calibrates_and_exits_0(processed):
     assert (d / f"{EXPNUM}.out").is_file()
 
 
+def test_se_prints_one_named_zeropoint_the_one_in_the_files(processed):
+    """The per-CCD zeropoint printed is Zero_*.csv's MAG_ZERO, and says so; the exposure line
+    is allZP_*.csv's MAG_ZERO."""
+    from desgw.io.zp_tables import read_expcalib_csv
+
+    result, expdirs = processed
+    d = expdirs[0]
+    out = result.output
+    assert "zeropoints: MAG_ZERO of Zero_*.csv" in out
+    zero = read_expcalib_csv(d / zero_csv_name(EXPNUM, 28, R, P))
+    assert f"MAG_ZERO {float(zero['MAG_ZERO'][0]):.4f}" in out
+    allzp = read_expcalib_csv(d / allzp_csv_name(EXPNUM, R, P))
+    assert f"exposure MAG_ZERO (allZP_*.csv): {float(allzp['MAG_ZERO'][0]):.4f}" in out
+    assert " zp " not in out  # the SE (weighted) value is not printed beside it
+
+
+def test_zp_csv_fwhmpsf_columns_filled(processed):
+    """FWHMPSF_IMAGE / FWHMPSF_WORLD of _ZP.csv: the PSF model's FWHM, not NaN."""
+    import numpy as np
+
+    from desgw.io.naming import zp_csv_name
+    from desgw.io.zp_tables import read_expcalib_csv
+
+    _, expdirs = processed
+    t = read_expcalib_csv(expdirs[0] / zp_csv_name(EXPNUM, 28, R, P))
+    fi = np.asarray(t["FWHMPSF_IMAGE"], dtype=float)
+    fw = np.asarray(t["FWHMPSF_WORLD"], dtype=float)
+    assert np.all(np.isfinite(fi)) and np.all(np.isfinite(fw))
+    assert 2.0 < np.median(fi) < 8.0  # pixels (simulated seeing ~1")
+    np.testing.assert_allclose(fw * 3600 / fi, 0.263, rtol=0.03)  # DECam 0.263"/px
+
+
 def test_se_exit_1_lists_the_failed_ccd_and_skips_the_done_one(sim_dirs, processed):
     result = CliRunner().invoke(main, ["se", "-E", str(EXPNUM), "-r", str(R), "-p", str(P),
                                        "-c", "28,30", *_dirs(sim_dirs)])
@@ -78,6 +110,24 @@ def test_se_usage_errors(sim_dirs):
     assert runner.invoke(main, ["se", "-E", str(EXPNUM), "-r", "1"]).exit_code == 2  # no -p
     bad = runner.invoke(main, ["se", "-E", str(EXPNUM), "-r", "1", "-p", "1", "-d", "tape"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize("command", ["se", "sediff"])
+def test_rp_errors_show_this_commands_form(command):
+    """-r/-p of se and sediff are the numbers of r{R}p{P}; diffimg's forms get an error that
+    shows this command's form."""
+    runner = CliRunner()
+    extra = ["-S", "91"] if command == "sediff" else []
+    res = runner.invoke(main, [command, "-E", "1", "-r", "r4p7", "-p", "7", *extra])
+    assert res.exit_code == 2
+    assert f"`desgw {command}` takes the processing version as two numbers, -r R -p P" in res.output
+    assert "'r4p7' is diffimg's -r form" in res.output
+    res = runner.invoke(main, [command, "-E", "1", "-r", "4", "-p", "dp91", *extra])
+    assert res.exit_code == 2 and "looks like a season" in res.output
+    # "r4" / "p7" are accepted for the numbers (they fail later, on the missing raw file)
+    res = runner.invoke(main, [command, "-E", "1", "-r", "r4", "-p", "p7", *extra,
+                               "--raw-dir", "/nonexistent-raw"])
+    assert res.exit_code != 2, res.output
 
 
 def test_expcalib_on_processed_fullcats(sim_dirs, processed):

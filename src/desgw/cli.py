@@ -18,6 +18,39 @@ from . import __version__
 EXIT_BAD_INPUT = 3
 
 
+class _ProcessingNumber(click.ParamType):
+    """``-r R`` / ``-p P`` of se and sediff: the numbers of ``r{R}p{P}`` (``4`` or ``r4``).
+
+    The same letters mean something else in ``diffimg`` (``-r r4p7 -p dp91``, as in the
+    original); a value in that form gets an error that shows this command's form.
+    """
+
+    name = "integer"
+
+    def __init__(self, letter: str, command: str) -> None:
+        self.letter = letter
+        self.command = command
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        body = text[1:] if text[:1].lower() == self.letter else text
+        if body.isdigit():
+            return int(body)
+        form = (f"`desgw {self.command}` takes the processing version as two numbers, "
+                f"-r R -p P (e.g. -r 4 -p 7 for r4p7)")
+        import re
+
+        if re.fullmatch(r"r\d+p\d+", text.lower()):
+            hint = f"{text!r} is diffimg's -r form"
+        elif text.lower().startswith("dp") or (self.letter == "p" and text[:1].lower() == "d"):
+            hint = f"{text!r} looks like a season (diffimg's -p dp{{SEASON}}); season is -S here"
+        else:
+            hint = f"got {text!r}"
+        self.fail(f"{form}; {hint}", param, ctx)
+
+
 def _ccd_list(ccds: list[int] | str | None) -> list[int] | None:
     """The CCDs of a parsed ``--ccds`` value; None for all (``"all"`` or not given)."""
     return ccds if isinstance(ccds, list) else None
@@ -205,8 +238,10 @@ def _settings_options(func):
 
 @main.command("se")
 @click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True, help="Exposure number.")
-@click.option("-r", "--rnum", type=click.IntRange(0), required=True, help="Processing r number (r{R}p{P}).")
-@click.option("-p", "--pnum", type=click.IntRange(0), required=True, help="Processing p number (r{R}p{P}).")
+@click.option("-r", "--rnum", type=_ProcessingNumber("r", "se"), required=True,
+              help="Processing r number R of r{R}p{P} (e.g. -r 4; diffimg's -r takes r4p7).")
+@click.option("-p", "--pnum", type=_ProcessingNumber("p", "se"), required=True,
+              help="Processing p number P of r{R}p{P} (e.g. -p 7; diffimg's -p is the season).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
               help="Band (default: the raw header's; must agree with it).")
 @click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
@@ -233,11 +268,16 @@ def _settings_options(func):
               help="Template exposure: measure the exposure quality but skip the verification.")
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Worker processes (default: one per core).")
+@click.option("--instcal", is_flag=True,
+              help="The exposure is a NOIRLab Community Pipeline InstCal triplet (c4d_*_ooi_*, "
+                   "_ood_, _oow_ .fits[.fz], found under --raw-dir by EXPNUM): no calibrations; "
+                   "desgw's PSF, catalog, Gaia-refined WCS, zeropoint and QC, same products.")
 @_settings_options
 def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, destcache: str,
        schema: str, season: int | None, ccds_text: str | None, run_calibration: bool,
        jump_to_calib: bool, single_process: bool, special_y: bool, overwrite: bool,
-       template_mode: bool, workers: int | None, raw_dir: Path | None, calib_dir: Path | None,
+       template_mode: bool, workers: int | None, instcal: bool, raw_dir: Path | None,
+       calib_dir: Path | None,
        refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
        config_file: Path | None) -> None:
     """Single-epoch processing of one raw exposure (the original SE_job_mod.sh).
@@ -258,7 +298,7 @@ def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, de
         schema=schema, ccds=_ccd_list(ccds),
         run_calibration=run_calibration, jump_to_calib=jump_to_calib,
         single_process=single_process, overwrite=overwrite, template_mode=template_mode,
-        special_y=special_y, workers=workers)
+        special_y=special_y, workers=workers, instcal=instcal)
     for line in report.lines():
         click.echo(line)
     if not report.ok:
@@ -347,6 +387,39 @@ def _quiet_dask_logs() -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+@main.group()
+def calib() -> None:
+    """Calibration files: import real DECam calibrations into desgw's layout."""
+
+
+@calib.command("import")
+@click.argument("kind", type=click.Choice(["bias", "flat", "bpm"]))
+@click.argument("sources", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
+              help="Band of a flat (default: the FILTER of its header).")
+@click.option("--bias-unit", type=click.Choice(["adu", "electron"]), default=None,
+              help="Unit of a bias whose header has no BUNIT.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing calibration file.")
+@_settings_options
+def calib_import(kind: str, sources: tuple[Path, ...], band: str | None, bias_unit: str | None,
+                 overwrite: bool, raw_dir: Path | None, calib_dir: Path | None,
+                 refcat_dir: Path | None, out_root: Path | None, db_url: str | None,
+                 config_file: Path | None) -> None:
+    """Convert a CP master bias or dome flat (one MEF, one HDU per CCD, as the NOIRLab archive
+    serves them) or DECam bad-pixel masks (one file per CCD, or one MEF) into desgw's
+    calibration folder: bias.fits.fz (electrons: ADU times GAINA/GAINB per amplifier),
+    flat_BAND.fits.fz (mean 1 per CCD) or bpm.fits.fz. Exit code 3: bad input (named)."""
+    settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
+    from .io.calib_import import import_calibration
+
+    path = import_calibration(kind, list(sources), settings.calib_dir, band=band,
+                              bias_unit=bias_unit, overwrite=overwrite)
+    with __import__("astropy.io.fits", fromlist=["fits"]).open(path) as h:
+        n = sum(1 for hdu in h[1:] if hdu.header.get("NAXIS", 0) == 2 or hdu.is_image)
+    click.echo(f"{kind}: {n} CCDs from {len(sources)} file(s) written to {path}")
+
+
 @main.command("ingest")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--reject-propid", "reject_propids", multiple=True,
@@ -359,9 +432,13 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
            out_root: Path | None, db_url: str | None, config_file: Path | None) -> None:
     """Register raw exposures (files, or folders of DECam_*/c4d_*.fits(.fz)) in the database.
 
-    Science exposures are registered; calibration, test and unusable files are listed with the
-    reason. The database comes from --db-url, $DESGW_DB_URL or desgw.toml (default
-    ./desgw.sqlite). Exit code 0: done; 3: no raw file found; 4: database error.
+    Each file is recognised by its primary header (PROCTYPE, PRODTYPE, OBSTYPE) and the output
+    says what it is: a raw exposure, a Community Pipeline InstCal image (registered; process it
+    with `desgw se --instcal`), its mask or weight (not registered: the image's companions), a
+    CP master calibration or a raw calibration exposure (not registered). Science exposures are
+    registered; calibration, test and unusable files are listed with the reason. The
+    database comes from --db-url, $DESGW_DB_URL or desgw.toml (default ./desgw.sqlite).
+    Exit code 0: done; 3: no raw file found; 4: database error.
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .db import connect, ingest_raw
@@ -374,6 +451,16 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
     if not files:
         raise MissingFileError(paths[0], None, "no raw exposure files (DECam_*.fits(.fz), "
                                "c4d_*.fits(.fz)) found")
+    kinds = _classify_files(files)
+    not_exposures = {p: k for p, k in kinds.items()
+                     if k in ("CP InstCal mask", "CP InstCal weight", "CP master calibration")}
+    for p, k in kinds.items():
+        note = {"CP InstCal image": " (process it with desgw se --instcal)",
+                "CP InstCal mask": ", not registered (read with its image)",
+                "CP InstCal weight": ", not registered (read with its image)",
+                "CP master calibration": ", not registered: not an exposure"}.get(k, "")
+        click.echo(f"  {p.name}: {k}{note}")
+    files = [p for p in files if p not in not_exposures]
     with _DatabaseErrorsAsExitCode(), connect(settings.db_url, busy_timeout_s=db_timeout) as db:
         report = ingest_raw(db, files, reject_propids=reject_propids)
         click.echo(f"{db.url}: {len(report.registered)} exposures registered, "
@@ -382,6 +469,32 @@ def ingest(paths: tuple[Path, ...], reject_propids: tuple[str, ...], db_timeout:
         click.echo(f"  registered {expnum}")
     for path, why in report.rejected:
         click.echo(f"  rejected {path}: {why}")
+
+
+def _classify_files(files: list[Path]) -> dict[Path, str]:
+    """What each DECam file is, from its primary header (desgw.io.instcal.decam_file_kind):
+    raw exposure, raw calibration exposure, CP InstCal image / mask / weight, CP master
+    calibration, other. Unreadable files are left to ingest_raw, which reports them."""
+    from astropy.io import fits
+
+    from .io.instcal import decam_file_kind, instcal_plane
+
+    out: dict[Path, str] = {}
+    for p in files:
+        try:
+            hdr = fits.getheader(p, 0)
+        except (OSError, ValueError):
+            continue
+        kind = decam_file_kind(hdr)
+        if kind == "instcal":
+            # the name (_ooi_/_ood_/_oow_) first: cut-outs copy the image's primary header
+            plane = ("image" if "_ooi_" in p.name else "mask" if "_ood_" in p.name
+                     else "weight" if "_oow_" in p.name else instcal_plane(hdr))
+            out[p] = f"CP InstCal {plane}"
+        else:
+            out[p] = {"raw": "raw exposure", "calibration": "raw calibration exposure",
+                      "cp_calibration": "CP master calibration"}.get(kind, "other product")
+    return out
 
 
 @main.command("dagmaker")
@@ -505,10 +618,10 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
 @main.command("sediff", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-E", "--expnum", type=click.IntRange(0, 99_999_999), required=True,
               help="Search exposure number.")
-@click.option("-r", "--rnum", type=click.IntRange(0), required=True,
-              help="SE processing r number (r{R}p{P}).")
-@click.option("-p", "--pnum", type=click.IntRange(0), required=True,
-              help="SE processing p number (r{R}p{P}).")
+@click.option("-r", "--rnum", type=_ProcessingNumber("r", "sediff"), required=True,
+              help="SE processing r number R of r{R}p{P} (e.g. -r 4; diffimg's -r takes r4p7).")
+@click.option("-p", "--pnum", type=_ProcessingNumber("p", "sediff"), required=True,
+              help="SE processing p number P of r{R}p{P} (e.g. -p 7; the season is -S).")
 @click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
               help="Night YYYYMMDD of the product directory (default: the raw header's).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), default=None,
@@ -603,7 +716,9 @@ def _parse_rp(text: str) -> tuple[int, int]:
 
     m = re.fullmatch(r"\s*r(\d+)p(\d+)\s*", text or "")
     if not m:
-        raise click.BadParameter(f"expected r{{R}}p{{P}}, e.g. r1p1, got {text!r}", param_hint="-r")
+        raise click.BadParameter(f"`desgw diffimg` takes the SE version as one word, -r r{{R}}p{{P}} "
+                                 f"(e.g. -r r4p7), and the season as -p (e.g. -p dp91); got "
+                                 f"{text!r} (se and sediff take -r R -p P)", param_hint="-r")
     return int(m.group(1)), int(m.group(2))
 
 
@@ -612,7 +727,10 @@ def _parse_dp(text: str) -> int:
     t = (text or "").strip()
     t = t[2:] if t.lower().startswith("dp") else t
     if not t.isdigit():
-        raise click.BadParameter(f"expected a season number, e.g. 91 or dp91, got {text!r}",
+        hint = (" (that is an SE version: diffimg takes it as -r)"
+                if t.lower().startswith("r") else "")
+        raise click.BadParameter(f"`desgw diffimg` takes the season as -p, e.g. -p 91 or -p dp91 "
+                                 f"(the SE version r{{R}}p{{P}} goes to -r); got {text!r}{hint}",
                                  param_hint="-p")
     return int(t)
 
@@ -624,8 +742,9 @@ def _parse_dp(text: str) -> int:
               help="SE processing version of the inputs, r{R}p{P} (e.g. r1p1).")
 @click.option("-p", "--season", "season_text", required=True,
               help="Season (difference-imaging version), e.g. 91 or dp91.")
-@click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), required=True,
-              help="Night YYYYMMDD of the search exposure's product directory.")
+@click.option("-n", "--nite", type=click.IntRange(19000101, 99991231), default=None,
+              help="Night YYYYMMDD of the search exposure's product directory (default: found "
+                   "from the products; an error when it contradicts them).")
 @click.option("-b", "--band", type=click.Choice(["g", "r", "i", "z", "Y", "u"]), required=True)
 @click.option("-c", "--ccd", type=click.IntRange(1, 62), required=True, help="Search CCD number.")
 @click.option("-d", "--destcache", type=click.Choice(["scratch", "persistent"]), default="scratch",
@@ -641,7 +760,7 @@ def _parse_dp(text: str) -> int:
 @click.option("--no-fakes", is_flag=True, help="Do not inject fake sources (no efficiency).")
 @click.option("-O", "--overwrite", is_flag=True, help="Redo the CCD if its products exist.")
 @_settings_options
-def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, ccd: int,
+def diffimg(expnum: int, rp_text: str, season_text: str, nite: int | None, band: str, ccd: int,
             destcache: str, schema: str, diff_version: str, fullcopy: bool,
             templates_text: str | None, no_fakes: bool, overwrite: bool, raw_dir: Path | None,
             calib_dir: Path | None, refcat_dir: Path | None, out_root: Path | None,
@@ -651,7 +770,10 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
     Reads the SE products of the search CCD and of the overlapping template CCDs, writes under
     EXPOSURE_DIR/dp{SEASON}/{BAND}_{CCD}/ the difference (SCI/MSK/WGT/SCORE), the template coadd,
     candidates (FITS, Parquet), fakes, stamps (FITS, PNG), efficiency JSON and SNSTAR/SNVETO lists.
-    Exit code 0: done (or already done); 1: failed or nothing to do (listed); 3: bad input.
+    The summary counts the candidates whose real/bogus score reaches the shipped model's
+    threshold (also in the candidate table header RBTHRESH and the JSON files).
+    Exit code 0: done (or already done); 1: failed or nothing to do (listed); 3: bad input
+    (e.g. -n contradicting the night of the exposure's products).
     """
     rnum, pnum = _parse_rp(rp_text)
     season = _parse_dp(season_text)
@@ -663,6 +785,13 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
                                  param_hint="--templates") from None
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .workflow.diff_ccd import DiffTask, run_diff_ccd
+    from .workflow.nite import resolve_product_nite
+
+    given = nite
+    nite = resolve_product_nite(settings.out_root, expnum, band, ccd, rnum, pnum,
+                                cache=destcache, schema=schema, nite=nite)
+    if given is None:
+        click.echo(f"diffimg {expnum}: night {nite} (from the exposure's products)")
 
     task = DiffTask(search_expnum=expnum, ccdnum=ccd, template_expnums=templates,
                     settings=settings, rnum=rnum, pnum=pnum, season=season, cache=destcache,
@@ -676,8 +805,10 @@ def diffimg(expnum: int, rp_text: str, season_text: str, nite: int, band: str, c
     state = "already done (use -O to redo)" if s.skipped else "done"
     eff = "" if s.m50 != s.m50 else f", fakes m50 {s.m50:.2f} +- {s.m50_err:.2f}"
     lim = "" if s.ideal_limit_mag != s.ideal_limit_mag else f" (ideal {s.ideal_limit_mag:.2f})"
-    click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {state}: {s.n_candidates} candidates, "
-               f"{s.n_fakes_recovered}/{s.n_fakes} fakes recovered{eff}{lim}; "
+    rb = ("" if s.rb_threshold is None else
+          f" ({s.n_above_threshold} with real/bogus >= {s.rb_threshold:.3f})")
+    click.echo(f"diffimg {expnum} CCD {ccd:02d} dp{season}: {state}: {s.n_candidates} candidates"
+               f"{rb}, {s.n_fakes_recovered}/{s.n_fakes} fakes recovered{eff}{lim}; "
                f"{len(s.templates_used)} template CCDs; {s.timings.get('total', 0.0):.1f} s")
     if s.outdir:
         click.echo(f"  products: {s.outdir}")

@@ -52,6 +52,8 @@ __all__ = [
     "TwoEpochResult",
     "ZTFStamp",
     "cp_mask_to_bits",
+    "gaia_sources_for_ingest",
+    "lay_out_as_archive",
     "gaia_for",
     "half_max_fwhm",
     "instcal_cases",
@@ -518,3 +520,33 @@ def ztf_stamps() -> tuple[ZTFStamp, ...]:
         out.append(ZTFStamp(meta["objectId"], str(meta.get("tns_class")), science, template,
                             difference, candidate=dict(meta["candidate"])))
     return tuple(out)
+
+
+def lay_out_as_archive(testcase_dir: Path, raw: Path) -> list[Path]:
+    """Each cut-out triplet fpacked into ``raw`` under its archive name (``.fits.fz``)."""
+    raw.mkdir(parents=True, exist_ok=True)
+    out = []
+    for f in sorted(testcase_dir.glob("images/**/*_oo[idw]_*.fits")):
+        with fits.open(f) as h, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            hdus = [fits.PrimaryHDU(header=h[0].header)]
+            for e in h[1:]:
+                kind = "RICE_1" if e.data.dtype.kind == "f" else "GZIP_2"
+                hdus.append(fits.CompImageHDU(e.data, header=e.header, compression_type=kind))
+            p = raw / (f.name[: -len(".fits")] + ".fits.fz")
+            fits.HDUList(hdus).writeto(p)
+            out.append(p)
+    return out
+
+
+def gaia_sources_for_ingest(testcase_dir: Path, tmp: Path) -> list[str]:
+    """The testcase's Gaia chunk files, or an empty Gaia-format table written in ``tmp``."""
+    chunks = sorted(str(p) for p in testcase_dir.glob("gaia/chunk-*.fits"))
+    if chunks:
+        return chunks
+    empty = tmp / "no_gaia.fits"  # testcase5 ships no Gaia rows: an empty catalog
+    cols = ["source_id", "ra", "dec", "pmra", "pmdec", "ref_epoch", "phot_g_mean_mag",
+            "phot_bp_mean_mag", "phot_rp_mean_mag"]
+    Table({c: np.zeros(0, dtype=np.int64 if c == "source_id" else np.float64)
+           for c in cols}).write(empty)
+    return [str(empty)]

@@ -23,6 +23,7 @@ from desgw.workflow.se_exposure import run_se_exposure
 pytestmark = pytest.mark.slow
 
 R, P, CCD, SEASON = 1, 1, 28, 42
+RB_THRESHOLD = 0.641
 NARROW, BROAD = 797828, 767502
 
 
@@ -48,7 +49,8 @@ def env(sim_night, sim_refcat_store, tmp_path_factory):
         assert not rep.failed and "db" not in rep.errors, rep.lines()
         nites[e] = rep.nite
     mp = pytest.MonkeyPatch()
-    mp.setitem(sys.modules, "desgw.diff.realbogus", types.SimpleNamespace(score=_stand_in_score))
+    mp.setitem(sys.modules, "desgw.diff.realbogus", types.SimpleNamespace(
+        score=_stand_in_score, load_model=lambda: types.SimpleNamespace(threshold=RB_THRESHOLD)))
     yield settings, truth, nites
     mp.undo()
 
@@ -109,6 +111,13 @@ def test_products_of_one_ccd(env, done):
     assert len(fakes) == s.n_fakes and int(np.sum(fakes["recovered"])) == s.n_fakes_recovered
     eff = json.loads((d / f"{prefix}_efficiency.json").read_text())
     assert eff["efficiency"]["m50"] == pytest.approx(s.m50)
+    # the real/bogus threshold is published with the candidates, and how many pass it
+    assert cands.meta["RBTHRESH"] == pytest.approx(RB_THRESHOLD)
+    assert eff["real_bogus_threshold"] == done_doc["real_bogus_threshold"] == RB_THRESHOLD
+    passing = ((np.asarray(cands["real_bogus"]) >= RB_THRESHOLD) & ~np.asarray(cands["negative"])
+               & ~np.asarray(cands["veto"]) & ~np.asarray(cands["is_fake"]))
+    assert 0 < passing.sum() < len(cands)
+    assert done_doc["n_candidates_above_threshold"] == s.n_above_threshold == int(passing.sum())
     assert (d / f"{prefix}_stamps.fits").is_file() and any((d / "stamps").glob("*.png"))
     assert (d / f"{prefix}_template.fits.fz").is_file()
     assert not (d / f"{prefix}_search.fits.fz").is_file()  # only with full_copy (-F)
@@ -146,8 +155,22 @@ def test_resume_and_cli(env, done):
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
     assert "already done" in res.output and f"{s.n_candidates} candidates" in res.output
+    assert (f"({s.n_above_threshold} with real/bogus >= {RB_THRESHOLD:.3f})" in res.output)
     res = CliRunner().invoke(main, [*args[:3], "-r", "1p1", *args[5:]])
     assert res.exit_code == 2 and "r{R}p{P}" in res.output
+    assert "`desgw diffimg` takes the SE version as one word, -r r{R}p{P}" in res.output
+    res = CliRunner().invoke(main, [*args[:5], "-p", "r1p1", *args[7:]])
+    assert res.exit_code == 2 and "that is an SE version: diffimg takes it as -r" in res.output
+    # -n: found from the products when absent; a contradicting night is an error (exit 3)
+    no_n = args[:7] + args[9:]
+    res = CliRunner().invoke(main, no_n)
+    assert res.exit_code == 0, res.output
+    assert f"night {nites[e]} (from the exposure's products)" in res.output
+    wrong = str(int(nites[e]) + 1)
+    res = CliRunner().invoke(main, [*args[:8], wrong, *args[9:]])
+    assert res.exit_code == 3, res.output
+    assert f"-n {wrong} contradicts exposure {e}" in res.output
+    assert f"under night {nites[e]}" in res.output
 
 
 def test_failing_and_nothing_to_do(env):

@@ -8,6 +8,15 @@ weight > 0, no unusable mask bit):
 - ``method="weighted"``: inverse-variance weighted mean, ``weight = sum_i w_i / f_i**2``;
 - ``method="mean"``: plain mean of the good contributors, variance ``sum var_i / n**2``.
 
+Source noise: the templates are in electrons, so a pixel of value ``C`` in the coadd has the
+sources' Poisson variance ``C / gain`` with the per-pixel ``gain`` of :attr:`Coadd.gain`
+(each template's Poisson noise scaled and combined with its weight; not 1 / mean(f), which
+counts an n-exposure stack's source noise n times).
+
+Outliers: where at least three templates are good, a template pixel that no other template
+supports (a cosmic ray or satellite trail the masks missed, an asteroid) is left out
+(:class:`OutlierRejection`; the sfft-style median stack does the same by taking the median).
+
 Masks: where at least one template is good, the mask is the OR of the good contributors' bits
 (informational bits only, e.g. SUSPECT); where all covering templates are bad it is the OR of
 their bits (weight 0); where no template covers the pixel it is EDGE (weight 0). ``n_contrib``
@@ -35,7 +44,7 @@ from desgw.diff.resample_mapping import GridMapping
 from desgw.diff.resample_stamp import warp_stamp
 from desgw.se.maskbits import EDGE, UNUSABLE
 
-__all__ = ["Coadd", "CoaddPSF", "PSFLike", "coadd_templates"]
+__all__ = ["Coadd", "CoaddPSF", "OutlierRejection", "PSFLike", "coadd_templates"]
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +166,15 @@ class Coadd:
         Var(large-area sum) / sum of per-pixel variances, combined from the templates'.
     method : str
         Combination method.
+    gain : numpy.ndarray or None
+        (ny, nx) float32 electrons per coadd unit of the sources' Poisson noise: a source
+        pixel of value ``C`` has Poisson variance ``C / gain``. With combination weights
+        ``c_i`` and scales ``f_i`` (each template in e-), ``gain = (sum c_i)**2 / sum(c_i**2
+        f_i)``: ``1 / f`` for one template, ``n / f`` for ``n`` equal ones (0 where no
+        template is good).
+    n_rejected : numpy.ndarray or None
+        (ny, nx) int16 template pixels left out as outliers (:class:`OutlierRejection`);
+        None when no rejection was tried (fewer than ``min_templates`` templates).
     """
 
     image: np.ndarray
@@ -168,11 +186,13 @@ class Coadd:
     scales: tuple[float, ...]
     noise_correlation_factor: float
     method: str = "weighted"
+    gain: np.ndarray | None = None
+    n_rejected: np.ndarray | None = None
 
 
 @numba.njit(cache=True)
 def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, var_num,
-                n_contrib, mask_good, mask_all, covered, y0, y1, x0, x1):
+                pois_num, n_contrib, mask_good, mask_all, covered, y0, y1, x0, x1):
     """Add one template (scale ``f``) to the accumulators; returns sum(c**2 var) of its pixels.
 
     Only rows ``y0:y1`` and columns ``x0:x1`` are visited: the box holding the template's
@@ -195,6 +215,7 @@ def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, 
                 den[r, x] += c
                 var = 1.0 / wt
                 var_num[r, x] += c * c * var
+                pois_num[r, x] += c * c * f
                 s += c * c * var
                 n_contrib[r, x] += 1
                 mask_good[r, x] |= m
@@ -202,11 +223,117 @@ def _accumulate(image, mask, weight, coverage, f, weighted, unusable, num, den, 
 
 
 @numba.njit(cache=True)
-def _finalise(num, den, var_num, mask_good, mask_all, covered, edge, unusable):
-    """Coadd image, weight and mask from the accumulators."""
+def _outliers(vals, var, fs, good, kappa, alpha, min_n):
+    """Flag contributors that no other template supports: (n_templates, m) bool.
+
+    ``vals``, ``var``: (n, m) values and background variances on the target scale; ``fs``:
+    (n,) scales (the sources' Poisson variance of a value ``v`` is ``f v``); ``good``: (n, m).
+    Where at least ``min_n`` templates are good, a contributor is an outlier when it exceeds
+    the largest of the others (or falls below the smallest) by more than ``kappa`` times the
+    combined noise plus ``alpha`` times that value's magnitude (the margin for templates of
+    different seeing, whose star peaks differ); at most ``n - ceil(n / 2)`` per pixel, the
+    farthest first.
+    """
+    n, m = vals.shape
+    out = np.zeros((n, m), dtype=np.bool_)
+    excess = np.zeros(n)
+    for j in range(m):
+        ng = 0
+        for i in range(n):
+            if good[i, j]:
+                ng += 1
+        if ng < min_n:
+            continue
+        nbad = 0
+        for i in range(n):
+            excess[i] = 0.0
+            if not good[i, j]:
+                continue
+            hi = -np.inf
+            lo = np.inf
+            khi = -1
+            klo = -1
+            for k in range(n):
+                if k == i or not good[k, j]:
+                    continue
+                if vals[k, j] > hi:
+                    hi = vals[k, j]
+                    khi = k
+                if vals[k, j] < lo:
+                    lo = vals[k, j]
+                    klo = k
+            v = vals[i, j]
+            vi = var[i, j] + fs[i] * abs(v)
+            if v > hi:
+                sig = np.sqrt(vi + var[khi, j] + fs[khi] * abs(hi))
+                e = (v - hi) - (kappa * sig + alpha * abs(hi))
+            else:
+                sig = np.sqrt(vi + var[klo, j] + fs[klo] * abs(lo))
+                e = (lo - v) - (kappa * sig + alpha * abs(lo))
+            if e > 0:
+                excess[i] = e / sig
+                nbad += 1
+        limit = ng - (ng + 1) // 2
+        while nbad > 0 and limit > 0:
+            best = -1
+            for i in range(n):
+                if excess[i] > 0 and (best < 0 or excess[i] > excess[best]):
+                    best = i
+            out[best, j] = True
+            excess[best] = 0.0
+            nbad -= 1
+            limit -= 1
+    return out
+
+
+@numba.njit(cache=True)
+def _grow_outliers(vals, var, fs, good, out, cand, kappa):
+    """Also flag the candidates ``cand`` (n, m) (the neighbours of flagged pixels) that lie
+    more than ``kappa`` sigma from the median of the other good templates, keeping at least
+    ``ceil(n / 2)`` good templates per pixel; returns the number added."""
+    n, m = vals.shape
+    buf = np.empty(n)
+    added = 0
+    for j in range(m):
+        ng = 0
+        nout = 0
+        for i in range(n):
+            if good[i, j]:
+                ng += 1
+                if out[i, j]:
+                    nout += 1
+        for i in range(n):
+            if not cand[i, j] or out[i, j] or not good[i, j]:
+                continue
+            if nout >= ng - (ng + 1) // 2:
+                break
+            k2 = 0
+            vsum = 0.0
+            for k in range(n):
+                if k != i and good[k, j] and not out[k, j]:
+                    buf[k2] = vals[k, j]
+                    vsum += var[k, j] + fs[k] * abs(vals[k, j])
+                    k2 += 1
+            if k2 < 2:
+                continue
+            srt = np.sort(buf[:k2])
+            med = srt[k2 // 2] if k2 % 2 == 1 else 0.5 * (srt[k2 // 2 - 1] + srt[k2 // 2])
+            vmed = 1.5708 * vsum / (k2 * k2)
+            sig = np.sqrt(var[i, j] + fs[i] * abs(vals[i, j]) + vmed)
+            if abs(vals[i, j] - med) > kappa * sig:
+                out[i, j] = True
+                nout += 1
+                added += 1
+    return added
+
+
+@numba.njit(cache=True)
+def _finalise(num, den, var_num, pois_num, mask_good, mask_all, covered, edge, unusable):
+    """Coadd image, weight, source gain and mask from the accumulators."""
     ny, nx = num.shape
     image = np.zeros((ny, nx), dtype=np.float32)
     weight = np.zeros((ny, nx), dtype=np.float32)
+    gain = np.zeros((ny, nx), dtype=np.float32)
     mask = np.empty((ny, nx), dtype=np.int32)
     for r in range(ny):
         for x in range(nx):
@@ -215,13 +342,15 @@ def _finalise(num, den, var_num, mask_good, mask_all, covered, edge, unusable):
                 image[r, x] = num[r, x] / d
                 v = var_num[r, x] / (d * d)
                 weight[r, x] = 1.0 / v if v > 0 else 0.0
+                p = pois_num[r, x]
+                gain[r, x] = d * d / p if p > 0 else 0.0
                 mask[r, x] = mask_good[r, x]
             elif covered[r, x]:
                 m = mask_all[r, x]
                 mask[r, x] = m if (m & unusable) != 0 else m | edge
             else:
                 mask[r, x] = edge
-    return image, weight, mask
+    return image, weight, gain, mask
 
 
 @numba.njit(cache=True)
@@ -257,6 +386,7 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
     ny, nx = image.shape
     out = np.zeros((ny, nx), dtype=np.float32)
     wout = np.zeros((ny, nx), dtype=np.float32)
+    gout = np.zeros((ny, nx), dtype=np.float32)
     mout = np.empty((ny, nx), dtype=np.int32)
     n_contrib = np.zeros((ny, nx), dtype=np.int16)
     nyc = (ny + cell - 1) // cell
@@ -277,13 +407,14 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
                 wt = w / f2
                 out[r, x] = image[r, x] * f
                 wout[r, x] = wt
+                gout[r, x] = 1.0 / f
                 mout[r, x] = m
                 n_contrib[r, x] = 1
                 s += wt if weighted else 1.0 / wt
                 acc[r // cell, x // cell] += 1.0
             else:
                 mout[r, x] = m if (m & unusable) != 0 else m | edge
-    return out, wout, mout, n_contrib, s, acc / cnt
+    return out, wout, gout, mout, n_contrib, s, acc / cnt
 
 
 def _coverage_box(coverage: np.ndarray) -> tuple[int, int, int, int]:
@@ -295,9 +426,101 @@ def _coverage_box(coverage: np.ndarray) -> tuple[int, int, int, int]:
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+def _reject(resampled: Sequence[Resampled], scales: Sequence[float], weighted: bool,
+            n_contrib: np.ndarray, num: np.ndarray, den: np.ndarray, var_num: np.ndarray,
+            pois_num: np.ndarray, reject: OutlierRejection) -> np.ndarray:
+    """Remove outlying contributions from the accumulators (in place); the (ny, nx) int16
+    count of contributions removed per pixel."""
+    shape = n_contrib.shape
+    rejected = np.zeros(shape, dtype=np.int16)
+    idx = np.flatnonzero(n_contrib.ravel() >= reject.min_templates)
+    if idx.size == 0:
+        return rejected
+    n = len(resampled)
+    vals = np.empty((n, idx.size))
+    var = np.empty((n, idx.size))
+    good = np.empty((n, idx.size), dtype=np.bool_)
+    for i, (r, f) in enumerate(zip(resampled, scales)):
+        w = r.weight.ravel()[idx]
+        g = (r.coverage.ravel()[idx] & (w > 0) & ((r.mask.ravel()[idx] & int(UNUSABLE)) == 0)
+             & np.isfinite(r.image.ravel()[idx]))
+        good[i] = g
+        vals[i] = np.where(g, r.image.ravel()[idx] * f, 0.0)
+        with np.errstate(divide="ignore"):
+            var[i] = np.where(g, f * f / np.where(g, w, 1.0), 0.0)
+    fs = np.asarray(scales, dtype=np.float64)
+    out = _outliers(vals, var, fs, good, float(reject.sigma), float(reject.margin),
+                    int(reject.min_templates))
+    # the faint edges of what was found (wings of a trail or an asteroid, a cosmic ray's
+    # halo): neighbours within ``grow_px`` that stand out from the others' median
+    if reject.grow_px > 0 and out.any():
+        from scipy import ndimage
+
+        pos = np.full(n_contrib.size, -1, dtype=np.int64)
+        pos[idx] = np.arange(idx.size)
+        size = 2 * int(reject.grow_px) + 1
+        for _ in range(2):
+            cand = np.zeros_like(out)
+            for i in range(n):
+                if not out[i].any():
+                    continue
+                full = np.zeros(n_contrib.size, dtype=bool)
+                full[idx[out[i]]] = True
+                grown = ndimage.maximum_filter(full.reshape(shape), size=size).reshape(-1)
+                sel = pos[np.flatnonzero(grown)]
+                cand[i, sel[sel >= 0]] = True
+            if _grow_outliers(vals, var, fs, good, out, cand, float(reject.grow_sigma)) == 0:
+                break
+    flat = (num.reshape(-1), den.reshape(-1), var_num.reshape(-1), pois_num.reshape(-1))
+    nc, rj = n_contrib.reshape(-1), rejected.reshape(-1)
+    for i in range(n):
+        hit = np.flatnonzero(out[i])
+        if hit.size == 0:
+            continue
+        pix = idx[hit]
+        c = 1.0 / var[i, hit] if weighted else np.ones(hit.size)
+        flat[0][pix] -= c * vals[i, hit]
+        flat[1][pix] -= c
+        flat[2][pix] -= c * c * var[i, hit]
+        flat[3][pix] -= c * c * fs[i]
+        nc[pix] -= 1
+        rj[pix] += 1
+    log.debug("coadd: %d template pixels rejected as outliers", int(rejected.sum()))
+    return rejected
+
+
+@dataclass(frozen=True)
+class OutlierRejection:
+    """Outlier rejection of a coadd (cosmic rays, satellite trails, asteroids of one template).
+
+    Where at least ``min_templates`` templates are good, a template's pixel is left out when it
+    lies above the largest (below the smallest) of the others by more than ``sigma`` times
+    their combined noise (background and the sources' Poisson noise) plus ``margin`` times
+    that value: a source in one template only. ``margin`` keeps the cores of stars in
+    templates of different seeing (a star's peak in a 0.9" template is ~1.5 times that in a
+    1.1" one). The neighbours within ``grow_px`` (twice) of a pixel left out are left out too
+    when they lie more than ``grow_sigma`` from the median of the other templates (the wings of
+    a trail or an asteroid). At most ``n - ceil(n / 2)`` of ``n`` good templates are left out
+    of a pixel.
+    """
+
+    enabled: bool = True
+    min_templates: int = 3
+    sigma: float = 5.0
+    margin: float = 1.0
+    grow_px: int = 2
+    grow_sigma: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.min_templates < 3:
+            raise ValueError("OutlierRejection.min_templates must be >= 3")
+        if not self.sigma > 0 or self.margin < 0:
+            raise ValueError("OutlierRejection needs sigma > 0 and margin >= 0")
+
+
 def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_target: float,
                     psfs: Sequence[PSFLike] | None = None, *, method: str = "weighted",
-                    psf_cell: int = 64) -> Coadd:
+                    psf_cell: int = 64, reject: OutlierRejection | None = None) -> Coadd:
     """Combine templates resampled onto the search grid into one coadd on a target zeropoint.
 
     Parameters
@@ -314,6 +537,9 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
         Inverse-variance weighted mean (default) or plain mean of the good contributors.
     psf_cell : int
         Cell (output pixels) of the weight maps that set the PSF combination weights.
+    reject : OutlierRejection or None
+        Outlier rejection where >= 3 templates are good (None: ``OutlierRejection()``; pass
+        ``OutlierRejection(enabled=False)`` for none). ``Coadd.n_rejected`` counts them.
 
     Returns
     -------
@@ -339,6 +565,7 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     num = np.zeros(shape)
     den = np.zeros(shape)
     var_num = np.zeros(shape)
+    pois_num = np.zeros(shape)
     n_contrib = np.zeros(shape, dtype=np.int16)
     mask_good = np.zeros(shape, dtype=np.int32)
     mask_all = np.zeros(shape, dtype=np.int32)
@@ -347,13 +574,18 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     boxes = [_coverage_box(r.coverage) for r in resampled]
     for r, f, box in zip(resampled, scales, boxes):
         s = _accumulate(r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), num,
-                        den, var_num, n_contrib, mask_good, mask_all, covered, *box)
+                        den, var_num, pois_num, n_contrib, mask_good, mask_all, covered, *box)
         # each template's large-area variance is F_i times the sum of its per-pixel variances
         f_num += r.noise_correlation_factor * s
         f_den += s
     ncf = f_num / f_den if f_den > 0 else 1.0
-    image, weight, mask = _finalise(num, den, var_num, mask_good, mask_all, covered, int(EDGE),
-                                    int(UNUSABLE))
+    reject = OutlierRejection() if reject is None else reject
+    n_rejected = None
+    if reject.enabled and len(resampled) >= reject.min_templates:
+        n_rejected = _reject(resampled, scales, weighted, n_contrib, num, den, var_num,
+                             pois_num, reject)
+    image, weight, gain, mask = _finalise(num, den, var_num, pois_num, mask_good, mask_all,
+                                          covered, int(EDGE), int(UNUSABLE))
     ok = den > 0
 
     psf = None
@@ -367,13 +599,14 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
               100 * ok.mean(), ncf)
     return Coadd(image=image, mask=mask, weight=weight, psf=psf,
                  n_contrib=n_contrib, zp=float(zp_target), scales=scales,
-                 noise_correlation_factor=float(ncf), method=method)
+                 noise_correlation_factor=float(ncf), method=method, gain=gain,
+                 n_rejected=n_rejected)
 
 
 def _coadd_one(r: Resampled, f: float, zp_target: float, psfs: Sequence[PSFLike] | None,
                weighted: bool, method: str, psf_cell: int) -> Coadd:
     """:func:`coadd_templates` of a single template (same outputs, one pass)."""
-    image, weight, mask, n_contrib, s, frac = _single(
+    image, weight, gain, mask, n_contrib, s, frac = _single(
         r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), int(EDGE),
         int(psf_cell))
     ncf = r.noise_correlation_factor if s > 0 else 1.0
@@ -383,4 +616,4 @@ def _coadd_one(r: Resampled, f: float, zp_target: float, psfs: Sequence[PSFLike]
                        cell=int(psf_cell), shape=r.shape)
     return Coadd(image=image, mask=mask, weight=weight, psf=psf, n_contrib=n_contrib,
                  zp=float(zp_target), scales=(float(f),), noise_correlation_factor=float(ncf),
-                 method=method)
+                 method=method, gain=gain)

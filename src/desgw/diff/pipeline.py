@@ -10,11 +10,16 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
 2. ``[background]`` sky of the search and of every template CCD, two passes (the second with
    the sources masked); the weights are the SE inverse background variances (makeWeight).
 3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
-   the search grid, Lanczos-3 with flux conservation (SWarp).
+   the search grid, Lanczos-3 with flux conservation (SWarp), through the WCS mapping refined
+   with the bright stars both catalogs measured (:mod:`desgw.diff.register`: an affine
+   correction from >= 20 matched stars, a shift from >= 5; with fewer the WCS alone, and the
+   result is flagged ``registration_wcs_only``). Each template's fit is in
+   :attr:`DiffResult.registrations` and ``meta["registration"]``.
 4. ``[coadd]`` coadd on the search photometric scale, inverse-variance weighted, with the
-   matching PSF (SWarp combine); then the mesh sky of the plain difference search - coadd
-   (sources left out) is removed from the search image
-   (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
+   matching PSF (SWarp combine), leaving out template pixels that no other template supports
+   where >= 3 cover a pixel (:class:`~desgw.diff.coadd.OutlierRejection`); then the mesh
+   sky of the plain difference search - coadd (sources left out) is removed from the search
+   image (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
    pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma
    (``[sky_match]``, with the variances and the ideal limit).
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
@@ -46,7 +51,8 @@ the stamp) has ``mag = -2.5 log10(F) + zp_stamp_search``, a total-flux AB magnit
 Noise
 -----
 The search variance is ``1 / weight`` (background), the template's the coadd's per-pixel
-variance; ZOGY adds the sources' Poisson noise from the pixel values and propagates the
+variance; ZOGY adds the sources' Poisson noise from the pixel values (the template's with the
+coadd's per-pixel gain, :attr:`desgw.diff.coadd.Coadd.gain`) and propagates the
 variances through its filters as if pixels were independent. The resampled template's noise is
 correlated (neighbouring pixels share input pixels): with ``DiffConfig.
 correlated_template_noise`` the variances of ``S`` (hence ``S_corr`` and the flux errors) and of
@@ -55,6 +61,20 @@ from the resampling noise autocorrelation (:func:`~desgw.diff.pipeline_steps.
 correlated_noise_factors`): ~ the noise correlation factor (1.26 for Lanczos-3) for the broad
 score filter, less for the sharper difference filters. On the simulator this takes the
 blank-sky ``S_corr`` noise from 1.05-1.10 to 1.01-1.02 and keeps the difference's within 2 %.
+Inputs that were *already* resampled (``DiffConfig.resampled_inputs``, e.g. images delivered on
+a common grid) carry their own correlated noise: each input's autocorrelation is then measured
+on its blank sky (:func:`~desgw.diff.pipeline_steps.measure_noise_acf`), the search term of
+each filter is corrected with it and the template's is combined with the resampling's.
+
+Masks
+-----
+Unusable pixels of either image are in-painted by the subtraction, and each cluster of them is
+grown only as far as the flux it hides needs (:mod:`desgw.diff.subtract`, *Mask growth*): a
+cosmic ray or hot pixel on blank sky stays its own size, one on a star is grown by up to the
+PSF FWHM. ``meta["masked_fraction"]`` (pixels masked in the difference) and
+``meta["bad_fraction"]`` (pixels unusable in the search or in every covering template) are
+fractions of the template-covered area, reported per CCD in the product header and the
+diffdone JSON.
 
 Ideal limit
 -----------
@@ -90,12 +110,14 @@ from desgw.diff.detect import detect_transients
 from desgw.diff.efficiency import efficiency_curve
 from desgw.diff.fakes import fake_mag_range, inject_fakes, match_fakes, plan_fakes
 from desgw.diff.measure import measure_candidates
+from desgw.diff.register import refine_registration, select_stars
 from desgw.diff.resample import resample_to_grid
+from desgw.diff.resample_mapping import mapping_grid
 from desgw.diff.stamps import cutout_stamps
 from desgw.diff.starcat import apply_veto
 from desgw.diff.subtract import subtract
 from desgw.diff.template_crop import crop_to_search
-from desgw.se.maskbits import EDGE
+from desgw.se.maskbits import EDGE, UNUSABLE
 
 from .pipeline_steps import (
     apply_noise_factors,
@@ -107,6 +129,7 @@ from .pipeline_steps import (
     footprint_overlaps,
     forced_flux,
     ideal_limit,
+    measure_noise_acf,
     relative_sky,
     resampling_noise_acf,
     subtract_sky,
@@ -267,20 +290,47 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     s_img, s_sky, s_rms = subtract_sky(search.image, search.mask, config)
     meta.update(search_sky_e=s_sky, search_sky_rms_e=s_rms)
     t_imgs = [subtract_sky(t.image, t.mask, config)[0] for t in usable]
+    s_acf = t_acf = None
+    if config.resampled_inputs:
+        # inputs already resampled: their own noise autocorrelations, from their blank sky
+        s_acf = measure_noise_acf(s_img, search.mask, search.weight)
+        t_acf = np.mean([measure_noise_acf(img, t.mask, t.weight)
+                         for t, img in zip(usable, t_imgs)], axis=0)
+        meta.update(search_input_ncf=float(s_acf.sum()), template_input_ncf=float(t_acf.sum()))
     lap("background")
 
-    # 3. resample
+    # 3. registration refinement and resampling
     resampled = []
+    registrations = []
+    s_stars = select_stars(search.catalog, search.wcs, config=config.registration)
     for t, img in zip(usable, t_imgs):
+        mapping = mapping_grid(t.wcs, search.wcs, shape, step=config.resample.grid_step,
+                               tolerance=config.resample.wcs_tolerance)
+        reg = refine_registration(s_stars, select_stars(t.catalog, t.wcs,
+                                                        config=config.registration),
+                                  mapping, config=config.registration)
+        registrations.append(reg)
         resampled.append(resample_to_grid(img, t.mask, t.weight, t.wcs, search.wcs, shape,
                                           kernel=config.resample_kernel,
-                                          config=config.resample))
+                                          config=config.resample, mapping=reg.apply(mapping)))
     del t_imgs
     covering = [i for i, r in enumerate(resampled) if r.coverage.any()]
     for i, t in enumerate(usable):
         if i not in covering:
             rejected.append(as_rejected(t, ("does not overlap the search CCD",)))
     used = tuple((int(usable[i].expnum), int(usable[i].ccdnum)) for i in covering)
+    registrations = [registrations[i] for i in covering]
+    meta["registration"] = [{"expnum": e, "ccdnum": c, **reg.as_dict()}
+                            for (e, c), reg in zip(used, registrations)]
+    for (e, c), reg in zip(used, registrations):
+        if reg.applied:
+            log.info("template %d CCD %d registered: %s from %d stars, shift (%.3f, %.3f) px, "
+                     "rms %.3f -> %.3f px", e, c, reg.method, reg.n_stars, reg.shift_x,
+                     reg.shift_y, reg.rms_before, reg.rms_after)
+        elif config.registration.enabled:
+            log.warning("template %d CCD %d aligned by the WCS only: %s", e, c, reg.reason)
+    if config.registration.enabled and any(not reg.applied for reg in registrations):
+        flags.append("registration_wcs_only")
     lap("resample")
     if not covering:
         timings["total"] = time.perf_counter() - t_start
@@ -290,13 +340,19 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     zp_s = search.zp_stamp
     coadd = coadd_templates([resampled[i] for i in covering],
                             [usable[i].zp_stamp for i in covering], zp_s,
-                            [usable[i].psf for i in covering], method=config.coadd_method)
+                            [usable[i].psf for i in covering], method=config.coadd_method,
+                            reject=config.coadd_reject)
     kept = tuple(resampled[i] for i in covering) if keep_intermediate else ()
+    t_cover = np.zeros(shape, bool)
+    for i in covering:
+        t_cover |= resampled[i].coverage
     del resampled
     ncf = float(coadd.noise_correlation_factor)
     good = usable_pixels(search.mask, search.weight, coadd.mask, coadd.weight)
     frac = float(good.mean())
     covered = float((coadd.weight > 0).mean())
+    if coadd.n_rejected is not None:
+        meta["coadd_rejected_pixels"] = int(coadd.n_rejected.sum())
     meta.update(usable_fraction=frac, template_coverage=covered, noise_correlation_factor=ncf,
                 template_scales=tuple(float(s) for s in coadd.scales), zp_stamp=zp_s)
     if covered < 0.99:
@@ -337,18 +393,32 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("fakes")
 
     # 6. subtract
-    mean_scale = float(np.mean(coadd.scales))
-    sub_cfg = replace(config.subtract, template_gain=1.0 / mean_scale)
+    # the coadd's source noise per pixel: each template's Poisson noise with its scale and
+    # weight (1 / mean(scale) would count an n-exposure stack's n times)
+    sub_cfg = replace(config.subtract, template_gain=1.0 / float(np.mean(coadd.scales)))
     assert coadd.psf is not None  # coadd_templates was given the template PSFs
     sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
-                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg)
+                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
+                   template_gain_map=coadd.gain)
     del s_var, t_var
-    if config.correlated_template_noise and ncf > 1.0:
-        f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf,
-                                            resampling_noise_acf(ncf), sub_cfg)
+    if (config.correlated_template_noise and ncf > 1.0) or config.resampled_inputs:
+        acf = resampling_noise_acf(ncf if config.correlated_template_noise else 1.0)
+        if t_acf is not None:
+            # the input's own correlation seen through the resampling: (R * rho) / R(0)
+            from scipy.signal import fftconvolve
+            acf = fftconvolve(acf, t_acf, mode="full")
+        f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf, acf, sub_cfg,
+                                            search_acf=s_acf)
         apply_noise_factors(sub, f_s, f_d, sub_cfg.zogy_config().tile)
         meta.update(score_noise_factor=float(np.median(f_s)),
                     diff_noise_factor=float(np.median(f_d)))
+    # masked vs truly bad pixels over the template-covered area
+    n_cov = max(int(t_cover.sum()), 1)
+    meta.update(masked_fraction=float(np.count_nonzero((sub.mask & (UNUSABLE | EDGE)) != 0
+                                                       & t_cover) / n_cov),
+                bad_fraction=float(np.count_nonzero(~good & t_cover) / n_cov),
+                mask_growth=dict(sub.meta.get("mask_growth", {})))
+    del t_cover
     lap("subtract")
 
     # 7-8. detect, measure
@@ -442,4 +512,5 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                       template_mask=coadd.mask, candidates=cands, fakes=fakes, efficiency=eff,
                       ideal_limit=limit, stamps=stamps, templates_used=used,
                       templates_rejected=tuple(rejected), zp=float(search.zp), zp_stamp=zp_s,
-                      timings=timings, flags=tuple(flags), meta=meta, resampled=kept)
+                      timings=timings, flags=tuple(flags), meta=meta, resampled=kept,
+                      registrations=tuple(registrations))

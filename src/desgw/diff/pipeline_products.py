@@ -252,7 +252,7 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     cat_header = fits.Header()
     if header is not None:
         for key in ("EXPNUM", "CCDNUM", "BAND", "MAGZERO", "ZPSTAMP", "DESGWRP", "DIFFSEAS",
-                    "DIFFVER", "DIFFCFG"):
+                    "DIFFVER", "DIFFCFG", "RBTHRESH"):
             if key in header:
                 cat_header[key] = header[key]
     with warnings.catch_warnings():
@@ -281,8 +281,11 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
             write_stamps_png(paths.stamps_dir, sub, [int(i) for i in np.asarray(c["id"])[sel]],
                              prefix=f"{paths.prefix}_")
             written["stamps_png"] = str(paths.stamps_dir)
+    eff_doc = _efficiency_doc(result)
+    if header is not None and "RBTHRESH" in header:
+        eff_doc["real_bogus_threshold"] = float(header["RBTHRESH"])
     written["efficiency"] = str(atomic_write_text(
-        paths.efficiency, json.dumps(_efficiency_doc(result), indent=1, sort_keys=True) + "\n"))
+        paths.efficiency, json.dumps(eff_doc, indent=1, sort_keys=True) + "\n"))
     return written
 
 

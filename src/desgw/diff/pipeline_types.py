@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 
+from desgw.diff.coadd import OutlierRejection
 from desgw.diff.detect import DiffDetectConfig
 from desgw.diff.measure import DiffMeasureConfig
+from desgw.diff.register import RegistrationConfig
 from desgw.diff.resample import ResampleConfig
 from desgw.diff.subtract import SubtractConfig
 from desgw.errors import AlgorithmError
@@ -40,7 +42,8 @@ DIFF_ERROR_KINDS: tuple[str, ...] = ("nothing_to_do", "failed")
 
 #: Flags a :class:`DiffResult` may carry (see :class:`DiffResult`).
 RESULT_FLAGS: tuple[str, ...] = ("no_template", "all_masked", "search_qc_failed",
-                                 "no_fakes", "no_efficiency", "partial_coverage")
+                                 "no_fakes", "no_efficiency", "partial_coverage",
+                                 "registration_wcs_only")
 
 
 class DiffError(AlgorithmError):
@@ -163,15 +166,25 @@ class DiffConfig:
     crop_templates : bool
         Cut each template CCD to the part that lands on the search CCD before its sky and
         resampling (:func:`desgw.diff.template_crop.crop_to_search`); False: whole CCDs.
+    registration : RegistrationConfig
+        Refinement of each template CCD's WCS mapping with stars matched between its catalog
+        and the search catalog (:mod:`desgw.diff.register`), before resampling.
     resample : ResampleConfig
     resample_kernel : str
         Interpolation kernel of the template resampling (``"lanczos3"``).
     coadd_method : {"weighted", "mean"}
+    coadd_reject : OutlierRejection
+        Outlier rejection of the coadd where >= 3 template exposures cover a pixel (cosmic
+        rays, satellite trails, asteroids of one template).
     correlated_template_noise : bool
         Correct the propagated variances of the score and of the difference for the
         correlation of the resampled template's noise (ZOGY treats pixels as independent).
+    resampled_inputs : bool
+        The search and template images were already resampled before they reached desgw
+        (their pixel noise is correlated): measure each input's noise autocorrelation on its
+        blank sky and correct the score, flux errors and difference variance for it.
     subtract : SubtractConfig
-        ZOGY settings (``template_gain`` is set from the coadd scales).
+        ZOGY settings (the template's source noise comes from the coadd's per-pixel ``gain``).
     threshold_sigma : float
         Detection threshold on ``|S_corr|``.
     detect : DiffDetectConfig
@@ -206,10 +219,13 @@ class DiffConfig:
     object_sigma: float = 3.0
     relative_sky: bool = True
     crop_templates: bool = True
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     resample: ResampleConfig = field(default_factory=ResampleConfig)
     resample_kernel: str = "lanczos3"
     coadd_method: str = "weighted"
+    coadd_reject: OutlierRejection = field(default_factory=OutlierRejection)
     correlated_template_noise: bool = True
+    resampled_inputs: bool = False
     subtract: SubtractConfig = field(default_factory=SubtractConfig)
     threshold_sigma: float = 5.0
     detect: DiffDetectConfig = field(default_factory=DiffDetectConfig)
@@ -278,6 +294,9 @@ class DiffResult:
     resampled : tuple
         The resampled template CCDs (:class:`~desgw.diff.resample.Resampled`), kept only with
         ``keep_intermediate``.
+    registrations : tuple of Registration
+        The registration refinement of each template CCD of ``templates_used`` (same order;
+        :class:`desgw.diff.register.Registration`, method ``"wcs"`` where none was applied).
     candidates : astropy.table.Table
         :data:`desgw.diff.measure.MEASURE_COLUMNS` plus ``expnum``, ``ccdnum``, ``mag``,
         ``magerr`` (AB, NaN for a non-positive flux), ``veto`` (inside a star's veto circle),
@@ -329,6 +348,7 @@ class DiffResult:
     flags: tuple[str, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
     resampled: tuple[Any, ...] = ()
+    registrations: tuple[Any, ...] = ()
 
     @property
     def empty(self) -> bool:

@@ -18,10 +18,26 @@ Conventions
   either image are in-painted with the local background, i.e. 0 after background subtraction,
   with variance 0 (they carry no data, so the noise propagation of the score stays exact) and
   do not ring. In the outputs they are blanked (``diff = score = flux = 0``, ``diff_var =
-  flux_err = inf``), and the output mask is the OR of both masks with the bits in
-  ``config.dilate_bits`` grown by ``config.dilate_fwhm`` x the larger PSF FWHM (a square
-  box), plus :data:`desgw.se.maskbits.EDGE` where either image has no data (e.g. no template
-  coverage).
+  flux_err = inf``), and the output mask is the OR of both masks, plus
+  :data:`desgw.se.maskbits.EDGE` where either image has no data (e.g. no template coverage),
+  with the bits in ``config.dilate_bits`` grown (see *Mask growth*).
+
+Mask growth
+-----------
+An in-painted pixel carries no data and variance 0, so on blank sky the score and the
+difference around it stay exact (noise included): nothing needs growing there. The in-painting
+is wrong only where a source lies under the mask: the two images' sources are then cut by the
+same hole but convolved with different PSFs, and the difference shows a residual the size of
+the PSF. Each masked pixel is therefore grown by the full radius (``config.dilate_fwhm`` x the
+larger PSF FWHM, a square box) only when a source shows there: the mean of the usable pixels of
+either image in the 3 x 3 pixels around it exceeds ``config.source_sigma`` times its noise, or
+neither image has a usable pixel there (nothing is known: a saturated core, a shared bad
+column). Every other masked pixel is grown by ``config.dilate_min_px`` (the faint wings of a
+cosmic ray or a hot pixel that the masks miss). EDGE (no data) is always grown by the full
+radius. ``config.dilate_sources_only = False`` grows every masked pixel by the full radius
+(the former behaviour: a cosmic ray ~10 px from a transient then hid it). The output ``meta``
+gives ``bad_fraction`` (pixels unusable in either input) and ``masked_fraction`` (pixels
+masked in the output).
 """
 
 from __future__ import annotations
@@ -70,6 +86,13 @@ class SubtractConfig:
         Mask bits grown in the output mask.
     dilate_fwhm : float
         Growth radius in units of the larger PSF FWHM (pixels, rounded up).
+    dilate_sources_only : bool
+        Grow by the full radius only the masked pixels with a source under them (module
+        docstring, *Mask growth*); False: every masked pixel.
+    source_sigma : float
+        Threshold (sigma of a 3 x 3 mean) of the source test.
+    dilate_min_px : int
+        Growth (pixels) of the masked pixels with no source under them.
     """
 
     tile: int = 512
@@ -83,12 +106,19 @@ class SubtractConfig:
     bad_bits: int = maskbits.UNUSABLE
     dilate_bits: int = maskbits.UNUSABLE
     dilate_fwhm: float = 1.0
+    dilate_sources_only: bool = True
+    source_sigma: float = 3.0
+    dilate_min_px: int = 0
 
     def __post_init__(self) -> None:
         if self.search_gain <= 0 or self.template_gain <= 0:
             raise ValueError("gains must be > 0")
         if self.dilate_fwhm < 0:
             raise ValueError("dilate_fwhm must be >= 0")
+        if not self.source_sigma > 0:
+            raise ValueError("source_sigma must be > 0")
+        if self.dilate_min_px < 0:
+            raise ValueError("dilate_min_px must be >= 0")
 
     def zogy_config(self) -> ZogyConfig:
         """The :class:`ZogyConfig` these settings give."""
@@ -114,12 +144,15 @@ class Subtraction:
     flux_err_image : numpy.ndarray
         float32 1-sigma error of ``flux_image`` (e-; inf where blanked).
     mask : numpy.ndarray
-        int32 mask bits: OR of both masks, ``dilate_bits`` grown, EDGE where there is no data.
+        int32 mask bits: OR of both masks, ``dilate_bits`` grown (module docstring, *Mask
+        growth*), EDGE where there is no data.
     psf_diff : TiledPSF
         PSF of ``diff`` (one stamp per tile).
     meta : dict
         ``scale`` (template multiplier), ``zp_search``, ``zp_template``, ``fwhm_search``,
-        ``fwhm_template`` (pixels, at the CCD centre), ``dilate_radius`` (pixels), ``f_s``,
+        ``fwhm_template`` (pixels, at the CCD centre), ``dilate_radius`` (pixels),
+        ``bad_fraction`` and ``masked_fraction`` (of all pixels: unusable in either input;
+        masked in the output), ``f_s``,
         ``f_d``, ``sigma_search`` (e-), ``sigma_template`` (template units) (per-tile arrays),
         ``seconds`` and
         ``config``.
@@ -218,11 +251,85 @@ def _check(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarra
     return a
 
 
+def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_msk: np.ndarray,
+                r_img: np.ndarray, r_var: np.ndarray, r_msk: np.ndarray, scale: float,
+                bad_bits: int, radius: int, fwhm: float, config: SubtractConfig
+                ) -> tuple[np.ndarray, dict[str, int]]:
+    """The output mask: ``combined`` with EDGE grown by ``radius``, each cluster of masked
+    pixels grown by the radius its missing flux needs (module docstring, *Mask growth*), at
+    least ``config.dilate_min_px``; also the numbers of clusters grown by each rule."""
+    from scipy import ndimage
+
+    bits = int(config.dilate_bits) & ~maskbits.EDGE
+    out = dilate_mask_bits(combined & maskbits.EDGE, maskbits.EDGE, radius) | combined
+    masked = (combined & bits) != 0
+    if config.dilate_min_px > 0:
+        out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))
+    stats = {"clusters": 0, "grown_source": 0, "grown_unknown": 0}
+    if not masked.any() or radius <= 0:
+        return out, stats
+    labels, n = ndimage.label(masked, structure=np.ones((3, 3), bool))
+    stats["clusters"] = int(n)
+    idx = np.flatnonzero(masked.ravel())
+    lab = labels.ravel()[idx]
+
+    def bad_at(img: np.ndarray, var: np.ndarray, msk: np.ndarray, where: np.ndarray
+               ) -> np.ndarray:
+        v, w = img.ravel()[where], var.ravel()[where]
+        with np.errstate(invalid="ignore"):
+            return ((msk.ravel()[where] & bad_bits) != 0) | ~(np.isfinite(w) & (w > 0)) \
+                | ~np.isfinite(v)
+
+    n_bad = bad_at(n_img, n_var, n_msk, idx)
+    r_bad = bad_at(r_img, r_var, r_msk, idx)
+    # what the in-painting removes: the other image's flux under the cluster (search scale)
+    rv = r_img.ravel()[idx].astype(np.float64)
+    nv = n_img.ravel()[idx].astype(np.float64)
+    other = np.where(n_bad, np.where(r_bad, 0.0, rv * scale), np.where(r_bad, nv, 0.0))
+    other_var = np.where(n_bad, np.where(r_bad, 0.0, r_var.ravel()[idx] * scale * scale),
+                         np.where(r_bad, n_var.ravel()[idx], 0.0))
+    other = np.nan_to_num(other, nan=0.0, posinf=0.0, neginf=0.0)
+    other_var = np.nan_to_num(other_var, nan=0.0, posinf=0.0, neginf=0.0)
+    flux = np.abs(np.bincount(lab, weights=other, minlength=n + 1)[1:])
+    var = np.bincount(lab, weights=other_var, minlength=n + 1)[1:]
+    unknown = np.bincount(lab, weights=(n_bad & r_bad).astype(np.float64),
+                          minlength=n + 1)[1:] > 0
+    # point-source flux error of the difference: background sigma (median of a pixel grid)
+    # x sqrt(NEA)
+    s = fwhm / 2.3548
+    step = (slice(None, None, 8), slice(None, None, 8))
+    nv_s = np.asarray(n_var[step], np.float64)
+    rv_s = np.asarray(r_var[step], np.float64)
+    ok = np.isfinite(nv_s) & (nv_s > 0) & np.isfinite(rv_s) & (rv_s > 0)
+    sig = float(np.sqrt(np.median(nv_s[ok]) + np.median(rv_s[ok]) * scale ** 2)) \
+        if ok.any() else np.inf
+    sigma_flux = sig * np.sqrt(4.0 * np.pi) * s
+    source = (flux > config.source_sigma * np.sqrt(np.maximum(var, 0.0))) \
+        & (flux > sigma_flux)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(source, 2.0 * s * np.sqrt(np.log(np.maximum(flux / sigma_flux, 1.0))),
+                        0.0)
+    r_cl = np.where(unknown, radius, np.minimum(np.ceil(need), radius)).astype(int)
+    stats["grown_source"] = int(np.sum(source & ~unknown & (r_cl > config.dilate_min_px)))
+    stats["grown_unknown"] = int(np.sum(unknown))
+    boxes = ndimage.find_objects(labels)
+    ny, nx = combined.shape
+    for k in np.flatnonzero(r_cl > config.dilate_min_px):
+        r = int(r_cl[k])
+        sl = boxes[k]
+        y0, y1 = max(sl[0].start - r, 0), min(sl[0].stop + r, ny)
+        x0, x1 = max(sl[1].start - r, 0), min(sl[1].stop + r, nx)
+        local = np.where(labels[y0:y1, x0:x1] == k + 1, combined[y0:y1, x0:x1] & bits, 0)
+        out[y0:y1, x0:x1] |= dilate_mask_bits(local, bits, r)
+    return out, stats
+
+
 def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.ndarray,
              search_psf: PSFSource | np.ndarray, template_image: np.ndarray,
              template_var: np.ndarray, template_mask: np.ndarray,
              template_psf: PSFSource | np.ndarray, *, zp_search: float, zp_template: float,
-             config: SubtractConfig = SubtractConfig()) -> Subtraction:
+             config: SubtractConfig = SubtractConfig(),
+             template_gain_map: np.ndarray | None = None) -> Subtraction:
     """ZOGY subtraction of a registered template from a search CCD.
 
     Parameters
@@ -244,6 +351,10 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     zp_search, zp_template : float
         AB zero points (``m = -2.5 log10(flux) + zp``) of the two images.
     config : SubtractConfig
+    template_gain_map : numpy.ndarray or None
+        (ny, nx) electrons per template unit of the template's sources' Poisson noise, per
+        pixel (a coadd's :attr:`~desgw.diff.coadd.Coadd.gain`); replaces
+        ``config.template_gain``. Pixels with a gain <= 0 or not finite get no source noise.
 
     Returns
     -------
@@ -267,11 +378,19 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         np.ascontiguousarray(n_msk, dtype=np.int32), np.ascontiguousarray(r_img, np.float32),
         np.ascontiguousarray(r_var, dtype=np.float32), np.ascontiguousarray(r_msk, np.int32))
     bad_bits = int(config.bad_bits) | maskbits.EDGE
-    gains = ((config.search_gain, config.template_gain) if config.add_source_noise
-             else (None, None))
+    gain_n: float | None = config.search_gain if config.add_source_noise else None
+    gain_r: float | None = config.template_gain if config.add_source_noise else None
+    if template_gain_map is not None and config.add_source_noise:
+        # the template's source noise per pixel, added here as zogy would with a scalar gain
+        g = _check("template_gain_map", template_gain_map, shape).astype(np.float32)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(np.isfinite(g) & (g > 0), np.float32(1.0) / g, np.float32(0.0))
+            r_var = np.maximum(r_var + np.nan_to_num(r_img, nan=0.0, posinf=0.0, neginf=0.0)
+                               * inv, np.float32(0.25) * r_var).astype(np.float32)
+        gain_r = None
     # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
     res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
-               mask=combined, mask_bits=bad_bits, gain_new=gains[0], gain_ref=gains[1],
+               mask=combined, mask_bits=bad_bits, gain_new=gain_n, gain_ref=gain_r,
                config=config.zogy_config())
 
     ny, nx = shape
@@ -279,7 +398,15 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     fwhm_n = stamp_fwhm(psf_n.render(xc, yc))
     fwhm_r = stamp_fwhm(psf_r.render(xc, yc))
     radius = int(np.ceil(config.dilate_fwhm * max(fwhm_n, fwhm_r)))
-    mask = dilate_mask_bits(combined, config.dilate_bits | maskbits.EDGE, radius)
+    grow = int(config.dilate_bits) | maskbits.EDGE
+    growth: dict[str, int] = {}
+    if config.dilate_sources_only:
+        mask, growth = _grow_masks(combined, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
+                                   bad_bits, radius, max(fwhm_n, fwhm_r), config)
+    else:
+        mask = dilate_mask_bits(combined, grow, radius)
+    bad_fraction = float(np.mean((combined & bad_bits) != 0))
+    masked_fraction = float(np.mean((mask & (bad_bits | grow)) != 0))
     # zogy's output arrays are ours: blank in place.
     diff, diff_var, score = res.diff, res.diff_var, res.score
     flux, flux_err = res.flux, res.flux_err
@@ -288,6 +415,7 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     meta: dict[str, Any] = {
         "scale": scale, "zp_search": float(zp_search), "zp_template": float(zp_template),
         "fwhm_search": fwhm_n, "fwhm_template": fwhm_r, "dilate_radius": radius,
+        "bad_fraction": bad_fraction, "masked_fraction": masked_fraction, "mask_growth": growth,
         "f_s": res.f_s, "f_d": res.f_d, "sigma_search": res.sigma_new,
         "sigma_template": res.sigma_ref, "seconds": seconds, "config": config,
     }

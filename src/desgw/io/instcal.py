@@ -21,10 +21,28 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from desgw.errors import DataTypeError, HeaderError, MissingCCDError, MissingFileError
 
-from ._fitsutil import (header_float, header_int, header_str, hdu_label, index_ccds, open_fits,
-                        read_hdu_pixels)
+from ._fitsutil import (
+    hdu_label,
+    header_float,
+    header_int,
+    header_str,
+    index_ccds,
+    open_fits,
+    read_hdu_pixels,
+)
 
-__all__ = ["InstCalCCD", "read_instcal", "instcal_companion_paths", "merge_headers"]
+__all__ = [
+    "DecamFileKind",
+    "InstCalCCD",
+    "decam_file_kind",
+    "find_instcal_image",
+    "instcal_ccdnums",
+    "instcal_companion_paths",
+    "instcal_gain_columns",
+    "instcal_plane",
+    "merge_headers",
+    "read_instcal",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +72,10 @@ class InstCalCCD:
     exptime : float
         Seconds.
     gain : float or None
-        e-/ADU: ARAWGAIN, else the mean of GAINA and GAINB, else GAIN.
+        e-/ADU: the mean of GAINA and GAINB (the gains the CP applied per amplifier, which the
+        weights follow), else GAIN, else ARAWGAIN (the raw average gain, 10-15 % above GAINA/B
+        in the V4.8 CP files: not the gain of these images). Per-column gains:
+        :func:`instcal_gain_columns`.
     saturate : float or None
         SATURATE (ADU), else the smaller of SATURATA/SATURATB.
     fwhm_pix : float or None
@@ -252,14 +273,14 @@ def read_instcal(image_path: str | os.PathLike[str],
     band = header_str(header, "BAND", path=ipath, hdu=label, required=False)
     if band is None and filt:
         band = filt.split()[0]
-    gain = header_float(header, "ARAWGAIN", path=ipath, hdu=label, required=False)
-    if gain is None:
-        ga = header_float(header, "GAINA", path=ipath, hdu=label, required=False)
-        gb = header_float(header, "GAINB", path=ipath, hdu=label, required=False)
-        if ga is not None and gb is not None:
-            gain = 0.5 * (ga + gb)
-        else:
-            gain = header_float(header, "GAIN", path=ipath, hdu=label, required=False)
+    ga = header_float(header, "GAINA", path=ipath, hdu=label, required=False)
+    gb = header_float(header, "GAINB", path=ipath, hdu=label, required=False)
+    if ga is not None and gb is not None:
+        gain: float | None = 0.5 * (ga + gb)
+    else:
+        gain = header_float(header, "GAIN", path=ipath, hdu=label, required=False)
+        if gain is None:
+            gain = header_float(header, "ARAWGAIN", path=ipath, hdu=label, required=False)
     saturate = header_float(header, "SATURATE", path=ipath, hdu=label, required=False)
     if saturate is None:
         found = [header_float(header, k, path=ipath, hdu=label, required=False)
@@ -282,3 +303,126 @@ def read_instcal(image_path: str | os.PathLike[str],
     )
     log.debug("read InstCal CCD %s (%s) from %s", result.ccdnum, result.detpos, ipath)
     return result
+
+
+def instcal_gain_columns(header: fits.Header, ncols: int, ccdnum: int, *,
+                         path: str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Gain (e-/ADU) of each image column of a CP InstCal CCD, from GAINA / GAINB.
+
+    The CP multiplies each amplifier's pixels by its gain and divides by GAINA/GAINB again
+    (``FLATMEDA/B`` = ``GAINA/B``), so ADU -> e- is GAINA on amplifier A's columns and GAINB
+    on B's. The amplifier of a column comes from :func:`desgw.instrument.get_ccd` (trimmed
+    column ``x - LTV1``; the CP image starts ``-LTV1`` columns into the trimmed CCD).
+
+    Parameters
+    ----------
+    header : astropy.io.fits.Header
+        Merged header of the CCD (GAINA, GAINB, LTV1).
+    ncols : int
+        Image columns.
+    ccdnum : int
+    path : path, optional
+        For error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 (ncols,).
+
+    Raises
+    ------
+    HeaderError
+        GAINA or GAINB missing or not positive.
+    """
+    from desgw.instrument import get_ccd
+
+    gains = {}
+    for amp in ("A", "B"):
+        g = header_float(header, f"GAIN{amp}", path=path, hdu=None, required=False)
+        if g is None or not g > 0:
+            raise HeaderError(path, None, f"CCD {ccdnum}: GAIN{amp} missing or not positive "
+                              f"({g!r}): cannot convert ADU to electrons per amplifier",
+                              keyword=f"GAIN{amp}")
+        gains[amp] = g
+    ltv1 = header_float(header, "LTV1", path=path, hdu=None, required=False) or 0.0
+    x_trim = np.arange(int(ncols)) - int(round(ltv1))
+    amps = get_ccd(int(ccdnum)).amp_at(x_trim)
+    return np.where(amps == "A", gains["A"], gains["B"]).astype(np.float32)
+
+
+def instcal_ccdnums(image_path: str | os.PathLike[str]) -> list[int]:
+    """CCDNUMs of the image HDUs of a CP InstCal file (ascending)."""
+    p = Path(image_path)
+    with open_fits(p) as hdul:
+        _, by_ccdnum, _ = index_ccds(hdul, p)
+    return sorted(by_ccdnum)
+
+
+#: What :func:`decam_file_kind` recognises.
+DecamFileKind = str
+
+_CAL_OBSTYPES = {"zero", "bias", "dome flat", "flat", "dark", "sky flat", "twilight flat"}
+
+
+def decam_file_kind(primary: fits.Header) -> DecamFileKind:
+    """What a DECam file is, from its primary header.
+
+    Returns
+    -------
+    str
+        ``"instcal"``: a Community Pipeline InstCal product (PROCTYPE ``InstCal``; PRODTYPE
+        ``image``, ``dqmask`` or ``wtmap``: see :func:`instcal_plane`); ``"cp_calibration"``:
+        a CP master calibration (PROCTYPE ``MasterCal``); ``"raw"``: a raw exposure (PROCTYPE
+        ``raw``, or no PROCTYPE and DECam's raw keywords); ``"calibration"``: a raw
+        calibration exposure (OBSTYPE zero/dome flat/dark...); ``"other"`` otherwise (e.g.
+        resampled or stacked CP products).
+    """
+    proctype = str(primary.get("PROCTYPE", "") or "").strip().lower()
+    obstype = str(primary.get("OBSTYPE", "") or "").strip().lower()
+    if proctype == "instcal":
+        return "instcal"
+    if proctype in ("mastercal", "master_cal", "mastercalib"):
+        return "cp_calibration"
+    if proctype in ("", "raw"):
+        if obstype in _CAL_OBSTYPES:
+            return "calibration"
+        return "raw"
+    return "other"
+
+
+def instcal_plane(primary: fits.Header) -> str:
+    """``"image"``, ``"mask"`` or ``"weight"`` of a CP InstCal file (PRODTYPE image / dqmask /
+    wtmap), ``"unknown"`` otherwise."""
+    prod = str(primary.get("PRODTYPE", "") or "").strip().lower()
+    return {"image": "image", "dqmask": "mask", "wtmap": "weight"}.get(prod, "unknown")
+
+
+def find_instcal_image(directory: str | os.PathLike[str], expnum: int) -> Path:
+    """The CP InstCal image file (``*_ooi_*.fits[.fz]``) of an exposure under a folder.
+
+    Files are matched by EXPNUM in their primary header (CP names carry the date and time,
+    not the exposure number), searched recursively.
+
+    Raises
+    ------
+    MissingFileError
+        None found, or several (the message lists them).
+    """
+    d = Path(directory)
+    hits = []
+    for p in sorted(d.rglob("*_ooi_*.fits*")):
+        if not p.name.endswith((".fits", ".fits.fz", ".fits.gz")):
+            continue
+        try:
+            hdr = fits.getheader(p, 0)
+        except OSError:
+            continue
+        if hdr.get("EXPNUM") is not None and int(hdr["EXPNUM"]) == int(expnum):
+            hits.append(p)
+    if not hits:
+        raise MissingFileError(d, None, f"no CP InstCal image (*_ooi_*.fits[.fz]) with EXPNUM "
+                               f"{expnum} under this folder")
+    if len(hits) > 1:
+        raise MissingFileError(d, None, f"several CP InstCal images of exposure {expnum}: "
+                               f"{[str(h) for h in hits]}")
+    return hits[0]

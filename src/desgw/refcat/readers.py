@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 from astropy.io import fits
 
 from desgw.errors import CorruptFileError, DesgwInputError, MissingFileError
+from desgw.refcat.schema import BOOLEAN_COLUMNS
 
-__all__ = ["source_format", "source_columns", "iter_source_chunks", "SUPPORTED_SUFFIXES"]
+__all__ = ["SUPPORTED_SUFFIXES", "iter_source_chunks", "source_columns", "source_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,6 +116,8 @@ def source_columns(path: str | os.PathLike[str]) -> tuple[dict[str, str], int | 
 
 
 def _as_numpy(col: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
+    if pa.types.is_boolean(col.type):  # true/false -> 1.0/0.0, null -> NaN
+        col = col.cast(pa.float64())
     if np.dtype(dtype).kind != "f" and col.null_count:
         raise ValueError(f"{col.null_count} null values in an integer column")
     arr = col.to_numpy(zero_copy_only=False)
@@ -156,8 +159,9 @@ def iter_source_chunks(path: str | os.PathLike[str], wanted: dict[str, tuple[str
     try:
         if fmt == "csv":
             types = {}
-            for _out, (src, dt) in wanted.items():
-                types[src] = pa.int64() if np.dtype(dt).kind == "i" else pa.float64()
+            for out_name, (src, dt) in wanted.items():
+                types[src] = (pa.bool_() if out_name in BOOLEAN_COLUMNS else
+                              pa.int64() if np.dtype(dt).kind == "i" else pa.float64())
             # ~100 bytes per Gaia row with our columns; full archive rows are longer
             reader = _csv_reader(p, include=[s for s, _ in wanted.values()], types=types,
                                  block_size=max(1 << 20, min(chunk_rows * 200, 1 << 28)))

@@ -7,8 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["ColumnSpec", "REQUIRED", "OPTIONAL", "DERIVED", "ALL_SOURCE_COLUMNS",
-           "arrow_schema", "column_unit"]
+__all__ = [
+    "ALL_SOURCE_COLUMNS",
+    "BOOLEAN_COLUMNS",
+    "DERIVED",
+    "OPTIONAL",
+    "REQUIRED",
+    "ColumnSpec",
+    "arrow_schema",
+    "column_unit",
+]
 
 
 @dataclass(frozen=True)
@@ -23,11 +31,14 @@ class ColumnSpec:
         Stored type.
     unit : str
         Unit ("" when dimensionless).
+    boolean : bool
+        A true/false column in the Gaia archive, stored as 1.0 / 0.0 (NaN when null).
     """
 
     name: str
     dtype: str
     unit: str
+    boolean: bool = False
 
 
 #: Columns every input must have (matched case-insensitively).
@@ -52,6 +63,12 @@ OPTIONAL: tuple[ColumnSpec, ...] = (
     ColumnSpec("phot_g_mean_flux_over_error", "float32", ""),
     ColumnSpec("phot_bp_mean_flux_over_error", "float32", ""),
     ColumnSpec("phot_rp_mean_flux_over_error", "float32", ""),
+    # quality columns of desgw.refcat.quality (float so that a source file without them, or
+    # a null, is NaN; duplicated_source is 1.0 / 0.0)
+    ColumnSpec("astrometric_excess_noise", "float32", "mas"),
+    ColumnSpec("duplicated_source", "float32", "", boolean=True),
+    ColumnSpec("phot_bp_rp_excess_factor", "float32", ""),
+    ColumnSpec("visibility_periods_used", "float32", ""),
 )
 
 #: Columns computed at ingest.
@@ -61,6 +78,8 @@ DERIVED: tuple[ColumnSpec, ...] = (
 )
 
 ALL_SOURCE_COLUMNS: tuple[ColumnSpec, ...] = REQUIRED + OPTIONAL
+#: Columns read as true/false (CSV text "True"/"false"/"1"...) and stored as float 1/0/NaN.
+BOOLEAN_COLUMNS: frozenset[str] = frozenset(c.name for c in ALL_SOURCE_COLUMNS if c.boolean)
 
 _UNITS = {c.name: c.unit for c in REQUIRED + OPTIONAL + DERIVED}
 

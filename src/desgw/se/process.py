@@ -57,15 +57,22 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
 from scipy import ndimage
 
 from desgw.errors import HeaderError, MissingFileError
+from desgw.refcat.quality import GaiaQualityCuts, gaia_quality_mask
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se import maskbits
-from desgw.se.astrometry import AstrometryConfig, AstrometryResult, solve_wcs
+from desgw.se.astrometry import (
+    AstrometryConfig,
+    AstrometryError,
+    AstrometryResult,
+    solve_wcs,
+)
 from desgw.se.background import Background, BackgroundConfig, estimate_background
 from desgw.se.cosmics import CosmicsConfig, find_cosmic_rays
 from desgw.se.crosstalk import correct_crosstalk
@@ -76,15 +83,27 @@ from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
 from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
-from desgw.se.process_steps import (cosmic_ray_residuals, cosmics_objlim,
-                                    detect_config_for_seeing, estimate_seeing,
-                                    psf_aperture_correction, psf_config_for_seeing,
-                                    weight_rescale_factor)
+from desgw.se.process_steps import (
+    cosmic_ray_residuals,
+    cosmics_objlim,
+    detect_config_for_seeing,
+    estimate_seeing,
+    psf_aperture_correction,
+    psf_config_for_seeing,
+    weight_rescale_factor,
+)
 from desgw.se.process_wcs import ccd_corners, initial_wcs_for
 from desgw.se.psf import PSFConfig, PSFModel, fit_psf, select_psf_candidates
-from desgw.se.quality import (QC_BANDS, QCResult, QCThresholds, assess_quality,
-                              compute_qc_metrics)
+from desgw.se.psf_columns import psf_fwhm_at
+from desgw.se.quality import (
+    QC_BANDS,
+    QCResult,
+    QCThresholds,
+    assess_quality,
+    compute_qc_metrics,
+)
 from desgw.se.saturation import BleedConfig, mask_bleed_trails
+from desgw.se.sparse import fit_psf_sparse, refine_wcs_shift, sparse_zeropoint
 from desgw.se.trails import TrailConfig, find_trails
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,7 +112,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from desgw.io.calib import LinearityTable
     from desgw.io.raw import ExposureHeader, RawCCD
 
-__all__ = ["SEConfig", "CCDInputs", "CCDResult", "process_ccd", "initial_wcs_for", "check_band"]
+__all__ = ["CCDInputs", "CCDResult", "SEConfig", "check_band", "initial_wcs_for", "process_ccd"]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +181,15 @@ class SEConfig:
         ``WGTSCALE``).
     qc : QCThresholds
         Pass/fail limits of the CCD's quality check.
+    gaia_quality : GaiaQualityCuts
+        Cuts on the Gaia rows used for astrometry and the zeropoint
+        (:func:`desgw.refcat.quality.gaia_quality_mask`; a cut whose column the store lacks is
+        not applied).
+    sparse_fallbacks : bool
+        With too few stars for a full model, degrade instead of failing
+        (:mod:`desgw.se.sparse`): a constant or analytic PSF, a shift-only WCS refinement, a
+        zeropoint from 1-2 stars; each sets a flag with its reason (``CCDResult.flags``,
+        header ``DEGRADED``) and fails the QC. False: raise as before.
     """
 
     detrend: DetrendConfig = DetrendConfig()
@@ -190,6 +218,8 @@ class SEConfig:
     drop_cosmic_residuals: bool = True
     rescale_weight: bool = True
     qc: QCThresholds = QCThresholds()
+    gaia_quality: GaiaQualityCuts = GaiaQualityCuts()
+    sparse_fallbacks: bool = True
 
     def __post_init__(self) -> None:
         bad = set(self.required_calibrations) - set(CALIBRATION_KINDS)
@@ -273,6 +303,9 @@ class CCDResult:
         Seconds per step.
     corners : (ndarray, ndarray)
         RA, Dec (deg) of the 1-based pixels (16,16), (2033,16), (2033,4081), (16,4081).
+    flags : dict of str to str
+        Degraded steps (``"psf"``, ``"wcs"``, ``"zeropoint"``) and why, in words with the
+        numbers (:mod:`desgw.se.sparse`); empty when every model is the full one.
     """
 
     ccdnum: int
@@ -289,6 +322,7 @@ class CCDResult:
     qc: QCResult
     timings: dict[str, float] = field(default_factory=dict)
     corners: tuple[np.ndarray, np.ndarray] = field(default_factory=lambda: (np.zeros(4), np.zeros(4)))
+    flags: dict[str, str] = field(default_factory=dict)
 
 
 def check_band(exposure: ExposureHeader, raw: RawCCD | None = None) -> str:
@@ -361,20 +395,84 @@ def _pixel_scale_arcsec(wcs: WCS, x: float, y: float) -> float:
     return math.sqrt(abs(dx[0] * dy[1] - dx[1] * dy[0]))
 
 
-def _zeropoint(catalog: Table, inputs: CCDInputs, band: str, config: SEConfig
+def _zeropoint(catalog: Table, refcat: Table, band: str, config: SEConfig,
+               flags: dict[str, str] | None = None
                ) -> tuple[ZeropointResult | None, str | None]:
     try:
-        meas = measure_ccd_zeropoint(catalog, inputs.refcat, band, mags_type=config.mags_type,
+        meas = measure_ccd_zeropoint(catalog, refcat, band, mags_type=config.mags_type,
                                      sex_mag_zeropoint=config.sex_mag_zeropoint,
                                      use_color_terms=config.use_color_terms,
                                      method=config.zp_method, error_floor=config.zp_error_floor)
     except TransformUnavailableError as exc:
         return None, f"zeropoint not measured: {exc}"
     res = meas.result
+    if not res.valid and config.sparse_fallbacks and flags is not None \
+            and 1 <= res.n_used <= 2:
+        sparse = sparse_zeropoint(res.delta[res.used], res.delta_err[res.used],
+                                  error_floor=max(config.zp_error_floor, 0.02),
+                                  n_matched=res.n_matched)
+        flags["zeropoint"] = (f"zeropoint from {sparse.n_used} star(s) of {res.n_matched} matched "
+                              f"to Gaia ({sparse.zp_err:.3f} mag error; a clipped zeropoint "
+                              f"needs 3)")
+        return sparse, None
     if not res.valid:
         return None, (f"zeropoint not measured: {res.n_used} calibration stars left of "
                       f"{res.n_matched} matched to Gaia")
     return res, None
+
+
+def fit_ccd_psf(sub: np.ndarray, weight: np.ndarray, mask: np.ndarray, x: np.ndarray,
+                y: np.ndarray, psf_cfg: PSFConfig, config: SEConfig, seeing_fwhm_px: float,
+                flags: dict[str, str], *, fwhm_source: str = "the first-pass seeing",
+                segmap: np.ndarray | None = None,
+                neighbour_xy: np.ndarray | None = None) -> PSFModel:
+    """The PSF step of :func:`process_ccd`: the full fit, or its sparse-field fallback
+    (recorded in ``flags["psf"]``) when ``config.sparse_fallbacks``."""
+    if not config.sparse_fallbacks:
+        return fit_psf(sub, weight, mask, x, y, segmap=segmap, neighbour_xy=neighbour_xy,
+                       config=psf_cfg)
+    psf, why = fit_psf_sparse(sub, weight, mask, x, y, config=psf_cfg,
+                              fallback_fwhm_px=seeing_fwhm_px, fallback_source=fwhm_source,
+                              segmap=segmap, neighbour_xy=neighbour_xy)
+    if why is not None:
+        flags["psf"] = why
+    return psf
+
+
+def solve_ccd_wcs(x: np.ndarray, y: np.ndarray, ref: Table, init_wcs: WCS, *,
+                  flux: np.ndarray, xy_err: np.ndarray, image_shape: tuple[int, int],
+                  config: SEConfig, flags: dict[str, str],
+                  max_shift_arcsec: float | None = None) -> AstrometryResult:
+    """The astrometry step of :func:`process_ccd`: :func:`desgw.se.astrometry.solve_wcs`, and
+    when it fails for lack of stars and ``config.sparse_fallbacks``, a shift-only refinement of
+    ``init_wcs`` (:func:`desgw.se.sparse.refine_wcs_shift`, recorded in ``flags["wcs"]``)
+    searched within ``max_shift_arcsec`` (default ``config.astrometry.max_offset_arcsec``; a
+    CP WCS is good to ~0.1 arcsec, so its caller gives a few arcsec).
+
+    Raises
+    ------
+    AstrometryError
+        The full fit failed and no reference star lies near a detection either.
+    """
+    ra_ref = np.asarray(ref["ra"], dtype=np.float64)
+    dec_ref = np.asarray(ref["dec"], dtype=np.float64)
+    try:
+        return solve_wcs(x, y, ra_ref, dec_ref, init_wcs, flux=flux, ref_mag=_ref_mag(ref),
+                         xy_err=xy_err, image_shape=image_shape, config=config.astrometry)
+    except AstrometryError as exc:
+        if not config.sparse_fallbacks:
+            raise
+        try:
+            shift = refine_wcs_shift(x, y, ra_ref, dec_ref, init_wcs, image_shape=image_shape,
+                                     max_offset_arcsec=config.astrometry.max_offset_arcsec
+                                     if max_shift_arcsec is None else max_shift_arcsec)
+        except AstrometryError:
+            raise exc from None
+        flags["wcs"] = (f"WCS shift-only refinement from {shift.result.n_used} star(s): "
+                        f"({shift.shift_ra_arcsec:+.3f}, {shift.shift_dec_arcsec:+.3f}) +- "
+                        f"{shift.shift_err_arcsec:.3f} arcsec; the full fit failed: "
+                        f"{exc.reason}")
+        return shift.result
 
 
 def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResult:
@@ -485,8 +583,9 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     psf_cfg = psf_config_for_seeing(config.psf, seeing.fwhm_px, stamp_fwhm=config.psf_stamp_fwhm)
     det_xy = np.column_stack([np.asarray(det.catalog["xwin"], dtype=np.float64),
                               np.asarray(det.catalog["ywin"], dtype=np.float64)])
-    psf = fit_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], segmap=det.segmap,
-                  neighbour_xy=det_xy, config=psf_cfg)
+    flags: dict[str, str] = {}
+    psf = fit_ccd_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], psf_cfg, config,
+                      seeing.fwhm_px, flags, segmap=det.segmap, neighbour_xy=det_xy)
     lap("psf")
 
     # --- measurement (with the initial WCS for the column layout; redone below)
@@ -510,14 +609,12 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
 
     # --- astrometry
     rows = _astrometry_rows(catalog)
-    ref = inputs.refcat
-    astro = solve_wcs(np.asarray(catalog["XWIN_IMAGE"])[rows] - 1.0,
-                      np.asarray(catalog["YWIN_IMAGE"])[rows] - 1.0,
-                      np.asarray(ref["ra"], dtype=np.float64),
-                      np.asarray(ref["dec"], dtype=np.float64), init_wcs,
-                      flux=np.asarray(catalog["FLUX_AUTO"])[rows], ref_mag=_ref_mag(ref),
-                      xy_err=np.asarray(catalog["ERRAWIN_IMAGE"], dtype=np.float64)[rows],
-                      image_shape=image.shape, config=config.astrometry)
+    ref = inputs.refcat[gaia_quality_mask(inputs.refcat, cuts=config.gaia_quality)]
+    astro = solve_ccd_wcs(np.asarray(catalog["XWIN_IMAGE"])[rows] - 1.0,
+                          np.asarray(catalog["YWIN_IMAGE"])[rows] - 1.0, ref, init_wcs,
+                          flux=np.asarray(catalog["FLUX_AUTO"])[rows],
+                          xy_err=np.asarray(catalog["ERRAWIN_IMAGE"], dtype=np.float64)[rows],
+                          image_shape=image.shape, config=config, flags=flags)
     wcs = astro.wcs
     ra, dec = wcs.all_pix2world(np.asarray(catalog["XWIN_IMAGE"]) - 1.0,
                                 np.asarray(catalog["YWIN_IMAGE"]) - 1.0, 0)
@@ -526,10 +623,16 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     scale_deg = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs.celestial))))
     catalog["FWHM_WORLD"] = (np.asarray(catalog["FWHM_IMAGE"], dtype=np.float64)
                              * scale_deg).astype(np.float32)
+    fwhm_psf = psf_fwhm_at(psf, np.asarray(catalog["XWIN_IMAGE"]) - 1.0,
+                           np.asarray(catalog["YWIN_IMAGE"]) - 1.0)
+    catalog["FWHMPSF_IMAGE"] = fwhm_psf
+    catalog["FWHMPSF_IMAGE"].unit = u.pix
+    catalog["FWHMPSF_WORLD"] = (fwhm_psf.astype(np.float64) * scale_deg).astype(np.float32)
+    catalog["FWHMPSF_WORLD"].unit = u.deg
     lap("astrometry")
 
     # --- zeropoint
-    zp, zp_reason = _zeropoint(catalog, inputs, band, config)
+    zp, zp_reason = _zeropoint(catalog, ref, band, config, flags)
     lap("zeropoint")
 
     # --- QC
@@ -546,6 +649,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     qc = assess_quality(metrics, thresholds=config.qc)
     if zp_reason is not None:
         qc = replace(qc, passed=False, reasons=(*qc.reasons, zp_reason))
+    qc = flag_quality(qc, flags)
     corners = ccd_corners(wcs)
     lap("qc")
 
@@ -584,6 +688,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "COLTERMS": (bool(config.use_color_terms), "Gaia colour terms in the zeropoint"),
         "SEXMAGZP": (config.sex_mag_zeropoint, "zeropoint of the catalog MAG_ columns"),
         "QCPASS": (bool(qc.passed), "single-epoch quality check passed"),
+        "DEGRADED": (",".join(sorted(flags)) or "none", "steps degraded for lack of stars"),
         "DESGWCFG": (config.hash(), "hash of the SEConfig settings"),
     })
     timings["total"] = time.perf_counter() - t_start
@@ -593,7 +698,15 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
              "pass" if qc.passed else "FAIL: " + "; ".join(qc.reasons), timings["total"])
     return CCDResult(ccdnum=ccdnum, image=image, mask=mask, weight=weight, wcs=wcs,
                      header=header, catalog=catalog, psf=psf, background=bkg, astrometry=astro,
-                     zeropoint=zp, qc=qc, timings=timings, corners=corners)
+                     zeropoint=zp, qc=qc, timings=timings, corners=corners, flags=flags)
+
+
+def flag_quality(qc: QCResult, flags: Mapping[str, str]) -> QCResult:
+    """``qc`` failed with one reason per degraded step (``"degraded psf: ..."``)."""
+    if not flags:
+        return qc
+    extra = tuple(f"degraded {k}: {v}" for k, v in sorted(flags.items()))
+    return replace(qc, passed=False, reasons=qc.reasons + extra)
 
 
 def _apply_psf_aperture_correction(catalog: Table, apcor: float, zeropoint: float) -> None:

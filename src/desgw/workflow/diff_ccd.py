@@ -156,6 +156,10 @@ class DiffSummary:
         Efficiency of the fakes and the ideal 5-sigma limit (NaN when not measured).
     outdir : str or None
         The product folder.
+    rb_threshold : float or None
+        Real/bogus threshold of the scoring model (None when unknown, e.g. an old product).
+    n_above_threshold : int
+        Candidates that pass: positive, not vetoed, not a fake, real/bogus >= the threshold.
     """
 
     ccdnum: int
@@ -173,6 +177,8 @@ class DiffSummary:
     m50_err: float = math.nan
     ideal_limit_mag: float = math.nan
     outdir: str | None = None
+    rb_threshold: float | None = None
+    n_above_threshold: int = 0
 
     @property
     def reason(self) -> str | None:
@@ -272,6 +278,26 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
     h["DIFFCFG"] = (cfg_hash, "hash of the DiffConfig settings")
     h["DESGWVER"] = (__version__, "desgw version")
     h["NTEMPL"] = (len(result.templates_used), "template CCDs in the coadd")
+    threshold = real_bogus_threshold()
+    if threshold is not None:
+        h["RBTHRESH"] = (threshold, "real/bogus score threshold: >= is a candidate")
+    for key, name, what in (("MASKFRAC", "masked_fraction", "masked in diff"),
+                            ("BADFRAC", "bad_fraction", "bad in inputs")):
+        v = result.meta.get(name)
+        if v is not None:
+            h[key] = (round(float(v), 6), f"template-area fraction {what}")
+    regs = tuple(getattr(result, "registrations", ()))
+    h["NREGAFF"] = (sum(r.method == "affine" for r in regs), "templates registered: affine fit")
+    h["NREGSHF"] = (sum(r.method == "shift" for r in regs), "templates registered: shift fit")
+    h["NREGWCS"] = (sum(r.method == "wcs" for r in regs), "templates aligned by WCS only")
+    for k, ((e, c), r) in enumerate(zip(result.templates_used, regs), start=1):
+        if k > 99:
+            break
+        h[f"REGT{k}"] = (f"{e}/{c} {r.method} n={r.n_stars}", "template exp/CCD, fit, stars")
+        if r.applied:
+            h[f"REGDX{k}"] = (round(float(r.shift_x), 4), "[px] template x shift (stars mean)")
+            h[f"REGDY{k}"] = (round(float(r.shift_y), 4), "[px] template y shift")
+            h[f"REGRMS{k}"] = (round(float(r.rms_after), 4), "[px] star residual rms after fit")
     return h
 
 
@@ -351,7 +377,28 @@ def _summary_from_done(path: Path, ccdnum: int) -> DiffSummary:
                        templates_used=tuple((int(a), int(b)) for a, b in d["templates_used"]),
                        m50=num(eff.get("m50")), m50_err=num(eff.get("m50_err")),
                        ideal_limit_mag=num(d.get("ideal_limit_mag")),
-                       outdir=str(path.parent))
+                       outdir=str(path.parent), rb_threshold=d.get("real_bogus_threshold"),
+                       n_above_threshold=int(d.get("n_candidates_above_threshold") or 0))
+
+
+def real_bogus_threshold() -> float | None:
+    """The threshold of the real/bogus model that scores the candidates (score >= it: a
+    candidate to look at); None when the scorer module has no model (a stand-in scorer)."""
+    import importlib
+
+    load_model = getattr(importlib.import_module("desgw.diff.realbogus"), "load_model", None)
+    return None if load_model is None else float(load_model().threshold)
+
+
+def n_above_threshold(candidates: Any, threshold: float) -> int:
+    """Candidates that pass: positive, not vetoed, not an injected fake, score >= threshold."""
+    if len(candidates) == 0 or "real_bogus" not in candidates.colnames:
+        return 0
+    ok = np.asarray(candidates["real_bogus"], dtype=np.float64) >= threshold
+    for col in ("negative", "veto", "is_fake"):
+        if col in candidates.colnames:
+            ok &= ~np.asarray(candidates[col], dtype=bool)
+    return int(ok.sum())
 
 
 def _finite(v: float) -> float | None:
@@ -462,6 +509,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             timings["db"] = time.perf_counter() - t0
 
         # --- completion marker
+        rb_thr = float(header["RBTHRESH"]) if "RBTHRESH" in header else None
         eff = result.efficiency
         n_rec = int(np.sum(result.fakes["recovered"])) if len(result.fakes) else 0
         timings["total"] = time.perf_counter() - t_start
@@ -475,10 +523,16 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "templates_rejected": rejected, "flags": list(result.flags),
             "n_candidates": len(result.candidates), "n_fakes": len(result.fakes),
             "n_fakes_recovered": n_rec,
+            "real_bogus_threshold": rb_thr,
+            "n_candidates_above_threshold": None if rb_thr is None
+            else n_above_threshold(result.candidates, rb_thr),
             "efficiency": None if eff is None else {"m50": _finite(eff.m50),
                                                     "m50_err": _finite(eff.m50_err)},
             "ideal_limit_mag": None if result.ideal_limit is None
             else _finite(result.ideal_limit.mag),
+            "registration": result.meta.get("registration", []),
+            "masked_fraction": _finite(result.meta.get("masked_fraction", math.nan)),
+            "bad_fraction": _finite(result.meta.get("bad_fraction", math.nan)),
             "config_hash": cfg_hash, "desgw_version": __version__,
             # size and checksum of each product file: a resume redoes a CCD whose products
             # changed since (folders, e.g. the PNG stamps, by name only)
@@ -498,7 +552,9 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             m50_err=math.nan if eff is None else float(eff.m50_err),
             ideal_limit_mag=math.nan if result.ideal_limit is None
             else float(result.ideal_limit.mag),
-            outdir=str(paths.directory))
+            outdir=str(paths.directory),
+            rb_threshold=rb_thr,
+            n_above_threshold=int(doc["n_candidates_above_threshold"] or 0))
     except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
         kind = exc.kind if isinstance(exc, DiffError) else "failed"
         log.error("difference imaging of exposure %d CCD %d: %s", task.search_expnum,

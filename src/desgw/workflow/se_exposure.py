@@ -97,8 +97,8 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                     run_calibration: bool = False, jump_to_calib: bool = False,
                     single_process: bool = False, overwrite: bool = False,
                     template_mode: bool = False, special_y: bool = False,
-                    workers: int | None = None, config: SEConfig | None = None
-                    ) -> SERunReport:
+                    workers: int | None = None, config: SEConfig | None = None,
+                    instcal: bool = False) -> SERunReport:
     """SE processing of one exposure (``SE_job_mod.sh``); see the module docstring.
 
     Parameters
@@ -138,6 +138,11 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
         Worker processes (default one per core, at most one per CCD).
     config : SEConfig, optional
         SE configuration (default ``SEConfig()``).
+    instcal : bool
+        ``--instcal``: the exposure is a Community Pipeline InstCal triplet under the raw
+        folder (the ``*_ooi_*`` file whose EXPNUM matches, with its ``_ood_``/``_oow_``);
+        its CCDs run :func:`desgw.workflow.se_instcal.run_instcal_ccd_task` (no
+        calibrations); the products and the exposure-level steps are the same.
 
     Returns
     -------
@@ -170,7 +175,12 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     raw_path: Path | None
     exposure: ExposureHeader | None
     try:
-        raw_path = settings.raw_path(expnum)
+        if instcal:  # a CP InstCal exposure (desgw.workflow.se_instcal): no calibrations
+            from desgw.io.instcal import find_instcal_image
+
+            raw_path = find_instcal_image(settings.raw_dir, expnum)
+        else:
+            raw_path = settings.raw_path(expnum)
     except MissingFileError:
         if not jump_to_calib or band is None or nite is None:
             raise
@@ -199,13 +209,17 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     outdir = exposure_dir(settings.out_root, cache, schema, nite, expnum)
     clean_stale_temp_files(outdir)  # left by writers that were killed
 
-    if raw_path is not None and not jump_to_calib:
+    if raw_path is not None and not jump_to_calib and not instcal:
         # opened once here: a truncated or corrupt raw file is one bad-input error of the
         # exposure, not one identical failure per CCD
         with RawExposure(raw_path) as raw:
             present_in_raw = set(raw.ccdnums)
     if ccds is None:
-        if raw_path is not None:
+        if raw_path is not None and instcal:
+            from desgw.io.instcal import instcal_ccdnums
+
+            ccd_list = instcal_ccdnums(raw_path)
+        elif raw_path is not None:
             if jump_to_calib:
                 with RawExposure(raw_path) as raw:
                     present_in_raw = set(raw.ccdnums)
@@ -239,6 +253,15 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                 report.ccds[ccd] = load_ccd_summary(paths.qc, ccd)
             else:
                 report.ccds[ccd] = CCDSummary(ccdnum=ccd, ok=True, skipped=True)
+    elif instcal:
+        from .se_instcal import InstCalTask, run_instcal_ccd_task
+
+        cp_tasks = [InstCalTask(expnum=expnum, ccdnum=ccd, band=band, rnum=rnum, pnum=pnum,
+                                image_path=str(raw_path), refcat_dir=str(settings.refcat_dir),
+                                outdir=str(outdir), config=config, overwrite=overwrite)
+                    for ccd in ccd_list]
+        report.ccds.update(run_ccd_tasks(cp_tasks, single_process=single_process,
+                                         workers=workers, runner=run_instcal_ccd_task))
     else:
         calib: CalibPaths = settings.calib_paths(band)
         if calib.linearity is None:

@@ -10,12 +10,13 @@ import logging
 import multiprocessing
 import os
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 from .se_ccd import run_ccd_task
-from .se_types import CCDSummary, CCDTask
+from .se_types import CCDSummary
 
 __all__ = [
     "run_ccd_tasks",
@@ -35,12 +36,15 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def run_ccd_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: int | None
-               ) -> dict[int, CCDSummary]:
+def run_ccd_tasks(tasks: Sequence[Any], *, single_process: bool, workers: int | None,
+                  runner: Callable[[Any], CCDSummary] | None = None) -> dict[int, CCDSummary]:
+    """Run CCD tasks (``runner``, default :func:`run_ccd_task`; e.g.
+    :func:`desgw.workflow.se_instcal.run_instcal_ccd_task` for CP InstCal CCDs), by CCDNUM."""
+    run = run_ccd_task if runner is None else runner
     if not tasks:
         return {}
     if single_process or (len(tasks) == 1 and workers in (None, 1)):
-        return {t.ccdnum: run_ccd_task(t) for t in tasks}
+        return {t.ccdnum: run(t) for t in tasks}
     if workers is None:  # the cores this process may use (a batch slot may grant fewer)
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
             else (os.cpu_count() or 1)
@@ -48,8 +52,7 @@ def run_ccd_tasks(tasks: Sequence[CCDTask], *, single_process: bool, workers: in
     n = max(1, min(int(n), len(tasks)))
     out: dict[int, CCDSummary] = {}
     with ProcessPoolExecutor(max_workers=n, mp_context=_mp_context()) as pool:
-        futures: dict[Future[CCDSummary], CCDTask] = {pool.submit(run_ccd_task, t): t
-                                                       for t in tasks}
+        futures: dict[Future[CCDSummary], Any] = {pool.submit(run, t): t for t in tasks}
         for fut, task in futures.items():
             try:
                 out[task.ccdnum] = fut.result()

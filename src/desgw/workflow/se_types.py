@@ -221,17 +221,32 @@ class SERunReport:
                f"  products: {self.outdir}"]
         for ccd, why in sorted(self.failed.items()):
             out.append(f"  FAILED CCD {ccd:02d}: {why}")
+        e = self.expcalib
+        # one zeropoint per CCD, named by the file that holds it (AB mag of 1 e- in the
+        # exposure): the calibration's MAG_ZERO when it ran, else the SE header's MAGZERO
+        if e is not None:
+            out.append(f"  zeropoints: MAG_ZERO of Zero_*.csv (clipped {e.exposure.method} of "
+                       "each CCD's stars; AB mag of 1 e- in the exposure)")
+        elif self.processed:
+            out.append("  zeropoints: MAGZERO of each immask header and _qc.json (SE, "
+                       "inverse-variance weighted mean of the CCD's Gaia stars; AB mag of 1 e- "
+                       "in the exposure; -C writes the calibrated MAG_ZERO)")
         for ccd in self.processed:
             s = self.ccds[ccd]
             fwhm = _qc_metric(s.qc, "fwhm_arcsec")
+            if e is not None and ccd in e.ccds:
+                c = e.ccds[ccd]
+                zp_text = f"MAG_ZERO {c.zp:.4f}" + (" (exposure's)" if c.replaced else "")
+            else:
+                zp_text = f"MAGZERO {s.zp:.4f}"
             out.append(f"  CCD {ccd:02d}: {s.n_objects} objects, FWHM {fwhm:.2f}\", astrometric "
-                       f"rms {s.astrometric_rms_arcsec:.3f}\", zp {s.zp:.3f}, "
+                       f"rms {s.astrometric_rms_arcsec:.3f}\", {zp_text}, "
                        f"{s.timings.get('total', math.nan):.1f} s")
-        if self.expcalib is not None:
-            e = self.expcalib
+        if e is not None:
             flagged = " (FLAGGED)" if e.exposure_flagged else ""
-            out.append(f"  zeropoint: {e.zp:.4f} +- {e.zp_err:.4f} mag from "
-                       f"{e.exposure.n_used} stars; {len(e.ccds)} CCDs{flagged}")
+            out.append(f"  exposure MAG_ZERO (allZP_*.csv): {e.zp:.4f} +- {e.zp_err:.4f} mag "
+                       f"from {e.exposure.n_used} stars of all CCDs; {len(e.ccds)} "
+                       f"CCDs{flagged}")
         q = self.exposure_qc
         if q is not None:
             metrics = getattr(q, "metrics", q)
