@@ -15,11 +15,13 @@ import desgw
 from desgw.db.errors import (
     DatabaseConnectionError,
     DatabaseError,
+    DatabaseURLError,
     SchemaVersionError,
     UnknownExposureError,
 )
 from desgw.diff.pipeline_types import DiffError
 from desgw.diff.realbogus import RealBogusModelError
+from desgw.engine.condor import CondorValueError
 from desgw.engine.graph import GraphError
 from desgw.engine.tasks import is_transient
 from desgw.errors import (
@@ -68,6 +70,8 @@ EXAMPLES: list[tuple[BaseException, type[DesgwError]]] = [
     (DatabaseConnectionError("sqlite:///x: cannot open"), TransientError),
     (DesgwError("plain"), DesgwError),
     (DatabaseError("db"), DesgwError),
+    (DatabaseURLError("not a URL"), DesgwError),
+    (CondorValueError(None, None, "a new line"), DesgwInputError),
     (SchemaVersionError("schema 9"), DesgwError),
     (UnknownExposureError("exposure 7 unknown", 7), DesgwError),
     (RealBogusModelError("feature version 1, expected 2"), DesgwError),

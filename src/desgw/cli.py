@@ -2,7 +2,7 @@
 
 Heavy modules are imported inside each subcommand so ``desgw --help`` stays instant.
 Exit codes: 0 success, 1 processing failure, 2 usage error (click), 3 bad input (a file, HDU or
-keyword is wrong: the message names it), 4 database unreachable or locked (URL password masked).
+keyword is wrong, or a file or folder cannot be read or written: the message names it), 4 database unreachable or locked (URL password masked).
 """
 
 from __future__ import annotations
@@ -62,28 +62,20 @@ def _setup_logging(verbose: int) -> None:
 
 
 def _parse_ccds(text: str | None) -> list[int] | str | None:
-    """``"28,35"`` -> [28, 35]; ``"1-5,9"`` -> [1..5, 9]; ``"all"`` -> "all"; None -> None."""
+    """``"28,35"`` -> [28, 35]; ``"1-5,9"`` -> [1..5, 9]; ``"all"`` -> "all"; None -> None.
+
+    A malformed list, or a CCD outside 1..62, is a usage error (exit code 2)
+    (:func:`desgw.instrument.parse_ccd_list`)."""
     if text is None:
         return None
-    text = text.strip()
-    if text.lower() == "all":
+    if text.strip().lower() == "all":
         return "all"
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out.extend(range(int(lo), int(hi) + 1))
-        else:
-            out.append(int(part))
-    from .instrument import SCIENCE_CCDNUMS
+    from .instrument import parse_ccd_list
 
-    bad = [c for c in out if c not in SCIENCE_CCDNUMS]
-    if bad:
-        raise click.BadParameter(f"not DECam science CCDNUMs (1..62): {bad}", param_hint="--ccds")
-    return out
+    try:
+        return parse_ccd_list(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--ccds") from None
 
 
 class _InputErrorsAsExitCode(click.Group):
@@ -96,6 +88,14 @@ class _InputErrorsAsExitCode(click.Group):
             return super().invoke(ctx)
         except DesgwInputError as exc:
             click.echo(f"desgw: error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except OSError as exc:
+            # a file or folder that cannot be written or read (permissions, a file where a
+            # folder should be, a read-only file system): one line naming it, not a traceback
+            if exc.filename is None:
+                raise
+            where = exc.filename if exc.filename2 is None else f"{exc.filename} -> {exc.filename2}"
+            click.echo(f"desgw: error: {where}: {exc.strerror or exc}", err=True)
             sys.exit(EXIT_BAD_INPUT)
 
 
@@ -600,9 +600,10 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .engine.graph import TaskGraph
-    from .workflow.tasks import run_pipeline
+    from .workflow.tasks import check_task_args, run_pipeline
 
     graph = TaskGraph.read(graph_file)
+    check_task_args(graph, source=str(graph_file))
     _quiet_dask_logs()
     with _DatabaseErrorsAsExitCode():
         report = run_pipeline(graph, settings=settings, scheduler=scheduler, cluster=cluster,

@@ -5,7 +5,7 @@
     DesgwError
     ├── DesgwInputError         bad input: names the file, the HDU and the problem
     │   ├── CorruptFileError, MissingCCDError, HeaderError, DataTypeError, MissingFileError
-    │   └── (elsewhere) DetrendError, GraphError, DagmakerConfigError
+    │   └── (elsewhere) DetrendError, GraphError, DagmakerConfigError, CondorValueError
     ├── NoWorkFoundError        nothing to do (no template, no overlap, no transformation)
     │   └── (elsewhere) refcat.TransformUnavailableError
     ├── AlgorithmError          a deterministic failure on valid input, carrying its numbers
@@ -14,7 +14,8 @@
     ├── TransientError          an environment failure worth another attempt
     │   ├── TransientTaskError  a task failed transiently (raised by the engine to retry it)
     │   └── (elsewhere) db.DatabaseConnectionError (also a db.DatabaseError)
-    └── (elsewhere, not yet in a category) db.DatabaseError, db.SchemaVersionError,
+    └── (elsewhere, not yet in a category) db.DatabaseError, db.DatabaseURLError,
+        db.SchemaVersionError,
         db.UnknownExposureError, diff.RealBogusModelError
 
 The engine retries a task only when its exception is a :class:`TransientError` (or one of

@@ -49,7 +49,7 @@ def test_normalize_url(tmp_path, monkeypatch):
     assert normalize_url("postgresql://a:b@h/d") == "postgresql+psycopg://a:b@h/d"
     assert normalize_url("postgres://a@h/d") == "postgresql+psycopg://a@h/d"
     assert normalize_url(tmp_path / "x.db") == f"sqlite:///{tmp_path / 'x.db'}"
-    assert normalize_url(str(tmp_path / "y.db")) == f"sqlite:///{tmp_path / 'y.db'}"
+    assert normalize_url(f"sqlite:///{tmp_path / 'y.db'}") == f"sqlite:///{tmp_path / 'y.db'}"
     monkeypatch.setenv("DESGW_DB_URL", "sqlite:////somewhere/z.db")
     assert normalize_url(None) == "sqlite:////somewhere/z.db"
     monkeypatch.delenv("DESGW_DB_URL")

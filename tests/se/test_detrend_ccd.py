@@ -189,3 +189,19 @@ def test_entirely_saturated_but_varying_amp():
     raw[a.raw_data.slices] = 60000.0 + np.arange(a.raw_data.shape[1], dtype=np.float32)
     with pytest.raises(DetrendError, match="amp B is entirely saturated"):
         detrend_ccd(raw, ccdnum=CCDNUM)
+
+
+@pytest.mark.parametrize("name, arr, match", [
+    ("flat", np.zeros(CCD_SHAPE, np.float32), "flat has no positive pixel"),
+    ("flat", np.full(CCD_SHAPE, np.nan, np.float32), "flat has"),
+    ("bias", np.zeros((10, 10), np.float32), "bias has shape"),
+])
+def test_calibration_errors_name_the_calibration_file(name, arr, match):
+    """Issue 10 case 7: a bad flat (or bias) is named by its file, not by the raw file's."""
+    raw = np.full(RAW_SHAPE, 1500.0, np.float32)
+    raw += np.random.default_rng(0).normal(0, 2, RAW_SHAPE).astype(np.float32)
+    paths = {"bias": "/calib/bias.fits.fz", "flat": "/calib/flat_r.fits.fz"}
+    with pytest.raises(DetrendError, match=match) as info:
+        detrend_ccd(raw, ccdnum=CCDNUM, calib_paths=paths, **{name: arr})
+    assert info.value.path == paths[name] and str(info.value).startswith(paths[name])
+    assert f"CCD {CCDNUM}" in str(info.value)

@@ -194,3 +194,37 @@ def test_makestarcat_command(env, tmp_path):
     assert res.exit_code == 0, res.output
     assert (tmp_path / f"SNSTAR_{e}_28_r1p1.LIST").is_file()
     assert (tmp_path / f"SNVETO_{e}_28_r1p1.LIST").is_file()
+
+
+def test_overwrite_rerun_replaces_database_rows(env, done):
+    """Issue 10 case 1: ``-O`` (and a crash before the marker) reruns a CCD; its detections,
+    fakes and candidates are replaced, never added twice."""
+    from desgw.db import (
+        connect,
+        get_candidates,
+        get_detections,
+        get_fakes,
+        get_templates_used,
+    )
+
+    task, s = done
+    settings = env[0]
+
+    def rows():
+        with connect(settings.db_url) as db:
+            dets = get_detections(db, expnum=task.search_expnum, ccdnum=CCD)
+            return (sorted((round(d.ra, 8), round(d.dec, 8), d.is_fake) for d in dets),
+                    sorted((round(f.ra, 8), f.mag, f.recovered)
+                           for f in get_fakes(db, task.search_expnum, CCD)),
+                    sorted((round(c.ra, 8), c.n_detections) for c in get_candidates(db)),
+                    sorted((u.template_expnum, u.template_ccdnum)
+                           for u in get_templates_used(db, task.search_expnum)))
+
+    before = rows()
+    again = run_diff_ccd(_task(env, overwrite=True))
+    assert again.ok and not again.skipped, again.reason
+    assert again.n_candidates == s.n_candidates and again.n_fakes == s.n_fakes
+    after = rows()
+    assert len(after[0]) == s.n_candidates and len(after[1]) == s.n_fakes
+    assert all(n == 1 for _, n in after[2])  # one exposure: no candidate seen twice
+    assert after == before

@@ -139,3 +139,29 @@ def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
     # the template's products exist now: it gets no task; the search's tasks are skipped
     assert res.exit_code == 0 and "3 tasks: 0 done, 3 skipped" in res.output, res.output
     assert len(fake_diff) == 1
+
+
+def test_nothing_differenced_is_a_failure(sim, tmp_path, clean_env, fake_diff):
+    """Issue 10 case 7: with its only template blacklisted sediff differences nothing: exit 1
+    and a line that says so (it exited 0)."""
+    root, truth = sim
+    (template,) = truth.template_expnums
+    out = tmp_path / "out"
+    base = {"band": "r", "rnum": 4, "pnum": 7, "cache": "scratch", "schema": "gw"}
+    _fake_se_products(out, SEARCH, [28], {**base, "nite": 20190901})
+    black = tmp_path / "blacklist"
+    black.write_text(f"{template}\n")
+    calib = tmp_path / "calib"  # the simulated calibrations without the linearity table
+    calib.mkdir()
+    for p in (root / "calib").iterdir():
+        if not p.name.startswith("linearity"):
+            (calib / p.name).symlink_to(p)
+    options = _options(root, out)
+    options[options.index("--calib-dir") + 1] = str(calib)
+    args = ["sediff", "-E", str(SEARCH), "-r", "4", "-p", "7", "-n", "20190901", "-S", "5",
+            "-c", "28", "-s", "--blacklist", str(black), *options]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert "nothing was differenced: no usable template overlaps the CCDs" in res.output
+    assert "warning: no linearity table" in res.output  # sediff said nothing of it
+    assert not fake_diff

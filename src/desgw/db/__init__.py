@@ -10,36 +10,40 @@ database  connect -> Database (WAL + BEGIN IMMEDIATE on SQLite; advisory locks o
 models    the ORM tables and SCHEMA_VERSION
 records   frozen dataclasses exchanged with callers
 writes    register_exposure(s), record_ccd_product, record_zeropoints,
-          record_templates_used, add_detections (candidate association), record_fakes
+          record_templates_used, add_detections (candidate association), record_fakes,
+          replace_ccd_results (one search CCD's results, idempotent)
 queries   get_exposure, exposures_near, get_ccd_products, processed_ccds, get_zeropoints,
           get_templates_used, get_detections, get_candidates, get_fakes
 ingest    ingest_raw -> IngestReport, non_science_reason
-errors    DatabaseError, DatabaseConnectionError, SchemaVersionError, UnknownExposureError
+errors    DatabaseError, DatabaseConnectionError, DatabaseURLError, SchemaVersionError,
+          UnknownExposureError
 """
 
-from .database import Database, connect
-from .errors import (DatabaseConnectionError, DatabaseError, SchemaVersionError,
-                     UnknownExposureError)
+from .database import Database, connect, retry_database
+from .errors import (DatabaseConnectionError, DatabaseError, DatabaseURLError,
+                     SchemaVersionError, UnknownExposureError)
 from .ingest import IngestReport, ingest_raw, non_science_reason
 from .models import SCHEMA_VERSION
 from .queries import (exposures_near, get_candidates, get_ccd_products, get_detections,
                       get_exposure, get_fakes, get_templates_used, get_zeropoints,
-                      processed_ccds)
+                      has_calibration_records, has_diff_records, processed_ccds)
 from .records import (CCD_STATUSES, Candidate, CCDProduct, Detection, ExposureRecord, Fake,
                       NewDetection, NewFake, TemplateUse, Zeropoint)
 from .urls import normalize_url, redact_url
 from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_product,
                      record_fakes, record_templates_used, record_zeropoints, register_exposure,
-                     register_exposures)
+                     register_exposures, replace_ccd_results)
 
 __all__ = [
-    "Database", "connect", "SCHEMA_VERSION", "normalize_url", "redact_url",
-    "DatabaseError", "DatabaseConnectionError", "SchemaVersionError", "UnknownExposureError",
+    "Database", "connect", "retry_database", "SCHEMA_VERSION", "normalize_url", "redact_url",
+    "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError", "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
     "Detection", "Candidate", "NewFake", "Fake",
     "register_exposure", "register_exposures", "record_ccd_product", "record_zeropoints",
-    "record_templates_used", "add_detections", "record_fakes", "DEFAULT_MATCH_RADIUS_ARCSEC",
+    "record_templates_used", "add_detections", "record_fakes", "replace_ccd_results",
+    "DEFAULT_MATCH_RADIUS_ARCSEC",
     "get_exposure", "exposures_near", "get_ccd_products", "processed_ccds", "get_zeropoints",
     "get_templates_used", "get_detections", "get_candidates", "get_fakes",
+    "has_calibration_records", "has_diff_records",
     "IngestReport", "ingest_raw", "non_science_reason",
 ]

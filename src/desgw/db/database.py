@@ -16,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
-from typing import Any
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from desgw.util.extras import require_extra
@@ -29,7 +30,8 @@ from .errors import DatabaseConnectionError, DatabaseError, SchemaVersionError
 from .models import SCHEMA_VERSION, Base, SchemaVersionRow
 from .urls import normalize_url, redact_url, scrub_secret
 
-__all__ = ["Database", "connect", "ADVISORY_LOCK_SCHEMA", "ADVISORY_LOCK_CANDIDATES"]
+__all__ = ["ADVISORY_LOCK_CANDIDATES", "ADVISORY_LOCK_SCHEMA", "Database", "connect",
+           "retry_database"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,9 @@ class Database:
     def _wrap_errors(self) -> Iterator[None]:
         try:
             yield
+        except OperationalError as exc:  # locked, busy, server gone: worth another try
+            raise DatabaseConnectionError(
+                f"{self.url}: {scrub_secret(_first_line(exc), self._url)}") from None
         except SQLAlchemyError as exc:
             raise DatabaseError(f"{self.url}: {scrub_secret(_first_line(exc), self._url)}"
                                 ) from None
@@ -193,8 +198,9 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
     ----------
     url : str, os.PathLike or None
         SQLAlchemy URL (``sqlite:///path/desgw.sqlite``, ``postgresql+psycopg://user:pw@host
-        /db``; plain ``postgresql://`` gets the psycopg driver), a plain file path (SQLite), or
-        None: ``$DESGW_DB_URL`` if set, else ``./desgw.sqlite``.
+        /db``; plain ``postgresql://`` gets the psycopg driver), a path object (a SQLite file),
+        or None: ``$DESGW_DB_URL`` if set, else ``./desgw.sqlite``. A string that is not a
+        URL is refused (:func:`~desgw.db.urls.normalize_url`).
     create : bool
         Create the schema when the database has none (default). With False a database
         without the schema raises :class:`SchemaVersionError`.
@@ -211,6 +217,8 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
 
     Raises
     ------
+    DatabaseURLError
+        ``url`` is not a URL desgw accepts (the message does not repeat it).
     DatabaseConnectionError
         The database cannot be opened or reached. The message holds the redacted URL only.
     SchemaVersionError
@@ -256,3 +264,49 @@ def connect(url: str | os.PathLike[str] | None = None, *, create: bool = True,
                                       f"{scrub_secret(_first_line(exc), full)}") from None
     log.info("opened database %s (schema version %d)", shown, version)
     return Database(engine, full, version)
+
+
+T = TypeVar("T")
+
+
+def retry_database(work: Callable[[], T], *, timeout_s: float, what: str = "database write",
+                   first_delay_s: float = 0.25, max_delay_s: float = 5.0) -> T:
+    """Run ``work`` (which opens the database and writes in its own transactions), again with
+    exponential backoff while it fails with :class:`DatabaseConnectionError` (a locked SQLite
+    file, a PostgreSQL server that is down or restarting), for at most ``timeout_s`` seconds.
+
+    ``work`` must be idempotent (desgw's writes are upserts or replace a CCD's rows).
+
+    Parameters
+    ----------
+    work : callable
+        No arguments; its result is returned.
+    timeout_s : float
+        Give up (re-raise the last error) once this many seconds have passed (s).
+    what : str
+        Named in the log lines.
+    first_delay_s, max_delay_s : float
+        First wait and longest wait between tries (s).
+
+    Raises
+    ------
+    DatabaseConnectionError
+        Still failing after ``timeout_s``.
+    """
+    deadline = time.monotonic() + max(0.0, float(timeout_s))
+    delay = float(first_delay_s)
+    attempt = 1
+    while True:
+        try:
+            return work()
+        except DatabaseConnectionError as exc:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.error("%s failed after %d attempt(s): %s", what, attempt, exc)
+                raise
+            wait = min(delay, max_delay_s, left)
+            log.warning("%s failed (attempt %d), trying again in %.2f s: %s", what, attempt,
+                        wait, exc)
+            time.sleep(wait)
+            delay *= 2.0
+            attempt += 1

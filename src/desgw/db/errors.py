@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from desgw.errors import DesgwError, TransientError
 
-__all__ = ["DatabaseError", "DatabaseConnectionError", "SchemaVersionError", "UnknownExposureError"]
+__all__ = ["DatabaseConnectionError", "DatabaseError", "DatabaseURLError", "SchemaVersionError",
+           "UnknownExposureError"]
 
 
 class DatabaseError(DesgwError):
@@ -13,6 +14,12 @@ class DatabaseError(DesgwError):
 
 class DatabaseConnectionError(DatabaseError, TransientError):
     """The database cannot be opened or reached (worth a retry when the server is down)."""
+
+
+class DatabaseURLError(DatabaseError):
+    """A database URL that is not a URL desgw accepts (a libpq ``key=value`` string, a plain
+    path, an unescaped ``@`` in the password). The message never repeats the text given: it may
+    hold a password."""
 
 
 class SchemaVersionError(DatabaseError):

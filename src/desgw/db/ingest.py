@@ -27,8 +27,14 @@ from desgw.io.raw import read_exposure_header
 from .database import Database
 from .writes import register_exposures
 
-__all__ = ["IngestReport", "CALIBRATION_OBSTYPES", "JUNK_OBJECT_WORDS", "JUNK_PROPID_WORDS",
-           "non_science_reason", "ingest_raw"]
+__all__ = [
+    "CALIBRATION_OBSTYPES",
+    "JUNK_OBJECT_WORDS",
+    "JUNK_PROPID_WORDS",
+    "IngestReport",
+    "ingest_raw",
+    "non_science_reason",
+]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +116,8 @@ def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
     """Register the science exposures among raw files; report the others with the reason.
 
     Reads only primary headers (:func:`desgw.io.raw.read_exposure_header`). A file that
-    cannot be read is rejected with the io error text; it does not stop the others.
+    cannot be read is rejected with the io error text; it does not stop the others. A second
+    file with the EXPNUM of an earlier one is rejected with a reason naming the first.
     All accepted exposures are registered in one transaction.
 
     Parameters
@@ -128,6 +135,7 @@ def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
     reject = tuple(reject_propids)
     accepted: list[tuple[Any, str]] = []
     rejected: list[tuple[str, str]] = []
+    first_file: dict[int, str] = {}
     for path in paths:
         name = os.fspath(path)
         try:
@@ -143,6 +151,14 @@ def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
             rejected.append((name, f"exposure {header.expnum}: {reason}"))
             log.info("rejected %s: exposure %d: %s", name, header.expnum, reason)
             continue
+        expnum = int(header.expnum)
+        if expnum in first_file:
+            why = (f"exposure {expnum}: same EXPNUM as {first_file[expnum]} (registered from "
+                   "that file)")
+            rejected.append((name, why))
+            log.warning("rejected %s: %s", name, why)
+            continue
+        first_file[expnum] = name
         accepted.append((header, name))
     records = register_exposures(db, accepted)
     log.info("ingest: %d exposures registered, %d files rejected", len(records), len(rejected))

@@ -6,7 +6,7 @@ import statistics
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from ._sky import angular_separation_deg, radec_box
 from .database import Database
@@ -26,6 +26,8 @@ __all__ = [
     "get_detections",
     "get_candidates",
     "get_fakes",
+    "has_calibration_records",
+    "has_diff_records",
 ]
 
 _CHUNK = 500
@@ -201,3 +203,29 @@ def get_fakes(db: Database, expnum: int, ccdnum: int | None = None) -> list[Fake
         return [Fake(id=r.id, expnum=r.expnum, ccdnum=r.ccdnum, ra=r.ra, dec=r.dec, mag=r.mag,
                      host=bool(r.host), recovered=bool(r.recovered),
                      recovered_detection_id=r.recovered_detection_id) for r in rows]
+
+
+def has_calibration_records(db: Database, expnum: int, rnum: int, pnum: int,
+                            ccds: Iterable[int]) -> bool:
+    """True when the database holds what a calibration of ``expnum`` (version r{R}p{P}) writes:
+    the exposure zeropoint (``ccdnum`` 0) and a CCD-product row of each of ``ccds``."""
+    wanted = {int(c) for c in ccds}
+    with db.read_session() as session:
+        zp = session.scalar(select(func.count()).select_from(ZeropointRow).where(
+            ZeropointRow.expnum == int(expnum), ZeropointRow.ccdnum == 0,
+            ZeropointRow.rnum == int(rnum), ZeropointRow.pnum == int(pnum)))
+        if not zp:
+            return False
+        found = {int(c) for c in session.scalars(select(CCDProductRow.ccdnum).where(
+            CCDProductRow.expnum == int(expnum), CCDProductRow.rnum == int(rnum),
+            CCDProductRow.pnum == int(pnum)))}
+    return wanted <= found
+
+
+def has_diff_records(db: Database, expnum: int, ccdnum: int) -> bool:
+    """True when the database holds the difference imaging of search CCD ``expnum``/``ccdnum``
+    (its template uses, written in the same transaction as its detections and fakes)."""
+    with db.read_session() as session:
+        return bool(session.scalar(select(func.count()).select_from(TemplateUsedRow).where(
+            TemplateUsedRow.search_expnum == int(expnum),
+            TemplateUsedRow.search_ccdnum == int(ccdnum))))

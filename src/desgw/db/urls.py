@@ -12,6 +12,8 @@ import re
 from pathlib import Path
 from urllib.parse import quote, quote_plus, unquote
 
+from .errors import DatabaseURLError
+
 __all__ = ["DEFAULT_DB_ENV", "DEFAULT_DB_FILENAME", "normalize_url", "redact_url",
            "scrub_secret", "url_password"]
 
@@ -23,6 +25,7 @@ DEFAULT_DB_FILENAME = "desgw.sqlite"
 _MASK = "***"
 # scheme://user:password@host  (the password runs to the last '@' before the host part)
 _USERINFO = re.compile(r"^(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@?#]*):(?P<pw>[^/?#]*)@")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _QUERY_SECRET = re.compile(r"(?i)([?&](?:password|passwd|pwd|sslpassword)=)([^&#]*)")
 
 
@@ -32,22 +35,40 @@ def normalize_url(url: str | os.PathLike[str] | None) -> str:
     Parameters
     ----------
     url : str, os.PathLike or None
-        A SQLAlchemy URL (``sqlite:///path``, ``postgresql+psycopg://user:pw@host/db``), a plain
-        file path (taken as a SQLite file), or None: ``$DESGW_DB_URL`` if set, else
-        ``sqlite:///desgw.sqlite`` in the current directory.
+        A URL (``sqlite:///path/desgw.sqlite``, ``postgresql+psycopg://user:pw@host/db``), a
+        path object (``pathlib.Path``: a SQLite file), or None: ``$DESGW_DB_URL`` if set, else
+        ``sqlite:///desgw.sqlite`` in the current directory. A string must be a URL: a plain
+        path or a libpq ``host=... password=...`` string is refused, never taken for a file.
 
     Returns
     -------
     str
         The URL. ``postgresql://`` and ``postgres://`` are given the psycopg 3 driver.
+
+    Raises
+    ------
+    DatabaseURLError
+        A string that is not ``scheme://...``, or whose ``user:password@`` part holds an
+        unescaped ``@`` (write it as ``%40``). The message does not repeat the string.
     """
     if url is None:
-        url = os.environ.get(DEFAULT_DB_ENV) or DEFAULT_DB_FILENAME
+        env = os.environ.get(DEFAULT_DB_ENV)
+        if not env:
+            return "sqlite:///" + str(Path(DEFAULT_DB_FILENAME).resolve())
+        url = env
     if isinstance(url, os.PathLike):
         return "sqlite:///" + str(Path(url).resolve())
     text = str(url).strip()
-    if "://" not in text:
-        return "sqlite:///" + str(Path(text).expanduser().resolve())
+    if not _SCHEME.match(text):
+        raise DatabaseURLError(
+            "the database URL is not a URL (expected sqlite:///path/desgw.sqlite or "
+            "postgresql://user:password@host/db; key=value connection strings and plain paths "
+            "are not accepted)")
+    netloc = text.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].split("#", 1)[0]
+    if netloc.count("@") > 1:
+        raise DatabaseURLError(
+            f"the database URL {text.split('://', 1)[0]}://... holds an unescaped '@' in its "
+            "user or password: write it as %40 (percent-encode the password)")
     for plain in ("postgresql://", "postgres://"):
         if text.startswith(plain):
             return "postgresql+psycopg://" + text[len(plain):]

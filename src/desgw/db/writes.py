@@ -17,7 +17,7 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Integer, and_, cast, func, or_, select
+from sqlalchemy import Integer, and_, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql as _pg
 from sqlalchemy.dialects import sqlite as _sqlite
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ __all__ = [
     "record_templates_used",
     "add_detections",
     "record_fakes",
+    "replace_ccd_results",
     "DEFAULT_MATCH_RADIUS_ARCSEC",
 ]
 
@@ -373,6 +374,52 @@ def _refresh_candidates(session: Session, ids: Iterable[int]) -> None:
             cand.is_fake = bool(all_fake)
 
 
+def _associate(db: Database, session: Session, exposure: ExposureRow, expnum: int,
+               ccdnum: int, values: list[dict[str, Any]], fakes: Mapping[int, FakeRow],
+               radius_deg: float) -> tuple[list[DetectionRow], list[int]]:
+    """Insert detections (values of :func:`_check_detection`, ``fake_id`` a key of ``fakes``),
+    each joined to the nearest candidate within ``radius_deg`` or a new one; mark the fakes
+    they recover; refresh the touched candidates. Returns (rows, candidate ids)."""
+    ra = np.array([v["ra"] for v in values])
+    dec = np.array([v["dec"] for v in values])
+    db.lock_candidates(session)
+    cand_ids, cand_ra, cand_dec = _candidates_near(session, ra, dec, 2.0 * radius_deg)
+    cra, cdec = np.asarray(cand_ra, float), np.asarray(cand_dec, float)
+    assigned: list[int] = []
+    for i in range(len(values)):
+        if cand_ids:
+            sep = angular_separation_deg(ra[i], dec[i], cra, cdec)
+            best = int(np.argmin(sep))
+            if sep[best] <= radius_deg:
+                assigned.append(cand_ids[best])
+                continue
+        cand = CandidateRow(ra=float(ra[i]), dec=float(dec[i]), n_detections=0, n_nights=0,
+                            first_mjd=exposure.mjd, last_mjd=exposure.mjd,
+                            max_real_bogus=None, is_fake=False)
+        session.add(cand)
+        session.flush()
+        cand_ids.append(int(cand.id))
+        cra, cdec = np.append(cra, ra[i]), np.append(cdec, dec[i])
+        assigned.append(int(cand.id))
+    objs = [DetectionRow(expnum=int(expnum), ccdnum=int(ccdnum), candidate_id=cid, **v)
+            for v, cid in zip(values, assigned)]
+    session.add_all(objs)
+    session.flush()
+    best_for_fake: dict[int, DetectionRow] = {}
+    for obj in objs:
+        if obj.fake_id is not None:
+            prev = best_for_fake.get(obj.fake_id)
+            if prev is None or obj.snr > prev.snr:
+                best_for_fake[obj.fake_id] = obj
+    for fid, obj in best_for_fake.items():
+        fake = fakes[fid]
+        if not fake.recovered:
+            fake.recovered = True
+            fake.recovered_detection_id = int(obj.id)
+    _refresh_candidates(session, assigned)
+    return objs, assigned
+
+
 def add_detections(db: Database, expnum: int, ccdnum: int,
                    rows: Sequence[NewDetection | Mapping[str, Any]], *,
                    match_radius_arcsec: float = DEFAULT_MATCH_RADIUS_ARCSEC) -> list[int]:
@@ -415,8 +462,6 @@ def add_detections(db: Database, expnum: int, ccdnum: int,
     if not values:
         return []
     radius = float(match_radius_arcsec) / 3600.0
-    ra = np.array([v["ra"] for v in values])
-    dec = np.array([v["dec"] for v in values])
     with db.write_session() as session:
         exposure = _require_exposures(session, [expnum])[int(expnum)]
         fake_ids = sorted({v["fake_id"] for v in values if v["fake_id"] is not None})
@@ -425,42 +470,117 @@ def add_detections(db: Database, expnum: int, ccdnum: int,
         missing = [f for f in fake_ids if f not in fakes]
         if missing:
             raise ValueError(f"fake_id(s) {missing} are not stored fakes (record_fakes first)")
-        db.lock_candidates(session)
-        cand_ids, cand_ra, cand_dec = _candidates_near(session, ra, dec, 2.0 * radius)
-        cra, cdec = np.asarray(cand_ra, float), np.asarray(cand_dec, float)
-        assigned: list[int] = []
-        for i in range(len(values)):
-            if cand_ids:
-                sep = angular_separation_deg(ra[i], dec[i], cra, cdec)
-                best = int(np.argmin(sep))
-                if sep[best] <= radius:
-                    assigned.append(cand_ids[best])
-                    continue
-            cand = CandidateRow(ra=float(ra[i]), dec=float(dec[i]), n_detections=0, n_nights=0,
-                                first_mjd=exposure.mjd, last_mjd=exposure.mjd,
-                                max_real_bogus=None, is_fake=False)
-            session.add(cand)
-            session.flush()
-            cand_ids.append(int(cand.id))
-            cra, cdec = np.append(cra, ra[i]), np.append(cdec, dec[i])
-            assigned.append(int(cand.id))
-        objs = [DetectionRow(expnum=int(expnum), ccdnum=int(ccdnum), candidate_id=cid, **v)
-                for v, cid in zip(values, assigned)]
-        session.add_all(objs)
-        session.flush()
-        best_for_fake: dict[int, DetectionRow] = {}
-        for obj in objs:
-            if obj.fake_id is not None:
-                prev = best_for_fake.get(obj.fake_id)
-                if prev is None or obj.snr > prev.snr:
-                    best_for_fake[obj.fake_id] = obj
-        for fid, obj in best_for_fake.items():
-            fake = fakes[fid]
-            if not fake.recovered:
-                fake.recovered = True
-                fake.recovered_detection_id = int(obj.id)
-        _refresh_candidates(session, assigned)
+        objs, assigned = _associate(db, session, exposure, expnum, ccdnum, values, fakes,
+                                    radius)
         ids = [int(o.id) for o in objs]
     log.debug("added %d detections of exposure %d CCD %d to %d candidates", len(ids), expnum,
               ccdnum, len(set(assigned)))
     return ids
+
+
+# ----------------------------------------------------------------------------- one CCD at once
+def _drop_ccd_results(session: Session, expnum: int, ccdnum: int) -> None:
+    """Delete one search CCD's detections, fakes and template uses; refresh (or delete, when
+    left without detections) the candidates those detections belonged to."""
+    old = session.execute(select(DetectionRow.id, DetectionRow.candidate_id).where(
+        DetectionRow.expnum == expnum, DetectionRow.ccdnum == ccdnum)).all()
+    old_ids = [int(i) for i, _ in old]
+    touched = sorted({int(c) for _, c in old})
+    for start in range(0, len(old_ids), _CHUNK):
+        part = old_ids[start:start + _CHUNK]
+        session.execute(update(FakeRow).where(FakeRow.recovered_detection_id.in_(part))
+                        .values(recovered=False, recovered_detection_id=None))
+        session.execute(delete(DetectionRow).where(DetectionRow.id.in_(part)))
+    session.execute(delete(FakeRow).where(FakeRow.expnum == expnum, FakeRow.ccdnum == ccdnum))
+    session.execute(delete(TemplateUsedRow).where(TemplateUsedRow.search_expnum == expnum,
+                                                  TemplateUsedRow.search_ccdnum == ccdnum))
+    if not touched:
+        return
+    session.expire_all()
+    _refresh_candidates(session, touched)
+    for start in range(0, len(touched), _CHUNK):
+        part = touched[start:start + _CHUNK]
+        still = select(DetectionRow.candidate_id).where(DetectionRow.candidate_id.in_(part))
+        session.execute(delete(CandidateRow).where(CandidateRow.id.in_(part),
+                                                   CandidateRow.id.not_in(still)))
+
+
+def replace_ccd_results(db: Database, expnum: int, ccdnum: int, *,
+                        templates_used: Iterable[TemplateUse] = (),
+                        fakes: Sequence[NewFake | Mapping[str, Any]] = (),
+                        detections: Sequence[NewDetection | Mapping[str, Any]] = (),
+                        match_radius_arcsec: float = DEFAULT_MATCH_RADIUS_ARCSEC
+                        ) -> tuple[list[int], list[int]]:
+    """Store everything the difference imaging of one search CCD found, replacing what an
+    earlier run of the same CCD stored: idempotent.
+
+    One write transaction, serialised against other writers (SQLite write lock, PostgreSQL
+    advisory lock), deletes the CCD's detections, fakes and template uses (the candidates
+    that lose all their detections with them; the others are recomputed), then stores the
+    new ones as :func:`record_templates_used`, :func:`record_fakes` and
+    :func:`add_detections` would. Running it again, or from two processes at once, leaves
+    the same rows as running it once.
+
+    Parameters
+    ----------
+    db : Database
+    expnum, ccdnum : int
+        The search exposure (must be registered) and CCD.
+    templates_used : iterable of TemplateUse
+        Must all have this ``search_expnum``/``search_ccdnum``.
+    fakes : sequence of NewFake or mapping
+        The fakes injected into the CCD.
+    detections : sequence of NewDetection or mapping
+        Here ``fake_id`` is the **index into ``fakes``** of the fake a detection recovers.
+    match_radius_arcsec : float
+        Candidate association radius (arcsec).
+
+    Returns
+    -------
+    (list of int, list of int)
+        The fake ids and the detection ids, in input order.
+
+    Raises
+    ------
+    UnknownExposureError
+        If an exposure is not registered.
+    ValueError
+        Bad values, a template use of another search CCD or a ``fake_id`` out of range.
+    """
+    expnum, ccdnum = int(expnum), int(ccdnum)
+    uses = [{"search_expnum": int(u.search_expnum), "search_ccdnum": int(u.search_ccdnum),
+             "template_expnum": int(u.template_expnum),
+             "template_ccdnum": int(u.template_ccdnum)} for u in templates_used]
+    if any((u["search_expnum"], u["search_ccdnum"]) != (expnum, ccdnum) for u in uses):
+        raise ValueError(f"a template use of another search CCD than {expnum}/{ccdnum}")
+    new_fakes = [_coerce(r, NewFake) for r in fakes]
+    values = [_check_detection(_coerce(r, NewDetection)) for r in detections]
+    for v in values:
+        if v["fake_id"] is not None and not 0 <= v["fake_id"] < len(new_fakes):
+            raise ValueError(f"fake index {v['fake_id']} out of range (0..{len(new_fakes) - 1})")
+    radius = float(match_radius_arcsec) / 3600.0
+    with db.write_session() as session:
+        exposure = _require_exposures(
+            session, [expnum] + [u["template_expnum"] for u in uses])[expnum]
+        db.lock_candidates(session)
+        _drop_ccd_results(session, expnum, ccdnum)
+        _upsert(session, TemplateUsedRow, uses, ["search_expnum", "search_ccdnum",
+                                                 "template_expnum", "template_ccdnum"],
+                ignore=True)
+        fake_objs = [FakeRow(expnum=expnum, ccdnum=ccdnum, ra=_finite(f.ra, "ra") % 360.0,
+                             dec=_finite(f.dec, "dec"), mag=_finite(f.mag, "mag"),
+                             host=bool(f.host), recovered=False) for f in new_fakes]
+        session.add_all(fake_objs)
+        session.flush()
+        fake_ids = [int(o.id) for o in fake_objs]
+        for v in values:
+            if v["fake_id"] is not None:
+                v["fake_id"] = fake_ids[v["fake_id"]]
+        det_ids: list[int] = []
+        if values:
+            objs, _ = _associate(db, session, exposure, expnum, ccdnum, values,
+                                 {int(o.id): o for o in fake_objs}, radius)
+            det_ids = [int(o.id) for o in objs]
+    log.debug("exposure %d CCD %d: stored %d fakes and %d detections (replacing earlier ones)",
+              expnum, ccdnum, len(fake_ids), len(det_ids))
+    return fake_ids, det_ids

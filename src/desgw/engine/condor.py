@@ -20,6 +20,14 @@
   budgeted), ``request_disk`` and a 5 hour lifetime (``periodic_remove``);
 * ``logs/``: the jobs' stdout/stderr and the DAG's user log.
 
+Every value written into these files is quoted by HTCondor's rules, so no path, rc value or
+option can add a command or an argument: a job argument that holds white space or a quote is
+put in single quotes (``'`` doubled, ``"`` doubled: the "new syntax" of ``arguments``), the
+environment values likewise (``environment = "NAME='value' ..."``), ``$`` becomes
+``$(DOLLAR)`` (no macro expansion of a value), and the DAG's ``VARS`` values escape the
+backslash and ``"`` with a backslash. A value with a new line (or another control character) cannot be
+written safely and raises :class:`CondorValueError`.
+
 The jobs find their inputs through ``DESGW_RAW_DIR``, ``DESGW_CALIB_DIR``, ``DESGW_REFCAT`` and
 ``DESGW_OUT`` set in the submit files from the settings. The database URL is *not* written
 to any file (it may hold a password): the jobs take ``DESGW_DB_URL`` (and ``DESGW_CONFIG``)
@@ -34,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -42,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from desgw.engine.graph import Task, TaskGraph
+from desgw.errors import DesgwInputError
 from desgw.io.atomic import atomic_write_text
 from desgw.io.settings import Settings
 
@@ -50,6 +59,9 @@ __all__ = [
     "REQUEST_DISK",
     "REQUEST_MEMORY_MB",
     "CondorExport",
+    "CondorValueError",
+    "condor_argument",
+    "condor_env_value",
     "dag_node_name",
     "desgw_executable",
     "write_condor_dag",
@@ -112,22 +124,81 @@ def _passed_on(opts: Sequence[str], what: str) -> list[str]:
     return kept
 
 
+class CondorValueError(DesgwInputError):
+    """A value (a path, an rc setting, an option) that cannot be written into an HTCondor
+    submit or DAG file: it holds a new line or another control character."""
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NEEDS_QUOTES = re.compile(r"[\s'\"]")
+
+
+def _one_line(value: object, what: str) -> str:
+    text = str(value)
+    if _CONTROL.search(text):
+        raise CondorValueError(None, None, f"{what} {text!r} holds a new line or another "
+                               "control character; it cannot be written into an HTCondor "
+                               "file")
+    return text.replace("$", "$(DOLLAR)")
+
+
+def condor_argument(value: object, what: str = "job argument") -> str:
+    """One job argument in HTCondor's ``arguments`` new syntax: as it is when it has no white
+    space or quote, else in single quotes with ``'`` and ``"`` doubled; ``$`` as
+    ``$(DOLLAR)``.
+
+    Raises
+    ------
+    CondorValueError
+        The value holds a new line or another control character.
+    """
+    text = _one_line(value, what)
+    if text and not _NEEDS_QUOTES.search(text):
+        return text
+    return "'" + text.replace("'", "''").replace('"', '""') + "'"
+
+
+def condor_env_value(value: object, what: str = "environment value") -> str:
+    """An ``environment`` value in HTCondor's new syntax: single-quoted, ``'`` and ``"``
+    doubled, ``$`` as ``$(DOLLAR)``.
+
+    Raises
+    ------
+    CondorValueError
+        The value holds a new line or another control character.
+    """
+    text = _one_line(value, what)
+    return "'" + text.replace("'", "''").replace('"', '""') + "'"
+
+
 def _quote_var(value: str) -> str:
-    if '"' in value or "\n" in value:
-        raise ValueError(f"DAG variable value {value!r} holds a double quote or a new line")
-    return value.replace("\\", "\\\\")
+    """A DAG ``VARS`` value (without its surrounding double quotes)."""
+    if _CONTROL.search(value):
+        raise CondorValueError(None, None, f"DAG variable value {value!r} holds a new line or "
+                               "another control character")
+    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def _node_vars(task: Task, has_calib: bool) -> dict[str, str]:
+    """The DAG variables of a task's node: each an argument (or several, space-separated)
+    already quoted for the submit file's ``arguments``."""
     a = task.args
-    v = {"expnum": str(task.expnum), "rnum": str(a["rnum"]), "pnum": str(a["pnum"]),
-         "nite": str(a["nite"]), "band": str(a["band"]), "cache": str(a["cache"]),
-         "schema": str(a["schema"]), "tflag": "-t" if a.get("template") else ""}
+
+    def arg(value: object, name: str) -> str:
+        return condor_argument(value, f"{task.id}: {name}")
+
+    def args(values: Sequence[object], name: str) -> str:
+        return " ".join(arg(x, name) for x in values)
+
+    v = {"expnum": arg(task.expnum, "expnum"), "rnum": arg(a["rnum"], "rnum"),
+         "pnum": arg(a["pnum"], "pnum"), "nite": arg(a["nite"], "nite"),
+         "band": arg(a["band"], "band"), "cache": arg(a["cache"], "cache"),
+         "schema": arg(a["schema"], "schema"), "tflag": "-t" if a.get("template") else ""}
     if task.kind == "se":
-        v["ccd"] = str(task.ccd)
-        v["extra"] = " ".join(_passed_on(a.get("extra_opts", []), "TEMP_OPTS"))
+        v["ccd"] = arg(task.ccd, "ccd")
+        v["extra"] = args(_passed_on(a.get("extra_opts", []), "TEMP_OPTS"), "TEMP_OPTS")
     elif task.kind == "expcalib":
-        v["ccds"] = ",".join(str(c) for c in a["ccds"])
+        v["ccds"] = arg(",".join(str(c) for c in a["ccds"]), "ccds")
     else:
         extra = _passed_on(a.get("extra_opts", []), "SEARCH_OPTS")
         if has_calib:
@@ -140,9 +211,10 @@ def _node_vars(task: Task, has_calib: bool) -> dict[str, str]:
             extra += ["-T", str(a["snstar"])]
         if a.get("snveto"):
             extra += ["-V", str(a["snveto"])]
-        v.update(ccd=str(task.ccd), season=str(a["season"]), version=str(a["version"]),
-                 templates=",".join(str(e) for e in a["templates"]),
-                 extra=" ".join(shlex.quote(x) for x in extra))
+        v.update(ccd=arg(task.ccd, "ccd"), season=arg(a["season"], "season"),
+                 version=arg(a["version"], "version"),
+                 templates=arg(",".join(str(e) for e in a["templates"]), "templates"),
+                 extra=args(extra, "SEARCH_OPTS"))
     return v
 
 
@@ -159,13 +231,14 @@ _ARGUMENTS = {
 
 def _submit_text(kind: str, executable: str, settings: Settings, log_dir: Path,
                  request_memory_mb: int, request_disk: str, lifetime_s: int) -> str:
-    env = " ".join(f"{name}='{value}'" for name, value in (
+    env = " ".join(f"{name}={condor_env_value(value, name)}" for name, value in (
         ("DESGW_RAW_DIR", settings.raw_dir), ("DESGW_CALIB_DIR", settings.calib_dir),
         ("DESGW_REFCAT", settings.refcat_dir), ("DESGW_OUT", settings.out_root)))
+    logs = _one_line(log_dir, "log folder")
     return "\n".join([
         f"# desgw {kind} job (written by desgw dagmaker)",
         "universe = vanilla",
-        f"executable = {executable}",
+        f"executable = {_one_line(executable, 'executable')}",
         f"arguments = \"{_ARGUMENTS[kind]}\"",
         f"environment = \"{env}\"",
         "getenv = DESGW_DB_URL, DESGW_CONFIG",
@@ -174,9 +247,9 @@ def _submit_text(kind: str, executable: str, settings: Settings, log_dir: Path,
         f"request_disk = {request_disk}",
         (f"periodic_remove = (JobStatus == 2) && ((time() - EnteredCurrentStatus) > "
          f"{int(lifetime_s)})"),
-        f"output = {log_dir}/$(JOB).out",
-        f"error = {log_dir}/$(JOB).err",
-        f"log = {log_dir}/desgw_pipeline.log",
+        f"output = {logs}/$(JOB).out",
+        f"error = {logs}/$(JOB).err",
+        f"log = {logs}/desgw_pipeline.log",
         "queue",
         "",
     ])
@@ -209,20 +282,27 @@ def write_condor_dag(graph: TaskGraph, directory: str | os.PathLike[str], *,
     Returns
     -------
     CondorExport
+
+    Raises
+    ------
+    CondorValueError
+        A value (a folder of the settings, an argument of a task, the executable) holds a new
+        line or another control character, or the output folder's path holds white space.
     """
     out = Path(directory).absolute()
+    if _CONTROL.search(str(out)) or re.search(r"\s", str(out)):
+        raise CondorValueError(out, None, "the HTCondor folder's path holds white space or a "
+                               "control character (DAGMan JOB lines cannot quote it)")
     log_dir = out / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     if search_expnum is None:
         search_expnum = int(graph.meta.get("search", {}).get("expnum", 0)) or \
             min((t.expnum for t in graph.of_kind("diff")), default=graph.tasks[0].expnum)
     exe = executable or desgw_executable()
     kinds = sorted({t.kind for t in graph.tasks})
-    submit_files = {}
-    for kind in kinds:
-        submit_files[kind] = atomic_write_text(
-            out / f"{kind}.sub", _submit_text(kind, exe, settings, log_dir, request_memory_mb,
-                                              request_disk, lifetime_s))
+    # every text is made (and every value checked) before anything is written
+    submit_texts = {kind: _submit_text(kind, exe, settings, log_dir, request_memory_mb,
+                                       request_disk, lifetime_s) for kind in kinds}
+    submit_files = {kind: out / f"{kind}.sub" for kind in kinds}
     calibrated = {t.expnum for t in graph.of_kind("expcalib")}
     # template SE nodes first (they start at once, in parallel), then the search's
     order = sorted(graph.tasks, key=lambda t: (t.kind != "se" or not t.args.get("template"),
@@ -242,6 +322,9 @@ def write_condor_dag(graph: TaskGraph, directory: str | os.PathLike[str], *,
         if t.deps:
             parents = " ".join(dag_node_name(d) for d in t.deps)
             lines.append(f"PARENT {parents} CHILD {dag_node_name(t.id)}")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for kind, text in submit_texts.items():
+        atomic_write_text(submit_files[kind], text)
     dag = atomic_write_text(out / f"desgw_pipeline_{search_expnum}.dag", "\n".join(lines) + "\n")
     log.info("wrote %s (%d nodes) and %s", dag, len(graph),
              ", ".join(p.name for p in submit_files.values()))

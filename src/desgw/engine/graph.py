@@ -258,7 +258,12 @@ class TaskGraph:
         p = Path(path)
         if not p.is_file():
             raise MissingFileError(p, None, "task graph file not found")
-        return cls.from_json(p.read_text(encoding="utf-8"), source=str(p))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise GraphError(p, None, f"not UTF-8 text (byte {exc.start}): not a task graph"
+                             ) from None
+        return cls.from_json(text, source=str(p))
 
 
 def _topological(tasks: Sequence[Task], by_id: Mapping[str, Task]) -> tuple[Task, ...]:

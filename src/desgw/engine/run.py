@@ -36,6 +36,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -44,7 +45,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 
@@ -60,10 +61,18 @@ from desgw.engine.tasks import (
     execute_task,
 )
 from desgw.errors import TransientTaskError, describe_error
-from desgw.io.atomic import atomic_write_text
-from desgw.io.completion import diff_complete, expcalib_complete, se_complete
+from desgw.io.atomic import atomic_write_text, clean_stale_temp_files
+from desgw.io.completion import (
+    diff_complete,
+    expcalib_complete,
+    exposure_outdir,
+    se_complete,
+)
 from desgw.io.settings import Settings
 from desgw.util.extras import require_extra
+
+if TYPE_CHECKING:  # pragma: no cover
+    from desgw.db import Database
 
 __all__ = [
     "CLUSTER_KINDS",
@@ -245,16 +254,26 @@ def _connect(scheduler: str | None, cluster: str | None, workers: int | None, re
 
 
 # ----------------------------------------------------------------------------- resume
-def task_complete(task: Task, settings: Settings) -> bool:
-    """True when the task's products exist (:mod:`desgw.io.completion`)."""
+def task_complete(task: Task, settings: Settings, db: Database | None = None) -> bool:
+    """True when the task's products exist (:mod:`desgw.io.completion`) and, with ``db``, the
+    database rows the task writes exist too (calibration: the exposure zeropoint and a product
+    row per CCD; difference imaging: the CCD's template uses): a task whose database write
+    failed, or that ran without a database, runs again to write them."""
+    from desgw.db import has_calibration_records, has_diff_records
+
     a = task.args
     if task.kind == "se":
         assert task.ccd is not None
         return se_complete(settings.out_root, task.expnum, task.ccd, a)
     if task.kind == "expcalib":
-        return expcalib_complete(settings.out_root, task.expnum, a["ccds"], a)
+        if not expcalib_complete(settings.out_root, task.expnum, a["ccds"], a):
+            return False
+        return db is None or has_calibration_records(db, task.expnum, int(a["rnum"]),
+                                                     int(a["pnum"]), a["ccds"])
     assert task.ccd is not None
-    return diff_complete(settings.out_root, task.expnum, task.ccd, a)
+    if not diff_complete(settings.out_root, task.expnum, task.ccd, a):
+        return False
+    return db is None or has_diff_records(db, task.expnum, task.ccd)
 
 
 # ----------------------------------------------------------------------------- running
@@ -415,7 +434,9 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
     cluster_opts : mapping, optional
         Overrides of :func:`cluster_options`.
     db_timeout_s : float
-        How long to wait for a locked SQLite database when checking it before the run (s).
+        How long to wait for the database (s): when opening it before the run, and in every
+        task, whose database writes are tried again with backoff for this long while it is
+        locked or unreachable (``settings.db_timeout_s`` of the tasks).
 
     Returns
     -------
@@ -438,11 +459,16 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
     no_runner = sorted({t.kind for t in graph.tasks} - set(runners))
     if no_runner:
         raise ValueError(f"no runner for task kind(s) {no_runner}")
+    settings = dataclasses.replace(settings, db_timeout_s=float(db_timeout_s))
+    db: Database | None = None
     if settings.db_url is not None:
         from desgw.db import connect
 
-        with connect(settings.db_url, busy_timeout_s=db_timeout_s):
-            pass
+        db = connect(settings.db_url, busy_timeout_s=db_timeout_s,
+                     connect_timeout_s=min(10.0, max(1.0, db_timeout_s)))
+    for d in sorted({exposure_outdir(settings.out_root, t.expnum, t.args) for t in graph.tasks
+                     if {"cache", "schema", "nite"} <= set(t.args)}):
+        clean_stale_temp_files(d)
     run_id = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
     logs = Path(log_dir) if log_dir is not None else settings.out_root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -450,12 +476,17 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
     results: dict[str, TaskResult] = {}
     to_run: list[Task] = []
     runs: set[str] = set()
-    for t in graph.tasks:
-        if overwrite or any(d in runs for d in t.deps) or not task_complete(t, settings):
-            runs.add(t.id)
-            to_run.append(t)
-        else:
-            results[t.id] = _not_run(t, "skipped", "products exist", logs)
+    try:
+        for t in graph.tasks:
+            if overwrite or any(d in runs for d in t.deps) or \
+                    not task_complete(t, settings, db):
+                runs.add(t.id)
+                to_run.append(t)
+            else:
+                results[t.id] = _not_run(t, "skipped", "products exist", logs)
+    finally:
+        if db is not None:
+            db.close()
     payloads = {t.id: TaskPayload(task=t, settings=settings, overwrite=overwrite,
                                   log_dir=str(logs), run_id=run_id,
                                   runner=runners[t.kind],

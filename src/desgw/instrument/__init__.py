@@ -17,6 +17,7 @@ from .camera import (
     Box,
     ccds,
     get_ccd,
+    parse_ccd_list,
 )
 from .crosstalk import CrosstalkTerm, align_source, crosstalk_terms, source_ccds, terms_for_victim
 from .defects import defect_boxes, defect_mask
@@ -38,7 +39,7 @@ from .optics import (
 
 __all__ = [
     "CCD", "CCD_SHAPE", "DEAD_CCDS", "DEFAULT_CCDNUMS", "PIXEL_SIZE_MM", "RAW_SHAPE",
-    "SCIENCE_CCDNUMS", "UNSTABLE_AMPS", "Amplifier", "Box", "ccds", "get_ccd",
+    "SCIENCE_CCDNUMS", "UNSTABLE_AMPS", "Amplifier", "Box", "ccds", "get_ccd", "parse_ccd_list",
     "CrosstalkTerm", "align_source", "crosstalk_terms", "source_ccds", "terms_for_victim",
     "defect_boxes", "defect_mask",
     "DECAM_DISTORTION", "Distortion", "Pointing", "ccd_corners_sky", "focal_to_pixel",

@@ -18,6 +18,7 @@ Conventions
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from importlib import resources
 
@@ -36,6 +37,7 @@ __all__ = [
     "DEAD_CCDS",
     "SCIENCE_CCDNUMS",
     "DEFAULT_CCDNUMS",
+    "parse_ccd_list",
     "UNSTABLE_AMPS",
     "ccds",
     "get_ccd",
@@ -68,6 +70,54 @@ SCIENCE_CCDNUMS: tuple[int, ...] = tuple(range(1, 63))
 DEFAULT_CCDNUMS: tuple[int, ...] = tuple(c for c in SCIENCE_CCDNUMS if c not in DEAD_CCDS)
 #: (CCDNUM, amp) pairs known to be unreliable: S7 (CCD 31) amplifier A has unstable gain.
 UNSTABLE_AMPS: tuple[tuple[int, str], ...] = ((31, "A"),)
+
+_CCD_ITEM = re.compile(r"^\s*(\d{1,12})\s*(?:-\s*(\d{1,12})\s*)?$")
+
+
+def parse_ccd_list(text: str) -> list[int]:
+    """CCDNUMs from a list such as ``"28,35"``, ``"1-5,9"`` or ``"all"`` (the 62 CCDs).
+
+    Every item is a CCDNUM or an ascending range ``lo-hi`` of them, all within 1..62; the
+    range is checked before it is expanded, so no list can ask for more than 62 numbers.
+
+    Parameters
+    ----------
+    text : str
+        The list (items separated by commas, spaces around items allowed).
+
+    Returns
+    -------
+    list of int
+        The CCDNUMs in the order given, each once.
+
+    Raises
+    ------
+    ValueError
+        An empty list, an empty item, an item that is not a number or a range, a descending
+        range, or a number outside 1..62; the message names the item.
+    """
+    stripped = str(text).strip()
+    if stripped.lower() == "all":
+        return list(SCIENCE_CCDNUMS)
+    if not stripped:
+        raise ValueError("empty CCD list (give CCDNUMs such as 28,35 or 1-5, or 'all')")
+    lo_ok, hi_ok = SCIENCE_CCDNUMS[0], SCIENCE_CCDNUMS[-1]
+    out: dict[int, None] = {}
+    for item in stripped.split(","):
+        m = _CCD_ITEM.match(item)
+        if m is None:
+            raise ValueError(f"bad CCD list item {item.strip()!r} in {stripped!r}: expected a "
+                             f"CCDNUM ({lo_ok}-{hi_ok}) or a range such as 1-5")
+        lo = int(m.group(1))
+        hi = lo if m.group(2) is None else int(m.group(2))
+        for n in (lo, hi):
+            if not lo_ok <= n <= hi_ok:
+                raise ValueError(f"CCD {n} in {item.strip()!r} is not a DECam CCDNUM "
+                                 f"({lo_ok}-{hi_ok})")
+        if hi < lo:
+            raise ValueError(f"descending CCD range {item.strip()!r} (write {hi}-{lo})")
+        out.update(dict.fromkeys(range(lo, hi + 1)))
+    return list(out)
 
 
 @dataclass(frozen=True)

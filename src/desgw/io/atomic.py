@@ -9,12 +9,21 @@ an atomic rename on the same file system) and keeps the final name's suffixes (`
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_path", "atomic_write_text", "atomic_write_bytes", "temp_name_for"]
+__all__ = ["atomic_write_bytes", "atomic_write_path", "atomic_write_text",
+           "clean_stale_temp_files", "temp_name_for"]
+
+log = logging.getLogger(__name__)
+
+# ".{stem}.tmp{pid}{8 hex}{suffix}" (temp_name_for)
+_TEMP_NAME = re.compile(r"^\..+\.tmp(?P<pid>\d+)[0-9a-f]{8}")
 
 _KNOWN_SUFFIXES = (".fits.fz", ".fits.gz", ".fits", ".fz", ".csv", ".parquet", ".json",
                    ".txt", ".out", ".psf", ".npz", ".npy", ".yaml", ".head")
@@ -90,3 +99,48 @@ def atomic_write_text(final_path: str | os.PathLike[str], text: str,
                       encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``final_path`` atomically; return the final path."""
     return atomic_write_bytes(final_path, text.encode(encoding))
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def clean_stale_temp_files(directory: str | os.PathLike[str], *, min_age_s: float = 600.0
+                           ) -> list[Path]:
+    """Remove the temporary files (:func:`temp_name_for`) that killed writers left under
+    ``directory`` (recursively); return what was removed.
+
+    A temporary file is stale when the process named in it no longer runs on this machine and
+    it has not changed for ``min_age_s`` seconds (the age guards the writers of other machines
+    sharing the folder, whose process ids mean nothing here).
+    """
+    root = Path(directory)
+    if not root.is_dir():
+        return []
+    now = time.time()
+    removed: list[Path] = []
+    for p in root.rglob(".*.tmp*"):
+        m = _TEMP_NAME.match(p.name)
+        if m is None or not p.is_file():
+            continue
+        try:
+            age = now - p.stat().st_mtime
+        except FileNotFoundError:
+            continue
+        if age < min_age_s or _pid_alive(int(m.group("pid"))):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    if removed:
+        log.info("removed %d stale temporary file(s) of killed writers under %s", len(removed),
+                 root)
+    return removed

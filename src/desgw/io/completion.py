@@ -1,7 +1,8 @@
 """Which products mark a task as finished (the resume rule of the engine and of DAGMaker).
 
 * ``se`` (one CCD): its four SE products exist (immask, fullcat, PSF model and the ``_qc.json``
-  written last; :class:`desgw.io.product_paths.CCDProductPaths`).
+  written last; :class:`desgw.io.product_paths.CCDProductPaths`) and match the size and
+  checksum the ``_qc.json`` recorded for them.
 * ``expcalib`` (one exposure): ``allZP_D{expnum}_r{R}p{P}.csv``, the exposure QC file and, for
   every CCD of the task, ``Zero_D{expnum}_{ccd}_r{R}p{P}.csv`` exist, and the exposure QC file
   is not older than any of the CCDs' ``_qc.json`` (a CCD processed again makes the calibration
@@ -11,10 +12,11 @@
   (``{exposure_dir}/dp{season}/{band}_{ccd:02d}/D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_dp{season}
   _diffdone.json``) exists, says ``ok`` and lists the same templates as the task (the rule
   run_diff_ccd applies itself): ``templates_requested``, the templates asked for, some of which
-  the difference imaging may have rejected (markers without it: ``template_expnums``).
+  the difference imaging may have rejected (markers without it: ``template_expnums``); its
+  products match the sizes and checksums it recorded.
 
-All functions take the task's ``args`` (see :mod:`desgw.engine.run`) and are cheap (file
-system look-ups only).
+All functions take the task's ``args`` (see :mod:`desgw.engine.run`); they read the files a
+marker vouches for to verify their checksums.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from desgw.io.checksums import records_problems
 from desgw.io.naming import (
     allzp_csv_name,
     exposure_dir,
@@ -101,7 +104,10 @@ def diff_complete(out_root: str | os.PathLike[str], expnum: int, ccd: int,
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return bool(doc.get("ok")) and \
-        sorted(int(e) for e in doc.get("templates_requested",
-                                       doc.get("template_expnums", []))) == \
-        sorted(int(e) for e in args.get("templates", []))
+    if not isinstance(doc, dict) or not doc.get("ok"):
+        return False
+    if sorted(int(e) for e in doc.get("templates_requested", doc.get("template_expnums", []))) \
+            != sorted(int(e) for e in args.get("templates", [])):
+        return False
+    # the products still match the sizes and checksums the marker recorded
+    return "products" not in doc or not records_problems(path.parent, doc["products"])

@@ -4,12 +4,14 @@ the original names of :mod:`desgw.io.naming`, and the look-ups of existing produ
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from desgw.errors import DesgwInputError, MissingFileError
+from desgw.io.checksums import records_problems
 from desgw.io.naming import (
     fullcat_name,
     immask_name,
@@ -44,8 +46,24 @@ class CCDProductPaths:
         return (self.immask, self.fullcat, self.psfmodel, self.qc)
 
     def complete(self) -> bool:
-        """True when every product exists."""
-        return all(p.is_file() for p in self.all())
+        """True when every product exists and matches the size and checksum its completion
+        marker (the ``_qc.json``) recorded for it (markers without records: exists only).
+
+        A product truncated or changed after the marker was written makes the CCD incomplete,
+        so a resume does it again."""
+        if not all(p.is_file() for p in self.all()):
+            return False
+        try:
+            doc = json.loads(self.qc.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # not a marker with records (its reader will say so)
+            return True
+        records = doc.get("products") if isinstance(doc, dict) else None
+        if records is None:
+            return True
+        problems = records_problems(self.qc.parent, records)
+        if problems:
+            log.warning("%s: %s; the CCD is not complete", self.qc.name, "; ".join(problems))
+        return not problems
 
 
 def ccd_product_paths(outdir: str | os.PathLike[str], expnum: int, band: str, ccdnum: int,

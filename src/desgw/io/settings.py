@@ -115,6 +115,9 @@ class Settings:
         Root of the products: ``out_root/{scratch|persistent}/{gw|wsdiff}/exp/NITE/EXPNUM/``.
     db_url : str or None
         Processing database URL (see :func:`desgw.db.connect`); None: no database writes.
+    db_timeout_s : float
+        How long a task waits for the database (a locked SQLite file, a PostgreSQL server that
+        is down) before its database write fails: the ``--db-timeout`` of the commands (s).
     """
 
     raw_dir: Path
@@ -122,6 +125,7 @@ class Settings:
     refcat_dir: Path
     out_root: Path
     db_url: str | None = None
+    db_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("raw_dir", "calib_dir", "refcat_dir", "out_root"):

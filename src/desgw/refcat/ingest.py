@@ -190,8 +190,16 @@ def _plan_columns(sources: Sequence[Path]) -> tuple[list[dict[str, tuple[str, st
 def _prepare_chunk(chunk: dict[str, np.ndarray], columns: tuple[str, ...], src: Path
                    ) -> tuple[dict[str, np.ndarray], int]:
     n = len(chunk["ra"])
-    good = np.isfinite(chunk["ra"]) & np.isfinite(chunk["dec"]) & (np.abs(chunk["dec"]) <= 90)
+    finite = np.isfinite(chunk["ra"]) & np.isfinite(chunk["dec"])
+    with np.errstate(invalid="ignore"):
+        good = finite & (np.abs(chunk["dec"]) <= 90)
     nbad = int(n - good.sum())
+    n_nonfinite = int(n - finite.sum())
+    if n_nonfinite:
+        logger.warning("%s: dropped %d rows with non-finite ra/dec", src, n_nonfinite)
+    if nbad - n_nonfinite:
+        logger.warning("%s: dropped %d rows with dec out of range (|dec| > 90 deg)", src,
+                       nbad - n_nonfinite)
     out: dict[str, np.ndarray] = {}
     for name in columns:
         if name == "pm_missing":
@@ -223,7 +231,7 @@ def ingest_gaia(sources: Sequence[str | os.PathLike[str]], store_dir: str | os.P
         Required: source_id, ra, dec, pmra, pmdec, ref_epoch, phot_g_mean_mag,
         phot_bp_mean_mag, phot_rp_mean_mag. Kept if present in any source (NaN where a
         source lacks them): ra_error, dec_error, pmra_error, pmdec_error,
-        phot_{g,bp,rp}_mean_flux_over_error. Rows with non-finite ra/dec are dropped
+        phot_{g,bp,rp}_mean_flux_over_error. Rows with non-finite ra/dec (or |dec| > 90) are dropped
         (logged). Rows with no proper motion (or no ref_epoch) get pmra = pmdec = 0 and
         ``pm_missing = True``. Repeated ``source_id`` values are kept once.
     store_dir : path
@@ -280,8 +288,6 @@ def ingest_gaia(sources: Sequence[str | os.PathLike[str]], store_dir: str | os.P
                 n_in += len(chunk["ra"])
                 data, nbad = _prepare_chunk(chunk, columns, src)
                 n_bad += nbad
-                if nbad:
-                    logger.warning("%s: dropped %d rows with non-finite ra/dec", src, nbad)
                 if len(data["ra"]) == 0:
                     continue
                 pix = np.asarray(hp.lonlat_to_healpix(data["ra"] * u.deg, data["dec"] * u.deg),

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -251,6 +251,14 @@ def smooth_sky(image: np.ndarray, bad: np.ndarray | None = None, *, mesh: int = 
     return (my @ grid.astype(np.float32) @ mx.T).astype(np.float32)
 
 
+def _calib_err(name: str, err: dict, calib_paths: Mapping[str, str] | None) -> dict:
+    """The error location of a calibration image: its file when known, else the raw CCD's."""
+    path = (calib_paths or {}).get(name)
+    if path is None:
+        return err
+    return {**err, "path": path, "hdu": None}
+
+
 def _check_calib(name: str, arr: np.ndarray | None, shape: tuple[int, int], err: dict) -> None:
     if arr is None:
         return
@@ -265,7 +273,8 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
                 bpm: np.ndarray | None = None, mask: np.ndarray | None = None,
                 amps: Sequence[AmpLayout] | None = None, ccdnum: int | None = None,
                 config: DetrendConfig = DetrendConfig(),
-                linearity: LinearityTable | None = None) -> DetrendedCCD:
+                linearity: LinearityTable | None = None,
+                calib_paths: Mapping[str, str] | None = None) -> DetrendedCCD:
     """Overscan, linearity, gain, bias, flat, masks and weight of one raw CCD.
 
     Parameters
@@ -291,6 +300,9 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
     linearity : LinearityTable, optional
         The CCD's linearity lookup table (recorded -> linear overscan-subtracted ADU per
         amplifier), applied after overscan subtraction and before the gain; None skips it.
+    calib_paths : mapping of str to str, optional
+        Files the ``bias``, ``flat`` and ``bpm`` arrays came from: an error about one of them
+        names its file (and the CCD) instead of the raw file.
 
     Returns
     -------
@@ -312,7 +324,8 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
         raise DetrendError(problem=f"raw pixels must be 2-D, got shape {pix.shape}", **err)
     shape = (max(a.trimmed.y1 for a in layouts), max(a.trimmed.x1 for a in layouts))
     for name, arr in (("bias", bias), ("flat", flat), ("bpm", bpm), ("mask", mask)):
-        _check_calib(name, None if arr is None else np.asarray(arr), shape, err)
+        _check_calib(name, None if arr is None else np.asarray(arr), shape,
+                     _calib_err(name, err, calib_paths))
 
     image = np.empty(shape, np.float32)
     out_mask = np.zeros(shape, np.int32)
@@ -349,7 +362,8 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
     dummy_f = np.zeros((1, 1), np.float32)
     f = None if flat is None else np.ascontiguousarray(flat, dtype=np.float32)
     if f is not None and not np.any(f > 0):
-        raise DetrendError(problem="flat has no positive pixel", **err)
+        raise DetrendError(problem="flat has no positive pixel",
+                           **_calib_err("flat", err, calib_paths))
     _kern.apply_calibrations(
         image, out_mask,
         dummy_f if bias is None else np.ascontiguousarray(bias, dtype=np.float32), bias is not None,

@@ -257,6 +257,9 @@ class CCDInputs:
     linearity : desgw.io.calib.LinearityTable or None
         The CCD's linearity lookup table (:func:`desgw.io.calib.read_linearity`); None skips
         the linearity correction.
+    calib_paths : mapping of str to str
+        The files ``bias``, ``flat`` and ``bpm`` were read from, named in the errors about
+        them (empty: the errors name the raw file).
     """
 
     raw: RawCCD
@@ -267,6 +270,7 @@ class CCDInputs:
     refcat: Table
     exposure: ExposureHeader
     linearity: LinearityTable | None = None
+    calib_paths: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -518,7 +522,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     corrected = replace(raw, pixels=xt.pixels)  # keeps path/HDU for error messages
     d = detrend_ccd(corrected, bias=inputs.bias, flat=inputs.flat, bpm=inputs.bpm, mask=xt.mask,
                     amps=xt.amps, ccdnum=ccdnum, config=config.detrend,
-                    linearity=inputs.linearity)
+                    linearity=inputs.linearity, calib_paths=inputs.calib_paths)
     image, mask, weight = d.image, d.mask, d.weight
     lap("detrend")
     bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)

@@ -126,8 +126,16 @@ def _raw_records(settings: Settings) -> list[ExposureRecord]:
     return out
 
 
-def raw_file_ccds(path: str | None) -> tuple[int, ...] | None:
-    """CCDs present in a raw file (None when it cannot be read)."""
+def raw_file_ccds(path: str | None, *, strict: bool = False) -> tuple[int, ...] | None:
+    """CCDs present in a raw file (None when there is no file, or it cannot be read and not
+    ``strict``).
+
+    Raises
+    ------
+    DesgwInputError
+        With ``strict``, a raw file that is truncated, corrupt or unreadable (one error for the
+        exposure, rather than one failed task per CCD).
+    """
     if path is None or not Path(path).is_file():
         return None
     from desgw.io.raw import RawExposure
@@ -136,6 +144,10 @@ def raw_file_ccds(path: str | None) -> tuple[int, ...] | None:
         with RawExposure(path) as raw:
             return tuple(sorted(int(c) for c in raw.ccdnums))
     except (DesgwInputError, OSError) as exc:
+        if strict:
+            if isinstance(exc, DesgwInputError):
+                raise
+            raise DesgwInputError(path, None, f"cannot read the raw file: {exc}") from None
         log.warning("%s: cannot list its CCDs: %s", path, exc)
         return None
 
@@ -329,7 +341,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             "cache": config.destcache, "schema": config.schema}
     out_root = settings.out_root
 
-    present = raw_file_ccds(raw_search)
+    present = raw_file_ccds(raw_search, strict=search_se)  # a bad raw file: one error
     if ccds is None:
         search_ccds = [c for c in DEFAULT_CCDNUMS if present is None or c in present]
     else:

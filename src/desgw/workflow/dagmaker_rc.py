@@ -393,7 +393,11 @@ def read_dagmaker_config(path: str | os.PathLike[str]) -> DagmakerConfig:
     p = Path(path)
     if not p.is_file():
         raise MissingFileError(p, None, "DAGMaker configuration file not found")
-    text = p.read_text(encoding="utf-8")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DagmakerConfigError(p, None, f"not UTF-8 text (byte {exc.start}): not a DAGMaker "
+                                  "configuration") from None
     if p.suffix.lower() == ".toml":
         return parse_dagmaker_toml(text, p)
     return parse_dagmaker_rc(text, p)

@@ -48,6 +48,7 @@ from astropy.io import fits
 from desgw import __version__
 from desgw.errors import DesgwError, describe_error
 from desgw.io.atomic import atomic_write_text
+from desgw.io.checksums import file_record, records_problems
 from desgw.io.corners import read_corners_out
 from desgw.io.naming import corners_out_name, exposure_dir
 from desgw.io.product_paths import (
@@ -301,40 +302,65 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
 
 
 def _record_db(task: DiffTask, result: Any) -> None:
+    """The CCD's template uses, fakes and detections, replacing an earlier run's, in one
+    transaction (:func:`desgw.db.replace_ccd_results`): a rerun, a crash before the
+    completion marker or two runs of one exposure never duplicate rows. Tried again with
+    backoff for up to ``settings.db_timeout_s`` while the database is locked or down."""
     from desgw.db import (
         NewDetection,
         NewFake,
         TemplateUse,
-        add_detections,
         connect,
-        record_fakes,
-        record_templates_used,
+        replace_ccd_results,
+        retry_database,
     )
     from desgw.diff.pipeline_steps import candidate_flags
 
     e, c = int(task.search_expnum), int(task.ccdnum)
-    with connect(task.settings.db_url) as db:
-        record_templates_used(db, [TemplateUse(e, c, int(te), int(tc))
-                                   for te, tc in result.templates_used])
-        f = result.fakes
-        db_ids = record_fakes(db, e, c, [NewFake(ra=float(r["ra"]), dec=float(r["dec"]),
-                                                 mag=float(r["mag"]), host=bool(r["hosted"]))
-                                         for r in f])
-        fake_map = {int(fid): int(dbid) for fid, dbid in zip(f["fake_id"], db_ids)}
-        cands = result.candidates
-        flags = candidate_flags(cands)
-        rows = []
-        for k, r in enumerate(cands):
-            mag, magerr = float(r["mag"]), float(r["magerr"])
-            fid = int(r["fake_id"])
-            rows.append(NewDetection(
-                ra=float(r["ra"]), dec=float(r["dec"]), flux=float(r["flux"]),
-                fluxerr=float(r["flux_err"]), snr=float(r["snr"]),
-                mag=mag if math.isfinite(mag) else None,
-                magerr=magerr if math.isfinite(magerr) else None,
-                real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
-                is_fake=bool(r["is_fake"]), fake_id=fake_map.get(fid) if fid >= 0 else None))
-        add_detections(db, e, c, rows)
+    f = result.fakes
+    fakes = [NewFake(ra=float(r["ra"]), dec=float(r["dec"]), mag=float(r["mag"]),
+                     host=bool(r["hosted"])) for r in f]
+    fake_index = {int(fid): k for k, fid in enumerate(f["fake_id"])} if len(f) else {}
+    cands = result.candidates
+    flags = candidate_flags(cands)
+    rows = []
+    for k, r in enumerate(cands):
+        mag, magerr = float(r["mag"]), float(r["magerr"])
+        fid = int(r["fake_id"])
+        rows.append(NewDetection(
+            ra=float(r["ra"]), dec=float(r["dec"]), flux=float(r["flux"]),
+            fluxerr=float(r["flux_err"]), snr=float(r["snr"]),
+            mag=mag if math.isfinite(mag) else None,
+            magerr=magerr if math.isfinite(magerr) else None,
+            real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
+            is_fake=bool(r["is_fake"]), fake_id=fake_index.get(fid) if fid >= 0 else None))
+    timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
+
+    def write() -> None:
+        with connect(task.settings.db_url, busy_timeout_s=timeout,
+                     connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+            replace_ccd_results(db, e, c, templates_used=[TemplateUse(e, c, int(te), int(tc))
+                                                          for te, tc in result.templates_used],
+                                fakes=fakes, detections=rows)
+
+    retry_database(write, timeout_s=timeout, what=f"database records of {e} CCD {c}")
+
+
+def _db_has_records(task: DiffTask) -> bool:
+    """Without a database True; with one, whether it holds this CCD's records (a CCD made
+    without a database, or whose database write failed, is done again to write them)."""
+    if task.settings.db_url is None:
+        return True
+    from desgw.db import connect, has_diff_records
+
+    timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
+    with connect(task.settings.db_url, busy_timeout_s=timeout,
+                 connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+        found = has_diff_records(db, task.search_expnum, task.ccdnum)
+    if not found:
+        log.warning("exposure %d CCD %d: products exist but the database has no records of "
+                    "them; doing the CCD again", task.search_expnum, task.ccdnum)
+    return found
 
 
 def _summary_from_done(path: Path, ccdnum: int) -> DiffSummary:
@@ -404,8 +430,12 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                 doc = json.loads(paths.done.read_text(encoding="utf-8"))
                 # the templates asked for (a rejected one is not in template_expnums)
                 asked = doc.get("templates_requested", doc.get("template_expnums", []))
-                if not task.template_expnums or sorted(int(e) for e in asked) == \
-                        sorted(int(e) for e in task.template_expnums):
+                problems = records_problems(paths.directory, doc.get("products"))
+                if problems:
+                    log.warning("%s: %s; doing the CCD again", paths.done, "; ".join(problems))
+                elif (not task.template_expnums or sorted(int(e) for e in asked) ==
+                        sorted(int(e) for e in task.template_expnums)) and \
+                        _db_has_records(task):
                     return _summary_from_done(paths.done, task.ccdnum)
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("%s: %s; doing the CCD again", paths.done, exc)
@@ -504,7 +534,10 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "masked_fraction": _finite(result.meta.get("masked_fraction", math.nan)),
             "bad_fraction": _finite(result.meta.get("bad_fraction", math.nan)),
             "config_hash": cfg_hash, "desgw_version": __version__,
-            "products": {k: Path(v).name for k, v in products.items()},
+            # size and checksum of each product file: a resume redoes a CCD whose products
+            # changed since (folders, e.g. the PNG stamps, by name only)
+            "products": {k: file_record(v) if Path(v).is_file() else Path(v).name
+                         for k, v in products.items()},
             "timings": timings,
         }
         atomic_write_text(paths.done, json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -18,9 +18,10 @@ import numpy as np
 from astropy.io import fits
 
 from desgw import __version__
-from desgw.errors import DesgwInputError, describe_error
+from desgw.errors import DesgwInputError, HeaderError, describe_error
 from desgw.instrument.camera import CCD_SHAPE
 from desgw.io.atomic import atomic_write_path, atomic_write_text
+from desgw.io.checksums import file_record
 from desgw.util.jsonsafe import json_safe
 
 from .se_qc import QC_FORMAT, load_ccd_summary, qc_to_dict
@@ -89,6 +90,9 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     t0 = time.perf_counter()
     with RawExposure(task.raw_path) as raw:
         exposure = raw.header
+        if not exposure.exptime > 0:  # a bias or a broken header: nothing to calibrate
+            raise HeaderError(task.raw_path, 0, f"EXPTIME is {exposure.exptime}: single-epoch "
+                              "processing needs a positive exposure time", keyword="EXPTIME")
         ccd = raw.read_ccd(task.ccdnum)
         sources: dict[int, Any] = {}
         present = set(raw.ccdnums)
@@ -129,8 +133,12 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
         ra, dec, margin_arcsec=margin_arcsec, epoch=mjd_to_jyear(exposure.mjd_obs))
     timings["refcat"] = time.perf_counter() - t0
     log.debug("CCD %d: %d Gaia stars in the footprint", task.ccdnum, len(refcat))
+    calib_paths = {"bias": str(task.bias_path), "flat": str(task.flat_path)}
+    if task.bpm_path is not None:
+        calib_paths["bpm"] = str(task.bpm_path)
     return CCDInputs(raw=ccd, crosstalk_sources=sources, bias=bias, flat=flat, bpm=bpm,
-                     refcat=refcat, exposure=exposure, linearity=linearity)
+                     refcat=refcat, exposure=exposure, linearity=linearity,
+                     calib_paths=calib_paths)
 
 
 def _product_header(task: CCDTask, config_hash: str, base: fits.Header | None = None
@@ -197,8 +205,9 @@ def _write_products(task: CCDTask, result: CCDResult, config_hash: str,
                        "offset_dec_arcsec": float(astro.offset_dec_arcsec)},
         "corners": {"ra": list(corners[0]), "dec": list(corners[1])},
         "timings": dict(timings),
-        "products": {"immask": paths.immask.name, "fullcat": paths.fullcat.name,
-                     "psfmodel": paths.psfmodel.name},
+        # size and checksum of each product: a resume redoes a product changed since
+        "products": {"immask": file_record(paths.immask), "fullcat": file_record(paths.fullcat),
+                     "psfmodel": file_record(paths.psfmodel)},
     }
     atomic_write_text(paths.qc, json.dumps(json_safe(doc), indent=1, sort_keys=True)
                       + "\n")

@@ -26,6 +26,18 @@ log = logging.getLogger(__name__)
 
 def record_se_exposure(report: SERunReport, settings: Settings, exposure: ExposureHeader,
                   raw_path: Path | None) -> None:
+    """The exposure, its CCD products and its zeropoints in the database (upserts, so a
+    repeat is harmless), tried again with backoff for up to ``settings.db_timeout_s`` while the
+    database is locked or unreachable (:func:`desgw.db.retry_database`)."""
+    from desgw.db import retry_database
+
+    retry_database(lambda: _record(report, settings, exposure, raw_path),
+                   timeout_s=settings.db_timeout_s,
+                   what=f"database records of exposure {report.expnum}")
+
+
+def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
+            raw_path: Path | None) -> None:
     from desgw.db import (
         CCDProduct,
         Zeropoint,
@@ -37,7 +49,8 @@ def record_se_exposure(report: SERunReport, settings: Settings, exposure: Exposu
 
     paths_of = {c: ccd_product_paths(report.outdir, report.expnum, report.band, c, report.rnum,
                                      report.pnum) for c in report.ccds}
-    with connect(settings.db_url) as db:
+    with connect(settings.db_url, busy_timeout_s=settings.db_timeout_s,
+                 connect_timeout_s=min(10.0, max(1.0, settings.db_timeout_s))) as db:
         register_exposure(db, exposure, raw_path)
         for ccd, s in sorted(report.ccds.items()):
             m = getattr(s.qc, "metrics", None)

@@ -16,10 +16,13 @@ through the exposure-level steps:
    - ``..._fullcat.fits``: the object catalog (SExtractor column names);
    - ``..._psfmodel.fits``: the PSF model;
    - ``..._qc.json``: CCD quality metrics, zeropoint, astrometry, corners and timings. It is
-     written last and marks the CCD as complete: a CCD with all four files is skipped on a
-     re-run (resume) unless ``overwrite``.
+     written last, records the size and checksum of the three others and marks the CCD as
+     complete: a CCD whose files match it is skipped on a re-run (resume) unless
+     ``overwrite``.
 
-   A CCD that fails is reported with its error; the other CCDs finish.
+   A CCD that fails is reported with its error; the other CCDs finish. The exposure-level
+   steps below use every CCD of the exposure whose products are on disk (earlier runs on other
+   CCDs included), never only this call's CCDs.
 2. ``{expnum}.out``: the corners of every finished CCD (:mod:`desgw.workflow.templates`).
 3. with ``run_calibration`` (``-C``) or ``jump_to_calib`` (``-j``, which skips step 1 and uses
    the fullcats on disk): the photometric calibration of all CCDs together
@@ -48,7 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from desgw.errors import DesgwInputError, MissingFileError
-from desgw.io.atomic import atomic_write_text
+from desgw.io.atomic import atomic_write_text, clean_stale_temp_files
 from desgw.io.corners import write_corners_out
 from desgw.io.naming import (
     corners_out_name,
@@ -204,15 +207,23 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     assert band is not None and nite is not None
     nite = int(nite)
     outdir = exposure_dir(settings.out_root, cache, schema, nite, expnum)
+    clean_stale_temp_files(outdir)  # left by writers that were killed
 
+    if raw_path is not None and not jump_to_calib and not instcal:
+        # opened once here: a truncated or corrupt raw file is one bad-input error of the
+        # exposure, not one identical failure per CCD
+        with RawExposure(raw_path) as raw:
+            present_in_raw = set(raw.ccdnums)
     if ccds is None:
         if raw_path is not None and instcal:
             from desgw.io.instcal import instcal_ccdnums
 
             ccd_list = instcal_ccdnums(raw_path)
         elif raw_path is not None:
-            with RawExposure(raw_path) as raw:
-                present = set(raw.ccdnums)
+            if jump_to_calib:
+                with RawExposure(raw_path) as raw:
+                    present_in_raw = set(raw.ccdnums)
+            present = present_in_raw
             ccd_list = [c for c in DEFAULT_CCDNUMS if c in present]
             absent = [c for c in DEFAULT_CCDNUMS if c not in present]
             if absent:
@@ -286,6 +297,17 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                        "use overwrite to redo them")
                 log.warning(msg)
                 warnings.append(msg)
+    # the exposure-level files ({expnum}.out, calibration, exposure QC, database) describe
+    # every CCD whose products are on disk, not only this call's: add the others
+    for ccd in sorted(set(find_fullcats(outdir, expnum, rnum, pnum)) - set(report.ccds)):
+        paths = ccd_product_paths(outdir, expnum, band, ccd, rnum, pnum)
+        if not paths.complete():
+            continue
+        try:
+            report.ccds[ccd] = load_ccd_summary(paths.qc, ccd)
+        except DesgwInputError as exc:
+            log.warning("exposure %d CCD %d (from an earlier run) left out: %s", expnum, ccd,
+                        exc)
     report.ccds = dict(sorted(report.ccds.items()))
     for ccd, s in report.ccds.items():
         if not s.ok:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 
 from desgw.engine.graph import Task, TaskGraph, expcalib_task_id, se_task_id
 from desgw.engine.run import RunReport
+from desgw.errors import DesgwError
 from desgw.io.settings import Settings
 
 from .dagmaker import make_dag, raw_file_ccds, record_from_raw
@@ -92,9 +93,21 @@ class SEdiffReport:
     warnings: list[str] = field(default_factory=list)
 
     @property
+    def differenced(self) -> tuple[str, ...]:
+        """Ids of the difference-imaging tasks that are done or were found done."""
+        return tuple(t.id for t in self.graph.tasks if t.kind == "diff"
+                     and t.id in self.run.results and self.run.results[t.id].ok)
+
+    @property
+    def nothing_differenced(self) -> bool:
+        """True when a search run (not ``-t``) differenced no CCD at all."""
+        return not self.graph.meta.get("template_mode", False) and not self.differenced
+
+    @property
     def ok(self) -> bool:
-        """True when every task is done or skipped."""
-        return self.run.ok
+        """True when every task is done or skipped and, unless in template mode (``-t``), at
+        least one CCD was differenced."""
+        return self.run.ok and not self.nothing_differenced
 
     def lines(self) -> list[str]:
         """A human summary."""
@@ -112,6 +125,11 @@ class SEdiffReport:
             out.append(f"  no template overlaps CCDs {meta['no_template_ccds']}")
         out += self.run.lines()
         out += [f"  warning: {w}" for w in self.warnings]
+        if self.nothing_differenced:
+            n_diff = sum(t.kind == "diff" for t in self.graph.tasks)
+            why = ("no usable template overlaps the CCDs" if n_diff == 0
+                   else "every difference-imaging task failed or was blocked")
+            out.append(f"  nothing was differenced: {why}")
         return out
 
 
@@ -126,7 +144,7 @@ def _template_only_graph(expnum: int, settings: Settings, config: DagmakerConfig
     rec = record_from_raw(raw)
     if band is not None and band != rec.band:
         raise DesgwInputError(raw, 0, f"the exposure's band is {rec.band!r}, not {band!r}")
-    present = raw_file_ccds(raw)
+    present = raw_file_ccds(raw, strict=search_se)
     ccd_list = (sorted({int(c) for c in ccds}) if ccds is not None
                 else [c for c in DEFAULT_CCDNUMS if present is None or c in present])
     args = {"band": rec.band, "nite": int(nite) if nite is not None else rec.nite,
@@ -217,6 +235,18 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
                          calibrate=calibrate, search_se=not jump_to_calib, diff=True,
                          fakes=fakes, full_copy=fullcopy, version=version, snstar=starcat,
                          snveto=snveto)
+    se_bands = sorted({str(t.args["band"]) for t in graph.tasks if t.kind == "se"})
+    for b in se_bands:
+        try:
+            linearity = settings.calib_paths(b).linearity
+        except DesgwError:  # no calibration for the band: the SE tasks say so
+            continue
+        if linearity is None:
+            msg = (f"no linearity table (linearity.fits or linearity.fits.fz) in "
+                   f"{settings.calib_dir}: SE runs without the linearity correction")
+            log.warning(msg)
+            warnings.append(msg)
+            break
     if single_process:
         scheduler, cluster = "single", None
     run = run_pipeline(graph, settings=settings, scheduler=scheduler, cluster=cluster,

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from desgw.engine.graph import Task, TaskGraph, expcalib_task_id, se_task_id
+from desgw.engine.graph import GraphError, Task, TaskGraph, expcalib_task_id, se_task_id
 from desgw.engine.run import RunReport, run_graph
 from desgw.engine.tasks import Outcome, Runner, TaskResult
 from desgw.errors import describe_error
@@ -50,7 +50,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from .diff_ccd import DiffSummary
 
 __all__ = [
+    "REQUIRED_ARGS",
     "RUNNERS",
+    "check_task_args",
     "run_diff_task",
     "run_expcalib_task",
     "run_pipeline",
@@ -220,6 +222,37 @@ RUNNERS: dict[str, Runner] = {"se": run_se_task, "expcalib": run_expcalib_task,
                              "diff": run_diff_task}
 
 
+_COMMON_ARGS = ("band", "nite", "rnum", "pnum", "cache", "schema")
+#: The arguments each task kind of :data:`RUNNERS` cannot run without.
+REQUIRED_ARGS: dict[str, tuple[str, ...]] = {
+    "se": _COMMON_ARGS,
+    "expcalib": (*_COMMON_ARGS, "ccds"),
+    "diff": (*_COMMON_ARGS, "season", "version", "templates", "template_ccds"),
+}
+
+
+def check_task_args(graph: TaskGraph, *, source: str | None = None,
+                    kinds: Mapping[str, tuple[str, ...]] = REQUIRED_ARGS) -> None:
+    """Refuse a graph whose tasks lack arguments their runner needs (or a CCD, for the per-CCD
+    kinds), before anything runs.
+
+    Raises
+    ------
+    GraphError
+        Naming ``source`` (the graph file), the first such task and what it lacks.
+    """
+    for t in graph.tasks:
+        need = kinds.get(t.kind)
+        if need is None:
+            continue
+        missing = [k for k in need if k not in t.args]
+        if t.kind in ("se", "diff") and t.ccd is None:
+            missing.insert(0, "ccd")
+        if missing:
+            raise GraphError(source, None, f"task {t.id} ({t.kind}) lacks argument(s) "
+                             f"{', '.join(missing)}")
+
+
 def run_pipeline(graph: TaskGraph, *, settings: Settings,
                  runners: Mapping[str, Callable[..., Any]] | None = None,
                  **options: Any) -> RunReport:
@@ -240,6 +273,13 @@ def run_pipeline(graph: TaskGraph, *, settings: Settings,
     Returns
     -------
     RunReport
+
+    Raises
+    ------
+    GraphError
+        A task lacks an argument its (default) runner needs (:func:`check_task_args`).
     """
+    replaced = set(runners or {})
+    check_task_args(graph, kinds={k: v for k, v in REQUIRED_ARGS.items() if k not in replaced})
     return run_graph(graph, settings=settings, runners={**RUNNERS, **dict(runners or {})},
                      **options)

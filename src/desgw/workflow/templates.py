@@ -183,8 +183,13 @@ def read_blacklist(path: str | os.PathLike[str]) -> frozenset[int]:
     p = Path(path)
     if not p.is_file():
         raise MissingFileError(p, None, "blacklist file not found")
+    try:
+        text_all = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DesgwInputError(p, None, f"not UTF-8 text (byte {exc.start}): not a blacklist "
+                              "of exposure numbers") from None
     out: set[int] = set()
-    for number, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(text_all.splitlines(), start=1):
         text = line.split("#", 1)[0].strip()
         if not text:
             continue
