@@ -2,7 +2,8 @@
 
 Heavy modules are imported inside each subcommand so ``desgw --help`` stays instant.
 Exit codes: 0 success, 1 processing failure, 2 usage error (click), 3 bad input (a file, HDU or
-keyword is wrong, or a file or folder cannot be read or written: the message names it), 4 database unreachable or locked (URL password masked).
+keyword is wrong, or a file or folder cannot be read or written: the message names it), 4 database
+unreachable or locked, or not a database URL (the password is never shown).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import db_concurrency_worker as w
+import db_concurrency_worker as w  # noqa: E402  (found through the sys.path line above)
 
 
 def snapshot(db):
@@ -92,7 +92,7 @@ def test_bad_fake_index_changes_nothing(db):
     uses, fakes, dets = w.ccd_results()
     replace_ccd_results(db, 2000, 5, templates_used=uses, fakes=fakes, detections=dets)
     once = snapshot(db)
-    bad = dets + [NewDetection(33.0, w.DEC0, flux=1.0, fluxerr=1.0, snr=1.0, is_fake=True,
+    bad = [*dets, NewDetection(33.0, w.DEC0, flux=1.0, fluxerr=1.0, snr=1.0, is_fake=True,
                                fake_id=40)]
     with pytest.raises(ValueError, match="fake index 40 out of range"):
         replace_ccd_results(db, 2000, 5, templates_used=uses, fakes=fakes, detections=bad)

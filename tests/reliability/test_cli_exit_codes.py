@@ -72,8 +72,8 @@ def test_undecodable_rc_blacklist_and_graph_are_bad_input(tmp_path):
     graph = tmp_path / "graph.json"
     graph.write_bytes(binary)
     base = ["dagmaker", "1", "--out", str(tmp_path / "out")]
-    for args, path in ((base + ["--rc", str(rc)], rc),
-                       (base + ["--blacklist", str(black)], black),
+    for args, path in (([*base, "--rc", str(rc)], rc),
+                       ([*base, "--blacklist", str(black)], black),
                        (["run", str(graph), "--out", str(tmp_path / "out")], graph)):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 3, (args, res.output, res.exception)

@@ -36,7 +36,8 @@ from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_pro
 
 __all__ = [
     "Database", "connect", "retry_database", "SCHEMA_VERSION", "normalize_url", "redact_url",
-    "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError", "UnknownExposureError",
+    "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError",
+    "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
     "Detection", "Candidate", "NewFake", "Fake",
     "register_exposure", "register_exposures", "record_ccd_product", "record_zeropoints",
