@@ -106,8 +106,9 @@ def diff_complete(out_root: str | os.PathLike[str], expnum: int, ccd: int,
         return False
     if not isinstance(doc, dict) or not doc.get("ok"):
         return False
-    if sorted(int(e) for e in doc.get("templates_requested", doc.get("template_expnums", []))) \
-            != sorted(int(e) for e in args.get("templates", [])):
+    key = "templates_requested" if "templates_requested" in doc else "template_expnums"
+    requested: list[Any] = list(doc.get(key) or [])
+    if sorted(int(e) for e in requested) != sorted(int(e) for e in args.get("templates") or []):
         return False
     # the products still match the sizes and checksums the marker recorded
     return "products" not in doc or not records_problems(path.parent, doc["products"])
