@@ -202,7 +202,10 @@ def test_recovered_fake_flux_pulls(narrow, broad):
     p = np.concatenate(pulls)
     assert p.size >= 150
     assert 0.9 <= np.std(p) <= 1.1
-    assert abs(np.median(p)) < 0.1
+    # the median of n unit-normal pulls has a standard error of 1.2533 / sqrt(n) (~0.09 for
+    # the ~180 fakes here): a fixed 0.1 bound sat at its own noise and failed on reshuffled
+    # fakes; three standard errors catch a bias of ~0.3 sigma
+    assert abs(np.median(p)) < 3 * 1.2533 * np.std(p) / np.sqrt(p.size), np.median(p)
 
 
 def test_real_transients_are_detected(narrow, products):
