@@ -8,8 +8,9 @@ so ``import desgw.diff`` stays cheap (the command line imports only what a comma
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from desgw.util.lazy import lazy_attribute, lazy_dir
 
 __all__ = [
     "CCDProducts",
@@ -47,10 +48,8 @@ _LAZY: dict[str, str] = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return lazy_dir(__name__, __all__)

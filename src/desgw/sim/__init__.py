@@ -8,8 +8,9 @@ Heavy modules are imported lazily so ``import desgw.sim`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+from desgw.util.lazy import lazy_attribute
 
 from .model import OBJECT_KINDS, ExposureSpec, ObjectTable, PSFField, SimSwitches
 
@@ -28,6 +29,4 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return lazy_attribute(__name__, _LAZY, name)
