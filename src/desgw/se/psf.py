@@ -694,7 +694,7 @@ def _neighbour_light(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | N
     n = coeffs.shape[-1]
     radius = np.full(len(xn), float(np.clip(2.0 * fwhm0, 3.0, n // 2)))
     fl = psf_fit_all(data, w32, bad, xn, yn, terms, coeffs, coeffs, config.lanczos_order, radius,
-                     float(config.gain), 5)[0]
+                     float(config.gain), 5, np.zeros(len(xn)))[0]
     fl = np.where(np.isfinite(fl) & (fl > 0), fl, 0.0)
     side = 2 * pad + 1
     contam = np.zeros((len(ix), side, side))
