@@ -46,14 +46,14 @@ def test_moffat_exact(beta, fwhm, e1, e2):
 
 
 @pytest.mark.parametrize("fwhm", [3.0, 4.0, 7.0])
-def test_kolmogorov_close_to_exact(fwhm):
+def test_kolmogorov_exact(fwhm):
     n = _stamp_side(fwhm)
     stamp, exact = _exact(galsim.Kolmogorov(fwhm=fwhm).shear(e1=0.03, e2=0.02), n)
     corr = psf_aperture_correction(_model(stamp))
-    # measured 0.3-0.6 % below the exact 1.007-1.013 (the wing flattens to r**-11/3 beyond the
-    # stamp); the old whole-stamp Moffat fit gave 0.973-0.977, i.e. below 1
-    assert 1.0 < corr <= exact
-    assert corr == pytest.approx(exact, abs=0.007)
+    # measured within 0.002 % of the exact 1.007-1.013 with the Kolmogorov wing form; the
+    # Moffat wing alone was 0.3-0.6 % low (it extrapolates the slope at 2-3 FWHM, steeper than
+    # the r**-11/3 asymptote), the old whole-stamp Moffat fit 0.973-0.977
+    assert corr == pytest.approx(exact, abs=3e-4)
 
 
 def test_von_karman_close_to_exact():
@@ -61,8 +61,9 @@ def test_von_karman_close_to_exact():
     prof = vk.dilate(5.0 / vk.calculateFWHM())  # FWHM 5 pix
     stamp, exact = _exact(prof, 31)
     corr = psf_aperture_correction(_model(stamp))
-    assert 1.0 < corr <= exact
-    assert corr == pytest.approx(exact, abs=0.008)
+    # measured +0.08 % (the outer scale steepens the far wing below the Kolmogorov form); the
+    # Moffat wing alone was 0.7 % low
+    assert corr == pytest.approx(exact, abs=2e-3)
 
 
 def test_wing_outside_flux_errors():
@@ -100,8 +101,9 @@ PSFEX = _psfex_models()
 def test_real_psfex_stamps(label, psf):
     """On the 63 x 63 Community Pipeline PSFEx models: >= 1 (the old fit gave 0.945-0.99;
     measured 1.0003-1.017), and for the central 25 x 25 crop the extrapolated correction
-    matches the light between the 25 and 63 pix boxes that the model shows (measured 0.35 %
-    below to 2 % above it, the excess being light beyond 63 pix)."""
+    matches the light between the 25 and 63 pix boxes that the model shows (measured 0.28 %
+    below to 2.2 % above it, the excess being light beyond 63 pix; with the Moffat wing alone
+    13 of the 21 crops fell below that lower bound, by up to 0.35 %)."""
     st = psf.image_at(50, 50).astype(np.float64)
     full = psf_aperture_correction(_model(st))
     assert 1.0 <= full < 1.03
