@@ -5,12 +5,15 @@ Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
 
 ``se``
     :func:`desgw.workflow.se_ccd.run_ccd_task` on the CCD. Args: ``band``, ``nite``,
-    ``rnum``, ``pnum``, ``cache``, ``schema``, ``template`` (bool), optional ``raw_path``.
+    ``rnum``, ``pnum``, ``cache``, ``schema``, ``template`` (bool), optional ``raw_path``;
+    with ``instcal`` (bool) the exposure is a CP InstCal image (``raw_path``, the ``_ooi_``
+    file) and :func:`desgw.workflow.se_instcal.run_instcal_ccd_task` runs instead (no
+    calibration files).
 ``expcalib``
     :func:`desgw.workflow.se_exposure.run_se_exposure` with ``jump_to_calib`` on the CCDs whose
     SE succeeded: photometric calibration (Zero/allZP/ZP CSV files), ``{expnum}.out``, the
     exposure quality (assessed unless ``template``) and the database records. Args as ``se``
-    plus ``ccds``. Blocked when no CCD succeeded.
+    (``instcal`` included) plus ``ccds``. Blocked when no CCD succeeded.
 ``diff``
     :func:`desgw.workflow.diff_ccd.run_diff_ccd` (imported when the task runs; it makes the
     star and veto lists, subtracts, detects, writes the products, the database records and
@@ -44,7 +47,7 @@ from desgw.io.star_lists import snstar_name, snveto_name
 
 from .se_ccd import run_ccd_task
 from .se_exposure import run_se_exposure
-from .se_types import CCDTask
+from .se_types import CCDSummary, CCDTask
 
 if TYPE_CHECKING:  # pragma: no cover
     from .diff_ccd import DiffSummary
@@ -71,9 +74,12 @@ def _raw_path(task: Task, settings: Settings) -> str:
 
 def run_se_task(task: Task, settings: Settings, overwrite: bool,
            deps: Mapping[str, TaskResult]) -> Outcome:
-    """SE of one CCD (:func:`desgw.workflow.se_ccd.run_ccd_task`)."""
+    """SE of one CCD (:func:`desgw.workflow.se_ccd.run_ccd_task`; with the ``instcal``
+    argument, a CP InstCal CCD: :func:`desgw.workflow.se_instcal.run_instcal_ccd_task`)."""
     a = task.args
     assert task.ccd is not None
+    if a.get("instcal"):
+        return _se_outcome(_run_instcal_se(task, settings, overwrite))
     try:
         calib = settings.calib_paths(str(a["band"]))
         raw = _raw_path(task, settings)
@@ -87,7 +93,32 @@ def run_se_task(task: Task, settings: Settings, overwrite: bool,
                        linearity_path=None if calib.linearity is None else str(calib.linearity),
                        refcat_dir=str(settings.refcat_dir), outdir=str(outdir),
                        overwrite=overwrite)
-    s = run_ccd_task(ccd_task)
+    return _se_outcome(run_ccd_task(ccd_task))
+
+
+def _run_instcal_se(task: Task, settings: Settings, overwrite: bool) -> CCDSummary:
+    """SE of one CCD of a CP InstCal exposure (the ``*_ooi_*`` image: ``raw_path``, else found
+    under the raw folder by EXPNUM)."""
+    from desgw.io.instcal import find_instcal_image
+
+    from .se_instcal import InstCalTask, run_instcal_ccd_task
+
+    a = task.args
+    assert task.ccd is not None
+    given = a.get("raw_path")
+    try:
+        image = (str(given) if given and Path(given).is_file()
+                 else str(find_instcal_image(settings.raw_dir, task.expnum)))
+    except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+        return CCDSummary(ccdnum=int(task.ccd), ok=False, error=exc)
+    outdir = exposure_outdir(settings.out_root, task.expnum, a)
+    return run_instcal_ccd_task(InstCalTask(
+        expnum=task.expnum, ccdnum=int(task.ccd), band=str(a["band"]), rnum=int(a["rnum"]),
+        pnum=int(a["pnum"]), image_path=image, refcat_dir=str(settings.refcat_dir),
+        outdir=str(outdir), overwrite=overwrite))
+
+
+def _se_outcome(s: CCDSummary) -> Outcome:
     if not s.ok:
         return Outcome("failed", s.reason or "failed", traceback=s.error_traceback,
                        error=s.error)
@@ -122,7 +153,8 @@ def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
                              pnum=int(a["pnum"]), nite=int(a["nite"]), band=str(a["band"]),
                              cache=str(a["cache"]), schema=str(a["schema"]), ccds=usable,
                              jump_to_calib=True, single_process=True,
-                             template_mode=bool(a.get("template", False)))
+                             template_mode=bool(a.get("template", False)),
+                             instcal=bool(a.get("instcal", False)))
     for line in report.lines():
         log.info("%s", line)
     detail: dict[str, Any] = {"ccds": usable, "left_out": sorted(bad)}
