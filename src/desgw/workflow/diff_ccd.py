@@ -406,6 +406,31 @@ def _finite(v: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- the task
+def _resolve_zeropoints(task: DiffTask, sdir: Path, search: Any, templates: list[Any],
+                        found: dict[int, tuple[Path, list[int]]]) -> tuple[Any, list[Any], Any]:
+    """:func:`desgw.workflow.diff_relzp.resolve_zeropoints` with the CCDs' QC reasons; a search
+    CCD left without a zeropoint is a :class:`DiffError` that says why."""
+    from desgw.diff.pipeline import DiffError
+
+    from .diff_relzp import qc_reasons, resolve_zeropoints
+
+    def reasons(d: Path, e: int, c: int) -> list[str]:
+        return qc_reasons(ccd_product_paths(d, e, task.band, c, task.rnum, task.pnum).qc)
+
+    qc = {(int(task.search_expnum), int(task.ccdnum)): reasons(
+        sdir, task.search_expnum, task.ccdnum)}
+    for e, (d, ccds) in found.items():
+        for c in ccds:
+            qc[(int(e), int(c))] = reasons(d, e, c)
+    search, templates, res = resolve_zeropoints(search, templates, qc=qc)
+    if not math.isfinite(search.zp):
+        detail = "; ".join(f"{t['expnum']}/{t['ccdnum']}: {t['reason']}"
+                           for t in res.templates) or "no template CCD"
+        raise DiffError(f"search CCD {task.ccdnum} has no zeropoint, and no relative flux "
+                        f"scale to a template could be measured ({detail})", kind="failed")
+    return search, templates, res
+
+
 def run_diff_ccd(task: DiffTask) -> DiffSummary:
     """Difference imaging of one search CCD with its products written (module docstring).
 
@@ -459,6 +484,8 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                 except DesgwError as exc:
                     missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
                     log.warning("template %d CCD %d: %s", e, c, exc)
+        # a CCD without a zeropoint (sparse field): relative scales, flagged (diff_relzp)
+        search, templates, zpres = _resolve_zeropoints(task, sdir, search, templates, found)
         timings["read"] = time.perf_counter() - t0
 
         # --- star and veto lists
@@ -498,6 +525,10 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
         t0 = time.perf_counter()
         cfg_hash = config_hash(config)
         header = _header(task, result, cfg_hash)
+        flags = [*result.flags, *zpres.flags]
+        if zpres.mode != "absolute":
+            header["ZPMODE"] = (zpres.mode, "zeropoints: absolute/relative/instrumental")
+            header["ZPSOURCE"] = (zpres.search_source[:40], "where the search MAGZERO comes from")
         products = write_diff_products(result, paths, header=header, wcs=search.wcs,
                                        full_copy=task.full_copy, search=search)
         timings["write"] = time.perf_counter() - t0
@@ -520,7 +551,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "template_expnums": sorted({int(e) for e, _ in result.templates_used}),
             "templates_requested": sorted(int(e) for e in task.template_expnums),
             "templates_used": [list(t) for t in result.templates_used],
-            "templates_rejected": rejected, "flags": list(result.flags),
+            "templates_rejected": rejected, "flags": flags, "zeropoints": zpres.as_dict(),
             "n_candidates": len(result.candidates), "n_fakes": len(result.fakes),
             "n_fakes_recovered": n_rec,
             "real_bogus_threshold": rb_thr,
@@ -547,7 +578,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
         return DiffSummary(
             ccdnum=int(task.ccdnum), ok=True, n_candidates=len(result.candidates),
             n_fakes=len(result.fakes), n_fakes_recovered=n_rec, timings=dict(timings),
-            flags=tuple(result.flags), templates_used=tuple(result.templates_used),
+            flags=tuple(flags), templates_used=tuple(result.templates_used),
             m50=math.nan if eff is None else float(eff.m50),
             m50_err=math.nan if eff is None else float(eff.m50_err),
             ideal_limit_mag=math.nan if result.ideal_limit is None

@@ -23,7 +23,10 @@ Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
     the star and veto lists are also given, next to the ones run_diff_ccd writes). Blocked
     when the search CCD's SE or the search calibration failed; a template whose SE or
     calibration failed is left out (as the original verifySE did); blocked when no template
-    is left.
+    is left. A calibration that failed only for lack of calibration stars (its corners and
+    exposure QC written; detail ``calibration_only``) blocks nothing: the exposure is
+    differenced with its SE zeropoints or relative scales (detail
+    ``uncalibrated_exposures``).
 
 
 :func:`run_pipeline` runs a graph on the engine with these runners.
@@ -167,8 +170,21 @@ def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
     problems = [f"{stage}: {why}" for stage, why in sorted(report.errors.items())]
     problems += [f"CCD {c}: {why}" for c, why in sorted(report.failed.items())]
     if problems:
+        if set(report.errors) == {"expcalib"} and not report.failed and \
+                report.corners_path is not None and \
+                report.errors["expcalib"].startswith("PhotometricCalibrationError"):
+            # only the photometric calibration failed (too few Gaia stars): the corners and
+            # the exposure QC are written; the difference imaging can go on (run_diff_task)
+            detail["calibration_only"] = True
         return Outcome("failed", "; ".join(problems), detail)
     return Outcome("done", None, detail)
+
+
+def _calibration_only(result: TaskResult | None) -> bool:
+    """An ``expcalib`` task that failed only in the photometric calibration (its corners and
+    exposure QC were written): the difference imaging does not need its zeropoints (each CCD's
+    comes from its SE products, or from a relative scale: :mod:`desgw.workflow.diff_relzp`)."""
+    return result is not None and not result.ok and bool(result.detail.get("calibration_only"))
 
 
 def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
@@ -196,15 +212,23 @@ def run_diff_task(task: Task, settings: Settings, overwrite: bool,
     """Difference imaging of one search CCD (:func:`desgw.workflow.diff_ccd.run_diff_ccd`)."""
     a = task.args
     assert task.ccd is not None
+    uncalibrated: list[int] = []
     for dep_id, what in ((se_task_id(task.expnum, task.ccd), "search SE"),
                          (expcalib_task_id(task.expnum), "search calibration")):
+        if _calibration_only(deps.get(dep_id)):
+            uncalibrated.append(task.expnum)
+            continue
         why = _dep_problem(deps.get(dep_id))
         if why is not None:
             return Outcome("blocked", f"{what} failed: {why}")
     templates: list[int] = []
     left_out: dict[str, str] = {}
     for e in (int(x) for x in a["templates"]):
-        ids = [se_task_id(e, c) for c in a["template_ccds"][str(e)]] + [expcalib_task_id(e)]
+        ids = [se_task_id(e, c) for c in a["template_ccds"][str(e)]]
+        if _calibration_only(deps.get(expcalib_task_id(e))):
+            uncalibrated.append(e)
+        else:
+            ids.append(expcalib_task_id(e))
         problems = [w for w in (_dep_problem(deps.get(i)) for i in ids) if w is not None]
         if problems:
             left_out[str(e)] = "; ".join(problems)
@@ -215,6 +239,11 @@ def run_diff_task(task: Task, settings: Settings, overwrite: bool,
         return Outcome("blocked", "no template left: " + "; ".join(
             f"{e}: {w}" for e, w in left_out.items()))
     detail: dict[str, Any] = {"templates": templates, "left_out": left_out}
+    if uncalibrated:
+        detail["uncalibrated_exposures"] = uncalibrated
+        log.warning("%s: exposures %s have no photometric calibration (too few stars); "
+                    "differencing with the SE zeropoints or relative scales", task.id,
+                    uncalibrated)
 
     # imported here: the difference-imaging stack is loaded only by workers that run a diff
     # task (and the workflow tests put a stand-in module in its place)
