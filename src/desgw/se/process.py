@@ -61,7 +61,6 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
-from scipy import ndimage
 
 from desgw.errors import HeaderError, MissingFileError
 from desgw.refcat.quality import GaiaQualityCuts, gaia_quality_mask
@@ -79,6 +78,7 @@ from desgw.se.crosstalk import correct_crosstalk
 from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
+from desgw.se.mask_grow import grow_mask
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
 from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
@@ -546,9 +546,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise, gain=1.0,
                           psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
     if config.cosmic_grow > 0 and cr.any():
-        side = 2 * int(config.cosmic_grow) + 1  # == cosmic_grow 3x3 dilations, faster
-        cr = ndimage.maximum_filter(cr.view(np.uint8), size=side, mode="constant",
-                                    cval=0).view(bool) & (weight > 0)
+        cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
     mask[cr] |= maskbits.CRAY
     weight[cr] = 0.0
     lap("cosmics")
