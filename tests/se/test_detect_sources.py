@@ -94,6 +94,30 @@ def test_variance_input_and_constant_noise_agree():
     assert np.all(c.segmap[:, 100] == 0)
 
 
+def test_weight_input_is_its_variance():
+    """``noise_type="weight"`` detects exactly what the variance ``1 / weight`` does: zero and
+    non-finite weights excluded like masked pixels, the rest bit for bit."""
+    f = make_field(shape=(512, 512), n_stars=60, n_gal=10, seed=9)
+    rng = np.random.default_rng(2)
+    weight = (1.0 / (f.sky + 49.0) * rng.uniform(0.8, 1.2, f.image.shape)).astype(np.float32)
+    weight[:, 200] = 0.0
+    weight[300, 100:140] = np.nan
+    with np.errstate(divide="ignore"):
+        var = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
+    a = detect_sources(f.image - f.sky, var, f.mask, noise_type="variance")
+    b = detect_sources(f.image - f.sky, weight, f.mask, noise_type="weight")
+    assert len(a.catalog) > 40
+    assert np.array_equal(a.segmap, b.segmap)
+    for name in a.catalog.colnames:
+        assert np.array_equal(a.catalog[name], b.catalog[name]), name
+    assert np.all(b.segmap[:, 200] == 0) and np.all(b.segmap[300, 100:140] == 0)
+    # a constant weight is the constant variance's inverse
+    w0 = np.float32(1.0 / (np.median(f.sky) + 49.0))
+    c = detect_sources(f.image - f.sky, w0, f.mask, noise_type="weight")
+    d = detect_sources(f.image - f.sky, np.float32(1.0) / w0, f.mask, noise_type="variance")
+    assert len(c.catalog) == len(d.catalog) > 40
+
+
 def test_bad_input():
     with pytest.raises(DataTypeError):
         detect_sources(np.zeros((10, 10, 2)), 1.0)

@@ -37,6 +37,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from desgw.errors import DataTypeError
+from desgw.se.detect_kernels import NOISE_RMS, NOISE_VARIANCE, NOISE_WEIGHT, prepare_detection
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import bad_from_mask, flux_radius_all, winpos_all
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Pixel buffer of sep's extraction (pixels of active objects); a full CCD with bright stars
 #: needs more than sep's default of 300000.
 _PIXSTACK = 3_000_000
+
+_NOISE_KINDS = {"rms": NOISE_RMS, "variance": NOISE_VARIANCE, "weight": NOISE_WEIGHT}
 
 
 @dataclass(frozen=True)
@@ -159,7 +162,7 @@ def gaussian_kernel(fwhm: float, size: int | None = None) -> np.ndarray:
 
 
 def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarray | None = None,
-                   *, noise_type: Literal["rms", "variance"] = "rms",
+                   *, noise_type: Literal["rms", "variance", "weight"] = "rms",
                    config: DetectConfig = DetectConfig()) -> DetectionResult:
     """Detect sources on a background-subtracted image.
 
@@ -171,10 +174,11 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
         Background noise per pixel (ny, nx) or one value for the image: a standard deviation
         (e-) when ``noise_type="rms"`` (e.g. ``Background.rms``), a variance (e-**2) when
         ``noise_type="variance"`` (e.g. ``1 / weight``; infinite values are allowed where the
-        mask excludes the pixel).
+        mask excludes the pixel), an inverse variance (e-**-2, 0 = unusable) when
+        ``noise_type="weight"`` (the same detections as its variance ``1 / weight``).
     mask : numpy.ndarray or None
         Integer mask (ny, nx); pixels with any of ``config.mask_bits`` are not detected.
-    noise_type : {"rms", "variance"}
+    noise_type : {"rms", "variance", "weight"}
         What ``noise`` holds.
     config : DetectConfig
         Thresholds, filter and deblending settings.
@@ -193,33 +197,32 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
     if image.ndim != 2:
         raise DataTypeError(None, None, f"image must be 2-D, got shape {image.shape}")
     data = np.ascontiguousarray(image, dtype=np.float32)
-    bad = np.zeros(image.shape, dtype=bool)
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != image.shape:
             raise DataTypeError(None, None, f"mask has shape {mask.shape}, expected {image.shape}")
         if mask.dtype.kind not in "iu":
             raise DataTypeError(None, None, f"mask must be integer, got {mask.dtype}")
-        bad = bad_from_mask(np.ascontiguousarray(mask), np.int64(config.mask_bits))
-    if noise_type not in ("rms", "variance"):
-        raise ValueError(f"noise_type must be 'rms' or 'variance', got {noise_type!r}")
+    if noise_type not in _NOISE_KINDS:
+        raise ValueError(f"noise_type must be 'rms', 'variance' or 'weight', got {noise_type!r}")
     noise_arr = np.asarray(noise, dtype=np.float32)
     if noise_arr.ndim == 0:
-        err: np.ndarray | float = float(np.sqrt(noise_arr) if noise_type == "variance" else noise_arr)
+        err: np.ndarray | float = float(
+            noise_arr if noise_type == "rms" else np.sqrt(noise_arr) if noise_type == "variance"
+            else np.sqrt(np.float32(1.0) / noise_arr))
+        bad = (np.zeros(image.shape, dtype=bool) if mask is None
+               else bad_from_mask(np.ascontiguousarray(mask), np.int64(config.mask_bits)))
+        data_for_sep = np.where(bad, np.float32(0), data) if bad.any() else data
     else:
         if noise_arr.shape != image.shape:
             raise DataTypeError(None, None,
                                 f"noise has shape {noise_arr.shape}, expected {image.shape}")
-        err = np.sqrt(noise_arr) if noise_type == "variance" else noise_arr
-        unusable = ~(np.isfinite(err) & (err > 0))
-        if unusable.any():
-            bad |= unusable
-            err = np.where(unusable, np.float32(1e30), err)
-        err = np.ascontiguousarray(err, dtype=np.float32)
-    data_for_sep = data
-    if bad.any():
-        # sep ignores masked pixels for detection but its filter still reads their values.
-        data_for_sep = np.where(bad, np.float32(0), data)
+        # one fused pass: excluded pixels (mask bits, unusable noise) set to 0 in the data
+        # (sep ignores them for detection but its filter still reads their values)
+        m = np.zeros((1, 1), np.int32) if mask is None else np.ascontiguousarray(mask)
+        data_for_sep, err, bad, _ = prepare_detection(
+            data, np.ascontiguousarray(noise_arr), _NOISE_KINDS[noise_type], m,
+            np.int64(config.mask_bits), mask is not None)
 
     kernel = None
     if config.filter_fwhm is not None:

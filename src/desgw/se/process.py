@@ -570,9 +570,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         weight *= np.float32(1.0 / wscale)
     det_cfg = detect_config_for_seeing(config.detect, seeing.fwhm_px, snr=config.detect_snr,
                                        minarea=config.detect_minarea)
-    with np.errstate(divide="ignore"):
-        variance = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
-    det = detect_sources(sub, variance, mask, noise_type="variance", config=det_cfg)
+    det = detect_sources(sub, weight, mask, noise_type="weight", config=det_cfg)
     lap("detect")
 
     # --- PSF
