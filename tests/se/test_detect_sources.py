@@ -139,3 +139,26 @@ def test_gaussian_kernel():
     assert gaussian_kernel(7.6).shape == (13, 13)
     assert gaussian_kernel(10.0).shape == (15, 15)
     assert gaussian_kernel(3.0).shape == (7, 7)
+
+
+def test_window_min_snr_centroids_only_bright_detections():
+    """``window_min_snr``: the bright detections get the same windowed centroids and radii as
+    with every detection measured, the faint ones their barycentre, NaN radius, win_flag 1;
+    the PSF candidates (which need S/N >= 50) are the same."""
+    from desgw.se.psf import select_psf_candidates
+
+    f = make_field(shape=(1024, 1024), n_stars=300, n_gal=40, seed=12)
+    args = (f.image - f.sky, np.sqrt(f.sky + 49.0), f.mask)
+    full = detect_sources(*args, config=DetectConfig(filter_fwhm=4.0))
+    part = detect_sources(*args, config=DetectConfig(filter_fwhm=4.0, window_min_snr=50.0))
+    a, b = full.catalog, part.catalog
+    assert np.array_equal(full.segmap, part.segmap) and len(a) == len(b)
+    snr = (np.asarray(a["flux_iso"], np.float64)
+           / (np.asarray(a["thresh"], np.float64) / 1.5 * np.sqrt(np.asarray(a["npix"]))))
+    bright = snr >= 50.0
+    assert 20 < bright.sum() < 0.8 * len(a)
+    for name in ("xwin", "ywin", "flux_radius", "win_flag"):
+        assert np.array_equal(a[name][bright], b[name][bright]), name
+    assert np.array_equal(b["xwin"][~bright], b["x"][~bright])
+    assert np.all(np.isnan(b["flux_radius"][~bright])) and np.all(b["win_flag"][~bright] == 1)
+    assert np.array_equal(select_psf_candidates(full), select_psf_candidates(part))

@@ -83,6 +83,13 @@ class DetectConfig:
         Cleaning efficiency (``CLEAN_PARAM``).
     mask_bits : int
         Mask bits that exclude a pixel from detection.
+    window_min_snr : float or None
+        Windowed centroids and half-light radii only for the detections whose isophotal S/N
+        (``flux_iso / (rms sqrt(npix))``, as :func:`desgw.se.psf.select_psf_candidates`
+        computes it) reaches this; the others keep their barycentre as ``xwin``, ``ywin``,
+        ``flux_radius`` NaN and ``win_flag`` 1. For a pass that only looks for bright stars
+        (the seeing estimate): on a dense CCD most detections are faint and their centroids
+        cost ~0.1 ms each. None: every detection.
     """
 
     thresh_sigma: float = 1.5
@@ -95,6 +102,7 @@ class DetectConfig:
     clean: bool | None = None
     clean_param: float = 1.0
     mask_bits: int = UNUSABLE
+    window_min_snr: float | None = None
 
     def __post_init__(self) -> None:
         if self.thresh_sigma <= 0:
@@ -243,22 +251,31 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
 
     x = objs["x"].astype(np.float64)
     y = objs["y"].astype(np.float64)
-    if n:
+    rhalf = np.full(n, np.nan)
+    xwin, ywin = x.copy(), y.copy()
+    wflag = np.ones(n, dtype=np.int16)
+    sel = np.arange(n)
+    if n and config.window_min_snr is not None:
+        # the catalogue's float32 columns, as select_psf_candidates reads them
+        rms = objs["thresh"].astype(np.float32).astype(np.float64) / config.thresh_sigma
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = (objs["flux"].astype(np.float32).astype(np.float64)
+                   / (rms * np.sqrt(objs["npix"].astype(np.int32))))
+        sel = np.flatnonzero(snr >= config.window_min_snr)
+    if sel.size:
+        xs, ys = x[sel], y[sel]
         # Half-light radius within 6 A (capped: the window only needs the core's size).
-        rmax = np.clip(6.0 * objs["a"].astype(np.float64), 3.0, 25.0)
-        rhalf = flux_radius_all(data_for_sep, bad, x, y, rmax, np.full(n, np.nan), 0.5)
-        rhalf = np.where(np.isfinite(rhalf) & (rhalf > 0.5), rhalf, 0.5)
-        sig = 2.0 / 2.35 * rhalf
-        xwin, ywin, witer = winpos_all(data_for_sep, bad, x, y, sig, 16)
+        rmax = np.clip(6.0 * objs["a"][sel].astype(np.float64), 3.0, 25.0)
+        rh = flux_radius_all(data_for_sep, bad, xs, ys, rmax, np.full(sel.size, np.nan), 0.5)
+        rh = np.where(np.isfinite(rh) & (rh > 0.5), rh, 0.5)
+        sig = 2.0 / 2.35 * rh
+        xw, yw, witer = winpos_all(data_for_sep, bad, xs, ys, sig, 16)
         # A window centroid that ran away (noise, blends) falls back to the barycentre.
-        off = (np.hypot(xwin - x, ywin - y) > np.maximum(2.0 * rhalf, 1.0)) | (witer == 0)
-        xwin = np.where(off, x, xwin)
-        ywin = np.where(off, y, ywin)
-        wflag = off.astype(np.int16)
-    else:
-        rhalf = np.zeros(0)
-        xwin = ywin = np.zeros(0)
-        wflag = np.zeros(0, dtype=np.int16)
+        off = (np.hypot(xw - xs, yw - ys) > np.maximum(2.0 * rh, 1.0)) | (witer == 0)
+        rhalf[sel] = rh
+        xwin[sel] = np.where(off, xs, xw)
+        ywin[sel] = np.where(off, ys, yw)
+        wflag[sel] = off.astype(np.int16)
 
     cat = Table()
     cat["number"] = np.arange(1, n + 1, dtype=np.int32)

@@ -48,6 +48,7 @@ the runner can record them per CCD.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -115,6 +116,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CCDInputs", "CCDResult", "SEConfig", "check_band", "initial_wcs_for", "process_ccd"]
 
 log = logging.getLogger(__name__)
+
+#: Least isophotal S/N of the first pass's stars (:func:`desgw.se.psf.select_psf_candidates`'s
+#: ``min_snr``, which :func:`desgw.se.process_steps.estimate_seeing` uses): the first pass
+#: measures windowed centroids only from there.
+_SEEING_MIN_SNR = float(inspect.signature(select_psf_candidates).parameters["min_snr"].default)
 
 #: Calibration images :func:`process_ccd` can require.
 CALIBRATION_KINDS: tuple[str, ...] = ("bias", "flat", "bpm")
@@ -534,7 +540,9 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     sat_e = min(a.saturation_e for a in d.amps)
     bkg1 = estimate_background(image, mask, config=config.background)
     sub = image - bkg1.level
-    det1 = detect_sources(sub, bkg1.rms, mask, config=config.detect)
+    # windowed centroids only where select_psf_candidates can pick a star (its min_snr)
+    det1 = detect_sources(sub, bkg1.rms, mask,
+                          config=replace(config.detect, window_min_snr=_SEEING_MIN_SNR))
     max_peak = config.psf_max_peak_fraction * sat_e - bkg1.global_level
     seeing = estimate_seeing(det1, sub, max_peak=max_peak)
     lap("first_pass")
