@@ -191,6 +191,13 @@ class SEConfig:
         Cuts on the Gaia rows used for astrometry and the zeropoint
         (:func:`desgw.refcat.quality.gaia_quality_mask`; a cut whose column the store lacks is
         not applied).
+    first_pass_deblend : bool
+        Deblend and clean the first detection pass as ``detect`` says. False (default): the
+        first pass, which only yields the seeing (bright isolated stars) and the background's
+        object mask, runs without deblending or cleaning. Its footprints are the same pixels
+        (a superset by the 0.1-0.2 % that cleaning drops), blends of stars fall off the
+        stellar locus or the isolation cut either way, and on a 4000-object CCD the pass costs
+        ~0.3 s instead of ~1.0 s (sep's 32-level deblending of every crowded footprint).
     sparse_fallbacks : bool
         With too few stars for a full model, degrade instead of failing
         (:mod:`desgw.se.sparse`): a constant or analytic PSF, a shift-only WCS refinement, a
@@ -225,6 +232,7 @@ class SEConfig:
     rescale_weight: bool = True
     qc: QCThresholds = QCThresholds()
     gaia_quality: GaiaQualityCuts = GaiaQualityCuts()
+    first_pass_deblend: bool = False
     sparse_fallbacks: bool = True
 
     def __post_init__(self) -> None:
@@ -540,9 +548,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     sat_e = min(a.saturation_e for a in d.amps)
     bkg1 = estimate_background(image, mask, config=config.background)
     sub = image - bkg1.level
-    # windowed centroids only where select_psf_candidates can pick a star (its min_snr)
-    det1 = detect_sources(sub, bkg1.rms, mask,
-                          config=replace(config.detect, window_min_snr=_SEEING_MIN_SNR))
+    det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config))
     max_peak = config.psf_max_peak_fraction * sat_e - bkg1.global_level
     seeing = estimate_seeing(det1, sub, max_peak=max_peak)
     lap("first_pass")
@@ -703,6 +709,19 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     return CCDResult(ccdnum=ccdnum, image=image, mask=mask, weight=weight, wcs=wcs,
                      header=header, catalog=catalog, psf=psf, background=bkg, astrometry=astro,
                      zeropoint=zp, qc=qc, timings=timings, corners=corners, flags=flags)
+
+
+def first_pass_config(config: SEConfig) -> DetectConfig:
+    """The settings of :func:`process_ccd`'s first detection pass (seeing and object mask).
+
+    ``config.detect`` with windowed centroids only where
+    :func:`desgw.se.psf.select_psf_candidates` can pick a star (its ``min_snr``), and without
+    deblending or cleaning unless ``config.first_pass_deblend``.
+    """
+    cfg = replace(config.detect, window_min_snr=_SEEING_MIN_SNR)
+    if not config.first_pass_deblend:
+        cfg = replace(cfg, deblend_nthresh=1, clean=False)
+    return cfg
 
 
 def flag_quality(qc: QCResult, flags: Mapping[str, str]) -> QCResult:
