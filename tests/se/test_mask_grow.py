@@ -41,3 +41,25 @@ def test_grow_mask_rejects_bad_input():
         grow_mask(np.zeros((5, 5), bool), -1)
     with pytest.raises(ValueError, match="bool or integer"):
         grow_mask(np.zeros((5, 5)), 1)
+
+
+def test_flag_pixels_is_the_numpy_expression():
+    from desgw.se.mask_grow import flag_pixels
+
+    rng = np.random.default_rng(4)
+    mask = rng.integers(0, 4, (60, 70)).astype(np.int32) * (rng.random((60, 70)) < 0.1)
+    weight = rng.uniform(0.5, 1.0, (60, 70)).astype(np.float32)
+    sel = rng.random((60, 70)) < 0.05
+    m2, w2 = mask.copy(), weight.copy()
+    m2[sel] |= 16
+    w2[(m2 & 16) != 0] = 0.0
+    assert flag_pixels(mask, weight, sel, 16) == sel.sum()
+    assert np.array_equal(mask, m2) and np.array_equal(weight, w2)
+    # no pixels: only zero the weight of the unusable bits (here 2)
+    w2[(m2 & 2) != 0] = 0.0
+    assert flag_pixels(mask, weight, None, 0, 2) == 0
+    assert np.array_equal(mask, m2) and np.array_equal(weight, w2)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        flag_pixels(mask[:, ::2], weight[:, ::2], None, 0, 2)
+    with pytest.raises(ValueError, match="one shape"):
+        flag_pixels(mask, weight, sel[:10], 16)

@@ -1,4 +1,5 @@
-"""Growing pixel masks: binary dilation by a square, in one numba pass per axis.
+"""Growing and applying pixel masks: binary dilation by a square, in one numba pass per
+axis, and flagging pixels in a mask and weight map in one pass.
 
 Object masks (the first pass's detections masked for the second background), the cosmic-ray
 mask's faint track ends and similar masks are grown by ``g`` pixels, 8-connected: ``g``
@@ -14,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["grow_mask"]
+__all__ = ["flag_pixels", "grow_mask"]
 
 _FAR = 1 << 30
 
@@ -91,3 +92,61 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
     return _dilate_square(np.ascontiguousarray(arr), g)
+
+
+@njit(cache=True)
+def _flag(mask, weight, sel, bits, unusable):  # pragma: no cover - numba
+    ny, nx = mask.shape
+    full = sel.shape[0] == ny and sel.shape[1] == nx
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if full and sel[y, x]:
+                mask[y, x] |= bits
+                n += 1
+            if (mask[y, x] & unusable) != 0:
+                weight[y, x] = 0
+    return n
+
+
+def flag_pixels(mask: np.ndarray, weight: np.ndarray, pixels: np.ndarray | None, bits: int,
+                unusable: int | None = None) -> int:
+    """Set ``bits`` in ``mask`` on ``pixels`` and zero ``weight`` where the mask is unusable,
+    in place, in one pass over the CCD.
+
+    ``mask[pixels] |= bits; weight[(mask & unusable) != 0] = 0`` (numpy: three to five passes
+    and a boolean-indexed write each, ~15 ms apiece on a full CCD).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        Integer mask (ny, nx), C-contiguous; modified.
+    weight : numpy.ndarray
+        Weight map (ny, nx), C-contiguous; modified.
+    pixels : numpy.ndarray or None
+        bool (ny, nx), the pixels to flag; None flags none (only the weights are zeroed).
+    bits : int
+        Bits to set.
+    unusable : int or None
+        Mask bits whose pixels get weight 0 (default ``bits``: only the flagged pixels and
+        those already carrying ``bits``).
+
+    Returns
+    -------
+    int
+        Pixels flagged.
+
+    Raises
+    ------
+    ValueError
+        Shapes differ or an array is not C-contiguous (a copy would not be modified).
+    """
+    if mask.shape != weight.shape or (pixels is not None and pixels.shape != mask.shape):
+        raise ValueError(f"flag_pixels: mask {mask.shape}, weight {weight.shape} and pixels "
+                         f"{None if pixels is None else pixels.shape} must have one shape")
+    if not (mask.flags.c_contiguous and weight.flags.c_contiguous):
+        raise ValueError("flag_pixels: mask and weight must be C-contiguous (modified in place)")
+    sel = np.zeros((1, 1), dtype=np.bool_) if pixels is None else np.ascontiguousarray(
+        pixels, dtype=np.bool_)
+    return int(_flag(mask, weight, sel, mask.dtype.type(bits),
+                     mask.dtype.type(bits if unusable is None else unusable)))

@@ -79,7 +79,7 @@ from desgw.se.crosstalk import correct_crosstalk
 from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
-from desgw.se.mask_grow import grow_mask
+from desgw.se.mask_grow import flag_pixels, grow_mask
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
 from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
@@ -541,7 +541,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     lap("detrend")
     bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)
     mask |= bleed.mask
-    weight[(mask & maskbits.UNUSABLE) != 0] = 0.0
+    flag_pixels(mask, weight, None, 0, maskbits.UNUSABLE)
     lap("bleed")
 
     # --- first pass: background, detections, seeing
@@ -561,8 +561,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
                           psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
     if config.cosmic_grow > 0 and cr.any():
         cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
-    mask[cr] |= maskbits.CRAY
-    weight[cr] = 0.0
+    flag_pixels(mask, weight, cr, maskbits.CRAY)
     lap("cosmics")
 
     # --- satellite and aircraft trails
