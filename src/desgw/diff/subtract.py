@@ -153,8 +153,8 @@ class Subtraction:
         ``fwhm_template`` (pixels, at the CCD centre), ``dilate_radius`` (pixels),
         ``bad_fraction`` and ``masked_fraction`` (of all pixels: unusable in either input;
         masked in the output), ``f_s``,
-        ``f_d``, ``sigma_search`` (e-), ``sigma_template`` (template units) (per-tile arrays),
-        ``seconds`` and
+        ``f_d``, ``sigma_search`` (e-), ``sigma_template`` (template units),
+        ``score_noise_factor``, ``diff_noise_factor`` (per-tile arrays), ``seconds`` and
         ``config``.
     """
 
@@ -214,6 +214,24 @@ def _combine_masks(n_img, n_var, n_msk, r_img, r_var, r_msk):  # pragma: no cove
                 m |= 512  # maskbits.EDGE
             combined[y, x] = m
     return combined
+
+
+@njit(cache=True, nogil=True)
+def _add_source_var(img, var, gain):  # pragma: no cover - numba
+    """``max(var + img / gain, var / 4)`` (float32), the source term only where the gain is
+    finite and > 0 and the pixel value finite."""
+    ny, nx = img.shape
+    out = np.empty((ny, nx), np.float32)
+    for y in range(ny):
+        for x in range(nx):
+            v = var[y, x]
+            g = gain[y, x]
+            a = img[y, x]
+            t = v
+            if np.isfinite(g) and g > 0 and np.isfinite(a):
+                t = v + a * (np.float32(1.0) / g)
+            out[y, x] = max(t, np.float32(0.25) * v)
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -329,7 +347,9 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
              template_var: np.ndarray, template_mask: np.ndarray,
              template_psf: PSFSource | np.ndarray, *, zp_search: float, zp_template: float,
              config: SubtractConfig = SubtractConfig(),
-             template_gain_map: np.ndarray | None = None) -> Subtraction:
+             template_gain_map: np.ndarray | None = None,
+             search_noise_acf: np.ndarray | None = None,
+             template_noise_acf: np.ndarray | None = None) -> Subtraction:
     """ZOGY subtraction of a registered template from a search CCD.
 
     Parameters
@@ -355,6 +375,11 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         (ny, nx) electrons per template unit of the template's sources' Poisson noise, per
         pixel (a coadd's :attr:`~desgw.diff.coadd.Coadd.gain`); replaces
         ``config.template_gain``. Pixels with a gain <= 0 or not finite get no source noise.
+    search_noise_acf, template_noise_acf : numpy.ndarray or None
+        Autocorrelations of correlated pixel noise (e.g. the template's from resampling;
+        :func:`desgw.diff.zogy.zogy`): the variances of the score and the difference are
+        scaled per tile (factors in ``meta["score_noise_factor"]``,
+        ``meta["diff_noise_factor"]``).
 
     Returns
     -------
@@ -382,15 +407,15 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     gain_r: float | None = config.template_gain if config.add_source_noise else None
     if template_gain_map is not None and config.add_source_noise:
         # the template's source noise per pixel, added here as zogy would with a scalar gain
-        g = _check("template_gain_map", template_gain_map, shape).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = np.where(np.isfinite(g) & (g > 0), np.float32(1.0) / g, np.float32(0.0))
-            r_var = np.maximum(r_var + np.nan_to_num(r_img, nan=0.0, posinf=0.0, neginf=0.0)
-                               * inv, np.float32(0.25) * r_var).astype(np.float32)
+        g = _check("template_gain_map", template_gain_map, shape)
+        r_var = _add_source_var(np.ascontiguousarray(r_img, np.float32),
+                                np.ascontiguousarray(r_var, np.float32),
+                                np.ascontiguousarray(g, np.float32))
         gain_r = None
     # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
     res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
                mask=combined, mask_bits=bad_bits, gain_new=gain_n, gain_ref=gain_r,
+               noise_acf_new=search_noise_acf, noise_acf_ref=template_noise_acf,
                config=config.zogy_config())
 
     ny, nx = shape
@@ -417,7 +442,8 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         "fwhm_search": fwhm_n, "fwhm_template": fwhm_r, "dilate_radius": radius,
         "bad_fraction": bad_fraction, "masked_fraction": masked_fraction, "mask_growth": growth,
         "f_s": res.f_s, "f_d": res.f_d, "sigma_search": res.sigma_new,
-        "sigma_template": res.sigma_ref, "seconds": seconds, "config": config,
+        "sigma_template": res.sigma_ref, "score_noise_factor": res.score_noise_factor,
+        "diff_noise_factor": res.diff_noise_factor, "seconds": seconds, "config": config,
     }
     log.info("subtract: %dx%d, scale %.4f, FWHM search %.2f template %.2f px, %.2f s",
              ny, nx, scale, fwhm_n, fwhm_r, seconds)
