@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,6 +15,7 @@ from astropy.table import Table, vstack
 
 from desgw.diff.efficiency import IdealLimit, ideal_limit_mag
 from desgw.diff.measure import MEASURE_COLUMNS
+from desgw.diff.resample_kernels import box_any
 from desgw.diff.zogy_psf import stamp_fwhm
 from desgw.se.background import BackgroundConfig, estimate_background
 from desgw.se.maskbits import UNUSABLE
@@ -30,6 +32,7 @@ __all__ = [
     "empty_fakes",
     "footprint_overlaps",
     "forced_flux",
+    "grow_objects",
     "ideal_limit",
     "measure_noise_acf",
     "relative_sky",
@@ -89,9 +92,28 @@ def subtract_sky(image: np.ndarray, mask: np.ndarray, config: DiffConfig
     first = estimate_background(image, mask, config=config.background)
     sub = np.subtract(image, first.level, dtype=np.float32)
     objects = sub > np.float32(config.object_sigma) * first.rms
-    second = estimate_background(image, mask, objects=objects, config=config.background)
+    second = estimate_background(image, mask, objects=grow_objects(
+        objects, config.background.object_grow), config=_no_grow(config.background))
     np.subtract(image, second.level, out=sub, dtype=np.float32)
     return sub, float(second.global_level), float(second.global_rms)
+
+
+def grow_objects(objects: np.ndarray, grow: int) -> np.ndarray:
+    """A boolean object map grown by a ``(2 grow + 1)``-square box (pixels).
+
+    The same pixels as ``grow`` 3 x 3 dilations or a maximum filter of that size, in one
+    O(1)-per-pixel pass per axis (:func:`desgw.diff.resample_kernels.box_any`): ~10x faster
+    than ``scipy.ndimage.maximum_filter`` on a CCD.
+    """
+    obj = np.ascontiguousarray(objects, dtype=bool)
+    if grow <= 0:
+        return obj.copy()
+    return box_any(obj.view(np.uint8), int(grow), int(grow)).view(bool)
+
+
+def _no_grow(config: BackgroundConfig) -> BackgroundConfig:
+    """The background settings with an object map that is already grown."""
+    return replace(config, object_grow=0)
 
 
 def footprint_overlaps(t: CCDProducts, search: CCDProducts, *, margin_px: float = 8.0) -> bool:
@@ -387,9 +409,9 @@ def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.
     thr = np.float32(config.object_sigma * search_rms)
     objects = (search_image > thr) | (template_image > thr)
     mask = np.where(good, 0, 1).astype(np.int32)
-    bkg = estimate_background(rel, mask, objects=objects,
+    bkg = estimate_background(rel, mask,
+                              objects=grow_objects(objects, config.background.object_grow),
                               config=BackgroundConfig(mesh=config.background.mesh,
                                                       filter=config.background.filter,
-                                                      mask_bits=1,
-                                                      object_grow=config.background.object_grow))
+                                                      mask_bits=1, object_grow=0))
     return bkg.level

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from desgw.diff.resample_kernels import box_any
 from desgw.diff.zogy import ZogyConfig, zogy
 from desgw.diff.zogy_psf import PSFSource, TiledPSF, as_psf_source, stamp_fwhm
 from desgw.se import maskbits
@@ -279,7 +280,12 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     from scipy import ndimage
 
     bits = int(config.dilate_bits) & ~maskbits.EDGE
-    out = dilate_mask_bits(combined & maskbits.EDGE, maskbits.EDGE, radius) | combined
+    out = combined.copy()
+    edge = (combined & maskbits.EDGE) != 0
+    if radius > 0 and edge.any():
+        # one bit: a box dilation of a boolean map (O(1) per pixel)
+        grown = box_any(edge.view(np.uint8), radius, radius)
+        out |= grown.astype(np.int32) * np.int32(maskbits.EDGE)
     masked = (combined & bits) != 0
     if config.dilate_min_px > 0:
         out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))

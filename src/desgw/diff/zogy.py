@@ -45,11 +45,13 @@ with a pruned FFT (row transforms of the kernel's rows only); the data FFTs are 
 tile shape (:class:`TilePlan`).
 
 Cost per tile: 4 forward data FFTs (N, R and their variance maps), 4 inverse (D, S, V(S),
-V(D)) and 8 pruned kernel transforms (the D and S filters and their squares) of 640 x 640
-float32. Measured for a 4096 x 2048 CCD (32 tiles of 512 + 2 x 64) through
-:func:`desgw.diff.subtract.subtract`, one core: ~1.0 s on the 2-core development VM (FFTs
-~0.5 s; the tile fill, the output passes, the mask growth and the PSF renders the rest);
-1024-px tiles cost the same there, 768-px tiles more.
+V(D)), and 8 pruned kernel transforms (the D and S filters and their squares, in one batch) of
+640 x 640 float32; the four output spectra are formed in one pass (:func:`_spectra`) and the
+tile interiors written in one pass (:func:`_finalise_tile`). Correlated input noise (a
+resampled template) is handled with the filters already built: their ``|hat|^2`` on the kernel
+grid give each filter's noise gain by Parseval (:meth:`ZogyKernels.noise_factors`), no filter
+rebuilt, no further transform. For a 4096 x 2048 CCD (32 tiles of 512 + 2 x 64) on one core the
+transforms are ~0.6-1 s, about two thirds of the subtraction (``bench/bench_diff.py``).
 """
 
 from __future__ import annotations
@@ -338,10 +340,12 @@ class TilePlan:
         """
         ty, tx = self.shape
         k = self.kernel_size
-        a = np.zeros((kernels.shape[0], k, tx), np.float32)
+        n = kernels.shape[0]
+        a = np.zeros((n, k, tx), np.float32)
         a[:, :, :k] = kernels
-        x = sfft.rfft(a, axis=2, workers=1)
-        x = sfft.fft(x, n=ty, axis=1, workers=1, overwrite_x=True)
+        x = np.zeros((n, ty, tx // 2 + 1), np.complex64)
+        x[:, :k] = sfft.rfft(a, axis=2, workers=1)
+        x = sfft.fft(x, axis=1, workers=1, overwrite_x=True)
         x *= self.ramp
         return x
 
