@@ -270,6 +270,119 @@ def _check(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarra
     return a
 
 
+@njit(cache=True, nogil=True)
+def _find(parent, i):  # pragma: no cover - numba
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _label_sparse(idx, nx):  # pragma: no cover - numba
+    """8-connected clusters of the masked pixels ``idx`` (sorted flat indices, rows of
+    ``nx`` pixels): the 0-based cluster of each pixel, numbered in raster order of their
+    first pixel, and their number. Union-find over the masked pixels only: the neighbours
+    in the row above are found with a pointer that moves forward with the pixel (no
+    full-image array is touched)."""
+    m = idx.size
+    parent = np.arange(m)
+    j = 0
+    for i in range(m):
+        p = idx[i]
+        x = p % nx
+        if i > 0 and x > 0 and idx[i - 1] == p - 1:
+            a, b = _find(parent, i), _find(parent, i - 1)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        lo = p - nx - 1 if x > 0 else p - nx
+        hi = p - nx + 1 if x < nx - 1 else p - nx
+        while j < i and idx[j] < lo:
+            j += 1
+        q = j
+        while q < i and idx[q] <= hi:
+            a, b = _find(parent, i), _find(parent, q)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+            q += 1
+    lab = np.empty(m, np.int64)
+    n = 0
+    for i in range(m):
+        r = _find(parent, i)
+        if r == i:
+            lab[i] = n
+            n += 1
+        else:
+            lab[i] = lab[r]
+    return lab, n
+
+
+@njit(cache=True, nogil=True)
+def _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
+                  bad_bits):  # pragma: no cover - numba
+    """Per cluster: |flux| and variance (search scale) that the in-painting removes (the
+    other image's pixels where only one image is unusable) and whether any pixel is unusable
+    in both images."""
+    nx = n_img.shape[1]
+    flux = np.zeros(n)
+    var = np.zeros(n)
+    unknown = np.zeros(n, np.bool_)
+    s2 = scale * scale
+    for i in range(idx.size):
+        k = lab[i]
+        y, x = idx[i] // nx, idx[i] % nx
+        a, va = n_img[y, x], n_var[y, x]
+        b, vb = r_img[y, x], r_var[y, x]
+        nb = (n_msk[y, x] & bad_bits) != 0 or not (np.isfinite(va) and va > 0) \
+            or not np.isfinite(a)
+        rb = (r_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vb) and vb > 0) \
+            or not np.isfinite(b)
+        if nb and rb:
+            unknown[k] = True
+        elif nb:
+            v, w = float(b) * scale, float(vb) * s2
+            if np.isfinite(v):
+                flux[k] += v
+            if np.isfinite(w):
+                var[k] += w
+        elif rb:
+            v, w = float(a), float(va)
+            if np.isfinite(v):
+                flux[k] += v
+            if np.isfinite(w):
+                var[k] += w
+    return np.abs(flux), var, unknown
+
+
+@njit(cache=True, nogil=True)
+def _grow_clusters(idx, lab, masked, combined, bits, r_cl, min_px,
+                   out):  # pragma: no cover - numba
+    """OR into ``out`` the ``bits`` of each pixel of a cluster ``k`` with ``r_cl[k] >
+    min_px``, grown by a (2 r + 1)-square box. Only the pixels on a cluster's boundary write
+    their box: a pixel whose 8 neighbours all carry its bits is covered by the boxes of the
+    boundary pixels between it and any point of its box (Chebyshev distance)."""
+    ny, nx = masked.shape
+    for i in range(idx.size):
+        r = r_cl[lab[i]]
+        if r <= min_px:
+            continue
+        y, x = idx[i] // nx, idx[i] % nx
+        v = combined[y, x] & bits
+        if v == 0:
+            continue
+        inner = 0 < y < ny - 1 and 0 < x < nx - 1
+        if inner:
+            for yy in range(y - 1, y + 2):
+                for xx in range(x - 1, x + 2):
+                    if not masked[yy, xx] or (combined[yy, xx] & bits) != v:
+                        inner = False
+        if inner:
+            continue
+        for yy in range(max(y - r, 0), min(y + r + 1, ny)):
+            for xx in range(max(x - r, 0), min(x + r + 1, nx)):
+                out[yy, xx] |= v
+
+
 def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_msk: np.ndarray,
                 r_img: np.ndarray, r_var: np.ndarray, r_msk: np.ndarray, scale: float,
                 bad_bits: int, radius: int, fwhm: float, config: SubtractConfig
@@ -277,47 +390,24 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     """The output mask: ``combined`` with EDGE grown by ``radius``, each cluster of masked
     pixels grown by the radius its missing flux needs (module docstring, *Mask growth*), at
     least ``config.dilate_min_px``; also the numbers of clusters grown by each rule."""
-    from scipy import ndimage
-
     bits = int(config.dilate_bits) & ~maskbits.EDGE
     out = combined.copy()
     edge = (combined & maskbits.EDGE) != 0
     if radius > 0 and edge.any():
         # one bit: a box dilation of a boolean map (O(1) per pixel)
-        grown = box_any(edge.view(np.uint8), radius, radius)
-        out |= grown.astype(np.int32) * np.int32(maskbits.EDGE)
+        grown = box_any(edge.view(np.uint8), radius, radius).view(bool)
+        np.bitwise_or(out, np.int32(maskbits.EDGE), out=out, where=grown)
     masked = (combined & bits) != 0
     if config.dilate_min_px > 0:
         out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))
     stats = {"clusters": 0, "grown_source": 0, "grown_unknown": 0}
     if not masked.any() or radius <= 0:
         return out, stats
-    labels, n = ndimage.label(masked, structure=np.ones((3, 3), bool))
+    idx = np.flatnonzero(masked)
+    lab, n = _label_sparse(idx, int(combined.shape[1]))
     stats["clusters"] = int(n)
-    idx = np.flatnonzero(masked.ravel())
-    lab = labels.ravel()[idx]
-
-    def bad_at(img: np.ndarray, var: np.ndarray, msk: np.ndarray, where: np.ndarray
-               ) -> np.ndarray:
-        v, w = img.ravel()[where], var.ravel()[where]
-        with np.errstate(invalid="ignore"):
-            return ((msk.ravel()[where] & bad_bits) != 0) | ~(np.isfinite(w) & (w > 0)) \
-                | ~np.isfinite(v)
-
-    n_bad = bad_at(n_img, n_var, n_msk, idx)
-    r_bad = bad_at(r_img, r_var, r_msk, idx)
-    # what the in-painting removes: the other image's flux under the cluster (search scale)
-    rv = r_img.ravel()[idx].astype(np.float64)
-    nv = n_img.ravel()[idx].astype(np.float64)
-    other = np.where(n_bad, np.where(r_bad, 0.0, rv * scale), np.where(r_bad, nv, 0.0))
-    other_var = np.where(n_bad, np.where(r_bad, 0.0, r_var.ravel()[idx] * scale * scale),
-                         np.where(r_bad, n_var.ravel()[idx], 0.0))
-    other = np.nan_to_num(other, nan=0.0, posinf=0.0, neginf=0.0)
-    other_var = np.nan_to_num(other_var, nan=0.0, posinf=0.0, neginf=0.0)
-    flux = np.abs(np.bincount(lab, weights=other, minlength=n + 1)[1:])
-    var = np.bincount(lab, weights=other_var, minlength=n + 1)[1:]
-    unknown = np.bincount(lab, weights=(n_bad & r_bad).astype(np.float64),
-                          minlength=n + 1)[1:] > 0
+    flux, var, unknown = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk,
+                                       float(scale), int(bad_bits))
     # point-source flux error of the difference: background sigma (median of a pixel grid)
     # x sqrt(NEA)
     s = fwhm / 2.3548
@@ -336,15 +426,8 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     r_cl = np.where(unknown, radius, np.minimum(np.ceil(need), radius)).astype(int)
     stats["grown_source"] = int(np.sum(source & ~unknown & (r_cl > config.dilate_min_px)))
     stats["grown_unknown"] = int(np.sum(unknown))
-    boxes = ndimage.find_objects(labels)
-    ny, nx = combined.shape
-    for k in np.flatnonzero(r_cl > config.dilate_min_px):
-        r = int(r_cl[k])
-        sl = boxes[k]
-        y0, y1 = max(sl[0].start - r, 0), min(sl[0].stop + r, ny)
-        x0, x1 = max(sl[1].start - r, 0), min(sl[1].stop + r, nx)
-        local = np.where(labels[y0:y1, x0:x1] == k + 1, combined[y0:y1, x0:x1] & bits, 0)
-        out[y0:y1, x0:x1] |= dilate_mask_bits(local, bits, r)
+    _grow_clusters(idx, lab, masked, combined, np.int32(bits), r_cl.astype(np.int64),
+                   int(config.dilate_min_px), out)
     return out, stats
 
 
