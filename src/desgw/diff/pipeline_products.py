@@ -55,6 +55,7 @@ from desgw.io.fitscodec import (
     weight_step,
     write_planes,
 )
+from desgw.io.prepared_template import PreparedTemplate
 from desgw.io.product_paths import DiffProductPaths
 from desgw.io.products import (
     read_fits_table,
@@ -72,6 +73,8 @@ from .template_crop import OffsetPSF
 __all__ = [
     "config_hash",
     "load_ccd_products",
+    "load_template_products",
+    "template_settings_hash",
     "write_diff_products",
 ]
 
@@ -115,10 +118,18 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
         The immask is missing or unreadable; a PSF or catalog file that exists but cannot be
         read.
     """
+    im = read_immask(immask, crop=crop)
+    return _products(im.sci, im.msk, im.wgt, im.header, im.wcs, im.origin, psfmodel=psfmodel,
+                     fullcat=fullcat, qc=qc, band=band, expnum=expnum, ccdnum=ccdnum)
+
+
+def _products(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, h: fits.Header,
+              wcs: Any, origin: tuple[int, int], *, psfmodel: str | os.PathLike[str],
+              fullcat: str | os.PathLike[str] | None, qc: str | os.PathLike[str] | None,
+              band: str | None, expnum: int | None, ccdnum: int | None,
+              sky_subtracted: bool = False) -> CCDProducts:
     from desgw.se.psf import PSFModel
 
-    im = read_immask(immask, crop=crop)
-    h = im.header
     psf: PSFModel | OffsetPSF | None = None
     p = Path(psfmodel)
     if p.is_file():
@@ -139,18 +150,104 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
             t_eff = float(v) if v is not None else math.nan
         except (ValueError, KeyError, TypeError):
             log.warning("%s: no t_eff in the QC file", qc)
-    if psf is not None and im.origin != (0, 0):
-        psf = OffsetPSF(psf, *im.origin)
+    if psf is not None and origin != (0, 0):
+        psf = OffsetPSF(psf, *origin)
     qcpass = h.get("QCPASS")
     return CCDProducts(
-        image=im.sci, mask=im.msk, weight=im.wgt, wcs=im.wcs, psf=psf,
+        image=image, mask=mask, weight=weight, wcs=wcs, psf=psf,
         zp=_float_key(h, "MAGZERO", math.nan), exptime=_float_key(h, "EXPTIME", math.nan),
         band=str(band if band is not None else h.get("BAND", "")).strip(),
         expnum=int(expnum if expnum is not None else h.get("EXPNUM", -1)),
         ccdnum=int(ccdnum if ccdnum is not None else h.get("CCDNUM", -1)),
         catalog=catalog, qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_float_key(h, "FWHMASEC", math.nan), t_eff=t_eff,
-        psf_apcor=_float_key(h, "PSFAPCOR", 1.0))
+        psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted)
+
+
+def template_settings_hash(config: DiffConfig) -> str:
+    """Short hash (12 hex digits) of what a template's sky depends on: the background
+    settings, ``object_sigma``, the desgw version and the prepared-file format."""
+    from desgw import __version__
+    from desgw.io.prepared_template import PREPARED_FORMAT
+
+    doc = {"background": asdict(config.background), "object_sigma": config.object_sigma,
+           "version": __version__, "format": PREPARED_FORMAT}
+    text = json.dumps(doc, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_template_products(immask: str | os.PathLike[str], *,
+                           psfmodel: str | os.PathLike[str],
+                           fullcat: str | os.PathLike[str] | None = None,
+                           qc: str | os.PathLike[str] | None = None, band: str | None = None,
+                           expnum: int | None = None, ccdnum: int | None = None,
+                           config: DiffConfig | None = None,
+                           crop: Callable[[Any, tuple[int, int]], tuple[slice, slice] | None]
+                           | None = None, prepare: bool = True) -> CCDProducts:
+    """A template CCD's products with its sky already subtracted, from its prepared form.
+
+    The prepared file (:mod:`desgw.io.prepared_template`, next to the immask) is read when it
+    exists and its key matches the immask as it is now and ``config``'s sky settings
+    (:func:`template_settings_hash`); otherwise the whole immask is read, its sky estimated
+    (:func:`desgw.diff.pipeline_steps.subtract_sky`, on the whole CCD), the prepared file
+    written atomically, and read back (so the first search CCD uses exactly the pixels later
+    ones will). A template folder that cannot be written to (or ``prepare`` False) gives the
+    in-memory result without a file. Arguments otherwise as :func:`load_ccd_products`; the
+    result has ``sky_subtracted`` True.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        The immask is missing or unreadable; a PSF or catalog file that exists but cannot be
+        read. (An unreadable prepared file is only logged, then made again.)
+    """
+    from desgw.errors import DesgwError
+    from desgw.io.prepared_template import (
+        prepared_path,
+        read_prepared,
+        source_stamp,
+        write_prepared,
+    )
+
+    from .pipeline_steps import subtract_sky
+
+    config = DiffConfig() if config is None else config
+    key = template_settings_hash(config)
+    source = source_stamp(immask)
+    ppath = prepared_path(immask, key)
+    prep = None
+    try:
+        prep = read_prepared(ppath, source=source, settings_hash=key, crop=crop)
+    except DesgwError as exc:
+        log.warning("%s: %s; preparing the template CCD again", ppath, exc)
+    if prep is None:
+        im = read_immask(immask)
+        sub, sky, rms = subtract_sky(im.sci, im.msk, config)
+        written = False
+        if prepare:
+            try:
+                write_prepared(ppath, sub, im.msk, im.wgt, im.header, source=source,
+                               settings_hash=key, sky=sky, sky_rms=rms)
+                written = True
+            except OSError as exc:
+                log.warning("%s: cannot write the prepared template (%s); using it unsaved",
+                            ppath, exc)
+        if written:
+            prep = read_prepared(ppath, source=source, settings_hash=key, crop=crop)
+        if prep is None:  # not written (or replaced by another immask meanwhile): in memory
+            box = crop(im.wcs, im.shape) if crop is not None else None
+            if box is None:
+                prep = PreparedTemplate(sub, im.msk, im.wgt, im.header, im.wcs, (0, 0), sky, rms)
+            else:
+                ys, xs = box
+                prep = PreparedTemplate(
+                    np.ascontiguousarray(sub[box]), np.ascontiguousarray(im.msk[box]),
+                    np.ascontiguousarray(im.wgt[box]), im.header,
+                    None if im.wcs is None else im.wcs.slice(box),
+                    (int(xs.start or 0), int(ys.start or 0)), sky, rms)
+    return _products(prep.image, prep.mask, prep.weight, prep.header, prep.wcs, prep.origin,
+                     psfmodel=psfmodel, fullcat=fullcat, qc=qc, band=band, expnum=expnum,
+                     ccdnum=ccdnum, sky_subtracted=True)
 
 
 # ----------------------------------------------------------------------------- writing
