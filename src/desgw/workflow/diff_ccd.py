@@ -247,11 +247,12 @@ def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Seque
 
 
 def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: int,
-          search: Any = None) -> Any:
-    """A CCD's products; with ``search`` (a template CCD's search CCD) only the part of the
-    template that can land on the search CCD is read (:func:`desgw.diff.template_crop.
-    crop_box_wcs`)."""
-    from desgw.diff.pipeline_products import load_ccd_products
+          search: Any = None, config: Any = None) -> Any:
+    """A CCD's products; with ``search`` (a template CCD's search CCD) the template's
+    prepared form, sky subtracted (made on first use: :func:`desgw.diff.pipeline_products.
+    load_template_products`), of which only the part that can land on the search CCD is read
+    (:func:`desgw.diff.template_crop.crop_box_wcs`)."""
+    from desgw.diff.pipeline_products import load_ccd_products, load_template_products
     from desgw.diff.template_crop import crop_box_wcs
 
     crop = None
@@ -260,6 +261,10 @@ def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: in
             return crop_box_wcs(wcs, shape, search.wcs, search.shape)
 
     p = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum)
+    if search is not None:
+        return load_template_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat,
+                                      qc=p.qc, band=band, expnum=expnum, ccdnum=ccd,
+                                      config=config, crop=crop)
     return load_ccd_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat, qc=p.qc,
                              band=band, expnum=expnum, ccdnum=ccd, crop=crop)
 
@@ -455,7 +460,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             for c in ccds:
                 try:
                     templates.append(_load(d, e, task.band, c, task.rnum, task.pnum,
-                                           search=search))
+                                           search=search, config=config))
                 except DesgwError as exc:
                     missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
                     log.warning("template %d CCD %d: %s", e, c, exc)
