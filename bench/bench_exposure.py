@@ -275,7 +275,10 @@ def main(argv: list[str] | None = None) -> dict:
         workers = {str(p): round(b / 1024**3, 3) for p, b in sampler.workers().items()}
         n_cand = sum(int(r.detail.get("n_candidates", 0) or 0)
                      for r in by_kind.get("diff", []))
-        se_steps = _mean_steps(by_kind.get("se", []), "timings")
+        # a fused search CCD (a diff task with SE inside) reports its SE steps as se_timings
+        search_se = [r for r in by_kind.get("se", []) if r.expnum == search]
+        se_steps = _mean_steps(search_se, "timings") if search_se else \
+            _mean_steps(by_kind.get("diff", []), "se_timings")
         steps = _mean_steps(by_kind.get("diff", []), "timings")
         cores = os.cpu_count() or 1
         n_search = len(truth.ccdnums(search))
