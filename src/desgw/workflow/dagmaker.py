@@ -287,7 +287,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
              search_se: bool = True, diff: bool = True, fakes: bool = True,
              full_copy: bool = False, version: str | None = None, snstar: str | None = None,
              snveto: str | None = None,
-             max_separation_deg: float = MAX_POINTING_SEPARATION_DEG) -> TaskGraph:
+             max_separation_deg: float = MAX_POINTING_SEPARATION_DEG,
+             fuse_search: bool = False) -> TaskGraph:
     """The task graph of one search exposure (see the module docstring).
 
     Parameters
@@ -316,6 +317,13 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         Add SE tasks for the search CCDs (False: ``-j``, the fullcats exist).
     diff : bool
         Add the difference-imaging tasks (False: SE only).
+    fuse_search : bool
+        With ``search_se`` and ``diff``: each search CCD with a template is one fused task
+        (a ``diff`` task with ``fused``: SE and difference imaging in memory,
+        :mod:`desgw.workflow.sediff_ccd`) instead of an ``se`` and a ``diff`` task, and the
+        search calibration depends on those tasks (search CCDs without a template keep an
+        ``se`` task). Raw search exposures only: a CP InstCal search keeps its tasks. The
+        HTCondor export keeps the unfused graph (default False).
     fakes : bool
         Inject fake sources in the difference imaging.
     full_copy : bool
@@ -352,7 +360,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
                             band=band, calibrate=calibrate, search_se=search_se, diff=diff,
                             fakes=fakes, full_copy=full_copy, version=version,
                             snstar=snstar, snveto=snveto,
-                            max_separation_deg=max_separation_deg)
+                            max_separation_deg=max_separation_deg, fuse_search=fuse_search)
 
     # --- the search exposure
     search: ExposureRecord | None = None
@@ -481,16 +489,21 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
                               "corners_from_file": list(fp.from_file)})
 
     # --- search tasks
+    # the fused task runs raw SE: a CP InstCal search keeps its se (instcal) tasks
+    fused = {c for c in search_ccds if overlaps[c]} if (
+        fuse_search and search_se and diff and search.kind == "raw") else set()
     search_se_ids: dict[int, str] = {}
     if search_se:
         for c in search_ccds:
+            if c in fused:  # SE happens in the CCD's fused difference-imaging task
+                continue
             tid = se_task_id(search_expnum, c)
             search_se_ids[c] = tid
             tasks.append(Task(tid, "se", search_expnum, c, (), {
                 **search_args, **_kind_args(search), "template": False,
                 "raw_path": raw_search, "extra_opts": []}))
     search_cal = None
-    if calibrate:
+    if calibrate and not fused:
         search_cal = expcalib_task_id(search_expnum)
         tasks.append(Task(search_cal, "expcalib", search_expnum, None,
                           tuple(search_se_ids.values()), {
@@ -514,9 +527,12 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
                             if tc in template_tasks[e]["se"])
                 if template_tasks[e]["expcalib"] is not None:
                     deps.append(template_tasks[e]["expcalib"])
+            extra: dict[str, Any] = {"fused": True, "raw_path": raw_search} \
+                if c in fused else {}
             tasks.append(Task(diff_task_id(search_expnum, c), "diff", search_expnum, c,
                               tuple(dict.fromkeys(deps)), {
-                                  **search_args, "season": config.season, "version": version,
+                                  **search_args, **extra, "season": config.season,
+                                  "version": version,
                                   "fakes": bool(fakes), "full_copy": bool(full_copy),
                                   "templates": sorted(per_template),
                                   "template_ccds": {str(e): v for e, v in
@@ -528,6 +544,13 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         if no_template:
             log.warning("search exposure %d: no template overlaps CCDs %s: no difference "
                         "imaging for them", search_expnum, no_template)
+    if calibrate and fused:  # after the fused search CCDs, which make the SE products
+        search_cal = expcalib_task_id(search_expnum)
+        tasks.append(Task(search_cal, "expcalib", search_expnum, None,
+                          (*search_se_ids.values(),
+                           *(diff_task_id(search_expnum, c) for c in sorted(fused))), {
+                              **search_args, "template": False, "ccds": search_ccds,
+                              "raw_path": raw_search}))
 
     meta: dict[str, Any] = {
         "search": {**_record_dict(search), "product_nite": search_nite, "ccds": search_ccds,

@@ -33,8 +33,10 @@ processing (:mod:`desgw.workflow.se_instcal`).
 The work is a small :class:`~desgw.engine.graph.TaskGraph` (:func:`desgw.workflow.dagmaker.
 make_dag` restricted to the CCDs: templates chosen by the DAGMaker rules, or ``templates``,
 their overlapping CCDs processed first when their products are missing) run by
-:func:`desgw.engine.run.run_graph`. Database writes happen in the tasks when the settings
-name a database.
+:func:`desgw.engine.run.run_graph`. Each search CCD with a template is one fused task, SE and
+difference imaging in memory (:mod:`desgw.workflow.sediff_ccd`); the search exposure's
+calibration (``-C``) runs after them; templates keep SE then calibration. Database writes
+happen in the tasks when the settings name a database.
 """
 
 from __future__ import annotations
@@ -240,7 +242,7 @@ def run_sediff(expnum: int, *, settings: Settings, rnum: int, pnum: int, season:
                          ccds=ccds, templates=templates, nite=nite, band=band,
                          calibrate=calibrate, search_se=not jump_to_calib, diff=True,
                          fakes=fakes, full_copy=fullcopy, version=version, snstar=starcat,
-                         snveto=snveto)
+                         snveto=snveto, fuse_search=True)
     se_bands = sorted({str(t.args["band"]) for t in graph.tasks if t.kind == "se"})
     for b in se_bands:
         try:
