@@ -80,6 +80,18 @@ def test_immask_roundtrip(tmp_path):
         assert f["SCI"].read_header()["MAGZERO"] == 31.2
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e4])
+def test_immask_step_never_coarser_than_the_image_noise(tmp_path, scale):
+    """Weights on another scale than the image (relative weights, other units) must not make
+    the SCI quantisation coarse: the step is at most the image's own scatter / 16."""
+    sci, msk, wgt = _images(shape=(512, 256), sigma=10.0)
+    path = tmp_path / "s_immask.fits.fz"
+    write_immask(path, sci, msk, wgt * np.float32(scale))
+    d = read_immask(path).sci - sci
+    # step <= sigma / 16: rms error <= sigma / 55 (= 0.18 here), zero mean
+    assert d.std() < 0.2 and abs(d.mean()) < 0.01
+
+
 def test_immask_crop_reads_only_a_part(tmp_path):
     sci, msk, wgt = _images()
     wcs = _tan_wcs(sci.shape)

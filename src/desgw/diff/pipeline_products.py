@@ -278,8 +278,9 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
         ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "PC1_", "PC2_", "CUNIT", "A_", "B_",
          "AP_", "BP_", "RADESYS", "EQUINOX", "LONPOLE", "LATPOLE", "WCSAXES", "MJDREF"))])
     score = np.asarray(result.score, np.float32)
+    diff = np.asarray(result.diff, np.float32)
     write_planes(Path(path), [
-        Plane("SCI", np.asarray(result.diff, np.float32), h, noise_step(w)),
+        Plane("SCI", diff, h, noise_step(w, image=diff)),
         Plane("MSK", np.asarray(result.mask), wcs_only),
         Plane("WGT", w, wcs_only, weight_step(w)),
         # S_corr is in units of its own sigma

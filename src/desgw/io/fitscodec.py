@@ -87,7 +87,8 @@ class Plane:
     dither_seed: int = 1
 
 
-def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL) -> float:
+def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL, *,
+               image: np.ndarray | None = None) -> float:
     """Quantisation step of an image whose pixel noise is ``1 / sqrt(weight)``.
 
     Parameters
@@ -96,6 +97,11 @@ def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL) -> float:
         Inverse variance (units of the image**-2); 0 = unusable.
     q : float
         Steps per noise sigma (16 as DES: quantisation noise sigma / (q sqrt 12) = sigma / 55).
+    image : numpy.ndarray or None
+        The image itself: when given, sigma is also measured on it (robust scatter of
+        neighbouring-pixel differences on every 16th row, where the weight is positive) and
+        the smaller of the two is used, so that a weight map on another scale than the
+        image (e.g. relative weights) can never make the step coarser than its noise.
 
     Returns
     -------
@@ -108,7 +114,22 @@ def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL) -> float:
     if w.size == 0:
         return 0.0
     sigma = 1.0 / math.sqrt(float(np.median(w)))
+    if image is not None:
+        sigma = min(sigma, _image_sigma(np.asarray(image), np.asarray(weight)))
     return sigma / float(q) if math.isfinite(sigma) and sigma > 0 else 0.0
+
+
+def _image_sigma(image: np.ndarray, weight: np.ndarray) -> float:
+    """Robust pixel noise of an image from neighbouring-pixel differences (inf if unknown)."""
+    if image.ndim != 2 or image.shape[1] < 2:
+        return math.inf
+    rows = image[::16].astype(np.float64)
+    good = (weight[::16, 1:] > 0) & (weight[::16, :-1] > 0)
+    d = np.diff(rows, axis=1)[good & np.isfinite(rows[:, 1:]) & np.isfinite(rows[:, :-1])]
+    if d.size < 100:
+        return math.inf
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return 1.4826 * mad / math.sqrt(2.0) if mad > 0 else math.inf
 
 
 def weight_step(weight: np.ndarray, q: float = WEIGHT_QUANTIZE_LEVEL) -> float:

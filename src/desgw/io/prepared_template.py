@@ -209,7 +209,7 @@ def write_prepared(path: str | os.PathLike[str], image: np.ndarray, mask: np.nda
         raise CorruptFileError(final, "MSK", f"mask must be integer, got {msk.dtype}")
     codec = pa.Codec("zstd", compression_level=_ZSTD_LEVEL)
     planes: dict[str, tuple[np.ndarray, float | None]] = {
-        "SCI": _quantise(img, noise_step(wgt)),
+        "SCI": _quantise(img, noise_step(wgt, image=img)),
         "WGT": _quantise(wgt, weight_step(wgt)),
         "MSK": (_small_int(msk), None),
     }

@@ -6,7 +6,9 @@ The immask file (``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``) hol
 primary HDU and three tile-compressed image HDUs:
 
 * ``SCI``: float32 science image, RICE_1 with the absolute quantisation step sigma / 16
-  (sigma = 1 / sqrt(median positive weight): the known noise, no per-row estimate) and
+  (sigma = 1 / sqrt(median positive weight): the known noise, no per-row estimate; never
+  more than the scatter measured on the image itself, should the weights be on another
+  scale) and
   ``SUBTRACTIVE_DITHER_2`` (dithered, so the quantisation error has zero mean; exact zeros
   kept exactly), as DESDM writes SCI.
 * ``MSK``: integer bit mask, PLIO_1 lossless (int16 when every value fits, else int32).
@@ -180,8 +182,8 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
             sci_hdr.update(wcs.to_header(relax=True))
     wcs_hdr = _wcs_cards(sci_hdr)
     planes = [
-        Plane("SCI", s, sci_hdr, noise_step(w, quantize_level) if quantize_level else 0.0,
-              seed),
+        Plane("SCI", s, sci_hdr,
+              noise_step(w, quantize_level, image=s) if quantize_level else 0.0, seed),
         Plane("MSK", m, wcs_hdr),
         Plane("WGT", w, wcs_hdr, weight_step(w) if quantize_level else 0.0, seed),
     ]
