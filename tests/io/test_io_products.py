@@ -68,7 +68,7 @@ def test_immask_roundtrip(tmp_path):
     with fits.open(path, disable_image_compression=True) as hdul:
         assert hdul["SCI"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["SCI"].header["ZQUANTIZ"] == "SUBTRACTIVE_DITHER_2"
-        assert hdul["MSK"].header["ZCMPTYPE"] == "PLIO_1"
+        assert hdul["MSK"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["WGT"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["WGT"].header["ZQUANTIZ"] == "SUBTRACTIVE_DITHER_2"
     # fitsio (cfitsio) reads the same pixels and keywords

@@ -283,7 +283,7 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
 
     SCI and SCORE are quantised with absolute steps of 1/16 of their noise (RICE_1, subtractive
     dither 2: sigma from the median weight for SCI, 1 for SCORE), WGT with the step (smallest
-    positive weight) / 1024, MSK lossless (PLIO_1) (:mod:`desgw.io.fitscodec`). Blanked pixels
+    positive weight) / 1024, MSK lossless (RICE_1) (:mod:`desgw.io.fitscodec`). Blanked pixels
     have SCI = SCORE = 0 and WGT = 0.
     """
     assert result.diff is not None and result.diff_var is not None and result.mask is not None

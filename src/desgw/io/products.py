@@ -11,7 +11,7 @@ primary HDU and three tile-compressed image HDUs:
   scale) and
   ``SUBTRACTIVE_DITHER_2`` (dithered, so the quantisation error has zero mean; exact zeros
   kept exactly), as DESDM writes SCI.
-* ``MSK``: integer bit mask, PLIO_1 lossless (int16 when every value fits, else int32).
+* ``MSK``: integer bit mask, RICE_1 lossless (int16 when every value fits, else int32).
 * ``WGT``: float32 inverse variance, RICE_1 with the absolute step (smallest positive
   weight) / 1024 and the same dither: no pixel's weight moves by more than 0.05 %, zeros
   stay zero.
@@ -144,7 +144,7 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
         q of SCI: RICE_1 with the absolute step sigma / q, sigma = 1 / sqrt(median positive
         weight), SUBTRACTIVE_DITHER_2; WGT then RICE_1 with the step (smallest positive
         weight) / 1024 (:mod:`desgw.io.fitscodec`). ``0`` stores SCI and WGT losslessly
-        (GZIP_2). MSK is always lossless (PLIO_1).
+        (GZIP_2). MSK is always lossless (RICE_1).
     seed : int
         Dither seed (ZDITHER0, 1..10000), fixed so that output is reproducible.
 
