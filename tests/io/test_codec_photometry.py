@@ -119,4 +119,4 @@ def test_mask_bit_exact_and_readers_agree(tmp_path):
         np.testing.assert_array_equal(f["SCI"].read(), im.sci)
         np.testing.assert_array_equal(f["WGT"].read(), im.wgt)
     with fits.open(path, disable_image_compression=True) as hdul:
-        assert hdul["MSK"].header["ZCMPTYPE"] == "PLIO_1"
+        assert hdul["MSK"].header["ZCMPTYPE"] == "RICE_1"

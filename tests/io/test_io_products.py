@@ -68,7 +68,7 @@ def test_immask_roundtrip(tmp_path):
     with fits.open(path, disable_image_compression=True) as hdul:
         assert hdul["SCI"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["SCI"].header["ZQUANTIZ"] == "SUBTRACTIVE_DITHER_2"
-        assert hdul["MSK"].header["ZCMPTYPE"] == "PLIO_1"
+        assert hdul["MSK"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["WGT"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["WGT"].header["ZQUANTIZ"] == "SUBTRACTIVE_DITHER_2"
     # fitsio (cfitsio) reads the same pixels and keywords
@@ -78,6 +78,18 @@ def test_immask_roundtrip(tmp_path):
         np.testing.assert_array_equal(f["MSK"].read(), msk)
         np.testing.assert_array_equal(f["WGT"].read(), im.wgt)
         assert f["SCI"].read_header()["MAGZERO"] == 31.2
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e4])
+def test_immask_step_never_coarser_than_the_image_noise(tmp_path, scale):
+    """Weights on another scale than the image (relative weights, other units) must not make
+    the SCI quantisation coarse: the step is at most the image's own scatter / 16."""
+    sci, msk, wgt = _images(shape=(512, 256), sigma=10.0)
+    path = tmp_path / "s_immask.fits.fz"
+    write_immask(path, sci, msk, wgt * np.float32(scale))
+    d = read_immask(path).sci - sci
+    # step <= sigma / 16: rms error <= sigma / 55 (= 0.18 here), zero mean
+    assert d.std() < 0.2 and abs(d.mean()) < 0.01
 
 
 def test_immask_crop_reads_only_a_part(tmp_path):

@@ -5,6 +5,7 @@ reprocessed, other settings, other r{R}p{P}) never used."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from dataclasses import replace
@@ -140,8 +141,17 @@ def test_corrupt_or_foreign_prepared_file_is_made_again(tmp_path, caplog):
     np.testing.assert_array_equal(_load(path).image, good.image)
 
 
-def test_concurrent_preparation_is_safe(tmp_path):
+def test_concurrent_preparation_is_safe_and_done_once(tmp_path, monkeypatch):
+    import desgw.io.prepared_template as mod
+
     path = _immask(tmp_path / "D00700001_r_05_r1p1_immask.fits.fz")
+    writes = []
+    real_write = mod.write_prepared
+
+    def counting_write(*a, **k):
+        writes.append(1)
+        return real_write(*a, **k)
+    monkeypatch.setattr(mod, "write_prepared", counting_write)
     out: list = []
     threads = [threading.Thread(target=lambda: out.append(_load(path))) for _ in range(3)]
     for th in threads:
@@ -151,7 +161,20 @@ def test_concurrent_preparation_is_safe(tmp_path):
     assert len(out) == 3
     for t in out[1:]:
         np.testing.assert_array_equal(t.image, out[0].image)
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+    assert len(writes) == 1                      # the others waited on the lock and read it
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []  # no temp left
+    np.testing.assert_array_equal(_load(path).image, out[0].image)
+    # without the lock (e.g. a file system without flock) concurrent writers stay safe
+    monkeypatch.setattr(mod, "preparation_lock", lambda p, **k: contextlib.nullcontext(False))
+    prepared_path(path, template_settings_hash(DiffConfig())).unlink()
+    out.clear()
+    threads = [threading.Thread(target=lambda: out.append(_load(path))) for _ in range(3)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    for t in out:
+        np.testing.assert_array_equal(t.image, out[0].image)
     np.testing.assert_array_equal(_load(path).image, out[0].image)
 
 

@@ -37,6 +37,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,10 @@ def load_template_products(immask: str | os.PathLike[str], *,
     (:func:`template_settings_hash`); otherwise the whole immask is read, its sky estimated
     (:func:`desgw.diff.pipeline_steps.subtract_sky`, on the whole CCD), the prepared file
     written atomically, and read back (so the first search CCD uses exactly the pixels later
-    ones will). A template folder that cannot be written to (or ``prepare`` False) gives the
-    in-memory result without a file. Arguments otherwise as :func:`load_ccd_products`; the
+    ones will). Concurrent callers for one template CCD make it once: the others wait on a
+    lock (:func:`desgw.io.prepared_template.preparation_lock`) and read it. A template folder
+    that cannot be written to (or ``prepare`` False) gives the in-memory result without a
+    file. Arguments otherwise as :func:`load_ccd_products`; the
     result has ``sky_subtracted`` True.
 
     Raises
@@ -203,51 +206,65 @@ def load_template_products(immask: str | os.PathLike[str], *,
     """
     from desgw.errors import DesgwError
     from desgw.io.prepared_template import (
+        preparation_lock,
         prepared_path,
         read_prepared,
         source_stamp,
-        write_prepared,
     )
-
-    from .pipeline_steps import subtract_sky
 
     config = DiffConfig() if config is None else config
     key = template_settings_hash(config)
     source = source_stamp(immask)
     ppath = prepared_path(immask, key)
-    prep = None
-    try:
-        prep = read_prepared(ppath, source=source, settings_hash=key, crop=crop)
-    except DesgwError as exc:
-        log.warning("%s: %s; preparing the template CCD again", ppath, exc)
+    def existing() -> PreparedTemplate | None:
+        try:
+            return read_prepared(ppath, source=source, settings_hash=key, crop=crop)
+        except DesgwError as exc:
+            log.warning("%s: %s; preparing the template CCD again", ppath, exc)
+            return None
+
+    prep = existing()
     if prep is None:
-        im = read_immask(immask)
-        sub, sky, rms = subtract_sky(im.sci, im.msk, config)
-        written = False
-        if prepare:
-            try:
-                write_prepared(ppath, sub, im.msk, im.wgt, im.header, source=source,
-                               settings_hash=key, sky=sky, sky_rms=rms)
-                written = True
-            except OSError as exc:
-                log.warning("%s: cannot write the prepared template (%s); using it unsaved",
-                            ppath, exc)
-        if written:
-            prep = read_prepared(ppath, source=source, settings_hash=key, crop=crop)
-        if prep is None:  # not written (or replaced by another immask meanwhile): in memory
-            box = crop(im.wcs, im.shape) if crop is not None else None
-            if box is None:
-                prep = PreparedTemplate(sub, im.msk, im.wgt, im.header, im.wcs, (0, 0), sky, rms)
-            else:
-                ys, xs = box
-                prep = PreparedTemplate(
-                    np.ascontiguousarray(sub[box]), np.ascontiguousarray(im.msk[box]),
-                    np.ascontiguousarray(im.wgt[box]), im.header,
-                    None if im.wcs is None else im.wcs.slice(box),
-                    (int(xs.start or 0), int(ys.start or 0)), sky, rms)
+        with preparation_lock(ppath) if prepare else nullcontext(False) as held:
+            if held:  # another diff may have made it while this one waited
+                prep = existing()
+            if prep is None:
+                prep = _prepare_template(immask, ppath, source, key, config, crop, prepare)
     return _products(prep.image, prep.mask, prep.weight, prep.header, prep.wcs, prep.origin,
                      psfmodel=psfmodel, fullcat=fullcat, qc=qc, band=band, expnum=expnum,
                      ccdnum=ccdnum, sky_subtracted=True)
+
+
+def _prepare_template(immask: str | os.PathLike[str], ppath: Path, source: dict[str, Any],
+                      key: str, config: DiffConfig,
+                      crop: Callable[[Any, tuple[int, int]], tuple[slice, slice] | None] | None,
+                      write: bool) -> PreparedTemplate:
+    """The whole immask, its sky subtracted, written as ``ppath`` (when ``write``) and read
+    back through ``crop``; in memory when it cannot be written."""
+    from desgw.io.prepared_template import read_prepared, write_prepared
+
+    from .pipeline_steps import subtract_sky
+
+    im = read_immask(immask)
+    sub, sky, rms = subtract_sky(im.sci, im.msk, config)
+    if write:
+        try:
+            write_prepared(ppath, sub, im.msk, im.wgt, im.header, source=source,
+                           settings_hash=key, sky=sky, sky_rms=rms)
+            prep = read_prepared(ppath, source=source, settings_hash=key, crop=crop)
+            if prep is not None:
+                return prep
+        except OSError as exc:
+            log.warning("%s: cannot write the prepared template (%s); using it unsaved",
+                        ppath, exc)
+    box = crop(im.wcs, im.shape) if crop is not None else None
+    if box is None:
+        return PreparedTemplate(sub, im.msk, im.wgt, im.header, im.wcs, (0, 0), sky, rms)
+    ys, xs = box
+    return PreparedTemplate(np.ascontiguousarray(sub[box]), np.ascontiguousarray(im.msk[box]),
+                            np.ascontiguousarray(im.wgt[box]), im.header,
+                            None if im.wcs is None else im.wcs.slice(box),
+                            (int(xs.start or 0), int(ys.start or 0)), sky, rms)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -266,7 +283,7 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
 
     SCI and SCORE are quantised with absolute steps of 1/16 of their noise (RICE_1, subtractive
     dither 2: sigma from the median weight for SCI, 1 for SCORE), WGT with the step (smallest
-    positive weight) / 1024, MSK lossless (PLIO_1) (:mod:`desgw.io.fitscodec`). Blanked pixels
+    positive weight) / 1024, MSK lossless (RICE_1) (:mod:`desgw.io.fitscodec`). Blanked pixels
     have SCI = SCORE = 0 and WGT = 0.
     """
     assert result.diff is not None and result.diff_var is not None and result.mask is not None
@@ -278,8 +295,9 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
         ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "PC1_", "PC2_", "CUNIT", "A_", "B_",
          "AP_", "BP_", "RADESYS", "EQUINOX", "LONPOLE", "LATPOLE", "WCSAXES", "MJDREF"))])
     score = np.asarray(result.score, np.float32)
+    diff = np.asarray(result.diff, np.float32)
     write_planes(Path(path), [
-        Plane("SCI", np.asarray(result.diff, np.float32), h, noise_step(w)),
+        Plane("SCI", diff, h, noise_step(w, image=diff)),
         Plane("MSK", np.asarray(result.mask), wcs_only),
         Plane("WGT", w, wcs_only, weight_step(w)),
         # S_corr is in units of its own sigma

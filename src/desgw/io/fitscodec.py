@@ -13,13 +13,15 @@ follows from its kind, as DESDM writes its products (DarkEnergySurvey/imsupport,
   scale (:func:`weight_step`), never from cfitsio's per-row noise estimate (which costs a
   pass over every row and misjudges a row that is constant apart from zeros);
 * float planes with ``step == 0``: ``GZIP_2`` lossless;
-* integer planes (masks): ``PLIO_1`` (lossless; values 0 .. 2**24 - 1), else ``RICE_1``
-  lossless.
+* integer planes (masks): ``RICE_1`` lossless. Not ``PLIO_1`` (DES's mask codec): cfitsio
+  1.4.x (fitsio) corrupts its heap (``free(): invalid next size``, the process aborts) when
+  writing PLIO of a mask whose rows do not compress (e.g. many different bit values), and
+  PLIO saved only ~1 MB per CCD here.
 
-Measured on one 4096 x 2048 CCD, one core (``bench/bench_codecs.py``): writing SCI + MSK + WGT
-takes 0.58 s with fitsio and these codecs, against 2.3 s with astropy, RICE q = 16 with the
-noise estimate and a GZIP_2 weight (the former immask), and the file is 15 MB instead of 21 MB;
-both astropy and fitsio read it back in ~0.4-0.5 s.
+Measured on one 4096 x 2048 CCD, one core (``bench/bench_codecs.py``, load ~10): writing SCI +
+MSK + WGT takes 0.58 CPU-s with fitsio and these codecs, against 2.5 s with astropy, RICE
+q = 16 with the noise estimate and a GZIP_2 weight (the former immask), and the file is 15 MB
+instead of 22 MB; astropy and fitsio read it back in ~0.4-0.45 s (former: 0.6-0.8 s).
 """
 
 from __future__ import annotations
@@ -57,7 +59,6 @@ NOISE_QUANTIZE_LEVEL: float = 16.0
 #: variance) moves by more than 1 / (2 q) = 0.05 %.
 WEIGHT_QUANTIZE_LEVEL: float = 1024.0
 
-_PLIO_MAX = 2**24 - 1
 _SAMPLE = 7  # every 7th pixel for the median weight (coprime with row lengths of 2**k)
 
 
@@ -87,7 +88,8 @@ class Plane:
     dither_seed: int = 1
 
 
-def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL) -> float:
+def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL, *,
+               image: np.ndarray | None = None) -> float:
     """Quantisation step of an image whose pixel noise is ``1 / sqrt(weight)``.
 
     Parameters
@@ -96,6 +98,11 @@ def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL) -> float:
         Inverse variance (units of the image**-2); 0 = unusable.
     q : float
         Steps per noise sigma (16 as DES: quantisation noise sigma / (q sqrt 12) = sigma / 55).
+    image : numpy.ndarray or None
+        The image itself: when given, sigma is also measured on it (robust scatter of
+        neighbouring-pixel differences on every 16th row, where the weight is positive) and
+        the smaller of the two is used, so that a weight map on another scale than the
+        image (e.g. relative weights) can never make the step coarser than its noise.
 
     Returns
     -------
@@ -108,7 +115,22 @@ def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL) -> float:
     if w.size == 0:
         return 0.0
     sigma = 1.0 / math.sqrt(float(np.median(w)))
+    if image is not None:
+        sigma = min(sigma, _image_sigma(np.asarray(image), np.asarray(weight)))
     return sigma / float(q) if math.isfinite(sigma) and sigma > 0 else 0.0
+
+
+def _image_sigma(image: np.ndarray, weight: np.ndarray) -> float:
+    """Robust pixel noise of an image from neighbouring-pixel differences (inf if unknown)."""
+    if image.ndim != 2 or image.shape[1] < 2:
+        return math.inf
+    rows = image[::16].astype(np.float64)
+    good = (weight[::16, 1:] > 0) & (weight[::16, :-1] > 0)
+    d = np.diff(rows, axis=1)[good & np.isfinite(rows[:, 1:]) & np.isfinite(rows[:, :-1])]
+    if d.size < 100:
+        return math.inf
+    mad = float(np.median(np.abs(d - np.median(d))))
+    return 1.4826 * mad / math.sqrt(2.0) if mad > 0 else math.inf
 
 
 def weight_step(weight: np.ndarray, q: float = WEIGHT_QUANTIZE_LEVEL) -> float:
@@ -149,10 +171,6 @@ def _records(header: fits.Header | None) -> list[dict[str, Any]]:
 
 def _compression(plane: Plane, data: np.ndarray, path: Path) -> dict[str, Any]:
     if np.issubdtype(data.dtype, np.integer):
-        lo = int(data.min()) if data.size else 0
-        hi = int(data.max()) if data.size else 0
-        if lo >= 0 and hi <= _PLIO_MAX:
-            return {"compress": "PLIO"}
         return {"compress": "RICE"}
     step = float(plane.step)
     if not math.isfinite(step) or step < 0:

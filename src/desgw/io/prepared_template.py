@@ -40,8 +40,10 @@ import logging
 import math
 import os
 import struct
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ __all__ = [
     "PREPARED_FORMAT",
     "PreparedTemplate",
     "prepared_path",
+    "preparation_lock",
     "read_prepared",
     "source_stamp",
     "write_prepared",
@@ -137,6 +140,52 @@ def prepared_path(immask: str | os.PathLike[str], settings_hash: str) -> Path:
     return p.with_name(f"{name}_tmplprep-{settings_hash}.dgt")
 
 
+@contextmanager
+def preparation_lock(path: str | os.PathLike[str], *, timeout_s: float = 300.0,
+                     poll_s: float = 0.05) -> Iterator[bool]:
+    """Hold an advisory lock (``flock``) on ``.{name}.lock`` next to a prepared file while it
+    is made, so that concurrent diffs of search CCDs that share a template CCD make it once:
+    the second waits, then reads what the first wrote.
+
+    Yields True when the lock is held, False when it could not be taken (a folder that cannot
+    be written, a file system without locks, or ``timeout_s`` passed): the caller then simply
+    makes the file itself (atomic writes keep that safe). The empty lock file is left in place
+    (removing it would race with a waiting process).
+    """
+    p = Path(path)
+    lock = p.with_name(f".{p.name}.lock")
+    try:
+        import fcntl
+
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except (ImportError, OSError) as exc:
+        log.debug("%s: no lock (%s)", lock, exc)
+        yield False
+        return
+    held = False
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                held = True
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    log.warning("%s: still locked after %.0f s; preparing without it", lock,
+                                timeout_s)
+                    break
+                time.sleep(poll_s)
+            except OSError as exc:  # no locking on this file system
+                log.debug("%s: no lock (%s)", lock, exc)
+                break
+        yield held
+    finally:
+        if held:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
 def _key(source: dict[str, Any], settings_hash: str) -> dict[str, Any]:
     return {"format": PREPARED_FORMAT, "source": dict(source), "settings": str(settings_hash)}
 
@@ -209,7 +258,7 @@ def write_prepared(path: str | os.PathLike[str], image: np.ndarray, mask: np.nda
         raise CorruptFileError(final, "MSK", f"mask must be integer, got {msk.dtype}")
     codec = pa.Codec("zstd", compression_level=_ZSTD_LEVEL)
     planes: dict[str, tuple[np.ndarray, float | None]] = {
-        "SCI": _quantise(img, noise_step(wgt)),
+        "SCI": _quantise(img, noise_step(wgt, image=img)),
         "WGT": _quantise(wgt, weight_step(wgt)),
         "MSK": (_small_int(msk), None),
     }

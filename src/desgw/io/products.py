@@ -6,10 +6,12 @@ The immask file (``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``) hol
 primary HDU and three tile-compressed image HDUs:
 
 * ``SCI``: float32 science image, RICE_1 with the absolute quantisation step sigma / 16
-  (sigma = 1 / sqrt(median positive weight): the known noise, no per-row estimate) and
+  (sigma = 1 / sqrt(median positive weight): the known noise, no per-row estimate; never
+  more than the scatter measured on the image itself, should the weights be on another
+  scale) and
   ``SUBTRACTIVE_DITHER_2`` (dithered, so the quantisation error has zero mean; exact zeros
   kept exactly), as DESDM writes SCI.
-* ``MSK``: integer bit mask, PLIO_1 lossless (int16 when every value fits, else int32).
+* ``MSK``: integer bit mask, RICE_1 lossless (int16 when every value fits, else int32).
 * ``WGT``: float32 inverse variance, RICE_1 with the absolute step (smallest positive
   weight) / 1024 and the same dither: no pixel's weight moves by more than 0.05 %, zeros
   stay zero.
@@ -142,7 +144,7 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
         q of SCI: RICE_1 with the absolute step sigma / q, sigma = 1 / sqrt(median positive
         weight), SUBTRACTIVE_DITHER_2; WGT then RICE_1 with the step (smallest positive
         weight) / 1024 (:mod:`desgw.io.fitscodec`). ``0`` stores SCI and WGT losslessly
-        (GZIP_2). MSK is always lossless (PLIO_1).
+        (GZIP_2). MSK is always lossless (RICE_1).
     seed : int
         Dither seed (ZDITHER0, 1..10000), fixed so that output is reproducible.
 
@@ -180,8 +182,8 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
             sci_hdr.update(wcs.to_header(relax=True))
     wcs_hdr = _wcs_cards(sci_hdr)
     planes = [
-        Plane("SCI", s, sci_hdr, noise_step(w, quantize_level) if quantize_level else 0.0,
-              seed),
+        Plane("SCI", s, sci_hdr,
+              noise_step(w, quantize_level, image=s) if quantize_level else 0.0, seed),
         Plane("MSK", m, wcs_hdr),
         Plane("WGT", w, wcs_hdr, weight_step(w) if quantize_level else 0.0, seed),
     ]
