@@ -107,6 +107,7 @@ from typing import Any
 
 import numpy as np
 from astropy.table import Table
+from numba import njit
 
 from desgw.diff.coadd import coadd_templates
 from desgw.diff.detect import detect_transients
@@ -209,10 +210,20 @@ def _empty(search: CCDProducts, flags: Sequence[str], timings: dict[str, float],
                       zp_stamp=search.zp_stamp, timings=timings, flags=tuple(flags), meta=meta)
 
 
-def _inverse(weight: np.ndarray) -> np.ndarray:
-    out = np.full(weight.shape, np.inf, dtype=np.float32)
-    np.divide(np.float32(1.0), weight, out=out, where=weight > 0)
+@njit(cache=True, nogil=True)
+def _inverse_kernel(weight):  # pragma: no cover - numba
+    ny, nx = weight.shape
+    out = np.empty((ny, nx), np.float32)
+    for y in range(ny):
+        for x in range(nx):
+            w = weight[y, x]
+            out[y, x] = np.float32(1.0) / w if w > 0 else np.inf
     return out
+
+
+def _inverse(weight: np.ndarray) -> np.ndarray:
+    """float32 ``1 / weight`` (inf where weight <= 0 or NaN), one pass."""
+    return _inverse_kernel(np.asarray(weight))
 
 
 def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,

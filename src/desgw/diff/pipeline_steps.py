@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 from astropy.table import Table, vstack
+from numba import njit
 
 from desgw.diff.efficiency import IdealLimit, ideal_limit_mag
 from desgw.diff.measure import MEASURE_COLUMNS
@@ -226,11 +227,24 @@ def candidate_flags(candidates: Table) -> np.ndarray:
     return flags
 
 
+@njit(cache=True, nogil=True)
+def _usable(sm, sw, tm, tw, bits):  # pragma: no cover - numba
+    ny, nx = sm.shape
+    out = np.empty((ny, nx), np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            out[y, x] = sw[y, x] > 0 and tw[y, x] > 0 and ((sm[y, x] | tm[y, x]) & bits) == 0
+    return out
+
+
 def usable_pixels(search_mask: np.ndarray, search_weight: np.ndarray,
                   template_mask: np.ndarray, template_weight: np.ndarray) -> np.ndarray:
-    """bool (ny, nx): both images have data and no unusable bit."""
-    return ((search_weight > 0) & (template_weight > 0)
-            & (((search_mask | template_mask) & UNUSABLE) == 0))
+    """bool (ny, nx): both images have data and no unusable bit (one pass)."""
+    shapes = [np.shape(a) for a in (search_mask, search_weight, template_mask, template_weight)]
+    if len(set(shapes)) != 1 or len(shapes[0]) != 2:
+        raise ValueError(f"masks and weights must share one 2-D shape, got {shapes}")
+    return _usable(np.asarray(search_mask), np.asarray(search_weight),
+                   np.asarray(template_mask), np.asarray(template_weight), int(UNUSABLE))
 
 
 def as_rejected(t: CCDProducts, reasons: Sequence[str]) -> RejectedTemplateCCD:
@@ -408,7 +422,7 @@ def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.
     rel = np.subtract(search_image, template_image, dtype=np.float32)
     thr = np.float32(config.object_sigma * search_rms)
     objects = (search_image > thr) | (template_image > thr)
-    mask = np.where(good, 0, 1).astype(np.int32)
+    mask = (~good).view(np.uint8)  # bit 1: not usable
     bkg = estimate_background(rel, mask,
                               objects=grow_objects(objects, config.background.object_grow),
                               config=BackgroundConfig(mesh=config.background.mesh,
