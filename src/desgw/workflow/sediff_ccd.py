@@ -6,7 +6,8 @@ becomes the difference imaging's :class:`~desgw.diff.pipeline_types.CCDProducts`
 (:func:`search_products_from_se`: image, mask, weight, WCS, PSF, catalog, zeropoint and the
 quality numbers, as :func:`desgw.diff.pipeline_products.load_ccd_products` would read them
 back from the files, but without the immask's lossy quantisation and without reading
-anything again). The candidates and the database rows come first, then the archival SE
+anything again). The search exposure is registered in the database (when there is one),
+then the candidates and the database rows come first, then the archival SE
 products (immask, fullcat, PSF model and the CCD's ``_qc.json`` marker) and last the
 difference imaging's completion marker, so a CCD with a diff marker has every SE product.
 
@@ -105,6 +106,25 @@ def search_products_from_se(result: CCDResult, header: fits.Header, *, band: str
         psf_apcor=_header_float(header, "PSFAPCOR", 1.0))
 
 
+def _register_search(diff_task: DiffTask, exposure: object, raw_path: str) -> None:
+    """Register the search exposure in the database of ``diff_task.settings`` (an upsert;
+    nothing without a database), tried again while the database is locked or down."""
+    settings = diff_task.settings
+    if getattr(settings, "db_url", None) is None:
+        return
+    from desgw.db import connect, register_exposure, retry_database
+
+    timeout = float(getattr(settings, "db_timeout_s", 60.0))
+
+    def write() -> None:
+        with connect(settings.db_url, busy_timeout_s=timeout,
+                     connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+            register_exposure(db, exposure, raw_path)
+
+    retry_database(write, timeout_s=timeout,
+                   what=f"registration of exposure {diff_task.search_expnum}")
+
+
 def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, DiffSummary]:
     """SE and difference imaging of one search CCD (module docstring); never raises for a
     CCD failure.
@@ -147,6 +167,15 @@ def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, D
         except DesgwError as exc:
             log.warning("CCD %d: %s", se_task.ccdnum, exc)
             se_summary = CCDSummary(ccdnum=se_task.ccdnum, ok=True, skipped=True)
+        try:
+            if getattr(diff_task.settings, "db_url", None) is not None:
+                from desgw.io.raw import read_exposure_header
+
+                _register_search(diff_task, read_exposure_header(se_task.raw_path),
+                                 se_task.raw_path)
+        except Exception as exc:  # noqa: BLE001 - the CCD's failure
+            return se_summary, DiffSummary(ccdnum=int(diff_task.ccdnum), ok=False, error=exc,
+                                           error_kind="failed")
         return se_summary, run_diff_ccd(diff_task)
 
     config = se_task.config if se_task.config is not None else SEConfig()
@@ -159,6 +188,7 @@ def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, D
         timings["process"] = time.perf_counter() - t0
         for key, value in result.timings.items():
             timings.setdefault(str(key), float(value))
+        exposure = inputs.exposure
         del inputs
         cfg_hash = config.hash()
         header = _product_header(se_task, cfg_hash, result.header)
@@ -182,8 +212,18 @@ def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, D
         if not written:
             written.append(_write_products(se_task, result, cfg_hash, timings, t_start))
 
-    # with the search in memory run_diff_ccd redoes the CCD (the inputs are new)
-    diff_summary = run_diff_ccd(diff_task, search=search, before_marker=archive)
+    try:
+        # the candidates' rows need their exposure, which the search calibration (after the
+        # fused tasks) would register only later
+        _register_search(diff_task, exposure, se_task.raw_path)
+    except Exception as exc:  # noqa: BLE001 - the CCD's failure; its SE products are kept
+        log.error("exposure %d CCD %d: %s", se_task.expnum, se_task.ccdnum,
+                  describe_error(exc))
+        diff_summary = DiffSummary(ccdnum=int(diff_task.ccdnum), ok=False, error=exc,
+                                   error_kind="failed")
+    else:
+        # with the search in memory run_diff_ccd redoes the CCD (the inputs are new)
+        diff_summary = run_diff_ccd(diff_task, search=search, before_marker=archive)
     if not written:  # the difference imaging failed before its products: keep SE's
         try:
             archive()
