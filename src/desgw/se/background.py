@@ -31,6 +31,7 @@ from scipy import ndimage
 from scipy.interpolate import RectBivariateSpline
 
 from desgw.errors import DataTypeError
+from desgw.se.mask_grow import grow_mask
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import bad_from_mask
 
@@ -144,13 +145,8 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
     if objects is not None:
         objects = np.asarray(objects)
         _check_image("objects", objects, image.shape)
-        obj = objects != 0
-        if config.object_grow > 0:
-            # ``object_grow`` 3x3 dilations == one (2g+1)-square maximum filter (separable,
-            # 2-3x faster than iterated binary_dilation on a full CCD)
-            side = 2 * int(config.object_grow) + 1
-            obj = ndimage.maximum_filter(obj.view(np.uint8), size=side, mode="constant",
-                                         cval=0).view(bool)
+        # ``object_grow`` 3x3 dilations, straight from the segmentation map
+        obj = grow_mask(objects, int(config.object_grow))
         bad = obj if bad is None else np.ascontiguousarray(bad | obj)
     bkg = sep.Background(data, mask=bad, bw=config.mesh, bh=config.mesh,
                          fw=config.filter, fh=config.filter, fthresh=config.fthresh)
