@@ -188,12 +188,14 @@ class SEConfig:
         ``WGTSCALE``).
     mean_sky : bool
         After the PSF fit, replace the sky by the mean of the image less the PSF models of all
-        detections (:func:`desgw.se.process_steps.mean_sky_background`): the clipped mode of the
-        sky between masked objects holds the wings of bright stars (+0.7 / +2.6 e-/px with 300 /
-        1,200 bright Moffat stars per 1024 x 1024 px, tests/se/test_background_residual.py).
-        Off by default: on crowded galsim fields (bench/bench_crowded.py, 10,000 objects per
-        CCD) it moved the zeropoint by -0.04 / +0.5 mmag, within the noise, for +0.3 ms of CPU
-        per object, while the PSF model's wings gave +11 ... +16 mmag there.
+        detections (:func:`desgw.se.process_steps.mean_sky_background`) and refit the PSF on
+        it: the clipped mode of the sky between masked objects holds the wings of bright stars
+        (+0.7 / +2.6 e-/px with 300 / 1,200 bright Moffat stars per 1024 x 1024 px,
+        tests/se/test_background_residual.py) and lies below the mean of unresolved light.
+        Off by default (a second PSF fit and +0.3 ms of CPU per object): on a crowded galsim
+        field of ~8,400 objects per CCD (bench/bench_crowded.py, Moffat beta 2.5) it took the
+        zeropoint error from +15.9 to +10.1 mmag (the PSF model's wings and normalisation,
+        aperture correction +0.65 %, are the rest); on sparse fields it changes little.
     qc : QCThresholds
         Pass/fail limits of the CCD's quality check.
     gaia_quality : GaiaQualityCuts
@@ -611,6 +613,10 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     mcfg = replace(config.measure, zeropoint=config.sex_mag_zeropoint)
     if config.mean_sky and len(det.catalog):
         bkg = mean_sky_background(image, weight, mask, bkg, det, psf, config=mcfg)
+        np.subtract(image, bkg.level, out=sub)
+        # the PSF stamps' pedestal changed: refit (the wings hold any excess)
+        psf = fit_ccd_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], psf_cfg, config,
+                          seeing.fwhm_px, flags, segmap=det.segmap, neighbour_xy=det_xy)
         lap("mean_sky")
 
     # --- measurement (with the initial WCS for the column layout; redone below)
