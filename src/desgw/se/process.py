@@ -192,10 +192,11 @@ class SEConfig:
         it: the clipped mode of the sky between masked objects holds the wings of bright stars
         (+0.7 / +2.6 e-/px with 300 / 1,200 bright Moffat stars per 1024 x 1024 px,
         tests/se/test_background_residual.py) and lies below the mean of unresolved light.
-        Off by default (a second PSF fit and +0.3 ms of CPU per object): on a crowded galsim
-        field of ~8,400 objects per CCD (bench/bench_crowded.py, Moffat beta 2.5) it took the
-        zeropoint error from +15.9 to +10.1 mmag (the PSF model's wings and normalisation,
-        aperture correction +0.65 %, are the rest); on sparse fields it changes little.
+        Off by default (a second PSF fit and +0.3 ms of CPU per object; not yet run through
+        the simulated-night tests): on crowded galsim fields of ~8,400-9,400 objects per CCD
+        (tests/se/crowded_synth.py) it took the zeropoint error from +15.9 to +10.1 mmag
+        (Moffat beta 2.5; the rest is the PSF model's wings, aperture correction +0.65 %) and
+        from +5.2 to -1.4 mmag (Kolmogorov); on a sparse field (~1,000 per CCD) +6.9 -> +7.2.
     qc : QCThresholds
         Pass/fail limits of the CCD's quality check.
     gaia_quality : GaiaQualityCuts
