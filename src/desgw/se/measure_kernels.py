@@ -100,13 +100,15 @@ def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
 
 
 @njit(cache=True)
-def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius, gain, max_iter):
+def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius, gain, max_iter,
+                own):
     """PSF flux (weighted linear least squares at fixed position) and SPREAD_MODEL per source.
 
     Parameters
     ----------
     data : float32 (ny, nx)
-        Background-subtracted image, e-.
+        Background-subtracted image, e-; or that image less a model of the sources (then
+        ``own`` gives each source's flux in that model, added back to its own fit).
     weight : float32 (ny, nx)
         Background inverse variance, e-**-2.
     bad : bool (ny, nx)
@@ -125,6 +127,10 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
         e- per image unit (source photon noise).
     max_iter : int
         Maximum number of re-weighting iterations.
+    own : float64 (n,)
+        Flux (e-) of each source in the model subtracted from ``data`` (zeros when none is):
+        source ``i`` is fitted to ``data + own[i] * PSF_i``, i.e. with its neighbours'
+        models subtracted and its own kept.
 
     Returns
     -------
@@ -194,7 +200,7 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
                     var = 1.0 / weight[yy, xx]
                     if it > 0 and f * p[a, b] > 0:
                         var += f * p[a, b] / gain
-                    spd += p[a, b] * data[yy, xx] / var
+                    spd += p[a, b] * (data[yy, xx] + own[i] * p[a, b]) / var
                     spp += p[a, b] * p[a, b] / var
             if spp <= 0:
                 break
@@ -234,7 +240,7 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
                 if f * p[a, b] > 0:
                     var += f * p[a, b] / gain
                 w = 1.0 / var
-                d = data[yy, xx]
+                d = data[yy, xx] + own[i] * p[a, b]
                 r = d - f * p[a, b]
                 c2 += r * r * w
                 npx += 1

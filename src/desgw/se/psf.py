@@ -705,7 +705,8 @@ def _neighbour_light(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | N
     if used.size:
         radius = np.full(used.size, float(np.clip(2.0 * fwhm0, 3.0, n // 2)))
         fu = psf_fit_all(data, w32, bad, xn[used], yn[used], np.ascontiguousarray(terms[used]),
-                         coeffs, coeffs, config.lanczos_order, radius, float(config.gain), 5)[0]
+                         coeffs, coeffs, config.lanczos_order, radius, float(config.gain), 5,
+                         np.zeros(used.size))[0]
         fl[used] = np.where(np.isfinite(fu) & (fu > 0), fu, 0.0)
     for k, near in enumerate(nears):
         near = np.asarray(near, dtype=np.int64)
