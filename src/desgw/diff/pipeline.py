@@ -9,6 +9,8 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    model, zeropoint, WCS (the verification step; rejected CCDs are listed with reasons).
 2. ``[background]`` sky of the search and of every template CCD, two passes (the second with
    the sources masked); the weights are the SE inverse background variances (makeWeight).
+   A template CCD read from its prepared form (``CCDProducts.sky_subtracted``) comes with
+   that sky removed already, estimated once on the whole CCD.
 3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
    the search grid, Lanczos-3 with flux conservation (SWarp), through the WCS mapping refined
    with the bright stars both catalogs measured (:mod:`desgw.diff.register`: an affine
@@ -299,7 +301,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     shape = search.shape
     s_img, s_sky, s_rms = subtract_sky(search.image, search.mask, config)
     meta.update(search_sky_e=s_sky, search_sky_rms_e=s_rms)
-    t_imgs = [subtract_sky(t.image, t.mask, config)[0] for t in usable]
+    # prepared template CCDs come with their sky removed (the same estimate, made once)
+    t_imgs = [t.image if t.sky_subtracted else subtract_sky(t.image, t.mask, config)[0]
+              for t in usable]
     s_acf = t_acf = None
     if config.resampled_inputs:
         # inputs already resampled: their own noise autocorrelations, from their blank sky
