@@ -228,3 +228,32 @@ def test_single_template_fast_path_equals_general_path(scene, method) -> None:
     assert np.all(one.mask[~r.coverage] & EDGE)
     assert np.all(one.weight[100:140, 300:305] == 0)
     assert np.all(one.mask[500:520, 700:760] & SUSPECT)
+
+
+@pytest.mark.parametrize("method", ["weighted", "mean"])
+def test_fused_path_equals_accumulator_path(scene, method) -> None:
+    """Templates that cannot reach the rejection's minimum take one fused pass; a third
+    template covering everything with no usable pixel sends the same data through the
+    accumulator path (rejection tried, nothing to reject): every output must agree
+    exactly, masks, PSF weight maps and noise correlation factor included."""
+    _, _, resampled, psfs, _, _ = scene
+    mask = resampled[0].mask.copy()
+    mask[100:140, 300:305] |= CRAY
+    mask[500:520, 700:760] |= SUSPECT
+    pair = [with_weight(resampled[0], SIGMAS[0], mask=mask),
+            with_weight(resampled[1], SIGMAS[1])]
+    r = resampled[0]
+    empty = Resampled(image=np.zeros_like(r.image), mask=np.zeros_like(r.mask),
+                      weight=np.zeros_like(r.weight), coverage=np.ones_like(r.coverage),
+                      mapping=r.mapping, noise_correlation_factor=1.0, kernel=r.kernel)
+    fused = coadd_templates(pair, ZPS, ZP_TARGET, psfs, method=method)
+    general = coadd_templates([*pair, empty], (*ZPS, ZPS[0]), ZP_TARGET, [*psfs, psfs[0]],
+                              method=method)
+    assert fused.n_rejected is None and general.n_rejected is not None
+    assert int(general.n_rejected.sum()) == 0
+    assert np.count_nonzero(fused.n_contrib == 2) > 1000  # the templates overlap
+    for name in ("image", "weight", "gain", "mask", "n_contrib"):
+        np.testing.assert_array_equal(getattr(fused, name), getattr(general, name))
+    assert fused.noise_correlation_factor == general.noise_correlation_factor
+    assert fused.psf is not None and general.psf is not None
+    np.testing.assert_array_equal(fused.psf.weight_maps, general.psf.weight_maps[:2])

@@ -417,6 +417,93 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
     return out, wout, gout, mout, n_contrib, s, acc / cnt
 
 
+@numba.njit(cache=True)
+def _fused(images, masks, weights, coverages, fs, boxes, weighted, unusable, edge, cell):
+    """Several templates in one pass over the output pixels, no rejection: per pixel the
+    contributions of the templates whose coverage box holds it are summed in registers (in
+    template order, as :func:`_accumulate` adds them) and :func:`_finalise`'s outputs and
+    :func:`_cell_fraction`'s maps written at once, without the full-size float64
+    accumulators. Returns image, weight, gain, mask, n_contrib, the per-template sums of
+    ``c**2 var`` and the (n, cells_y, cells_x) PSF weight maps."""
+    n = len(images)
+    ny, nx = images[0].shape
+    image = np.zeros((ny, nx), dtype=np.float32)
+    wout = np.zeros((ny, nx), dtype=np.float32)
+    gain = np.zeros((ny, nx), dtype=np.float32)
+    mout = np.empty((ny, nx), dtype=np.int32)
+    n_contrib = np.zeros((ny, nx), dtype=np.int16)
+    nyc = (ny + cell - 1) // cell
+    nxc = (nx + cell - 1) // cell
+    acc = np.zeros((n, nyc, nxc))
+    cnt = np.zeros((nyc, nxc))
+    for j in range(nyc):
+        for i in range(nxc):
+            cnt[j, i] = (min((j + 1) * cell, ny) - j * cell) * (min((i + 1) * cell, nx) - i * cell)
+    s = np.zeros(n)
+    cs = np.zeros(n)
+    for r in range(ny):
+        for x in range(nx):
+            num = 0.0
+            den = 0.0
+            var_num = 0.0
+            pois = 0.0
+            m_good = 0
+            m_all = 0
+            covered = False
+            k = 0
+            for t in range(n):
+                cs[t] = 0.0
+                if not (boxes[t, 0] <= r < boxes[t, 1] and boxes[t, 2] <= x < boxes[t, 3]):
+                    continue
+                if not coverages[t][r, x]:
+                    continue
+                m = masks[t][r, x]
+                covered = True
+                m_all |= m
+                w = weights[t][r, x]
+                if w > 0 and (m & unusable) == 0:
+                    f = fs[t]
+                    wt = w / (f * f)
+                    c = wt if weighted else 1.0
+                    num += c * images[t][r, x] * f
+                    den += c
+                    var = 1.0 / wt
+                    var_num += c * c * var
+                    pois += c * c * f
+                    s[t] += c * c * var
+                    k += 1
+                    m_good |= m
+                    cs[t] = c
+            n_contrib[r, x] = k
+            if den > 0:
+                image[r, x] = num / den
+                v = var_num / (den * den)
+                wout[r, x] = 1.0 / v if v > 0 else 0.0
+                gain[r, x] = den * den / pois if pois > 0 else 0.0
+                mout[r, x] = m_good
+                for t in range(n):
+                    if cs[t] != 0.0:
+                        acc[t, r // cell, x // cell] += cs[t] / den
+            elif covered:
+                mout[r, x] = m_all if (m_all & unusable) != 0 else m_all | edge
+            else:
+                mout[r, x] = edge
+    for t in range(n):
+        acc[t] /= cnt
+    return image, wout, gain, mout, n_contrib, s, acc
+
+
+def _may_reach(boxes: Sequence[tuple[int, int, int, int]], k: int) -> bool:
+    """Whether ``k`` of the boxes (y0, y1, x0, x1) can share a pixel."""
+    from itertools import combinations
+
+    for combo in combinations(boxes, k):
+        if (max(b[0] for b in combo) < min(b[1] for b in combo)
+                and max(b[2] for b in combo) < min(b[3] for b in combo)):
+            return True
+    return False
+
+
 def _coverage_box(coverage: np.ndarray) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the smallest box holding every covered pixel ((0, 0, 0, 0) if none)."""
     rows = np.flatnonzero(coverage.any(axis=1))
@@ -562,6 +649,13 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     weighted = method == "weighted"
     if len(resampled) == 1:
         return _coadd_one(resampled[0], scales[0], zp_target, psfs, weighted, method, psf_cell)
+    reject = OutlierRejection() if reject is None else reject
+    boxes = [_coverage_box(r.coverage) for r in resampled]
+    try_reject = reject.enabled and len(resampled) >= reject.min_templates
+    if not (try_reject and _may_reach(boxes, reject.min_templates)):
+        # no pixel can have enough templates for the rejection: one fused pass
+        return _coadd_fused(resampled, scales, boxes, zp_target, psfs, weighted, method,
+                            psf_cell, try_reject)
     num = np.zeros(shape)
     den = np.zeros(shape)
     var_num = np.zeros(shape)
@@ -571,7 +665,6 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     mask_all = np.zeros(shape, dtype=np.int32)
     covered = np.zeros(shape, dtype=np.uint8)
     f_num = f_den = 0.0
-    boxes = [_coverage_box(r.coverage) for r in resampled]
     for r, f, box in zip(resampled, scales, boxes):
         s = _accumulate(r.image, r.mask, r.weight, r.coverage, f, weighted, int(UNUSABLE), num,
                         den, var_num, pois_num, n_contrib, mask_good, mask_all, covered, *box)
@@ -579,9 +672,8 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
         f_num += r.noise_correlation_factor * s
         f_den += s
     ncf = f_num / f_den if f_den > 0 else 1.0
-    reject = OutlierRejection() if reject is None else reject
     n_rejected = None
-    if reject.enabled and len(resampled) >= reject.min_templates:
+    if try_reject:
         n_rejected = _reject(resampled, scales, weighted, n_contrib, num, den, var_num,
                              pois_num, reject)
     image, weight, gain, mask = _finalise(num, den, var_num, pois_num, mask_good, mask_all,
@@ -617,3 +709,32 @@ def _coadd_one(r: Resampled, f: float, zp_target: float, psfs: Sequence[PSFLike]
     return Coadd(image=image, mask=mask, weight=weight, psf=psf, n_contrib=n_contrib,
                  zp=float(zp_target), scales=(float(f),), noise_correlation_factor=float(ncf),
                  method=method, gain=gain)
+
+
+def _coadd_fused(resampled: Sequence[Resampled], scales: Sequence[float],
+                 boxes: Sequence[tuple[int, int, int, int]], zp_target: float,
+                 psfs: Sequence[PSFLike] | None, weighted: bool, method: str, psf_cell: int,
+                 tried_reject: bool) -> Coadd:
+    """:func:`coadd_templates` of several templates where no rejection can apply (same
+    outputs as the accumulator path, one pass: :func:`_fused`)."""
+    image, weight, gain, mask, n_contrib, s, maps = _fused(
+        tuple(np.ascontiguousarray(r.image, np.float32) for r in resampled),
+        tuple(np.ascontiguousarray(r.mask, np.int32) for r in resampled),
+        tuple(np.ascontiguousarray(r.weight, np.float32) for r in resampled),
+        tuple(np.ascontiguousarray(r.coverage, np.bool_) for r in resampled),
+        np.asarray(scales, np.float64), np.asarray(boxes, np.int64).reshape(-1, 4), weighted,
+        int(UNUSABLE), int(EDGE), int(psf_cell))
+    f_num = f_den = 0.0
+    for r, si in zip(resampled, s.tolist()):
+        f_num += r.noise_correlation_factor * si
+        f_den += si
+    ncf = f_num / f_den if f_den > 0 else 1.0
+    shape = resampled[0].shape
+    psf = None
+    if psfs is not None:
+        psf = CoaddPSF(psfs=tuple(psfs), mappings=tuple(r.mapping for r in resampled),
+                       weight_maps=maps, cell=int(psf_cell), shape=shape)
+    return Coadd(image=image, mask=mask, weight=weight, psf=psf, n_contrib=n_contrib,
+                 zp=float(zp_target), scales=tuple(float(f) for f in scales),
+                 noise_correlation_factor=float(ncf), method=method, gain=gain,
+                 n_rejected=np.zeros(shape, dtype=np.int16) if tried_reject else None)
