@@ -78,3 +78,33 @@ def test_defects_by_date():
     early = defect_boxes(35, datetime(2012, 1, 1))
     late = defect_boxes(35, datetime(2020, 1, 1))
     assert len(early) > 0 and len(late) > 0
+
+
+def test_camgeom_boxes_file_equals_the_fits_tables():
+    """The compact package file the camera loads holds exactly the boxes of the 62 camGeom
+    FITS tables it was made from (a re-made or edited table must be re-packed)."""
+    from importlib import resources
+
+    from astropy.io import fits
+
+    from desgw.instrument.camera import CAMGEOM_BOX_COLUMNS, CAMGEOM_BOXES_FILE, _camgeom_boxes
+
+    data = resources.files("desgw.instrument").joinpath("data")
+    packed = _camgeom_boxes()
+    expected = {}
+    for path in sorted(data.joinpath("camgeom").iterdir(), key=lambda p: p.name):
+        if not path.name.endswith(".fits"):
+            continue
+        with path.open("rb") as fh, fits.open(fh) as hdul:
+            for row in hdul[1].data:
+                expected[(path.name[:-5], str(row["name"]).strip())] = {
+                    c: int(row[c]) for c in CAMGEOM_BOX_COLUMNS}
+    assert len(expected) == 124, CAMGEOM_BOXES_FILE
+    assert packed == expected
+    # and the camera built from it has the raw layout of the header convention
+    for ccd in ccds():
+        a, b = ccd.amps["A"], ccd.amps["B"]
+        assert (a.raw_data.x1 - a.raw_data.x0, a.raw_data.y1 - a.raw_data.y0) == (1024, 4096)
+        assert a.raw_overscan.x1 - a.raw_overscan.x0 == 50
+        assert sorted((a.trimmed.x0, a.trimmed.x1, b.trimmed.x0, b.trimmed.x1)) == \
+            [0, 1024, 1024, 2048]

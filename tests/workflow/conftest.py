@@ -34,8 +34,10 @@ def fake_diff(monkeypatch):
 
     seen = []
 
-    def run_diff_ccd(task):
+    def run_diff_ccd(task, *, search=None, before_marker=None):
         seen.append(task)
+        if before_marker is not None:  # a fused search CCD writes its SE products here
+            before_marker()
         args = {"band": task.band, "nite": task.nite, "rnum": task.rnum, "pnum": task.pnum,
                 "cache": task.cache, "schema": task.schema, "season": task.season}
         done = diff_done_path(task.settings.out_root, task.search_expnum, task.ccdnum, args)
@@ -51,6 +53,7 @@ def fake_diff(monkeypatch):
 
     module = types.ModuleType("desgw.workflow.diff_ccd")
     module.DiffTask = types.SimpleNamespace
+    module.DiffSummary = DiffSummary
     module.run_diff_ccd = run_diff_ccd
     monkeypatch.setitem(sys.modules, "desgw.workflow.diff_ccd", module)
     return seen

@@ -46,9 +46,9 @@ def test_demo_runs_everything(demo):
     assert res.search_expnum == truth.search_expnums[0]
     assert res.template_expnums == tuple(truth.template_expnums) and res.ccds == (28,)
     n_template_ccds = len(truth.ccdnums(truth.template_expnums[0]))
-    # template SE of every rendered template CCD (all overlap CCD 28), search SE, two
-    # calibrations, one difference imaging
-    assert res.counts == {"done": n_template_ccds + 4, "skipped": 0, "failed": 0, "blocked": 0}
+    # template SE of every rendered template CCD (all overlap CCD 28), two calibrations, the
+    # fused search CCD (search SE and difference imaging in one task)
+    assert res.counts == {"done": n_template_ccds + 3, "skipped": 0, "failed": 0, "blocked": 0}
     st = res.stage_seconds
     assert st["simulation"] < 5.0                       # found, not simulated again
     for k in ("template_se", "search_se", "expcalib", "diff", "processing", "report"):
@@ -129,7 +129,7 @@ def test_second_run_resumes(demo):
     again = run_demo(res.outdir, ccds=[28], seed=5, n_templates=1, workers=2, top_n=TOP)
     # the template's products exist: it gets no task; the search exposure's tasks are skipped
     assert again.ok and again.counts["done"] == again.counts["failed"] == 0
-    assert again.counts["skipped"] == 3                  # search SE, its calibration, diff
+    assert again.counts["skipped"] == 2                  # fused search CCD, its calibration
     assert again.stage_seconds["template_se"] == 0 and again.stage_seconds["diff"] == 0
     assert again.report_path.stat().st_mtime_ns > before
     with pytest.raises(ValueError, match="another simulated night"):

@@ -66,8 +66,9 @@ def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_pat
     assert task.nite == 20190901 and task.version == "gw8" and task.fakes is False
     assert task.band == "r" and task.overwrite is False and task.full_copy is True
     assert f"templates: {template}" in res.output
-    # the template's products exist: no task for it; the search SE is skipped
-    assert "2 tasks: 1 done, 1 skipped" in res.output
+    # the template's products exist: no task for it; the search CCD is one fused task (its
+    # SE products exist, so only the difference imaging runs)
+    assert "1 tasks: 1 done" in res.output
     done = diff_done_path(out, SEARCH, 28, {**base, "nite": 20190901, "season": 67})
     assert done.is_file()
     # -T/-V: the lists under the names given
@@ -76,7 +77,7 @@ def test_sediff_runs_the_difference_imaging_with_the_original_flags(sim, tmp_pat
 
     # a second run finds the difference imaging done
     res = CliRunner().invoke(main, args)
-    assert res.exit_code == 0 and len(fake_diff) == 1 and "2 skipped" in res.output
+    assert res.exit_code == 0 and len(fake_diff) == 1 and "1 skipped" in res.output
 
     # a template whose CCD product is missing is processed first: without its calibration
     # files it fails, and the difference imaging, left without a template, is blocked
@@ -117,8 +118,9 @@ def test_template_mode_and_jump_to_calib(sim, tmp_path):
 
 @pytest.mark.slow
 def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
-    """Real SE of the templates' CCDs and of the search CCD and calibration, then the
-    difference imaging (stand-in), in one process; a second run finds everything done."""
+    """Real SE of the templates' CCDs and calibration, then the fused search CCD (real SE,
+    stand-in difference imaging) and the search calibration after it, in one process; a
+    second run finds everything done."""
     root, truth = sim
     (template,) = truth.template_expnums
     out = tmp_path / "out"
@@ -126,7 +128,7 @@ def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
             "-s", *_options(root, out)]
     res = CliRunner().invoke(main, args)
     assert res.exit_code == 0, res.output
-    assert "8 tasks: 8 done" in res.output
+    assert "7 tasks: 7 done" in res.output  # no separate search SE task
     (task,) = fake_diff
     assert task.template_expnums == (template,)
     nite = record_from_raw(truth.raw_path(SEARCH)).nite
@@ -137,7 +139,7 @@ def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
         assert all(se_paths(out, expnum, c, e_args).complete() for c in ccds)
     res = CliRunner().invoke(main, args)
     # the template's products exist now: it gets no task; the search's tasks are skipped
-    assert res.exit_code == 0 and "3 tasks: 0 done, 3 skipped" in res.output, res.output
+    assert res.exit_code == 0 and "2 tasks: 0 done, 2 skipped" in res.output, res.output
     assert len(fake_diff) == 1
 
 

@@ -258,7 +258,8 @@ def task_complete(task: Task, settings: Settings, db: Database | None = None) ->
     """True when the task's products exist (:mod:`desgw.io.completion`) and, with ``db``, the
     database rows the task writes exist too (calibration: the exposure zeropoint and a product
     row per CCD; difference imaging: the CCD's template uses): a task whose database write
-    failed, or that ran without a database, runs again to write them."""
+    failed, or that ran without a database, runs again to write them. A fused search CCD (a
+    ``diff`` task with ``fused``) also needs its SE products."""
     from desgw.db import has_calibration_records, has_diff_records
 
     a = task.args
@@ -273,6 +274,8 @@ def task_complete(task: Task, settings: Settings, db: Database | None = None) ->
     assert task.ccd is not None
     if not diff_complete(settings.out_root, task.expnum, task.ccd, a):
         return False
+    if a.get("fused") and not se_complete(settings.out_root, task.expnum, task.ccd, a):
+        return False  # a fused search CCD also makes the CCD's SE products
     return db is None or has_diff_records(db, task.expnum, task.ccd)
 
 

@@ -67,13 +67,13 @@ from desgw.errors import DataTypeError
 from desgw.se.background import Background
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import SAT, UNUSABLE
-from desgw.se.measure_kernels import (circular_apertures, flux_radius_all, kron_neighbours_all,
-                                      prepare_measurement, psf_fit_all, segment_stats,
-                                      window_errors_all)
+from desgw.se.measure_kernels import (add_psf_sources, circular_apertures, flux_radius_all,
+                                      kron_neighbours_all, prepare_measurement, psf_fit_all,
+                                      segment_stats, window_errors_all)
 from desgw.se.psf import PSFModel
 
 __all__ = ["DES_APERTURE_DIAMETERS", "MeasureConfig", "measure_sources", "flux_to_mag",
-           "spread_model_basis"]
+           "spread_model_basis", "psf_model_image"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,10 @@ class MeasureConfig:
         Maximum photon-noise re-weighting iterations of the PSF flux fit.
     neighbour_fraction : float
         FLAGS bit 1 threshold on the fraction of the Kron aperture in other objects.
+    neighbour_iter : int
+        Refits of the PSF flux (and SPREAD_MODEL) with the PSF models of all other detections,
+        at their fluxes of the previous fit, subtracted (0: each source fitted alone, its
+        neighbours' light included).
     mask_bits : int
         Mask bits of unusable pixels.
     """
@@ -124,6 +128,7 @@ class MeasureConfig:
     fit_radius_fwhm: float = 2.0
     psf_max_iter: int = 5
     neighbour_fraction: float = 0.1
+    neighbour_iter: int = 2
     mask_bits: int = UNUSABLE
 
     def __post_init__(self) -> None:
@@ -131,6 +136,8 @@ class MeasureConfig:
             raise ValueError("MeasureConfig.aper_diameters must be positive diameters")
         if self.gain <= 0:
             raise ValueError(f"MeasureConfig.gain must be > 0, got {self.gain}")
+        if self.neighbour_iter < 0:
+            raise ValueError(f"MeasureConfig.neighbour_iter must be >= 0, got {self.neighbour_iter}")
 
 
 def flux_to_mag(flux: np.ndarray, fluxerr: np.ndarray, zeropoint: float,
@@ -188,6 +195,37 @@ def spread_model_basis(psf: PSFModel, fwhm: float) -> np.ndarray:
     # The kernel is centred on pixel 0, so the result stays aligned with the basis; the
     # padding keeps the (sub-pixel) wrap-around out of the stamp.
     return conv[:, :n, :n]
+
+
+def psf_model_image(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                    psf: PSFModel) -> np.ndarray:
+    """An image of point sources: ``flux * PSF`` at each position, each over the PSF stamp.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (ny, nx).
+    x, y : numpy.ndarray
+        0-based source positions (pix).
+    flux : numpy.ndarray
+        Source fluxes (e-); non-finite or negative fluxes are left out.
+    psf : PSFModel
+        PSF model (normalised over its stamp, so the image holds each flux inside the stamp).
+
+    Returns
+    -------
+    numpy.ndarray
+        (ny, nx) float32, e-.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    f = np.asarray(flux, dtype=np.float64)
+    use = np.isfinite(f) & (f > 0) & np.isfinite(x) & np.isfinite(y)
+    out = np.zeros(shape, dtype=np.float32)
+    if use.any():
+        add_psf_sources(out, 0, 0, x[use], y[use], f[use], psf.terms(x[use], y[use]),
+                        psf.coeffs, psf.lanczos_order)
+    return out
 
 
 def _theta_deg(theta: np.ndarray) -> np.ndarray:
@@ -294,9 +332,20 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     gco = spread_model_basis(psf, fwhm_c)
     terms = psf.terms(xw, yw)
     radius = np.clip(config.fit_radius_fwhm * fwhm_c, 3.0, psf.stamp_size // 2) * np.ones(n)
-    (fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf,
-     _npx) = psf_fit_all(data, weight32, bad, xw, yw, terms, psf.coeffs, gco, psf.lanczos_order,
-                         radius, float(config.gain), int(config.psf_max_iter))
+    own = np.zeros(n)
+    fit_data = data
+    for it in range(config.neighbour_iter + 1):
+        (fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf,
+         _npx) = psf_fit_all(fit_data, weight32, bad, xw, yw, terms, psf.coeffs, gco,
+                             psf.lanczos_order, radius, float(config.gain),
+                             int(config.psf_max_iter), own)
+        if it == config.neighbour_iter:
+            break
+        # Jacobi step: every source refitted with all other sources' models subtracted
+        own = np.where(np.isfinite(fpsf) & (fpsf > 0), fpsf, 0.0)
+        model = np.zeros(shape, dtype=np.float32)
+        add_psf_sources(model, 0, 0, xw, yw, own, terms, psf.coeffs, psf.lanczos_order)
+        fit_data = data - model
     # --- windowed errors, segment statistics, neighbours
     sig = 2.0 / 2.35 * np.maximum(np.asarray(cat["flux_radius"], dtype=np.float64), 0.5)
     ex2, ey2, exy, snr_win = window_errors_all(data, weight32, bad, xw, yw, sig, float(config.gain))

@@ -48,6 +48,7 @@ the runner can record them per CCD.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -61,7 +62,6 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
-from scipy import ndimage
 
 from desgw.errors import HeaderError, MissingFileError
 from desgw.refcat.quality import GaiaQualityCuts, gaia_quality_mask
@@ -79,6 +79,7 @@ from desgw.se.crosstalk import correct_crosstalk
 from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
+from desgw.se.mask_grow import flag_pixels, grow_mask
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
 from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
@@ -115,6 +116,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CCDInputs", "CCDResult", "SEConfig", "check_band", "initial_wcs_for", "process_ccd"]
 
 log = logging.getLogger(__name__)
+
+#: Least isophotal S/N of the first pass's stars (:func:`desgw.se.psf.select_psf_candidates`'s
+#: ``min_snr``, which :func:`desgw.se.process_steps.estimate_seeing` uses): the first pass
+#: measures windowed centroids only from there.
+_SEEING_MIN_SNR = float(inspect.signature(select_psf_candidates).parameters["min_snr"].default)
 
 #: Calibration images :func:`process_ccd` can require.
 CALIBRATION_KINDS: tuple[str, ...] = ("bias", "flat", "bpm")
@@ -185,6 +191,13 @@ class SEConfig:
         Cuts on the Gaia rows used for astrometry and the zeropoint
         (:func:`desgw.refcat.quality.gaia_quality_mask`; a cut whose column the store lacks is
         not applied).
+    first_pass_deblend : bool
+        Deblend and clean the first detection pass as ``detect`` says. False (default): the
+        first pass, which only yields the seeing (bright isolated stars) and the background's
+        object mask, runs without deblending or cleaning. Its footprints are the same pixels
+        (a superset by the 0.1-0.2 % that cleaning drops), blends of stars fall off the
+        stellar locus or the isolation cut either way, and on a 4000-object CCD the pass costs
+        ~0.3 s instead of ~1.0 s (sep's 32-level deblending of every crowded footprint).
     sparse_fallbacks : bool
         With too few stars for a full model, degrade instead of failing
         (:mod:`desgw.se.sparse`): a constant or analytic PSF, a shift-only WCS refinement, a
@@ -219,6 +232,7 @@ class SEConfig:
     rescale_weight: bool = True
     qc: QCThresholds = QCThresholds()
     gaia_quality: GaiaQualityCuts = GaiaQualityCuts()
+    first_pass_deblend: bool = False
     sparse_fallbacks: bool = True
 
     def __post_init__(self) -> None:
@@ -527,14 +541,14 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     lap("detrend")
     bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)
     mask |= bleed.mask
-    weight[(mask & maskbits.UNUSABLE) != 0] = 0.0
+    flag_pixels(mask, weight, None, 0, maskbits.UNUSABLE)
     lap("bleed")
 
     # --- first pass: background, detections, seeing
     sat_e = min(a.saturation_e for a in d.amps)
     bkg1 = estimate_background(image, mask, config=config.background)
     sub = image - bkg1.level
-    det1 = detect_sources(sub, bkg1.rms, mask, config=config.detect)
+    det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config))
     max_peak = config.psf_max_peak_fraction * sat_e - bkg1.global_level
     seeing = estimate_seeing(det1, sub, max_peak=max_peak)
     lap("first_pass")
@@ -546,11 +560,8 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise, gain=1.0,
                           psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
     if config.cosmic_grow > 0 and cr.any():
-        side = 2 * int(config.cosmic_grow) + 1  # == cosmic_grow 3x3 dilations, faster
-        cr = ndimage.maximum_filter(cr.view(np.uint8), size=side, mode="constant",
-                                    cval=0).view(bool) & (weight > 0)
-    mask[cr] |= maskbits.CRAY
-    weight[cr] = 0.0
+        cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
+    flag_pixels(mask, weight, cr, maskbits.CRAY)
     lap("cosmics")
 
     # --- satellite and aircraft trails
@@ -572,9 +583,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         weight *= np.float32(1.0 / wscale)
     det_cfg = detect_config_for_seeing(config.detect, seeing.fwhm_px, snr=config.detect_snr,
                                        minarea=config.detect_minarea)
-    with np.errstate(divide="ignore"):
-        variance = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
-    det = detect_sources(sub, variance, mask, noise_type="variance", config=det_cfg)
+    det = detect_sources(sub, weight, mask, noise_type="weight", config=det_cfg)
     lap("detect")
 
     # --- PSF
@@ -699,6 +708,19 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     return CCDResult(ccdnum=ccdnum, image=image, mask=mask, weight=weight, wcs=wcs,
                      header=header, catalog=catalog, psf=psf, background=bkg, astrometry=astro,
                      zeropoint=zp, qc=qc, timings=timings, corners=corners, flags=flags)
+
+
+def first_pass_config(config: SEConfig) -> DetectConfig:
+    """The settings of :func:`process_ccd`'s first detection pass (seeing and object mask).
+
+    ``config.detect`` with windowed centroids only where
+    :func:`desgw.se.psf.select_psf_candidates` can pick a star (its ``min_snr``), and without
+    deblending or cleaning unless ``config.first_pass_deblend``.
+    """
+    cfg = replace(config.detect, window_min_snr=_SEEING_MIN_SNR)
+    if not config.first_pass_deblend:
+        cfg = replace(cfg, deblend_nthresh=1, clean=False)
+    return cfg
 
 
 def flag_quality(qc: QCResult, flags: Mapping[str, str]) -> QCResult:

@@ -169,20 +169,30 @@ def _ingest_db(layout: DemoLayout, raw_files: Sequence[Path]) -> int:
 
 def _split_stages(results: Any, templates: Sequence[int]) -> tuple[dict[str, float],
                                                                    dict[str, float]]:
-    """Wall span and summed task time of template SE, search SE, expcalib, diff."""
-    groups: dict[str, list[Any]] = {"template_se": [], "search_se": [], "expcalib": [],
-                                    "diff": []}
+    """Wall span and summed task time of template SE, search SE, expcalib, diff. A fused
+    search CCD (a diff task that ran SE first, ``se_timings`` in its detail) counts its SE
+    seconds as search SE and the rest as diff."""
+    # (started, finished, seconds) spans of each group
+    groups: dict[str, list[tuple[float, float, float]]] = {
+        "template_se": [], "search_se": [], "expcalib": [], "diff": []}
     tset = {int(t) for t in templates}
     for r in results.values():
         if r.started <= 0:
             continue
+        se_s = float((r.detail.get("se_timings") or {}).get("total", 0.0)) \
+            if r.kind == "diff" else 0.0
         if r.kind == "se":
-            groups["template_se" if int(r.expnum) in tset else "search_se"].append(r)
+            groups["template_se" if int(r.expnum) in tset else "search_se"].append(
+                (r.started, r.finished, r.seconds))
+        elif se_s > 0:
+            split = min(r.started + se_s, r.finished)
+            groups["search_se"].append((r.started, split, se_s))
+            groups["diff"].append((split, r.finished, max(0.0, r.seconds - se_s)))
         elif r.kind in groups:
-            groups[r.kind].append(r)
-    wall = {k: (max(r.finished for r in rs) - min(r.started for r in rs)) if rs else 0.0
+            groups[r.kind].append((r.started, r.finished, r.seconds))
+    wall = {k: (max(f for _, f, _ in rs) - min(s for s, _, _ in rs)) if rs else 0.0
             for k, rs in groups.items()}
-    busy = {k: float(sum(r.seconds for r in rs)) for k, rs in groups.items()}
+    busy = {k: float(sum(sec for _, _, sec in rs)) for k, rs in groups.items()}
     return wall, busy
 
 

@@ -14,12 +14,14 @@ process pool or a Dask worker run it alike) and never raises for a failed CCD:
    template CCDs' catalogs, calibrated with their zeropoints, inside the search CCD), written as
    ``SNSTAR_{expnum}_{ccd}_r{R}p{P}.LIST`` and ``SNVETO_...LIST``;
 4. :func:`desgw.diff.pipeline.difference_ccd`;
-5. the products, atomically, under ``{exposure_dir}/dp{season}/{band}_{ccd:02d}/`` (the
+5. with a database URL, the templates used, the fakes and the detections (:mod:`desgw.db`),
+   then the products, atomically, under ``{exposure_dir}/dp{season}/{band}_{ccd:02d}/`` (the
    original ``${procnum}/${BAND}_${CCD}`` folder; names in :mod:`desgw.diff.pipeline_products`),
-   then, with a database URL, the templates used, the fakes and the detections
-   (:mod:`desgw.db`), and last the completion marker ``..._diffdone.json`` (a summary). A CCD
-   whose marker exists (with the same explicit template list) is not redone unless
-   ``overwrite``.
+   and last the completion marker ``..._diffdone.json`` (a summary). A CCD whose marker exists
+   (with the same explicit template list) is not redone unless ``overwrite``.
+
+The fused search CCD (:mod:`desgw.workflow.sediff_ccd`) passes its search CCD in memory
+(step 1 is then not read) and writes its SE products just before the marker.
 
 ``fakes`` switches the fake injection (SNFAKE; on by default, as the original always
 injected). ``full_copy`` is the original ``-F`` (FULLCOPY): keep every intermediate image
@@ -37,7 +39,7 @@ import logging
 import math
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -411,10 +413,49 @@ def _finite(v: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- the task
-def run_diff_ccd(task: DiffTask) -> DiffSummary:
+def _resolve_zeropoints(task: DiffTask, sdir: Path, search: Any, templates: list[Any],
+                        found: dict[int, tuple[Path, list[int]]]) -> tuple[Any, list[Any], Any]:
+    """:func:`desgw.workflow.diff_relzp.resolve_zeropoints` with the CCDs' QC reasons; a search
+    CCD left without a zeropoint is a :class:`DiffError` that says why."""
+    from desgw.diff.pipeline import DiffError
+
+    from .diff_relzp import qc_reasons, resolve_zeropoints
+
+    def reasons(d: Path, e: int, c: int) -> list[str]:
+        return qc_reasons(ccd_product_paths(d, e, task.band, c, task.rnum, task.pnum).qc)
+
+    qc = {(int(task.search_expnum), int(task.ccdnum)): reasons(
+        sdir, task.search_expnum, task.ccdnum)}
+    for e, (d, ccds) in found.items():
+        for c in ccds:
+            qc[(int(e), int(c))] = reasons(d, e, c)
+    search, templates, res = resolve_zeropoints(search, templates, qc=qc)
+    if not math.isfinite(search.zp):
+        detail = "; ".join(f"{t['expnum']}/{t['ccdnum']}: {t['reason']}"
+                           for t in res.templates) or "no template CCD"
+        raise DiffError(f"search CCD {task.ccdnum} has no zeropoint, and no relative flux "
+                        f"scale to a template could be measured ({detail})", kind="failed")
+    return search, templates, res
+
+
+def run_diff_ccd(task: DiffTask, *, search: Any = None,
+                 before_marker: Callable[[], None] | None = None) -> DiffSummary:
     """Difference imaging of one search CCD with its products written (module docstring).
 
     Never raises for a CCD failure: the summary has ``ok`` False, the error and its kind.
+
+    Parameters
+    ----------
+    task : DiffTask
+    search : CCDProducts, optional
+        The search CCD already in memory (the fused search CCD,
+        :func:`desgw.workflow.sediff_ccd.run_sediff_ccd`): its SE products are not read, the
+        product folder is ``exposure_dir(out_root, cache, schema, nite, expnum)`` and the
+        resume check is left to the caller.
+    before_marker : callable, optional
+        Called after the candidates, the database rows and the products are written, before
+        the completion marker (the fused CCD writes its SE products there); an exception from
+        it fails the CCD.
     """
     from desgw.diff.pipeline import DiffConfig, DiffError, difference_ccd
     from desgw.diff.pipeline_products import config_hash, write_diff_products
@@ -427,10 +468,12 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
 
         config = replace(config, fakes=bool(task.fakes))
     try:
-        sdir = _search_dir(task)
+        sdir = _search_dir(task) if search is None else exposure_dir(
+            task.settings.out_root, task.cache, task.schema, int(task.nite),
+            int(task.search_expnum))
         paths = diff_product_paths(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum,
                                    task.pnum, task.season)
-        if not task.overwrite and paths.done.is_file():
+        if search is None and not task.overwrite and paths.done.is_file():
             try:
                 doc = json.loads(paths.done.read_text(encoding="utf-8"))
                 # the templates asked for (a rejected one is not in template_expnums)
@@ -447,7 +490,9 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
 
         # --- read
         t0 = time.perf_counter()
-        search = _load(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum, task.pnum)
+        if search is None:
+            search = _load(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum,
+                           task.pnum)
         if search.wcs is None:
             raise DiffError(f"search CCD {task.ccdnum} has no WCS", kind="failed")
         s_corners = ccd_corners_from_wcs(search.wcs)
@@ -464,6 +509,8 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
                 except DesgwError as exc:
                     missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
                     log.warning("template %d CCD %d: %s", e, c, exc)
+        # a CCD without a zeropoint (sparse field): relative scales, flagged (diff_relzp)
+        search, templates, zpres = _resolve_zeropoints(task, sdir, search, templates, found)
         timings["read"] = time.perf_counter() - t0
 
         # --- star and veto lists
@@ -499,19 +546,28 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             kind = "nothing_to_do" if "no_template" in result.flags else "failed"
             raise DiffError(f"nothing subtracted ({why}): {detail}", kind=kind)
 
-        # --- products
-        t0 = time.perf_counter()
-        cfg_hash = config_hash(config)
-        header = _header(task, result, cfg_hash)
-        products = write_diff_products(result, paths, header=header, wcs=search.wcs,
-                                       full_copy=task.full_copy, search=search)
-        timings["write"] = time.perf_counter() - t0
-
-        # --- database
+        # --- database: the candidates first (a crash before the marker redoes the CCD, and
+        # its rows replace these)
         if task.settings.db_url is not None:
             t0 = time.perf_counter()
             _record_db(task, result)
             timings["db"] = time.perf_counter() - t0
+
+        # --- products
+        t0 = time.perf_counter()
+        cfg_hash = config_hash(config)
+        header = _header(task, result, cfg_hash)
+        flags = [*result.flags, *zpres.flags]
+        if zpres.mode != "absolute":
+            header["ZPMODE"] = (zpres.mode, "zeropoints: absolute/relative/instrumental")
+            header["ZPSOURCE"] = (zpres.search_source[:40], "where the search MAGZERO comes from")
+        products = write_diff_products(result, paths, header=header, wcs=search.wcs,
+                                       full_copy=task.full_copy, search=search)
+        timings["write"] = time.perf_counter() - t0
+        if before_marker is not None:
+            t0 = time.perf_counter()
+            before_marker()
+            timings["write_se"] = time.perf_counter() - t0
 
         # --- completion marker
         rb_thr = float(header["RBTHRESH"]) if "RBTHRESH" in header else None
@@ -525,7 +581,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
             "template_expnums": sorted({int(e) for e, _ in result.templates_used}),
             "templates_requested": sorted(int(e) for e in task.template_expnums),
             "templates_used": [list(t) for t in result.templates_used],
-            "templates_rejected": rejected, "flags": list(result.flags),
+            "templates_rejected": rejected, "flags": flags, "zeropoints": zpres.as_dict(),
             "n_candidates": len(result.candidates), "n_fakes": len(result.fakes),
             "n_fakes_recovered": n_rec,
             "real_bogus_threshold": rb_thr,
@@ -552,7 +608,7 @@ def run_diff_ccd(task: DiffTask) -> DiffSummary:
         return DiffSummary(
             ccdnum=int(task.ccdnum), ok=True, n_candidates=len(result.candidates),
             n_fakes=len(result.fakes), n_fakes_recovered=n_rec, timings=dict(timings),
-            flags=tuple(result.flags), templates_used=tuple(result.templates_used),
+            flags=tuple(flags), templates_used=tuple(result.templates_used),
             m50=math.nan if eff is None else float(eff.m50),
             m50_err=math.nan if eff is None else float(eff.m50_err),
             ideal_limit_mag=math.nan if result.ideal_limit is None

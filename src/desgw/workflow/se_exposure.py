@@ -35,10 +35,12 @@ through the exposure-level steps:
 5. with a database URL in the settings: the exposure, the CCD products and the zeropoints are
    recorded (:mod:`desgw.db`).
 
-Parallelism: without ``single_process`` the CCDs run in separate processes
-(:class:`concurrent.futures.ProcessPoolExecutor`, forkserver start method where available,
-else spawn; one worker per core by default). sep and most of the SE kernels hold the GIL, so
-processes, not threads.
+Parallelism: the CCDs run on the engine (:mod:`desgw.workflow.se_pool`,
+:func:`desgw.engine.run.run_graph`): without ``single_process`` on a local Dask cluster of
+long-lived worker processes (one per core by default; sep and most of the SE kernels hold the
+GIL, so processes, not threads), with it one after the other in this process. Failures,
+retries of transient errors and of CCDs whose worker died, and the per-task logs
+(``out_root/logs``) are the engine's, as for ``desgw sediff``.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
         ``-j``: no SE processing; calibrate the fullcats that exist (implies ``-C``). CCDs of
         the list without a fullcat fail.
     single_process : bool
-        ``-s``: process the CCDs one after the other in this process.
+        ``-s``: process the CCDs one after the other in this process (no Dask).
     overwrite : bool
         ``-O``: redo CCDs whose products exist.
     template_mode : bool
@@ -135,7 +137,8 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
     special_y : bool
         ``-Y``: accepted for compatibility and without effect (:data:`SPECIAL_Y_WARNING`).
     workers : int, optional
-        Worker processes (default one per core, at most one per CCD).
+        Worker processes of the local Dask cluster (default one per core and per 3.5 GB of
+        memory, at most one per CCD).
     config : SEConfig, optional
         SE configuration (default ``SEConfig()``).
     instcal : bool
@@ -260,8 +263,9 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                                 image_path=str(raw_path), refcat_dir=str(settings.refcat_dir),
                                 outdir=str(outdir), config=config, overwrite=overwrite)
                     for ccd in ccd_list]
-        report.ccds.update(run_ccd_tasks(cp_tasks, single_process=single_process,
-                                         workers=workers, runner=run_instcal_ccd_task))
+        report.ccds.update(run_ccd_tasks(cp_tasks, settings=settings,
+                                         single_process=single_process, workers=workers,
+                                         runner=run_instcal_ccd_task))
     else:
         calib: CalibPaths = settings.calib_paths(band)
         if calib.linearity is None:
@@ -287,7 +291,8 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
         if report.ccds:
             log.info("exposure %d: CCDs %s already processed (use overwrite to redo)", expnum,
                      ",".join(map(str, sorted(report.ccds))))
-        report.ccds.update(run_ccd_tasks(tasks, single_process=single_process, workers=workers))
+        report.ccds.update(run_ccd_tasks(tasks, settings=settings,
+                                         single_process=single_process, workers=workers))
         if config is not None:
             current = config.hash()
             stale = [c for c, s in report.ccds.items()
