@@ -7,8 +7,11 @@ import galsim
 import numpy as np
 import pytest
 
+from desgw.se.background import BackgroundConfig, estimate_background
 from desgw.se.detect import DetectConfig, detect_sources
-from desgw.se.measure import MeasureConfig, measure_sources, psf_model_image
+from desgw.se.measure import (MeasureConfig, close_companions, measure_sources, psf_fluxes,
+                              psf_model_image)
+from desgw.se.process_steps import mean_sky_background
 from desgw.se.psf import PSFModel
 
 
@@ -95,3 +98,59 @@ def test_psf_model_image_sums_to_fluxes():
     # the third source is cut by the edge; the NaN position is left out
     assert img[:, 20:].sum() == pytest.approx(3e4, rel=1e-5)
     assert 0.5 * 5e3 < img[:, :20].sum() < 5e3
+
+
+def test_psf_fluxes_and_mean_sky():
+    """``psf_fluxes`` gives measure_sources' FLUX_PSF; ``mean_sky_background`` on a field of
+    bright pairs (Moffat beta 2.5 wings) takes the wings inside the model stamps out of the
+    sky level and keeps the light beyond them."""
+    fwhm = 4.0
+    prof = galsim.Moffat(beta=2.5, fwhm=fwhm)
+    psf = _psf_model(prof, 41)
+    image, weight, xy_true = _pairs(prof, 3.0 * fwhm, 5.0, seed=3)
+    det = detect_sources(image - 1000.0, np.sqrt(1049.0), None,
+                         config=DetectConfig(filter_fwhm=fwhm, deblend_cont=1e-4))
+    # at the true positions (the windowed centroids of these pairs run together; a pair within
+    # 1 FWHM takes no part in the neighbour subtraction, see close_companions)
+    c = det.catalog
+    dd = np.hypot(np.asarray(c["x"])[:, None] - xy_true[None, :, 0],
+                  np.asarray(c["y"])[:, None] - xy_true[None, :, 1])
+    near = dd.min(axis=1) < 1.5
+    c["xwin"] = np.where(near, xy_true[dd.argmin(axis=1), 0], c["xwin"])
+    c["ywin"] = np.where(near, xy_true[dd.argmin(axis=1), 1], c["ywin"])
+    cfg = MeasureConfig()
+    cat = measure_sources(image, weight, None, 1000.0, det, psf, config=cfg)
+    fl, _fle, sp, _spe = psf_fluxes(image - 1000.0, weight, None, det.catalog["xwin"],
+                                    det.catalog["ywin"], psf, config=cfg)
+    np.testing.assert_allclose(fl, cat["FLUX_PSF"], rtol=1e-5)
+    np.testing.assert_allclose(sp, cat["SPREAD_MODEL"], rtol=1e-4, atol=1e-7)
+    bkg = estimate_background(image, None, objects=det.segmap, config=BackgroundConfig(mesh=128))
+    mean = mean_sky_background(image, weight, np.zeros(image.shape, np.int32), bkg, det, psf,
+                               config=cfg)
+    # the light beyond the 41 px model stamps, spread over the image (e-/px)
+    outside = 1.0 - prof.drawImage(nx=41, ny=41, scale=1.0).array.sum()
+    beyond = 36 * 2e5 * 6.0 * outside / image.size
+    d_mode = float(np.median(bkg.level)) - 1000.0
+    d_mean = float(np.median(mean.level)) - 1000.0
+    # measured: mode +1.12 e-, mean +0.60 e-, light beyond the stamps 0.61 e- per pixel
+    assert d_mode > beyond + 0.3
+    assert abs(d_mean - beyond) < 0.2
+
+
+def test_blends_within_one_fwhm_do_not_oscillate():
+    """Both windowed centroids of a pair 3 FWHM apart run to its midpoint; refitted with each
+    other's models subtracted such a pair swapped its flux between the Jacobi steps (the sum of
+    all fluxes went 1.66 -> 0.06 -> 1.60 of the truth); within 1 FWHM they take no part."""
+    fwhm = 4.0
+    prof = galsim.Moffat(beta=2.5, fwhm=fwhm)
+    psf = _psf_model(prof, 41)
+    image, weight, _ = _pairs(prof, 3.0 * fwhm, 5.0, seed=3)
+    det = detect_sources(image - 1000.0, np.sqrt(1049.0), None,
+                         config=DetectConfig(filter_fwhm=fwhm, deblend_cont=1e-4))
+    x, y = det.catalog["xwin"], det.catalog["ywin"]
+    assert close_companions(x, y, fwhm).sum() >= 60
+    f0 = psf_fluxes(image - 1000.0, weight, None, x, y, psf, config=MeasureConfig(neighbour_iter=0))[0]
+    for it in (1, 2):
+        f = psf_fluxes(image - 1000.0, weight, None, x, y, psf,
+                       config=MeasureConfig(neighbour_iter=it))[0]
+        assert np.nansum(f) == pytest.approx(np.nansum(f0), rel=1e-3)

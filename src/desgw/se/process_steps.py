@@ -24,13 +24,15 @@ from scipy.integrate import quad
 from scipy.optimize import least_squares
 from scipy.special import j0, j1
 
+from desgw.se.background import Background, residual_background
 from desgw.se.detect import DetectConfig, DetectionResult, gaussian_kernel
+from desgw.se.measure import MeasureConfig, close_companions, psf_fluxes, psf_model_image
 from desgw.se.psf import PSFConfig, PSFModel, select_psf_candidates
 from desgw.se.psf_shape import fit_moffat
 
 __all__ = ["SeeingEstimate", "estimate_seeing", "detect_config_for_seeing", "psf_config_for_seeing",
            "psf_aperture_correction", "wing_outside_flux", "weight_rescale_factor", "cosmics_objlim",
-           "cosmic_ray_residuals"]
+           "cosmic_ray_residuals", "mean_sky_background"]
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +355,59 @@ def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
     log.debug("PSF wing: Moffat %.5f (chi2 %.3g), Kolmogorov %.5f (chi2 %.3g), %d rings",
               out_m, chi_m, out_k, chi_k, rb.size)
     return float(max(out, 0.0))
+
+
+def mean_sky_background(image: np.ndarray, weight: np.ndarray, mask: np.ndarray,
+                        background: Background, detections: DetectionResult, psf: PSFModel, *,
+                        config: MeasureConfig = MeasureConfig(),
+                        extended_spread: float = 0.005) -> Background:
+    """The background as the mean of the image less the PSF models of all detections.
+
+    Every detection gets a PSF flux (neighbours' models subtracted, as in
+    :func:`desgw.se.measure.measure_sources`) on ``image - background.level``; their models
+    are subtracted from the image and :func:`desgw.se.background.residual_background` takes
+    the clipped mean of the rest, leaving out the segments of extended detections
+    (``SPREAD_MODEL > extended_spread + 3 SPREADERR_MODEL``), whose light a PSF model misses,
+    and of detections within 1 FWHM of another (blends whose PSF fluxes each hold both).
+    The wings of detected stars then leave the sky, whose clipped mode they lift in crowded
+    fields, while the PSF fit of each star subtracts its neighbours' models.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (ny, nx) image, e-, not background-subtracted.
+    weight, mask : numpy.ndarray
+        Inverse variance (e-**-2) and mask bits.
+    background : Background
+        The mode background (:func:`desgw.se.background.estimate_background`).
+    detections : DetectionResult
+        Detections on the background-subtracted image.
+    psf : PSFModel
+    config : MeasureConfig
+        Settings of the PSF flux fit.
+    extended_spread : float
+        SPREAD_MODEL above which (beyond 3 sigma) a detection counts as extended.
+
+    Returns
+    -------
+    Background
+    """
+    cat = detections.catalog
+    x = np.asarray(cat["xwin"], dtype=np.float64)
+    y = np.asarray(cat["ywin"], dtype=np.float64)
+    flux, _err, spread, spreaderr = psf_fluxes(image - background.level, weight, mask, x, y, psf,
+                                               config=config)
+    # blends within 1 FWHM each hold their companion's light: left out of the model and
+    # of the mean, as extended detections are
+    ext = np.isfinite(spread) & (spread > extended_spread + 3.0 * np.nan_to_num(spreaderr))
+    ext |= close_companions(x, y, psf.fwhm_at(0.5 * (image.shape[1] - 1),
+                                              0.5 * (image.shape[0] - 1)))
+    model = psf_model_image(image.shape, x, y, np.where(ext, 0.0, flux), psf)
+    segmap = detections.segmap
+    lut = np.zeros(int(segmap.max()) + 1 if segmap.size else 1, dtype=bool)
+    ids = np.asarray(cat["number"], dtype=np.int64)
+    lut[ids[ext & (ids < lut.size)]] = True
+    return residual_background(background, image - model, mask, exclude=lut[segmap])
 
 
 def weight_rescale_factor(image_minus_bkg: np.ndarray, weight: np.ndarray, mask: np.ndarray,
