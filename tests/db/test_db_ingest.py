@@ -86,3 +86,24 @@ def test_ingest_raw(db, tmp_path):
     # ingesting the same files again registers them again (idempotent) and rejects the same
     again = ingest_raw(db, [good, bias])
     assert again.registered == (501,) and len(again.rejected) == 1
+
+
+def test_ingest_records_the_kind_and_refuses_cp_companions(db, tmp_path):
+    """A raw exposure is kind 'raw', a CP InstCal image (PROCTYPE InstCal) kind 'instcal'; its
+    mask and weight (same EXPNUM, the image's primary header as in cut-outs) and a CP master
+    calibration are refused with the reason, not registered in the image's place."""
+    raw = write_primary(tmp_path / "DECam_00000501.fits", EXPNUM=501)
+    cp = {k: write_primary(tmp_path / f"c4d_190425_031245_{k}_r_v1.fits", EXPNUM=502,
+                           PROCTYPE="InstCal", PRODTYPE="image")
+          for k in ("ood", "ooi", "oow")}  # the mask first: it must not win the EXPNUM
+    master = write_primary(tmp_path / "c4d_190425_zci_v1.fits", EXPNUM=503,
+                           PROCTYPE="MasterCal", OBSTYPE="zero")
+    report = ingest_raw(db, [raw, cp["ood"], cp["ooi"], cp["oow"], master])
+    assert report.registered == (501, 502)
+    assert get_exposure(db, 501).kind == "raw"
+    rec = get_exposure(db, 502)
+    assert rec.kind == "instcal" and rec.raw_path == cp["ooi"]
+    why = dict(report.rejected)
+    assert "CP InstCal mask, read with its image" in why[cp["ood"]]
+    assert "CP InstCal weight, read with its image" in why[cp["oow"]]
+    assert "CP master calibration" in why[master]

@@ -177,3 +177,47 @@ def test_write_session_takes_the_write_lock(tmp_path):
         pass
     first.close()
     second.close()
+
+
+def _make_version_1_database(db_url):
+    """A database as desgw with schema version 1 wrote it: no ``exposures.kind``, one
+    exposure registered, one schema_version row (1)."""
+    db = connect(db_url)
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE exposures DROP COLUMN kind"))
+        conn.execute(sa.text("DELETE FROM schema_version"))
+        conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) "
+                             "VALUES (1, CURRENT_TIMESTAMP)"))
+        conn.execute(sa.text("INSERT INTO exposures (expnum, nite, mjd, band, exptime, ra, dec, "
+                             "raw_path, ingested_at) VALUES (123, 20190901, 58727.1, 'r', 90.0,"
+                             " 10.0, -43.0, '/raw/DECam_00000123.fits.fz', CURRENT_TIMESTAMP)"))
+    db.close()
+
+
+def test_version_1_database_is_upgraded(db_url):
+    """Schema 2 added exposures.kind: a version-1 database is migrated when opened, its
+    exposures become 'raw', and new exposures record their kind."""
+    from types import SimpleNamespace
+
+    from desgw.db import get_exposure, register_exposure
+
+    assert SCHEMA_VERSION == 2
+    _make_version_1_database(db_url)
+    db = connect(db_url)
+    assert db.schema_version == 2
+    with db.engine.connect() as conn:
+        versions = sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars())
+    assert versions == [1, 2]
+    old = get_exposure(db, 123)
+    assert old is not None and old.kind == "raw" and old.raw_path.endswith("123.fits.fz")
+    cp = SimpleNamespace(expnum=124, nite=20190902, mjd_obs=58728.1, band="r", exptime=90.0,
+                         ra_deg=10.0, dec_deg=-43.0, object=None, propid=None,
+                         obstype="object", airmass=1.1, kind="instcal")
+    register_exposure(db, cp, "/raw/c4d_190902_ooi_r_v1.fits.fz")
+    assert get_exposure(db, 124).kind == "instcal"
+    db.close()
+    again = connect(db_url)  # opened again: nothing more to migrate
+    with again.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 2
+    assert get_exposure(again, 123).kind == "raw"
+    again.close()

@@ -101,3 +101,29 @@ def test_source_only_in_template_is_negative():
     assert t[0]["y"] == pytest.approx(260.2, abs=0.15)
     y, x = t[0]["y_peak"], t[0]["x_peak"]
     assert sub.flux_image[y, x] == pytest.approx(-8000, abs=4 * float(sub.flux_err_image[y, x]))
+
+
+def test_region_areas_equal_connected_component_sizes():
+    """The flood-filled area around each peak is the size of its 8-connected component
+    above threshold (as labelling the whole image gives), for both signs, merged regions of
+    several peaks and regions touching the border."""
+    from scipy import ndimage
+
+    from desgw.diff.detect import _region_areas
+
+    rng = np.random.default_rng(4)
+    score = ndimage.gaussian_filter(rng.normal(size=(300, 400)), 2.0) * 8.0
+    score[:30, :60] = 7.0  # a large region on the border
+    score = score.astype(np.float32)
+    for sign in (1.0, -1.0):
+        above = sign * score >= 3.0
+        labels, n = ndimage.label(above, structure=np.ones((3, 3), bool))
+        assert n > 20
+        py, px = np.nonzero(above)
+        pick = rng.choice(py.size, 200, replace=False)
+        py, px = py[pick].astype(np.int64), px[pick].astype(np.int64)
+        want = np.bincount(labels.ravel())[labels[py, px]]
+        got = _region_areas(score, np.float32(3.0), np.float32(sign), py, px)
+        assert np.array_equal(got, want)
+        if sign > 0:  # the border region: the fill's stacks grew past their first size
+            assert want.max() > 1024

@@ -164,3 +164,25 @@ def test_masked_pixels_on_stars_are_grown_and_leave_no_bogus(scene) -> None:
     sig = 1.4826 * np.median(np.abs(z - np.median(z)))
     assert abs(sig - 1.0) < 0.05, sig
     assert fwhm > 0
+
+
+def test_sparse_labelling_equals_full_image_labelling():
+    """The union-find clusters of the masked pixels are the 8-connected components that
+    scipy's full-image labelling finds (same partition, clusters touching the borders and
+    wrapping-looking neighbours at the row ends kept apart)."""
+    from scipy import ndimage
+
+    from desgw.diff.subtract import _label_sparse
+
+    rng = np.random.default_rng(11)
+    masked = rng.random((120, 90)) < 0.25
+    masked[:, 0] = masked[:, -1] = True  # the row ends are not neighbours of each other
+    idx = np.flatnonzero(masked)
+    lab, n = _label_sparse(idx, masked.shape[1])
+    labels, n_ref = ndimage.label(masked, structure=np.ones((3, 3), bool))
+    ref = labels.ravel()[idx] - 1
+    assert n == n_ref > 50
+    # the same partition: each of our clusters maps to exactly one reference cluster
+    pairs = np.unique(np.c_[lab, ref], axis=0)
+    assert len(pairs) == n
+    assert np.array_equal(np.sort(pairs[:, 1]), np.arange(n))

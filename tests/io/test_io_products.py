@@ -48,7 +48,11 @@ def test_immask_roundtrip(tmp_path):
     assert isinstance(im, ImMask) and im.shape == sci.shape
     assert im.sci.dtype == np.float32 and im.msk.dtype == np.int32 and im.wgt.dtype == np.float32
     np.testing.assert_array_equal(im.msk, msk)          # lossless
-    np.testing.assert_array_equal(im.wgt, wgt)          # lossless
+    # WGT: step = smallest positive weight / 1024, so every weight within 1/2048 of itself
+    good = wgt > 0
+    assert np.all(im.wgt[~good] == 0)
+    rel = np.abs(im.wgt[good] / wgt[good] - 1)
+    assert rel.max() <= 1 / 2048 * 1.001 and rel.max() > 0
     assert np.all(im.sci[20:30, 40:50] == 0.0)          # zeros kept by SUBTRACTIVE_DITHER_2
     d = im.sci - sci
     # quantisation step sigma/16 -> rms error sigma/(16 sqrt 12) = sigma/55, zero mean
@@ -65,7 +69,27 @@ def test_immask_roundtrip(tmp_path):
         assert hdul["SCI"].header["ZCMPTYPE"] == "RICE_1"
         assert hdul["SCI"].header["ZQUANTIZ"] == "SUBTRACTIVE_DITHER_2"
         assert hdul["MSK"].header["ZCMPTYPE"] == "RICE_1"
-        assert hdul["WGT"].header["ZCMPTYPE"] == "GZIP_2"
+        assert hdul["WGT"].header["ZCMPTYPE"] == "RICE_1"
+        assert hdul["WGT"].header["ZQUANTIZ"] == "SUBTRACTIVE_DITHER_2"
+    # fitsio (cfitsio) reads the same pixels and keywords
+    import fitsio
+    with fitsio.FITS(str(path)) as f:
+        np.testing.assert_array_equal(f["SCI"].read(), im.sci)
+        np.testing.assert_array_equal(f["MSK"].read(), msk)
+        np.testing.assert_array_equal(f["WGT"].read(), im.wgt)
+        assert f["SCI"].read_header()["MAGZERO"] == 31.2
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e4])
+def test_immask_step_never_coarser_than_the_image_noise(tmp_path, scale):
+    """Weights on another scale than the image (relative weights, other units) must not make
+    the SCI quantisation coarse: the step is at most the image's own scatter / 16."""
+    sci, msk, wgt = _images(shape=(512, 256), sigma=10.0)
+    path = tmp_path / "s_immask.fits.fz"
+    write_immask(path, sci, msk, wgt * np.float32(scale))
+    d = read_immask(path).sci - sci
+    # step <= sigma / 16: rms error <= sigma / 55 (= 0.18 here), zero mean
+    assert d.std() < 0.2 and abs(d.mean()) < 0.01
 
 
 def test_immask_crop_reads_only_a_part(tmp_path):
@@ -165,9 +189,11 @@ def test_immask_atomic_on_failure(tmp_path, monkeypatch):
     sci, msk, wgt = _images(shape=(16, 8))
     path = tmp_path / "a_immask.fits.fz"
 
+    import fitsio
+
     def boom(self, *a, **k):
         raise OSError("disk full")
-    monkeypatch.setattr(fits.HDUList, "writeto", boom)
+    monkeypatch.setattr(fitsio.FITS, "write", boom)
     with pytest.raises(OSError, match="disk full"):
         write_immask(path, sci, msk, wgt)
     assert os.listdir(tmp_path) == []

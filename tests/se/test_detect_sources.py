@@ -94,6 +94,30 @@ def test_variance_input_and_constant_noise_agree():
     assert np.all(c.segmap[:, 100] == 0)
 
 
+def test_weight_input_is_its_variance():
+    """``noise_type="weight"`` detects exactly what the variance ``1 / weight`` does: zero and
+    non-finite weights excluded like masked pixels, the rest bit for bit."""
+    f = make_field(shape=(512, 512), n_stars=60, n_gal=10, seed=9)
+    rng = np.random.default_rng(2)
+    weight = (1.0 / (f.sky + 49.0) * rng.uniform(0.8, 1.2, f.image.shape)).astype(np.float32)
+    weight[:, 200] = 0.0
+    weight[300, 100:140] = np.nan
+    with np.errstate(divide="ignore"):
+        var = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
+    a = detect_sources(f.image - f.sky, var, f.mask, noise_type="variance")
+    b = detect_sources(f.image - f.sky, weight, f.mask, noise_type="weight")
+    assert len(a.catalog) > 40
+    assert np.array_equal(a.segmap, b.segmap)
+    for name in a.catalog.colnames:
+        assert np.array_equal(a.catalog[name], b.catalog[name]), name
+    assert np.all(b.segmap[:, 200] == 0) and np.all(b.segmap[300, 100:140] == 0)
+    # a constant weight is the constant variance's inverse
+    w0 = np.float32(1.0 / (np.median(f.sky) + 49.0))
+    c = detect_sources(f.image - f.sky, w0, f.mask, noise_type="weight")
+    d = detect_sources(f.image - f.sky, np.float32(1.0) / w0, f.mask, noise_type="variance")
+    assert len(c.catalog) == len(d.catalog) > 40
+
+
 def test_bad_input():
     with pytest.raises(DataTypeError):
         detect_sources(np.zeros((10, 10, 2)), 1.0)
@@ -115,3 +139,52 @@ def test_gaussian_kernel():
     assert gaussian_kernel(7.6).shape == (13, 13)
     assert gaussian_kernel(10.0).shape == (15, 15)
     assert gaussian_kernel(3.0).shape == (7, 7)
+
+
+def test_window_min_snr_centroids_only_bright_detections():
+    """``window_min_snr``: the bright detections get the same windowed centroids and radii as
+    with every detection measured, the faint ones their barycentre, NaN radius, win_flag 1;
+    the PSF candidates (which need S/N >= 50) are the same."""
+    from desgw.se.psf import select_psf_candidates
+
+    f = make_field(shape=(1024, 1024), n_stars=300, n_gal=40, seed=12)
+    args = (f.image - f.sky, np.sqrt(f.sky + 49.0), f.mask)
+    full = detect_sources(*args, config=DetectConfig(filter_fwhm=4.0))
+    part = detect_sources(*args, config=DetectConfig(filter_fwhm=4.0, window_min_snr=50.0))
+    a, b = full.catalog, part.catalog
+    assert np.array_equal(full.segmap, part.segmap) and len(a) == len(b)
+    snr = (np.asarray(a["flux_iso"], np.float64)
+           / (np.asarray(a["thresh"], np.float64) / 1.5 * np.sqrt(np.asarray(a["npix"]))))
+    bright = snr >= 50.0
+    assert 20 < bright.sum() < 0.8 * len(a)
+    for name in ("xwin", "ywin", "flux_radius", "win_flag"):
+        assert np.array_equal(a[name][bright], b[name][bright]), name
+    assert np.array_equal(b["xwin"][~bright], b["x"][~bright])
+    assert np.all(np.isnan(b["flux_radius"][~bright])) and np.all(b["win_flag"][~bright] == 1)
+    assert np.array_equal(select_psf_candidates(full), select_psf_candidates(part))
+
+
+@pytest.mark.parametrize("fwhm", [3.0, 5.5])
+def test_first_pass_without_deblending_same_seeing_and_footprints(fwhm):
+    """process_ccd's first pass (seeing and object mask) runs without deblending or cleaning:
+    on a crowded field with blends the seeing is the deblended pass's within 1 % (and the
+    truth's within 3 %), and the footprints are the same pixels plus < 1 %."""
+    from desgw.se.process import SEConfig, first_pass_config
+    from desgw.se.process_steps import estimate_seeing
+
+    f = make_field(shape=(768, 768), n_stars=500, n_gal=30, fwhm0=fwhm, gx=0.0, gy=0.0,
+                   min_sep=4.0, mag_range=(16.0, 22.0), seed=31, n_masked_stars=0)
+    sub = f.image - f.sky
+    rms = np.sqrt(f.sky + 49.0)
+    cheap, full = (detect_sources(sub, rms, f.mask, config=first_pass_config(cfg))
+                   for cfg in (SEConfig(), SEConfig(first_pass_deblend=True)))
+    assert full.config.deblend_nthresh == 32 and cheap.config.deblend_nthresh == 1
+    assert len(full.catalog) > 330
+    s_cheap = estimate_seeing(cheap, sub, max_peak=None)
+    s_full = estimate_seeing(full, sub, max_peak=None)
+    assert s_cheap.n_stars >= 30 and s_full.n_stars >= 30
+    assert s_cheap.fwhm_px == pytest.approx(s_full.fwhm_px, rel=0.01)
+    assert s_cheap.fwhm_px == pytest.approx(fwhm, rel=0.03)
+    a, b = full.segmap > 0, cheap.segmap > 0
+    assert not np.any(a & ~b)
+    assert np.count_nonzero(b & ~a) < 0.01 * a.sum()

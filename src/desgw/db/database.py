@@ -6,9 +6,11 @@ the write lock instead of failing half-way, and readers never block. PostgreSQL 
 through psycopg 3 (``postgresql+psycopg://``); writers that must be serialised (candidate
 association, schema creation) take a transaction-scoped advisory lock.
 
-The schema is created on first use and its version stored in ``schema_version``; a database
-with a newer or unknown version, or with desgw tables but no version, is refused with
-:class:`~desgw.db.errors.SchemaVersionError`.
+The schema is created on first use and its version stored in ``schema_version``. A database
+of an older version with a migration in :data:`MIGRATIONS` is upgraded in place when opened
+(one transaction per step, a row per applied version; see :func:`migrate_schema`); a database
+with a newer version, an older one without a migration, or desgw tables but no version, is
+refused with :class:`~desgw.db.errors.SchemaVersionError`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -30,8 +32,8 @@ from .errors import DatabaseConnectionError, DatabaseError, SchemaVersionError
 from .models import SCHEMA_VERSION, Base, SchemaVersionRow
 from .urls import normalize_url, redact_url, scrub_secret
 
-__all__ = ["ADVISORY_LOCK_CANDIDATES", "ADVISORY_LOCK_SCHEMA", "Database", "connect",
-           "retry_database"]
+__all__ = ["ADVISORY_LOCK_CANDIDATES", "ADVISORY_LOCK_SCHEMA", "MIGRATIONS", "Database",
+           "connect", "migrate_schema", "retry_database"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +156,53 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(source).__name__
 
 
+def _migrate_1_to_2(conn: Connection) -> None:
+    """Version 2: ``exposures.kind`` (``raw`` for every exposure registered before it)."""
+    conn.execute(text("ALTER TABLE exposures ADD COLUMN kind VARCHAR(16) NOT NULL "
+                      "DEFAULT 'raw'"))
+
+
+#: Schema migrations: ``MIGRATIONS[v]`` upgrades a database of version ``v`` to ``v + 1``
+#: inside the caller's transaction (plain SQL, valid on SQLite and PostgreSQL).
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_1_to_2}
+
+
+def migrate_schema(conn: Connection, found: int, *, shown: str = "database") -> int:
+    """Upgrade a desgw schema of version ``found`` to :data:`SCHEMA_VERSION` step by step.
+
+    Parameters
+    ----------
+    conn : sqlalchemy.Connection
+        In a write transaction (and, on PostgreSQL, holding the schema advisory lock).
+    found : int
+        The version the database has.
+    shown : str
+        The redacted URL, for the messages.
+
+    Returns
+    -------
+    int
+        :data:`SCHEMA_VERSION`.
+
+    Raises
+    ------
+    SchemaVersionError
+        No migration from ``found`` (or from a version on the way).
+    """
+    version = int(found)
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise SchemaVersionError(
+                f"{shown}: database schema version {version} is unknown to this desgw "
+                f"(version {SCHEMA_VERSION}) and there is no migration from it")
+        step(conn)
+        version += 1
+        conn.execute(insert(SchemaVersionRow).values(version=version))
+        log.info("%s: desgw schema upgraded from version %d to %d", shown, version - 1, version)
+    return version
+
+
 def _ensure_schema(engine: Engine, url: str, create: bool) -> int:
     """Check (or create) the desgw schema; return its version."""
     shown = redact_url(url)
@@ -173,9 +222,7 @@ def _ensure_schema(engine: Engine, url: str, create: bool) -> int:
                     f"{shown}: database schema version {found} is newer than this desgw "
                     f"understands (version {SCHEMA_VERSION}); upgrade desgw")
             if found != SCHEMA_VERSION:
-                raise SchemaVersionError(
-                    f"{shown}: database schema version {found} is unknown to this desgw "
-                    f"(version {SCHEMA_VERSION}) and there is no migration from it")
+                return migrate_schema(conn, found, shown=shown)
             return found
         ours = sorted(tables & set(Base.metadata.tables))
         if ours:

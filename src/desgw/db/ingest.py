@@ -1,6 +1,8 @@
-"""Registering raw exposures: read primary headers, keep science exposures, explain the rest.
+"""Registering exposures: read primary headers, keep science exposures, explain the rest.
 
-Rejected (with the reason):
+An exposure is a raw DECam file or a NOIRLab Community Pipeline InstCal image (``*_ooi_*``,
+PROCTYPE ``InstCal``); the database records which (``kind``), so the planners run the matching
+single-epoch processing. Rejected (with the reason):
 * calibration and engineering exposures, by OBSTYPE: zero, bias, dark, dome flat, flat,
   sky flat, twilight flat, test, junk, pointing, focus (and anything that is not
   ``object``: desgw processes only science exposures);
@@ -9,7 +11,10 @@ Rejected (with the reason):
   them test, junk or engineering;
 * science exposures lacking what the pipeline needs: a filter band, a pointing, or a
   positive exposure time;
-* files that cannot be read: the reason is the io error text (missing, corrupt, bad header).
+* files that cannot be read: the reason is the io error text (missing, corrupt, bad header);
+* CP InstCal masks and weights (``_ood_``, ``_oow_``, or PRODTYPE dqmask / wtmap): they are
+  read with their image, which is the exposure's file; CP master calibrations and other
+  CP products that are not InstCal images.
 """
 
 from __future__ import annotations
@@ -111,10 +116,34 @@ def _unusable_reason(header: Any) -> str | None:
     return None
 
 
+def _not_an_exposure_file(name: str, primary: Any) -> str | None:
+    """Why a readable DECam file is not an exposure's own file (a CP mask, weight, master
+    calibration or other CP product), or None."""
+    from desgw.io.instcal import decam_file_kind, instcal_plane
+
+    kind = decam_file_kind(primary)
+    base = os.path.basename(name)
+    if kind == "instcal":
+        # the name first: cut-outs copy the image's primary header into the mask and weight
+        plane = ("image" if "_ooi_" in base else "mask" if "_ood_" in base
+                 else "weight" if "_oow_" in base else instcal_plane(primary))
+        if plane in ("mask", "weight"):
+            return f"a CP InstCal {plane}, read with its image (_ooi_), not an exposure"
+        return None
+    if kind == "cp_calibration":
+        return "a CP master calibration, not an exposure (desgw calib import reads it)"
+    if kind == "other":
+        return (f"PROCTYPE {primary.get('PROCTYPE')!r}: neither a raw exposure nor a CP "
+                "InstCal image")
+    return None
+
+
 def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
                reject_propids: Iterable[str] = ()) -> IngestReport:
-    """Register the science exposures among raw files; report the others with the reason.
+    """Register the science exposures among raw files and CP InstCal images; report the
+    others with the reason.
 
+    The exposure's ``kind`` is ``"instcal"`` for a CP InstCal image, ``"raw"`` otherwise.
     Reads only primary headers (:func:`desgw.io.raw.read_exposure_header`). A file that
     cannot be read is rejected with the io error text; it does not stop the others. A second
     file with the EXPNUM of an earlier one is rejected with a reason naming the first.
@@ -144,8 +173,9 @@ def ingest_raw(db: Database, paths: Iterable[str | os.PathLike[str]], *,
             rejected.append((name, str(exc)))
             log.warning("rejected %s: %s", name, exc)
             continue
-        reason = (non_science_reason(header.obstype, header.object, header.propid,
-                                     reject_propids=reject)
+        reason = (_not_an_exposure_file(name, header.header)
+                  or non_science_reason(header.obstype, header.object, header.propid,
+                                        reject_propids=reject)
                   or _unusable_reason(header))
         if reason is not None:
             rejected.append((name, f"exposure {header.expnum}: {reason}"))

@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
     "SCHEMA_VERSION",
+    "EXPOSURE_KINDS",
     "Base",
     "SchemaVersionRow",
     "ExposureRow",
@@ -27,8 +28,13 @@ __all__ = [
     "FakeRow",
 ]
 
-#: Version of the table layout written by this desgw.
-SCHEMA_VERSION = 1
+#: Version of the table layout written by this desgw. History: 1 the first layout; 2 adds
+#: ``exposures.kind`` (``"raw"`` or ``"instcal"``: a raw DECam exposure or a Community Pipeline
+#: InstCal image), migrated by :func:`desgw.db.database.migrate_schema`.
+SCHEMA_VERSION = 2
+
+#: Values of :attr:`ExposureRow.kind`.
+EXPOSURE_KINDS: tuple[str, ...] = ("raw", "instcal")
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; BigInteger elsewhere.
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -51,7 +57,7 @@ class SchemaVersionRow(Base):
 
 
 class ExposureRow(Base):
-    """A raw exposure, from its primary header."""
+    """An exposure, from the primary header of its raw file or CP InstCal image (``kind``)."""
 
     __tablename__ = "exposures"
     expnum: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
@@ -67,6 +73,7 @@ class ExposureRow(Base):
     program: Mapped[str | None] = mapped_column(String(200))
     airmass: Mapped[float | None] = mapped_column(Float)
     raw_path: Mapped[str | None] = mapped_column(Text)
+    kind: Mapped[str] = mapped_column(String(16), default="raw", server_default="raw")
     ingested_at: Mapped[_dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
 

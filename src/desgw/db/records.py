@@ -50,12 +50,16 @@ class ExposureRecord:
     airmass : float or None
         AIRMASS.
     raw_path : str or None
-        Where the raw exposure was found.
+        Where the raw exposure (or, for ``kind="instcal"``, the CP InstCal image) was found.
     ingested_at : datetime or None
         When the exposure was first registered (UTC).
     t_eff : float or None
         Effective exposure time factor: the median over the exposure's CCD products with a
         known ``t_eff`` (None when no CCD has one yet). Filled by the queries.
+    kind : str
+        ``"raw"``: a raw DECam exposure (SE detrends it); ``"instcal"``: a NOIRLab Community
+        Pipeline InstCal image (``*_ooi_*``, with its ``_ood_``/``_oow_``), already detrended
+        (SE runs :func:`desgw.se.process_instcal.process_instcal_ccd`).
     """
 
     expnum: int
@@ -73,6 +77,7 @@ class ExposureRecord:
     raw_path: str | None = None
     ingested_at: _dt.datetime | None = None
     t_eff: float | None = None
+    kind: str = "raw"
 
 
 @dataclass(frozen=True)

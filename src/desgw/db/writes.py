@@ -27,8 +27,8 @@ from desgw.errors import DesgwInputError
 from ._sky import angular_separation_deg, mean_position, radec_box
 from .database import Database
 from .errors import UnknownExposureError
-from .models import (CandidateRow, CCDProductRow, DetectionRow, ExposureRow, FakeRow,
-                     TemplateUsedRow, ZeropointRow)
+from .models import (EXPOSURE_KINDS, CandidateRow, CCDProductRow, DetectionRow, ExposureRow,
+                     FakeRow, TemplateUsedRow, ZeropointRow)
 from .records import (CCDProduct, ExposureRecord, NewDetection, NewFake, TemplateUse,
                       Zeropoint)
 
@@ -166,8 +166,27 @@ def _exposure_values(header: Any, path: str | os.PathLike[str] | None) -> dict[s
         program=None if program is None else str(program).strip() or None,
         airmass=_optional_float(_header_attr(header, "airmass")),
         raw_path=where,
+        kind=_exposure_kind(header, where),
     )
     return values
+
+
+def _exposure_kind(header: Any, where: str | None) -> str:
+    """``"instcal"`` for a CP InstCal image (its ``kind`` attribute, else PROCTYPE of its full
+    primary header), ``"raw"`` otherwise."""
+    kind = getattr(header, "kind", None)
+    if kind is None:
+        full = getattr(header, "header", None)
+        if full is not None and hasattr(full, "get"):
+            from desgw.io.instcal import decam_file_kind
+
+            kind = "instcal" if decam_file_kind(full) == "instcal" else "raw"
+        else:
+            kind = "raw"
+    if kind not in EXPOSURE_KINDS:
+        raise DesgwInputError(where, 0, f"exposure kind {kind!r} is not one of "
+                              f"{', '.join(EXPOSURE_KINDS)}")
+    return str(kind)
 
 
 def _to_exposure_record(row: ExposureRow, t_eff: float | None = None) -> ExposureRecord:
@@ -178,7 +197,7 @@ def _to_exposure_record(row: ExposureRow, t_eff: float | None = None) -> Exposur
                           exptime=row.exptime, ra=row.ra, dec=row.dec, object=row.object,
                           propid=row.propid, obstype=row.obstype, program=row.program,
                           airmass=row.airmass, raw_path=row.raw_path,
-                          ingested_at=ingested, t_eff=t_eff)
+                          ingested_at=ingested, t_eff=t_eff, kind=row.kind or "raw")
 
 
 def register_exposures(db: Database, items: Iterable[tuple[Any, str | os.PathLike[str] | None]]

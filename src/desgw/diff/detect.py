@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 from astropy.table import Table
 from numba import njit
-from scipy import ndimage
 
 from desgw.diff.subtract import Subtraction
 from desgw.se import maskbits
@@ -98,6 +97,52 @@ def _find_peaks(score, mask, bits, thr, sign, r, edge):  # pragma: no cover - nu
     return np.array(ys, np.int64), np.array(xs, np.int64)
 
 
+@njit(cache=True, nogil=True)
+def _region_areas(score, thr, sign, py, px):  # pragma: no cover - numba
+    """Pixels in the 8-connected region of ``sign * score >= thr`` that holds each peak.
+
+    A flood fill from each peak (regions are small; a region holding several peaks is
+    filled once per peak): the same areas as labelling the whole image, without touching
+    the pixels far from a peak.
+    """
+    ny, nx = score.shape
+    seen = np.zeros((ny, nx), np.uint8)
+    areas = np.zeros(py.size, np.int64)
+    stack = np.empty(1024, np.int64)
+    visited = np.empty(1024, np.int64)
+    for k in range(py.size):
+        top = 0
+        nvis = 0
+        stack[top] = py[k] * nx + px[k]
+        top += 1
+        seen[py[k], px[k]] = 1
+        while top > 0:
+            top -= 1
+            i = stack[top]
+            if nvis == visited.size:
+                grown = np.empty(2 * visited.size, np.int64)
+                grown[:nvis] = visited
+                visited = grown
+            visited[nvis] = i
+            nvis += 1
+            y, x = i // nx, i % nx
+            for yy in range(max(y - 1, 0), min(y + 2, ny)):
+                for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                    if seen[yy, xx] == 0 and sign * score[yy, xx] >= thr:
+                        seen[yy, xx] = 1
+                        if top == stack.size:
+                            bigger = np.empty(2 * stack.size, np.int64)
+                            bigger[:top] = stack
+                            stack = bigger
+                        stack[top] = yy * nx + xx
+                        top += 1
+        areas[k] = nvis
+        for j in range(nvis):
+            i = visited[j]
+            seen[i // nx, i % nx] = 0
+    return areas
+
+
 # Least-squares quadratic z = a + b x + c y + d x^2 + e x y + f y^2 on the 3x3 grid.
 _gy, _gx = np.mgrid[-1:2, -1:2]
 _A = np.stack([np.ones(9), _gx.ravel(), _gy.ravel(), _gx.ravel() ** 2,
@@ -155,18 +200,14 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
     mask = np.ascontiguousarray(subtraction.mask, dtype=np.int32)
     rows: list[tuple] = []
     signs = (1.0, -1.0) if config.negative else (1.0,)
-    structure = np.ones((3, 3), bool)
     for sign in signs:
         py, px = _find_peaks(score, mask, np.int32(config.mask_bits),
                              np.float32(threshold_sigma), np.float32(sign),
                              int(config.min_separation), int(config.edge))
         if len(py) == 0:
             continue
-        above = (sign * score) >= threshold_sigma
-        labels, _ = ndimage.label(above, structure=structure)
-        areas = np.bincount(labels.ravel())
-        for y, x in zip(py, px):
-            area = int(areas[labels[y, x]])
+        areas = _region_areas(score, np.float32(threshold_sigma), np.float32(sign), py, px)
+        for y, x, area in zip(py, px, areas.tolist()):
             if area < config.min_area:
                 continue
             dx, dy, val = quadratic_peak(sign * score[y - 1:y + 2, x - 1:x + 2])

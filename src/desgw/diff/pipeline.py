@@ -9,6 +9,8 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    model, zeropoint, WCS (the verification step; rejected CCDs are listed with reasons).
 2. ``[background]`` sky of the search and of every template CCD, two passes (the second with
    the sources masked); the weights are the SE inverse background variances (makeWeight).
+   A template CCD read from its prepared form (``CCDProducts.sky_subtracted``) comes with
+   that sky removed already, estimated once on the whole CCD.
 3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
    the search grid, Lanczos-3 with flux conservation (SWarp), through the WCS mapping refined
    with the bright stars both catalogs measured (:mod:`desgw.diff.register`: an affine
@@ -57,10 +59,11 @@ variances through its filters as if pixels were independent. The resampled templ
 correlated (neighbouring pixels share input pixels): with ``DiffConfig.
 correlated_template_noise`` the variances of ``S`` (hence ``S_corr`` and the flux errors) and of
 the difference are then corrected per tile by the factor the template term of each filter gets
-from the resampling noise autocorrelation (:func:`~desgw.diff.pipeline_steps.
-correlated_noise_factors`): ~ the noise correlation factor (1.26 for Lanczos-3) for the broad
-score filter, less for the sharper difference filters. On the simulator this takes the
-blank-sky ``S_corr`` noise from 1.05-1.10 to 1.01-1.02 and keeps the difference's within 2 %.
+from the resampling noise autocorrelation, computed from the filters the subtraction built
+(:meth:`desgw.diff.zogy.ZogyKernels.noise_factors`; no filter is rebuilt and no new transform
+made): ~ the noise correlation factor (1.26 for Lanczos-3) for the broad score filter, less
+for the sharper difference filters. On the simulator this takes the blank-sky ``S_corr``
+noise from 1.05-1.10 to 1.01-1.02 and keeps the difference's within 2 %.
 Inputs that were *already* resampled (``DiffConfig.resampled_inputs``, e.g. images delivered on
 a common grid) carry their own correlated noise: each input's autocorrelation is then measured
 on its blank sky (:func:`~desgw.diff.pipeline_steps.measure_noise_acf`), the search term of
@@ -104,6 +107,7 @@ from typing import Any
 
 import numpy as np
 from astropy.table import Table
+from numba import njit
 
 from desgw.diff.coadd import coadd_templates
 from desgw.diff.detect import detect_transients
@@ -120,10 +124,8 @@ from desgw.diff.template_crop import crop_to_search
 from desgw.se.maskbits import EDGE, UNUSABLE
 
 from .pipeline_steps import (
-    apply_noise_factors,
     as_rejected,
     combine_catalogs,
-    correlated_noise_factors,
     empty_candidates,
     empty_fakes,
     footprint_overlaps,
@@ -208,10 +210,20 @@ def _empty(search: CCDProducts, flags: Sequence[str], timings: dict[str, float],
                       zp_stamp=search.zp_stamp, timings=timings, flags=tuple(flags), meta=meta)
 
 
-def _inverse(weight: np.ndarray) -> np.ndarray:
-    out = np.full(weight.shape, np.inf, dtype=np.float32)
-    np.divide(np.float32(1.0), weight, out=out, where=weight > 0)
+@njit(cache=True, nogil=True)
+def _inverse_kernel(weight):  # pragma: no cover - numba
+    ny, nx = weight.shape
+    out = np.empty((ny, nx), np.float32)
+    for y in range(ny):
+        for x in range(nx):
+            w = weight[y, x]
+            out[y, x] = np.float32(1.0) / w if w > 0 else np.inf
     return out
+
+
+def _inverse(weight: np.ndarray) -> np.ndarray:
+    """float32 ``1 / weight`` (inf where weight <= 0 or NaN), one pass."""
+    return _inverse_kernel(np.asarray(weight))
 
 
 def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
@@ -289,7 +301,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     shape = search.shape
     s_img, s_sky, s_rms = subtract_sky(search.image, search.mask, config)
     meta.update(search_sky_e=s_sky, search_sky_rms_e=s_rms)
-    t_imgs = [subtract_sky(t.image, t.mask, config)[0] for t in usable]
+    # prepared template CCDs come with their sky removed (the same estimate, made once)
+    t_imgs = [t.image if t.sky_subtracted else subtract_sky(t.image, t.mask, config)[0]
+              for t in usable]
     s_acf = t_acf = None
     if config.resampled_inputs:
         # inputs already resampled: their own noise autocorrelations, from their blank sky
@@ -397,21 +411,21 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     # weight (1 / mean(scale) would count an n-exposure stack's n times)
     sub_cfg = replace(config.subtract, template_gain=1.0 / float(np.mean(coadd.scales)))
     assert coadd.psf is not None  # coadd_templates was given the template PSFs
-    sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
-                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
-                   template_gain_map=coadd.gain)
-    del s_var, t_var
+    acf = None
     if (config.correlated_template_noise and ncf > 1.0) or config.resampled_inputs:
         acf = resampling_noise_acf(ncf if config.correlated_template_noise else 1.0)
         if t_acf is not None:
             # the input's own correlation seen through the resampling: (R * rho) / R(0)
             from scipy.signal import fftconvolve
             acf = fftconvolve(acf, t_acf, mode="full")
-        f_s, f_d = correlated_noise_factors(sub, search.psf, coadd.psf, acf, sub_cfg,
-                                            search_acf=s_acf)
-        apply_noise_factors(sub, f_s, f_d, sub_cfg.zogy_config().tile)
-        meta.update(score_noise_factor=float(np.median(f_s)),
-                    diff_noise_factor=float(np.median(f_d)))
+    sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
+                   coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
+                   template_gain_map=coadd.gain, search_noise_acf=s_acf,
+                   template_noise_acf=acf)
+    del s_var, t_var
+    if acf is not None:
+        meta.update(score_noise_factor=float(np.median(sub.meta["score_noise_factor"])),
+                    diff_noise_factor=float(np.median(sub.meta["diff_noise_factor"])))
     # masked vs truly bad pixels over the template-covered area
     n_cov = max(int(t_cover.sum()), 1)
     meta.update(masked_fraction=float(np.count_nonzero((sub.mask & (UNUSABLE | EDGE)) != 0

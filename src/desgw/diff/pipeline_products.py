@@ -10,7 +10,8 @@ Product folder and names (:func:`desgw.io.product_paths.diff_product_paths`; the
 ``P_diff.fits.fz``              ``SCI`` difference (e-, PSF-stamp flux scale), ``MSK``, ``WGT``
                                 (1 / propagated variance, 0 where blanked), ``SCORE``
                                 (ZOGY ``S_corr``, sigma)
-``P_template.fits.fz``          template coadd on the search grid and scale (SCI/MSK/WGT)
+``P_template.fits.fz``          with ``full_copy`` only: template coadd on the search grid and
+                                scale (SCI/MSK/WGT); the stamps keep its pixels at candidates
 ``P_search.fits.fz``            with ``full_copy`` only: background-subtracted search image
                                 with the fakes (SCI/MSK/WGT)
 ``P_resamp_{E}_{C:02d}.fits.fz``  with ``full_copy`` only: each resampled template CCD
@@ -36,6 +37,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,15 @@ from astropy.table import Table
 from astropy.wcs import FITSFixedWarning
 
 from desgw.errors import CorruptFileError, MissingFileError
-from desgw.io.atomic import atomic_write_path, atomic_write_text
+from desgw.io.atomic import atomic_write_text
+from desgw.io.fitscodec import (
+    NOISE_QUANTIZE_LEVEL,
+    Plane,
+    noise_step,
+    weight_step,
+    write_planes,
+)
+from desgw.io.prepared_template import PreparedTemplate
 from desgw.io.product_paths import DiffProductPaths
 from desgw.io.products import (
     read_fits_table,
@@ -64,6 +74,8 @@ from .template_crop import OffsetPSF
 __all__ = [
     "config_hash",
     "load_ccd_products",
+    "load_template_products",
+    "template_settings_hash",
     "write_diff_products",
 ]
 
@@ -107,10 +119,18 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
         The immask is missing or unreadable; a PSF or catalog file that exists but cannot be
         read.
     """
+    im = read_immask(immask, crop=crop)
+    return _products(im.sci, im.msk, im.wgt, im.header, im.wcs, im.origin, psfmodel=psfmodel,
+                     fullcat=fullcat, qc=qc, band=band, expnum=expnum, ccdnum=ccdnum)
+
+
+def _products(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, h: fits.Header,
+              wcs: Any, origin: tuple[int, int], *, psfmodel: str | os.PathLike[str],
+              fullcat: str | os.PathLike[str] | None, qc: str | os.PathLike[str] | None,
+              band: str | None, expnum: int | None, ccdnum: int | None,
+              sky_subtracted: bool = False) -> CCDProducts:
     from desgw.se.psf import PSFModel
 
-    im = read_immask(immask, crop=crop)
-    h = im.header
     psf: PSFModel | OffsetPSF | None = None
     p = Path(psfmodel)
     if p.is_file():
@@ -131,18 +151,120 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
             t_eff = float(v) if v is not None else math.nan
         except (ValueError, KeyError, TypeError):
             log.warning("%s: no t_eff in the QC file", qc)
-    if psf is not None and im.origin != (0, 0):
-        psf = OffsetPSF(psf, *im.origin)
+    if psf is not None and origin != (0, 0):
+        psf = OffsetPSF(psf, *origin)
     qcpass = h.get("QCPASS")
     return CCDProducts(
-        image=im.sci, mask=im.msk, weight=im.wgt, wcs=im.wcs, psf=psf,
+        image=image, mask=mask, weight=weight, wcs=wcs, psf=psf,
         zp=_float_key(h, "MAGZERO", math.nan), exptime=_float_key(h, "EXPTIME", math.nan),
         band=str(band if band is not None else h.get("BAND", "")).strip(),
         expnum=int(expnum if expnum is not None else h.get("EXPNUM", -1)),
         ccdnum=int(ccdnum if ccdnum is not None else h.get("CCDNUM", -1)),
         catalog=catalog, qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_float_key(h, "FWHMASEC", math.nan), t_eff=t_eff,
-        psf_apcor=_float_key(h, "PSFAPCOR", 1.0))
+        psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted)
+
+
+def template_settings_hash(config: DiffConfig) -> str:
+    """Short hash (12 hex digits) of what a template's sky depends on: the background
+    settings, ``object_sigma``, the desgw version and the prepared-file format."""
+    from desgw import __version__
+    from desgw.io.prepared_template import PREPARED_FORMAT
+
+    doc = {"background": asdict(config.background), "object_sigma": config.object_sigma,
+           "version": __version__, "format": PREPARED_FORMAT}
+    text = json.dumps(doc, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def load_template_products(immask: str | os.PathLike[str], *,
+                           psfmodel: str | os.PathLike[str],
+                           fullcat: str | os.PathLike[str] | None = None,
+                           qc: str | os.PathLike[str] | None = None, band: str | None = None,
+                           expnum: int | None = None, ccdnum: int | None = None,
+                           config: DiffConfig | None = None,
+                           crop: Callable[[Any, tuple[int, int]], tuple[slice, slice] | None]
+                           | None = None, prepare: bool = True) -> CCDProducts:
+    """A template CCD's products with its sky already subtracted, from its prepared form.
+
+    The prepared file (:mod:`desgw.io.prepared_template`, next to the immask) is read when it
+    exists and its key matches the immask as it is now and ``config``'s sky settings
+    (:func:`template_settings_hash`); otherwise the whole immask is read, its sky estimated
+    (:func:`desgw.diff.pipeline_steps.subtract_sky`, on the whole CCD), the prepared file
+    written atomically, and read back (so the first search CCD uses exactly the pixels later
+    ones will). Concurrent callers for one template CCD make it once: the others wait on a
+    lock (:func:`desgw.io.prepared_template.preparation_lock`) and read it. A template folder
+    that cannot be written to (or ``prepare`` False) gives the in-memory result without a
+    file. Arguments otherwise as :func:`load_ccd_products`; the
+    result has ``sky_subtracted`` True.
+
+    Raises
+    ------
+    MissingFileError, CorruptFileError
+        The immask is missing or unreadable; a PSF or catalog file that exists but cannot be
+        read. (An unreadable prepared file is only logged, then made again.)
+    """
+    from desgw.errors import DesgwError
+    from desgw.io.prepared_template import (
+        preparation_lock,
+        prepared_path,
+        read_prepared,
+        source_stamp,
+    )
+
+    config = DiffConfig() if config is None else config
+    key = template_settings_hash(config)
+    source = source_stamp(immask)
+    ppath = prepared_path(immask, key)
+    def existing() -> PreparedTemplate | None:
+        try:
+            return read_prepared(ppath, source=source, settings_hash=key, crop=crop)
+        except DesgwError as exc:
+            log.warning("%s: %s; preparing the template CCD again", ppath, exc)
+            return None
+
+    prep = existing()
+    if prep is None:
+        with preparation_lock(ppath) if prepare else nullcontext(False) as held:
+            if held:  # another diff may have made it while this one waited
+                prep = existing()
+            if prep is None:
+                prep = _prepare_template(immask, ppath, source, key, config, crop, prepare)
+    return _products(prep.image, prep.mask, prep.weight, prep.header, prep.wcs, prep.origin,
+                     psfmodel=psfmodel, fullcat=fullcat, qc=qc, band=band, expnum=expnum,
+                     ccdnum=ccdnum, sky_subtracted=True)
+
+
+def _prepare_template(immask: str | os.PathLike[str], ppath: Path, source: dict[str, Any],
+                      key: str, config: DiffConfig,
+                      crop: Callable[[Any, tuple[int, int]], tuple[slice, slice] | None] | None,
+                      write: bool) -> PreparedTemplate:
+    """The whole immask, its sky subtracted, written as ``ppath`` (when ``write``) and read
+    back through ``crop``; in memory when it cannot be written."""
+    from desgw.io.prepared_template import read_prepared, write_prepared
+
+    from .pipeline_steps import subtract_sky
+
+    im = read_immask(immask)
+    sub, sky, rms = subtract_sky(im.sci, im.msk, config)
+    if write:
+        try:
+            write_prepared(ppath, sub, im.msk, im.wgt, im.header, source=source,
+                           settings_hash=key, sky=sky, sky_rms=rms)
+            prep = read_prepared(ppath, source=source, settings_hash=key, crop=crop)
+            if prep is not None:
+                return prep
+        except OSError as exc:
+            log.warning("%s: cannot write the prepared template (%s); using it unsaved",
+                        ppath, exc)
+    box = crop(im.wcs, im.shape) if crop is not None else None
+    if box is None:
+        return PreparedTemplate(sub, im.msk, im.wgt, im.header, im.wcs, (0, 0), sky, rms)
+    ys, xs = box
+    return PreparedTemplate(np.ascontiguousarray(sub[box]), np.ascontiguousarray(im.msk[box]),
+                            np.ascontiguousarray(im.wgt[box]), im.header,
+                            None if im.wcs is None else im.wcs.slice(box),
+                            (int(xs.start or 0), int(ys.start or 0)), sky, rms)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -159,29 +281,27 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
                      header: fits.Header | None = None, wcs: Any = None) -> Path:
     """``SCI`` difference, ``MSK``, ``WGT`` (1 / variance) and ``SCORE``, tile-compressed.
 
-    SCI and SCORE are quantised (RICE_1, q = 16, subtractive dither 2); MSK and WGT lossless.
-    Blanked pixels have SCI = SCORE = 0 and WGT = 0.
+    SCI and SCORE are quantised with absolute steps of 1/16 of their noise (RICE_1, subtractive
+    dither 2: sigma from the median weight for SCI, 1 for SCORE), WGT with the step (smallest
+    positive weight) / 1024, MSK lossless (RICE_1) (:mod:`desgw.io.fitscodec`). Blanked pixels
+    have SCI = SCORE = 0 and WGT = 0.
     """
     assert result.diff is not None and result.diff_var is not None and result.mask is not None
     h = _image_header(header, wcs)
     w = np.zeros(result.diff.shape, np.float32)
     np.divide(np.float32(1.0), result.diff_var, out=w,
               where=np.isfinite(result.diff_var) & (result.diff_var > 0))
-    m = result.mask.astype(np.int32)
     wcs_only = fits.Header([c for c in h.cards if c.keyword.startswith(
         ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "PC1_", "PC2_", "CUNIT", "A_", "B_",
          "AP_", "BP_", "RADESYS", "EQUINOX", "LONPOLE", "LATPOLE", "WCSAXES", "MJDREF"))])
-    q: dict[str, Any] = {"compression_type": "RICE_1", "quantize_level": 16.0,
-                         "quantize_method": 2, "dither_seed": 1}
-    hdus = [fits.PrimaryHDU(),
-            fits.CompImageHDU(np.asarray(result.diff, np.float32), header=h, name="SCI", **q),
-            fits.CompImageHDU(m, header=wcs_only.copy(), name="MSK", compression_type="RICE_1"),
-            fits.CompImageHDU(w, header=wcs_only.copy(), name="WGT", compression_type="GZIP_2",
-                              quantize_level=0.0),
-            fits.CompImageHDU(np.asarray(result.score, np.float32), header=wcs_only.copy(),
-                              name="SCORE", **q)]
-    with atomic_write_path(Path(path)) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
+    score = np.asarray(result.score, np.float32)
+    diff = np.asarray(result.diff, np.float32)
+    write_planes(Path(path), [
+        Plane("SCI", diff, h, noise_step(w, image=diff)),
+        Plane("MSK", np.asarray(result.mask), wcs_only),
+        Plane("WGT", w, wcs_only, weight_step(w)),
+        # S_corr is in units of its own sigma
+        Plane("SCORE", score, wcs_only, 1.0 / NOISE_QUANTIZE_LEVEL)])
     return Path(path)
 
 
@@ -226,9 +346,11 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
                         png: bool = True) -> dict[str, str]:
     """Write a non-empty result's products (module docstring); return kind -> path.
 
-    ``full_copy`` adds the search image with the fakes (with ``search``'s mask and weight, when
-    given) and each resampled template CCD kept in the result (the original ``-F``: copy back
-    every intermediate image).
+    ``full_copy`` adds the template coadd, the search image with the fakes (with ``search``'s
+    mask and weight, when given) and each resampled template CCD kept in the result (the
+    original ``-F``: copy back every intermediate image). Without it the template coadd is
+    not written (2.3 s and ~20 MB per CCD): the stamps, cut from it in memory, keep its
+    pixels at every candidate.
     """
     if result.empty:
         raise ValueError("an empty DiffResult has no products to write")
@@ -238,10 +360,10 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     paths.directory.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
     written["diff"] = str(write_diff_image(paths.diff, result, header=header, wcs=wcs))
-    written["template"] = str(write_immask(paths.template, result.template_image,
-                                           result.template_mask, result.template_weight,
-                                           header=header, wcs=wcs))
     if full_copy:
+        written["template"] = str(write_immask(paths.template, result.template_image,
+                                               result.template_mask, result.template_weight,
+                                               header=header, wcs=wcs))
         if search is not None:
             written["search"] = str(write_immask(paths.search, result.search_image, search.mask,
                                                  search.weight, header=header, wcs=wcs))
@@ -252,7 +374,7 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     cat_header = fits.Header()
     if header is not None:
         for key in ("EXPNUM", "CCDNUM", "BAND", "MAGZERO", "ZPSTAMP", "DESGWRP", "DIFFSEAS",
-                    "DIFFVER", "DIFFCFG", "RBTHRESH"):
+                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE"):
             if key in header:
                 cat_header[key] = header[key]
     with warnings.catch_warnings():

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 from astropy.table import Table, vstack
+from numba import njit
 
 from desgw.diff.efficiency import IdealLimit, ideal_limit_mag
 from desgw.diff.measure import MEASURE_COLUMNS
+from desgw.diff.resample_kernels import box_any
 from desgw.diff.zogy_psf import stamp_fwhm
 from desgw.se.background import BackgroundConfig, estimate_background
 from desgw.se.maskbits import UNUSABLE
@@ -23,15 +26,14 @@ from .pipeline_types import CCDProducts, DiffConfig, RejectedTemplateCCD
 __all__ = [
     "CANDIDATE_EXTRA_COLUMNS",
     "FAKE_EXTRA_COLUMNS",
-    "apply_noise_factors",
     "as_rejected",
     "candidate_flags",
     "combine_catalogs",
-    "correlated_noise_factors",
     "empty_candidates",
     "empty_fakes",
     "footprint_overlaps",
     "forced_flux",
+    "grow_objects",
     "ideal_limit",
     "measure_noise_acf",
     "relative_sky",
@@ -91,9 +93,28 @@ def subtract_sky(image: np.ndarray, mask: np.ndarray, config: DiffConfig
     first = estimate_background(image, mask, config=config.background)
     sub = np.subtract(image, first.level, dtype=np.float32)
     objects = sub > np.float32(config.object_sigma) * first.rms
-    second = estimate_background(image, mask, objects=objects, config=config.background)
+    second = estimate_background(image, mask, objects=grow_objects(
+        objects, config.background.object_grow), config=_no_grow(config.background))
     np.subtract(image, second.level, out=sub, dtype=np.float32)
     return sub, float(second.global_level), float(second.global_rms)
+
+
+def grow_objects(objects: np.ndarray, grow: int) -> np.ndarray:
+    """A boolean object map grown by a ``(2 grow + 1)``-square box (pixels).
+
+    The same pixels as ``grow`` 3 x 3 dilations or a maximum filter of that size, in one
+    O(1)-per-pixel pass per axis (:func:`desgw.diff.resample_kernels.box_any`): ~10x faster
+    than ``scipy.ndimage.maximum_filter`` on a CCD.
+    """
+    obj = np.ascontiguousarray(objects, dtype=bool)
+    if grow <= 0:
+        return obj.copy()
+    return box_any(obj.view(np.uint8), int(grow), int(grow)).view(bool)
+
+
+def _no_grow(config: BackgroundConfig) -> BackgroundConfig:
+    """The background settings with an object map that is already grown."""
+    return replace(config, object_grow=0)
 
 
 def footprint_overlaps(t: CCDProducts, search: CCDProducts, *, margin_px: float = 8.0) -> bool:
@@ -206,11 +227,24 @@ def candidate_flags(candidates: Table) -> np.ndarray:
     return flags
 
 
+@njit(cache=True, nogil=True)
+def _usable(sm, sw, tm, tw, bits):  # pragma: no cover - numba
+    ny, nx = sm.shape
+    out = np.empty((ny, nx), np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            out[y, x] = sw[y, x] > 0 and tw[y, x] > 0 and ((sm[y, x] | tm[y, x]) & bits) == 0
+    return out
+
+
 def usable_pixels(search_mask: np.ndarray, search_weight: np.ndarray,
                   template_mask: np.ndarray, template_weight: np.ndarray) -> np.ndarray:
-    """bool (ny, nx): both images have data and no unusable bit."""
-    return ((search_weight > 0) & (template_weight > 0)
-            & (((search_mask | template_mask) & UNUSABLE) == 0))
+    """bool (ny, nx): both images have data and no unusable bit (one pass)."""
+    shapes = [np.shape(a) for a in (search_mask, search_weight, template_mask, template_weight)]
+    if len(set(shapes)) != 1 or len(shapes[0]) != 2:
+        raise ValueError(f"masks and weights must share one 2-D shape, got {shapes}")
+    return _usable(np.asarray(search_mask), np.asarray(search_weight),
+                   np.asarray(template_mask), np.asarray(template_weight), int(UNUSABLE))
 
 
 def as_rejected(t: CCDProducts, reasons: Sequence[str]) -> RejectedTemplateCCD:
@@ -325,84 +359,6 @@ def measure_noise_acf(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, *
     return num / np.maximum(cnt, 1.0)
 
 
-def _correlated_gain(kernel: np.ndarray, acf: np.ndarray) -> float:
-    """``sum k (k * acf) / sum k^2``: variance factor of a filter of correlated noise."""
-    from scipy.signal import fftconvolve
-
-    k2 = float(np.sum(kernel * kernel))
-    if k2 <= 0:
-        return 1.0
-    return float(np.sum(kernel * fftconvolve(kernel, acf, mode="same")) / k2)
-
-
-def correlated_noise_factors(subtraction: Any, search_psf: Any, template_psf: Any,
-                             acf: np.ndarray, config: Any, *,
-                             search_acf: np.ndarray | None = None
-                             ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-tile variance factors of ``S`` and of the difference for a correlated template noise.
-
-    ZOGY propagates per-pixel variances as if pixels were independent. With the template noise
-    correlated (autocorrelation ``acf``), the template term of a filter ``k`` has variance
-    ``gamma = sum k (k * acf) / sum k^2`` times the independent-pixel value: close to the noise
-    correlation factor for the broad score filter, close to 1 for a sharp filter. Per tile the
-    filters are rebuilt from the tile-centre PSFs and noise levels the subtraction used
-    (:func:`desgw.diff.zogy.zogy_kernels`) and the factor of the whole variance is
-    ``1 + frac_ref (gamma - 1)`` with ``frac_ref`` the template share of the variance. With
-    ``search_acf`` (a search image that was already resampled) the search term gets its own
-    factor likewise: ``1 + frac_ref (gamma_ref - 1) + frac_new (gamma_new - 1)``.
-
-    Returns
-    -------
-    (f_score, f_diff) : numpy.ndarray
-        (n_tiles_y, n_tiles_x) factors (1 for tiles without data).
-    """
-    from desgw.diff.zogy import zogy_kernels
-
-    zc = config.zogy_config()
-    sn = np.asarray(subtraction.meta["sigma_search"], np.float64)
-    sr = np.asarray(subtraction.meta["sigma_template"], np.float64)
-    scale = float(subtraction.meta.get("scale", 1.0))
-    ny, nx = subtraction.diff.shape
-    t = zc.tile
-    f_s = np.ones(sn.shape)
-    f_d = np.ones(sn.shape)
-    for j in range(sn.shape[0]):
-        for i in range(sn.shape[1]):
-            if not (np.isfinite(sn[j, i]) and np.isfinite(sr[j, i])):
-                continue
-            y0, x0 = j * t, i * t
-            xc, yc = 0.5 * (x0 + min(x0 + t, nx) - 1), 0.5 * (y0 + min(y0 + t, ny) - 1)
-            pn = np.asarray(search_psf.render(xc, yc, size=zc.psf_size), np.float64)
-            pr = np.asarray(template_psf.render(xc, yc, size=zc.psf_size), np.float64)
-            kern = zogy_kernels(pn, pr, var_new=sn[j, i] ** 2, var_ref=sr[j, i] ** 2, f_new=1.0,
-                                f_ref=1.0 / scale, kernel_size=zc.kernel)
-            for out, kn, kr in ((f_s, kern.k_new, kern.k_ref), (f_d, kern.d_new, kern.d_ref)):
-                vn = sn[j, i] ** 2 * float(np.sum(kn * kn))
-                vr = sr[j, i] ** 2 * float(np.sum(kr * kr))
-                frac = vr / (vn + vr) if vn + vr > 0 else 0.0
-                out[j, i] = 1.0 + frac * (_correlated_gain(kr, acf) - 1.0)
-                if search_acf is not None:
-                    out[j, i] += (1.0 - frac) * (_correlated_gain(kn, search_acf) - 1.0)
-    return f_s, f_d
-
-
-def apply_noise_factors(subtraction: Any, f_score: np.ndarray, f_diff: np.ndarray,
-                        tile: int) -> None:
-    """Scale a subtraction's variance outputs in place by per-tile factors: ``diff_var`` by
-    ``f_diff``, ``flux_err_image`` by ``sqrt(f_score)``, ``score`` by ``1 / sqrt(f_score)``."""
-    ny, nx = subtraction.diff.shape
-    for j in range(f_score.shape[0]):
-        for i in range(f_score.shape[1]):
-            box = (slice(j * tile, min((j + 1) * tile, ny)), slice(i * tile, min((i + 1) * tile,
-                                                                                 nx)))
-            if f_diff[j, i] != 1.0:
-                subtraction.diff_var[box] *= np.float32(f_diff[j, i])
-            if f_score[j, i] != 1.0:
-                r = np.float32(np.sqrt(f_score[j, i]))
-                subtraction.flux_err_image[box] *= r
-                subtraction.score[box] /= r
-
-
 def forced_flux(subtraction: Any, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ZOGY PSF flux and error of point sources at known positions (forced photometry).
 
@@ -466,10 +422,10 @@ def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.
     rel = np.subtract(search_image, template_image, dtype=np.float32)
     thr = np.float32(config.object_sigma * search_rms)
     objects = (search_image > thr) | (template_image > thr)
-    mask = np.where(good, 0, 1).astype(np.int32)
-    bkg = estimate_background(rel, mask, objects=objects,
+    mask = (~good).view(np.uint8)  # bit 1: not usable
+    bkg = estimate_background(rel, mask,
+                              objects=grow_objects(objects, config.background.object_grow),
                               config=BackgroundConfig(mesh=config.background.mesh,
                                                       filter=config.background.filter,
-                                                      mask_bits=1,
-                                                      object_grow=config.background.object_grow))
+                                                      mask_bits=1, object_grow=0))
     return bkg.level

@@ -113,6 +113,10 @@ class CCDProducts:
         Effective exposure time factor (NaN when unknown).
     psf_apcor : float
         Total flux / flux inside the PSF model stamp (header ``PSFAPCOR``; 1 when unknown).
+    sky_subtracted : bool
+        ``image`` has its sky removed already (a prepared template CCD,
+        :func:`desgw.diff.pipeline_products.load_template_products`): the difference imaging
+        does not estimate it again.
     """
 
     image: np.ndarray
@@ -130,6 +134,7 @@ class CCDProducts:
     fwhm: float = float("nan")
     t_eff: float = float("nan")
     psf_apcor: float = 1.0
+    sky_subtracted: bool = False
 
     @property
     def shape(self) -> tuple[int, int]:

@@ -30,38 +30,40 @@ _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # no nnan/ninf: NaN tests mu
 def box_any(flagged: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """``out[r, c]`` = any ``flagged`` in rows ``r-lo..r+hi`` and columns ``c-lo..c+hi``.
 
-    ``flagged`` is a (ny, nx) uint8 array; the box is clipped at the image borders.
+    ``flagged`` is a (ny, nx) uint8 array; the box is clipped at the image borders. Running
+    counts along each row, then down the rows (row-major passes only): O(1) per pixel
+    whatever the box.
     """
     ny, nx = flagged.shape
     tmp = np.zeros((ny, nx), dtype=np.uint8)
     for r in range(ny):
-        last = -(1 << 30)  # last flagged column at or left of c: flagged in [c - lo, c]?
+        row = flagged[r]
+        cnt = 0
+        for c in range(min(hi, nx)):  # columns 0..hi-1 of the first window
+            cnt += row[c] != 0
         for c in range(nx):
-            if flagged[r, c]:
-                last = c
-            # flagged pixel in [c - lo, c] ?
-            if c - last <= lo:
-                tmp[r, c] = 1
-        nxt = 1 << 30  # first flagged column at or right of c: flagged in [c, c + hi]?
-        for c in range(nx - 1, -1, -1):
-            if flagged[r, c]:
-                nxt = c
-            if nxt - c <= hi:
-                tmp[r, c] = 1
+            if c + hi < nx:
+                cnt += row[c + hi] != 0
+            if c - lo - 1 >= 0:
+                cnt -= row[c - lo - 1] != 0
+            tmp[r, c] = cnt > 0
     out = np.zeros((ny, nx), dtype=np.uint8)
-    for c in range(nx):
-        last = -(1 << 30)
-        for r in range(ny):
-            if tmp[r, c]:
-                last = r
-            if r - last <= lo:
-                out[r, c] = 1
-        nxt = 1 << 30
-        for r in range(ny - 1, -1, -1):
-            if tmp[r, c]:
-                nxt = r
-            if nxt - r <= hi:
-                out[r, c] = 1
+    count = np.zeros(nx, dtype=np.int32)
+    for r in range(min(hi, ny)):
+        for c in range(nx):
+            count[c] += tmp[r, c]
+    for r in range(ny):
+        if r + hi < ny:
+            add = tmp[r + hi]
+            for c in range(nx):
+                count[c] += add[c]
+        if r - lo - 1 >= 0:
+            sub = tmp[r - lo - 1]
+            for c in range(nx):
+                count[c] -= sub[c]
+        orow = out[r]
+        for c in range(nx):
+            orow[c] = count[c] > 0
     return out
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from desgw.diff.resample_kernels import box_any
 from desgw.diff.zogy import ZogyConfig, zogy
 from desgw.diff.zogy_psf import PSFSource, TiledPSF, as_psf_source, stamp_fwhm
 from desgw.se import maskbits
@@ -153,8 +154,8 @@ class Subtraction:
         ``fwhm_template`` (pixels, at the CCD centre), ``dilate_radius`` (pixels),
         ``bad_fraction`` and ``masked_fraction`` (of all pixels: unusable in either input;
         masked in the output), ``f_s``,
-        ``f_d``, ``sigma_search`` (e-), ``sigma_template`` (template units) (per-tile arrays),
-        ``seconds`` and
+        ``f_d``, ``sigma_search`` (e-), ``sigma_template`` (template units),
+        ``score_noise_factor``, ``diff_noise_factor`` (per-tile arrays), ``seconds`` and
         ``config``.
     """
 
@@ -217,6 +218,24 @@ def _combine_masks(n_img, n_var, n_msk, r_img, r_var, r_msk):  # pragma: no cove
 
 
 @njit(cache=True, nogil=True)
+def _add_source_var(img, var, gain):  # pragma: no cover - numba
+    """``max(var + img / gain, var / 4)`` (float32), the source term only where the gain is
+    finite and > 0 and the pixel value finite."""
+    ny, nx = img.shape
+    out = np.empty((ny, nx), np.float32)
+    for y in range(ny):
+        for x in range(nx):
+            v = var[y, x]
+            g = gain[y, x]
+            a = img[y, x]
+            t = v
+            if np.isfinite(g) and g > 0 and np.isfinite(a):
+                t = v + a * (np.float32(1.0) / g)
+            out[y, x] = max(t, np.float32(0.25) * v)
+    return out
+
+
+@njit(cache=True, nogil=True)
 def _blank(mask, bits, diff, diff_var, score, flux, flux_err):  # pragma: no cover - numba
     """Blank the outputs at unusable pixels and where the score is undefined."""
     ny, nx = mask.shape
@@ -251,6 +270,119 @@ def _check(name: str, a: np.ndarray, shape: tuple[int, ...] | None) -> np.ndarra
     return a
 
 
+@njit(cache=True, nogil=True)
+def _find(parent, i):  # pragma: no cover - numba
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]
+        i = parent[i]
+    return i
+
+
+@njit(cache=True, nogil=True)
+def _label_sparse(idx, nx):  # pragma: no cover - numba
+    """8-connected clusters of the masked pixels ``idx`` (sorted flat indices, rows of
+    ``nx`` pixels): the 0-based cluster of each pixel, numbered in raster order of their
+    first pixel, and their number. Union-find over the masked pixels only: the neighbours
+    in the row above are found with a pointer that moves forward with the pixel (no
+    full-image array is touched)."""
+    m = idx.size
+    parent = np.arange(m)
+    j = 0
+    for i in range(m):
+        p = idx[i]
+        x = p % nx
+        if i > 0 and x > 0 and idx[i - 1] == p - 1:
+            a, b = _find(parent, i), _find(parent, i - 1)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+        lo = p - nx - 1 if x > 0 else p - nx
+        hi = p - nx + 1 if x < nx - 1 else p - nx
+        while j < i and idx[j] < lo:
+            j += 1
+        q = j
+        while q < i and idx[q] <= hi:
+            a, b = _find(parent, i), _find(parent, q)
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+            q += 1
+    lab = np.empty(m, np.int64)
+    n = 0
+    for i in range(m):
+        r = _find(parent, i)
+        if r == i:
+            lab[i] = n
+            n += 1
+        else:
+            lab[i] = lab[r]
+    return lab, n
+
+
+@njit(cache=True, nogil=True)
+def _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
+                  bad_bits):  # pragma: no cover - numba
+    """Per cluster: |flux| and variance (search scale) that the in-painting removes (the
+    other image's pixels where only one image is unusable) and whether any pixel is unusable
+    in both images."""
+    nx = n_img.shape[1]
+    flux = np.zeros(n)
+    var = np.zeros(n)
+    unknown = np.zeros(n, np.bool_)
+    s2 = scale * scale
+    for i in range(idx.size):
+        k = lab[i]
+        y, x = idx[i] // nx, idx[i] % nx
+        a, va = n_img[y, x], n_var[y, x]
+        b, vb = r_img[y, x], r_var[y, x]
+        nb = (n_msk[y, x] & bad_bits) != 0 or not (np.isfinite(va) and va > 0) \
+            or not np.isfinite(a)
+        rb = (r_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vb) and vb > 0) \
+            or not np.isfinite(b)
+        if nb and rb:
+            unknown[k] = True
+        elif nb:
+            v, w = float(b) * scale, float(vb) * s2
+            if np.isfinite(v):
+                flux[k] += v
+            if np.isfinite(w):
+                var[k] += w
+        elif rb:
+            v, w = float(a), float(va)
+            if np.isfinite(v):
+                flux[k] += v
+            if np.isfinite(w):
+                var[k] += w
+    return np.abs(flux), var, unknown
+
+
+@njit(cache=True, nogil=True)
+def _grow_clusters(idx, lab, masked, combined, bits, r_cl, min_px,
+                   out):  # pragma: no cover - numba
+    """OR into ``out`` the ``bits`` of each pixel of a cluster ``k`` with ``r_cl[k] >
+    min_px``, grown by a (2 r + 1)-square box. Only the pixels on a cluster's boundary write
+    their box: a pixel whose 8 neighbours all carry its bits is covered by the boxes of the
+    boundary pixels between it and any point of its box (Chebyshev distance)."""
+    ny, nx = masked.shape
+    for i in range(idx.size):
+        r = r_cl[lab[i]]
+        if r <= min_px:
+            continue
+        y, x = idx[i] // nx, idx[i] % nx
+        v = combined[y, x] & bits
+        if v == 0:
+            continue
+        inner = 0 < y < ny - 1 and 0 < x < nx - 1
+        if inner:
+            for yy in range(y - 1, y + 2):
+                for xx in range(x - 1, x + 2):
+                    if not masked[yy, xx] or (combined[yy, xx] & bits) != v:
+                        inner = False
+        if inner:
+            continue
+        for yy in range(max(y - r, 0), min(y + r + 1, ny)):
+            for xx in range(max(x - r, 0), min(x + r + 1, nx)):
+                out[yy, xx] |= v
+
+
 def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_msk: np.ndarray,
                 r_img: np.ndarray, r_var: np.ndarray, r_msk: np.ndarray, scale: float,
                 bad_bits: int, radius: int, fwhm: float, config: SubtractConfig
@@ -258,42 +390,24 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     """The output mask: ``combined`` with EDGE grown by ``radius``, each cluster of masked
     pixels grown by the radius its missing flux needs (module docstring, *Mask growth*), at
     least ``config.dilate_min_px``; also the numbers of clusters grown by each rule."""
-    from scipy import ndimage
-
     bits = int(config.dilate_bits) & ~maskbits.EDGE
-    out = dilate_mask_bits(combined & maskbits.EDGE, maskbits.EDGE, radius) | combined
+    out = combined.copy()
+    edge = (combined & maskbits.EDGE) != 0
+    if radius > 0 and edge.any():
+        # one bit: a box dilation of a boolean map (O(1) per pixel)
+        grown = box_any(edge.view(np.uint8), radius, radius).view(bool)
+        np.bitwise_or(out, np.int32(maskbits.EDGE), out=out, where=grown)
     masked = (combined & bits) != 0
     if config.dilate_min_px > 0:
         out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))
     stats = {"clusters": 0, "grown_source": 0, "grown_unknown": 0}
     if not masked.any() or radius <= 0:
         return out, stats
-    labels, n = ndimage.label(masked, structure=np.ones((3, 3), bool))
+    idx = np.flatnonzero(masked)
+    lab, n = _label_sparse(idx, int(combined.shape[1]))
     stats["clusters"] = int(n)
-    idx = np.flatnonzero(masked.ravel())
-    lab = labels.ravel()[idx]
-
-    def bad_at(img: np.ndarray, var: np.ndarray, msk: np.ndarray, where: np.ndarray
-               ) -> np.ndarray:
-        v, w = img.ravel()[where], var.ravel()[where]
-        with np.errstate(invalid="ignore"):
-            return ((msk.ravel()[where] & bad_bits) != 0) | ~(np.isfinite(w) & (w > 0)) \
-                | ~np.isfinite(v)
-
-    n_bad = bad_at(n_img, n_var, n_msk, idx)
-    r_bad = bad_at(r_img, r_var, r_msk, idx)
-    # what the in-painting removes: the other image's flux under the cluster (search scale)
-    rv = r_img.ravel()[idx].astype(np.float64)
-    nv = n_img.ravel()[idx].astype(np.float64)
-    other = np.where(n_bad, np.where(r_bad, 0.0, rv * scale), np.where(r_bad, nv, 0.0))
-    other_var = np.where(n_bad, np.where(r_bad, 0.0, r_var.ravel()[idx] * scale * scale),
-                         np.where(r_bad, n_var.ravel()[idx], 0.0))
-    other = np.nan_to_num(other, nan=0.0, posinf=0.0, neginf=0.0)
-    other_var = np.nan_to_num(other_var, nan=0.0, posinf=0.0, neginf=0.0)
-    flux = np.abs(np.bincount(lab, weights=other, minlength=n + 1)[1:])
-    var = np.bincount(lab, weights=other_var, minlength=n + 1)[1:]
-    unknown = np.bincount(lab, weights=(n_bad & r_bad).astype(np.float64),
-                          minlength=n + 1)[1:] > 0
+    flux, var, unknown = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk,
+                                       float(scale), int(bad_bits))
     # point-source flux error of the difference: background sigma (median of a pixel grid)
     # x sqrt(NEA)
     s = fwhm / 2.3548
@@ -312,15 +426,8 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     r_cl = np.where(unknown, radius, np.minimum(np.ceil(need), radius)).astype(int)
     stats["grown_source"] = int(np.sum(source & ~unknown & (r_cl > config.dilate_min_px)))
     stats["grown_unknown"] = int(np.sum(unknown))
-    boxes = ndimage.find_objects(labels)
-    ny, nx = combined.shape
-    for k in np.flatnonzero(r_cl > config.dilate_min_px):
-        r = int(r_cl[k])
-        sl = boxes[k]
-        y0, y1 = max(sl[0].start - r, 0), min(sl[0].stop + r, ny)
-        x0, x1 = max(sl[1].start - r, 0), min(sl[1].stop + r, nx)
-        local = np.where(labels[y0:y1, x0:x1] == k + 1, combined[y0:y1, x0:x1] & bits, 0)
-        out[y0:y1, x0:x1] |= dilate_mask_bits(local, bits, r)
+    _grow_clusters(idx, lab, masked, combined, np.int32(bits), r_cl.astype(np.int64),
+                   int(config.dilate_min_px), out)
     return out, stats
 
 
@@ -329,7 +436,9 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
              template_var: np.ndarray, template_mask: np.ndarray,
              template_psf: PSFSource | np.ndarray, *, zp_search: float, zp_template: float,
              config: SubtractConfig = SubtractConfig(),
-             template_gain_map: np.ndarray | None = None) -> Subtraction:
+             template_gain_map: np.ndarray | None = None,
+             search_noise_acf: np.ndarray | None = None,
+             template_noise_acf: np.ndarray | None = None) -> Subtraction:
     """ZOGY subtraction of a registered template from a search CCD.
 
     Parameters
@@ -355,6 +464,11 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         (ny, nx) electrons per template unit of the template's sources' Poisson noise, per
         pixel (a coadd's :attr:`~desgw.diff.coadd.Coadd.gain`); replaces
         ``config.template_gain``. Pixels with a gain <= 0 or not finite get no source noise.
+    search_noise_acf, template_noise_acf : numpy.ndarray or None
+        Autocorrelations of correlated pixel noise (e.g. the template's from resampling;
+        :func:`desgw.diff.zogy.zogy`): the variances of the score and the difference are
+        scaled per tile (factors in ``meta["score_noise_factor"]``,
+        ``meta["diff_noise_factor"]``).
 
     Returns
     -------
@@ -382,15 +496,15 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
     gain_r: float | None = config.template_gain if config.add_source_noise else None
     if template_gain_map is not None and config.add_source_noise:
         # the template's source noise per pixel, added here as zogy would with a scalar gain
-        g = _check("template_gain_map", template_gain_map, shape).astype(np.float32)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            inv = np.where(np.isfinite(g) & (g > 0), np.float32(1.0) / g, np.float32(0.0))
-            r_var = np.maximum(r_var + np.nan_to_num(r_img, nan=0.0, posinf=0.0, neginf=0.0)
-                               * inv, np.float32(0.25) * r_var).astype(np.float32)
+        g = _check("template_gain_map", template_gain_map, shape)
+        r_var = _add_source_var(np.ascontiguousarray(r_img, np.float32),
+                                np.ascontiguousarray(r_var, np.float32),
+                                np.ascontiguousarray(g, np.float32))
         gain_r = None
     # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
     res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
                mask=combined, mask_bits=bad_bits, gain_new=gain_n, gain_ref=gain_r,
+               noise_acf_new=search_noise_acf, noise_acf_ref=template_noise_acf,
                config=config.zogy_config())
 
     ny, nx = shape
@@ -417,7 +531,8 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         "fwhm_search": fwhm_n, "fwhm_template": fwhm_r, "dilate_radius": radius,
         "bad_fraction": bad_fraction, "masked_fraction": masked_fraction, "mask_growth": growth,
         "f_s": res.f_s, "f_d": res.f_d, "sigma_search": res.sigma_new,
-        "sigma_template": res.sigma_ref, "seconds": seconds, "config": config,
+        "sigma_template": res.sigma_ref, "score_noise_factor": res.score_noise_factor,
+        "diff_noise_factor": res.diff_noise_factor, "seconds": seconds, "config": config,
     }
     log.info("subtract: %dx%d, scale %.4f, FWHM search %.2f template %.2f px, %.2f s",
              ny, nx, scale, fwhm_n, fwhm_r, seconds)

@@ -45,11 +45,13 @@ with a pruned FFT (row transforms of the kernel's rows only); the data FFTs are 
 tile shape (:class:`TilePlan`).
 
 Cost per tile: 4 forward data FFTs (N, R and their variance maps), 4 inverse (D, S, V(S),
-V(D)) and 8 pruned kernel transforms (the D and S filters and their squares) of 640 x 640
-float32. Measured for a 4096 x 2048 CCD (32 tiles of 512 + 2 x 64) through
-:func:`desgw.diff.subtract.subtract`, one core: ~1.0 s on the 2-core development VM (FFTs
-~0.5 s; the tile fill, the output passes, the mask growth and the PSF renders the rest);
-1024-px tiles cost the same there, 768-px tiles more.
+V(D)), and 8 pruned kernel transforms (the D and S filters and their squares, in one batch) of
+640 x 640 float32; the four output spectra are formed in one pass (:func:`_spectra`) and the
+tile interiors written in one pass (:func:`_finalise_tile`). Correlated input noise (a
+resampled template) is handled with the filters already built: their ``|hat|^2`` on the kernel
+grid give each filter's noise gain by Parseval (:meth:`ZogyKernels.noise_factors`), no filter
+rebuilt, no further transform. For a 4096 x 2048 CCD (32 tiles of 512 + 2 x 64) on one core the
+transforms are ~0.6-1 s, about two thirds of the subtraction (``bench/bench_diff.py``).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ __all__ = [
     "ZogyConfig",
     "ZogyKernels",
     "ZogyResult",
+    "acf_hat",
     "tile_plan",
     "zogy",
     "zogy_kernels",
@@ -150,6 +153,10 @@ class ZogyKernels:
         Scalar noise sigmas (image units) used to build the filters.
     stamp_size : int
         Side of the PSF stamps the filters were built from.
+    power : numpy.ndarray
+        (4, K, K//2 + 1) float64 ``|hat|^2`` of ``k_new``, ``k_ref``, ``d_new``, ``d_ref``
+        on the (K, K) grid (half plane of the real FFT): the filters' noise gains without a
+        new transform (:meth:`noise_factors`).
     """
 
     k_new: np.ndarray
@@ -163,6 +170,48 @@ class ZogyKernels:
     sigma_new: float
     sigma_ref: float
     stamp_size: int
+    power: np.ndarray = field(repr=False)
+
+    def noise_factors(self, acf_hat_new: np.ndarray | None, acf_hat_ref: np.ndarray | None
+                      ) -> tuple[float, float]:
+        """Variance factors of ``S`` and of ``diff`` for correlated input noise.
+
+        A filter ``k`` of noise with autocorrelation ``rho`` (unit centre) has the variance
+        ``gamma = sum k (k (x) rho) / sum k^2`` times the independent-pixel value; by Parseval
+        on the (K, K) grid ``gamma = sum |k^|^2 rho^ / sum |k^|^2``, from :attr:`power` and
+        ``rho^`` (:func:`acf_hat`). With the tile's scalar variances the share of the
+        reference in the variance of a filter pair is ``f_r = s_r^2 sum k_r^2 / (s_n^2 sum
+        k_n^2 + s_r^2 sum k_r^2)`` and the factor ``1 + f_r (gamma_r - 1) + (1 - f_r)
+        (gamma_n - 1)`` (a term only for the inputs whose ``acf_hat`` is given).
+
+        Parameters
+        ----------
+        acf_hat_new, acf_hat_ref : numpy.ndarray or None
+            (K, K//2 + 1) real transforms of the noise autocorrelations of N and R (None:
+            that image's noise is independent between pixels).
+
+        Returns
+        -------
+        (f_score, f_diff) : tuple of float
+        """
+        k = self.power.shape[1]
+        w = np.full(self.power.shape[2], 2.0)
+        w[0] = 1.0
+        if k % 2 == 0:
+            w[-1] = 1.0
+        sums = (self.power * w).sum(axis=(1, 2))  # K^2 sum k^2, per filter
+        out = []
+        for i_new, i_ref in ((0, 1), (2, 3)):
+            vn = self.sigma_new ** 2 * sums[i_new]
+            vr = self.sigma_ref ** 2 * sums[i_ref]
+            frac = vr / (vn + vr) if vn + vr > 0 else 0.0
+            f = 1.0
+            for acf, i, share in ((acf_hat_ref, i_ref, frac), (acf_hat_new, i_new, 1.0 - frac)):
+                if acf is not None and sums[i] > 0:
+                    gamma = float((self.power[i] * acf * w).sum() / sums[i])
+                    f += share * (gamma - 1.0)
+            out.append(f)
+        return out[0], out[1]
 
     def response_new(self, psf_new: np.ndarray) -> float:
         """``S`` at the centre of a unit-flux source in N with PSF ``psf_new`` (any odd stamp).
@@ -185,6 +234,27 @@ def _centred_hat(stamp: np.ndarray, k: int) -> np.ndarray:
     c = k // 2
     a[c - h:c + h + 1, c - h:c + h + 1] = stamp
     return np.fft.rfft2(np.fft.ifftshift(a))
+
+
+def acf_hat(acf: np.ndarray, kernel_size: int) -> np.ndarray:
+    """Real FFT (K, K//2 + 1) of a noise autocorrelation stamp placed with its centre at the
+    origin of a (K, K) grid (the transform is real: an autocorrelation is symmetric).
+
+    Raises
+    ------
+    ValueError
+        If the stamp is not square and odd or does not fit in ``kernel_size - 1``.
+    """
+    acf = np.asarray(acf, np.float64)
+    s = acf.shape[0]
+    k = int(kernel_size)
+    if acf.ndim != 2 or acf.shape[1] != s or s % 2 == 0 or s >= k:
+        raise ValueError(f"a noise autocorrelation must be an odd square stamp smaller than "
+                         f"the kernel grid ({k}), got shape {acf.shape}")
+    a = np.zeros((k, k))
+    c, h = k // 2, s // 2
+    a[c - h:c + h + 1, c - h:c + h + 1] = acf
+    return np.fft.rfft2(np.fft.ifftshift(a)).real
 
 
 def _real_centred(hat: np.ndarray, k: int) -> np.ndarray:
@@ -231,8 +301,13 @@ def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, va
     k_new = _real_centred(fr**2 * fn * np.conj(pn) * ar / den, k)
     k_ref = _real_centred(fn**2 * fr * np.conj(pr) * an / den, k)
     # diff = F_n D / F_D
-    d_new = _real_centred(fn * fr * pr / (sq * f_d), k)
-    d_ref = _real_centred(fn * fn * pn / (sq * f_d), k)
+    dn_hat = fn * fr * pr / (sq * f_d)
+    dr_hat = fn * fn * pn / (sq * f_d)
+    d_new = _real_centred(dn_hat, k)
+    d_ref = _real_centred(dr_hat, k)
+    kn2 = (fr**2 * fn) ** 2 * an * ar * ar / (den * den)
+    kr2 = (fn**2 * fr) ** 2 * ar * an * an / (den * den)
+    power = np.stack([kn2, kr2, np.abs(dn_hat) ** 2, np.abs(dr_hat) ** 2])
     pd = _real_centred(fr * fn * pr * pn / (f_d * sq), k)
     f_s = float(np.fft.irfft2(fn**2 * fr**2 * an * ar / den, s=(k, k))[0, 0])
     out = psf_diff_size or (k - 1)
@@ -240,7 +315,7 @@ def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, va
                          k // 2 - out // 2:k // 2 + out // 2 + 1], out).astype(np.float32)
     return ZogyKernels(k_new=k_new, k_ref=k_ref, d_new=d_new, d_ref=d_ref, psf_diff=psf_d,
                        f_s=f_s, f_d=float(f_d), f_new=fn, sigma_new=float(np.sqrt(var_new)),
-                       sigma_ref=float(np.sqrt(var_ref)), stamp_size=int(size))
+                       sigma_ref=float(np.sqrt(var_ref)), stamp_size=int(size), power=power)
 
 
 @dataclass(frozen=True)
@@ -255,12 +330,22 @@ class TilePlan:
 
     def kernel_hat(self, kernel: np.ndarray) -> np.ndarray:
         """Tile-grid rfft2 of a (K, K) kernel centred at (K//2, K//2), origin-centred (pruned)."""
+        return self.kernel_hats(kernel[None])[0]
+
+    def kernel_hats(self, kernels: np.ndarray) -> np.ndarray:
+        """:meth:`kernel_hat` of a stack of (K, K) kernels at once: (n, Ty, Tx//2+1) complex64.
+
+        Pruned: the row transforms run over the K kernel rows only, the column transforms
+        over the zero-padded columns (Ty points).
+        """
         ty, tx = self.shape
         k = self.kernel_size
-        a = np.zeros((k, tx), np.float32)
-        a[:, :k] = kernel
-        x = sfft.rfft(a, axis=1, workers=1)
-        x = sfft.fft(x, n=ty, axis=0, workers=1, overwrite_x=True)
+        n = kernels.shape[0]
+        a = np.zeros((n, k, tx), np.float32)
+        a[:, :, :k] = kernels
+        x = np.zeros((n, ty, tx // 2 + 1), np.complex64)
+        x[:, :k] = sfft.rfft(a, axis=2, workers=1)
+        x = sfft.fft(x, axis=1, workers=1, overwrite_x=True)
         x *= self.ramp
         return x
 
@@ -300,6 +385,11 @@ class ZogyResult:
     f_s, f_d, sigma_new, sigma_ref : numpy.ndarray
         Per-tile (n_tiles_y, n_tiles_x) values of F_S, F_D and the scalar sigmas used (NaN for
         tiles with no usable pixel).
+    score_noise_factor, diff_noise_factor : numpy.ndarray
+        Per-tile factors applied to the variances of ``S`` and ``diff`` for correlated input
+        noise (1 without ``noise_acf_*``).
+    kernels : tuple
+        The :class:`ZogyKernels` of each tile, row-major (None for a blank tile).
     """
 
     diff: np.ndarray
@@ -312,6 +402,9 @@ class ZogyResult:
     f_d: np.ndarray
     sigma_new: np.ndarray
     sigma_ref: np.ndarray
+    score_noise_factor: np.ndarray
+    diff_noise_factor: np.ndarray
+    kernels: tuple[ZogyKernels | None, ...] = field(repr=False)
 
 
 def _tile_var(v: np.ndarray, stride: int) -> float:
@@ -328,26 +421,44 @@ def _irfft2(x: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return sfft.irfft2(x, s=shape, workers=1, overwrite_x=True)
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _spectra(h, nh, rh, vnh, vrh, o_s, o_d, o_vs, o_vd):  # pragma: no cover - numba
+    """The four output spectra of a tile in one pass: ``S^ = k_n^ N^ - k_r^ R^``, ``D^``,
+    ``V(S)^ = (k_n^2)^ V_n^ + (k_r^2)^ V_r^`` and ``V(D)^`` (``h``: the 8 filter transforms
+    in the order k_n, k_r, d_n, d_r and their squares)."""
+    ny, nx = nh.shape
+    for y in range(ny):
+        for x in range(nx):
+            a, b = nh[y, x], rh[y, x]
+            va, vb = vnh[y, x], vrh[y, x]
+            o_s[y, x] = h[0, y, x] * a - h[1, y, x] * b
+            o_d[y, x] = h[2, y, x] * a - h[3, y, x] * b
+            o_vs[y, x] = h[4, y, x] * va + h[5, y, x] * vb
+            o_vd[y, x] = h[6, y, x] * va + h[7, y, x] * vb
+
+
 def _tile_outputs(plan: TilePlan, kern: ZogyKernels, n: np.ndarray, r: np.ndarray,
                   vn: np.ndarray, vr: np.ndarray,
                   astro: tuple[float, float]) -> tuple[np.ndarray, ...]:
-    """diff, diff_var, S, V(S)+V_ast of one tile (float32 arrays of the tile shape)."""
+    """diff, diff_var, S, V(S)+V_ast of one tile (float32 arrays of the tile shape).
+
+    Transforms: 4 forward (N, R, V_n, V_r), 4 inverse (S, D, V(S), V(D)), 8 pruned filter
+    transforms in one batch; 2 more inverse per axis with the astrometric term.
+    """
     shape = plan.shape
     nh = sfft.rfft2(n, workers=1)
     rh = sfft.rfft2(r, workers=1)
     vnh = sfft.rfft2(vn, workers=1)
     vrh = sfft.rfft2(vr, workers=1)
-    kh = plan.kernel_hat
-    kn, kr = kh(kern.k_new), kh(kern.k_ref)
-    sn = kn * nh
-    sr = kr * rh
-    inv = _irfft2
-    s = inv(sn - sr, shape)
-    d = inv(kh(kern.d_new) * nh - kh(kern.d_ref) * rh, shape)
-    vs = inv(kh(kern.k_new**2) * vnh + kh(kern.k_ref**2) * vrh, shape)
-    vd = inv(kh(kern.d_new**2) * vnh + kh(kern.d_ref**2) * vrh, shape)
+    kn, kr, dn, dr = kern.k_new, kern.k_ref, kern.d_new, kern.d_ref
+    h = plan.kernel_hats(np.stack([kn, kr, dn, dr, kn * kn, kr * kr, dn * dn, dr * dr]))
+    spec = np.empty((4, *nh.shape), np.complex64)
+    _spectra(h, nh, rh, vnh, vrh, spec[0], spec[1], spec[2], spec[3])
+    s, d, vs, vd = (_irfft2(spec[i], shape) for i in range(4))
     sx, sy = astro
     if sx > 0 or sy > 0:
+        sn = h[0] * nh
+        sr = h[1] * rh
         for sig, g in ((sx, plan.gx), (sy, plan.gy)):
             if sig > 0:
                 a = _irfft2(sn * g, shape)
@@ -384,28 +495,38 @@ def _fill_tile(n, r, vn, vr, mask, bits, src_n, src_r, ey0, ey1, ex0, ex1, oy, o
                 bvr[ty, tx] = 0.0
 
 
-def _finalise_tile(d: np.ndarray, vd: np.ndarray, s: np.ndarray, vs: np.ndarray,
-                   vmin: np.float32, lx: np.ndarray, ly: np.ndarray, cnode: np.ndarray,
-                   o_diff: np.ndarray, o_dvar: np.ndarray, o_score: np.ndarray,
-                   o_flux: np.ndarray, o_ferr: np.ndarray) -> None:
-    """Write one tile interior: diff, diff_var, score, flux, flux_err.
+@njit(cache=True, nogil=True)
+def _finalise_tile(d, vd, s, vs, vmin, lx, ly, cnode, f_score, f_diff, o_diff, o_dvar, o_score,
+                   o_flux, o_ferr):  # pragma: no cover - numba
+    """Write one tile interior: diff, diff_var, score, flux, flux_err (one pass).
 
     The flux normalisation ``c = F_n / F_S`` at pixel (y, x) is
-    ``sum_ab ly[a, y] lx[b, x] cnode[a, b]`` (biquadratic Lagrange interpolation). Vectorised
-    numpy with output arguments: measured faster than a fused numba loop here.
+    ``sum_ab ly[a, y] lx[b, x] cnode[a, b]`` (biquadratic Lagrange interpolation). The
+    variance of ``S`` is multiplied by ``f_score``, that of ``diff`` by ``f_diff`` (correlated
+    input noise; 1 otherwise). Where ``V(S) <= vmin`` the score and flux are 0 and the flux
+    error infinite.
     """
-    cm = ((ly.T @ cnode) @ lx).astype(np.float32)
-    o_diff[...] = d
-    np.maximum(vd, np.float32(0.0), out=o_dvar)
-    invalid = vs <= vmin
-    sd = np.sqrt(np.maximum(vs, vmin))
-    sd[invalid] = 1.0
-    np.divide(s, sd, out=o_score)
-    np.multiply(s, cm, out=o_flux)
-    np.multiply(sd, cm, out=o_ferr)
-    o_score[invalid] = 0.0
-    o_flux[invalid] = 0.0
-    o_ferr[invalid] = np.inf
+    ny, nx = d.shape
+    rs = np.sqrt(f_score)
+    fd = np.float32(f_diff)
+    for y in range(ny):
+        c0 = ly[0, y] * cnode[0, 0] + ly[1, y] * cnode[1, 0] + ly[2, y] * cnode[2, 0]
+        c1 = ly[0, y] * cnode[0, 1] + ly[1, y] * cnode[1, 1] + ly[2, y] * cnode[2, 1]
+        c2 = ly[0, y] * cnode[0, 2] + ly[1, y] * cnode[1, 2] + ly[2, y] * cnode[2, 2]
+        for x in range(nx):
+            o_diff[y, x] = d[y, x]
+            o_dvar[y, x] = max(vd[y, x], np.float32(0.0)) * fd
+            w = vs[y, x]
+            if w <= vmin:
+                o_score[y, x] = 0.0
+                o_flux[y, x] = 0.0
+                o_ferr[y, x] = np.inf
+                continue
+            cm = np.float32(c0 * lx[0, x] + c1 * lx[1, x] + c2 * lx[2, x])
+            sd = np.float32(np.sqrt(w) * rs)
+            o_score[y, x] = s[y, x] / sd
+            o_flux[y, x] = s[y, x] * cm
+            o_ferr[y, x] = sd * cm
 
 
 def _lagrange3(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -426,6 +547,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
          psf_new: PSFSource | np.ndarray, psf_ref: PSFSource | np.ndarray, *,
          f_new: float = 1.0, f_ref: float = 1.0, mask: np.ndarray | None = None,
          mask_bits: int = 0, gain_new: float | None = None, gain_ref: float | None = None,
+         noise_acf_new: np.ndarray | None = None, noise_acf_ref: np.ndarray | None = None,
          config: ZogyConfig = ZogyConfig()) -> ZogyResult:
     """ZOGY subtraction ``N - R`` of two registered, background-subtracted images.
 
@@ -449,6 +571,12 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
         If given, the sources' Poisson variance ``image / gain`` is added to the variance
         maps (the pixel value itself: unbiased, where clipping at 0 would add sigma /
         sqrt(2 pi) in blank sky; the total floored at a quarter of the input variance).
+    noise_acf_new, noise_acf_ref : numpy.ndarray or None
+        Autocorrelation (odd square stamp, unit centre, sum = the noise correlation factor)
+        of the pixel noise of N and of R when it is correlated (e.g. a resampled image);
+        None: independent pixels. The variances of ``S`` and ``diff`` are then multiplied per
+        tile by the factors of :meth:`ZogyKernels.noise_factors` (in
+        :attr:`ZogyResult.score_noise_factor` and :attr:`ZogyResult.diff_noise_factor`).
     config : ZogyConfig
 
     Unusable pixels (masked, non-finite value or variance, variance <= 0) of either image are
@@ -484,6 +612,10 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
     names = ("diff", "diff_var", "score", "flux", "flux_err")
     out = {name: np.empty(shape, np.float32) for name in names}
     per_tile = {name: np.full((nty, ntx), np.nan) for name in ("f_s", "f_d", "sn", "sr")}
+    f_score_t, f_diff_t = np.ones((nty, ntx)), np.ones((nty, ntx))
+    acf_n = None if noise_acf_new is None else acf_hat(noise_acf_new, k)
+    acf_r = None if noise_acf_ref is None else acf_hat(noise_acf_ref, k)
+    kernels: list[ZogyKernels | None] = []
     psf_size = config.psf_size
     stamps: list[np.ndarray | None] = []
     bufs = tuple(np.zeros(tshape, np.float32) for _ in range(4))
@@ -508,6 +640,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
                 for name in names:
                     out[name][box] = np.inf if name == "flux_err" else 0.0
                 stamps.append(None)
+                kernels.append(None)
                 continue
             xc, yc = 0.5 * (x0 + x1 - 1), 0.5 * (y0 + y1 - 1)
             pn = np.asarray(pn_src.render(xc, yc, size=psf_size), np.float64)
@@ -526,8 +659,12 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
                     for bb, xn in enumerate(nodes_x):
                         st = pn_src.render(x0 + xn, y0 + yn, size=psf_size)
                         cnode[a, bb] = kern.f_new / kern.response_new(np.asarray(st, float))
+            if acf_n is not None or acf_r is not None:
+                f_score_t[j, i], f_diff_t[j, i] = kern.noise_factors(acf_n, acf_r)
             _finalise_tile(d[sl], vd[sl], s[sl], vs[sl], np.float32(1e-5 * kern.f_s), lx, ly,
-                           cnode, *(out[name][box] for name in names))
+                           cnode, float(f_score_t[j, i]), float(f_diff_t[j, i]),
+                           *(out[name][box] for name in names))
+            kernels.append(kern)
             per_tile["f_s"][j, i], per_tile["f_d"][j, i] = kern.f_s, kern.f_d
             per_tile["sn"][j, i], per_tile["sr"][j, i] = kern.sigma_new, kern.sigma_ref
             stamps.append(kern.psf_diff)
@@ -542,4 +679,5 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
     return ZogyResult(diff=out["diff"], diff_var=out["diff_var"], score=out["score"],
                       flux=out["flux"], flux_err=out["flux_err"], psf_diff=psf_d,
                       f_s=per_tile["f_s"], f_d=per_tile["f_d"], sigma_new=per_tile["sn"],
-                      sigma_ref=per_tile["sr"])
+                      sigma_ref=per_tile["sr"], score_noise_factor=f_score_t,
+                      diff_noise_factor=f_diff_t, kernels=tuple(kernels))

@@ -63,11 +63,12 @@ def fourier_shift(stamp: np.ndarray, dx: float, dy: float) -> np.ndarray:
     """
     ny, nx = stamp.shape
     py, px = sfft.next_fast_len(ny, real=True), sfft.next_fast_len(nx, real=True)
-    fy = np.fft.fftfreq(py)[:, None]
-    fx = np.fft.rfftfreq(px)[None, :]
-    ramp = np.exp(-2j * np.pi * (fx * dx + fy * dy))
+    # the ramp is separable: two 1-D exponentials and an outer product
+    ramp = np.exp(-2j * np.pi * dy * np.fft.fftfreq(py))[:, None] \
+        * np.exp(-2j * np.pi * dx * np.fft.rfftfreq(px))[None, :]
     hat = sfft.rfft2(stamp, s=(py, px), workers=1)
-    return sfft.irfft2(hat * ramp, s=(py, px), workers=1)[:ny, :nx]
+    hat *= ramp
+    return sfft.irfft2(hat, s=(py, px), workers=1, overwrite_x=True)[:ny, :nx]
 
 
 @dataclass(frozen=True)

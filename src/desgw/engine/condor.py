@@ -193,7 +193,11 @@ def _node_vars(task: Task, has_calib: bool) -> dict[str, str]:
     v = {"expnum": arg(task.expnum, "expnum"), "rnum": arg(a["rnum"], "rnum"),
          "pnum": arg(a["pnum"], "pnum"), "nite": arg(a["nite"], "nite"),
          "band": arg(a["band"], "band"), "cache": arg(a["cache"], "cache"),
-         "schema": arg(a["schema"], "schema"), "tflag": "-t" if a.get("template") else ""}
+         "schema": arg(a["schema"], "schema"),
+         # -t: template; --instcal: a CP InstCal exposure (SE and its calibration)
+         "tflag": " ".join(f for f, on in (("-t", a.get("template")),
+                                           ("--instcal", a.get("instcal") and task.kind != "diff"))
+                           if on)}
     if task.kind == "se":
         v["ccd"] = arg(task.ccd, "ccd")
         v["extra"] = args(_passed_on(a.get("extra_opts", []), "TEMP_OPTS"), "TEMP_OPTS")

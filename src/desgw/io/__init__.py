@@ -11,6 +11,8 @@ calib          calibration images (bias, flat, starflat, bpm, linearity): write_
 instcal        NOIRLab Community Pipeline InstCal products: read_instcal
 psfex          PSFEx models: read_psfex
 products       immask images (SCI/MSK/WGT) and FITS/CSV/Parquet tables
+fitscodec      tile-compressed image planes written with cfitsio (the product codecs)
+prepared_template  the prepared (sky-subtracted, fast to read) form of a template CCD
 naming         product file names and the exposure directory layout
 product_paths  the product paths of a CCD (SE and difference imaging), find_exposure_dir
 completion     which products mark an engine task as finished

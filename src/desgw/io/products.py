@@ -5,21 +5,22 @@ All writers are atomic (:func:`desgw.io.atomic.atomic_write_path`).
 The immask file (``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_immask.fits.fz``) holds an empty
 primary HDU and three tile-compressed image HDUs:
 
-* ``SCI``: float32 science image, RICE_1 with quantisation ``q = 16`` (step = noise / 16
-  per tile row) and ``SUBTRACTIVE_DITHER_2`` (dithered, so the quantisation error has zero
-  mean; exact zeros kept exactly).
+* ``SCI``: float32 science image, RICE_1 with the absolute quantisation step sigma / 16
+  (sigma = 1 / sqrt(median positive weight): the known noise, no per-row estimate; never
+  more than the scatter measured on the image itself, should the weights be on another
+  scale) and
+  ``SUBTRACTIVE_DITHER_2`` (dithered, so the quantisation error has zero mean; exact zeros
+  kept exactly), as DESDM writes SCI.
 * ``MSK``: integer bit mask, RICE_1 lossless (int16 when every value fits, else int32).
-* ``WGT``: float32 inverse variance, GZIP_2 lossless.
+* ``WGT``: float32 inverse variance, RICE_1 with the absolute step (smallest positive
+  weight) / 1024 and the same dither: no pixel's weight moves by more than 0.05 %, zeros
+  stay zero.
 
-Measured on a 4096 x 2048 background-subtracted image with sigma = 20 e- noise and 400 stars:
-SCI quantisation error rms = sigma / 56 (as expected for step sigma/16), mean error
-1e-4 e- (5.6e-6 sigma: no bias); aperture fluxes (r = 6 px) change by 0.33 +- 0.19 e- on
-average (consistent with zero) with 3.8 e- rms, i.e. 1.8 % of their photon-noise error
-(+0.03 % variance). WGT is kept lossless because quantising a tile row that holds one
-constant value plus zeros (masked pixels) shifts the constant by 1.7 % (an astropy/cfitsio
-noise-estimate quirk); a realistic weight map compresses from 32 MB to 22 MB losslessly.
-The same quirk would hit a SCI row that is exactly constant apart from zeros (never the
-case with real noise); pass ``quantize_level=0`` for lossless SCI.
+Written with cfitsio (:mod:`desgw.io.fitscodec`, where the codecs and their timings are);
+readable by astropy and fitsio. SCI quantisation error rms = sigma / 55 with zero mean:
+aperture and PSF fluxes move by ~2 % of their own noise, in either direction, and their
+errors by < 0.05 % (``tests/io/test_codec_photometry.py``). ``quantize_level=0`` stores SCI
+and WGT losslessly (GZIP_2).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from desgw.util.jsonsafe import json_safe
 
 from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
+from .fitscodec import NOISE_QUANTIZE_LEVEL, Plane, noise_step, weight_step, write_planes
 
 __all__ = [
     "IMMASK_QUANTIZE_LEVEL",
@@ -60,7 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Quantisation level q of SCI (noise / q = quantisation step).
-IMMASK_QUANTIZE_LEVEL: float = 16.0
+IMMASK_QUANTIZE_LEVEL: float = NOISE_QUANTIZE_LEVEL
 
 _WCS_PREFIXES = ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "CUNIT", "PC1_", "PC2_",
                  "PV1_", "PV2_", "A_", "B_", "AP_", "BP_", "LONPOLE", "LATPOLE", "RADESYS",
@@ -139,8 +141,10 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
     wcs : astropy.wcs.WCS, optional
         If given, its header (``relax=True``, TPV/SIP kept) replaces the WCS keywords.
     quantize_level : float
-        q for SCI (RICE_1, SUBTRACTIVE_DITHER_2); ``0`` stores SCI losslessly (GZIP_2).
-        WGT is always lossless (GZIP_2).
+        q of SCI: RICE_1 with the absolute step sigma / q, sigma = 1 / sqrt(median positive
+        weight), SUBTRACTIVE_DITHER_2; WGT then RICE_1 with the step (smallest positive
+        weight) / 1024 (:mod:`desgw.io.fitscodec`). ``0`` stores SCI and WGT losslessly
+        (GZIP_2). MSK is always lossless (RICE_1).
     seed : int
         Dither seed (ZDITHER0, 1..10000), fixed so that output is reproducible.
 
@@ -168,7 +172,6 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
         raise DataTypeError(final, "MSK", "MSK has negative values")
     if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
         raise DataTypeError(final, "WGT", "WGT must be finite and >= 0")
-    m = m.astype(np.int16 if (not m.size or m.max() < 32768) else np.int32)
 
     sci_hdr = clean_header(header)
     if wcs is not None:
@@ -178,20 +181,13 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
             warnings.simplefilter("ignore", FITSFixedWarning)
             sci_hdr.update(wcs.to_header(relax=True))
     wcs_hdr = _wcs_cards(sci_hdr)
-    if quantize_level:
-        fkw: dict[str, Any] = dict(compression_type="RICE_1", quantize_level=quantize_level,
-                                   quantize_method=2, dither_seed=seed)
-    else:
-        fkw = dict(compression_type="GZIP_2", quantize_level=0.0)
-    hdus = [
-        fits.PrimaryHDU(),
-        fits.CompImageHDU(s, header=sci_hdr, name="SCI", **fkw),
-        fits.CompImageHDU(m, header=wcs_hdr.copy(), name="MSK", compression_type="RICE_1"),
-        fits.CompImageHDU(w, header=wcs_hdr.copy(), name="WGT", compression_type="GZIP_2",
-                          quantize_level=0.0),
+    planes = [
+        Plane("SCI", s, sci_hdr,
+              noise_step(w, quantize_level, image=s) if quantize_level else 0.0, seed),
+        Plane("MSK", m, wcs_hdr),
+        Plane("WGT", w, wcs_hdr, weight_step(w) if quantize_level else 0.0, seed),
     ]
-    with atomic_write_path(final) as tmp:
-        fits.HDUList(hdus).writeto(tmp)
+    write_planes(final, planes)
     log.debug("wrote immask %s", final)
     return final
 

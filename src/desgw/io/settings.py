@@ -27,7 +27,8 @@ File look-ups
 -------------
 * raw exposure (:meth:`Settings.raw_path`): ``raw_dir/DECam_{expnum:08d}.fits.fz`` or
   ``.fits``, else a NOIRLab archive name ``raw_dir/c4d_*.fits.fz`` (or ``.fits``) whose primary
-  header has ``EXPNUM == expnum``;
+  header has ``EXPNUM == expnum``: a raw file or a Community Pipeline InstCal image
+  (``_ooi_``), never its mask or weight (``_ood_``, ``_oow_``, which carry the same EXPNUM);
 * calibrations (:meth:`Settings.calib_paths`): ``calib_dir/bias.fits(.fz)``,
   ``calib_dir/flat_{band}.fits(.fz)`` and, optional, ``calib_dir/bpm.fits(.fz)`` and
   ``calib_dir/linearity.fits(.fz)`` (linearity lookup tables, DECam's ``linearity_table``
@@ -53,6 +54,7 @@ __all__ = [
     "CONFIG_FILE_NAME",
     "ENV_VARS",
     "CalibPaths",
+    "is_instcal_companion",
     "Settings",
     "load_settings",
 ]
@@ -152,7 +154,8 @@ class Settings:
                 return path
         if self.raw_dir.is_dir():
             candidates = sorted(p for suffix in _FITS_SUFFIXES
-                                for p in self.raw_dir.glob(f"c4d_*{suffix}"))
+                                for p in self.raw_dir.glob(f"c4d_*{suffix}")
+                                if not is_instcal_companion(p))
             for path in candidates:
                 if _primary_expnum(path) == expnum:
                     return path
@@ -183,6 +186,13 @@ class Settings:
         if linearity is None:
             log.debug("no linearity.fits(.fz) in %s", self.calib_dir)
         return CalibPaths(bias=bias, flat=flat, bpm=bpm, linearity=linearity)
+
+
+def is_instcal_companion(path: str | os.PathLike[str]) -> bool:
+    """True for a CP InstCal mask or weight file (``*_ood_*``, ``*_oow_*`` by name): read with
+    its image, never an exposure's own file."""
+    name = Path(path).name
+    return "_ood_" in name or "_oow_" in name
 
 
 def _first_existing(folder: Path, stem: str) -> Path | None:

@@ -37,6 +37,7 @@ from astropy import units as u
 from astropy.table import Table
 
 from desgw.errors import DataTypeError
+from desgw.se.detect_kernels import NOISE_RMS, NOISE_VARIANCE, NOISE_WEIGHT, prepare_detection
 from desgw.se.maskbits import UNUSABLE
 from desgw.se.measure_kernels import bad_from_mask, flux_radius_all, winpos_all
 
@@ -47,6 +48,8 @@ log = logging.getLogger(__name__)
 #: Pixel buffer of sep's extraction (pixels of active objects); a full CCD with bright stars
 #: needs more than sep's default of 300000.
 _PIXSTACK = 3_000_000
+
+_NOISE_KINDS = {"rms": NOISE_RMS, "variance": NOISE_VARIANCE, "weight": NOISE_WEIGHT}
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,13 @@ class DetectConfig:
         Cleaning efficiency (``CLEAN_PARAM``).
     mask_bits : int
         Mask bits that exclude a pixel from detection.
+    window_min_snr : float or None
+        Windowed centroids and half-light radii only for the detections whose isophotal S/N
+        (``flux_iso / (rms sqrt(npix))``, as :func:`desgw.se.psf.select_psf_candidates`
+        computes it) reaches this; the others keep their barycentre as ``xwin``, ``ywin``,
+        ``flux_radius`` NaN and ``win_flag`` 1. For a pass that only looks for bright stars
+        (the seeing estimate): on a dense CCD most detections are faint and their centroids
+        cost ~0.1 ms each. None: every detection.
     """
 
     thresh_sigma: float = 1.5
@@ -92,6 +102,7 @@ class DetectConfig:
     clean: bool | None = None
     clean_param: float = 1.0
     mask_bits: int = UNUSABLE
+    window_min_snr: float | None = None
 
     def __post_init__(self) -> None:
         if self.thresh_sigma <= 0:
@@ -159,7 +170,7 @@ def gaussian_kernel(fwhm: float, size: int | None = None) -> np.ndarray:
 
 
 def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarray | None = None,
-                   *, noise_type: Literal["rms", "variance"] = "rms",
+                   *, noise_type: Literal["rms", "variance", "weight"] = "rms",
                    config: DetectConfig = DetectConfig()) -> DetectionResult:
     """Detect sources on a background-subtracted image.
 
@@ -171,10 +182,11 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
         Background noise per pixel (ny, nx) or one value for the image: a standard deviation
         (e-) when ``noise_type="rms"`` (e.g. ``Background.rms``), a variance (e-**2) when
         ``noise_type="variance"`` (e.g. ``1 / weight``; infinite values are allowed where the
-        mask excludes the pixel).
+        mask excludes the pixel), an inverse variance (e-**-2, 0 = unusable) when
+        ``noise_type="weight"`` (the same detections as its variance ``1 / weight``).
     mask : numpy.ndarray or None
         Integer mask (ny, nx); pixels with any of ``config.mask_bits`` are not detected.
-    noise_type : {"rms", "variance"}
+    noise_type : {"rms", "variance", "weight"}
         What ``noise`` holds.
     config : DetectConfig
         Thresholds, filter and deblending settings.
@@ -193,33 +205,32 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
     if image.ndim != 2:
         raise DataTypeError(None, None, f"image must be 2-D, got shape {image.shape}")
     data = np.ascontiguousarray(image, dtype=np.float32)
-    bad = np.zeros(image.shape, dtype=bool)
     if mask is not None:
         mask = np.asarray(mask)
         if mask.shape != image.shape:
             raise DataTypeError(None, None, f"mask has shape {mask.shape}, expected {image.shape}")
         if mask.dtype.kind not in "iu":
             raise DataTypeError(None, None, f"mask must be integer, got {mask.dtype}")
-        bad = bad_from_mask(np.ascontiguousarray(mask), np.int64(config.mask_bits))
-    if noise_type not in ("rms", "variance"):
-        raise ValueError(f"noise_type must be 'rms' or 'variance', got {noise_type!r}")
+    if noise_type not in _NOISE_KINDS:
+        raise ValueError(f"noise_type must be 'rms', 'variance' or 'weight', got {noise_type!r}")
     noise_arr = np.asarray(noise, dtype=np.float32)
     if noise_arr.ndim == 0:
-        err: np.ndarray | float = float(np.sqrt(noise_arr) if noise_type == "variance" else noise_arr)
+        err: np.ndarray | float = float(
+            noise_arr if noise_type == "rms" else np.sqrt(noise_arr) if noise_type == "variance"
+            else np.sqrt(np.float32(1.0) / noise_arr))
+        bad = (np.zeros(image.shape, dtype=bool) if mask is None
+               else bad_from_mask(np.ascontiguousarray(mask), np.int64(config.mask_bits)))
+        data_for_sep = np.where(bad, np.float32(0), data) if bad.any() else data
     else:
         if noise_arr.shape != image.shape:
             raise DataTypeError(None, None,
                                 f"noise has shape {noise_arr.shape}, expected {image.shape}")
-        err = np.sqrt(noise_arr) if noise_type == "variance" else noise_arr
-        unusable = ~(np.isfinite(err) & (err > 0))
-        if unusable.any():
-            bad |= unusable
-            err = np.where(unusable, np.float32(1e30), err)
-        err = np.ascontiguousarray(err, dtype=np.float32)
-    data_for_sep = data
-    if bad.any():
-        # sep ignores masked pixels for detection but its filter still reads their values.
-        data_for_sep = np.where(bad, np.float32(0), data)
+        # one fused pass: excluded pixels (mask bits, unusable noise) set to 0 in the data
+        # (sep ignores them for detection but its filter still reads their values)
+        m = np.zeros((1, 1), np.int32) if mask is None else np.ascontiguousarray(mask)
+        data_for_sep, err, bad, _ = prepare_detection(
+            data, np.ascontiguousarray(noise_arr), _NOISE_KINDS[noise_type], m,
+            np.int64(config.mask_bits), mask is not None)
 
     kernel = None
     if config.filter_fwhm is not None:
@@ -240,22 +251,31 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
 
     x = objs["x"].astype(np.float64)
     y = objs["y"].astype(np.float64)
-    if n:
+    rhalf = np.full(n, np.nan)
+    xwin, ywin = x.copy(), y.copy()
+    wflag = np.ones(n, dtype=np.int16)
+    sel = np.arange(n)
+    if n and config.window_min_snr is not None:
+        # the catalogue's float32 columns, as select_psf_candidates reads them
+        rms = objs["thresh"].astype(np.float32).astype(np.float64) / config.thresh_sigma
+        with np.errstate(divide="ignore", invalid="ignore"):
+            snr = (objs["flux"].astype(np.float32).astype(np.float64)
+                   / (rms * np.sqrt(objs["npix"].astype(np.int32))))
+        sel = np.flatnonzero(snr >= config.window_min_snr)
+    if sel.size:
+        xs, ys = x[sel], y[sel]
         # Half-light radius within 6 A (capped: the window only needs the core's size).
-        rmax = np.clip(6.0 * objs["a"].astype(np.float64), 3.0, 25.0)
-        rhalf = flux_radius_all(data_for_sep, bad, x, y, rmax, np.full(n, np.nan), 0.5)
-        rhalf = np.where(np.isfinite(rhalf) & (rhalf > 0.5), rhalf, 0.5)
-        sig = 2.0 / 2.35 * rhalf
-        xwin, ywin, witer = winpos_all(data_for_sep, bad, x, y, sig, 16)
+        rmax = np.clip(6.0 * objs["a"][sel].astype(np.float64), 3.0, 25.0)
+        rh = flux_radius_all(data_for_sep, bad, xs, ys, rmax, np.full(sel.size, np.nan), 0.5)
+        rh = np.where(np.isfinite(rh) & (rh > 0.5), rh, 0.5)
+        sig = 2.0 / 2.35 * rh
+        xw, yw, witer = winpos_all(data_for_sep, bad, xs, ys, sig, 16)
         # A window centroid that ran away (noise, blends) falls back to the barycentre.
-        off = (np.hypot(xwin - x, ywin - y) > np.maximum(2.0 * rhalf, 1.0)) | (witer == 0)
-        xwin = np.where(off, x, xwin)
-        ywin = np.where(off, y, ywin)
-        wflag = off.astype(np.int16)
-    else:
-        rhalf = np.zeros(0)
-        xwin = ywin = np.zeros(0)
-        wflag = np.zeros(0, dtype=np.int16)
+        off = (np.hypot(xw - xs, yw - ys) > np.maximum(2.0 * rh, 1.0)) | (witer == 0)
+        rhalf[sel] = rh
+        xwin[sel] = np.where(off, xs, xw)
+        ywin[sel] = np.where(off, ys, yw)
+        wflag[sel] = off.astype(np.int16)
 
     cat = Table()
     cat["number"] = np.arange(1, n + 1, dtype=np.int32)

@@ -61,19 +61,20 @@ from astropy import units as u
 from astropy.table import Table
 from astropy.wcs import WCS
 from astropy.wcs.utils import proj_plane_pixel_scales
+from scipy.spatial import cKDTree
 from scipy.special import erfc
 
 from desgw.errors import DataTypeError
 from desgw.se.background import Background
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import SAT, UNUSABLE
-from desgw.se.measure_kernels import (circular_apertures, flux_radius_all, kron_neighbours_all,
-                                      prepare_measurement, psf_fit_all, segment_stats,
-                                      window_errors_all)
+from desgw.se.measure_kernels import (add_psf_sources, circular_apertures, flux_radius_all,
+                                      kron_neighbours_all, prepare_measurement, psf_fit_all,
+                                      segment_stats, window_errors_all)
 from desgw.se.psf import PSFModel
 
-__all__ = ["DES_APERTURE_DIAMETERS", "MeasureConfig", "measure_sources", "flux_to_mag",
-           "spread_model_basis"]
+__all__ = ["DES_APERTURE_DIAMETERS", "MeasureConfig", "measure_sources", "flux_to_mag", "close_companions",
+           "spread_model_basis", "psf_model_image", "psf_fluxes"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ class MeasureConfig:
         Maximum photon-noise re-weighting iterations of the PSF flux fit.
     neighbour_fraction : float
         FLAGS bit 1 threshold on the fraction of the Kron aperture in other objects.
+    neighbour_iter : int
+        Refits of the PSF flux (and SPREAD_MODEL) with the PSF models of all other detections,
+        at their fluxes of the previous fit, subtracted (0: each source fitted alone, its
+        neighbours' light included). Detections within 1 PSF FWHM of another take no part
+        (:func:`close_companions`).
     mask_bits : int
         Mask bits of unusable pixels.
     """
@@ -124,6 +130,7 @@ class MeasureConfig:
     fit_radius_fwhm: float = 2.0
     psf_max_iter: int = 5
     neighbour_fraction: float = 0.1
+    neighbour_iter: int = 2
     mask_bits: int = UNUSABLE
 
     def __post_init__(self) -> None:
@@ -131,6 +138,8 @@ class MeasureConfig:
             raise ValueError("MeasureConfig.aper_diameters must be positive diameters")
         if self.gain <= 0:
             raise ValueError(f"MeasureConfig.gain must be > 0, got {self.gain}")
+        if self.neighbour_iter < 0:
+            raise ValueError(f"MeasureConfig.neighbour_iter must be >= 0, got {self.neighbour_iter}")
 
 
 def flux_to_mag(flux: np.ndarray, fluxerr: np.ndarray, zeropoint: float,
@@ -188,6 +197,126 @@ def spread_model_basis(psf: PSFModel, fwhm: float) -> np.ndarray:
     # The kernel is centred on pixel 0, so the result stays aligned with the basis; the
     # padding keeps the (sub-pixel) wrap-around out of the stamp.
     return conv[:, :n, :n]
+
+
+def psf_model_image(shape: tuple[int, int], x: np.ndarray, y: np.ndarray, flux: np.ndarray,
+                    psf: PSFModel) -> np.ndarray:
+    """An image of point sources: ``flux * PSF`` at each position, each over the PSF stamp.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        Image shape (ny, nx).
+    x, y : numpy.ndarray
+        0-based source positions (pix).
+    flux : numpy.ndarray
+        Source fluxes (e-); non-finite or negative fluxes are left out.
+    psf : PSFModel
+        PSF model (normalised over its stamp, so the image holds each flux inside the stamp).
+
+    Returns
+    -------
+    numpy.ndarray
+        (ny, nx) float32, e-.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    y = np.ascontiguousarray(y, dtype=np.float64)
+    f = np.asarray(flux, dtype=np.float64)
+    use = np.isfinite(f) & (f > 0) & np.isfinite(x) & np.isfinite(y)
+    out = np.zeros(shape, dtype=np.float32)
+    if use.any():
+        add_psf_sources(out, 0, 0, x[use], y[use], f[use], psf.terms(x[use], y[use]),
+                        psf.coeffs, psf.lanczos_order)
+    return out
+
+
+def close_companions(x: np.ndarray, y: np.ndarray, radius: float) -> np.ndarray:
+    """Boolean (n,): positions with another within ``radius`` (pix)."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = np.zeros(len(x), dtype=bool)
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() > 1:
+        counts = cKDTree(np.column_stack([x[ok], y[ok]])).query_ball_point(
+            np.column_stack([x[ok], y[ok]]), r=radius, return_length=True)
+        out[ok] = np.asarray(counts) > 1
+    return out
+
+
+def _psf_photometry(data: np.ndarray, weight32: np.ndarray, bad: np.ndarray, xw: np.ndarray,
+                    yw: np.ndarray, psf: PSFModel, config: MeasureConfig
+                    ) -> tuple[np.ndarray, ...]:
+    """PSF flux, its error, chi2, iterations, SPREAD_MODEL, its error and the PSF's FWHM per
+    source, with ``config.neighbour_iter`` Jacobi steps in which every source is refitted with
+    all other sources' models (at their previous fluxes) subtracted."""
+    shape = data.shape
+    n = len(xw)
+    fwhm_c = psf.fwhm_at(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
+    gco = spread_model_basis(psf, fwhm_c)
+    terms = psf.terms(xw, yw)
+    radius = np.clip(config.fit_radius_fwhm * fwhm_c, 3.0, psf.stamp_size // 2) * np.ones(n)
+    own = np.zeros(n)
+    fit_data = data
+    # Detections closer than 1 FWHM to another (a blend whose windowed centroids ran together)
+    # neither subtract nor are subtracted: with nearly the same model at nearly the same place
+    # the Jacobi steps would swap their fluxes back and forth instead of converging.
+    alone = ~close_companions(xw, yw, fwhm_c) if config.neighbour_iter else np.ones(n, bool)
+    for it in range(config.neighbour_iter + 1):
+        (fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf,
+         _npx) = psf_fit_all(fit_data, weight32, bad, xw, yw, terms, psf.coeffs, gco,
+                             psf.lanczos_order, radius, float(config.gain),
+                             int(config.psf_max_iter), own)
+        if it == config.neighbour_iter:
+            break
+        own = np.where(alone & np.isfinite(fpsf) & (fpsf > 0), fpsf, 0.0)
+        model = np.zeros(shape, dtype=np.float32)
+        add_psf_sources(model, 0, 0, xw, yw, own, terms, psf.coeffs, psf.lanczos_order)
+        fit_data = data - model
+    return fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf
+
+
+def psf_fluxes(image_minus_bkg: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
+               x: np.ndarray, y: np.ndarray, psf: PSFModel, *,
+               config: MeasureConfig = MeasureConfig()
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PSF fluxes and SPREAD_MODEL alone, as :func:`measure_sources` computes them.
+
+    Parameters
+    ----------
+    image_minus_bkg : numpy.ndarray
+        Background-subtracted image (ny, nx), e-.
+    weight : numpy.ndarray
+        Inverse variance of background + read noise (ny, nx), e-**-2; 0 = unusable.
+    mask : numpy.ndarray or None
+        Integer mask of :mod:`desgw.se.maskbits` bits (``config.mask_bits`` unusable).
+    x, y : numpy.ndarray
+        0-based source positions (pix), all the detections (their models are subtracted from
+        each other's fits).
+    psf : PSFModel
+    config : MeasureConfig
+
+    Returns
+    -------
+    flux, fluxerr, spread, spreaderr : numpy.ndarray
+        float64 (n,): FLUX_PSF and FLUXERR_PSF (e-), SPREAD_MODEL and SPREADERR_MODEL.
+    """
+    img = np.asarray(image_minus_bkg, dtype=np.float32)
+    shape = img.shape
+    mask_arr = (np.zeros(shape, dtype=np.int32) if mask is None
+                else np.ascontiguousarray(mask, dtype=np.int32))
+    weight32 = np.asarray(weight, dtype=np.float32)
+    if weight32.shape != shape or mask_arr.shape != shape:
+        raise DataTypeError(None, None, f"image {shape}, weight {weight32.shape} and mask "
+                            f"{mask_arr.shape} must have the same shape")
+    data, _var, _err, bad = prepare_measurement(img, np.zeros(shape, dtype=np.float32), weight32,
+                                                mask_arr, np.int64(config.mask_bits))
+    xw = np.ascontiguousarray(x, dtype=np.float64)
+    yw = np.ascontiguousarray(y, dtype=np.float64)
+    if xw.size == 0:
+        z = np.zeros(0)
+        return z, z, z, z
+    fl, fle, _c2, _ni, sp, spe, _fw = _psf_photometry(data, weight32, bad, xw, yw, psf, config)
+    return fl, fle, sp, spe
 
 
 def _theta_deg(theta: np.ndarray) -> np.ndarray:
@@ -290,13 +419,8 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     rmax = np.clip(kscale * a_safe, 1.0, _FLUX_RADIUS_MAX_PIX)
     frad = flux_radius_all(data, bad, xw, yw, rmax, np.where(fauto > 0, fauto, np.nan), 0.5)
     # --- PSF fit and SPREAD_MODEL
-    fwhm_c = psf.fwhm_at(0.5 * (shape[1] - 1), 0.5 * (shape[0] - 1))
-    gco = spread_model_basis(psf, fwhm_c)
-    terms = psf.terms(xw, yw)
-    radius = np.clip(config.fit_radius_fwhm * fwhm_c, 3.0, psf.stamp_size // 2) * np.ones(n)
-    (fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf,
-     _npx) = psf_fit_all(data, weight32, bad, xw, yw, terms, psf.coeffs, gco, psf.lanczos_order,
-                         radius, float(config.gain), int(config.psf_max_iter))
+    (fpsf, fpsfe, chi2, niter, spread, spreaderr,
+     fwhm_psf) = _psf_photometry(data, weight32, bad, xw, yw, psf, config)
     # --- windowed errors, segment statistics, neighbours
     sig = 2.0 / 2.35 * np.maximum(np.asarray(cat["flux_radius"], dtype=np.float64), 0.5)
     ex2, ey2, exy, snr_win = window_errors_all(data, weight32, bad, xw, yw, sig, float(config.gain))

@@ -100,13 +100,15 @@ def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
 
 
 @njit(cache=True)
-def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius, gain, max_iter):
+def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius, gain, max_iter,
+                own):
     """PSF flux (weighted linear least squares at fixed position) and SPREAD_MODEL per source.
 
     Parameters
     ----------
     data : float32 (ny, nx)
-        Background-subtracted image, e-.
+        Background-subtracted image, e-; or that image less a model of the sources (then
+        ``own`` gives each source's flux in that model, added back to its own fit).
     weight : float32 (ny, nx)
         Background inverse variance, e-**-2.
     bad : bool (ny, nx)
@@ -125,6 +127,10 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
         e- per image unit (source photon noise).
     max_iter : int
         Maximum number of re-weighting iterations.
+    own : float64 (n,)
+        Flux (e-) of each source in the model subtracted from ``data`` (zeros when none is):
+        source ``i`` is fitted to ``data + own[i] * PSF_i``, i.e. with its neighbours'
+        models subtracted and its own kept.
 
     Returns
     -------
@@ -194,7 +200,7 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
                     var = 1.0 / weight[yy, xx]
                     if it > 0 and f * p[a, b] > 0:
                         var += f * p[a, b] / gain
-                    spd += p[a, b] * data[yy, xx] / var
+                    spd += p[a, b] * (data[yy, xx] + own[i] * p[a, b]) / var
                     spp += p[a, b] * p[a, b] / var
             if spp <= 0:
                 break
@@ -234,7 +240,7 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
                 if f * p[a, b] > 0:
                     var += f * p[a, b] / gain
                 w = 1.0 / var
-                d = data[yy, xx]
+                d = data[yy, xx] + own[i] * p[a, b]
                 r = d - f * p[a, b]
                 c2 += r * r * w
                 npx += 1
@@ -610,25 +616,45 @@ def flux_radius_all(data, bad, xs, ys, rmax, normflux, frac):
 
 @njit(cache=True)
 def _winpos_one(data, bad, x, y, sig, max_iter):
-    """One windowed centroid (see `winpos_all`) in a 2-D image; returns (x, y, niter, ok)."""
+    """One windowed centroid (see `winpos_all`) in a 2-D image; returns (x, y, niter, ok).
+
+    The Gaussian window is separable, ``exp(-dx**2 / 2 sig**2) exp(-dy**2 / 2 sig**2)``: one
+    exponential per row and per column of the window instead of one per pixel (5-10x fewer
+    on a window 8 sig wide; the weights agree with the 2-D exponential to 1e-16).
+    """
     ny, nx = data.shape
     inv2 = 0.5 / (sig * sig)
     rm = 4.0 * sig
+    rm2 = rm * rm
+    nw = int(2.0 * rm) + 3
+    wx = np.empty(nw)
+    wy = np.empty(nw)
     it = 0
     while it < max_iter:
         sw = 0.0
         sx = 0.0
         sy = 0.0
-        for yy in range(max(int(np.floor(y - rm)), 0), min(int(np.ceil(y + rm)), ny - 1) + 1):
+        ya = max(int(np.floor(y - rm)), 0)
+        yb = min(int(np.ceil(y + rm)), ny - 1)
+        xa = max(int(np.floor(x - rm)), 0)
+        xb = min(int(np.ceil(x + rm)), nx - 1)
+        for yy in range(ya, yb + 1):
             dy = yy - y
-            for xx in range(max(int(np.floor(x - rm)), 0), min(int(np.ceil(x + rm)), nx - 1) + 1):
+            wy[yy - ya] = np.exp(-dy * dy * inv2)
+        for xx in range(xa, xb + 1):
+            dx = xx - x
+            wx[xx - xa] = np.exp(-dx * dx * inv2)
+        for yy in range(ya, yb + 1):
+            dy = yy - y
+            wyy = wy[yy - ya]
+            for xx in range(xa, xb + 1):
                 if bad[yy, xx]:
                     continue
                 dx = xx - x
                 r2 = dx * dx + dy * dy
-                if r2 > rm * rm:
+                if r2 > rm2:
                     continue
-                w = np.exp(-r2 * inv2) * data[yy, xx]
+                w = wyy * wx[xx - xa] * data[yy, xx]
                 sw += w
                 sx += w * dx
                 sy += w * dy

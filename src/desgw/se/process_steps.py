@@ -13,23 +13,38 @@ settings that only need ~10 %.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass, replace
 
 import numpy as np
 from astropy.table import Table
+from scipy.integrate import quad
 from scipy.optimize import least_squares
+from scipy.special import j0, j1
 
+from desgw.se.background import Background, residual_background
 from desgw.se.detect import DetectConfig, DetectionResult, gaussian_kernel
+from desgw.se.measure import MeasureConfig, close_companions, psf_fluxes, psf_model_image
 from desgw.se.psf import PSFConfig, PSFModel, select_psf_candidates
 from desgw.se.psf_shape import fit_moffat
 
 __all__ = ["SeeingEstimate", "estimate_seeing", "detect_config_for_seeing", "psf_config_for_seeing",
            "psf_aperture_correction", "wing_outside_flux", "weight_rescale_factor", "cosmics_objlim",
-           "cosmic_ray_residuals"]
+           "cosmic_ray_residuals", "mean_sky_background"]
 
 log = logging.getLogger(__name__)
+
+#: FWHM of the Kolmogorov profile whose transfer function is exp(-k**(5/3)).
+_KOLMOGOROV_FWHM = 2.9207006
+#: The Kolmogorov wing replaces the Moffat wing only when its chi-squared (errors of the ring
+#: means from the scatter of their pixels) is lower by more than this (two forms of two free
+#: parameters: about a 2-sigma preference). Measured: exact galsim profiles favour the right
+#: form by 25-5e5; a 60-star Moffat beta 2.5 model fitted on a crowded field favours the
+#: Moffat by 5 (the Kolmogorov wing would add 1.5 % of light too much there); a 250-star
+#: Kolmogorov model favours the Kolmogorov by 12.
+_KOLMOGOROV_MIN_DCHI2 = 4.0
 
 
 @dataclass(frozen=True)
@@ -163,18 +178,20 @@ def psf_aperture_correction(psf: PSFModel, *, grid: tuple[int, int] = (4, 7),
     of the PSF's *wing* alone. The model is averaged over a ``grid`` of CCD positions (the mean
     stamp sums to 1), its surface brightness in the outer annulus (radii from
     ``max(1.5 FWHM, 0.4 h)`` to ``h``, the stamp's half-size) is fitted with a Moffat-form wing
-    ``A (1 + (r / s)**2)**-b`` whose scale ``s`` is tied to the FWHM (:func:`wing_outside_flux`),
-    and that wing is integrated over the plane outside the stamp. The correction is therefore
-    >= 1 by construction.
+    ``A (1 + (r / s)**2)**-b`` whose scale ``s`` is tied to the FWHM and with a Kolmogorov wing
+    (:func:`wing_outside_flux`), and the Kolmogorov one is integrated over the plane outside the
+    stamp when it fits significantly better, the Moffat one otherwise. The correction is
+    therefore >= 1 by construction.
 
     An earlier version fitted an elliptical Moffat to the whole stamp and returned its flux:
     exact for Moffat PSFs, but on profiles whose core is not Moffat-like the core misfit set
     the total, e.g. 0.965-0.977 for Kolmogorov PSFs of FWHM 3-7 px whose true value is
     1.007-1.013, and 0.963 on a Community Pipeline PSFEx model. Measured (galsim, stamp of 25
     pix or 6 FWHM): Moffat beta 2.5-5, FWHM 3-7 px, e <= 0.06, within 0.01 % of the exact value;
-    Kolmogorov FWHM 3-7 px 0.3-0.6 % low (its wing flattens towards ``r**(-11/3)`` beyond
-    the stamp, which a wing fitted at 2-3 FWHM cannot know); on PSF models fitted to the
-    simulator's Moffat stars (25-40 stars) 0.08-0.19 % high; tests/se/test_psf_apcor.py.
+    Kolmogorov FWHM 3-7 px within 0.002 % (0.3-0.6 % low with the Moffat-form wing alone: its
+    wing flattens towards ``r**(-11/3)`` beyond the stamp); von Karman (outer scale 25 m)
+    +0.08 %; on PSF models fitted to the simulator's Moffat stars (25-40 stars) 0.08-0.19 %
+    high; tests/se/test_psf_apcor.py.
 
     Parameters
     ----------
@@ -205,8 +222,47 @@ def psf_aperture_correction(psf: PSFModel, *, grid: tuple[int, int] = (4, 7),
     return float(corr)
 
 
+@functools.lru_cache(maxsize=1)
+def _kolmogorov_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The circular Kolmogorov profile whose optical transfer function is ``exp(-k**(5/3))``
+    (unit flux; FWHM 2.9207): log radius, log surface brightness and log of the flux outside
+    each radius, by Hankel transforms (``I(r) = (1/2 pi) int k J0(k r) T(k) dk``, outside
+    ``1 - R int J1(k R) T(k) dk``), tabulated to r = 150 and continued by the exact
+    asymptotic power laws ``r**(-11/3)`` and ``R**(-5/3)``."""
+    def otf(k: float) -> float:
+        return math.exp(-k ** (5.0 / 3.0))
+
+    r = np.geomspace(0.05, 150.0, 160)
+    prof = np.array([quad(lambda k, x=x: k * j0(k * x) * otf(k), 0, 14, limit=4000)[0]
+                     for x in r]) / (2.0 * np.pi)
+    out = np.array([1.0 - x * quad(lambda k, x=x: j1(k * x) * otf(k), 0, 14, limit=4000)[0]
+                    for x in r])
+    rt = np.geomspace(150.0, 1e6, 40)[1:]
+    r_all = np.concatenate([r, rt])
+    prof_all = np.concatenate([prof, prof[-1] * (rt / r[-1]) ** (-11.0 / 3.0)])
+    out_all = np.concatenate([out, out[-1] * (rt / r[-1]) ** (-5.0 / 3.0)])
+    return np.log(r_all), np.log(prof_all), np.log(out_all)
+
+
 def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
     """Light outside a square PSF stamp extrapolated from its wing (fraction of the stamp sum).
+
+    Two wing forms are fitted to the means of 1-pix annuli between ``max(1.5 FWHM, 0.4 h)``
+    and ``h = n // 2`` (in log, weighted by the square root of the pixels in each); the
+    Moffat wing is integrated over the plane outside the stamp unless the Kolmogorov wing fits
+    the rings significantly better (chi-squared lower by more than ``_KOLMOGOROV_MIN_DCHI2``,
+    with the error of each ring's mean from the scatter of its pixels): the noisy outer rings
+    of a fitted model can fit both about equally, and then the lighter Moffat wing is the
+    safer extrapolation:
+
+    - a Moffat wing ``A (1 + (r / s)**2)**-b`` with ``s`` tied to the FWHM as in a Moffat,
+      ``s = FWHM / (2 sqrt(2**(1/b) - 1))``: free amplitude and slope, so that the few outer
+      rings of a fitted model, whose noise is largest, cannot bend the extrapolation (a free
+      ``s`` put it 0.5 % high on a 25-star model);
+    - a Kolmogorov wing ``A K(r / s)`` (the profile of atmospheric turbulence, whose wing falls
+      as ``r**(-11/3)``; :func:`_kolmogorov_table`): free amplitude and scale. Between 2 and 3
+      FWHM a Kolmogorov profile falls faster than its asymptote, so a Moffat wing fitted there
+      extrapolates half its light outside a 6-FWHM stamp (0.3-0.6 % of the total missing).
 
     Parameters
     ----------
@@ -219,13 +275,8 @@ def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
     Returns
     -------
     float
-        ``(flux outside the stamp) / stamp.sum()`` of the wing ``A (1 + (r / s)**2)**-b``
-        fitted to the means of 1-pix annuli between ``max(1.5 FWHM, 0.4 h)`` and
-        ``h = n // 2`` (in log, weighted by the square root of the pixels in each), with
-        ``s`` tied to the FWHM as in a Moffat, ``s = FWHM / (2 sqrt(2**(1/b) - 1))``: two free
-        parameters, amplitude and slope, so that the few outer rings of a fitted model, whose
-        noise is largest, cannot bend the extrapolation (a free ``s`` put it 0.5 % high on a
-        25-star model); 0 when the annulus holds no positive light.
+        ``(flux outside the stamp) / stamp.sum()`` of the chosen wing; 0 when the annulus
+        holds no positive light.
 
     Raises
     ------
@@ -256,32 +307,107 @@ def wing_outside_flux(stamp: np.ndarray, *, fwhm: float | None = None) -> float:
     keep = nb > 0
     rb = np.bincount(ring[sel], weights=r[sel])[keep] / nb[keep]
     ib = np.bincount(ring[sel], weights=st.ravel()[sel])[keep] / nb[keep]
+    i2 = np.bincount(ring[sel], weights=st.ravel()[sel] ** 2)[keep] / nb[keep]
     nb = nb[keep]
     ok = ib > 0
     if ok.sum() < 3:
         return 0.0
-    rb, ib, nb = rb[ok], ib[ok], nb[ok]
+    rb, ib, nb, i2 = rb[ok], ib[ok], nb[ok], i2[ok]
+    sw = np.sqrt(nb)
+    # error of each ring's log mean from the scatter of its pixels (noise, and ellipticity)
+    sig_log = np.sqrt(np.maximum(i2 - ib ** 2, 0.0) / np.maximum(nb - 1, 1)) / ib
+    sig_log = np.maximum(sig_log, 1e-4)
+    rc = h + 0.5  # outside the circle of radius h + 0.5, less the box corners beyond it
+    sub = 4
+    g = (np.arange(n * sub) + 0.5) / sub - 0.5 - h
+    gr = np.hypot(g[:, None], g[None, :])
+    gr = gr[gr > rc]
 
     def scale(b: float) -> float:
         return fwhm / (2.0 * np.sqrt(2.0 ** (1.0 / b) - 1.0))
 
-    def resid(p: np.ndarray) -> np.ndarray:
+    def resid_m(p: np.ndarray) -> np.ndarray:
         la, b = p
-        return (la - b * np.log1p((rb / scale(b)) ** 2) - np.log(ib)) * np.sqrt(nb)
+        return (la - b * np.log1p((rb / scale(b)) ** 2) - np.log(ib)) * sw
 
     p0 = np.array([np.log(ib[0]) + 3.0 * np.log1p((rb[0] / fwhm) ** 2), 2.5])
-    sol = least_squares(resid, p0, bounds=([-np.inf, 1.05], [np.inf, 10.0]))
-    la, b = sol.x
+    sol_m = least_squares(resid_m, p0, bounds=([-np.inf, 1.05], [np.inf, 10.0]))
+    la, b = sol_m.x
     a, s = np.exp(la), scale(b)
-    # Outside the circle of radius h + 0.5 (analytic), less the box corners beyond it.
-    rc = h + 0.5
-    out = np.pi * a * s ** 2 * (1.0 + (rc / s) ** 2) ** (1.0 - b) / (b - 1.0)
-    sub = 4
-    g = (np.arange(n * sub) + 0.5) / sub - 0.5 - h
-    gr = np.hypot(g[:, None], g[None, :])
-    corner = gr > rc
-    out -= (a * (1.0 + (gr[corner] / s) ** 2) ** -b).sum() / sub ** 2
+    out_m = np.pi * a * s ** 2 * (1.0 + (rc / s) ** 2) ** (1.0 - b) / (b - 1.0)
+    out_m -= (a * (1.0 + (gr / s) ** 2) ** -b).sum() / sub ** 2
+
+    lr, lp, lo = _kolmogorov_table()
+
+    def resid_k(p: np.ndarray) -> np.ndarray:
+        la, ls = p
+        return (la + np.interp(np.log(rb) - ls, lr, lp) - np.log(ib)) * sw
+
+    ls0 = math.log(fwhm / _KOLMOGOROV_FWHM)
+    p0 = np.array([np.log(ib[0]) - np.interp(np.log(rb[0]) - ls0, lr, lp), ls0])
+    sol_k = least_squares(resid_k, p0)
+    la, ls = sol_k.x
+    out_k = math.exp(la + 2.0 * ls) * math.exp(np.interp(math.log(rc) - ls, lr, lo))
+    out_k -= math.exp(la) * np.exp(np.interp(np.log(gr) - ls, lr, lp)).sum() / sub ** 2
+    chi_m = float(np.sum((sol_m.fun / sw / sig_log) ** 2))
+    chi_k = float(np.sum((sol_k.fun / sw / sig_log) ** 2))
+    out = out_k if chi_k < chi_m - _KOLMOGOROV_MIN_DCHI2 else out_m
+    log.debug("PSF wing: Moffat %.5f (chi2 %.3g), Kolmogorov %.5f (chi2 %.3g), %d rings",
+              out_m, chi_m, out_k, chi_k, rb.size)
     return float(max(out, 0.0))
+
+
+def mean_sky_background(image: np.ndarray, weight: np.ndarray, mask: np.ndarray,
+                        background: Background, detections: DetectionResult, psf: PSFModel, *,
+                        config: MeasureConfig = MeasureConfig(),
+                        extended_spread: float = 0.005) -> Background:
+    """The background as the mean of the image less the PSF models of all detections.
+
+    Every detection gets a PSF flux (neighbours' models subtracted, as in
+    :func:`desgw.se.measure.measure_sources`) on ``image - background.level``; their models
+    are subtracted from the image and :func:`desgw.se.background.residual_background` takes
+    the clipped mean of the rest, leaving out the segments of extended detections
+    (``SPREAD_MODEL > extended_spread + 3 SPREADERR_MODEL``), whose light a PSF model misses,
+    and of detections within 1 FWHM of another (blends whose PSF fluxes each hold both).
+    The wings of detected stars then leave the sky, whose clipped mode they lift in crowded
+    fields, while the PSF fit of each star subtracts its neighbours' models.
+
+    Parameters
+    ----------
+    image : numpy.ndarray
+        (ny, nx) image, e-, not background-subtracted.
+    weight, mask : numpy.ndarray
+        Inverse variance (e-**-2) and mask bits.
+    background : Background
+        The mode background (:func:`desgw.se.background.estimate_background`).
+    detections : DetectionResult
+        Detections on the background-subtracted image.
+    psf : PSFModel
+    config : MeasureConfig
+        Settings of the PSF flux fit.
+    extended_spread : float
+        SPREAD_MODEL above which (beyond 3 sigma) a detection counts as extended.
+
+    Returns
+    -------
+    Background
+    """
+    cat = detections.catalog
+    x = np.asarray(cat["xwin"], dtype=np.float64)
+    y = np.asarray(cat["ywin"], dtype=np.float64)
+    flux, _err, spread, spreaderr = psf_fluxes(image - background.level, weight, mask, x, y, psf,
+                                               config=config)
+    # blends within 1 FWHM each hold their companion's light: left out of the model and
+    # of the mean, as extended detections are
+    ext = np.isfinite(spread) & (spread > extended_spread + 3.0 * np.nan_to_num(spreaderr))
+    ext |= close_companions(x, y, psf.fwhm_at(0.5 * (image.shape[1] - 1),
+                                              0.5 * (image.shape[0] - 1)))
+    model = psf_model_image(image.shape, x, y, np.where(ext, 0.0, flux), psf)
+    segmap = detections.segmap
+    lut = np.zeros(int(segmap.max()) + 1 if segmap.size else 1, dtype=bool)
+    ids = np.asarray(cat["number"], dtype=np.int64)
+    lut[ids[ext & (ids < lut.size)]] = True
+    return residual_background(background, image - model, mask, exclude=lut[segmap])
 
 
 def weight_rescale_factor(image_minus_bkg: np.ndarray, weight: np.ndarray, mask: np.ndarray,

@@ -692,15 +692,23 @@ def _neighbour_light(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | N
     yn = np.ascontiguousarray(neighbour_xy[:, 1])
     terms = poly_terms((xn - x_zero) / x_scale, (yn - y_zero) / y_scale, degree)
     n = coeffs.shape[-1]
-    radius = np.full(len(xn), float(np.clip(2.0 * fwhm0, 3.0, n // 2)))
-    fl = psf_fit_all(data, w32, bad, xn, yn, terms, coeffs, coeffs, config.lanczos_order, radius,
-                     float(config.gain), 5)[0]
-    fl = np.where(np.isfinite(fl) & (fl > 0), fl, 0.0)
     side = 2 * pad + 1
     contam = np.zeros((len(ix), side, side))
     tree = cKDTree(neighbour_xy)
     reach = pad + n // 2 + 1
-    for k, near in enumerate(tree.query_ball_point(np.column_stack([ix, iy]), r=reach * 1.415)):
+    nears = tree.query_ball_point(np.column_stack([ix, iy]), r=reach * 1.415)
+    # fluxes only of the positions within reach of a cut-out (each fit is independent; on a
+    # crowded CCD that is a few hundred of thousands of detections)
+    used = np.unique(np.concatenate([np.asarray(v, dtype=np.int64) for v in nears]
+                                    + [np.zeros(0, dtype=np.int64)]))
+    fl = np.zeros(len(xn))
+    if used.size:
+        radius = np.full(used.size, float(np.clip(2.0 * fwhm0, 3.0, n // 2)))
+        fu = psf_fit_all(data, w32, bad, xn[used], yn[used], np.ascontiguousarray(terms[used]),
+                         coeffs, coeffs, config.lanczos_order, radius, float(config.gain), 5,
+                         np.zeros(used.size))[0]
+        fl[used] = np.where(np.isfinite(fu) & (fu > 0), fu, 0.0)
+    for k, near in enumerate(nears):
         near = np.asarray(near, dtype=np.int64)
         if near.size == 0:
             continue

@@ -3,7 +3,10 @@
 :func:`make_dag` does what the original did before writing ``desgw_pipeline_EXPNUM.dag``:
 
 1. **The search exposure**: its record from the database when there is one, else from the
-   primary header of its raw file (:meth:`Settings.raw_path`).
+   primary header of its raw file (:meth:`Settings.raw_path`) or CP InstCal image
+   (:func:`exposure_file`). Each exposure's ``kind`` (raw or CP InstCal: the database's
+   ``exposures.kind``, else the file's PROCTYPE) goes into its SE and ``expcalib`` task
+   arguments (``instcal``), so raw and CP exposures mix (a raw search, CP templates).
 2. **Template candidates**: database exposures within 2.2 deg of the search pointing in the
    same band (:func:`desgw.db.exposures_near`), or, without a database, the primary headers
    of the raw files in ``settings.raw_dir``. t_eff comes from the database (median over the
@@ -57,7 +60,7 @@ from desgw.instrument.bands import DECAM_BANDS
 from desgw.io.completion import expcalib_complete, exposure_outdir, se_complete
 from desgw.io.corners import read_corners_out
 from desgw.io.naming import corners_out_name, qc_exposure_name
-from desgw.io.settings import Settings
+from desgw.io.settings import Settings, is_instcal_companion
 
 from .dagmaker_rc import DagmakerConfig
 from .templates import (
@@ -73,6 +76,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "RAW_PATTERNS",
     "ExposureFootprint",
+    "exposure_file",
     "exposure_footprint",
     "find_raw_files",
     "make_dag",
@@ -95,8 +99,30 @@ def find_raw_files(raw_dir: str | os.PathLike[str]) -> list[Path]:
     return sorted({p for pattern in RAW_PATTERNS for p in d.glob(pattern) if p.is_file()})
 
 
+def exposure_file(settings: Settings, expnum: int) -> Path:
+    """The file of an exposure: its raw file (:meth:`Settings.raw_path`), else a CP InstCal
+    image with its EXPNUM anywhere under the raw folder
+    (:func:`desgw.io.instcal.find_instcal_image`, as the archive's CP/V*/CPYYYYMMDD tree).
+
+    Raises
+    ------
+    MissingFileError
+        Neither (the raw file's message).
+    """
+    from desgw.io.instcal import find_instcal_image
+
+    try:
+        return settings.raw_path(expnum)
+    except MissingFileError as exc:
+        try:
+            return find_instcal_image(settings.raw_dir, expnum)
+        except MissingFileError:
+            raise exc from None
+
+
 def record_from_raw(path: str | os.PathLike[str]) -> ExposureRecord:
-    """An :class:`ExposureRecord` from a raw file's primary header (t_eff unknown).
+    """An :class:`ExposureRecord` from a raw file's (or CP InstCal image's) primary header
+    (t_eff unknown; ``kind`` ``"instcal"`` for a CP InstCal image, else ``"raw"``).
 
     Raises
     ------
@@ -104,6 +130,8 @@ def record_from_raw(path: str | os.PathLike[str]) -> ExposureRecord:
         Unreadable header, or no band or pointing.
     """
     from desgw.io.raw import read_exposure_header
+
+    from desgw.io.instcal import decam_file_kind
 
     h = read_exposure_header(path)
     if not h.band:
@@ -113,12 +141,15 @@ def record_from_raw(path: str | os.PathLike[str]) -> ExposureRecord:
     return ExposureRecord(expnum=h.expnum, nite=h.nite, mjd=h.mjd_obs, band=h.band,
                           exptime=h.exptime, ra=float(h.ra_deg) % 360.0, dec=float(h.dec_deg),
                           object=h.object, propid=h.propid, obstype=h.obstype,
-                          airmass=h.airmass, raw_path=str(path))
+                          airmass=h.airmass, raw_path=str(path),
+                          kind="instcal" if decam_file_kind(h.header) == "instcal" else "raw")
 
 
 def _raw_records(settings: Settings) -> list[ExposureRecord]:
     out: list[ExposureRecord] = []
     for path in find_raw_files(settings.raw_dir):
+        if is_instcal_companion(path):  # a CP mask or weight: read with its image
+            continue
         try:
             out.append(record_from_raw(path))
         except (DesgwInputError, OSError) as exc:
@@ -126,21 +157,25 @@ def _raw_records(settings: Settings) -> list[ExposureRecord]:
     return out
 
 
-def raw_file_ccds(path: str | None, *, strict: bool = False) -> tuple[int, ...] | None:
-    """CCDs present in a raw file (None when there is no file, or it cannot be read and not
-    ``strict``).
+def raw_file_ccds(path: str | None, *, strict: bool = False, kind: str = "raw"
+                  ) -> tuple[int, ...] | None:
+    """CCDs present in a raw file or, with ``kind="instcal"``, a CP InstCal image (None when
+    there is no file, or it cannot be read and not ``strict``).
 
     Raises
     ------
     DesgwInputError
-        With ``strict``, a raw file that is truncated, corrupt or unreadable (one error for the
+        With ``strict``, a file that is truncated, corrupt or unreadable (one error for the
         exposure, rather than one failed task per CCD).
     """
     if path is None or not Path(path).is_file():
         return None
+    from desgw.io.instcal import instcal_ccdnums
     from desgw.io.raw import RawExposure
 
     try:
+        if kind == "instcal":
+            return tuple(instcal_ccdnums(path))
         with RawExposure(path) as raw:
             return tuple(sorted(int(c) for c in raw.ccdnums))
     except (DesgwInputError, OSError) as exc:
@@ -225,7 +260,13 @@ def exposure_footprint(rec: ExposureRecord, ccds: Iterable[int], *,
 # ----------------------------------------------------------------------------- the DAG
 def _record_dict(rec: ExposureRecord) -> dict[str, Any]:
     return {"expnum": rec.expnum, "band": rec.band, "nite": rec.nite, "mjd": rec.mjd,
-            "ra": rec.ra, "dec": rec.dec, "t_eff": rec.t_eff}
+            "ra": rec.ra, "dec": rec.dec, "t_eff": rec.t_eff, "kind": rec.kind}
+
+
+def _kind_args(rec: ExposureRecord) -> dict[str, Any]:
+    """Task arguments of an exposure's kind: ``instcal`` for a CP InstCal exposure (its SE
+    tasks run the CP InstCal single-epoch processing, no calibration files)."""
+    return {"instcal": True} if rec.kind == "instcal" else {}
 
 
 def _with_teff(rec: ExposureRecord, out_root: Path, args: Mapping[str, Any]) -> ExposureRecord:
@@ -281,7 +322,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         (a ``diff`` task with ``fused``: SE and difference imaging in memory,
         :mod:`desgw.workflow.sediff_ccd`) instead of an ``se`` and a ``diff`` task, and the
         search calibration depends on those tasks (search CCDs without a template keep an
-        ``se`` task). The HTCondor export keeps the unfused graph (default False).
+        ``se`` task). Raw search exposures only: a CP InstCal search keeps its tasks. The
+        HTCondor export keeps the unfused graph (default False).
     fakes : bool
         Inject fake sources in the difference imaging.
     full_copy : bool
@@ -328,7 +370,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         search = get_exposure(db, search_expnum)
     raw_search: str | None = None
     try:
-        raw_search = str(settings.raw_path(search_expnum))
+        raw_search = str(exposure_file(settings, search_expnum))
     except MissingFileError:
         if search is None:
             raise
@@ -348,7 +390,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             "cache": config.destcache, "schema": config.schema}
     out_root = settings.out_root
 
-    present = raw_file_ccds(raw_search, strict=search_se)  # a bad raw file: one error
+    # a bad raw file: one error
+    present = raw_file_ccds(raw_search, strict=search_se, kind=search.kind)
     if ccds is None:
         search_ccds = [c for c in DEFAULT_CCDNUMS if present is None or c in present]
     else:
@@ -373,7 +416,7 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
                     by_expnum[int(e)] = r
         missing = [int(e) for e in templates if int(e) not in by_expnum]
         for e in missing:
-            by_expnum[e] = record_from_raw(settings.raw_path(e))
+            by_expnum[e] = record_from_raw(exposure_file(settings, e))
         chosen = [by_expnum[int(e)] for e in templates]
     else:
         if not diff:
@@ -401,8 +444,8 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
         t_args = {**base, "nite": int(rec.nite)}
         t_raw = rec.raw_path
         with contextlib.suppress(MissingFileError):
-            t_raw = str(settings.raw_path(rec.expnum))
-        t_present = raw_file_ccds(t_raw)
+            t_raw = str(exposure_file(settings, rec.expnum))
+        t_present = raw_file_ccds(t_raw, kind=rec.kind)
         t_ccds = [c for c in DEFAULT_CCDNUMS if t_present is None or c in t_present]
         fp = exposure_footprint(rec, t_ccds, corners_file=exposure_outdir(
             out_root, rec.expnum, t_args) / corners_out_name(rec.expnum))
@@ -429,14 +472,15 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             tid = se_task_id(rec.expnum, c)
             se_ids.append(tid)
             tasks.append(Task(tid, "se", rec.expnum, c, (), {
-                **t_args, "template": True, "raw_path": t_raw,
+                **t_args, **_kind_args(rec), "template": True, "raw_path": t_raw,
                 "extra_opts": list(config.temp_opts)}))
         cal_id = None
         if calibrate and (se_ids or not expcalib_complete(out_root, rec.expnum, needed,
                                                           t_args)):
             cal_id = expcalib_task_id(rec.expnum)
             tasks.append(Task(cal_id, "expcalib", rec.expnum, None, tuple(se_ids), {
-                **t_args, "template": True, "ccds": needed, "raw_path": t_raw}))
+                **t_args, **_kind_args(rec), "template": True, "ccds": needed,
+                "raw_path": t_raw}))
         template_nites[rec.expnum] = int(rec.nite)
         template_tasks[rec.expnum] = {"se": {c: se_task_id(rec.expnum, c)
                                              for c in missing_ccds},
@@ -445,8 +489,9 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
                               "corners_from_file": list(fp.from_file)})
 
     # --- search tasks
-    fused = {c for c in search_ccds if overlaps[c]} if (fuse_search and search_se and diff) \
-        else set()
+    # the fused task runs raw SE: a CP InstCal search keeps its se (instcal) tasks
+    fused = {c for c in search_ccds if overlaps[c]} if (
+        fuse_search and search_se and diff and search.kind == "raw") else set()
     search_se_ids: dict[int, str] = {}
     if search_se:
         for c in search_ccds:
@@ -455,15 +500,15 @@ def make_dag(search_expnum: int, *, settings: Settings, config: DagmakerConfig,
             tid = se_task_id(search_expnum, c)
             search_se_ids[c] = tid
             tasks.append(Task(tid, "se", search_expnum, c, (), {
-                **search_args, "template": False, "raw_path": raw_search,
-                "extra_opts": []}))
+                **search_args, **_kind_args(search), "template": False,
+                "raw_path": raw_search, "extra_opts": []}))
     search_cal = None
     if calibrate and not fused:
         search_cal = expcalib_task_id(search_expnum)
         tasks.append(Task(search_cal, "expcalib", search_expnum, None,
                           tuple(search_se_ids.values()), {
-                              **search_args, "template": False, "ccds": search_ccds,
-                              "raw_path": raw_search}))
+                              **search_args, **_kind_args(search), "template": False,
+                              "ccds": search_ccds, "raw_path": raw_search}))
     no_template: list[int] = []
     if diff:
         version = config.diffimg_eups_version if version is None else str(version)

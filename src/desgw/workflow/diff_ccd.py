@@ -249,11 +249,12 @@ def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Seque
 
 
 def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: int,
-          search: Any = None) -> Any:
-    """A CCD's products; with ``search`` (a template CCD's search CCD) only the part of the
-    template that can land on the search CCD is read (:func:`desgw.diff.template_crop.
-    crop_box_wcs`)."""
-    from desgw.diff.pipeline_products import load_ccd_products
+          search: Any = None, config: Any = None) -> Any:
+    """A CCD's products; with ``search`` (a template CCD's search CCD) the template's
+    prepared form, sky subtracted (made on first use: :func:`desgw.diff.pipeline_products.
+    load_template_products`), of which only the part that can land on the search CCD is read
+    (:func:`desgw.diff.template_crop.crop_box_wcs`)."""
+    from desgw.diff.pipeline_products import load_ccd_products, load_template_products
     from desgw.diff.template_crop import crop_box_wcs
 
     crop = None
@@ -262,6 +263,10 @@ def _load(directory: Path, expnum: int, band: str, ccd: int, rnum: int, pnum: in
             return crop_box_wcs(wcs, shape, search.wcs, search.shape)
 
     p = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum)
+    if search is not None:
+        return load_template_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat,
+                                      qc=p.qc, band=band, expnum=expnum, ccdnum=ccd,
+                                      config=config, crop=crop)
     return load_ccd_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat, qc=p.qc,
                              band=band, expnum=expnum, ccdnum=ccd, crop=crop)
 
@@ -408,6 +413,31 @@ def _finite(v: float) -> float | None:
 
 
 # ----------------------------------------------------------------------------- the task
+def _resolve_zeropoints(task: DiffTask, sdir: Path, search: Any, templates: list[Any],
+                        found: dict[int, tuple[Path, list[int]]]) -> tuple[Any, list[Any], Any]:
+    """:func:`desgw.workflow.diff_relzp.resolve_zeropoints` with the CCDs' QC reasons; a search
+    CCD left without a zeropoint is a :class:`DiffError` that says why."""
+    from desgw.diff.pipeline import DiffError
+
+    from .diff_relzp import qc_reasons, resolve_zeropoints
+
+    def reasons(d: Path, e: int, c: int) -> list[str]:
+        return qc_reasons(ccd_product_paths(d, e, task.band, c, task.rnum, task.pnum).qc)
+
+    qc = {(int(task.search_expnum), int(task.ccdnum)): reasons(
+        sdir, task.search_expnum, task.ccdnum)}
+    for e, (d, ccds) in found.items():
+        for c in ccds:
+            qc[(int(e), int(c))] = reasons(d, e, c)
+    search, templates, res = resolve_zeropoints(search, templates, qc=qc)
+    if not math.isfinite(search.zp):
+        detail = "; ".join(f"{t['expnum']}/{t['ccdnum']}: {t['reason']}"
+                           for t in res.templates) or "no template CCD"
+        raise DiffError(f"search CCD {task.ccdnum} has no zeropoint, and no relative flux "
+                        f"scale to a template could be measured ({detail})", kind="failed")
+    return search, templates, res
+
+
 def run_diff_ccd(task: DiffTask, *, search: Any = None,
                  before_marker: Callable[[], None] | None = None) -> DiffSummary:
     """Difference imaging of one search CCD with its products written (module docstring).
@@ -475,10 +505,12 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
             for c in ccds:
                 try:
                     templates.append(_load(d, e, task.band, c, task.rnum, task.pnum,
-                                           search=search))
+                                           search=search, config=config))
                 except DesgwError as exc:
                     missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
                     log.warning("template %d CCD %d: %s", e, c, exc)
+        # a CCD without a zeropoint (sparse field): relative scales, flagged (diff_relzp)
+        search, templates, zpres = _resolve_zeropoints(task, sdir, search, templates, found)
         timings["read"] = time.perf_counter() - t0
 
         # --- star and veto lists
@@ -525,6 +557,10 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
         t0 = time.perf_counter()
         cfg_hash = config_hash(config)
         header = _header(task, result, cfg_hash)
+        flags = [*result.flags, *zpres.flags]
+        if zpres.mode != "absolute":
+            header["ZPMODE"] = (zpres.mode, "zeropoints: absolute/relative/instrumental")
+            header["ZPSOURCE"] = (zpres.search_source[:40], "where the search MAGZERO comes from")
         products = write_diff_products(result, paths, header=header, wcs=search.wcs,
                                        full_copy=task.full_copy, search=search)
         timings["write"] = time.perf_counter() - t0
@@ -545,7 +581,7 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
             "template_expnums": sorted({int(e) for e, _ in result.templates_used}),
             "templates_requested": sorted(int(e) for e in task.template_expnums),
             "templates_used": [list(t) for t in result.templates_used],
-            "templates_rejected": rejected, "flags": list(result.flags),
+            "templates_rejected": rejected, "flags": flags, "zeropoints": zpres.as_dict(),
             "n_candidates": len(result.candidates), "n_fakes": len(result.fakes),
             "n_fakes_recovered": n_rec,
             "real_bogus_threshold": rb_thr,
@@ -572,7 +608,7 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
         return DiffSummary(
             ccdnum=int(task.ccdnum), ok=True, n_candidates=len(result.candidates),
             n_fakes=len(result.fakes), n_fakes_recovered=n_rec, timings=dict(timings),
-            flags=tuple(result.flags), templates_used=tuple(result.templates_used),
+            flags=tuple(flags), templates_used=tuple(result.templates_used),
             m50=math.nan if eff is None else float(eff.m50),
             m50_err=math.nan if eff is None else float(eff.m50_err),
             ideal_limit_mag=math.nan if result.ideal_limit is None

@@ -25,6 +25,11 @@
             measured but not assessed; no templates, no difference imaging
 ==========  =====================================================================
 
+Raw exposures and Community Pipeline InstCal exposures can be mixed (e.g. a raw search
+exposure and CP templates): each exposure's kind (the database's ``exposures.kind``, else the
+PROCTYPE of its file) decides whether its SE tasks detrend a raw file or run the CP InstCal
+processing (:mod:`desgw.workflow.se_instcal`).
+
 The work is a small :class:`~desgw.engine.graph.TaskGraph` (:func:`desgw.workflow.dagmaker.
 make_dag` restricted to the CCDs: templates chosen by the DAGMaker rules, or ``templates``,
 their overlapping CCDs processed first when their products are missing) run by
@@ -47,7 +52,7 @@ from desgw.engine.run import RunReport
 from desgw.errors import DesgwError
 from desgw.io.settings import Settings
 
-from .dagmaker import make_dag, raw_file_ccds, record_from_raw
+from .dagmaker import exposure_file, make_dag, raw_file_ccds, record_from_raw
 from .dagmaker_rc import DagmakerConfig
 from .se_types import CACHES, SCHEMAS, SPECIAL_Y_WARNING
 from .tasks import run_pipeline
@@ -142,16 +147,17 @@ def _template_only_graph(expnum: int, settings: Settings, config: DagmakerConfig
     from desgw.errors import DesgwInputError
     from desgw.instrument import DEFAULT_CCDNUMS
 
-    raw = str(settings.raw_path(expnum))
+    raw = str(exposure_file(settings, expnum))
     rec = record_from_raw(raw)
     if band is not None and band != rec.band:
         raise DesgwInputError(raw, 0, f"the exposure's band is {rec.band!r}, not {band!r}")
-    present = raw_file_ccds(raw, strict=search_se)
+    present = raw_file_ccds(raw, strict=search_se, kind=rec.kind)
     ccd_list = (sorted({int(c) for c in ccds}) if ccds is not None
                 else [c for c in DEFAULT_CCDNUMS if present is None or c in present])
     args = {"band": rec.band, "nite": int(nite) if nite is not None else rec.nite,
             "rnum": config.rnum, "pnum": config.pnum, "cache": config.destcache,
-            "schema": config.schema, "template": True, "raw_path": raw}
+            "schema": config.schema, "template": True, "raw_path": raw,
+            **({"instcal": True} if rec.kind == "instcal" else {})}
     tasks = [Task(se_task_id(expnum, c), "se", expnum, c, (), {**args, "extra_opts": []})
              for c in ccd_list] if search_se else []
     if calibrate:

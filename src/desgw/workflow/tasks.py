@@ -5,12 +5,15 @@ Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
 
 ``se``
     :func:`desgw.workflow.se_ccd.run_ccd_task` on the CCD. Args: ``band``, ``nite``,
-    ``rnum``, ``pnum``, ``cache``, ``schema``, ``template`` (bool), optional ``raw_path``.
+    ``rnum``, ``pnum``, ``cache``, ``schema``, ``template`` (bool), optional ``raw_path``;
+    with ``instcal`` (bool) the exposure is a CP InstCal image (``raw_path``, the ``_ooi_``
+    file) and :func:`desgw.workflow.se_instcal.run_instcal_ccd_task` runs instead (no
+    calibration files).
 ``expcalib``
     :func:`desgw.workflow.se_exposure.run_se_exposure` with ``jump_to_calib`` on the CCDs whose
     SE succeeded: photometric calibration (Zero/allZP/ZP CSV files), ``{expnum}.out``, the
     exposure quality (assessed unless ``template``) and the database records. Args as ``se``
-    plus ``ccds``. Blocked when no CCD succeeded.
+    (``instcal`` included) plus ``ccds``. Blocked when no CCD succeeded.
 ``diff``
     :func:`desgw.workflow.diff_ccd.run_diff_ccd` (imported when the task runs; it makes the
     star and veto lists, subtracts, detects, writes the products, the database records and
@@ -20,11 +23,15 @@ Runners (``runner(task, settings, overwrite, deps) -> Outcome``), by kind:
     the star and veto lists are also given, next to the ones run_diff_ccd writes). Blocked
     when the search CCD's SE or the search calibration failed; a template whose SE or
     calibration failed is left out (as the original verifySE did); blocked when no template
-    is left. With ``fused`` (true) the task is the fused search CCD
+    is left. A calibration that failed only for lack of calibration stars (its corners and
+    exposure QC written; detail ``calibration_only``) blocks nothing: the exposure is
+    differenced with its SE zeropoints or relative scales (detail
+    ``uncalibrated_exposures``). With ``fused`` (true) the task is the fused search CCD
     (:func:`desgw.workflow.sediff_ccd.run_sediff_ccd`): SE of the search CCD (optional
     ``raw_path``) and its difference imaging in one task and in memory; it has no search SE
     task to depend on, and the search exposure's ``expcalib`` depends on it instead (a CCD
     whose SE products are on disk is calibrated even when its difference imaging failed).
+    Only raw search exposures are fused (a CP InstCal search keeps its ``se`` task).
 
 
 :func:`run_pipeline` runs a graph on the engine with these runners.
@@ -55,7 +62,7 @@ from desgw.io.star_lists import snstar_name, snveto_name
 
 from .se_ccd import run_ccd_task
 from .se_exposure import run_se_exposure
-from .se_types import CCDTask
+from .se_types import CCDSummary, CCDTask
 
 if TYPE_CHECKING:  # pragma: no cover
     from .diff_ccd import DiffSummary
@@ -98,12 +105,40 @@ def _ccd_task(task: Task, settings: Settings, overwrite: bool) -> CCDTask:
 
 def run_se_task(task: Task, settings: Settings, overwrite: bool,
            deps: Mapping[str, TaskResult]) -> Outcome:
-    """SE of one CCD (:func:`desgw.workflow.se_ccd.run_ccd_task`)."""
+    """SE of one CCD (:func:`desgw.workflow.se_ccd.run_ccd_task`; with the ``instcal``
+    argument, a CP InstCal CCD: :func:`desgw.workflow.se_instcal.run_instcal_ccd_task`)."""
+    if task.args.get("instcal"):
+        return _se_outcome(_run_instcal_se(task, settings, overwrite))
     try:
         ccd_task = _ccd_task(task, settings, overwrite)
     except Exception as exc:  # noqa: BLE001 - reported as the task's failure
         return Outcome("failed", describe_error(exc), error=exc)
-    s = run_ccd_task(ccd_task)
+    return _se_outcome(run_ccd_task(ccd_task))
+
+
+def _run_instcal_se(task: Task, settings: Settings, overwrite: bool) -> CCDSummary:
+    """SE of one CCD of a CP InstCal exposure (the ``*_ooi_*`` image: ``raw_path``, else found
+    under the raw folder by EXPNUM)."""
+    from desgw.io.instcal import find_instcal_image
+
+    from .se_instcal import InstCalTask, run_instcal_ccd_task
+
+    a = task.args
+    assert task.ccd is not None
+    given = a.get("raw_path")
+    try:
+        image = (str(given) if given and Path(given).is_file()
+                 else str(find_instcal_image(settings.raw_dir, task.expnum)))
+    except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+        return CCDSummary(ccdnum=int(task.ccd), ok=False, error=exc)
+    outdir = exposure_outdir(settings.out_root, task.expnum, a)
+    return run_instcal_ccd_task(InstCalTask(
+        expnum=task.expnum, ccdnum=int(task.ccd), band=str(a["band"]), rnum=int(a["rnum"]),
+        pnum=int(a["pnum"]), image_path=image, refcat_dir=str(settings.refcat_dir),
+        outdir=str(outdir), overwrite=overwrite))
+
+
+def _se_outcome(s: CCDSummary) -> Outcome:
     if not s.ok:
         return Outcome("failed", s.reason or "failed", traceback=s.error_traceback,
                        error=s.error)
@@ -144,7 +179,8 @@ def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
                              pnum=int(a["pnum"]), nite=int(a["nite"]), band=str(a["band"]),
                              cache=str(a["cache"]), schema=str(a["schema"]), ccds=usable,
                              jump_to_calib=True, single_process=True,
-                             template_mode=bool(a.get("template", False)))
+                             template_mode=bool(a.get("template", False)),
+                             instcal=bool(a.get("instcal", False)))
     for line in report.lines():
         log.info("%s", line)
     detail: dict[str, Any] = {"ccds": usable, "left_out": sorted(bad)}
@@ -157,8 +193,21 @@ def run_expcalib_task(task: Task, settings: Settings, overwrite: bool,
     problems = [f"{stage}: {why}" for stage, why in sorted(report.errors.items())]
     problems += [f"CCD {c}: {why}" for c, why in sorted(report.failed.items())]
     if problems:
+        if set(report.errors) == {"expcalib"} and not report.failed and \
+                report.corners_path is not None and \
+                report.errors["expcalib"].startswith("PhotometricCalibrationError"):
+            # only the photometric calibration failed (too few Gaia stars): the corners and
+            # the exposure QC are written; the difference imaging can go on (run_diff_task)
+            detail["calibration_only"] = True
         return Outcome("failed", "; ".join(problems), detail)
     return Outcome("done", None, detail)
+
+
+def _calibration_only(result: TaskResult | None) -> bool:
+    """An ``expcalib`` task that failed only in the photometric calibration (its corners and
+    exposure QC were written): the difference imaging does not need its zeropoints (each CCD's
+    comes from its SE products, or from a relative scale: :mod:`desgw.workflow.diff_relzp`)."""
+    return result is not None and not result.ok and bool(result.detail.get("calibration_only"))
 
 
 def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
@@ -187,15 +236,23 @@ def run_diff_task(task: Task, settings: Settings, overwrite: bool,
     a = task.args
     assert task.ccd is not None
     fused = bool(a.get("fused", False))
+    uncalibrated: list[int] = []
     for dep_id, what in ((se_task_id(task.expnum, task.ccd), "search SE"),
                          (expcalib_task_id(task.expnum), "search calibration")):
+        if not fused and _calibration_only(deps.get(dep_id)):
+            uncalibrated.append(task.expnum)
+            continue
         why = None if fused else _dep_problem(deps.get(dep_id))
         if why is not None:
             return Outcome("blocked", f"{what} failed: {why}")
     templates: list[int] = []
     left_out: dict[str, str] = {}
     for e in (int(x) for x in a["templates"]):
-        ids = [se_task_id(e, c) for c in a["template_ccds"][str(e)]] + [expcalib_task_id(e)]
+        ids = [se_task_id(e, c) for c in a["template_ccds"][str(e)]]
+        if _calibration_only(deps.get(expcalib_task_id(e))):
+            uncalibrated.append(e)
+        else:
+            ids.append(expcalib_task_id(e))
         problems = [w for w in (_dep_problem(deps.get(i)) for i in ids) if w is not None]
         if problems:
             left_out[str(e)] = "; ".join(problems)
@@ -206,6 +263,11 @@ def run_diff_task(task: Task, settings: Settings, overwrite: bool,
         return Outcome("blocked", "no template left: " + "; ".join(
             f"{e}: {w}" for e, w in left_out.items()))
     detail: dict[str, Any] = {"templates": templates, "left_out": left_out}
+    if uncalibrated:
+        detail["uncalibrated_exposures"] = uncalibrated
+        log.warning("%s: exposures %s have no photometric calibration (too few stars); "
+                    "differencing with the SE zeropoints or relative scales", task.id,
+                    uncalibrated)
 
     # imported here: the difference-imaging stack is loaded only by workers that run a diff
     # task (and the workflow tests put a stand-in module in its place)

@@ -1,0 +1,70 @@
+"""desgw.io.fitscodec.write_planes: codecs chosen per plane, headers kept, both readers agree."""
+
+from __future__ import annotations
+
+import fitsio
+import numpy as np
+import pytest
+from astropy.io import fits
+
+from desgw.errors import DataTypeError
+from desgw.io.fitscodec import Plane, noise_step, weight_step, write_planes
+
+
+def test_planes_codecs_headers_and_readers(tmp_path):
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 5.0, (64, 40)).astype(np.float32)
+    score = rng.normal(0, 1.0, (64, 40)).astype(np.float32)
+    neg = rng.integers(-5, 5, (64, 40)).astype(np.int32)       # negative values
+    # bits beyond int16, incompressible (cfitsio aborted writing these as PLIO_1)
+    bits = rng.integers(0, 1 << 20, (64, 40)).astype(np.int32)
+    h = fits.Header()
+    h["EXPNUM"] = (12345, "exposure")
+    h["LONGTXT"] = "x" * 150
+    h["MAGZERO"] = 31.123456789012
+    h["COMMENT"] = "a comment"
+    h["HIERARCH ESO LONG KEY"] = 2
+    path = tmp_path / "p.fits.fz"
+    write_planes(path, [Plane("SCI", img, h, 5.0 / 16), Plane("LOSSLESS", img),
+                        Plane("SCORE", score, None, 1 / 16), Plane("NEG", neg),
+                        Plane("BITS", bits)])
+    with fits.open(path, disable_image_compression=True) as raw:
+        z = {x.name: x.header.get("ZCMPTYPE") for x in raw[1:]}
+    assert z == {"SCI": "RICE_1", "LOSSLESS": "GZIP_2", "SCORE": "RICE_1", "NEG": "RICE_1",
+                 "BITS": "RICE_1"}
+    with fits.open(path) as hd, fitsio.FITS(str(path)) as ff:
+        for name in ("SCI", "LOSSLESS", "SCORE", "NEG", "BITS"):
+            np.testing.assert_array_equal(np.asarray(hd[name].data), ff[name].read())
+        hs = hd["SCI"].header
+        assert hs["EXPNUM"] == 12345 and hs["LONGTXT"] == "x" * 150
+        assert hs["MAGZERO"] == pytest.approx(31.123456789012, abs=1e-12)
+        assert hs["ESO LONG KEY"] == 2 and "a comment" in str(hs["COMMENT"])
+        np.testing.assert_array_equal(hd["LOSSLESS"].data, img)
+        np.testing.assert_array_equal(hd["NEG"].data, neg)
+        np.testing.assert_array_equal(hd["BITS"].data, bits)
+        d = hd["SCI"].data - img
+        # uniform error within +-step/2: rms step / sqrt(12)
+        assert np.abs(d).max() <= 5.0 / 32 * 1.001
+        assert 0.8 < d.std() * 12**0.5 / (5.0 / 16) < 1.2
+        assert np.abs(hd["SCORE"].data - score).max() <= 1 / 32 * 1.001
+
+
+def test_steps():
+    w = np.full((100, 50), 0.01, np.float32)   # sigma = 10
+    w[:, :3] = 0
+    assert noise_step(w) == pytest.approx(10 / 16)
+    assert noise_step(np.zeros((4, 4))) == 0.0
+    w[5, 5] = 0.001
+    assert weight_step(w) == pytest.approx(0.001 / 1024)
+    assert weight_step(np.zeros((4, 4))) == 0.0
+
+
+def test_errors(tmp_path):
+    a = np.zeros((4, 4), np.float32)
+    with pytest.raises(DataTypeError, match="2-D"):
+        write_planes(tmp_path / "x.fits.fz", [Plane("SCI", a[0])])
+    with pytest.raises(DataTypeError, match="step"):
+        write_planes(tmp_path / "x.fits.fz", [Plane("SCI", a, step=-1.0)])
+    with pytest.raises(DataTypeError, match="numeric"):
+        write_planes(tmp_path / "x.fits.fz", [Plane("SCI", np.array([["a"]]))])
+    assert list(tmp_path.iterdir()) == []
