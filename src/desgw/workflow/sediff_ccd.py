@@ -206,11 +206,15 @@ def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, D
                                       error_kind="failed")
 
     written: list[CCDSummary] = []
+    t_se_done = time.perf_counter()
 
     def archive() -> None:
-        """The SE products and their marker (before the diff's marker)."""
+        """The SE products and their marker (before the diff's marker); the SE ``total``
+        is its processing and writing, not the difference imaging between them."""
         if not written:
-            written.append(_write_products(se_task, result, cfg_hash, timings, t_start))
+            diff_seconds = time.perf_counter() - t_se_done
+            written.append(_write_products(se_task, result, cfg_hash, timings,
+                                           t_start + diff_seconds))
 
     try:
         # the candidates' rows need their exposure, which the search calibration (after the
