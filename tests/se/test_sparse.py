@@ -161,3 +161,27 @@ def test_shift_only_refinement_fails_without_nearby_reference():
         refine_wcs_shift([100.0], [100.0], ra + 0.01, dec, w, image_shape=(400, 300))
     with pytest.raises(AstrometryError, match="no detection or no reference"):
         refine_wcs_shift([], [], ra, dec, w, image_shape=(400, 300))
+
+
+def test_shift_only_refinement_in_a_crowded_field():
+    """A crowded CCD that falls back to the shift-only refinement (tens of thousands of
+    detection-reference pairs within 5"): the shift is found among the chance pairs and no
+    all-pairs array is built (the old one needed ~47 GiB for this field)."""
+    rng = np.random.default_rng(31)
+    shape = (4096, 2048)
+    true = _sip_wcs(shape=shape)
+    header = true.deepcopy()
+    header.wcs.crval = [true.wcs.crval[0] + 1.1 / 3600 / math.cos(math.radians(-30.0)),
+                        true.wcs.crval[1] - 0.6 / 3600]
+    header.wcs.set()
+    n_star = 4000
+    x, y = rng.uniform(5, 2043, n_star), rng.uniform(5, 4091, n_star)
+    ra, dec = true.all_pix2world(x, y, 0)
+    # two thirds of the references are detected; 40,000 detections have no reference
+    seen = rng.random(n_star) < 2 / 3
+    xd = np.concatenate([x[seen] + rng.normal(size=seen.sum()) * 0.1, rng.uniform(0, 2048, 40000)])
+    yd = np.concatenate([y[seen] + rng.normal(size=seen.sum()) * 0.1, rng.uniform(0, 4096, 40000)])
+    out = refine_wcs_shift(xd, yd, ra, dec, header, image_shape=shape)
+    assert out.shift_ra_arcsec == pytest.approx(-1.1, abs=0.02)
+    assert out.shift_dec_arcsec == pytest.approx(0.6, abs=0.02)
+    assert out.result.n_used >= 0.9 * seen.sum()

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from astropy.wcs import WCS
 from numpy.typing import ArrayLike, NDArray
+from scipy.spatial import cKDTree
 
 from desgw.se.astrometry import AstrometryError, AstrometryResult
 from desgw.se.photocal import ZeropointResult
@@ -293,21 +294,25 @@ def refine_wcs_shift(x: ArrayLike, y: ArrayLike, ref_ra: ArrayLike, ref_dec: Arr
         return _tangent(rd, dd, ra0, dec0)
 
     det_t = det_plane(initial_wcs)
-    off = ref_t[None, :, :] - det_t[:, None, :]  # (n_det, n_ref, 2)
-    dist = np.hypot(off[..., 0], off[..., 1])
-    cand = np.argwhere(dist <= max_offset_arcsec)
-    if cand.size == 0:
+    # (detection, reference) pairs closer than max_offset_arcsec, from a k-d tree: a crowded
+    # CCD that falls back here has 10^4-10^5 of them, too many for all-pairs arrays
+    lists = cKDTree(ref_t).query_ball_point(det_t, r=max_offset_arcsec)
+    n_per = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
+    if n_per.sum() == 0:
         raise fail(f"shift-only refinement: no reference star within {max_offset_arcsec:g} "
                    "arcsec of a detection")
-    offs = off[cand[:, 0], cand[:, 1]]
-    agree = np.hypot(*(offs[:, None, :] - offs[None, :, :]).transpose(2, 0, 1)) \
-        <= match_radius_arcsec
-    votes = agree.sum(axis=1)
+    cand = np.column_stack([np.repeat(np.arange(len(lists)), n_per),
+                            np.concatenate([np.asarray(v, dtype=np.int64) for v in lists
+                                            if len(v)])])
+    offs = ref_t[cand[:, 1]] - det_t[cand[:, 0]]
+    # votes: the pairs whose offsets agree with each pair's within match_radius_arcsec
+    votes = cKDTree(offs).query_ball_point(offs, r=match_radius_arcsec, return_length=True)
     # most agreeing pairs; among equals the smallest offset (the WCS is close already)
     best = int(np.lexsort((np.hypot(offs[:, 0], offs[:, 1]), -votes))[0])
-    pairs = cand[agree[best]]
+    agree_best = np.hypot(*(offs - offs[best]).T) <= match_radius_arcsec
+    pairs = cand[agree_best]
     # one reference per detection and one detection per reference: the closest to the offset
-    resid = np.hypot(*(off[pairs[:, 0], pairs[:, 1]] - offs[best]).T)
+    resid = np.hypot(*(offs[agree_best] - offs[best]).T)
     order = np.argsort(resid, kind="stable")
     seen_d: set[int] = set()
     seen_r: set[int] = set()
@@ -321,7 +326,18 @@ def refine_wcs_shift(x: ArrayLike, y: ArrayLike, ref_ra: ArrayLike, ref_dec: Arr
         keep.append(k)
     pairs = pairs[np.array(keep, dtype=int)]
     n = len(pairs)
-    shift = np.mean(off[pairs[:, 0], pairs[:, 1]], axis=0)
+    shift = np.mean(ref_t[pairs[:, 1]] - det_t[pairs[:, 0]], axis=0)
+    if len(pairs) >= 10:
+        # chance pairs fall anywhere in the match disc (a crowded field has many): keep the
+        # pairs within 3 sigma of the shift, sigma from the median of the 2-D residual
+        # (Rayleigh: median = 1.177 sigma), never tighter than the centroid error
+        for _ in range(3):
+            r = np.hypot(*(ref_t[pairs[:, 1]] - det_t[pairs[:, 0]] - shift).T)
+            lim = max(3.0 * float(np.median(r)) / 1.1774, 3.0 * centroid_err_arcsec)
+            if np.count_nonzero(r <= lim) < 10:
+                break
+            pairs = pairs[r <= lim]
+            shift = np.mean(ref_t[pairs[:, 1]] - det_t[pairs[:, 0]], axis=0)
 
     wcs = initial_wcs.deepcopy()
     total = np.zeros(2)
