@@ -140,7 +140,9 @@ def test_raw_search_and_cp_template_from_ingest_to_candidates(sim, tmp_path):
         str(root / "refcat"), "--out", str(out), "--db-url", db_url])
     assert res.exit_code == 0, res.output
     assert f"templates: {template} (CCDs 28)" in res.output
-    assert "5 tasks: 5 done" in res.output
+    # the template's CP SE and calibration, the raw search CCD fused (SE and difference
+    # imaging in one task) and the search calibration
+    assert "4 tasks: 4 done" in res.output, res.output
 
     # the template went through the CP task: its immask names the CP image
     cp_immask = se_paths(out, template, 28, t_args).immask
