@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import cast
 
 import psutil
 
@@ -132,7 +133,7 @@ def star_density_scale(field: str) -> float:
     target = spec["stars_per_ccd"]
     if target is None:
         return 1.0
-    ra, dec = spec["center"]  # type: ignore[misc]
+    ra, dec = cast("tuple[float, float]", spec["center"])
     b = float(SkyCoord(ra, dec, unit="deg").galactic.b.deg)
     area = CCD_SHAPE[0] * CCD_SHAPE[1] * (0.263 / 3600.0) ** 2  # deg^2, DECam's 0.263"/px
     g = np.linspace(12.0, 24.0, 2001)
@@ -149,7 +150,7 @@ def _prepare(root: Path, seed: int, ccds: str, workers: int, field: str) -> dict
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     ccd_arg = repr(ccds) if ccds == "all" else repr([int(c) for c in ccds.split(",")])
-    center = tuple(FIELDS[field]["center"])  # type: ignore[arg-type]
+    center = cast("tuple[float, float]", FIELDS[field]["center"])
     scale = star_density_scale(field)
     code = ("from desgw.sim.night import simulate_night; from desgw.sim.scene import "
             "SceneConfig; "
