@@ -137,6 +137,11 @@ def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
     for expnum, ccds in ((SEARCH, [28]), (template, truth.ccdnums(template))):
         e_args = {**base, "nite": record_from_raw(truth.raw_path(expnum)).nite}
         assert all(se_paths(out, expnum, c, e_args).complete() for c in ccds)
+    # each template CCD was prepared for difference imaging right after its SE (the search
+    # CCD, processed as a search, was not)
+    prepared = sorted(p.name for p in out.rglob("*_tmplprep-*.dgt"))
+    assert len(prepared) == len(truth.ccdnums(template)), prepared
+    assert all(name.startswith(f"D{template:08d}_") for name in prepared)
     res = CliRunner().invoke(main, args)
     # the template's products exist now: it gets no task; the search's tasks are skipped
     assert res.exit_code == 0 and "2 tasks: 0 done, 2 skipped" in res.output, res.output

@@ -108,12 +108,44 @@ def run_se_task(task: Task, settings: Settings, overwrite: bool,
     """SE of one CCD (:func:`desgw.workflow.se_ccd.run_ccd_task`; with the ``instcal``
     argument, a CP InstCal CCD: :func:`desgw.workflow.se_instcal.run_instcal_ccd_task`)."""
     if task.args.get("instcal"):
-        return _se_outcome(_run_instcal_se(task, settings, overwrite))
+        out = _se_outcome(_run_instcal_se(task, settings, overwrite))
+    else:
+        try:
+            ccd_task = _ccd_task(task, settings, overwrite)
+        except Exception as exc:  # noqa: BLE001 - reported as the task's failure
+            return Outcome("failed", describe_error(exc), error=exc)
+        out = _se_outcome(run_ccd_task(ccd_task))
+    if task.args.get("template") and out.status == "done":
+        seconds = _prepare_template(task, settings)
+        if seconds is not None:
+            out.detail["prepare_template_s"] = seconds
+    return out
+
+
+def _prepare_template(task: Task, settings: Settings) -> float | None:
+    """A template CCD's prepared form (:func:`desgw.diff.pipeline_products.
+    load_template_products`: sky-subtracted image, weight, mask, WCS, with the default
+    difference-imaging settings) made right after its SE, so that no search CCD pays for it
+    on the critical path. Seconds taken; None (logged) when it could not be made: the first
+    difference imaging that uses the CCD then makes it."""
+    import time
+
+    from desgw.diff.pipeline_products import load_template_products
+    from desgw.io.product_paths import ccd_product_paths
+
+    a = task.args
+    assert task.ccd is not None
+    t0 = time.perf_counter()
+    p = ccd_product_paths(exposure_outdir(settings.out_root, task.expnum, a), task.expnum,
+                          str(a["band"]), int(task.ccd), int(a["rnum"]), int(a["pnum"]))
     try:
-        ccd_task = _ccd_task(task, settings, overwrite)
-    except Exception as exc:  # noqa: BLE001 - reported as the task's failure
-        return Outcome("failed", describe_error(exc), error=exc)
-    return _se_outcome(run_ccd_task(ccd_task))
+        load_template_products(p.immask, psfmodel=p.psfmodel, band=str(a["band"]),
+                               expnum=task.expnum, ccdnum=int(task.ccd))
+    except Exception as exc:  # noqa: BLE001 - the SE products stand; the diff prepares later
+        log.warning("%s: template CCD not prepared (%s); the first difference imaging that "
+                    "uses it will prepare it", task.id, describe_error(exc))
+        return None
+    return time.perf_counter() - t0
 
 
 def _run_instcal_se(task: Task, settings: Settings, overwrite: bool) -> CCDSummary:
