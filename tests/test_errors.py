@@ -21,6 +21,7 @@ from desgw.db.errors import (
 )
 from desgw.diff.pipeline_types import DiffError
 from desgw.diff.realbogus import RealBogusModelError
+from desgw.diff.relscale import RelativeScaleError
 from desgw.engine.condor import CondorValueError
 from desgw.engine.graph import GraphError
 from desgw.engine.tasks import is_transient
@@ -44,6 +45,7 @@ from desgw.se.detrend import DetrendError
 from desgw.se.photocal import PhotometricCalibrationError
 from desgw.se.psf import PSFFitError
 from desgw.workflow.dagmaker_rc import DagmakerConfigError
+from desgw.workflow.sediff_ccd import SearchSEError
 
 #: One instance of every exception class of the package, with its category.
 EXAMPLES: list[tuple[BaseException, type[DesgwError]]] = [
@@ -65,10 +67,13 @@ EXAMPLES: list[tuple[BaseException, type[DesgwError]]] = [
     (PSFFitError("too few stars", 12, 4, 10), AlgorithmError),
     (PhotometricCalibrationError("too few stars", n_matched=3, n_used=2), AlgorithmError),
     (DiffError("no usable template", kind="nothing_to_do", details={"n": 0}), AlgorithmError),
+    (RelativeScaleError("no source measured cleanly in both", n_matched=2, n_clean=0),
+     AlgorithmError),
     (TransientError("disk full"), TransientError),
     (TransientTaskError("se-1-2", "OSError: disk"), TransientError),
     (DatabaseConnectionError("sqlite:///x: cannot open"), TransientError),
     (DesgwError("plain"), DesgwError),
+    (SearchSEError("SE of the search CCD failed: no WCS"), DesgwError),
     (DatabaseError("db"), DesgwError),
     (DatabaseURLError("not a URL"), DesgwError),
     (CondorValueError(None, None, "a new line"), DesgwInputError),
