@@ -41,7 +41,6 @@ import math
 import os
 import struct
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,11 +49,12 @@ from typing import Any
 
 import numpy as np
 from astropy.io import fits
-from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs import WCS
 
-from desgw.errors import CorruptFileError, HeaderError, MissingFileError
+from desgw.errors import CorruptFileError, MissingFileError
 
 from ._fitsutil import clean_header
+from .products import product_wcs
 from .atomic import atomic_write_path
 from .fitscodec import noise_step, weight_step
 
@@ -386,7 +386,7 @@ def read_prepared(path: str | os.PathLike[str], *, source: dict[str, Any],
                     raise ValueError(f"{name} has the wrong number of blocks")
         except (KeyError, TypeError, ValueError) as exc:
             raise CorruptFileError(p, None, f"incomplete header ({exc})") from None
-        wcs = _wcs(header, p)
+        wcs = product_wcs(header, p)
         box = crop(wcs, (ny, nx)) if crop is not None else None
         rows, cols = box if box is not None else (slice(0, ny), slice(0, nx))
         rows = slice(*rows.indices(ny)[:2])
@@ -403,15 +403,3 @@ def read_prepared(path: str | os.PathLike[str], *, source: dict[str, Any],
             wcs = wcs.slice((rows, cols))
     return PreparedTemplate(sci, msk, wgt, header, wcs, origin, float(meta.get("sky", math.nan)),
                             float(meta.get("sky_rms", math.nan)))
-
-
-def _wcs(header: fits.Header, path: Path) -> WCS | None:
-    if "CTYPE1" not in header:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            return WCS(header, relax=True)
-        except Exception as exc:
-            raise HeaderError(path, "SCI", f"cannot build a WCS ({exc})",
-                              keyword="CTYPE1") from exc

@@ -229,7 +229,7 @@ def read_immask(path: str | os.PathLike[str], *,
                 raise CorruptFileError(p, None, f"not an immask file: no {name} HDU")
         sci_hdr = hdul[found["SCI"]].header
         header = clean_header(sci_hdr)
-        wcs = _immask_wcs(header, p)
+        wcs = product_wcs(header, p)
         box = None
         if crop is not None and sci_hdr.get("NAXIS", 0) == 2:
             box = crop(wcs, (int(sci_hdr["NAXIS2"]), int(sci_hdr["NAXIS1"])))
@@ -256,7 +256,9 @@ def read_immask(path: str | os.PathLike[str], *,
     return ImMask(planes["SCI"], planes["MSK"], planes["WGT"], header, wcs, origin)
 
 
-def _immask_wcs(header: fits.Header, path: Path) -> WCS | None:
+def product_wcs(header: fits.Header, path: str | os.PathLike[str]) -> WCS | None:
+    """The WCS of a product's SCI header (None without CTYPE1); HeaderError naming ``path``
+    when it cannot be built."""
     if "CTYPE1" not in header:
         return None
     with warnings.catch_warnings():
