@@ -217,6 +217,25 @@ def _write_products(task: CCDTask, result: CCDResult, config_hash: str,
                       n_objects=len(result.catalog))
 
 
+def read_and_process(task: CCDTask, config: Any, timings: dict[str, float]
+                     ) -> tuple[Any, Any]:
+    """Read one CCD's inputs once and run :func:`desgw.se.process.process_ccd` on them.
+
+    ``timings`` (seconds) gains ``read_raw``, ``read_calib``, ``refcat``, ``process`` and the
+    steps of ``process_ccd``. Returns the :class:`~desgw.se.process.CCDResult` and the raw
+    exposure's header (:class:`~desgw.io.raw.ExposureHeader`).
+    """
+    from desgw.se.process import process_ccd
+
+    inputs = _read_inputs(task, timings, float(config.refcat_margin_arcsec))
+    t0 = time.perf_counter()
+    result = process_ccd(inputs, config=config)
+    timings["process"] = time.perf_counter() - t0
+    for key, value in result.timings.items():
+        timings.setdefault(str(key), float(value))
+    return result, inputs.exposure
+
+
 def run_ccd_task(task: CCDTask) -> CCDSummary:
     """SE processing of one CCD, products written atomically; never raises for a CCD failure.
 
@@ -239,19 +258,13 @@ def run_ccd_task(task: CCDTask) -> CCDSummary:
             return load_ccd_summary(paths.qc, task.ccdnum)
         except DesgwInputError as exc:
             log.warning("CCD %d: %s; processing it again", task.ccdnum, exc)
-    from desgw.se.process import SEConfig, process_ccd
+    from desgw.se.process import SEConfig
 
     config = task.config if task.config is not None else SEConfig()
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     try:
-        inputs = _read_inputs(task, timings, float(config.refcat_margin_arcsec))
-        t0 = time.perf_counter()
-        result = process_ccd(inputs, config=config)
-        timings["process"] = time.perf_counter() - t0
-        for key, value in result.timings.items():
-            timings.setdefault(str(key), float(value))
-        del inputs
+        result, _ = read_and_process(task, config, timings)
         return _write_products(task, result, config.hash(), timings, t_start)
     except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
         log.error("CCD %d of exposure %d failed: %s", task.ccdnum, task.expnum,

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from desgw.errors import DesgwError, describe_error
 
-from .se_ccd import _product_header, _read_inputs, _write_products
+from .se_ccd import _product_header, _write_products, read_and_process
 from .se_qc import qc_to_dict
 from .se_types import CCDSummary, CCDTask
 
@@ -148,7 +148,7 @@ def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, D
     ValueError
         The two tasks are not of the same CCD.
     """
-    from desgw.se.process import SEConfig, process_ccd
+    from desgw.se.process import SEConfig
 
     from .diff_ccd import DiffSummary, run_diff_ccd
 
@@ -182,14 +182,7 @@ def run_sediff_ccd(se_task: CCDTask, diff_task: DiffTask) -> tuple[CCDSummary, D
     timings: dict[str, float] = {}
     t_start = time.perf_counter()
     try:
-        inputs = _read_inputs(se_task, timings, float(config.refcat_margin_arcsec))
-        t0 = time.perf_counter()
-        result = process_ccd(inputs, config=config)
-        timings["process"] = time.perf_counter() - t0
-        for key, value in result.timings.items():
-            timings.setdefault(str(key), float(value))
-        exposure = inputs.exposure
-        del inputs
+        result, exposure = read_and_process(se_task, config, timings)
         cfg_hash = config.hash()
         header = _product_header(se_task, cfg_hash, result.header)
         search = search_products_from_se(result, header, band=se_task.band,
