@@ -571,7 +571,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     cr_cfg = (config.cosmics if config.cosmics.objlim is not None
               else replace(config.cosmics, objlim=cosmics_objlim(seeing.fwhm_px)))
     cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise, gain=1.0,
-                          psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
+                          psf_fwhm_px=seeing.fwhm_px, config=cr_cfg, smooth_sky_e=d.sky)
     if config.cosmic_grow > 0 and cr.any():
         cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
     flag_pixels(mask, weight, cr, maskbits.CRAY)
