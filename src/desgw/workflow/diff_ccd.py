@@ -241,8 +241,10 @@ def template_corners(directory: Path, expnum: int, rnum: int, pnum: int) -> dict
         return dict(read_corners_out(path).corners)
     found: dict[int, Any] = {}
     for ccd, fullcat in sorted(find_fullcats(directory, expnum, rnum, pnum).items()):
-        qc = ccd_product_paths(directory, expnum, parse_product_name(fullcat).band, ccd, rnum,
-                               pnum).qc
+        band = parse_product_name(fullcat).band
+        if band is None:  # not a product name desgw writes
+            continue
+        qc = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum).qc
         try:
             summary = load_ccd_summary(qc, ccd)
         except DesgwInputError as exc:  # an unfinished or damaged CCD: not a template CCD
