@@ -376,7 +376,7 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     cat_header = fits.Header()
     if header is not None:
         for key in ("EXPNUM", "CCDNUM", "BAND", "MAGZERO", "ZPSTAMP", "DESGWRP", "DIFFSEAS",
-                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE"):
+                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE", "MAGZERR"):
             if key in header:
                 cat_header[key] = header[key]
     with warnings.catch_warnings():
