@@ -107,7 +107,8 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
     """A processed CCD's products as :class:`CCDProducts`.
 
     Reads the immask (SCI/MSK/WGT, the fitted WCS and the header keywords ``MAGZERO``,
-    ``EXPTIME``, ``BAND``, ``QCPASS``, ``FWHMASEC``, ``PSFAPCOR``, ``EXPNUM``, ``CCDNUM``), the
+    ``EXPTIME``, ``BAND``, ``QCPASS``, ``FWHMASEC``, ``PSFAPCOR``, ``EXPNUM``, ``CCDNUM``,
+    ``AIRMASS``), the
     PSF model (``psf`` None when the file is absent), the fullcat (optional) and the CCD QC file
     (t_eff; optional). ``crop(wcs, shape)`` may choose a part of the CCD to read
     (:func:`desgw.io.products.read_immask`); the WCS and PSF model are then those of the
@@ -162,7 +163,8 @@ def _products(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, h: fits.H
         ccdnum=int(ccdnum if ccdnum is not None else h.get("CCDNUM", -1)),
         catalog=catalog, qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_float_key(h, "FWHMASEC", math.nan), t_eff=t_eff,
-        psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted)
+        psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted,
+        airmass=_float_key(h, "AIRMASS", math.nan))
 
 
 def template_settings_hash(config: DiffConfig) -> str:
@@ -374,7 +376,7 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     cat_header = fits.Header()
     if header is not None:
         for key in ("EXPNUM", "CCDNUM", "BAND", "MAGZERO", "ZPSTAMP", "DESGWRP", "DIFFSEAS",
-                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE"):
+                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE", "MAGZERR"):
             if key in header:
                 cat_header[key] = header[key]
     with warnings.catch_warnings():

@@ -606,6 +606,8 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
         if zpres.mode != "absolute":
             header["ZPMODE"] = (zpres.mode, "zeropoints: absolute/relative/instrumental")
             header["ZPSOURCE"] = (zpres.search_source[:40], "where the search MAGZERO comes from")
+            if math.isfinite(zpres.search_zp_err):
+                header["MAGZERR"] = (zpres.search_zp_err, "error of a nominal MAGZERO (mag)")
         products = write_diff_products(result, paths, header=header, wcs=search.wcs,
                                        full_copy=task.full_copy, search=search)
         timings["write"] = time.perf_counter() - t0
