@@ -133,8 +133,11 @@ def _image_header(raw: fits.Header) -> fits.Header:
 
 
 def _label(index: int, header: fits.Header) -> str | int:
-    name = str(header.get("EXTNAME", "") or "").strip()
-    if index > 0 and name and name.upper() != "PRIMARY":
+    """As :func:`desgw.io._fitsutil.hdu_label` (astropy's upper-case HDU name)."""
+    name = str(header.get("EXTNAME", "") or "").strip().upper()
+    if index == 0 and not name:
+        name = "PRIMARY"
+    if name and name != "PRIMARY":
         return f"{index}:{name}"
     return index
 
