@@ -412,6 +412,12 @@ def measure_diff_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float) -> d
         "truth_bad_templates": float(np.count_nonzero(t_bad & covered) / n_cov),
         "truth_bad_any": float(np.count_nonzero(truly & covered) / n_cov),
         "excess_beyond_fwhm": float(np.count_nonzero(masked & covered & ~near) / n_cov)}
+    # which mask bits the excess carries (fraction of the covered area per bit)
+    ex = msk[masked & covered & ~near]
+    res["masked"]["excess_by_bit"] = {
+        name: round(float(np.count_nonzero(ex & getattr(maskbits, name)) / n_cov), 5)
+        for name in ("BADPIX", "SAT", "CRAY", "STAR", "TRAIL", "EDGEBLEED", "EDGE", "STREAK",
+                     "SSXTALK", "INTERP") if np.any(ex & getattr(maskbits, name))}
 
     # real transients
     pos = ~np.asarray(cand["negative"], bool)
