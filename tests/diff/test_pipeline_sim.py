@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scipy import ndimage
 
 from desgw.diff.pipeline import (
     CCDProducts,
@@ -25,6 +24,7 @@ from desgw.diff.pipeline import (
 from desgw.diff.pipeline_products import load_ccd_products, load_template_products
 from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
 from desgw.io.settings import load_settings
+from desgw.sim.accuracy import blank_sky as blank_sky_mask
 from desgw.workflow.se_exposure import run_se_exposure
 
 pytestmark = pytest.mark.slow
@@ -83,17 +83,7 @@ def products(sim_night, sim_refcat_store, tmp_path_factory):
 def blank_sky(products):
     """bool (ny, nx): pixels far from every simulated object (radius grows with brightness)."""
     search, _, truth = products
-    objs = truth.objects_on_ccd(truth.search_expnums[0], CCD)
-    x, y, mag = (np.asarray(objs[k], float) for k in ("x", "y", "mag"))
-    radius = np.clip(8.0 + 4.0 * (24.0 - mag), 8.0, 200.0)
-    occupied = np.zeros(search.shape, bool)
-    for lo, hi in ((0, 12), (12, 20), (20, 40), (40, 80), (80, 201)):
-        m = (radius >= lo) & (radius < hi)
-        pts = np.zeros(search.shape, bool)
-        pts[np.clip(np.round(y[m]).astype(int), 0, search.shape[0] - 1),
-            np.clip(np.round(x[m]).astype(int), 0, search.shape[1] - 1)] = True
-        occupied |= ndimage.distance_transform_edt(~pts) < hi
-    return ~occupied
+    return blank_sky_mask(truth.objects_on_ccd(truth.search_expnums[0], CCD), search.shape)
 
 
 def _run(products, expnum, **kw):

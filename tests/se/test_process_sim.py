@@ -16,6 +16,7 @@ from scipy.spatial import cKDTree
 from desgw.se import maskbits
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.process import CCDResult, SEConfig, process_ccd
+from desgw.sim.accuracy import isolated
 
 # Full-size CCDs of the session's simulated night, processed: minutes.
 pytestmark = pytest.mark.slow
@@ -55,18 +56,6 @@ def _match(res: CCDResult, objects: Table, radius: float = 1.5):
     return i, d
 
 
-def _isolated(objects: Table, radius: float, frac: float) -> np.ndarray:
-    """Truth objects with no other object brighter than ``frac`` of their flux within radius."""
-    xy = np.column_stack([np.asarray(objects["x"]), np.asarray(objects["y"])])
-    flux = np.asarray(objects["flux_e"])
-    ok = np.ones(len(objects), dtype=bool)
-    for k, nb in enumerate(cKDTree(xy).query_ball_point(xy, radius)):
-        others = [n for n in nb if n != k]
-        if others and flux[others].max() > frac * flux[k]:
-            ok[k] = False
-    return ok
-
-
 def _clean_stars(res: CCDResult, objects: Table, *, min_snr: float, max_snr: float = np.inf,
                  isolation_fwhm: float = 3.0, frac: float = 0.01):
     """(truth rows, catalog rows) of isolated, matched, unflagged stars in an S/N range."""
@@ -74,7 +63,7 @@ def _clean_stars(res: CCDResult, objects: Table, *, min_snr: float, max_snr: flo
     i, d = _match(res, objects)
     cat = res.catalog
     star = (np.asarray(objects["kind"]) == 0) & (d < 1.0)
-    star &= _isolated(objects, isolation_fwhm * fwhm, frac)
+    star &= isolated(objects, isolation_fwhm * fwhm, frac)
     rows = i[star]
     snr = np.asarray(cat["FLUX_PSF"])[rows] / np.asarray(cat["FLUXERR_PSF"])[rows]
     ok = ((np.asarray(cat["FLAGS"])[rows] == 0) & (np.asarray(cat["IMAFLAGS_ISO"])[rows] == 0)
@@ -183,7 +172,7 @@ def test_completeness_one_mag_above_the_5_sigma_limit(processed, sim_night, case
                                   iterations=2)
     bad |= ndimage.binary_dilation((art & 2) != 0, iterations=int(3 * fwhm))
     star = (np.asarray(objects["kind"]) == 0) & (np.asarray(objects["flux_e"]) > 10 ** 0.4 * flux5)
-    star &= ~bad[yi, xi] & _isolated(objects, 4.0 * fwhm, 1.0)
+    star &= ~bad[yi, xi] & isolated(objects, 4.0 * fwhm, 1.0)
     _, dwin = _match(res, objects)
     xy_iso = np.column_stack([np.asarray(cat["X_IMAGE"]) - 1.0, np.asarray(cat["Y_IMAGE"]) - 1.0])
     diso, _ = cKDTree(xy_iso).query(np.column_stack([x, y]))

@@ -75,6 +75,7 @@ __all__ = [
     "config_hash",
     "load_ccd_products",
     "load_template_products",
+    "prepare_template_from_memory",
     "template_settings_hash",
     "write_diff_products",
 ]
@@ -235,6 +236,62 @@ def load_template_products(immask: str | os.PathLike[str], *,
     return _products(prep.image, prep.mask, prep.weight, prep.header, prep.wcs, prep.origin,
                      psfmodel=psfmodel, fullcat=fullcat, qc=qc, band=band, expnum=expnum,
                      ccdnum=ccdnum, sky_subtracted=True)
+
+
+def prepare_template_from_memory(immask: str | os.PathLike[str], image: np.ndarray,
+                                 mask: np.ndarray, weight: np.ndarray, header: fits.Header, *,
+                                 config: DiffConfig | None = None) -> Path:
+    """Write a template CCD's prepared form from its SE result in memory, right after SE
+    wrote its immask: what :func:`load_template_products` would make from that immask,
+    without decompressing it again (~0.45 CPU-s per CCD) and without the immask's own
+    quantisation (the prepared file quantises once, sigma / 16).
+
+    Parameters
+    ----------
+    immask : path-like
+        The immask just written from these planes (its stamp is the prepared file's key).
+    image : numpy.ndarray
+        The SE image (e-, sky not subtracted), float32, shape (ny, nx).
+    mask : numpy.ndarray
+        Its mask bits (integer), same shape.
+    weight : numpy.ndarray
+        Its inverse variance (e-**-2), same shape.
+    header : astropy.io.fits.Header
+        The immask's SCI header (:func:`desgw.io.products.immask_sci_header`: keywords and WCS).
+    config : DiffConfig, optional
+        Difference-imaging settings whose sky the file holds (default: the defaults).
+
+    Returns
+    -------
+    pathlib.Path
+        The prepared file.
+
+    Raises
+    ------
+    MissingFileError
+        No immask at ``immask``.
+    OSError
+        The file cannot be written.
+    """
+    from desgw.io.prepared_template import (
+        preparation_lock,
+        prepared_path,
+        source_stamp,
+        write_prepared,
+    )
+
+    from .pipeline_steps import subtract_sky
+
+    config = DiffConfig() if config is None else config
+    key = template_settings_hash(config)
+    source = source_stamp(immask)
+    ppath = prepared_path(immask, key)
+    msk = np.asarray(mask).astype(np.int32, copy=False)
+    sub, sky, rms = subtract_sky(np.asarray(image, dtype=np.float32), msk, config)
+    with preparation_lock(ppath):
+        write_prepared(ppath, sub, msk, np.asarray(weight, dtype=np.float32), header,
+                       source=source, settings_hash=key, sky=sky, sky_rms=rms)
+    return ppath
 
 
 def _prepare_template(immask: str | os.PathLike[str], ppath: Path, source: dict[str, Any],

@@ -563,7 +563,8 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         init_wcs=initial_wcs_for(raw, exposure), refcat=inputs.refcat,
         identity=_identity_header(raw),
         header_extra={"LINCOR": (inputs.linearity is not None,
-                                 "linearity lookup-table correction applied")})
+                                 "linearity lookup-table correction applied")},
+        smooth_sky=d.sky)
     return process_detrended(detrended, config=config, timings=timings, t_start=t_start)
 
 
@@ -626,6 +627,9 @@ class DetrendedCCD:
         Whether ``SEConfig.mean_sky`` applies (the CP path was validated without it).
     label : str
         Prefix of the log line (``"CCD"``, ``"CP CCD"``).
+    smooth_sky : ndarray or None
+        The detrending's smooth sky (e-, float32, same shape) for the cosmic-ray prefilter;
+        None: the prefilter estimates it.
     """
 
     image: np.ndarray
@@ -653,6 +657,7 @@ class DetrendedCCD:
     detect_noise: str = "weight"
     mean_sky: bool = True
     label: str = "CCD"
+    smooth_sky: np.ndarray | None = None
 
 
 def _unrefined_wcs(wcs: WCS, n_det: int, n_ref: int) -> AstrometryResult:
@@ -761,7 +766,8 @@ def process_detrended(ccd: DetrendedCCD, *, config: SEConfig = SEConfig(),
         cr_cfg = (config.cosmics if config.cosmics.objlim is not None
                   else replace(config.cosmics, objlim=cosmics_objlim(seeing.fwhm_px)))
         cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise,
-                              gain=1.0, psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
+                              gain=1.0, psf_fwhm_px=seeing.fwhm_px, config=cr_cfg,
+                              smooth_sky_e=ccd.smooth_sky)
         if config.cosmic_grow > 0 and cr.any():
             cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
         flag_pixels(mask, weight, cr, maskbits.CRAY)

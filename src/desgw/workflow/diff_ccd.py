@@ -216,6 +216,51 @@ def _processed_exposures(out_root: Path, band: str, exclude: int) -> list[tuple[
     return sorted(found.items())
 
 
+def template_corners(directory: Path, expnum: int, rnum: int, pnum: int) -> dict[int, Any]:
+    """CCD number -> sky corners of a processed exposure's CCDs.
+
+    From its ``{expnum}.out``, which the exposure step writes (``se -C``, ``sediff -C``,
+    ``expcalib``); without one (an exposure whose CCDs went through SE only), from the corners
+    each CCD's ``qc.json`` records after its astrometric fit.
+
+    Raises
+    ------
+    MissingFileError
+        Neither the corners file nor a CCD with SE products and corners.
+    DesgwInputError
+        A corrupt corners file.
+    """
+    from desgw.errors import DesgwInputError, MissingFileError
+    from desgw.io.naming import parse_product_name
+    from desgw.io.product_paths import find_fullcats
+
+    from .se_qc import load_ccd_summary
+
+    path = directory / corners_out_name(expnum)
+    if path.is_file():
+        return dict(read_corners_out(path).corners)
+    found: dict[int, Any] = {}
+    for ccd, fullcat in sorted(find_fullcats(directory, expnum, rnum, pnum).items()):
+        band = parse_product_name(fullcat).band
+        if band is None:  # not a product name desgw writes
+            continue
+        qc = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum).qc
+        try:
+            summary = load_ccd_summary(qc, ccd)
+        except DesgwInputError as exc:  # an unfinished or damaged CCD: not a template CCD
+            log.warning("exposure %d CCD %d left out of the template search: %s", expnum, ccd,
+                        exc)
+            continue
+        if summary.ok and summary.corners is not None:
+            found[ccd] = np.array(summary.corners, dtype=np.float64)
+    if not found:
+        raise MissingFileError(path, None, "CCD corners file not found, and no CCD of the "
+                               "exposure has SE products with corners (qc.json)")
+    log.info("exposure %d: no %s; corners of %d CCDs from their qc.json", expnum, path.name,
+             len(found))
+    return found
+
+
 def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Sequence[int], *,
                        out_root: str | Path, band: str, rnum: int, pnum: int,
                        search_expnum: int) -> dict[int, tuple[Path, list[int]]]:
@@ -241,8 +286,8 @@ def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Seque
         dirs = _processed_exposures(root, band, search_expnum)
     out: dict[int, tuple[Path, list[int]]] = {}
     for e, d in dirs:
-        corners = read_corners_out(d / corners_out_name(e))
-        ccds = ccd_overlaps({int(ccdnum): search_corners}, corners.corners)[int(ccdnum)]
+        corners = template_corners(d, e, rnum, pnum)
+        ccds = ccd_overlaps({int(ccdnum): search_corners}, corners)[int(ccdnum)]
         if ccds:
             out[e] = (d, ccds)
     return out

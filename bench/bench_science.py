@@ -1,0 +1,690 @@
+"""Science audit of issue 13's table: every bar measured against the simulator's truth on
+simulated nights with the non-default PSF options, run through the real commands' code path.
+
+Usage::
+
+    nice -n 5 env PYTHONPATH=src python bench/bench_science.py [--quick] [--out F] [--workdir W]
+
+For each night of :data:`NIGHTS` (``--quick``: the first, one search CCD and one template):
+
+1. ``simulate_night`` with a Moffat PSF of beta 3.5 or a Kolmogorov PSF (galsim), FWHM varying
+   ~6 % across a CCD (``SurveyConfig.psf_fwhm_tilt`` 0.2) with the astigmatism-like ellipticity
+   pattern, galaxies, transients on and off hosts (more than the default, for statistics), a
+   seeing range per night so that the search and template exposures span 0.7-2.0"; a sparse
+   (b = -75 deg) or a dense field (b = -20 deg, ~5,000 objects per CCD); template pointings
+   dithered by 0.5-1.5' so each search CCD's template is the same CCD of the templates.
+2. ``ingest_gaia`` of the simulated Gaia catalogue (what ``desgw refcat ingest`` runs), then
+   ``desgw sediff -E SEARCH -r 1 -p 1 -S 1 -c CCDS -C -s --templates T...`` in a subprocess:
+   SE with calibration of the templates, the fused SE + difference imaging (with fakes) of the
+   search CCDs, the calibration of the search exposure; all products on disk.
+3. Reads the products back and measures, per CCD of every exposure (search and templates):
+
+   - ``wcs_rms_mas``: the fitted WCS at the true pixels of the stars vs their true positions;
+   - ``fwhm_err``: PSF model FWHM vs the true FWHM at the CCD centre and at y = 512 and 3584
+     (the simulator's PSFField at those points, the local true pixel scale);
+   - ``zp_err_mmag``: the CCD's MAGZERO (SE) and the expcalib ``MAG_ZERO`` vs the truth;
+     per exposure the mean over its CCDs (the bias bar);
+   - ``flux_psf_ratio``: median FLUX_PSF / true flux of isolated (3 FWHM, 1 %), unflagged
+     stars with S/N > 100;
+   - ``m50_minus_m5``: 50 % completeness of isolated (4 FWHM), unmasked stars (logistic fit,
+     :func:`desgw.diff.efficiency.efficiency_curve`) minus the 5-sigma limit (5x the median
+     FLUXERR_PSF of S/N 5-15 sources), per exposure (pooled over its CCDs: one seeing);
+
+   and per search CCD, from the difference products:
+
+   - ``noise_ratio``: robust sigma of SCI * sqrt(WGT) on blank sky (far from every object,
+     :func:`desgw.sim.accuracy.blank_sky`) and MSK == 0;
+   - ``transients``: true transients with expected S/N > 10 (from the CCD's ideal 5-sigma
+     limit) found by a positive candidate within 2 px with real/bogus >= the model's
+     threshold; each miss with its mask bits, distance to the nearest masked pixel and score;
+   - ``fakes``: the same for the injected fakes (expected S/N = flux / forced-flux error);
+   - ``masked``: the pipeline's masked and bad fractions of the template-covered area, and the
+     truly bad fraction (renderer truth: cosmic rays, satellite, saturation, bleeds, bad-pixel
+     boxes, hot pixels) of the search and of its templates mapped with the true astrometry;
+     ``excess``: masked pixels farther than one FWHM from any truly bad pixel.
+
+Prints one JSON object (and writes it with ``--out``): the nights, per-CCD and per-exposure
+figures, and ``bars``: each bar of the issue with the measured worst/mean and PASS/FAIL;
+``load_avg``, the commit measured, CPU seconds of each phase.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import json
+import math
+import resource
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RNUM, PNUM, SEASON = 1, 1, 1
+
+
+@dataclass(frozen=True)
+class Night:
+    """One simulated night of the audit."""
+
+    name: str
+    seed: int
+    profile: str
+    beta: float
+    seeing: tuple[float, float]
+    dense: bool
+    ccds: tuple[int, ...]
+    n_templates: int
+
+
+#: The audit's nights: both PSF profiles, seeing 0.7-2.0" over search and template exposures,
+#: sparse and dense fields.
+NIGHTS: tuple[Night, ...] = (
+    Night("moffat3.5_sparse_good_seeing", 31, "moffat", 3.5, (0.7, 1.3), False, (28, 29), 2),
+    Night("kolmogorov_sparse_bad_seeing", 32, "kolmogorov", 3.5, (0.9, 2.0), False, (28, 29), 2),
+    Night("moffat3.5_dense", 33, "moffat", 3.5, (0.7, 1.6), True, (28,), 2),
+    Night("kolmogorov_dense", 34, "kolmogorov", 3.5, (0.9, 2.0), True, (28,), 2),
+)
+QUICK = Night("quick_moffat3.5_sparse", 31, "moffat", 3.5, (0.7, 1.3), False, (28,), 1)
+
+#: The issue's bars.
+BARS: dict[str, float] = {"wcs_rms_mas": 15.0, "fwhm_err": 0.03, "noise_lo": 0.95,
+                          "noise_hi": 1.05, "zp_ccd_mmag": 5.0, "zp_exposure_mean_mmag": 1.0,
+                          "flux_psf_ratio": 0.001, "m50_minus_m5": 0.2, "transient_frac": 0.99}
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    rc = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime + rc.ru_utime + rc.ru_stime
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# ----------------------------------------------------------------------------- run
+def simulate(night: Night, root: Path) -> None:
+    """Simulate the night in a subprocess (its memory does not count here)."""
+    sys.path.insert(0, str(BENCH))
+    scale = 1.0
+    center = (30.0, -30.0)
+    if night.dense:
+        from bench_exposure import FIELDS, star_density_scale
+
+        scale = star_density_scale("dense") * 5000.0 / 4500.0
+        center = tuple(FIELDS["dense"]["center"])
+    code = (
+        "from desgw.sim.night import simulate_night\n"
+        "from desgw.sim.scene import SceneConfig\n"
+        "from desgw.sim.survey import SurveyConfig\n"
+        f"sv = SurveyConfig(psf_profile={night.profile!r}, psf_beta=({night.beta}, {night.beta}),"
+        f" psf_fwhm_tilt=0.2, seeing_arcsec={night.seeing!r}, template_dither_arcmin=(0.5, 1.5))\n"
+        f"sc = SceneConfig(star_density_scale={scale!r}, n_kilonovae=10, n_supernovae=10)\n"
+        f"simulate_night({str(root)!r}, seed={night.seed}, band='r', ccds={list(night.ccds)!r}, "
+        f"n_templates={night.n_templates}, n_search=1, center={center!r}, "
+        "template_ccds='same', scene_config=sc, survey_config=sv)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=_env(), cwd=root)
+
+
+def run_sediff(night: Night, root: Path) -> dict[str, Any]:
+    """``desgw sediff -C`` of the search exposure (templates first); its output lines."""
+    from desgw.refcat import ingest_gaia
+    from desgw.sim.truth import load_truth
+
+    ingest_gaia(sorted((root / "gaia").glob("*.csv")), root / "refcat", order=8)
+    truth = load_truth(root)
+    (search,) = truth.search_expnums
+    cmd = [sys.executable, "-m", "desgw.cli", "sediff", "-E", str(search), "-r", str(RNUM),
+           "-p", str(PNUM), "-S", str(SEASON), "-c", ",".join(str(c) for c in night.ccds),
+           "-C", "-s", "--templates", ",".join(str(e) for e in truth.template_expnums),
+           "--raw-dir", str(root / "raw"), "--calib-dir", str(root / "calib"),
+           "--refcat", str(root / "refcat"), "--out", str(root / "out")]
+    p = subprocess.run(cmd, env=_env(), cwd=root, capture_output=True, text=True)
+    return {"returncode": p.returncode, "output": p.stdout.strip().splitlines()[-12:],
+            "stderr_tail": p.stderr.strip().splitlines()[-5:] if p.returncode else []}
+
+
+# ----------------------------------------------------------------------------- measures
+def _sep_mas(ra1: Any, dec1: Any, ra2: Any, dec2: Any) -> np.ndarray:
+    return np.hypot((np.asarray(ra1) - ra2) * np.cos(np.radians(dec2)),
+                    np.asarray(dec1) - dec2) * 3.6e6
+
+
+def _robust_sigma(a: np.ndarray) -> float:
+    return float(1.4826 * np.median(np.abs(a - np.median(a))))
+
+
+def _local_scale(truth: Any, e: int, c: int, x: float, y: float) -> float:
+    """True pixel scale (arcsec/px, geometric mean of the two axes) at (x, y)."""
+    ra, dec = truth.true_pixel_to_sky(e, c, np.array([x, x + 1.0, x]), np.array([y, y, y + 1.0]))
+    return float(np.sqrt(_sep_mas(ra[1], dec[1], ra[0], dec[0])
+                         * _sep_mas(ra[2], dec[2], ra[0], dec[0])) / 1000.0)
+
+
+def _true_fwhm(truth: Any, e: int, c: int, x: float, y: float) -> float:
+    from desgw.instrument import sky_to_tangent
+
+    spec = truth.exposure_spec(e)
+    ra, dec = truth.true_pixel_to_sky(e, c, np.array([x]), np.array([y]))
+    xi, eta = sky_to_tangent(ra, dec, spec.pointing)
+    fwhm, _, _ = spec.psf.at(xi, eta)
+    return float(fwhm[0])
+
+
+def _zp_csv(d: Path, e: int, c: int) -> float:
+    from desgw.io.naming import zero_csv_name
+    from desgw.io.zp_tables import read_expcalib_csv
+
+    p = d / zero_csv_name(e, c, RNUM, PNUM)
+    if not p.is_file():
+        return math.nan
+    return float(read_expcalib_csv(p)["MAG_ZERO"][0])
+
+
+def _zp_decomposition(truth: Any, root: Path, e: int, c: int, prod: Any, zp_true: float
+                      ) -> dict[str, Any]:
+    """The SE zeropoint measured again (same call and settings as process_ccd) and its error
+    split over the calibration stars it used: ``photometry_mmag`` = mean(true mag - instrumental
+    mag) - true zp (the PSF fluxes' error), ``reference_mmag`` = mean(reference mag - true mag)
+    (Gaia noise, the Gaia -> DES transformation and the stars' intrinsic scatter); their sum is
+    close to ``remeasured_err_mmag`` (the weights of the weighted mean differ)."""
+    from scipy.spatial import cKDTree
+
+    from desgw.refcat import RefCatStore, mjd_to_jyear
+    from desgw.se.expcalib import measure_ccd_zeropoint
+    from desgw.se.process import SEConfig
+
+    cfg = SEConfig()
+    ny, nx = prod.image.shape
+    cra, cdec = prod.wcs.all_pix2world(np.array([-0.5, nx - 0.5, nx - 0.5, -0.5]),
+                                       np.array([-0.5, -0.5, ny - 0.5, ny - 0.5]), 0)
+    mjd = float(truth.exposure_spec(e).mjd)
+    ref = RefCatStore(root / "refcat").query_footprint(cra, cdec, margin_arcsec=30.0,
+                                                       epoch=mjd_to_jyear(mjd))
+    meas = measure_ccd_zeropoint(prod.catalog, ref, "r", mags_type=cfg.mags_type,
+                                 sex_mag_zeropoint=cfg.sex_mag_zeropoint,
+                                 use_color_terms=cfg.use_color_terms, method=cfg.zp_method,
+                                 error_floor=cfg.zp_error_floor)
+    r = meas.result
+    used = np.asarray(r.used, bool)
+    objs = truth.objects_on_ccd(e, c)
+    cat = prod.catalog
+    cx = np.asarray(cat["XWIN_IMAGE"], float)[meas.cat_index] - 1.0
+    cy = np.asarray(cat["YWIN_IMAGE"], float)[meas.cat_index] - 1.0
+    d, i = cKDTree(np.column_stack([np.asarray(objs["x"], float),
+                                    np.asarray(objs["y"], float)])).query(np.column_stack([cx, cy]))
+    ok = used & (d < 1.0)
+    m_true = np.asarray(objs["mag"], float)[i]
+    phot = (m_true - meas.mag_inst)[ok] - zp_true
+    refe = (meas.mag_ref - m_true)[ok]
+    return {"remeasured_err_mmag": round(1000.0 * (r.zp - zp_true), 2), "n_used": int(used.sum()),
+            "n_used_matched_truth": int(ok.sum()),
+            "photometry_mmag": round(1000.0 * float(np.mean(phot)), 2) if ok.any() else None,
+            "reference_mmag": round(1000.0 * float(np.mean(refe)), 2) if ok.any() else None,
+            "reference_rms_mmag": round(1000.0 * float(np.std(refe)), 1) if ok.any() else None,
+            "calib_star_mag_range": [round(float(np.min(m_true[ok])), 2),
+                                     round(float(np.max(m_true[ok])), 2)] if ok.any() else None}
+
+
+def measure_se_ccd(truth: Any, out: Path, e: int, c: int) -> dict[str, Any]:
+    """Single-epoch figures of one CCD (module docstring) and the inputs of completeness."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    from desgw.diff.pipeline_products import load_ccd_products
+    from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
+    from desgw.se import maskbits
+    from desgw.sim.accuracy import isolated
+
+    d = find_exposure_dir(out, e, RNUM, PNUM)
+    p = ccd_product_paths(d, e, "r", c, RNUM, PNUM)
+    prod = load_ccd_products(p.immask, psfmodel=p.psfmodel, fullcat=p.fullcat, qc=p.qc)
+    cat = prod.catalog
+    assert cat is not None and prod.psf is not None and prod.wcs is not None
+    objs = truth.objects_on_ccd(e, c)
+    kind = np.asarray(objs["kind"])
+    tx, ty = np.asarray(objs["x"], float), np.asarray(objs["y"], float)
+    tflux = np.asarray(objs["flux_e"], float)
+    row = truth.ccd_row(e, c)
+    exptime = float(truth.exposure_spec(e).exptime)
+    zp_true = float(row["zeropoint"]) + 2.5 * np.log10(exptime)
+    res: dict[str, Any] = {"expnum": e, "ccdnum": c, "n_objects": int(len(objs)),
+                           "n_catalog": int(len(cat)), "qc_passed": bool(prod.qc_passed)}
+
+    # WCS at the true star pixels
+    star = kind == 0
+    ra, dec = prod.wcs.all_pix2world(tx[star], ty[star], 0)
+    sep = _sep_mas(ra, dec, np.asarray(objs["ra"])[star], np.asarray(objs["dec"])[star])
+    res["wcs_rms_mas"] = float(np.sqrt(np.mean(sep ** 2)))
+    res["wcs_max_mas"] = float(sep.max())
+
+    # FWHM at three points
+    errs = []
+    for x, y in ((1023.5, 2047.5), (1023.5, 512.0), (1023.5, 3584.0)):
+        model = prod.psf.fwhm_at(x, y) * _local_scale(truth, e, c, x, y)
+        errs.append(model / _true_fwhm(truth, e, c, x, y) - 1.0)
+    res["fwhm_true_arcsec"] = float(row["fwhm_arcsec"])
+    res["fwhm_err"] = [round(v, 5) for v in errs]
+
+    # zeropoints
+    res["zp_se_err_mmag"] = 1000.0 * (prod.zp - zp_true)
+    res["zp_expcalib_err_mmag"] = 1000.0 * (_zp_csv(d, e, c) - zp_true)
+
+    res["zp_decomposition"] = _zp_decomposition(truth, out.parent, e, c, prod, zp_true)
+
+    # bright isolated stars
+    fwhm_px = float(prod.psf.fwhm_at(1023.5, 2047.5))
+    cx = np.asarray(cat["XWIN_IMAGE"], float) - 1.0
+    cy = np.asarray(cat["YWIN_IMAGE"], float) - 1.0
+    dist, idx = cKDTree(np.column_stack([cx, cy])).query(np.column_stack([tx, ty]))
+    fpsf = np.asarray(cat["FLUX_PSF"], float)
+    epsf = np.asarray(cat["FLUXERR_PSF"], float)
+    flags = (np.asarray(cat["FLAGS"]) != 0) | (np.asarray(cat["IMAFLAGS_ISO"]) != 0)
+    snr = fpsf / epsf
+    bright = star & (dist < 1.0) & isolated(objs, 3.0 * fwhm_px, 0.01)
+    bright &= ~flags[idx] & (snr[idx] > 100)
+    ratio = fpsf[idx[bright]] / tflux[bright]
+    res["n_bright"] = int(bright.sum())
+    res["flux_psf_ratio"] = float(np.median(ratio)) if bright.any() else math.nan
+    res["flux_psf_ratio_err"] = float(1.2533 * _robust_sigma(ratio) / np.sqrt(len(ratio))) \
+        if len(ratio) > 2 else math.nan
+
+    # completeness inputs: truth stars in units of the 5-sigma limit flux
+    faint = (snr > 5) & (snr < 15) & (np.asarray(cat["FLAGS"]) == 0)
+    flux5 = 5.0 * float(np.median(epsf[faint])) if faint.sum() > 20 else math.nan
+    res["n_faint"] = int(faint.sum())
+    res["m5"] = float(zp_true - 2.5 * np.log10(flux5)) if np.isfinite(flux5) else math.nan
+    xi = np.clip(np.round(tx).astype(int), 0, prod.mask.shape[1] - 1)
+    yi = np.clip(np.round(ty).astype(int), 0, prod.mask.shape[0] - 1)
+    bad = ndimage.binary_dilation((prod.mask & (maskbits.UNUSABLE | maskbits.STAR)) != 0,
+                                  iterations=2)
+    art = truth.artefact_masks(e).get(c)
+    if art is not None:  # no SE streak masking of satellites: leave their surroundings out
+        bad |= ndimage.binary_dilation((art & 2) != 0, iterations=max(1, int(3 * fwhm_px)))
+    use = star & ~bad[yi, xi] & isolated(objs, 4.0 * fwhm_px, 1.0)
+    use &= (tflux > flux5 * 10 ** (-0.4 * 1.0)) & (tflux < flux5 * 10 ** (0.4 * 2.0))
+    diso, _ = cKDTree(np.column_stack([np.asarray(cat["X_IMAGE"], float) - 1.0,
+                                       np.asarray(cat["Y_IMAGE"], float) - 1.0])).query(
+        np.column_stack([tx, ty]))
+    found = np.minimum(dist, diso) < max(1.5, 0.5 * fwhm_px)
+    res["_completeness"] = (-2.5 * np.log10(tflux[use] / flux5), found[use])
+    res["fwhm_px"] = fwhm_px
+    return res
+
+
+def _template_coverage(truth: Any, search_e: int, c: int, templates: list[tuple[int, int]],
+                       shape: tuple[int, int], step: int = 4) -> np.ndarray:
+    """Search pixels that fall on a template CCD (true astrometry, on a ``step`` px grid)."""
+    from desgw.sim.accuracy import map_pixels
+
+    ny, nx = shape
+    gy, gx = np.mgrid[step // 2:ny:step, step // 2:nx:step]
+    cov = np.zeros(gx.shape, bool)
+    for te, tc in templates:
+        mx, my = map_pixels(truth, search_e, c, te, tc, gx.ravel().astype(float),
+                            gy.ravel().astype(float))
+        cov |= ((mx >= -0.5) & (mx < nx - 0.5) & (my >= -0.5) & (my < ny - 0.5)).reshape(gx.shape)
+    return np.repeat(np.repeat(cov, step, axis=0), step, axis=1)[:ny, :nx]
+
+
+def _truly_bad_on_search(truth: Any, search_e: int, c: int, templates: list[tuple[int, int]],
+                         shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Renderer-truth artefacts of the search CCD, and of its template CCDs mapped onto it."""
+    from desgw.sim.accuracy import map_pixels
+
+    s_art = truth.artefact_masks(search_e).get(c)
+    s_bad = np.zeros(shape, bool) if s_art is None else s_art != 0
+    t_bad = np.zeros(shape, bool)
+    for te, tc in templates:
+        art = truth.artefact_masks(te).get(tc)
+        if art is None:
+            continue
+        yy, xx = np.nonzero(art)
+        mx, my = map_pixels(truth, te, tc, search_e, c, xx.astype(float), yy.astype(float))
+        xi, yi = np.round(mx).astype(int), np.round(my).astype(int)
+        on = (xi >= 0) & (xi < shape[1]) & (yi >= 0) & (yi < shape[0])
+        t_bad[yi[on], xi[on]] = True
+    return s_bad, t_bad
+
+
+def measure_diff_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float) -> dict[str, Any]:
+    """Difference-imaging figures of one search CCD (module docstring)."""
+    from scipy import ndimage
+    from scipy.spatial import cKDTree
+
+    from desgw.diff.pipeline_products import read_diff_image
+    from desgw.io.product_paths import diff_product_paths, find_exposure_dir
+    from desgw.io.products import read_fits_table
+    from desgw.se import maskbits
+    from desgw.sim.accuracy import blank_sky, expected_snr
+
+    d = find_exposure_dir(out, e, RNUM, PNUM)
+    paths = diff_product_paths(d, e, "r", c, RNUM, PNUM, SEASON)
+    if not paths.done.is_file():
+        return {"expnum": e, "ccdnum": c, "ok": False}
+    done = json.loads(paths.done.read_text())
+    img = read_diff_image(paths.diff)
+    sci, msk, wgt = img["SCI"].astype(np.float64), img["MSK"], img["WGT"].astype(np.float64)
+    cand = read_fits_table(paths.candidates_fits)
+    fakes = read_fits_table(paths.fakes)
+    thr = float(done["real_bogus_threshold"])
+    m5 = float(done["ideal_limit_mag"])
+    res: dict[str, Any] = {"expnum": e, "ccdnum": c, "ok": True,
+                           "templates_used": done["templates_used"], "flags": done["flags"],
+                           "rb_threshold": thr, "ideal_limit_mag": m5,
+                           "fakes_m50": (done.get("efficiency") or {}).get("m50")}
+
+    # blank-sky noise
+    objs = truth.objects_on_ccd(e, c)
+    blank = blank_sky(objs, sci.shape) & (msk == 0) & (wgt > 0)
+    z = sci[blank] * np.sqrt(wgt[blank])
+    res["noise_ratio"] = _robust_sigma(z)
+    res["noise_median"] = float(np.median(z))
+    res["n_blank_px"] = int(blank.sum())
+
+    # masks vs truth
+    templates = [(int(a), int(b)) for a, b in done["templates_used"]]
+    s_bad, t_bad = _truly_bad_on_search(truth, e, c, templates, sci.shape)
+    s_art = truth.artefact_masks(e).get(c)
+    masked = (msk & (maskbits.UNUSABLE | maskbits.EDGE)) != 0
+    covered = _template_coverage(truth, e, c, templates, sci.shape)
+    n_cov = max(int(covered.sum()), 1)
+    truly = s_bad | t_bad
+    near = ndimage.distance_transform_edt(~truly) <= max(fwhm_px, 1.0)
+    res["masked"] = {
+        "masked_fraction": done.get("masked_fraction"), "bad_fraction": done.get("bad_fraction"),
+        "masked_of_true_coverage": float(np.count_nonzero(masked & covered) / n_cov),
+        "true_coverage": float(covered.mean()),
+        "truth_bad_search": float(np.count_nonzero(s_bad & covered) / n_cov),
+        "truth_bad_templates": float(np.count_nonzero(t_bad & covered) / n_cov),
+        "truth_bad_any": float(np.count_nonzero(truly & covered) / n_cov),
+        "excess_beyond_fwhm": float(np.count_nonzero(masked & covered & ~near) / n_cov)}
+    # which mask bits the excess carries (fraction of the covered area per bit)
+    ex = msk[masked & covered & ~near]
+    res["masked"]["excess_by_bit"] = {
+        name: round(float(np.count_nonzero(ex & getattr(maskbits, name)) / n_cov), 5)
+        for name in ("BADPIX", "SAT", "CRAY", "STAR", "TRAIL", "EDGEBLEED", "EDGE", "STREAK",
+                     "SSXTALK", "INTERP") if np.any(ex & getattr(maskbits, name))}
+
+    # real transients
+    pos = ~np.asarray(cand["negative"], bool)
+    cxy = np.column_stack([np.asarray(cand["x"], float), np.asarray(cand["y"], float)])
+    rb = np.asarray(cand["real_bogus"], float)
+    veto = np.asarray(cand["veto"], bool)
+    tr = (np.asarray(objs["kind"]) == 2) & np.isfinite(np.asarray(objs["mag"], float))
+    t = objs[tr]
+    snr_exp = expected_snr(np.asarray(t["mag"], float), m5)
+    rows: list[dict[str, Any]] = []
+    tree = cKDTree(cxy[pos]) if pos.any() else None
+    pidx = np.flatnonzero(pos)
+    dist_masked = ndimage.distance_transform_edt(~masked)
+    dist_truly_bad = ndimage.distance_transform_edt(~truly)
+    for k in range(len(t)):
+        x, y = float(t["x"][k]), float(t["y"][k])
+        dd, ii = (tree.query([x, y]) if tree is not None else (np.inf, 0))
+        hit = bool(dd < 2.0)
+        j = int(pidx[ii]) if hit else -1
+        xi, yi = int(np.clip(round(x), 0, sci.shape[1] - 1)), int(np.clip(round(y), 0, sci.shape[0] - 1))
+        rows.append({"id": int(t["id"][k]), "mag": round(float(t["mag"][k]), 3),
+                     "snr_expected": round(float(snr_exp[k]), 1), "detected": hit,
+                     "real_bogus": round(float(rb[j]), 3) if hit else None,
+                     "veto": bool(veto[j]) if hit else None,
+                     "kept": bool(hit and rb[j] >= thr),
+                     "mask_bits_at": int(msk[yi, xi]),
+                     "dist_to_masked_px": round(float(dist_masked[yi, xi]), 1),
+                     "dist_to_truly_bad_px": round(float(dist_truly_bad[yi, xi]), 1),
+                     "truth_bits_search": int(s_art[yi, xi]) if s_art is not None else 0,
+                     "x": round(x, 1), "y": round(y, 1),
+                     "covered": bool(covered[yi, xi])})
+    bright = [r for r in rows if r["snr_expected"] > 10 and r["covered"]]
+    # the bar of item 3: none lost to a mask farther than its own PSF radius (FWHM) from it
+    clear = [r for r in bright if r["dist_to_truly_bad_px"] > fwhm_px]
+    res["transients"] = {"n_snr_gt_10": len(bright), "n_kept": sum(r["kept"] for r in bright),
+                         "n_clear_of_truly_bad": len(clear),
+                         "n_clear_kept": sum(r["kept"] for r in clear),
+                         "n_detected": sum(r["detected"] for r in bright),
+                         "n_kept_not_vetoed": sum(r["kept"] and not r["veto"] for r in bright),
+                         "missed": [r for r in bright if not r["kept"]],
+                         "n_all_on_ccd": len(rows)}
+
+    # fakes
+    if len(fakes):
+        fe = np.asarray(fakes["flux_e"], float)
+        ferr = np.asarray(fakes["flux_forced_err"], float)
+        fsnr = fe / np.where(ferr > 0, ferr, np.nan)
+        cid = np.asarray(fakes["cand_id"], int)
+        idmap = {int(i): n for n, i in enumerate(np.asarray(cand["id"], int))}
+        kept = np.array([ci >= 0 and ci in idmap and rb[idmap[ci]] >= thr for ci in cid])
+        b = fsnr > 10
+        rec = np.asarray(fakes["recovered"], bool)
+        fx, fy = np.asarray(fakes["x"], float), np.asarray(fakes["y"], float)
+        lost = np.flatnonzero(b & ~kept)
+        cdist, cidx = (cKDTree(cxy).query(np.column_stack([fx[lost], fy[lost]]))
+                       if len(cxy) and lost.size else (np.zeros(0), np.zeros(0, int)))
+        missed = []
+        for n_, k in enumerate(lost.tolist()):
+            xi = int(np.clip(round(fx[k]), 0, sci.shape[1] - 1))
+            yi = int(np.clip(round(fy[k]), 0, sci.shape[0] - 1))
+            j = int(cidx[n_])
+            missed.append({"x": round(float(fx[k]), 1), "y": round(float(fy[k]), 1),
+                           "snr_expected": round(float(fsnr[k]), 1), "recovered": bool(rec[k]),
+                           "flux_forced_over_true": round(float(fakes["flux_forced"][k] / fe[k]), 3),
+                           "nearest_candidate_px": round(float(cdist[n_]), 2),
+                           "nearest_candidate_rb": round(float(rb[j]), 3),
+                           "nearest_candidate_negative": bool(cand["negative"][j]),
+                           "nearest_candidate_snr": round(float(cand["snr"][j]), 1),
+                           "mask_bits_at": int(msk[yi, xi]),
+                           "dist_to_masked_px": round(float(dist_masked[yi, xi]), 1),
+                           "dist_to_truly_bad_px": round(float(dist_truly_bad[yi, xi]), 1)})
+        res["fakes"] = {"n": int(len(fakes)), "n_snr_gt_10": int(b.sum()),
+                        "n_recovered_snr_gt_10": int(np.sum(np.asarray(fakes["recovered"], bool)[b])),
+                        "n_kept_snr_gt_10": int(kept[b].sum()), "missed": missed}
+    return res
+
+
+def measure_night(night: Night, root: Path) -> dict[str, Any]:
+    from desgw.diff.efficiency import efficiency_curve
+    from desgw.sim.truth import load_truth
+
+    truth = load_truth(root)
+    out = root / "out"
+    (search,) = truth.search_expnums
+    ccds, exposures, diffs = [], [], []
+    for e in truth.expnums:
+        per = []
+        for c in truth.ccdnums(e):
+            try:
+                per.append(measure_se_ccd(truth, out, e, c))
+            except Exception as exc:  # noqa: BLE001 - a CCD without products is reported
+                per.append({"expnum": e, "ccdnum": c, "error": f"{type(exc).__name__}: {exc}"})
+        good = [r for r in per if "error" not in r]
+        mags = np.concatenate([r["_completeness"][0] for r in good]) if good else np.zeros(0)
+        found = np.concatenate([r["_completeness"][1] for r in good]) if good else np.zeros(0)
+        dm = math.nan
+        if len(mags) >= 40:
+            try:
+                eff = efficiency_curve(mags, found, bins=np.arange(-1.0, 2.01, 0.2))
+                dm = float(eff.m50)
+            except Exception as exc:  # noqa: BLE001
+                dm = math.nan
+                print(f"efficiency fit failed for {e}: {exc}", file=sys.stderr)
+        zse = [r["zp_se_err_mmag"] for r in good]
+        zcal = [r["zp_expcalib_err_mmag"] for r in good if np.isfinite(r["zp_expcalib_err_mmag"])]
+        exposures.append({
+            "expnum": e, "is_template": e != search,
+            "fwhm_arcsec": float(truth.exposure_spec(e).psf.fwhm_arcsec),
+            "m50_minus_m5": dm, "n_completeness_stars": int(len(mags)),
+            "zp_se_mean_err_mmag": float(np.mean(zse)) if zse else math.nan,
+            "zp_expcalib_mean_err_mmag": float(np.mean(zcal)) if zcal else math.nan})
+        for r in per:
+            r.pop("_completeness", None)
+            ccds.append(r)
+            if e == search and "error" not in r:
+                try:
+                    diffs.append(measure_diff_ccd(truth, out, e, r["ccdnum"], r["fwhm_px"]))
+                except Exception as exc:  # noqa: BLE001
+                    diffs.append({"expnum": e, "ccdnum": r["ccdnum"], "ok": False,
+                                  "error": f"{type(exc).__name__}: {exc}"})
+    return {"ccds": ccds, "exposures": exposures, "diffs": diffs,
+            "n_objects_per_ccd": [int(r.get("n_objects", 0)) for r in ccds]}
+
+
+# ----------------------------------------------------------------------------- bars
+def _finite(v: Any) -> list[float]:
+    return [float(x) for x in v if x is not None and np.isfinite(x)]
+
+
+def bars(nights: dict[str, Any]) -> dict[str, Any]:
+    """Each bar: worst and mean measured values over all nights, and PASS/FAIL."""
+    ccds = [r for n in nights.values() for r in n["ccds"] if "error" not in r]
+    exps = [x for n in nights.values() for x in n["exposures"]]
+    diffs = [r for n in nights.values() for r in n["diffs"] if r.get("ok")]
+    out: dict[str, Any] = {}
+
+    def put(name: str, values: list[float], ok: bool, bar: str, **extra: Any) -> None:
+        out[name] = {"bar": bar, "n": len(values),
+                     "min": round(min(values), 5) if values else None,
+                     "max": round(max(values), 5) if values else None,
+                     "mean": round(float(np.mean(values)), 5) if values else None,
+                     "result": "PASS" if values and ok else "FAIL", **extra}
+
+    v = _finite(r["wcs_rms_mas"] for r in ccds)
+    put("wcs_rms_mas_per_ccd", v, max(v, default=1e9) <= BARS["wcs_rms_mas"], "<= 15 mas")
+    v = _finite(abs(x) for r in ccds for x in r["fwhm_err"])
+    put("fwhm_abs_err", v, max(v, default=1e9) <= BARS["fwhm_err"], "<= 3 %")
+    v = _finite(r["noise_ratio"] for r in diffs)
+    lo, hi = BARS["noise_lo"], BARS["noise_hi"]
+    put("diff_noise_over_sigma", v, bool(v) and min(v) >= lo and max(v) <= hi,
+        "~1 (0.95-1.05)")
+    for kind in ("se", "expcalib"):
+        v = _finite(r[f"zp_{kind}_err_mmag"] for r in ccds)
+        put(f"zp_{kind}_err_mmag_per_ccd", v, max(map(abs, v), default=1e9) <= 5.0,
+            "|err| <= 5 mmag")
+        v = _finite(x[f"zp_{kind}_mean_err_mmag"] for x in exps)
+        put(f"zp_{kind}_exposure_mean_mmag", v, max(map(abs, v), default=1e9) <= 1.0,
+            "|mean| <= 1 mmag")
+    v = _finite(r["flux_psf_ratio"] for r in ccds if r["n_bright"] >= 5)
+    put("flux_psf_over_true_bright_isolated", v,
+        max((abs(x - 1) for x in v), default=1e9) <= BARS["flux_psf_ratio"], "1.000 +- 0.001")
+    v = _finite(x["m50_minus_m5"] for x in exps)
+    put("se_m50_minus_m5_mag", v, max(map(abs, v), default=1e9) <= 0.2, "|dm| <= 0.2 mag",
+        per_seeing={f"{x['fwhm_arcsec']:.2f}": (round(x["m50_minus_m5"], 3)
+                                                if np.isfinite(x["m50_minus_m5"]) else None)
+                    for x in exps})
+    n = sum(r["transients"]["n_snr_gt_10"] for r in diffs)
+    k = sum(r["transients"]["n_kept"] for r in diffs)
+    put("transients_snr_gt_10_kept_fraction", [k / n] if n else [],
+        bool(n) and k / n >= 0.99, ">= 99 %", kept=k, total=n)
+    n = sum(r["transients"]["n_clear_of_truly_bad"] for r in diffs)
+    k = sum(r["transients"]["n_clear_kept"] for r in diffs)
+    put("transients_snr_gt_10_clear_of_truly_bad_kept_fraction", [k / n] if n else [],
+        bool(n) and k / n >= 0.99, ">= 99 % (farther than one FWHM from a truly bad pixel)",
+        kept=k, total=n)
+    fk = [r["fakes"] for r in diffs if "fakes" in r]
+    n = sum(f["n_snr_gt_10"] for f in fk)
+    k = sum(f["n_kept_snr_gt_10"] for f in fk)
+    put("fakes_snr_gt_10_kept_fraction", [k / n] if n else [], bool(n) and k / n >= 0.99,
+        ">= 99 %", kept=k, total=n)
+    out["masked_fraction_vs_truly_bad"] = {
+        "bar": "masked fraction near the truly bad fraction (report per CCD)",
+        "per_ccd": [{"ccd": [r["expnum"], r["ccdnum"]],
+                     **{kk: (round(vv, 4) if isinstance(vv, float) else vv)
+                        for kk, vv in r["masked"].items()}} for r in diffs]}
+    return out
+
+
+def _git_commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="one night, one CCD, one template")
+    ap.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    ap.add_argument("--workdir", type=Path, default=None,
+                    help="keep the files here (a night already simulated and processed there is "
+                         "measured again without rerunning)")
+    ap.add_argument("--nights", default=None, help="comma-separated night names (default all)")
+    args = ap.parse_args(argv)
+    nights = [QUICK] if args.quick else [n for n in NIGHTS if args.nights is None
+                                         or n.name in args.nights.split(",")]
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_science_")
+        base = Path(tmp.name)
+    else:
+        base = args.workdir
+        base.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {"benchmark": "issue 13 science audit", "commit": _git_commit(),
+                           "quick": bool(args.quick), "load_avg_start": os.getloadavg(),
+                           "nights": {}, "cpu_s": {}}
+    try:
+        for night in nights:
+            root = base / night.name
+            root.mkdir(parents=True, exist_ok=True)
+            cpu: dict[str, float] = {}
+            record = root / "bench_run.json"  # the CPU and output of a run measured again later
+            if not (root / "out").is_dir():
+                t0 = _cpu()
+                if not (root / "truth" / "night.json").is_file():
+                    simulate(night, root)
+                cpu["simulate"] = _cpu() - t0
+                t0 = _cpu()
+                run: dict[str, Any] | None = run_sediff(night, root)
+                cpu["sediff"] = _cpu() - t0
+                record.write_text(json.dumps({"cpu_s": cpu, "sediff": run,
+                                              "load_avg": os.getloadavg()}))
+            else:
+                prev = json.loads(record.read_text()) if record.is_file() else {}
+                cpu.update(prev.get("cpu_s", {}))
+                run = prev.get("sediff")
+            t0 = _cpu()
+            m = measure_night(night, root)
+            cpu["measure"] = _cpu() - t0
+            from desgw.sim.truth import load_truth
+
+            truth = load_truth(root)
+            m["config"] = {"seed": night.seed, "profile": night.profile, "beta": night.beta,
+                           "seeing_range": night.seeing, "dense": night.dense,
+                           "ccds": night.ccds, "n_templates": night.n_templates,
+                           "galactic_b": truth.meta.get("galactic_b"),
+                           "fwhm_arcsec": {str(e): round(float(truth.exposure_spec(e).psf.fwhm_arcsec), 3)
+                                           for e in truth.expnums}}
+            m["sediff"] = run
+            doc["nights"][night.name] = m
+            doc["cpu_s"][night.name] = {k: round(v, 1) for k, v in cpu.items()}
+            print(night.name, json.dumps(doc["cpu_s"][night.name]), file=sys.stderr)
+        doc["bars"] = bars(doc["nights"])
+        doc["load_avg_end"] = os.getloadavg()
+        doc["cpu_s_total"] = round(_cpu(), 1)
+        from desgw.util.jsonsafe import json_safe
+
+        text = json.dumps(json_safe(doc), indent=1)
+        print(text)
+        if args.out is not None:
+            args.out.write_text(text + "\n")
+        return doc
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+if __name__ == "__main__":
+    main()
