@@ -386,14 +386,22 @@ def _record_db(task: DiffTask, result: Any) -> None:
             magerr=magerr if math.isfinite(magerr) else None,
             real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
             is_fake=bool(r["is_fake"]), fake_id=fake_index.get(fid) if fid >= 0 else None))
+    regs = {(int(r["expnum"]), int(r["ccdnum"])): r
+            for r in result.meta.get("registration", ())}
+    uses = []
+    for te, tc in result.templates_used:
+        reg = regs.get((int(te), int(tc)))
+        uses.append(TemplateUse(e, c, int(te), int(tc)) if reg is None else TemplateUse(
+            e, c, int(te), int(tc), reg_method=str(reg["method"]), reg_nstars=int(reg["n_stars"]),
+            **{f"reg_{k}": None if reg.get(v) is None else float(reg[v])
+               for k, v in (("dx", "shift_x"), ("dy", "shift_y"), ("rms_before", "rms_before"),
+                            ("rms_after", "rms_after"))}))
     timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
 
     def write() -> None:
         with connect(task.settings.db_url, busy_timeout_s=timeout,
                      connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
-            replace_ccd_results(db, e, c, templates_used=[TemplateUse(e, c, int(te), int(tc))
-                                                          for te, tc in result.templates_used],
-                                fakes=fakes, detections=rows)
+            replace_ccd_results(db, e, c, templates_used=uses, fakes=fakes, detections=rows)
 
     retry_database(write, timeout_s=timeout, what=f"database records of {e} CCD {c}")
 
