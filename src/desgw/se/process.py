@@ -114,7 +114,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from desgw.io.calib import LinearityTable
     from desgw.io.raw import ExposureHeader, RawCCD
 
-__all__ = ["CCDInputs", "CCDResult", "DetrendedCCD", "SEConfig", "check_band", "initial_wcs_for",
+__all__ = ["CCDInputs", "CCDResult", "CalibratedCCD", "SEConfig", "check_band", "initial_wcs_for",
            "process_ccd", "process_detrended"]
 
 log = logging.getLogger(__name__)
@@ -554,7 +554,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     image, mask, weight = d.image, d.mask, d.weight
     lap("detrend")
     airmass = exposure.airmass if exposure.airmass is not None and exposure.airmass >= 1 else 1.0
-    detrended = DetrendedCCD(
+    detrended = CalibratedCCD(
         image=image, mask=mask, weight=weight, ccdnum=ccdnum, expnum=int(exposure.expnum),
         band=band, filter_name=str(exposure.filter or band), exptime=float(exposure.exptime),
         mjd_obs=float(exposure.mjd_obs), airmass=float(airmass),
@@ -569,8 +569,10 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
 
 
 @dataclass
-class DetrendedCCD:
-    """A detrended CCD of either input kind, the input of :func:`process_detrended`.
+class CalibratedCCD:
+    """A calibrated CCD (electrons, mask, weight) of either input kind, the input of
+    :func:`process_detrended` (not :class:`desgw.se.detrend.DetrendedCCD`, the raw path's
+    detrend output it is made from).
 
     A raw CCD gets here through :func:`process_ccd` (crosstalk, detrend); a Community Pipeline
     InstCal CCD through :func:`desgw.se.process_instcal.process_instcal_ccd` (ADU -> e-, CP
@@ -686,7 +688,7 @@ def _ccd_or_cutout_corners(wcs: WCS, shape: tuple[int, int]) -> tuple[np.ndarray
     return np.asarray(ra, dtype=np.float64) % 360.0, np.asarray(dec, dtype=np.float64)
 
 
-def process_detrended(ccd: DetrendedCCD, *, config: SEConfig = SEConfig(),
+def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
                       timings: dict[str, float] | None = None,
                       t_start: float | None = None) -> CCDResult:
     """The per-CCD steps after the detrending, shared by raw and CP InstCal input: steps 4-13
@@ -695,7 +697,7 @@ def process_detrended(ccd: DetrendedCCD, *, config: SEConfig = SEConfig(),
 
     Parameters
     ----------
-    ccd : DetrendedCCD
+    ccd : CalibratedCCD
         The detrended pixels (modified in place), what is known of the exposure, and what
         the input kind did already.
     config : SEConfig

@@ -45,7 +45,7 @@ from astropy.table import Table
 from desgw.errors import HeaderError
 from desgw.io.instcal import InstCalCCD, instcal_gain_columns
 from desgw.se import maskbits
-from desgw.se.process import CCDResult, DetrendedCCD, SEConfig, process_detrended
+from desgw.se.process import CCDResult, CalibratedCCD, SEConfig, process_detrended
 from desgw.se.quality import QC_BANDS
 
 __all__ = ["CP_MASK_CODES", "CP_WCS_MAX_SHIFT_ARCSEC", "cp_mask_to_bits", "process_instcal_ccd"]
@@ -137,7 +137,7 @@ def process_instcal_ccd(ccd: InstCalCCD, refcat: Table, *, config: SEConfig = SE
     base = fits.Header()
     base["CCDNUM"] = (int(ccd.ccdnum), "CCD number")
     base["DETPOS"] = (ccd.detpos, "detector position")
-    detrended = DetrendedCCD(
+    detrended = CalibratedCCD(
         image=image, mask=mask, weight=weight, ccdnum=int(ccd.ccdnum),
         expnum=int(ccd.expnum or 0), band=band,
         filter_name=str(ccd.header.get("FILTER", band)), exptime=float(ccd.exptime),
