@@ -17,7 +17,9 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
 
 The per-field zeropoint noise is ~2 mmag, so several seeds are averaged; prints JSON with, per
 density and variant, the mean zeropoint error and its standard error (mmag), the mean
-bright-star ratio, the sky bias (e-/px, level - true sky) and the CPU ms per object of
+bright-star ratio, the aperture correction over its exact value, the PSF model's peak over the
+exact one (< 1: too broad a model, PSF fluxes too high) and the number of PSF stars, the sky
+bias (e-/px, level - true sky) and the CPU ms per object of
 ``measure_sources`` (one core, numba threads 1), with ``os.getloadavg()``.
 
     PYTHONPATH=src python bench/bench_crowded.py --profile moffat --beta 2.5 --seeds 4
@@ -87,6 +89,10 @@ def main() -> None:
                       "dzp_mmag_sem": float(dz.std(ddof=1) / np.sqrt(len(dz))) if len(dz) > 1 else None,
                       "dzp_mmag_each": [round(float(x), 2) for x in dz],
                       "bright_ratio_mean": float(np.mean([r["bright_ratio"] for r in rr])),
+                      "apcor_over_exact_mean": float(np.mean([r["apcor"] / r["apcor_exact"]
+                                                              for r in rr])),
+                      "psf_peak_ratio_mean": float(np.mean([r["psf_peak_ratio"] for r in rr])),
+                      "n_psf_stars_mean": float(np.mean([r["n_psf_stars"] for r in rr])),
                       "sky_bias_e": float(np.mean([r["sky_bias_e"] for r in rr])),
                       "n_det_per_ccd": float(np.mean([r["n_det_per_ccd"] for r in rr])),
                       "n_zp_mean": float(np.mean([r["n_zp"] for r in rr])),

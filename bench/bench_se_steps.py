@@ -12,7 +12,14 @@ tree's ``src`` first on ``PYTHONPATH`` for a before/after on the same files and 
 
 Prints one JSON object: ``steps_cpu_s``, ``total_cpu_s``, ``ms_per_object``, ``n_objects``,
 the CCD's FWHM, astrometric rms and zeropoint (to see that the outputs did not move), the
-load average.
+load average, and ``io_cpu_s``: the task's reads and writes around ``process_ccd``, CPU-s:
+
+* ``read_raw_cold`` / ``read_calib_cold``: the CCD (with its crosstalk sources; bias, flat,
+  bad-pixel mask and linearity table) read first in a fresh process (a worker's first CCD);
+* ``read_raw`` / ``read_calib``: best of ``--repeat`` reads of the CCD after another CCD of
+  the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed);
+* ``write_se``: best of ``--repeat`` writes of the SE products (immask, catalogue, PSF,
+  QC JSON with checksums) into a temporary folder (deleted after).
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
                              refcat_dir=root / "refcat", out_root=root / "out", environ={},
                              cwd=root)
     calib = settings.calib_paths("r")
+    io = _io_times(root, raw, expnum, calib, settings, args)
     task = CCDTask(expnum=expnum, ccdnum=args.ccd, band="r", rnum=1, pnum=1,
                    raw_path=str(raw), bias_path=str(calib.bias), flat_path=str(calib.flat),
                    bpm_path=None if calib.bpm is None else str(calib.bpm),
@@ -68,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         if best is None or result.timings["total"] < best.timings["total"]:
             best = result
     assert best is not None
+    io.update(_write_times(task, best, process.SEConfig().hash(), args.repeat))
     n = len(best.catalog)
     out = {
         "benchmark": "se_steps",
@@ -82,10 +91,67 @@ def main(argv: list[str] | None = None) -> dict:
         "fwhm_arcsec": float(best.header["FWHMASEC"]),
         "astrometric_rms_mas": 1e3 * float(best.header["ASTRRMS"]),
         "zeropoint": float(best.header["MAGZERO"]),
+        "io_cpu_s": io,
         "load_average_1min": round(os.getloadavg()[0], 2),
     }
     print(json.dumps(out, indent=1))
     return out
+
+
+def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: object,
+              args: argparse.Namespace) -> dict[str, float]:
+    """CPU-s of the CCD's reads, cold (first in the process) and warm (best of N)."""
+    from desgw.workflow import se_ccd
+    from desgw.workflow.se_types import CCDTask
+
+    def task(ccd: int) -> CCDTask:
+        lin = getattr(calib, "linearity", None)
+        return CCDTask(expnum=expnum, ccdnum=ccd, band="r", rnum=1, pnum=1, raw_path=str(raw),
+                       bias_path=str(calib.bias), flat_path=str(calib.flat),  # type: ignore
+                       bpm_path=None if calib.bpm is None else str(calib.bpm),  # type: ignore
+                       linearity_path=None if lin is None else str(lin),
+                       refcat_dir=str(settings.refcat_dir),  # type: ignore[attr-defined]
+                       outdir=str(root / "out" / "single"), overwrite=True)
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    se_ccd.time = types.SimpleNamespace(perf_counter=time.process_time)  # type: ignore
+    out: dict[str, float] = {}
+    t: dict[str, float] = {}
+    se_ccd._read_inputs(task(args.ccd), t, 30.0)
+    out["read_raw_cold"], out["read_calib_cold"] = t["read_raw"], t["read_calib"]
+    other = args.ccd + 1 if args.ccd < 62 else args.ccd - 1
+    for key in ("read_raw", "read_calib"):
+        out[key] = float("inf")
+    for _ in range(max(1, args.repeat)):
+        se_ccd._read_inputs(task(other), {}, 30.0)
+        t = {}
+        se_ccd._read_inputs(task(args.ccd), t, 30.0)
+        for key in ("read_raw", "read_calib"):
+            out[key] = min(out[key], t[key])
+    return {k: round(v, 3) for k, v in out.items()}
+
+
+def _write_times(task: object, result: object, config_hash: str, repeat: int
+                 ) -> dict[str, float]:
+    """Best-of-N CPU-s of writing the SE products of ``result`` (scratch folder)."""
+    import dataclasses
+    import shutil
+    import tempfile
+
+    from desgw.workflow import se_ccd
+
+    scratch = Path(tempfile.mkdtemp(prefix="bench_se_steps_write_"))
+    wtask = dataclasses.replace(task, outdir=str(scratch))  # type: ignore[type-var]
+    best = float("inf")
+    try:
+        for _ in range(max(1, repeat)):
+            t0 = time.process_time()
+            se_ccd._write_products(wtask, result, config_hash, {}, 0.0)  # type: ignore
+            best = min(best, time.process_time() - t0)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"write_se": round(best, 3)}
 
 
 if __name__ == "__main__":

@@ -150,3 +150,31 @@ def test_expcalib_on_processed_fullcats(sim_dirs, processed):
                                 "--attnum", "99", "--out", str(sim_dirs / "out"),
                                 "--refcat", str(sim_dirs / "refcat")])
     assert none.exit_code == 3 and "r99p99" in none.output
+
+
+def test_every_fullcat_column_is_filled(processed):
+    """#14 "every catalog column filled or dropped": no column of the fullcat is NaN in every
+    row (a column nothing fills is dropped, not written empty)."""
+    import numpy as np
+
+    from desgw.io.naming import fullcat_name
+    from desgw.io.products import read_fits_table
+
+    _, expdirs = processed
+    cat = read_fits_table(expdirs[0] / fullcat_name(EXPNUM, "r", 28, R, P))
+    assert len(cat) > 20
+    empty = [c for c in cat.colnames if np.asarray(cat[c]).dtype.kind == "f"
+             and not np.isfinite(np.asarray(cat[c], dtype=np.float64)).any()]
+    assert empty == []
+
+
+def test_readme_states_the_shipped_real_bogus_threshold():
+    """#14: the real/bogus threshold is published in the README, and is the shipped model's."""
+    from pathlib import Path
+
+    from desgw.workflow.diff_ccd import real_bogus_threshold
+
+    threshold = real_bogus_threshold()
+    assert threshold is not None
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"real/bogus threshold of the shipped model ({threshold:.3f}" in readme

@@ -42,6 +42,7 @@ from desgw.errors import (
 from desgw.refcat.transforms import TransformUnavailableError
 from desgw.se.astrometry import AstrometryError
 from desgw.se.detrend import DetrendError
+from desgw.se.nominal_zp import NominalZeropointError
 from desgw.se.photocal import PhotometricCalibrationError
 from desgw.se.psf import PSFFitError
 from desgw.workflow.dagmaker_rc import DagmakerConfigError
@@ -61,6 +62,7 @@ EXAMPLES: list[tuple[BaseException, type[DesgwError]]] = [
      DesgwInputError),
     (NoWorkFoundError("no template"), NoWorkFoundError),
     (TransformUnavailableError("Y"), NoWorkFoundError),
+    (NominalZeropointError("no nominal zeropoint for band u"), NoWorkFoundError),
     (AlgorithmError("diverged"), AlgorithmError),
     (AstrometryError("too few matches", n_detections=40, n_refs=30, n_matched=3,
                      rms_arcsec=0.8), AlgorithmError),

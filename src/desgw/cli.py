@@ -677,8 +677,10 @@ def sediff(expnum: int, rnum: int, pnum: int, nite: int | None, band: str | None
     """SE + verification + difference imaging of a search exposure's CCDs (the original SEdiff.sh).
 
     Templates (chosen by the DAGMaker rules, or --templates) whose overlapping CCDs lack SE
-    products are processed first. Exit code 0: all done; 1: some task failed or was blocked
-    (listed); 3: bad input; 4: database error.
+    products are processed first. Exit code 0: all done, or degraded only: a photometric
+    calibration (-C) that failed for lack of stars while everything depending on it succeeded
+    is listed as DEGRADED with a warning (the zeropoints used are named in each diffdone JSON);
+    1: some task failed or was blocked (listed); 3: bad input; 4: database error.
     """
     ccds = _parse_ccds(ccds_text)
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)

@@ -179,12 +179,18 @@ def test_write_session_takes_the_write_lock(tmp_path):
     second.close()
 
 
+_REG_COLUMNS = ("reg_method", "reg_nstars", "reg_dx", "reg_dy", "reg_rms_before",
+                "reg_rms_after")
+
+
 def _make_version_1_database(db_url):
     """A database as desgw with schema version 1 wrote it: no ``exposures.kind``, one
     exposure registered, one schema_version row (1)."""
     db = connect(db_url)
     with db.engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE exposures DROP COLUMN kind"))
+        for column in _REG_COLUMNS:  # schema 3
+            conn.execute(sa.text(f"ALTER TABLE templates_used DROP COLUMN {column}"))
         conn.execute(sa.text("DELETE FROM schema_version"))
         conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) "
                              "VALUES (1, CURRENT_TIMESTAMP)"))
@@ -201,13 +207,13 @@ def test_version_1_database_is_upgraded(db_url):
 
     from desgw.db import get_exposure, register_exposure
 
-    assert SCHEMA_VERSION == 2
+    assert SCHEMA_VERSION == 3
     _make_version_1_database(db_url)
     db = connect(db_url)
-    assert db.schema_version == 2
+    assert db.schema_version == 3
     with db.engine.connect() as conn:
         versions = sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars())
-    assert versions == [1, 2]
+    assert versions == [1, 2, 3]
     old = get_exposure(db, 123)
     assert old is not None and old.kind == "raw" and old.raw_path.endswith("123.fits.fz")
     cp = SimpleNamespace(expnum=124, nite=20190902, mjd_obs=58728.1, band="r", exptime=90.0,
@@ -218,6 +224,51 @@ def test_version_1_database_is_upgraded(db_url):
     db.close()
     again = connect(db_url)  # opened again: nothing more to migrate
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 2
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 3
     assert get_exposure(again, 123).kind == "raw"
     again.close()
+
+
+def test_version_2_template_uses_gain_their_registration(db_url):
+    """Schema 3 added the registration of each template use: a version-2 database keeps its
+    rows (registration NULL) and new uses store theirs, also through replace_ccd_results."""
+    from types import SimpleNamespace
+
+    from desgw.db import (
+        TemplateUse,
+        get_templates_used,
+        record_templates_used,
+        register_exposure,
+        replace_ccd_results,
+    )
+
+    db = connect(db_url)
+    for expnum in (880001, 664075):
+        register_exposure(db, SimpleNamespace(
+            expnum=expnum, nite=20190901, mjd_obs=58727.1, band="r", exptime=90.0,
+            ra_deg=10.0, dec_deg=-43.0, object=None, propid=None, obstype="object",
+            airmass=1.1, kind="raw"), f"/raw/DECam_{expnum:08d}.fits.fz")
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO templates_used (search_expnum, search_ccdnum, "
+                             "template_expnum, template_ccdnum) VALUES (880001, 28, 664075, 22)"))
+        for column in _REG_COLUMNS:
+            conn.execute(sa.text(f"ALTER TABLE templates_used DROP COLUMN {column}"))
+        conn.execute(sa.text("UPDATE schema_version SET version = 2 WHERE version = 3"))
+    db.close()
+    db = connect(db_url)
+    assert db.schema_version == 3
+    (old,) = get_templates_used(db, 880001)
+    assert (old.template_ccdnum, old.reg_method, old.reg_dx) == (22, None, None)
+    shift = TemplateUse(880001, 29, 664075, 28, reg_method="shift", reg_nstars=17,
+                        reg_dx=0.41, reg_dy=-0.12, reg_rms_before=0.45, reg_rms_after=0.08)
+    record_templates_used(db, [shift])
+    wcs_only = TemplateUse(880001, 30, 664075, 29, reg_method="wcs", reg_nstars=3,
+                           reg_dx=0.0, reg_dy=0.0, reg_rms_before=float("nan"),
+                           reg_rms_after=float("nan"))
+    replace_ccd_results(db, 880001, 30, templates_used=[wcs_only])
+    got = {u.search_ccdnum: u for u in get_templates_used(db, 880001)}
+    assert got[29] == shift
+    assert got[30].reg_method == "wcs" and got[30].reg_rms_after is None  # NaN -> NULL
+    with pytest.raises(ValueError, match="registration method"):
+        record_templates_used(db, [TemplateUse(880001, 31, 664075, 29, reg_method="guess")])
+    db.close()

@@ -192,17 +192,19 @@ def test_full_size_ccd_layout_round_trip(tmp_path):
 
 
 def test_header_map_does_not_decompress(tmp_path, monkeypatch):
+    from desgw.io import fitsindex
+
     path = tmp_path / "raw.fits.fz"
     write_small(path)
     calls = []
-    orig = fits.CompImageHDU.section
-    monkeypatch.setattr(fits.CompImageHDU, "section",
-                        property(lambda self: calls.append(self.name) or orig.fget(self)))
+    orig = fitsindex.FitsIndex.read_image
+    monkeypatch.setattr(fitsindex.FitsIndex, "read_image",
+                        lambda self, i: calls.append(self.labels[i]) or orig(self, i))
     with RawExposure(path) as raw:
         assert raw.ccdnums == (1, 5, 35)
         assert calls == []
         raw.read_ccd(5)
-        assert calls == ["S25"]
+        assert calls == ["1:S25"]
 
 
 def test_skips_hdus_without_ccdnum_and_finds_any_order(tmp_path):

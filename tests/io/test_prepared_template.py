@@ -15,7 +15,11 @@ import pytest
 from astropy.io import fits
 from astropy.wcs import WCS
 
-from desgw.diff.pipeline_products import load_template_products, template_settings_hash
+from desgw.diff.pipeline_products import (
+    load_template_products,
+    prepare_template_from_memory,
+    template_settings_hash,
+)
 from desgw.diff.pipeline_steps import subtract_sky
 from desgw.diff.pipeline_types import DiffConfig
 from desgw.io.prepared_template import (
@@ -24,7 +28,7 @@ from desgw.io.prepared_template import (
     source_stamp,
     write_prepared,
 )
-from desgw.io.products import read_immask, write_immask
+from desgw.io.products import immask_sci_header, read_immask, write_immask
 
 SHAPE = (700, 300)
 SIGMA = 15.0
@@ -40,6 +44,12 @@ def _wcs():
 
 
 def _immask(path, seed=0, sky=800.0):
+    img, msk, wgt, hdr = _planes(seed, sky)
+    write_immask(path, img, msk, wgt, hdr, _wcs())
+    return path
+
+
+def _planes(seed=0, sky=800.0):
     rng = np.random.default_rng(seed)
     ny, nx = SHAPE
     yy, xx = np.mgrid[:ny, :nx]
@@ -54,8 +64,7 @@ def _immask(path, seed=0, sky=800.0):
     wgt[msk != 0] = 0
     hdr = fits.Header({"EXPNUM": 700001, "CCDNUM": 5, "BAND": "r", "MAGZERO": 31.5,
                        "EXPTIME": 90.0, "PSFAPCOR": 1.05})
-    write_immask(path, img.astype(np.float32), msk, wgt, hdr, _wcs())
-    return path
+    return img.astype(np.float32), msk, wgt, hdr
 
 
 def _load(path, **kw):
@@ -85,6 +94,39 @@ def test_prepared_equals_sky_subtracted_immask_and_is_reused(tmp_path):
     t2 = _load(path, config=cfg)
     assert prep.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(t2.image, t.image)
+
+
+def test_prepared_from_memory_equals_prepared_from_the_immask(tmp_path):
+    img, msk, wgt, hdr = _planes()
+    path = tmp_path / "D00700001_r_05_r1p1_immask.fits.fz"
+    write_immask(path, img, msk, wgt, hdr, _wcs())
+    cfg = DiffConfig()
+    made = prepare_template_from_memory(path, img, msk, wgt, immask_sci_header(hdr, _wcs()),
+                                        config=cfg)
+    assert made == prepared_path(path, template_settings_hash(cfg))
+    mtime = made.stat().st_mtime_ns
+    mem = _load(path, band="r", expnum=700001, ccdnum=5, config=cfg)
+    assert made.stat().st_mtime_ns == mtime  # its key matches the immask: used, not remade
+    made.unlink()
+    disk = _load(path, band="r", expnum=700001, ccdnum=5, config=cfg)  # from the immask
+    assert made.is_file()
+    np.testing.assert_array_equal(mem.mask, disk.mask)
+    assert (mem.zp, mem.exptime, mem.psf_apcor) == (disk.zp, disk.exptime, disk.psf_apcor)
+    assert mem.zp == 31.5 and mem.sky_subtracted
+    for x, y in ((0.0, 0.0), (299.0, 699.0), (150.5, 20.25)):
+        np.testing.assert_allclose(mem.wcs.pixel_to_world_values(x, y),
+                                   disk.wcs.pixel_to_world_values(x, y), rtol=0, atol=1e-12)
+    step = SIGMA / 16 / np.sqrt(1.05)          # sigma of the median weight / 16
+    good = disk.weight > 0
+    np.testing.assert_array_equal(mem.weight > 0, good)
+    # the in-memory planes are quantised once (the prepared file's step), not twice
+    sub = subtract_sky(img, msk, cfg)[0]
+    assert np.max(np.abs(mem.image - sub)) <= step / 2 * 1.01
+    assert np.max(np.abs(mem.weight[good] / wgt[good] - 1)) <= 1 / 2048 * 1.001
+    # and agree with the immask's preparation to within the immask's own quantisation
+    d = (mem.image - disk.image)[good]
+    assert abs(d.mean()) < 0.02 * step and d.std() < 0.55 * step
+    assert np.max(np.abs(mem.weight[good] / disk.weight[good] - 1)) <= 2 / 1024
 
 
 def test_partial_read_matches_whole(tmp_path):

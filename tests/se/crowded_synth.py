@@ -30,6 +30,38 @@ class CrowdedField:
     stars: dict         # x, y (0-based), flux (total, e-), mag
     galaxies: dict      # x, y, flux
     fwhm: float         # central PSF FWHM (pix)
+    kind: str = "moffat"  # PSF profile: "moffat" or "kolmogorov"
+    beta: float = 2.5   # Moffat beta
+
+
+def true_psf(f: CrowdedField, x: float, y: float) -> galsim.GSObject:
+    """The field's PSF (unit flux) at 0-based pixel (x, y)."""
+    ny, nx = f.image.shape
+    u, v = x / nx - 0.5, y / ny - 0.5
+    w = f.fwhm * (1 + 0.10 * u - 0.06 * v)
+    prof = (galsim.Kolmogorov(fwhm=w) if f.kind == "kolmogorov"
+            else galsim.Moffat(beta=f.beta, fwhm=w))
+    return prof.shear(e1=0.02 + 0.05 * u, e2=-0.01 + 0.04 * v)
+
+
+def psf_model_truth(f: CrowdedField, psf) -> dict:
+    """A fitted PSF model against the field's PSF at the centre and four points halfway to
+    the corners: ``psf_peak_ratio`` mean model peak / exact peak (both normalised over the
+    model's stamp; < 1: the model is too broad, and its PSF fluxes too high) and
+    ``apcor_exact`` the exact aperture correction (total / stamp flux) at the centre."""
+    n = psf.stamp_size
+    h = n // 2
+    ny, nx = f.image.shape
+    peaks = []
+    apx = float("nan")
+    for fx, fy in ((0.5, 0.5), (0.25, 0.25), (0.75, 0.75), (0.25, 0.75), (0.75, 0.25)):
+        x, y = fx * nx, fy * ny
+        big = true_psf(f, x, y).drawImage(nx=401, ny=401, scale=1.0).array.astype(np.float64)
+        st = big[200 - h:201 + h, 200 - h:201 + h]
+        if (fx, fy) == (0.5, 0.5):
+            apx = 1.0 / float(st.sum())
+        peaks.append(psf.centred(x, y)[h, h] / (st[h, h] / st.sum()))
+    return {"psf_peak_ratio": float(np.mean(peaks)), "apcor_exact": apx}
 
 
 def _add(img: np.ndarray, st: np.ndarray, ix: int, iy: int) -> None:
@@ -57,12 +89,12 @@ def crowded_field(n_stars: int, n_gal: int, *, shape: tuple[int, int] = (2048, 1
     sx = rng.uniform(-0.5, nx - 0.5, n_stars)
     sy = rng.uniform(-0.5, ny - 0.5, n_stars)
 
+    geometry = CrowdedField(image=np.zeros(shape, dtype=np.float32), sky=np.zeros(0),
+                            weight=np.zeros(0), mask=np.zeros(0), stars={}, galaxies={},
+                            fwhm=fwhm, kind=kind, beta=beta)
+
     def profile(x: float, y: float) -> galsim.GSObject:
-        u, v = x / nx - 0.5, y / ny - 0.5
-        w = fwhm * (1 + 0.10 * u - 0.06 * v)
-        prof = (galsim.Kolmogorov(fwhm=w) if kind == "kolmogorov"
-                else galsim.Moffat(beta=beta, fwhm=w))
-        return prof.shear(e1=0.02 + 0.05 * u, e2=-0.01 + 0.04 * v)
+        return true_psf(geometry, x, y)
 
     noiseless = np.zeros(shape, dtype=np.float64)
     n = 2 * HALF + 1
@@ -93,7 +125,8 @@ def crowded_field(n_stars: int, n_gal: int, *, shape: tuple[int, int] = (2048, 1
     return CrowdedField(image=image.astype(np.float32), sky=skyimg.astype(np.float32),
                         weight=weight.astype(np.float32), mask=np.zeros(shape, dtype=np.int32),
                         stars=dict(x=sx, y=sy, flux=sflux, mag=mags),
-                        galaxies=dict(x=gx, y=gy, flux=gflux), fwhm=fwhm)
+                        galaxies=dict(x=gx, y=gy, flux=gflux), fwhm=fwhm, kind=kind,
+                        beta=beta)
 
 
 def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = False,
@@ -112,7 +145,8 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     dict
         ``n_det`` detections (and per CCD: x 4), ``dzp_mmag`` (measured - true zeropoint),
         ``n_zp`` stars in it, ``bright_ratio`` median FLUX_PSF / true flux (stamp-normalised:
-        divided by the aperture correction's inverse) of isolated-ish bright stars, ``apcor``,
+        divided by the aperture correction's inverse) of isolated-ish bright stars, ``apcor``
+        and ``apcor_exact``, ``psf_peak_ratio`` and ``n_psf_stars`` (:func:`psf_model_truth`),
         ``measure_cpu_ms_per_object``.
     """
     import time
@@ -186,6 +220,7 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     return {"n_det": len(c), "n_det_per_ccd": len(c) * (2048 * 4096) / image.size,
             "dzp_mmag": 1e3 * zp.zp, "zp_err_mmag": 1e3 * zp.zp_err, "n_zp": zp.n_used,
             "bright_ratio": ratio, "n_bright": int(len(bi)), "apcor": apcor,
+            **psf_model_truth(f, psf), "n_psf_stars": psf.n_stars,
             "sky_bias_e": float(np.median(level - f.sky)),
             "measure_cpu_ms_per_object": 1e3 * t_meas / max(len(c), 1),
             "delta": zp.delta, "used": zp.used, "mag": s["mag"][ref][j[ok]]}

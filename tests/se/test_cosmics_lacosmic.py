@@ -111,6 +111,28 @@ def test_masked_pixels_and_sky_subtracted_input():
     np.testing.assert_array_equal(cr, cr2)
 
 
+def test_given_smooth_sky_gives_the_same_cosmic_rays():
+    """The detrending's smooth sky (process_ccd passes it) replaces the prefilter's own
+    estimate: the same tracks on a sky with a gradient; a sky far too high starves the
+    prefilter (so the argument is used), and a wrong shape is refused."""
+    from desgw.se.detrend import smooth_sky
+
+    rng = np.random.default_rng(21)
+    img, _ = star_field((512, 512), 4.0, 300.0, rng, n_side=5)
+    img += np.linspace(0.0, 400.0, 512, dtype=np.float32)[None, :]  # sky 300 -> 700 e-
+    for pix, a in tracks(img.shape, 60, rng, margin=20):
+        img[pix[:, 0], pix[:, 1]] += a
+    kw = dict(read_noise_e=RN, psf_fwhm_px=4.0)
+    own = find_cosmic_rays(img, None, **kw)
+    assert own.sum() > 100
+    sky = smooth_sky(img, None, mesh=128, subsample=4)
+    np.testing.assert_array_equal(find_cosmic_rays(img, None, smooth_sky_e=sky, **kw), own)
+    starved = find_cosmic_rays(img, None, smooth_sky_e=np.full(img.shape, 1e6, np.float32), **kw)
+    assert starved.sum() < 0.5 * own.sum()
+    with pytest.raises(ValueError, match="smooth_sky_e shape"):
+        find_cosmic_rays(img, None, smooth_sky_e=sky[:-1], **kw)
+
+
 def test_objlim_for_fwhm():
     assert objlim_for_fwhm(2.0) > objlim_for_fwhm(3.0) > objlim_for_fwhm(7.0) >= 3.0
     with pytest.raises(ValueError):

@@ -141,6 +141,20 @@ def test_database_records(env, done):
     assert sum(f.recovered for f in fakes) == s.n_fakes_recovered
     assert sum(d.is_fake for d in dets) == s.n_fakes_recovered
     assert {(u.template_expnum, u.template_ccdnum) for u in used} == set(s.templates_used)
+    # each template CCD's registration refinement is recorded with its use (schema 3)
+    assert all(u.reg_method in ("affine", "shift", "wcs") and u.reg_nstars is not None
+               for u in used)
+    d = Path(s.outdir)
+    (done_path,) = d.glob("*_diffdone.json")
+    regs = {(r["expnum"], r["ccdnum"]): r
+            for r in json.loads(done_path.read_text())["registration"]}
+    assert len(regs) == len(used)
+    for u in used:  # the same numbers as the products record
+        r = regs[(u.template_expnum, u.template_ccdnum)]
+        assert (u.reg_method, u.reg_nstars) == (r["method"], r["n_stars"])
+        assert u.reg_dx == pytest.approx(r["shift_x"]) and u.reg_dy == pytest.approx(r["shift_y"])
+        after = r["rms_after"]  # null in JSON where not finite (NULL in the database)
+        assert u.reg_rms_after == (None if after is None else pytest.approx(after))
 
 
 def test_resume_and_cli(env, done):

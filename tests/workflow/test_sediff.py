@@ -117,10 +117,16 @@ def test_template_mode_and_jump_to_calib(sim, tmp_path):
 
 
 @pytest.mark.slow
-def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
+def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff, monkeypatch):
     """Real SE of the templates' CCDs and calibration, then the fused search CCD (real SE,
     stand-in difference imaging) and the search calibration after it, in one process; a
     second run finds everything done."""
+    import desgw.diff.pipeline_products as pipeline_products
+
+    immask_reads = []
+    read_immask = pipeline_products.read_immask
+    monkeypatch.setattr(pipeline_products, "read_immask",
+                        lambda *a, **k: immask_reads.append(a) or read_immask(*a, **k))
     root, truth = sim
     (template,) = truth.template_expnums
     out = tmp_path / "out"
@@ -142,6 +148,8 @@ def test_real_sediff_with_calibration(sim, tmp_path, clean_env, fake_diff):
     prepared = sorted(p.name for p in out.rglob("*_tmplprep-*.dgt"))
     assert len(prepared) == len(truth.ccdnums(template)), prepared
     assert all(name.startswith(f"D{template:08d}_") for name in prepared)
+    # ... from the SE result in memory: no immask was read back to make them
+    assert immask_reads == []
     res = CliRunner().invoke(main, args)
     # the template's products exist now: it gets no task; the search's tasks are skipped
     assert res.exit_code == 0 and "2 tasks: 0 done, 2 skipped" in res.output, res.output

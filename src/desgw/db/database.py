@@ -162,9 +162,18 @@ def _migrate_1_to_2(conn: Connection) -> None:
                       "DEFAULT 'raw'"))
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    """Version 3: the registration of each template use (``templates_used.reg_*``, NULL for
+    the rows recorded before it)."""
+    for column, kind in (("reg_method", "VARCHAR(16)"), ("reg_nstars", "INTEGER"),
+                         ("reg_dx", "FLOAT"), ("reg_dy", "FLOAT"), ("reg_rms_before", "FLOAT"),
+                         ("reg_rms_after", "FLOAT")):
+        conn.execute(text(f"ALTER TABLE templates_used ADD COLUMN {column} {kind}"))
+
+
 #: Schema migrations: ``MIGRATIONS[v]`` upgrades a database of version ``v`` to ``v + 1``
 #: inside the caller's transaction (plain SQL, valid on SQLite and PostgreSQL).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_1_to_2}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def migrate_schema(conn: Connection, found: int, *, shown: str = "database") -> int:

@@ -31,7 +31,7 @@ __all__ = [
 #: Version of the table layout written by this desgw. History: 1 the first layout; 2 adds
 #: ``exposures.kind`` (``"raw"`` or ``"instcal"``: a raw DECam exposure or a Community Pipeline
 #: InstCal image), migrated by :func:`desgw.db.database.migrate_schema`.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Values of :attr:`ExposureRow.kind`.
 EXPOSURE_KINDS: tuple[str, ...] = ("raw", "instcal")
@@ -120,7 +120,9 @@ class ZeropointRow(Base):
 
 
 class TemplateUsedRow(Base):
-    """A template CCD used in the difference imaging of a search CCD."""
+    """A template CCD used in the difference imaging of a search CCD, with the registration
+    refinement applied to its WCS mapping (``reg_*``, template pixels; NULL when not recorded:
+    rows from before schema 3, or uses recorded without one)."""
 
     __tablename__ = "templates_used"
     __table_args__ = (UniqueConstraint("search_expnum", "search_ccdnum", "template_expnum",
@@ -130,6 +132,12 @@ class TemplateUsedRow(Base):
     search_ccdnum: Mapped[int] = mapped_column(Integer)
     template_expnum: Mapped[int] = mapped_column(ForeignKey("exposures.expnum"))
     template_ccdnum: Mapped[int] = mapped_column(Integer)
+    reg_method: Mapped[str | None] = mapped_column(String(16))
+    reg_nstars: Mapped[int | None] = mapped_column(Integer)
+    reg_dx: Mapped[float | None] = mapped_column(Float)
+    reg_dy: Mapped[float | None] = mapped_column(Float)
+    reg_rms_before: Mapped[float | None] = mapped_column(Float)
+    reg_rms_after: Mapped[float | None] = mapped_column(Float)
 
 
 class CandidateRow(Base):

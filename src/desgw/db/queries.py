@@ -153,7 +153,9 @@ def get_templates_used(db: Database, search_expnum: int) -> list[TemplateUse]:
                                          TemplateUsedRow.template_expnum,
                                          TemplateUsedRow.template_ccdnum)).all()
         return [TemplateUse(r.search_expnum, r.search_ccdnum, r.template_expnum,
-                            r.template_ccdnum) for r in rows]
+                            r.template_ccdnum, reg_method=r.reg_method, reg_nstars=r.reg_nstars,
+                            reg_dx=r.reg_dx, reg_dy=r.reg_dy, reg_rms_before=r.reg_rms_before,
+                            reg_rms_after=r.reg_rms_after) for r in rows]
 
 
 def _to_detection(r: DetectionRow) -> Detection:

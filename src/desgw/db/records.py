@@ -167,12 +167,34 @@ class Zeropoint:
 
 @dataclass(frozen=True)
 class TemplateUse:
-    """A template CCD used for a search CCD (a row of ``templates_used``)."""
+    """A template CCD used for a search CCD (a row of ``templates_used``).
+
+    The ``reg_*`` fields record the registration refinement of the template's WCS mapping
+    (:class:`desgw.diff.register.Registration`); None when not recorded.
+
+    Attributes
+    ----------
+    reg_method : {"affine", "shift", "wcs"} or None
+        What was fitted and applied; ``"wcs"``: the WCS mapping was kept.
+    reg_nstars : int or None
+        Matched stars in the fit.
+    reg_dx, reg_dy : float or None
+        Correction added to WCS-predicted template positions at the stars' mean position
+        (template pixels).
+    reg_rms_before, reg_rms_after : float or None
+        RMS 2-D residual of the matched stars before and after the correction (pixels).
+    """
 
     search_expnum: int
     search_ccdnum: int
     template_expnum: int
     template_ccdnum: int
+    reg_method: str | None = None
+    reg_nstars: int | None = None
+    reg_dx: float | None = None
+    reg_dy: float | None = None
+    reg_rms_before: float | None = None
+    reg_rms_after: float | None = None
 
 
 @dataclass(frozen=True)

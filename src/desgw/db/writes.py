@@ -97,6 +97,20 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _template_use_values(use: TemplateUse) -> dict[str, Any]:
+    """A ``templates_used`` row (non-finite registration numbers stored as NULL)."""
+    method = use.reg_method
+    if method is not None and method not in ("affine", "shift", "wcs"):
+        raise ValueError(f"registration method must be affine, shift or wcs, got {method!r}")
+    return {"search_expnum": int(use.search_expnum), "search_ccdnum": int(use.search_ccdnum),
+            "template_expnum": int(use.template_expnum),
+            "template_ccdnum": int(use.template_ccdnum), "reg_method": method,
+            "reg_nstars": _optional_int(use.reg_nstars), "reg_dx": _optional_float(use.reg_dx),
+            "reg_dy": _optional_float(use.reg_dy),
+            "reg_rms_before": _optional_float(use.reg_rms_before),
+            "reg_rms_after": _optional_float(use.reg_rms_after)}
+
+
 def _coerce(row: T | Mapping[str, Any], cls: type[T]) -> T:
     if isinstance(row, cls):
         return row
@@ -294,9 +308,7 @@ def record_templates_used(db: Database, uses: Iterable[TemplateUse]) -> int:
 
     A pair already stored is left as it is.
     """
-    values = [{"search_expnum": int(u.search_expnum), "search_ccdnum": int(u.search_ccdnum),
-               "template_expnum": int(u.template_expnum),
-               "template_ccdnum": int(u.template_ccdnum)} for u in uses]
+    values = [_template_use_values(u) for u in uses]
     if not values:
         return 0
     with db.write_session() as session:
@@ -567,9 +579,7 @@ def replace_ccd_results(db: Database, expnum: int, ccdnum: int, *,
         Bad values, a template use of another search CCD or a ``fake_id`` out of range.
     """
     expnum, ccdnum = int(expnum), int(ccdnum)
-    uses = [{"search_expnum": int(u.search_expnum), "search_ccdnum": int(u.search_ccdnum),
-             "template_expnum": int(u.template_expnum),
-             "template_ccdnum": int(u.template_ccdnum)} for u in templates_used]
+    uses = [_template_use_values(u) for u in templates_used]
     if any((u["search_expnum"], u["search_ccdnum"]) != (expnum, ccdnum) for u in uses):
         raise ValueError(f"a template use of another search CCD than {expnum}/{ccdnum}")
     new_fakes = [_coerce(r, NewFake) for r in fakes]

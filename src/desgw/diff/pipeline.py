@@ -211,6 +211,25 @@ def _empty(search: CCDProducts, flags: Sequence[str], timings: dict[str, float],
 
 
 @njit(cache=True, nogil=True)
+def _covered_counts(mask, bits, good, cover):  # pragma: no cover - numba
+    """Over the pixels with ``cover``: their number, those with ``bits`` in ``mask`` and those
+    not ``good`` (one pass)."""
+    ny, nx = mask.shape
+    n_cov = 0
+    n_masked = 0
+    n_bad = 0
+    for y in range(ny):
+        for x in range(nx):
+            if cover[y, x]:
+                n_cov += 1
+                if (mask[y, x] & bits) != 0:
+                    n_masked += 1
+                if not good[y, x]:
+                    n_bad += 1
+    return n_cov, n_masked, n_bad
+
+
+@njit(cache=True, nogil=True)
 def _inverse_kernel(weight):  # pragma: no cover - numba
     ny, nx = weight.shape
     out = np.empty((ny, nx), np.float32)
@@ -389,7 +408,8 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     # 5. fakes
     fakes = empty_fakes()
     if config.fakes and config.n_fakes > 0 and limit is not None:
-        plan_mask = search.mask | np.where(good, 0, EDGE).astype(np.int32)
+        plan_mask = np.array(search.mask, dtype=np.int32)
+        np.bitwise_or(plan_mask, np.int32(EDGE), out=plan_mask, where=~good)
         galaxies = search.catalog if config.fake_host_fraction > 0 else None
         host_fraction = config.fake_host_fraction if galaxies is not None else 0.0
         planned = plan_fakes(search.wcs, shape, plan_mask, n=config.n_fakes,
@@ -427,10 +447,10 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         meta.update(score_noise_factor=float(np.median(sub.meta["score_noise_factor"])),
                     diff_noise_factor=float(np.median(sub.meta["diff_noise_factor"])))
     # masked vs truly bad pixels over the template-covered area
-    n_cov = max(int(t_cover.sum()), 1)
-    meta.update(masked_fraction=float(np.count_nonzero((sub.mask & (UNUSABLE | EDGE)) != 0
-                                                       & t_cover) / n_cov),
-                bad_fraction=float(np.count_nonzero(~good & t_cover) / n_cov),
+    n_cov, n_masked, n_bad = _covered_counts(sub.mask, np.int32(UNUSABLE | EDGE), good,
+                                             t_cover)
+    n_cov = max(n_cov, 1)
+    meta.update(masked_fraction=n_masked / n_cov, bad_fraction=n_bad / n_cov,
                 mask_growth=dict(sub.meta.get("mask_growth", {})))
     del t_cover
     lap("subtract")

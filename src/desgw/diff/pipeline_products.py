@@ -75,6 +75,7 @@ __all__ = [
     "config_hash",
     "load_ccd_products",
     "load_template_products",
+    "prepare_template_from_memory",
     "template_settings_hash",
     "write_diff_products",
 ]
@@ -107,7 +108,8 @@ def load_ccd_products(immask: str | os.PathLike[str], *, psfmodel: str | os.Path
     """A processed CCD's products as :class:`CCDProducts`.
 
     Reads the immask (SCI/MSK/WGT, the fitted WCS and the header keywords ``MAGZERO``,
-    ``EXPTIME``, ``BAND``, ``QCPASS``, ``FWHMASEC``, ``PSFAPCOR``, ``EXPNUM``, ``CCDNUM``), the
+    ``EXPTIME``, ``BAND``, ``QCPASS``, ``FWHMASEC``, ``PSFAPCOR``, ``EXPNUM``, ``CCDNUM``,
+    ``AIRMASS``), the
     PSF model (``psf`` None when the file is absent), the fullcat (optional) and the CCD QC file
     (t_eff; optional). ``crop(wcs, shape)`` may choose a part of the CCD to read
     (:func:`desgw.io.products.read_immask`); the WCS and PSF model are then those of the
@@ -162,7 +164,8 @@ def _products(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, h: fits.H
         ccdnum=int(ccdnum if ccdnum is not None else h.get("CCDNUM", -1)),
         catalog=catalog, qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_float_key(h, "FWHMASEC", math.nan), t_eff=t_eff,
-        psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted)
+        psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted,
+        airmass=_float_key(h, "AIRMASS", math.nan))
 
 
 def template_settings_hash(config: DiffConfig) -> str:
@@ -233,6 +236,62 @@ def load_template_products(immask: str | os.PathLike[str], *,
     return _products(prep.image, prep.mask, prep.weight, prep.header, prep.wcs, prep.origin,
                      psfmodel=psfmodel, fullcat=fullcat, qc=qc, band=band, expnum=expnum,
                      ccdnum=ccdnum, sky_subtracted=True)
+
+
+def prepare_template_from_memory(immask: str | os.PathLike[str], image: np.ndarray,
+                                 mask: np.ndarray, weight: np.ndarray, header: fits.Header, *,
+                                 config: DiffConfig | None = None) -> Path:
+    """Write a template CCD's prepared form from its SE result in memory, right after SE
+    wrote its immask: what :func:`load_template_products` would make from that immask,
+    without decompressing it again (~0.45 CPU-s per CCD) and without the immask's own
+    quantisation (the prepared file quantises once, sigma / 16).
+
+    Parameters
+    ----------
+    immask : path-like
+        The immask just written from these planes (its stamp is the prepared file's key).
+    image : numpy.ndarray
+        The SE image (e-, sky not subtracted), float32, shape (ny, nx).
+    mask : numpy.ndarray
+        Its mask bits (integer), same shape.
+    weight : numpy.ndarray
+        Its inverse variance (e-**-2), same shape.
+    header : astropy.io.fits.Header
+        The immask's SCI header (:func:`desgw.io.products.immask_sci_header`: keywords and WCS).
+    config : DiffConfig, optional
+        Difference-imaging settings whose sky the file holds (default: the defaults).
+
+    Returns
+    -------
+    pathlib.Path
+        The prepared file.
+
+    Raises
+    ------
+    MissingFileError
+        No immask at ``immask``.
+    OSError
+        The file cannot be written.
+    """
+    from desgw.io.prepared_template import (
+        preparation_lock,
+        prepared_path,
+        source_stamp,
+        write_prepared,
+    )
+
+    from .pipeline_steps import subtract_sky
+
+    config = DiffConfig() if config is None else config
+    key = template_settings_hash(config)
+    source = source_stamp(immask)
+    ppath = prepared_path(immask, key)
+    msk = np.asarray(mask).astype(np.int32, copy=False)
+    sub, sky, rms = subtract_sky(np.asarray(image, dtype=np.float32), msk, config)
+    with preparation_lock(ppath):
+        write_prepared(ppath, sub, msk, np.asarray(weight, dtype=np.float32), header,
+                       source=source, settings_hash=key, sky=sky, sky_rms=rms)
+    return ppath
 
 
 def _prepare_template(immask: str | os.PathLike[str], ppath: Path, source: dict[str, Any],
@@ -374,7 +433,7 @@ def write_diff_products(result: DiffResult, paths: DiffProductPaths, *,
     cat_header = fits.Header()
     if header is not None:
         for key in ("EXPNUM", "CCDNUM", "BAND", "MAGZERO", "ZPSTAMP", "DESGWRP", "DIFFSEAS",
-                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE"):
+                    "DIFFVER", "DIFFCFG", "RBTHRESH", "ZPMODE", "ZPSOURCE", "MAGZERR"):
             if key in header:
                 cat_header[key] = header[key]
     with warnings.catch_warnings():

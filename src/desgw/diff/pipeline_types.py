@@ -117,6 +117,9 @@ class CCDProducts:
         ``image`` has its sky removed already (a prepared template CCD,
         :func:`desgw.diff.pipeline_products.load_template_products`): the difference imaging
         does not estimate it again.
+    airmass : float
+        Airmass of the exposure (header ``AIRMASS``; NaN when unknown): for a nominal
+        zeropoint (:mod:`desgw.se.nominal_zp`) when none can be measured.
     """
 
     image: np.ndarray
@@ -135,6 +138,7 @@ class CCDProducts:
     t_eff: float = float("nan")
     psf_apcor: float = 1.0
     sky_subtracted: bool = False
+    airmass: float = float("nan")
 
     @property
     def shape(self) -> tuple[int, int]:

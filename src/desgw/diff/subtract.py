@@ -236,17 +236,65 @@ def _add_source_var(img, var, gain):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _blank(mask, bits, diff, diff_var, score, flux, flux_err):  # pragma: no cover - numba
-    """Blank the outputs at unusable pixels and where the score is undefined."""
+def _blank(mask, bits, diff, diff_var, score, flux, flux_err, out_mask,
+           out_bits):  # pragma: no cover - numba
+    """Blank the outputs at unusable pixels and where the score is undefined; return the
+    numbers of pixels with ``bits`` in ``mask`` and with ``out_bits`` in ``out_mask``."""
     ny, nx = mask.shape
+    n_bad = 0
+    n_out = 0
     for y in range(ny):
         for x in range(nx):
-            if (mask[y, x] & bits) != 0 or flux_err[y, x] == np.inf:
+            if (out_mask[y, x] & out_bits) != 0:
+                n_out += 1
+            bad = (mask[y, x] & bits) != 0
+            if bad:
+                n_bad += 1
+            if bad or flux_err[y, x] == np.inf:
                 diff[y, x] = 0.0
                 diff_var[y, x] = np.inf
                 score[y, x] = 0.0
                 flux[y, x] = 0.0
                 flux_err[y, x] = np.inf
+    return n_bad, n_out
+
+
+@njit(cache=True, nogil=True)
+def _scan_mask(combined, bits, edge_bit):  # pragma: no cover - numba
+    """One pass over the combined mask: a copy of it, the uint8 map of ``edge_bit``, whether
+    any pixel has it, and the sorted flat indices of the pixels with any of ``bits``."""
+    ny, nx = combined.shape
+    out = np.empty((ny, nx), np.int32)
+    edge = np.empty((ny, nx), np.uint8)
+    any_edge = False
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            m = combined[y, x]
+            out[y, x] = m
+            e = (m & edge_bit) != 0
+            edge[y, x] = e
+            any_edge |= e
+            if (m & bits) != 0:
+                n += 1
+    idx = np.empty(n, np.int64)
+    j = 0
+    for y in range(ny):
+        for x in range(nx):
+            if (combined[y, x] & bits) != 0:
+                idx[j] = y * nx + x
+                j += 1
+    return out, edge, any_edge, idx
+
+
+@njit(cache=True, nogil=True)
+def _or_where(out, grown, bit):  # pragma: no cover - numba
+    """``out |= bit`` where ``grown`` (uint8) is set."""
+    ny, nx = out.shape
+    for y in range(ny):
+        for x in range(nx):
+            if grown[y, x]:
+                out[y, x] |= bit
 
 
 def dilate_mask_bits(mask: np.ndarray, bits: int, radius: int) -> np.ndarray:
@@ -355,13 +403,12 @@ def _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
 
 
 @njit(cache=True, nogil=True)
-def _grow_clusters(idx, lab, masked, combined, bits, r_cl, min_px,
-                   out):  # pragma: no cover - numba
+def _grow_clusters(idx, lab, combined, bits, r_cl, min_px, out):  # pragma: no cover - numba
     """OR into ``out`` the ``bits`` of each pixel of a cluster ``k`` with ``r_cl[k] >
     min_px``, grown by a (2 r + 1)-square box. Only the pixels on a cluster's boundary write
     their box: a pixel whose 8 neighbours all carry its bits is covered by the boxes of the
     boundary pixels between it and any point of its box (Chebyshev distance)."""
-    ny, nx = masked.shape
+    ny, nx = combined.shape
     for i in range(idx.size):
         r = r_cl[lab[i]]
         if r <= min_px:
@@ -374,7 +421,7 @@ def _grow_clusters(idx, lab, masked, combined, bits, r_cl, min_px,
         if inner:
             for yy in range(y - 1, y + 2):
                 for xx in range(x - 1, x + 2):
-                    if not masked[yy, xx] or (combined[yy, xx] & bits) != v:
+                    if (combined[yy, xx] & bits) != v:  # v != 0: also "not masked"
                         inner = False
         if inner:
             continue
@@ -391,19 +438,16 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     pixels grown by the radius its missing flux needs (module docstring, *Mask growth*), at
     least ``config.dilate_min_px``; also the numbers of clusters grown by each rule."""
     bits = int(config.dilate_bits) & ~maskbits.EDGE
-    out = combined.copy()
-    edge = (combined & maskbits.EDGE) != 0
-    if radius > 0 and edge.any():
+    out, edge, any_edge, idx = _scan_mask(combined, np.int32(bits), np.int32(maskbits.EDGE))
+    if radius > 0 and any_edge:
         # one bit: a box dilation of a boolean map (O(1) per pixel)
-        grown = box_any(edge.view(np.uint8), radius, radius).view(bool)
-        np.bitwise_or(out, np.int32(maskbits.EDGE), out=out, where=grown)
-    masked = (combined & bits) != 0
+        _or_where(out, box_any(edge, radius, radius), np.int32(maskbits.EDGE))
+    del edge
     if config.dilate_min_px > 0:
         out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))
     stats = {"clusters": 0, "grown_source": 0, "grown_unknown": 0}
-    if not masked.any() or radius <= 0:
+    if idx.size == 0 or radius <= 0:
         return out, stats
-    idx = np.flatnonzero(masked)
     lab, n = _label_sparse(idx, int(combined.shape[1]))
     stats["clusters"] = int(n)
     flux, var, unknown = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk,
@@ -426,7 +470,7 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     r_cl = np.where(unknown, radius, np.minimum(np.ceil(need), radius)).astype(int)
     stats["grown_source"] = int(np.sum(source & ~unknown & (r_cl > config.dilate_min_px)))
     stats["grown_unknown"] = int(np.sum(unknown))
-    _grow_clusters(idx, lab, masked, combined, np.int32(bits), r_cl.astype(np.int64),
+    _grow_clusters(idx, lab, combined, np.int32(bits), r_cl.astype(np.int64),
                    int(config.dilate_min_px), out)
     return out, stats
 
@@ -519,12 +563,13 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
                                    bad_bits, radius, max(fwhm_n, fwhm_r), config)
     else:
         mask = dilate_mask_bits(combined, grow, radius)
-    bad_fraction = float(np.mean((combined & bad_bits) != 0))
-    masked_fraction = float(np.mean((mask & (bad_bits | grow)) != 0))
     # zogy's output arrays are ours: blank in place.
     diff, diff_var, score = res.diff, res.diff_var, res.score
     flux, flux_err = res.flux, res.flux_err
-    _blank(combined, np.int32(bad_bits), diff, diff_var, score, flux, flux_err)
+    n_bad, n_masked = _blank(combined, np.int32(bad_bits), diff, diff_var, score, flux,
+                             flux_err, mask, np.int32(bad_bits | grow))
+    bad_fraction = n_bad / combined.size
+    masked_fraction = n_masked / combined.size
     seconds = time.perf_counter() - t0
     meta: dict[str, Any] = {
         "scale": scale, "zp_search": float(zp_search), "zp_template": float(zp_template),

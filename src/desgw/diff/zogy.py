@@ -40,9 +40,9 @@ zero-filled beyond the image with zero variance, which leaves the noise propagat
 both PSFs are rendered at each tile centre, the filters built, and the tile interiors stitched.
 The filters are built on a small ``kernel_size`` grid (default ``2 * border``: a kernel wider
 than the border would be wrong at tile edges anyway) in float64 and carried to the tile grid
-with a pruned FFT (row transforms of the kernel's rows only); the data FFTs are float32
-``scipy.fft`` with ``workers=1``. The phase ramp that centres the kernels is computed once per
-tile shape (:class:`TilePlan`).
+with a pruned FFT (row transforms of the kernel's rows only), placed with their centre at the
+origin of the tile grid (wrapped around, so no phase ramp); the data FFTs are float32
+``scipy.fft`` with ``workers=1``.
 
 Cost per tile: 4 forward data FFTs (N, R and their variance maps), 4 inverse (D, S, V(S),
 V(D)), and 8 pruned kernel transforms (the D and S filters and their squares, in one batch) of
@@ -320,11 +320,10 @@ def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, va
 
 @dataclass(frozen=True)
 class TilePlan:
-    """Per tile-shape set-up, computed once: shape, kernel grid and the centring phase ramp."""
+    """Per tile-shape set-up, computed once: shape, kernel grid and the astrometric gradients."""
 
     shape: tuple[int, int]
     kernel_size: int
-    ramp: np.ndarray = field(repr=False)  # (Ty, Tx//2+1) complex64
     gx: np.ndarray = field(repr=False)  # (1, Tx//2+1) complex64: 2 pi i fx
     gy: np.ndarray = field(repr=False)  # (Ty, 1) complex64: 2 pi i fy
 
@@ -335,33 +334,31 @@ class TilePlan:
     def kernel_hats(self, kernels: np.ndarray) -> np.ndarray:
         """:meth:`kernel_hat` of a stack of (K, K) kernels at once: (n, Ty, Tx//2+1) complex64.
 
-        Pruned: the row transforms run over the K kernel rows only, the column transforms
-        over the zero-padded columns (Ty points).
+        The kernels are placed on the tile grid with their centre at the origin (wrapped
+        around: no phase ramp to apply). Pruned: the row transforms run over the K kernel
+        rows only, the column transforms over the zero-padded columns (Ty points).
         """
         ty, tx = self.shape
         k = self.kernel_size
+        h = k // 2
         n = kernels.shape[0]
         a = np.zeros((n, k, tx), np.float32)
-        a[:, :, :k] = kernels
+        a[:, :, :k - h] = kernels[:, :, h:]
+        a[:, :, tx - h:] = kernels[:, :, :h]
+        rows = sfft.rfft(a, axis=2, workers=1)
         x = np.zeros((n, ty, tx // 2 + 1), np.complex64)
-        x[:, :k] = sfft.rfft(a, axis=2, workers=1)
-        x = sfft.fft(x, axis=1, workers=1, overwrite_x=True)
-        x *= self.ramp
-        return x
+        x[:, :k - h] = rows[:, h:]
+        x[:, ty - h:] = rows[:, :h]
+        return sfft.fft(x, axis=1, workers=1, overwrite_x=True)
 
 
 @lru_cache(maxsize=8)
 def tile_plan(shape: tuple[int, int], kernel_size: int) -> TilePlan:
     """The :class:`TilePlan` for a tile shape (cached per process)."""
     ty, tx = shape
-    c = kernel_size // 2
-    fy = np.arange(ty) / ty
-    fx = np.arange(tx // 2 + 1) / tx
-    ramp = (np.exp(2j * np.pi * c * fy)[:, None] * np.exp(2j * np.pi * c * fx)[None, :])
     gy = (2j * np.pi * np.fft.fftfreq(ty))[:, None].astype(np.complex64)
     gx = (2j * np.pi * np.fft.rfftfreq(tx))[None, :].astype(np.complex64)
-    return TilePlan(shape=(ty, tx), kernel_size=kernel_size, ramp=ramp.astype(np.complex64),
-                    gx=gx, gy=gy)
+    return TilePlan(shape=(ty, tx), kernel_size=kernel_size, gx=gx, gy=gy)
 
 
 @dataclass(frozen=True)

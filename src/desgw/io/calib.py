@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -42,6 +42,7 @@ from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingCC
 
 from ._fitsutil import clean_header, hdu_label, index_ccds, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
+from .fitsindex import FitsIndex, open_indexed
 
 __all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib",
            "LINEARITY_COLUMNS", "LinearityTable", "linearity_problem", "write_linearity",
@@ -223,9 +224,17 @@ class CalibFile:
                  expected_shape: tuple[int, int] | None = TRIMMED_SHAPE) -> None:
         self.path = Path(path)
         self.expected_shape = None if expected_shape is None else tuple(expected_shape)
-        self._hdul = open_fits(self.path)
+        self._hdul: fits.HDUList | None = None
+        # cfitsio, indexed once per process and file version (desgw.io.fitsindex)
+        self._fx: FitsIndex | None = open_indexed(self.path)
+        if self._fx is None:
+            self._hdul = open_fits(self.path)
         try:
-            self.header, self._index, _ = index_ccds(self._hdul, self.path)
+            if self._fx is not None:
+                self.header, self._index = self._fx.header(0), self._fx.by_ccdnum
+            else:
+                assert self._hdul is not None
+                self.header, self._index, _ = index_ccds(self._hdul, self.path)
             found = str(self.header.get("CALTYPE", "")).strip()
             if not found:
                 raise HeaderError(self.path, 0, "missing header keyword CALTYPE (not a desgw "
@@ -237,7 +246,7 @@ class CalibFile:
                                   keyword="CALTYPE")
             self.kind: CalibKind = CALIB_KINDS[found]
         except BaseException:
-            self._hdul.close()
+            self.close()
             raise
 
     @property
@@ -269,16 +278,29 @@ class CalibFile:
             raise MissingCCDError(self.path, None, f"CCD {ccdnum} is not in the {self.kind.name} "
                                   f"file; CCDNUMs present: {list(self.ccdnums)}",
                                   present=self.ccdnums) from None
-        hdu = self._hdul[index]
-        label = hdu_label(index, hdu)
-        bitpix = hdu.header.get("BITPIX")
+        if self._fx is not None:
+            label = self._fx.labels[index]
+            header = self._fx.peek_header(index)
+        else:
+            assert self._hdul is not None
+            hdu = self._hdul[index]
+            label = hdu_label(index, hdu)
+            header = hdu.header
+        bitpix = header.get("BITPIX")
         if self.kind.is_mask and bitpix not in (8, 16, 32):
             raise DataTypeError(self.path, label, f"bpm must be an integer image, found "
                                 f"BITPIX = {bitpix}")
         if not self.kind.is_mask and bitpix != -32:
             raise DataTypeError(self.path, label, f"{self.kind.name} must be float32 "
                                 f"(BITPIX = -32), found BITPIX = {bitpix}")
-        data = read_hdu_pixels(hdu, self.path, label)
+        if self._fx is not None:
+            naxis = header.get("NAXIS", 0)
+            if naxis != 2:
+                raise DataTypeError(self.path, label, f"expected a 2-D image, found NAXIS = "
+                                    f"{naxis}")
+            data = self._fx.read_image(index)
+        else:
+            data = read_hdu_pixels(hdu, self.path, label)
         if self.expected_shape is not None and data.shape != self.expected_shape:
             raise DataTypeError(self.path, label, f"{self.kind.name} image has shape "
                                 f"{data.shape}, expected {self.expected_shape}")
@@ -287,8 +309,10 @@ class CalibFile:
         return data.astype(np.float32, copy=False)
 
     def close(self) -> None:
-        """Close the file."""
-        self._hdul.close()
+        """Close the file (a cfitsio handle stays in the per-process cache for the next CCD)."""
+        if self._hdul is not None:
+            self._hdul.close()
+        self._fx = None
 
     def __enter__(self) -> CalibFile:
         return self
@@ -463,25 +487,21 @@ def read_linearity(path: str | os.PathLike[str], ccdnum: int) -> LinearityTable:
     """
     p = Path(path)
     ccdnum = int(ccdnum)
+    fx = open_indexed(p)  # cfitsio, indexed once per process and file version
+    if fx is not None:
+        _check_linearity_caltype(p, fx.peek_header(0))
+        index = _linearity_hdu(p, ccdnum, fx.by_ccdnum, fx.by_name, len(fx))
+        label = fx.labels[index]
+        if not fx.is_table(index):
+            raise DataTypeError(p, label, f"expected a binary table with columns "
+                                f"{', '.join(LINEARITY_COLUMNS)}, found an image HDU")
+        rows = fx.read_table(index)
+        names = list(rows.dtype.names or ())
+        return _linearity_from_columns(p, label, ccdnum, names, lambda n: rows[n])
     with open_fits(p) as hdul:
         primary, by_ccdnum, by_name = index_ccds(hdul, p)
-        found = str(primary.get("CALTYPE", "")).strip()
-        if found and found != "linearity":
-            raise HeaderError(p, 0, f"CALTYPE is {found!r}, expected 'linearity'",
-                              keyword="CALTYPE")
-        index = by_ccdnum.get(ccdnum)
-        present = tuple(sorted(by_ccdnum))
-        if index is None and not by_ccdnum:
-            try:
-                index = by_name.get(_detpos(ccdnum).upper())
-            except KeyError:
-                index = None
-            if index is None and 1 <= ccdnum < len(hdul):
-                index = ccdnum  # DECam layout: HDU number = CCDNUM
-            present = tuple(range(1, len(hdul)))
-        if index is None:
-            raise MissingCCDError(p, None, f"CCD {ccdnum} is not in the linearity file; "
-                                  f"CCDNUMs present: {list(present)}", present=present)
+        _check_linearity_caltype(p, primary)
+        index = _linearity_hdu(p, ccdnum, by_ccdnum, by_name, len(hdul))
         hdu = hdul[index]
         label = hdu_label(index, hdu)
         if not isinstance(hdu, fits.BinTableHDU):
@@ -489,19 +509,50 @@ def read_linearity(path: str | os.PathLike[str], ccdnum: int) -> LinearityTable:
                                 f"{', '.join(LINEARITY_COLUMNS)}, found {type(hdu).__name__}")
         try:
             data = hdu.data
-            names = {n.upper(): n for n in data.columns.names}
+            names = list(data.columns.names)
         except Exception as exc:  # astropy raises assorted types here
             raise CorruptFileError(p, label, f"cannot read the table ({exc})") from exc
-        missing = [c for c in LINEARITY_COLUMNS if c not in names]
-        if missing:
-            raise DataTypeError(p, label, f"missing column(s) {missing}; found "
-                                f"{list(data.columns.names)}")
-        arrays = []
-        for c in LINEARITY_COLUMNS:
-            col = np.asarray(data[names[c]])
-            if not (np.issubdtype(col.dtype, np.floating) or np.issubdtype(col.dtype, np.integer)):
-                raise DataTypeError(p, label, f"column {c} must be numeric, got {col.dtype}")
-            arrays.append(col.astype(np.float64))
+        return _linearity_from_columns(p, label, ccdnum, names, lambda n: data[n])
+
+
+def _check_linearity_caltype(p: Path, primary: fits.Header) -> None:
+    found = str(primary.get("CALTYPE", "")).strip()
+    if found and found != "linearity":
+        raise HeaderError(p, 0, f"CALTYPE is {found!r}, expected 'linearity'",
+                          keyword="CALTYPE")
+
+
+def _linearity_hdu(p: Path, ccdnum: int, by_ccdnum: Mapping[int, int],
+                   by_name: Mapping[str, int], n_hdus: int) -> int:
+    """HDU index of CCD ``ccdnum`` in a linearity file: by CCDNUM, else EXTNAME, else number."""
+    index = by_ccdnum.get(ccdnum)
+    present = tuple(sorted(by_ccdnum))
+    if index is None and not by_ccdnum:
+        try:
+            index = by_name.get(_detpos(ccdnum).upper())
+        except KeyError:
+            index = None
+        if index is None and 1 <= ccdnum < n_hdus:
+            index = ccdnum  # DECam layout: HDU number = CCDNUM
+        present = tuple(range(1, n_hdus))
+    if index is None:
+        raise MissingCCDError(p, None, f"CCD {ccdnum} is not in the linearity file; "
+                              f"CCDNUMs present: {list(present)}", present=present)
+    return index
+
+
+def _linearity_from_columns(p: Path, label: str | int, ccdnum: int, found: list[str],
+                            column: Callable[[str], np.ndarray]) -> LinearityTable:
+    names = {n.upper(): n for n in found}
+    missing = [c for c in LINEARITY_COLUMNS if c not in names]
+    if missing:
+        raise DataTypeError(p, label, f"missing column(s) {missing}; found {found}")
+    arrays = []
+    for c in LINEARITY_COLUMNS:
+        col = np.asarray(column(names[c]))
+        if not (np.issubdtype(col.dtype, np.floating) or np.issubdtype(col.dtype, np.integer)):
+            raise DataTypeError(p, label, f"column {c} must be numeric, got {col.dtype}")
+        arrays.append(col.astype(np.float64))
     problem = linearity_problem(*arrays)
     if problem is not None:
         raise DataTypeError(p, label, f"CCD {ccdnum}: {problem}")

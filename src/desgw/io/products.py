@@ -49,6 +49,7 @@ from .fitscodec import NOISE_QUANTIZE_LEVEL, Plane, noise_step, weight_step, wri
 __all__ = [
     "IMMASK_QUANTIZE_LEVEL",
     "ImMask",
+    "immask_sci_header",
     "write_immask",
     "read_immask",
     "write_fits_table",
@@ -173,13 +174,7 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
     if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
         raise DataTypeError(final, "WGT", "WGT must be finite and >= 0")
 
-    sci_hdr = clean_header(header)
-    if wcs is not None:
-        for card in _wcs_cards(sci_hdr).cards:
-            del sci_hdr[card.keyword]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            sci_hdr.update(wcs.to_header(relax=True))
+    sci_hdr = immask_sci_header(header, wcs)
     wcs_hdr = _wcs_cards(sci_hdr)
     planes = [
         Plane("SCI", s, sci_hdr,
@@ -190,6 +185,20 @@ def write_immask(path: str | os.PathLike[str], sci: np.ndarray, msk: np.ndarray,
     write_planes(final, planes)
     log.debug("wrote immask %s", final)
     return final
+
+
+def immask_sci_header(header: fits.Header | None, wcs: WCS | None = None) -> fits.Header:
+    """The SCI header :func:`write_immask` writes (and :func:`read_immask` gives back):
+    ``header`` without structural keywords, its WCS keywords replaced by ``wcs``'s
+    (``relax=True``: TPV/SIP kept) when ``wcs`` is given."""
+    sci_hdr = clean_header(header)
+    if wcs is not None:
+        for card in _wcs_cards(sci_hdr).cards:
+            del sci_hdr[card.keyword]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            sci_hdr.update(wcs.to_header(relax=True))
+    return sci_hdr
 
 
 def read_immask(path: str | os.PathLike[str], *,

@@ -29,6 +29,7 @@ from desgw.errors import DataTypeError, HeaderError, MissingCCDError
 from ._fitsutil import (clean_header, header_float, header_int, header_str, hdu_label,
                         index_ccds, iter_hdus_checked, open_fits, read_hdu_pixels)
 from .atomic import atomic_write_path
+from .fitsindex import FitsIndex, open_indexed
 from .sections import Section, section_from_header
 
 __all__ = [
@@ -456,7 +457,10 @@ class RawExposure:
     """A raw DECam exposure file, opened once; CCDs read one at a time by CCDNUM.
 
     Opening reads only the headers (the compressed data of an fpacked file are not touched),
-    so building the CCDNUM map of a 1 GB file is quick. :meth:`read_ccd` reads and
+    so building the CCDNUM map of a 1 GB file is quick; the file is opened with cfitsio and
+    its index kept per process (:func:`desgw.io.fitsindex.open_indexed`: the next CCD of the
+    same, unchanged file opens it in microseconds), or with astropy when cfitsio cannot read
+    it (astropy's checks then name what is wrong). :meth:`read_ccd` reads and
     decompresses only the HDU of the requested CCD.
 
     Parameters
@@ -479,13 +483,20 @@ class RawExposure:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._closed = False
-        self._hdul = open_fits(self.path)
-        try:
-            primary, self._index, _ = index_ccds(self._hdul, self.path)
-            self._header = exposure_header_from_fits(primary, self.path)
-        except BaseException:
-            self._hdul.close()
-            raise
+        self._hdul: fits.HDUList | None = None
+        # cfitsio, indexed once per process and file version (desgw.io.fitsindex)
+        self._fx: FitsIndex | None = open_indexed(self.path)
+        if self._fx is not None:
+            self._index = self._fx.by_ccdnum
+            self._header = exposure_header_from_fits(self._fx.header(0), self.path)
+        else:
+            self._hdul = open_fits(self.path)
+            try:
+                primary, self._index, _ = index_ccds(self._hdul, self.path)
+                self._header = exposure_header_from_fits(primary, self.path)
+            except BaseException:
+                self._hdul.close()
+                raise
         log.debug("opened raw exposure %s: %d CCDs", self.path, len(self._index))
 
     @property
@@ -508,6 +519,9 @@ class RawExposure:
 
     def ccd_header(self, ccdnum: int) -> fits.Header:
         """The extension header of CCD ``ccdnum`` (no pixel data are read)."""
+        if self._fx is not None:
+            return self._fx.header(self.hdu_index(ccdnum))
+        assert self._hdul is not None
         return self._hdul[self.hdu_index(ccdnum)].header.copy()
 
     def read_ccd(self, ccdnum: int) -> RawCCD:
@@ -527,17 +541,31 @@ class RawExposure:
         if self._closed:
             raise ValueError(f"{self.path}: read_ccd on a closed RawExposure")
         index = self.hdu_index(ccdnum)
-        hdu = self._hdul[index]
-        label = hdu_label(index, hdu)
-        header = hdu.header.copy()
-        _check_raw_dtype(header, self.path, label)
-        data = read_hdu_pixels(hdu, self.path, label)
+        if self._fx is not None:
+            label = self._fx.labels[index]
+            header = self._fx.header(index)
+            _check_raw_dtype(header, self.path, label)
+            naxis = header.get("NAXIS", 0)
+            if naxis != 2:
+                raise DataTypeError(self.path, label, f"expected a 2-D image, found NAXIS = "
+                                    f"{naxis}")
+            data = self._fx.read_image(index)
+        else:
+            assert self._hdul is not None
+            hdu = self._hdul[index]
+            label = hdu_label(index, hdu)
+            header = hdu.header.copy()
+            _check_raw_dtype(header, self.path, label)
+            data = read_hdu_pixels(hdu, self.path, label)
         return raw_ccd_from_hdu(header, data, path=self.path, hdu=index)
 
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Close the file (idempotent). A cfitsio handle stays open in the per-process cache
+        (:mod:`desgw.io.fitsindex`) for the next CCD of the same exposure."""
         self._closed = True
-        self._hdul.close()
+        if self._hdul is not None:
+            self._hdul.close()
+        self._fx = None
 
     def __enter__(self) -> RawExposure:
         return self

@@ -16,7 +16,10 @@ Algorithm
    repeated for a few trial rotations of the detections about the CCD centre (steps small
    enough that the rotation moves the CCD corners by less than one bin) and the strongest,
    significant peak wins. Nothing assumes that the header is right to a pixel; galaxies,
-   artefacts and missing Gaia stars only add a flat background to the histogram.
+   artefacts and missing Gaia stars only add a flat background to the histogram. When no
+   peak is significant and magnitudes are given, the vote is repeated with fainter
+   references (``vote_ref_depth``): in a dense field the brightest Gaia stars are saturated
+   in the image, so the brightest usable detections are fainter ones.
 3. **Match, fit, re-match.** Mutual-nearest matches within a radius that starts at
    ``initial_match_radius_arcsec`` and shrinks to ``match_radius_nsigma`` times the fit rms
    (never below ``final_match_radius_arcsec``); first an affine fit (order 1), then order 3
@@ -122,6 +125,11 @@ class AstrometryConfig:
     max_vote_pairs : int
         Cap on detections x references in the vote (per trial rotation): beyond it the side
         without a brightness ordering is thinned evenly (crowded fields without fluxes).
+    vote_ref_depth : int
+        When the vote of the brightest references fails and magnitudes are given, it is
+        repeated with references of fainter ranks (windows of ``n_vote_refs``, half
+        overlapping) down to rank ``vote_ref_depth * n_vote_refs``: in dense fields the
+        brightest Gaia stars are saturated and absent from the usable detections.
     initial_match_radius_arcsec : float
         Match radius after the vote (must hold the header's scale and distortion errors).
     final_match_radius_arcsec : float
@@ -160,6 +168,7 @@ class AstrometryConfig:
     n_vote_detections: int = 150
     n_vote_refs: int = 150
     max_vote_pairs: int = 500_000
+    vote_ref_depth: int = 4
     initial_match_radius_arcsec: float = 6.0
     final_match_radius_arcsec: float = 0.5
     match_radius_nsigma: float = 5.0
@@ -200,7 +209,7 @@ class AstrometryConfig:
         if self.sip_order is not None and not 1 <= self.sip_order <= self.max_sip_order:
             raise bad(f"sip_order must be in 1..max_sip_order, got {self.sip_order}")
         for name in ("n_vote_detections", "n_vote_refs", "max_clip_iter", "max_iter",
-                     "max_vote_pairs"):
+                     "max_vote_pairs", "vote_ref_depth"):
             if getattr(self, name) < 1:
                 raise bad(f"{name} must be >= 1")
 
@@ -743,6 +752,23 @@ def solve_wcs(
     theta, offset, signif, n_peak = _vote(det_t[vd], ref_t[vr], cfg, half_diag)
     logger.debug("vote: rotation %.3f deg, offset %s arcsec, %.1f sigma, %d pairs",
                  theta, offset, signif, n_peak)
+    if signif < cfg.min_vote_significance and "ref_mag" in extras and vr.size < ref_t.shape[0]:
+        # In a dense (low-latitude) field the brightest references are saturated or blended
+        # in the image, so they are missing from the brightest detections: vote again with
+        # the references of the next brightness ranks (windows of the same size, half
+        # overlapping, down to ``vote_ref_depth`` times the first), the first that passes.
+        rank = np.argsort(np.nan_to_num(extras["ref_mag"][ref_idx], nan=np.inf), kind="stable")
+        n_w = vr.size
+        last = min((cfg.vote_ref_depth - 1) * n_w, rank.size - n_w // 2 - 1)
+        for start in range(n_w // 2, last + 1, max(n_w // 2, 1)):
+            vr2 = rank[start:start + n_w]
+            th_w, off_w, sig_w, np_w = _vote(det_t[vd], ref_t[vr2], cfg, half_diag)
+            logger.debug("vote, references of ranks %d-%d: %.1f sigma", start,
+                         start + vr2.size, sig_w)
+            if sig_w > signif:
+                theta, offset, signif, n_peak = th_w, off_w, sig_w, np_w
+            if signif >= cfg.min_vote_significance:
+                break
     if signif < cfg.min_vote_significance:
         raise solver.error(f"no significant offset peak in the vote ({signif:.1f} sigma)", n_peak)
 

@@ -106,11 +106,13 @@ def objlim_for_fwhm(psf_fwhm_px: float) -> float:
     return float(np.clip(5.0 * (3.0 / fwhm), 3.0, 8.0))
 
 
-def _sky_array(image: np.ndarray, bad: np.ndarray, sky_e: float | np.ndarray | None
-               ) -> tuple[np.ndarray, np.ndarray]:
+def _sky_array(image: np.ndarray, bad: np.ndarray, sky_e: float | np.ndarray | None,
+               smooth_sky_e: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(sky already in the image, sky subtracted from the image) as 2-D arrays: the smooth
     sky as the float32 it is computed in (the kernels promote each value to float64 exactly;
     a float64 copy of the CCD cost ~30 ms), else float64."""
+    if sky_e is None and smooth_sky_e is not None:
+        return np.ascontiguousarray(smooth_sky_e, dtype=np.float32), np.zeros((1, 1))
     if sky_e is None:  # the image holds its sky: estimate a smooth one for the prefilter only
         from .detrend import smooth_sky
         mesh = 256 if min(image.shape) >= 256 else max(8, min(image.shape) // 2 // 4 * 4)
@@ -125,7 +127,8 @@ def _sky_array(image: np.ndarray, bad: np.ndarray, sky_e: float | np.ndarray | N
 def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
                      read_noise_e: float, gain: float = 1.0,
                      sky_e: float | np.ndarray | None = None, psf_fwhm_px: float,
-                     config: CosmicsConfig = CosmicsConfig()) -> np.ndarray:
+                     config: CosmicsConfig = CosmicsConfig(),
+                     smooth_sky_e: np.ndarray | None = None) -> np.ndarray:
     """Cosmic-ray pixels of an image (L.A.Cosmic).
 
     Parameters
@@ -145,6 +148,11 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
     psf_fwhm_px : float
         PSF FWHM in pixels (sets ``objlim`` unless the config gives one).
     config : CosmicsConfig
+    smooth_sky_e : ndarray, shape (ny, nx), optional
+        When the image still holds its sky (``sky_e`` None): a smooth estimate of that sky
+        (counts), e.g. :attr:`desgw.se.detrend.DetrendedCCD.sky`, which the prefilter uses
+        instead of computing one (~30-60 ms per CCD). It only sizes the prefilter's noise
+        (a superset test with margin ``prefilter_margin``), never the L.A.Cosmic test itself.
 
     Returns
     -------
@@ -166,7 +174,9 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
         return _astroscrappy(img, bad, read_noise_e, gain, sky_e, objlim, config)
 
     work = img.copy() if all_finite else np.where(bad, np.float32(0), img)
-    sky_present, sky_added = _sky_array(work, bad, sky_e)
+    if smooth_sky_e is not None and np.shape(smooth_sky_e) != img.shape:
+        raise ValueError(f"smooth_sky_e shape {np.shape(smooth_sky_e)} != image shape {img.shape}")
+    sky_present, sky_added = _sky_array(work, bad, sky_e, smooth_sky_e)
     # prefilter noise uses the sky level the pixel actually carries
     sky_pref = sky_present if sky_e is None else sky_added
     cand_y, cand_x = _k.prefilter(work, bad, sky_pref, float(gain), float(read_noise_e),
@@ -174,13 +184,15 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
     cr = np.zeros(img.shape, bool)
     memo = np.zeros(img.shape, np.float32)
     stamp = np.zeros(img.shape, np.int32)
+    memo3 = np.zeros(img.shape, np.float32)
+    stamp3 = np.zeros(img.shape, np.int32)
     seen = np.zeros(img.shape, np.int32)
     ncand0 = cand_y.size
     total = 0
     for it in range(1, config.niter + 1):
         new_y, new_x = _k.detect_iteration(work, bad, sky_added, cr, cand_y, cand_x, float(gain),
                                            float(read_noise_e), config.sigclip, config.sigfrac,
-                                           objlim, memo, stamp, it, config.ngrow)
+                                           objlim, memo, stamp, it, config.ngrow, memo3, stamp3)
         total += new_y.size
         if new_y.size == 0 or it == config.niter:
             break

@@ -145,15 +145,28 @@ def _sprime_above(img, bad, sky, y, x, gain, rn, memo, stamp, it, buf, buf2, thr
 
 
 @njit(cache=True)
-def _fine_contrast(img, sky, y, x, gain, rn, buf, buf3):
+def _med3_at(img, y, x, memo3, stamp3, it, buf):
+    """3x3 median of ``img`` at (y, x), memoised per pass: the 7x7 windows of the fine
+    structure of neighbouring candidates (star cores, tracks) share most of their medians.
+    A median of 9 values is one of them, so the float32 memo holds it exactly."""
+    if stamp3[y, x] == it:
+        return memo3[y, x]
+    m = _med_box(img, y, x, 1, buf)
+    memo3[y, x] = m
+    stamp3[y, x] = it
+    return m
+
+
+@njit(cache=True)
+def _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, memo3, stamp3, it):
     ny, nx = img.shape
     n = 0
     for dy in range(-3, 4):
         yy = _clamp(y + dy, ny)
         for dx in range(-3, 4):
-            buf3[n] = _med_box(img, yy, _clamp(x + dx, nx), 1, buf)
+            buf3[n] = _med3_at(img, yy, _clamp(x + dx, nx), memo3, stamp3, it, buf)
             n += 1
-    m3 = _med_box(img, y, x, 1, buf)
+    m3 = _med3_at(img, y, x, memo3, stamp3, it, buf)
     f = (m3 - _median_inplace(buf3, n)) / _noise(img, sky, y, x, gain, rn, buf)
     if f < 0.01:
         f = 0.01
@@ -233,12 +246,13 @@ def prefilter(img, bad, sky, gain, rn, thresh, sky_min):
 
 @njit(cache=True)
 def detect_iteration(img, bad, sky, cr, ys, xs, gain, rn, sigclip, sigfrac, objlim, memo, stamp,
-                     it, ngrow):
+                     it, ngrow, memo3, stamp3):
     """One L.A.Cosmic pass over candidate pixels; sets ``cr`` and returns the new CR pixels.
 
     Seeds: candidates with ``S' > sigclip`` and ``S' / f > objlim``. Growth (astroscrappy's):
     8-neighbours with ``S' > sigclip``, then ``ngrow - 1`` more rings with
-    ``S' > sigfrac * sigclip``.
+    ``S' > sigfrac * sigclip``. ``memo``/``stamp`` (``S``) and ``memo3``/``stamp3`` (3x3
+    medians) are image-sized scratch arrays, valid where the stamp equals ``it``.
     """
     ny, nx = img.shape
     buf = np.empty(49, np.float64)
@@ -254,7 +268,7 @@ def detect_iteration(img, bad, sky, cr, ys, xs, gain, rn, sigclip, sigfrac, objl
         sp = _sprime_above(img, bad, sky, y, x, gain, rn, memo, stamp, it, buf, buf2, sigclip)
         if sp <= sigclip:
             continue
-        f = _fine_contrast(img, sky, y, x, gain, rn, buf, buf3)
+        f = _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, memo3, stamp3, it)
         if sp / f > objlim:
             newy[nnew] = y
             newx[nnew] = x

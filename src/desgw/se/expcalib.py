@@ -67,6 +67,7 @@ from desgw.io.zp_tables import (
     MATCH_CSV_COLUMNS,
     ZERO_CSV_COLUMNS,
     ZP_CSV_COLUMNS,
+    format_csv_column,
     format_csv_value,
     match_csv_name,
     write_csv_rows,
@@ -384,14 +385,11 @@ def _write_zp_objects(path: Path, catalog: Table, expnum: int, ccd: int, zp: flo
     ra = np.asarray(cols["ALPHAWIN_J2000"], dtype=np.float64)
     order = np.argsort(ra, kind="stable")
     coord = {"ALPHAWIN_J2000", "DELTAWIN_J2000", "FWHM_WORLD", "FWHMPSF_WORLD"}
-    rows = []
-    for i, r in enumerate(order, start=1):
-        row = [str(i), str(expnum), str(ccd)]
-        for name in ZP_CSV_COLUMNS[3:22]:
-            v = cols[name][r]
-            row.append(format_csv_value(v, 9 if name in coord else 6))
-        row += [format_csv_value(-zp), format_csv_value(zp_err), str(flag)]
-        rows.append(row)
+    text = [format_csv_column(np.arange(1, n + 1)), [str(expnum)] * n, [str(ccd)] * n]
+    text += [format_csv_column(np.asarray(cols[name])[order], 9 if name in coord else 6)
+             for name in ZP_CSV_COLUMNS[3:22]]
+    text += [[format_csv_value(-zp)] * n, [format_csv_value(zp_err)] * n, [str(flag)] * n]
+    rows = list(zip(*text, strict=True))
     return write_csv_rows(path, ZP_CSV_COLUMNS, rows)
 
 

@@ -536,16 +536,28 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
 
 
 @njit(cache=True)
-def _enclosed_sorted(r, pref, d, radius):
-    """Flux within ``radius`` for pixels sorted by centre distance ``r`` (``pref``: prefix sums
-    of ``d``), each pixel counted as a 1-pix-wide ramp ``clip(radius - r + 0.5, 0, 1)``."""
-    lo = np.searchsorted(r, radius - 0.5)
-    s = pref[lo]
-    j = lo
-    m = r.shape[0]
-    while j < m and r[j] < radius + 0.5:
-        s += (radius - r[j] + 0.5) * d[j]
-        j += 1
+def _enclosed_binned(r, d, starts, pref, nb, radius):
+    """Flux within ``radius`` of pixels grouped by ``floor(r)`` (``r``, ``d`` in bin order,
+    bin ``b`` at ``starts[b]:starts[b + 1]``, ``pref[b]``: flux of the bins below ``b``), each
+    pixel counted as a 1-pix-wide ramp ``clip(radius - r + 0.5, 0, 1)``.
+
+    The pixels of the bins below ``floor(radius - 0.5)`` lie at ``r < radius - 0.5`` (whole),
+    those of the bins above ``floor(radius + 0.5)`` at ``r >= radius + 0.5`` (none): only the
+    two bins between are summed pixel by pixel.
+    """
+    b0 = int(np.floor(radius - 0.5))
+    if b0 < 0:
+        b0 = 0
+    if b0 >= nb:
+        return pref[nb]
+    b1 = min(b0 + 2, nb)
+    s = pref[b0]
+    for j in range(starts[b0], starts[b1]):
+        w = radius - r[j] + 0.5
+        if w >= 1.0:
+            s += d[j]
+        elif w > 0.0:
+            s += w * d[j]
     return s
 
 
@@ -553,23 +565,44 @@ def _enclosed_sorted(r, pref, d, radius):
 def flux_radius_all(data, bad, xs, ys, rmax, normflux, frac):
     """Radius (pix) enclosing ``frac`` of ``normflux`` (or, where normflux is NaN or <= 0, of
     the flux within ``rmax``), by bisection on the curve of growth of the usable pixels within
-    ``rmax`` (each pixel a 1-pix-wide ramp at its centre distance). NaN where undefined."""
+    ``rmax`` (each pixel a 1-pix-wide ramp at its centre distance). NaN where undefined.
+
+    The pixels are grouped by ``floor(r)`` (a counting sort, not a comparison sort of each
+    window), so a bisection step sums two 1-pix rings: the same curve of growth up to the
+    order of the float64 sums, several times faster on crowded CCDs (bench numbers in the
+    commit that made it).
+    """
     n = xs.shape[0]
     ny, nx = data.shape
     out = np.full(n, np.nan)
+    cap = 1
+    nbmax = 1
+    for i in range(n):
+        rm = rmax[i]
+        if rm > 0:
+            side = 2 * int(np.ceil(rm)) + 2
+            cap = max(cap, side * side)
+            nbmax = max(nbmax, int(rm) + 1)
+    rr = np.empty(cap)
+    dd = np.empty(cap)
+    bb = np.empty(cap, np.int64)
+    r_s = np.empty(cap)
+    d_s = np.empty(cap)
+    cursor = np.zeros(nbmax + 1, np.int64)
+    starts = np.zeros(nbmax + 1, np.int64)
+    pref = np.zeros(nbmax + 1)
     for i in range(n):
         xc = xs[i]
         yc = ys[i]
         rm = rmax[i]
+        if not (rm > 0):
+            continue
         x0 = max(int(np.floor(xc - rm)), 0)
         x1 = min(int(np.ceil(xc + rm)), nx - 1)
         y0 = max(int(np.floor(yc - rm)), 0)
         y1 = min(int(np.ceil(yc + rm)), ny - 1)
-        m = (x1 - x0 + 1) * (y1 - y0 + 1)
-        if m <= 0:
-            continue
-        rr = np.empty(m)
-        dd = np.empty(m)
+        nb = int(rm) + 1
+        cursor[:nb + 1] = 0
         k = 0
         for yy in range(y0, y1 + 1):
             dy = yy - yc
@@ -580,31 +613,43 @@ def flux_radius_all(data, bad, xs, ys, rmax, normflux, frac):
                 r = np.sqrt(dx * dx + dy * dy)
                 if r > rm:
                     continue
+                b = int(r)
                 rr[k] = r
                 dd[k] = data[yy, xx]
+                bb[k] = b
+                cursor[b] += 1
                 k += 1
         if k == 0:
             continue
-        order = np.argsort(rr[:k])
-        r_s = rr[:k][order]
-        d_s = dd[:k][order]
-        pref = np.zeros(k + 1)
+        starts[0] = 0
+        for b in range(nb):
+            starts[b + 1] = starts[b] + cursor[b]
+            cursor[b] = starts[b]
         for j in range(k):
-            pref[j + 1] = pref[j] + d_s[j]
+            c = cursor[bb[j]]
+            r_s[c] = rr[j]
+            d_s[c] = dd[j]
+            cursor[bb[j]] = c + 1
+        pref[0] = 0.0
+        for b in range(nb):
+            s = 0.0
+            for j in range(starts[b], starts[b + 1]):
+                s += d_s[j]
+            pref[b + 1] = pref[b] + s
         tot = normflux[i]
         if not (tot > 0):
-            tot = pref[k]
+            tot = pref[nb]
         if not (tot > 0):
             continue
         target = frac * tot
         lo = 0.0
         hi = rm + 0.5
-        if _enclosed_sorted(r_s, pref, d_s, hi) < target:
+        if _enclosed_binned(r_s, d_s, starts, pref, nb, hi) < target:
             out[i] = hi
             continue
         for _ in range(40):
             mid = 0.5 * (lo + hi)
-            if _enclosed_sorted(r_s, pref, d_s, mid) < target:
+            if _enclosed_binned(r_s, d_s, starts, pref, nb, mid) < target:
                 lo = mid
             else:
                 hi = mid
@@ -620,7 +665,8 @@ def _winpos_one(data, bad, x, y, sig, max_iter):
 
     The Gaussian window is separable, ``exp(-dx**2 / 2 sig**2) exp(-dy**2 / 2 sig**2)``: one
     exponential per row and per column of the window instead of one per pixel (5-10x fewer
-    on a window 8 sig wide; the weights agree with the 2-D exponential to 1e-16).
+    on a window 8 sig wide; the weights agree with the 2-D exponential to 1e-16). Each row
+    is read over its chord of the window disc only, not the bounding square.
     """
     ny, nx = data.shape
     inv2 = 0.5 / (sig * sig)
@@ -646,8 +692,16 @@ def _winpos_one(data, bad, x, y, sig, max_iter):
             wx[xx - xa] = np.exp(-dx * dx * inv2)
         for yy in range(ya, yb + 1):
             dy = yy - y
+            h2 = rm2 - dy * dy
+            if h2 < 0:
+                continue
             wyy = wy[yy - ya]
-            for xx in range(xa, xb + 1):
+            # the row's chord of the window disc, a pixel wider on each side (the test below
+            # decides, so the pixels summed are exactly those within rm)
+            h = np.sqrt(h2)
+            xlo = max(xa, int(np.floor(x - h)) - 1)
+            xhi = min(xb, int(np.ceil(x + h)) + 1)
+            for xx in range(xlo, xhi + 1):
                 if bad[yy, xx]:
                     continue
                 dx = xx - x

@@ -114,7 +114,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from desgw.io.calib import LinearityTable
     from desgw.io.raw import ExposureHeader, RawCCD
 
-__all__ = ["CCDInputs", "CCDResult", "SEConfig", "check_band", "initial_wcs_for", "process_ccd"]
+__all__ = ["CCDInputs", "CCDResult", "DetrendedCCD", "SEConfig", "check_band", "initial_wcs_for",
+           "process_ccd", "process_detrended"]
 
 log = logging.getLogger(__name__)
 
@@ -552,51 +553,254 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
                     linearity=inputs.linearity, calib_paths=inputs.calib_paths)
     image, mask, weight = d.image, d.mask, d.weight
     lap("detrend")
-    bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)
-    mask |= bleed.mask
+    airmass = exposure.airmass if exposure.airmass is not None and exposure.airmass >= 1 else 1.0
+    detrended = DetrendedCCD(
+        image=image, mask=mask, weight=weight, ccdnum=ccdnum, expnum=int(exposure.expnum),
+        band=band, filter_name=str(exposure.filter or band), exptime=float(exposure.exptime),
+        mjd_obs=float(exposure.mjd_obs), airmass=float(airmass),
+        saturation_e=float(min(a.saturation_e for a in d.amps)),
+        read_noise_e=float(np.mean([a.read_noise_e for a in d.amps])),
+        init_wcs=initial_wcs_for(raw, exposure), refcat=inputs.refcat,
+        identity=_identity_header(raw),
+        header_extra={"LINCOR": (inputs.linearity is not None,
+                                 "linearity lookup-table correction applied")},
+        smooth_sky=d.sky)
+    return process_detrended(detrended, config=config, timings=timings, t_start=t_start)
+
+
+@dataclass
+class DetrendedCCD:
+    """A detrended CCD of either input kind, the input of :func:`process_detrended`.
+
+    A raw CCD gets here through :func:`process_ccd` (crosstalk, detrend); a Community Pipeline
+    InstCal CCD through :func:`desgw.se.process_instcal.process_instcal_ccd` (ADU -> e-, CP
+    mask codes -> bits).
+
+    Attributes
+    ----------
+    image : ndarray, float32
+        Electrons, sky not subtracted (modified in place by the steps).
+    mask : ndarray, int32
+        :mod:`desgw.se.maskbits` bits (modified in place).
+    weight : ndarray, float32
+        Inverse variance (e^-2), 0 where unusable (modified in place).
+    ccdnum, expnum : int
+    band : str
+        DES band (checked by the caller).
+    filter_name : str
+        The exposure's filter, for the header.
+    exptime : float
+        Seconds.
+    mjd_obs : float
+    airmass : float
+        >= 1 (1 when unknown).
+    saturation_e : float
+        Lowest amplifier saturation level (e-).
+    read_noise_e : float
+        Mean amplifier read noise (e-; NaN when unknown).
+    init_wcs : astropy.wcs.WCS
+        The WCS the astrometry refines (instrument optics at the pointing, or the CP's).
+    refcat : astropy.table.Table
+        Gaia stars around the CCD at the exposure epoch.
+    identity : astropy.io.fits.Header
+        CCDNUM, DETPOS (and EXTNAME) for the product header.
+    header_extra : mapping of str to (value, comment)
+        Keywords of this input kind (``LINCOR``; ``CPGAINA``...), after ``GAIN``.
+    flagged_upstream : bool
+        Bleed trails, cosmic rays and satellite trails are flagged in ``mask`` already (the
+        CP's data-quality codes): the bleed-trail, L.A.Cosmic, trail and cosmic-ray-leftover
+        steps are not run.
+    default_fwhm_px, default_fwhm_source : float or None, str
+        Seeing (pixels) to assume when the first pass finds no star (the CP header ``FWHM``),
+        and what it is, for the sparse-PSF flag; None: :func:`estimate_seeing`'s default.
+    wcs_max_shift_arcsec : float or None
+        Largest shift of a shift-only WCS refinement (:func:`solve_ccd_wcs`).
+    keep_initial_wcs : bool
+        With ``SEConfig.sparse_fallbacks``, an astrometry that finds no star at all keeps
+        ``init_wcs`` (flagged ``wcs``) instead of raising (a CP WCS is good to ~0.1").
+    first_pass_detect_base : bool
+        True: the first detection pass uses :func:`first_pass_config`; False:
+        ``SEConfig.detect`` as it is (the CP path as validated on the real cut-outs).
+    detect_noise : str
+        ``"weight"`` or ``"variance"``: how the second detection pass is given the noise.
+    mean_sky : bool
+        Whether ``SEConfig.mean_sky`` applies (the CP path was validated without it).
+    label : str
+        Prefix of the log line (``"CCD"``, ``"CP CCD"``).
+    smooth_sky : ndarray or None
+        The detrending's smooth sky (e-, float32, same shape) for the cosmic-ray prefilter;
+        None: the prefilter estimates it.
+    """
+
+    image: np.ndarray
+    mask: np.ndarray
+    weight: np.ndarray
+    ccdnum: int
+    expnum: int
+    band: str
+    filter_name: str
+    exptime: float
+    mjd_obs: float
+    airmass: float
+    saturation_e: float
+    read_noise_e: float
+    init_wcs: WCS
+    refcat: Table
+    identity: fits.Header
+    header_extra: Mapping[str, tuple[object, str]] = field(default_factory=dict)
+    flagged_upstream: bool = False
+    default_fwhm_px: float | None = None
+    default_fwhm_source: str = "the first-pass seeing"
+    wcs_max_shift_arcsec: float | None = None
+    keep_initial_wcs: bool = False
+    first_pass_detect_base: bool = True
+    detect_noise: str = "weight"
+    mean_sky: bool = True
+    label: str = "CCD"
+    smooth_sky: np.ndarray | None = None
+
+
+def _unrefined_wcs(wcs: WCS, n_det: int, n_ref: int) -> AstrometryResult:
+    """The initial WCS kept as the astrometric result (no star matched)."""
+    z = np.zeros(0, dtype=np.intp)
+    return AstrometryResult(wcs=wcs, n_detections=n_det, n_refs=n_ref, n_matched=0, n_used=0,
+                            rms_ra_arcsec=math.nan, rms_dec_arcsec=math.nan,
+                            rms_arcsec=math.nan, sip_order=0, fit_order=0,
+                            wcs_max_error_arcsec=0.0, src_index=z, ref_index=z,
+                            used=np.zeros(0, dtype=bool), offset_ra_arcsec=0.0,
+                            offset_dec_arcsec=0.0, rotation_deg=0.0, scale_ratio=1.0, bic={},
+                            inverse_max_error_pix=0.0)
+
+
+def _ccd_or_cutout_corners(wcs: WCS, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`desgw.se.process_wcs.ccd_corners` for a full CCD; for a cut-out its outer pixel
+    corners (1-based (0.5, 0.5) ... (nx + 0.5, ny + 0.5))."""
+    from desgw.instrument import CCD_SHAPE
+
+    if tuple(shape) == tuple(CCD_SHAPE):
+        return ccd_corners(wcs)
+    ny, nx = shape
+    x = np.array([0.5, nx + 0.5, nx + 0.5, 0.5])
+    y = np.array([0.5, 0.5, ny + 0.5, ny + 0.5])
+    ra, dec = wcs.all_pix2world(x, y, 1)
+    return np.asarray(ra, dtype=np.float64) % 360.0, np.asarray(dec, dtype=np.float64)
+
+
+def process_detrended(ccd: DetrendedCCD, *, config: SEConfig = SEConfig(),
+                      timings: dict[str, float] | None = None,
+                      t_start: float | None = None) -> CCDResult:
+    """The per-CCD steps after the detrending, shared by raw and CP InstCal input: steps 4-13
+    of the module docstring (bleed trails, first pass and seeing, cosmic rays, trails, second
+    background, detection, PSF, measurement, astrometry, zeropoint, QC) and the product header.
+
+    Parameters
+    ----------
+    ccd : DetrendedCCD
+        The detrended pixels (modified in place), what is known of the exposure, and what
+        the input kind did already.
+    config : SEConfig
+    timings : dict, optional
+        Seconds per step so far (continued here; a new dict by default).
+    t_start : float, optional
+        ``time.perf_counter()`` at the start of the CCD, for ``timings["total"]``.
+
+    Returns
+    -------
+    CCDResult
+
+    Raises
+    ------
+    desgw.se.psf.PSFFitError, desgw.se.astrometry.AstrometryError
+        Too few stars for the PSF or the astrometric solution (beyond the sparse fallbacks).
+
+    Notes
+    -----
+    On a cut-out smaller than four background meshes the mesh shrinks to a quarter of its
+    side, and the seeing stamps and the aperture-correction margin shrink with it (no change
+    on a full CCD).
+    """
+    timings = {} if timings is None else timings
+    t_start = time.perf_counter() if t_start is None else t_start
+    t0 = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t0
+        t1 = time.perf_counter()
+        timings[name] = timings.get(name, 0.0) + (t1 - t0)
+        t0 = t1
+
+    image, mask, weight = ccd.image, ccd.mask, ccd.weight
+    ccdnum, band = int(ccd.ccdnum), ccd.band
+    ny, nx = image.shape
+    extra: dict[str, tuple[object, str]] = {}
+    if not ccd.flagged_upstream:
+        bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)
+        mask |= bleed.mask
+        extra["NSATSTAR"] = (int(bleed.star_x.size), "saturated stars (bleed/halo masked)")
     flag_pixels(mask, weight, None, 0, maskbits.UNUSABLE)
-    lap("bleed")
+    if not ccd.flagged_upstream:
+        lap("bleed")
 
     # --- first pass: background, detections, seeing
-    sat_e = min(a.saturation_e for a in d.amps)
-    bkg1 = estimate_background(image, mask, config=config.background)
+    sat_e = float(ccd.saturation_e)
+    bcfg = config.background
+    if min(ny, nx) < 4 * bcfg.mesh:
+        bcfg = replace(bcfg, mesh=max(8, min(ny, nx) // 4))
+    bkg1 = estimate_background(image, mask, config=bcfg)
     sub = image - bkg1.level
-    det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config))
+    det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config)
+                         if ccd.first_pass_detect_base else config.detect)
     max_peak = config.psf_max_peak_fraction * sat_e - bkg1.global_level
-    seeing = estimate_seeing(det1, sub, max_peak=max_peak)
+    half_size = max(3, min(15, (min(ny, nx) - 1) // 2 - 1))
+    if ccd.default_fwhm_px is None:
+        seeing = estimate_seeing(det1, sub, max_peak=max_peak, half_size=half_size)
+    else:
+        seeing = estimate_seeing(det1, sub, max_peak=max_peak, half_size=half_size,
+                                 default_fwhm=float(ccd.default_fwhm_px))
     lap("first_pass")
 
-    # --- cosmic rays
-    read_noise = float(np.mean([a.read_noise_e for a in d.amps]))
-    cr_cfg = (config.cosmics if config.cosmics.objlim is not None
-              else replace(config.cosmics, objlim=cosmics_objlim(seeing.fwhm_px)))
-    cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise, gain=1.0,
-                          psf_fwhm_px=seeing.fwhm_px, config=cr_cfg)
-    if config.cosmic_grow > 0 and cr.any():
-        cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
-    flag_pixels(mask, weight, cr, maskbits.CRAY)
-    lap("cosmics")
-
-    # --- satellite and aircraft trails
+    read_noise = float(ccd.read_noise_e)
     n_trails = 0
-    if config.mask_trails:
-        tr = find_trails(sub, weight, mask, fwhm_px=seeing.fwhm_px, config=config.trails)
-        n_trails = len(tr.trails)
-        if n_trails:
-            mask[tr.mask] |= maskbits.STREAK
-            weight[tr.mask] = 0.0
-    lap("trails")
+    if not ccd.flagged_upstream:
+        # --- cosmic rays
+        cr_cfg = (config.cosmics if config.cosmics.objlim is not None
+                  else replace(config.cosmics, objlim=cosmics_objlim(seeing.fwhm_px)))
+        cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise,
+                              gain=1.0, psf_fwhm_px=seeing.fwhm_px, config=cr_cfg,
+                              smooth_sky_e=ccd.smooth_sky)
+        if config.cosmic_grow > 0 and cr.any():
+            cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
+        flag_pixels(mask, weight, cr, maskbits.CRAY)
+        extra["NCRAY"] = (int(cr.sum()), "cosmic-ray pixels masked")
+        lap("cosmics")
+
+        # --- satellite and aircraft trails
+        if config.mask_trails:
+            tr = find_trails(sub, weight, mask, fwhm_px=seeing.fwhm_px, config=config.trails)
+            n_trails = len(tr.trails)
+            if n_trails:
+                mask[tr.mask] |= maskbits.STREAK
+                weight[tr.mask] = 0.0
+        extra["NTRAIL"] = (n_trails, "satellite/aircraft trails masked (STREAK)")
+        lap("trails")
 
     # --- second pass: background with sources masked, detection for the seeing
-    bkg = estimate_background(image, mask, objects=det1.segmap, config=config.background)
+    bkg = estimate_background(image, mask, objects=det1.segmap, config=bcfg)
     np.subtract(image, bkg.level, out=sub)
     wscale = (weight_rescale_factor(sub, weight, mask, det1.segmap)
               if config.rescale_weight else 1.0)
+    if not (math.isfinite(wscale) and wscale > 0):
+        wscale = 1.0
     if wscale != 1.0:
         weight *= np.float32(1.0 / wscale)
     det_cfg = detect_config_for_seeing(config.detect, seeing.fwhm_px, snr=config.detect_snr,
                                        minarea=config.detect_minarea)
-    det = detect_sources(sub, weight, mask, noise_type="weight", config=det_cfg)
+    if ccd.detect_noise == "variance":
+        with np.errstate(divide="ignore"):
+            variance = np.where(weight > 0, 1.0 / weight, np.inf).astype(np.float32)
+        det = detect_sources(sub, variance, mask, noise_type="variance", config=det_cfg)
+    else:
+        det = detect_sources(sub, weight, mask, noise_type="weight", config=det_cfg)
     lap("detect")
 
     # --- PSF
@@ -605,52 +809,69 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     psf_cfg = psf_config_for_seeing(config.psf, seeing.fwhm_px, stamp_fwhm=config.psf_stamp_fwhm)
     det_xy = np.column_stack([np.asarray(det.catalog["xwin"], dtype=np.float64),
                               np.asarray(det.catalog["ywin"], dtype=np.float64)])
+    source = ("the first-pass seeing" if seeing.n_stars or ccd.default_fwhm_px is None
+              else ccd.default_fwhm_source)
     flags: dict[str, str] = {}
     psf = fit_ccd_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], psf_cfg, config,
-                      seeing.fwhm_px, flags, segmap=det.segmap, neighbour_xy=det_xy)
+                      seeing.fwhm_px, flags, fwhm_source=source, segmap=det.segmap,
+                      neighbour_xy=det_xy)
     lap("psf")
 
     # --- the sky as the mean of the image less the detections' models (crowded fields)
     mcfg = replace(config.measure, zeropoint=config.sex_mag_zeropoint)
-    if config.mean_sky and len(det.catalog):
+    if ccd.mean_sky and config.mean_sky and len(det.catalog):
         bkg = mean_sky_background(image, weight, mask, bkg, det, psf, config=mcfg)
         np.subtract(image, bkg.level, out=sub)
         # the PSF stamps' pedestal changed: refit (the wings hold any excess)
         psf = fit_ccd_psf(sub, weight, mask, det_xy[cand, 0], det_xy[cand, 1], psf_cfg, config,
-                          seeing.fwhm_px, flags, segmap=det.segmap, neighbour_xy=det_xy)
+                          seeing.fwhm_px, flags, fwhm_source=source, segmap=det.segmap,
+                          neighbour_xy=det_xy)
         lap("mean_sky")
 
     # --- measurement (with the initial WCS for the column layout; redone below)
-    init_wcs = initial_wcs_for(raw, exposure)
+    init_wcs = ccd.init_wcs
     catalog = measure_sources(image, weight, mask, bkg, det, psf, wcs=init_wcs, exptime=None,
                               config=mcfg)
-    n_crres = 0
-    if config.drop_cosmic_residuals:
-        residual = cosmic_ray_residuals(catalog, cray_bit=maskbits.CRAY)
-        n_crres = int(residual.sum())
-        if n_crres:
-            ids = np.asarray(catalog["NUMBER"])[residual]
-            pix = np.isin(det.segmap, ids)
-            mask[pix] |= maskbits.CRAY
-            weight[pix] = 0.0
-            catalog = catalog[~residual]
-    apcor = psf_aperture_correction(psf) if config.psf_aperture_correction else 1.0
+    if not ccd.flagged_upstream:
+        n_crres = 0
+        if config.drop_cosmic_residuals:
+            residual = cosmic_ray_residuals(catalog, cray_bit=maskbits.CRAY)
+            n_crres = int(residual.sum())
+            if n_crres:
+                ids = np.asarray(catalog["NUMBER"])[residual]
+                pix = np.isin(det.segmap, ids)
+                mask[pix] |= maskbits.CRAY
+                weight[pix] = 0.0
+                catalog = catalog[~residual]
+        extra["NCRRESID"] = (n_crres, "detections dropped as cosmic-ray leftovers")
+    margin = min(100.0, 0.25 * min(ny, nx))
+    apcor = psf_aperture_correction(psf, margin=margin) if config.psf_aperture_correction \
+        else 1.0
     _apply_psf_aperture_correction(catalog, apcor, config.sex_mag_zeropoint)
     lap("measure")
 
     # --- astrometry
     rows = _astrometry_rows(catalog)
-    ref = inputs.refcat[gaia_quality_mask(inputs.refcat, cuts=config.gaia_quality)]
-    astro = solve_ccd_wcs(np.asarray(catalog["XWIN_IMAGE"])[rows] - 1.0,
-                          np.asarray(catalog["YWIN_IMAGE"])[rows] - 1.0, ref, init_wcs,
-                          flux=np.asarray(catalog["FLUX_AUTO"])[rows],
-                          xy_err=np.asarray(catalog["ERRAWIN_IMAGE"], dtype=np.float64)[rows],
-                          image_shape=image.shape, config=config, flags=flags)
+    ref = ccd.refcat[gaia_quality_mask(ccd.refcat, cuts=config.gaia_quality)]
+    try:
+        astro = solve_ccd_wcs(np.asarray(catalog["XWIN_IMAGE"], dtype=np.float64)[rows] - 1.0,
+                              np.asarray(catalog["YWIN_IMAGE"], dtype=np.float64)[rows] - 1.0,
+                              ref, init_wcs, flux=np.asarray(catalog["FLUX_AUTO"])[rows],
+                              xy_err=np.asarray(catalog["ERRAWIN_IMAGE"],
+                                                dtype=np.float64)[rows],
+                              image_shape=image.shape, config=config, flags=flags,
+                              max_shift_arcsec=ccd.wcs_max_shift_arcsec)
+    except AstrometryError as exc:
+        if not (ccd.keep_initial_wcs and config.sparse_fallbacks):
+            raise
+        flags["wcs"] = f"CP WCS not refined: {exc.reason}"
+        astro = _unrefined_wcs(init_wcs, int(rows.size), len(ref))
     wcs = astro.wcs
-    ra, dec = wcs.all_pix2world(np.asarray(catalog["XWIN_IMAGE"]) - 1.0,
-                                np.asarray(catalog["YWIN_IMAGE"]) - 1.0, 0)
-    catalog["ALPHAWIN_J2000"] = ra
-    catalog["DELTAWIN_J2000"] = dec
+    if len(catalog):
+        ra, dec = wcs.all_pix2world(np.asarray(catalog["XWIN_IMAGE"]) - 1.0,
+                                    np.asarray(catalog["YWIN_IMAGE"]) - 1.0, 0)
+        catalog["ALPHAWIN_J2000"] = ra
+        catalog["DELTAWIN_J2000"] = dec
     scale_deg = float(np.sqrt(np.prod(proj_plane_pixel_scales(wcs.celestial))))
     catalog["FWHM_WORLD"] = (np.asarray(catalog["FWHM_IMAGE"], dtype=np.float64)
                              * scale_deg).astype(np.float32)
@@ -667,12 +888,11 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     lap("zeropoint")
 
     # --- QC
-    ny, nx = image.shape
     xc, yc = (nx - 1) / 2.0, (ny - 1) / 2.0
     pixscale = _pixel_scale_arcsec(wcs, xc, yc)
     fwhm_px = float(psf.fwhm_at(xc, yc))
-    airmass = exposure.airmass if exposure.airmass is not None and exposure.airmass >= 1 else 1.0
-    metrics = compute_qc_metrics(band=band, exptime=float(exposure.exptime), airmass=airmass,
+    airmass = float(ccd.airmass)
+    metrics = compute_qc_metrics(band=band, exptime=float(ccd.exptime), airmass=airmass,
                                  fwhm_arcsec=fwhm_px * pixscale, sky_level_e=bkg.global_level,
                                  zp=zp.zp if zp is not None else math.nan,
                                  astrometric_rms_arcsec=astro.rms_arcsec, n_stars=astro.n_used,
@@ -681,19 +901,19 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
     if zp_reason is not None:
         qc = replace(qc, passed=False, reasons=(*qc.reasons, zp_reason))
     qc = flag_quality(qc, flags)
-    corners = ccd_corners(wcs)
+    corners = _ccd_or_cutout_corners(wcs, image.shape)
     lap("qc")
 
-    header = ccd_product_header(_identity_header(raw), wcs, {
-        "EXPNUM": (int(exposure.expnum), "DECam exposure number"),
+    header = ccd_product_header(ccd.identity, wcs, {
+        "EXPNUM": (int(ccd.expnum), "DECam exposure number"),
         "BAND": (band, "DES band"),
-        "FILTER": (exposure.filter or band, "filter of the exposure"),
-        "EXPTIME": (float(exposure.exptime), "[s] exposure time"),
-        "MJD-OBS": (float(exposure.mjd_obs), "MJD of the shutter opening"),
-        "AIRMASS": (float(airmass), "airmass"),
+        "FILTER": (ccd.filter_name, "filter of the exposure"),
+        "EXPTIME": (float(ccd.exptime), "[s] exposure time"),
+        "MJD-OBS": (float(ccd.mjd_obs), "MJD of the shutter opening"),
+        "AIRMASS": (airmass, "airmass"),
         "BUNIT": ("electrons", "image unit"),
         "GAIN": (1.0, "[e-/unit] image is in electrons"),
-        "LINCOR": (inputs.linearity is not None, "linearity lookup-table correction applied"),
+        **ccd.header_extra,
         "SATURATE": (float(sat_e), "[e-] lowest amplifier saturation level"),
         "RDNOISE": (read_noise, "[e-] mean amplifier read noise"),
         "AVSKY": (float(bkg.global_level), "[e-] median sky level"),
@@ -704,14 +924,11 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "PSFNSTAR": (psf.n_stars, "stars in the PSF model"),
         "PSFSTAMP": (psf.stamp_size, "[pix] PSF model stamp side"),
         "PSFAPCOR": (apcor, "total / PSF-stamp flux, applied to FLUX_PSF"),
-        "NCRAY": (int(cr.sum()), "cosmic-ray pixels masked"),
-        "NTRAIL": (n_trails, "satellite/aircraft trails masked (STREAK)"),
-        "NCRRESID": (n_crres, "detections dropped as cosmic-ray leftovers"),
-        "NSATSTAR": (int(bleed.star_x.size), "saturated stars (bleed/halo masked)"),
+        **{k: extra[k] for k in ("NCRAY", "NTRAIL", "NCRRESID", "NSATSTAR") if k in extra},
         "NOBJECT": (len(catalog), "catalog rows"),
         "ASTRNMAT": (astro.n_used, "Gaia stars in the astrometric fit"),
         "ASTRRMS": (astro.rms_arcsec, "[arcsec] astrometric rms vs Gaia"),
-        "ASTRORD": (astro.sip_order, "SIP order of the WCS"),
+        "ASTRORD": (astro.sip_order, "SIP order of the WCS (0: shift or none)"),
         "MAGZERO": (zp.zp if zp is not None else math.nan,
                     f"AB zeropoint of {config.mags_type} flux in e-"),
         "MAGZERR": (zp.zp_err if zp is not None else math.nan, "error of MAGZERO"),
@@ -723,8 +940,9 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
         "DESGWCFG": (config.hash(), "hash of the SEConfig settings"),
     })
     timings["total"] = time.perf_counter() - t_start
-    log.info("CCD %d: %d objects, FWHM %.2f\", astrometry %.0f mas (%d stars), ZP %s, QC %s "
-             "(%.2f s)", ccdnum, len(catalog), fwhm_px * pixscale, 1e3 * astro.rms_arcsec,
+    log.info("%s %d: %d objects, FWHM %.2f\", astrometry %.0f mas (%d stars), ZP %s, QC %s "
+             "(%.2f s)", ccd.label, ccdnum, len(catalog), fwhm_px * pixscale,
+             1e3 * astro.rms_arcsec,
              astro.n_used, "none" if zp is None else f"{zp.zp:.4f}",
              "pass" if qc.passed else "FAIL: " + "; ".join(qc.reasons), timings["total"])
     return CCDResult(ccdnum=ccdnum, image=image, mask=mask, weight=weight, wcs=wcs,

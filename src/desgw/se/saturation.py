@@ -129,16 +129,23 @@ def mask_bleed_trails(image_e: np.ndarray, sat_mask: np.ndarray, *,
         raise ValueError(f"image shape {image.shape} != sat_mask shape {sat.shape}")
     ny, nx = image.shape
     out = np.zeros((ny, nx), np.int32)
-    labels, nreg = ndimage.label(sat, structure=np.ones((3, 3), bool))
     xs, ys, npx, rads = [], [], [], []
-    if nreg == 0:
+    # regions labelled inside the bounding box of the saturated pixels only (the same
+    # regions: nothing outside it is saturated); a sparse CCD has a few small boxes' worth
+    sat_rows = np.flatnonzero(sat.any(axis=1))
+    if sat_rows.size == 0:
         return BleedMasks(out, np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.zeros(0))
+    by0_, by1_ = int(sat_rows[0]), int(sat_rows[-1]) + 1
+    sat_cols = np.flatnonzero(sat[by0_:by1_].any(axis=0))
+    bx0_, bx1_ = int(sat_cols[0]), int(sat_cols[-1]) + 1
+    labels, _ = ndimage.label(sat[by0_:by1_, bx0_:bx1_], structure=np.ones((3, 3), bool))
     trail = np.zeros((ny, nx), bool)
     for k, sl in enumerate(ndimage.find_objects(labels), start=1):
         if sl is None:
             continue
-        ry, rx = sl
         region = labels[sl] == k
+        ry = slice(sl[0].start + by0_, sl[0].stop + by0_)
+        rx = slice(sl[1].start + bx0_, sl[1].stop + bx0_)
         n_sat = int(region.sum())
         if n_sat < config.min_pixels:
             continue
@@ -148,7 +155,8 @@ def mask_bleed_trails(image_e: np.ndarray, sat_mask: np.ndarray, *,
         sky = float(np.median(sample))
         noise = 1.4826 * float(np.median(np.abs(sample - sky))) or 1.0
         if config.trail_smooth > 1:  # average along the column: follows faint tails further
-            strip = ndimage.uniform_filter1d(strip.astype(np.float32), config.trail_smooth, axis=0)
+            strip = ndimage.uniform_filter1d(strip, config.trail_smooth, axis=0,
+                                             output=np.float32)
         high = strip > sky + config.trail_nsigma * noise / np.sqrt(config.trail_smooth)
         for j in range(rx.start, rx.stop):
             rows = np.flatnonzero(region[:, j - rx.start]) + ry.start
@@ -168,8 +176,10 @@ def mask_bleed_trails(image_e: np.ndarray, sat_mask: np.ndarray, *,
                 out[rsl, a0:min(a0 + config.amp_width, nx)] |= maskbits.EDGEBLEED
         if config.trail_pad_x > 0:  # neighbouring columns, where they are above threshold
             tr = trail[:, c0:c1]
-            grown = ndimage.binary_dilation(
-                tr, structure=np.ones((1, 2 * config.trail_pad_x + 1), bool))
+            grown = tr.copy()  # dilation along x by trail_pad_x (no wrap at the strip ends)
+            for d in range(1, min(config.trail_pad_x, tr.shape[1] - 1) + 1):
+                grown[:, d:] |= tr[:, :-d]
+                grown[:, :-d] |= tr[:, d:]
             tr |= grown & high
         # star core: rows at least half as wide as the widest row of the region
         width = region.sum(axis=1)
@@ -188,7 +198,7 @@ def mask_bleed_trails(image_e: np.ndarray, sat_mask: np.ndarray, *,
         ys.append(y0)
         npx.append(n_sat)
         rads.append(r)
-    out[trail] |= maskbits.TRAIL
+    np.bitwise_or(out, np.int32(maskbits.TRAIL), out=out, where=trail)
     return BleedMasks(mask=out, star_x=np.array(xs, float), star_y=np.array(ys, float),
                       star_npix=np.array(npx, np.int64), star_radius=np.array(rads, float))
 

@@ -40,7 +40,6 @@ import functools
 import logging
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 import numba
@@ -119,19 +118,12 @@ def throughput_qe(band: str) -> np.ndarray:
         Band integral of each CCD's throughput over that of the average (index CCDNUM - 1);
         ones when the band has no file.
     """
-    from astropy.io import fits
+    from ..instrument.throughput import has_throughput, relative_ccd_throughput
 
-    name = f"{band}_band_per_detector_throughput.fits"
-    path = resources.files("desgw.instrument").joinpath("data", name)
-    if not path.is_file():
+    if not has_throughput(band):
         log.warning("no per-detector throughput for band %s; QE offsets from the seed only", band)
         return np.ones(62)
-    with path.open("rb") as fh, fits.open(fh) as hdul:
-        data = hdul[1].data
-        lam = np.asarray(data["lambda"], dtype=np.float64)
-        avg = np.asarray(data["throughput_avg"], dtype=np.float64)
-        per = np.asarray(data["throughput_ccd"], dtype=np.float64)
-    return np.asarray(np.trapezoid(per, lam, axis=0) / np.trapezoid(avg, lam))
+    return relative_ccd_throughput(band, per_photon=False)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")

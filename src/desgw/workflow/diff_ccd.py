@@ -216,6 +216,51 @@ def _processed_exposures(out_root: Path, band: str, exclude: int) -> list[tuple[
     return sorted(found.items())
 
 
+def template_corners(directory: Path, expnum: int, rnum: int, pnum: int) -> dict[int, Any]:
+    """CCD number -> sky corners of a processed exposure's CCDs.
+
+    From its ``{expnum}.out``, which the exposure step writes (``se -C``, ``sediff -C``,
+    ``expcalib``); without one (an exposure whose CCDs went through SE only), from the corners
+    each CCD's ``qc.json`` records after its astrometric fit.
+
+    Raises
+    ------
+    MissingFileError
+        Neither the corners file nor a CCD with SE products and corners.
+    DesgwInputError
+        A corrupt corners file.
+    """
+    from desgw.errors import DesgwInputError, MissingFileError
+    from desgw.io.naming import parse_product_name
+    from desgw.io.product_paths import find_fullcats
+
+    from .se_qc import load_ccd_summary
+
+    path = directory / corners_out_name(expnum)
+    if path.is_file():
+        return dict(read_corners_out(path).corners)
+    found: dict[int, Any] = {}
+    for ccd, fullcat in sorted(find_fullcats(directory, expnum, rnum, pnum).items()):
+        band = parse_product_name(fullcat).band
+        if band is None:  # not a product name desgw writes
+            continue
+        qc = ccd_product_paths(directory, expnum, band, ccd, rnum, pnum).qc
+        try:
+            summary = load_ccd_summary(qc, ccd)
+        except DesgwInputError as exc:  # an unfinished or damaged CCD: not a template CCD
+            log.warning("exposure %d CCD %d left out of the template search: %s", expnum, ccd,
+                        exc)
+            continue
+        if summary.ok and summary.corners is not None:
+            found[ccd] = np.array(summary.corners, dtype=np.float64)
+    if not found:
+        raise MissingFileError(path, None, "CCD corners file not found, and no CCD of the "
+                               "exposure has SE products with corners (qc.json)")
+    log.info("exposure %d: no %s; corners of %d CCDs from their qc.json", expnum, path.name,
+             len(found))
+    return found
+
+
 def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Sequence[int], *,
                        out_root: str | Path, band: str, rnum: int, pnum: int,
                        search_expnum: int) -> dict[int, tuple[Path, list[int]]]:
@@ -241,8 +286,8 @@ def find_template_ccds(search_corners: Any, ccdnum: int, template_expnums: Seque
         dirs = _processed_exposures(root, band, search_expnum)
     out: dict[int, tuple[Path, list[int]]] = {}
     for e, d in dirs:
-        corners = read_corners_out(d / corners_out_name(e))
-        ccds = ccd_overlaps({int(ccdnum): search_corners}, corners.corners)[int(ccdnum)]
+        corners = template_corners(d, e, rnum, pnum)
+        ccds = ccd_overlaps({int(ccdnum): search_corners}, corners)[int(ccdnum)]
         if ccds:
             out[e] = (d, ccds)
     return out
@@ -341,14 +386,22 @@ def _record_db(task: DiffTask, result: Any) -> None:
             magerr=magerr if math.isfinite(magerr) else None,
             real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
             is_fake=bool(r["is_fake"]), fake_id=fake_index.get(fid) if fid >= 0 else None))
+    regs = {(int(r["expnum"]), int(r["ccdnum"])): r
+            for r in result.meta.get("registration", ())}
+    uses = []
+    for te, tc in result.templates_used:
+        reg = regs.get((int(te), int(tc)))
+        uses.append(TemplateUse(e, c, int(te), int(tc)) if reg is None else TemplateUse(
+            e, c, int(te), int(tc), reg_method=str(reg["method"]), reg_nstars=int(reg["n_stars"]),
+            **{f"reg_{k}": None if reg.get(v) is None else float(reg[v])
+               for k, v in (("dx", "shift_x"), ("dy", "shift_y"), ("rms_before", "rms_before"),
+                            ("rms_after", "rms_after"))}))
     timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
 
     def write() -> None:
         with connect(task.settings.db_url, busy_timeout_s=timeout,
                      connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
-            replace_ccd_results(db, e, c, templates_used=[TemplateUse(e, c, int(te), int(tc))
-                                                          for te, tc in result.templates_used],
-                                fakes=fakes, detections=rows)
+            replace_ccd_results(db, e, c, templates_used=uses, fakes=fakes, detections=rows)
 
     retry_database(write, timeout_s=timeout, what=f"database records of {e} CCD {c}")
 
@@ -561,6 +614,8 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
         if zpres.mode != "absolute":
             header["ZPMODE"] = (zpres.mode, "zeropoints: absolute/relative/instrumental")
             header["ZPSOURCE"] = (zpres.search_source[:40], "where the search MAGZERO comes from")
+            if math.isfinite(zpres.search_zp_err):
+                header["MAGZERR"] = (zpres.search_zp_err, "error of a nominal MAGZERO (mag)")
         products = write_diff_products(result, paths, header=header, wcs=search.wcs,
                                        full_copy=task.full_copy, search=search)
         timings["write"] = time.perf_counter() - t0

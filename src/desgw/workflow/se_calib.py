@@ -77,7 +77,7 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
     PhotometricCalibrationError
         Too few calibration stars in the whole exposure.
     """
-    from desgw.io.products import read_fits_table
+    from desgw.io.fitstable import read_table
     from desgw.refcat import RefCatStore, mjd_to_jyear
     from desgw.se.expcalib import run_expcalib
 
@@ -92,7 +92,7 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
                               f"r{rnum}p{pnum}", present=tuple(sorted(found)))
     if band is None:
         band = parse_product_name(found[wanted[0]]).band
-    catalogs = {c: read_fits_table(found[c]) for c in wanted}
+    catalogs = {c: read_table(found[c]) for c in wanted}
     if epoch is None:
         mjds = [float(t.meta["MJD-OBS"]) for t in catalogs.values() if "MJD-OBS" in t.meta]
         epoch = mjd_to_jyear(mjds[0]) if mjds else None

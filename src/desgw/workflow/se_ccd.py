@@ -12,6 +12,7 @@ import math
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -236,7 +237,9 @@ def read_and_process(task: CCDTask, config: Any, timings: dict[str, float]
     return result, inputs.exposure
 
 
-def run_ccd_task(task: CCDTask) -> CCDSummary:
+def run_ccd_task(task: CCDTask, *,
+                 after_write: Callable[[CCDResult, fits.Header], None] | None = None
+                 ) -> CCDSummary:
     """SE processing of one CCD, products written atomically; never raises for a CCD failure.
 
     A CCD whose four products exist is not redone unless ``task.overwrite`` (its summary is
@@ -245,6 +248,12 @@ def run_ccd_task(task: CCDTask) -> CCDSummary:
     Parameters
     ----------
     task : CCDTask
+    after_write : callable, optional
+        Called as ``after_write(result, header)`` once the products are written, with the
+        :class:`~desgw.se.process.CCDResult` still in memory and the immask's SCI header
+        (:func:`desgw.io.products.immask_sci_header`): e.g. a template CCD's prepared form.
+        Not called for a CCD that was not processed (failed, or complete from before). What
+        it raises is logged, never the CCD's failure.
 
     Returns
     -------
@@ -265,10 +274,20 @@ def run_ccd_task(task: CCDTask) -> CCDSummary:
     t_start = time.perf_counter()
     try:
         result, _ = read_and_process(task, config, timings)
-        return _write_products(task, result, config.hash(), timings, t_start)
+        summary = _write_products(task, result, config.hash(), timings, t_start)
     except Exception as exc:  # noqa: BLE001 - a failed CCD must not stop the others
         log.error("CCD %d of exposure %d failed: %s", task.ccdnum, task.expnum,
                   describe_error(exc))
         return CCDSummary(ccdnum=task.ccdnum, ok=False, error=exc,
                           error_traceback=traceback.format_exc(),
                           timings={**timings, "total": time.perf_counter() - t_start})
+    if after_write is not None:
+        from desgw.io.products import immask_sci_header
+
+        try:
+            header = _product_header(task, config.hash(), result.header)
+            after_write(result, immask_sci_header(header, result.wcs))
+        except Exception as exc:  # noqa: BLE001 - the products stand; only logged
+            log.warning("CCD %d of exposure %d: after its products: %s", task.ccdnum,
+                        task.expnum, describe_error(exc))
+    return summary

@@ -114,11 +114,38 @@ def run_se_task(task: Task, settings: Settings, overwrite: bool,
             ccd_task = _ccd_task(task, settings, overwrite)
         except Exception as exc:  # noqa: BLE001 - reported as the task's failure
             return Outcome("failed", describe_error(exc), error=exc)
+        if task.args.get("template"):
+            return _run_template_se(task, settings, ccd_task)
         out = _se_outcome(run_ccd_task(ccd_task))
     if task.args.get("template") and out.status == "done":
         seconds = _prepare_template(task, settings)
         if seconds is not None:
             out.detail["prepare_template_s"] = seconds
+    return out
+
+
+def _run_template_se(task: Task, settings: Settings, ccd_task: CCDTask) -> Outcome:
+    """SE of a template CCD, then its prepared form made from the SE result in memory
+    (:func:`desgw.diff.pipeline_products.prepare_template_from_memory`: the immask just
+    written is not read back); from the files (:func:`_prepare_template`) when SE did not
+    run (products complete from before) or the in-memory preparation failed."""
+    import time
+
+    from desgw.diff.pipeline_products import prepare_template_from_memory
+
+    seconds: list[float] = []
+
+    def prepare(result: Any, header: Any) -> None:
+        t0 = time.perf_counter()
+        prepare_template_from_memory(ccd_task.paths.immask, result.image, result.mask,
+                                     result.weight, header)
+        seconds.append(time.perf_counter() - t0)
+
+    out = _se_outcome(run_ccd_task(ccd_task, after_write=prepare))
+    if out.status == "done":
+        made = seconds[0] if seconds else _prepare_template(task, settings)
+        if made is not None:
+            out.detail["prepare_template_s"] = made
     return out
 
 
