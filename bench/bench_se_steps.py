@@ -19,7 +19,10 @@ load average, and ``io_cpu_s``: the task's reads and writes around ``process_ccd
 * ``read_raw`` / ``read_calib``: best of ``--repeat`` reads of the CCD after another CCD of
   the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed);
 * ``write_se``: best of ``--repeat`` writes of the SE products (immask, catalogue, PSF,
-  QC JSON with checksums) into a temporary folder (deleted after).
+  QC JSON with checksums) into a temporary folder (deleted after);
+* ``template_prepare_from_immask`` / ``template_prepare_from_memory``: the CCD's prepared
+  template form made as a template CCD's task made it before (from the immask just written)
+  and now (from the SE result in memory; absent in a desgw without it).
 """
 
 from __future__ import annotations
@@ -144,14 +147,59 @@ def _write_times(task: object, result: object, config_hash: str, repeat: int
     scratch = Path(tempfile.mkdtemp(prefix="bench_se_steps_write_"))
     wtask = dataclasses.replace(task, outdir=str(scratch))  # type: ignore[type-var]
     best = float("inf")
+    out: dict[str, float] = {}
     try:
         for _ in range(max(1, repeat)):
             t0 = time.process_time()
             se_ccd._write_products(wtask, result, config_hash, {}, 0.0)  # type: ignore
             best = min(best, time.process_time() - t0)
+        out["write_se"] = round(best, 3)
+        out.update(_template_prepare_times(wtask, result, config_hash, repeat))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return {"write_se": round(best, 3)}
+    return out
+
+
+def _template_prepare_times(task: object, result: object, config_hash: str, repeat: int
+                            ) -> dict[str, float]:
+    """Best-of-N CPU-s of making the CCD's prepared template form (as a template CCD):
+    ``template_prepare_from_immask`` (decompress the immask just written, sky, write, read
+    back: :func:`load_template_products` without a prepared file) and, where this desgw has
+    it, ``template_prepare_from_memory`` (sky and write from the SE result)."""
+    from desgw.diff import pipeline_products as pp
+
+    paths = task.paths  # type: ignore[attr-defined]
+
+    def clear() -> None:
+        for f in paths.immask.parent.glob("*_tmplprep-*"):
+            f.unlink()
+
+    out: dict[str, float] = {}
+    best = float("inf")
+    for _ in range(max(1, repeat)):
+        clear()
+        t0 = time.process_time()
+        pp.load_template_products(paths.immask, psfmodel=paths.psfmodel)
+        best = min(best, time.process_time() - t0)
+    out["template_prepare_from_immask"] = round(best, 3)
+    if hasattr(pp, "prepare_template_from_memory"):
+        from desgw.io.products import immask_sci_header
+        from desgw.workflow.se_ccd import _product_header
+
+        best = float("inf")
+        for _ in range(max(1, repeat)):
+            clear()
+            t0 = time.process_time()
+            header = immask_sci_header(_product_header(task, config_hash,  # type: ignore
+                                                       result.header),  # type: ignore
+                                       result.wcs)  # type: ignore[attr-defined]
+            pp.prepare_template_from_memory(paths.immask, result.image,  # type: ignore
+                                            result.mask, result.weight,  # type: ignore
+                                            header)
+            best = min(best, time.process_time() - t0)
+        out["template_prepare_from_memory"] = round(best, 3)
+    clear()
+    return out
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import math
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def cutouts() -> dict:
                          "nominal_minus_official": _r(nom.zp - off)}
         res.append((c.band, nom.zp - off))
     d = np.array([v for _, v in res])
-    summary = {"n": int(d.size), "mean": _r(float(d.mean())),
+    summary: dict[str, Any] = {"n": int(d.size), "mean": _r(float(d.mean())),
                "rms": _r(float(np.sqrt(np.mean(d ** 2)))), "min": _r(float(d.min())),
                "max": _r(float(d.max()))}
     for b in sorted({b for b, _ in res}):

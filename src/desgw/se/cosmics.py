@@ -184,15 +184,13 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
     cr = np.zeros(img.shape, bool)
     memo = np.zeros(img.shape, np.float32)
     stamp = np.zeros(img.shape, np.int32)
-    memo3 = np.zeros(img.shape, np.float32)
-    stamp3 = np.zeros(img.shape, np.int32)
     seen = np.zeros(img.shape, np.int32)
     ncand0 = cand_y.size
     total = 0
     for it in range(1, config.niter + 1):
         new_y, new_x = _k.detect_iteration(work, bad, sky_added, cr, cand_y, cand_x, float(gain),
                                            float(read_noise_e), config.sigclip, config.sigfrac,
-                                           objlim, memo, stamp, it, config.ngrow, memo3, stamp3)
+                                           objlim, memo, stamp, it, config.ngrow)
         total += new_y.size
         if new_y.size == 0 or it == config.niter:
             break

@@ -259,12 +259,14 @@ def _calib_err(name: str, err: dict, calib_paths: Mapping[str, str] | None) -> d
     return {**err, "path": path, "hdu": None}
 
 
-def _check_calib(name: str, arr: np.ndarray | None, shape: tuple[int, int], err: dict) -> None:
+def _check_calib(name: str, arr: np.ndarray | None, shape: tuple[int, int], err: dict, *,
+                 finite: bool = True) -> None:
+    """Shape of a calibration image, and (``finite``) that its values are finite."""
     if arr is None:
         return
     if arr.shape != shape:
         raise DetrendError(problem=f"{name} has shape {arr.shape}, expected {shape}", **err)
-    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+    if finite and np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         n = int(np.count_nonzero(~np.isfinite(arr)))
         raise DetrendError(problem=f"{name} has {n} non-finite pixels", **err)
 
@@ -324,8 +326,9 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
         raise DetrendError(problem=f"raw pixels must be 2-D, got shape {pix.shape}", **err)
     shape = (max(a.trimmed.y1 for a in layouts), max(a.trimmed.x1 for a in layouts))
     for name, arr in (("bias", bias), ("flat", flat), ("bpm", bpm), ("mask", mask)):
+        # bias and flat values are checked in the calibration pass below
         _check_calib(name, None if arr is None else np.asarray(arr), shape,
-                     _calib_err(name, err, calib_paths))
+                     _calib_err(name, err, calib_paths), finite=name not in ("bias", "flat"))
 
     image = np.empty(shape, np.float32)
     out_mask = np.zeros(shape, np.int32)
@@ -361,10 +364,7 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
 
     dummy_f = np.zeros((1, 1), np.float32)
     f = None if flat is None else np.ascontiguousarray(flat, dtype=np.float32)
-    if f is not None and not np.any(f > 0):
-        raise DetrendError(problem="flat has no positive pixel",
-                           **_calib_err("flat", err, calib_paths))
-    _kern.apply_calibrations(
+    nbadflat, nanbias, nanflat = _kern.apply_calibrations(
         image, out_mask,
         dummy_f if bias is None else np.ascontiguousarray(bias, dtype=np.float32), bias is not None,
         dummy_f if f is None else f, f is not None,
@@ -372,6 +372,13 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
         int(config.bpm_bad_bits),
         np.zeros((1, 1), np.int32) if mask is None else np.asarray(mask, dtype=np.int32),
         mask is not None, int(config.edge_px), maskbits.BADPIX, maskbits.EDGE)
+    for name, nbad in (("bias", nanbias), ("flat", nanflat)):
+        if nbad:
+            raise DetrendError(problem=f"{name} has {nbad} non-finite pixels",
+                               **_calib_err(name, err, calib_paths))
+    if f is not None and nbadflat == f.size:
+        raise DetrendError(problem="flat has no positive pixel",
+                           **_calib_err("flat", err, calib_paths))
 
     unusable = (out_mask & maskbits.UNUSABLE) != 0
     sky = smooth_sky(image, unusable, mesh=config.sky_mesh, subsample=config.sky_subsample)

@@ -50,19 +50,27 @@ def apply_calibrations(image, mask, bias, has_bias, flat, has_flat, bpm, has_bpm
                        extra, has_extra, edge, badpix_bit, edge_bit):
     """Bias subtraction, flat division (bad flat -> BADPIX, value 0), BPM, EDGE, extra bits.
 
-    Returns the number of pixels with a non-positive or non-finite flat.
+    Returns the numbers of pixels with a non-positive or non-finite flat, with a non-finite
+    bias and with a non-finite flat (the calibrations' checks, made in the same pass).
     """
     ny, nx = image.shape
     nbadflat = 0
+    nanbias = 0
+    nanflat = 0
     for y in range(ny):
         yedge = y < edge or y >= ny - edge
         for x in range(nx):
             v = image[y, x]
             m = mask[y, x]
             if has_bias:
-                v -= bias[y, x]
+                b = bias[y, x]
+                if not np.isfinite(b):
+                    nanbias += 1
+                v -= b
             if has_flat:
                 f = flat[y, x]
+                if not np.isfinite(f):
+                    nanflat += 1
                 if f > 0:
                     v /= f
                 else:  # also catches NaN
@@ -77,7 +85,7 @@ def apply_calibrations(image, mask, bias, has_bias, flat, has_flat, bpm, has_bpm
                 m |= extra[y, x]
             image[y, x] = v
             mask[y, x] = m
-    return nbadflat
+    return nbadflat, nanbias, nanflat
 
 
 @njit(cache=True)

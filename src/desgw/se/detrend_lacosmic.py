@@ -145,28 +145,33 @@ def _sprime_above(img, bad, sky, y, x, gain, rn, memo, stamp, it, buf, buf2, thr
 
 
 @njit(cache=True)
-def _med3_at(img, y, x, memo3, stamp3, it, buf):
-    """3x3 median of ``img`` at (y, x), memoised per pass: the 7x7 windows of the fine
-    structure of neighbouring candidates (star cores, tracks) share most of their medians.
-    A median of 9 values is one of them, so the float32 memo holds it exactly."""
-    if stamp3[y, x] == it:
-        return memo3[y, x]
+def _med3_at(img, y, x, keys, vals, buf):
+    """3x3 median of ``img`` at (y, x) through a direct-mapped cache (``keys``: the pixel
+    index ``y * nx + x`` held by each slot, -1 empty; ``vals``: its median): the 7x7 windows
+    of the fine structure of neighbouring candidates (star cores, tracks) share most of their
+    medians. A median of 9 values is one of them, so the float32 cache holds it exactly. A
+    small table (not image-sized memo arrays) touches a few hundred KB, not pages all over a
+    CCD."""
+    idx = y * img.shape[1] + x
+    slot = idx & (keys.size - 1)
+    if keys[slot] == idx:
+        return vals[slot]
     m = _med_box(img, y, x, 1, buf)
-    memo3[y, x] = m
-    stamp3[y, x] = it
+    keys[slot] = idx
+    vals[slot] = m
     return m
 
 
 @njit(cache=True)
-def _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, memo3, stamp3, it):
+def _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, keys3, vals3):
     ny, nx = img.shape
     n = 0
     for dy in range(-3, 4):
         yy = _clamp(y + dy, ny)
         for dx in range(-3, 4):
-            buf3[n] = _med3_at(img, yy, _clamp(x + dx, nx), memo3, stamp3, it, buf)
+            buf3[n] = _med3_at(img, yy, _clamp(x + dx, nx), keys3, vals3, buf)
             n += 1
-    m3 = _med3_at(img, y, x, memo3, stamp3, it, buf)
+    m3 = _med3_at(img, y, x, keys3, vals3, buf)
     f = (m3 - _median_inplace(buf3, n)) / _noise(img, sky, y, x, gain, rn, buf)
     if f < 0.01:
         f = 0.01
@@ -246,18 +251,21 @@ def prefilter(img, bad, sky, gain, rn, thresh, sky_min):
 
 @njit(cache=True)
 def detect_iteration(img, bad, sky, cr, ys, xs, gain, rn, sigclip, sigfrac, objlim, memo, stamp,
-                     it, ngrow, memo3, stamp3):
+                     it, ngrow):
     """One L.A.Cosmic pass over candidate pixels; sets ``cr`` and returns the new CR pixels.
 
     Seeds: candidates with ``S' > sigclip`` and ``S' / f > objlim``. Growth (astroscrappy's):
     8-neighbours with ``S' > sigclip``, then ``ngrow - 1`` more rings with
-    ``S' > sigfrac * sigclip``. ``memo``/``stamp`` (``S``) and ``memo3``/``stamp3`` (3x3
-    medians) are image-sized scratch arrays, valid where the stamp equals ``it``.
+    ``S' > sigfrac * sigclip``. ``memo``/``stamp`` (``S``) are image-sized scratch arrays,
+    valid where the stamp equals ``it``; the 3x3 medians of the fine structure go through a
+    65536-slot cache made here (the image changes between calls).
     """
     ny, nx = img.shape
     buf = np.empty(49, np.float64)
     buf2 = np.empty(49, np.float64)
     buf3 = np.empty(49, np.float64)
+    keys3 = np.full(1 << 16, -1, np.int64)
+    vals3 = np.empty(1 << 16, np.float32)
     newy = np.empty(ys.size + 16, np.int32)
     newx = np.empty(ys.size + 16, np.int32)
     nnew = 0
@@ -268,7 +276,7 @@ def detect_iteration(img, bad, sky, cr, ys, xs, gain, rn, sigclip, sigfrac, objl
         sp = _sprime_above(img, bad, sky, y, x, gain, rn, memo, stamp, it, buf, buf2, sigclip)
         if sp <= sigclip:
             continue
-        f = _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, memo3, stamp3, it)
+        f = _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, keys3, vals3)
         if sp / f > objlim:
             newy[nnew] = y
             newx[nnew] = x

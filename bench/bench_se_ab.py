@@ -1,0 +1,161 @@
+"""Benchmark: interleaved before/after CPU seconds of the SE steps whose kernels change most.
+
+Usage: ``python bench/bench_se_ab.py WORKDIR OLD_SRC [--ccd 28] [--repeat 5]``
+
+``WORKDIR`` is a simulated night as for ``bench/bench_se_steps.py``; ``OLD_SRC`` is the ``src``
+folder of another tree (e.g. a ``git worktree`` or an export of an older commit). Its
+``desgw`` package is copied to a temporary folder as ``desgw_old`` (imports rewritten), so
+both versions run in one process, pinned to one core with BLAS/numba threads 1, alternately:
+old, new, old, new ... The best (least) CPU time of each over ``--repeat`` alternations is
+reported. On a loaded machine this is far steadier than comparing two separate runs of
+``bench_se_steps.py``, whose step times moved by +-30 % between identical runs at load 10-15.
+
+The steps: detrend, bleed (``mask_bleed_trails``), the first-pass detection, cosmic rays
+(the new side given the detrending's smooth sky, as ``process_ccd`` does), the second
+detection. Each step's inputs come from the new code. Prints one JSON object with, per step,
+``old_cpu_s``, ``new_cpu_s``, their ratio, ``outputs_equal`` (the cosmic-ray mask, the
+bleed mask, the detrended image or the segmentation map, bit for bit) and the load.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse
+import importlib
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _old_package(old_src: Path, dest: Path) -> None:
+    """Copy ``old_src/desgw`` to ``dest/desgw_old`` with its imports renamed."""
+    target = dest / "desgw_old"
+    shutil.copytree(old_src / "desgw", target, ignore=shutil.ignore_patterns("__pycache__"))
+    pat = re.compile(r"\bdesgw(?=[. ])")
+    for path in target.rglob("*.py"):
+        text = path.read_text()
+        path.write_text(pat.sub("desgw_old", text))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray):
+        return bool(np.array_equal(a, b))
+    for name in ("mask", "image", "segmap"):
+        if hasattr(a, name):
+            return bool(np.array_equal(getattr(a, name), getattr(b, name)))
+    return False
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("workdir", type=Path)
+    ap.add_argument("old_src", type=Path)
+    ap.add_argument("--ccd", type=int, default=28)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args(argv)
+
+    tmp = Path(tempfile.mkdtemp(prefix="desgw_old_"))
+    _old_package(args.old_src, tmp)
+    sys.path.insert(0, str(tmp))
+    po = importlib.import_module("desgw_old.se.process")
+    import desgw.se.process as pn
+    from desgw.io.settings import load_settings
+    from desgw.se import maskbits
+    from desgw.workflow.se_ccd import _read_inputs
+    from desgw.workflow.se_types import CCDTask
+
+    root = args.workdir
+    raw = next((root / "raw").glob("DECam_*.fits*"))
+    settings = load_settings(raw_dir=root / "raw", calib_dir=root / "calib",
+                             refcat_dir=root / "refcat", out_root=root / "out", environ={},
+                             cwd=root)
+    calib = settings.calib_paths("r")
+    task = CCDTask(expnum=int(raw.name.split("_")[1].split(".")[0]), ccdnum=args.ccd, band="r",
+                   rnum=1, pnum=1, raw_path=str(raw), bias_path=str(calib.bias),
+                   flat_path=str(calib.flat),
+                   bpm_path=None if calib.bpm is None else str(calib.bpm),
+                   refcat_dir=str(settings.refcat_dir), outdir=str(root / "out" / "single"),
+                   overwrite=True)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
+    inp = _read_inputs(task, {}, 30.0)
+    cfg = pn.SEConfig()
+    steps: dict[str, dict] = {}
+
+    def ab(name: str, fo: Callable[[], Any], fn: Callable[[], Any]) -> None:
+        same = _equal(fo(), fn())
+        to = tn = float("inf")
+        for _ in range(max(1, args.repeat)):
+            t = time.process_time()
+            fo()
+            to = min(to, time.process_time() - t)
+            t = time.process_time()
+            fn()
+            tn = min(tn, time.process_time() - t)
+        steps[name] = {"old_cpu_s": round(to, 4), "new_cpu_s": round(tn, 4),
+                       "ratio": round(tn / to, 3), "outputs_equal": same,
+                       "load_average_1min": round(os.getloadavg()[0], 2)}
+
+    xt = pn.correct_crosstalk(inp.raw, inp.crosstalk_sources, args.ccd)
+    corr = replace(inp.raw, pixels=xt.pixels)
+
+    def detrend(p: Any) -> Callable[[], Any]:
+        return lambda: p.detrend_ccd(corr, bias=inp.bias, flat=inp.flat, bpm=inp.bpm,
+                                     mask=xt.mask, amps=xt.amps, ccdnum=args.ccd,
+                                     config=cfg.detrend, linearity=inp.linearity,
+                                     calib_paths=inp.calib_paths)
+
+    ab("detrend", detrend(po), detrend(pn))
+    d = detrend(pn)()
+    sat = (d.mask & maskbits.SAT) != 0
+    ab("bleed", lambda: po.mask_bleed_trails(d.image, sat),
+       lambda: pn.mask_bleed_trails(d.image, sat))
+    mask = d.mask | pn.mask_bleed_trails(d.image, sat).mask
+    bkg1 = pn.estimate_background(d.image, mask, config=cfg.background)
+    sub = d.image - bkg1.level
+    fp = pn.first_pass_config(cfg)
+    ab("first_pass_detect", lambda: po.detect_sources(sub, bkg1.rms, mask, config=fp),
+       lambda: pn.detect_sources(sub, bkg1.rms, mask, config=fp))
+    det1 = pn.detect_sources(sub, bkg1.rms, mask, config=fp)
+    sat_e = min(a.saturation_e for a in d.amps)
+    seeing = pn.estimate_seeing(det1, sub, max_peak=0.8 * sat_e - bkg1.global_level)
+    rn = float(np.mean([a.read_noise_e for a in d.amps]))
+    crc = replace(cfg.cosmics, objlim=pn.cosmics_objlim(seeing.fwhm_px))
+    um = mask & maskbits.UNUSABLE
+    kw: dict[str, Any] = dict(read_noise_e=rn, gain=1.0, psf_fwhm_px=seeing.fwhm_px, config=crc)
+    ab("cosmics", lambda: po.find_cosmic_rays(d.image, um, **kw),
+       lambda: pn.find_cosmic_rays(d.image, um, smooth_sky_e=d.sky, **kw))
+    cr = pn.find_cosmic_rays(d.image, um, smooth_sky_e=d.sky, **kw)
+    weight = d.weight.copy()
+    pn.flag_pixels(mask, weight, pn.grow_mask(cr, 1) & (weight > 0), maskbits.CRAY)
+    bkg = pn.estimate_background(d.image, mask, objects=det1.segmap, config=cfg.background)
+    sub2 = d.image - bkg.level
+    dc = pn.detect_config_for_seeing(cfg.detect, seeing.fwhm_px, snr=cfg.detect_snr,
+                                     minarea=cfg.detect_minarea)
+    ab("second_detect",
+       lambda: po.detect_sources(sub2, weight, mask, noise_type="weight", config=dc),
+       lambda: pn.detect_sources(sub2, weight, mask, noise_type="weight", config=dc))
+    shutil.rmtree(tmp, ignore_errors=True)
+    import desgw
+    out = {"benchmark": "se_ab", "desgw": str(Path(desgw.__file__).parent),
+           "old_src": str(args.old_src), "workdir": str(root), "ccdnum": args.ccd,
+           "n_first_pass": len(det1.catalog), "repeat": args.repeat, "steps": steps}
+    print(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
