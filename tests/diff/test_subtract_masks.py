@@ -73,9 +73,15 @@ def scene(request):
             yy, xx = _blob(rng, rng.uniform(5, SHAPE[1] - 6), rng.uniform(5, SHAPE[0] - 6))
             img[yy, xx] += rng.uniform(1e3, 3e4, yy.size)
             msk[yy, xx] |= bit
+    # masked pixels carry no data, as in the pipeline's inputs (SE sets their weight to 0; the
+    # resampled template has weight 0 where its kernel touched one): the combined mask then
+    # marks them EDGE as well as CRAY/BADPIX, and must still size their growth by the artefact
+    s_var, t_var = pair.search_var.copy(), pair.template_var.copy()
+    s_var[(s_msk & maskbits.UNUSABLE) != 0] = np.inf
+    t_var[(t_msk & maskbits.UNUSABLE) != 0] = np.inf
     out = {}
     for name, cfg in (("sized", CFG), ("box", replace(CFG, dilate_sources_only=False))):
-        sub = subtract(s_img, pair.search_var, s_msk, ps, t_img, pair.template_var, t_msk, pt,
+        sub = subtract(s_img, s_var, s_msk, ps, t_img, t_var, t_msk, pt,
                        zp_search=pair.zp_search, zp_template=pair.zp_template, config=cfg)
         det = detect_transients(sub, threshold_sigma=5.0)
         meas = measure_candidates(sub, det, search_image=s_img, template_image=t_img)

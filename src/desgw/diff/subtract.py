@@ -33,9 +33,12 @@ larger PSF FWHM, a square box) only when a source shows there: the mean of the u
 either image in the 3 x 3 pixels around it exceeds ``config.source_sigma`` times its noise, or
 neither image has a usable pixel there (nothing is known: a saturated core, a shared bad
 column). Every other masked pixel is grown by ``config.dilate_min_px`` (the faint wings of a
-cosmic ray or a hot pixel that the masks miss). EDGE (no data) is always grown by the full
-radius. ``config.dilate_sources_only = False`` grows every masked pixel by the full radius
-(the former behaviour: a cosmic ray ~10 px from a transient then hid it). The output ``meta``
+cosmic ray or a hot pixel that the masks miss). A pixel without data whose mask says why (a bad
+pixel, a cosmic ray or a saturated core with weight 0, as SE and the resampling leave them:
+EDGE together with such a bit) follows that rule; only EDGE alone (no coverage: the edges of
+the template footprint, chip gaps) is always grown by the full radius.
+``config.dilate_sources_only = False`` grows every masked pixel by the full radius (the former
+behaviour: a cosmic ray ~10 px from a transient then hid it). The output ``meta``
 gives ``bad_fraction`` (pixels unusable in either input) and ``masked_fraction`` (pixels
 masked in the output).
 """
@@ -261,8 +264,9 @@ def _blank(mask, bits, diff, diff_var, score, flux, flux_err, out_mask,
 
 @njit(cache=True, nogil=True)
 def _scan_mask(combined, bits, edge_bit):  # pragma: no cover - numba
-    """One pass over the combined mask: a copy of it, the uint8 map of ``edge_bit``, whether
-    any pixel has it, and the sorted flat indices of the pixels with any of ``bits``."""
+    """One pass over the combined mask: a copy of it, the uint8 map of the pixels with
+    ``edge_bit`` and none of ``bits`` (no data and no mask bit saying why: coverage edges),
+    whether any pixel has it, and the sorted flat indices of the pixels with any of ``bits``."""
     ny, nx = combined.shape
     out = np.empty((ny, nx), np.int32)
     edge = np.empty((ny, nx), np.uint8)
@@ -272,7 +276,7 @@ def _scan_mask(combined, bits, edge_bit):  # pragma: no cover - numba
         for x in range(nx):
             m = combined[y, x]
             out[y, x] = m
-            e = (m & edge_bit) != 0
+            e = (m & edge_bit) != 0 and (m & bits) == 0
             edge[y, x] = e
             any_edge |= e
             if (m & bits) != 0:
