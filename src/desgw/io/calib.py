@@ -294,11 +294,7 @@ class CalibFile:
             raise DataTypeError(self.path, label, f"{self.kind.name} must be float32 "
                                 f"(BITPIX = -32), found BITPIX = {bitpix}")
         if self._fx is not None:
-            naxis = header.get("NAXIS", 0)
-            if naxis != 2:
-                raise DataTypeError(self.path, label, f"expected a 2-D image, found NAXIS = "
-                                    f"{naxis}")
-            data = self._fx.read_image(index)
+            data = self._fx.read_image_2d(index)
         else:
             data = read_hdu_pixels(hdu, self.path, label)
         if self.expected_shape is not None and data.shape != self.expected_shape:

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 from astropy.io import fits
 
-from desgw.errors import CorruptFileError, HeaderError, MissingFileError
+from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
 
 from ._fitsutil import header_int
 
@@ -285,6 +285,22 @@ class FitsIndex:
         if not data.dtype.isnative:
             data = data.astype(data.dtype.newbyteorder("="))
         return data
+
+    def read_image_2d(self, index: int) -> np.ndarray:
+        """:meth:`read_image` of an HDU whose header must say ``NAXIS = 2`` (a CCD plane).
+
+        Raises
+        ------
+        DataTypeError
+            The header's NAXIS is not 2.
+        CorruptFileError
+            As :meth:`read_image`.
+        """
+        naxis = self._headers[index].get("NAXIS", 0)
+        if naxis != 2:
+            raise DataTypeError(self.path, self.labels[index], f"expected a 2-D image, found "
+                                f"NAXIS = {naxis}")
+        return self.read_image(index)
 
     def read_table(self, index: int) -> np.ndarray:
         """Read the rows of binary-table HDU ``index`` as a structured array (native order).

@@ -545,11 +545,7 @@ class RawExposure:
             label = self._fx.labels[index]
             header = self._fx.header(index)
             _check_raw_dtype(header, self.path, label)
-            naxis = header.get("NAXIS", 0)
-            if naxis != 2:
-                raise DataTypeError(self.path, label, f"expected a 2-D image, found NAXIS = "
-                                    f"{naxis}")
-            data = self._fx.read_image(index)
+            data = self._fx.read_image_2d(index)
         else:
             assert self._hdul is not None
             hdu = self._hdul[index]
