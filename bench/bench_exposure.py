@@ -277,9 +277,11 @@ def main(argv: list[str] | None = None) -> dict:
         n_cand = sum(int(r.detail.get("n_candidates", 0) or 0)
                      for r in by_kind.get("diff", []))
         # a fused search CCD (a diff task with SE inside) reports its SE steps as se_timings
+        # the SE split of the fused search CCDs (SE inside their diff task); the search CCDs
+        # without a template (an SE task of their own) separately
         search_se = [r for r in by_kind.get("se", []) if r.expnum == search]
-        se_steps = _mean_steps(search_se, "timings") if search_se else \
-            _mean_steps(by_kind.get("diff", []), "se_timings")
+        se_steps = _mean_steps(by_kind.get("diff", []), "se_timings")
+        se_only_steps = _mean_steps(search_se, "timings")
         steps = _mean_steps(by_kind.get("diff", []), "timings")
         cores = os.cpu_count() or 1
         n_search = len(truth.ccdnums(search))
@@ -298,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict:
             "wall_per_ccd_s": round(wall / max(1, n_search), 2),
             "stages": per_kind,
             "se_steps_mean_s": se_steps,
+            "se_only_steps_mean_s": se_only_steps,
             "diff_steps_mean_s": steps,
             "cpu_seconds": round(cpu_s, 1),
             "core_s_per_ccd": round(cpu_s / max(1, n_search), 2),
