@@ -168,6 +168,15 @@ def _products(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, h: fits.H
         airmass=_float_key(h, "AIRMASS", math.nan))
 
 
+def _prepared_target(immask: str | os.PathLike[str], config: DiffConfig
+                     ) -> tuple[str, dict[str, Any], Path]:
+    """(settings hash, source stamp, path) of the prepared form of ``immask``."""
+    from desgw.io.prepared_template import prepared_path, source_stamp
+
+    key = template_settings_hash(config)
+    return key, source_stamp(immask), prepared_path(immask, key)
+
+
 def template_settings_hash(config: DiffConfig) -> str:
     """Short hash (12 hex digits) of what a template's sky depends on: the background
     settings, ``object_sigma``, the desgw version and the prepared-file format."""
@@ -208,17 +217,10 @@ def load_template_products(immask: str | os.PathLike[str], *,
         read. (An unreadable prepared file is only logged, then made again.)
     """
     from desgw.errors import DesgwError
-    from desgw.io.prepared_template import (
-        preparation_lock,
-        prepared_path,
-        read_prepared,
-        source_stamp,
-    )
+    from desgw.io.prepared_template import preparation_lock, read_prepared
 
     config = DiffConfig() if config is None else config
-    key = template_settings_hash(config)
-    source = source_stamp(immask)
-    ppath = prepared_path(immask, key)
+    key, source, ppath = _prepared_target(immask, config)
     def existing() -> PreparedTemplate | None:
         try:
             return read_prepared(ppath, source=source, settings_hash=key, crop=crop)
@@ -273,19 +275,12 @@ def prepare_template_from_memory(immask: str | os.PathLike[str], image: np.ndarr
     OSError
         The file cannot be written.
     """
-    from desgw.io.prepared_template import (
-        preparation_lock,
-        prepared_path,
-        source_stamp,
-        write_prepared,
-    )
+    from desgw.io.prepared_template import preparation_lock, write_prepared
 
     from .pipeline_steps import subtract_sky
 
     config = DiffConfig() if config is None else config
-    key = template_settings_hash(config)
-    source = source_stamp(immask)
-    ppath = prepared_path(immask, key)
+    key, source, ppath = _prepared_target(immask, config)
     msk = np.asarray(mask).astype(np.int32, copy=False)
     sub, sky, rms = subtract_sky(np.asarray(image, dtype=np.float32), msk, config)
     with preparation_lock(ppath):
