@@ -596,8 +596,10 @@ def run(graph_file: Path, scheduler: str | None, cluster: str | None, workers: i
     """Execute a task graph written by `desgw dagmaker` (on Dask).
 
     Tasks whose products exist are skipped unless -O; a failed task is reported and the others
-    go on. Task logs and a run summary go to OUT/logs/. Exit code 0: every task done or skipped;
-    1: some task failed or was blocked (listed); 3: bad input; 4: database error.
+    go on. Task logs and a run summary go to OUT/logs/. Exit code 0: every task done or skipped,
+    or degraded only (an exposure calibration short of Gaia stars whose dependent tasks all
+    finished: listed as DEGRADED, zeropoints from relative or nominal scales, flagged in the
+    products); 1: some task failed or was blocked (listed); 3: bad input; 4: database error.
     """
     settings = _settings_from_options(raw_dir, calib_dir, refcat_dir, out_root, db_url, config_file)
     from .engine.graph import TaskGraph

@@ -1,6 +1,7 @@
-"""SEdiffReport's verdict (the exit status of `desgw sediff`): a photometric calibration that
-failed only for lack of stars, while everything depending on it succeeded, is DEGRADED with a
-warning and the run is ok; any other failure, or a dependent that did not succeed, is not."""
+"""The verdict of a pipeline run (the exit status of `desgw sediff` and `desgw run`): a
+photometric calibration that failed only for lack of stars, while everything depending on it
+succeeded, is DEGRADED (:func:`degraded_calibrations`, the run's report and summary JSON) with
+a warning and the run is ok; any other failure, or a dependent that did not succeed, is not."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from desgw.engine.graph import Task, TaskGraph
 from desgw.engine.run import RunReport
 from desgw.engine.tasks import TaskResult
 from desgw.workflow.sediff import SEdiffReport
+from desgw.workflow.tasks import degraded_calibrations
 
 REASON = "expcalib: PhotometricCalibrationError: exposure 7 band z: only 0 of 1 matched stars"
 
@@ -28,7 +30,10 @@ def _report(*, calib_only: bool = True, diff_status: str = "done",
         detail = {"calibration_only": True} if t.id == "expcalib-7" and calib_only else {}
         results[t.id] = TaskResult(t.id, t.kind, t.expnum, t.ccd, s,
                                    reason=REASON if s == "failed" else None, detail=detail)
-    return SEdiffReport(7, graph, RunReport(results=results, wall_seconds=1.0, run_id="r1"))
+    run = RunReport(results=results, wall_seconds=1.0, run_id="r1",
+                    degraded=degraded_calibrations(graph, results))
+    assert run.to_dict()["degraded"] == list(run.degraded)
+    return SEdiffReport(7, graph, run)
 
 
 def test_a_calibration_short_of_stars_with_its_diff_done_is_degraded_not_failed():
@@ -38,6 +43,8 @@ def test_a_calibration_short_of_stars_with_its_diff_done_is_degraded_not_failed(
     assert f"DEGRADED expcalib-7: {REASON}" in text and "FAILED" not in text
     assert "photometric calibration of exposure 7 degraded (too few stars)" in text
     assert "ZPMODE" in text
+    assert "DEGRADED expcalib-7" in "\n".join(rep.run.lines())  # `desgw run` prints it too
+    assert rep.run.ok  # and exits 0
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -42,7 +42,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,6 +77,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = [
     "CLUSTER_KINDS",
     "WORKER_MEMORY_GB",
+    "DegradedRule",
     "RunReport",
     "cluster_options",
     "default_workers",
@@ -91,6 +92,8 @@ log = logging.getLogger(__name__)
 CLUSTER_KINDS: tuple[str, ...] = ("htcondor", "slurm")
 #: Memory budget of one worker (GB): the original's per-job request.
 WORKER_MEMORY_GB = 3.5
+#: ``rule(graph, results) -> ids``: failed tasks a pipeline accepts as degraded successes.
+DegradedRule = Callable[[TaskGraph, Mapping[str, TaskResult]], Iterable[str]]
 
 
 # ----------------------------------------------------------------------------- report
@@ -116,6 +119,10 @@ class RunReport:
         Folder of the task logs and of the run summary.
     summary_path : Path or None
         The run summary JSON written.
+    degraded : tuple of str
+        Failed tasks that the pipeline's rule (``run_graph(degraded_rule=...)``) accepts as a
+        degraded success: e.g. an exposure calibration that lacked stars while every task
+        depending on it finished. Listed as DEGRADED, not failed, and :attr:`ok` allows them.
     """
 
     results: dict[str, TaskResult]
@@ -126,6 +133,7 @@ class RunReport:
     run_id: str = ""
     log_dir: Path | None = None
     summary_path: Path | None = None
+    degraded: tuple[str, ...] = ()
 
     def with_status(self, status: str) -> tuple[str, ...]:
         """Ids of the tasks with ``status``."""
@@ -153,8 +161,9 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        """True when every task is done or skipped."""
-        return all(r.status in OK_STATUSES for r in self.results.values())
+        """True when every task is done or skipped, or is one of :attr:`degraded`."""
+        degraded = set(self.degraded)
+        return all(r.status in OK_STATUSES or t in degraded for t, r in self.results.items())
 
     def to_dict(self) -> dict[str, Any]:
         """JSON values."""
@@ -163,6 +172,7 @@ class RunReport:
                 "task_seconds": self.task_seconds,
                 "counts": {s: len(self.with_status(s)) for s in
                            ("done", "skipped", "failed", "blocked")},
+                "degraded": list(self.degraded),
                 "tasks": [r.to_dict() for r in self.results.values()]}
 
     def lines(self) -> list[str]:
@@ -183,9 +193,11 @@ class RunReport:
             timing = (f"; wall {wall:.1f} s, task time {self.task_seconds.get(kind, 0):.1f} s"
                       if wall is not None else "")
             out.append(f"  {kind}: {len(rs)} tasks ({parts}){timing}")
+        degraded = set(self.degraded)
         for r in self.results.values():
             if r.status in ("failed", "blocked"):
-                out.append(f"  {r.status.upper()} {r.task_id}: {r.reason}")
+                word = "DEGRADED" if r.task_id in degraded else r.status.upper()
+                out.append(f"  {word} {r.task_id}: {r.reason}")
             elif r.status == "done" and r.attempt > 1:
                 out.append(f"  {r.task_id}: done at attempt {r.attempt}")
         if self.log_dir is not None:
@@ -406,7 +418,8 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
               retries: int = 2, progress: bool = True,
               log_dir: str | os.PathLike[str] | None = None,
               cluster_opts: Mapping[str, Any] | None = None,
-              db_timeout_s: float = 60.0) -> RunReport:
+              db_timeout_s: float = 60.0,
+              degraded_rule: DegradedRule | None = None) -> RunReport:
     """Execute a task graph (see the module docstring).
 
     Parameters
@@ -440,6 +453,10 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
         How long to wait for the database (s): when opening it before the run, and in every
         task, whose database writes are tried again with backoff for this long while it is
         locked or unreachable (``settings.db_timeout_s`` of the tasks).
+    degraded_rule : callable, optional
+        ``rule(graph, results) -> task ids``: the failed tasks to report as degraded
+        (:attr:`RunReport.degraded`) rather than failed; the pipeline's is
+        :func:`desgw.workflow.tasks.degraded_calibrations`.
 
     Returns
     -------
@@ -523,9 +540,10 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
         if ran:
             stage_seconds[kind] = max(r.finished for r in ran) - min(r.started for r in ran)
             task_seconds[kind] = sum(r.seconds for r in ran)
+    degraded = tuple(degraded_rule(graph, ordered)) if degraded_rule is not None else ()
     report = RunReport(results=ordered, wall_seconds=time.perf_counter() - t_start,
                        stage_seconds=stage_seconds, task_seconds=task_seconds,
-                       scheduler=description, run_id=run_id, log_dir=logs)
+                       scheduler=description, run_id=run_id, log_dir=logs, degraded=degraded)
     doc = {**report.to_dict(), "graph_meta": {k: graph.meta.get(k) for k in ("search",)
                                               if k in graph.meta}}
     try:

@@ -112,29 +112,17 @@ class SEdiffReport:
 
     @property
     def degraded(self) -> tuple[str, ...]:
-        """Ids of the ``expcalib`` tasks that failed only in the photometric calibration (too
-        few stars: the runner's ``calibration_only``; corners and exposure QC written) while
-        every task depending on them is done or skipped: their CCDs' zeropoints came from a
-        relative or nominal scale (:mod:`desgw.workflow.diff_relzp`), flagged, not a failure
-        of the run."""
-        out = []
-        for t in self.graph.of_kind("expcalib"):
-            r = self.run.results.get(t.id)
-            if r is None or r.ok or r.status != "failed" or \
-                    not r.detail.get("calibration_only"):
-                continue
-            deps = self.graph.dependents(t.id)
-            if all(d.id in self.run.results and self.run.results[d.id].ok for d in deps):
-                out.append(t.id)
-        return tuple(out)
+        """Ids of the ``expcalib`` tasks that failed only in the photometric calibration while
+        every task depending on them finished (:func:`desgw.workflow.tasks.degraded_calibrations`,
+        the run's :attr:`~desgw.engine.run.RunReport.degraded`): their CCDs' zeropoints came
+        from a relative or nominal scale, flagged, not a failure of the run."""
+        return self.run.degraded
 
     @property
     def ok(self) -> bool:
         """True when every task is done or skipped (or only :attr:`degraded`) and, unless in
         template mode (``-t``), at least one CCD was differenced."""
-        degraded = set(self.degraded)
-        return all(r.ok or tid in degraded for tid, r in self.run.results.items()) and \
-            not self.nothing_differenced
+        return self.run.ok and not self.nothing_differenced
 
     def lines(self) -> list[str]:
         """A human summary."""
@@ -150,14 +138,9 @@ class SEdiffReport:
             out.append(f"  dropped template {d['expnum']}: {d['reason']}")
         if meta.get("no_template_ccds"):
             out.append(f"  no template overlaps CCDs {meta['no_template_ccds']}")
-        degraded = self.degraded
-        for line in self.run.lines():
-            for tid in degraded:
-                if line.startswith(f"  FAILED {tid}: "):
-                    line = line.replace("  FAILED ", "  DEGRADED ", 1)
-            out.append(line)
+        out += self.run.lines()
         out += [f"  warning: {w}" for w in self.warnings]
-        for tid in degraded:
+        for tid in self.degraded:
             t = self.graph.task(tid)
             out.append(f"  warning: photometric calibration of exposure {t.expnum} degraded "
                        "(too few stars); its CCDs' zeropoints come from relative or nominal "

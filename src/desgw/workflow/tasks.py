@@ -269,6 +269,21 @@ def _calibration_only(result: TaskResult | None) -> bool:
     return result is not None and not result.ok and bool(result.detail.get("calibration_only"))
 
 
+def degraded_calibrations(graph: TaskGraph, results: Mapping[str, TaskResult]) -> tuple[str, ...]:
+    """Ids of the ``expcalib`` tasks that failed only in the photometric calibration (too few
+    stars: ``calibration_only``; corners and exposure QC written) while every task depending on
+    them finished (done or skipped): their CCDs' zeropoints came from a relative or nominal
+    scale (:mod:`desgw.workflow.diff_relzp`), flagged in the products, so the run is degraded,
+    not failed (:attr:`desgw.engine.run.RunReport.degraded`)."""
+    out = []
+    for t in graph.of_kind("expcalib"):
+        if not _calibration_only(results.get(t.id)):
+            continue
+        if all(d.id in results and results[d.id].ok for d in graph.dependents(t.id)):
+            out.append(t.id)
+    return tuple(out)
+
+
 def _copy_lists(task: Task, outdir: str | None) -> dict[str, str]:
     """Copies of the star and veto lists under the names given with ``-T``/``-V``."""
     a = task.args
@@ -441,5 +456,6 @@ def run_pipeline(graph: TaskGraph, *, settings: Settings,
     """
     replaced = set(runners or {})
     check_task_args(graph, kinds={k: v for k, v in REQUIRED_ARGS.items() if k not in replaced})
+    options.setdefault("degraded_rule", degraded_calibrations)
     return run_graph(graph, settings=settings, runners={**RUNNERS, **dict(runners or {})},
                      **options)
