@@ -503,6 +503,28 @@ def solve_ccd_wcs(x: np.ndarray, y: np.ndarray, ref: Table, init_wcs: WCS, *,
         return shift.result
 
 
+
+def _exposure_airmass(exposure: ExposureHeader) -> float:
+    """The header's ``AIRMASS``; when absent or below 1, recomputed from the pointing at the
+    middle of the exposure (:func:`desgw.instrument.site.airmass_at`, with a warning); 1.0 with
+    a warning when the pointing is unknown too."""
+    if exposure.airmass is not None and math.isfinite(exposure.airmass) and exposure.airmass >= 1:
+        return float(exposure.airmass)
+    from desgw.instrument.site import airmass_at
+
+    if exposure.ra_deg is not None and exposure.dec_deg is not None:
+        mid = float(exposure.mjd_obs) + 0.5 * float(exposure.exptime) / 86400.0
+        x = airmass_at(float(exposure.ra_deg), float(exposure.dec_deg), mid)
+        if math.isfinite(x):
+            log.warning("exposure %s: AIRMASS %s in the raw header; %.3f from the pointing "
+                        "at CTIO", exposure.expnum, exposure.airmass, x)
+            return x
+    log.warning("exposure %s: AIRMASS %s in the raw header and no usable pointing; airmass "
+                "1.0 assumed (extinction-dependent QC and nominal zeropoints assume the zenith)",
+                exposure.expnum, exposure.airmass)
+    return 1.0
+
+
 def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResult:
     """Process one raw CCD into calibrated image, catalog, PSF, WCS, zeropoint and QC.
 
@@ -553,7 +575,7 @@ def process_ccd(inputs: CCDInputs, *, config: SEConfig = SEConfig()) -> CCDResul
                     linearity=inputs.linearity, calib_paths=inputs.calib_paths)
     image, mask, weight = d.image, d.mask, d.weight
     lap("detrend")
-    airmass = exposure.airmass if exposure.airmass is not None and exposure.airmass >= 1 else 1.0
+    airmass = _exposure_airmass(exposure)
     detrended = CalibratedCCD(
         image=image, mask=mask, weight=weight, ccdnum=ccdnum, expnum=int(exposure.expnum),
         band=band, filter_name=str(exposure.filter or band), exptime=float(exposure.exptime),
