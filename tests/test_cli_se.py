@@ -12,14 +12,12 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def sim_dirs(tmp_path_factory):
-    """A simulated exposure (CCDs 28, 29), its Gaia store and an empty product root."""
-    from desgw.refcat import ingest_gaia
-    from desgw.sim.night import simulate_night
-
-    root = tmp_path_factory.mktemp("cli_se_sim")
-    simulate_night(root, seed=5, ccds=[28, 29], n_templates=0, n_search=1)
-    ingest_gaia(sorted((root / "gaia").glob("*.csv")), root / "refcat")
+def sim_dirs(search_sim_2ccd, tmp_path_factory):
+    """A simulated exposure (CCDs 28, 29) and its Gaia store (links to the shared, read-only
+    folders) and an empty product root ``out``."""
+    root = tmp_path_factory.mktemp("cli_se")
+    for name in ("raw", "calib", "refcat"):
+        (root / name).symlink_to(search_sim_2ccd / name, target_is_directory=True)
     return root
 
 

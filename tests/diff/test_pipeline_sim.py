@@ -9,7 +9,6 @@ import pickle
 import sys
 import types
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,27 +22,12 @@ from desgw.diff.pipeline import (
 )
 from desgw.diff.pipeline_products import load_ccd_products, load_template_products
 from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
-from desgw.io.settings import load_settings
 from desgw.sim.accuracy import blank_sky as blank_sky_mask
-from desgw.workflow.se_exposure import run_se_exposure
 
 pytestmark = pytest.mark.slow
 
 R, P, CCD = 1, 1, 28
 NARROW, BROAD = 797828, 767502  # template exposures of sim_night: 0.89" and 1.63" (search 1.28")
-
-
-def process_sim_night(outdir: Path, truth, refcat_dir: Path, out_root: Path, *,
-                      db_url: str | None = None) -> Path:
-    """SE (with calibration) of every exposure of the sim night into ``out_root`` (resumes)."""
-    settings = load_settings(raw_dir=outdir / "raw", calib_dir=outdir / "calib",
-                             refcat_dir=refcat_dir, out_root=out_root, db_url=db_url,
-                             environ={}, cwd=outdir)
-    for e in truth.expnums:
-        rep = run_se_exposure(e, settings=settings, rnum=R, pnum=P, run_calibration=True,
-                              template_mode=e in truth.template_expnums, workers=2)
-        assert not rep.failed, rep.lines()
-    return out_root
 
 
 def stand_in_scorer(candidates, stamps) -> np.ndarray:
@@ -62,10 +46,9 @@ def scorer():
 
 
 @pytest.fixture(scope="module")
-def products(sim_night, sim_refcat_store, tmp_path_factory):
-    outdir, truth = sim_night
-    out_root = tmp_path_factory.getbasetemp() / "diff_pipeline_se"
-    process_sim_night(Path(outdir), truth, sim_refcat_store.store_dir, out_root)
+def products(sim_night, sim_night_se):
+    _, truth = sim_night
+    out_root = sim_night_se
 
     def load(e: int, c: int, template: bool = False) -> CCDProducts:
         p = ccd_product_paths(find_exposure_dir(out_root, e, R, P), e, "r", c, R, P)
@@ -201,7 +184,7 @@ def test_recovered_fake_flux_pulls(narrow, broad):
     assert abs(np.median(p)) < 3 * 1.2533 * np.std(p) / np.sqrt(p.size), np.median(p)
 
 
-def test_prepared_templates_give_the_per_search_result(narrow, products, tmp_path_factory):
+def test_prepared_templates_give_the_per_search_result(narrow, products, sim_night_se):
     """Template CCDs read from their prepared form (sky estimated once on the whole CCD,
     quantised) against the immask with the sky estimated per search CCD (the former path):
     the differences agree to a small part of their noise, and the same fakes are recovered
@@ -209,7 +192,7 @@ def test_prepared_templates_give_the_per_search_result(narrow, products, tmp_pat
     from desgw.io.products import read_immask
 
     search, templates, _ = products
-    out_root = tmp_path_factory.getbasetemp() / "diff_pipeline_se"
+    out_root = sim_night_se
     old = []
     for t in templates[NARROW]:
         p = ccd_product_paths(find_exposure_dir(out_root, NARROW, R, P), NARROW, "r", t.ccdnum,

@@ -5,7 +5,6 @@ kept, and few bogus candidates that the star veto does not flag pass the thresho
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,6 @@ from desgw.diff.realbogus import load_model
 from desgw.diff.starcat import make_star_catalog, make_veto_table
 from desgw.sim.model import OBJECT_KINDS
 from desgw.io.product_paths import ccd_product_paths, find_exposure_dir
-from desgw.workflow.se_exposure import run_se_exposure
-from desgw.io.settings import load_settings
 from desgw.workflow.templates import ccd_corners_from_wcs
 
 pytestmark = pytest.mark.slow
@@ -28,18 +25,9 @@ NARROW = 797828  # the 0.89" template of sim_night (search 1.28")
 
 
 @pytest.fixture(scope="module")
-def result(sim_night, sim_refcat_store, tmp_path_factory):
-    outdir, truth = sim_night
-    outdir = Path(outdir)
-    # the SE products tests/diff/test_pipeline_sim.py makes (resumed when they exist)
-    out_root = tmp_path_factory.getbasetemp() / "diff_pipeline_se"
-    settings = load_settings(raw_dir=outdir / "raw", calib_dir=outdir / "calib",
-                             refcat_dir=sim_refcat_store.store_dir, out_root=out_root,
-                             environ={}, cwd=outdir)
-    for e in truth.expnums:
-        rep = run_se_exposure(e, settings=settings, rnum=R, pnum=P, run_calibration=True,
-                              template_mode=e in truth.template_expnums, workers=2)
-        assert not rep.failed, rep.lines()
+def result(sim_night, sim_night_se):
+    _, truth = sim_night
+    out_root = sim_night_se  # the SE products tests/diff/test_pipeline_sim.py uses too
 
     def load(e: int, c: int):
         p = ccd_product_paths(find_exposure_dir(out_root, e, R, P), e, "r", c, R, P)

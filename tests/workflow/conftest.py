@@ -12,16 +12,18 @@ from desgw.io.completion import diff_done_path
 
 
 @pytest.fixture(scope="session")
-def workflow_sim(tmp_path_factory):
+def workflow_sim(build_once):
     """``simulate_night(seed=5, ccds=[28], n_templates=1)`` and its Gaia store (``ROOT/refcat``),
-    made once per test session: ``(root, truth)``."""
+    made once per test run: ``(root, truth)``."""
     from desgw.refcat import ingest_gaia
     from desgw.sim import load_truth
     from desgw.sim.night import simulate_night
 
-    root = tmp_path_factory.getbasetemp() / "workflow_sim_seed5"
-    simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
-    ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
+    def build(root):
+        simulate_night(root, seed=5, band="r", ccds=[28], n_templates=1, n_search=1)
+        ingest_gaia([root / "gaia" / "gaia_sim.csv"], root / "refcat", order=8)
+
+    root = build_once("workflow_sim_seed5", build)
     return root, load_truth(root)
 
 

@@ -32,12 +32,12 @@ def _stand_in_score(candidates, stamps):
 
 
 @pytest.fixture(scope="module")
-def env(sim_night, sim_refcat_store, tmp_path_factory):
+def env(sim_night, sim_refcat_store, sim_night_se, tmp_path_factory):
     """SE products of the whole night (shared with tests/diff/test_pipeline_sim.py through the
     resume rule) with every exposure registered in a database, and a stand-in real/bogus."""
     outdir, truth = sim_night
     outdir = Path(outdir)
-    out_root = tmp_path_factory.getbasetemp() / "diff_pipeline_se"
+    out_root = sim_night_se  # resumed here: the CCDs are registered in this module's database
     db_url = f"sqlite:///{tmp_path_factory.mktemp('diffdb') / 'desgw.sqlite'}"
     settings = load_settings(raw_dir=outdir / "raw", calib_dir=outdir / "calib",
                              refcat_dir=sim_refcat_store.store_dir, out_root=out_root,

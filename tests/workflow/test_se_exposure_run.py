@@ -27,16 +27,11 @@ EXPNUM, R, P, CCDS = 880001, 3, 7, (28, 29)
 
 
 @pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    """A simulated search exposure (CCDs 28, 29) with its Gaia store; shared by the module."""
-    from desgw.refcat import ingest_gaia
+def sim(search_sim_2ccd):
+    """A simulated search exposure (CCDs 28, 29) with its Gaia store (shared, read only)."""
     from desgw.sim import load_truth
-    from desgw.sim.night import simulate_night
 
-    root = tmp_path_factory.mktemp("se_run_sim")
-    simulate_night(root, seed=5, ccds=list(CCDS), n_templates=0, n_search=1)
-    ingest_gaia(sorted((root / "gaia").glob("*.csv")), root / "refcat")
-    return root, load_truth(root)
+    return search_sim_2ccd, load_truth(search_sim_2ccd)
 
 
 def _settings(root, out, **kw):
