@@ -17,7 +17,7 @@ import pytest
 
 from desgw.diff.detect import detect_transients
 from desgw.diff.measure import measure_candidates
-from desgw.diff.subtract import SubtractConfig, subtract
+from desgw.diff.subtract import SubtractConfig, difference_mask, subtract
 from desgw.diff.zogy_synth import make_image_pair
 from desgw.se import maskbits
 
@@ -115,7 +115,8 @@ def scene():
     for lo in cols:
         on_cols |= np.abs(pair.star_x - (lo + 1)) < 2.0 * fwhm
     return {"pair": pair, "sub": sub, "meas": meas, "bad": bad, "cols": cols,
-            "fwhm": fwhm, "stars_on_columns": int(on_cols.sum())}
+            "fwhm": fwhm, "stars_on_columns": int(on_cols.sum()),
+            "inputs": (s_img, s_var, s_msk, ps, t_img, t_var, t_msk, pt)}
 
 
 def test_transients_next_to_columns_cosmic_rays_and_hot_pixels_are_found(scene) -> None:
@@ -156,3 +157,12 @@ def test_masked_fraction_stays_near_the_bad_fraction(scene) -> None:
         strip = masked[:, max(lo - 8, 0):lo + 11]
         assert np.median(strip.sum(axis=1)) <= 4, (lo, np.median(strip.sum(axis=1)))
 
+
+
+def test_difference_mask_is_the_mask_of_the_subtraction(scene) -> None:
+    """The mask predicted before subtracting (where fakes are planned) is the subtraction's."""
+    pair = scene["pair"]
+    mask = difference_mask(*scene["inputs"], zp_search=pair.zp_search,
+                           zp_template=pair.zp_template, config=CFG)
+    assert mask.dtype == np.int32
+    assert np.array_equal(mask, scene["sub"].mask)
