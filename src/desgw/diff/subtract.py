@@ -30,8 +30,12 @@ is wrong only where a source lies under the mask: the two images' sources are th
 same hole but convolved with different PSFs, and the difference shows a residual the size of
 the PSF. A cluster of masked pixels (8-connected) is therefore grown only as far as the flux
 it hides needs: the flux the in-painting removes (the other image's pixels where one image is
-unusable, search scale) is a source when it exceeds ``config.source_sigma`` times its noise
-and the point-source flux error ``sigma_F`` of the difference; the cluster is then grown by
+unusable, search scale), as far as it belongs to a source in both images (its share is the
+other image's light around the cluster over this image's there, clipped to [0, 1]: a
+transient cut by a template defect leaves no residual of its own, the difference only lacks
+the cut part of it, so the defect is not grown over it), is a source when it exceeds
+``config.source_sigma`` times its noise and the point-source flux error ``sigma_F`` of the
+difference; the cluster is then grown by
 ``2 sigma_psf sqrt(ln(F / sigma_F))`` (where a Gaussian core of that flux falls below
 ``sigma_F``), at most the full radius (``config.dilate_fwhm`` x the larger PSF FWHM, a square
 box). A cluster with pixels unusable in both images (nothing is known: a saturated core, a
@@ -394,13 +398,18 @@ def _label_sparse(idx, nx, block=0):  # pragma: no cover - numba
 @njit(cache=True, nogil=True)
 def _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
                   bad_bits):  # pragma: no cover - numba
-    """Per cluster: |flux| and variance (search scale) that the in-painting removes (the
-    other image's pixels where only one image is unusable) and whether any pixel is unusable
-    in both images."""
-    nx = n_img.shape[1]
-    flux = np.zeros(n)
+    """Per cluster: the flux (search scale) that the in-painting removes from the search
+    (``f_n``, its pixels where only the template is unusable) and from the template (``f_r``,
+    where only the search is), their summed variance, whether any pixel is unusable in both
+    images, and the sums of both images (search scale) and their variances over the pixels
+    usable in both that border the cluster (8-neighbours, once per cluster pixel they
+    border)."""
+    ny, nx = n_img.shape
+    f_n = np.zeros(n)
+    f_r = np.zeros(n)
     var = np.zeros(n)
     unknown = np.zeros(n, np.bool_)
+    ring = np.zeros((n, 4))  # search, template, their variances
     s2 = scale * scale
     for i in range(idx.size):
         k = lab[i]
@@ -416,16 +425,49 @@ def _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
         elif nb:
             v, w = float(b) * scale, float(vb) * s2
             if np.isfinite(v):
-                flux[k] += v
+                f_r[k] += v
             if np.isfinite(w):
                 var[k] += w
         elif rb:
             v, w = float(a), float(va)
             if np.isfinite(v):
-                flux[k] += v
+                f_n[k] += v
             if np.isfinite(w):
                 var[k] += w
-    return np.abs(flux), var, unknown
+        for yy in range(max(y - 1, 0), min(y + 2, ny)):
+            for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                a2, va2 = n_img[yy, xx], n_var[yy, xx]
+                b2, vb2 = r_img[yy, xx], r_var[yy, xx]
+                if (n_msk[yy, xx] & bad_bits) != 0 or (r_msk[yy, xx] & bad_bits) != 0:
+                    continue
+                if not (np.isfinite(va2) and va2 > 0 and np.isfinite(vb2) and vb2 > 0
+                        and np.isfinite(a2) and np.isfinite(b2)):
+                    continue
+                ring[k, 0] += a2
+                ring[k, 1] += float(b2) * scale
+                ring[k, 2] += va2
+                ring[k, 3] += float(vb2) * s2
+    return f_n, f_r, var, unknown, ring
+
+
+def _static_flux(f_n: np.ndarray, f_r: np.ndarray, ring: np.ndarray, nsigma: float
+                 ) -> np.ndarray:
+    """|removed flux| of each cluster that belongs to a source in both images.
+
+    A source in one image only (a transient cut by a defect of the other image, a faded one
+    cut by a defect of the search) leaves no residual of its own: both images are in-painted,
+    so the difference just lacks the cut part of it. A source in both (a star) leaves the
+    mismatch of its two cut profiles. The share of the removed search flux that is static is
+    estimated by the template's light around the cluster over the search's there (and the
+    other way round), clipped to [0, 1]; where the light around is not significant
+    (``nsigma``) all of it counts (nothing is known)."""
+    def share(num: np.ndarray, den: np.ndarray, vden: np.ndarray) -> np.ndarray:
+        sig = den > nsigma * np.sqrt(np.maximum(vden, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(sig, np.clip(num / np.where(sig, den, 1.0), 0.0, 1.0), 1.0)
+
+    return np.abs(f_n * share(ring[:, 1], ring[:, 0], ring[:, 2])
+                  + f_r * share(ring[:, 0], ring[:, 1], ring[:, 3]))
 
 
 @njit(cache=True, nogil=True)
@@ -481,8 +523,9 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     block = max(8, int(np.ceil(config.growth_block * radius))) if config.growth_block > 0 else 0
     lab, n = _label_sparse(idx, int(combined.shape[1]), block)
     stats["clusters"] = int(n)
-    flux, var, unknown = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk,
-                                       float(scale), int(bad_bits))
+    f_n, f_r, var, unknown, ring = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img,
+                                                 r_var, r_msk, float(scale), int(bad_bits))
+    flux = _static_flux(f_n, f_r, ring, config.source_sigma)
     # point-source flux error of the difference: background sigma (median of a pixel grid)
     # x sqrt(NEA)
     s = fwhm / 2.3548
