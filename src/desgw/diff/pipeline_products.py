@@ -379,7 +379,9 @@ def _efficiency_doc(result: DiffResult) -> dict[str, Any]:
                            "n_fakes": len(result.fakes),
                            "n_recovered": int(np.sum(result.fakes["recovered"]))
                            if len(result.fakes) else 0,
-                           "zp_stamp": result.zp_stamp, "flags": list(result.flags)}
+                           "zp_stamp": result.zp_stamp, "flags": list(result.flags),
+                           "usable_area_fraction": result.meta.get("usable_area_fraction"),
+                           "n_fakes_masked": result.meta.get("fakes_masked")}
     if lim is not None:
         doc["ideal_limit"] = {"mag": lim.mag, "flux_e": lim.flux_e, "flux_err_e": lim.flux_err_e,
                               "nea_pix": lim.nea_pix, "difference_fwhm_px": lim.difference_fwhm_px,
