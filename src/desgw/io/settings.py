@@ -135,6 +135,12 @@ class Settings:
         if self.db_url is not None and not str(self.db_url).strip():
             object.__setattr__(self, "db_url", None)
 
+    @property
+    def calib_cache_dir(self) -> Path:
+        """Decoded calibration planes, made once per CCD and calibration-file version and read
+        by every later task (:mod:`desgw.io.calib_cache`): ``out_root/cache/calib``."""
+        return self.out_root / "cache" / "calib"
+
     def raw_path(self, expnum: int) -> Path:
         """The raw file of exposure ``expnum``.
 

@@ -116,13 +116,14 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     timings["read_raw"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with CalibFile(task.bias_path, "bias") as f:
+    cache = task.calib_cache_dir  # decoded planes (desgw.io.calib_cache)
+    with CalibFile(task.bias_path, "bias", cache=cache) as f:
         bias = f.read(task.ccdnum)
-    with CalibFile(task.flat_path, "flat") as f:
+    with CalibFile(task.flat_path, "flat", cache=cache) as f:
         flat = f.read(task.ccdnum)
     bpm = None
     if task.bpm_path is not None:
-        with CalibFile(task.bpm_path, "bpm") as f:
+        with CalibFile(task.bpm_path, "bpm", cache=cache) as f:
             bpm = f.read(task.ccdnum)
     linearity = None if task.linearity_path is None else read_linearity(task.linearity_path,
                                                                         task.ccdnum)

@@ -64,6 +64,9 @@ class CCDTask:
         Redo a CCD whose products exist.
     linearity_path : str or None
         Linearity lookup-table file (None: no linearity correction).
+    calib_cache_dir : str or None
+        Root of the decoded calibration planes (:mod:`desgw.io.calib_cache`,
+        ``Settings.calib_cache_dir``); None: the calibrations are decoded every time.
     """
 
     expnum: int
@@ -80,6 +83,7 @@ class CCDTask:
     config: Any = None
     overwrite: bool = False
     linearity_path: str | None = None
+    calib_cache_dir: str | None = None
 
     @property
     def paths(self) -> CCDProductPaths:
