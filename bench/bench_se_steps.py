@@ -17,7 +17,12 @@ load average, and ``io_cpu_s``: the task's reads and writes around ``process_ccd
 * ``read_raw_cold`` / ``read_calib_cold``: the CCD (with its crosstalk sources; bias, flat,
   bad-pixel mask and linearity table) read first in a fresh process (a worker's first CCD);
 * ``read_raw`` / ``read_calib``: best of ``--repeat`` reads of the CCD after another CCD of
-  the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed);
+  the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed;
+  with desgw.io.calib_cache, the CCD's calibration planes already decoded by an earlier task
+  of the night, in a scratch cache folder deleted after);
+* ``read_calib_uncached``: as ``read_calib`` with the cache emptied before each read (the
+  first task of the night to use the CCD's calibrations: decode, then keep the planes);
+  absent in a desgw without the cache;
 * ``write_se``: best of ``--repeat`` writes of the SE products (immask, catalogue, PSF,
   QC JSON with checksums) into a temporary folder (deleted after);
 * ``template_prepare_from_immask`` / ``template_prepare_from_memory``: the CCD's prepared
@@ -107,14 +112,22 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     from desgw.workflow import se_ccd
     from desgw.workflow.se_types import CCDTask
 
+    import dataclasses
+    import shutil
+    import tempfile
+
+    cache_dir = Path(tempfile.mkdtemp(prefix="bench_se_steps_calibcache_"))
+    has_cache = "calib_cache_dir" in {f.name for f in dataclasses.fields(CCDTask)}
+
     def task(ccd: int) -> CCDTask:
         lin = getattr(calib, "linearity", None)
+        extra = {"calib_cache_dir": str(cache_dir)} if has_cache else {}
         return CCDTask(expnum=expnum, ccdnum=ccd, band="r", rnum=1, pnum=1, raw_path=str(raw),
                        bias_path=str(calib.bias), flat_path=str(calib.flat),  # type: ignore
                        bpm_path=None if calib.bpm is None else str(calib.bpm),  # type: ignore
                        linearity_path=None if lin is None else str(lin),
                        refcat_dir=str(settings.refcat_dir),  # type: ignore[attr-defined]
-                       outdir=str(root / "out" / "single"), overwrite=True)
+                       outdir=str(root / "out" / "single"), overwrite=True, **extra)
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
@@ -126,12 +139,23 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     other = args.ccd + 1 if args.ccd < 62 else args.ccd - 1
     for key in ("read_raw", "read_calib"):
         out[key] = float("inf")
-    for _ in range(max(1, args.repeat)):
-        se_ccd._read_inputs(task(other), {}, 30.0)
-        t = {}
-        se_ccd._read_inputs(task(args.ccd), t, 30.0)
-        for key in ("read_raw", "read_calib"):
-            out[key] = min(out[key], t[key])
+    try:
+        for _ in range(max(1, args.repeat)):
+            se_ccd._read_inputs(task(other), {}, 30.0)
+            t = {}
+            se_ccd._read_inputs(task(args.ccd), t, 30.0)
+            for key in ("read_raw", "read_calib"):
+                out[key] = min(out[key], t[key])
+        if has_cache:
+            out["read_calib_uncached"] = float("inf")
+            for _ in range(max(1, args.repeat)):
+                se_ccd._read_inputs(task(other), {}, 30.0)
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                t = {}
+                se_ccd._read_inputs(task(args.ccd), t, 30.0)
+                out["read_calib_uncached"] = min(out["read_calib_uncached"], t["read_calib"])
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
     return {k: round(v, 3) for k, v in out.items()}
 
 
