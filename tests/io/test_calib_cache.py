@@ -150,3 +150,59 @@ def test_uncompressed_source_and_unwritable_cache(tmp_path, caplog):
         with CalibFile(src, "flat", expected_shape=SHAPE, cache=blocked) as f:
             np.testing.assert_array_equal(f.read(35), flats[35])
     assert "cannot write" in caplog.text
+
+
+# ----------------------------------------------------------------------------- raw CCDs
+def _raw_file(path, seed=0, expnum=668439):
+    from desgw.io.raw import write_raw_exposure
+    from io_rawfactory import ccd_header, ccd_pixels, primary_header
+
+    small = dict(nx=2 * (6 + 50) + 2 * 40, ny=60)
+    items = []
+    for k, (c, d) in enumerate(((5, "S25"), (1, "S29"))):
+        h = ccd_header(c, d, **small)
+        items.append((h, ccd_pixels(h, seed + k, **small)))
+    write_raw_exposure(path, primary_header(expnum), items)
+    return {5: items[0][1], 1: items[1][1]}
+
+
+def test_raw_ccds_kept_for_the_next_task_bit_for_bit(tmp_path, monkeypatch):
+    from desgw.io.raw import RawExposure
+
+    src = tmp_path / "DECam_00668439.fits.fz"
+    pix = _raw_file(src)
+    cache = CalibCache(tmp_path / "raw", max_sources=2)
+    with RawExposure(src) as raw:
+        plain = raw.read_ccd(5)
+    calls = _decodes(monkeypatch)
+    with RawExposure(src, cache=cache) as raw:
+        raw.read_ccd(1)                       # keep=False: decoded, not kept
+        first = raw.read_ccd(5, keep=True)    # decoded and kept
+    assert len(calls) == 2
+    assert [p.name for p in (tmp_path / "raw").rglob("*.npy")] == ["ccd05.npy"]
+    with RawExposure(src, cache=cache) as raw:  # another task of the exposure
+        again = raw.read_ccd(5)
+    assert len(calls) == 2  # from the cache
+    for got in (first, again):
+        np.testing.assert_array_equal(got.pixels, plain.pixels)
+        np.testing.assert_array_equal(got.pixels, pix[5].astype(np.float32))
+        assert got.amps["A"].gain == plain.amps["A"].gain and got.header == plain.header
+    _raw_file(src, seed=9)  # replaced: decoded again, never the old pixels
+    with RawExposure(src, cache=cache) as raw:
+        new = raw.read_ccd(5, keep=True)
+    assert len(calls) == 3 and not np.array_equal(new.pixels, plain.pixels)
+
+
+def test_raw_cache_keeps_only_the_most_recent_files(tmp_path):
+    from desgw.io.raw import RawExposure
+
+    root = tmp_path / "raw"
+    cache = CalibCache(root, max_sources=2)
+    files = [tmp_path / f"DECam_0066843{k}.fits.fz" for k in range(3)]
+    for k, f in enumerate(files):
+        _raw_file(f, seed=k, expnum=668430 + k)
+        with RawExposure(f, cache=cache) as raw:
+            raw.read_ccd(5, keep=True)
+        os.utime(next(root.glob(f"{f.name}-*")), ns=(k * 10**9, k * 10**9 + 1))  # ordered
+    kept = sorted(p.name.split("-")[0] for p in root.iterdir())
+    assert kept == [files[1].name, files[2].name]

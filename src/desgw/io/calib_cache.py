@@ -1,4 +1,4 @@
-"""Decoded calibration planes kept on disk, uncompressed, for every later CCD task of a night.
+"""Decoded calibration (and raw) planes kept on disk, uncompressed, for later CCD tasks.
 
 A calibration file (bias, flat, bad-pixel mask) written as ``.fits.fz`` is tile-compressed
 losslessly: decoding one CCD's GZIP_2 float32 plane costs ~0.2 CPU-s, and every exposure's
@@ -24,6 +24,13 @@ source's header, is logged, removed and decoded from the source again: the cache
 a good calibration file into a failure, and the source's own problems (a corrupt HDU) are
 still reported by the source's reader, naming file, HDU and problem. The folder can be
 deleted at any time.
+
+The same store holds raw CCDs that other CCDs' crosstalk corrections need
+(``Settings.raw_cache_dir``, :class:`desgw.io.raw.RawExposure`): the first task to decode a
+raw CCD keeps its integer pixels (17.9 MB), and the CCD's own task and its crosstalk victims
+read them instead of decoding again (~0.2 CPU-s each). Raw files are many, so that store is
+bounded by ``max_sources``: when the planes of a new file are first kept, the folders of all
+but the ``max_sources`` most recently used files are removed.
 """
 
 from __future__ import annotations
@@ -55,10 +62,14 @@ class CalibCache:
     ----------
     root : str or os.PathLike
         The cache folder (created on the first write).
+    max_sources : int or None
+        Keep the planes of at most this many source files (the most recently used; None: no
+        limit). A reader whose folder was removed meanwhile simply decodes its source.
     """
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], max_sources: int | None = None) -> None:
         self.root = Path(root)
+        self.max_sources = max_sources
 
     def _source_dir(self, key: FileKey) -> Path:
         digest = hashlib.sha1(key.path.encode("utf-8")).hexdigest()[:12]
@@ -101,6 +112,9 @@ class CalibCache:
                         path, data.dtype, data.shape, key.path, np.dtype(dtype), tuple(shape))
             self._remove(path)
             return None
+        if self.max_sources is not None:
+            with contextlib.suppress(OSError):  # most recently used, for the bound
+                os.utime(path.parent.parent)
         return data
 
     def store(self, key: FileKey, ccdnum: int, data: np.ndarray) -> Path | None:
@@ -122,7 +136,24 @@ class CalibCache:
             return None
         if fresh:
             self._drop_other_versions(path.parent)
+            if self.max_sources is not None:
+                self._drop_least_used(path.parent.parent)
+        else:
+            with contextlib.suppress(OSError):
+                os.utime(path.parent.parent)
         return path
+
+    def _drop_least_used(self, keep: Path) -> None:
+        assert self.max_sources is not None
+        others = []
+        for d in self.root.iterdir():
+            if d != keep and d.is_dir():
+                with contextlib.suppress(OSError):
+                    others.append((d.stat().st_mtime_ns, d))
+        others.sort(reverse=True)
+        for _, old in others[max(0, self.max_sources - 1):]:
+            log.debug("decoded-plane cache: removing %s (least recently used)", old)
+            shutil.rmtree(old, ignore_errors=True)
 
     def _drop_other_versions(self, keep: Path) -> None:
         for old in keep.parent.iterdir():

@@ -67,6 +67,9 @@ class CCDTask:
     calib_cache_dir : str or None
         Root of the decoded calibration planes (:mod:`desgw.io.calib_cache`,
         ``Settings.calib_cache_dir``); None: the calibrations are decoded every time.
+    raw_cache_dir : str or None
+        Decoded raw CCDs shared with the other CCD tasks of the exposure (crosstalk sources,
+        ``Settings.raw_cache_dir``); None: every raw CCD needed is decoded from the file.
     """
 
     expnum: int
@@ -84,6 +87,7 @@ class CCDTask:
     overwrite: bool = False
     linearity_path: str | None = None
     calib_cache_dir: str | None = None
+    raw_cache_dir: str | None = None
 
     @property
     def paths(self) -> CCDProductPaths:
