@@ -23,6 +23,10 @@ load average, and ``io_cpu_s``: the task's reads and writes around ``process_ccd
 * ``read_calib_uncached``: as ``read_calib`` with the cache emptied before each read (the
   first task of the night to use the CCD's calibrations: decode, then keep the planes);
   absent in a desgw without the cache;
+* ``read_raw``, with desgw's raw cache (a scratch folder too): the CCD and its crosstalk
+  sources as far as the task that read the other CCD kept them (e.g. CCD 28 is a source of
+  29); ``read_raw_uncached``: with that cache emptied before each read (every CCD decoded,
+  those other CCDs need kept); absent in a desgw without the raw cache;
 * ``write_se``: best of ``--repeat`` writes of the SE products (immask, catalogue, PSF,
   QC JSON with checksums) into a temporary folder (deleted after);
 * ``template_prepare_from_immask`` / ``template_prepare_from_memory``: the CCD's prepared
@@ -117,11 +121,16 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     import tempfile
 
     cache_dir = Path(tempfile.mkdtemp(prefix="bench_se_steps_calibcache_"))
-    has_cache = "calib_cache_dir" in {f.name for f in dataclasses.fields(CCDTask)}
+    raw_cache = Path(tempfile.mkdtemp(prefix="bench_se_steps_rawcache_"))
+    fields = {f.name for f in dataclasses.fields(CCDTask)}
+    has_cache = "calib_cache_dir" in fields
+    has_raw_cache = "raw_cache_dir" in fields
 
     def task(ccd: int) -> CCDTask:
         lin = getattr(calib, "linearity", None)
         extra = {"calib_cache_dir": str(cache_dir)} if has_cache else {}
+        if has_raw_cache:
+            extra["raw_cache_dir"] = str(raw_cache)
         return CCDTask(expnum=expnum, ccdnum=ccd, band="r", rnum=1, pnum=1, raw_path=str(raw),
                        bias_path=str(calib.bias), flat_path=str(calib.flat),  # type: ignore
                        bpm_path=None if calib.bpm is None else str(calib.bpm),  # type: ignore
@@ -154,8 +163,17 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
                 t = {}
                 se_ccd._read_inputs(task(args.ccd), t, 30.0)
                 out["read_calib_uncached"] = min(out["read_calib_uncached"], t["read_calib"])
+        if has_raw_cache:
+            out["read_raw_uncached"] = float("inf")
+            for _ in range(max(1, args.repeat)):
+                se_ccd._read_inputs(task(other), {}, 30.0)
+                shutil.rmtree(raw_cache, ignore_errors=True)
+                t = {}
+                se_ccd._read_inputs(task(args.ccd), t, 30.0)
+                out["read_raw_uncached"] = min(out["read_raw_uncached"], t["read_raw"])
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
+        shutil.rmtree(raw_cache, ignore_errors=True)
     return {k: round(v, 3) for k, v in out.items()}
 
 
