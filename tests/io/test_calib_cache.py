@@ -206,3 +206,19 @@ def test_raw_cache_keeps_only_the_most_recent_files(tmp_path):
         os.utime(next(root.glob(f"{f.name}-*")), ns=(k * 10**9, k * 10**9 + 1))  # ordered
     kept = sorted(p.name.split("-")[0] for p in root.iterdir())
     assert kept == [files[1].name, files[2].name]
+
+
+def test_a_killed_writers_temporary_file_is_removed(tmp_path):
+    src = tmp_path / "bias.fits.fz"
+    _write(src, "bias", 1)
+    root = tmp_path / "cache"
+    read_calib(src, "bias", 1, expected_shape=SHAPE, cache=root)
+    plane = CalibCache(root).plane_path(fitsindex.file_key(src), 35)
+    # beside the version folders (which a new version removes anyway)
+    stale = plane.parent.parent / ".ccd35.tmp4194303deadbeef.npy"  # no such process
+    stale.write_bytes(b"half a plane")
+    os.utime(stale, (1e9, 1e9))
+    _write(src, "bias", 2)  # a new version: its first plane tidies the cache
+    read_calib(src, "bias", 1, expected_shape=SHAPE, cache=root)
+    assert not stale.exists()
+    assert len(list(root.rglob("*.npy"))) == 1

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_write_path
+from .atomic import atomic_write_path, clean_stale_temp_files
 from .fitsindex import FileKey
 
 __all__ = ["CACHE_FORMAT", "CalibCache"]
@@ -134,7 +134,8 @@ class CalibCache:
             log.warning("calibration cache: cannot write %s (%s); decoding it each time",
                         path, exc)
             return None
-        if fresh:
+        if fresh:  # once per source version: tidy up what older versions and killed writers left
+            clean_stale_temp_files(self.root)
             self._drop_other_versions(path.parent)
             if self.max_sources is not None:
                 self._drop_least_used(path.parent.parent)
