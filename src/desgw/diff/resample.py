@@ -307,7 +307,8 @@ def resample_to_grid(image: np.ndarray, mask: np.ndarray | None, weight: np.ndar
         out_cov, oy0, oy1, ox0, ox1)
     ncf = float(sum_unc / sum_var) if sum_var > 0 else 1.0
     coverage = out_cov.view(np.bool_)
-    log.debug("resampled %s -> %s: %.1f%% covered, %.1f%% usable, noise factor %.3f",
-              image.shape, (ny, nx), 100 * coverage.mean(), 100 * (out_w > 0).mean(), ncf)
+    if log.isEnabledFor(logging.DEBUG):  # two full-plane passes: only when shown
+        log.debug("resampled %s -> %s: %.1f%% covered, %.1f%% usable, noise factor %.3f",
+                  image.shape, (ny, nx), 100 * coverage.mean(), 100 * (out_w > 0).mean(), ncf)
     return Resampled(image=out_img, mask=out_mask, weight=out_w, coverage=coverage,
                      mapping=mapping, noise_correlation_factor=ncf, kernel=f"lanczos{order}")
