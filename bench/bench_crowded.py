@@ -9,7 +9,10 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
 21 mag) for each variant:
 
 - ``alone``: each PSF flux fitted alone (``neighbour_iter=0``), the sky of the clipped mode;
-- ``neighbours``: neighbours' PSF models subtracted (``neighbour_iter=2``);
+- ``neighbours``: neighbours' PSF models subtracted (``neighbour_iter=2``); the pipeline's
+  default;
+- ``nocompanions``: as ``neighbours`` without the search for point sources hidden in the PSF
+  stars' stamps (``PSFConfig.companion_snr = 0``, the PSF fit before it);
 - ``meansky``: and the background corrected to the mean of the image less the sources' models
   (:func:`desgw.se.process_steps.mean_sky_background`, as process_ccd);
 - ``meansky+psf``: and the PSF refitted on the image less that background;
@@ -44,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "se"))
 from crowded_synth import crowded_field, run_photometry
 
 VARIANTS = {"alone": dict(neighbour_iter=0), "neighbours": dict(neighbour_iter=2),
+            "nocompanions": dict(neighbour_iter=2, psf_kw={"companion_snr": 0.0}),
             "meansky": dict(neighbour_iter=2, refine=True),
             "meansky+psf": dict(neighbour_iter=2, refine=True, refit_psf=True),
             "truesky": dict(neighbour_iter=2, true_sky=True)}

@@ -19,7 +19,8 @@ Pinned to one core (BLAS/numba threads 1), CPU seconds (``time.process_time``, b
   template CCD pays;
 * ``templates_prepared``: the same with the prepared files present (every later search);
 * ``write_immask``: the search CCD's SCI/MSK/WGT written as SE writes them;
-* ``write_diff_products``: the products of one difference (no full copy);
+* ``write_diff_products``: the products of one difference as the pipeline writes them
+  without ``-F`` (stamp PNGs included);
 
 and the sizes (MB per CCD) of the immask, the prepared file and the difference products.
 With a desgw that has no prepared templates (an older tree on ``PYTHONPATH``) the two
@@ -146,9 +147,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = difference_ccd(search, templates, config=cfg, rng=np.random.default_rng(0))
     dpaths = diff_product_paths(args.workdir / "bench_io_diff", s_exp, band, args.ccd, 1, 1, 99)
     cpu["write_diff_products"], written = _best(
-        lambda: pp.write_diff_products(result, dpaths, wcs=search.wcs, png=False), args.repeat)
+        lambda: pp.write_diff_products(result, dpaths, wcs=search.wcs, png=True), args.repeat)
     res["mb_per_ccd"]["diff_products"] = round(sum(
-        Path(v).stat().st_size for v in written.values() if Path(v).is_file()) / 1e6, 2)
+        f.stat().st_size for v in written.values() for f in
+        ([Path(v)] if Path(v).is_file() else Path(v).glob("*"))) / 1e6, 2)
     res["n_candidates"] = len(result.candidates)
     res["load_avg_end"] = os.getloadavg()
     print(json.dumps(res, indent=1))

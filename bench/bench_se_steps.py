@@ -17,7 +17,16 @@ load average, and ``io_cpu_s``: the task's reads and writes around ``process_ccd
 * ``read_raw_cold`` / ``read_calib_cold``: the CCD (with its crosstalk sources; bias, flat,
   bad-pixel mask and linearity table) read first in a fresh process (a worker's first CCD);
 * ``read_raw`` / ``read_calib``: best of ``--repeat`` reads of the CCD after another CCD of
-  the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed);
+  the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed;
+  with desgw.io.calib_cache, the CCD's calibration planes already decoded by an earlier task
+  of the night, in a scratch cache folder deleted after);
+* ``read_calib_uncached``: as ``read_calib`` with the cache emptied before each read (the
+  first task of the night to use the CCD's calibrations: decode, then keep the planes);
+  absent in a desgw without the cache;
+* ``read_raw``, with desgw's raw cache (a scratch folder too): the CCD and its crosstalk
+  sources as far as the task that read the other CCD kept them (e.g. CCD 28 is a source of
+  29); ``read_raw_uncached``: with that cache emptied before each read (every CCD decoded,
+  those other CCDs need kept); absent in a desgw without the raw cache;
 * ``write_se``: best of ``--repeat`` writes of the SE products (immask, catalogue, PSF,
   QC JSON with checksums) into a temporary folder (deleted after);
 * ``template_prepare_from_immask`` / ``template_prepare_from_memory``: the CCD's prepared
@@ -107,14 +116,27 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     from desgw.workflow import se_ccd
     from desgw.workflow.se_types import CCDTask
 
+    import dataclasses
+    import shutil
+    import tempfile
+
+    cache_dir = Path(tempfile.mkdtemp(prefix="bench_se_steps_calibcache_"))
+    raw_cache = Path(tempfile.mkdtemp(prefix="bench_se_steps_rawcache_"))
+    fields = {f.name for f in dataclasses.fields(CCDTask)}
+    has_cache = "calib_cache_dir" in fields
+    has_raw_cache = "raw_cache_dir" in fields
+
     def task(ccd: int) -> CCDTask:
         lin = getattr(calib, "linearity", None)
+        extra = {"calib_cache_dir": str(cache_dir)} if has_cache else {}
+        if has_raw_cache:
+            extra["raw_cache_dir"] = str(raw_cache)
         return CCDTask(expnum=expnum, ccdnum=ccd, band="r", rnum=1, pnum=1, raw_path=str(raw),
                        bias_path=str(calib.bias), flat_path=str(calib.flat),  # type: ignore
                        bpm_path=None if calib.bpm is None else str(calib.bpm),  # type: ignore
                        linearity_path=None if lin is None else str(lin),
                        refcat_dir=str(settings.refcat_dir),  # type: ignore[attr-defined]
-                       outdir=str(root / "out" / "single"), overwrite=True)
+                       outdir=str(root / "out" / "single"), overwrite=True, **extra)
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {max(os.sched_getaffinity(0))})
@@ -126,12 +148,32 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     other = args.ccd + 1 if args.ccd < 62 else args.ccd - 1
     for key in ("read_raw", "read_calib"):
         out[key] = float("inf")
-    for _ in range(max(1, args.repeat)):
-        se_ccd._read_inputs(task(other), {}, 30.0)
-        t = {}
-        se_ccd._read_inputs(task(args.ccd), t, 30.0)
-        for key in ("read_raw", "read_calib"):
-            out[key] = min(out[key], t[key])
+    try:
+        for _ in range(max(1, args.repeat)):
+            se_ccd._read_inputs(task(other), {}, 30.0)
+            t = {}
+            se_ccd._read_inputs(task(args.ccd), t, 30.0)
+            for key in ("read_raw", "read_calib"):
+                out[key] = min(out[key], t[key])
+        if has_cache:
+            out["read_calib_uncached"] = float("inf")
+            for _ in range(max(1, args.repeat)):
+                se_ccd._read_inputs(task(other), {}, 30.0)
+                shutil.rmtree(cache_dir, ignore_errors=True)
+                t = {}
+                se_ccd._read_inputs(task(args.ccd), t, 30.0)
+                out["read_calib_uncached"] = min(out["read_calib_uncached"], t["read_calib"])
+        if has_raw_cache:
+            out["read_raw_uncached"] = float("inf")
+            for _ in range(max(1, args.repeat)):
+                se_ccd._read_inputs(task(other), {}, 30.0)
+                shutil.rmtree(raw_cache, ignore_errors=True)
+                t = {}
+                se_ccd._read_inputs(task(args.ccd), t, 30.0)
+                out["read_raw_uncached"] = min(out["read_raw_uncached"], t["read_raw"])
+    finally:
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        shutil.rmtree(raw_cache, ignore_errors=True)
     return {k: round(v, 3) for k, v in out.items()}
 
 

@@ -133,3 +133,43 @@ def test_two_processes_on_one_ccd(db_url):
     assert [p.exitcode for p in procs] == [0, 0]
     assert snapshot(db) == once
     db.close()
+
+
+def test_replace_statement_count_does_not_grow_with_rows(db):
+    """The touched candidates are read in one SELECT and updated in one batch: the SELECT and
+    UPDATE statements of a call are as many for 270 detections as for 90 (a SELECT, an
+    autoflush UPDATE and a flush per candidate, as before, gave ~2 per detection). INSERTs are
+    left out of the count: SQLite's driver may insert row by row inside one batch."""
+    from dataclasses import replace
+
+    import sqlalchemy as sa
+
+    from desgw.db import TemplateUse
+
+    w.register_two(db)
+    _other_exposure(db)
+    counts = []
+
+    def count(_conn, _cursor, statement, *_args):
+        if not statement.lstrip().upper().startswith("INSERT"):
+            counts[-1] += 1
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        for ccd, n_extra in ((5, 0), (6, 180)):  # two CCDs' first runs, apart on the sky
+            _, fakes, dets = w.ccd_results()
+            dets += [NewDetection(35.0 + k * w.STEP_DEG, w.DEC0, flux=50.0, fluxerr=10.0,
+                                  snr=5.0, real_bogus=0.2) for k in range(n_extra)]
+            if ccd == 6:
+                fakes = [replace(f, dec=f.dec + 1.0) for f in fakes]
+                dets = [replace(d, dec=d.dec + 1.0) for d in dets]
+            counts.append(0)
+            _, det_ids = replace_ccd_results(db, 2000, ccd, fakes=fakes, detections=dets,
+                                             templates_used=[TemplateUse(2000, ccd, 1990, 4)])
+            assert len(det_ids) == 90 + n_extra
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    # CCD 5's 90 detections: 10 on candidates of exposure 1990 (their own 10 included)
+    assert len(get_candidates(db)) == 90 + 90 + 180
+    assert counts[1] <= counts[0] + 5, counts
+    assert counts[1] < 60, counts

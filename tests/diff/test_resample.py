@@ -75,6 +75,29 @@ def test_mapping_grid_interpolation_error_below_1e3_px(step: int) -> None:
     assert np.all(np.abs(area - 1.0) < 0.01)
 
 
+@pytest.mark.parametrize("shape", [SHAPE, (100, 20)])
+def test_mapping_area_is_the_exact_local_jacobian(shape: tuple[int, int]) -> None:
+    # the node areas (from the nodes by five-point stencils on a CCD-sized grid; from
+    # central differences of the exact mapping on a grid too small for them) against
+    # |det J| of the exact mapping at the nodes, edge nodes included, on a corner CCD
+    # (strongest distortion gradient) rotated and offset
+    w_in = decam_wcs(1, RA0, DEC0, 0.0)
+    w_out = decam_wcs(1, RA0 + 0.01, DEC0 + 0.02, 0.1)
+    m = mapping_grid(w_in, w_out, shape)
+    nyg, nxg = m.area.shape
+    gx, gy = np.meshgrid(m.x0 + m.step * np.arange(nxg), m.y0 + m.step * np.arange(nyg))
+    d = 2.0
+    xi, yi = exact_mapping(w_in, w_out, np.stack([gx + d, gx - d, gx, gx]),
+                           np.stack([gy, gy, gy + d, gy - d]))
+    det = ((xi[0] - xi[1]) * (yi[2] - yi[3]) - (xi[2] - xi[3]) * (yi[0] - yi[1])) / (2 * d) ** 2
+    np.testing.assert_allclose(m.area, np.abs(det), rtol=1e-7)
+    if shape == SHAPE:
+        assert min(m.area.shape) >= 5
+        assert np.ptp(m.area) > 5e-5  # the distortion makes the area vary
+    else:
+        assert m.area.shape[1] < 5
+
+
 def test_area_ratio_matches_pixel_scale_ratio() -> None:
     w_in = shifted_wcs(decam_wcs(28, RA0, DEC0, 0.0), 0.0, 0.0)  # plain TAN copy
     w_out = shifted_wcs(w_in, 3.3, -2.7, scale=1.02)  # output pixels 2 % larger

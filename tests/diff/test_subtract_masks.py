@@ -192,3 +192,33 @@ def test_sparse_labelling_equals_full_image_labelling():
     pairs = np.unique(np.c_[lab, ref], axis=0)
     assert len(pairs) == n
     assert np.array_equal(np.sort(pairs[:, 1]), np.arange(n))
+
+
+def test_sparse_labelling_in_blocks_equals_per_block_labelling():
+    """With a block size the clusters are the 8-connected pieces of the masked pixels within
+    each square (a long bad column becomes one piece per square)."""
+    from scipy import ndimage
+
+    from desgw.diff.subtract import _label_sparse
+
+    rng = np.random.default_rng(12)
+    ny, nx, b = 100, 90, 16
+    masked = rng.random((ny, nx)) < 0.3
+    masked[:, 40] = True  # a column through every square of its block column
+    idx = np.flatnonzero(masked)
+    lab, n = _label_sparse(idx, nx, b)
+    ref = np.zeros((ny, nx), np.int64)
+    n_ref = 0
+    for y0 in range(0, ny, b):
+        for x0 in range(0, nx, b):
+            sl = (slice(y0, y0 + b), slice(x0, x0 + b))
+            lb, k = ndimage.label(masked[sl], structure=np.ones((3, 3), bool))
+            ref[sl] = np.where(lb > 0, lb + n_ref, 0)
+            n_ref += k
+    r = ref.ravel()[idx]
+    assert n == n_ref > 100
+    pairs = np.unique(np.c_[lab, r], axis=0)
+    assert len(pairs) == n and len(np.unique(pairs[:, 1])) == n
+    # the column is cut into one piece per square it crosses
+    col = np.flatnonzero(idx % nx == 40)
+    assert len(np.unique(lab[col])) >= -(-ny // b)

@@ -131,14 +131,16 @@ def crowded_field(n_stars: int, n_gal: int, *, shape: tuple[int, int] = (2048, 1
 
 def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = False,
                    neighbour_iter: int = 2,
-                   true_positions: bool = False, refit_psf: bool = False) -> dict:
+                   true_positions: bool = False, refit_psf: bool = False,
+                   psf_kw: dict | None = None) -> dict:
     """The single-epoch sequence of :func:`desgw.se.process.process_ccd` on a crowded field and
     its figures against truth.
 
     Two-pass background (sources masked), detection for the seeing, PSF fit, measurement,
     aperture correction, calibration-star selection and the weighted zeropoint against the total
     fluxes of the stars brighter than 21 mag (the Gaia-like reference), matched within 1".
-    ``true_sky`` replaces the estimated background by the true sky.
+    ``true_sky`` replaces the estimated background by the true sky; ``psf_kw`` overrides
+    :class:`desgw.se.psf.PSFConfig` fields (e.g. ``companion_snr=0``).
 
     Returns
     -------
@@ -178,7 +180,7 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
         c["ywin"] = np.where(dd < 1.5, ty[jj], c["ywin"])
     xy = np.column_stack([np.asarray(c["xwin"], float), np.asarray(c["ywin"], float)])
     cand = select_psf_candidates(det)
-    psf_cfg = psf_config_for_seeing(PSFConfig(), f.fwhm, stamp_fwhm=6.0)
+    psf_cfg = psf_config_for_seeing(PSFConfig(**(psf_kw or {})), f.fwhm, stamp_fwhm=6.0)
     psf = fit_psf(sub, weight, mask, xy[cand, 0], xy[cand, 1], segmap=det.segmap,
                   neighbour_xy=xy, config=psf_cfg)
     mcfg = MeasureConfig(neighbour_iter=neighbour_iter)

@@ -168,11 +168,22 @@ def test_single_process_gives_the_same_products_and_overwrite_redoes(sim, parall
     target = ccd_product_paths(single.outdir, EXPNUM, par.band, 28, R, P)
     other = ccd_product_paths(single.outdir, EXPNUM, par.band, 29, R, P)
     t28, t29 = target.immask.stat().st_mtime_ns, other.immask.stat().st_mtime_ns
+    before = read_immask(target.immask)
+    # the decoded bias, flat and bad-pixel planes of both CCDs were kept for later tasks
+    cached = sorted((p.parent.parent.name.split(".")[0], p.name)
+                    for p in _settings(root, tmp_path).calib_cache_dir.rglob("*.npy"))
+    assert cached == [(k, f"ccd{c}.npy") for k in ("bias", "bpm", "flat_r") for c in CCDS]
+    # and the raw CCDs other CCDs' crosstalk needs (28 -> 29, 29 -> 30), decoded once
+    raw_kept = sorted(p.name for p in _settings(root, tmp_path).raw_cache_dir.rglob("*.npy"))
+    assert raw_kept == [f"ccd{c}.npy" for c in CCDS]
     again = run_se_exposure(EXPNUM, settings=_settings(root, tmp_path), rnum=R, pnum=P,
                             single_process=True, overwrite=True, ccds=[28])
     # CCD 29's products, kept, are still part of the exposure (issue 10 case 3)
     assert again.processed == (28,) and again.skipped == (29,)
     assert target.immask.stat().st_mtime_ns > t28
+    after = read_immask(target.immask)  # raw CCDs and calibrations from the caches: the same
+    for x, y in ((before.sci, after.sci), (before.msk, after.msk), (before.wgt, after.wgt)):
+        np.testing.assert_array_equal(x, y)
     assert other.immask.stat().st_mtime_ns == t29
     assert len(read_fits_table(target.fullcat)) == single.ccds[28].n_objects
 

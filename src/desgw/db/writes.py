@@ -393,9 +393,13 @@ def _refresh_candidates(session: Session, ids: Iterable[int]) -> None:
             positions.setdefault(int(cid), ([], []))
             positions[int(cid)][0].append(dra)
             positions[int(cid)][1].append(ddec)
+        # one SELECT of the rows (held here: the session's identity map keeps clean rows only
+        # weakly), their UPDATEs batched by the next flush (session.get per row cost a
+        # SELECT and an autoflush each)
+        cands = {int(c.id): c for c in session.scalars(
+            select(CandidateRow).where(CandidateRow.id.in_(part)))}
         for cid, n_det, n_nights, first, last, best, all_fake in stats:
-            cand = session.get(CandidateRow, int(cid))
-            assert cand is not None
+            cand = cands[int(cid)]
             cand.ra, cand.dec = mean_position(*positions[int(cid)])
             cand.n_detections = int(n_det)
             cand.n_nights = int(n_nights)
@@ -416,22 +420,30 @@ def _associate(db: Database, session: Session, exposure: ExposureRow, expnum: in
     db.lock_candidates(session)
     cand_ids, cand_ra, cand_dec = _candidates_near(session, ra, dec, 2.0 * radius_deg)
     cra, cdec = np.asarray(cand_ra, float), np.asarray(cand_dec, float)
-    assigned: list[int] = []
+    # each detection joins the nearest candidate within the radius, those this call creates
+    # included (slots: stored candidate ids, then the new rows, inserted in one flush)
+    slots: list[int | CandidateRow] = list(cand_ids)
+    chosen: list[int] = []
+    new_rows: list[CandidateRow] = []
     for i in range(len(values)):
-        if cand_ids:
+        if slots:
             sep = angular_separation_deg(ra[i], dec[i], cra, cdec)
             best = int(np.argmin(sep))
             if sep[best] <= radius_deg:
-                assigned.append(cand_ids[best])
+                chosen.append(best)
                 continue
         cand = CandidateRow(ra=float(ra[i]), dec=float(dec[i]), n_detections=0, n_nights=0,
                             first_mjd=exposure.mjd, last_mjd=exposure.mjd,
                             max_real_bogus=None, is_fake=False)
-        session.add(cand)
-        session.flush()
-        cand_ids.append(int(cand.id))
+        new_rows.append(cand)
+        slots.append(cand)
+        chosen.append(len(slots) - 1)
         cra, cdec = np.append(cra, ra[i]), np.append(cdec, dec[i])
-        assigned.append(int(cand.id))
+    if new_rows:
+        session.add_all(new_rows)
+        session.flush()
+    assigned = [int(s.id) if isinstance(s, CandidateRow) else int(s)
+                for s in (slots[j] for j in chosen)]
     objs = [DetectionRow(expnum=int(expnum), ccdnum=int(ccdnum), candidate_id=cid, **v)
             for v, cid in zip(values, assigned)]
     session.add_all(objs)

@@ -572,7 +572,8 @@ def _reject(resampled: Sequence[Resampled], scales: Sequence[float], weighted: b
         flat[3][pix] -= c * c * fs[i]
         nc[pix] -= 1
         rj[pix] += 1
-    log.debug("coadd: %d template pixels rejected as outliers", int(rejected.sum()))
+    if log.isEnabledFor(logging.DEBUG):  # a full-plane sum: only when shown
+        log.debug("coadd: %d template pixels rejected as outliers", int(rejected.sum()))
     return rejected
 
 
@@ -678,8 +679,6 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
                              pois_num, reject)
     image, weight, gain, mask = _finalise(num, den, var_num, pois_num, mask_good, mask_all,
                                           covered, int(EDGE), int(UNUSABLE))
-    ok = den > 0
-
     psf = None
     if psfs is not None:
         maps = np.stack([_cell_fraction(r.mask, r.weight, r.coverage, f, weighted,
@@ -687,8 +686,9 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
                          for r, f, box in zip(resampled, scales, boxes)])
         psf = CoaddPSF(psfs=tuple(psfs), mappings=tuple(r.mapping for r in resampled),
                        weight_maps=maps, cell=int(psf_cell), shape=shape)
-    log.debug("coadd of %d templates: %.1f%% usable, noise factor %.3f", len(resampled),
-              100 * ok.mean(), ncf)
+    if log.isEnabledFor(logging.DEBUG):  # a full-plane pass: only when shown
+        log.debug("coadd of %d templates: %.1f%% usable, noise factor %.3f", len(resampled),
+                  100 * (den > 0).mean(), ncf)
     return Coadd(image=image, mask=mask, weight=weight, psf=psf,
                  n_contrib=n_contrib, zp=float(zp_target), scales=scales,
                  noise_correlation_factor=float(ncf), method=method, gain=gain,

@@ -25,9 +25,10 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma
    (``[sky_match]``, with the variances and the ideal limit).
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
-   1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on usable
-   pixels (20 % on galaxies), rendered with the search PSF into the search image with Poisson
-   noise.
+   1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on the
+   pixels the difference will not mask (:func:`desgw.diff.subtract.difference_mask` of the
+   inputs before injection, ``DiffConfig.fake_mask_radius_px``; 20 % on galaxies), rendered
+   with the search PSF into the search image with Poisson noise.
 6. ``[subtract]`` ZOGY subtraction (HOTPANTS): ``S_corr``, the difference and its variance.
 7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference).
 8. ``[measure]`` PSF flux, shape, dipole, context of each detection.
@@ -38,7 +39,11 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
     is not importable the function raises :class:`DiffError` (kind ``"failed"``) rather than
     return unscored candidates.
 12. ``[efficiency]`` fakes matched one-to-one to positive detections within 1.5 px; the
-    efficiency curve and its ``m50`` (unbinned logistic fit with its error).
+    efficiency curve and its ``m50`` (unbinned logistic fit with its error): the efficiency
+    on the difference's usable area, whose fraction of the template-covered area is
+    ``meta["usable_area_fraction"]`` (masked area is lost to any search; both go to the
+    products). A fake whose own flux, cut by a neighbouring masked pixel, grew that mask over
+    it counts as lost (``fakes["masked"]``, ``meta["fakes_masked"]``).
 
 Photometric scale
 -----------------
@@ -74,7 +79,8 @@ Masks
 Unusable pixels of either image are in-painted by the subtraction, and each cluster of them is
 grown only as far as the flux it hides needs (:mod:`desgw.diff.subtract`, *Mask growth*): a
 cosmic ray or hot pixel on blank sky stays its own size, one on a star is grown by up to the
-PSF FWHM. ``meta["masked_fraction"]`` (pixels masked in the difference) and
+PSF FWHM, a bad column only where it crosses a star, none next to a transient whose wing it
+cuts. ``meta["masked_fraction"]`` (pixels masked in the difference) and
 ``meta["bad_fraction"]`` (pixels unusable in the search or in every covering template) are
 fractions of the template-covered area, reported per CCD in the product header and the
 diffdone JSON.
@@ -119,7 +125,7 @@ from desgw.diff.resample import resample_to_grid
 from desgw.diff.resample_mapping import mapping_grid
 from desgw.diff.stamps import cutout_stamps
 from desgw.diff.starcat import apply_veto
-from desgw.diff.subtract import subtract
+from desgw.diff.subtract import difference_mask, subtract
 from desgw.diff.template_crop import crop_to_search
 from desgw.se.maskbits import EDGE, UNUSABLE
 
@@ -405,18 +411,29 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         meta.update(ideal_fwhm_px=limit.difference_fwhm_px, nea_px=limit.nea_pix)
     lap("sky_match")
 
-    # 5. fakes
+    # the coadd's source noise per pixel: each template's Poisson noise with its scale and
+    # weight (1 / mean(scale) would count an n-exposure stack's n times)
+    sub_cfg = replace(config.subtract, template_gain=1.0 / float(np.mean(coadd.scales)))
+    assert coadd.psf is not None  # coadd_templates was given the template PSFs
+
+    # 5. fakes, on the pixels the difference will not mask (its mask predicted from the
+    # inputs without the fakes): the efficiency is that of the usable area, whose fraction
+    # meta["usable_area_fraction"] gives
     fakes = empty_fakes()
     if config.fakes and config.n_fakes > 0 and limit is not None:
-        plan_mask = np.array(search.mask, dtype=np.int32)
-        np.bitwise_or(plan_mask, np.int32(EDGE), out=plan_mask, where=~good)
+        plan_mask = difference_mask(s_img, s_var, search.mask, search.psf, coadd.image, t_var,
+                                    coadd.mask, coadd.psf, zp_search=zp_s, zp_template=zp_s,
+                                    config=sub_cfg, template_gain_map=coadd.gain)
         galaxies = search.catalog if config.fake_host_fraction > 0 else None
         host_fraction = config.fake_host_fraction if galaxies is not None else 0.0
         planned = plan_fakes(search.wcs, shape, plan_mask, n=config.n_fakes,
                              mag_range=fake_mag_range(limit.mag, brighter=config.fake_brighter,
                                                       fainter=config.fake_fainter),
                              host_fraction=host_fraction, galaxies=galaxies, rng=rng,
-                             min_separation_px=config.fake_min_separation_px)
+                             mask_radius_px=config.fake_mask_radius_px,
+                             min_separation_px=config.fake_min_separation_px,
+                             unusable_bits=UNUSABLE | EDGE)
+        del plan_mask
         if len(planned):
             inj = inject_fakes(s_img, None, search.psf, planned, zp=zp_s, rng=rng)
             s_img = inj.image
@@ -427,10 +444,6 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     lap("fakes")
 
     # 6. subtract
-    # the coadd's source noise per pixel: each template's Poisson noise with its scale and
-    # weight (1 / mean(scale) would count an n-exposure stack's n times)
-    sub_cfg = replace(config.subtract, template_gain=1.0 / float(np.mean(coadd.scales)))
-    assert coadd.psf is not None  # coadd_templates was given the template PSFs
     acf = None
     if (config.correlated_template_noise and ncf > 1.0) or config.resampled_inputs:
         acf = resampling_noise_acf(ncf if config.correlated_template_noise else 1.0)
@@ -451,6 +464,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                                              t_cover)
     n_cov = max(n_cov, 1)
     meta.update(masked_fraction=n_masked / n_cov, bad_fraction=n_bad / n_cov,
+                usable_area_fraction=1.0 - n_masked / n_cov,
                 mask_growth=dict(sub.meta.get("mask_growth", {})))
     del t_cover
     lap("subtract")
@@ -498,6 +512,12 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         ff, fe = forced_flux(sub, np.asarray(fakes["x"]), np.asarray(fakes["y"]))
         fakes["flux_forced"] = ff
         fakes["flux_forced_err"] = fe
+        # planned on usable pixels; masked after all where the fake's own flux, cut by a
+        # neighbouring masked pixel, grew that mask over it (a loss a transient there has too)
+        fx = np.clip(np.floor(np.asarray(fakes["x"]) + 0.5).astype(np.intp), 0, shape[1] - 1)
+        fy = np.clip(np.floor(np.asarray(fakes["y"]) + 0.5).astype(np.intp), 0, shape[0] - 1)
+        fakes["masked"] = (sub.mask[fy, fx] & (UNUSABLE | EDGE)) != 0
+        meta["fakes_masked"] = int(np.sum(fakes["masked"]))
         hit = rows[rows >= 0]
         cands["is_fake"][hit] = True
         cands["fake_id"][hit] = np.asarray(fakes["fake_id"])[match.recovered]

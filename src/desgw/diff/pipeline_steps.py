@@ -48,7 +48,7 @@ CANDIDATE_EXTRA_COLUMNS: tuple[str, ...] = ("expnum", "ccdnum", "mag", "magerr",
                                             "is_fake", "fake_id", "real_bogus")
 #: Columns added to the planned fakes.
 FAKE_EXTRA_COLUMNS: tuple[str, ...] = ("flux_e", "recovered", "cand_id", "separation_px",
-                                       "flux_forced", "flux_forced_err")
+                                       "flux_forced", "flux_forced_err", "masked")
 
 _FAKE_PLAN_COLUMNS = (("fake_id", np.int64), ("x", np.float64), ("y", np.float64),
                       ("ra", np.float64), ("dec", np.float64), ("mag", np.float64),
@@ -209,6 +209,7 @@ def empty_fakes() -> Table:
     t["separation_px"] = np.zeros(0)
     t["flux_forced"] = np.zeros(0)
     t["flux_forced_err"] = np.zeros(0)
+    t["masked"] = np.zeros(0, bool)
     return t
 
 

@@ -212,6 +212,11 @@ class DiffConfig:
         Least distance between two fakes (px): the PSF-flux filter of the difference is about
         twice the PSF wide, and a neighbouring bright fake closer than a few of its FWHM adds
         to a fake's measured flux.
+    fake_mask_radius_px : float
+        Fakes are placed where no pixel within this distance (px) is masked in the difference
+        (its mask predicted before injection): the fake's central 3 x 3 pixels are usable, so
+        the efficiency is that of the whole usable area, and a fake whose flux cut by a
+        neighbouring masked pixel grows that mask over it counts as lost.
     efficiency_bins : int
     efficiency_model : {"logistic", "erf"}
     stamp_size : int
@@ -246,6 +251,7 @@ class DiffConfig:
     fake_host_fraction: float = 0.2
     fake_match_radius_px: float = 1.5
     fake_min_separation_px: float = 40.0
+    fake_mask_radius_px: float = 1.5
     efficiency_bins: int = 14
     efficiency_model: str = "logistic"
     stamp_size: int = 51
@@ -314,8 +320,13 @@ class DiffResult:
         The planned fakes (:func:`desgw.diff.fakes.plan_fakes` columns) plus ``flux_e``
         (injected stamp flux, e-), ``recovered``, ``cand_id`` (-1 when not recovered),
         ``separation_px`` and ``flux_forced``, ``flux_forced_err`` (ZOGY PSF flux and error at
-        the injected position, e-: forced photometry, free of the peak-search bias).
+        the injected position, e-: forced photometry, free of the peak-search bias), ``masked``
+        (the fake's pixel is masked in the difference although it was planned on a usable
+        one: its own flux grew a neighbouring mask over it).
     efficiency : EfficiencyCurve or None
+        Detection efficiency of the fakes, i.e. on the difference's usable area; that area's
+        fraction of the template-covered area is ``meta["usable_area_fraction"]`` (the
+        efficiency over the whole covered area is the product of the two).
     ideal_limit : IdealLimit or None
         5-sigma PSF-fit limit of the difference image from the measured noise (module
         docstring of :mod:`desgw.diff.pipeline`).

@@ -42,9 +42,10 @@ as for any rotated or rescaled grid). The subtraction's noise model should scale
 large-area variances by it.
 
 Speed (one core, numba, measured as CPU time on the 2-core development machine under load from
-other jobs): a 4096 x 2048 CCD takes ~0.45 s in all: 0.015 s for the WCS mapping grid, ~0.12 s
+other jobs): a 4096 x 2048 CCD takes ~0.45 s in all: ~0.005 s for the WCS mapping grid, ~0.12 s
 to clean the input and find the pixels whose tap box holds a flagged pixel, ~0.3 s for the
-interpolation itself (72 multiply-adds per output pixel for image and variance).
+interpolation itself (72 multiply-adds per output pixel for image and variance; the variance
+is ~a quarter of it: 0.43 -> 0.33 s without it for CCD 28's four template CCDs).
 """
 
 from __future__ import annotations
@@ -306,7 +307,8 @@ def resample_to_grid(image: np.ndarray, mask: np.ndarray | None, weight: np.ndar
         out_cov, oy0, oy1, ox0, ox1)
     ncf = float(sum_unc / sum_var) if sum_var > 0 else 1.0
     coverage = out_cov.view(np.bool_)
-    log.debug("resampled %s -> %s: %.1f%% covered, %.1f%% usable, noise factor %.3f",
-              image.shape, (ny, nx), 100 * coverage.mean(), 100 * (out_w > 0).mean(), ncf)
+    if log.isEnabledFor(logging.DEBUG):  # two full-plane passes: only when shown
+        log.debug("resampled %s -> %s: %.1f%% covered, %.1f%% usable, noise factor %.3f",
+                  image.shape, (ny, nx), 100 * coverage.mean(), 100 * (out_w > 0).mean(), ncf)
     return Resampled(image=out_img, mask=out_mask, weight=out_w, coverage=coverage,
                      mapping=mapping, noise_correlation_factor=ncf, kernel=f"lanczos{order}")

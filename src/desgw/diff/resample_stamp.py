@@ -9,6 +9,7 @@ DECam CCDs J is a rotation by the pointing's rotation difference (~0.1 deg) time
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from desgw.diff.resample_kernels import lanczos_table
@@ -46,24 +47,41 @@ def warp_stamp(stamp: np.ndarray, jacobian: np.ndarray, size: int, *, dx: float 
     if size % 2 == 0 or size < 1:
         raise ValueError(f"size must be a positive odd number, got {size}")
     jac = np.asarray(jacobian, dtype=np.float64).reshape(2, 2)
-    h = size // 2
-    v, u = np.mgrid[-h:h + 1, -h:h + 1].astype(np.float64)
-    u = u - dx
-    v = v - dy
-    xin = n // 2 + jac[0, 0] * u + jac[0, 1] * v
-    yin = n // 2 + jac[1, 0] * u + jac[1, 1] * v
     table = lanczos_table(order).astype(np.float64)
-    bins = table.shape[0] - 1
-    fx = np.floor(xin).astype(np.int64)
-    fy = np.floor(yin).astype(np.int64)
-    wx = table[np.rint((xin - fx) * bins).astype(np.int64)]  # (size, size, 2 order)
-    wy = table[np.rint((yin - fy) * bins).astype(np.int64)]
-    offs = np.arange(-(order - 1), order + 1)
-    cols = fx[..., None] + offs  # (size, size, 2 order)
-    rows = fy[..., None] + offs
-    okc = (cols >= 0) & (cols < n)
-    okr = (rows >= 0) & (rows < n)
-    vals = stamp[np.clip(rows, 0, n - 1)[..., :, None], np.clip(cols, 0, n - 1)[..., None, :]]
-    vals = vals * (okr[..., :, None] & okc[..., None, :])
-    out = np.einsum("yxa,yxb,yxab->yx", wy, wx, vals)
+    out = _warp(stamp, jac, int(size), float(dx), float(dy), table, int(order))
     return out * abs(np.linalg.det(jac))
+
+
+@numba.njit(cache=True)
+def _warp(stamp, jac, size, dx, dy, table, order):  # pragma: no cover - numba
+    """``sum_ab wy[a] wx[b] stamp[row_a, col_b]`` at each output pixel (taps off the stamp
+    count 0), the 2 order taps from the Lanczos table at the nearest of its phases."""
+    n = stamp.shape[0]
+    h = size // 2
+    bins = table.shape[0] - 1
+    ntap = 2 * order
+    out = np.zeros((size, size))
+    c = n // 2
+    for j in range(size):
+        v = (j - h) - dy
+        for i in range(size):
+            u = (i - h) - dx
+            xin = c + jac[0, 0] * u + jac[0, 1] * v
+            yin = c + jac[1, 0] * u + jac[1, 1] * v
+            fx = int(np.floor(xin))
+            fy = int(np.floor(yin))
+            kx = int(np.rint((xin - fx) * bins))
+            ky = int(np.rint((yin - fy) * bins))
+            acc = 0.0
+            for a in range(ntap):
+                r = fy - (order - 1) + a
+                if r < 0 or r >= n:
+                    continue
+                row = 0.0
+                for b in range(ntap):
+                    col = fx - (order - 1) + b
+                    if 0 <= col < n:
+                        row += table[kx, b] * stamp[r, col]
+                acc += table[ky, a] * row
+            out[j, i] = acc
+    return out

@@ -51,7 +51,16 @@ tile interiors written in one pass (:func:`_finalise_tile`). Correlated input no
 resampled template) is handled with the filters already built: their ``|hat|^2`` on the kernel
 grid give each filter's noise gain by Parseval (:meth:`ZogyKernels.noise_factors`), no filter
 rebuilt, no further transform. For a 4096 x 2048 CCD (32 tiles of 512 + 2 x 64) on one core the
-transforms are ~0.6-1 s, about two thirds of the subtraction (``bench/bench_diff.py``).
+transforms are ~1.0 CPU-s, about half of :func:`desgw.diff.subtract.subtract` (~2.0 CPU-s on
+the loaded 2-core development machine; ``subtract_cpu_split_s`` of ``bench/bench_diff.py``):
+data forward 0.3, data inverse 0.4, filters 0.3. Per tile that is ~9 ms of data transforms
+(a float32 640 x 640 real FFT ~1.3 ms forward, ~1.8 ms inverse) and ~10 ms for the 8
+filters, whose column pass is most of it. Laying the filters out transposed (column pass on
+the contiguous axis), transforming them whole, or one column stack per filter were each no
+faster once the spectra products read them; two real transforms packed in one complex one
+cost what the two do. The rest is memory-bound passes over the tiles (filling and
+in-painting, the spectra products, stitching: ~3 ms each per tile), the filters on the K grid
+(~2 ms per tile) and the output masks.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ raw            raw DECam exposures (.fits / .fits.fz): RawExposure, read_exposur
                write_raw_exposure
 calib          calibration images (bias, flat, starflat, bpm, linearity): write_calib,
                CalibFile, read_calib
+calib_cache    decoded calibration and raw planes kept uncompressed for later CCD tasks
 instcal        NOIRLab Community Pipeline InstCal products: read_instcal
 psfex          PSFEx models: read_psfex
 products       immask images (SCI/MSK/WGT) and FITS/CSV/Parquet tables

@@ -42,6 +42,7 @@ from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingCC
 
 from ._fitsutil import clean_header, hdu_label, index_ccds, open_fits, read_hdu_pixels
 from .atomic import atomic_write_path
+from .calib_cache import CalibCache
 from .fitsindex import FitsIndex, open_indexed
 
 __all__ = ["CALIB_KINDS", "CalibKind", "TRIMMED_SHAPE", "CalibFile", "write_calib", "read_calib",
@@ -211,6 +212,9 @@ class CalibFile:
         If given, the file's ``CALTYPE`` must equal it.
     expected_shape : tuple of int or None
         Required numpy shape of each CCD image (default (4096, 2048)); ``None`` accepts any.
+    cache : CalibCache, path or None
+        Decoded planes of tile-compressed HDUs are read from, and after a decode written to,
+        this cache (:mod:`desgw.io.calib_cache`; a path is its root). None: decode each time.
 
     Raises
     ------
@@ -221,9 +225,12 @@ class CalibFile:
     """
 
     def __init__(self, path: str | os.PathLike[str], kind: str | None = None, *,
-                 expected_shape: tuple[int, int] | None = TRIMMED_SHAPE) -> None:
+                 expected_shape: tuple[int, int] | None = TRIMMED_SHAPE,
+                 cache: CalibCache | str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path)
         self.expected_shape = None if expected_shape is None else tuple(expected_shape)
+        self._cache = (cache if isinstance(cache, CalibCache) or cache is None
+                       else CalibCache(cache))
         self._hdul: fits.HDUList | None = None
         # cfitsio, indexed once per process and file version (desgw.io.fitsindex)
         self._fx: FitsIndex | None = open_indexed(self.path)
@@ -293,16 +300,41 @@ class CalibFile:
         if not self.kind.is_mask and bitpix != -32:
             raise DataTypeError(self.path, label, f"{self.kind.name} must be float32 "
                                 f"(BITPIX = -32), found BITPIX = {bitpix}")
+        if self._fx is not None and self._cache is not None and self._fx.is_compressed(index):
+            return self._read_cached(index, int(ccdnum), header)
         if self._fx is not None:
             data = self._fx.read_image_2d(index)
         else:
             data = read_hdu_pixels(hdu, self.path, label)
+        return self._finish(data, label)
+
+    def _finish(self, data: np.ndarray, label: str | int) -> np.ndarray:
+        """The decoded plane checked for shape and given the kind's dtype."""
         if self.expected_shape is not None and data.shape != self.expected_shape:
             raise DataTypeError(self.path, label, f"{self.kind.name} image has shape "
                                 f"{data.shape}, expected {self.expected_shape}")
         if self.kind.is_mask:
             return data if data.dtype in (np.int16, np.uint16, np.int32) else data.astype(np.int32)
         return data.astype(np.float32, copy=False)
+
+    def _read_cached(self, index: int, ccdnum: int, header: fits.Header) -> np.ndarray:
+        """HDU ``index`` from the decoded-plane cache, decoding and caching it on a miss."""
+        assert self._fx is not None and self._cache is not None
+        label = self._fx.labels[index]
+        naxis = header.get("NAXIS", 0)
+        if naxis != 2:  # read_image_2d names the problem
+            return self._finish(self._fx.read_image_2d(index), label)
+        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        if self.expected_shape is not None and shape != self.expected_shape:
+            raise DataTypeError(self.path, label, f"{self.kind.name} image has shape "
+                                f"{shape}, expected {self.expected_shape}")
+        dtype = _returned_dtype(self.kind, header)
+        data = self._cache.load(self._fx.key, ccdnum, dtype, shape)
+        if data is not None:
+            return data
+        data = self._finish(self._fx.read_image_2d(index), label)
+        self._cache.store(self._fx.key, ccdnum, data)
+        return data
 
     def close(self) -> None:
         """Close the file (a cfitsio handle stays in the per-process cache for the next CCD)."""
@@ -318,10 +350,23 @@ class CalibFile:
         self.close()
 
 
+def _returned_dtype(kind: CalibKind, header: fits.Header) -> np.dtype:
+    """The dtype :meth:`CalibFile.read` returns for an HDU with this (image) header."""
+    if not kind.is_mask:
+        return np.dtype(np.float32)
+    if int(header.get("BITPIX", 0)) == 16:
+        unsigned = (float(header.get("BZERO", 0)) == 32768.0
+                    and float(header.get("BSCALE", 1)) == 1.0)
+        return np.dtype(np.uint16 if unsigned else np.int16)
+    return np.dtype(np.int32)
+
+
 def read_calib(path: str | os.PathLike[str], kind: str, ccdnum: int, *,
-               expected_shape: tuple[int, int] | None = TRIMMED_SHAPE) -> np.ndarray:
-    """Open ``path``, check it is a ``kind`` calibration, and read CCD ``ccdnum``."""
-    with CalibFile(path, kind, expected_shape=expected_shape) as cal:
+               expected_shape: tuple[int, int] | None = TRIMMED_SHAPE,
+               cache: CalibCache | str | os.PathLike[str] | None = None) -> np.ndarray:
+    """Open ``path``, check it is a ``kind`` calibration, and read CCD ``ccdnum`` (through the
+    decoded-plane ``cache`` when given: see :class:`CalibFile`)."""
+    with CalibFile(path, kind, expected_shape=expected_shape, cache=cache) as cal:
         return cal.read(ccdnum)
 
 

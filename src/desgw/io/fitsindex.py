@@ -259,6 +259,10 @@ class FitsIndex:
         info = self._infos[index]
         return int(info["hdutype"]) == 2 and not info.get("is_compressed_image")
 
+    def is_compressed(self, index: int) -> bool:
+        """True when HDU ``index`` is a tile-compressed image."""
+        return bool(self._infos[index].get("is_compressed_image"))
+
     def read_image(self, index: int) -> np.ndarray:
         """Decode the whole image of HDU ``index`` (BZERO/BSCALE applied), native byte order.
 

@@ -29,6 +29,7 @@ from desgw.errors import DataTypeError, HeaderError, MissingCCDError
 from ._fitsutil import (clean_header, header_float, header_int, header_str, hdu_label,
                         index_ccds, iter_hdus_checked, open_fits, read_hdu_pixels)
 from .atomic import atomic_write_path
+from .calib_cache import CalibCache
 from .fitsindex import FitsIndex, open_indexed
 from .sections import Section, section_from_header
 
@@ -396,6 +397,19 @@ def _amp_from_header(header: fits.Header, name: str, pixels: np.ndarray, datasec
     )
 
 
+def _decoded_dtype(header: fits.Header) -> np.dtype:
+    """The dtype cfitsio decodes an integer image with this header to (native order)."""
+    bitpix = int(header.get("BITPIX", 0))
+    offset = float(header.get("BZERO", 0)) if float(header.get("BSCALE", 1)) == 1.0 else None
+    if bitpix == 8:
+        return np.dtype(np.uint8)
+    if bitpix == 16:
+        return np.dtype(np.uint16 if offset == 32768.0 else np.int16)
+    if bitpix == 32:
+        return np.dtype(np.uint32 if offset == 2.0**31 else np.int32)
+    return np.dtype(np.int64)
+
+
 def raw_ccd_from_hdu(header: fits.Header, data: np.ndarray, *, path: Any = None,
                      hdu: int | None = None) -> RawCCD:
     """Validate a raw CCD header and integer pixel array and build a :class:`RawCCD`.
@@ -467,6 +481,11 @@ class RawExposure:
     ----------
     path : str or os.PathLike
         ``.fits`` or ``.fits.fz`` raw exposure.
+    cache : CalibCache or None
+        Decoded integer pixels of tile-compressed CCDs are read from this store when there
+        (:mod:`desgw.io.calib_cache`), and kept there after a decode when
+        :meth:`read_ccd` is asked to (the CCDs other CCDs' crosstalk correction needs).
+        None: every CCD is decoded from the file.
 
     Raises
     ------
@@ -480,8 +499,9 @@ class RawExposure:
     ...     ccd = raw.read_ccd(35)
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, cache: CalibCache | None = None) -> None:
         self.path = Path(path)
+        self._cache = cache
         self._closed = False
         self._hdul: fits.HDUList | None = None
         # cfitsio, indexed once per process and file version (desgw.io.fitsindex)
@@ -524,8 +544,12 @@ class RawExposure:
         assert self._hdul is not None
         return self._hdul[self.hdu_index(ccdnum)].header.copy()
 
-    def read_ccd(self, ccdnum: int) -> RawCCD:
+    def read_ccd(self, ccdnum: int, *, keep: bool = False) -> RawCCD:
         """Read (and decompress) only the HDU of CCD ``ccdnum``.
+
+        With a ``cache`` (constructor), the CCD's decoded pixels come from it when an earlier
+        task kept them (bit for bit what the file decodes to); ``keep`` keeps them there
+        after a decode, for the next task that needs this CCD.
 
         Returns
         -------
@@ -545,7 +569,7 @@ class RawExposure:
             label = self._fx.labels[index]
             header = self._fx.header(index)
             _check_raw_dtype(header, self.path, label)
-            data = self._fx.read_image_2d(index)
+            data = self._pixels(index, int(ccdnum), header, keep)
         else:
             assert self._hdul is not None
             hdu = self._hdul[index]
@@ -554,6 +578,22 @@ class RawExposure:
             _check_raw_dtype(header, self.path, label)
             data = read_hdu_pixels(hdu, self.path, label)
         return raw_ccd_from_hdu(header, data, path=self.path, hdu=index)
+
+    def _pixels(self, index: int, ccdnum: int, header: fits.Header, keep: bool) -> np.ndarray:
+        """HDU ``index``'s integer pixels, through the decoded-pixel cache when there is one."""
+        assert self._fx is not None
+        if self._cache is None or not self._fx.is_compressed(index) \
+                or header.get("NAXIS") != 2:
+            return self._fx.read_image_2d(index)
+        shape = (int(header["NAXIS2"]), int(header["NAXIS1"]))
+        dtype = _decoded_dtype(header)
+        data = self._cache.load(self._fx.key, ccdnum, dtype, shape)
+        if data is not None:
+            return data
+        data = self._fx.read_image_2d(index)
+        if keep and data.dtype == dtype:
+            self._cache.store(self._fx.key, ccdnum, data)
+        return data
 
     def close(self) -> None:
         """Close the file (idempotent). A cfitsio handle stays open in the per-process cache

@@ -135,6 +135,19 @@ class Settings:
         if self.db_url is not None and not str(self.db_url).strip():
             object.__setattr__(self, "db_url", None)
 
+    @property
+    def calib_cache_dir(self) -> Path:
+        """Decoded calibration planes, made once per CCD and calibration-file version and read
+        by every later task (:mod:`desgw.io.calib_cache`): ``out_root/cache/calib``."""
+        return self.out_root / "cache" / "calib"
+
+    @property
+    def raw_cache_dir(self) -> Path:
+        """Decoded raw CCDs that other CCDs' crosstalk correction needs, kept by the first task
+        to decode them for the others (:class:`desgw.io.raw.RawExposure`; the planes of the
+        two most recently used raw files, ~1.1 GB each at most): ``out_root/cache/raw``."""
+        return self.out_root / "cache" / "raw"
+
     def raw_path(self, expnum: int) -> Path:
         """The raw file of exposure ``expnum``.
 

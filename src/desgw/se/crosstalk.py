@@ -78,6 +78,15 @@ def needed_sources(ccdnum: int) -> list[tuple[int, str]]:
     return sorted({(t.source_ccd, t.source_amp) for t in terms_for_victim(int(ccdnum))})
 
 
+def feeds_other_ccds(ccdnum: int) -> bool:
+    """True when an amplifier of CCD ``ccdnum`` leaks into another CCD (so that CCD's
+    correction reads this CCD's raw pixels too)."""
+    from desgw.instrument.crosstalk import crosstalk_terms
+
+    ccdnum = int(ccdnum)
+    return any(t.source_ccd == ccdnum and t.victim_ccd != ccdnum for t in crosstalk_terms())
+
+
 def _pixels_of(raw: object) -> np.ndarray:
     pix = raw.pixels if hasattr(raw, "pixels") else raw
     return np.asarray(pix, dtype=np.float32)

@@ -642,8 +642,12 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
             "real_bogus_threshold": rb_thr,
             "n_candidates_above_threshold": None if rb_thr is None
             else n_above_threshold(result.candidates, rb_thr),
-            "efficiency": None if eff is None else {"m50": _finite(eff.m50),
-                                                    "m50_err": _finite(eff.m50_err)},
+            # the fakes' efficiency is on the usable area; its fraction goes with it
+            "efficiency": None if eff is None else {
+                "m50": _finite(eff.m50), "m50_err": _finite(eff.m50_err),
+                "usable_area_fraction": _finite(result.meta.get("usable_area_fraction",
+                                                                math.nan)),
+                "n_fakes_masked": result.meta.get("fakes_masked")},
             "ideal_limit_mag": None if result.ideal_limit is None
             else _finite(result.ideal_limit.mag),
             "registration": result.meta.get("registration", []),

@@ -39,6 +39,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Raw files whose decoded crosstalk-source CCDs are kept under ``Settings.raw_cache_dir``
+#: (the exposure being processed and one more, e.g. a template exposure in between).
+RAW_CACHE_FILES = 2
+
 
 def approximate_ccd_corners(ccdnum: int, exposure: ExposureHeader,
                             ccd_header: fits.Header | None = None
@@ -84,17 +88,22 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     from desgw.io.calib import CalibFile, read_linearity
     from desgw.io.raw import RawExposure
     from desgw.refcat import RefCatStore, mjd_to_jyear
-    from desgw.se.crosstalk import needed_sources
+    from desgw.io.calib_cache import CalibCache
+    from desgw.se.crosstalk import feeds_other_ccds, needed_sources
     from desgw.se.process import (
         CCDInputs,  # the SE stack loads only where a CCD is processed
     )
     t0 = time.perf_counter()
-    with RawExposure(task.raw_path) as raw:
+    # decoded raw CCDs shared between the exposure's tasks: a CCD whose amplifiers leak into
+    # other CCDs is decoded by the first task that needs it, not by each (desgw.io.calib_cache)
+    raw_cache = None if task.raw_cache_dir is None else CalibCache(
+        task.raw_cache_dir, max_sources=RAW_CACHE_FILES)
+    with RawExposure(task.raw_path, cache=raw_cache) as raw:
         exposure = raw.header
         if not exposure.exptime > 0:  # a bias or a broken header: nothing to calibrate
             raise HeaderError(task.raw_path, 0, f"EXPTIME is {exposure.exptime}: single-epoch "
                               "processing needs a positive exposure time", keyword="EXPTIME")
-        ccd = raw.read_ccd(task.ccdnum)
+        ccd = raw.read_ccd(task.ccdnum, keep=feeds_other_ccds(task.ccdnum))
         sources: dict[int, Any] = {}
         present = set(raw.ccdnums)
         missing: list[int] = []
@@ -102,7 +111,7 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
             if src == task.ccdnum:
                 sources[src] = ccd
             elif src in present:
-                sources[src] = raw.read_ccd(src)
+                sources[src] = raw.read_ccd(src, keep=True)
             else:
                 missing.append(src)
         if missing:
@@ -116,13 +125,14 @@ def _read_inputs(task: CCDTask, timings: dict[str, float], margin_arcsec: float)
     timings["read_raw"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    with CalibFile(task.bias_path, "bias") as f:
+    cache = task.calib_cache_dir  # decoded planes (desgw.io.calib_cache)
+    with CalibFile(task.bias_path, "bias", cache=cache) as f:
         bias = f.read(task.ccdnum)
-    with CalibFile(task.flat_path, "flat") as f:
+    with CalibFile(task.flat_path, "flat", cache=cache) as f:
         flat = f.read(task.ccdnum)
     bpm = None
     if task.bpm_path is not None:
-        with CalibFile(task.bpm_path, "bpm") as f:
+        with CalibFile(task.bpm_path, "bpm", cache=cache) as f:
             bpm = f.read(task.ccdnum)
     linearity = None if task.linearity_path is None else read_linearity(task.linearity_path,
                                                                         task.ccdnum)

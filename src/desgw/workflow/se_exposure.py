@@ -280,7 +280,9 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                            refcat_dir=str(settings.refcat_dir), outdir=str(outdir),
                            config=config, overwrite=overwrite,
                            linearity_path=None if calib.linearity is None
-                           else str(calib.linearity))
+                           else str(calib.linearity),
+                           calib_cache_dir=str(settings.calib_cache_dir),
+                           raw_cache_dir=str(settings.raw_cache_dir))
             if not overwrite and task.paths.complete():
                 try:
                     report.ccds[ccd] = load_ccd_summary(task.paths.qc, ccd)

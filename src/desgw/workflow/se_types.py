@@ -64,6 +64,12 @@ class CCDTask:
         Redo a CCD whose products exist.
     linearity_path : str or None
         Linearity lookup-table file (None: no linearity correction).
+    calib_cache_dir : str or None
+        Root of the decoded calibration planes (:mod:`desgw.io.calib_cache`,
+        ``Settings.calib_cache_dir``); None: the calibrations are decoded every time.
+    raw_cache_dir : str or None
+        Decoded raw CCDs shared with the other CCD tasks of the exposure (crosstalk sources,
+        ``Settings.raw_cache_dir``); None: every raw CCD needed is decoded from the file.
     """
 
     expnum: int
@@ -80,6 +86,8 @@ class CCDTask:
     config: Any = None
     overwrite: bool = False
     linearity_path: str | None = None
+    calib_cache_dir: str | None = None
+    raw_cache_dir: str | None = None
 
     @property
     def paths(self) -> CCDProductPaths:

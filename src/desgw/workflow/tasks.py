@@ -100,7 +100,8 @@ def _ccd_task(task: Task, settings: Settings, overwrite: bool) -> CCDTask:
                    bpm_path=None if calib.bpm is None else str(calib.bpm),
                    linearity_path=None if calib.linearity is None else str(calib.linearity),
                    refcat_dir=str(settings.refcat_dir), outdir=str(outdir),
-                   overwrite=overwrite)
+                   overwrite=overwrite, calib_cache_dir=str(settings.calib_cache_dir),
+                   raw_cache_dir=str(settings.raw_cache_dir))
 
 
 def run_se_task(task: Task, settings: Settings, overwrite: bool,
