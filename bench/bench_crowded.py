@@ -39,6 +39,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "se"))
 
 from crowded_synth import crowded_field, run_photometry
 
-VARIANTS = {"alone": dict(neighbour_iter=0), "neighbours": dict(neighbour_iter=2),
+VARIANTS: dict[str, dict[str, Any]] = {"alone": dict(neighbour_iter=0), "neighbours": dict(neighbour_iter=2),
             "nocompanions": dict(neighbour_iter=2, psf_kw={"companion_snr": 0.0}),
             "meansky": dict(neighbour_iter=2, refine=True),
             "meansky+psf": dict(neighbour_iter=2, refine=True, refit_psf=True),

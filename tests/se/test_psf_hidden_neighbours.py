@@ -57,9 +57,9 @@ def _field(kind: str, beta: float):
     ny, nx = SHAPE
     # PSF stars on a jittered 56-px grid, 15.5-18.5 mag (zeropoint 30 e-)
     g = np.arange(40, nx - 40, 56)
-    xs, ys = np.meshgrid(g, g)
-    xs = xs.ravel() + rng.uniform(-6, 6, xs.size)
-    ys = ys.ravel() + rng.uniform(-6, 6, ys.size)
+    gx, gy = np.meshgrid(g, g)
+    xs = gx.ravel() + rng.uniform(-6, 6, gx.size)
+    ys = gy.ravel() + rng.uniform(-6, 6, gy.size)
     flux = 10 ** (-0.4 * (rng.uniform(15.5, 18.5, xs.size) - 30.0))
     # a quarter of them clean (the FLUX_PSF check), the rest with hidden companions
     clean = rng.uniform(size=xs.size) < 0.25

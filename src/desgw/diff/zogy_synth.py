@@ -10,12 +10,23 @@ them with their truth.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from desgw.instrument.camera import CCD_SHAPE
 
-__all__ = ["ImagePair", "MoffatPSFField", "add_sources", "make_image_pair"]
+__all__ = ["ImagePair", "MoffatPSFField", "RenderablePSF", "add_sources", "make_image_pair"]
+
+
+class RenderablePSF(Protocol):
+    """What the synthetic scenes need of a PSF (:class:`MoffatPSFField`, a galsim-based one in
+    the tests, :class:`desgw.se.psf.PSFModel`): a unit-sum stamp centred ``(dx, dy)`` pixels
+    from the central pixel of a ``size`` (default: its own) stamp at ``(x, y)``."""
+
+    def render(self, x: float, y: float, *, size: int | None = None, dx: float = 0.0,
+               dy: float = 0.0) -> np.ndarray: ...
+
 
 
 @dataclass(frozen=True)
@@ -70,7 +81,7 @@ class MoffatPSFField:
         return (img / img.sum()).astype(np.float32)
 
 
-def add_sources(image: np.ndarray, psf: MoffatPSFField, x: np.ndarray, y: np.ndarray,
+def add_sources(image: np.ndarray, psf: RenderablePSF, x: np.ndarray, y: np.ndarray,
                 flux: np.ndarray) -> None:
     """Add point sources (flux in image units) rendered by ``psf`` at 0-based (x, y) in place."""
     ny, nx = image.shape
@@ -96,10 +107,10 @@ class ImagePair:
 
     search: np.ndarray
     search_var: np.ndarray
-    search_psf: MoffatPSFField
+    search_psf: RenderablePSF
     template: np.ndarray
     template_var: np.ndarray
-    template_psf: MoffatPSFField
+    template_psf: RenderablePSF
     zp_search: float
     zp_template: float
     star_x: np.ndarray
@@ -116,8 +127,8 @@ class ImagePair:
         return float(10 ** (0.4 * (self.zp_search - self.zp_template)))
 
 
-def make_image_pair(shape: tuple[int, int], search_psf: MoffatPSFField,
-                    template_psf: MoffatPSFField, *, seed: int = 0, sky_search: float = 400.0,
+def make_image_pair(shape: tuple[int, int], search_psf: RenderablePSF,
+                    template_psf: RenderablePSF, *, seed: int = 0, sky_search: float = 400.0,
                     sky_template: float = 150.0, read_noise: float = 6.0,
                     template_flux_ratio: float = 0.7, n_stars: int = 200,
                     star_flux_range: tuple[float, float] = (2e3, 2e5), n_transients: int = 0,
@@ -130,7 +141,7 @@ def make_image_pair(shape: tuple[int, int], search_psf: MoffatPSFField,
     ----------
     shape : tuple[int, int]
         (ny, nx).
-    search_psf, template_psf : MoffatPSFField
+    search_psf, template_psf : RenderablePSF
         PSFs of the two images (on the common grid).
     seed : int
         Random seed.
