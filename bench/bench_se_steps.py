@@ -155,22 +155,18 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
             se_ccd._read_inputs(task(args.ccd), t, 30.0)
             for key in ("read_raw", "read_calib"):
                 out[key] = min(out[key], t[key])
-        if has_cache:
-            out["read_calib_uncached"] = float("inf")
+        for present, key, folder in ((has_cache, "read_calib", cache_dir),
+                                     (has_raw_cache, "read_raw", raw_cache)):
+            if not present:
+                continue
+            # the read of a warm worker whose cache was emptied: a decode and a store
+            out[f"{key}_uncached"] = float("inf")
             for _ in range(max(1, args.repeat)):
                 se_ccd._read_inputs(task(other), {}, 30.0)
-                shutil.rmtree(cache_dir, ignore_errors=True)
+                shutil.rmtree(folder, ignore_errors=True)
                 t = {}
                 se_ccd._read_inputs(task(args.ccd), t, 30.0)
-                out["read_calib_uncached"] = min(out["read_calib_uncached"], t["read_calib"])
-        if has_raw_cache:
-            out["read_raw_uncached"] = float("inf")
-            for _ in range(max(1, args.repeat)):
-                se_ccd._read_inputs(task(other), {}, 30.0)
-                shutil.rmtree(raw_cache, ignore_errors=True)
-                t = {}
-                se_ccd._read_inputs(task(args.ccd), t, 30.0)
-                out["read_raw_uncached"] = min(out["read_raw_uncached"], t["read_raw"])
+                out[f"{key}_uncached"] = min(out[f"{key}_uncached"], t[key])
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
         shutil.rmtree(raw_cache, ignore_errors=True)
