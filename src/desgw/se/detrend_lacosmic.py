@@ -179,19 +179,6 @@ def _fine_contrast(img, sky, y, x, gain, rn, buf, buf3, keys3, vals3):
 
 
 @njit(cache=True)
-def _push(ys, xs, n, y, x):
-    if n == ys.size:
-        ys2 = np.empty(2 * n, np.int32)
-        xs2 = np.empty(2 * n, np.int32)
-        ys2[:n] = ys
-        xs2[:n] = xs
-        ys, xs = ys2, xs2
-    ys[n] = y
-    xs[n] = x
-    return ys, xs, n + 1
-
-
-@njit(cache=True)
 def _passes(img, bad, sky, y, x, gain, rn, thresh):
     if bad[y, x]:
         return False
@@ -202,51 +189,91 @@ def _passes(img, bad, sky, y, x, gain, rn, thresh):
 
 
 @njit(cache=True)
-def prefilter(img, bad, sky, gain, rn, thresh, sky_min):
-    """Pixels (ys, xs) whose L+ / (2 N_sky) exceeds ``thresh``: a superset of CR seeds.
+def _row_hits(img, bad, y, quick, hit):
+    """``hit[x]`` (1 <= x < nx - 1) for an interior row ``y``: L+ exceeds ``quick``.
+
+    L+ exactly as :func:`_lplus` computes it (masked neighbours take the centre's value, the
+    same sums in the same order), written without branches so that LLVM vectorises it.
+    """
+    nx = img.shape[1]
+    rm = img[y - 1]
+    r0 = img[y]
+    rp = img[y + 1]
+    bm = bad[y - 1]
+    b0 = bad[y]
+    bp = bad[y + 1]
+    for x in range(1, nx - 1):
+        c = r0[x]
+        u = c if bm[x] else rm[x]
+        d = c if bp[x] else rp[x]
+        left = c if b0[x - 1] else r0[x - 1]
+        r = c if b0[x + 1] else r0[x + 1]
+        v1 = 2.0 * c - u - left
+        v2 = 2.0 * c - u - r
+        v3 = 2.0 * c - d - left
+        v4 = 2.0 * c - d - r
+        t = 0.0
+        t += v1 if v1 > 0 else 0.0
+        t += v2 if v2 > 0 else 0.0
+        t += v3 if v3 > 0 else 0.0
+        t += v4 if v4 > 0 else 0.0
+        hit[x] = np.uint8(0.25 * t > quick)
+
+
+@njit(cache=True)
+def _hit_map(img, bad, quick, hit):
+    """``hit`` (uint8, image shape): 1 where the pixel may pass :func:`_passes` (the L+ test
+    against the smallest sky ``quick``, and every edge pixel); returns the number of hits."""
+    ny, nx = img.shape
+    n = 0
+    for y in range(ny):
+        row = hit[y]
+        if y == 0 or y == ny - 1:
+            row[:] = 1
+            n += nx
+            continue
+        _row_hits(img, bad, y, quick, row)
+        row[0] = 1
+        row[nx - 1] = 1
+        for x in range(nx):
+            n += row[x]
+    return n
+
+
+@njit(cache=True)
+def _collect_passing(img, bad, sky, gain, rn, thresh, hit, cap):
+    """(ys, xs), row-major, of the pixels with ``hit`` that pass :func:`_passes`; at most
+    ``cap`` (the number of hits: no reallocation in the loop, which costs numba a reference
+    count update per iteration)."""
+    ny, nx = img.shape
+    ys = np.empty(cap, np.int32)
+    xs = np.empty(cap, np.int32)
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if hit[y, x] != 0 and _passes(img, bad, sky, y, x, gain, rn, thresh):
+                ys[n] = y
+                xs[n] = x
+                n += 1
+    return ys[:n], xs[:n]
+
+
+def prefilter(img: np.ndarray, bad: np.ndarray, sky: np.ndarray, gain: float, rn: float,
+              thresh: float, sky_min: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (ys, xs), row-major, whose L+ / (2 N_sky) exceeds ``thresh``: a superset of CR
+    seeds.
 
     ``N_sky`` is the noise of the pixel's sky alone (no object light), so it is not larger
-    than the L.A.Cosmic noise and ``S' <= S <= L+ / (2 N_sky)``. A first test against the
-    smallest sky of the image (``sky_min``), without masks, rejects almost every pixel
-    cheaply; masked neighbours can only lower L+ in the exact test.
+    than the L.A.Cosmic noise and ``S' <= S <= L+ / (2 N_sky)``. A first, vectorised test of
+    every interior pixel against the smallest sky of the image (``sky_min``) keeps a few
+    thousand pixels per CCD (:func:`_hit_map`); the exact test (:func:`_passes`) runs on
+    those. The result equals the pixel-by-pixel test.
     """
-    ny, nx = img.shape
-    ys = np.empty(4096, np.int32)
-    xs = np.empty(4096, np.int32)
-    n = 0
-    sk = max(sky_min, 0.0001)
+    sk = max(float(sky_min), 0.0001)
     quick = 2.0 * thresh * np.sqrt(gain * sk + rn * rn) / gain
-    for y in range(ny):
-        edge_row = y == 0 or y == ny - 1
-        for x in range(nx):
-            if edge_row or x == 0 or x == nx - 1:
-                if _passes(img, bad, sky, y, x, gain, rn, thresh):
-                    ys, xs, n = _push(ys, xs, n, y, x)
-                continue
-            c = img[y, x]
-            u = img[y - 1, x]
-            d = img[y + 1, x]
-            left = img[y, x - 1]
-            r = img[y, x + 1]
-            t = 0.0
-            v = 2.0 * c - u - left
-            if v > 0:
-                t += v
-            v = 2.0 * c - u - r
-            if v > 0:
-                t += v
-            v = 2.0 * c - d - left
-            if v > 0:
-                t += v
-            v = 2.0 * c - d - r
-            if v > 0:
-                t += v
-            if 0.25 * t <= quick and not (bad[y - 1, x] or bad[y + 1, x] or bad[y, x - 1]
-                                          or bad[y, x + 1]):
-                continue
-            if _passes(img, bad, sky, y, x, gain, rn, thresh):
-                ys, xs, n = _push(ys, xs, n, y, x)
-    return ys[:n], xs[:n]
+    hit = np.empty(img.shape, np.uint8)
+    n_hit = _hit_map(img, bad, quick, hit)
+    return _collect_passing(img, bad, sky, gain, rn, thresh, hit, n_hit)
 
 
 @njit(cache=True)
@@ -349,11 +376,13 @@ def clean_pixels(img, bad, cr, ys, xs):
 def candidates_near(img, bad, sky, gain, rn, thresh, ys, xs, r, seen, it):
     """Pixels within a (2r+1)^2 box of (ys, xs) that pass the prefilter test on ``img``.
 
-    ``seen`` (int32, image shape) is scratch space: pixels stamped ``it`` are skipped.
+    ``seen`` (int32, image shape) is scratch space: pixels stamped ``it`` are skipped. The
+    output is allocated at its bound (every box pixel) so that the loop never reallocates.
     """
     ny, nx = img.shape
-    outy = np.empty(4096, np.int32)
-    outx = np.empty(4096, np.int32)
+    cap = ys.size * (2 * r + 1) * (2 * r + 1)
+    outy = np.empty(cap, np.int32)
+    outx = np.empty(cap, np.int32)
     n = 0
     for k in range(ys.size):
         for dy in range(-r, r + 1):
@@ -366,7 +395,9 @@ def candidates_near(img, bad, sky, gain, rn, thresh, ys, xs, r, seen, it):
                     continue
                 seen[y, x] = it
                 if _passes(img, bad, sky, y, x, gain, rn, thresh):
-                    outy, outx, n = _push(outy, outx, n, y, x)
+                    outy[n] = y
+                    outx[n] = x
+                    n += 1
     return outy[:n], outx[:n]
 
 
