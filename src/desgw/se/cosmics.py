@@ -187,11 +187,15 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
     seen = np.zeros(img.shape, np.int32)
     ncand0 = cand_y.size
     total = 0
+    found_y: list[np.ndarray] = []  # every CR pixel once (no iteration re-flags one)
+    found_x: list[np.ndarray] = []
     for it in range(1, config.niter + 1):
         new_y, new_x = _k.detect_iteration(work, bad, sky_added, cr, cand_y, cand_x, float(gain),
                                            float(read_noise_e), config.sigclip, config.sigfrac,
                                            objlim, memo, stamp, it, config.ngrow)
         total += new_y.size
+        found_y.append(new_y)
+        found_x.append(new_x)
         if new_y.size == 0 or it == config.niter:
             break
         _k.clean_pixels(work, bad, cr, new_y, new_x)
@@ -202,11 +206,12 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
                                             new_x, 5, seen, it)
     pruned = 0
     if config.isolated_nsigma > 0:
-        cy, cx = np.nonzero(cr)
-        seen[:] = 0
-        pruned = _k.prune_faint_groups(img, sky_added, cr, cy.astype(np.int32),
-                                       cx.astype(np.int32), float(gain), float(read_noise_e),
-                                       config.isolated_nsigma, seen)
+        # the groups (connected components) and their brightest pixels do not depend on the
+        # order the pixels are listed in
+        # ``seen`` holds the iterations' stamps 1..niter: the groups are stamped niter + 1
+        pruned = _k.prune_faint_groups(img, sky_added, cr, np.concatenate(found_y),
+                                       np.concatenate(found_x), float(gain), float(read_noise_e),
+                                       config.isolated_nsigma, seen, config.niter + 1)
     log.debug("cosmics: %d candidates, %d CR pixels (%d in faint groups dropped), "
               "objlim %.2f", ncand0, total - pruned, pruned, objlim)
     return cr

@@ -310,8 +310,9 @@ def detect_iteration(img, bad, sky, cr, ys, xs, gain, rn, sigclip, sigfrac, objl
             nnew += 1
     for k in range(nnew):
         cr[newy[k], newx[k]] = True
-    # growth rings
-    cap = max(4 * nnew + 64, 256)
+    # growth rings: every grown pixel lies within ``ngrow`` of a seed, which bounds the list
+    # (allocated once: an array reassigned inside a numba loop costs a refcount per iteration)
+    cap = nnew * (2 * ngrow + 1) * (2 * ngrow + 1) + 1
     ally = np.empty(cap, np.int32)
     allx = np.empty(cap, np.int32)
     ally[:nnew] = newy[:nnew]
@@ -334,12 +335,6 @@ def detect_iteration(img, bad, sky, cr, ys, xs, gain, rn, sigclip, sigfrac, objl
                     if _sprime_above(img, bad, sky, y, x, gain, rn, memo, stamp, it, buf, buf2,
                                      thr) > thr:
                         cr[y, x] = True
-                        if nall == ally.size:
-                            ally2 = np.empty(2 * nall, np.int32)
-                            allx2 = np.empty(2 * nall, np.int32)
-                            ally2[:nall] = ally[:nall]
-                            allx2[:nall] = allx[:nall]
-                            ally, allx = ally2, allx2
                         ally[nall] = y
                         allx[nall] = x
                         nall += 1
@@ -402,13 +397,14 @@ def candidates_near(img, bad, sky, gain, rn, thresh, ys, xs, r, seen, it):
 
 
 @njit(cache=True)
-def prune_faint_groups(img, sky, cr, ys, xs, gain, rn, nsigma, seen):
+def prune_faint_groups(img, sky, cr, ys, xs, gain, rn, nsigma, seen, mark):
     """Unflag connected CR groups (8-connected) whose brightest pixel exceeds its 5x5 median
     by less than ``nsigma`` times the noise.
 
     L.A.Cosmic's ``S' > sigclip`` passes sky-noise spikes (with their grown neighbours) at a
     rate of ~2e-5 per pixel; a real hit has at least one pixel well above its surroundings.
-    ``ys, xs`` list the CR pixels; ``seen`` (int32, image shape, zero) is scratch space.
+    ``ys, xs`` list the CR pixels; ``seen`` (int32, image shape) is scratch space: pixels
+    stamped ``mark`` are taken (no other pixel may carry ``mark`` on entry).
     Returns the number of pixels unflagged.
     """
     ny, nx = img.shape
@@ -420,9 +416,9 @@ def prune_faint_groups(img, sky, cr, ys, xs, gain, rn, nsigma, seen):
     removed = 0
     for k in range(ys.size):
         y0, x0 = ys[k], xs[k]
-        if seen[y0, x0] or not cr[y0, x0]:
+        if seen[y0, x0] == mark or not cr[y0, x0]:
             continue
-        seen[y0, x0] = 1
+        seen[y0, x0] = mark
         top = 0
         stack_y[0], stack_x[0] = y0, x0
         top = 1
@@ -440,8 +436,9 @@ def prune_faint_groups(img, sky, cr, ys, xs, gain, rn, nsigma, seen):
             for dy in range(-1, 2):
                 for dx in range(-1, 2):
                     yy, xx = y + dy, x + dx
-                    if 0 <= yy < ny and 0 <= xx < nx and cr[yy, xx] and not seen[yy, xx]:
-                        seen[yy, xx] = 1
+                    if (0 <= yy < ny and 0 <= xx < nx and cr[yy, xx]
+                            and seen[yy, xx] != mark):
+                        seen[yy, xx] = mark
                         stack_y[top], stack_x[top] = yy, xx
                         top += 1
         if best < nsigma:

@@ -7,7 +7,9 @@ mask's faint track ends and similar masks are grown by ``g`` pixels, 8-connected
 separable, and along each axis a pixel is set when the nearest set pixel before or after it
 lies within ``g``; :func:`grow_mask` computes that with two sweeps per axis, 4-5x faster than
 ``scipy.ndimage.maximum_filter`` on a full CCD (25-50 ms instead of 130-190 ms for 4096 x 2048
-pixels, one core) and with the same result (outside the image counts as unset).
+pixels, one core) and with the same result (outside the image counts as unset). A sparse
+map (e.g. a CCD's ~2000 cosmic-ray pixels) is instead grown by painting the square around
+each set pixel (~3 ms instead of ~30 ms), with the same result.
 """
 
 from __future__ import annotations
@@ -58,6 +60,47 @@ def _dilate_square(src, h):  # pragma: no cover - numba
     return out
 
 
+@njit(cache=True)
+def _set_pixels(src, limit):  # pragma: no cover - numba
+    """(ys, xs, n) of the non-zero pixels of ``src``, row-major; ``n = -1`` (and the lists
+    incomplete) when there are more than ``limit``."""
+    ny, nx = src.shape
+    ys = np.empty(limit, np.int64)
+    xs = np.empty(limit, np.int64)
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if src[y, x] != 0:
+                if n == limit:
+                    return ys, xs, -1
+                ys[n] = y
+                xs[n] = x
+                n += 1
+    return ys, xs, n
+
+
+@njit(cache=True)
+def _paint_squares(ys, xs, n, shape, h):  # pragma: no cover - numba
+    """bool map with the ``2 h + 1`` square around each (ys[i], xs[i]), i < n, set."""
+    ny, nx = shape
+    out = np.zeros((ny, nx), np.bool_)
+    for i in range(n):
+        y0 = max(ys[i] - h, 0)
+        y1 = min(ys[i] + h + 1, ny)
+        x0 = max(xs[i] - h, 0)
+        x1 = min(xs[i] + h + 1, nx)
+        for y in range(y0, y1):
+            for x in range(x0, x1):
+                out[y, x] = True
+    return out
+
+
+#: A map with fewer set pixels than ``size / (_SPARSE_FACTOR (2 g + 1)**2)`` is grown by
+#: painting squares (each set pixel costs ``(2 g + 1)**2`` writes, the separable sweeps ~8
+#: reads and writes per pixel of the map).
+_SPARSE_FACTOR = 16
+
+
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
     """Grow the non-zero pixels of a 2-D map by ``pixels`` in every direction (8-connected).
 
@@ -91,7 +134,13 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
         return arr != 0
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
-    return _dilate_square(np.ascontiguousarray(arr), g)
+    arr = np.ascontiguousarray(arr)
+    limit = arr.size // (_SPARSE_FACTOR * (2 * g + 1) ** 2)
+    if limit > 0:
+        ys, xs, n = _set_pixels(arr, limit)
+        if n >= 0:
+            return _paint_squares(ys, xs, n, arr.shape, g)
+    return _dilate_square(arr, g)
 
 
 @njit(cache=True)
