@@ -1,14 +1,17 @@
 """The sparse L.A.Cosmic's candidate kernels against plain numpy references.
 
 :func:`desgw.se.detrend_lacosmic.prefilter` and ``candidates_near`` were rewritten for speed
-(a vectorised first test, no reallocation inside numba loops); they must select exactly the
+(a vectorised first test, no reallocation inside numba loops), and its medians are selection
+networks (:mod:`desgw.se.lacosmic_median`); the kernels must select exactly the
 pixels the pixel-by-pixel definition selects, in row-major order, on an image with stars,
 cosmic rays, masked pixels (whose neighbours take the centre value in L+) and image edges.
 """
 
 import numpy as np
+from numba import njit
 
 from desgw.se import detrend_lacosmic as k
+from desgw.se.lacosmic_median import med9, med25
 
 
 def _lplus_numpy(img, bad):
@@ -88,3 +91,37 @@ def test_candidates_near_equals_boxes_around_pixels():
     assert ys.size == got.sum()  # each pixel once
     np.testing.assert_array_equal(got, box & passing)
     assert got.sum() > 20
+
+
+@njit
+def _zero_one_failures(n):
+    """Inputs of zeros and ones (all 2**n, in Gray-code order: one value changes per step)
+    whose network median is not the true median."""
+    buf = np.zeros(n)
+    ones = 0
+    bad = 0
+    for step in range(1 << n):
+        if step:
+            i = 0  # the bit that changes between Gray codes step - 1 and step
+            while (step >> i) & 1 == 0:
+                i += 1
+            buf[i] = 1.0 - buf[i]
+            ones += 1 if buf[i] == 1.0 else -1
+        m = med25(buf) if n == 25 else med9(buf)
+        if m != (1.0 if ones > n // 2 else 0.0):
+            bad += 1
+    return bad
+
+
+def test_median_networks_are_exact():
+    """By the 0-1 principle, a comparator network that selects the median of every 0-1 input
+    selects it for every input; then random floats (with ties) against numpy."""
+    assert _zero_one_failures(9) == 0
+    assert _zero_one_failures(25) == 0
+    rng = np.random.default_rng(5)
+    for n, f in ((9, med9), (25, med25)):
+        for t in range(2000):
+            v = (rng.normal(size=n) if t % 2 else rng.integers(0, 4, n).astype(float))
+            buf = v.copy()
+            assert f(buf) == np.median(v)
+            np.testing.assert_array_equal(buf, v)  # the input is not reordered

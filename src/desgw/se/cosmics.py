@@ -162,7 +162,9 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
     img = np.ascontiguousarray(image_e, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"image must be 2-D, got shape {img.shape}")
-    bad = np.zeros(img.shape, bool) if mask is None else np.asarray(mask) != 0
+    mask_arr = None if mask is None else np.asarray(mask)
+    bad = (np.zeros(img.shape, bool) if mask_arr is None else mask_arr
+           if mask_arr.dtype == np.bool_ else mask_arr != 0)  # read only below
     if bad.shape != img.shape:
         raise ValueError(f"mask shape {bad.shape} != image shape {img.shape}")
     finite = np.isfinite(img)

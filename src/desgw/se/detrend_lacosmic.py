@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from desgw.se.lacosmic_median import med9, med25
+
 __all__: list[str] = []
 
 
@@ -69,6 +71,10 @@ def _med_box(img, y, x, r, buf):
         for dx in range(-r, r + 1):
             buf[n] = img[yy, _clamp(x + dx, nx)]
             n += 1
+    if n == 25:
+        return med25(buf)
+    if n == 9:
+        return med9(buf)
     return _median_inplace(buf, n)
 
 
@@ -141,7 +147,7 @@ def _sprime_above(img, bad, sky, y, x, gain, rn, memo, stamp, it, buf, buf2, thr
             xx = _clamp(x + dx, nx)
             buf2[n] = _s_value(img, bad, sky, yy, xx, gain, rn, memo, stamp, it, buf)
             n += 1
-    return s - _median_inplace(buf2, n)
+    return s - med25(buf2)
 
 
 @njit(cache=True)
