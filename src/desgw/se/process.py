@@ -81,6 +81,7 @@ from desgw.se.detrend import DetrendConfig, DetrendError, detrend_ccd
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.mask_grow import flag_pixels, grow_mask
 from desgw.se.measure import MeasureConfig, flux_to_mag, measure_sources
+from desgw.se.measure_kernels import bad_from_mask
 from desgw.se.photocal import Method as ZPMethod
 from desgw.se.photocal import ZeropointResult
 from desgw.se.process_header import ccd_product_header
@@ -758,7 +759,8 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
     ny, nx = image.shape
     extra: dict[str, tuple[object, str]] = {}
     if not ccd.flagged_upstream:
-        bleed = mask_bleed_trails(image, (mask & maskbits.SAT) != 0, config=config.bleed)
+        bleed = mask_bleed_trails(image, bad_from_mask(mask, np.int64(maskbits.SAT)),
+                                  config=config.bleed)
         mask |= bleed.mask
         extra["NSATSTAR"] = (int(bleed.star_x.size), "saturated stars (bleed/halo masked)")
     flag_pixels(mask, weight, None, 0, maskbits.UNUSABLE)
@@ -789,7 +791,8 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
         # --- cosmic rays
         cr_cfg = (config.cosmics if config.cosmics.objlim is not None
                   else replace(config.cosmics, objlim=cosmics_objlim(seeing.fwhm_px)))
-        cr = find_cosmic_rays(image, mask & maskbits.UNUSABLE, read_noise_e=read_noise,
+        cr = find_cosmic_rays(image, bad_from_mask(mask, np.int64(maskbits.UNUSABLE)),
+                              read_noise_e=read_noise,
                               gain=1.0, psf_fwhm_px=seeing.fwhm_px, config=cr_cfg,
                               smooth_sky_e=ccd.smooth_sky)
         if config.cosmic_grow > 0 and cr.any():
