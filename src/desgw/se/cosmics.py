@@ -185,8 +185,10 @@ def find_cosmic_rays(image_e: np.ndarray, mask: np.ndarray | None = None, *,
                                   config.prefilter_margin * config.sigclip, float(sky_pref.min()))
     cr = np.zeros(img.shape, bool)
     memo = np.zeros(img.shape, np.float32)
-    stamp = np.zeros(img.shape, np.int32)
-    seen = np.zeros(img.shape, np.int32)
+    # iteration stamps (1..niter + 1) in one byte: a quarter of the pages to fault in
+    stamp_t = np.uint8 if config.niter < 250 else np.int32
+    stamp = np.zeros(img.shape, stamp_t)
+    seen = np.zeros(img.shape, stamp_t)
     ncand0 = cand_y.size
     total = 0
     found_y: list[np.ndarray] = []  # every CR pixel once (no iteration re-flags one)
