@@ -89,15 +89,19 @@ class Night:
     dense: bool
     ccds: tuple[int, ...]
     n_templates: int
+    #: Star counts of a dense field times this (2: ~10,000 objects per CCD).
+    crowding: float = 1.0
 
 
 #: The audit's nights: both PSF profiles, seeing 0.7-2.0" over search and template exposures,
-#: sparse and dense fields.
+#: sparse, dense (~6,600 objects per CCD) and crowded (~10,000, Moffat beta 2.5: broad wings)
+#: fields.
 NIGHTS: tuple[Night, ...] = (
     Night("moffat3.5_sparse_good_seeing", 31, "moffat", 3.5, (0.7, 1.3), False, (28, 29), 2),
     Night("kolmogorov_sparse_bad_seeing", 32, "kolmogorov", 3.5, (0.9, 2.0), False, (28, 29), 2),
     Night("moffat3.5_dense", 33, "moffat", 3.5, (0.7, 1.6), True, (28,), 2),
     Night("kolmogorov_dense", 34, "kolmogorov", 3.5, (0.9, 2.0), True, (28,), 2),
+    Night("moffat2.5_crowded", 35, "moffat", 2.5, (1.0, 2.0), True, (28,), 2, crowding=2.0),
 )
 QUICK = Night("quick_moffat3.5_sparse", 31, "moffat", 3.5, (0.7, 1.3), False, (28,), 1)
 
@@ -128,7 +132,7 @@ def simulate(night: Night, root: Path) -> None:
     if night.dense:
         from bench_exposure import FIELDS, star_density_scale
 
-        scale = star_density_scale("dense") * 5000.0 / 4500.0
+        scale = star_density_scale("dense") * 5000.0 / 4500.0 * night.crowding
         center = tuple(FIELDS["dense"]["center"])
     code = (
         "from desgw.sim.night import simulate_night\n"
