@@ -26,7 +26,6 @@ variable ``DESGW_KEEP_FREED_MEMORY=0`` turns it off.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import sys
@@ -63,8 +62,8 @@ def keep_freed_memory() -> bool:
         log.debug("keep_freed_memory: turned off by DESGW_KEEP_FREED_MEMORY")
     elif sys.platform.startswith("linux"):
         try:
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            mallopt = libc.mallopt
+            # the C library the interpreter is linked with (no ldconfig subprocess)
+            mallopt = ctypes.CDLL(None).mallopt
         except (OSError, AttributeError) as exc:
             log.debug("keep_freed_memory: no mallopt (%s)", exc)
         else:
