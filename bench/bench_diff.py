@@ -14,8 +14,9 @@ Usage: ``python bench/bench_diff.py [--seed 3] [--repeat 3] [--workdir DIR]``
    of the target (resample + subtract + detect + measure + real/bogus score + stamps; target
    <= 1.5 s), and the peak RSS of the process (target <= 1.5 GB); then once against all the
    overlapping template CCDs (``all_templates``). One more run splits the subtraction's CPU
-   seconds into its FFTs (by scipy.fft function: ``rfft2``/``irfft2`` the tiles' data,
-   ``rfft``/``fft`` the filters' pruned transforms) and the rest (``subtract_cpu_split_s``).
+   seconds into its FFTs (by scipy.fft function: ``rfftn``/``irfftn`` the tiles' data
+   (``rfft2``/``irfft2`` before the (Ty//2 + 1, Tx) spectrum layout), ``rfft``/``fft`` the
+   filters' pruned transforms) and the rest (``subtract_cpu_split_s``).
 
 The real/bogus score is the shipped model's (``desgw.diff.realbogus``). Prints one JSON
 object.
@@ -117,7 +118,7 @@ def _subtract_split(run) -> dict[str, float]:
     class _TimedFFT:
         def __getattr__(self, name: str):
             f = getattr(scipy.fft, name)
-            if name not in ("rfft2", "irfft2", "rfft", "fft"):
+            if name not in ("rfft2", "irfft2", "rfftn", "irfftn", "rfft", "fft"):
                 return f
 
             def timed(*a, **k):

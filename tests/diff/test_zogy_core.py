@@ -185,3 +185,40 @@ def test_correlated_reference_noise_score_normalised():
     ratio = res.diff[core].std() / np.sqrt(res.diff_var[core].mean())
     assert 0.96 < ratio < 1.04
     assert np.allclose(res.flux[core], plain.flux[core])
+
+
+def _point_source_run(shape, astro):
+    ps = MoffatPSFField(4.0, image_shape=shape)
+    new = np.zeros(shape, np.float32)
+    x, y, flux = 0.5 * shape[1] + 0.3, 0.5 * shape[0] - 0.2, 5000.0
+    add_sources(new, ps, [x], [y], [flux])
+    cfg = ZogyConfig(tile=256, border=48, astrometric_sigma=astro, flux_nodes=False)
+    return zogy(new, np.zeros(shape, np.float32), np.full(shape, 400, np.float32),
+                np.full(shape, 100, np.float32), ConstantPSF(_moffat(4.0)),
+                ConstantPSF(_moffat(3.0)), config=cfg), (x, y, flux)
+
+
+@pytest.mark.parametrize("shape", [(200, 600), (600, 200)])
+def test_non_square_tiles_and_astrometric_term_per_axis(shape):
+    """Tiles of different sides in y and x (an image narrower than a tile in one axis): the
+    flux is conserved, the flux image at the source is its flux, and the astrometric
+    variance of each axis is sigma^2 times the squared gradient of the flux image along that
+    axis (S = S_N with an empty reference; flux = S F_n / F_S, so V_ast follows the flux
+    image's gradient), not along the other one."""
+    base, (x, y, flux) = _point_source_run(shape, (0.0, 0.0))
+    assert base.diff.sum() == pytest.approx(flux, rel=1e-4)
+    xr, yr = int(round(x)), int(round(y))
+    assert base.flux[yr, xr] == pytest.approx(flux, rel=0.02)
+    win = (slice(yr - 6, yr + 7), slice(xr - 6, xr + 7))
+    for axis, astro in ((1, (0.3, 0.0)), (0, (0.0, 0.3))):
+        res, _ = _point_source_run(shape, astro)
+        v_ast = (res.flux_err[win].astype(float) ** 2 - base.flux_err[win].astype(float) ** 2)
+        grad = np.gradient(base.flux.astype(float), axis=axis)[win]
+        other = np.gradient(base.flux.astype(float), axis=1 - axis)[win]
+        expect = 0.09 * grad**2
+        strong = expect > 0.2 * expect.max()
+        assert np.median(v_ast[strong] / expect[strong]) == pytest.approx(1.0, abs=0.1)
+        # where only the other axis has a gradient, no astrometric variance
+        quiet = (grad**2 < 0.01 * (grad**2).max()) & (other**2 > 0.2 * (other**2).max())
+        assert quiet.any()
+        assert np.all(v_ast[quiet] < 0.1 * expect.max())
