@@ -111,3 +111,43 @@ def test_no_saturation_gives_empty_mask():
     one = np.zeros((100, 100), bool)
     one[50, 50] = True  # a single saturated hot pixel: no trail, no halo
     assert not mask_bleed_trails(img, one).mask.any()
+
+
+def _bleed_without_tail(star):
+    """Spill the charge above full well along each column, filling pixels to full well only
+    (the simulator's model: no fading tail below saturation)."""
+    img = np.minimum(star, FULL)
+    excess = np.clip(star - FULL, 0, None).sum(axis=0)
+    add = np.zeros_like(star)
+    for j in np.flatnonzero(excess > 0):
+        rows = np.flatnonzero(star[:, j] >= FULL)
+        n = excess[j] / FULL
+        lo, hi = rows[0] - n / 2, rows[-1] + n / 2
+        for y in range(int(np.floor(lo)), int(np.ceil(hi)) + 1):
+            frac = min(1.0, y - lo + 1, hi - y + 1)
+            if 0 <= y < star.shape[0] and frac > 0:
+                add[y, j] = max(frac * FULL - img[y, j], 0)
+    out = np.minimum(img + add, FULL)
+    return out, out - img
+
+
+@pytest.mark.parametrize("beta", [2.5, 3.5])
+def test_trail_stops_where_the_column_holds_only_the_stars_own_light(beta):
+    """A saturated star with broad wings and no fading tail: above the sky, the columns
+    through the core stay bright far beyond the bled pixels with the star's own light, which
+    the horizontal profile through the core predicts; only the charge above it is a trail.
+    Measured: pixels of only star light in TRAIL 491 -> 242 (beta 2.5), 274 -> 189 (3.5);
+    every bled pixel still flagged."""
+    rng = np.random.default_rng(7)
+    shape = (1200, 400)
+    clean, bled = _bleed_without_tail(moffat(shape, 200.3, 600.6, 6.0e7, beta=beta))
+    img = (clean + SKY + rng.normal(0, NOISE, shape)).astype(np.float32)
+    sat = clean >= FULL
+    star_only = (bled <= 0.5 * NOISE) & ~sat
+    counts = {}
+    for profile in (False, True):
+        res = mask_bleed_trails(img, sat, config=BleedConfig(trail_star_profile=profile))
+        trail = (res.mask & maskbits.TRAIL) != 0
+        assert np.all(trail[bled > 2 * NOISE]) and np.all(trail[sat])
+        counts[profile] = int((trail & star_only).sum())
+    assert counts[True] < 0.8 * counts[False], counts

@@ -26,9 +26,11 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    (``[sky_match]``, with the variances and the ideal limit).
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
    1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on the
-   pixels the difference will not mask (:func:`desgw.diff.subtract.difference_mask` of the
-   inputs before injection, ``DiffConfig.fake_mask_radius_px``; 20 % on galaxies), rendered
-   with the search PSF into the search image with Poisson noise.
+   pixels the difference will not mask (:func:`desgw.diff.subtract.predict_difference_mask`
+   of the inputs before injection, ``DiffConfig.fake_mask_radius_px``; 20 % on galaxies),
+   rendered with the search PSF into the search image with Poisson noise. The prediction is
+   updated where the fakes' light changes a defect's growth and the subtraction reuses it
+   (the mask is computed once per CCD).
 6. ``[subtract]`` ZOGY subtraction (HOTPANTS): ``S_corr``, the difference and its variance.
 7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference).
 8. ``[measure]`` PSF flux, shape, dipole, context of each detection.
@@ -125,7 +127,7 @@ from desgw.diff.resample import resample_to_grid
 from desgw.diff.resample_mapping import mapping_grid
 from desgw.diff.stamps import cutout_stamps
 from desgw.diff.starcat import apply_veto
-from desgw.diff.subtract import difference_mask, subtract
+from desgw.diff.subtract import predict_difference_mask, subtract
 from desgw.diff.template_crop import crop_to_search
 from desgw.se.maskbits import EDGE, UNUSABLE
 
@@ -420,10 +422,13 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     # inputs without the fakes): the efficiency is that of the usable area, whose fraction
     # meta["usable_area_fraction"] gives
     fakes = empty_fakes()
+    mask_pred = None
     if config.fakes and config.n_fakes > 0 and limit is not None:
-        plan_mask = difference_mask(s_img, s_var, search.mask, search.psf, coadd.image, t_var,
-                                    coadd.mask, coadd.psf, zp_search=zp_s, zp_template=zp_s,
-                                    config=sub_cfg, template_gain_map=coadd.gain)
+        mask_pred = predict_difference_mask(s_img, s_var, search.mask, search.psf, coadd.image,
+                                            t_var, coadd.mask, coadd.psf, zp_search=zp_s,
+                                            zp_template=zp_s, config=sub_cfg,
+                                            template_gain_map=coadd.gain)
+        plan_mask = mask_pred.mask
         galaxies = search.catalog if config.fake_host_fraction > 0 else None
         host_fraction = config.fake_host_fraction if galaxies is not None else 0.0
         planned = plan_fakes(search.wcs, shape, plan_mask, n=config.n_fakes,
@@ -439,6 +444,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
             s_img = inj.image
             planned["flux_e"] = inj.flux_e
             fakes = planned
+            # the mask again only where the fakes' light changed a cluster's growth: exactly
+            # the subtraction's mask, which it reuses
+            mask_pred = mask_pred.update(s_img)
     if len(fakes) == 0 and config.fakes:
         flags.append("no_fakes")
     lap("fakes")
@@ -454,7 +462,8 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     sub = subtract(s_img, s_var, search.mask, search.psf, coadd.image, t_var, coadd.mask,
                    coadd.psf, zp_search=zp_s, zp_template=zp_s, config=sub_cfg,
                    template_gain_map=coadd.gain, search_noise_acf=s_acf,
-                   template_noise_acf=acf)
+                   template_noise_acf=acf, mask_prediction=mask_pred)
+    del mask_pred
     del s_var, t_var
     if acf is not None:
         meta.update(score_noise_factor=float(np.median(sub.meta["score_noise_factor"])),

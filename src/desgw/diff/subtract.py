@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -70,8 +70,8 @@ from desgw.diff.zogy import ZogyConfig, zogy
 from desgw.diff.zogy_psf import PSFSource, TiledPSF, as_psf_source, stamp_fwhm
 from desgw.se import maskbits
 
-__all__ = ["SubtractConfig", "Subtraction", "difference_mask", "dilate_mask_bits",
-           "subtract"]
+__all__ = ["MaskPrediction", "SubtractConfig", "Subtraction", "difference_mask",
+           "dilate_mask_bits", "predict_difference_mask", "subtract"]
 
 log = logging.getLogger(__name__)
 
@@ -502,13 +502,54 @@ def _grow_clusters(idx, lab, combined, bits, r_cl, min_px, out,
                 out[yy, xx] |= v
 
 
+@dataclass(frozen=True, eq=False)
+class _Clusters:
+    """The per-cluster state of the mask growth (:func:`_grow_masks`): the mask before the
+    clusters are grown (``base``), the masked pixels (sorted flat ``idx``) and their clusters
+    (``lab``, ``n``), each cluster's sums (:func:`_cluster_sums`) and growth ``r_cl`` (px),
+    and what the growth rule needs to decide it again (:func:`_cluster_radii`)."""
+
+    base: np.ndarray
+    idx: np.ndarray
+    lab: np.ndarray
+    n: int
+    sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+    r_cl: np.ndarray
+    bits: int
+    block: int
+    sigma_flux: float
+    s: float
+    radius: int
+
+
+def _cluster_radii(sums: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+                   sigma_flux: float, s: float, radius: int, config: SubtractConfig
+                   ) -> tuple[np.ndarray, dict[str, int]]:
+    """Each cluster's growth (px, int64; module docstring, *Mask growth*) from its sums
+    (:func:`_cluster_sums`), and the numbers of clusters grown by each rule."""
+    f_n, f_r, var, unknown, ring = sums
+    flux = _static_flux(f_n, f_r, ring, config.source_sigma)
+    source = (flux > config.source_sigma * np.sqrt(np.maximum(var, 0.0))) \
+        & (flux > sigma_flux)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.where(source, 2.0 * s * np.sqrt(np.log(np.maximum(flux / sigma_flux, 1.0))),
+                        0.0)
+    r_cl = np.where(unknown, radius, np.minimum(np.ceil(need), radius)).astype(np.int64)
+    stats = {"clusters": int(f_n.size),
+             "grown_source": int(np.sum(source & ~unknown & (r_cl > config.dilate_min_px))),
+             "grown_unknown": int(np.sum(unknown))}
+    return r_cl, stats
+
+
 def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_msk: np.ndarray,
                 r_img: np.ndarray, r_var: np.ndarray, r_msk: np.ndarray, scale: float,
-                bad_bits: int, radius: int, fwhm: float, config: SubtractConfig
-                ) -> tuple[np.ndarray, dict[str, int]]:
+                bad_bits: int, radius: int, fwhm: float, config: SubtractConfig,
+                keep: bool = False) -> tuple[np.ndarray, dict[str, int], _Clusters | None]:
     """The output mask: ``combined`` with EDGE grown by ``radius``, each cluster of masked
     pixels grown by the radius its missing flux needs (module docstring, *Mask growth*), at
-    least ``config.dilate_min_px``; also the numbers of clusters grown by each rule."""
+    least ``config.dilate_min_px``; also the numbers of clusters grown by each rule and, with
+    ``keep``, the clusters' state (:meth:`MaskPrediction.update`; None without clusters to
+    grow or without ``keep``)."""
     bits = int(config.dilate_bits) & ~maskbits.EDGE
     out, edge, any_edge, idx = _scan_mask(combined, np.int32(bits), np.int32(maskbits.EDGE))
     if radius > 0 and any_edge:
@@ -519,13 +560,11 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
         out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))
     stats = {"clusters": 0, "grown_source": 0, "grown_unknown": 0}
     if idx.size == 0 or radius <= 0:
-        return out, stats
+        return out, stats, None
     block = max(8, int(np.ceil(config.growth_block * radius))) if config.growth_block > 0 else 0
     lab, n = _label_sparse(idx, int(combined.shape[1]), block)
-    stats["clusters"] = int(n)
-    f_n, f_r, var, unknown, ring = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img,
-                                                 r_var, r_msk, float(scale), int(bad_bits))
-    flux = _static_flux(f_n, f_r, ring, config.source_sigma)
+    sums = _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, float(scale),
+                         int(bad_bits))
     # point-source flux error of the difference: background sigma (median of a pixel grid)
     # x sqrt(NEA)
     s = fwhm / 2.3548
@@ -535,18 +574,14 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     ok = np.isfinite(nv_s) & (nv_s > 0) & np.isfinite(rv_s) & (rv_s > 0)
     sig = float(np.sqrt(np.median(nv_s[ok]) + np.median(rv_s[ok]) * scale ** 2)) \
         if ok.any() else np.inf
-    sigma_flux = sig * np.sqrt(4.0 * np.pi) * s
-    source = (flux > config.source_sigma * np.sqrt(np.maximum(var, 0.0))) \
-        & (flux > sigma_flux)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        need = np.where(source, 2.0 * s * np.sqrt(np.log(np.maximum(flux / sigma_flux, 1.0))),
-                        0.0)
-    r_cl = np.where(unknown, radius, np.minimum(np.ceil(need), radius)).astype(int)
-    stats["grown_source"] = int(np.sum(source & ~unknown & (r_cl > config.dilate_min_px)))
-    stats["grown_unknown"] = int(np.sum(unknown))
-    _grow_clusters(idx, lab, combined, np.int32(bits), r_cl.astype(np.int64),
-                   int(config.dilate_min_px), out, block)
-    return out, stats
+    sigma_flux = float(sig * np.sqrt(4.0 * np.pi) * s)
+    r_cl, stats = _cluster_radii(sums, sigma_flux, s, radius, config)
+    state = _Clusters(base=out.copy(), idx=idx, lab=lab, n=int(n), sums=sums, r_cl=r_cl,
+                      bits=bits, block=block, sigma_flux=sigma_flux, s=s,
+                      radius=radius) if keep else None
+    _grow_clusters(idx, lab, combined, np.int32(bits), r_cl, int(config.dilate_min_px), out,
+                   block)
+    return out, stats, state
 
 
 def _mask_inputs(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.ndarray,
@@ -575,10 +610,12 @@ def _mask_inputs(search_image: np.ndarray, search_var: np.ndarray, search_mask: 
 
 def _output_mask(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray,
                  n_msk: np.ndarray, r_img: np.ndarray, r_var: np.ndarray, r_msk: np.ndarray,
-                 scale: float, psf_n: PSFSource, psf_r: PSFSource, config: SubtractConfig
-                 ) -> tuple[np.ndarray, dict[str, int], int, float, float]:
+                 scale: float, psf_n: PSFSource, psf_r: PSFSource, config: SubtractConfig,
+                 keep: bool = False
+                 ) -> tuple[np.ndarray, dict[str, int], int, float, float, _Clusters | None]:
     """The output mask of :func:`subtract` (module docstring, *Mask growth*), the growth
-    statistics, the full growth radius (px) and the two PSF FWHMs (px, CCD centre)."""
+    statistics, the full growth radius (px), the two PSF FWHMs (px, CCD centre) and, with
+    ``keep``, the clusters' state (:func:`_grow_masks`)."""
     ny, nx = combined.shape
     xc, yc = 0.5 * (nx - 1), 0.5 * (ny - 1)
     fwhm_n = stamp_fwhm(psf_n.render(xc, yc))
@@ -586,12 +623,232 @@ def _output_mask(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray,
     radius = int(np.ceil(config.dilate_fwhm * max(fwhm_n, fwhm_r)))
     bad_bits = int(config.bad_bits) | maskbits.EDGE
     growth: dict[str, int] = {}
+    state = None
     if config.dilate_sources_only:
-        mask, growth = _grow_masks(combined, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
-                                   bad_bits, radius, max(fwhm_n, fwhm_r), config)
+        mask, growth, state = _grow_masks(combined, n_img, n_var, n_msk, r_img, r_var, r_msk,
+                                          scale, bad_bits, radius, max(fwhm_n, fwhm_r),
+                                          config, keep)
     else:
         mask = dilate_mask_bits(combined, int(config.dilate_bits) | maskbits.EDGE, radius)
-    return mask, growth, radius, fwhm_n, fwhm_r
+    return mask, growth, radius, fwhm_n, fwhm_r, state
+
+
+@njit(cache=True, nogil=True)
+def _changed_pixels(old, new):  # pragma: no cover - numba
+    """uint8 map of the pixels where ``new`` differs from ``old`` (two NaNs are equal), its
+    count, and whether any pixel became finite or not finite."""
+    ny, nx = old.shape
+    out = np.zeros((ny, nx), np.uint8)
+    n = 0
+    finite_changed = False
+    for y in range(ny):
+        for x in range(nx):
+            a, b = old[y, x], new[y, x]
+            if a != b and not (np.isnan(a) and np.isnan(b)):
+                out[y, x] = 1
+                n += 1
+                if np.isfinite(a) != np.isfinite(b):
+                    finite_changed = True
+    return out, n, finite_changed
+
+
+_Used = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class _Inputs:
+    """The arguments a :class:`MaskPrediction` was made from (arrays and PSFs by identity)."""
+
+    search_image: np.ndarray
+    search_var: np.ndarray
+    search_mask: np.ndarray
+    search_psf: Any
+    template_image: np.ndarray
+    template_var: np.ndarray
+    template_mask: np.ndarray
+    template_psf: Any
+    zp_search: float
+    zp_template: float
+    config: SubtractConfig
+    template_gain_map: np.ndarray | None
+    # the checked arrays the growth used (the template variance with its source noise);
+    # empty in the inputs subtract() compares with a prediction's
+    used: _Used | tuple[()]
+    scale: float
+
+    def same(self, other: _Inputs) -> bool:
+        """Whether ``other`` holds the same arrays and PSFs (identity) and numbers."""
+        names = ("search_image", "search_var", "search_mask", "search_psf", "template_image",
+                 "template_var", "template_mask", "template_psf", "template_gain_map")
+        return (all(getattr(self, k) is getattr(other, k) for k in names)
+                and self.zp_search == other.zp_search
+                and self.zp_template == other.zp_template and self.config == other.config)
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPrediction:
+    """The mask :func:`subtract` gives some inputs, made before subtracting
+    (:func:`predict_difference_mask`); given to :func:`subtract` (``mask_prediction``) with
+    the same inputs it is used instead of computing the mask again.
+
+    :meth:`update` gives the prediction for a search image that differs from the one it was
+    made for in a few places (fakes injected) by deciding again the growth of the clusters of
+    masked pixels whose sums those places touch, and growing them again only in the boxes
+    where a cluster's growth changed: exactly the mask of the new inputs.
+
+    Attributes
+    ----------
+    mask : numpy.ndarray
+        (ny, nx) int32 mask bits, :attr:`Subtraction.mask` of these inputs.
+    combined : numpy.ndarray
+        (ny, nx) int32 OR of both input masks, EDGE where either image has no data.
+    growth : dict[str, int]
+        Numbers of clusters grown by each rule (``meta["mask_growth"]`` of :func:`subtract`).
+    radius : int
+        Full growth radius (px).
+    fwhm_search, fwhm_template : float
+        PSF FWHMs (px) at the CCD centre.
+    """
+
+    mask: np.ndarray
+    combined: np.ndarray
+    growth: dict[str, int]
+    radius: int
+    fwhm_search: float
+    fwhm_template: float
+    _inputs: _Inputs
+    _clusters: _Clusters | None
+
+    def update(self, search_image: np.ndarray) -> MaskPrediction:
+        """The prediction for the same inputs with ``search_image`` instead.
+
+        Parameters
+        ----------
+        search_image : numpy.ndarray
+            (ny, nx) search image (e-), e.g. with fakes added.
+
+        Returns
+        -------
+        MaskPrediction
+            Its mask is exactly :func:`predict_difference_mask`'s for the new image; a pixel
+            that became finite or not finite (no data) makes it computed again in full.
+        """
+        inp = self._inputs
+        assert inp.used
+        old = inp.used[0]
+        new = _check("search_image", search_image, old.shape)
+        changed, n_changed, finite_changed = _changed_pixels(
+            np.ascontiguousarray(old, np.float32), np.ascontiguousarray(new, np.float32))
+        if finite_changed:
+            return predict_difference_mask(
+                new, inp.search_var, inp.search_mask, inp.search_psf, inp.template_image,
+                inp.template_var, inp.template_mask, inp.template_psf,
+                zp_search=inp.zp_search, zp_template=inp.zp_template, config=inp.config,
+                template_gain_map=inp.template_gain_map)
+        used: _Used = (new, *inp.used[1:])
+        new_inputs = replace(inp, search_image=search_image, used=used)
+        cl = self._clusters
+        if n_changed == 0 or cl is None:
+            # the growth depends on the search image through the clusters' sums only
+            return replace(self, _inputs=new_inputs)
+        # the clusters whose pixels or 8-neighbours changed: their sums again (same pixels,
+        # same order: the same floating-point sums as a full computation)
+        near = box_any(changed, 1, 1).reshape(-1)[cl.idx] != 0
+        touched = np.unique(cl.lab[near])
+        if touched.size == 0:
+            return replace(self, _inputs=new_inputs)
+        sel = np.isin(cl.lab, touched)
+        _, n_var, n_msk, r_img, r_var, r_msk = used
+        bad_bits = int(inp.config.bad_bits) | maskbits.EDGE
+        part = _cluster_sums(cl.idx[sel], cl.lab[sel], cl.n, new, n_var, n_msk, r_img, r_var,
+                             r_msk, float(inp.scale), bad_bits)
+        f_n, f_r, var, unknown, ring = (a.copy() for a in cl.sums)
+        sums = (f_n, f_r, var, unknown, ring)
+        for a, b in zip(sums, part):
+            a[touched] = b[touched]
+        r_cl, growth = _cluster_radii(sums, cl.sigma_flux, cl.s, cl.radius, inp.config)
+        new_cl = replace(cl, sums=sums, r_cl=r_cl)
+        moved = np.flatnonzero(r_cl != cl.r_cl)
+        if moved.size == 0:
+            return replace(self, growth=growth, _inputs=new_inputs, _clusters=new_cl)
+        # every box a moved cluster wrote before or writes now lies in its pixels' bounding
+        # box widened by its larger growth: there the mask is the base again, then every
+        # cluster that can reach it (pixels within the full radius) is grown again
+        ny, nx = self.mask.shape
+        ys, xs = cl.idx // nx, cl.idx % nx
+        mask = self.mask.copy()
+        rects = []
+        for k in moved:
+            on = cl.lab == k
+            r = int(max(r_cl[k], cl.r_cl[k]))
+            y0, y1 = max(int(ys[on].min()) - r, 0), min(int(ys[on].max()) + r + 1, ny)
+            x0, x1 = max(int(xs[on].min()) - r, 0), min(int(xs[on].max()) + r + 1, nx)
+            mask[y0:y1, x0:x1] = cl.base[y0:y1, x0:x1]
+            rects.append((y0, y1, x0, x1))
+        reach = np.zeros(cl.idx.size, bool)
+        big = cl.radius
+        for y0, y1, x0, x1 in rects:
+            reach |= ((ys >= y0 - big) & (ys < y1 + big) & (xs >= x0 - big) & (xs < x1 + big))
+        _grow_clusters(cl.idx[reach], cl.lab[reach], self.combined, np.int32(cl.bits), r_cl,
+                       int(inp.config.dilate_min_px), mask, cl.block)
+        return replace(self, mask=mask, growth=growth, _inputs=new_inputs, _clusters=new_cl)
+
+
+def _prepared(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.ndarray,
+              template_image: np.ndarray, template_var: np.ndarray, template_mask: np.ndarray,
+              zp_search: float, zp_template: float, config: SubtractConfig,
+              template_gain_map: np.ndarray | None
+              ) -> tuple[_Used, float, np.ndarray]:
+    """The checked inputs (search image, variance, mask, template image, variance with the
+    source noise of ``template_gain_map`` where given, mask), the template's scale and the
+    combined mask."""
+    n_img, n_var, n_msk, r_img, r_var, r_msk, scale, combined = _mask_inputs(
+        search_image, search_var, search_mask, template_image, template_var, template_mask,
+        zp_search, zp_template)
+    if template_gain_map is not None and config.add_source_noise:
+        # the template's source noise per pixel, added as zogy would with a scalar gain
+        g = _check("template_gain_map", template_gain_map, n_img.shape)
+        r_var = _add_source_var(np.ascontiguousarray(r_img, np.float32),
+                                np.ascontiguousarray(r_var, np.float32),
+                                np.ascontiguousarray(g, np.float32))
+    return (n_img, n_var, n_msk, r_img, r_var, r_msk), scale, combined
+
+
+def predict_difference_mask(search_image: np.ndarray, search_var: np.ndarray,
+                            search_mask: np.ndarray, search_psf: PSFSource | np.ndarray,
+                            template_image: np.ndarray, template_var: np.ndarray,
+                            template_mask: np.ndarray, template_psf: PSFSource | np.ndarray,
+                            *, zp_search: float, zp_template: float,
+                            config: SubtractConfig = SubtractConfig(),
+                            template_gain_map: np.ndarray | None = None) -> MaskPrediction:
+    """The mask :func:`subtract` would give these inputs, without subtracting, kept with what
+    :meth:`MaskPrediction.update` and :func:`subtract` (``mask_prediction``) reuse.
+
+    The same arguments as :func:`subtract` (units there). It costs the mask combination and
+    growth only (~0.2 s per DECam CCD, one core), e.g. to place fakes on the pixels that will
+    be usable in the difference before they are injected (:mod:`desgw.diff.pipeline`); the
+    arrays are kept by reference and must not be modified afterwards.
+
+    Returns
+    -------
+    MaskPrediction
+    """
+    used, scale, combined = _prepared(search_image, search_var, search_mask, template_image,
+                                      template_var, template_mask, zp_search, zp_template,
+                                      config, template_gain_map)
+    n_img, n_var, n_msk, r_img, r_var, r_msk = used
+    mask, growth, radius, fwhm_n, fwhm_r, state = _output_mask(
+        combined, n_img, n_var, n_msk, r_img, r_var, r_msk, scale, as_psf_source(search_psf),
+        as_psf_source(template_psf), config, keep=True)
+    inputs = _Inputs(search_image=search_image, search_var=search_var, search_mask=search_mask,
+                     search_psf=search_psf, template_image=template_image,
+                     template_var=template_var, template_mask=template_mask,
+                     template_psf=template_psf, zp_search=float(zp_search),
+                     zp_template=float(zp_template), config=config,
+                     template_gain_map=template_gain_map, used=used, scale=scale)
+    return MaskPrediction(mask=mask, combined=combined, growth=growth, radius=radius,
+                          fwhm_search=fwhm_n, fwhm_template=fwhm_r, _inputs=inputs,
+                          _clusters=state)
 
 
 def difference_mask(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.ndarray,
@@ -602,24 +859,18 @@ def difference_mask(search_image: np.ndarray, search_var: np.ndarray, search_mas
                     template_gain_map: np.ndarray | None = None) -> np.ndarray:
     """The mask :func:`subtract` would give these inputs, without subtracting.
 
-    The same arguments as :func:`subtract` (units there). It costs the mask combination and
-    growth only (~0.2 s per DECam CCD, one core), e.g. to place fakes on the pixels that will
-    be usable in the difference before they are injected (:mod:`desgw.diff.pipeline`).
+    The same arguments as :func:`subtract` (units there); :func:`predict_difference_mask`
+    keeps what reusing it needs.
 
     Returns
     -------
     numpy.ndarray
         (ny, nx) int32 mask bits, :attr:`Subtraction.mask` of the same inputs.
     """
-    n_img, n_var, n_msk, r_img, r_var, r_msk, scale, combined = _mask_inputs(
-        search_image, search_var, search_mask, template_image, template_var, template_mask,
-        zp_search, zp_template)
-    if template_gain_map is not None and config.add_source_noise:
-        # the growth sees the template variance subtract() gives ZOGY
-        g = _check("template_gain_map", template_gain_map, n_img.shape)
-        r_var = _add_source_var(np.ascontiguousarray(r_img, np.float32),
-                                np.ascontiguousarray(r_var, np.float32),
-                                np.ascontiguousarray(g, np.float32))
+    used, scale, combined = _prepared(search_image, search_var, search_mask, template_image,
+                                      template_var, template_mask, zp_search, zp_template,
+                                      config, template_gain_map)
+    n_img, n_var, n_msk, r_img, r_var, r_msk = used
     return _output_mask(combined, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
                         as_psf_source(search_psf), as_psf_source(template_psf), config)[0]
 
@@ -631,7 +882,8 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
              config: SubtractConfig = SubtractConfig(),
              template_gain_map: np.ndarray | None = None,
              search_noise_acf: np.ndarray | None = None,
-             template_noise_acf: np.ndarray | None = None) -> Subtraction:
+             template_noise_acf: np.ndarray | None = None,
+             mask_prediction: MaskPrediction | None = None) -> Subtraction:
     """ZOGY subtraction of a registered template from a search CCD.
 
     Parameters
@@ -662,27 +914,46 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         :func:`desgw.diff.zogy.zogy`): the variances of the score and the difference are
         scaled per tile (factors in ``meta["score_noise_factor"]``,
         ``meta["diff_noise_factor"]``).
+    mask_prediction : MaskPrediction or None
+        :func:`predict_difference_mask` (or :meth:`MaskPrediction.update`) of these very
+        inputs (the same arrays and PSF objects, zero points, configuration and gain map):
+        its mask is used instead of computing it again (the result's ``mask`` is that
+        array). Made for other inputs: ValueError.
 
     Returns
     -------
     Subtraction
     """
     t0 = time.perf_counter()
-    n_img, n_var, n_msk, r_img, r_var, r_msk, scale, combined = _mask_inputs(
-        search_image, search_var, search_mask, template_image, template_var, template_mask,
-        zp_search, zp_template)
+    if mask_prediction is not None:
+        if not isinstance(mask_prediction, MaskPrediction):
+            raise TypeError("mask_prediction must be a MaskPrediction")
+        asked = _Inputs(search_image=search_image, search_var=search_var,
+                        search_mask=search_mask, search_psf=search_psf,
+                        template_image=template_image, template_var=template_var,
+                        template_mask=template_mask, template_psf=template_psf,
+                        zp_search=float(zp_search), zp_template=float(zp_template),
+                        config=config, template_gain_map=template_gain_map, used=(),
+                        scale=0.0)
+        if not mask_prediction._inputs.same(asked):
+            raise ValueError("mask_prediction was made for other inputs (arrays, PSFs, zero "
+                             "points, config or gain map): predict it for these")
+        kept, scale = mask_prediction._inputs.used, mask_prediction._inputs.scale
+        assert kept
+        n_img, n_var, n_msk, r_img, r_var, r_msk = kept
+        combined = mask_prediction.combined
+    else:
+        used, scale, combined = _prepared(search_image, search_var, search_mask,
+                                          template_image, template_var, template_mask,
+                                          zp_search, zp_template, config, template_gain_map)
+        n_img, n_var, n_msk, r_img, r_var, r_msk = used
     shape = n_img.shape
     psf_n, psf_r = as_psf_source(search_psf), as_psf_source(template_psf)
     bad_bits = int(config.bad_bits) | maskbits.EDGE
     gain_n: float | None = config.search_gain if config.add_source_noise else None
     gain_r: float | None = config.template_gain if config.add_source_noise else None
     if template_gain_map is not None and config.add_source_noise:
-        # the template's source noise per pixel, added here as zogy would with a scalar gain
-        g = _check("template_gain_map", template_gain_map, shape)
-        r_var = _add_source_var(np.ascontiguousarray(r_img, np.float32),
-                                np.ascontiguousarray(r_var, np.float32),
-                                np.ascontiguousarray(g, np.float32))
-        gain_r = None
+        gain_r = None  # the template's source noise per pixel is in r_var (_prepared)
     # The template stays in its units: F_r = 1 / scale puts it on the search scale inside ZOGY.
     res = zogy(n_img, r_img, n_var, r_var, psf_n, psf_r, f_new=1.0, f_ref=1.0 / scale,
                mask=combined, mask_bits=bad_bits, gain_new=gain_n, gain_ref=gain_r,
@@ -691,9 +962,13 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
 
     ny, nx = shape
     grow = int(config.dilate_bits) | maskbits.EDGE
-    mask, growth, radius, fwhm_n, fwhm_r = _output_mask(combined, n_img, n_var, n_msk, r_img,
-                                                        r_var, r_msk, scale, psf_n, psf_r,
-                                                        config)
+    if mask_prediction is not None:
+        mask, growth = mask_prediction.mask, dict(mask_prediction.growth)
+        radius = mask_prediction.radius
+        fwhm_n, fwhm_r = mask_prediction.fwhm_search, mask_prediction.fwhm_template
+    else:
+        mask, growth, radius, fwhm_n, fwhm_r, _ = _output_mask(
+            combined, n_img, n_var, n_msk, r_img, r_var, r_msk, scale, psf_n, psf_r, config)
     # zogy's output arrays are ours: blank in place.
     diff, diff_var, score = res.diff, res.diff_var, res.score
     flux, flux_err = res.flux, res.flux_err
