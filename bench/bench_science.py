@@ -89,15 +89,19 @@ class Night:
     dense: bool
     ccds: tuple[int, ...]
     n_templates: int
+    #: Star counts of a dense field times this (2: ~10,000 objects per CCD).
+    crowding: float = 1.0
 
 
 #: The audit's nights: both PSF profiles, seeing 0.7-2.0" over search and template exposures,
-#: sparse and dense fields.
+#: sparse, dense (~6,600 objects per CCD) and crowded (~10,000, Moffat beta 2.5: broad wings)
+#: fields.
 NIGHTS: tuple[Night, ...] = (
     Night("moffat3.5_sparse_good_seeing", 31, "moffat", 3.5, (0.7, 1.3), False, (28, 29), 2),
     Night("kolmogorov_sparse_bad_seeing", 32, "kolmogorov", 3.5, (0.9, 2.0), False, (28, 29), 2),
     Night("moffat3.5_dense", 33, "moffat", 3.5, (0.7, 1.6), True, (28,), 2),
     Night("kolmogorov_dense", 34, "kolmogorov", 3.5, (0.9, 2.0), True, (28,), 2),
+    Night("moffat2.5_crowded", 35, "moffat", 2.5, (1.0, 2.0), True, (28,), 2, crowding=2.0),
 )
 QUICK = Night("quick_moffat3.5_sparse", 31, "moffat", 3.5, (0.7, 1.3), False, (28,), 1)
 
@@ -128,7 +132,7 @@ def simulate(night: Night, root: Path) -> None:
     if night.dense:
         from bench_exposure import FIELDS, star_density_scale
 
-        scale = star_density_scale("dense") * 5000.0 / 4500.0
+        scale = star_density_scale("dense") * 5000.0 / 4500.0 * night.crowding
         center = tuple(FIELDS["dense"]["center"])
     code = (
         "from desgw.sim.night import simulate_night\n"
@@ -201,14 +205,20 @@ def _zp_csv(d: Path, e: int, c: int) -> float:
 def _zp_decomposition(truth: Any, root: Path, e: int, c: int, prod: Any, zp_true: float
                       ) -> dict[str, Any]:
     """The SE zeropoint measured again (same call and settings as process_ccd) and its error
-    split over the calibration stars it used: ``photometry_mmag`` = mean(true mag - instrumental
-    mag) - true zp (the PSF fluxes' error), ``reference_mmag`` = mean(reference mag - true mag)
-    (Gaia noise, the Gaia -> DES transformation and the stars' intrinsic scatter); their sum is
-    close to ``remeasured_err_mmag`` (the weights of the weighted mean differ)."""
+    split over the calibration stars it used, with the estimator's own weights (so the two
+    terms add up to the error, up to the stars not matched to the truth):
+    ``photometry_mmag`` = weighted mean(true mag - instrumental mag) - true zp (the PSF fluxes'
+    error), ``reference_mmag`` = weighted mean(reference mag - true mag) (Gaia noise through
+    the Gaia -> DES transformation); ``reference_sigma_mmag``: the standard deviation the
+    reference term has with these weights from Gaia's stated errors and an intrinsic scatter
+    about the transformation equal to the SE's ``zp_error_floor`` (the simulator's
+    ``intrinsic_scatter_mag`` is 0.01 like it): what no pipeline removes from one CCD's
+    zeropoint; ``*_plain_mmag``: unweighted means."""
     from scipy.spatial import cKDTree
 
     from desgw.refcat import RefCatStore, mjd_to_jyear
     from desgw.se.expcalib import measure_ccd_zeropoint
+    from desgw.se.photocal import reference_magnitudes
     from desgw.se.process import SEConfig
 
     cfg = SEConfig()
@@ -234,10 +244,23 @@ def _zp_decomposition(truth: Any, root: Path, e: int, c: int, prod: Any, zp_true
     m_true = np.asarray(objs["mag"], float)[i]
     phot = (m_true - meas.mag_inst)[ok] - zp_true
     refe = (meas.mag_ref - m_true)[ok]
+    w = 1.0 / (np.asarray(r.delta_err, float)[ok] ** 2 + cfg.zp_error_floor ** 2)
+    if cfg.zp_method != "weighted":
+        w = np.ones_like(w)
+    ref_err = np.hypot(reference_magnitudes("r", ref).mag_err[meas.ref_index][ok],
+                       cfg.zp_error_floor)
+    wsum = float(np.sum(w)) if ok.any() else math.nan
+
+    def mm(v: float) -> float | None:
+        return round(1000.0 * v, 2) if ok.any() and np.isfinite(v) else None
+
     return {"remeasured_err_mmag": round(1000.0 * (r.zp - zp_true), 2), "n_used": int(used.sum()),
             "n_used_matched_truth": int(ok.sum()),
-            "photometry_mmag": round(1000.0 * float(np.mean(phot)), 2) if ok.any() else None,
-            "reference_mmag": round(1000.0 * float(np.mean(refe)), 2) if ok.any() else None,
+            "photometry_mmag": mm(float(np.sum(w * phot)) / wsum),
+            "reference_mmag": mm(float(np.sum(w * refe)) / wsum),
+            "reference_sigma_mmag": mm(math.sqrt(float(np.nansum((w * ref_err) ** 2))) / wsum),
+            "photometry_plain_mmag": mm(float(np.mean(phot))) if ok.any() else None,
+            "reference_plain_mmag": mm(float(np.mean(refe))) if ok.any() else None,
             "reference_rms_mmag": round(1000.0 * float(np.std(refe)), 1) if ok.any() else None,
             "calib_star_mag_range": [round(float(np.min(m_true[ok])), 2),
                                      round(float(np.max(m_true[ok])), 2)] if ok.any() else None}
@@ -587,6 +610,19 @@ def bars(nights: dict[str, Any]) -> dict[str, Any]:
         v = _finite(x[f"zp_{kind}_mean_err_mmag"] for x in exps)
         put(f"zp_{kind}_exposure_mean_mmag", v, max(map(abs, v), default=1e9) <= 1.0,
             "|mean| <= 1 mmag")
+    # the zeropoint error split: our photometry's share (the bar applies to it alone where
+    # the reference catalogue's noise is beyond any pipeline) and the reference term in units
+    # of its own expected scatter (about unit rms when the estimator's weights are right)
+    dec = [r["zp_decomposition"] for r in ccds if r.get("zp_decomposition")]
+    v = _finite(z["photometry_mmag"] for z in dec if z.get("photometry_mmag") is not None)
+    put("zp_photometry_term_mmag_per_ccd", v, max(map(abs, v), default=1e9) <= 5.0,
+        "|term| <= 5 mmag (not an issue bar: the SE zeropoint error less its reference term)")
+    v = _finite(z["reference_mmag"] / z["reference_sigma_mmag"] for z in dec
+                if z.get("reference_sigma_mmag"))
+    out["zp_reference_term_over_expected_sigma"] = {
+        "n": len(v), "rms": round(float(np.sqrt(np.mean(np.square(v)))), 3) if v else None,
+        "values": [round(x, 2) for x in v],
+        "sigma_mmag": [z.get("reference_sigma_mmag") for z in dec]}
     v = _finite(r["flux_psf_ratio"] for r in ccds if r["n_bright"] >= 5)
     put("flux_psf_over_true_bright_isolated", v,
         max((abs(x - 1) for x in v), default=1e9) <= BARS["flux_psf_ratio"], "1.000 +- 0.001")

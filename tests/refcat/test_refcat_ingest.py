@@ -228,3 +228,41 @@ def test_real_gaia_dr2_chunks(tmp_path):
     store = RefCatStore(tmp_path / "real")
     t = store.query_cone(float(got["ra"][0]), float(got["dec"][0]), 1 / 3600, epoch=2015.5)
     assert int(got["source_id"][0]) in set(t["source_id"].tolist())
+
+
+@pytest.mark.parametrize("fmt,suffix", [("csv", ".csv"), ("csv", ".csv.gz"),
+                                         ("parquet", ".parquet"), ("fits", ".fits")])
+def test_variable_flag_text_or_boolean(tmp_path, fmt, suffix):
+    """Gaia's phot_variable_flag, as the archive writes it ("VARIABLE" / "NOT_AVAILABLE", or
+    empty) or as true/false (legacypipe's chunks), is stored as 1 / 0 / NaN."""
+    cat = _catalog(n=400, seed=9)
+    n = len(cat["source_id"])
+    text = np.array(["NOT_AVAILABLE"] * n, dtype=object)
+    text[::7] = "VARIABLE"
+    if fmt != "fits":  # FITS text columns have no null
+        text[3::50] = None
+    as_text = dict(cat, phot_variable_flag=text.astype(str) if fmt == "fits" else text)
+    store = tmp_path / "text"
+    ingest_gaia([_write(as_text, tmp_path / f"t{suffix}", fmt)], store, order=5)
+    got = _read_store(store)
+    order = np.argsort(np.asarray(cat["source_id"]))
+    want = np.where(text[order] == "VARIABLE", 1.0, 0.0)
+    if fmt != "fits":
+        want[np.asarray([v is None for v in text[order]])] = np.nan
+    np.testing.assert_array_equal(got["phot_variable_flag"], want)
+    # the same flags as booleans
+    as_bool = dict(cat, phot_variable_flag=(text == "VARIABLE"))
+    store_b = tmp_path / "bool"
+    ingest_gaia([_write(as_bool, tmp_path / f"b{suffix}", fmt)], store_b, order=5)
+    got_b = _read_store(store_b)
+    np.testing.assert_array_equal(got_b["phot_variable_flag"], (text[order] == "VARIABLE") * 1.0)
+
+
+@pytest.mark.skipif(not REAL_GAIA, reason="real Gaia chunks not present")
+def test_real_gaia_variable_flag_and_photometric_errors(tmp_path):
+    """Real DR2 rows keep their variability flags and flux-over-error columns."""
+    ingest_gaia(REAL_GAIA, tmp_path / "real", order=7)
+    got = _read_store(tmp_path / "real")
+    assert np.isin(got["phot_variable_flag"], [0.0, 1.0]).all()
+    foe = got["phot_bp_mean_flux_over_error"]
+    assert np.nanmedian(foe) > 5 and np.isfinite(foe).mean() > 0.8

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from astropy.io import fits
 
 from desgw.errors import CorruptFileError, DesgwInputError, MissingFileError
-from desgw.refcat.schema import BOOLEAN_COLUMNS
+from desgw.refcat.schema import BOOLEAN_COLUMNS, TEXT_FLAG_COLUMNS
 
-__all__ = ["SUPPORTED_SUFFIXES", "iter_source_chunks", "source_columns", "source_format"]
+__all__ = ["SUPPORTED_SUFFIXES", "flag_values", "iter_source_chunks", "source_columns",
+           "source_format"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,39 @@ def source_columns(path: str | os.PathLike[str]) -> tuple[dict[str, str], int | 
     return names, hdu_index
 
 
-def _as_numpy(col: pa.ChunkedArray | pa.Array, dtype: str) -> np.ndarray:
+_TRUE_TEXTS = frozenset({"true", "t", "1", "yes", "y"})
+
+
+def flag_values(values: np.ndarray | pa.Array | pa.ChunkedArray, true_text: str) -> np.ndarray:
+    """A flag column as float64 1.0 / 0.0 / NaN (null or empty) from booleans, numbers or text;
+    text is true when it is ``true_text`` or a spelling of true ("true", "t", "1", "yes", "y"),
+    case-insensitive."""
+    if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+        arr = np.asarray(values)
+        if arr.dtype.kind == "b":
+            return arr.astype(np.float64)
+        if arr.dtype.kind in "iuf":
+            num = np.asarray(arr, dtype=np.float64)
+            return np.where(np.isfinite(num), (num != 0).astype(np.float64), np.nan)
+        if arr.dtype.kind == "S":
+            arr = np.char.decode(arr, "ascii", "replace")
+        values = pa.array(arr.astype(object) if arr.dtype.kind != "O" else arr, type=pa.string())
+    if pa.types.is_boolean(values.type):
+        return np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        num = np.asarray(values.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+        return np.where(np.isfinite(num), (num != 0).astype(np.float64), np.nan)
+    text = pc.utf8_lower(pc.utf8_trim_whitespace(values))
+    true = pc.is_in(text, value_set=pa.array(sorted(_TRUE_TEXTS | {true_text.lower()})))
+    empty = pc.or_kleene(pc.is_null(text), pc.equal(text, ""))
+    out = np.array(true.cast(pa.float64()).to_numpy(zero_copy_only=False), np.float64)
+    out[np.asarray(empty.fill_null(True).to_numpy(zero_copy_only=False), bool)] = np.nan
+    return out
+
+
+def _as_numpy(col: pa.ChunkedArray | pa.Array, dtype: str, true_text: str = "") -> np.ndarray:
+    if true_text:
+        return flag_values(col, true_text).astype(dtype)
     if pa.types.is_boolean(col.type):  # true/false -> 1.0/0.0, null -> NaN
         col = col.cast(pa.float64())
     if np.dtype(dtype).kind != "f" and col.null_count:
@@ -160,19 +194,20 @@ def iter_source_chunks(path: str | os.PathLike[str], wanted: dict[str, tuple[str
         if fmt == "csv":
             types = {}
             for out_name, (src, dt) in wanted.items():
-                types[src] = (pa.bool_() if out_name in BOOLEAN_COLUMNS else
+                types[src] = (pa.string() if out_name in TEXT_FLAG_COLUMNS else
+                              pa.bool_() if out_name in BOOLEAN_COLUMNS else
                               pa.int64() if np.dtype(dt).kind == "i" else pa.float64())
             # ~100 bytes per Gaia row with our columns; full archive rows are longer
             reader = _csv_reader(p, include=[s for s, _ in wanted.values()], types=types,
                                  block_size=max(1 << 20, min(chunk_rows * 200, 1 << 28)))
             for batch in reader:
-                yield {out: _as_numpy(batch.column(src), dt)
+                yield {out: _as_numpy(batch.column(src), dt, TEXT_FLAG_COLUMNS.get(out, ""))
                        for out, (src, dt) in wanted.items()}
         elif fmt == "parquet":
             pf = pq.ParquetFile(p)
             for batch in pf.iter_batches(batch_size=chunk_rows,
                                          columns=[s for s, _ in wanted.values()]):
-                yield {out: _as_numpy(batch.column(src), dt)
+                yield {out: _as_numpy(batch.column(src), dt, TEXT_FLAG_COLUMNS.get(out, ""))
                        for out, (src, dt) in wanted.items()}
         else:
             with fits.open(p, memmap=True) as hdul:
@@ -182,7 +217,9 @@ def iter_source_chunks(path: str | os.PathLike[str], wanted: dict[str, tuple[str
                 cols = {out: data[src] for out, (src, _dt) in wanted.items()} if nrows else {}
                 for start in range(0, nrows, chunk_rows):
                     stop = min(start + chunk_rows, nrows)
-                    yield {out: np.asarray(cols[out][start:stop]).astype(dt)
+                    yield {out: (flag_values(cols[out][start:stop], TEXT_FLAG_COLUMNS[out])
+                                 .astype(dt) if out in TEXT_FLAG_COLUMNS else
+                                 np.asarray(cols[out][start:stop]).astype(dt))
                            for out, (_src, dt) in wanted.items()}
     except DesgwInputError:
         raise

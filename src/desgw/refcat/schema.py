@@ -13,6 +13,7 @@ __all__ = [
     "DERIVED",
     "OPTIONAL",
     "REQUIRED",
+    "TEXT_FLAG_COLUMNS",
     "ColumnSpec",
     "arrow_schema",
     "column_unit",
@@ -33,12 +34,18 @@ class ColumnSpec:
         Unit ("" when dimensionless).
     boolean : bool
         A true/false column in the Gaia archive, stored as 1.0 / 0.0 (NaN when null).
+    true_text : str
+        For a flag the Gaia archive writes as text (e.g. ``phot_variable_flag``:
+        "VARIABLE" / "NOT_AVAILABLE"): the text that means true, case-insensitive; every
+        other non-empty text is false. A source file may also hold the column as true/false
+        (as legacypipe's Gaia chunks do).
     """
 
     name: str
     dtype: str
     unit: str
     boolean: bool = False
+    true_text: str = ""
 
 
 #: Columns every input must have (matched case-insensitively).
@@ -69,6 +76,8 @@ OPTIONAL: tuple[ColumnSpec, ...] = (
     ColumnSpec("duplicated_source", "float32", "", boolean=True),
     ColumnSpec("phot_bp_rp_excess_factor", "float32", ""),
     ColumnSpec("visibility_periods_used", "float32", ""),
+    # Gaia's photometric variability flag: variable stars are left out of the zeropoints
+    ColumnSpec("phot_variable_flag", "float32", "", boolean=True, true_text="VARIABLE"),
 )
 
 #: Columns computed at ingest.
@@ -80,6 +89,9 @@ DERIVED: tuple[ColumnSpec, ...] = (
 ALL_SOURCE_COLUMNS: tuple[ColumnSpec, ...] = REQUIRED + OPTIONAL
 #: Columns read as true/false (CSV text "True"/"false"/"1"...) and stored as float 1/0/NaN.
 BOOLEAN_COLUMNS: frozenset[str] = frozenset(c.name for c in ALL_SOURCE_COLUMNS if c.boolean)
+#: Flag columns that may be text in the source (name -> the text meaning true).
+TEXT_FLAG_COLUMNS: dict[str, str] = {c.name: c.true_text for c in ALL_SOURCE_COLUMNS
+                                     if c.true_text}
 
 _UNITS = {c.name: c.unit for c in REQUIRED + OPTIONAL + DERIVED}
 

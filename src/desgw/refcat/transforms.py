@@ -51,6 +51,7 @@ __all__ = [
     "GaiaToDesResult",
     "TransformUnavailableError",
     "des_minus_g",
+    "des_minus_g_slope",
     "gaia_to_des",
     "gaia_g_only",
 ]
@@ -162,6 +163,32 @@ def des_minus_g(band: str, bp_rp: ArrayLike) -> NDArray[np.float64]:
     coeffs = _poly_coeffs(band)
     c = np.asarray(bp_rp, dtype=np.float64)
     return np.asarray(np.polynomial.polynomial.polyval(c, np.asarray(coeffs, dtype=np.float64)),
+                      dtype=np.float64)
+
+
+def des_minus_g_slope(band: str, bp_rp: ArrayLike) -> NDArray[np.float64]:
+    """Slope d(m_DES - G) / d(BP - RP) of the transformation at colour ``bp_rp`` (mag/mag),
+    for propagating the BP and RP errors into a predicted magnitude.
+
+    Parameters
+    ----------
+    band : str
+        DES band, one of :data:`TRANSFORM_BANDS`.
+    bp_rp : array_like of float, any shape
+        Gaia BP - RP colour (mag).
+
+    Returns
+    -------
+    ndarray of float64, same shape as ``bp_rp``
+
+    Raises
+    ------
+    ValueError
+        Unknown band; :class:`TransformUnavailableError` for Y.
+    """
+    coeffs = np.asarray(_poly_coeffs(band), dtype=np.float64)
+    c = np.asarray(bp_rp, dtype=np.float64)
+    return np.asarray(np.polynomial.polynomial.polyval(c, np.polynomial.polynomial.polyder(coeffs)),
                       dtype=np.float64)
 
 

@@ -319,8 +319,10 @@ def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
         Keyword arguments for :func:`~desgw.se.photocal.select_calibration_stars` (the flux
         columns default to the ones of ``mags_type``).
     method, error_floor, nsigma, iters
-        See :func:`~desgw.se.photocal.zeropoint`. ``mag_err`` is the catalog flux error in
-        magnitudes (Gaia errors are small next to ``error_floor``).
+        See :func:`~desgw.se.photocal.zeropoint`. Each star's ``mag_err`` is its catalog flux
+        error and its reference magnitude's error (Gaia G, BP and RP errors through the
+        colour transformation, :class:`~desgw.se.photocal.ReferenceMagnitudes`) in
+        quadrature, in magnitudes. Stars Gaia flags as variable are not used.
 
     Returns
     -------
@@ -346,15 +348,19 @@ def measure_ccd_zeropoint(catalog: Table, reference: Table, band: str, *,
     if rra is None or rdec is None:
         raise DesgwInputError(None, None, "reference table has no ra/dec columns")
     m = match_to_reference(ra[rows], dec[rows], rra, rdec, radius_arcsec=match_radius_arcsec)
-    keep = ref.valid[m.ref_index]
+    # Gaia's variables are no calibrators: their magnitude tonight is not Gaia's mean
+    keep = ref.valid[m.ref_index] & ~ref.variable[m.ref_index]
     cat_i = rows[m.cat_index[keep]]
     ref_i = m.ref_index[keep]
     with np.errstate(divide="ignore", invalid="ignore"):
         mag_inst = -2.5 * np.log10(flux[cat_i])
         magerr = _MAG_PER_LN * ferr[cat_i] / flux[cat_i]
     mag_ref = ref.mag[ref_i]
-    res = zeropoint(mag_inst, mag_ref, mag_err=magerr, nsigma=nsigma, iters=iters, method=method,
-                    error_floor=error_floor)
+    ref_err = ref.mag_err[ref_i]
+    # the weights take both errors: a faint star's BP/RP colour error can exceed its flux error
+    delta_err = np.where(np.isfinite(ref_err), np.hypot(magerr, ref_err), magerr)
+    res = zeropoint(mag_inst, mag_ref, mag_err=delta_err, nsigma=nsigma, iters=iters,
+                    method=method, error_floor=error_floor)
     # zeropoint() drops non-finite pairs; keep the arrays aligned with result.delta
     fin = np.isfinite(mag_inst) & np.isfinite(mag_ref)
     return CCDMeasurement(result=res, cat_index=cat_i[fin], ref_index=ref_i[fin],

@@ -67,9 +67,13 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.spatial import cKDTree
 
 from desgw.errors import AlgorithmError, DesgwInputError
-from desgw.refcat.transforms import gaia_g_only, gaia_to_des
+from desgw.refcat.readers import flag_values
+from desgw.refcat.transforms import des_minus_g_slope, gaia_g_only, gaia_to_des
 from desgw.se import maskbits
 from desgw.util.sphere import arcsec_to_chord, chord_to_arcsec, radec_to_unit
+
+#: 2.5 / ln 10: a relative flux error in magnitudes.
+_MAG_PER_FLUX_RATIO = 2.5 / math.log(10.0)
 
 __all__ = [
     "MatchResult",
@@ -311,6 +315,16 @@ class ReferenceMagnitudes:
         DES band.
     color_terms : bool
         True when colour terms were applied, False for the original G-only scheme.
+    mag_err : ndarray of float64, shape (K,)
+        1-sigma error of ``mag`` from Gaia's photometric errors (mag): the G error and the
+        BP and RP errors through the slope of the colour transformation,
+        ``sqrt(sG^2 + (d(m - G)/d(BP-RP))^2 (sBP^2 + sRP^2))`` with ``s = 1.0857 /
+        flux_over_error``; NaN where the table has no ``*_flux_over_error`` columns. For
+        stars of G ~ 18-20 the colour term dominates (BP and RP are measured in wide
+        low-resolution spectra: several times the G error).
+    variable : ndarray of bool, shape (K,)
+        True for stars Gaia flags as photometrically variable (``phot_variable_flag``);
+        all False when the table has no such column.
     """
 
     mag: NDArray[np.float64]
@@ -318,6 +332,8 @@ class ReferenceMagnitudes:
     bp_rp: NDArray[np.float64]
     band: str
     color_terms: bool
+    mag_err: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    variable: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
 
 def reference_magnitudes(band: str, gaia_table: Table, *,
@@ -354,15 +370,33 @@ def reference_magnitudes(band: str, gaia_table: Table, *,
         bp_rp = bp.astype(np.float64) - rp.astype(np.float64)
     else:
         bp_rp = np.full(g.shape, np.nan)
+    variable = _column(gaia_table, "phot_variable_flag", required=False)
+    is_var = (np.zeros(g.shape, dtype=bool) if variable is None
+              else flag_values(variable, "VARIABLE") == 1.0)
+    sg, sbp, srp = (_mag_error(gaia_table, f"phot_{b}_mean_flux_over_error", g.shape)
+                    for b in ("g", "bp", "rp"))
     if use_color_terms:
         assert bp is not None and rp is not None  # required above
         res = gaia_to_des(band, g, bp, rp)
+        slope = des_minus_g_slope(band, bp_rp)
+        err = np.sqrt(sg * sg + slope * slope * (sbp * sbp + srp * srp))
         return ReferenceMagnitudes(mag=res.mag, valid=res.valid, bp_rp=bp_rp, band=band,
-                                   color_terms=True)
+                                   color_terms=True, mag_err=err, variable=is_var)
     mag = gaia_g_only(g)
     valid = np.isfinite(mag) & (mag > 0)
     mag = np.where(valid, mag, np.nan)
-    return ReferenceMagnitudes(mag=mag, valid=valid, bp_rp=bp_rp, band=band, color_terms=False)
+    return ReferenceMagnitudes(mag=mag, valid=valid, bp_rp=bp_rp, band=band, color_terms=False,
+                               mag_err=sg, variable=is_var)
+
+
+def _mag_error(table: Table, name: str, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """1.0857 / flux_over_error (mag); NaN where the column is absent or not positive."""
+    col = _column(table, name, required=False)
+    if col is None:
+        return np.full(shape, np.nan)
+    foe = np.asarray(col, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(foe > 0, _MAG_PER_FLUX_RATIO / foe, np.nan)
 
 
 # ----------------------------------------------------------------------------- zeropoints

@@ -98,7 +98,8 @@ def make_calibration_field(*, band: str = "r", zp: float = 31.5, n_stars: int = 
                            sky_e_per_pixel: float = 1000.0, read_noise_e: float = 6.0,
                            astrometric_noise_arcsec: float = 0.05, gaia_mag_noise: float = 0.002,
                            sex_mag_zeropoint: float = 25.0, red_fraction: float = 0.2,
-                           aper8_fraction: float = 0.95, seed: int = 0) -> SyntheticField:
+                           aper8_fraction: float = 0.95, gaia_errors: str = "constant",
+                           variable_fraction: float = 0.0, seed: int = 0) -> SyntheticField:
     """A CCD-sized (0.15 x 0.30 deg) synthetic catalog and Gaia table with a known zeropoint.
 
     Parameters
@@ -132,6 +133,16 @@ def make_calibration_field(*, band: str = "r", zp: float = 31.5, n_stars: int = 
         Fraction of M dwarfs (see :func:`draw_gaia_stars`).
     aper8_fraction : float
         FLUX_APER[:, 7] (the DES ``MAG_APER_8`` aperture) holds this fraction of the PSF flux.
+    gaia_errors : {"constant", "gaia"}
+        ``"constant"``: ``gaia_mag_noise`` on every magnitude, no error columns. ``"gaia"``:
+        errors growing with G as Gaia's (G: ``sqrt(0.0003^2 + (0.005 10^(0.2 (G - 20)))^2)``
+        mag, BP and RP 12x and 8x the photon term, as in Gaia DR3's bright-to-faint trend),
+        and the ``phot_{g,bp,rp}_mean_flux_over_error`` columns that state them.
+    variable_fraction : float
+        Fraction of the stars that are variable: tonight's magnitude differs from Gaia's mean
+        by ``A sin(phase)`` with ``A`` uniform in 0.05-0.3 mag; Gaia flags them
+        (``phot_variable_flag`` "VARIABLE", the others "NOT_AVAILABLE"). With 0 the table has
+        no flag column.
     seed : int
         Random seed.
 
@@ -157,6 +168,13 @@ def make_calibration_field(*, band: str = "r", zp: float = 31.5, n_stars: int = 
 
     ra = np.concatenate([star_ra, gal_ra])
     dec = np.concatenate([star_dec, gal_dec])
+    # a variable's Gaia magnitudes (g, bp, rp) are its means; tonight it is brighter or fainter
+    variable = np.zeros(n_tot_stars, dtype=bool)
+    if variable_fraction > 0:
+        variable = rng.uniform(size=n_tot_stars) < variable_fraction
+        nv = int(variable.sum())
+        true_mag_star[variable] += (rng.uniform(0.05, 0.3, nv)
+                                    * np.sin(rng.uniform(0.0, 2.0 * math.pi, nv)))
     mag_true = np.concatenate([true_mag_star, gal_mag])
     is_star = np.concatenate([np.ones(n_tot_stars, bool), np.zeros(n_galaxies, bool)])
     n = ra.size
@@ -220,10 +238,26 @@ def make_calibration_field(*, band: str = "r", zp: float = 31.5, n_stars: int = 
                          + (int(seed) % 10**8) * 10**6)  # unique across seeds
     gaia["ra"] = np.concatenate([star_ra, f_ra])
     gaia["dec"] = np.concatenate([star_dec, f_dec])
-    noise = rng.normal(0, gaia_mag_noise, (3, n_tot_stars))
+    if gaia_errors == "constant":
+        noise = rng.normal(0, gaia_mag_noise, (3, n_tot_stars))
+    elif gaia_errors == "gaia":
+        photon = 0.005 * 10.0 ** (0.2 * (g - 20.0))
+        sig = np.array([np.hypot(0.0003, photon), 12.0 * photon, 8.0 * photon])
+        noise = rng.normal(0.0, 1.0, (3, n_tot_stars)) * sig
+        fphoton = 0.005 * 10.0 ** (0.2 * (fg - 20.0))
+        fsig = np.array([np.hypot(0.0003, fphoton), 12.0 * fphoton, 8.0 * fphoton])
+    else:
+        raise ValueError(f"gaia_errors must be 'constant' or 'gaia', got {gaia_errors!r}")
     gaia["phot_g_mean_mag"] = np.concatenate([g + noise[0], fg])
     gaia["phot_bp_mean_mag"] = np.concatenate([bp + noise[1], fbp])
     gaia["phot_rp_mean_mag"] = np.concatenate([rp + noise[2], frp])
+    if gaia_errors == "gaia":
+        for i, b in enumerate(("g", "bp", "rp")):
+            gaia[f"phot_{b}_mean_flux_over_error"] = np.concatenate(
+                [1.0857 / sig[i], 1.0857 / fsig[i]]).astype(np.float32)
+    if variable_fraction > 0:
+        gaia["phot_variable_flag"] = np.where(
+            np.concatenate([variable, np.zeros(n_faint_gaia, bool)]), "VARIABLE", "NOT_AVAILABLE")
 
     c_row = np.concatenate([c_true, np.full(n_galaxies, np.nan)])
     true_row = np.where(is_star, mag_true, np.nan)

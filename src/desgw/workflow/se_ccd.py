@@ -19,13 +19,13 @@ import numpy as np
 from astropy.io import fits
 
 from desgw import __version__
-from desgw.errors import DesgwInputError, HeaderError, describe_error
+from desgw.errors import HeaderError, describe_error
 from desgw.instrument.camera import CCD_SHAPE
 from desgw.io.atomic import atomic_write_path, atomic_write_text
 from desgw.io.checksums import file_record
 from desgw.util.jsonsafe import json_safe
 
-from .se_qc import QC_FORMAT, load_ccd_summary, qc_to_dict
+from .se_qc import QC_FORMAT, finished_ccd_summary, qc_to_dict
 from .se_types import CCDSummary, CCDTask
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -271,12 +271,9 @@ def run_ccd_task(task: CCDTask, *,
         ``ok`` False with the exception when anything failed; no product
         is left half-written.
     """
-    paths = task.paths
-    if not task.overwrite and paths.complete():
-        try:
-            return load_ccd_summary(paths.qc, task.ccdnum)
-        except DesgwInputError as exc:
-            log.warning("CCD %d: %s; processing it again", task.ccdnum, exc)
+    done = finished_ccd_summary(task.paths, task.ccdnum, overwrite=task.overwrite)
+    if done is not None:
+        return done
     from desgw.se.process import SEConfig
 
     config = task.config if task.config is not None else SEConfig()

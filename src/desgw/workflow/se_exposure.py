@@ -67,7 +67,7 @@ from desgw.util.jsonsafe import json_safe
 from .se_calib import calibrate_exposure, exposure_quality
 from .se_db import record_se_exposure
 from .se_pool import run_ccd_tasks
-from .se_qc import QC_FORMAT, load_ccd_summary, qc_to_dict
+from .se_qc import QC_FORMAT, finished_ccd_summary, load_ccd_summary, qc_to_dict
 from .se_types import (
     CACHES,
     SCHEMAS,
@@ -283,12 +283,10 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                            else str(calib.linearity),
                            calib_cache_dir=str(settings.calib_cache_dir),
                            raw_cache_dir=str(settings.raw_cache_dir))
-            if not overwrite and task.paths.complete():
-                try:
-                    report.ccds[ccd] = load_ccd_summary(task.paths.qc, ccd)
-                    continue
-                except DesgwInputError as exc:
-                    log.warning("CCD %d: %s; processing it again", ccd, exc)
+            done = finished_ccd_summary(task.paths, ccd, overwrite=overwrite)
+            if done is not None:
+                report.ccds[ccd] = done
+                continue
             tasks.append(task)
         if report.ccds:
             log.info("exposure %d: CCDs %s already processed (use overwrite to redo)", expnum,

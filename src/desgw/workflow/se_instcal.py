@@ -24,7 +24,7 @@ from desgw.errors import DesgwInputError, describe_error
 from desgw.io.product_paths import CCDProductPaths, ccd_product_paths
 
 from .se_ccd import _write_products
-from .se_qc import load_ccd_summary
+from .se_qc import finished_ccd_summary
 from .se_types import CCDSummary
 
 __all__ = ["InstCalTask", "run_instcal_ccd_task"]
@@ -74,12 +74,9 @@ def run_instcal_ccd_task(task: InstCalTask) -> CCDSummary:
     """SE processing of one CP InstCal CCD, products written atomically; never raises for a
     CCD failure (the summary carries ``"Type: message"``). A CCD whose products exist is not
     redone unless ``task.overwrite``."""
-    paths = task.paths
-    if not task.overwrite and paths.complete():
-        try:
-            return load_ccd_summary(paths.qc, task.ccdnum)
-        except DesgwInputError as exc:
-            log.warning("CCD %d: %s; processing it again", task.ccdnum, exc)
+    done = finished_ccd_summary(task.paths, task.ccdnum, overwrite=task.overwrite)
+    if done is not None:
+        return done
     from desgw.io.instcal import read_instcal
     from desgw.refcat import RefCatStore, mjd_to_jyear
     from desgw.se.process import SEConfig

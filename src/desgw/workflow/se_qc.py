@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from desgw.se.quality import QCMetrics, QCResult
 
 __all__ = [
+    "finished_ccd_summary",
     "QC_FORMAT",
     "load_ccd_summary",
     "qc_from_dict",
@@ -74,6 +75,27 @@ def qc_from_dict(d: Mapping[str, Any] | None) -> QCResult | None:
 
     return QCResult(passed=bool(d["passed"]), reasons=tuple(d["reasons"]),
                     metrics=_metrics_from_dict(d["metrics"]))
+
+
+def finished_ccd_summary(paths: Any, ccdnum: int, *, overwrite: bool) -> CCDSummary | None:
+    """The summary of a CCD whose products are all there (the resume check), or None when it
+    must be processed: ``overwrite``, a product missing, or a QC file that is not desgw's
+    (logged; the CCD is then processed again).
+
+    Parameters
+    ----------
+    paths : desgw.io.product_paths.CCDProductPaths
+        The CCD's product paths (``complete()``, ``qc``).
+    ccdnum : int
+    overwrite : bool
+    """
+    if overwrite or not paths.complete():
+        return None
+    try:
+        return load_ccd_summary(paths.qc, ccdnum)
+    except DesgwInputError as exc:
+        log.warning("CCD %d: %s; processing it again", ccdnum, exc)
+        return None
 
 
 def load_ccd_summary(qc_path: str | os.PathLike[str], ccdnum: int) -> CCDSummary:
