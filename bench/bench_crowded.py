@@ -24,9 +24,10 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
 The per-field zeropoint noise is ~2 mmag, so several seeds are averaged; prints JSON with, per
 density and variant, the mean zeropoint error and its standard error (mmag), the mean
 bright-star ratio, the aperture correction over its exact value, the PSF model's peak over the
-exact one (< 1: too broad a model, PSF fluxes too high) and the number of PSF stars, the sky
-bias (e-/px, level - true sky) and the CPU ms per object of
-``measure_sources`` (one core, numba threads 1), with ``os.getloadavg()``.
+exact one, rendered at four sub-pixel offsets as the photometry renders it (< 1: too broad a
+model, PSF fluxes too high) and the number of PSF stars, the sky bias (e-/px, level - true
+sky) and the CPU ms per object of ``measure_sources`` (one core, numba threads 1), with
+``os.getloadavg()``.
 
     PYTHONPATH=src python bench/bench_crowded.py --profile moffat --beta 2.5 --seeds 4
 """
