@@ -13,6 +13,9 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
   default;
 - ``nocompanions``: as ``neighbours`` without the search for point sources hidden in the PSF
   stars' stamps (``PSFConfig.companion_snr = 0``, the PSF fit before it);
+- ``noforward``: as ``neighbours`` with the PSF model fitted to the resampled stamps instead of
+  through the photometry's sub-pixel rendering (``PSFConfig.forward_model = False``, the fit
+  before it);
 - ``meansky``: and the background corrected to the mean of the image less the sources' models
   (:func:`desgw.se.process_steps.mean_sky_background`, as process_ccd);
 - ``meansky+psf``: and the PSF refitted on the image less that background;
@@ -21,9 +24,10 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
 The per-field zeropoint noise is ~2 mmag, so several seeds are averaged; prints JSON with, per
 density and variant, the mean zeropoint error and its standard error (mmag), the mean
 bright-star ratio, the aperture correction over its exact value, the PSF model's peak over the
-exact one (< 1: too broad a model, PSF fluxes too high) and the number of PSF stars, the sky
-bias (e-/px, level - true sky) and the CPU ms per object of
-``measure_sources`` (one core, numba threads 1), with ``os.getloadavg()``.
+exact one, rendered at four sub-pixel offsets as the photometry renders it (< 1: too broad a
+model, PSF fluxes too high) and the number of PSF stars, the sky bias (e-/px, level - true
+sky) and the CPU ms per object of ``measure_sources`` (one core, numba threads 1), with
+``os.getloadavg()``.
 
     PYTHONPATH=src python bench/bench_crowded.py --profile moffat --beta 2.5 --seeds 4
 """
@@ -49,6 +53,7 @@ from crowded_synth import crowded_field, run_photometry
 
 VARIANTS: dict[str, dict[str, Any]] = {"alone": dict(neighbour_iter=0), "neighbours": dict(neighbour_iter=2),
             "nocompanions": dict(neighbour_iter=2, psf_kw={"companion_snr": 0.0}),
+            "noforward": dict(neighbour_iter=2, psf_kw={"forward_model": False}),
             "meansky": dict(neighbour_iter=2, refine=True),
             "meansky+psf": dict(neighbour_iter=2, refine=True, refit_psf=True),
             "truesky": dict(neighbour_iter=2, true_sky=True)}

@@ -12,6 +12,7 @@ from desgw.se import maskbits
 from desgw.se.background import BackgroundConfig, estimate_background
 from desgw.se.detect import DetectConfig, detect_sources
 from desgw.se.measure import DES_APERTURE_DIAMETERS, MeasureConfig, flux_to_mag, measure_sources
+from desgw.se.psf import fit_psf, select_psf_candidates
 from test_psf_synth import PIXEL_SCALE, run_pipeline
 
 FIELD = dict(shape=(2048, 2048), mag_range=(16.0, 21.5))
@@ -64,12 +65,33 @@ def test_psf_flux_pulls(run):
     pull = (rows["FLUX_PSF"] - truth) / rows["FLUXERR_PSF"]
     assert len(pull) > 250
     assert 0.9 <= np.std(pull) <= 1.1, np.std(pull)
-    assert abs(np.mean(pull)) < 0.1, np.mean(pull)
+    # The estimated background is 0.36 e-/pix above the true sky here (the wings of all the
+    # sources lift its mode), more than the isolated PSF stars' stamps hold: their pedestal is
+    # negative, the model's core ~0.1 % too bright, FLUX_PSF ~0.1 % low (measured mean pull
+    # -0.18; -0.06 when the model was too broad by its interpolations, which hid it). With the
+    # true sky the fluxes are unbiased: below.
+    assert abs(np.mean(pull)) < 0.25, np.mean(pull)
     # Bright stars: fractional accuracy, independent of the error model.
     bright = truth / rows["FLUXERR_PSF"] > 200
     assert abs(np.median(rows["FLUX_PSF"][bright] / truth[bright] - 1)) < 0.003
     assert np.all(rows["NITER_MODEL"] >= 2)
     assert 0.9 < np.median(rows["CHI2_PSF"]) < 1.15
+
+
+def test_psf_flux_pulls_true_sky(run):
+    """The PSF fit and the flux fit on the image less the true sky: mean pull within 0.1 sigma
+    (measured +0.06; +0.17 when the model was too broad by its sub-pixel interpolations)."""
+    f, det = run.field, run.detections
+    c = det.catalog
+    cand = select_psf_candidates(det)
+    psf = fit_psf(f.image - f.sky, f.weight, f.mask, c["xwin"][cand], c["ywin"][cand],
+                  segmap=det.segmap, neighbour_xy=np.column_stack([c["xwin"], c["ywin"]]))
+    cat = measure_sources(f.image, f.weight, f.mask, f.sky, det, psf)
+    idx, _ = _good_stars(run)
+    rows = cat[run.star_index[idx]]
+    pull = (rows["FLUX_PSF"] - f.stars["flux_box"][idx]) / rows["FLUXERR_PSF"]
+    assert 0.9 <= np.std(pull) <= 1.1, np.std(pull)
+    assert abs(np.mean(pull)) < 0.1, np.mean(pull)
 
 
 @pytest.mark.parametrize("k, max_bias", [(2, 0.2), (4, 0.1), (5, 0.1), (7, 0.2)])

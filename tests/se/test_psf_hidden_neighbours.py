@@ -108,6 +108,7 @@ def test_hidden_companions_kept_out_of_the_model(kind, beta):
     # measured 1.0009, 1.0002, 1.0009 (Moffat beta 2.5, 4.5, Kolmogorov); 1.016-1.020 when the
     # companions' light entered the model
     assert abs(apcor_ratio - 1) < 1.5e-3, apcor_ratio
-    # measured 1.0025-1.0027 (1.0010-1.0013 on the same stars without companions: the fit's
-    # own excess); 1.020-1.022 when the companions' light entered the model
-    assert abs(flux_ratio - 1) < 4e-3, flux_ratio
+    # measured 1.0018-1.0020 (1.0001-1.0003 on the same field without companions); 1.0025-1.0027
+    # before the model was fitted through the photometry's sub-pixel rendering (1.0005-1.0008
+    # without companions), 1.020-1.022 when the companions' light entered the model
+    assert abs(flux_ratio - 1) < 3e-3, flux_ratio
