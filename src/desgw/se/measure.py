@@ -18,6 +18,13 @@ and the PSF model and returns an astropy Table, one row per detection:
   photon noise until converged (``NITER_MODEL`` iterations, position fixed). The model is
   normalised over its stamp, so FLUX_PSF is the flux inside the PSF stamp, as with PSFEx
   models; no aperture correction is applied (as in DES single-epoch catalogues).
+  The weights run from ~1/model over the star (photon-noise-dominated, bright) to uniform
+  (sky-dominated, faint), so a model whose core/wing balance is off gives a bias that depends
+  on magnitude; with the forward-fitted model the two regimes agree within 0.1e-3
+  (tests/se/test_psf_flux_bias.py). Centring on the windowed centroid, which follows the
+  noise, biases faint fluxes up by ~0.7-1.0 / (S/N)**2 (isolated galsim stars, paired against
+  the true positions: +0.13-0.21e-3 at S/N 60-70, +0.9-1.4e-3 at S/N 26-32, +5-8e-3 at S/N
+  11-13); this is not corrected.
 - ``SPREAD_MODEL, SPREADERR_MODEL`` (Desai et al. 2012, ApJ 757, 83):
   ``(G^T W x) / (P^T W x) - (G^T W P) / (P^T W P)`` with ``P`` the local PSF, ``G`` the PSF
   convolved with a circular exponential disk of scale length FWHM/16, ``x`` the data and ``W``
