@@ -6,6 +6,16 @@ needed: ``L+`` (Laplacian of the 2x subsampled image, clipped at 0, block-averag
 the fine-structure contrast ``f = (med3(I) - med7(med3(I))) / N`` (clipped at 0.01).
 Images are indexed with edge clamping (``mode='nearest'``). Masked neighbours do not add
 curvature: in ``L+`` they take the centre pixel's value.
+
+Speed notes: the 3x3 and 5x5 medians are selection networks
+(:mod:`desgw.se.lacosmic_median`, 9x faster than a branchy selection); the prefilter tests
+every pixel in a branch-free row loop and runs the exact test on the few hits (76 -> 17 ms
+sparse, 101 -> 25 ms dense); no array is reassigned inside a loop (numba then updates a
+reference count on every iteration: a prefilter variant that grew its lists that way took
+4x longer), lists are allocated at their bound instead. Measured on simulated CCDs (one
+core, best of 5, loaded machine), ``find_cosmic_rays`` 204-216 -> 95-108 ms on a sparse
+field (~900 objects) and 526-554 -> 346-359 ms on a dense one (~4300), with the same
+cosmic-ray pixels.
 """
 
 from __future__ import annotations
