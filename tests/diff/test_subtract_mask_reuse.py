@@ -111,6 +111,7 @@ def test_updated_prediction_is_exactly_the_mask_of_the_subtraction_with_fakes(sc
     assert np.array_equal(updated.mask, full.mask)
     assert updated.growth == full.growth
     # the fakes changed how far some clusters grow (the partial regrowth was exercised)
+    assert updated._clusters is not None and before._clusters is not None
     changed = updated._clusters.r_cl != before._clusters.r_cl
     assert changed.sum() >= 2, changed.sum()
     assert not np.array_equal(updated.mask, before.mask)
