@@ -332,8 +332,8 @@ class ReferenceMagnitudes:
     bp_rp: NDArray[np.float64]
     band: str
     color_terms: bool
-    mag_err: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
-    variable: NDArray[np.bool_] = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    mag_err: NDArray[np.float64]
+    variable: NDArray[np.bool_]
 
 
 def reference_magnitudes(band: str, gaia_table: Table, *,
