@@ -130,3 +130,20 @@ def test_what_the_encoder_does_not_take_goes_to_cfitsio(tmp_path):
             good = np.isfinite(arr) & (np.abs(arr) < 1e29)
             assert np.abs(a["SCI"].data[good] - arr[good]).max() <= 0.05 * 1.001 or \
                 not np.isfinite(arr).all()
+
+
+def test_weight_stats_and_steps_from_one_pass():
+    from desgw.io.fitscodec import weight_step
+
+    rng = np.random.default_rng(8)
+    w = rng.uniform(0.5, 2.0, (37, 29)).astype(np.float32)
+    w[3, 4] = 0.0
+    w[5, 6] = np.float32(0.125)
+    assert rice.weight_stats(w) == (True, 0.0, 0.125)
+    assert weight_step(w) == pytest.approx(0.125 / 1024)
+    w[1, 1] = -1.0
+    assert rice.weight_stats(w)[1] == -1.0
+    w[2, 2] = np.nan
+    assert rice.weight_stats(w)[0] is False
+    assert rice.weight_stats(np.zeros((4, 4), np.float32)) == (True, 0.0, np.inf)
+    assert weight_step(np.zeros((4, 4))) == 0.0

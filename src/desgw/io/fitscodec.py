@@ -146,8 +146,9 @@ def weight_step(weight: np.ndarray, q: float = WEIGHT_QUANTIZE_LEVEL) -> float:
     float
         The step (weight units); 0 (lossless) when no weight is positive.
     """
-    w = np.asarray(weight, dtype=np.float32)
-    wmin = float(np.min(w, initial=np.inf, where=w > 0))
+    from .rice import weight_stats
+
+    wmin = weight_stats(weight)[2]
     return wmin / float(q) if math.isfinite(wmin) else 0.0
 
 

@@ -40,6 +40,7 @@ import numpy as np
 __all__ = [
     "ZERO_VALUE",
     "dither_sequence",
+    "weight_stats",
     "encode_float_tiles",
     "encode_int_tiles",
     "quantise_reference",
@@ -206,6 +207,33 @@ def _encode_int(data, fsbits, fsmax, bbits, buf, offsets, nbytes):
         pos = _rice_row(q, buf, pos, fsbits, fsmax, bbits)
         nbytes[row] = pos - offsets[row]
     return pos
+
+
+@numba.njit(cache=True)
+def _weight_stats(w):  # float32 1-D, branch-free so that it vectorises
+    lo = np.float32(np.inf)
+    pos_min = np.float32(np.inf)
+    bad = np.float32(0.0)
+    inf = np.float32(np.inf)
+    for i in range(w.shape[0]):
+        v = w[i]
+        bad += v * np.float32(0.0)  # NaN once any value is NaN or infinite
+        lo = min(lo, v)
+        pos_min = min(pos_min, v if v > 0 else inf)
+    return bad == 0, lo, pos_min
+
+
+def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
+    """One pass over a weight plane: (all values finite, smallest finite value, smallest
+    positive value) -- the last ``inf`` when none is positive. float32 values, as stored."""
+    w = np.ascontiguousarray(weight, dtype=np.float32)
+    if w.size == 0:
+        return True, math.inf, math.inf
+    finite, lo, pos = _weight_stats(w.ravel())
+    if not finite:  # the minimum of the finite values
+        fin = w[np.isfinite(w)]
+        lo = float(fin.min()) if fin.size else math.inf
+    return bool(finite), float(lo), float(pos)
 
 
 def _heap_buffer(ny: int, nx: int, bytepix: int) -> np.ndarray:
