@@ -45,11 +45,12 @@ their centre at the origin of the tile grid (wrapped around, so no phase ramp); 
 are float32 ``scipy.fft`` with ``workers=1``.
 
 Cost per tile: 4 forward data FFTs (N, R and their variance maps), 4 inverse (D, S, V(S),
-V(D); each in two steps, the real one along y over the interior columns only: 2.1 -> 1.6 ms,
+V(D); each in two steps, the real one along y over the interior columns only: ~2.2 -> 1.9 ms,
 see :func:`_irfft2`), and 8 pruned kernel transforms (the D and S filters and their squares,
 in one batch) of 640 x 640 float32; the four output spectra are formed in one pass
 (:func:`_spectra`) and the tile interiors written in one pass (:func:`_finalise_tile`). The
-filters themselves come from 2 + 5 small float64 transforms on the (K, K) grid, batched. Correlated input noise (a
+filters themselves come from 2 + 5 small float64 transforms on the (K, K) grid, batched
+(~2 ms per tile in all, mostly the elementwise products). Correlated input noise (a
 resampled template) is handled with the filters already built: their ``|hat|^2`` on the kernel
 grid give each filter's noise gain by Parseval (:meth:`ZogyKernels.noise_factors`), no filter
 rebuilt, no further transform. For a 4096 x 2048 CCD (32 tiles of 512 + 2 x 64) on one core the
@@ -314,7 +315,6 @@ def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, va
     size = max(psf_new.shape[0], psf_ref.shape[0])
     size = min(size, k - 1 if (k - 1) % 2 else k - 2)
     # both PSF transforms in one call, the five filters' inverse transforms in another
-    # (scipy.fft on a stack: ~1.5 ms less per tile than seven numpy calls)
     pn, pr = _centred_hats(np.stack([fit_stamp(psf_new, size), fit_stamp(psf_ref, size)]), k)
     fn, fr = float(f_new), float(f_ref)
     an, ar = np.abs(pn) ** 2, np.abs(pr) ** 2
@@ -456,9 +456,10 @@ def _irfft2(x: np.ndarray, ty: int, cols: slice) -> np.ndarray:
     temporary spectrum (its buffer is reused): (ty, len(cols)) float32.
 
     In two steps, the complex inverse along x over the whole spectrum, then the real one
-    along y over the wanted (interior) columns only: 2.1 -> 1.6 ms per 640 x 640 tile, one
-    core (``irfftn`` in one call does the same two passes, over every column, and is slower
-    still); the result differs from ``irfftn``'s by float32 round-off (~2e-7 of the maximum).
+    along y over the wanted (interior) columns only: ~2.2 -> 1.9 ms per 640 x 640 tile, one
+    core under load (interleaved, best of 40; ``irfftn`` in one call does the same two
+    passes over every column); the result differs from ``irfftn``'s by float32 round-off
+    (~2e-7 of the maximum).
     """
     a = sfft.ifft(x, axis=1, workers=1, overwrite_x=True)
     return sfft.irfft(a[:, cols], n=ty, axis=0, workers=1, overwrite_x=True)
