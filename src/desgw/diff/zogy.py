@@ -363,26 +363,35 @@ class TilePlan:
         (K//2, K//2), origin-centred (pruned)."""
         return self.kernel_hats(kernel[None])[0]
 
-    def kernel_hats(self, kernels: np.ndarray) -> np.ndarray:
+    def kernel_hats(self, kernels: np.ndarray,
+                    work: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """:meth:`kernel_hat` of a stack of (K, K) kernels at once: (n, Ty//2+1, Tx) complex64.
 
         The kernels are placed on the tile grid with their centre at the origin (wrapped
         around: no phase ramp to apply). Pruned: the real transforms along y run over the K
         kernel columns only, the complex ones along x over the zero-padded rows (Tx points,
-        contiguous).
+        contiguous). ``work``: the zero-padded input buffers of :meth:`work_buffers` for
+        ``n`` kernels, reused from call to call (only their kernel rows and columns are
+        written; the zeros stay), which saves zeroing 13 MB per tile of 8 filters.
         """
         ty, tx = self.shape
         k = self.kernel_size
         h = k // 2
         n = kernels.shape[0]
-        a = np.zeros((n, ty, k), np.float32)
+        a, x = self.work_buffers(n) if work is None else work
         a[:, :k - h] = kernels[:, h:]
         a[:, ty - h:] = kernels[:, :h]
         cols = sfft.rfft(a, axis=1, workers=1)
-        x = np.zeros((n, ty // 2 + 1, tx), np.complex64)
         x[:, :, :k - h] = cols[:, :, h:]
         x[:, :, tx - h:] = cols[:, :, :h]
-        return sfft.fft(x, axis=2, workers=1, overwrite_x=True)
+        return sfft.fft(x, axis=2, workers=1)
+
+    def work_buffers(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Zeroed input buffers of :meth:`kernel_hats` for ``n`` kernels: (n, Ty, K) float32
+        and (n, Ty//2+1, Tx) complex64."""
+        ty, tx = self.shape
+        return (np.zeros((n, ty, self.kernel_size), np.float32),
+                np.zeros((n, ty // 2 + 1, tx), np.complex64))
 
 
 @lru_cache(maxsize=8)
@@ -483,7 +492,8 @@ def _spectra(h, nh, rh, vnh, vrh, o_s, o_d, o_vs, o_vd):  # pragma: no cover - n
 
 def _tile_outputs(plan: TilePlan, kern: ZogyKernels, n: np.ndarray, r: np.ndarray,
                   vn: np.ndarray, vr: np.ndarray, astro: tuple[float, float],
-                  cols: slice) -> tuple[np.ndarray, ...]:
+                  cols: slice, work: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> tuple[np.ndarray, ...]:
     """diff, diff_var, S, V(S)+V_ast of one tile: float32 (Ty, len(cols)) arrays, the tile's
     columns ``cols``.
 
@@ -496,7 +506,7 @@ def _tile_outputs(plan: TilePlan, kern: ZogyKernels, n: np.ndarray, r: np.ndarra
     vnh = _rfft2(vn)
     vrh = _rfft2(vr)
     kn, kr, dn, dr = kern.k_new, kern.k_ref, kern.d_new, kern.d_ref
-    h = plan.kernel_hats(np.stack([kn, kr, dn, dr, kn * kn, kr * kr, dn * dn, dr * dr]))
+    h = plan.kernel_hats(np.stack([kn, kr, dn, dr, kn * kn, kr * kr, dn * dn, dr * dr]), work)
     spec = np.empty((4, *nh.shape), np.complex64)
     _spectra(h, nh, rh, vnh, vrh, spec[0], spec[1], spec[2], spec[3])
     s, d, vs, vd = (_irfft2(spec[i], ty, cols) for i in range(4))
@@ -664,6 +674,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
     psf_size = config.psf_size
     stamps: list[np.ndarray | None] = []
     bufs = tuple(np.zeros(tshape, np.float32) for _ in range(4))
+    work = plan.work_buffers(8)  # the filters' zero-padded transform inputs, for every tile
     bn, br, bvn, bvr = bufs
     for j in range(nty):
         for i in range(ntx):
@@ -693,7 +704,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
             kern = zogy_kernels(pn, pr, var_new=vn_s, var_ref=vr_s, f_new=f_new, f_ref=f_ref,
                                 kernel_size=k)
             d, vd, s, vs = _tile_outputs(plan, kern, bn, br, bvn, bvr, config.astrometric_sigma,
-                                         slice(b, b + x1 - x0))
+                                         slice(b, b + x1 - x0), work)
             sl = (slice(b, b + y1 - y0), slice(None))
             # V(S) = F_S for variance maps equal to the tile scalars; far below that the
             # true value is 0 (all inputs in-painted) and only FFT round-off is left.
