@@ -18,13 +18,15 @@ the bleed-trail mask only follows saturated columns). :func:`find_trails`:
    of the parallel lines ``bg_inner``-``bg_outer`` blocks away on both sides (their median;
    the CCD's mean candidate fraction where too few of them lie on the CCD) is what a line
    without a trail gets, and the line's excess fraction ``(f - f_bg) / (1 - f_bg)`` of its
-   chord through the CCD must reach ``min_vote_fraction`` (and ``min_length_px / bin`` blocks).
-   On a sparse field ``f_bg`` is ~0 and this is the plain vote fraction.
-4. **Line fit**: the strongest line is refined by a straight-line fit (principal axis) to the
-   candidate blocks within 3 blocks of it, weighted by their S/N (capped at its 90th
-   percentile), iterated: a bright trail's candidate blocks form a plateau several blocks
-   wide and the Hough peak may be any bin of it, and the grid's 0.5 deg steps put the line
-   up to 9 px off at the end of a 4,000 px chord, more than a trail's FWHM.
+   blocks (the block centres in its 1-block-wide strip, counted on the grid: at 45 deg
+   alternate strips hold 1.4x and 0.7x their length) must reach ``min_vote_fraction`` (and
+   ``min_length_px / bin`` blocks). On a sparse field ``f_bg`` is ~0 and this is the plain
+   vote fraction.
+4. **Line fit**: the strongest line is moved onto the trail's ridge in the image
+   (:func:`_refine_line`: the peak of the median cross profile in 128 px segments, a
+   straight line through them): the grid's 0.5 deg steps put a line up to 9 px off at the
+   end of a 4,000 px chord, more than a trail's FWHM, and a bright trail's candidate blocks
+   form a plateau several blocks wide whose any bin may win the vote.
 5. **Ridge test**: a trail stands above the bands 2.5-4 FWHM beside it along its whole
    length; a line the transform drew through a chain of sources in a crowded field does so
    in some stretches only. The line is cut into 128 px segments, and in three quarters of
@@ -88,8 +90,8 @@ class TrailConfig:
         Groups of more blocks than this are kept whatever their extent (a trail through a
         bright star joins it).
     min_vote_fraction : float
-        Fraction of the line's chord through the CCD that must be candidate blocks above the
-        local background fraction: ``(f - f_bg) / (1 - f_bg)`` (module docstring, step 3).
+        Fraction of the line's blocks (its strip through the CCD) that must be candidate
+        blocks above the local background fraction: ``(f - f_bg) / (1 - f_bg)`` (module docstring, step 3).
     bg_inner, bg_outer : int
         The local background fraction of a line is the median candidate fraction of the
         parallel lines this many blocks (inner to outer) away on both sides.
@@ -212,53 +214,30 @@ def _block_snr(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None, b
         return np.where(v > 0, s / np.sqrt(v), 0.0), v > 0
 
 
-def _chord_length(shape: tuple[int, int], theta: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """Length of the line x cos t + y sin t = rho inside [0, nx] x [0, ny] (same units)."""
-    ny, nx = shape
-    c, s = np.cos(theta), np.sin(theta)
-    out = np.zeros(np.broadcast(theta, rho).shape)
-    pts = []
-    with np.errstate(divide="ignore", invalid="ignore"):
-        for xb in (0.0, float(nx)):
-            y = (rho - xb * c) / s
-            pts.append((np.full_like(out, xb), y))
-        for yb in (0.0, float(ny)):
-            x = (rho - yb * s) / c
-            pts.append((x, np.full_like(out, yb)))
-    xs = np.stack([p[0] for p in pts])
-    ys = np.stack([p[1] for p in pts])
-    ok = (xs >= -1e-6) & (xs <= nx + 1e-6) & (ys >= -1e-6) & (ys <= ny + 1e-6) & np.isfinite(xs) \
-        & np.isfinite(ys)
-    xs = np.where(ok, xs, np.nan)
-    ys = np.where(ok, ys, np.nan)
-    with warnings.catch_warnings(), np.errstate(invalid="ignore"):
-        warnings.simplefilter("ignore", RuntimeWarning)  # lines that miss the CCD: all NaN
-        dx = np.nanmax(xs, axis=0) - np.nanmin(xs, axis=0)
-        dy = np.nanmax(ys, axis=0) - np.nanmin(ys, axis=0)
-    out = np.hypot(dx, dy)
-    return np.where(np.isfinite(out), out, 0.0)
-
-
 @functools.lru_cache(maxsize=8)
 def _hough_grid(my: int, mx: int, min_vote_fraction: float, min_votes: float
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(thetas, rho_edges, chord, need)`` of the Hough transform of a ``(my, mx)`` block grid.
+    """``(thetas, rho_edges, blocks, need)`` of the Hough transform of a ``(my, mx)`` block
+    grid.
 
-    ``chord`` (theta, rho bin) is the length of the bin's central line through the grid
-    (blocks): the number of blocks in its 1-block-wide strip. ``need`` is the least number of
-    votes of a line: ``min_vote_fraction`` of its chord, at least ``min_votes``. They depend
-    only on the grid, so they are computed once per process (0.1 s for a 4 x 4-binned CCD)
-    and shared read-only.
+    ``blocks`` (theta, rho bin) is the number of block centres in the bin's 1-block-wide
+    strip: its chord through the grid on average, but at angles where the strips alias
+    with the grid (0, 26.6, 45 deg ...) alternate bins hold up to ~1.4x and ~0.7x that, which
+    in a crowded field made lines at 45 and 135 deg pass on the grid alone. ``need`` is the
+    least number of votes of a line: ``min_vote_fraction`` of its blocks, at least
+    ``min_votes``. They depend only on the grid, so they are computed once per process
+    (~0.3 s for a 4 x 4-binned CCD) and shared read-only.
     """
     thetas = np.deg2rad(np.arange(0.0, 180.0, 0.5))
     diag = float(np.hypot(my, mx))
     rho_edges = np.arange(-diag, diag + 1.0, 1.0)
-    chord = _chord_length((my, mx), thetas[:, None],
-                          0.5 * (rho_edges[1:] + rho_edges[:-1])[None, :])
-    need = np.maximum(min_vote_fraction * chord, min_votes)
-    for a in (thetas, rho_edges, chord, need):
+    yy, xx = np.mgrid[0:my, 0:mx]
+    blocks = _hough_votes(xx.ravel() + 0.5, yy.ravel() + 0.5, np.cos(thetas), np.sin(thetas),
+                          float(rho_edges[0]), len(rho_edges) - 1)
+    need = np.maximum(min_vote_fraction * blocks, min_votes)
+    for a in (thetas, rho_edges, blocks, need):
         a.setflags(write=False)
-    return thetas, rho_edges, chord, need
+    return thetas, rho_edges, blocks, need
 
 
 @njit(cache=True)
@@ -276,10 +255,11 @@ def _hough_votes(xc, yc, cos_t, sin_t, rho0, nrho):  # pragma: no cover - numba
     return acc
 
 
-def _background_fraction(acc: np.ndarray, chord: np.ndarray, ks: np.ndarray, js: np.ndarray,
-                         inner: int, outer: int, fallback: float) -> np.ndarray:
+def _background_fraction(acc: np.ndarray, blocks: np.ndarray, ks: np.ndarray,
+                         js: np.ndarray, inner: int, outer: int, fallback: float
+                         ) -> np.ndarray:
     """Candidate fraction of the lines parallel to the bins ``(ks, js)``, ``inner``-``outer``
-    bins away on both sides (median over those with at least half the bin's chord;
+    bins away on both sides (median over those with at least half the bin's blocks;
     ``fallback`` where fewer than 8 of them do)."""
     nrho = acc.shape[1]
     offs = np.concatenate([np.arange(-outer, -inner + 1), np.arange(inner, outer + 1)])
@@ -287,8 +267,8 @@ def _background_fraction(acc: np.ndarray, chord: np.ndarray, ks: np.ndarray, js:
     valid = (jj >= 0) & (jj < nrho)
     jj = np.clip(jj, 0, nrho - 1)
     a = acc[ks[:, None], jj]
-    c = chord[ks[:, None], jj]
-    valid &= c >= 0.5 * chord[ks, js][:, None]
+    c = blocks[ks[:, None], jj]
+    valid &= c >= 0.5 * blocks[ks, js][:, None]
     frac = np.where(valid, a / np.where(c > 0, c, 1.0), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows without a valid neighbour
@@ -297,38 +277,84 @@ def _background_fraction(acc: np.ndarray, chord: np.ndarray, ks: np.ndarray, js:
     return np.clip(np.nan_to_num(p, nan=fallback), 0.0, 0.95)
 
 
-def _fit_line(xc: np.ndarray, yc: np.ndarray, wt: np.ndarray, theta: float, rho: float
-              ) -> tuple[float, float]:
-    """The line ``(theta, rho)`` refitted to the points within 3 of it: their principal axis,
-    each point weighted by ``wt`` (its block S/N), iterated (block units). A bright trail's
-    candidate blocks form a plateau several blocks wide, and the Hough peak may be any bin of
-    it; the S/N weighting (capped at its 90th percentile, so that a bright star beside the
-    line does not pull it) pulls the line onto the trail's ridge. The line is left as it is
-    where fewer than 10 points are near it or a fit would turn it by more than 2 deg (pulled
-    off by other sources)."""
-    for _ in range(8):
-        on = np.abs(xc * math.cos(theta) + yc * math.sin(theta) - rho) < 3.0
-        if on.sum() < 10:
+def _refine_line(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None, bits: int,
+                 theta: float, rho: float, fwhm_px: float, seg_px: float = 128.0,
+                 window: int = 20) -> tuple[float, float]:
+    """The line ``(theta, rho)`` (pixels) moved onto the trail's ridge in the image.
+
+    In each ``seg_px`` segment along the line, the median of the usable pixels at each
+    offset -``window``..``window`` px across it gives a cross profile; where its peak stands
+    5 noise sigmas above the profile's median, the peak's centroid (within 0.5 FWHM) is the
+    ridge's offset there. A straight line fitted to those offsets (least squares, then again
+    without those more than 2 px off) replaces the line; repeated while it moves by more
+    than half the window. The line is left as it is unless the ridge is seen, on one straight
+    line, in 3 and in three quarters of the segments with data. The Hough grid's steps
+    (0.5 deg, 1 block) leave a line up to ~9 px
+    off at the end of a CCD, and a bright trail's blocks form a plateau several blocks wide
+    whose any bin may win; fitted to the candidate blocks instead, a faint trail's line was
+    pulled 0.2-0.4 deg off by the sources of a crowded field.
+    """
+    ny, nx = image.shape
+    offs = np.arange(-window, window + 1, dtype=np.float64)
+    h = max(1, int(round(0.5 * fwhm_px)))
+    for _ in range(3):
+        c, s = math.cos(theta), math.sin(theta)
+        t = np.arange(-math.hypot(nx, ny), math.hypot(nx, ny), 1.0)
+        x0, y0 = rho * c - t * s, rho * s + t * c
+        inside = (x0 >= 0) & (x0 < nx) & (y0 >= 0) & (y0 < ny)
+        if inside.sum() < 3 * seg_px:
             break
-        x, y, w = xc[on], yc[on], wt[on]
-        w = np.minimum(w, np.percentile(w, 90.0))  # a bright star beside the line
-        sw = float(w.sum())
-        mx, my = float((w * x).sum() / sw), float((w * y).sum() / sw)
-        dx, dy = x - mx, y - my
-        cov = np.array([[np.sum(w * dx * dx), np.sum(w * dx * dy)],
-                        [np.sum(w * dx * dy), np.sum(w * dy * dy)]]) / sw
-        _, v = np.linalg.eigh(cov)
-        nx_, ny_ = -v[1, 1], v[0, 1]  # normal to the principal axis
-        if ny_ < 0 or (ny_ == 0 and nx_ < 0):
-            nx_, ny_ = -nx_, -ny_
-        t_new = math.atan2(ny_, nx_) % math.pi
-        turn = abs((t_new - theta + 0.5 * math.pi) % math.pi - 0.5 * math.pi)
-        if turn > math.radians(2.0):
+        t, x0, y0 = t[inside], x0[inside], y0[inside]
+        seg = ((t - t[0]) // seg_px).astype(np.int64)
+        xs = np.round(x0[None, :] + offs[:, None] * c).astype(np.int64)
+        ys = np.round(y0[None, :] + offs[:, None] * s).astype(np.int64)
+        ok = (xs >= 0) & (xs < nx) & (ys >= 0) & (ys < ny)
+        xs, ys = np.where(ok, xs, 0), np.where(ok, ys, 0)
+        v = np.asarray(image[ys, xs], dtype=np.float64)
+        w = np.asarray(weight[ys, xs], dtype=np.float64)
+        use = ok & (w > 0) & np.isfinite(v)
+        if mask is not None:
+            use &= (mask[ys, xs] & bits) == 0
+        v = np.where(use, v, np.nan)
+        sig_px = math.sqrt(float(np.median(1.0 / w[use]))) if use.any() else math.inf
+        us, ds = [], []
+        n_seg = 0
+        for k in range(int(seg[-1]) + 1):
+            cols = seg == k
+            n_ok = use[:, cols].sum(axis=1)
+            if n_ok.min() < 0.5 * seg_px:
+                continue
+            n_seg += 1
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                prof = np.nanmedian(v[:, cols], axis=1)
+            base = float(np.median(prof))
+            i = int(np.argmax(prof))
+            noise = 1.2533 * sig_px / math.sqrt(float(n_ok.min()))
+            if not prof[i] - base >= 5.0 * noise or i < h or i > len(offs) - 1 - h:
+                continue
+            ww = np.maximum(prof[i - h:i + h + 1] - base, 0.0)
+            us.append(float(np.mean(t[cols])))
+            ds.append(float(np.sum(ww * offs[i - h:i + h + 1]) / np.sum(ww)))
+        if len(us) < 3:
             break
-        r_new = mx * math.cos(t_new) + my * math.sin(t_new)
-        done = turn < 1e-4 and abs(r_new - rho) < 0.02
+        u, d = np.asarray(us), np.asarray(ds)
+        coef = np.polyfit(u, d, 1)
+        good = np.abs(d - np.polyval(coef, u)) <= 2.0
+        if good.sum() < max(3.0, 0.75 * n_seg):
+            break
+        coef = np.polyfit(u[good], d[good], 1)
+        # two points of the refitted ridge -> (theta, rho)
+        pts = []
+        for uu in (float(u.min()), float(u.max())):
+            dd = float(np.polyval(coef, uu))
+            pts.append((rho * c - uu * s + dd * c, rho * s + uu * c + dd * s))
+        (xa, ya), (xb, yb) = pts
+        t_new = (math.atan2(yb - ya, xb - xa) + 0.5 * math.pi) % math.pi
+        r_new = xa * math.cos(t_new) + ya * math.sin(t_new)
+        moved = max(abs(float(np.polyval(coef, uu))) for uu in (float(u.min()), float(u.max())))
         theta, rho = t_new, r_new
-        if done:
+        if moved <= 0.5 * window:
             break
     return theta, rho
 
@@ -380,7 +406,7 @@ def find_trails(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None, 
                           and sizes[k] <= config.max_blob for k, sl in enumerate(objs)])
         cand &= ~np.concatenate([[False], small])[lab]
     my, mx = snr.shape
-    thetas, rho_edges, chord, need = _hough_grid(my, mx, float(config.min_vote_fraction),
+    thetas, rho_edges, blocks, need = _hough_grid(my, mx, float(config.min_vote_fraction),
                                                  float(config.min_length_px / b))
     cos_t, sin_t = np.cos(thetas), np.sin(thetas)
     nrho = len(rho_edges) - 1
@@ -389,7 +415,6 @@ def find_trails(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None, 
     ny, nx = image.shape
     yy_b, xx_b = np.nonzero(cand)
     xc, yc = xx_b + 0.5, yy_b + 0.5
-    wt = snr[yy_b, xx_b]
     # the CCD's candidate fraction: the background of lines with too few parallel neighbours
     fallback = float(xc.size / max(int(usable.sum()), 1))
     for _ in range(2 * config.max_trails):
@@ -399,18 +424,20 @@ def find_trails(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None, 
         ks, js = np.nonzero(acc >= need)
         if ks.size == 0:
             break
-        f_bg = _background_fraction(acc, chord, ks, js, int(config.bg_inner),
+        f_bg = _background_fraction(acc, blocks, ks, js, int(config.bg_inner),
                                     int(config.bg_outer), fallback)
-        excess = (acc[ks, js] - f_bg * chord[ks, js]) / (1.0 - f_bg)
+        excess = (acc[ks, js] - f_bg * blocks[ks, js]) / (1.0 - f_bg)
         score = excess / need[ks, js]
         best = int(np.argmax(score))
         if score[best] < 1.0:
             break
         k, j = int(ks[best]), int(js[best])
-        theta, rho_b = _fit_line(xc, yc, wt, float(thetas[k]), float(rho_edges[j]) + 0.5)
+        theta = float(thetas[k])
+        rho = (float(rho_edges[j]) + 0.5) * b - 0.5 * (math.cos(theta) + math.sin(theta))
+        theta, rho = _refine_line(image, weight, mask, config.mask_bits, theta, rho, fwhm_px)
+        rho_b = (rho + 0.5 * (math.cos(theta) + math.sin(theta))) / b  # pixel -> block units
         r = xc * math.cos(theta) + yc * math.sin(theta)
         votes = int(np.count_nonzero(np.abs(r - rho_b) < 1.5))
-        rho = rho_b * b - 0.5 * (math.cos(theta) + math.sin(theta))  # block -> pixel centres
         ridge = _ridge_contrast(image, weight, mask, config.mask_bits, theta, rho, fwhm_px)
         if not ridge >= config.min_peak_sigma:
             log.debug("trails: line theta %.1f deg, rho %.0f px dropped: ridge %.2f sigma",
@@ -426,7 +453,7 @@ def find_trails(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None, 
                                 half_width=float(half), votes=votes,
                                 background_fraction=float(f_bg[best]), peak_sigma=float(ridge)))
             keep = np.abs(r - rho_b) > half / b + 1.5
-        xc, yc, wt = xc[keep], yc[keep], wt[keep]
+        xc, yc = xc[keep], yc[keep]
     if trails:
         log.info("trails: %d found (%s); %.2f %% of the CCD masked", len(trails),
                  ", ".join(f"theta {t.theta_deg:.1f} deg, half-width {t.half_width:.0f} px"
@@ -493,22 +520,27 @@ def _ridge_contrast(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
                     theta: float, rho: float, fwhm_px: float, seg_px: float = 128.0) -> float:
     """How far a line stands above its sides, consistently along it (pixel sigmas).
 
-    The line is cut into ``seg_px`` segments; in each, the median of the usable pixels within
+    The line is cut into ``seg_px`` segments (at least 4, of at least 32 px); in each, the
+    median of the usable pixels within
     0.5 FWHM of the line less the larger of the medians of the two bands 2.5-4 FWHM away on
-    either side, in pixel sigmas. Returns the lower quartile over the segments (NaN without
-    one): three quarters of the line must stand out. A trail is a ridge along its whole
+    either side, in pixel sigmas. Returns the lower quartile over the segments, or the
+    median less 2.5 standard errors (from the segments' own scatter) where that is lower
+    (NaN with fewer than 3 segments with data): three quarters of the line must stand out,
+    consistently. A trail is a ridge along its whole
     length (its own light 2.5 FWHM out is a few % of its peak); a line that the Hough
     transform drew through a chain of sources in a crowded field crosses them in some
-    segments only (on the crowded simulated night such lines had segment contrasts from -3
-    to +3 sigma, median up to 0.5, lower quartile <= 0), and where it does their light reaches
-    the sides as well.
+    segments only (on the crowded simulated night such lines had segment contrasts from -5
+    to +3 sigma, lower quartiles up to 0.5 on short lines of 5 segments, but their scatter
+    puts the median's lower bound below 0), and where it does their light reaches the sides
+    as well.
     """
     ny, nx = image.shape
     c, s = math.cos(theta), math.sin(theta)
     t = np.arange(-math.hypot(nx, ny), math.hypot(nx, ny), 1.0)
     x0, y0 = rho * c - t * s, rho * s + t * c
     inside = (x0 >= 0) & (x0 < nx) & (y0 >= 0) & (y0 < ny)
-    if inside.sum() < seg_px:
+    seg_px = max(min(seg_px, 0.25 * float(inside.sum())), 32.0)  # >= 4 segments on short lines
+    if inside.sum() < 3 * seg_px:
         return math.nan
     t, x0, y0 = t[inside], x0[inside], y0[inside]
     seg = ((t - t[0]) // seg_px).astype(np.int64)
@@ -542,4 +574,10 @@ def _ridge_contrast(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
         if a.size < 0.25 * seg_px * (2 * h + 1) or lv.size < 20 or rv.size < 20:
             continue
         contrast.append((np.median(a) - max(np.median(lv), np.median(rv))) / sigma)
-    return float(np.percentile(contrast, 25.0)) if contrast else math.nan
+    if len(contrast) < 3:
+        return math.nan
+    cv = np.asarray(contrast)
+    med = float(np.median(cv))
+    # the median's standard error from the segments' own scatter (robust)
+    se = 1.2533 * 1.4826 * float(np.median(np.abs(cv - med))) / math.sqrt(cv.size)
+    return min(float(np.percentile(cv, 25.0)), med - 2.5 * se)
