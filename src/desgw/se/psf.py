@@ -87,7 +87,8 @@ from scipy.spatial import cKDTree
 from desgw.errors import AlgorithmError, DataTypeError
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import UNUSABLE
-from desgw.se.measure_kernels import add_psf_sources, psf_fit_all, winpos_stamps
+from desgw.se.measure_kernels import (add_psf_sources, psf_fit_stamps, render_psf_stamps,
+                                      winpos_stamps)
 from desgw.se.psf_lanczos import shift_matrix
 from desgw.util.lanczos import interpolation_matrix
 from desgw.se.psf_shape import adaptive_moments, fit_moffat
@@ -831,9 +832,12 @@ def _neighbour_light(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | N
     fl = np.zeros(len(xn))
     if used.size:
         radius = np.full(used.size, float(np.clip(2.0 * fwhm0, 3.0, n // 2)))
-        fu = psf_fit_all(data, w32, bad, xn[used], yn[used], np.ascontiguousarray(terms[used]),
-                         coeffs, coeffs, config.lanczos_order, radius, float(config.gain), 5,
-                         np.zeros(used.size))[0]
+        xu, yu = xn[used], yn[used]
+        tu = np.ascontiguousarray(terms[used])
+        stamps, fwhm = render_psf_stamps(xu, yu, tu, coeffs, config.lanczos_order)
+        fu = psf_fit_stamps(data, w32, bad, xu, yu, stamps, fwhm, tu, coeffs,
+                            config.lanczos_order, radius, float(config.gain), 5,
+                            np.zeros(used.size), False)[0]
         fl[used] = np.where(np.isfinite(fu) & (fu > 0), fu, 0.0)
     for k, near in enumerate(nears):
         near = np.asarray(near, dtype=np.int64)
