@@ -83,6 +83,9 @@ class BackgroundConfig:
         Kolmogorov out to ~8 FWHM).
     wing_max_fwhm : float
         Largest wing-mask radius, in FWHM.
+    wing_max_bad_meshes : float
+        Largest fraction of the meshes that the wing masks may leave with under half of their
+        pixels usable (:func:`object_mask`).
     """
 
     mesh: int = 256
@@ -93,6 +96,7 @@ class BackgroundConfig:
     wing_fraction: float = 0.1
     wing_beta: float = 2.5
     wing_max_fwhm: float = 10.0
+    wing_max_bad_meshes: float = 0.5
 
     def __post_init__(self) -> None:
         if self.mesh < 8:
@@ -105,6 +109,9 @@ class BackgroundConfig:
             raise ValueError(f"BackgroundConfig.wing_fraction must be >= 0, got {self.wing_fraction}")
         if not self.wing_beta > 1:
             raise ValueError(f"BackgroundConfig.wing_beta must be > 1, got {self.wing_beta}")
+        if not 0 <= self.wing_max_bad_meshes < 1:
+            raise ValueError(f"BackgroundConfig.wing_max_bad_meshes must be in [0, 1), got "
+                             f"{self.wing_max_bad_meshes}")
         if not self.wing_max_fwhm > 0:
             raise ValueError(f"BackgroundConfig.wing_max_fwhm must be > 0, got {self.wing_max_fwhm}")
 
@@ -208,7 +215,20 @@ def _paint_discs(out, x, y, r):  # pragma: no cover - numba
                     out[j, i] = True
 
 
+def _mesh_fraction(mask: np.ndarray, mesh: int) -> np.ndarray:
+    """Fraction of set pixels per ``mesh`` x ``mesh`` mesh (sep's grid: the last row and
+    column of meshes may be partial)."""
+    ye = np.arange(0, mask.shape[0], mesh)
+    xe = np.arange(0, mask.shape[1], mesh)
+    cnt = np.add.reduceat(np.add.reduceat(mask.view(np.uint8), ye, axis=0, dtype=np.int64), xe,
+                          axis=1, dtype=np.int64)
+    area = (np.diff(np.append(ye, mask.shape[0]))[:, None]
+            * np.diff(np.append(xe, mask.shape[1]))[None, :])
+    return cnt / area
+
+
 def object_mask(objects: np.ndarray, wings: ObjectWings | None = None, *,
+                bad: np.ndarray | None = None,
                 config: BackgroundConfig = BackgroundConfig()) -> np.ndarray:
     """The pixels :func:`estimate_background` leaves out for the detected objects.
 
@@ -216,12 +236,20 @@ def object_mask(objects: np.ndarray, wings: ObjectWings | None = None, *,
     ``config.object_grow`` pixels, and with ``wings`` and ``config.wing_fraction > 0`` a disc
     around each detection out to :func:`wing_radii` at ``wing_fraction * wings.noise``.
 
+    sep takes a mesh with less than half of its pixels usable from its neighbours; where the
+    discs would leave more than ``config.wing_max_bad_meshes`` of the meshes so (``bad``, the
+    segments and the discs together), the discs are those of a 3x, then 9x higher level, and
+    failing that there are none (the grown segments only), so that a very crowded CCD keeps a
+    sky from its own meshes.
+
     Parameters
     ----------
     objects : numpy.ndarray
         (ny, nx) segmentation map or boolean map of detected pixels.
     wings : ObjectWings or None
         The detections' positions, peaks, the seeing and the noise.
+    bad : numpy.ndarray or None
+        Boolean (ny, nx): pixels unusable anyway (counted in a mesh's masked fraction).
     config : BackgroundConfig
 
     Returns
@@ -238,12 +266,22 @@ def object_mask(objects: np.ndarray, wings: ObjectWings | None = None, *,
     if not (x.shape == y.shape == peak.shape and x.ndim == 1):
         raise DataTypeError(None, None, f"ObjectWings x, y and peak must be 1-D of one length, "
                             f"got {x.shape}, {y.shape}, {peak.shape}")
-    r = wing_radii(peak, wings.fwhm_px, config.wing_fraction * wings.noise,
-                   beta=config.wing_beta, max_fwhm=config.wing_max_fwhm)
-    _paint_discs(obj, x, y, r)
-    log.debug("background object mask: %d wing discs, median radius %.1f px, %.1f %% of pixels",
-              x.size, float(np.median(r)) if r.size else 0.0, 100.0 * float(obj.mean()))
-    return obj
+    base = obj if bad is None else (obj | bad)
+    out = obj
+    for level in (1.0, 3.0, 9.0):
+        r = wing_radii(peak, wings.fwhm_px, level * config.wing_fraction * wings.noise,
+                       beta=config.wing_beta, max_fwhm=config.wing_max_fwhm)
+        disc = obj.copy()
+        _paint_discs(disc, x, y, r)
+        frac = _mesh_fraction(disc | base, int(config.mesh))
+        if float(np.mean(frac > 0.5)) <= config.wing_max_bad_meshes:
+            out = disc
+            break
+        log.debug("background wing masks at %.1f sigma leave %d of %d meshes under half usable",
+                  level * config.wing_fraction, int(np.sum(frac > 0.5)), frac.size)
+    log.debug("background object mask: %d wing discs, %.1f %% of pixels masked", x.size,
+              100.0 * float(out.mean()))
+    return out
 
 
 def _check_image(name: str, arr: np.ndarray, shape: tuple[int, ...] | None = None) -> None:
@@ -297,7 +335,7 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
     if objects is not None:
         objects = np.asarray(objects)
         _check_image("objects", objects, image.shape)
-        obj = object_mask(objects, wings, config=config)
+        obj = object_mask(objects, wings, bad=bad, config=config)
         bad = obj if bad is None else np.ascontiguousarray(bad | obj)
     bkg = sep.Background(data, mask=bad, bw=config.mesh, bh=config.mesh,
                          fw=config.filter, fh=config.filter, fthresh=config.fthresh)
