@@ -10,7 +10,10 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
 
 - ``alone``: each PSF flux fitted alone (``neighbour_iter=0``), the sky of the clipped mode;
 - ``neighbours``: neighbours' PSF models subtracted (``neighbour_iter=2``); the pipeline's
-  default;
+  default (the second background with each first-pass detection's wing masked,
+  :class:`desgw.se.background.ObjectWings`);
+- ``fixedgrow``: as ``neighbours`` with the second background's object masks the segments
+  grown by 4 px only (the masks before the wing masks);
 - ``nocompanions``: as ``neighbours`` without the search for point sources hidden in the PSF
   stars' stamps (``PSFConfig.companion_snr = 0``, the PSF fit before it);
 - ``noforward``: as ``neighbours`` with the PSF model fitted to the resampled stamps instead of
@@ -52,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "se"))
 from crowded_synth import crowded_field, run_photometry
 
 VARIANTS: dict[str, dict[str, Any]] = {"alone": dict(neighbour_iter=0), "neighbours": dict(neighbour_iter=2),
+            "fixedgrow": dict(neighbour_iter=2, wings=False),
             "nocompanions": dict(neighbour_iter=2, psf_kw={"companion_snr": 0.0}),
             "noforward": dict(neighbour_iter=2, psf_kw={"forward_model": False}),
             "meansky": dict(neighbour_iter=2, refine=True),

@@ -135,7 +135,7 @@ def crowded_field(n_stars: int, n_gal: int, *, shape: tuple[int, int] = (2048, 1
 
 
 def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = False,
-                   neighbour_iter: int = 2,
+                   neighbour_iter: int = 2, wings: bool = True,
                    true_positions: bool = False, refit_psf: bool = False,
                    psf_kw: dict | None = None) -> dict:
     """The single-epoch sequence of :func:`desgw.se.process.process_ccd` on a crowded field and
@@ -144,6 +144,9 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     Two-pass background (sources masked), detection for the seeing, PSF fit, measurement,
     aperture correction, calibration-star selection and the weighted zeropoint against the total
     fluxes of the stars brighter than 21 mag (the Gaia-like reference), matched within 1".
+    ``wings`` masks each first-pass detection's wing for the second background as
+    :func:`desgw.se.process.process_ccd` does (:class:`desgw.se.background.ObjectWings`; False:
+    the segments grown by 4 px only, the masks before);
     ``true_sky`` replaces the estimated background by the true sky; ``psf_kw`` overrides
     :class:`desgw.se.psf.PSFConfig` fields (e.g. ``companion_snr=0``).
 
@@ -160,7 +163,7 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
 
     from scipy.spatial import cKDTree
 
-    from desgw.se.background import estimate_background
+    from desgw.se.background import ObjectWings, estimate_background
     from desgw.se.detect import DetectConfig, detect_sources
     from desgw.se.measure import MeasureConfig, measure_sources
     from desgw.se.photocal import select_calibration_stars, zeropoint
@@ -171,7 +174,11 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     image, mask, weight = f.image, f.mask, f.weight
     bkg1 = estimate_background(image, mask)
     det1 = detect_sources(image - bkg1.level, bkg1.rms, mask, config=DetectConfig())
-    bkg = estimate_background(image, mask, objects=det1.segmap)
+    c1 = det1.catalog
+    ow = ObjectWings(x=np.asarray(c1["x"], float), y=np.asarray(c1["y"], float),
+                     peak=np.asarray(c1["peak"], float), fwhm_px=f.fwhm,
+                     noise=bkg1.global_rms) if wings else None
+    bkg = estimate_background(image, mask, objects=det1.segmap, wings=ow)
     level = f.sky if true_sky else bkg.level
     sub = image - level
     det_cfg = detect_config_for_seeing(DetectConfig(), f.fwhm, snr=5.0, minarea=3)

@@ -21,7 +21,8 @@
    :func:`desgw.se.process_steps.cosmics_objlim`), the mask grown by ``cosmic_grow`` pixels;
    CRAY pixels get weight 0. Then **trails** of satellites and aircraft
    (:func:`desgw.se.trails.find_trails`): STREAK, weight 0.
-7. **Second background** with the first pass's detections (and the cosmic rays) masked.
+7. **Second background** with the first pass's detections (and the cosmic rays) masked, each
+   out to where its wing falls below 0.1 sigma (:class:`desgw.se.background.ObjectWings`).
 8. **Detection** with the filter matched to the seeing and a threshold on the filtered image's
    signal-to-noise (:func:`desgw.se.process_steps.detect_config_for_seeing`).
 9. **PSF**: candidates (bright, isolated, point-like, below 80 % of saturation) and the fit
@@ -73,7 +74,7 @@ from desgw.se.astrometry import (
     AstrometryResult,
     solve_wcs,
 )
-from desgw.se.background import Background, BackgroundConfig, estimate_background
+from desgw.se.background import Background, BackgroundConfig, ObjectWings, estimate_background
 from desgw.se.cosmics import CosmicsConfig, find_cosmic_rays
 from desgw.se.crosstalk import correct_crosstalk
 from desgw.se.detect import DetectConfig, detect_sources
@@ -819,7 +820,12 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
         lap("trails")
 
     # --- second pass: background with sources masked, detection for the seeing
-    bkg = estimate_background(image, mask, objects=det1.segmap, config=bcfg)
+    c1 = det1.catalog
+    wings = ObjectWings(x=np.asarray(c1["x"], dtype=np.float64),
+                        y=np.asarray(c1["y"], dtype=np.float64),
+                        peak=np.asarray(c1["peak"], dtype=np.float64), fwhm_px=seeing.fwhm_px,
+                        noise=bkg1.global_rms)
+    bkg = estimate_background(image, mask, objects=det1.segmap, wings=wings, config=bcfg)
     np.subtract(image, bkg.level, out=sub)
     wscale = (weight_rescale_factor(sub, weight, mask, det1.segmap)
               if config.rescale_weight else 1.0)
