@@ -215,16 +215,26 @@ def _paint_discs(out, x, y, r):  # pragma: no cover - numba
                     out[j, i] = True
 
 
-def _mesh_fraction(mask: np.ndarray, mesh: int) -> np.ndarray:
-    """Fraction of set pixels per ``mesh`` x ``mesh`` mesh (sep's grid: the last row and
-    column of meshes may be partial)."""
-    ye = np.arange(0, mask.shape[0], mesh)
-    xe = np.arange(0, mask.shape[1], mesh)
-    cnt = np.add.reduceat(np.add.reduceat(mask.view(np.uint8), ye, axis=0, dtype=np.int64), xe,
-                          axis=1, dtype=np.int64)
-    area = (np.diff(np.append(ye, mask.shape[0]))[:, None]
-            * np.diff(np.append(xe, mask.shape[1]))[None, :])
-    return cnt / area
+@njit(cache=True)
+def _mesh_counts(a, b, mesh):  # pragma: no cover - numba
+    """Pixels set in ``a`` or ``b`` per ``mesh`` x ``mesh`` mesh (last ones may be partial)."""
+    ny, nx = a.shape
+    nmy, nmx = (ny + mesh - 1) // mesh, (nx + mesh - 1) // mesh
+    out = np.zeros((nmy, nmx), np.int64)
+    for y in range(ny):
+        my = y // mesh
+        for x in range(nx):
+            if a[y, x] or b[y, x]:
+                out[my, x // mesh] += 1
+    return out
+
+
+def _mesh_fraction(a: np.ndarray, b: np.ndarray, mesh: int) -> np.ndarray:
+    """Fraction of pixels set in ``a`` or ``b`` per mesh of sep's grid."""
+    ny, nx = a.shape
+    ye = np.append(np.arange(0, ny, mesh), ny)
+    xe = np.append(np.arange(0, nx, mesh), nx)
+    return _mesh_counts(a, b, mesh) / (np.diff(ye)[:, None] * np.diff(xe)[None, :])
 
 
 def object_mask(objects: np.ndarray, wings: ObjectWings | None = None, *,
@@ -266,14 +276,14 @@ def object_mask(objects: np.ndarray, wings: ObjectWings | None = None, *,
     if not (x.shape == y.shape == peak.shape and x.ndim == 1):
         raise DataTypeError(None, None, f"ObjectWings x, y and peak must be 1-D of one length, "
                             f"got {x.shape}, {y.shape}, {peak.shape}")
-    base = obj if bad is None else (obj | bad)
+    base = obj if bad is None else np.ascontiguousarray(bad, dtype=bool)
     out = obj
     for level in (1.0, 3.0, 9.0):
         r = wing_radii(peak, wings.fwhm_px, level * config.wing_fraction * wings.noise,
                        beta=config.wing_beta, max_fwhm=config.wing_max_fwhm)
         disc = obj.copy()
         _paint_discs(disc, x, y, r)
-        frac = _mesh_fraction(disc | base, int(config.mesh))
+        frac = _mesh_fraction(disc, base, int(config.mesh))
         if float(np.mean(frac > 0.5)) <= config.wing_max_bad_meshes:
             out = disc
             break
