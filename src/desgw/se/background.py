@@ -85,7 +85,7 @@ class BackgroundConfig:
         Largest wing-mask radius, in FWHM.
     wing_max_bad_meshes : float
         Largest fraction of the meshes that the wing masks may leave with under half of their
-        pixels usable (:func:`object_mask`).
+        pixels usable, which sep fills from their neighbours (:func:`object_mask`).
     """
 
     mesh: int = 256
@@ -96,7 +96,7 @@ class BackgroundConfig:
     wing_fraction: float = 0.1
     wing_beta: float = 2.5
     wing_max_fwhm: float = 10.0
-    wing_max_bad_meshes: float = 0.5
+    wing_max_bad_meshes: float = 0.75
 
     def __post_init__(self) -> None:
         if self.mesh < 8:
@@ -246,11 +246,15 @@ def object_mask(objects: np.ndarray, wings: ObjectWings | None = None, *,
     ``config.object_grow`` pixels, and with ``wings`` and ``config.wing_fraction > 0`` a disc
     around each detection out to :func:`wing_radii` at ``wing_fraction * wings.noise``.
 
-    sep takes a mesh with less than half of its pixels usable from its neighbours; where the
-    discs would leave more than ``config.wing_max_bad_meshes`` of the meshes so (``bad``, the
-    segments and the discs together), the discs are those of a 3x, then 9x higher level, and
-    failing that there are none (the grown segments only), so that a very crowded CCD keeps a
-    sky from its own meshes.
+    sep takes a mesh with less than half of its pixels usable from its neighbours (and returns
+    a zero sky when no mesh is usable); where the discs would leave more than
+    ``config.wing_max_bad_meshes`` of the meshes so (``bad``, the segments and the discs
+    together), the discs are those of a 3x, then 9x higher level, and failing that there are
+    none (the grown segments only). The default 0.75 keeps at least a quarter of the meshes
+    (32 of a full CCD's 128) measuring the sky. Measured fractions at 0.1 sigma: 0.59 of the
+    meshes on the crowded audit CCD 768792/28 (Moffat beta 2.5, 1.57", 11,600 objects; 0.09
+    with the segments alone), 0.43 on 880001/28 of that night, 0.14 on 642180/28: where
+    they are filled, the sky of those meshes is their neighbours'.
 
     Parameters
     ----------
