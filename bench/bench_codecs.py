@@ -9,7 +9,8 @@ the former immask (astropy, RICE q = 16 with cfitsio's per-row noise estimate, G
 absolute quantisation steps (sigma / 16 for SCI, smallest weight / 1024 for WGT) with astropy
 and with fitsio, DES's choice (SCI and WGT RICE q = 16 with the noise estimate, MSK PLIO_1),
 lossless weights (GZIP_1 / GZIP_2) and no compression, and ``desgw`` (what
-:func:`desgw.io.products.write_immask` does now). The scene: 20 e- sky noise varying over the
+:func:`desgw.io.products.write_immask` does now: the codecs of "fitsio, SCI+WGT RICE abs step,
+MSK RICE", encoded by :mod:`desgw.io.rice`, with the steps computed and the inputs checked). The scene: 20 e- sky noise varying over the
 CCD, 400 stars, 2 % masked pixels (weight 0).
 
 Prints one JSON object.

@@ -14,9 +14,8 @@ Usage: ``python bench/bench_diff.py [--seed 3] [--repeat 3] [--workdir DIR]``
    of the target (resample + subtract + detect + measure + real/bogus score + stamps; target
    <= 1.5 s), and the peak RSS of the process (target <= 1.5 GB); then once against all the
    overlapping template CCDs (``all_templates``). One more run splits the subtraction's CPU
-   seconds into its FFTs (by scipy.fft function: ``rfftn``/``irfftn`` the tiles' data
-   (``rfft2``/``irfft2`` before the (Ty//2 + 1, Tx) spectrum layout), ``rfft``/``fft`` the
-   filters' pruned transforms) and the rest (``subtract_cpu_split_s``).
+   seconds into its FFTs by scipy.fft function, its per-tile passes and the rest
+   (``subtract_cpu_split_s``; what each key is: :func:`_subtract_split`).
 
 The real/bogus score is the shipped model's (``desgw.diff.realbogus``). Prints one JSON
 object.
@@ -104,8 +103,17 @@ def _realbogus_summary(r, truth, expnum: int, ccd: int) -> dict:
 
 def _subtract_split(run) -> dict[str, float]:
     """CPU seconds of the subtraction in one ``run()`` (a difference_ccd call): in all, in
-    the FFTs of :mod:`desgw.diff.zogy` by function, and the rest (tile set-up, PSFs, filters,
-    spectra products, stitching, masks)."""
+    the FFTs of :mod:`desgw.diff.zogy` by function, in its per-tile passes, and the rest.
+
+    FFT functions: ``rfftn`` the tiles' data forward (4 per tile: N, R, V_n, V_r);
+    ``ifft`` + ``irfft`` their inverse (4 per tile: S, D, V(S), V(D), the real pass over the
+    interior columns only); ``rfft`` + ``fft`` the 8 filters' pruned transforms to the tile
+    grid (one batch per tile); ``rfft2`` + ``irfft2`` the filters built on the small (K, K)
+    grid. Passes (numba, one each per tile): ``pass_fill`` (copy and in-paint the 4 input
+    tiles), ``pass_spectra`` (the 4 output spectra), ``pass_finalise`` (the interior's 5
+    outputs); ``filters`` is :func:`desgw.diff.zogy.zogy_kernels` in all (its small FFTs
+    included); ``tiles`` counts the tiles.
+    """
     import collections
 
     import scipy.fft
@@ -115,38 +123,54 @@ def _subtract_split(run) -> dict[str, float]:
 
     acc: collections.Counter[str] = collections.Counter()
 
+    def timed(f, key: str):
+        def call(*a, **k):
+            t0 = time.process_time()
+            try:
+                return f(*a, **k)
+            finally:
+                acc[key] += time.process_time() - t0
+        return call
+
     class _TimedFFT:
         def __getattr__(self, name: str):
             f = getattr(scipy.fft, name)
-            if name not in ("rfft2", "irfft2", "rfftn", "irfftn", "rfft", "fft"):
+            if name not in ("rfft2", "irfft2", "rfftn", "irfftn", "rfft", "irfft", "fft",
+                            "ifft"):
                 return f
+            return timed(f, f"fft_{name}")
 
-            def timed(*a, **k):
-                t0 = time.process_time()
-                try:
-                    return f(*a, **k)
-                finally:
-                    acc[f"fft_{name}"] += time.process_time() - t0
-            return timed
-
+    passes = {"_fill_tile": "pass_fill", "_spectra": "pass_spectra",
+              "_finalise_tile": "pass_finalise", "zogy_kernels": "filters"}
+    saved = {name: getattr(zogy, name) for name in passes}
     sub = pipeline.subtract
+    saved_tiles = zogy._tile_outputs
+    tiles = timed(saved_tiles, "tiles_s")
 
-    def timed_subtract(*a, **k):
-        t0 = time.process_time()
-        try:
-            return sub(*a, **k)
-        finally:
-            acc["subtract"] += time.process_time() - t0
+    def count_tiles(*a, **k):
+        acc["tiles"] += 1
+        return tiles(*a, **k)
 
-    zogy.sfft, pipeline.subtract = _TimedFFT(), timed_subtract
+    zogy.sfft, pipeline.subtract = _TimedFFT(), timed(sub, "subtract")
+    zogy._tile_outputs = count_tiles
+    for name, key in passes.items():
+        setattr(zogy, name, timed(saved[name], key))
     try:
         run()
     finally:
         zogy.sfft, pipeline.subtract = scipy.fft, sub
+        zogy._tile_outputs = saved_tiles
+        for name in passes:
+            setattr(zogy, name, saved[name])
     ffts = sum(v for k, v in acc.items() if k.startswith("fft_"))
-    out: dict[str, float] = {k: round(v, 3) for k, v in sorted(acc.items())}
+    # zogy_kernels' own small transforms are inside "filters" too: count them once
+    filters_fft = acc["fft_rfft2"] + acc["fft_irfft2"]
+    out: dict[str, float] = {k: round(v, 3) for k, v in sorted(acc.items()) if k != "tiles_s"}
+    out["tiles"] = int(acc["tiles"])
     out["fft_all"] = round(ffts, 3)
     out["not_fft"] = round(acc["subtract"] - ffts, 3)
+    out["other"] = round(acc["subtract"] - ffts - acc["pass_fill"] - acc["pass_spectra"]
+                         - acc["pass_finalise"] - (acc["filters"] - filters_fft), 3)
     return out
 
 

@@ -213,3 +213,47 @@ def test_exposures_near(db):
     # across the pole: 89.5 at RA 180 and 88.5 at RA 0 are 2.0 deg apart
     assert [e.expnum for e in exposures_near(db, 0.0, 88.5, 2.2, "i")] == [6, 5]
     assert exposures_near(db, 90.0, -40.0, 2.2) == []
+
+
+def test_replace_ccd_results_batches_inserts_and_keeps_id_order(db):
+    """The fakes, candidates and detections of a CCD go in as batches (a few INSERT
+    statements, not one per row), and the returned ids are those of the rows in input
+    order: each detection's stored position and its recovered fake match."""
+    import sqlalchemy as sa
+
+    from desgw.db import replace_ccd_results
+
+    register_exposure(db, header(900001, mjd=58600.1))
+    fakes = [NewFake(ra=20.0 + 0.01 * i, dec=-3.0, mag=21.0 + 0.01 * i, host=i % 2 == 0)
+             for i in range(40)]
+    dets = [det(20.0 + 0.01 * i, -3.0, snr=10.0 + i, is_fake=True, fake_id=i)
+            for i in range(0, 40, 2)]
+    dets += [det(21.0 + 0.003 * i, -3.1, snr=6.0) for i in range(30)]
+    counts: dict[str, int] = {}
+
+    def count(_c, _cur, statement, *_a) -> None:
+        kind = statement.split(None, 1)[0].upper()
+        counts[kind] = counts.get(kind, 0) + 1
+
+    sa.event.listen(db.engine, "before_cursor_execute", count)
+    try:
+        fake_ids, det_ids = replace_ccd_results(db, 900001, 7, fakes=fakes, detections=dets)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", count)
+    assert counts.get("INSERT", 0) <= 4
+    assert len(fake_ids) == 40 and len(det_ids) == 50 and len(set(det_ids)) == 50
+    stored = {d.id: d for d in get_detections(db, expnum=900001)}
+    for i, did in enumerate(det_ids):
+        assert stored[did].ra == pytest.approx(dets[i].ra, abs=1e-9)
+        assert stored[did].snr == pytest.approx(dets[i].snr)
+    by_id = {f.id: f for f in get_fakes(db, expnum=900001)}
+    for i, fid in enumerate(fake_ids):
+        assert by_id[fid].mag == pytest.approx(fakes[i].mag)
+        assert by_id[fid].recovered == (i % 2 == 0)
+        if i % 2 == 0:
+            assert by_id[fid].recovered_detection_id == det_ids[i // 2]
+    cands = get_candidates(db)
+    assert len(cands) == 50 and sum(c.n_detections for c in cands) == 50
+    # a rerun replaces: same counts, no duplicates
+    replace_ccd_results(db, 900001, 7, fakes=fakes, detections=dets)
+    assert len(get_detections(db, expnum=900001)) == 50 and len(get_candidates(db)) == 50

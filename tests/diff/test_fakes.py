@@ -162,6 +162,61 @@ def test_hosted_fakes_lie_within_their_hosts():
     assert np.all(fakes["host_id"][~hosted] == -1)
 
 
+def _hosts_with_transients(rng, n_gal=30, r_half=8.0):
+    """Galaxies (NUMBER 1..) each with a transient detected 0.8 r_half from its centre
+    (NUMBER 1001..), and field stars (2001..): one SE catalog."""
+    gx = rng.uniform(80, SHAPE[1] - 80, n_gal)
+    gy = rng.uniform(80, SHAPE[0] - 80, n_gal)
+    phi = rng.uniform(0, 2 * np.pi, n_gal)
+    tx, ty = gx + 0.8 * r_half * np.cos(phi), gy + 0.8 * r_half * np.sin(phi)
+    ns = 60
+    sx, sy = rng.uniform(40, SHAPE[1] - 40, ns), rng.uniform(40, SHAPE[0] - 40, ns)
+    n = 2 * n_gal + ns
+    cat = Table({"NUMBER": np.concatenate([np.arange(1, n_gal + 1), np.arange(1001, 1001 + n_gal),
+                                           np.arange(2001, 2001 + ns)]),
+                 "XWIN_IMAGE": np.concatenate([gx, tx, sx]) + 1.0,
+                 "YWIN_IMAGE": np.concatenate([gy, ty, sy]) + 1.0,
+                 "SPREAD_MODEL": np.concatenate([np.full(n_gal, 0.02), np.zeros(n_gal + ns)]),
+                 "FLUX_RADIUS": np.concatenate([np.full(n_gal, r_half), np.full(n_gal + ns, 2.0)]),
+                 "A_IMAGE": np.full(n, 4.0), "B_IMAGE": np.full(n, 4.0),
+                 "THETA_IMAGE": np.zeros(n)})
+    return cat, np.column_stack([tx, ty]), np.column_stack([sx, sy])
+
+
+def test_fakes_keep_clear_of_other_detections():
+    """A transient detected on a host: no fake within 3 FWHM of it (nor of any detection but
+    its own host), while the fakes still land on the hosts."""
+    fwhm = 4.0
+    sep = 3.0 * fwhm
+    rng = np.random.default_rng(11)
+    cat, transients, stars = _hosts_with_transients(rng)
+    kw = dict(n=120, mag_range=(21, 24), host_fraction=0.5, galaxies=cat,
+              min_separation_px=2.0)
+    # without the rule the hosted fakes do land on the transients (the test can fail)
+    free = plan_fakes(_wcs(), SHAPE, None, rng=np.random.default_rng(5), **kw)
+    d_free = np.hypot(free["x"][:, None] - transients[:, 0], free["y"][:, None] - transients[:, 1])
+    assert np.sum(d_free.min(axis=1) < sep) >= 10
+    fakes = plan_fakes(_wcs(), SHAPE, None, rng=np.random.default_rng(5), detections=cat,
+                       min_detection_separation_px=sep, **kw)
+    assert len(fakes) == 120
+    hosted = np.asarray(fakes["hosted"])
+    assert hosted.sum() == 60 and np.all(fakes["host_id"][hosted] <= 30)
+    fx, fy = np.asarray(fakes["x"]), np.asarray(fakes["y"])
+    for others in (transients, stars):
+        d = np.hypot(fx[:, None] - others[:, 0], fy[:, None] - others[:, 1])
+        assert d.min() >= sep
+    # from other galaxies too (a host's own centre may be closer)
+    gxy = np.column_stack([np.asarray(cat["XWIN_IMAGE"][:30]) - 1.0,
+                           np.asarray(cat["YWIN_IMAGE"][:30]) - 1.0])
+    d = np.hypot(fx[:, None] - gxy[:, 0], fy[:, None] - gxy[:, 1])
+    own = np.asarray(fakes["host_id"])[:, None] == np.arange(1, 31)[None, :]
+    assert d[~own].min() >= sep
+    assert np.min(d[own]) < sep  # hosted fakes do sit on their hosts
+    # and from each other
+    dd = np.hypot(fx[:, None] - fx, fy[:, None] - fy) + np.eye(len(fx)) * 1e9
+    assert dd.min() >= sep
+
+
 def test_match_fakes_one_to_one():
     fakes = Table({"x": [10.0, 50.0, 90.0, 130.0], "y": [10.0, 50.0, 90.0, 130.0]})
     det = Table({"XWIN_IMAGE": [11.0, 51.5, 52.0, 91.0, 300.0],  # 1-based

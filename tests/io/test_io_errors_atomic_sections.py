@@ -139,3 +139,19 @@ def test_section_from_header_missing():
     with pytest.raises(HeaderError, match="missing header keyword TRIMSEC") as info:
         section_from_header(hdr, "TRIMSEC", path="p.fits", hdu="S1")
     assert info.value.keyword == "TRIMSEC" and info.value.hdu == "S1"
+
+
+def test_atomic_write_bytes_without_fsync_and_directory_fsync(tmp_path, monkeypatch):
+    from desgw.io.atomic import fsync_directory
+
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd)))
+    p = atomic_write_bytes(tmp_path / "a.png", b"\x89PNG data", fsync=False)
+    assert p.read_bytes() == b"\x89PNG data" and synced == []
+    assert [f.name for f in tmp_path.iterdir()] == ["a.png"]   # no temporary left
+    atomic_write_bytes(tmp_path / "a.png", b"new")
+    assert p.read_bytes() == b"new" and len(synced) == 1        # the default still syncs
+    fsync_directory(tmp_path)
+    assert len(synced) == 2
+    fsync_directory(tmp_path / "missing")                       # nothing to flush: no error

@@ -17,7 +17,8 @@ from dataclasses import fields
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Integer, and_, cast, delete, func, or_, select, update
+from sqlalchemy import (Integer, Table, and_, bindparam, cast, delete, func, insert, or_, select,
+                        update)
 from sqlalchemy.dialects import postgresql as _pg
 from sqlalchemy.dialects import sqlite as _sqlite
 from sqlalchemy.orm import Session
@@ -77,6 +78,36 @@ def _upsert(session: Session, model: type, rows: list[dict[str, Any]], keys: Seq
             update = {c: stmt.excluded[c] for c in rows[0] if c not in keys and c not in keep}
             stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=update)
         session.execute(stmt)
+
+
+def _insert_rows(session: Session, model: type, rows: list[dict[str, Any]]) -> list[int]:
+    """INSERT ``rows`` (dicts with the same keys, no ``id``) in one batch; their new ids, in
+    input order.
+
+    SQLite: the write transaction holds the database write lock (``BEGIN IMMEDIATE``), so
+    the ids are numbered here from ``max(id) + 1`` and the rows go to the driver's
+    ``executemany`` without RETURNING (the ORM inserted them one statement per row to learn
+    each id). Other dialects: ``INSERT ... RETURNING`` in the parameters' order.
+    """
+    if not rows:
+        return []
+    session.flush()
+    table = model.__table__  # type: ignore[attr-defined]
+    if session.get_bind().dialect.name == "sqlite":
+        start = int(session.execute(
+            select(func.coalesce(func.max(table.c.id), 0))).scalar_one()) + 1
+        ids = list(range(start, start + len(rows)))
+        session.execute(insert(table), [{**r, "id": i} for r, i in zip(rows, ids)])
+        return ids
+    result = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True),
+                             rows)
+    return [int(i) for i in result.scalars()]
+
+
+def _fake_values(expnum: int, ccdnum: int, f: NewFake) -> dict[str, Any]:
+    return {"expnum": int(expnum), "ccdnum": int(ccdnum), "ra": _finite(f.ra, "ra") % 360.0,
+            "dec": _finite(f.dec, "dec"), "mag": _finite(f.mag, "mag"), "host": bool(f.host),
+            "recovered": False, "recovered_detection_id": None}
 
 
 def _finite(value: Any, name: str) -> float:
@@ -331,14 +362,10 @@ def record_fakes(db: Database, expnum: int, ccdnum: int,
     fakes = [_coerce(r, NewFake) for r in rows]
     if not fakes:
         return []
+    values = [_fake_values(expnum, ccdnum, f) for f in fakes]
     with db.write_session() as session:
         _require_exposures(session, [expnum])
-        objs = [FakeRow(expnum=int(expnum), ccdnum=int(ccdnum), ra=_finite(f.ra, "ra") % 360.0,
-                        dec=_finite(f.dec, "dec"), mag=_finite(f.mag, "mag"),
-                        host=bool(f.host), recovered=False) for f in fakes]
-        session.add_all(objs)
-        session.flush()
-        return [int(o.id) for o in objs]
+        return _insert_rows(session, FakeRow, values)
 
 
 # ----------------------------------------------------------------------------- detections
@@ -373,6 +400,18 @@ def _candidates_near(session: Session, ra: np.ndarray, dec: np.ndarray, pad_deg:
     return ids, ras, decs
 
 
+_CAND: Table = CandidateRow.__table__  # type: ignore[assignment]
+_CANDIDATE_REFRESH = (
+    update(_CAND).where(_CAND.c.id == bindparam("b_id"))
+    .values(ra=bindparam("b_ra"), dec=bindparam("b_dec"), n_detections=bindparam("b_n"),
+            n_nights=bindparam("b_nights"), first_mjd=bindparam("b_first"),
+            last_mjd=bindparam("b_last"), max_real_bogus=bindparam("b_best"),
+            is_fake=bindparam("b_fake")))
+_FAKE: Table = FakeRow.__table__  # type: ignore[assignment]
+_FAKE_RECOVERED = (update(_FAKE).where(_FAKE.c.id == bindparam("b_id"))
+                   .values(recovered=True, recovered_detection_id=bindparam("b_det")))
+
+
 def _refresh_candidates(session: Session, ids: Iterable[int]) -> None:
     """Recompute position, counts, MJD range, best score and fake flag of candidates."""
     wanted = sorted(set(ids))
@@ -393,74 +432,66 @@ def _refresh_candidates(session: Session, ids: Iterable[int]) -> None:
             positions.setdefault(int(cid), ([], []))
             positions[int(cid)][0].append(dra)
             positions[int(cid)][1].append(ddec)
-        # one SELECT of the rows (held here: the session's identity map keeps clean rows only
-        # weakly), their UPDATEs batched by the next flush (session.get per row cost a
-        # SELECT and an autoflush each)
-        cands = {int(c.id): c for c in session.scalars(
-            select(CandidateRow).where(CandidateRow.id.in_(part)))}
+        # one executemany UPDATE by id (no ORM rows loaded)
+        new_values = []
         for cid, n_det, n_nights, first, last, best, all_fake in stats:
-            cand = cands[int(cid)]
-            cand.ra, cand.dec = mean_position(*positions[int(cid)])
-            cand.n_detections = int(n_det)
-            cand.n_nights = int(n_nights)
-            cand.first_mjd = float(first)
-            cand.last_mjd = float(last)
-            cand.max_real_bogus = None if best is None else float(best)
-            cand.is_fake = bool(all_fake)
+            ra, dec = mean_position(*positions[int(cid)])
+            new_values.append({"b_id": int(cid), "b_ra": float(ra), "b_dec": float(dec),
+                               "b_n": int(n_det), "b_nights": int(n_nights),
+                               "b_first": float(first), "b_last": float(last),
+                               "b_best": None if best is None else float(best),
+                               "b_fake": bool(all_fake)})
+        if new_values:
+            session.execute(_CANDIDATE_REFRESH, new_values)
 
 
 def _associate(db: Database, session: Session, exposure: ExposureRow, expnum: int,
-               ccdnum: int, values: list[dict[str, Any]], fakes: Mapping[int, FakeRow],
-               radius_deg: float) -> tuple[list[DetectionRow], list[int]]:
-    """Insert detections (values of :func:`_check_detection`, ``fake_id`` a key of ``fakes``),
-    each joined to the nearest candidate within ``radius_deg`` or a new one; mark the fakes
-    they recover; refresh the touched candidates. Returns (rows, candidate ids)."""
+               ccdnum: int, values: list[dict[str, Any]], fakes: Mapping[int, bool],
+               radius_deg: float) -> tuple[list[int], list[int]]:
+    """Insert detections (values of :func:`_check_detection`, ``fake_id`` a key of ``fakes``,
+    which maps each stored fake's id to whether it is already recovered), each joined to the
+    nearest candidate within ``radius_deg`` or a new one; mark the fakes they recover; refresh
+    the touched candidates. Returns (detection ids, candidate ids), in input order."""
     ra = np.array([v["ra"] for v in values])
     dec = np.array([v["dec"] for v in values])
     db.lock_candidates(session)
     cand_ids, cand_ra, cand_dec = _candidates_near(session, ra, dec, 2.0 * radius_deg)
     cra, cdec = np.asarray(cand_ra, float), np.asarray(cand_dec, float)
     # each detection joins the nearest candidate within the radius, those this call creates
-    # included (slots: stored candidate ids, then the new rows, inserted in one flush)
-    slots: list[int | CandidateRow] = list(cand_ids)
+    # included (slots: stored candidate ids, then the new rows, inserted in one batch)
+    n_stored = len(cand_ids)
     chosen: list[int] = []
-    new_rows: list[CandidateRow] = []
+    new_rows: list[dict[str, Any]] = []
     for i in range(len(values)):
-        if slots:
+        if cra.size:
             sep = angular_separation_deg(ra[i], dec[i], cra, cdec)
             best = int(np.argmin(sep))
             if sep[best] <= radius_deg:
                 chosen.append(best)
                 continue
-        cand = CandidateRow(ra=float(ra[i]), dec=float(dec[i]), n_detections=0, n_nights=0,
-                            first_mjd=exposure.mjd, last_mjd=exposure.mjd,
-                            max_real_bogus=None, is_fake=False)
-        new_rows.append(cand)
-        slots.append(cand)
-        chosen.append(len(slots) - 1)
+        new_rows.append({"ra": float(ra[i]), "dec": float(dec[i]), "n_detections": 0,
+                         "n_nights": 0, "first_mjd": exposure.mjd, "last_mjd": exposure.mjd,
+                         "max_real_bogus": None, "is_fake": False})
+        chosen.append(n_stored + len(new_rows) - 1)
         cra, cdec = np.append(cra, ra[i]), np.append(cdec, dec[i])
-    if new_rows:
-        session.add_all(new_rows)
-        session.flush()
-    assigned = [int(s.id) if isinstance(s, CandidateRow) else int(s)
-                for s in (slots[j] for j in chosen)]
-    objs = [DetectionRow(expnum=int(expnum), ccdnum=int(ccdnum), candidate_id=cid, **v)
-            for v, cid in zip(values, assigned)]
-    session.add_all(objs)
-    session.flush()
-    best_for_fake: dict[int, DetectionRow] = {}
-    for obj in objs:
-        if obj.fake_id is not None:
-            prev = best_for_fake.get(obj.fake_id)
-            if prev is None or obj.snr > prev.snr:
-                best_for_fake[obj.fake_id] = obj
-    for fid, obj in best_for_fake.items():
-        fake = fakes[fid]
-        if not fake.recovered:
-            fake.recovered = True
-            fake.recovered_detection_id = int(obj.id)
+    slots = list(cand_ids) + _insert_rows(session, CandidateRow, new_rows)
+    assigned = [int(slots[j]) for j in chosen]
+    det_ids = _insert_rows(session, DetectionRow, [
+        {"expnum": int(expnum), "ccdnum": int(ccdnum), "candidate_id": cid, **v}
+        for v, cid in zip(values, assigned)])
+    best_for_fake: dict[int, tuple[float, int]] = {}
+    for v, did in zip(values, det_ids):
+        fid = v["fake_id"]
+        if fid is not None:
+            prev = best_for_fake.get(fid)
+            if prev is None or v["snr"] > prev[0]:
+                best_for_fake[fid] = (v["snr"], did)
+    recovered = [{"b_id": int(fid), "b_det": int(did)}
+                 for fid, (_, did) in best_for_fake.items() if not fakes[fid]]
+    if recovered:
+        session.execute(_FAKE_RECOVERED, recovered)
     _refresh_candidates(session, assigned)
-    return objs, assigned
+    return det_ids, assigned
 
 
 def add_detections(db: Database, expnum: int, ccdnum: int,
@@ -508,14 +539,14 @@ def add_detections(db: Database, expnum: int, ccdnum: int,
     with db.write_session() as session:
         exposure = _require_exposures(session, [expnum])[int(expnum)]
         fake_ids = sorted({v["fake_id"] for v in values if v["fake_id"] is not None})
-        fakes = {f.id: f for f in session.scalars(select(FakeRow).where(FakeRow.id.in_(fake_ids)))
+        fakes = {int(i): bool(rec) for i, rec in session.execute(
+            select(FakeRow.id, FakeRow.recovered).where(FakeRow.id.in_(fake_ids)))
                  } if fake_ids else {}
         missing = [f for f in fake_ids if f not in fakes]
         if missing:
             raise ValueError(f"fake_id(s) {missing} are not stored fakes (record_fakes first)")
-        objs, assigned = _associate(db, session, exposure, expnum, ccdnum, values, fakes,
-                                    radius)
-        ids = [int(o.id) for o in objs]
+        ids, assigned = _associate(db, session, exposure, expnum, ccdnum, values, fakes,
+                                   radius)
     log.debug("added %d detections of exposure %d CCD %d to %d candidates", len(ids), expnum,
               ccdnum, len(set(assigned)))
     return ids
@@ -608,20 +639,15 @@ def replace_ccd_results(db: Database, expnum: int, ccdnum: int, *,
         _upsert(session, TemplateUsedRow, uses, ["search_expnum", "search_ccdnum",
                                                  "template_expnum", "template_ccdnum"],
                 ignore=True)
-        fake_objs = [FakeRow(expnum=expnum, ccdnum=ccdnum, ra=_finite(f.ra, "ra") % 360.0,
-                             dec=_finite(f.dec, "dec"), mag=_finite(f.mag, "mag"),
-                             host=bool(f.host), recovered=False) for f in new_fakes]
-        session.add_all(fake_objs)
-        session.flush()
-        fake_ids = [int(o.id) for o in fake_objs]
+        fake_ids = _insert_rows(session, FakeRow,
+                                [_fake_values(expnum, ccdnum, f) for f in new_fakes])
         for v in values:
             if v["fake_id"] is not None:
                 v["fake_id"] = fake_ids[v["fake_id"]]
         det_ids: list[int] = []
         if values:
-            objs, _ = _associate(db, session, exposure, expnum, ccdnum, values,
-                                 {int(o.id): o for o in fake_objs}, radius)
-            det_ids = [int(o.id) for o in objs]
+            det_ids, _ = _associate(db, session, exposure, expnum, ccdnum, values,
+                                    dict.fromkeys(fake_ids, False), radius)
     log.debug("exposure %d CCD %d: stored %d fakes and %d detections (replacing earlier ones)",
               expnum, ccdnum, len(fake_ids), len(det_ids))
     return fake_ids, det_ids

@@ -437,7 +437,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                              host_fraction=host_fraction, galaxies=galaxies, rng=rng,
                              mask_radius_px=config.fake_mask_radius_px,
                              min_separation_px=config.fake_min_separation_px,
-                             unusable_bits=UNUSABLE | EDGE)
+                             unusable_bits=UNUSABLE | EDGE, detections=search.catalog,
+                             min_detection_separation_px=config.fake_detection_separation_fwhm
+                             * float(limit.difference_fwhm_px))
         del plan_mask
         if len(planned):
             inj = inject_fakes(s_img, None, search.psf, planned, zp=zp_s, rng=rng)

@@ -91,12 +91,42 @@ def subtract_sky(image: np.ndarray, mask: np.ndarray, config: DiffConfig
     the template, and leave a constant in the difference.
     """
     first = estimate_background(image, mask, config=config.background)
-    sub = np.subtract(image, first.level, dtype=np.float32)
-    objects = sub > np.float32(config.object_sigma) * first.rms
+    objects = _above(np.asarray(image), first.level, first.rms,
+                     np.float32(config.object_sigma))
     second = estimate_background(image, mask, objects=grow_objects(
         objects, config.background.object_grow), config=_no_grow(config.background))
-    np.subtract(image, second.level, out=sub, dtype=np.float32)
+    sub = np.subtract(image, second.level, dtype=np.float32)
     return sub, float(second.global_level), float(second.global_rms)
+
+
+@njit(cache=True, nogil=True)
+def _above(image, level, rms, nsigma):  # pragma: no cover - numba
+    """bool ``float32(image) - level > nsigma * rms`` (float32, as numpy computes it), one
+    pass without the two full-size temporaries of the numpy expression."""
+    ny, nx = image.shape
+    out = np.empty((ny, nx), np.bool_)
+    for y in range(ny):
+        for x in range(nx):
+            out[y, x] = (np.float32(image[y, x]) - level[y, x]) > nsigma * rms[y, x]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _relative_inputs(search, template, good, thr):  # pragma: no cover - numba
+    """``search - template`` (float32), the uint8 map of pixels above ``thr`` in either
+    image and the uint8 map of the pixels not ``good`` (bit 1), in one pass."""
+    ny, nx = search.shape
+    rel = np.empty((ny, nx), np.float32)
+    objects = np.empty((ny, nx), np.uint8)
+    bad = np.empty((ny, nx), np.uint8)
+    for y in range(ny):
+        for x in range(nx):
+            a = search[y, x]
+            b = template[y, x]
+            rel[y, x] = np.float32(a) - np.float32(b)
+            objects[y, x] = np.uint8(a > thr) | np.uint8(b > thr)
+            bad[y, x] = np.uint8(1) - np.uint8(good[y, x])
+    return rel, objects, bad
 
 
 def grow_objects(objects: np.ndarray, grow: int) -> np.ndarray:
@@ -420,12 +450,14 @@ def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.
     either image and the unusable ones left out, is the relative offset; the caller removes it
     from the search image.
     """
-    rel = np.subtract(search_image, template_image, dtype=np.float32)
     thr = np.float32(config.object_sigma * search_rms)
-    objects = (search_image > thr) | (template_image > thr)
-    mask = (~good).view(np.uint8)  # bit 1: not usable
+    # one pass: the plain difference, the pixels above thr in either image, the unusable ones
+    # (bit 1)
+    rel, objects, mask = _relative_inputs(np.asarray(search_image), np.asarray(template_image),
+                                          np.ascontiguousarray(good, np.bool_), thr)
     bkg = estimate_background(rel, mask,
-                              objects=grow_objects(objects, config.background.object_grow),
+                              objects=grow_objects(objects.view(np.bool_),
+                                                   config.background.object_grow),
                               config=BackgroundConfig(mesh=config.background.mesh,
                                                       filter=config.background.filter,
                                                       mask_bits=1, object_grow=0))

@@ -212,6 +212,10 @@ class DiffConfig:
         Least distance between two fakes (px): the PSF-flux filter of the difference is about
         twice the PSF wide, and a neighbouring bright fake closer than a few of its FWHM adds
         to a fake's measured flux.
+    fake_detection_separation_fwhm : float
+        Fakes keep this many FWHM of the difference's PSF from every detection of the search
+        catalog other than their host (:func:`desgw.diff.fakes.plan_fakes`): a fake on a real
+        transient hid it behind a candidate flagged as a fake.
     fake_mask_radius_px : float
         Fakes are placed where no pixel within this distance (px) is masked in the difference
         (its mask predicted before injection): the fake's central 3 x 3 pixels are usable, so
@@ -251,6 +255,7 @@ class DiffConfig:
     fake_host_fraction: float = 0.2
     fake_match_radius_px: float = 1.5
     fake_min_separation_px: float = 40.0
+    fake_detection_separation_fwhm: float = 3.0
     fake_mask_radius_px: float = 1.5
     efficiency_bins: int = 14
     efficiency_model: str = "logistic"
@@ -269,6 +274,8 @@ class DiffConfig:
                              f"{self.coadd_method!r}")
         if not 0.0 <= self.fake_host_fraction <= 1.0:
             raise ValueError("DiffConfig.fake_host_fraction must be in [0, 1]")
+        if not self.fake_detection_separation_fwhm >= 0:
+            raise ValueError("DiffConfig.fake_detection_separation_fwhm must be >= 0")
         if not self.object_sigma > 0:
             raise ValueError("DiffConfig.object_sigma must be > 0")
 

@@ -37,7 +37,7 @@ from astropy.table import Table
 from numpy.typing import ArrayLike, NDArray
 
 from desgw.errors import CorruptFileError, MissingFileError
-from desgw.io.atomic import atomic_write_bytes, atomic_write_path
+from desgw.io.atomic import atomic_write_bytes, atomic_write_path, fsync_directory
 
 from .stamps_png import encode_png_gray, stretch_to_uint8
 
@@ -280,7 +280,10 @@ def write_stamps_png(directory: str | os.PathLike[str], stamps: Stamps,
         canvas = canvas[::-1]  # CCD +y up
         if scale > 1:
             canvas = np.repeat(np.repeat(canvas, scale, axis=0), scale, axis=1)
+        # one fsync of the folder at the end, not one per picture (~8 ms of wall time each)
         paths.append(atomic_write_bytes(out_dir / f"{prefix}{ids[i]}.png",
-                                        encode_png_gray(canvas)))
+                                        encode_png_gray(canvas), fsync=False))
+    if paths:
+        fsync_directory(out_dir)
     log.debug("wrote %d stamp pictures to %s", n, out_dir)
     return paths

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["atomic_write_bytes", "atomic_write_path", "atomic_write_text",
-           "clean_stale_temp_files", "temp_name_for"]
+           "clean_stale_temp_files", "fsync_directory", "temp_name_for"]
 
 log = logging.getLogger(__name__)
 
@@ -85,14 +85,36 @@ def atomic_write_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(final_path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``final_path`` atomically; return the final path."""
+def atomic_write_bytes(final_path: str | os.PathLike[str], data: bytes, *,
+                       fsync: bool = True) -> Path:
+    """Write ``data`` to ``final_path`` atomically; return the final path.
+
+    ``fsync`` (default) flushes the file's data to disk before the rename. A writer of many
+    small files may pass False and call :func:`fsync_directory` once at the end (each fsync
+    costs ~8 ms of wall time on a loaded disk); the rename keeps the write atomic either way.
+    """
     with atomic_write_path(final_path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                fh.flush()
+                os.fsync(fh.fileno())
     return Path(final_path)
+
+
+def fsync_directory(directory: str | os.PathLike[str]) -> None:
+    """Flush a directory's entries (the renames into it) to disk; a no-op where a directory
+    cannot be opened for that (e.g. Windows)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # some file systems refuse fsync on a directory
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(final_path: str | os.PathLike[str], text: str,

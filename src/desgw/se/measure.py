@@ -75,9 +75,10 @@ from desgw.errors import DataTypeError
 from desgw.se.background import Background
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import SAT, UNUSABLE
-from desgw.se.measure_kernels import (add_psf_sources, circular_apertures, flux_radius_all,
-                                      kron_neighbours_all, prepare_measurement, psf_fit_all,
-                                      segment_stats, window_errors_all)
+from desgw.se.measure_kernels import (add_psf_sources, add_psf_stamps, circular_apertures,
+                                      flux_radius_all, kron_neighbours_all, prepare_measurement,
+                                      psf_fit_stamps, render_psf_stamps, segment_stats,
+                                      window_errors_all)
 from desgw.se.psf import PSFModel
 
 __all__ = ["DES_APERTURE_DIAMETERS", "MeasureConfig", "measure_sources", "flux_to_mag", "close_companions",
@@ -268,16 +269,19 @@ def _psf_photometry(data: np.ndarray, weight32: np.ndarray, bad: np.ndarray, xw:
     # neither subtract nor are subtracted: with nearly the same model at nearly the same place
     # the Jacobi steps would swap their fluxes back and forth instead of converging.
     alone = ~close_companions(xw, yw, fwhm_c) if config.neighbour_iter else np.ones(n, bool)
+    # every source's PSF rendered once, for all the fits and the neighbours' model images
+    stamps, fwhm_stamps = render_psf_stamps(xw, yw, terms, psf.coeffs, psf.lanczos_order)
     for it in range(config.neighbour_iter + 1):
+        last = it == config.neighbour_iter
         (fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf,
-         _npx) = psf_fit_all(fit_data, weight32, bad, xw, yw, terms, psf.coeffs, gco,
-                             psf.lanczos_order, radius, float(config.gain),
-                             int(config.psf_max_iter), own)
-        if it == config.neighbour_iter:
+         _npx) = psf_fit_stamps(fit_data, weight32, bad, xw, yw, stamps, fwhm_stamps, terms, gco,
+                                psf.lanczos_order, radius, float(config.gain),
+                                int(config.psf_max_iter), own, last)
+        if last:
             break
         own = np.where(alone & np.isfinite(fpsf) & (fpsf > 0), fpsf, 0.0)
         model = np.zeros(shape, dtype=np.float32)
-        add_psf_sources(model, 0, 0, xw, yw, own, terms, psf.coeffs, psf.lanczos_order)
+        add_psf_stamps(model, 0, 0, xw, yw, own, stamps)
         fit_data = data - model
     return fpsf, fpsfe, chi2, niter, spread, spreaderr, fwhm_psf
 

@@ -13,7 +13,8 @@ from numba import njit
 
 from desgw.util.lanczos import shift_taps_into
 
-__all__ = ["psf_fit_all", "add_psf_sources", "window_errors_all", "segment_stats",
+__all__ = ["psf_fit_all", "psf_fit_stamps", "render_psf_stamps", "add_psf_sources",
+           "add_psf_stamps", "window_errors_all", "segment_stats",
            "kron_neighbours_all",
            "circular_apertures", "flux_radius_all", "winpos_all", "winpos_stamps",
            "bad_from_mask", "prepare_measurement"]
@@ -100,6 +101,245 @@ def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
 
 
 @njit(cache=True)
+def render_psf_stamps(xs, ys, terms, coeffs, order):
+    """The PSF model rendered at each source's sub-pixel position, and its pixelated FWHM.
+
+    Parameters
+    ----------
+    xs, ys : float64 (n,)
+        0-based source positions (pix).
+    terms : float64 (n, n_terms)
+        PSF polynomial terms at each position.
+    coeffs : float64 (n_terms, s, s)
+        PSF basis.
+    order : int
+        Lanczos order of the sub-pixel shift.
+
+    Returns
+    -------
+    stamps : float64 (n, s, s)
+        Stamp ``i`` (sum 1) is centred on pixel ``(floor(xs[i] + 0.5), floor(ys[i] + 0.5))``
+        and holds the model moved by the fractional remainder: what :func:`add_psf_sources`
+        and :func:`psf_fit_all` render per source, kept for :func:`add_psf_stamps` and
+        :func:`psf_fit_stamps` to reuse.
+    fwhm : float64 (n,)
+        ``2 sqrt(A / pi)`` with ``A`` the number of stamp pixels at or above half its maximum
+        (pix).
+    """
+    n = xs.shape[0]
+    s = coeffs.shape[1]
+    out = np.empty((n, s, s))
+    fwhm = np.empty(n)
+    tmp = np.empty((s, s))
+    wx = np.empty(2 * order + 1)
+    wy = np.empty(2 * order + 1)
+    scratch = np.empty(8 * order + 24)  # desgw.util.lanczos.scratch_size(order)
+    for i in range(n):
+        ic = int(np.floor(xs[i] + 0.5))
+        jc = int(np.floor(ys[i] + 0.5))
+        shift_taps_into(xs[i] - ic, order, wx, scratch)
+        shift_taps_into(ys[i] - jc, order, wy, scratch)
+        p = out[i]
+        _render(coeffs, terms[i], wx, wy, order, tmp, p)
+        pmax = 0.0
+        for a in range(s):
+            for b in range(s):
+                if p[a, b] > pmax:
+                    pmax = p[a, b]
+        cnt = 0
+        for a in range(s):
+            for b in range(s):
+                if p[a, b] >= 0.5 * pmax:
+                    cnt += 1
+        fwhm[i] = 2.0 * np.sqrt(cnt / np.pi)
+    return out, fwhm
+
+
+@njit(cache=True)
+def add_psf_stamps(out, x0, y0, xs, ys, flux, stamps):
+    """Add ``flux * stamp`` of point sources to an image, in place: :func:`add_psf_sources`
+    with the stamps of :func:`render_psf_stamps` (the same sums, in the same order).
+
+    Parameters
+    ----------
+    out : float32 or float64 (my, mx)
+        Image whose pixel ``[0, 0]`` is CCD pixel ``(x0, y0)``; sources are clipped at its edges.
+    x0, y0 : int
+        CCD position of ``out[0, 0]`` (0-based column, row).
+    xs, ys : float64 (n,)
+        0-based CCD positions of the sources (those the stamps were rendered at).
+    flux : float64 (n,)
+        Source fluxes (e-).
+    stamps : float64 (n, s, s)
+        :func:`render_psf_stamps` at ``xs``, ``ys``.
+    """
+    my, mx = out.shape
+    s = stamps.shape[1]
+    h = s // 2
+    for i in range(xs.shape[0]):
+        ic = int(np.floor(xs[i] + 0.5))
+        jc = int(np.floor(ys[i] + 0.5))
+        for a in range(s):
+            yy = jc - h + a - y0
+            if yy < 0 or yy >= my:
+                continue
+            for b in range(s):
+                xx = ic - h + b - x0
+                if 0 <= xx < mx:
+                    out[yy, xx] += flux[i] * stamps[i, a, b]
+
+
+@njit(cache=True)
+def _fit_pixels(data, weight, bad, x, y, ic, jc, s, r2max, pa, pb, dv, v0):
+    """The usable pixels of the stamp centred on ``(ic, jc)`` within ``sqrt(r2max)`` of
+    ``(x, y)``, in row-major order: stamp indices into ``pa``, ``pb``, data and background
+    variance ``1 / weight`` (float64) into ``dv``, ``v0``; returns their number.
+
+    Only the rows and columns that can reach the circle are visited; the test per pixel is
+    the one of the whole-stamp loop, so the same pixels come out in the same order.
+    """
+    ny, nx = data.shape
+    h = s // 2
+    r = np.sqrt(r2max)
+    a_lo = max(0, int(np.floor(y - r)) - 1 - (jc - h))
+    a_hi = min(s - 1, int(np.ceil(y + r)) + 1 - (jc - h))
+    b_lo = max(0, int(np.floor(x - r)) - 1 - (ic - h))
+    b_hi = min(s - 1, int(np.ceil(x + r)) + 1 - (ic - h))
+    m = 0
+    for a in range(a_lo, a_hi + 1):
+        yy = jc - h + a
+        if yy < 0 or yy >= ny:
+            continue
+        for b in range(b_lo, b_hi + 1):
+            xx = ic - h + b
+            if xx < 0 or xx >= nx:
+                continue
+            if bad[yy, xx] or weight[yy, xx] <= 0:
+                continue
+            ddx = xx - x
+            ddy = yy - y
+            if ddx * ddx + ddy * ddy > r2max:
+                continue
+            pa[m] = a
+            pb[m] = b
+            dv[m] = data[yy, xx]
+            v0[m] = 1.0 / weight[yy, xx]
+            m += 1
+    return m
+
+
+@njit(cache=True)
+def _fit_flux(p, pa, pb, dv, v0, m, own, gain, max_iter):
+    """Weighted least-squares flux of the model ``p`` on the ``m`` pixels of
+    :func:`_fit_pixels`, re-weighted with the source's photon noise until the flux changes by
+    less than ``1e-5`` relative + 1e-3 e-; returns (flux, flux error, iterations)."""
+    f = 0.0
+    ferr = np.nan
+    it = 0
+    converged = False
+    while it < max_iter and not converged:
+        spd = 0.0
+        spp = 0.0
+        for k in range(m):
+            pk = p[pa[k], pb[k]]
+            var = v0[k]
+            if it > 0 and f * pk > 0:
+                var += f * pk / gain
+            spd += pk * (dv[k] + own * pk) / var
+            spp += pk * pk / var
+        if spp <= 0:
+            break
+        fnew = spd / spp
+        it += 1
+        if it > 1 and abs(fnew - f) <= 1e-5 * abs(fnew) + 1e-3:
+            converged = True
+        f = fnew
+        ferr = 1.0 / np.sqrt(spp)
+    return f, ferr, it
+
+
+@njit(cache=True)
+def psf_fit_stamps(data, weight, bad, xs, ys, stamps, fwhm_stamps, terms, gcoeffs, order,
+                   radius, gain, max_iter, own, full):
+    """:func:`psf_fit_all` with the PSF already rendered per source (:func:`render_psf_stamps`);
+    with ``full`` False only the flux, its error and the iterations (the others NaN or 0,
+    and the SPREAD_MODEL model not rendered), e.g. for the Jacobi steps before the last.
+
+    Parameters and returns as :func:`psf_fit_all`, with ``stamps``, ``fwhm_stamps`` the two
+    outputs of :func:`render_psf_stamps` at ``xs``, ``ys`` in place of ``coeffs``.
+    """
+    n = xs.shape[0]
+    s = stamps.shape[1]
+    flux = np.full(n, np.nan)
+    fluxerr = np.full(n, np.nan)
+    chi2 = np.full(n, np.nan)
+    niter = np.zeros(n, dtype=np.int16)
+    spread = np.full(n, np.nan)
+    spreaderr = np.full(n, np.nan)
+    fwhm_psf = np.full(n, np.nan)
+    npix_fit = np.zeros(n, dtype=np.int32)
+    tmp = np.empty((s, s))
+    g = np.empty((s, s))
+    wx = np.empty(2 * order + 1)
+    wy = np.empty(2 * order + 1)
+    scratch = np.empty(8 * order + 24)  # desgw.util.lanczos.scratch_size(order)
+    pa = np.empty(s * s, np.int64)
+    pb = np.empty(s * s, np.int64)
+    dv = np.empty(s * s)
+    v0 = np.empty(s * s)
+    for i in range(n):
+        ic = int(np.floor(xs[i] + 0.5))
+        jc = int(np.floor(ys[i] + 0.5))
+        p = stamps[i]
+        if full:
+            fwhm_psf[i] = fwhm_stamps[i]
+        r2max = radius[i] * radius[i]
+        m = _fit_pixels(data, weight, bad, xs[i], ys[i], ic, jc, s, r2max, pa, pb, dv, v0)
+        f, ferr, it = _fit_flux(p, pa, pb, dv, v0, m, own[i], gain, max_iter)
+        fluxerr[i] = ferr
+        if it == 0:
+            continue
+        flux[i] = f
+        niter[i] = it
+        if not full:
+            continue
+        shift_taps_into(xs[i] - ic, order, wx, scratch)  # the shift of the PSF's stamp
+        shift_taps_into(ys[i] - jc, order, wy, scratch)
+        _render(gcoeffs, terms[i], wx, wy, order, tmp, g)
+        # chi2 and SPREAD_MODEL sums with the final variance.
+        c2 = 0.0
+        gwx = 0.0
+        pwx = 0.0
+        gwp = 0.0
+        pwp = 0.0
+        gwg = 0.0
+        for k in range(m):
+            pk = p[pa[k], pb[k]]
+            gk = g[pa[k], pb[k]]
+            var = v0[k]
+            if f * pk > 0:
+                var += f * pk / gain
+            w = 1.0 / var
+            d = dv[k] + own[i] * pk
+            r = d - f * pk
+            c2 += r * r * w
+            gwx += gk * w * d
+            pwx += pk * w * d
+            gwp += gk * w * pk
+            pwp += pk * w * pk
+            gwg += gk * w * gk
+        npix_fit[i] = m
+        if m > 1:
+            chi2[i] = c2 / (m - 1)
+        if pwx != 0.0 and pwp > 0:
+            spread[i] = gwx / pwx - gwp / pwp
+            v = pwx * pwx * gwg - 2.0 * gwx * pwx * gwp + gwx * gwx * pwp
+            if v > 0:
+                spreaderr[i] = np.sqrt(v) / (pwx * pwx)
+    return flux, fluxerr, chi2, niter, spread, spreaderr, fwhm_psf, npix_fit
+
+
+@njit(cache=True)
 def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius, gain, max_iter,
                 own):
     """PSF flux (weighted linear least squares at fixed position) and SPREAD_MODEL per source.
@@ -137,127 +377,9 @@ def psf_fit_all(data, weight, bad, xs, ys, terms, coeffs, gcoeffs, order, radius
     flux, fluxerr, chi2, niter, spread, spreaderr, fwhm_psf, npix
         ``fwhm_psf`` is the half-maximum-area FWHM of the rendered PSF (pix, pixelated).
     """
-    n = xs.shape[0]
-    ny, nx = data.shape
-    s = coeffs.shape[1]
-    h = s // 2
-    flux = np.full(n, np.nan)
-    fluxerr = np.full(n, np.nan)
-    chi2 = np.full(n, np.nan)
-    niter = np.zeros(n, dtype=np.int16)
-    spread = np.full(n, np.nan)
-    spreaderr = np.full(n, np.nan)
-    fwhm_psf = np.full(n, np.nan)
-    npix_fit = np.zeros(n, dtype=np.int32)
-    tmp = np.empty((s, s))
-    p = np.empty((s, s))
-    g = np.empty((s, s))
-    wx = np.empty(2 * order + 1)
-    wy = np.empty(2 * order + 1)
-    scratch = np.empty(8 * order + 24)  # desgw.util.lanczos.scratch_size(order)
-    for i in range(n):
-        ic = int(np.floor(xs[i] + 0.5))
-        jc = int(np.floor(ys[i] + 0.5))
-        dx = xs[i] - ic
-        dy = ys[i] - jc
-        shift_taps_into(dx, order, wx, scratch)  # the same shift for both models
-        shift_taps_into(dy, order, wy, scratch)
-        _render(coeffs, terms[i], wx, wy, order, tmp, p)
-        _render(gcoeffs, terms[i], wx, wy, order, tmp, g)
-        pmax = 0.0
-        for a in range(s):
-            for b in range(s):
-                if p[a, b] > pmax:
-                    pmax = p[a, b]
-        cnt = 0
-        for a in range(s):
-            for b in range(s):
-                if p[a, b] >= 0.5 * pmax:
-                    cnt += 1
-        fwhm_psf[i] = 2.0 * np.sqrt(cnt / np.pi)
-        r2max = radius[i] * radius[i]
-        # First pass: background weights only.
-        f = 0.0
-        it = 0
-        converged = False
-        while it < max_iter and not converged:
-            spd = 0.0
-            spp = 0.0
-            for a in range(s):
-                yy = jc - h + a
-                if yy < 0 or yy >= ny:
-                    continue
-                for b in range(s):
-                    xx = ic - h + b
-                    if xx < 0 or xx >= nx:
-                        continue
-                    if bad[yy, xx] or weight[yy, xx] <= 0:
-                        continue
-                    ddx = xx - xs[i]
-                    ddy = yy - ys[i]
-                    if ddx * ddx + ddy * ddy > r2max:
-                        continue
-                    var = 1.0 / weight[yy, xx]
-                    if it > 0 and f * p[a, b] > 0:
-                        var += f * p[a, b] / gain
-                    spd += p[a, b] * (data[yy, xx] + own[i] * p[a, b]) / var
-                    spp += p[a, b] * p[a, b] / var
-            if spp <= 0:
-                break
-            fnew = spd / spp
-            it += 1
-            if it > 1 and abs(fnew - f) <= 1e-5 * abs(fnew) + 1e-3:
-                converged = True
-            f = fnew
-            fluxerr[i] = 1.0 / np.sqrt(spp)
-        if it == 0:
-            continue
-        flux[i] = f
-        niter[i] = it
-        # chi2 and SPREAD_MODEL sums with the final variance.
-        c2 = 0.0
-        npx = 0
-        gwx = 0.0
-        pwx = 0.0
-        gwp = 0.0
-        pwp = 0.0
-        gwg = 0.0
-        for a in range(s):
-            yy = jc - h + a
-            if yy < 0 or yy >= ny:
-                continue
-            for b in range(s):
-                xx = ic - h + b
-                if xx < 0 or xx >= nx:
-                    continue
-                if bad[yy, xx] or weight[yy, xx] <= 0:
-                    continue
-                ddx = xx - xs[i]
-                ddy = yy - ys[i]
-                if ddx * ddx + ddy * ddy > r2max:
-                    continue
-                var = 1.0 / weight[yy, xx]
-                if f * p[a, b] > 0:
-                    var += f * p[a, b] / gain
-                w = 1.0 / var
-                d = data[yy, xx] + own[i] * p[a, b]
-                r = d - f * p[a, b]
-                c2 += r * r * w
-                npx += 1
-                gwx += g[a, b] * w * d
-                pwx += p[a, b] * w * d
-                gwp += g[a, b] * w * p[a, b]
-                pwp += p[a, b] * w * p[a, b]
-                gwg += g[a, b] * w * g[a, b]
-        npix_fit[i] = npx
-        if npx > 1:
-            chi2[i] = c2 / (npx - 1)
-        if pwx != 0.0 and pwp > 0:
-            spread[i] = gwx / pwx - gwp / pwp
-            v = pwx * pwx * gwg - 2.0 * gwx * pwx * gwp + gwx * gwx * pwp
-            if v > 0:
-                spreaderr[i] = np.sqrt(v) / (pwx * pwx)
-    return flux, fluxerr, chi2, niter, spread, spreaderr, fwhm_psf, npix_fit
+    stamps, fwhm = render_psf_stamps(xs, ys, terms, coeffs, order)
+    return psf_fit_stamps(data, weight, bad, xs, ys, stamps, fwhm, terms, gcoeffs, order, radius,
+                          gain, max_iter, own, True)
 
 
 @njit(cache=True)

@@ -87,7 +87,8 @@ from scipy.spatial import cKDTree
 from desgw.errors import AlgorithmError, DataTypeError
 from desgw.se.detect import DetectionResult
 from desgw.se.maskbits import UNUSABLE
-from desgw.se.measure_kernels import add_psf_sources, psf_fit_all, winpos_stamps
+from desgw.se.measure_kernels import (add_psf_sources, psf_fit_stamps, render_psf_stamps,
+                                      winpos_stamps)
 from desgw.se.psf_lanczos import shift_matrix
 from desgw.util.lanczos import interpolation_matrix
 from desgw.se.psf_shape import adaptive_moments, fit_moffat
@@ -790,11 +791,19 @@ def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, con
     if not peak.any():
         return np.zeros(resid.shape), near
     amp = np.where(peak, num / float((kern ** 2).sum()), 0.0)
-    light = fftconvolve(amp, kern[None], mode="same", axes=(1, 2))
+    # only the stamps with a companion (each stamp's transform is its own: the same numbers)
+    light = np.zeros(resid.shape)
+    has = np.flatnonzero(peak.any(axis=(1, 2)))
+    light[has] = fftconvolve(amp[has], kern[None], mode="same", axes=(1, 2))
     rad = config.companion_mask * fwhm
     gi = int(np.ceil(rad))
     gy, gx = np.mgrid[-gi:gi + 1, -gi:gi + 1]
-    near = ndimage.binary_dilation(peak, structure=(np.hypot(gx, gy) <= rad)[None])
+    disk = np.hypot(gx, gy) <= rad
+    # the dilation of the few peaks by the (symmetric) disk, as the union of disks
+    for k, py, px in zip(*np.nonzero(peak)):
+        y0, y1 = max(py - gi, 0), min(py + gi + 1, n)
+        x0, x1 = max(px - gi, 0), min(px + gi + 1, n)
+        near[k, y0:y1, x0:x1] |= disk[y0 - py + gi:y1 - py + gi, x0 - px + gi:x1 - px + gi]
     return light, near
 
 
@@ -831,9 +840,12 @@ def _neighbour_light(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | N
     fl = np.zeros(len(xn))
     if used.size:
         radius = np.full(used.size, float(np.clip(2.0 * fwhm0, 3.0, n // 2)))
-        fu = psf_fit_all(data, w32, bad, xn[used], yn[used], np.ascontiguousarray(terms[used]),
-                         coeffs, coeffs, config.lanczos_order, radius, float(config.gain), 5,
-                         np.zeros(used.size))[0]
+        xu, yu = xn[used], yn[used]
+        tu = np.ascontiguousarray(terms[used])
+        stamps, fwhm = render_psf_stamps(xu, yu, tu, coeffs, config.lanczos_order)
+        fu = psf_fit_stamps(data, w32, bad, xu, yu, stamps, fwhm, tu, coeffs,
+                            config.lanczos_order, radius, float(config.gain), 5,
+                            np.zeros(used.size), False)[0]
         fl[used] = np.where(np.isfinite(fu) & (fu > 0), fu, 0.0)
     for k, near in enumerate(nears):
         near = np.asarray(near, dtype=np.int64)
