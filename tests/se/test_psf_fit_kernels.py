@@ -128,3 +128,24 @@ def test_stamp_kernels_equal_the_per_source_kernels():
         add_psf_sources(a, 7, -3, xs, ys, flux, terms, coeffs, ORDER)
         add_psf_stamps(b, 7, -3, xs, ys, flux, stamps)
         assert np.array_equal(a, b) and a.any()
+
+
+def test_fwhm_at_remembered_per_model():
+    """fwhm_at's remembered values are the fit's, and a model made by dataclasses.replace
+    (other coefficients) does not inherit them."""
+    import dataclasses
+
+    from desgw.se.psf import PSFModel
+    from desgw.se.psf_shape import fit_moffat
+
+    coeffs = _basis(25)
+    psf = PSFModel(coeffs=coeffs, degree=1, x_zero=50.0, x_scale=100.0, y_zero=40.0,
+                   y_scale=80.0, image_shape=(80, 100))
+    first = psf.fwhm_at(50.0, 40.0)
+    assert first == fit_moffat(psf.centred(50.0, 40.0)).fwhm
+    assert psf.fwhm_at(50.0, 40.0) == first
+    assert psf.fwhm_at(10.0, 70.0) != first  # the gradient terms change the width
+    yy, xx = np.mgrid[:25, :25] - 12
+    wide = (1 + (xx ** 2 + yy ** 2) / 4.0 ** 2) ** -2.5
+    other = dataclasses.replace(psf, coeffs=np.stack([wide / wide.sum(), 0 * wide, 0 * wide]))
+    assert other.fwhm_at(50.0, 40.0) > first * 1.2

@@ -582,6 +582,7 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
     flags = np.zeros((n, nk), dtype=np.int32)
     rmax = radii[nk - 1]
     half = 0.70711
+    reach = rmax + half
     step = 1.0 / subpix
     inner = np.empty(nk)
     for k in range(nk):
@@ -603,16 +604,25 @@ def circular_apertures(data, var, bad, xs, ys, radii, gain, subpix):
         y1 = min(int(np.ceil(yc + rmax + 1)), ny - 1)
         for yy in range(y0, y1 + 1):
             dy = yy - yc
-            for xx in range(x0, x1 + 1):
+            # the row's chord of the disc of radius rmax + half, a pixel wider on each side
+            # (the test below decides, so the same pixels are summed in the same order)
+            c2 = reach * reach - dy * dy
+            if c2 < 0:
+                continue
+            c = np.sqrt(c2)
+            for xx in range(max(x0, int(np.floor(xc - c)) - 1),
+                            min(x1, int(np.ceil(xc + c)) + 1) + 1):
                 dx = xx - xc
                 rr = np.sqrt(dx * dx + dy * dy)
-                if rr > rmax + half:
+                if rr > reach:
                     continue
-                # smallest aperture that contains the whole pixel
+                # smallest aperture that contains the whole pixel (``inner`` increases: found
+                # from the largest down, the few steps of the outer rings that hold most pixels)
                 kfull = nk
-                for k in range(nk):
+                for k in range(nk - 1, -1, -1):
                     if rr < inner[k]:
                         kfull = k
+                    else:
                         break
                 if bad[yy, xx]:
                     for k in range(nk):

@@ -261,6 +261,11 @@ class PSFModel:
     star_flux: np.ndarray = field(default_factory=lambda: np.zeros(0))
     star_chi2: np.ndarray = field(default_factory=lambda: np.zeros(0))
     n_candidates: int = 0
+    # fwhm_at's values by position: the CCD centre is asked for by the measurement, the
+    # FWHMPSF grid and the QC, each a Moffat fit of ~10 ms (not an init argument, so that
+    # dataclasses.replace starts a new model with an empty one)
+    _fwhm_cache: dict[tuple[float, float], float] = field(default_factory=dict, init=False,
+                                                          repr=False, compare=False)
 
     @property
     def stamp_size(self) -> int:
@@ -328,7 +333,13 @@ class PSFModel:
         to the model with the pixel response removed (pixel-integrated fit), i.e. the FWHM of
         the PSF on the sky in pixel units; multiply by the pixel scale for arcsec.
         """
-        return fit_moffat(self.centred(x, y)).fwhm
+        key = (float(x), float(y))
+        fwhm = self._fwhm_cache.get(key)
+        if fwhm is None:
+            fwhm = fit_moffat(self.centred(x, y)).fwhm
+            if len(self._fwhm_cache) < 64:
+                self._fwhm_cache[key] = fwhm
+        return fwhm
 
     def ellipticity_at(self, x: float, y: float) -> tuple[float, float]:
         """PSF distortion (e1, e2) at CCD position (x, y) from adaptive moments.
