@@ -24,9 +24,9 @@ def _hat(stamp: np.ndarray, k: int) -> np.ndarray:
     return np.fft.fft2(np.fft.ifftshift(a))
 
 
-def _on_tile(kernel_hat: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _on_tile(kernel_hat: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Full-plane transform on the tile grid of the (k, k) real kernel with spectrum
-    ``kernel_hat``, its centre at the tile origin."""
+    ``kernel_hat``, its centre at the tile origin, and the kernel itself (real space)."""
     k = kernel_hat.shape[0]
     real = np.fft.fftshift(np.fft.ifft2(kernel_hat).real)
     a = np.zeros(shape)
