@@ -56,6 +56,23 @@ def _render(coeffs: np.ndarray, terms: np.ndarray, wx: np.ndarray, wy: np.ndarra
 
 
 @njit(cache=True)
+def _add_stamp(out, xc, yc, f, p):
+    """``out += f * p`` with the (s, s) stamp ``p`` centred on ``out``'s pixel (``xc``, ``yc``),
+    clipped at ``out``'s edges."""
+    my, mx = out.shape
+    s = p.shape[0]
+    h = s // 2
+    for a in range(s):
+        yy = yc - h + a
+        if yy < 0 or yy >= my:
+            continue
+        for b in range(s):
+            xx = xc - h + b
+            if 0 <= xx < mx:
+                out[yy, xx] += f * p[a, b]
+
+
+@njit(cache=True)
 def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
     """Add ``flux * PSF`` of point sources to an image, in place.
 
@@ -76,9 +93,7 @@ def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
     order : int
         Lanczos order of the sub-pixel shift.
     """
-    my, mx = out.shape
     s = coeffs.shape[1]
-    h = s // 2
     tmp = np.empty((s, s))
     p = np.empty((s, s))
     wx = np.empty(2 * order + 1)
@@ -90,14 +105,7 @@ def add_psf_sources(out, x0, y0, xs, ys, flux, terms, coeffs, order):
         shift_taps_into(xs[i] - ic, order, wx, scratch)
         shift_taps_into(ys[i] - jc, order, wy, scratch)
         _render(coeffs, terms[i], wx, wy, order, tmp, p)
-        for a in range(s):
-            yy = jc - h + a - y0
-            if yy < 0 or yy >= my:
-                continue
-            for b in range(s):
-                xx = ic - h + b - x0
-                if 0 <= xx < mx:
-                    out[yy, xx] += flux[i] * p[a, b]
+        _add_stamp(out, ic - x0, jc - y0, flux[i], p)
 
 
 @njit(cache=True)
@@ -173,20 +181,10 @@ def add_psf_stamps(out, x0, y0, xs, ys, flux, stamps):
     stamps : float64 (n, s, s)
         :func:`render_psf_stamps` at ``xs``, ``ys``.
     """
-    my, mx = out.shape
-    s = stamps.shape[1]
-    h = s // 2
     for i in range(xs.shape[0]):
         ic = int(np.floor(xs[i] + 0.5))
         jc = int(np.floor(ys[i] + 0.5))
-        for a in range(s):
-            yy = jc - h + a - y0
-            if yy < 0 or yy >= my:
-                continue
-            for b in range(s):
-                xx = ic - h + b - x0
-                if 0 <= xx < mx:
-                    out[yy, xx] += flux[i] * stamps[i, a, b]
+        _add_stamp(out, ic - x0, jc - y0, flux[i], stamps[i])
 
 
 @njit(cache=True)
