@@ -171,9 +171,26 @@ def _migrate_2_to_3(conn: Connection) -> None:
         conn.execute(text(f"ALTER TABLE templates_used ADD COLUMN {column} {kind}"))
 
 
+#: Indexes added by schema version 4: (name, table, column).
+_V4_INDEXES = (("ix_detections_fake_id", "detections", "fake_id"),
+               ("ix_fakes_recovered_detection_id", "fakes", "recovered_detection_id"))
+
+
+def _migrate_3_to_4(conn: Connection) -> None:
+    """Version 4: indexes on the foreign keys that point at fakes and detections
+    (``detections.fake_id``, ``fakes.recovered_detection_id``). Deleting a fake or a detection
+    (:func:`desgw.db.replace_ccd_results` replacing a CCD's rows) checks those keys; without an
+    index each check scans the whole other table (0.24 CPU-s per CCD at 7,000 detections and
+    10,700 fakes; 0.007 s with them). ``create_all`` does not add indexes to existing tables,
+    hence this step (``IF NOT EXISTS``: a database created with them is left as it is)."""
+    for name, table, column in _V4_INDEXES:
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})"))
+
+
 #: Schema migrations: ``MIGRATIONS[v]`` upgrades a database of version ``v`` to ``v + 1``
 #: inside the caller's transaction (plain SQL, valid on SQLite and PostgreSQL).
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3,
+                                                       3: _migrate_3_to_4}
 
 
 def migrate_schema(conn: Connection, found: int, *, shown: str = "database") -> int:
