@@ -45,7 +45,7 @@ from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingFi
 from desgw.util.jsonsafe import json_safe
 
 from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
-from .atomic import atomic_write_path
+from .atomic import atomic_write_bytes, atomic_write_path
 from .fitscodec import (
     NOISE_QUANTIZE_LEVEL,
     WEIGHT_QUANTIZE_LEVEL,
@@ -53,6 +53,7 @@ from .fitscodec import (
     noise_step,
     write_planes,
 )
+from .fitstable import empty_primary_bytes, table_hdu_bytes
 
 __all__ = [
     "IMMASK_QUANTIZE_LEVEL",
@@ -309,7 +310,13 @@ def write_fits_table(path: str | os.PathLike[str], table: Table | np.ndarray,
         Extra keywords for the table HDU header.
     """
     final = Path(path)
-    hdu = fits.table_to_hdu(_as_table(table))
+    t = _as_table(table)
+    direct = table_hdu_bytes(t, None if header is None else clean_header(header),
+                             extname=extname)
+    if direct is not None:  # the bytes astropy writes, without its per-column objects
+        atomic_write_bytes(final, empty_primary_bytes() + direct, fsync=False)
+        return final
+    hdu = fits.table_to_hdu(t)
     hdu.name = extname
     if header is not None:
         for card in clean_header(header).cards:
