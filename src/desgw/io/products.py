@@ -423,8 +423,9 @@ def write_parquet(path: str | os.PathLike[str], table: Table | np.ndarray) -> Pa
     meta_json = json.dumps(json_safe(info, nonfinite_to_none=False, fallback=str))
     schema_meta = {_PARQUET_META_KEY: meta_json.encode()}
     at = pa.Table.from_arrays(arrays, names=list(t.colnames)).replace_schema_metadata(schema_meta)
-    with atomic_write_path(final) as tmp:
-        pq.write_table(at, tmp)
+    sink = pa.BufferOutputStream()  # in memory: its checksum record needs no read back
+    pq.write_table(at, sink)
+    atomic_write_bytes(final, sink.getvalue().to_pybytes(), fsync=False)
     return final
 
 
