@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, insert, inspect, select, text
+from sqlalchemy import (Connection, Engine, create_engine, event, func, insert, inspect, select,
+                        text)
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -229,9 +230,25 @@ def migrate_schema(conn: Connection, found: int, *, shown: str = "database") -> 
     return version
 
 
+def _current_version(engine: Engine) -> int | None:
+    """The schema version when the database is already at :data:`SCHEMA_VERSION` (a plain read
+    transaction: no write lock, nothing created), else None."""
+    with engine.connect() as conn, conn.begin():
+        if SchemaVersionRow.__tablename__ not in set(inspect(conn).get_table_names()):
+            return None
+        found = conn.execute(select(func.max(SchemaVersionRow.version))).scalar()
+    return SCHEMA_VERSION if found == SCHEMA_VERSION else None
+
+
 def _ensure_schema(engine: Engine, url: str, create: bool) -> int:
-    """Check (or create) the desgw schema; return its version."""
+    """Check (or create) the desgw schema; return its version.
+
+    A database already at :data:`SCHEMA_VERSION` (every open but the first) is checked in a
+    read transaction; only creating or migrating takes the write lock (SQLite ``BEGIN
+    IMMEDIATE``, PostgreSQL's schema advisory lock), and checks again under it."""
     shown = redact_url(url)
+    if _current_version(engine) is not None:
+        return SCHEMA_VERSION
     write = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
     with write.connect() as conn, conn.begin():
         if engine.dialect.name == "postgresql":
