@@ -36,3 +36,38 @@ def test_relative_inputs_equal_numpy(dtype):
     np.testing.assert_array_equal(rel, np.subtract(search, template, dtype=np.float32))
     np.testing.assert_array_equal(objects.view(bool), (search > thr) | (template > thr))
     np.testing.assert_array_equal(bad, (~good).view(np.uint8))
+
+
+@pytest.mark.parametrize("grow", [0, 4])
+def test_relative_sky_equals_the_background_estimate(grow):
+    """relative_sky (sep's mesh level with the objects and unusable pixels left out, no rms
+    map) is exactly the level estimate_background gives the same difference, objects grown
+    by grow_objects and unusable pixels as mask bit 1 (the former code)."""
+    from dataclasses import replace
+
+    from desgw.diff.pipeline_steps import grow_objects, relative_sky
+    from desgw.diff.pipeline_types import DiffConfig
+    from desgw.se.background import BackgroundConfig, estimate_background
+
+    rng = np.random.default_rng(5)
+    ny, nx = 256, 192
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    search = rng.normal(0.5 + 0.01 * xx, 10.0).astype(np.float32)
+    template = rng.normal(0.0, 8.0, (ny, nx)).astype(np.float32)
+    for x, y in rng.uniform(5, 180, (25, 2)):
+        search += (900.0 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 5.0)).astype(np.float32)
+    good = rng.random((ny, nx)) > 0.05
+    good[50:60, :] = False
+    cfg = DiffConfig(background=replace(BackgroundConfig(), mesh=32, object_grow=grow))
+    got = relative_sky(search, template, good, 10.0, cfg)
+
+    thr = np.float32(cfg.object_sigma * 10.0)
+    objects = (search > thr) | (template > thr)
+    want = estimate_background(
+        np.subtract(search, template, dtype=np.float32), (~good).astype(np.uint8),
+        objects=grow_objects(objects, grow),
+        config=BackgroundConfig(mesh=32, filter=cfg.background.filter, mask_bits=1,
+                                object_grow=0)).level
+    assert got.dtype == np.float32 and got.shape == (ny, nx)
+    np.testing.assert_array_equal(got, want)
+    assert np.ptp(got) > 0.1  # the gradient is there

@@ -222,3 +222,34 @@ def test_sparse_labelling_in_blocks_equals_per_block_labelling():
     # the column is cut into one piece per square it crosses
     col = np.flatnonzero(idx % nx == 40)
     assert len(np.unique(lab[col])) >= -(-ny // b)
+
+
+@pytest.mark.parametrize("block", [0, 1, 3, 8])
+def test_sparse_labels_are_numbered_in_raster_order(block):
+    """The clusters are numbered in raster order of their first pixel, exactly (what the
+    cluster sums and the mask update index by), rows starting and ending masked included."""
+    from scipy import ndimage
+
+    from desgw.diff.subtract import _label_sparse
+
+    rng = np.random.default_rng(20 + block)
+    ny, nx = 37, 29
+    masked = rng.random((ny, nx)) < 0.35
+    masked[0, :] = masked[:, 0] = masked[:, -1] = True
+    idx = np.flatnonzero(masked)
+    lab, n = _label_sparse(idx, nx, block)
+    ref = np.zeros((ny, nx), np.int64)
+    b = block if block > 0 else max(ny, nx)
+    k0 = 0
+    for y0 in range(0, ny, b):
+        for x0 in range(0, nx, b):
+            sl = (slice(y0, y0 + b), slice(x0, x0 + b))
+            lb, k = ndimage.label(masked[sl], structure=np.ones((3, 3), bool))
+            ref[sl] = np.where(lb > 0, lb + k0, 0)
+            k0 += k
+    r = ref.ravel()[idx]
+    _, first = np.unique(r, return_index=True)
+    order = np.argsort(np.argsort(first))  # rank of each cluster's first pixel
+    want = order[np.searchsorted(np.unique(r), r)]
+    assert n == k0
+    np.testing.assert_array_equal(lab, want)

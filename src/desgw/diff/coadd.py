@@ -328,6 +328,16 @@ def _grow_outliers(vals, var, fs, good, out, cand, kappa):
 
 
 @numba.njit(cache=True)
+def _cells(nx, cell):  # pragma: no cover - numba
+    """``x // cell`` of every column (an integer division per pixel costs as much as the
+    rest of a coadd pixel's arithmetic)."""
+    out = np.empty(nx, np.int64)
+    for x in range(nx):
+        out[x] = x // cell
+    return out
+
+
+@numba.njit(cache=True)
 def _finalise(num, den, var_num, pois_num, mask_good, mask_all, covered, edge, unusable):
     """Coadd image, weight, source gain and mask from the accumulators."""
     ny, nx = num.shape
@@ -369,12 +379,14 @@ def _cell_fraction(mask, weight, coverage, f, weighted, unusable, den, cell, y0,
         for i in range(nxc):
             cnt[j, i] = (min((j + 1) * cell, ny) - j * cell) * (min((i + 1) * cell, nx) - i * cell)
     f2 = f * f
+    xcell = _cells(nx, cell)
     for r in range(y0, y1):
+        rc = r // cell
         for x in range(x0, x1):
             if coverage[r, x] and weight[r, x] > 0 and (mask[r, x] & unusable) == 0 \
                     and den[r, x] > 0:
                 c = weight[r, x] / f2 if weighted else 1.0
-                acc[r // cell, x // cell] += c / den[r, x]
+                acc[rc, xcell[x]] += c / den[r, x]
     return acc / cnt
 
 
@@ -393,11 +405,13 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
     nxc = (nx + cell - 1) // cell
     acc = np.zeros((nyc, nxc))
     cnt = np.zeros((nyc, nxc))
+    xcell = _cells(nx, cell)
     f2 = f * f
     s = 0.0
     for r in range(ny):
+        rc = r // cell
         for x in range(nx):
-            cnt[r // cell, x // cell] += 1.0
+            cnt[rc, xcell[x]] += 1.0
             m = mask[r, x]
             if not coverage[r, x]:
                 mout[r, x] = edge
@@ -411,7 +425,7 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
                 mout[r, x] = m
                 n_contrib[r, x] = 1
                 s += wt if weighted else 1.0 / wt
-                acc[r // cell, x // cell] += 1.0
+                acc[rc, xcell[x]] += 1.0
             else:
                 mout[r, x] = m if (m & unusable) != 0 else m | edge
     return out, wout, gout, mout, n_contrib, s, acc / cnt
@@ -441,7 +455,9 @@ def _fused(images, masks, weights, coverages, fs, boxes, weighted, unusable, edg
             cnt[j, i] = (min((j + 1) * cell, ny) - j * cell) * (min((i + 1) * cell, nx) - i * cell)
     s = np.zeros(n)
     cs = np.zeros(n)
+    xcell = _cells(nx, cell)
     for r in range(ny):
+        rc = r // cell
         for x in range(nx):
             num = 0.0
             den = 0.0
@@ -483,7 +499,7 @@ def _fused(images, masks, weights, coverages, fs, boxes, weighted, unusable, edg
                 mout[r, x] = m_good
                 for t in range(n):
                     if cs[t] != 0.0:
-                        acc[t, r // cell, x // cell] += cs[t] / den
+                        acc[t, rc, xcell[x]] += cs[t] / den
             elif covered:
                 mout[r, x] = m_all if (m_all & unusable) != 0 else m_all | edge
             else:

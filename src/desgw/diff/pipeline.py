@@ -10,7 +10,9 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
 2. ``[background]`` sky of the search and of every template CCD, two passes (the second with
    the sources masked); the weights are the SE inverse background variances (makeWeight).
    A template CCD read from its prepared form (``CCDProducts.sky_subtracted``) comes with
-   that sky removed already, estimated once on the whole CCD.
+   that sky removed already, estimated once on the whole CCD; a search CCD straight from SE
+   (``CCDProducts.background``) has SE's sky subtracted instead of a new estimate when the
+   relative sky of step 4 follows (:func:`~desgw.diff.pipeline_steps.search_sky`).
 3. ``[resample]`` each template CCD whose footprint reaches the search CCD is resampled onto
    the search grid, Lanczos-3 with flux conservation (SWarp), through the WCS mapping refined
    with the bright stars both catalogs measured (:mod:`desgw.diff.register`: an affine
@@ -142,6 +144,7 @@ from .pipeline_steps import (
     measure_noise_acf,
     relative_sky,
     resampling_noise_acf,
+    search_sky,
     subtract_sky,
     template_cut_reasons,
     usable_pixels,
@@ -326,7 +329,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
 
     # 2. sky
     shape = search.shape
-    s_img, s_sky, s_rms = subtract_sky(search.image, search.mask, config)
+    s_img, s_sky, s_rms = search_sky(search, config)
     meta.update(search_sky_e=s_sky, search_sky_rms_e=s_rms)
     # prepared template CCDs come with their sky removed (the same estimate, made once)
     t_imgs = [t.image if t.sky_subtracted else subtract_sky(t.image, t.mask, config)[0]

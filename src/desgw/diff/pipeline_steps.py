@@ -11,6 +11,7 @@ from dataclasses import replace
 from typing import Any
 
 import numpy as np
+import sep
 from astropy.table import Table, vstack
 from numba import njit
 
@@ -38,6 +39,7 @@ __all__ = [
     "measure_noise_acf",
     "relative_sky",
     "resampling_noise_acf",
+    "search_sky",
     "subtract_sky",
     "template_cut_reasons",
     "usable_pixels",
@@ -97,6 +99,26 @@ def subtract_sky(image: np.ndarray, mask: np.ndarray, config: DiffConfig
         objects, config.background.object_grow), config=_no_grow(config.background))
     sub = np.subtract(image, second.level, dtype=np.float32)
     return sub, float(second.global_level), float(second.global_rms)
+
+
+def search_sky(search: CCDProducts, config: DiffConfig) -> tuple[np.ndarray, float, float]:
+    """The search image with its sky subtracted (float32, e-) and the global sky and rms (e-).
+
+    A CCD straight from SE (``search.background``, the fused search CCD) has SE's sky
+    subtracted when ``config.relative_sky`` is set: SE estimated it a moment ago on the same
+    pixels (two passes too, its second with the first pass's detections and their wings
+    masked, :func:`desgw.se.process.process_ccd`), and the relative sky removed after the
+    coadd (:func:`relative_sky`) sets the search's mesh-scale sky to the template's whatever
+    the search's own estimate, so estimating it again (two background passes, ~0.2 CPU-s per
+    CCD) would change the difference only below the mesh scale. Without the relative sky,
+    or for a CCD read from its files, :func:`subtract_sky` (the estimate the prepared
+    templates get).
+    """
+    bkg = search.background
+    if bkg is not None and config.relative_sky and np.shape(bkg.level) == search.shape:
+        sub = np.subtract(search.image, bkg.level, dtype=np.float32)
+        return sub, float(bkg.global_level), float(bkg.global_rms)
+    return subtract_sky(search.image, search.mask, config)
 
 
 @njit(cache=True, nogil=True)
@@ -452,13 +474,22 @@ def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.
     """
     thr = np.float32(config.object_sigma * search_rms)
     # one pass: the plain difference, the pixels above thr in either image, the unusable ones
-    # (bit 1)
-    rel, objects, mask = _relative_inputs(np.asarray(search_image), np.asarray(template_image),
-                                          np.ascontiguousarray(good, np.bool_), thr)
-    bkg = estimate_background(rel, mask,
-                              objects=grow_objects(objects.view(np.bool_),
-                                                   config.background.object_grow),
-                              config=BackgroundConfig(mesh=config.background.mesh,
-                                                      filter=config.background.filter,
-                                                      mask_bits=1, object_grow=0))
-    return bkg.level
+    rel, objects, bad = _relative_inputs(np.asarray(search_image), np.asarray(template_image),
+                                         np.ascontiguousarray(good, np.bool_), thr)
+    grow = int(config.background.object_grow)
+    excluded = box_any(objects, grow, grow) if grow > 0 else objects
+    np.bitwise_or(excluded, bad, out=excluded)
+    del objects, bad
+    return _mesh_level(rel, excluded.view(np.bool_), config.background)
+
+
+def _mesh_level(data: np.ndarray, excluded: np.ndarray, config: BackgroundConfig
+                ) -> np.ndarray:
+    """The sky level map (float32) of ``data`` with the ``excluded`` pixels left out: what
+    :func:`desgw.se.background.estimate_background` gives with ``excluded`` as its objects
+    (no mask bits, no growth, ``fthresh`` 0) and ``config``'s mesh and filter, without the rms
+    map it also interpolates (a full-image pass nobody here reads)."""
+    bkg = sep.Background(np.ascontiguousarray(data, np.float32),
+                         mask=np.ascontiguousarray(excluded, np.bool_), bw=config.mesh,
+                         bh=config.mesh, fw=config.filter, fh=config.filter, fthresh=0.0)
+    return bkg.back(dtype=np.float32)

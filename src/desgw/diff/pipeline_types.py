@@ -25,7 +25,7 @@ from desgw.diff.register import RegistrationConfig
 from desgw.diff.resample import ResampleConfig
 from desgw.diff.subtract import SubtractConfig
 from desgw.errors import AlgorithmError
-from desgw.se.background import BackgroundConfig
+from desgw.se.background import Background, BackgroundConfig
 
 __all__ = [
     "DIFF_ERROR_KINDS",
@@ -120,6 +120,12 @@ class CCDProducts:
     airmass : float
         Airmass of the exposure (header ``AIRMASS``; NaN when unknown): for a nominal
         zeropoint (:mod:`desgw.se.nominal_zp`) when none can be measured.
+    background : Background or None
+        The sky SE measured on ``image`` (level map and global level and rms, e-), when the
+        CCD comes straight from SE in memory (the fused search CCD,
+        :func:`desgw.workflow.sediff_ccd.search_products_from_se`); None when read from files.
+        With :attr:`DiffConfig.relative_sky` the difference imaging subtracts it instead of
+        estimating the sky again (:func:`desgw.diff.pipeline.difference_ccd`).
     """
 
     image: np.ndarray
@@ -139,6 +145,7 @@ class CCDProducts:
     psf_apcor: float = 1.0
     sky_subtracted: bool = False
     airmass: float = float("nan")
+    background: Background | None = None
 
     @property
     def shape(self) -> tuple[int, int]:

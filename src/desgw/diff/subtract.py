@@ -361,12 +361,22 @@ def _label_sparse(idx, nx, block=0):  # pragma: no cover - numba
     that moves forward with the pixel (no full-image array is touched)."""
     m = idx.size
     parent = np.arange(m)
+    # the row of each pixel by stepping (idx is sorted) and the block column of each column
+    # from a table: no integer division per pixel
+    cb = np.empty(nx, np.int64)
+    for x in range(nx):
+        cb[x] = x // block if block > 0 else 0
+    row_start = 0
+    y_in_block = 0 if block > 0 else 1  # row 0: no row above
     j = 0
     for i in range(m):
         p = idx[i]
-        y = p // nx
-        x = p % nx
-        if i > 0 and x > 0 and idx[i - 1] == p - 1 and (block <= 0 or x % block != 0):
+        if p >= row_start + nx:
+            y = p // nx
+            row_start = y * nx
+            y_in_block = y % block if block > 0 else 1
+        x = p - row_start
+        if i > 0 and x > 0 and idx[i - 1] == p - 1 and (block <= 0 or cb[x] == cb[x - 1]):
             a, b = _find(parent, i), _find(parent, i - 1)
             if a != b:
                 parent[max(a, b)] = min(a, b)
@@ -374,11 +384,12 @@ def _label_sparse(idx, nx, block=0):  # pragma: no cover - numba
         hi = p - nx + 1 if x < nx - 1 else p - nx
         while j < i and idx[j] < lo:
             j += 1
-        if block > 0 and y % block == 0:
+        if y_in_block == 0:
             continue  # the row above lies in other squares
         q = j
         while q < i and idx[q] <= hi:
-            if block <= 0 or (idx[q] % nx) // block == x // block:
+            # idx[q] is in the row above, column x - 1, x or x + 1
+            if block <= 0 or cb[idx[q] - (row_start - nx)] == cb[x]:
                 a, b = _find(parent, i), _find(parent, q)
                 if a != b:
                     parent[max(a, b)] = min(a, b)
@@ -411,9 +422,14 @@ def _cluster_sums(idx, lab, n, n_img, n_var, n_msk, r_img, r_var, r_msk, scale,
     unknown = np.zeros(n, np.bool_)
     ring = np.zeros((n, 4))  # search, template, their variances
     s2 = scale * scale
+    y = 0
+    row_start = 0
     for i in range(idx.size):
         k = lab[i]
-        y, x = idx[i] // nx, idx[i] % nx
+        if idx[i] >= row_start + nx:  # idx is sorted: the row changes rarely
+            y = idx[i] // nx
+            row_start = y * nx
+        x = idx[i] - row_start
         a, va = n_img[y, x], n_var[y, x]
         b, vb = r_img[y, x], r_var[y, x]
         nb = (n_msk[y, x] & bad_bits) != 0 or not (np.isfinite(va) and va > 0) \

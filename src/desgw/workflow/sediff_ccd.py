@@ -84,7 +84,9 @@ def search_products_from_se(result: CCDResult, header: fits.Header, *, band: str
     -------
     CCDProducts
         Sharing the result's arrays (not copied: the difference imaging does not modify its
-        inputs). ``t_eff`` is the quality metrics' (NaN when not measured).
+        inputs). ``t_eff`` is the quality metrics' (NaN when not measured); ``background``
+        is SE's sky estimate, which the difference imaging reuses
+        (:func:`desgw.diff.pipeline_steps.search_sky`).
     """
     from desgw.diff.pipeline_types import CCDProducts
 
@@ -104,7 +106,7 @@ def search_products_from_se(result: CCDResult, header: fits.Header, *, band: str
         qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_header_float(header, "FWHMASEC", math.nan), t_eff=teff,
         psf_apcor=_header_float(header, "PSFAPCOR", 1.0),
-        airmass=_header_float(header, "AIRMASS", math.nan))
+        airmass=_header_float(header, "AIRMASS", math.nan), background=result.background)
 
 
 def _register_search(diff_task: DiffTask, exposure: object, raw_path: str) -> None:
