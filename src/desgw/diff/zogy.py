@@ -477,7 +477,11 @@ def choose_kernel_size(pairs: list[PSFPair], *, var_new: float, var_ref: float,
     size = max(max(a.shape[0], b.shape[0]) for a, b in pairs)
     if corners:
         size = max(size, max(max(a.shape[0], b.shape[0]) for cs in corners for a, b in cs))
-    kw = {"var_new": var_new, "var_ref": var_ref, "f_new": f_new, "f_ref": f_ref}
+
+    def build(a: np.ndarray, b: np.ndarray, k: int) -> ZogyKernels:
+        return zogy_kernels(a, b, var_new=var_new, var_ref=var_ref, f_new=f_new, f_ref=f_ref,
+                            kernel_size=k)
+
     refs: list = [None] * len(pairs)
     stamps = [(fit_stamp(pn, size), fit_stamp(pr, size)) for pn, pr in pairs]
 
@@ -485,7 +489,7 @@ def choose_kernel_size(pairs: list[PSFPair], *, var_new: float, var_ref: float,
         """The full grid's filters and residuals at pair i (computed once)."""
         if refs[i] is None:
             a, b = stamps[i]
-            kern = zogy_kernels(a, b, kernel_size=k_max, **kw)
+            kern = build(a, b, k_max)
             refs[i] = (kern, *_star_residuals(kern, a, b, f_new, f_ref))
         return refs[i]
 
@@ -506,7 +510,7 @@ def choose_kernel_size(pairs: list[PSFPair], *, var_new: float, var_ref: float,
             if abs(1.0 - pd[m - h:m + h + 1, m - h:m + h + 1].sum() / pd.sum()) > PSF_D_TAIL_TOL:
                 ok = False
                 break
-            s1, d1, fs1, e1 = _star_residuals(zogy_kernels(a, b, kernel_size=c, **kw), a, b,
+            s1, d1, fs1, e1 = _star_residuals(build(a, b, c), a, b,
                                               f_new, f_ref)
             if e1 > max(D_ENERGY_TOL, 1.5 * e0) or abs(fs1 / fs0 - 1.0) > F_S_TOL:
                 ok = False
