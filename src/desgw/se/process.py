@@ -781,6 +781,7 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
     if min(ny, nx) < 4 * bcfg.mesh:
         bcfg = replace(bcfg, mesh=max(8, min(ny, nx) // 4))
     bkg1 = estimate_background(image, mask, config=bcfg)
+    assert bkg1.rms is not None  # rms_map=True (the default)
     sub = image - bkg1.level
     det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config)
                          if ccd.first_pass_detect_base else config.detect)
@@ -825,7 +826,9 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
                         y=np.asarray(c1["y"], dtype=np.float64),
                         peak=np.asarray(c1["peak"], dtype=np.float64), fwhm_px=seeing.fwhm_px,
                         noise=bkg1.global_rms)
-    bkg = estimate_background(image, mask, objects=det1.segmap, wings=wings, config=bcfg)
+    # the noise map is only read by the mean-sky step (the detection uses the weight)
+    bkg = estimate_background(image, mask, objects=det1.segmap, wings=wings, config=bcfg,
+                              rms_map=bool(ccd.mean_sky and config.mean_sky))
     np.subtract(image, bkg.level, out=sub)
     wscale = (weight_rescale_factor(sub, weight, mask, det1.segmap)
               if config.rescale_weight else 1.0)
