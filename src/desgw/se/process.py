@@ -94,6 +94,7 @@ from desgw.se.process_steps import (
     mean_sky_background,
     psf_aperture_correction,
     psf_config_for_seeing,
+    segment_pixels,
     weight_rescale_factor,
 )
 from desgw.se.process_wcs import ccd_corners, initial_wcs_for
@@ -881,8 +882,7 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
             residual = cosmic_ray_residuals(catalog, cray_bit=maskbits.CRAY)
             n_crres = int(residual.sum())
             if n_crres:
-                ids = np.asarray(catalog["NUMBER"])[residual]
-                pix = np.isin(det.segmap, ids)
+                pix = segment_pixels(det, np.asarray(catalog["NUMBER"])[residual])
                 mask[pix] |= maskbits.CRAY
                 weight[pix] = 0.0
                 catalog = catalog[~residual]
