@@ -28,10 +28,12 @@ def test_level_and_rms_match_truth():
     assert bkg.global_rms == pytest.approx(float(np.median(true_rms)), rel=0.03)
     # without the noise map: the same level and global values, and no map
     lean = estimate_background(f.image, f.mask, rms_map=False)
-    assert lean.rms is None
+    assert lean.rms_map is None
+    with pytest.raises(ValueError, match="no rms map"):
+        _ = lean.rms
     np.testing.assert_array_equal(lean.level, bkg.level)
     assert (lean.global_level, lean.global_rms) == (bkg.global_level, bkg.global_rms)
-    with pytest.raises(ValueError, match="rms map"):
+    with pytest.raises(ValueError, match="no rms map"):
         residual_background(lean, f.image)
 
 

@@ -782,7 +782,6 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
     if min(ny, nx) < 4 * bcfg.mesh:
         bcfg = replace(bcfg, mesh=max(8, min(ny, nx) // 4))
     bkg1 = estimate_background(image, mask, config=bcfg)
-    assert bkg1.rms is not None  # rms_map=True (the default)
     sub = image - bkg1.level
     det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config)
                          if ccd.first_pass_detect_base else config.detect)
