@@ -90,7 +90,7 @@ def main() -> None:
                               seed=seed)
             for v in rows:
                 r = run_photometry(f, **VARIANTS[v])
-                for k in ("delta", "used", "mag"):
+                for k in ("delta", "used", "mag", "star_index", "catalog"):
                     r.pop(k)
                 rows[v].append(r)
                 print(dens, seed, v, json.dumps({k: round(x, 4) for k, x in r.items()}),
