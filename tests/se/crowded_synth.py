@@ -134,7 +134,8 @@ def crowded_field(n_stars: int, n_gal: int, *, shape: tuple[int, int] = (2048, 1
                         beta=beta)
 
 
-def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = False,
+def run_photometry(f: CrowdedField, *, true_sky: bool = False, add_undetected: bool = False,
+                   refine: bool = False,
                    neighbour_iter: int = 2, wings: bool = True,
                    true_positions: bool = False, refit_psf: bool = False,
                    psf_kw: dict | None = None) -> dict:
@@ -147,14 +148,17 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     ``wings`` masks each first-pass detection's wing for the second background as
     :func:`desgw.se.process.process_ccd` does (:class:`desgw.se.background.ObjectWings`; False:
     the segments grown by 4 px only, the masks before);
-    ``true_sky`` replaces the estimated background by the true sky; ``psf_kw`` overrides
+    ``true_sky`` replaces the estimated background by the true sky, and ``add_undetected`` adds
+    to it the mean light of the undetected objects (:func:`undetected_light`: the sky that a
+    star placed at random has under it); ``psf_kw`` overrides
     :class:`desgw.se.psf.PSFConfig` fields (e.g. ``companion_snr=0``).
 
     Returns
     -------
     dict
         ``n_det`` detections (and per CCD: x 4), ``dzp_mmag`` (measured - true zeropoint),
-        ``n_zp`` stars in it, ``bright_ratio`` median FLUX_PSF / true flux (stamp-normalised:
+        ``n_zp`` stars in it, ``undetected_light_e`` (:func:`undetected_light`, e-/px),
+        ``bright_ratio`` median FLUX_PSF / true flux (stamp-normalised:
         divided by the aperture correction's inverse) of isolated-ish bright stars, ``apcor``
         and ``apcor_exact``, ``psf_peak_ratio`` and ``n_psf_stars`` (:func:`psf_model_truth`),
         ``measure_cpu_ms_per_object``; per calibration star matched to the reference:
@@ -185,6 +189,12 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     det_cfg = detect_config_for_seeing(DetectConfig(), f.fwhm, snr=5.0, minarea=3)
     det = detect_sources(sub, 1.0 / weight, mask, noise_type="variance", config=det_cfg)
     c = det.catalog
+    undetected = undetected_light(f, np.asarray(c["xwin"], float), np.asarray(c["ywin"], float))
+    if true_sky and add_undetected:
+        level = f.sky + np.float32(undetected)
+        sub = image - level
+        det = detect_sources(sub, 1.0 / weight, mask, noise_type="variance", config=det_cfg)
+        c = det.catalog
     if true_positions:
         tx = np.concatenate([f.stars["x"], f.galaxies["x"]])
         ty = np.concatenate([f.stars["y"], f.galaxies["y"]])
@@ -228,10 +238,29 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
             "dzp_mmag": 1e3 * zp.zp, "zp_err_mmag": 1e3 * zp.zp_err, "n_zp": zp.n_used,
             "bright_ratio": ratio, "n_bright": int(len(bi)), "apcor": apcor,
             **psf_model_truth(f, psf), "n_psf_stars": psf.n_stars,
-            "sky_bias_e": float(np.median(level - f.sky)),
+            "sky_bias_e": float(np.median(level - f.sky)), "undetected_light_e": undetected,
             "measure_cpu_ms_per_object": 1e3 * t_meas / max(len(c), 1),
             "delta": zp.delta, "used": zp.used, "mag": cal["mag"],
             "star_index": cal["star_index"], "catalog": cat}
+
+
+def undetected_light(f: CrowdedField, x: np.ndarray, y: np.ndarray, radius: float = 3.0
+                     ) -> float:
+    """Mean light (e-/px) of the field's objects that no detection stands for: the sky a star
+    placed at random has under it, beyond the true sky. An object counts as detected when it
+    is the brightest within ``radius`` px of a detection at 0-based ``(x, y)``."""
+    from scipy.spatial import cKDTree
+
+    tx = np.concatenate([f.stars["x"], f.galaxies["x"]])
+    ty = np.concatenate([f.stars["y"], f.galaxies["y"]])
+    tf = np.concatenate([f.stars["flux"], f.galaxies["flux"]])
+    detected = np.zeros(tx.size, dtype=bool)
+    if len(x):
+        near = cKDTree(np.column_stack([tx, ty])).query_ball_point(np.column_stack([x, y]), radius)
+        for js in near:
+            if js:
+                detected[js[int(np.argmax(tf[js]))]] = True
+    return float(tf[~detected].sum()) / float(f.image.size)
 
 
 def calibrate(f: CrowdedField, cat, apcor: float, **select_kw) -> dict:
