@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             finally:
                 split.run[label] = split.run.get(label, 0.0) + time.process_time() - t
 
-        pp.write_fits_table = table  # type: ignore[assignment]
+        pp.write_fits_table = table
 
         def diff_once() -> None:
             written = pp.write_diff_products(diff, dpaths, wcs=search.wcs, png=True)

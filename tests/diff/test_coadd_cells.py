@@ -25,7 +25,8 @@ def _template(rng: np.random.Generator, box: tuple[int, int, int, int]) -> Resam
     mask = np.zeros(SHAPE, np.int32)
     mask[rng.random(SHAPE) < 0.03] = CRAY
     img = rng.normal(0.0, 1.0, SHAPE).astype(np.float32)
-    return Resampled(image=img, mask=mask, weight=w, coverage=cov, mapping=None,
+    return Resampled(image=img, mask=mask, weight=w, coverage=cov,
+                     mapping=None,  # type: ignore[arg-type]  # the coadd never reads it
                      noise_correlation_factor=1.0, kernel="lanczos3")
 
 
