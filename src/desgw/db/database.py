@@ -118,6 +118,21 @@ class Database:
             with session.begin():
                 yield session
 
+    def check_writable(self) -> None:
+        """Take the write lock once and release it: a database another process keeps locked
+        fails here, within the busy timeout, instead of at the first write of a task.
+
+        :func:`connect` no longer takes the write lock (a database at the current schema is
+        checked in a read transaction), so a run calls this once before its tasks start.
+
+        Raises
+        ------
+        DatabaseConnectionError
+            The write lock was not granted within the busy timeout, or the server is gone.
+        """
+        with self.write_session():
+            pass
+
     def lock_candidates(self, session: Session) -> None:
         """Serialise candidate association with other writers until the transaction ends.
 
