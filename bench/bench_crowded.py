@@ -22,7 +22,9 @@ calibration-star selection, weighted zeropoint vs the total fluxes of the stars 
 - ``meansky``: and the background corrected to the mean of the image less the sources' models
   (:func:`desgw.se.process_steps.mean_sky_background`, as process_ccd);
 - ``meansky+psf``: and the PSF refitted on the image less that background;
-- ``truesky``: the true sky (no light of undetected sources in it).
+- ``truesky``: the true sky (no light of undetected sources in it);
+- ``truesky+undetected``: the true sky plus the mean light of the undetected objects
+  (``crowded_synth.undetected_light``; its value is ``undetected_light_e`` in every variant).
 
 The per-field zeropoint noise is ~2 mmag, so several seeds are averaged; prints JSON with, per
 density and variant, the mean zeropoint error and its standard error (mmag), the mean
@@ -60,7 +62,8 @@ VARIANTS: dict[str, dict[str, Any]] = {"alone": dict(neighbour_iter=0), "neighbo
             "noforward": dict(neighbour_iter=2, psf_kw={"forward_model": False}),
             "meansky": dict(neighbour_iter=2, refine=True),
             "meansky+psf": dict(neighbour_iter=2, refine=True, refit_psf=True),
-            "truesky": dict(neighbour_iter=2, true_sky=True)}
+            "truesky": dict(neighbour_iter=2, true_sky=True),
+            "truesky+undetected": dict(neighbour_iter=2, true_sky=True, add_undetected=True)}
 
 #: Field shape, stars and galaxies giving about 1k, 5k and 10k detections per CCD (Moffat
 #: beta 2.5, FWHM 4 px, sky 1500 e-): a full CCD at 1k (enough PSF stars), half at 5k, a
@@ -90,7 +93,7 @@ def main() -> None:
                               seed=seed)
             for v in rows:
                 r = run_photometry(f, **VARIANTS[v])
-                for k in ("delta", "used", "mag"):
+                for k in ("delta", "used", "mag", "star_index", "catalog"):
                     r.pop(k)
                 rows[v].append(r)
                 print(dens, seed, v, json.dumps({k: round(x, 4) for k, x in r.items()}),
@@ -108,6 +111,7 @@ def main() -> None:
                       "psf_peak_ratio_mean": float(np.mean([r["psf_peak_ratio"] for r in rr])),
                       "n_psf_stars_mean": float(np.mean([r["n_psf_stars"] for r in rr])),
                       "sky_bias_e": float(np.mean([r["sky_bias_e"] for r in rr])),
+                      "undetected_light_e": float(np.mean([r["undetected_light_e"] for r in rr])),
                       "n_det_per_ccd": float(np.mean([r["n_det_per_ccd"] for r in rr])),
                       "n_zp_mean": float(np.mean([r["n_zp"] for r in rr])),
                       "measure_cpu_ms_per_object_best": float(min(r["measure_cpu_ms_per_object"]

@@ -207,13 +207,13 @@ def test_version_1_database_is_upgraded(db_url):
 
     from desgw.db import get_exposure, register_exposure
 
-    assert SCHEMA_VERSION == 3
+    assert SCHEMA_VERSION == 4
     _make_version_1_database(db_url)
     db = connect(db_url)
-    assert db.schema_version == 3
+    assert db.schema_version == 4
     with db.engine.connect() as conn:
         versions = sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars())
-    assert versions == [1, 2, 3]
+    assert versions == [1, 2, 3, 4]
     old = get_exposure(db, 123)
     assert old is not None and old.kind == "raw" and old.raw_path.endswith("123.fits.fz")
     cp = SimpleNamespace(expnum=124, nite=20190902, mjd_obs=58728.1, band="r", exptime=90.0,
@@ -224,7 +224,7 @@ def test_version_1_database_is_upgraded(db_url):
     db.close()
     again = connect(db_url)  # opened again: nothing more to migrate
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 3
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 4
     assert get_exposure(again, 123).kind == "raw"
     again.close()
 
@@ -253,10 +253,10 @@ def test_version_2_template_uses_gain_their_registration(db_url):
                              "template_expnum, template_ccdnum) VALUES (880001, 28, 664075, 22)"))
         for column in _REG_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE templates_used DROP COLUMN {column}"))
-        conn.execute(sa.text("UPDATE schema_version SET version = 2 WHERE version = 3"))
+        conn.execute(sa.text("UPDATE schema_version SET version = 2 WHERE version = 4"))
     db.close()
     db = connect(db_url)
-    assert db.schema_version == 3
+    assert db.schema_version == 4
     (old,) = get_templates_used(db, 880001)
     assert (old.template_ccdnum, old.reg_method, old.reg_dx) == (22, None, None)
     shift = TemplateUse(880001, 29, 664075, 28, reg_method="shift", reg_nstars=17,
@@ -271,4 +271,58 @@ def test_version_2_template_uses_gain_their_registration(db_url):
     assert got[30].reg_method == "wcs" and got[30].reg_rms_after is None  # NaN -> NULL
     with pytest.raises(ValueError, match="registration method"):
         record_templates_used(db, [TemplateUse(880001, 31, 664075, 29, reg_method="guess")])
+    db.close()
+
+
+_FK_INDEXES = {"detections": ("ix_detections_fake_id", ["fake_id"]),
+               "fakes": ("ix_fakes_recovered_detection_id", ["recovered_detection_id"])}
+
+
+def _fk_indexes(db):
+    found = {}
+    with db.engine.connect() as conn:
+        insp = sa.inspect(conn)
+        for table, (name, _) in _FK_INDEXES.items():
+            for ix in insp.get_indexes(table):
+                if ix["name"] == name:
+                    found[table] = (name, list(ix["column_names"]))
+    return found
+
+
+def test_version_3_database_gains_the_foreign_key_indexes(db_url):
+    """Schema 4 indexes detections.fake_id and fakes.recovered_detection_id (the foreign-key
+    checks of a CCD's replaced rows scanned the whole other table without them): a new database
+    has them, a version-3 database without them gets them when opened, its rows kept, and a
+    CCD's results are replaced there as before."""
+    from types import SimpleNamespace
+
+    from desgw.db import NewDetection, NewFake, get_fakes, register_exposure, replace_ccd_results
+
+    db = connect(db_url)
+    assert db.schema_version == SCHEMA_VERSION == 4
+    assert _fk_indexes(db) == _FK_INDEXES
+    register_exposure(db, SimpleNamespace(
+        expnum=880001, nite=20190901, mjd_obs=58727.1, band="r", exptime=90.0, ra_deg=10.0,
+        dec_deg=-43.0, object=None, propid=None, obstype="object", airmass=1.1, kind="raw"),
+        "/raw/DECam_00880001.fits.fz")
+    fakes = [NewFake(ra=10.0 + 0.01 * k, dec=-43.0, mag=21.0) for k in range(3)]
+    dets = [NewDetection(ra=10.0 + 0.01 * k, dec=-43.0, flux=100.0, fluxerr=10.0, snr=10.0,
+                         is_fake=True, fake_id=k) for k in range(2)]
+    replace_ccd_results(db, 880001, 28, fakes=fakes, detections=dets)
+    with db.engine.begin() as conn:
+        for name, _ in _FK_INDEXES.values():
+            conn.execute(sa.text(f"DROP INDEX {name}"))
+        conn.execute(sa.text("UPDATE schema_version SET version = 3 WHERE version = 4"))
+    assert _fk_indexes(db) == {}
+    db.close()
+    db = connect(db_url)
+    assert db.schema_version == 4
+    assert _fk_indexes(db) == _FK_INDEXES
+    with db.engine.connect() as conn:
+        versions = sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars())
+        assert versions == [3, 4]
+    assert sum(f.recovered for f in get_fakes(db, 880001)) == 2
+    replace_ccd_results(db, 880001, 28, fakes=fakes[:1], detections=dets[:1])
+    got = get_fakes(db, 880001)
+    assert len(got) == 1 and got[0].recovered
     db.close()

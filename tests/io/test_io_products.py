@@ -196,12 +196,11 @@ def test_immask_atomic_on_failure(tmp_path, monkeypatch):
     def boom(self, *a, **k):
         raise OSError("disk full")
 
-    def half_then_boom(tmp, blocks):  # our encoder's writer: a partial file, then the error
-        with open(tmp, "wb") as fh:
-            fh.write(b"SIMPLE  =" + b" " * 100)
+    def half_then_boom(blocks):  # our encoder's bytes: part of the file, then the error
+        yield b"SIMPLE  =" + b" " * 100
         raise OSError("disk full")
     monkeypatch.setattr(fitsio.FITS, "write", boom)
-    monkeypatch.setattr(fitscodec, "_write_ours", half_then_boom)
+    monkeypatch.setattr(fitscodec, "_file_blocks", half_then_boom)
     with pytest.raises(OSError, match="disk full"):
         write_immask(path, sci, msk, wgt)
     assert os.listdir(tmp_path) == []

@@ -134,7 +134,8 @@ def crowded_field(n_stars: int, n_gal: int, *, shape: tuple[int, int] = (2048, 1
                         beta=beta)
 
 
-def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = False,
+def run_photometry(f: CrowdedField, *, true_sky: bool = False, add_undetected: bool = False,
+                   refine: bool = False,
                    neighbour_iter: int = 2, wings: bool = True,
                    true_positions: bool = False, refit_psf: bool = False,
                    psf_kw: dict | None = None) -> dict:
@@ -147,17 +148,22 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     ``wings`` masks each first-pass detection's wing for the second background as
     :func:`desgw.se.process.process_ccd` does (:class:`desgw.se.background.ObjectWings`; False:
     the segments grown by 4 px only, the masks before);
-    ``true_sky`` replaces the estimated background by the true sky; ``psf_kw`` overrides
+    ``true_sky`` replaces the estimated background by the true sky, and ``add_undetected`` adds
+    to it the mean light of the undetected objects (:func:`undetected_light`: the sky that a
+    star placed at random has under it); ``psf_kw`` overrides
     :class:`desgw.se.psf.PSFConfig` fields (e.g. ``companion_snr=0``).
 
     Returns
     -------
     dict
         ``n_det`` detections (and per CCD: x 4), ``dzp_mmag`` (measured - true zeropoint),
-        ``n_zp`` stars in it, ``bright_ratio`` median FLUX_PSF / true flux (stamp-normalised:
+        ``n_zp`` stars in it, ``undetected_light_e`` (:func:`undetected_light`, e-/px),
+        ``bright_ratio`` median FLUX_PSF / true flux (stamp-normalised:
         divided by the aperture correction's inverse) of isolated-ish bright stars, ``apcor``
         and ``apcor_exact``, ``psf_peak_ratio`` and ``n_psf_stars`` (:func:`psf_model_truth`),
-        ``measure_cpu_ms_per_object``.
+        ``measure_cpu_ms_per_object``; per calibration star matched to the reference:
+        ``delta`` (reference - instrumental magnitude), ``used`` (in the zeropoint), ``mag``
+        and ``star_index`` (its row in ``f.stars``).
     """
     import time
 
@@ -166,7 +172,6 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     from desgw.se.background import ObjectWings, estimate_background
     from desgw.se.detect import DetectConfig, detect_sources
     from desgw.se.measure import MeasureConfig, measure_sources
-    from desgw.se.photocal import select_calibration_stars, zeropoint
     from desgw.se.process_steps import (detect_config_for_seeing, mean_sky_background,
                                         psf_aperture_correction, psf_config_for_seeing)
     from desgw.se.psf import PSFConfig, fit_psf, select_psf_candidates
@@ -184,6 +189,12 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
     det_cfg = detect_config_for_seeing(DetectConfig(), f.fwhm, snr=5.0, minarea=3)
     det = detect_sources(sub, 1.0 / weight, mask, noise_type="variance", config=det_cfg)
     c = det.catalog
+    undetected = undetected_light(f, np.asarray(c["xwin"], float), np.asarray(c["ywin"], float))
+    if true_sky and add_undetected:
+        level = f.sky + np.float32(undetected)
+        sub = image - level
+        det = detect_sources(sub, 1.0 / weight, mask, noise_type="variance", config=det_cfg)
+        c = det.catalog
     if true_positions:
         tx = np.concatenate([f.stars["x"], f.galaxies["x"]])
         ty = np.concatenate([f.stars["y"], f.galaxies["y"]])
@@ -209,17 +220,9 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
         cat = measure_sources(image, weight, mask, level, det, psf, config=mcfg)
     apcor = psf_aperture_correction(psf)
     flux = np.asarray(cat["FLUX_PSF"], float) * apcor
-    ferr = np.asarray(cat["FLUXERR_PSF"], float) * apcor
-    sel = select_calibration_stars(cat)
+    cal = calibrate(f, cat, apcor)
+    zp = cal["zp"]
     s = f.stars
-    ref = s["mag"] < 21.0
-    tree = cKDTree(np.column_stack([s["x"][ref], s["y"][ref]]))
-    d, j = tree.query(xy[sel])
-    ok = d < 1.0 / 0.263
-    rows = np.flatnonzero(sel)[ok]
-    true = s["flux"][ref][j[ok]]
-    zp = zeropoint(-2.5 * np.log10(flux[rows]), -2.5 * np.log10(true),
-                   mag_err=1.0857 * ferr[rows] / flux[rows], method="weighted", error_floor=0.01)
     # bright stars with no other star brighter than 1 % of their flux within 3 FWHM
     allxy = np.column_stack([s["x"], s["y"]])
     t_all = cKDTree(allxy)
@@ -235,6 +238,107 @@ def run_photometry(f: CrowdedField, *, true_sky: bool = False, refine: bool = Fa
             "dzp_mmag": 1e3 * zp.zp, "zp_err_mmag": 1e3 * zp.zp_err, "n_zp": zp.n_used,
             "bright_ratio": ratio, "n_bright": int(len(bi)), "apcor": apcor,
             **psf_model_truth(f, psf), "n_psf_stars": psf.n_stars,
-            "sky_bias_e": float(np.median(level - f.sky)),
+            "sky_bias_e": float(np.median(level - f.sky)), "undetected_light_e": undetected,
             "measure_cpu_ms_per_object": 1e3 * t_meas / max(len(c), 1),
-            "delta": zp.delta, "used": zp.used, "mag": s["mag"][ref][j[ok]]}
+            "delta": zp.delta, "used": zp.used, "mag": cal["mag"],
+            "star_index": cal["star_index"], "catalog": cat}
+
+
+def undetected_light(f: CrowdedField, x: np.ndarray, y: np.ndarray, radius: float = 3.0
+                     ) -> float:
+    """Mean light (e-/px) of the field's objects that no detection stands for: the sky a star
+    placed at random has under it, beyond the true sky. An object counts as detected when it
+    is the brightest within ``radius`` px of a detection at 0-based ``(x, y)``."""
+    from scipy.spatial import cKDTree
+
+    tx = np.concatenate([f.stars["x"], f.galaxies["x"]])
+    ty = np.concatenate([f.stars["y"], f.galaxies["y"]])
+    tf = np.concatenate([f.stars["flux"], f.galaxies["flux"]])
+    detected = np.zeros(tx.size, dtype=bool)
+    if len(x):
+        near = cKDTree(np.column_stack([tx, ty])).query_ball_point(np.column_stack([x, y]), radius)
+        for js in near:
+            if js:
+                detected[js[int(np.argmax(tf[js]))]] = True
+    return float(tf[~detected].sum()) / float(f.image.size)
+
+
+def calibrate(f: CrowdedField, cat, apcor: float, **select_kw) -> dict:
+    """The calibration step of :func:`run_photometry`: calibration-star selection
+    (:func:`desgw.se.photocal.select_calibration_stars` with ``select_kw``) and the weighted
+    zeropoint against the total fluxes of the stars brighter than 21 mag (the Gaia-like
+    reference), matched within 1". Returns ``zp`` (a ZeropointResult), and per matched star
+    ``mag`` and ``star_index`` (its row in ``f.stars``)."""
+    from scipy.spatial import cKDTree
+
+    from desgw.se.photocal import select_calibration_stars, zeropoint
+
+    flux = np.asarray(cat["FLUX_PSF"], float) * apcor
+    ferr = np.asarray(cat["FLUXERR_PSF"], float) * apcor
+    xy = np.column_stack([np.asarray(cat["XWIN_IMAGE"], float) - 1.0,
+                          np.asarray(cat["YWIN_IMAGE"], float) - 1.0])
+    sel = select_calibration_stars(cat, **select_kw)
+    s = f.stars
+    ref = s["mag"] < 21.0
+    tree = cKDTree(np.column_stack([s["x"][ref], s["y"][ref]]))
+    d, j = tree.query(xy[sel])
+    ok = d < 1.0 / 0.263
+    rows = np.flatnonzero(sel)[ok]
+    true = s["flux"][ref][j[ok]]
+    zp = zeropoint(-2.5 * np.log10(flux[rows]), -2.5 * np.log10(true),
+                   mag_err=1.0857 * ferr[rows] / flux[rows], method="weighted", error_floor=0.01)
+    return {"zp": zp, "mag": s["mag"][ref][j[ok]], "star_index": np.flatnonzero(ref)[j[ok]]}
+
+
+@functools.lru_cache(maxsize=8)
+def companion_field(kind: str = "moffat", beta: float = 2.5, fwhm: float = 4.0, *,
+                    n_primary: int = 324, companion_fraction: float = 0.15,
+                    mag_range: tuple[float, float] = (16.0, 18.5),
+                    shape: tuple[int, int] = (1152, 1152), sky: float = 1500.0,
+                    read_noise: float = 7.0, seed: int = 5) -> CrowdedField:
+    """Calibration-range stars (``mag_range``, zeropoint 30) on a jittered grid, a fraction of
+    them with a faint companion (1.5-2.5 mag fainter, 1.6-2.4 FWHM away, random direction):
+    the close pairs that a matched-filter detection does not split (cached; read-only).
+
+    ``stars`` holds the primaries first, then the companions, with ``companion_of`` (index of
+    the primary, -1 for a primary) besides x, y, flux, mag. The PSF varies as
+    :func:`true_psf`; every star is drawn on a 201 x 201 px stamp.
+    """
+    rng = np.random.default_rng(seed)
+    ny, nx = shape
+    side = int(np.ceil(np.sqrt(n_primary)))
+    step = min(nx, ny) / side
+    gx, gy = np.meshgrid((np.arange(side) + 0.5) * step, (np.arange(side) + 0.5) * step)
+    px = gx.ravel()[:n_primary] + rng.uniform(-0.2, 0.2, n_primary) * step
+    py = gy.ravel()[:n_primary] + rng.uniform(-0.2, 0.2, n_primary) * step
+    pmag = rng.uniform(mag_range[0], mag_range[1], n_primary)
+    has = np.flatnonzero(rng.uniform(size=n_primary) < companion_fraction)
+    sep_px = rng.uniform(1.6, 2.4, has.size) * fwhm
+    ang = rng.uniform(0.0, 2.0 * np.pi, has.size)
+    cx = px[has] + sep_px * np.cos(ang)
+    cy = py[has] + sep_px * np.sin(ang)
+    cmag = pmag[has] + rng.uniform(1.5, 2.5, has.size)
+    x = np.concatenate([px, cx])
+    y = np.concatenate([py, cy])
+    mag = np.concatenate([pmag, cmag])
+    flux = 10 ** (-0.4 * (mag - 30.0))
+    comp = np.concatenate([np.full(n_primary, -1), has])
+    geometry = CrowdedField(image=np.zeros(shape, dtype=np.float32), sky=np.zeros(0),
+                            weight=np.zeros(0), mask=np.zeros(0), stars={}, galaxies={},
+                            fwhm=fwhm, kind=kind, beta=beta)
+    noiseless = np.zeros(shape, dtype=np.float64)
+    n = 2 * HALF + 1
+    for i in range(x.size):
+        ix, iy = round(x[i]), round(y[i])
+        st = true_psf(geometry, x[i], y[i]).withFlux(float(flux[i])).drawImage(
+            nx=n, ny=n, scale=1.0, offset=(x[i] - ix, y[i] - iy)).array
+        _add(noiseless, st, ix, iy)
+    skyimg = np.full(shape, sky, dtype=np.float64)
+    var = skyimg + read_noise ** 2 + np.maximum(noiseless, 0)
+    image = skyimg + noiseless + rng.normal(size=shape) * np.sqrt(var)
+    weight = 1.0 / (skyimg + read_noise ** 2)
+    return CrowdedField(image=image.astype(np.float32), sky=skyimg.astype(np.float32),
+                        weight=weight.astype(np.float32), mask=np.zeros(shape, dtype=np.int32),
+                        stars=dict(x=x, y=y, flux=flux, mag=mag, companion_of=comp),
+                        galaxies=dict(x=np.zeros(0), y=np.zeros(0), flux=np.zeros(0)),
+                        fwhm=fwhm, kind=kind, beta=beta)

@@ -7,7 +7,8 @@ import pytest
 
 from desgw.errors import DataTypeError
 from desgw.se import maskbits
-from desgw.se.background import Background, BackgroundConfig, estimate_background
+from desgw.se.background import (Background, BackgroundConfig, estimate_background,
+                                 residual_background)
 from desgw.se.detect import DetectConfig, detect_sources
 from test_psf_synth import make_field
 
@@ -25,7 +26,15 @@ def test_level_and_rms_match_truth():
     assert np.abs(np.median(bkg.rms / true_rms) - 1) < 0.03
     assert bkg.global_level == pytest.approx(float(np.median(f.sky)), rel=0.01)
     assert bkg.global_rms == pytest.approx(float(np.median(true_rms)), rel=0.03)
-
+    # without the noise map: the same level and global values, and no map
+    lean = estimate_background(f.image, f.mask, rms_map=False)
+    assert lean.rms_map is None
+    with pytest.raises(ValueError, match="no rms map"):
+        _ = lean.rms
+    np.testing.assert_array_equal(lean.level, bkg.level)
+    assert (lean.global_level, lean.global_rms) == (bkg.global_level, bkg.global_rms)
+    with pytest.raises(ValueError, match="no rms map"):
+        residual_background(lean, f.image)
 
 
 def test_masked_pixels_ignored():

@@ -188,3 +188,23 @@ def test_first_pass_without_deblending_same_seeing_and_footprints(fwhm):
     a, b = full.segmap > 0, cheap.segmap > 0
     assert not np.any(a & ~b)
     assert np.count_nonzero(b & ~a) < 0.01 * a.sum()
+
+
+@pytest.mark.parametrize("config", [DetectConfig(filter_fwhm=4.0),  # deblended and cleaned
+                                    DetectConfig(filter_fwhm=4.0, deblend_nthresh=1,
+                                                 clean=False)])
+def test_segment_pixels_are_the_segments(config):
+    from desgw.se.process_steps import segment_pixels
+
+    f = make_field(shape=(512, 512), n_stars=120, n_gal=40, seed=6)
+    det = detect_sources(f.image - f.sky, np.sqrt(f.sky + 49.0), f.mask, config=config)
+    n = len(det.catalog)
+    assert n > 100 and np.any(det.catalog["sep_flag"] & 1) == (config.deblend_nthresh > 1)
+    rng = np.random.default_rng(3)
+    for ids in (np.arange(1, n + 1), rng.choice(np.arange(1, n + 1), 7, replace=False),
+                np.array([n + 5], dtype=np.int64), np.zeros(0, dtype=np.int64)):
+        rows, cols = segment_pixels(det, ids)
+        got = np.zeros(det.segmap.shape, bool)
+        got[rows, cols] = True
+        assert rows.size == got.sum()  # no pixel twice
+        np.testing.assert_array_equal(got, np.isin(det.segmap, ids))

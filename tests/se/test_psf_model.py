@@ -139,3 +139,25 @@ def test_lanczos_shift_roundtrip():
     shifted = shift_stamp(g, 0.37, -0.21, 4)
     truth = np.exp(-((xx - 15.37) ** 2 + (yy - 14.79) ** 2) / (2 * 2.0 ** 2))
     assert np.abs(shifted - truth).max() < 3e-3
+
+
+def test_fwhm_grid_equals_separate_fits(fitted):
+    # the grid's fits start from their neighbours' and the centre's cached fit
+    _, model = fitted
+    ny, nx = model.image_shape
+    gx = np.linspace(0.0, nx - 1.0, 3)
+    gy = np.linspace(0.0, ny - 1.0, 4)
+    fresh = PSFModel(coeffs=model.coeffs, degree=model.degree, x_zero=model.x_zero,
+                     x_scale=model.x_scale, y_zero=model.y_zero, y_scale=model.y_scale,
+                     image_shape=model.image_shape)
+    fresh.fwhm_at((nx - 1) / 2.0, (ny - 1) / 2.0)
+    grid = fresh.fwhm_grid(gx, gy)
+    separate = np.array([[PSFModel(coeffs=model.coeffs, degree=model.degree,
+                                   x_zero=model.x_zero, x_scale=model.x_scale,
+                                   y_zero=model.y_zero, y_scale=model.y_scale,
+                                   image_shape=model.image_shape).fwhm_at(x, y) for x in gx]
+                         for y in gy])
+    assert grid.shape == (4, 3)
+    np.testing.assert_allclose(grid, separate, rtol=1e-5)
+    assert np.ptp(separate) > 1e-3 * separate.mean()  # the FWHM varies over the grid
+    assert fresh.fwhm_at(gx[2], gy[3]) == grid[3, 2]  # the grid's fits are cached

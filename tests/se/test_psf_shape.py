@@ -65,3 +65,21 @@ def test_fit_recovers_noise_free_moffat(n, fwhm, beta, e1, e2, x0, y0):
     assert (fit.e1, fit.e2) == pytest.approx((e1, e2), abs=1e-6)
     assert (fit.x0, fit.y0) == pytest.approx((x0, y0), abs=1e-6)
     assert fit.flux == pytest.approx(1.0, rel=1e-5)
+
+
+def test_fit_from_a_neighbours_start_reaches_the_same_minimum():
+    # a Kolmogorov-like profile is not a Moffat: the fit's minimum is not the truth, and a
+    # start from another stamp's fit must land on the same minimum as the default start
+    n = 27
+    xs, ys = _subsamples(n)
+    a = _moffat_pixels(np.array([1.0, 13.0, 13.0, np.log(4.3), 0.02, -0.01, 2.8]), xs, ys)
+    b = _moffat_pixels(np.array([1.0, 13.0, 13.0, np.log(4.4), -0.03, 0.02, 2.5]), xs, ys)
+    c = _moffat_pixels(np.array([1.0, 13.0, 13.0, np.log(6.0), 0.0, 0.0, 4.5]), xs, ys)
+    stamp = (0.6 * a + 0.25 * b + 0.15 * c).reshape(n, n)
+    cold = fit_moffat(stamp)
+    other = fit_moffat(b.reshape(n, n))
+    warm = fit_moffat(stamp, start=other)
+    assert warm.fwhm == pytest.approx(cold.fwhm, rel=1e-6)
+    assert warm.beta == pytest.approx(cold.beta, rel=1e-4)
+    assert (warm.e1, warm.e2) == pytest.approx((cold.e1, cold.e2), abs=1e-6)
+    assert abs(cold.fwhm / 4.3 - 1) > 0.01  # not the trivial case of an exact Moffat

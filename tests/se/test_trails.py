@@ -58,3 +58,18 @@ def test_trail_masked_stars_kept(e_per_arcsec, angle):
     assert far.sum() > 400
     assert not res.mask[sy[far], sx[far]].any()
     assert res.mask.mean() < 0.02
+
+
+@pytest.mark.parametrize("my, mx", [(37, 19), (64, 128), (5, 1)])
+def test_grid_votes_are_the_votes_of_the_block_centres(my, mx):
+    from desgw.se.trails import _grid_votes, _hough_votes
+
+    thetas = np.deg2rad(np.arange(0.0, 180.0, 0.5))
+    diag = float(np.hypot(my, mx))
+    rho = np.arange(-diag, diag + 1.0, 1.0)
+    yy, xx = np.mgrid[0:my, 0:mx]
+    args = (np.cos(thetas), np.sin(thetas), float(rho[0]), len(rho) - 1)
+    want = _hough_votes(xx.ravel() + 0.5, yy.ravel() + 0.5, *args)
+    got = _grid_votes(my, mx, *args)
+    np.testing.assert_array_equal(got, want)  # bit for bit
+    assert np.all(got.sum(axis=1) == my * mx)

@@ -30,8 +30,12 @@ __all__ = [
 
 #: Version of the table layout written by this desgw. History: 1 the first layout; 2 adds
 #: ``exposures.kind`` (``"raw"`` or ``"instcal"``: a raw DECam exposure or a Community Pipeline
-#: InstCal image), migrated by :func:`desgw.db.database.migrate_schema`.
-SCHEMA_VERSION = 3
+#: InstCal image), migrated by :func:`desgw.db.database.migrate_schema`; 3 adds the
+#: registration of each template use (``templates_used.reg_*``); 4 indexes the two foreign keys
+#: that point at fakes and detections (``detections.fake_id``,
+#: ``fakes.recovered_detection_id``): without them every deleted fake or detection (a CCD's
+#: results replaced) made the database scan the whole other table for the foreign-key check.
+SCHEMA_VERSION = 4
 
 #: Values of :attr:`ExposureRow.kind`.
 EXPOSURE_KINDS: tuple[str, ...] = ("raw", "instcal")
@@ -159,7 +163,8 @@ class FakeRow(Base):
     """An injected fake point source (SNFAKE-like)."""
 
     __tablename__ = "fakes"
-    __table_args__ = (Index("ix_fakes_expnum_ccdnum", "expnum", "ccdnum"),)
+    __table_args__ = (Index("ix_fakes_expnum_ccdnum", "expnum", "ccdnum"),
+                      Index("ix_fakes_recovered_detection_id", "recovered_detection_id"))
     id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
     expnum: Mapped[int] = mapped_column(ForeignKey("exposures.expnum"))
     ccdnum: Mapped[int] = mapped_column(Integer)
@@ -176,7 +181,8 @@ class DetectionRow(Base):
     """A difference-image detection (SNOBS-like)."""
 
     __tablename__ = "detections"
-    __table_args__ = (Index("ix_detections_expnum_ccdnum", "expnum", "ccdnum"),)
+    __table_args__ = (Index("ix_detections_expnum_ccdnum", "expnum", "ccdnum"),
+                      Index("ix_detections_fake_id", "fake_id"))
     id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
     expnum: Mapped[int] = mapped_column(ForeignKey("exposures.expnum"))
     ccdnum: Mapped[int] = mapped_column(Integer)

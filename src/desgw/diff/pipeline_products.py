@@ -61,6 +61,7 @@ from desgw.io.fitstable import read_table
 from desgw.io.prepared_template import PreparedTemplate
 from desgw.io.product_paths import DiffProductPaths
 from desgw.io.products import (
+    merge_header_cards,
     read_fits_table,
     read_immask,
     write_fits_table,
@@ -330,7 +331,11 @@ def _image_header(base: fits.Header | None, wcs: Any) -> fits.Header:
     if wcs is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FITSFixedWarning)
-            h.update(wcs.to_header(relax=True))
+            wcs_hdr = wcs.to_header(relax=True)
+        merged = merge_header_cards(list(h.cards), wcs_hdr)  # one parse, not card by card
+        if merged is not None:
+            return merged
+        h.update(wcs_hdr)
     return h
 
 

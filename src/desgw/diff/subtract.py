@@ -86,6 +86,10 @@ class SubtractConfig:
         ZOGY tile interior side and overlap (pixels); see :class:`desgw.diff.zogy.ZogyConfig`.
     kernel_size, psf_size : int or None
         Filter grid side and PSF render size (see :class:`~desgw.diff.zogy.ZogyConfig`).
+    auto_kernel : bool
+        With ``kernel_size`` None, the smallest filter grid (and tile overlap, at most
+        ``border``) that gives the science of ``2 * border``
+        (:attr:`desgw.diff.zogy.ZogyConfig.auto_kernel`; ``meta["zogy_kernel_size"]``).
     astrometric_sigma : tuple[float, float]
         Registration noise (sigma_x, sigma_y) in pixels for the ZOGY astrometric term.
     add_source_noise : bool
@@ -120,6 +124,7 @@ class SubtractConfig:
     border: int = 64
     kernel_size: int | None = None
     psf_size: int | None = None
+    auto_kernel: bool = True
     astrometric_sigma: tuple[float, float] = (0.0, 0.0)
     add_source_noise: bool = True
     search_gain: float = 1.0
@@ -147,7 +152,8 @@ class SubtractConfig:
     def zogy_config(self) -> ZogyConfig:
         """The :class:`ZogyConfig` these settings give."""
         return ZogyConfig(tile=self.tile, border=self.border, kernel_size=self.kernel_size,
-                          psf_size=self.psf_size, astrometric_sigma=self.astrometric_sigma)
+                          psf_size=self.psf_size, astrometric_sigma=self.astrometric_sigma,
+                          auto_kernel=self.auto_kernel)
 
 
 @dataclass(frozen=True)
@@ -999,7 +1005,8 @@ def subtract(search_image: np.ndarray, search_var: np.ndarray, search_mask: np.n
         "bad_fraction": bad_fraction, "masked_fraction": masked_fraction, "mask_growth": growth,
         "f_s": res.f_s, "f_d": res.f_d, "sigma_search": res.sigma_new,
         "sigma_template": res.sigma_ref, "score_noise_factor": res.score_noise_factor,
-        "diff_noise_factor": res.diff_noise_factor, "seconds": seconds, "config": config,
+        "diff_noise_factor": res.diff_noise_factor, "zogy_kernel_size": res.kernel_size,
+        "zogy_border": res.border, "seconds": seconds, "config": config,
     }
     log.info("subtract: %dx%d, scale %.4f, FWHM search %.2f template %.2f px, %.2f s",
              ny, nx, scale, fwhm_n, fwhm_r, seconds)

@@ -68,6 +68,23 @@ do; ducc0's transforms (0.42) are 0.1-0.2 s per CCD faster than scipy's, not eno
 new dependency. The rest is memory-bound passes over the tiles (filling and
 in-painting, the spectra products, stitching: ~3 ms each per tile), the filters on the K grid
 (~2 ms per tile) and the output masks.
+
+The count per tile, and per 4096 x 2048 CCD of 32 tiles of 512 px: 4 forward and 4 inverse
+data transforms of the tile (128 + 128 per CCD; 2 more inverse per axis with the
+astrometric term), 8 pruned filter transforms to the tile grid (256), 1 + 1 batched small
+transforms on the (K, K) grid (2 PSFs in, 5 kernels out; 3 more for P_D when the grid was
+shrunk), 11 PSF renders (both PSFs at the centre, the new one at 3 x 3 flux nodes: 352), and
+5 elementwise passes over the tile (fill, two variance medians on a stride-4 sub-sample,
+spectra, finalise). A first write into each of the five fresh (ny, nx) outputs costs the
+kernel's page zeroing, ~0.1 CPU-s per CCD, inside :func:`_finalise_tile`.
+
+Filter grid and overlap (:func:`choose_kernel_size`, ``ZogyConfig.auto_kernel``): with
+``kernel_size`` unset the grid is the smallest that keeps the science of ``2 * border`` for
+both PSFs at the image centre and its corner tiles, and the overlap is half of it. On 512-px
+tiles a 64-px grid needs 576-point transforms instead of 640: ~0.3 CPU-s less per CCD (zogy
+~1.65 -> ~1.35 s on a varying Moffat pair; 1.41 -> 1.13 s on a DECam CCD whose PSF models
+passed). Larger tiles were measured no faster (1152-point transforms: 1.64 vs 1.58 s), so the
+tile side stays 512 px: the PSF change across a tile is what the rule measures against.
 """
 
 from __future__ import annotations
@@ -88,6 +105,7 @@ __all__ = [
     "ZogyKernels",
     "ZogyResult",
     "acf_hat",
+    "choose_kernel_size",
     "tile_plan",
     "zogy",
     "zogy_kernels",
@@ -120,6 +138,11 @@ class ZogyConfig:
         Normalise ``flux`` by the filter's response to the new image's PSF evaluated at 3 x 3
         nodes per tile and interpolated (biquadratic) to every pixel, instead of the tile-centre
         ``F_S``: removes the first-order flux bias of a PSF that varies within a tile.
+    auto_kernel : bool
+        With ``kernel_size`` None: build the filters on the smallest grid that gives the same
+        science as ``2 * border`` (:func:`choose_kernel_size`, from both PSFs at the image's
+        centre and corners) and shrink the tile overlap to half of it (``border`` is then the
+        largest overlap). False: always ``2 * border``.
     """
 
     tile: int = 512
@@ -129,6 +152,7 @@ class ZogyConfig:
     astrometric_sigma: tuple[float, float] = (0.0, 0.0)
     sigma_stride: int = 4
     flux_nodes: bool = True
+    auto_kernel: bool = True
 
     def __post_init__(self) -> None:
         if self.tile < 16 or self.border < 4:
@@ -287,7 +311,8 @@ def _real_centred(hats: np.ndarray, k: int) -> np.ndarray:
 
 def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, var_ref: float,
                  f_new: float = 1.0, f_ref: float = 1.0, kernel_size: int = 128,
-                 psf_diff_size: int | None = None) -> ZogyKernels:
+                 psf_diff_size: int | None = None, linear_psf_diff: bool = False
+                 ) -> ZogyKernels:
     """Build the ZOGY filters for one pair of PSFs and scalar noise levels.
 
     Parameters
@@ -303,7 +328,12 @@ def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, va
         Side K of the filter grid (even).
     psf_diff_size : int or None
         Side (odd) of the returned difference PSF; default ``kernel_size - 1`` (P_D is broader
-        than either input PSF; cropping its wings to the input stamp biases PSF-fit fluxes).
+        than either input PSF; cropping its wings to the input stamp biases PSF-fit fluxes);
+        with ``linear_psf_diff``, ``kernel_size + s - 2`` (``s`` the PSF stamp side).
+    linear_psf_diff : bool
+        P_D as the linear convolution ``d_new (x) P_n`` (normalised), exactly what a point
+        source in N becomes in ``diff`` on the tile grid, instead of P_D's formula on the
+        (K, K) grid (periodic: its wings wrap when K is small; :func:`choose_kernel_size`).
 
     Returns
     -------
@@ -334,12 +364,184 @@ def zogy_kernels(psf_new: np.ndarray, psf_ref: np.ndarray, *, var_new: float, va
     # S at the source of unit flux: the inverse transform at the origin, i.e. the mean of the
     # (real) spectrum over the full plane from its half plane
     f_s = float((_half_plane_weights(k) * (fn**2 * fr**2 * an * ar / den)).sum() / (k * k))
-    out = psf_diff_size or (k - 1)
-    psf_d = fit_stamp(pd[k // 2 - out // 2:k // 2 + out // 2 + 1,
-                         k // 2 - out // 2:k // 2 + out // 2 + 1], out).astype(np.float32)
+    if linear_psf_diff:
+        # the full support of d_new (x) P_n, centred at k//2 + size//2, less its first row
+        # and column (the filter's Nyquist row), so that the stamp is odd and centred
+        n = sfft.next_fast_len(k + size - 1, real=True)
+        lin = sfft.irfft2(sfft.rfft2(d_new, s=(n, n), workers=1)
+                          * sfft.rfft2(fit_stamp(psf_new, size), s=(n, n), workers=1),
+                          s=(n, n), workers=1)
+        pd = lin[1:k + size - 1, 1:k + size - 1]
+        out = psf_diff_size or (k + size - 2)
+    else:
+        out = psf_diff_size or (k - 1)
+    c = pd.shape[0] // 2
+    h = min(out // 2, c)
+    psf_d = fit_stamp(pd[c - h:c + h + 1, c - h:c + h + 1], out).astype(np.float32)
     return ZogyKernels(k_new=k_new, k_ref=k_ref, d_new=d_new, d_ref=d_ref, psf_diff=psf_d,
                        f_s=f_s, f_d=float(f_d), f_new=fn, sigma_new=float(np.sqrt(var_new)),
                        sigma_ref=float(np.sqrt(var_ref)), stamp_size=int(size), power=power)
+
+
+#: Filter grid sides :func:`choose_kernel_size` tries, smallest first (each < ``2 * border``;
+#: 96 is not one: a 512-px tile then needs a 625-point transform, no faster than 640).
+KERNEL_CANDIDATES = (32, 48, 64)
+#: Star residual of ``S`` (relative to its peak) a smaller grid may always leave; the full
+#: grid leaves ~1e-6 with smooth PSFs, ~3e-5 with noisy PSF models.
+S_RESIDUAL_TOL = 2e-5
+#: Share of the tiling's own star residual in ``S`` (a star at a tile corner through the
+#: filters of the tile centre: 1e-3 to 2e-2 on DECam PSF models) a smaller grid may add.
+S_TILE_SHARE = 0.1
+#: Largest relative change of ``F_S`` from the full grid.
+F_S_TOL = 1e-5
+#: Star residual of ``diff`` (relative to its peak) a smaller grid may always leave. D's
+#: filters carry the PSF transforms' phase where both are ~0, a tail no grid size removes
+#: (1e-3 to 3e-2 of the peak on the full grid).
+D_RESIDUAL_TOL = 1e-3
+#: Share of the tiling's own star residual in ``diff`` (as for ``S``: 4e-3 to 4e-2 on DECam
+#: PSF models) a smaller grid may leave.
+D_TILE_SHARE = 0.75
+#: Largest fraction of the full grid's ``P_D`` (its signed sum: the flux a PSF fit on the
+#: smaller stamp misses) outside the smaller grid's stamp (``K - 1``).
+PSF_D_TAIL_TOL = 1e-4
+#: Largest share of a star's energy in ``diff`` (sum of squares) that a smaller grid may leave
+#: as residual, or 1.5 times the full grid's. A filter that wraps leaves it as a faint ring
+#: at ~K/2 from the star, outside the PSF, where blank-sky noise is measured: 1.8e-3 to
+#: 3.3e-3 (a 48-px grid, Kolmogorov PSFs on 41-px stamps) raised the blank-sky noise/sigma
+#: of a test scene by 6 %; 1.4e-4 to 7.9e-4 (a 64-px grid, DECam PSF models) left it within
+#: 3e-4 and the bright-star chi2/dof within 0.002.
+D_ENERGY_TOL = 1e-3
+
+
+def _star_residuals(kern: ZogyKernels, pn: np.ndarray, pr: np.ndarray, fn: float, fr: float
+                    ) -> tuple[float, float, float, float]:
+    """A star of unit true flux in both images through the filters, by linear convolution:
+    ``max|k_n (x) F_n P_n - k_r (x) F_r P_r|`` relative to the peak of ``k_n (x) F_n P_n``, the
+    same for the ``d`` filters, ``F_S``, and the residual's share of the star's energy in
+    ``diff``."""
+    k, s = kern.k_new.shape[0], pn.shape[0]
+    n = sfft.next_fast_len(k + s - 1, real=True)
+    fh = sfft.rfft2(np.stack([kern.k_new, kern.k_ref, kern.d_new, kern.d_ref]), s=(n, n),
+                    workers=1)
+    ph = sfft.rfft2(np.stack([fn * pn, fr * pr]), s=(n, n), workers=1)
+    out = sfft.irfft2(fh * ph[[0, 1, 0, 1]], s=(n, n), workers=1)
+    s_res = float(np.abs(out[0] - out[1]).max() / np.abs(out[0]).max())
+    res = out[2] - out[3]
+    d_res = float(np.abs(res).max() / np.abs(out[2]).max())
+    return s_res, d_res, kern.f_s, float((res * res).sum() / (out[2] * out[2]).sum())
+
+
+PSFPair = tuple[np.ndarray, np.ndarray]
+
+
+def choose_kernel_size(pairs: list[PSFPair], *, var_new: float, var_ref: float,
+                       f_new: float = 1.0, f_ref: float = 1.0, k_max: int = 128,
+                       k_min: int = 0, corners: list[list[PSFPair]] | None = None,
+                       tile: int | None = None) -> int:
+    """The smallest filter grid side that gives the science of the full ``k_max`` grid.
+
+    For each pair of PSF stamps (new, reference; at the centres of tiles spread over the
+    image) the filters are built on the ``k_max`` grid and on each candidate grid
+    (:data:`KERNEL_CANDIDATES` from ``k_min`` up, below ``k_max``). A point source present in
+    both images, through the filters by linear convolution (a filter that wraps on its grid
+    shows), leaves residuals in ``S`` and in ``diff`` (relative to their peaks). The yardstick
+    is what the tiling already accepts: the residual of a star at the corners of the same
+    tile (``corners``, PSF pairs there) through the full grid's filters of the tile centre,
+    the median over the corners. A candidate is taken when, at every pair, its ``S``
+    residual is at most the largest of :data:`S_RESIDUAL_TOL`, twice the full grid's and
+    :data:`S_TILE_SHARE` of the yardstick; its ``diff`` residual at most the largest of
+    :data:`D_RESIDUAL_TOL`, 1.25 times the full grid's and :data:`D_TILE_SHARE` of the
+    yardstick; the residual's share of the star's energy in ``diff`` (a ring where the filter
+    wraps, outside the PSF, that the tiling does not make) at most :data:`D_ENERGY_TOL` or
+    1.5 times the full grid's; ``F_S`` moves by at most :data:`F_S_TOL`; and ``P_D`` keeps all but
+    :data:`PSF_D_TAIL_TOL` of its sum inside the candidate's ``K - 1`` stamp. Each candidate
+    costs a filter build and six transforms of ~(K + s)^2 per pair: tens of ms in all.
+
+    Parameters
+    ----------
+    pairs : list of (numpy.ndarray, numpy.ndarray)
+        Odd square PSF stamps of N and R (any normalisation), side < ``k_max``.
+    var_new, var_ref : float
+        Typical scalar background variances of N and R (image units squared).
+    f_new, f_ref : float
+        Flux scales ``F_n``, ``F_r``.
+    k_max : int
+        The full grid side (even): returned when no smaller candidate passes.
+    k_min : int
+        No candidate below this (e.g. one more than the widest PSF stamp, so that no PSF is
+        cropped).
+    corners : list of lists of PSF pairs, or None
+        For each of ``pairs``, the PSF pairs at the corners of its tile; None: no yardstick
+        (the fixed tolerances only).
+    tile : int or None
+        Tile interior side: candidates are then tried by the size of the tile transform they
+        need (``next_fast_len(tile + K)``), only the largest grid of those that need one size;
+        None: all, smallest first.
+
+    Returns
+    -------
+    int
+        Even grid side, ``<= k_max``.
+    """
+    cands = [c for c in KERNEL_CANDIDATES if k_min <= c < k_max]
+    if tile is not None:
+        # by tile transform size, smallest first; of the grids that need one size only the
+        # largest (a smaller one saves only on the filters, ~1 % of the tile's cost)
+        by_len = {sfft.next_fast_len(tile + c, real=True): c for c in sorted(cands)}
+        cands = [by_len[n] for n in sorted(by_len)]
+    if not cands or not pairs:
+        return int(k_max)
+    size = max(max(a.shape[0], b.shape[0]) for a, b in pairs)
+    if corners:
+        size = max(size, max(max(a.shape[0], b.shape[0]) for cs in corners for a, b in cs))
+
+    def build(a: np.ndarray, b: np.ndarray, k: int) -> ZogyKernels:
+        return zogy_kernels(a, b, var_new=var_new, var_ref=var_ref, f_new=f_new, f_ref=f_ref,
+                            kernel_size=k)
+
+    refs: list = [None] * len(pairs)
+    stamps = [(fit_stamp(pn, size), fit_stamp(pr, size)) for pn, pr in pairs]
+
+    def full(i: int) -> tuple:
+        """The full grid's filters and residuals at pair i (computed once)."""
+        if refs[i] is None:
+            a, b = stamps[i]
+            kern = build(a, b, k_max)
+            refs[i] = (kern, *_star_residuals(kern, a, b, f_new, f_ref))
+        return refs[i]
+
+    def tiling(i: int) -> np.ndarray:
+        """Residuals (S, diff) of stars at the corners of tile i through its centre's full
+        grid filters: (n_corners, 2)."""
+        kern = full(i)[0]
+        return np.array([_star_residuals(kern, fit_stamp(c, size), fit_stamp(e, size), f_new,
+                                         f_ref)[:2] for c, e in corners[i]]) if corners else \
+            np.zeros((1, 2))
+
+    for c in cands:
+        ok = True
+        for i, (a, b) in enumerate(stamps):
+            k0, s0, d0, fs0, e0 = full(i)
+            pd = k0.psf_diff.astype(np.float64)
+            m, h = pd.shape[0] // 2, (c - 1) // 2
+            if abs(1.0 - pd[m - h:m + h + 1, m - h:m + h + 1].sum() / pd.sum()) > PSF_D_TAIL_TOL:
+                ok = False
+                break
+            s1, d1, fs1, e1 = _star_residuals(build(a, b, c), a, b,
+                                              f_new, f_ref)
+            if e1 > max(D_ENERGY_TOL, 1.5 * e0) or abs(fs1 / fs0 - 1.0) > F_S_TOL:
+                ok = False
+                break
+            s_tol, d_tol = max(S_RESIDUAL_TOL, 2.0 * s0), max(D_RESIDUAL_TOL, 1.25 * d0)
+            if s1 > s_tol or d1 > d_tol:
+                med = np.median(tiling(i), axis=0)  # only when the fixed tolerances fail
+                if s1 > max(s_tol, S_TILE_SHARE * med[0]) or d1 > max(d_tol,
+                                                                       D_TILE_SHARE * med[1]):
+                    ok = False
+                    break
+        if ok:
+            return int(c)
+    return int(k_max)
 
 
 @dataclass(frozen=True)
@@ -434,6 +636,8 @@ class ZogyResult:
         noise (1 without ``noise_acf_*``).
     kernels : tuple
         The :class:`ZogyKernels` of each tile, row-major (None for a blank tile).
+    kernel_size, border : int
+        The filter grid side and the tile overlap used (pixels; :attr:`ZogyConfig.auto_kernel`).
     """
 
     diff: np.ndarray
@@ -449,6 +653,8 @@ class ZogyResult:
     score_noise_factor: np.ndarray
     diff_noise_factor: np.ndarray
     kernels: tuple[ZogyKernels | None, ...] = field(repr=False)
+    kernel_size: int = 0
+    border: int = 0
 
 
 def _tile_var(v: np.ndarray, stride: int) -> float:
@@ -598,6 +804,41 @@ def _lagrange3(n: int) -> tuple[np.ndarray, np.ndarray]:
     return nodes, np.stack([l0, l1, l2])
 
 
+def _kernel_size(config: ZogyConfig, pn_src: PSFSource, pr_src: PSFSource, new_var: np.ndarray,
+                 ref_var: np.ndarray, f_new: float, f_ref: float,
+                 acfs: tuple[np.ndarray | None, np.ndarray | None]) -> int:
+    """The filter grid side of :func:`zogy`: ``config.kernel``, or with ``auto_kernel`` the
+    :func:`choose_kernel_size` of both PSFs at the image centre and the centres of its corner
+    tiles, no smaller than one more than the widest PSF stamp or noise autocorrelation."""
+    if not config.auto_kernel or config.kernel_size is not None:
+        return config.kernel
+    ny, nx = new_var.shape
+    t = config.tile
+    ys = sorted({0.5 * (min(t, ny) - 1), 0.5 * (ny - 1), 0.5 * ((ny - 1) // t * t + ny - 1)})
+    xs = sorted({0.5 * (min(t, nx) - 1), 0.5 * (nx - 1), 0.5 * ((nx - 1) // t * t + nx - 1)})
+    pos = [(0.5 * (nx - 1), 0.5 * (ny - 1))] + [(x, y) for y in (ys[0], ys[-1])
+                                                 for x in (xs[0], xs[-1])]
+    def pair(x: float, y: float) -> PSFPair:
+        return (np.asarray(pn_src.render(x, y, size=config.psf_size), np.float64),
+                np.asarray(pr_src.render(x, y, size=config.psf_size), np.float64))
+
+    pos = list(dict.fromkeys(pos))
+    pairs = [pair(x, y) for x, y in pos]
+    h = 0.5 * (min(t, ny, nx) - 1)
+    corners = [[pair(x + dx * h, y + dy * h) for dx, dy in ((-1, -1), (1, 1))] for x, y in pos]
+    widest = max([max(a.shape[0], c.shape[0]) for a, c in pairs]
+                 + [a.shape[0] for a in acfs if a is not None])
+    vn = _tile_var(new_var, 16)
+    vr = _tile_var(ref_var, 16)
+    if not (np.isfinite(vn) and np.isfinite(vr)):
+        return config.kernel
+    k = choose_kernel_size(pairs, var_new=vn, var_ref=vr, f_new=f_new, f_ref=f_ref,
+                           k_max=config.kernel, k_min=widest + 1, corners=corners,
+                           tile=min(t, ny, nx))
+    log.debug("zogy: filter grid %d px (at most %d)", k, config.kernel)
+    return k
+
+
 def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndarray,
          psf_new: PSFSource | np.ndarray, psf_ref: PSFSource | np.ndarray, *,
          f_new: float = 1.0, f_ref: float = 1.0, mask: np.ndarray | None = None,
@@ -658,9 +899,14 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
     src_r = np.float32(0.0 if gain_ref is None else 1.0 / gain_ref)
     pn_src, pr_src = as_psf_source(psf_new), as_psf_source(psf_ref)
     ny, nx = shape
-    t, b = config.tile, config.border
-    k = config.kernel
+    t = config.tile
     nty, ntx = -(-ny // t), -(-nx // t)
+    k = _kernel_size(config, pn_src, pr_src, arrays[2], arrays[3], f_new, f_ref,
+                     (noise_acf_new, noise_acf_ref))
+    b = k // 2 if config.auto_kernel and config.kernel_size is None else config.border
+    # a grid smaller than the configured one: P_D from the filters by linear convolution (its
+    # wings would wrap on the small grid), on the stamp that holds all of it
+    shrunk = k < config.kernel
     tshape = (sfft.next_fast_len(min(t, ny) + 2 * b, real=True),
               sfft.next_fast_len(min(t, nx) + 2 * b, real=True))
     plan = tile_plan(tshape, k)
@@ -702,7 +948,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
             pn = np.asarray(pn_src.render(xc, yc, size=psf_size), np.float64)
             pr = np.asarray(pr_src.render(xc, yc, size=psf_size), np.float64)
             kern = zogy_kernels(pn, pr, var_new=vn_s, var_ref=vr_s, f_new=f_new, f_ref=f_ref,
-                                kernel_size=k)
+                                kernel_size=k, linear_psf_diff=shrunk)
             d, vd, s, vs = _tile_outputs(plan, kern, bn, br, bvn, bvr, config.astrometric_sigma,
                                          slice(b, b + x1 - x0), work)
             sl = (slice(b, b + y1 - y0), slice(None))
@@ -737,4 +983,5 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
                       flux=out["flux"], flux_err=out["flux_err"], psf_diff=psf_d,
                       f_s=per_tile["f_s"], f_d=per_tile["f_d"], sigma_new=per_tile["sn"],
                       sigma_ref=per_tile["sr"], score_noise_factor=f_score_t,
-                      diff_noise_factor=f_diff_t, kernels=tuple(kernels))
+                      diff_noise_factor=f_diff_t, kernels=tuple(kernels),
+                      kernel_size=int(k), border=int(b))

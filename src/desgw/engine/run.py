@@ -486,6 +486,7 @@ def run_graph(graph: TaskGraph, *, settings: Settings, runners: Mapping[str, Run
 
         db = connect(settings.db_url, busy_timeout_s=db_timeout_s,
                      connect_timeout_s=min(10.0, max(1.0, db_timeout_s)))
+        db.check_writable()
     for d in sorted({exposure_outdir(settings.out_root, t.expnum, t.args) for t in graph.tasks
                      if {"cache", "schema", "nite"} <= set(t.args)}):
         clean_stale_temp_files(d)

@@ -9,15 +9,16 @@ an atomic rename on the same file system) and keeps the final name's suffixes (`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_write_bytes", "atomic_write_path", "atomic_write_text",
+__all__ = ["atomic_write_blocks", "atomic_write_bytes", "atomic_write_path", "atomic_write_text",
            "clean_stale_temp_files", "fsync_directory", "temp_name_for"]
 
 log = logging.getLogger(__name__)
@@ -85,21 +86,44 @@ def atomic_write_path(final_path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def atomic_write_bytes(final_path: str | os.PathLike[str], data: bytes, *,
-                       fsync: bool = True) -> Path:
-    """Write ``data`` to ``final_path`` atomically; return the final path.
+def atomic_write_blocks(final_path: str | os.PathLike[str], blocks: Iterable[bytes], *,
+                        fsync: bool = True) -> Path:
+    """Write the concatenation of ``blocks`` to ``final_path`` atomically; return the final
+    path.
+
+    The SHA-256 of the bytes is computed as they are written and noted for the file
+    (:func:`desgw.io.checksums.remember_written`), so that the completion marker's record of it
+    (:func:`desgw.io.checksums.file_record`) does not read the file back.
 
     ``fsync`` (default) flushes the file's data to disk before the rename. A writer of many
     small files may pass False and call :func:`fsync_directory` once at the end (each fsync
     costs ~8 ms of wall time on a loaded disk); the rename keeps the write atomic either way.
     """
-    with atomic_write_path(final_path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
+    from .checksums import remember_written
+
+    digest = hashlib.sha256()
+    fh = None
+    try:
+        with atomic_write_path(final_path) as tmp:
+            fh = open(tmp, "wb")  # noqa: SIM115 - kept open past the rename (identity below)
+            for block in blocks:
+                fh.write(block)
+                digest.update(block)
+            fh.flush()
             if fsync:
-                fh.flush()
                 os.fsync(fh.fileno())
+        remember_written(fh.fileno(), digest.hexdigest())  # the renamed file's identity
+    finally:
+        if fh is not None:
+            fh.close()
     return Path(final_path)
+
+
+def atomic_write_bytes(final_path: str | os.PathLike[str], data: bytes, *,
+                       fsync: bool = True) -> Path:
+    """Write ``data`` to ``final_path`` atomically; return the final path
+    (:func:`atomic_write_blocks` with one block)."""
+    return atomic_write_blocks(final_path, (data,), fsync=fsync)
 
 
 def fsync_directory(directory: str | os.PathLike[str]) -> None:

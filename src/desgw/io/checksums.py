@@ -1,5 +1,17 @@
 """Size and checksum records of product files, kept in completion markers so that a resume
-redoes a product that was truncated or changed after its marker was written."""
+redoes a product that was truncated or changed after its marker was written.
+
+A file that desgw writes from bytes in memory (:func:`desgw.io.atomic.atomic_write_bytes`,
+:func:`desgw.io.atomic.atomic_write_blocks`: the tile-compressed images, the FITS tables and
+stamps, the JSON documents) has its SHA-256 computed from those bytes as they are written; the
+writer notes it (:func:`remember_written`) under the file's identity (device, inode, size,
+modification and change times, taken from the open file after the rename). The next
+:func:`file_record` of that path whose identity is unchanged takes the noted digest instead of
+reading the file again (used once, then forgotten). Verification (:func:`record_problem`)
+always reads and hashes the file. (A file rewritten in place, to the same size, within the
+same clock tick as its writer's last write keeps its identity: its record then describes
+what desgw wrote, and the resume's verification finds the difference and redoes it.)
+"""
 
 from __future__ import annotations
 
@@ -10,22 +22,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_record", "record_problem", "records_problems"]
+__all__ = ["file_record", "record_problem", "records_problems", "remember_written"]
 
 log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
 
-def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """``{"name", "size", "sha256"}`` of a file (name without folder, size in bytes).
+#: Digests noted by writers: file identity -> sha256 hex (bounded; oldest dropped first).
+_WRITTEN: dict[tuple[int, ...], str] = {}
+_WRITTEN_MAX = 512
 
-    Raises
-    ------
-    OSError
-        The file cannot be read.
-    """
-    p = Path(path)
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def remember_written(fd: int, sha256_hex: str) -> None:
+    """Note the SHA-256 of the file open as ``fd`` (written in full, already renamed to its
+    final name, not written again), for the next :func:`file_record` of it."""
+    key = _identity(os.fstat(fd))
+    if len(_WRITTEN) >= _WRITTEN_MAX:
+        _WRITTEN.pop(next(iter(_WRITTEN)))
+    _WRITTEN[key] = sha256_hex
+
+
+def _hash_file(p: Path) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with p.open("rb") as fh:
@@ -35,7 +57,27 @@ def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:
                 break
             size += len(block)
             digest.update(block)
-    return {"name": p.name, "size": size, "sha256": digest.hexdigest()}
+    return size, digest.hexdigest()
+
+
+def file_record(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """``{"name", "size", "sha256"}`` of a file (name without folder, size in bytes).
+
+    The digest its writer noted (:func:`remember_written`) when the file is unchanged since,
+    else read from the file.
+
+    Raises
+    ------
+    OSError
+        The file cannot be read.
+    """
+    p = Path(path)
+    st = p.stat()
+    known = _WRITTEN.pop(_identity(st), None)
+    if known is not None:
+        return {"name": p.name, "size": st.st_size, "sha256": known}
+    size, digest = _hash_file(p)
+    return {"name": p.name, "size": size, "sha256": digest}
 
 
 def record_problem(directory: str | os.PathLike[str], record: Any) -> str | None:
@@ -57,7 +99,7 @@ def record_problem(directory: str | os.PathLike[str], record: Any) -> str | None
         return f"{p.name}: {size} bytes, the marker says {int(record['size'])}"
     if "sha256" in record:
         try:
-            found = file_record(p)["sha256"]
+            found = _hash_file(p)[1]  # always read: what is on disk now
         except OSError as exc:
             return f"{p.name}: unreadable ({exc.strerror or exc})"
         if found != record["sha256"]:

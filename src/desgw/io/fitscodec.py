@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +42,7 @@ from astropy.io import fits
 from desgw.errors import DataTypeError
 
 from ._fitsutil import STRUCTURAL_KEYWORDS
-from .atomic import atomic_write_path
+from .atomic import atomic_write_blocks, atomic_write_path
 
 __all__ = [
     "NOISE_QUANTIZE_LEVEL",
@@ -289,17 +289,16 @@ def _rice_hdu(plane: Plane, data: np.ndarray) -> list[Any] | None:
 _FITS_BLOCK = 2880
 
 
-def _write_ours(tmp: Path, blocks: list[list[Any]]) -> None:
+def _file_blocks(blocks: list[list[Any]]) -> Iterator[Any]:
+    """The file's bytes in order: an empty primary HDU, then each plane's blocks."""
     primary = fits.Header()
     primary.append(("SIMPLE", True, "file does conform to FITS standard"))
     primary.append(("BITPIX", 8, "number of bits per data pixel"))
     primary.append(("NAXIS", 0, "number of data axes"))
     primary.append(("EXTEND", True, "FITS dataset may contain extensions"))
-    with open(tmp, "wb") as fh:
-        fh.write(primary.tostring().encode("ascii"))
-        for parts in blocks:
-            for part in parts:
-                fh.write(part)
+    yield primary.tostring().encode("ascii")
+    for parts in blocks:
+        yield from parts
 
 
 def write_planes(path: str | os.PathLike[str], planes: Sequence[Plane]) -> Path:
@@ -334,12 +333,11 @@ def write_planes(path: str | os.PathLike[str], planes: Sequence[Plane]) -> Path:
         if hdu is None:
             break
         ours.append(hdu)
-    with atomic_write_path(final) as tmp:
-        if len(ours) == len(prepared):
-            _write_ours(tmp, ours)
-        else:
-            with fitsio.FITS(str(tmp), "rw", clobber=True) as out:
-                for plane, data, kw in prepared:
-                    out.write(data, extname=plane.name, header=_records(plane.header), **kw)
+    if len(ours) == len(prepared):  # the bytes hashed as written (checksums.file_record)
+        atomic_write_blocks(final, _file_blocks(ours), fsync=False)
+    else:
+        with atomic_write_path(final) as tmp, fitsio.FITS(str(tmp), "rw", clobber=True) as out:
+            for plane, data, kw in prepared:
+                out.write(data, extname=plane.name, header=_records(plane.header), **kw)
     log.debug("wrote %s (%s)", final, ", ".join(p.name for p in planes))
     return final

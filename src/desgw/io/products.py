@@ -44,8 +44,15 @@ from astropy.wcs import WCS, FITSFixedWarning
 from desgw.errors import CorruptFileError, DataTypeError, HeaderError, MissingFileError
 from desgw.util.jsonsafe import json_safe
 
-from ._fitsutil import clean_header, hdu_label, iter_hdus_checked, open_fits, read_hdu_pixels
-from .atomic import atomic_write_path
+from ._fitsutil import (
+    STRUCTURAL_KEYWORDS,
+    clean_header,
+    hdu_label,
+    iter_hdus_checked,
+    open_fits,
+    read_hdu_pixels,
+)
+from .atomic import atomic_write_bytes, atomic_write_path
 from .fitscodec import (
     NOISE_QUANTIZE_LEVEL,
     WEIGHT_QUANTIZE_LEVEL,
@@ -53,6 +60,7 @@ from .fitscodec import (
     noise_step,
     write_planes,
 )
+from .fitstable import empty_primary_bytes, table_hdu_bytes
 
 __all__ = [
     "IMMASK_QUANTIZE_LEVEL",
@@ -76,6 +84,10 @@ IMMASK_QUANTIZE_LEVEL: float = NOISE_QUANTIZE_LEVEL
 _WCS_PREFIXES = ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "CUNIT", "PC1_", "PC2_",
                  "PV1_", "PV2_", "A_", "B_", "AP_", "BP_", "LONPOLE", "LATPOLE", "RADESYS",
                  "EQUINOX", "WCSAXES", "MJDREF", "DATEREF")
+
+
+#: Keywords the SCI header of an immask written with a WCS does not take from its input.
+_DROP_PREFIXES = ("TTYPE", "TFORM", *_WCS_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -203,14 +215,60 @@ def immask_sci_header(header: fits.Header | None, wcs: WCS | None = None) -> fit
     """The SCI header :func:`write_immask` writes (and :func:`read_immask` gives back):
     ``header`` without structural keywords, its WCS keywords replaced by ``wcs``'s
     (``relax=True``: TPV/SIP kept) when ``wcs`` is given."""
-    sci_hdr = clean_header(header)
-    if wcs is not None:
-        for card in _wcs_cards(sci_hdr).cards:
-            del sci_hdr[card.keyword]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            sci_hdr.update(wcs.to_header(relax=True))
+    if wcs is None:
+        return clean_header(header)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs_hdr = wcs.to_header(relax=True)
+    cards = [] if header is None else [
+        c for c in header.cards if c.keyword not in STRUCTURAL_KEYWORDS
+        and not c.keyword.startswith(_DROP_PREFIXES)]
+    merged = merge_header_cards(cards, wcs_hdr)
+    if merged is not None:
+        return merged
+    sci_hdr = clean_header(header)  # the general case, card by card
+    for card in _wcs_cards(sci_hdr).cards:
+        del sci_hdr[card.keyword]
+    sci_hdr.update(wcs_hdr)
     return sci_hdr
+
+
+def merge_header_cards(cards: list[fits.Card], update: fits.Header) -> fits.Header | None:
+    """``fits.Header(cards)`` updated with ``update``'s cards (``Header.update``: a keyword
+    already there gets the new value and comment in place, a new one goes at the end), built
+    from the cards' text in one parse instead of card by card (astropy's per-card updates
+    cost ~10 ms for a raw CCD header). New keywords go before the commentary cards that end
+    ``cards``, as astropy appends them. None in the cases that rule does not cover (commentary
+    cards in ``update``, repeated keywords, a blank card at the end of ``cards``): the caller
+    then uses ``Header.update``."""
+    if cards and cards[-1].keyword == "":
+        return None
+    commentary = ("", "COMMENT", "HISTORY")
+    cut = len(cards)  # new keywords go before the trailing commentary cards, as astropy's
+    while cut > 0 and cards[cut - 1].keyword in commentary:
+        cut -= 1
+    out, tail = list(cards[:cut]), list(cards[cut:])
+    where: dict[str, int] = {}
+    for i, card in enumerate(out):
+        if card.keyword in commentary:
+            continue
+        if card.keyword in where:
+            return None
+        where[card.keyword] = i
+    for card in update.cards:
+        key = card.keyword
+        if key in commentary:
+            return None
+        at = where.get(key)
+        if at is None:
+            where[key] = len(out)
+            out.append(card)
+        else:  # as Header._update: value, then comment, set on the card already there
+            old = fits.Card.fromstring(out[at].image)
+            old.value = card.value
+            old.comment = card.comment
+            out[at] = old
+    return fits.Header.fromstring("".join(c.image for c in out + tail))
 
 
 def read_immask(path: str | os.PathLike[str], *,
@@ -309,7 +367,13 @@ def write_fits_table(path: str | os.PathLike[str], table: Table | np.ndarray,
         Extra keywords for the table HDU header.
     """
     final = Path(path)
-    hdu = fits.table_to_hdu(_as_table(table))
+    t = _as_table(table)
+    direct = table_hdu_bytes(t, None if header is None else clean_header(header),
+                             extname=extname)
+    if direct is not None:  # the bytes astropy writes, without its per-column objects
+        atomic_write_bytes(final, empty_primary_bytes() + direct, fsync=False)
+        return final
+    hdu = fits.table_to_hdu(t)
     hdu.name = extname
     if header is not None:
         for card in clean_header(header).cards:
@@ -416,8 +480,9 @@ def write_parquet(path: str | os.PathLike[str], table: Table | np.ndarray) -> Pa
     meta_json = json.dumps(json_safe(info, nonfinite_to_none=False, fallback=str))
     schema_meta = {_PARQUET_META_KEY: meta_json.encode()}
     at = pa.Table.from_arrays(arrays, names=list(t.colnames)).replace_schema_metadata(schema_meta)
-    with atomic_write_path(final) as tmp:
-        pq.write_table(at, tmp)
+    sink = pa.BufferOutputStream()  # in memory: its checksum record needs no read back
+    pq.write_table(at, sink)
+    atomic_write_bytes(final, sink.getvalue().to_pybytes(), fsync=False)
     return final
 
 

@@ -137,8 +137,10 @@ class Background:
     ----------
     level : numpy.ndarray
         Sky level per pixel (float32, same shape as the image, e-).
-    rms : numpy.ndarray
-        Background noise per pixel (float32, same shape as the image, e-).
+    rms_map : numpy.ndarray or None
+        Background noise per pixel (float32, same shape as the image, e-); None when
+        :func:`estimate_background` was asked not to make it (``rms_map=False``). Read it as
+        :attr:`rms`.
     global_level : float
         Global sky level (e-): the median of the mesh values.
     global_rms : float
@@ -148,10 +150,24 @@ class Background:
     """
 
     level: np.ndarray
-    rms: np.ndarray
+    rms_map: np.ndarray | None
     global_level: float
     global_rms: float
     config: BackgroundConfig
+
+    @property
+    def rms(self) -> np.ndarray:
+        """Background noise per pixel (float32, e-).
+
+        Raises
+        ------
+        ValueError
+            If the estimate was made without it (``estimate_background(rms_map=False)``).
+        """
+        if self.rms_map is None:
+            raise ValueError("this background has no rms map (estimate_background was called "
+                             "with rms_map=False)")
+        return self.rms_map
 
 
 @dataclass(frozen=True)
@@ -320,6 +336,7 @@ def _check_image(name: str, arr: np.ndarray, shape: tuple[int, ...] | None = Non
 
 def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
                         objects: np.ndarray | None = None, wings: ObjectWings | None = None,
+                        rms_map: bool = True,
                         config: BackgroundConfig = BackgroundConfig()) -> Background:
     """Estimate the sky level and background noise of a CCD image.
 
@@ -335,6 +352,10 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
         by ``config.object_grow``, are ignored (:func:`object_mask`).
     wings : ObjectWings or None
         With ``objects``: the detections whose wings are masked too (:func:`object_mask`).
+    rms_map : bool
+        Interpolate the noise to every pixel (``Background.rms``); False leaves it out and
+        saves a full-image spline pass (~0.03 CPU-s on a 4096 x 2048 CCD) where only the level
+        and the global values are needed. The level is the same either way.
     config : BackgroundConfig
         Mesh and filter sizes, object masks.
 
@@ -367,9 +388,9 @@ def estimate_background(image: np.ndarray, mask: np.ndarray | None = None, *,
     bkg = sep.Background(data, mask=bad, bw=config.mesh, bh=config.mesh,
                          fw=config.filter, fh=config.filter, fthresh=config.fthresh)
     level = bkg.back(dtype=np.float32)
-    rms = bkg.rms(dtype=np.float32)
+    rms = bkg.rms(dtype=np.float32) if rms_map else None
     log.debug("background: global level %.2f e-, rms %.3f e-", bkg.globalback, bkg.globalrms)
-    return Background(level=level, rms=rms, global_level=float(bkg.globalback),
+    return Background(level=level, rms_map=rms, global_level=float(bkg.globalback),
                       global_rms=float(bkg.globalrms), config=config)
 
 
@@ -426,6 +447,8 @@ def residual_background(background: Background, residual: np.ndarray, mask: np.n
     ------
     desgw.errors.DataTypeError
         If the arrays' shapes differ from the background's.
+    ValueError
+        If ``background`` has no rms map (``rms_map=False``).
     """
     level, rms = background.level, background.rms
     shape = level.shape
@@ -478,5 +501,5 @@ def residual_background(background: Background, residual: np.ndarray, mask: np.n
     new = level + corr
     log.debug("residual background: mean level %.3f e- (mode %.3f)", float(new.mean()),
               float(level.mean()))
-    return Background(level=new, rms=rms, global_level=float(np.median(new)),
+    return Background(level=new, rms_map=rms, global_level=float(np.median(new)),
                       global_rms=background.global_rms, config=cfg)

@@ -94,6 +94,7 @@ from desgw.se.process_steps import (
     mean_sky_background,
     psf_aperture_correction,
     psf_config_for_seeing,
+    segment_pixels,
     weight_rescale_factor,
 )
 from desgw.se.process_wcs import ccd_corners, initial_wcs_for
@@ -825,7 +826,9 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
                         y=np.asarray(c1["y"], dtype=np.float64),
                         peak=np.asarray(c1["peak"], dtype=np.float64), fwhm_px=seeing.fwhm_px,
                         noise=bkg1.global_rms)
-    bkg = estimate_background(image, mask, objects=det1.segmap, wings=wings, config=bcfg)
+    # the noise map is only read by the mean-sky step (the detection uses the weight)
+    bkg = estimate_background(image, mask, objects=det1.segmap, wings=wings, config=bcfg,
+                              rms_map=bool(ccd.mean_sky and config.mean_sky))
     np.subtract(image, bkg.level, out=sub)
     wscale = (weight_rescale_factor(sub, weight, mask, det1.segmap)
               if config.rescale_weight else 1.0)
@@ -878,8 +881,7 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
             residual = cosmic_ray_residuals(catalog, cray_bit=maskbits.CRAY)
             n_crres = int(residual.sum())
             if n_crres:
-                ids = np.asarray(catalog["NUMBER"])[residual]
-                pix = np.isin(det.segmap, ids)
+                pix = segment_pixels(det, np.asarray(catalog["NUMBER"])[residual])
                 mask[pix] |= maskbits.CRAY
                 weight[pix] = 0.0
                 catalog = catalog[~residual]

@@ -32,7 +32,7 @@ from desgw.se.psf_shape import fit_moffat
 
 __all__ = ["SeeingEstimate", "estimate_seeing", "detect_config_for_seeing", "psf_config_for_seeing",
            "psf_aperture_correction", "wing_outside_flux", "weight_rescale_factor", "cosmics_objlim",
-           "cosmic_ray_residuals", "mean_sky_background"]
+           "cosmic_ray_residuals", "mean_sky_background", "segment_pixels"]
 
 log = logging.getLogger(__name__)
 
@@ -478,3 +478,42 @@ def cosmic_ray_residuals(catalog: Table, *, cray_bit: int, nsigma: float = 3.0,
     with np.errstate(invalid="ignore"):
         sharp = (spread < -min_sharpness) & (spread + nsigma * err < 0)
     return ((ima & cray_bit) != 0) & sharp & np.isfinite(spread)
+
+
+def segment_pixels(detections: DetectionResult, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels (rows, columns) of the segments of detections ``ids`` in their segmentation map.
+
+    Each segment is looked for inside its bounding box (the catalogue's ``xmin``..``ymax``),
+    not over the whole map: ``np.isin(segmap, ids)`` reads every pixel (~0.03 CPU-s on a
+    4096 x 2048 CCD for any number of ids), this reads the boxes. The same pixels.
+
+    Parameters
+    ----------
+    detections : DetectionResult
+        Detections whose ``catalog["number"]`` is ``1..n`` in row order (as
+        :func:`desgw.se.detect.detect_sources` numbers them).
+    ids : numpy.ndarray
+        Detection numbers (1-based).
+
+    Returns
+    -------
+    rows, cols : numpy.ndarray
+        int64 pixel indices (0-based), each segment's in row-major order, segments in the
+        order of ``ids``.
+    """
+    seg = detections.segmap
+    cat = detections.catalog
+    ids = np.asarray(ids, dtype=np.int64)
+    rows: list[np.ndarray] = [np.zeros(0, np.int64)]
+    cols: list[np.ndarray] = [np.zeros(0, np.int64)]
+    x0s, x1s = np.asarray(cat["xmin"], np.int64), np.asarray(cat["xmax"], np.int64)
+    y0s, y1s = np.asarray(cat["ymin"], np.int64), np.asarray(cat["ymax"], np.int64)
+    for i in ids:
+        k = int(i) - 1
+        if not 0 <= k < len(cat):
+            continue
+        x0, x1, y0, y1 = int(x0s[k]), int(x1s[k]), int(y0s[k]), int(y1s[k])
+        yy, xx = np.nonzero(seg[y0:y1 + 1, x0:x1 + 1] == i)
+        rows.append(yy.astype(np.int64) + y0)
+        cols.append(xx.astype(np.int64) + x0)
+    return np.concatenate(rows), np.concatenate(cols)

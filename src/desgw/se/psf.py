@@ -91,7 +91,7 @@ from desgw.se.measure_kernels import (add_psf_sources, psf_fit_stamps, render_ps
                                       winpos_stamps)
 from desgw.se.psf_lanczos import shift_matrix
 from desgw.util.lanczos import interpolation_matrix
-from desgw.se.psf_shape import adaptive_moments, fit_moffat
+from desgw.se.psf_shape import MoffatFit, adaptive_moments, fit_moffat
 
 __all__ = ["PSFConfig", "PSFModel", "PSFFitError", "fit_psf", "poly_terms", "select_psf_candidates"]
 
@@ -261,11 +261,12 @@ class PSFModel:
     star_flux: np.ndarray = field(default_factory=lambda: np.zeros(0))
     star_chi2: np.ndarray = field(default_factory=lambda: np.zeros(0))
     n_candidates: int = 0
-    # fwhm_at's values by position: the CCD centre is asked for by the measurement, the
-    # FWHMPSF grid and the QC, each a Moffat fit of ~10 ms (not an init argument, so that
+    # fwhm_at's Moffat fits by position: the CCD centre is asked for by the measurement, the
+    # FWHMPSF grid and the QC, each a fit of ~10 ms (not an init argument, so that
     # dataclasses.replace starts a new model with an empty one)
-    _fwhm_cache: dict[tuple[float, float], float] = field(default_factory=dict, init=False,
-                                                          repr=False, compare=False)
+    _fwhm_cache: dict[tuple[float, float], MoffatFit] = field(default_factory=dict,
+                                                              init=False, repr=False,
+                                                              compare=False)
 
     @property
     def stamp_size(self) -> int:
@@ -333,13 +334,36 @@ class PSFModel:
         to the model with the pixel response removed (pixel-integrated fit), i.e. the FWHM of
         the PSF on the sky in pixel units; multiply by the pixel scale for arcsec.
         """
+        return self._moffat_at(x, y, None).fwhm
+
+    def fwhm_grid(self, gx: np.ndarray, gy: np.ndarray) -> np.ndarray:
+        """:meth:`fwhm_at` on the grid of nodes ``gx`` x ``gy`` (pixels), shape (ny, nx).
+
+        Each node's fit starts from the last fitted neighbour's (rows in alternate
+        directions, from the CCD centre's fit when it was already made): the same minima as
+        separate fits (FWHM equal to ~1e-7) in ~30 % fewer iterations.
+        """
+        gx = np.asarray(gx, dtype=np.float64)
+        gy = np.asarray(gy, dtype=np.float64)
+        ny, nx = self.image_shape
+        start = self._fwhm_cache.get(((nx - 1) / 2.0, (ny - 1) / 2.0))
+        out = np.empty((gy.size, gx.size))
+        for j, yy in enumerate(gy):
+            cols = range(gx.size) if j % 2 == 0 else range(gx.size - 1, -1, -1)
+            for i in cols:
+                start = self._moffat_at(float(gx[i]), float(yy), start)
+                out[j, i] = start.fwhm
+        return out
+
+    def _moffat_at(self, x: float, y: float, start: MoffatFit | None) -> MoffatFit:
+        """The Moffat fit of :meth:`fwhm_at` at (x, y), cached by position."""
         key = (float(x), float(y))
-        fwhm = self._fwhm_cache.get(key)
-        if fwhm is None:
-            fwhm = fit_moffat(self.centred(x, y)).fwhm
+        fit = self._fwhm_cache.get(key)
+        if fit is None:
+            fit = fit_moffat(self.centred(x, y), start=start)
             if len(self._fwhm_cache) < 64:
-                self._fwhm_cache[key] = fwhm
-        return fwhm
+                self._fwhm_cache[key] = fit
+        return fit
 
     def ellipticity_at(self, x: float, y: float) -> tuple[float, float]:
         """PSF distortion (e1, e2) at CCD position (x, y) from adaptive moments.

@@ -5,7 +5,8 @@ pixels; ``FWHMPSF_WORLD``, degrees); the original's ``_ZP.csv`` tables carry bot
 FWHM (:meth:`desgw.se.psf.PSFModel.fwhm_at`, a pixel-integrated Moffat fit) is evaluated on a
 coarse grid over the CCD (once for a constant model) and interpolated linearly to the objects:
 the PSF varies smoothly (polynomial of degree <= 2), so a 3 x 5 grid on a 2048 x 4096 CCD
-reproduces it to < 0.5 % (the variation itself is a few per cent).
+reproduces it to < 0.5 % (the variation itself is a few per cent). The grid's fits start
+from their neighbours' (:meth:`desgw.se.psf.PSFModel.fwhm_grid`).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def psf_fwhm_at(psf: PSFModel, x: np.ndarray, y: np.ndarray, *,
         return np.full(x.shape, psf.fwhm_at((nx - 1) / 2.0, (ny - 1) / 2.0), dtype=np.float32)
     gx = np.linspace(0.0, nx - 1.0, max(int(grid[0]), 2))
     gy = np.linspace(0.0, ny - 1.0, max(int(grid[1]), 2))
-    values = np.array([[psf.fwhm_at(xx, yy) for xx in gx] for yy in gy])
+    values = psf.fwhm_grid(gx, gy)
     interp = RegularGridInterpolator((gy, gx), values, method="linear")
     pts = np.column_stack([np.clip(y, 0, ny - 1), np.clip(x, 0, nx - 1)])
     return interp(pts).astype(np.float32)

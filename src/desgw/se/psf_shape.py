@@ -136,7 +136,8 @@ def _moffat_eval(params, xs, ys, model, jac, want_jac):  # pragma: no cover - nu
             jac[i, 6] = f * (g_be + g_al * dalpha_dbeta)
 
 
-def fit_moffat(stamp: np.ndarray, *, radius: float | None = None) -> MoffatFit:
+def fit_moffat(stamp: np.ndarray, *, radius: float | None = None,
+               start: MoffatFit | None = None) -> MoffatFit:
     """Fit an elliptical, pixel-integrated Moffat to a stamp.
 
     The model and its analytic Jacobian come from one compiled pass over the sub-samples
@@ -149,6 +150,10 @@ def fit_moffat(stamp: np.ndarray, *, radius: float | None = None) -> MoffatFit:
         (ny, nx) image of one PSF, background 0.
     radius : float or None
         Only pixels within this distance (pix) of the stamp centre are fitted (default: all).
+    start : MoffatFit or None
+        Starting parameters, e.g. the fit of a similar stamp (the same PSF model at a nearby
+        position): the fit converges to the same minimum in fewer iterations. Default: a
+        circular Moffat of beta 3 at the stamp centre, its FWHM from the half-maximum area.
 
     Returns
     -------
@@ -172,6 +177,9 @@ def fit_moffat(stamp: np.ndarray, *, radius: float | None = None) -> MoffatFit:
     p0 = np.array([total, nx // 2, ny // 2, np.log(fwhm0), 0.0, 0.0, 3.0])
     lo = [-np.inf, -np.inf, -np.inf, np.log(0.3), -0.9, -0.9, 1.2]
     hi = [np.inf, np.inf, np.inf, np.log(100.0), 0.9, 0.9, 30.0]
+    if start is not None:
+        p0 = np.clip([start.flux, start.x0, start.y0, np.log(start.fwhm), start.e1, start.e2,
+                      start.beta], lo, hi)
     scale = max(abs(data).max(), 1e-30)
     model = np.empty(data.size)
     jac = np.empty((data.size, 7))

@@ -226,18 +226,43 @@ def _hough_grid(my: int, mx: int, min_vote_fraction: float, min_votes: float
     in a crowded field made lines at 45 and 135 deg pass on the grid alone. ``need`` is the
     least number of votes of a line: ``min_vote_fraction`` of its blocks, at least
     ``min_votes``. They depend only on the grid, so they are computed once per process
-    (~0.3 s for a 4 x 4-binned CCD) and shared read-only.
+    (:func:`_grid_votes`, ~0.25 CPU-s for a 4 x 4-binned CCD) and shared read-only.
     """
     thetas = np.deg2rad(np.arange(0.0, 180.0, 0.5))
     diag = float(np.hypot(my, mx))
     rho_edges = np.arange(-diag, diag + 1.0, 1.0)
-    yy, xx = np.mgrid[0:my, 0:mx]
-    blocks = _hough_votes(xx.ravel() + 0.5, yy.ravel() + 0.5, np.cos(thetas), np.sin(thetas),
-                          float(rho_edges[0]), len(rho_edges) - 1)
+    blocks = _grid_votes(int(my), int(mx), np.cos(thetas), np.sin(thetas),
+                         float(rho_edges[0]), len(rho_edges) - 1)
     need = np.maximum(min_vote_fraction * blocks, min_votes)
     for a in (thetas, rho_edges, blocks, need):
         a.setflags(write=False)
     return thetas, rho_edges, blocks, need
+
+
+@njit(cache=True)
+def _grid_votes(my, mx, cos_t, sin_t, rho0, nrho):  # pragma: no cover - numba
+    """:func:`_hough_votes` of the ``my x mx`` block centres ``(i + 0.5, l + 0.5)``, the same
+    values bit for bit (each centre's ``x cos + y sin - rho0`` in the same operations; the
+    counts are integers): one angle at a time, its row of bins in cache, and each grid row's
+    bin numbers computed in a loop of their own (vectorised) before they are counted, ~3x
+    faster than the general kernel on the 1024 x 512 grid of a full CCD."""
+    nt = cos_t.size
+    acc = np.zeros((nt, nrho))
+    js = np.empty(mx, np.int64)
+    xs = np.empty(mx)
+    for i in range(mx):
+        xs[i] = i + 0.5
+    for k in range(nt):
+        c = cos_t[k]
+        s = sin_t[k]
+        row = acc[k]
+        for lr in range(my):
+            ys = (lr + 0.5) * s
+            for i in range(mx):
+                js[i] = int(np.floor(xs[i] * c + ys - rho0))
+            for i in range(mx):
+                row[min(max(js[i], 0), nrho - 1)] += 1.0
+    return acc
 
 
 @njit(cache=True)

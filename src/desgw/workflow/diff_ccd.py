@@ -369,23 +369,37 @@ def _record_db(task: DiffTask, result: Any) -> None:
     from desgw.diff.pipeline_steps import candidate_flags
 
     e, c = int(task.search_expnum), int(task.ccdnum)
+    def col(table: Any, name: str, kind: type) -> list[Any]:
+        """A column as Python values (one conversion per column, not per row and field);
+        masked values NaN in a float column, refused in the others (as float() and int() of a
+        masked value)."""
+        values = np.ma.asarray(table[name])
+        if kind is float:
+            return np.ma.filled(values.astype(np.float64), np.nan).tolist()
+        if np.ma.is_masked(values):
+            raise ValueError(f"column {name!r} has masked values")
+        return np.ma.getdata(values).astype(kind).tolist()
+
     f = result.fakes
-    fakes = [NewFake(ra=float(r["ra"]), dec=float(r["dec"]), mag=float(r["mag"]),
-                     host=bool(r["hosted"])) for r in f]
-    fake_index = {int(fid): k for k, fid in enumerate(f["fake_id"])} if len(f) else {}
+    fakes = [NewFake(ra=ra, dec=dec, mag=mag, host=host) for ra, dec, mag, host in zip(
+        col(f, "ra", float), col(f, "dec", float), col(f, "mag", float),
+        col(f, "hosted", bool))] if len(f) else []
+    fake_index = {fid: k for k, fid in enumerate(col(f, "fake_id", int))} if len(f) else {}
     cands = result.candidates
-    flags = candidate_flags(cands)
     rows = []
-    for k, r in enumerate(cands):
-        mag, magerr = float(r["mag"]), float(r["magerr"])
-        fid = int(r["fake_id"])
-        rows.append(NewDetection(
-            ra=float(r["ra"]), dec=float(r["dec"]), flux=float(r["flux"]),
-            fluxerr=float(r["flux_err"]), snr=float(r["snr"]),
-            mag=mag if math.isfinite(mag) else None,
-            magerr=magerr if math.isfinite(magerr) else None,
-            real_bogus=float(r["real_bogus"]), flags=int(flags[k]),
-            is_fake=bool(r["is_fake"]), fake_id=fake_index.get(fid) if fid >= 0 else None))
+    if len(cands):
+        flags = np.asarray(candidate_flags(cands)).astype(int).tolist()
+        for ra, dec, flux, ferr, snr, mag, magerr, rb, flag, is_fake, fid in zip(
+                col(cands, "ra", float), col(cands, "dec", float), col(cands, "flux", float),
+                col(cands, "flux_err", float), col(cands, "snr", float),
+                col(cands, "mag", float), col(cands, "magerr", float),
+                col(cands, "real_bogus", float), flags, col(cands, "is_fake", bool),
+                col(cands, "fake_id", int)):
+            rows.append(NewDetection(
+                ra=ra, dec=dec, flux=flux, fluxerr=ferr, snr=snr,
+                mag=mag if math.isfinite(mag) else None,
+                magerr=magerr if math.isfinite(magerr) else None, real_bogus=rb, flags=flag,
+                is_fake=is_fake, fake_id=fake_index.get(fid) if fid >= 0 else None))
     regs = {(int(r["expnum"]), int(r["ccdnum"])): r
             for r in result.meta.get("registration", ())}
     uses = []

@@ -6,6 +6,7 @@ that a local loop, a process pool or a Dask worker can run alike).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -21,7 +22,7 @@ from astropy.io import fits
 from desgw import __version__
 from desgw.errors import HeaderError, describe_error
 from desgw.instrument.camera import CCD_SHAPE
-from desgw.io.atomic import atomic_write_path, atomic_write_text
+from desgw.io.atomic import atomic_write_bytes, atomic_write_text
 from desgw.io.checksums import file_record
 from desgw.util.jsonsafe import json_safe
 
@@ -188,8 +189,9 @@ def _write_products(task: CCDTask, result: CCDResult, config_hash: str,
     hdul = result.psf.to_fits_hdul()
     for key in ("EXPNUM", "CCDNUM", "BAND", "CFGHASH"):
         hdul[0].header[key] = header[key]
-    with atomic_write_path(paths.psfmodel) as tmp:
-        hdul.writeto(tmp)
+    buf = io.BytesIO()  # written from memory: its checksum record needs no read back
+    hdul.writeto(buf)
+    atomic_write_bytes(paths.psfmodel, buf.getvalue(), fsync=False)
 
     zp = result.zeropoint
     zp_value = float(zp.zp) if zp is not None else math.nan
