@@ -100,6 +100,13 @@ def test_products_of_one_ccd(env, done):
     done_doc = json.loads((d / f"{prefix}_diffdone.json").read_text())
     assert done_doc["ok"] and done_doc["template_expnums"] == [NARROW]
     assert {r["expnum"] for r in done_doc["templates_rejected"]} == {BROAD}
+    # the ZOGY filter grid chosen from the two PSFs (zogy.choose_kernel_size): one of its
+    # candidates, recorded in the marker and the product header
+    assert done_doc["zogy_kernel_size"] in (64, 128)
+    from astropy.io import fits
+
+    assert fits.getheader(d / f"{prefix}_diff.fits.fz", "SCI")["ZOGYKSZ"] == \
+        done_doc["zogy_kernel_size"]
     img = read_diff_image(d / f"{prefix}_diff.fits.fz")
     # SCORE (S_corr) only with full_copy (-F): the candidates carry it at their peaks
     assert img["SCI"].shape == (4096, 2048) and set(img) == {"SCI", "MSK", "WGT"}

@@ -479,7 +479,9 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     n_cov = max(n_cov, 1)
     meta.update(masked_fraction=n_masked / n_cov, bad_fraction=n_bad / n_cov,
                 usable_area_fraction=1.0 - n_masked / n_cov,
-                mask_growth=dict(sub.meta.get("mask_growth", {})))
+                mask_growth=dict(sub.meta.get("mask_growth", {})),
+                zogy_kernel_size=int(sub.meta["zogy_kernel_size"]),
+                zogy_border=int(sub.meta["zogy_border"]))
     del t_cover
     lap("subtract")
 

@@ -338,6 +338,8 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
         v = result.meta.get(name)
         if v is not None:
             h[key] = (round(float(v), 6), f"template-area fraction {what}")
+    if result.meta.get("zogy_kernel_size") is not None:
+        h["ZOGYKSZ"] = (int(result.meta["zogy_kernel_size"]), "[px] ZOGY filter grid side")
     regs = tuple(getattr(result, "registrations", ()))
     h["NREGAFF"] = (sum(r.method == "affine" for r in regs), "templates registered: affine fit")
     h["NREGSHF"] = (sum(r.method == "shift" for r in regs), "templates registered: shift fit")
@@ -667,6 +669,7 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
             "registration": result.meta.get("registration", []),
             "masked_fraction": _finite(result.meta.get("masked_fraction", math.nan)),
             "bad_fraction": _finite(result.meta.get("bad_fraction", math.nan)),
+            "zogy_kernel_size": result.meta.get("zogy_kernel_size"),
             "config_hash": cfg_hash, "desgw_version": __version__,
             # size and checksum of each product file: a resume redoes a CCD whose products
             # changed since (folders, e.g. the PNG stamps, by name only)
