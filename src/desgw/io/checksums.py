@@ -21,7 +21,9 @@ only when the file's modification and change times are older than that moment by
 :data:`RACY_MARGIN_NS` (2 s): a file changed within a clock tick of its hashing could keep
 its identity, so such an entry is not trusted and the file is read again next time. The
 search CCDs of an exposure, which each check the same template CCDs' products, so read each
-template product once per process instead of once per search CCD.
+template product once per process instead of once per search CCD. (The guard compares the
+file system's times with this host's clock: files on a server whose clock runs behind this
+host's by more than the margin are trusted too early.)
 """
 
 from __future__ import annotations
