@@ -1,6 +1,8 @@
 """Checksum records of product files hashed as they are written (desgw.io.checksums): the
 record a writer's noted digest gives equals a fresh SHA-256 of the file on disk, is used only
-while the file is unchanged, and verification always reads the file."""
+while the file is unchanged; verification reads a file once per process while its identity
+(device, inode, size, modification and change times) is unchanged and older than the read
+by the racy margin, and catches every rewrite, truncation, touch and replacement."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -91,3 +94,102 @@ def test_failed_write_notes_nothing(tmp_path):
         atomic_write_blocks(tmp_path / "y.bin", blocks())
     assert not (tmp_path / "y.bin").exists() and list(tmp_path.iterdir()) == []
     assert checksums._WRITTEN == before
+
+
+# ----------------------------------------------------------------------------- verified cache
+def _counting(monkeypatch):
+    reads: list[str] = []
+    real = checksums._hash_file
+
+    def counted(p):
+        reads.append(p.name)
+        return real(p)
+    monkeypatch.setattr(checksums, "_hash_file", counted)
+    return reads
+
+
+def _settled(monkeypatch, seconds=5.0):
+    """Verifications from now on happen ``seconds`` after the files' last change (the clock
+    moved forward), so their digests are trusted while the files keep their identity."""
+    real = checksums._now_ns
+    monkeypatch.setattr(checksums, "_now_ns", lambda: real() + int(seconds * 1e9))
+
+
+def _record(path):
+    data = path.read_bytes()
+    return {"name": path.name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def test_unchanged_file_is_read_once_per_process(tmp_path, monkeypatch):
+    path = tmp_path / "t_immask.fits.fz"
+    path.write_bytes(os.urandom(200_000))
+    rec = _record(path)
+    reads = _counting(monkeypatch)
+    _settled(monkeypatch)
+    for _ in range(4):  # the four search CCDs that overlap this template CCD
+        assert record_problem(tmp_path, rec) is None
+    assert reads == [path.name]
+    # a hard link changes the inode's change time (link count): read again, then kept
+    os.link(path, tmp_path / "alias.fits.fz")
+    assert record_problem(tmp_path, {**rec, "name": "alias.fits.fz"}) is None
+    assert record_problem(tmp_path, rec) is None
+    assert len(reads) == 2
+
+
+def test_recent_file_is_read_every_time(tmp_path, monkeypatch):
+    """A file changed within the racy margin of its hashing is not trusted: read again."""
+    path = tmp_path / "fresh.bin"
+    path.write_bytes(b"abc" * 1000)
+    rec = _record(path)
+    reads = _counting(monkeypatch)
+    for _ in range(3):
+        assert record_problem(tmp_path, rec) is None
+    assert len(reads) == 3
+
+
+def test_cached_file_rewritten_same_size_and_mtime_is_caught(tmp_path, monkeypatch):
+    path = tmp_path / "t_psfmodel.fits"
+    path.write_bytes(os.urandom(50_000))
+    rec = _record(path)
+    reads = _counting(monkeypatch)
+    _settled(monkeypatch)
+    assert record_problem(tmp_path, rec) is None
+    assert record_problem(tmp_path, rec) is None and len(reads) == 1  # kept
+    st = path.stat()
+    time.sleep(0.05)  # past the kernel's coarse change-time tick
+    data = bytearray(path.read_bytes())
+    data[1000] ^= 0xFF
+    with path.open("r+b") as fh:  # in place: same inode, same size
+        fh.write(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # modification time put back
+    after = path.stat()
+    assert (after.st_ino, after.st_size, after.st_mtime_ns) == \
+        (st.st_ino, st.st_size, st.st_mtime_ns)
+    assert record_problem(tmp_path, rec) == f"{path.name}: checksum differs from the marker's"
+    assert len(reads) == 2
+
+
+def test_cached_file_truncated_touched_or_replaced_is_caught(tmp_path, monkeypatch):
+    path = tmp_path / "t_fullcat.fits"
+    payload = os.urandom(30_000)
+    path.write_bytes(payload)
+    rec = _record(path)
+    _settled(monkeypatch)
+    assert record_problem(tmp_path, rec) is None
+    with path.open("r+b") as fh:
+        fh.truncate(20_000)
+    assert record_problem(tmp_path, rec) == (f"{path.name}: 20000 bytes, the marker says "
+                                             "30000")
+    # put back, then replaced by a rename with other bytes of the same size
+    path.write_bytes(payload)
+    assert record_problem(tmp_path, rec) is None
+    other = tmp_path / "other.tmp"
+    other.write_bytes(bytes(b ^ 1 for b in payload[:10]) + payload[10:])
+    os.replace(other, path)
+    assert record_problem(tmp_path, rec) == f"{path.name}: checksum differs from the marker's"
+    # a touch of a good file makes it read again (and it matches)
+    path.write_bytes(payload)
+    assert record_problem(tmp_path, rec) is None
+    reads = _counting(monkeypatch)
+    os.utime(path)
+    assert record_problem(tmp_path, rec) is None and reads == [path.name]
