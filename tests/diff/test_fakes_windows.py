@@ -6,21 +6,26 @@ import numpy as np
 
 from desgw.diff.fakes import _Placer
 from desgw.diff.resample_kernels import box_any
-from desgw.diff.subtract import _near_changed
+from desgw.diff.subtract import _changed_near
 from desgw.se.maskbits import BADPIX, CRAY, EDGE, UNUSABLE
 
 
-def test_near_changed_is_box_any_at_the_masked_pixels() -> None:
+def test_changed_near_is_box_any_of_the_changed_pixels() -> None:
     rng = np.random.default_rng(5)
     for shape in ((64, 97), (1, 30), (40, 1)):
-        changed = (rng.random(shape) < 0.02).astype(np.uint8)
-        changed[0, -1] = changed[-1, 0] = 1  # corners: the window is clipped
-        idx = np.sort(rng.choice(changed.size, size=changed.size // 3, replace=False))
-        idx = np.concatenate([[0, changed.size - 1], idx]).astype(np.int64)
-        expect = box_any(changed, 1, 1).reshape(-1)[idx] != 0
-        got = _near_changed(changed, idx)
-        assert got.dtype == bool and np.array_equal(got, expect)
-        assert 0 < got.sum() < got.size
+        old = rng.normal(size=shape).astype(np.float32)
+        old[rng.random(shape) < 0.05] = np.nan
+        new = old.copy()
+        hit = rng.random(shape) < 0.02
+        hit[0, -1] = hit[-1, 0] = True  # corners: the window is clipped
+        new[hit & np.isfinite(old)] += 1.0
+        changed = (hit & np.isfinite(old)).astype(np.uint8)
+        near, n, finite_changed = _changed_near(old, new)
+        assert near.dtype == np.uint8 and np.array_equal(near, box_any(changed, 1, 1))
+        assert n == changed.sum() and not finite_changed
+        assert 0 < near.sum() < near.size or shape != (64, 97)
+        new[np.isnan(old)] = 0.0  # pixels gaining data
+        assert _changed_near(old, new)[2] == bool(np.isnan(old).any())
 
 
 def test_placer_mask_rule_matches_the_full_unusable_map() -> None:
