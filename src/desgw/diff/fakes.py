@@ -208,7 +208,10 @@ class _Placer:
                 self.det_tree = cKDTree(np.column_stack([det_x[good], det_y[good]]))
                 self.det_id = np.asarray(det_id)[good]
         self.ny, self.nx = shape
-        self.bad = None if mask is None else (np.asarray(mask) & bits) != 0
+        # the mask is read in each candidate's window only (a few hundred windows, no
+        # full-image intermediate)
+        self.mask = None if mask is None else np.asarray(mask)
+        self.bits = int(bits)
         self.edge = float(edge_px)
         self.r = int(np.ceil(mask_radius_px))
         yy, xx = np.mgrid[-self.r:self.r + 1, -self.r:self.r + 1]
@@ -224,13 +227,13 @@ class _Placer:
             near = self.det_tree.query_ball_point((x, y), self.det_sep)
             if near and np.any(self.det_id[near] != host_id):
                 return False
-        if self.bad is not None:
+        if self.mask is not None:
             ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
             y0, y1 = iy - self.r, iy + self.r + 1
             x0, x1 = ix - self.r, ix + self.r + 1
             if y0 < 0 or x0 < 0 or y1 > self.ny or x1 > self.nx:
                 return False
-            if np.any(self.bad[y0:y1, x0:x1] & self.disk):
+            if np.any((self.mask[y0:y1, x0:x1] & self.bits)[self.disk]):
                 return False
         if self.xs and self.sep2 > 0:
             d2 = (np.asarray(self.xs) - x) ** 2 + (np.asarray(self.ys) - y) ** 2

@@ -656,9 +656,11 @@ def _output_mask(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray,
 
 
 @njit(cache=True, nogil=True)
-def _changed_pixels(old, new):  # pragma: no cover - numba
-    """uint8 map of the pixels where ``new`` differs from ``old`` (two NaNs are equal), its
-    count, and whether any pixel became finite or not finite."""
+def _changed_near(old, new):  # pragma: no cover - numba
+    """uint8 map of the pixels with a changed pixel (``new`` differs from ``old``, two NaNs
+    equal) in their 3x3 neighbourhood (clipped at the borders: ``box_any(changed, 1, 1)``,
+    made in the same pass), the number of changed pixels, and whether any pixel became
+    finite or not finite."""
     ny, nx = old.shape
     out = np.zeros((ny, nx), np.uint8)
     n = 0
@@ -667,10 +669,12 @@ def _changed_pixels(old, new):  # pragma: no cover - numba
         for x in range(nx):
             a, b = old[y, x], new[y, x]
             if a != b and not (np.isnan(a) and np.isnan(b)):
-                out[y, x] = 1
                 n += 1
                 if np.isfinite(a) != np.isfinite(b):
                     finite_changed = True
+                for yy in range(max(y - 1, 0), min(y + 2, ny)):
+                    for xx in range(max(x - 1, 0), min(x + 2, nx)):
+                        out[yy, xx] = 1
     return out, n, finite_changed
 
 
@@ -759,7 +763,7 @@ class MaskPrediction:
         assert inp.used
         old = inp.used[0]
         new = _check("search_image", search_image, old.shape)
-        changed, n_changed, finite_changed = _changed_pixels(
+        near_map, n_changed, finite_changed = _changed_near(
             np.ascontiguousarray(old, np.float32), np.ascontiguousarray(new, np.float32))
         if finite_changed:
             return predict_difference_mask(
@@ -775,11 +779,13 @@ class MaskPrediction:
             return replace(self, _inputs=new_inputs)
         # the clusters whose pixels or 8-neighbours changed: their sums again (same pixels,
         # same order: the same floating-point sums as a full computation)
-        near = box_any(changed, 1, 1).reshape(-1)[cl.idx] != 0
+        near = near_map.reshape(-1)[cl.idx] != 0
         touched = np.unique(cl.lab[near])
         if touched.size == 0:
             return replace(self, _inputs=new_inputs)
-        sel = np.isin(cl.lab, touched)
+        hit = np.zeros(max(int(cl.n), int(touched[-1]) + 1), bool)
+        hit[touched] = True
+        sel = hit[cl.lab]
         _, n_var, n_msk, r_img, r_var, r_msk = used
         bad_bits = int(inp.config.bad_bits) | maskbits.EDGE
         part = _cluster_sums(cl.idx[sel], cl.lab[sel], cl.n, new, n_var, n_msk, r_img, r_var,
