@@ -13,12 +13,20 @@ only, the masks before the wing masks), and measured against the truth as bench_
 - ``zp_err_mmag``, ``photometry_mmag``, ``reference_mmag``: the SE zeropoint's error and its
   split (bench_science's ``_zp_decomposition``);
 - ``avsky`` (AVSKY, e-/px) against the blank-sky truth ``blank_sky``;
+- ``blank_box_pedestal``: the mean (e-/px, with its error) of image less background over
+  unmasked 25 x 25 px boxes at random positions farther than 30 px from every detection: the
+  additive level a PSF fit sees that the background left (the light of undetected sources plus
+  the estimator's bias: a mesh mode sits ~0.4 e-/px below the mean of Poisson sky);
+  ``pedestal_over_flux`` is that level times the PSF stamp area over the true flux, median
+  over the bright stars: the FLUX_PSF excess it predicts;
 - ``cpu_s``: CPU seconds of the CCD (loaded machine: compare within one run only).
 
 Prints JSON (with ``os.getloadavg()`` and the commit)::
 
     nice -n 5 env PYTHONPATH=src python bench/bench_se_sky.py --root /work/sci7 \\
         --cases kolmogorov_dense:642180:28,moffat2.5_crowded:768792:28 --wing-fractions 0,0.1
+
+``--mean-sky 0,1`` repeats each case with ``SEConfig.mean_sky`` off and on.
 """
 
 from __future__ import annotations
@@ -43,8 +51,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 
-def measure(root: Path, night: str, e: int, c: int, wing_fraction: float) -> dict[str, Any]:
-    """Process one CCD with the given wing fraction and measure it against the truth."""
+def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
+            mean_sky: bool = False) -> dict[str, Any]:
+    """Process one CCD with the given wing fraction and sky estimator; measure it against the truth."""
     from scipy.spatial import cKDTree
 
     from bench_science import _zp_decomposition
@@ -56,7 +65,7 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float) -> dic
     from desgw.workflow.se_types import CCDTask
 
     d = root / night
-    config = SEConfig(background=BackgroundConfig(wing_fraction=wing_fraction))
+    config = SEConfig(background=BackgroundConfig(wing_fraction=wing_fraction), mean_sky=mean_sky)
     lin = d / "calib" / "linearity.fits"
     task = CCDTask(expnum=e, ccdnum=c, band="r", rnum=1, pnum=1,
                    raw_path=str(d / "raw" / f"DECam_{e:08d}.fits.fz"),
@@ -87,7 +96,11 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float) -> dic
     bright = (np.asarray(objs["kind"]) == 0) & (dist < 1.0) & isolated(objs, 3.0 * fwhm_px, 0.01)
     bright &= ~flags[idx] & (snr[idx] > 100)
     ratio = fpsf[idx[bright]] / tflux[bright]
+    ped, ped_err = _blank_box_pedestal(res, np.column_stack([np.asarray(cat["XWIN_IMAGE"], float),
+                                                            np.asarray(cat["YWIN_IMAGE"], float)]) - 1.0)
+    area = float(res.psf.coeffs.shape[1] * res.psf.coeffs.shape[2])
     return {"night": night, "expnum": e, "ccdnum": c, "wing_fraction": wing_fraction,
+            "mean_sky": mean_sky,
             "fwhm_arcsec_true": round(float(row["fwhm_arcsec"]), 3),
             "n_objects_true": int(row["n_objects"]), "fwhm_px": round(fwhm_px, 2),
             "flux_psf_ratio": round(float(np.median(ratio)), 5) if bright.any() else None,
@@ -97,8 +110,31 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float) -> dic
             "photometry_mmag": dec["photometry_mmag"], "reference_mmag": dec["reference_mmag"],
             "avsky": round(float(res.background.global_level), 2),
             "blank_sky": round(float(row["sky_e_per_pix"]), 2),
+            "blank_box_pedestal": [round(ped, 3), round(ped_err, 3)],
+            "pedestal_over_flux": (round(float(np.median(area * ped / tflux[bright])), 5)
+                                   if bright.any() else None),
             "psfapcor": round(float(res.header["PSFAPCOR"]), 5), "n_catalog": len(cat),
             "cpu_s": round(cpu, 2)}
+
+
+def _blank_box_pedestal(res: Any, xy: np.ndarray, *, n: int = 3000, half: int = 12,
+                        clearance: float = 30.0, seed: int = 1) -> tuple[float, float]:
+    """Mean of image less background (e-/px) and its error over blank, unmasked boxes."""
+    from scipy.spatial import cKDTree
+
+    ny, nx = res.image.shape
+    rng = np.random.default_rng(seed)
+    px = rng.integers(2 * half, nx - 2 * half, n)
+    py = rng.integers(2 * half, ny - 2 * half, n)
+    dist, _ = cKDTree(xy).query(np.column_stack([px, py]))
+    vals = []
+    for ix, iy in zip(px[dist > clearance], py[dist > clearance]):
+        sl = (slice(iy - half, iy + half + 1), slice(ix - half, ix + half + 1))
+        if not res.mask[sl].any():
+            vals.append(float(np.mean(res.image[sl] - res.background.level[sl])))
+    v = np.asarray(vals)
+    v = v[np.abs(v - np.median(v)) < 5.0 * np.std(v)]
+    return float(np.mean(v)), float(np.std(v) / np.sqrt(len(v)))
 
 
 def main() -> None:
@@ -106,6 +142,7 @@ def main() -> None:
     ap.add_argument("--root", type=Path, required=True)
     ap.add_argument("--cases", required=True, help="NIGHT:EXPNUM:CCD,...")
     ap.add_argument("--wing-fractions", default="0,0.1")
+    ap.add_argument("--mean-sky", default="0", help="0, 1 or 0,1 (SEConfig.mean_sky)")
     a = ap.parse_args()
     commit = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
@@ -113,9 +150,10 @@ def main() -> None:
     for case in a.cases.split(","):
         night, e, c = case.split(":")
         for wf in (float(v) for v in a.wing_fractions.split(",")):
-            r = measure(a.root, night, int(e), int(c), wf)
-            print(json.dumps(r), file=sys.stderr, flush=True)
-            out["rows"].append(r)
+            for ms in (bool(int(v)) for v in a.mean_sky.split(",")):
+                r = measure(a.root, night, int(e), int(c), wf, ms)
+                print(json.dumps(r), file=sys.stderr, flush=True)
+                out["rows"].append(r)
     out["loadavg_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
