@@ -21,7 +21,7 @@ from desgw.diff.detect import detect_transients
 from desgw.diff.measure import measure_candidates
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.diff.zogy import choose_kernel_size
-from desgw.diff.zogy_synth import MoffatPSFField, make_image_pair
+from desgw.diff.zogy_synth import MoffatPSFField, make_image_pair, star_residual_chi2
 
 SHAPE = (768, 768)
 FULL = SubtractConfig(tile=256, border=64, auto_kernel=False)
@@ -73,17 +73,7 @@ def _figures(pair, cfg: SubtractConfig, fwhm: float) -> dict:
     blank = cKDTree(pts).query(np.c_[xx.ravel(), yy.ravel()])[0].reshape(SHAPE) > 22
     blank[:25] = blank[-25:] = False
     blank[:, :25] = blank[:, -25:] = False
-    r = 2 * fwhm
-    h = int(np.ceil(r))
-    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
-    chi2 = []
-    for x, y, f in zip(pair.star_x, pair.star_y, pair.star_flux):
-        if f < 2e4:
-            continue
-        xr, yr = int(round(x)), int(round(y))
-        inside = (xx - (x - xr)) ** 2 + (yy - (y - yr)) ** 2 <= r * r
-        cut = (slice(yr - h, yr + h + 1), slice(xr - h, xr + h + 1))
-        chi2.append((sub.diff[cut] ** 2 / sub.diff_var[cut])[inside].mean())
+    chi2 = star_residual_chi2(sub.diff, sub.diff_var, pair, fwhm)
     d, i = cKDTree(np.c_[meas["x"], meas["y"]]).query(np.c_[pair.transient_x,
                                                               pair.transient_y])
     assert np.all(d < 1.5)  # every transient (S/N ~15-90) found

@@ -17,19 +17,12 @@ from astropy.table import MaskedColumn, Table
 
 from desgw.io._fitsutil import clean_header
 from desgw.io.fitstable import read_table, table_hdu_bytes
-from desgw.io.products import read_fits_table, write_fits_table
+from desgw.io.products import astropy_table_hdu, read_fits_table, write_fits_table
 
 
 def _astropy_bytes(table, header, extname):
     """What write_fits_table wrote before the direct encoder (astropy all the way)."""
-    hdu = fits.table_to_hdu(table)
-    hdu.name = extname
-    if header is not None:
-        for card in clean_header(header).cards:
-            if card.keyword not in hdu.header or card.keyword in ("COMMENT", "HISTORY"):
-                hdu.header.append(card, end=True)
-            else:
-                hdu.header[card.keyword] = (card.value, card.comment)
+    hdu = astropy_table_hdu(table, header, extname=extname)
     buf = io.BytesIO()
     fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
     return buf.getvalue()

@@ -16,7 +16,8 @@ import numpy as np
 
 from desgw.instrument.camera import CCD_SHAPE
 
-__all__ = ["ImagePair", "MoffatPSFField", "RenderablePSF", "add_sources", "make_image_pair"]
+__all__ = ["ImagePair", "MoffatPSFField", "RenderablePSF", "add_sources", "make_image_pair",
+           "star_residual_chi2"]
 
 
 class RenderablePSF(Protocol):
@@ -208,3 +209,37 @@ def make_image_pair(shape: tuple[int, int], search_psf: RenderablePSF,
                      zp_template=float(zp_t), star_x=sx, star_y=sy, star_flux=sflux,
                      transient_x=tx, transient_y=ty, transient_flux=tflux,
                      meta={"seed": seed, "template_offset": template_offset})
+
+
+def star_residual_chi2(diff: np.ndarray, diff_var: np.ndarray, pair: ImagePair, fwhm: float,
+                       *, min_flux: float = 2e4) -> np.ndarray:
+    """Mean chi2 per pixel of a difference image within 2 FWHM of each bright star of ``pair``.
+
+    Parameters
+    ----------
+    diff, diff_var : numpy.ndarray
+        (ny, nx) difference image and its propagated variance (search e-, e-^2).
+    pair : ImagePair
+        The synthetic pair the difference was made from (star positions and fluxes).
+    fwhm : float
+        PSF FWHM (pixels): the radius of the disc is 2 FWHM.
+    min_flux : float
+        Only stars brighter than this (search e-).
+
+    Returns
+    -------
+    numpy.ndarray
+        One value per star (~1 when the star subtracts to the noise).
+    """
+    r = 2 * fwhm
+    h = int(np.ceil(r))
+    yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
+    chi2 = []
+    for x, y, f in zip(pair.star_x, pair.star_y, pair.star_flux):
+        if f < min_flux:
+            continue
+        xr, yr = int(round(x)), int(round(y))
+        inside = (xx - (x - xr)) ** 2 + (yy - (y - yr)) ** 2 <= r * r
+        cut = (slice(yr - h, yr + h + 1), slice(xr - h, xr + h + 1))
+        chi2.append((diff[cut] ** 2 / diff_var[cut])[inside].mean())
+    return np.asarray(chi2, dtype=np.float64)

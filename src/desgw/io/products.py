@@ -68,6 +68,7 @@ __all__ = [
     "immask_sci_header",
     "write_immask",
     "read_immask",
+    "astropy_table_hdu",
     "write_fits_table",
     "read_fits_table",
     "write_csv",
@@ -356,6 +357,23 @@ def _as_table(table: Table | np.ndarray | Mapping[str, Any]) -> Table:
     return Table(table)
 
 
+def astropy_table_hdu(table: Table, header: fits.Header | None = None, *,
+                      extname: str = "OBJECTS") -> fits.BinTableHDU:
+    """The table HDU as astropy builds it, with ``header``'s cards merged (a keyword already
+    in the table header updated, COMMENT/HISTORY and new keywords appended): what
+    :func:`write_fits_table` writes for tables its direct encoder does not handle, and the
+    reference that encoder's bytes are tested against."""
+    hdu = fits.table_to_hdu(table)
+    hdu.name = extname
+    if header is not None:
+        for card in clean_header(header).cards:
+            if card.keyword not in hdu.header or card.keyword in ("COMMENT", "HISTORY"):
+                hdu.header.append(card, end=True)
+            else:
+                hdu.header[card.keyword] = (card.value, card.comment)
+    return hdu
+
+
 def write_fits_table(path: str | os.PathLike[str], table: Table | np.ndarray,
                      header: fits.Header | None = None, *, extname: str = "OBJECTS") -> Path:
     """Write a table as a FITS binary table (HDU 1, EXTNAME ``extname``), atomically.
@@ -373,14 +391,7 @@ def write_fits_table(path: str | os.PathLike[str], table: Table | np.ndarray,
     if direct is not None:  # the bytes astropy writes, without its per-column objects
         atomic_write_bytes(final, empty_primary_bytes() + direct, fsync=False)
         return final
-    hdu = fits.table_to_hdu(t)
-    hdu.name = extname
-    if header is not None:
-        for card in clean_header(header).cards:
-            if card.keyword not in hdu.header or card.keyword in ("COMMENT", "HISTORY"):
-                hdu.header.append(card, end=True)
-            else:
-                hdu.header[card.keyword] = (card.value, card.comment)
+    hdu = astropy_table_hdu(t, header, extname=extname)
     with atomic_write_path(final) as tmp:
         fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(tmp)
     return final
