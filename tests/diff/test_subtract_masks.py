@@ -194,10 +194,26 @@ def test_sparse_labelling_equals_full_image_labelling():
     assert np.array_equal(np.sort(pairs[:, 1]), np.arange(n))
 
 
+def _labels_per_block(masked, b):
+    """scipy's 8-connected labels of ``masked`` within each b x b square, numbered square by
+    square in raster order of the squares: the reference for ``_label_sparse``."""
+    from scipy import ndimage
+
+    ny, nx = masked.shape
+    ref = np.zeros((ny, nx), np.int64)
+    n = 0
+    for y0 in range(0, ny, b):
+        for x0 in range(0, nx, b):
+            sl = (slice(y0, y0 + b), slice(x0, x0 + b))
+            lb, k = ndimage.label(masked[sl], structure=np.ones((3, 3), bool))
+            ref[sl] = np.where(lb > 0, lb + n, 0)
+            n += k
+    return ref, n
+
+
 def test_sparse_labelling_in_blocks_equals_per_block_labelling():
     """With a block size the clusters are the 8-connected pieces of the masked pixels within
     each square (a long bad column becomes one piece per square)."""
-    from scipy import ndimage
 
     from desgw.diff.subtract import _label_sparse
 
@@ -207,14 +223,7 @@ def test_sparse_labelling_in_blocks_equals_per_block_labelling():
     masked[:, 40] = True  # a column through every square of its block column
     idx = np.flatnonzero(masked)
     lab, n = _label_sparse(idx, nx, b)
-    ref = np.zeros((ny, nx), np.int64)
-    n_ref = 0
-    for y0 in range(0, ny, b):
-        for x0 in range(0, nx, b):
-            sl = (slice(y0, y0 + b), slice(x0, x0 + b))
-            lb, k = ndimage.label(masked[sl], structure=np.ones((3, 3), bool))
-            ref[sl] = np.where(lb > 0, lb + n_ref, 0)
-            n_ref += k
+    ref, n_ref = _labels_per_block(masked, b)
     r = ref.ravel()[idx]
     assert n == n_ref > 100
     pairs = np.unique(np.c_[lab, r], axis=0)
@@ -228,7 +237,6 @@ def test_sparse_labelling_in_blocks_equals_per_block_labelling():
 def test_sparse_labels_are_numbered_in_raster_order(block):
     """The clusters are numbered in raster order of their first pixel, exactly (what the
     cluster sums and the mask update index by), rows starting and ending masked included."""
-    from scipy import ndimage
 
     from desgw.diff.subtract import _label_sparse
 
@@ -238,15 +246,7 @@ def test_sparse_labels_are_numbered_in_raster_order(block):
     masked[0, :] = masked[:, 0] = masked[:, -1] = True
     idx = np.flatnonzero(masked)
     lab, n = _label_sparse(idx, nx, block)
-    ref = np.zeros((ny, nx), np.int64)
-    b = block if block > 0 else max(ny, nx)
-    k0 = 0
-    for y0 in range(0, ny, b):
-        for x0 in range(0, nx, b):
-            sl = (slice(y0, y0 + b), slice(x0, x0 + b))
-            lb, k = ndimage.label(masked[sl], structure=np.ones((3, 3), bool))
-            ref[sl] = np.where(lb > 0, lb + k0, 0)
-            k0 += k
+    ref, k0 = _labels_per_block(masked, block if block > 0 else max(ny, nx))
     r = ref.ravel()[idx]
     _, first = np.unique(r, return_index=True)
     order = np.argsort(np.argsort(first))  # rank of each cluster's first pixel
