@@ -67,3 +67,32 @@ def test_csv_column_formatting_matches_the_per_value_rule():
     for col in values:
         for digits in (6, 9):
             assert format_csv_column(col, digits) == [format_csv_value(v, digits) for v in col]
+
+
+def test_csv_columns_writer_matches_the_row_writer(tmp_path):
+    """write_csv_columns (one %-format per row) writes the same bytes as the csv module on
+    the per-value text, with float32/float64 extremes, non-finite values, ints, booleans,
+    text, and text the csv module must quote (then it takes the csv module's path)."""
+    from desgw.io.zp_tables import format_csv_column, write_csv_columns, write_csv_rows
+
+    rng = np.random.default_rng(3)
+    n = 257
+    f32 = rng.normal(0, 1e4, n).astype(np.float32)
+    f32[::17] = np.nan
+    f32[5] = np.inf
+    f32[6] = -0.0
+    f64 = rng.lognormal(0, 8, n) * rng.choice([-1.0, 1.0], n)
+    f64[7] = -np.inf
+    base = [np.arange(1, n + 1), f32, f64, rng.integers(-2**40, 2**40, n),
+            rng.random(n) > 0.5, np.full(n, "-31.123457"), np.full(n, "50%")]
+    for extra in ([], [np.array(["a,b", 'q"'] * (n // 2) + ["x"])]):
+        cols = base + extra
+        header = [f"C{i}" for i in range(len(cols))]
+        digits = [6, 6, 9, 6, 6, 6, 6] + [6] * len(extra)
+        a = write_csv_columns(tmp_path / "a.csv", header, cols, digits)
+        text = [format_csv_column(c, d) for c, d in zip(cols, digits)]
+        b = write_csv_rows(tmp_path / "b.csv", header, zip(*text))
+        assert a.read_bytes() == b.read_bytes()
+        assert len(a.read_bytes().splitlines()) == n + 1
+    with pytest.raises(ValueError, match="2 header names"):
+        write_csv_columns(tmp_path / "c.csv", ["A", "B"], [np.arange(3)], [6])

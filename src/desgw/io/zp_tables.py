@@ -29,6 +29,7 @@ __all__ = [
     "format_csv_value",
     "match_csv_name",
     "read_expcalib_csv",
+    "write_csv_columns",
     "write_csv_rows",
 ]
 
@@ -99,6 +100,58 @@ def write_csv_rows(path: Path, header: Sequence[str], rows: Iterable[Sequence[st
             w = csv.writer(fh, lineterminator="\n")
             w.writerow(header)
             w.writerows(rows)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return path
+
+
+#: Characters that make the csv module quote a field.
+_CSV_SPECIAL = frozenset(',"\r\n')
+
+
+def _column_text(values: Any, digits: int) -> tuple[str, list[Any]] | None:
+    """``(%-format, values as Python objects)`` giving, value by value, the text of
+    :func:`format_csv_column`; None for a column the csv module might quote."""
+    a = np.asarray(values)
+    if a.dtype.kind == "b":
+        return "%d", a.astype(np.int64).tolist()
+    if a.dtype.kind in "iu":
+        return "%d", a.tolist()
+    if a.dtype.kind == "f":
+        f = a.astype(np.float64)
+        f[~np.isfinite(f)] = np.nan
+        return f"%.{int(digits)}f", f.tolist()
+    text = format_csv_column(a, digits)
+    if any(not _CSV_SPECIAL.isdisjoint(t) for t in set(text)):
+        return None
+    return "%s", text
+
+
+def write_csv_columns(path: Path, header: Sequence[str], columns: Sequence[Any],
+                      digits: Sequence[int]) -> Path:
+    """Write a CSV file of equal-length ``columns`` atomically; return ``path``.
+
+    The text is what :func:`write_csv_rows` writes for the rows of
+    :func:`format_csv_column` (``digits`` decimals per float column), byte for byte, built
+    with one %-format per row instead of one ``str.format`` per value (~4x faster on the
+    ~10^5-value object lists of an exposure). Columns the csv module would quote (text
+    holding commas, quotes or line breaks) go through :func:`write_csv_rows`.
+    """
+    if len(columns) != len(header) or len(digits) != len(header):
+        raise ValueError(f"{path}: {len(header)} header names, {len(columns)} columns, "
+                         f"{len(digits)} digit counts")
+    parts = [_column_text(c, d) for c, d in zip(columns, digits, strict=True)]
+    if any(p is None for p in parts):
+        text = [format_csv_column(c, d) for c, d in zip(columns, digits, strict=True)]
+        return write_csv_rows(path, header, zip(*text, strict=True))
+    specs = [p[0] for p in parts if p is not None]
+    data = [p[1] for p in parts if p is not None]
+    fmt = ",".join(specs) + "\n"
+    body = "".join([fmt % row for row in zip(*data, strict=True)])
+    with atomic_write_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as fh:
+            csv.writer(fh, lineterminator="\n").writerow(header)
+            fh.write(body)
             fh.flush()
             os.fsync(fh.fileno())
     return path

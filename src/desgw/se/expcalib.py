@@ -67,9 +67,9 @@ from desgw.io.zp_tables import (
     MATCH_CSV_COLUMNS,
     ZERO_CSV_COLUMNS,
     ZP_CSV_COLUMNS,
-    format_csv_column,
     format_csv_value,
     match_csv_name,
+    write_csv_columns,
     write_csv_rows,
 )
 from desgw.refcat.transforms import TransformUnavailableError
@@ -391,12 +391,12 @@ def _write_zp_objects(path: Path, catalog: Table, expnum: int, ccd: int, zp: flo
     ra = np.asarray(cols["ALPHAWIN_J2000"], dtype=np.float64)
     order = np.argsort(ra, kind="stable")
     coord = {"ALPHAWIN_J2000", "DELTAWIN_J2000", "FWHM_WORLD", "FWHMPSF_WORLD"}
-    text = [format_csv_column(np.arange(1, n + 1)), [str(expnum)] * n, [str(ccd)] * n]
-    text += [format_csv_column(np.asarray(cols[name])[order], 9 if name in coord else 6)
-             for name in ZP_CSV_COLUMNS[3:22]]
-    text += [[format_csv_value(-zp)] * n, [format_csv_value(zp_err)] * n, [str(flag)] * n]
-    rows = list(zip(*text, strict=True))
-    return write_csv_rows(path, ZP_CSV_COLUMNS, rows)
+    columns: list[Any] = [np.arange(1, n + 1), np.full(n, str(expnum)), np.full(n, str(ccd))]
+    columns += [np.asarray(cols[name])[order] for name in ZP_CSV_COLUMNS[3:22]]
+    columns += [np.full(n, format_csv_value(-zp)), np.full(n, format_csv_value(zp_err)),
+                np.full(n, str(flag))]
+    digits = [6, 6, 6] + [9 if name in coord else 6 for name in ZP_CSV_COLUMNS[3:22]] + [6] * 3
+    return write_csv_columns(path, ZP_CSV_COLUMNS, columns, digits)
 
 
 # ----------------------------------------------------------------------------- driver
