@@ -90,6 +90,8 @@ def format_csv_column(values: Any, digits: int = 6) -> list[str]:
         f[~np.isfinite(f)] = np.nan
         spec = f"{{:.{int(digits)}f}}"
         return [spec.format(v) for v in f.tolist()]
+    if a.dtype.kind == "U":
+        return a.tolist()
     return [format_csv_value(v, digits) for v in a.tolist()]
 
 
