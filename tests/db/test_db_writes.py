@@ -93,6 +93,28 @@ def test_ccd_products_upsert_teff_and_processed(db):
     assert processed_ccds(db, 10, 4, 8) == frozenset()
     with pytest.raises(UnknownExposureError, match="exposure 11 is not registered"):
         record_ccd_product(db, CCDProduct(11, 1, 4, 7, "done"))
+
+
+def test_ccd_products_in_one_transaction(db):
+    from desgw.db import record_ccd_products
+
+    register_exposure(db, header(10))
+    assert record_ccd_products(db, []) == 0
+    batch = [CCDProduct(10, ccd, 4, 7, "done", image_path=f"/i{ccd}", t_eff=0.1 * ccd,
+                        qc_passed=True) for ccd in (2, 1, 3)]
+    batch.append(CCDProduct(10, 5, 4, 7, "failed", qc_passed=False, qc_reasons=("no stars",)))
+    assert record_ccd_products(db, batch) == 4
+    # again, with CCD 1 changed: an upsert, not a duplicate
+    assert record_ccd_products(db, [CCDProduct(10, 1, 4, 7, "done", image_path="/new")]) == 1
+    products = get_ccd_products(db, 10)
+    assert [p.ccdnum for p in products] == [1, 2, 3, 5]
+    assert products[0].image_path == "/new" and products[1].t_eff == pytest.approx(0.2)
+    assert products[3].qc_reasons == ("no stars",)
+    assert processed_ccds(db, 10, 4, 7) == frozenset({1, 2, 3})
+    # an unregistered exposure anywhere in the batch stores nothing
+    with pytest.raises(UnknownExposureError, match="exposure 11 is not registered"):
+        record_ccd_products(db, [CCDProduct(10, 7, 4, 7, "done"), CCDProduct(11, 1, 4, 7, "done")])
+    assert 7 not in {p.ccdnum for p in get_ccd_products(db, 10)}
     with pytest.raises(ValueError, match="status"):
         CCDProduct(10, 1, 4, 7, "finished")
 

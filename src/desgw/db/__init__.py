@@ -9,7 +9,7 @@ urls      normalize_url, redact_url (passwords never reach logs or messages)
 database  connect -> Database (WAL + BEGIN IMMEDIATE on SQLite; advisory locks on PostgreSQL)
 models    the ORM tables and SCHEMA_VERSION
 records   frozen dataclasses exchanged with callers
-writes    register_exposure(s), record_ccd_product, record_zeropoints,
+writes    register_exposure(s), record_ccd_product(s), record_zeropoints,
           record_templates_used, add_detections (candidate association), record_fakes,
           replace_ccd_results (one search CCD's results, idempotent)
 queries   get_exposure, exposures_near, get_ccd_products, processed_ccds, get_zeropoints,
@@ -31,6 +31,7 @@ from .records import (CCD_STATUSES, Candidate, CCDProduct, Detection, ExposureRe
                       NewDetection, NewFake, TemplateUse, Zeropoint)
 from .urls import normalize_url, redact_url
 from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_product,
+                     record_ccd_products,
                      record_fakes, record_templates_used, record_zeropoints, register_exposure,
                      register_exposures, replace_ccd_results)
 
@@ -40,7 +41,8 @@ __all__ = [
     "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
     "Detection", "Candidate", "NewFake", "Fake",
-    "register_exposure", "register_exposures", "record_ccd_product", "record_zeropoints",
+    "register_exposure", "register_exposures", "record_ccd_product",
+    "record_ccd_products", "record_zeropoints",
     "record_templates_used", "add_detections", "record_fakes", "replace_ccd_results",
     "DEFAULT_MATCH_RADIUS_ARCSEC",
     "get_exposure", "exposures_near", "get_ccd_products", "processed_ccds", "get_zeropoints",

@@ -37,6 +37,7 @@ __all__ = [
     "register_exposure",
     "register_exposures",
     "record_ccd_product",
+    "record_ccd_products",
     "record_zeropoints",
     "record_templates_used",
     "add_detections",
@@ -299,7 +300,21 @@ def record_ccd_product(db: Database, product: CCDProduct) -> None:
     UnknownExposureError
         If the exposure is not registered.
     """
-    values = {
+    record_ccd_products(db, [product])
+
+
+def record_ccd_products(db: Database, products: Iterable[CCDProduct]) -> int:
+    """:func:`record_ccd_product` for several CCDs in one transaction (an exposure's CCDs:
+    one commit instead of one per CCD); return the count.
+
+    Raises
+    ------
+    UnknownExposureError
+        If an exposure is not registered (then nothing is stored).
+    """
+    now = _dt.datetime.now(_dt.UTC)
+    products = list(products)
+    values: list[dict[str, Any]] = [{
         "expnum": int(product.expnum), "ccdnum": int(product.ccdnum),
         "rnum": int(product.rnum), "pnum": int(product.pnum), "status": product.status,
         "image_path": product.image_path, "catalog_path": product.catalog_path,
@@ -310,11 +325,14 @@ def record_ccd_product(db: Database, product: CCDProduct) -> None:
         "n_stars": _optional_int(product.n_stars), "t_eff": _optional_float(product.t_eff),
         "qc_passed": None if product.qc_passed is None else bool(product.qc_passed),
         "qc_reasons": list(product.qc_reasons),
-        "updated_at": _dt.datetime.now(_dt.UTC),
-    }
+        "updated_at": now,
+    } for product in products]
+    if not values:
+        return 0
     with db.write_session() as session:
-        _require_exposures(session, [int(product.expnum)])
-        _upsert(session, CCDProductRow, [values], ["expnum", "ccdnum", "rnum", "pnum"])
+        _require_exposures(session, sorted({int(p.expnum) for p in products}))
+        _upsert(session, CCDProductRow, values, ["expnum", "ccdnum", "rnum", "pnum"])
+    return len(values)
 
 
 def record_zeropoints(db: Database, zeropoints: Iterable[Zeropoint]) -> int:

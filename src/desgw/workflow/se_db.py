@@ -42,7 +42,7 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
         CCDProduct,
         Zeropoint,
         connect,
-        record_ccd_product,
+        record_ccd_products,
         record_zeropoints,
         register_exposure,
     )
@@ -52,6 +52,7 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
     with connect(settings.db_url, busy_timeout_s=settings.db_timeout_s,
                  connect_timeout_s=min(10.0, max(1.0, settings.db_timeout_s))) as db:
         register_exposure(db, exposure, raw_path)
+        products = []
         for ccd, s in sorted(report.ccds.items()):
             m = getattr(s.qc, "metrics", None)
 
@@ -62,7 +63,7 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
             zp_s = opt("zp_per_second")
             if ccd in report.zeropoints and m is not None and m.exptime > 0:
                 zp_s = report.zeropoints[ccd] - 2.5 * math.log10(m.exptime)
-            record_ccd_product(db, CCDProduct(
+            products.append(CCDProduct(
                 expnum=report.expnum, ccdnum=ccd, rnum=report.rnum, pnum=report.pnum,
                 status="done" if s.ok else "failed",
                 image_path=str(paths_of[ccd].immask) if s.ok else None,
@@ -75,6 +76,7 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
                 else bool(s.qc.passed),
                 qc_reasons=tuple(getattr(s.qc, "reasons", ())) if s.ok else
                 (s.reason or "failed",)))
+        record_ccd_products(db, products)
         if report.expcalib is not None:
             e = report.expcalib
             rows = []
