@@ -16,7 +16,8 @@ only, the masks before the wing masks), and measured against the truth as bench_
 - ``blank_box_pedestal``: the mean (e-/px, with its error) of image less background over
   unmasked 25 x 25 px boxes at random positions farther than 30 px from every detection: the
   additive level a PSF fit sees that the background left (the light of undetected sources plus
-  the estimator's bias: a mesh mode sits ~0.4 e-/px below the mean of Poisson sky);
+  the estimator's bias: a mesh mode sits ~0.39 e-/px below the mean of Poisson sky, which
+  :attr:`desgw.se.background.BackgroundConfig.skew_correction` adds back);
   ``pedestal_over_flux`` is that level times the PSF stamp area over the true flux, median
   over the bright stars: the FLUX_PSF excess it predicts;
 - ``cpu_s``: CPU seconds of the CCD (loaded machine: compare within one run only).
@@ -26,7 +27,9 @@ Prints JSON (with ``os.getloadavg()`` and the commit)::
     nice -n 5 env PYTHONPATH=src python bench/bench_se_sky.py --root /work/sci7 \\
         --cases kolmogorov_dense:642180:28,moffat2.5_crowded:768792:28 --wing-fractions 0,0.1
 
-``--mean-sky 0,1`` repeats each case with ``SEConfig.mean_sky`` off and on.
+``--mean-sky 0,1`` repeats each case with ``SEConfig.mean_sky`` off and on; ``--skew 0,1`` with
+``BackgroundConfig.skew_correction`` off and on (the level as sep's mode, or raised to the mean
+of the Poisson sky; default 1, the pipeline's setting).
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ sys.path.insert(0, str(BENCH))
 
 
 def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
-            mean_sky: bool = False) -> dict[str, Any]:
+            mean_sky: bool = False, skew: bool = True) -> dict[str, Any]:
     """Process one CCD with the given wing fraction and sky estimator; measure it against the truth."""
     from scipy.spatial import cKDTree
 
@@ -65,7 +68,8 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
     from desgw.workflow.se_types import CCDTask
 
     d = root / night
-    config = SEConfig(background=BackgroundConfig(wing_fraction=wing_fraction), mean_sky=mean_sky)
+    config = SEConfig(background=BackgroundConfig(wing_fraction=wing_fraction,
+                                                  skew_correction=skew), mean_sky=mean_sky)
     lin = d / "calib" / "linearity.fits"
     task = CCDTask(expnum=e, ccdnum=c, band="r", rnum=1, pnum=1,
                    raw_path=str(d / "raw" / f"DECam_{e:08d}.fits.fz"),
@@ -100,7 +104,8 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
                                                             np.asarray(cat["YWIN_IMAGE"], float)]) - 1.0)
     area = float(res.psf.coeffs.shape[1] * res.psf.coeffs.shape[2])
     return {"night": night, "expnum": e, "ccdnum": c, "wing_fraction": wing_fraction,
-            "mean_sky": mean_sky,
+            "mean_sky": mean_sky, "skew_correction": skew,
+            "skew_shift": round(float(res.background.skew_shift), 3),
             "fwhm_arcsec_true": round(float(row["fwhm_arcsec"]), 3),
             "n_objects_true": int(row["n_objects"]), "fwhm_px": round(fwhm_px, 2),
             "flux_psf_ratio": round(float(np.median(ratio)), 5) if bright.any() else None,
@@ -143,6 +148,7 @@ def main() -> None:
     ap.add_argument("--cases", required=True, help="NIGHT:EXPNUM:CCD,...")
     ap.add_argument("--wing-fractions", default="0,0.1")
     ap.add_argument("--mean-sky", default="0", help="0, 1 or 0,1 (SEConfig.mean_sky)")
+    ap.add_argument("--skew", default="1", help="0, 1 or 0,1 (BackgroundConfig.skew_correction)")
     a = ap.parse_args()
     commit = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
@@ -151,9 +157,10 @@ def main() -> None:
         night, e, c = case.split(":")
         for wf in (float(v) for v in a.wing_fractions.split(",")):
             for ms in (bool(int(v)) for v in a.mean_sky.split(",")):
-                r = measure(a.root, night, int(e), int(c), wf, ms)
-                print(json.dumps(r), file=sys.stderr, flush=True)
-                out["rows"].append(r)
+                for sk in (bool(int(v)) for v in a.skew.split(",")):
+                    r = measure(a.root, night, int(e), int(c), wf, ms, sk)
+                    print(json.dumps(r), file=sys.stderr, flush=True)
+                    out["rows"].append(r)
     out["loadavg_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 

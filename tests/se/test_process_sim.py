@@ -14,6 +14,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from desgw.se import maskbits
+from desgw.se.background import SKEW_MODE_RESPONSE, BackgroundConfig, poisson_skew_shift
 from desgw.se.expcalib import measure_ccd_zeropoint
 from desgw.se.process import CCDResult, SEConfig, process_ccd
 from desgw.sim.accuracy import isolated
@@ -223,6 +224,9 @@ def test_products_qc_header_and_pickling(processed, case):
     assert h["CCDNUM"] == ccd and h["EXPNUM"] == expnum and h["BAND"] == "r"
     assert h["DESGWCFG"] == SEConfig().hash() and len(h["DESGWCFG"]) == 12
     assert h["CTYPE1"].startswith("RA---TAN") and 1.0 <= h["PSFAPCOR"] < 1.05
+    # the sky is the Poisson sky's mean: sep's mode raised by 0.39 (rms^2 - RN^2) / rms^2 e-
+    assert h["SKYSKEW"] == pytest.approx(poisson_skew_shift(h["SKYSIGMA"], 1.0, h["RDNOISE"]))
+    assert 0.25 < h["SKYSKEW"] < SKEW_MODE_RESPONSE
     assert {"crosstalk", "detrend", "cosmics", "detect", "psf", "measure", "astrometry",
             "zeropoint", "total"} <= set(res.timings)
     for col in ("NUMBER", "XWIN_IMAGE", "ALPHAWIN_J2000", "DELTAWIN_J2000", "FLUX_PSF",
@@ -247,6 +251,7 @@ def test_config_hash_is_stable_and_sensitive():
     from desgw.se.detect import DetectConfig
     assert replace(a, use_color_terms=False).hash() != a.hash()
     assert replace(a, detect=DetectConfig(minarea=4)).hash() != a.hash()
+    assert replace(a, background=BackgroundConfig(skew_correction=False)).hash() != a.hash()
     with pytest.raises(ValueError):
         SEConfig(required_calibrations=("dark",))
     with pytest.raises(ValueError):

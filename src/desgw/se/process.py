@@ -781,7 +781,9 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
     bcfg = config.background
     if min(ny, nx) < 4 * bcfg.mesh:
         bcfg = replace(bcfg, mesh=max(8, min(ny, nx) // 4))
-    bkg1 = estimate_background(image, mask, config=bcfg)
+    # the image is in electrons: the level is the mean of the Poisson sky, not its mode
+    bkg1 = estimate_background(image, mask, gain=1.0, read_noise=float(ccd.read_noise_e),
+                               config=bcfg)
     sub = image - bkg1.level
     det1 = detect_sources(sub, bkg1.rms, mask, config=first_pass_config(config)
                          if ccd.first_pass_detect_base else config.detect)
@@ -828,7 +830,8 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
                         noise=bkg1.global_rms)
     # the noise map is only read by the mean-sky step (the detection uses the weight)
     bkg = estimate_background(image, mask, objects=det1.segmap, wings=wings, config=bcfg,
-                              rms_map=bool(ccd.mean_sky and config.mean_sky))
+                              rms_map=bool(ccd.mean_sky and config.mean_sky), gain=1.0,
+                              read_noise=read_noise)
     np.subtract(image, bkg.level, out=sub)
     wscale = (weight_rescale_factor(sub, weight, mask, det1.segmap)
               if config.rescale_weight else 1.0)
@@ -959,6 +962,7 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
         "SATURATE": (float(sat_e), "[e-] lowest amplifier saturation level"),
         "RDNOISE": (read_noise, "[e-] mean amplifier read noise"),
         "AVSKY": (float(bkg.global_level), "[e-] median sky level"),
+        "SKYSKEW": (float(bkg.skew_shift), "[e-] Poisson-skew shift added to the sky mode"),
         "SKYSIGMA": (float(bkg.global_rms), "[e-] median sky noise"),
         "WGTSCALE": (wscale, "sky var measured/model (weight divided by it)"),
         "FWHM": (fwhm_px, "[pix] PSF FWHM at the CCD centre"),
