@@ -81,9 +81,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.fft as sfft
 from astropy.io import fits
 from scipy import ndimage
-from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
 from desgw.errors import AlgorithmError, DataTypeError
@@ -842,6 +842,23 @@ def _fit_cutouts(big: np.ndarray, var_big: np.ndarray, badbig: np.ndarray, ix: n
     return coeffs, flux, chi2, use, star_x, star_y
 
 
+def _same_convolve(stacks: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Convolution of each (k, n, n) stack ``stacks[i]`` with the odd (n, n) ``kernels[i]``,
+    cropped to the stamps (``fftconvolve(..., mode="same")``).
+
+    A circular convolution on ``L >= n + n // 2`` pixels per axis gives the same numbers on the
+    cropped stamp (what wraps round lands outside it) with fewer pixels than the linear
+    convolution's ``2 n - 1``: 40 instead of 54 for a 27-pixel stamp.
+    """
+    n = stacks.shape[-1]
+    h = n // 2
+    size = sfft.next_fast_len(n + h, real=True)
+    khat = sfft.rfft2(kernels, s=(size, size), workers=1)
+    hat = sfft.rfft2(stacks, s=(size, size), workers=1)
+    hat *= khat[:, None]
+    return sfft.irfft2(hat, s=(size, size), workers=1)[..., h:h + n, h:h + n]
+
+
 def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, config: PSFConfig,
                        fwhm: float) -> tuple[np.ndarray, np.ndarray]:
     """Point sources hidden in the residuals of PSF-star stamps, and their light.
@@ -879,8 +896,7 @@ def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, con
     odd = np.where(good, resid - resid[:, ::-1, ::-1], 0.0)
     v = np.where(good, var + var[:, ::-1, ::-1], 0.0)
     flip = kern[::-1, ::-1]
-    num = fftconvolve(odd, flip[None], mode="same", axes=(1, 2))
-    den = fftconvolve(v, (flip ** 2)[None], mode="same", axes=(1, 2))
+    num, den = _same_convolve(np.stack([odd, v]), np.stack([flip, flip ** 2]))
     snr = num / np.sqrt(np.maximum(den, 1e-30))
     peak = (snr > config.companion_snr) & (np.hypot(xx, yy) >= config.companion_rmin * fwhm)[None]
     peak &= snr >= ndimage.maximum_filter(snr, size=(1, 3, 3))
@@ -891,7 +907,7 @@ def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, con
     # only the stamps with a companion (each stamp's transform is its own: the same numbers)
     light = np.zeros(resid.shape)
     has = np.flatnonzero(peak.any(axis=(1, 2)))
-    light[has] = fftconvolve(amp[has], kern[None], mode="same", axes=(1, 2))
+    light[has] = _same_convolve(amp[has][None], kern[None])[0]
     rad = config.companion_mask * fwhm
     gi = int(np.ceil(rad))
     gy, gx = np.mgrid[-gi:gi + 1, -gi:gi + 1]
