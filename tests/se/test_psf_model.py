@@ -193,3 +193,21 @@ def test_fwhm_grid_equals_separate_fits(fitted):
     np.testing.assert_allclose(grid, separate, rtol=1e-5)
     assert np.ptp(separate) > 1e-3 * separate.mean()  # the FWHM varies over the grid
     assert fresh.fwhm_at(gx[2], gy[3]) == grid[3, 2]  # the grid's fits are cached
+
+
+def test_same_convolve_equals_linear_convolution():
+    # the companion search's circular convolution on n + n // 2 pixels gives the 'same' crop of
+    # the linear one (a grid one pixel smaller would wrap the kernel's edge into the crop)
+    from scipy.signal import fftconvolve
+
+    from desgw.se.psf import _same_convolve
+
+    rng = np.random.default_rng(3)
+    for n in (5, 25, 27, 41):
+        a = rng.normal(size=(4, n, n))
+        b = rng.normal(size=(4, n, n))
+        ka, kb = rng.random((n, n)), rng.random((n, n))
+        got = _same_convolve(np.stack([a, b]), np.stack([ka, kb]))
+        for g, x, k in ((got[0], a, ka), (got[1], b, kb)):
+            want = fftconvolve(x, k[None], mode="same", axes=(1, 2))
+            np.testing.assert_allclose(g, want, rtol=0, atol=1e-12 * np.abs(want).max())
