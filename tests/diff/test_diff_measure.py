@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from astropy.table import Table
@@ -16,6 +18,7 @@ from desgw.diff.measure import (
     measure_candidates,
 )
 from desgw.diff.subtract import SubtractConfig, subtract
+from desgw.diff.zogy_psf import TiledPSF
 from desgw.diff.zogy_synth import MoffatPSFField, make_image_pair
 from desgw.se import maskbits
 
@@ -132,3 +135,39 @@ def test_aperture_weights_area():
     w = aperture_weights(0.3, -0.2, 5.0, 7, sub=9)
     assert w.sum() == pytest.approx(np.pi * 25, rel=0.01)
     assert w[7, 7] == 1.0 and w[0, 0] == 0.0
+
+
+def test_block_measurement_equals_one_at_a_time(misaligned, monkeypatch):
+    # detections are measured in blocks on cut-outs of the block's largest size; each row must
+    # be what measuring that detection alone (a cut-out of its own size) gives
+    import desgw.diff.measure as dm
+
+    pair, sub0, det = misaligned
+    # a difference PSF whose FWHM differs from tile to tile (2.5-6.5 px): the detections'
+    # cut-outs differ in size within a block
+    ny, nx, _, _ = sub0.psf_diff.stamps.shape
+    fw = np.linspace(2.5, 6.5, ny * nx).reshape(ny, nx)
+    stamps = np.array([[MoffatPSFField(fw[j, i], image_shape=SHAPE).render(0.0, 0.0, size=41)
+                        for i in range(nx)] for j in range(ny)], dtype=np.float32)
+    sub = dataclasses.replace(sub0, psf_diff=TiledPSF(stamps=stamps, tile=sub0.psf_diff.tile,
+                                                      image_shape=SHAPE))
+    monkeypatch.setattr(dm, "_BLOCK", 16)
+    together = measure_candidates(sub, det, search_image=pair.search,
+                                  template_image=pair.template)
+    assert len(det) > 3 * 16
+    for k in range(0, len(det), 5):
+        alone = measure_candidates(sub, det[k:k + 1], search_image=pair.search,
+                                   template_image=pair.template)
+        for name in MEASURE_COLUMNS:
+            a, b = np.asarray(together[name])[k], np.asarray(alone[name])[0]
+            if isinstance(a, (float, np.floating)):
+                assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), (k, name)
+            else:
+                assert a == b, (k, name)
+    # the batched rendering of the tiled PSF is the PSF's own rendering
+    x, y = np.asarray(det["x"], float), np.asarray(det["y"], float)
+    dx, dy = x - np.round(x), y - np.round(y)
+    batch = dm._rendered(sub.psf_diff, x, y, dx, dy)
+    for k in range(len(x)):
+        np.testing.assert_allclose(batch[k], sub.psf_diff.render(x[k], y[k], dx=dx[k], dy=dy[k]),
+                                   rtol=0, atol=1e-7)

@@ -11,7 +11,7 @@ import pytest
 from astropy.io import fits
 
 from desgw.errors import DataTypeError
-from desgw.se.psf import PSFConfig, PSFFitError, PSFModel, fit_psf
+from desgw.se.psf import PSFConfig, PSFFitError, PSFModel, fit_psf, spread_selection
 from desgw.se.psf_lanczos import shift_stamp
 from test_psf_synth import make_field
 
@@ -59,6 +59,38 @@ def test_model_bookkeeping(fitted):
     used = np.hypot(model.star_x[:, None] - f.stars["x"][cr][None], model.star_y[:, None]
                     - f.stars["y"][cr][None]).min(axis=0)
     assert np.all(used > 1.0)
+
+
+def test_capped_stars_spread_over_the_ccd_keep_the_model():
+    # more stars than max_stars: a grid of cells, each cell's brightest first; the model from
+    # 48 of them still follows the truth everywhere
+    f, model = _fit(4.5, max_stars=48, select_cells=16)
+    assert 40 <= model.n_stars <= 48
+    cells = (model.star_x // 512).astype(int) + 4 * (model.star_y // 512).astype(int)
+    # each 512 px cell of the 2048 px CCD holds 3 (2 after a chi2 rejection); the brightest 48
+    # wherever they are gave 2-6 per cell
+    counts = np.bincount(cells, minlength=16)
+    assert counts.min() >= 2 and counts.max() - counts.min() <= 1, counts
+    for x, y in POSITIONS:
+        truth = float(f.psf.fwhm(x, y))
+        assert abs(model.fwhm_at(x, y) / truth - 1) < 0.02, (x, y, model.fwhm_at(x, y), truth)
+        e1, e2 = model.ellipticity_at(x, y)
+        assert abs(e1 - f.psf.e1(x, y)) < 0.01 and abs(e2 - f.psf.e2(x, y)) < 0.01, (x, y)
+
+
+def test_spread_selection_takes_each_cells_best_first():
+    # 2 cells (left and right halves of a 100 x 200 image); 10 positions on the left, ranked
+    # first, 3 on the right
+    x = np.r_[np.full(10, 20.0), np.full(3, 150.0)]
+    y = np.linspace(5.0, 95.0, 13)
+    np.testing.assert_array_equal(spread_selection(x, y, (100, 200), 4, 2), [0, 1, 10, 11])
+    np.testing.assert_array_equal(spread_selection(x, y, (100, 200), 7, 2),
+                                  [0, 1, 2, 3, 10, 11, 12])
+    np.testing.assert_array_equal(spread_selection(x, y, (100, 200), 13, 2), np.arange(13))
+    # one cell: the first k
+    np.testing.assert_array_equal(spread_selection(x, y, (100, 200), 5, 1), np.arange(5))
+    with pytest.raises(ValueError, match="max_stars"):
+        PSFConfig(max_stars=0)
 
 
 def test_render_normalised_and_centred():
@@ -161,3 +193,21 @@ def test_fwhm_grid_equals_separate_fits(fitted):
     np.testing.assert_allclose(grid, separate, rtol=1e-5)
     assert np.ptp(separate) > 1e-3 * separate.mean()  # the FWHM varies over the grid
     assert fresh.fwhm_at(gx[2], gy[3]) == grid[3, 2]  # the grid's fits are cached
+
+
+def test_same_convolve_equals_linear_convolution():
+    # the companion search's circular convolution on n + n // 2 pixels gives the 'same' crop of
+    # the linear one (a grid one pixel smaller would wrap the kernel's edge into the crop)
+    from scipy.signal import fftconvolve
+
+    from desgw.se.psf import _same_convolve
+
+    rng = np.random.default_rng(3)
+    for n in (5, 25, 27, 41):
+        a = rng.normal(size=(4, n, n))
+        b = rng.normal(size=(4, n, n))
+        ka, kb = rng.random((n, n)), rng.random((n, n))
+        got = _same_convolve(np.stack([a, b]), np.stack([ka, kb]))
+        for g, x, k in ((got[0], a, ka), (got[1], b, kb)):
+            want = fftconvolve(x, k[None], mode="same", axes=(1, 2))
+            np.testing.assert_allclose(g, want, rtol=0, atol=1e-12 * np.abs(want).max())

@@ -57,11 +57,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.fft as sfft
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
 from desgw.diff.detect import quadratic_peak
 from desgw.diff.subtract import Subtraction
+from desgw.diff.zogy_psf import TiledPSF
 from desgw.se import maskbits
 
 __all__ = [
@@ -153,26 +155,192 @@ def _nearest(cat: Table | None, wcs: Any, x: np.ndarray, y: np.ndarray,
     return star_d, gal_d
 
 
-def _window(arr: np.ndarray, yc: int, xc: int, half: int, fill: float) -> np.ndarray:
-    """(2 half + 1)^2 cut-out centred on (yc, xc), ``fill`` outside the array."""
+# detections measured together (windows of (_BLOCK, 2 half + 1, 2 half + 1) float64 each)
+_BLOCK = 256
+
+
+def _windows(arr: np.ndarray, yc: np.ndarray, xc: np.ndarray, own: np.ndarray, half: int,
+             fill: float) -> np.ndarray:
+    """(n, 2 half + 1, 2 half + 1) float64 cut-outs centred on (yc, xc); ``fill`` outside the
+    array and beyond each detection's own half-size ``own`` (so that every detection sees
+    what a cut-out of its own size would hold)."""
     ny, nx = arr.shape
-    out = np.full((2 * half + 1, 2 * half + 1), fill, dtype=np.float64)
-    y0, y1 = max(yc - half, 0), min(yc + half + 1, ny)
-    x0, x1 = max(xc - half, 0), min(xc + half + 1, nx)
-    if y1 > y0 and x1 > x0:
-        out[y0 - (yc - half):y1 - (yc - half), x0 - (xc - half):x1 - (xc - half)] = \
-            arr[y0:y1, x0:x1]
-    return out
+    c = np.arange(-half, half + 1)
+    rows = yc[:, None] + c[None, :]
+    cols = xc[:, None] + c[None, :]
+    inside = np.abs(c)[None, :] <= own[:, None]
+    vr = inside & (rows >= 0) & (rows < ny)
+    vc = inside & (cols >= 0) & (cols < nx)
+    out = arr[np.clip(rows, 0, ny - 1)[:, :, None], np.clip(cols, 0, nx - 1)[:, None, :]]
+    return np.where(vr[:, :, None] & vc[:, None, :], out.astype(np.float64), fill)
 
 
-def _windowed_moments(img: np.ndarray, w: np.ndarray, dx: np.ndarray,
-                      dy: np.ndarray) -> tuple[float, float, float]:
-    """(Mxx, Myy, Mxy) of ``img`` with window ``w`` about offsets (dx, dy); NaN if flux <= 0."""
-    t = float((w * img).sum())
-    if t <= 0:
-        return np.nan, np.nan, np.nan
-    return (float((w * img * dx**2).sum() / t), float((w * img * dy**2).sum() / t),
-            float((w * img * dx * dy).sum() / t))
+def _windowed_moments_all(img: np.ndarray, w: np.ndarray, dx: np.ndarray, dy: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Mxx, Myy, Mxy) per cut-out (n,) of ``img`` with window ``w`` about offsets (dx, dy),
+    all (n, m, m); NaN where the windowed flux is <= 0."""
+    wi = w * img
+    t = wi.sum(axis=(1, 2))
+    pos = t > 0
+    tt = np.where(pos, t, 1.0)
+    mxx = np.where(pos, (wi * dx ** 2).sum(axis=(1, 2)) / tt, np.nan)
+    myy = np.where(pos, (wi * dy ** 2).sum(axis=(1, 2)) / tt, np.nan)
+    mxy = np.where(pos, (wi * dx * dy).sum(axis=(1, 2)) / tt, np.nan)
+    return mxx, myy, mxy
+
+
+def _aperture_weights_all(dx: np.ndarray, dy: np.ndarray, radius: np.ndarray, half: int,
+                          sub: int = 5) -> np.ndarray:
+    """:func:`aperture_weights` for many circles: (n, 2 half + 1, 2 half + 1)."""
+    g = (np.arange(sub) + 0.5) / sub - 0.5
+    c = np.arange(-half, half + 1)
+    xs = (c[None, :, None] + g[None, None, :]) - dx[:, None, None]  # (n, m, sub)
+    ys = (c[None, :, None] + g[None, None, :]) - dy[:, None, None]  # (n, m, sub)
+    r2 = (radius ** 2)[:, None, None, None]
+    inside = np.zeros((len(dx), 2 * half + 1, 2 * half + 1), dtype=np.int64)
+    for sy in range(sub):
+        inside += ((xs[:, None, :, :] ** 2 + ys[:, :, None, sy, None] ** 2) <= r2).sum(axis=3)
+    return inside / float(sub * sub)
+
+
+def _rendered(psf_d: Any, x: np.ndarray, y: np.ndarray, dx: np.ndarray, dy: np.ndarray
+              ) -> list[np.ndarray] | np.ndarray:
+    """``psf_d.render(x, y, dx=dx, dy=dy)`` for every detection (float32 stamps, sum 1).
+
+    A :class:`~desgw.diff.zogy_psf.TiledPSF` is rendered in one batch with the same numbers
+    (:func:`~desgw.diff.zogy_psf.fourier_shift` of its tile's stamp, normalised): each tile's
+    transform is taken once, and the shifted stamps come from one inverse transform.
+    """
+    n = len(x)
+    if not isinstance(psf_d, TiledPSF) or n == 0:
+        return [psf_d.render(float(x[k]), float(y[k]), dx=float(dx[k]), dy=float(dy[k]))
+                for k in range(n)]
+    stamps = psf_d.stamps
+    tj, ti, m, _ = stamps.shape
+    j = np.clip(np.floor(y).astype(np.int64) // psf_d.tile, 0, tj - 1)
+    i = np.clip(np.floor(x).astype(np.int64) // psf_d.tile, 0, ti - 1)
+    tiles, which = np.unique(j * ti + i, return_inverse=True)
+    p = sfft.next_fast_len(m, real=True)
+    hats = sfft.rfft2(stamps.reshape(tj * ti, m, m)[tiles].astype(np.float64), s=(p, p),
+                      workers=1)
+    ramp = np.exp(-2j * np.pi * dy[:, None] * np.fft.fftfreq(p)[None, :])[:, :, None] \
+        * np.exp(-2j * np.pi * dx[:, None] * np.fft.rfftfreq(p)[None, :])[:, None, :]
+    img = sfft.irfft2(hats[which.ravel()] * ramp, s=(p, p), workers=1,
+                      overwrite_x=True)[:, :m, :m]
+    still = (dx == 0.0) & (dy == 0.0)
+    if still.any():
+        img[still] = stamps.reshape(tj * ti, m, m)[tiles][which.ravel()[still]]
+    return (img / img.sum(axis=(1, 2))[:, None, None]).astype(np.float32)
+
+
+def _measure_block(cols: dict[str, np.ndarray], sl: slice, subtraction: Subtraction,
+                   x_all: np.ndarray, y_all: np.ndarray, xp_all: np.ndarray,
+                   yp_all: np.ndarray, neg_all: np.ndarray, search_image: np.ndarray,
+                   template_image: np.ndarray, scale: float, cfg: DiffMeasureConfig) -> None:
+    """The per-detection columns of :func:`measure_candidates` for detections ``sl``, all at
+    once on cut-outs of the block's largest size (each detection's pixels beyond its own
+    size hold the fill values, so the numbers are those of a cut-out of its own size)."""
+    x, y, xi, yi, neg = x_all[sl], y_all[sl], xp_all[sl], yp_all[sl], neg_all[sl]
+    n = len(x)
+    sign = np.where(neg, -1.0, 1.0)
+    xr = np.round(x).astype(np.int64)
+    yr = np.round(y).astype(np.int64)
+    ddx, ddy = x - xr, y - yr
+    psf_d = subtraction.psf_diff
+    fwhm = np.array([psf_d.fwhm_at(float(x[k]), float(y[k])) for k in range(n)], dtype=float)
+    cols["fwhm_psf"][sl] = fwhm
+    # ZOGY flux: interpolated peak of S / F_S.
+    patches = sign[:, None, None] * _windows(subtraction.flux_image, yi, xi, np.ones(n, int),
+                                             1, 0.0)
+    cols["flux"][sl] = sign * np.array(
+        [quadratic_peak(p)[2] if p[1, 1] > 0 else p[1, 1] for p in patches], dtype=float)
+    cols["flux_err"][sl] = np.asarray(subtraction.flux_err_image[yi, xi], dtype=float)
+    own = np.ceil(max(cfg.fit_radius_fwhm, cfg.dipole_radius_fwhm, cfg.mask_radius_fwhm,
+                      cfg.aperture_fwhm) * fwhm).astype(np.int64) + 1
+    half = int(own.max())
+    size = 2 * half + 1
+    # The full PSF stamp (sum 1) at each position, cropped without renormalising: the fit
+    # gives the total flux.
+    psf = np.zeros((n, size, size))
+    fulls = _rendered(psf_d, x, y, ddx, ddy)
+    for k in range(n):
+        full = fulls[k]
+        hp = full.shape[0] // 2
+        if hp >= half:
+            psf[k] = full[hp - half:hp + half + 1, hp - half:hp + half + 1]
+        else:
+            psf[k, half - hp:half + hp + 1, half - hp:half + hp + 1] = full
+    d = _windows(subtraction.diff, yr, xr, own, half, 0.0)
+    v = _windows(subtraction.diff_var, yr, xr, own, half, np.inf)
+    s = _windows(subtraction.score, yr, xr, own, half, 0.0)
+    m = _windows(subtraction.mask, yr, xr, own, half, float(maskbits.EDGE)).astype(np.int64)
+    c = np.arange(-half, half + 1)
+    dxs = c[None, None, :] - ddx[:, None, None]
+    dys = c[None, :, None] - ddy[:, None, None]
+    rr2 = dxs ** 2 + dys ** 2
+    good = np.isfinite(v) & (v > 0)
+
+    def disk(r_fwhm: float) -> np.ndarray:
+        return rr2 <= ((r_fwhm * fwhm) ** 2)[:, None, None]
+
+    fit = good & disk(cfg.fit_radius_fwhm)
+    # Unweighted fit (D's noise is white in blank sky by construction): weights from the
+    # variance map would carry the source's own, data-estimated Poisson term and bias the
+    # flux; the error propagates the full variance.
+    pf = np.where(fit, psf, 0.0)
+    spp = (pf * pf).sum(axis=(1, 2))
+    nfit = fit.sum(axis=(1, 2))
+    ok = (spp > 0) & (nfit > 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f = np.where(ok, (pf * d).sum(axis=(1, 2)) / np.where(ok, spp, 1.0), np.nan)
+        cols["flux_psf"][sl] = f
+        cols["flux_psf_err"][sl] = np.where(
+            ok, np.sqrt((pf * pf * np.where(fit, v, 0.0)).sum(axis=(1, 2))) / np.where(ok, spp, 1.0),
+            np.nan)
+        chi = np.where(fit, (d - f[:, None, None] * psf) ** 2 / np.where(fit, v, 1.0), 0.0)
+        cols["psf_chi2"][sl] = np.where(ok, chi.sum(axis=(1, 2)) / (nfit - 1), np.nan)
+        # Shape: Gaussian-windowed moments of sign * diff and of P_D.
+        sw = fwhm / 2.3548
+        gw = np.exp(-0.5 * rr2 / (sw ** 2)[:, None, None]) * good
+        sd = sign[:, None, None] * d
+        mxx, myy, mxy = _windowed_moments_all(sd, gw, dxs, dys)
+        pxx, pyy, _ = _windowed_moments_all(psf, gw, dxs, dys)
+        cols["mxx"][sl], cols["myy"][sl], cols["mxy"][sl] = mxx, myy, mxy
+        ratio2 = np.where(np.isfinite(mxx), (mxx + myy) / (pxx + pyy), np.nan)
+        cols["fwhm_ratio"][sl] = np.where(ratio2 > 0, np.sqrt(ratio2), np.nan)
+        # Dipole metrics.
+        rd = disk(cfg.dipole_radius_fwhm)
+        sig = np.sqrt(np.where(good, v, np.inf))
+        same = rd & good & (sd > cfg.dipole_pixel_sigma * sig)
+        opp = rd & good & (sd < -cfg.dipole_pixel_sigma * sig)
+        pos_sum = np.where(same, sd, 0.0).sum(axis=(1, 2))
+        neg_sum = -np.where(opp, sd, 0.0).sum(axis=(1, 2))
+        ratio = np.where(pos_sum > 0, neg_sum / np.where(pos_sum > 0, pos_sum, 1.0), np.nan)
+    cols["dipole_ratio"][sl] = ratio
+    # extrema of the signed score within the dipole disk (0 elsewhere in the detection's own
+    # cut-out; the first in row order on ties, as in a cut-out of its own size)
+    ss = np.where(rd, sign[:, None, None] * s, 0.0)
+    inbox = (np.abs(c)[None, :] <= own[:, None])
+    inbox2 = inbox[:, :, None] & inbox[:, None, :]
+    jo = np.argmin(np.where(inbox2, ss, np.inf).reshape(n, -1), axis=1)
+    js = np.argmax(np.where(inbox2, ss, -np.inf).reshape(n, -1), axis=1)
+    lobe = ss.reshape(n, -1)[np.arange(n), jo]
+    cols["dipole_lobe_score"][sl] = sign * lobe
+    strong = -lobe >= cfg.dipole_sigma
+    sep = np.hypot(jo // size - js // size, jo % size - js % size).astype(float)
+    cols["dipole_sep"][sl] = np.where(strong, sep, np.nan)
+    cols["is_dipole"][sl] = strong & (ratio >= cfg.dipole_ratio_min)
+    # Masked fraction.
+    rm = disk(cfg.mask_radius_fwhm)
+    cols["masked_frac"][sl] = (((m & cfg.mask_bits) != 0) & rm).sum(axis=(1, 2)) \
+        / rm.sum(axis=(1, 2))
+    # Aperture fluxes.
+    ap = _aperture_weights_all(ddx, ddy, cfg.aperture_fwhm * fwhm, half)
+    cols["search_flux_aper"][sl] = (ap * _windows(search_image, yr, xr, own, half, 0.0)
+                                    ).sum(axis=(1, 2))
+    cols["template_flux_aper"][sl] = scale * (
+        ap * _windows(template_image, yr, xr, own, half, 0.0)).sum(axis=(1, 2))
+    cols["diff_flux_aper"][sl] = (ap * d).sum(axis=(1, 2))
 
 
 def measure_candidates(subtraction: Subtraction, detections: Table, *,
@@ -205,13 +373,8 @@ def measure_candidates(subtraction: Subtraction, detections: Table, *,
     astropy.table.Table
         Columns :data:`MEASURE_COLUMNS` (see the module docstring).
     """
-    diff = subtraction.diff
-    dvar = subtraction.diff_var
-    score = subtraction.score
-    fimg, ferr = subtraction.flux_image, subtraction.flux_err_image
-    mask = subtraction.mask
     scale = float(subtraction.meta.get("scale", 1.0))
-    shape = diff.shape
+    shape = subtraction.diff.shape
     for name, a in (("search_image", search_image), ("template_image", template_image)):
         if np.shape(a) != shape:
             raise ValueError(f"{name} has shape {np.shape(a)}, expected {shape}")
@@ -229,96 +392,16 @@ def measure_candidates(subtraction: Subtraction, detections: Table, *,
     if wcs is not None and n:
         ra, dec = wcs.pixel_to_world_values(x, y)
         cols["ra"], cols["dec"] = np.asarray(ra, float), np.asarray(dec, float)
-    cfg = config
-    for k in range(n):
-        sign = -1.0 if neg[k] else 1.0
-        xi, yi = int(xp[k]), int(yp[k])
-        xr, yr = int(round(x[k])), int(round(y[k]))
-        ddx, ddy = x[k] - xr, y[k] - yr
-        fwhm = subtraction.psf_diff.fwhm_at(x[k], y[k])
-        cols["fwhm_psf"][k] = fwhm
-        # ZOGY flux: interpolated peak of S / F_S.
-        patch = sign * _window(fimg, yi, xi, 1, 0.0)
-        _, _, fpk = quadratic_peak(patch) if patch[1, 1] > 0 else (0.0, 0.0, patch[1, 1])
-        cols["flux"][k] = sign * fpk
-        cols["flux_err"][k] = float(ferr[yi, xi])
-        # Direct PSF fit on diff.
-        half = int(np.ceil(max(cfg.fit_radius_fwhm, cfg.dipole_radius_fwhm,
-                               cfg.mask_radius_fwhm, cfg.aperture_fwhm) * fwhm)) + 1
-        size = 2 * half + 1
-        # Full stamp (sum 1), cropped without renormalising: the fit gives the total flux.
-        full = subtraction.psf_diff.render(x[k], y[k], dx=ddx, dy=ddy).astype(float)
-        hp = full.shape[0] // 2
-        if hp >= half:
-            psf = full[hp - half:hp + half + 1, hp - half:hp + half + 1]
-        else:
-            psf = np.zeros((size, size))
-            psf[half - hp:half + hp + 1, half - hp:half + hp + 1] = full
-        d = _window(diff, yr, xr, half, 0.0)
-        v = _window(dvar, yr, xr, half, np.inf)
-        s = _window(score, yr, xr, half, 0.0)
-        m = _window(mask, yr, xr, half, float(maskbits.EDGE)).astype(np.int64)
-        c = np.arange(-half, half + 1)
-        rr2 = (c[None, :] - ddx) ** 2 + (c[:, None] - ddy) ** 2
-        good = np.isfinite(v) & (v > 0)
-        fit = good & (rr2 <= (cfg.fit_radius_fwhm * fwhm) ** 2)
-        # Unweighted fit (D's noise is white in blank sky by construction): weights from the
-        # variance map would carry the source's own, data-estimated Poisson term and bias the
-        # flux; the error propagates the full variance.
-        pf = np.where(fit, psf, 0.0)
-        spp = float((pf * pf).sum())
-        if spp > 0 and fit.sum() > 1:
-            f = float((pf * d).sum()) / spp
-            vv = np.where(fit, v, 0.0)
-            cols["flux_psf"][k] = f
-            cols["flux_psf_err"][k] = float(np.sqrt((pf * pf * vv).sum())) / spp
-            chi = np.where(fit, (d - f * psf) ** 2 / np.where(fit, v, 1.0), 0.0)
-            cols["psf_chi2"][k] = float(chi.sum()) / (fit.sum() - 1)
-        # Shape: Gaussian-windowed moments of sign * diff and of P_D.
-        sw = fwhm / 2.3548
-        gw = np.exp(-0.5 * rr2 / sw**2) * good
-        dxs = (c[None, :] - ddx) * np.ones((size, 1))
-        dys = (c[:, None] - ddy) * np.ones((1, size))
-
-        mxx, myy, mxy = _windowed_moments(sign * d, gw, dxs, dys)
-        pxx, pyy, _ = _windowed_moments(psf, gw, dxs, dys)
-        cols["mxx"][k], cols["myy"][k], cols["mxy"][k] = mxx, myy, mxy
-        ratio2 = (mxx + myy) / (pxx + pyy) if np.isfinite(mxx) else np.nan
-        cols["fwhm_ratio"][k] = np.sqrt(ratio2) if ratio2 > 0 else np.nan
-        # Dipole metrics.
-        rd = rr2 <= (cfg.dipole_radius_fwhm * fwhm) ** 2
-        sig = np.sqrt(np.where(good, v, np.inf))
-        sd = sign * d
-        same = (rd & good & (sd > cfg.dipole_pixel_sigma * sig))
-        opp = (rd & good & (sd < -cfg.dipole_pixel_sigma * sig))
-        pos_sum = float(sd[same].sum())
-        neg_sum = float(-sd[opp].sum())
-        cols["dipole_ratio"][k] = neg_sum / pos_sum if pos_sum > 0 else np.nan
-        ss = np.where(rd, sign * s, 0.0)
-        jo = np.unravel_index(int(np.argmin(ss)), ss.shape)
-        js = np.unravel_index(int(np.argmax(ss)), ss.shape)
-        lobe = float(ss[jo])
-        cols["dipole_lobe_score"][k] = sign * lobe
-        if -lobe >= cfg.dipole_sigma:
-            cols["dipole_sep"][k] = float(np.hypot(jo[0] - js[0], jo[1] - js[1]))
-        cols["is_dipole"][k] = bool(-lobe >= cfg.dipole_sigma
-                                    and cols["dipole_ratio"][k] >= cfg.dipole_ratio_min)
-        # Masked fraction.
-        rm = rr2 <= (cfg.mask_radius_fwhm * fwhm) ** 2
-        cols["masked_frac"][k] = float(((m & cfg.mask_bits) != 0)[rm].mean())
-        # Aperture fluxes.
-        ap = aperture_weights(ddx, ddy, cfg.aperture_fwhm * fwhm, half)
-        cols["search_flux_aper"][k] = float((ap * _window(search_image, yr, xr, half, 0.0)).sum())
-        cols["template_flux_aper"][k] = scale * float(
-            (ap * _window(template_image, yr, xr, half, 0.0)).sum())
-        cols["diff_flux_aper"][k] = float((ap * d).sum())
+    for b0 in range(0, n, _BLOCK):
+        _measure_block(cols, slice(b0, min(b0 + _BLOCK, n)), subtraction, x, y, xp, yp, neg,
+                       search_image, template_image, scale, config)
     with np.errstate(divide="ignore", invalid="ignore"):
         cols["snr"] = cols["flux"] / cols["flux_err"]
     for prefix, cat in (("search", search_catalog), ("template", template_catalog)):
-        sd_, gd_ = _nearest(cat, wcs, x, y, cfg)
+        sd_, gd_ = _nearest(cat, wcs, x, y, config)
         cols[f"{prefix}_star_dist"], cols[f"{prefix}_galaxy_dist"] = sd_, gd_
     t = Table()
     for name in MEASURE_COLUMNS:
         t[name] = cols[name]
-    t.meta["aperture_radius_fwhm"] = cfg.aperture_fwhm
+    t.meta["aperture_radius_fwhm"] = config.aperture_fwhm
     return t

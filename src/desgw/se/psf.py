@@ -27,7 +27,8 @@ Fitting (:func:`fit_psf`)
 -------------------------
 1. Candidates (positions given by the caller, e.g. bright point-like detections) are
    dropped if their padded stamp leaves the image, contains a masked or zero-weight pixel, or
-   has a box signal-to-noise below ``min_snr``; the ``max_stars`` brightest are kept.
+   has a box signal-to-noise below ``min_snr``; at most ``max_stars`` are kept, spread over
+   the CCD (the brightest of each cell of a grid first: :func:`spread_selection`).
    With a segmentation map, the pixels of *other* detections (grown by
    ``neighbour_grow`` pixels) are unusable in a star's stamp, and a star with such pixels in
    its core is dropped: a neighbour's light in the stamp's outskirts would otherwise enter the
@@ -75,13 +76,14 @@ Fitting (:func:`fit_psf`)
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import scipy.fft as sfft
 from astropy.io import fits
 from scipy import ndimage
-from scipy.signal import fftconvolve
 from scipy.spatial import cKDTree
 
 from desgw.errors import AlgorithmError, DataTypeError
@@ -134,7 +136,14 @@ class PSFConfig:
     min_snr : float
         Minimum signal-to-noise of a star (flux in the stamp box over its noise).
     max_stars : int
-        At most this many (the brightest) stars are used.
+        At most this many stars are used: with more, they are chosen over a grid of about
+        ``select_cells`` cells covering the CCD, each cell's brightest first
+        (:func:`spread_selection`). On a dense CCD (489 stars above ``min_snr`` among 4,400
+        objects, FWHM 4.3 px, Moffat) 200 stars gave the model FWHM within 0.1 % and bright
+        FLUX_PSF within 0.01 % (median) of the 500-star model's in 0.44x its CPU time.
+    select_cells : int
+        Approximate number of grid cells for the choice of ``max_stars`` stars (1 = the
+        brightest wherever they are).
     chi2_clip : float
         Outlier rejection threshold in robust sigmas of the chi2/dof distribution.
     n_iter : int
@@ -170,7 +179,8 @@ class PSFConfig:
     stamp: int = 25
     poly_degree: int = 2
     min_snr: float = 50.0
-    max_stars: int = 500
+    max_stars: int = 200
+    select_cells: int = 32
     chi2_clip: float = 4.0
     n_iter: int = 3
     lanczos_order: int = 4
@@ -190,6 +200,10 @@ class PSFConfig:
             raise ValueError(f"PSFConfig.poly_degree must be >= 0, got {self.poly_degree}")
         if self.lanczos_order < 2:
             raise ValueError(f"PSFConfig.lanczos_order must be >= 2, got {self.lanczos_order}")
+        if self.max_stars < 1:
+            raise ValueError(f"PSFConfig.max_stars must be >= 1, got {self.max_stars}")
+        if self.select_cells < 1:
+            raise ValueError(f"PSFConfig.select_cells must be >= 1, got {self.select_cells}")
         if self.neighbour_grow < 0:
             raise ValueError(f"PSFConfig.neighbour_grow must be >= 0, got {self.neighbour_grow}")
         for name in ("companion_snr", "companion_rmin", "companion_mask"):
@@ -521,6 +535,52 @@ def select_psf_candidates(detections: DetectionResult, *, min_snr: float = 50.0,
     return np.flatnonzero(ok)
 
 
+def spread_selection(x: np.ndarray, y: np.ndarray, shape: tuple[int, int], k: int,
+                     cells: int) -> np.ndarray:
+    """Choose at most ``k`` of the positions, spread over the image, best first.
+
+    The image is divided into a grid of about ``cells`` near-square cells; the positions,
+    given in order of preference (e.g. decreasing signal-to-noise), are taken round by round:
+    the best of every cell, then the second best of every cell, and so on, in order of
+    preference within a round, until ``k`` are chosen. A PSF whose shape varies over the CCD is
+    then sampled everywhere, even where the brightest stars are few.
+
+    Parameters
+    ----------
+    x, y : numpy.ndarray
+        0-based positions (pixels), in order of preference.
+    shape : tuple of int
+        Image shape (ny, nx).
+    k : int
+        Number to choose.
+    cells : int
+        Approximate number of grid cells (>= 1).
+
+    Returns
+    -------
+    numpy.ndarray
+        Indices (int, increasing: the preference order) of the chosen positions; all of them
+        when there are at most ``k``.
+    """
+    m = len(x)
+    if m <= k:
+        return np.arange(m)
+    ny, nx = shape
+    gx = max(1, int(round(math.sqrt(cells * nx / max(ny, 1)))))
+    gy = max(1, int(round(cells / gx)))
+    cx = np.clip((np.asarray(x, dtype=np.float64) * gx / nx).astype(np.int64), 0, gx - 1)
+    cy = np.clip((np.asarray(y, dtype=np.float64) * gy / ny).astype(np.int64), 0, gy - 1)
+    cell = cy * gx + cx
+    # rank of each position within its cell (0 = the cell's best)
+    by_cell = np.argsort(cell, kind="stable")
+    sorted_cell = cell[by_cell]
+    first = np.searchsorted(sorted_cell, sorted_cell, side="left")
+    rank = np.empty(m, dtype=np.int64)
+    rank[by_cell] = np.arange(m) - first
+    chosen = np.lexsort((np.arange(m), rank))[:k]
+    return np.sort(chosen)
+
+
 # --------------------------------------------------------------------------------- fitting
 def _extract_matrices(n: int, offsets: np.ndarray, order: int) -> np.ndarray:
     """Stack of :func:`desgw.se.psf_lanczos.extract_matrix` for many offsets: (k, n, n + 2 order)."""
@@ -636,8 +696,10 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
     flux0 = core.sum(axis=(1, 2))
     vsum = np.where(np.isfinite(vcore), vcore, 0.0).sum(axis=(1, 2))
     snr = flux0 / np.sqrt(vsum + np.maximum(flux0, 0) / config.gain)
-    keep = np.argsort(-snr)[:config.max_stars]
+    keep = np.argsort(-snr, kind="stable")
     keep = keep[snr[keep] >= config.min_snr]
+    keep = keep[spread_selection(xs[keep], ys[keep], (ny, nx), config.max_stars,
+                                 config.select_cells)]
     big, var_big, badbig, ix, iy, xs, ys, flux0 = (
         a[keep] for a in (big, var_big, badbig, ix, iy, xs, ys, flux0))
     n_usable = len(keep)
@@ -780,6 +842,23 @@ def _fit_cutouts(big: np.ndarray, var_big: np.ndarray, badbig: np.ndarray, ix: n
     return coeffs, flux, chi2, use, star_x, star_y
 
 
+def _same_convolve(stacks: np.ndarray, kernels: np.ndarray) -> np.ndarray:
+    """Convolution of each (k, n, n) stack ``stacks[i]`` with the odd (n, n) ``kernels[i]``,
+    cropped to the stamps (``fftconvolve(..., mode="same")``).
+
+    A circular convolution on ``L >= n + n // 2`` pixels per axis gives the same numbers on the
+    cropped stamp (what wraps round lands outside it) with fewer pixels than the linear
+    convolution's ``2 n - 1``: 40 instead of 54 for a 27-pixel stamp.
+    """
+    n = stacks.shape[-1]
+    h = n // 2
+    size = sfft.next_fast_len(n + h, real=True)
+    khat = sfft.rfft2(kernels, s=(size, size), workers=1)
+    hat = sfft.rfft2(stacks, s=(size, size), workers=1)
+    hat *= khat[:, None]
+    return sfft.irfft2(hat, s=(size, size), workers=1)[..., h:h + n, h:h + n]
+
+
 def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, config: PSFConfig,
                        fwhm: float) -> tuple[np.ndarray, np.ndarray]:
     """Point sources hidden in the residuals of PSF-star stamps, and their light.
@@ -817,8 +896,7 @@ def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, con
     odd = np.where(good, resid - resid[:, ::-1, ::-1], 0.0)
     v = np.where(good, var + var[:, ::-1, ::-1], 0.0)
     flip = kern[::-1, ::-1]
-    num = fftconvolve(odd, flip[None], mode="same", axes=(1, 2))
-    den = fftconvolve(v, (flip ** 2)[None], mode="same", axes=(1, 2))
+    num, den = _same_convolve(np.stack([odd, v]), np.stack([flip, flip ** 2]))
     snr = num / np.sqrt(np.maximum(den, 1e-30))
     peak = (snr > config.companion_snr) & (np.hypot(xx, yy) >= config.companion_rmin * fwhm)[None]
     peak &= snr >= ndimage.maximum_filter(snr, size=(1, 3, 3))
@@ -829,7 +907,7 @@ def _hidden_companions(resid: np.ndarray, var: np.ndarray, kern: np.ndarray, con
     # only the stamps with a companion (each stamp's transform is its own: the same numbers)
     light = np.zeros(resid.shape)
     has = np.flatnonzero(peak.any(axis=(1, 2)))
-    light[has] = fftconvolve(amp[has], kern[None], mode="same", axes=(1, 2))
+    light[has] = _same_convolve(amp[has][None], kern[None])[0]
     rad = config.companion_mask * fwhm
     gi = int(np.ceil(rad))
     gy, gx = np.mgrid[-gi:gi + 1, -gi:gi + 1]
