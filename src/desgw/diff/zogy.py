@@ -730,6 +730,16 @@ def _tile_outputs(plan: TilePlan, kern: ZogyKernels, tiles: np.ndarray,
     return d, vd, s, vs
 
 
+def _zero_outside(bufs: np.ndarray, r0: int, r1: int, c0: int, c1: int) -> None:
+    """Zero the (4, Ty, Tx) tile buffers outside rows r0:r1, columns c0:c1 (the part of a
+    tile beyond the image, which :func:`_fill_tile` does not write): the strips only, not
+    the whole 6.5 MB stack of a 640-px tile."""
+    bufs[:, :r0] = 0.0
+    bufs[:, r1:] = 0.0
+    bufs[:, r0:r1, :c0] = 0.0
+    bufs[:, r0:r1, c1:] = 0.0
+
+
 @njit(cache=True, nogil=True)
 def _fill_tile(n, r, vn, vr, mask, bits, src_n, src_r, ey0, ey1, ex0, ex1, oy, ox, bn, br, bvn,
                bvr):  # pragma: no cover - numba
@@ -931,10 +941,10 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
             box = (slice(y0, y1), slice(x0, x1))
             ey0, ex0 = max(y0 - b, 0), max(x0 - b, 0)
             ey1, ex1 = min(y0 - b + tshape[0], ny), min(x0 - b + tshape[1], nx)
-            if ey1 - ey0 < tshape[0] or ex1 - ex0 < tshape[1]:
-                bufs.fill(0.0)
+            oy, ox = ey0 - (y0 - b), ex0 - (x0 - b)
+            _zero_outside(bufs, oy, oy + ey1 - ey0, ox, ox + ex1 - ex0)
             _fill_tile(arrays[0], arrays[1], arrays[2], arrays[3], msk, np.int32(bits), src_n,
-                       src_r, ey0, ey1, ex0, ex1, ey0 - (y0 - b), ex0 - (x0 - b), bn, br, bvn, bvr)
+                       src_r, ey0, ey1, ex0, ex1, oy, ox, bn, br, bvn, bvr)
             inner = (slice(b, b + y1 - y0), slice(b, b + x1 - x0))
             vn_s = _tile_var(bufs[2][inner], config.sigma_stride)
             vr_s = _tile_var(bufs[3][inner], config.sigma_stride)
