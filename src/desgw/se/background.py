@@ -246,24 +246,15 @@ def _paint_discs(out, x, y, r):  # pragma: no cover - numba
 
 @njit(cache=True)
 def _mesh_counts(a, b, mesh):  # pragma: no cover - numba
-    """Pixels set in ``a`` or ``b`` per ``mesh`` x ``mesh`` mesh (last ones may be partial).
-
-    Counted per mesh row segment without a branch per pixel (the loop vectorises): ~9 instead
-    of ~26-37 CPU-ms on a 4096 x 2048 CCD, the same counts.
-    """
+    """Pixels set in ``a`` or ``b`` per ``mesh`` x ``mesh`` mesh (last ones may be partial)."""
     ny, nx = a.shape
     nmy, nmx = (ny + mesh - 1) // mesh, (nx + mesh - 1) // mesh
     out = np.zeros((nmy, nmx), np.int64)
     for y in range(ny):
         my = y // mesh
-        ar = a[y]
-        br = b[y]
-        for mx in range(nmx):
-            x1 = min(nx, (mx + 1) * mesh)
-            c = 0
-            for x in range(mx * mesh, x1):
-                c += np.int64(ar[x] | br[x])
-            out[my, mx] += c
+        for x in range(nx):
+            if a[y, x] or b[y, x]:
+                out[my, x // mesh] += 1
     return out
 
 
