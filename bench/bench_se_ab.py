@@ -10,11 +10,13 @@ old, new, old, new ... The best (least) CPU time of each over ``--repeat`` alter
 reported. On a loaded machine this is far steadier than comparing two separate runs of
 ``bench_se_steps.py``, whose step times moved by +-30 % between identical runs at load 10-15.
 
-The steps: detrend, bleed (``mask_bleed_trails``), the first-pass detection, cosmic rays
-(the new side given the detrending's smooth sky, as ``process_ccd`` does), the second
-detection. Each step's inputs come from the new code. Prints one JSON object with, per step,
-``old_cpu_s``, ``new_cpu_s``, their ratio, ``outputs_equal`` (the cosmic-ray mask, the
-bleed mask, the detrended image or the segmentation map, bit for bit) and the load.
+The steps: detrend, bleed (``mask_bleed_trails``), the first background, the first-pass
+detection, cosmic rays (the new side given the detrending's smooth sky, as ``process_ccd``
+does), the second background (first-pass segments and wings masked, no rms map, as
+``process_ccd`` does by default), the second detection. Each step's inputs come from the new
+code. Prints one JSON object with, per step, ``old_cpu_s``, ``new_cpu_s``, their ratio,
+``outputs_equal`` (the cosmic-ray mask, the bleed mask, the detrended image, the sky level
+or the segmentation map, bit for bit) and the load.
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ def _old_package(old_src: Path, dest: Path) -> None:
 def _equal(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray):
         return bool(np.array_equal(a, b))
-    for name in ("mask", "image", "segmap"):
+    for name in ("mask", "image", "segmap", "level"):
         if hasattr(a, name):
             return bool(np.array_equal(getattr(a, name), getattr(b, name)))
     return False
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
     ab("bleed", lambda: po.mask_bleed_trails(d.image, sat),
        lambda: pn.mask_bleed_trails(d.image, sat))
     mask = d.mask | pn.mask_bleed_trails(d.image, sat).mask
+    ab("first_background", lambda: po.estimate_background(d.image, mask, config=cfg.background),
+       lambda: pn.estimate_background(d.image, mask, config=cfg.background))
     bkg1 = pn.estimate_background(d.image, mask, config=cfg.background)
     sub = d.image - bkg1.level
     fp = pn.first_pass_config(cfg)
@@ -141,7 +145,21 @@ def main(argv: list[str] | None = None) -> dict:
     cr = pn.find_cosmic_rays(d.image, um, smooth_sky_e=d.sky, **kw)
     weight = d.weight.copy()
     pn.flag_pixels(mask, weight, pn.grow_mask(cr, 1) & (weight > 0), maskbits.CRAY)
-    bkg = pn.estimate_background(d.image, mask, objects=det1.segmap, config=cfg.background)
+    c1 = det1.catalog
+    wings = pn.ObjectWings(x=np.asarray(c1["x"], dtype=np.float64),
+                           y=np.asarray(c1["y"], dtype=np.float64),
+                           peak=np.asarray(c1["peak"], dtype=np.float64),
+                           fwhm_px=seeing.fwhm_px, noise=bkg1.global_rms)
+
+    def bkg2(p: Any) -> Callable[[], Any]:
+        wo = p.ObjectWings(**{k: getattr(wings, k) for k in ("x", "y", "peak", "fwhm_px",
+                                                                "noise")})
+        return lambda: p.estimate_background(d.image, mask, objects=det1.segmap, wings=wo,
+                                             config=cfg.background, rms_map=False)
+
+    ab("second_background", bkg2(po), bkg2(pn))
+    bkg = pn.estimate_background(d.image, mask, objects=det1.segmap, wings=wings,
+                                 config=cfg.background, rms_map=False)
     sub2 = d.image - bkg.level
     dc = pn.detect_config_for_seeing(cfg.detect, seeing.fwhm_px, snr=cfg.detect_snr,
                                      minarea=cfg.detect_minarea)

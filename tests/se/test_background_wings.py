@@ -112,3 +112,22 @@ def test_wing_masks_lower_the_crowded_sky(kind, beta, old_min, new_max, max_rati
     assert abs(new) < new_max, (old, new)
     if max_ratio is not None:
         assert abs(new) < max_ratio * old, (old, new)
+
+
+def test_mesh_fraction_counts_the_union_per_mesh():
+    """_mesh_fraction: the fraction of pixels set in either map, per mesh of sep's grid (the
+    last meshes partial), as a numpy reduction gives it."""
+    from desgw.se.background import _mesh_fraction
+
+    rng = np.random.default_rng(5)
+    for shape, mesh in (((300, 517), 64), ((256, 256), 64), ((33, 70), 16)):
+        a = rng.random(shape) < 0.1
+        b = rng.random(shape) < 0.4
+        ab = (a | b).astype(np.int64)
+        ye = np.append(np.arange(0, shape[0], mesh), shape[0])
+        xe = np.append(np.arange(0, shape[1], mesh), shape[1])
+        ref = np.array([[ab[ye[i]:ye[i + 1], xe[j]:xe[j + 1]].mean() for j in range(len(xe) - 1)]
+                        for i in range(len(ye) - 1)])
+        got = _mesh_fraction(a, b, mesh)
+        assert got.shape == ref.shape
+        assert np.array_equal(got, ref)

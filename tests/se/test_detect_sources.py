@@ -208,3 +208,28 @@ def test_segment_pixels_are_the_segments(config):
         got[rows, cols] = True
         assert rows.size == got.sum()  # no pixel twice
         np.testing.assert_array_equal(got, np.isin(det.segmap, ids))
+
+
+def test_pixel_buffer_grows_when_full(monkeypatch):
+    """A footprint larger than the first pixel buffer: sep's "buffer full" is retried with a
+    larger buffer and gives the same detections as a buffer big enough from the start; past
+    the largest buffer sep's error propagates."""
+    import desgw.se.detect as detect_mod
+
+    rng = np.random.default_rng(12)
+    img = rng.normal(0.0, 10.0, (600, 600)).astype(np.float32)
+    yy, xx = np.mgrid[:600, :600]
+    img += (2e4 * np.exp(-0.5 * ((xx - 300.0) ** 2 + (yy - 280.0) ** 2) / 60.0 ** 2)
+            ).astype(np.float32)  # ~40,000 pixels above threshold in one object
+    img[50:60, 50:60] += 300.0
+    cfg = DetectConfig(filter_fwhm=3.0)
+    ref = detect_sources(img, 10.0, config=cfg)
+    big = ref.catalog["npix"].max()
+    assert big > 20_000
+    monkeypatch.setattr(detect_mod, "_PIXSTACK_START", 1_000)
+    got = detect_sources(img, 10.0, config=cfg)
+    assert np.array_equal(got.segmap, ref.segmap)
+    assert np.array_equal(np.asarray(got.catalog["flux_iso"]), np.asarray(ref.catalog["flux_iso"]))
+    monkeypatch.setattr(detect_mod, "_PIXSTACK_MAX", 10_000)
+    with pytest.raises(Exception, match="pixel buffer full"):
+        detect_sources(img, 10.0, config=cfg)
