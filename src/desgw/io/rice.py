@@ -74,42 +74,43 @@ def dither_sequence() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- bit writer
+# Bits accumulate in a 64-bit integer (``acc``, of which the low ``nacc`` < 32 bits are
+# pending); every field appended is at most 32 bits wide, and once 32 bits are pending they
+# go to the heap as four big-endian bytes. Each Rice-coded value (its unary high part, the
+# stop bit and its ``fs`` low bits) is appended as one field when it fits in 32 bits.
 @numba.njit(cache=True, inline="always")
-def _put(buf, pos, acc, nacc, value, nbits):
-    """Append the low ``nbits`` (<= 32) bits of ``value`` to the bit accumulator ``acc``
-    (``nacc`` < 8 bits pending); whole bytes go to ``buf``."""
-    acc = (acc << np.uint64(nbits)) | (np.uint64(value) & ((np.uint64(1) << np.uint64(nbits))
-                                                           - np.uint64(1)))
-    nacc += nbits
-    while nacc >= 8:
-        nacc -= 8
-        buf[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
-        pos += 1
-    acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
-    return pos, acc, nacc
+def _flush(buf, pos, acc, nacc):
+    """Write the 32 oldest pending bits of ``acc`` (``nacc`` >= 32 pending) to ``buf``."""
+    nacc -= 32
+    w = acc >> np.uint64(nacc)
+    buf[pos] = np.uint8((w >> np.uint64(24)) & np.uint64(0xFF))
+    buf[pos + 1] = np.uint8((w >> np.uint64(16)) & np.uint64(0xFF))
+    buf[pos + 2] = np.uint8((w >> np.uint64(8)) & np.uint64(0xFF))
+    buf[pos + 3] = np.uint8(w & np.uint64(0xFF))
+    return pos + 4, nacc
 
 
 @numba.njit(cache=True)
-def _rice_row(vals, buf, pos, fsbits, fsmax, bbits):
-    """Rice-code one tile of integers (int64 holding ``bbits``-bit values) into ``buf`` at
-    ``pos``; return the new position (the last byte padded with zero bits).
-
-    A single ``_put`` per bit field measured fastest: fusing the unary and low bits of a
-    value into one call, or flushing 32-bit words, made the loop ~2x slower in numba."""
+def _rice_row(vals, buf, pos, fsbits, fsmax, bbits, diff):
+    """Rice-code one tile of integers (``bbits``-bit values in any integer array) into
+    ``buf`` at ``pos``; return the new position (the last byte padded with zero bits).
+    ``diff`` is scratch space of ``_BLOCK`` int64."""
     n = vals.shape[0]
     mask = (np.int64(1) << bbits) - 1
     half = np.int64(1) << (bbits - 1)
-    diff = np.empty(_BLOCK, np.int64)
     acc = np.uint64(0)
     nacc = 0
-    pos, acc, nacc = _put(buf, pos, acc, nacc, vals[0] & mask, bbits)
-    last = vals[0]
+    last = np.int64(vals[0])
+    acc = (acc << np.uint64(bbits)) | np.uint64(last & mask)
+    nacc += bbits
+    if nacc >= 32:
+        pos, nacc = _flush(buf, pos, acc, nacc)
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         nb = stop - start
         total = 0.0
         for j in range(nb):
-            v = vals[start + j]
+            v = np.int64(vals[start + j])
             d = ((v - last + half) & mask) - half  # difference wrapped to bbits, signed
             last = v
             z = (d << 1) if d >= 0 else ((-d) << 1) - 1
@@ -125,23 +126,54 @@ def _rice_row(vals, buf, pos, fsbits, fsmax, bbits):
             psum >>= 1
             fs += 1
         if fs >= fsmax:
-            pos, acc, nacc = _put(buf, pos, acc, nacc, fsmax + 1, fsbits)
+            acc = (acc << np.uint64(fsbits)) | np.uint64(fsmax + 1)
+            nacc += fsbits
+            if nacc >= 32:
+                pos, nacc = _flush(buf, pos, acc, nacc)
             for j in range(nb):
-                pos, acc, nacc = _put(buf, pos, acc, nacc, diff[j], bbits)
+                acc = (acc << np.uint64(bbits)) | np.uint64(diff[j] & mask)
+                nacc += bbits
+                if nacc >= 32:
+                    pos, nacc = _flush(buf, pos, acc, nacc)
         elif fs == 0 and total == 0:
-            pos, acc, nacc = _put(buf, pos, acc, nacc, 0, fsbits)
+            acc = acc << np.uint64(fsbits)
+            nacc += fsbits
+            if nacc >= 32:
+                pos, nacc = _flush(buf, pos, acc, nacc)
         else:
-            pos, acc, nacc = _put(buf, pos, acc, nacc, fs + 1, fsbits)
+            acc = (acc << np.uint64(fsbits)) | np.uint64(fs + 1)
+            nacc += fsbits
+            if nacc >= 32:
+                pos, nacc = _flush(buf, pos, acc, nacc)
             low = (np.int64(1) << fs) - 1
+            stop_bit = np.int64(1) << fs
             for j in range(nb):
                 z = diff[j]
                 top = z >> fs
+                if top + 1 + fs <= 32:  # unary part, stop bit and low bits in one field
+                    acc = (acc << np.uint64(top + 1 + fs)) | np.uint64(stop_bit | (z & low))
+                    nacc += top + 1 + fs
+                    if nacc >= 32:
+                        pos, nacc = _flush(buf, pos, acc, nacc)
+                    continue
                 while top >= 24:  # long runs of zeros: 24 at a time
-                    pos, acc, nacc = _put(buf, pos, acc, nacc, 0, 24)
+                    acc = acc << np.uint64(24)
+                    nacc += 24
+                    if nacc >= 32:
+                        pos, nacc = _flush(buf, pos, acc, nacc)
                     top -= 24
-                pos, acc, nacc = _put(buf, pos, acc, nacc, 1, top + 1)
-                if fs > 0:
-                    pos, acc, nacc = _put(buf, pos, acc, nacc, z & low, fs)
+                acc = (acc << np.uint64(top + 1)) | np.uint64(1)
+                nacc += top + 1
+                if nacc >= 32:
+                    pos, nacc = _flush(buf, pos, acc, nacc)
+                acc = (acc << np.uint64(fs)) | np.uint64(z & low)
+                nacc += fs
+                if nacc >= 32:
+                    pos, nacc = _flush(buf, pos, acc, nacc)
+    while nacc >= 8:
+        nacc -= 8
+        buf[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+        pos += 1
     if nacc > 0:
         buf[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
         pos += 1
@@ -149,47 +181,63 @@ def _rice_row(vals, buf, pos, fsbits, fsmax, bbits):
 
 
 @numba.njit(cache=True)
+def _row_dither(rand, row, dither0, r):
+    """The dither values of tile ``row`` (0-based) less 0.5, one per pixel, into ``r``."""
+    nx = r.shape[0]
+    iseed = (row + dither0 - 1) % _N_RANDOM
+    nxt = int(rand[iseed] * 500.0)
+    i = 0
+    while i < nx:  # runs of the sequence until it wraps
+        take = min(nx - i, _N_RANDOM - nxt)
+        for j in range(take):
+            r[i + j] = np.float64(rand[nxt + j]) - 0.5
+        i += take
+        nxt += take
+        if nxt == _N_RANDOM:
+            iseed += 1
+            if iseed == _N_RANDOM:
+                iseed = 0
+            nxt = int(rand[iseed] * 500.0)
+
+
+@numba.njit(cache=True)
 def _encode_float(data, delta, dither0, rand, buf, offsets, nbytes, zzero):
     """Quantise (SUBTRACTIVE_DITHER_2) and Rice-code every row of ``data``; return the heap
     length, or ``-1 - row`` for the first row with a non-finite value or whose range does not
-    fit in 32-bit integers at this step."""
+    fit in 32-bit integers at this step.
+
+    Per row: one branch-free pass for the range and finiteness, one for the quantised
+    integers, one to Rice-code them (each loop simple enough for the compiler to vectorise
+    the first two)."""
     ny, nx = data.shape
     q = np.empty(nx, np.int64)
+    r = np.empty(nx, np.float64)
+    diff = np.empty(_BLOCK, np.int64)
+    inf = np.float32(np.inf)
     pos = 0
     for row in range(ny):
-        lo = data[row, 0]
-        hi = lo
-        if not np.isfinite(lo):
-            return -1 - row
-        for i in range(1, nx):
+        lo = inf
+        hi = -inf
+        bad = np.float32(0.0)
+        for i in range(nx):
             v = data[row, i]
-            if not np.isfinite(v):
-                return -1 - row
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
+            bad += v * np.float32(0.0)  # NaN once any value is NaN or infinite
+            lo = min(lo, v)
+            hi = max(hi, v)
+        if bad != 0:
+            return -1 - row
         if (np.float64(hi) - np.float64(lo)) / delta > 2.0 * 2147483647.0 - _N_RESERVED:
             return -1 - row
         zero = np.float64(lo) - delta * (_NULL_VALUE + _N_RESERVED)
-        iseed = (row + dither0 - 1) % _N_RANDOM
-        nxt = int(rand[iseed] * 500.0)
+        _row_dither(rand, row, dither0, r)
         for i in range(nx):
             v = data[row, i]
-            if v == 0.0:
-                q[i] = ZERO_VALUE
-            else:
-                x = (np.float64(v) - zero) / delta + np.float64(rand[nxt]) - 0.5
-                q[i] = int(x + 0.5) if x >= 0.0 else int(x - 0.5)
-            nxt += 1
-            if nxt == _N_RANDOM:
-                iseed += 1
-                if iseed == _N_RANDOM:
-                    iseed = 0
-                nxt = int(rand[iseed] * 500.0)
+            x = (np.float64(v) - zero) / delta + r[i]
+            k = np.int64(x + 0.5) if x >= 0.0 else np.int64(x - 0.5)
+            q[i] = ZERO_VALUE if v == 0.0 else k
         offsets[row] = pos
         zzero[row] = zero
-        pos = _rice_row(q, buf, pos, 5, 25, 32)
+        pos = _rice_row(q, buf, pos, 5, 25, 32, diff)
         nbytes[row] = pos - offsets[row]
     return pos
 
@@ -197,14 +245,12 @@ def _encode_float(data, delta, dither0, rand, buf, offsets, nbytes, zzero):
 @numba.njit(cache=True)
 def _encode_int(data, fsbits, fsmax, bbits, buf, offsets, nbytes):
     """Rice-code every row of an integer image losslessly; return the heap length."""
-    ny, nx = data.shape
-    q = np.empty(nx, np.int64)
+    ny = data.shape[0]
+    diff = np.empty(_BLOCK, np.int64)
     pos = 0
     for row in range(ny):
-        for i in range(nx):
-            q[i] = data[row, i]
         offsets[row] = pos
-        pos = _rice_row(q, buf, pos, fsbits, fsmax, bbits)
+        pos = _rice_row(data[row], buf, pos, fsbits, fsmax, bbits, diff)
         nbytes[row] = pos - offsets[row]
     return pos
 
