@@ -112,8 +112,9 @@ def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL, *,
         ``sigma / q`` with sigma from the median positive weight (every 7th pixel); 0 (store
         losslessly) when no weight is positive or finite.
     """
-    w = np.asarray(weight).ravel()[::_SAMPLE]
-    w = w[np.isfinite(w) & (w > 0)]
+    from .rice import positive_sample  # numba: imported when first needed
+
+    w = positive_sample(np.asarray(weight), _SAMPLE)
     if w.size == 0:
         return 0.0
     sigma = 1.0 / math.sqrt(float(np.median(w)))
@@ -126,9 +127,9 @@ def _image_sigma(image: np.ndarray, weight: np.ndarray) -> float:
     """Robust pixel noise of an image from neighbouring-pixel differences (inf if unknown)."""
     if image.ndim != 2 or image.shape[1] < 2:
         return math.inf
-    rows = image[::16].astype(np.float64)
-    good = (weight[::16, 1:] > 0) & (weight[::16, :-1] > 0)
-    d = np.diff(rows, axis=1)[good & np.isfinite(rows[:, 1:]) & np.isfinite(rows[:, :-1])]
+    from .rice import row_differences
+
+    d = row_differences(image, weight, 16)
     if d.size < 100:
         return math.inf
     mad = float(np.median(np.abs(d - np.median(d))))

@@ -44,6 +44,8 @@ __all__ = [
     "encode_float_tiles",
     "encode_int_tiles",
     "quantise_reference",
+    "positive_sample",
+    "row_differences",
 ]
 
 #: Integer that stands for an exact 0.0 under SUBTRACTIVE_DITHER_2.
@@ -280,6 +282,63 @@ def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
         fin = w[np.isfinite(w)]
         lo = float(fin.min()) if fin.size else math.inf
     return bool(finite), float(lo), float(pos)
+
+
+@numba.njit(cache=True)
+def _positive_every(w, every):
+    """The finite positive values of ``w[::every]`` (1-D), in order."""
+    out = np.empty((w.shape[0] + every - 1) // every, w.dtype)
+    n = 0
+    for i in range(0, w.shape[0], every):
+        v = w[i]
+        out[n] = v
+        n += np.isfinite(v) and v > 0
+    return out[:n]
+
+
+@numba.njit(cache=True)
+def _row_differences(image, weight, every):
+    """``image[r, i + 1] - image[r, i]`` (float64) on every ``every``-th row ``r`` where both
+    pixels are finite and have positive weight, in row-major order."""
+    ny, nx = image.shape
+    out = np.empty(((ny + every - 1) // every) * (nx - 1), np.float64)
+    n = 0
+    for r in range(0, ny, every):
+        for i in range(nx - 1):
+            a = np.float64(image[r, i])
+            b = np.float64(image[r, i + 1])
+            d = b - a
+            out[n] = d
+            n += (weight[r, i + 1] > 0) and (weight[r, i] > 0) and np.isfinite(a) \
+                and np.isfinite(b)
+    return out[:n]
+
+
+def positive_sample(weight: np.ndarray, every: int) -> np.ndarray:
+    """The finite positive values among every ``every``-th value of ``weight`` (flattened in
+    C order), in order, in ``weight``'s dtype: ``w[::every][isfinite & (w > 0)]`` in one
+    pass."""
+    w = np.ascontiguousarray(weight).ravel()
+    if w.dtype not in (np.float32, np.float64):
+        w = w.astype(np.float64)
+    if w.size == 0:
+        return w
+    return _positive_every(w, int(every))
+
+
+def row_differences(image: np.ndarray, weight: np.ndarray, every: int) -> np.ndarray:
+    """Differences of horizontally neighbouring pixels (float64) on every ``every``-th row,
+    where both are finite with positive weight, in row-major order: the same values as
+    ``np.diff(image[::every].astype(float64), axis=1)[good]``, in one pass."""
+    img = np.ascontiguousarray(image)
+    if img.dtype not in (np.float32, np.float64):
+        img = img.astype(np.float64)
+    wgt = np.ascontiguousarray(weight)
+    if img.ndim != 2 or wgt.shape != img.shape:
+        raise ValueError(f"image {img.shape} and weight {wgt.shape} must be 2-D of one shape")
+    if img.shape[1] < 2 or img.shape[0] == 0:
+        return np.empty(0, np.float64)
+    return _row_differences(img, wgt, int(every))
 
 
 def _heap_buffer(ny: int, nx: int, bytepix: int) -> np.ndarray:
