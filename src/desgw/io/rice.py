@@ -203,30 +203,43 @@ def _row_dither(rand, row, dither0, r):
 
 
 @numba.njit(cache=True)
-def _encode_float(data, delta, dither0, rand, buf, offsets, nbytes, zzero):
-    """Quantise (SUBTRACTIVE_DITHER_2) and Rice-code every row of ``data``; return the heap
-    length, or ``-1 - row`` for the first row with a non-finite value or whose range does not
-    fit in 32-bit integers at this step.
+def _row_range(bits, row, pair):
+    """Smallest and largest value of a float32 row given as its int32 bit patterns, and
+    whether all are finite. Integer keys ordered as the floats (sign-magnitude folded to
+    two's complement) so that the loop vectorises, which a float min/max loop does not
+    without fast-math; ``pair`` (int32[2]) is scratch space for the conversion back."""
+    lo = np.int32(2147483647)
+    hi = np.int32(-2147483648)
+    bad = np.int32(0)
+    for i in range(bits.shape[1]):
+        u = bits[row, i]
+        bad |= np.int32((u & np.int32(0x7F800000)) == np.int32(0x7F800000))
+        k = u ^ ((u >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        lo = min(lo, k)
+        hi = max(hi, k)
+    pair[0] = lo ^ ((lo >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    pair[1] = hi ^ ((hi >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    f = pair.view(np.float32)
+    return f[0], f[1], bad == 0
 
-    Per row: one branch-free pass for the range and finiteness, one for the quantised
-    integers, one to Rice-code them (each loop simple enough for the compiler to vectorise
-    the first two)."""
+
+@numba.njit(cache=True)
+def _encode_float(data, bits, delta, dither0, rand, buf, offsets, nbytes, zzero):
+    """Quantise (SUBTRACTIVE_DITHER_2) and Rice-code every row of ``data`` (``bits``: the
+    same pixels viewed as int32); return the heap length, or ``-1 - row`` for the first row
+    with a non-finite value or whose range does not fit in 32-bit integers at this step.
+
+    Per row: one pass for the range and finiteness, one for the quantised integers (both
+    vectorised by the compiler), one to Rice-code them."""
     ny, nx = data.shape
     q = np.empty(nx, np.int64)
     r = np.empty(nx, np.float64)
     diff = np.empty(_BLOCK, np.int64)
-    inf = np.float32(np.inf)
+    pair = np.empty(2, np.int32)
     pos = 0
     for row in range(ny):
-        lo = inf
-        hi = -inf
-        bad = np.float32(0.0)
-        for i in range(nx):
-            v = data[row, i]
-            bad += v * np.float32(0.0)  # NaN once any value is NaN or infinite
-            lo = min(lo, v)
-            hi = max(hi, v)
-        if bad != 0:
+        lo, hi, finite = _row_range(bits, row, pair)
+        if not finite:
             return -1 - row
         if (np.float64(hi) - np.float64(lo)) / delta > 2.0 * 2147483647.0 - _N_RESERVED:
             return -1 - row
@@ -384,7 +397,8 @@ def encode_float_tiles(data: np.ndarray, delta: float, dither_seed: int
     offsets = np.empty(ny, np.int64)
     nbytes = np.empty(ny, np.int64)
     zzero = np.empty(ny, np.float64)
-    n = _encode_float(a, step, int(dither_seed), dither_sequence(), buf, offsets, nbytes, zzero)
+    n = _encode_float(a, a.view(np.int32), step, int(dither_seed), dither_sequence(), buf,
+                      offsets, nbytes, zzero)
     if n < 0:
         return None
     return buf[:n], offsets, nbytes, zzero
