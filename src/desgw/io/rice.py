@@ -271,17 +271,25 @@ def _encode_int(data, fsbits, fsmax, bbits, buf, offsets, nbytes):
 
 
 @numba.njit(cache=True)
-def _weight_stats(w):  # float32 1-D, branch-free so that it vectorises
-    lo = np.float32(np.inf)
-    pos_min = np.float32(np.inf)
-    bad = np.float32(0.0)
-    inf = np.float32(np.inf)
-    for i in range(w.shape[0]):
-        v = w[i]
-        bad += v * np.float32(0.0)  # NaN once any value is NaN or infinite
-        lo = min(lo, v)
-        pos_min = min(pos_min, v if v > 0 else inf)
-    return bad == 0, lo, pos_min
+def _weight_stats(bits):
+    """(all finite, smallest value, smallest positive value or +inf) of float32 values given
+    as their int32 bit patterns: integer keys ordered as the floats, so that the loop
+    vectorises (a float min/max loop does not without fast-math). Positive floats, +inf
+    included, are the patterns in (0, 0x7F800000]."""
+    lo = np.int32(2147483647)
+    pos_min = np.int32(2147483647)
+    bad = np.int32(0)
+    for i in range(bits.shape[0]):
+        u = bits[i]
+        bad |= np.int32((u & np.int32(0x7F800000)) == np.int32(0x7F800000))
+        lo = min(lo, u ^ ((u >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+        pos_min = min(pos_min, u if (u > 0) & (u <= np.int32(0x7F800000))
+                      else np.int32(2147483647))
+    pair = np.empty(2, np.int32)
+    pair[0] = lo ^ ((lo >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    pair[1] = pos_min if pos_min != np.int32(2147483647) else np.int32(0x7F800000)
+    f = pair.view(np.float32)
+    return bad == 0, f[0], f[1]
 
 
 def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
@@ -290,7 +298,7 @@ def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
     w = np.ascontiguousarray(weight, dtype=np.float32)
     if w.size == 0:
         return True, math.inf, math.inf
-    finite, lo, pos = _weight_stats(w.ravel())
+    finite, lo, pos = _weight_stats(w.ravel().view(np.int32))
     if not finite:  # the minimum of the finite values
         fin = w[np.isfinite(w)]
         lo = float(fin.min()) if fin.size else math.inf
