@@ -43,6 +43,7 @@ __all__ = [
     "weight_stats",
     "encode_float_tiles",
     "encode_int_tiles",
+    "decode_int_tiles",
     "quantise_reference",
     "positive_sample",
     "row_differences",
@@ -360,6 +361,136 @@ def row_differences(image: np.ndarray, weight: np.ndarray, every: int) -> np.nda
     if img.shape[1] < 2 or img.shape[0] == 0:
         return np.empty(0, np.float64)
     return _row_differences(img, wgt, int(every))
+
+
+#: Number of significant bits of each byte value (0 for 0): the unary decoder's table.
+_NONZERO = np.array([0] + [int(v).bit_length() for v in range(1, 256)], np.int64)
+
+
+@numba.njit(cache=True)
+def _decode_rows(heap, nbytes, offsets, out, bbits, fsbits, fsmax, nonzero, offset):
+    """Decode Rice-coded row tiles (as :func:`_rice_row` writes them) into ``out`` (one row
+    per tile), adding ``offset`` (BZERO) to each signed ``bbits``-bit value. Every read is
+    checked against the tile's bytes and the heap; return 0, or ``-1 - row`` for the first
+    tile that is inconsistent (overruns its bytes or ends before them, an impossible split
+    level)."""
+    ny, nx = out.shape
+    mask = (np.int64(1) << bbits) - 1
+    half = np.int64(1) << (bbits - 1)
+    nheap = heap.shape[0]
+    for row in range(ny):
+        p = offsets[row]
+        end = p + nbytes[row]
+        if p < 0 or end > nheap or nbytes[row] < bbits // 8:
+            return -1 - row
+        lastpix = np.int64(0)
+        for _ in range(bbits // 8):
+            lastpix = (lastpix << 8) | np.int64(heap[p])
+            p += 1
+        b = np.int64(0)  # pending bits (fewer than 8 between values), and their number
+        nbits = 0
+        i = 0
+        while i < nx:
+            while nbits < fsbits:
+                if p >= end:
+                    return -1 - row
+                b = (b << 8) | np.int64(heap[p])
+                p += 1
+                nbits += 8
+            nbits -= fsbits
+            fs = (b >> nbits) - 1
+            b &= (np.int64(1) << nbits) - 1
+            imax = min(i + _BLOCK, nx)
+            if fs < 0:  # a block of zero differences
+                v = ((lastpix + half) & mask) - half + offset
+                for j in range(i, imax):
+                    out[row, j] = v
+            elif fs == fsmax:  # differences stored verbatim
+                for j in range(i, imax):
+                    while nbits < bbits:
+                        if p >= end:
+                            return -1 - row
+                        b = (b << 8) | np.int64(heap[p])
+                        p += 1
+                        nbits += 8
+                    nbits -= bbits
+                    diff = b >> nbits
+                    b &= (np.int64(1) << nbits) - 1
+                    diff = ~(diff >> 1) if diff & 1 else diff >> 1
+                    lastpix = (lastpix + diff) & mask
+                    out[row, j] = ((lastpix + half) & mask) - half + offset
+            elif fs > fsmax:
+                return -1 - row
+            else:
+                for j in range(i, imax):
+                    while b == 0:  # the unary part: leading zeros up to a one bit
+                        if p >= end:
+                            return -1 - row
+                        nbits += 8
+                        b = np.int64(heap[p])
+                        p += 1
+                    nzero = nbits - nonzero[b]
+                    nbits -= nzero + 1
+                    b ^= np.int64(1) << nbits
+                    nbits -= fs
+                    while nbits < 0:
+                        if p >= end:
+                            return -1 - row
+                        b = (b << 8) | np.int64(heap[p])
+                        p += 1
+                        nbits += 8
+                    diff = (np.int64(nzero) << fs) | (b >> nbits)
+                    b &= (np.int64(1) << nbits) - 1
+                    diff = ~(diff >> 1) if diff & 1 else diff >> 1
+                    lastpix = (lastpix + diff) & mask
+                    out[row, j] = ((lastpix + half) & mask) - half + offset
+            i = imax
+        if p != end:  # a tile that does not end where its bytes do
+            return -1 - row
+    return 0
+
+
+def decode_int_tiles(heap: np.ndarray, nbytes: np.ndarray, offsets: np.ndarray,
+                     shape: tuple[int, int], bytepix: int, offset: int,
+                     dtype: np.dtype | type) -> np.ndarray | None:
+    """Decode a RICE_1 integer image stored one tile per row (``BLOCKSIZE`` 32).
+
+    Parameters
+    ----------
+    heap : numpy.ndarray
+        The HDU's heap (uint8).
+    nbytes, offsets : numpy.ndarray
+        Each tile's byte count and offset in the heap (the ``COMPRESSED_DATA`` descriptors).
+    shape : tuple of int
+        (rows, columns) of the image; one tile per row.
+    bytepix : int
+        ``BYTEPIX``: 2 (16-bit values) or 4 (32-bit).
+    offset : int
+        Added to every signed value (``BZERO``, with ``BSCALE`` 1).
+    dtype : numpy dtype
+        Of the result; must hold every value plus ``offset``.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The pixels; None when a tile is inconsistent (overruns its bytes or the heap, ends
+        before them, an impossible split level): the caller reads the image another way, whose error
+        describes the damage.
+    """
+    if bytepix == 2:
+        bbits, fsbits, fsmax = 16, 4, 14
+    elif bytepix == 4:
+        bbits, fsbits, fsmax = 32, 5, 25
+    else:
+        raise ValueError(f"BYTEPIX must be 2 or 4, got {bytepix}")
+    ny, nx = shape
+    if len(nbytes) != ny or len(offsets) != ny:
+        raise ValueError(f"{len(nbytes)} tiles for {ny} rows")
+    out = np.empty((ny, nx), dtype)
+    status = _decode_rows(np.ascontiguousarray(heap, np.uint8),
+                          np.asarray(nbytes, np.int64), np.asarray(offsets, np.int64), out,
+                          bbits, fsbits, fsmax, _NONZERO, int(offset))
+    return out if status == 0 else None
 
 
 def _heap_buffer(ny: int, nx: int, bytepix: int) -> np.ndarray:
