@@ -14,8 +14,9 @@ seconds (``time.process_time``). Measured on a search CCD's immask and its diffe
 plane at the step the file was written with (and whether both revisions give the same
 bytes), and ``noise_step`` of each SCI plane (and whether the step is the same); on the
 template CCD's immask: a prepared file written by each revision from the same planes, its
-size, and a whole read (and whether the pixels read are identical). Prints one JSON object
-(with the load average before and after).
+size, and a whole read (and whether the pixels read are identical); on the raw exposure: the
+decode of CCD ``--ccd`` by cfitsio (the baseline's reader) and by the reader now (and whether
+the pixels are identical). Prints one JSON object (with the load average before and after).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ _DEFAULTS = {
     "immask": _B60S / "20190814/880001/D00880001_r_28_r1p1_immask.fits.fz",
     "diff": _B60S / "20190814/880001/dp1/r_28/D00880001_r_28_r1p1_dp1_diff.fits.fz",
     "template": _B60S / "20171220/699430/D00699430_r_28_r1p1_immask.fits.fz",
+    "raw": Path("/work/b60s/raw/DECam_00880001.fits.fz"),
 }
 
 
@@ -106,6 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", default="1e12e3c", help="git revision to compare with")
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--ccd", type=int, default=28)
     for key, path in _DEFAULTS.items():
         ap.add_argument(f"--{key}", type=Path, default=path)
     args = ap.parse_args()
@@ -166,6 +169,18 @@ def main() -> None:
     out["prepared_read"]["pixels_identical"] = all(
         np.array_equal(getattr(reads["baseline"], k), getattr(reads["now"], k))
         for k in ("image", "mask", "weight"))
+    from desgw.io.fitsindex import open_indexed
+    from desgw.io.raw import _rice_row_tiles
+
+    fx = open_indexed(args.raw)
+    assert fx is not None
+    idx = fx.by_ccdnum[args.ccd]
+    hdr = fx.header(idx)
+    (t_c, a), (t_n, b) = _best_pair(partial(fx.read_image_2d, idx),
+                                    partial(_rice_row_tiles, fx, idx, hdr), args.repeat)
+    out["raw_decode"] = {"ccd": args.ccd, "cfitsio_s": round(t_c, 4), "now_s": round(t_n, 4),
+                         "identical": b is not None and b.dtype == a.dtype
+                         and bool(np.array_equal(a, b))}
     shutil.rmtree(tmp, ignore_errors=True)
     out["load_avg_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
