@@ -20,10 +20,11 @@ follows from its kind, as DESDM writes its products (DarkEnergySurvey/imsupport,
 
 The RICE_1 planes are encoded by :mod:`desgw.io.rice` (numba) and the file assembled here:
 the same compressed bytes, tile scales and zero points as cfitsio writes (tested), in about a
-third of its CPU time (one 4096 x 2048 plane, one core: SCI 0.11 against 0.28-0.40 CPU-s,
-``bench/bench_codecs.py``). A file with a plane that encoder does not take (lossless float,
-NaN or infinite values, a row whose range does not fit 32-bit integers at its step, rows of
-one pixel) is written whole by cfitsio (``fitsio``) with the same codecs.
+quarter of its CPU time (one 4096 x 2048 plane, one core: SCI ~0.06-0.09 against 0.28-0.40
+CPU-s, ``bench/bench_codecs.py``, ``bench/bench_codec_planes.py``). A file with a plane that
+encoder does not take (lossless float, NaN or infinite values, a row whose range does not
+fit 32-bit integers at its step, rows of one pixel) is written whole by cfitsio
+(``fitsio``) with the same codecs.
 """
 
 from __future__ import annotations
