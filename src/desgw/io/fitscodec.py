@@ -196,10 +196,10 @@ def _pixels(plane: Plane, path: Path) -> np.ndarray:
     if np.issubdtype(a.dtype, np.bool_):
         a = a.astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):
-        if a.size and (int(a.max()) > np.iinfo(np.int32).max or int(a.min()) < np.iinfo(
-                np.int32).min):
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if hi > np.iinfo(np.int32).max or lo < np.iinfo(np.int32).min:
             raise DataTypeError(path, plane.name, f"{plane.name} values do not fit in int32")
-        small = not a.size or (int(a.min()) >= -32768 and int(a.max()) <= 32767)
+        small = lo >= -32768 and hi <= 32767
         return np.ascontiguousarray(a, dtype=np.int16 if small else np.int32)
     if not np.issubdtype(a.dtype, np.floating):
         raise DataTypeError(path, plane.name, f"{plane.name} must be numeric, got {a.dtype}")
