@@ -160,12 +160,12 @@ def _int_scene(rng, shape, dtype):
     return np.clip(a, info.min, info.max).astype(dtype)
 
 
-@pytest.mark.parametrize("dtype", [np.int16, np.uint16, np.int32, np.uint32])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
 def test_row_tile_decoder_matches_cfitsio(tmp_path, dtype):
     """decode_int_tiles (raw CCDs) gives exactly what cfitsio decodes from cfitsio's own
-    RICE_1 row tiles (int16 / int32, BZERO 0 or the unsigned offset), and round-trips our
-    encoder; a tile table it does not take (2-row tiles) or a damaged tile goes back to the
-    caller as None."""
+    RICE_1 row tiles (16-bit with BZERO 32768 as DECam raws, 32-bit with BZERO 0; each output
+    dtype is one more numba compilation, so two), and round-trips our encoder; a tile table
+    it does not take (2-row tiles) or a damaged tile goes back to the caller as None."""
     from desgw.io.fitsindex import open_indexed
     from desgw.io.raw import _rice_row_tiles
 
@@ -184,7 +184,7 @@ def test_row_tile_decoder_matches_cfitsio(tmp_path, dtype):
     np.testing.assert_array_equal(got, data)
     assert _rice_row_tiles(fx, 2, fx.header(2)) is None
     assert _rice_row_tiles(fx, 3, fx.header(3)) is None
-    if dtype in (np.int16, np.int32):   # our encoder's tiles decode to the image
+    if dtype == np.int32:               # our encoder's tiles decode to the image
         heap, offsets, nbytes, bytepix = rice.encode_int_tiles(data)
         np.testing.assert_array_equal(
             rice.decode_int_tiles(heap, nbytes, offsets, shape, bytepix, 0, dtype), data)
