@@ -38,15 +38,24 @@ def _write(path, kind, seed):
 
 
 def _decodes(monkeypatch):
-    """Count the pixel decodes cfitsio does (FitsIndex.read_image)."""
+    """Count the pixel decodes, by cfitsio (FitsIndex.read_image) or by desgw's RICE_1
+    row-tile decoder (raw CCDs, desgw.io.rice.decode_int_tiles)."""
+    from desgw.io import rice
+
     calls = []
     real = fitsindex.FitsIndex.read_image
+    real_rice = rice.decode_int_tiles
 
     def counting(self, index):
         calls.append(index)
         return real(self, index)
 
+    def counting_rice(*args, **kwargs):
+        calls.append("rice")
+        return real_rice(*args, **kwargs)
+
     monkeypatch.setattr(fitsindex.FitsIndex, "read_image", counting)
+    monkeypatch.setattr(rice, "decode_int_tiles", counting_rice)
     return calls
 
 

@@ -68,3 +68,32 @@ def test_errors(tmp_path):
     with pytest.raises(DataTypeError, match="numeric"):
         write_planes(tmp_path / "x.fits.fz", [Plane("SCI", np.array([["a"]]))])
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_noise_samples_are_the_numpy_selections(dtype):
+    """The one-pass samples behind noise_step hold exactly the values, in the order, of the
+    numpy selections they replace (so the medians, hence the steps, are unchanged)."""
+    from desgw.io.rice import positive_sample, row_differences
+
+    rng = np.random.default_rng(3)
+    img = rng.normal(0, 10, (70, 41)).astype(np.float32)
+    img[rng.random(img.shape) < 0.05] = np.nan
+    img[2, 7] = np.inf
+    w = (rng.uniform(-0.2, 1, img.shape) * 100).astype(dtype)
+    if dtype != np.int32:
+        w[rng.random(w.shape) < 0.05] = np.nan
+        w[3, :5] = np.inf
+    for a, b in ((img, w), (img[:, ::2], w[:, ::2])):      # and non-contiguous views
+        flat = np.asarray(b).ravel()[::7]
+        want = flat[np.isfinite(flat) & (flat > 0)]
+        got = positive_sample(b, 7)
+        assert got.dtype == (want.dtype if dtype != np.int32 else np.float64)
+        np.testing.assert_array_equal(got, want)
+        rows = a[::16].astype(np.float64)
+        good = (b[::16, 1:] > 0) & (b[::16, :-1] > 0)
+        want_d = np.diff(rows, axis=1)[good & np.isfinite(rows[:, 1:])
+                                       & np.isfinite(rows[:, :-1])]
+        np.testing.assert_array_equal(row_differences(a, b, 16), want_d)
+    with pytest.raises(ValueError, match="one shape"):
+        row_differences(img, w[:, :3], 16)

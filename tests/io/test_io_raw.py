@@ -194,17 +194,22 @@ def test_full_size_ccd_layout_round_trip(tmp_path):
 def test_header_map_does_not_decompress(tmp_path, monkeypatch):
     from desgw.io import fitsindex
 
+    from desgw.io import raw as raw_module
+
     path = tmp_path / "raw.fits.fz"
     write_small(path)
-    calls = []
+    calls, ours = [], []
     orig = fitsindex.FitsIndex.read_image
     monkeypatch.setattr(fitsindex.FitsIndex, "read_image",
                         lambda self, i: calls.append(self.labels[i]) or orig(self, i))
+    orig_rows = raw_module._rice_row_tiles
+    monkeypatch.setattr(raw_module, "_rice_row_tiles",
+                        lambda fx, i, h: ours.append(fx.labels[i]) or orig_rows(fx, i, h))
     with RawExposure(path) as raw:
         assert raw.ccdnums == (1, 5, 35)
-        assert calls == []
+        assert calls == [] and ours == []
         raw.read_ccd(5)
-        assert calls == ["1:S25"]
+        assert ours == ["1:S25"] and calls == []   # RICE_1 row tiles: our decoder, not cfitsio
 
 
 def test_skips_hdus_without_ccdnum_and_finds_any_order(tmp_path):

@@ -23,6 +23,7 @@ from desgw.diff.pipeline_products import (
 from desgw.diff.pipeline_steps import subtract_sky
 from desgw.diff.pipeline_types import DiffConfig
 from desgw.io.prepared_template import (
+    _read_meta,
     prepared_path,
     read_prepared,
     source_stamp,
@@ -242,3 +243,36 @@ def test_write_prepared_errors(tmp_path):
     with pytest.raises(Exception, match="integer"):
         write_prepared(tmp_path / "x.dgt", a, a, a, None, source={}, settings_hash="k")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("n_bright", [0, 37, 3000])
+def test_int16_plane_with_bright_pixels_apart_reads_exactly(tmp_path, n_bright):
+    """SCI integers beyond int16 (bright star cores) are stored apart and written back:
+    whole and partial reads give rint(image / step) * step exactly, whichever layout the
+    writer chose (int16 with 37 pixels apart; int32 when 3000 of 12000 pixels, > 1 %,
+    would be)."""
+    rng = np.random.default_rng(n_bright)
+    shape = (600, 20)
+    img = rng.normal(0, SIGMA, shape).astype(np.float32)
+    wgt = np.full(shape, 1 / SIGMA**2, np.float32)
+    flat = rng.choice(img.size, n_bright, replace=False)
+    img.ravel()[flat] = rng.choice([-1, 1], n_bright) * rng.uniform(4e4, 3e6, n_bright)
+    img[599, 19] = 5e5                        # the last pixel of the plane
+    msk = np.zeros(shape, np.int32)
+    path = write_prepared(tmp_path / "x.dgt", img, msk, wgt, fits.Header(), source={"a": 1},
+                          settings_hash="k")
+    got = read_prepared(path, source={"a": 1}, settings_hash="k")
+    with open(path, "rb") as fh:
+        info = _read_meta(fh, path)[0]["planes"]["SCI"]
+    step = np.float32(info["step"])
+    assert abs(step / (SIGMA / 16) - 1) < 0.03  # the image's noise, not the bright pixels
+    want = np.rint(img / step).astype(np.float64) * np.float64(step)
+    np.testing.assert_array_equal(got.image, want.astype(np.float32))
+    assert info["dtype"] == ("<i4" if n_bright == 3000 else "<i2")
+    assert ("overflow" in info) == (n_bright != 3000)
+    if n_bright != 3000:
+        assert info["overflow"][2] == n_bright + 1
+    part = read_prepared(path, source={"a": 1}, settings_hash="k",
+                         crop=lambda w, s: (slice(250, 600), slice(3, 20)))
+    np.testing.assert_array_equal(part.image, got.image[250:600, 3:20])
+    np.testing.assert_array_equal(part.weight, got.weight[250:600, 3:20])

@@ -20,10 +20,11 @@ follows from its kind, as DESDM writes its products (DarkEnergySurvey/imsupport,
 
 The RICE_1 planes are encoded by :mod:`desgw.io.rice` (numba) and the file assembled here:
 the same compressed bytes, tile scales and zero points as cfitsio writes (tested), in about a
-third of its CPU time (one 4096 x 2048 plane, one core: SCI 0.11 against 0.28-0.40 CPU-s,
-``bench/bench_codecs.py``). A file with a plane that encoder does not take (lossless float,
-NaN or infinite values, a row whose range does not fit 32-bit integers at its step, rows of
-one pixel) is written whole by cfitsio (``fitsio``) with the same codecs.
+quarter of its CPU time (one 4096 x 2048 plane, one core: SCI ~0.06-0.09 against 0.28-0.40
+CPU-s, ``bench/bench_codecs.py``, ``bench/bench_codec_planes.py``). A file with a plane that
+encoder does not take (lossless float, NaN or infinite values, a row whose range does not
+fit 32-bit integers at its step, rows of one pixel) is written whole by cfitsio
+(``fitsio``) with the same codecs.
 """
 
 from __future__ import annotations
@@ -112,8 +113,9 @@ def noise_step(weight: np.ndarray, q: float = NOISE_QUANTIZE_LEVEL, *,
         ``sigma / q`` with sigma from the median positive weight (every 7th pixel); 0 (store
         losslessly) when no weight is positive or finite.
     """
-    w = np.asarray(weight).ravel()[::_SAMPLE]
-    w = w[np.isfinite(w) & (w > 0)]
+    from .rice import positive_sample  # numba: imported when first needed
+
+    w = positive_sample(np.asarray(weight), _SAMPLE)
     if w.size == 0:
         return 0.0
     sigma = 1.0 / math.sqrt(float(np.median(w)))
@@ -126,9 +128,9 @@ def _image_sigma(image: np.ndarray, weight: np.ndarray) -> float:
     """Robust pixel noise of an image from neighbouring-pixel differences (inf if unknown)."""
     if image.ndim != 2 or image.shape[1] < 2:
         return math.inf
-    rows = image[::16].astype(np.float64)
-    good = (weight[::16, 1:] > 0) & (weight[::16, :-1] > 0)
-    d = np.diff(rows, axis=1)[good & np.isfinite(rows[:, 1:]) & np.isfinite(rows[:, :-1])]
+    from .rice import row_differences
+
+    d = row_differences(image, weight, 16)
     if d.size < 100:
         return math.inf
     mad = float(np.median(np.abs(d - np.median(d))))
@@ -194,10 +196,10 @@ def _pixels(plane: Plane, path: Path) -> np.ndarray:
     if np.issubdtype(a.dtype, np.bool_):
         a = a.astype(np.uint8)
     if np.issubdtype(a.dtype, np.integer):
-        if a.size and (int(a.max()) > np.iinfo(np.int32).max or int(a.min()) < np.iinfo(
-                np.int32).min):
+        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+        if hi > np.iinfo(np.int32).max or lo < np.iinfo(np.int32).min:
             raise DataTypeError(path, plane.name, f"{plane.name} values do not fit in int32")
-        small = not a.size or (int(a.min()) >= -32768 and int(a.max()) <= 32767)
+        small = lo >= -32768 and hi <= 32767
         return np.ascontiguousarray(a, dtype=np.int16 if small else np.int32)
     if not np.issubdtype(a.dtype, np.floating):
         raise DataTypeError(path, plane.name, f"{plane.name} must be numeric, got {a.dtype}")

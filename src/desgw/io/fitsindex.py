@@ -263,6 +263,12 @@ class FitsIndex:
         """True when HDU ``index`` is a tile-compressed image."""
         return bool(self._infos[index].get("is_compressed_image"))
 
+    def hdu_span(self, index: int) -> tuple[int, int, int]:
+        """Byte offsets of HDU ``index`` in the file: (header start, data start, data end);
+        for a tile-compressed HDU, the header is its binary table's."""
+        info = self._infos[index]
+        return int(info["header_start"]), int(info["data_start"]), int(info["data_end"])
+
     def read_image(self, index: int) -> np.ndarray:
         """Decode the whole image of HDU ``index`` (BZERO/BSCALE applied), native byte order.
 

@@ -7,7 +7,11 @@ once, next to the immask (``D{expnum:08d}_{band}_{ccd:02d}_r{R}p{P}_tmplprep-{se
 * ``SCI``: the sky-subtracted image (e-), quantised with the step sigma / 16 of the noise
   (sigma from the median weight, as the immask SCI: quantisation noise sigma / 55, a
   0.03 % variance; rounding without dither is unbiased for values whose noise is 16 steps
-  wide), stored as int32;
+  wide), stored as int16 when at most 1 % of the integers fall outside int16 (those, star
+  cores brighter than ~2000 sigma, are stored apart as flat pixel indices and int32 values,
+  one zstd block, and written over the int16 plane's zeros on reading), else int32. int16
+  halves what zstd decompresses: a whole CCD's SCI reads in ~0.035 instead of ~0.075 CPU-s
+  (compressed ~10 % smaller, format 2);
 * ``WGT``: the inverse variance (e-**-2), quantised with the step (smallest positive weight) /
   1024 (every weight within 0.05 % of itself, zeros exact), int16 when it fits, else int32;
 * ``MSK``: the mask bits, lossless (int16 when they fit, else int32);
@@ -29,8 +33,8 @@ again. It is written atomically, so concurrent writers of the same template CCD 
 last complete file wins; both are identical).
 
 Layout: 8 bytes magic ``DGWTPL01``, an 8-byte little-endian length, that many bytes of JSON
-(shape, block rows, planes with dtype, step and block offsets, key, header text), then the
-compressed blocks.
+(shape, block rows, planes with dtype, step, block offsets and the overflow block's offset,
+length and count, key, header text), then the compressed blocks.
 """
 
 from __future__ import annotations
@@ -71,10 +75,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 #: Version of the file layout (part of the key: a new layout never reads an old file).
-PREPARED_FORMAT = 1
+PREPARED_FORMAT = 2
 _MAGIC = b"DGWTPL01"
 _BLOCK_ROWS = 256
 _ZSTD_LEVEL = 1
+#: Largest fraction of a quantised plane's integers outside int16 for which the plane is
+#: stored as int16 with those integers apart (beyond it, int32).
+_OVERFLOW_FRACTION = 0.01
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,26 @@ def _quantise(a: np.ndarray, step: float) -> tuple[np.ndarray, float | None]:
     return a, None
 
 
+def _split_overflow(q: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """An int32 plane as int16 with the integers outside int16 set to 0, and those integers'
+    flat indices (int64) and values (int32) packed in one byte array; the plane unchanged
+    (and None) when more than ``_OVERFLOW_FRACTION`` of it is outside int16."""
+    if q.dtype != np.int32:
+        return q, None
+    out = (q < -32768) | (q > 32767)
+    idx = np.flatnonzero(out)
+    if idx.size > _OVERFLOW_FRACTION * q.size:
+        return q, None
+    small = q.astype(np.int16)
+    if idx.size == 0:
+        return small, None
+    small.ravel()[idx] = 0
+    vals = q.ravel()[idx]
+    packed = np.concatenate([idx.astype("<i8").view(np.uint8),
+                             vals.astype("<i4").view(np.uint8)])
+    return small, packed
+
+
 def _encode(a: np.ndarray, codec: Any) -> list[bytes]:
     blocks = []
     for r0 in range(0, a.shape[0], _BLOCK_ROWS):
@@ -269,6 +296,7 @@ def write_prepared(path: str | os.PathLike[str], image: np.ndarray, mask: np.nda
     chunks: list[bytes] = []
     offset = 0
     for name, (data, step) in planes.items():
+        data, overflow = _split_overflow(data) if step is not None else (data, None)
         blocks = _encode(data, codec)
         spans = []
         for b in blocks:
@@ -276,6 +304,11 @@ def write_prepared(path: str | os.PathLike[str], image: np.ndarray, mask: np.nda
             offset += len(b)
         chunks.extend(blocks)
         meta["planes"][name] = {"dtype": data.dtype.str, "step": step, "blocks": spans}
+        if overflow is not None:
+            blob = codec.compress(overflow, asbytes=True)
+            meta["planes"][name]["overflow"] = [offset, len(blob), int(overflow.size // 12)]
+            chunks.append(blob)
+            offset += len(blob)
     text = json.dumps(meta, allow_nan=True).encode()
     with atomic_write_path(final) as tmp:
         with open(tmp, "wb") as fh:
@@ -336,7 +369,37 @@ def _decode_plane(fh: Any, path: Path, name: str, info: dict[str, Any], data_sta
             dst[...] = part
         else:
             np.multiply(part, np.float32(step), out=dst, dtype=np.float32, casting="unsafe")
+    if "overflow" in info and r1 > r0:
+        _apply_overflow(fh, path, name, info, data_start, nx, rows, cols, out, codec, size)
     return out
+
+
+def _apply_overflow(fh: Any, path: Path, name: str, info: dict[str, Any], data_start: int,
+                    nx: int, rows: slice, cols: slice, out: np.ndarray, codec: Any,
+                    size: int) -> None:
+    """Write the integers stored apart from an int16 plane (times its step) into ``out``,
+    the decoded ``rows`` x ``cols`` part of the plane."""
+    try:
+        off, length, count = (int(v) for v in info["overflow"])
+    except (TypeError, ValueError) as exc:
+        raise CorruptFileError(path, name, f"bad overflow entry ({exc})") from None
+    if data_start + off + length > size:
+        raise CorruptFileError(path, name, "file is truncated")
+    fh.seek(data_start + off)
+    raw = fh.read(length)
+    try:
+        buf = codec.decompress(raw, decompressed_size=12 * count, asbytes=False)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises OSError / ArrowException
+        raise CorruptFileError(path, name, f"overflow block cannot be decompressed ({exc})"
+                               ) from None
+    packed = np.frombuffer(buf, np.uint8)
+    idx = packed[:8 * count].view("<i8")
+    vals = packed[8 * count:].view("<i4")
+    y, x = np.divmod(idx, nx)
+    keep = (y >= rows.start) & (y < rows.stop) & (x >= cols.start) & (x < cols.stop)
+    step = info["step"]
+    out[y[keep] - rows.start, x[keep] - cols.start] = np.multiply(
+        vals[keep], np.float32(step), dtype=np.float32, casting="unsafe")
 
 
 def read_prepared(path: str | os.PathLike[str], *, source: dict[str, Any],

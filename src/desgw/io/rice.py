@@ -24,9 +24,15 @@ the level code alone, and a block with ``fs`` at the maximum stores the values v
 
 Why our own encoder: cfitsio (through fitsio) spends ~0.3 CPU-s on each 4096 x 2048 float
 plane (quantise, Rice code, and its buffered heap writes tile by tile); this does the same in
-a fraction of that (``bench/bench_codecs.py``). The output is checked against cfitsio in
-``tests/io/test_rice.py``: astropy and fitsio decode it to exactly the values the rule above
-gives, and those equal what cfitsio's own write decodes to.
+~0.06-0.09 CPU-s (``bench/bench_codecs.py``, ``bench/bench_codec_planes.py``). The output is
+checked against cfitsio in ``tests/io/test_rice.py``: astropy and fitsio decode it to
+exactly the values the rule above gives, and those equal what cfitsio's own write decodes
+to.
+
+The module also decodes integer images stored as RICE_1 row tiles (:func:`decode_int_tiles`:
+raw DECam CCDs, fpack's layout; ~0.09 against cfitsio's ~0.23 CPU-s per CCD, the same
+values), and holds the one-pass scans the quantisation steps come from
+(:func:`weight_stats`, :func:`positive_sample`, :func:`row_differences`).
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ __all__ = [
     "weight_stats",
     "encode_float_tiles",
     "encode_int_tiles",
+    "decode_int_tiles",
     "quantise_reference",
+    "positive_sample",
+    "row_differences",
 ]
 
 #: Integer that stands for an exact 0.0 under SUBTRACTIVE_DITHER_2.
@@ -74,42 +83,43 @@ def dither_sequence() -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- bit writer
+# Bits accumulate in a 64-bit integer (``acc``, of which the low ``nacc`` < 32 bits are
+# pending); every field appended is at most 32 bits wide, and once 32 bits are pending they
+# go to the heap as four big-endian bytes. Each Rice-coded value (its unary high part, the
+# stop bit and its ``fs`` low bits) is appended as one field when it fits in 32 bits.
 @numba.njit(cache=True, inline="always")
-def _put(buf, pos, acc, nacc, value, nbits):
-    """Append the low ``nbits`` (<= 32) bits of ``value`` to the bit accumulator ``acc``
-    (``nacc`` < 8 bits pending); whole bytes go to ``buf``."""
-    acc = (acc << np.uint64(nbits)) | (np.uint64(value) & ((np.uint64(1) << np.uint64(nbits))
-                                                           - np.uint64(1)))
-    nacc += nbits
-    while nacc >= 8:
-        nacc -= 8
-        buf[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
-        pos += 1
-    acc &= (np.uint64(1) << np.uint64(nacc)) - np.uint64(1)
-    return pos, acc, nacc
+def _flush(buf, pos, acc, nacc):
+    """Write the 32 oldest pending bits of ``acc`` (``nacc`` >= 32 pending) to ``buf``."""
+    nacc -= 32
+    w = acc >> np.uint64(nacc)
+    buf[pos] = np.uint8((w >> np.uint64(24)) & np.uint64(0xFF))
+    buf[pos + 1] = np.uint8((w >> np.uint64(16)) & np.uint64(0xFF))
+    buf[pos + 2] = np.uint8((w >> np.uint64(8)) & np.uint64(0xFF))
+    buf[pos + 3] = np.uint8(w & np.uint64(0xFF))
+    return pos + 4, nacc
 
 
 @numba.njit(cache=True)
-def _rice_row(vals, buf, pos, fsbits, fsmax, bbits):
-    """Rice-code one tile of integers (int64 holding ``bbits``-bit values) into ``buf`` at
-    ``pos``; return the new position (the last byte padded with zero bits).
-
-    A single ``_put`` per bit field measured fastest: fusing the unary and low bits of a
-    value into one call, or flushing 32-bit words, made the loop ~2x slower in numba."""
+def _rice_row(vals, buf, pos, fsbits, fsmax, bbits, diff):
+    """Rice-code one tile of integers (``bbits``-bit values in any integer array) into
+    ``buf`` at ``pos``; return the new position (the last byte padded with zero bits).
+    ``diff`` is scratch space of ``_BLOCK`` int64."""
     n = vals.shape[0]
     mask = (np.int64(1) << bbits) - 1
     half = np.int64(1) << (bbits - 1)
-    diff = np.empty(_BLOCK, np.int64)
     acc = np.uint64(0)
     nacc = 0
-    pos, acc, nacc = _put(buf, pos, acc, nacc, vals[0] & mask, bbits)
-    last = vals[0]
+    last = np.int64(vals[0])
+    acc = (acc << np.uint64(bbits)) | np.uint64(last & mask)
+    nacc += bbits
+    if nacc >= 32:
+        pos, nacc = _flush(buf, pos, acc, nacc)
     for start in range(0, n, _BLOCK):
         stop = min(start + _BLOCK, n)
         nb = stop - start
         total = 0.0
         for j in range(nb):
-            v = vals[start + j]
+            v = np.int64(vals[start + j])
             d = ((v - last + half) & mask) - half  # difference wrapped to bbits, signed
             last = v
             z = (d << 1) if d >= 0 else ((-d) << 1) - 1
@@ -125,23 +135,54 @@ def _rice_row(vals, buf, pos, fsbits, fsmax, bbits):
             psum >>= 1
             fs += 1
         if fs >= fsmax:
-            pos, acc, nacc = _put(buf, pos, acc, nacc, fsmax + 1, fsbits)
+            acc = (acc << np.uint64(fsbits)) | np.uint64(fsmax + 1)
+            nacc += fsbits
+            if nacc >= 32:
+                pos, nacc = _flush(buf, pos, acc, nacc)
             for j in range(nb):
-                pos, acc, nacc = _put(buf, pos, acc, nacc, diff[j], bbits)
+                acc = (acc << np.uint64(bbits)) | np.uint64(diff[j] & mask)
+                nacc += bbits
+                if nacc >= 32:
+                    pos, nacc = _flush(buf, pos, acc, nacc)
         elif fs == 0 and total == 0:
-            pos, acc, nacc = _put(buf, pos, acc, nacc, 0, fsbits)
+            acc = acc << np.uint64(fsbits)
+            nacc += fsbits
+            if nacc >= 32:
+                pos, nacc = _flush(buf, pos, acc, nacc)
         else:
-            pos, acc, nacc = _put(buf, pos, acc, nacc, fs + 1, fsbits)
+            acc = (acc << np.uint64(fsbits)) | np.uint64(fs + 1)
+            nacc += fsbits
+            if nacc >= 32:
+                pos, nacc = _flush(buf, pos, acc, nacc)
             low = (np.int64(1) << fs) - 1
+            stop_bit = np.int64(1) << fs
             for j in range(nb):
                 z = diff[j]
                 top = z >> fs
+                if top + 1 + fs <= 32:  # unary part, stop bit and low bits in one field
+                    acc = (acc << np.uint64(top + 1 + fs)) | np.uint64(stop_bit | (z & low))
+                    nacc += top + 1 + fs
+                    if nacc >= 32:
+                        pos, nacc = _flush(buf, pos, acc, nacc)
+                    continue
                 while top >= 24:  # long runs of zeros: 24 at a time
-                    pos, acc, nacc = _put(buf, pos, acc, nacc, 0, 24)
+                    acc = acc << np.uint64(24)
+                    nacc += 24
+                    if nacc >= 32:
+                        pos, nacc = _flush(buf, pos, acc, nacc)
                     top -= 24
-                pos, acc, nacc = _put(buf, pos, acc, nacc, 1, top + 1)
-                if fs > 0:
-                    pos, acc, nacc = _put(buf, pos, acc, nacc, z & low, fs)
+                acc = (acc << np.uint64(top + 1)) | np.uint64(1)
+                nacc += top + 1
+                if nacc >= 32:
+                    pos, nacc = _flush(buf, pos, acc, nacc)
+                acc = (acc << np.uint64(fs)) | np.uint64(z & low)
+                nacc += fs
+                if nacc >= 32:
+                    pos, nacc = _flush(buf, pos, acc, nacc)
+    while nacc >= 8:
+        nacc -= 8
+        buf[pos] = np.uint8((acc >> np.uint64(nacc)) & np.uint64(0xFF))
+        pos += 1
     if nacc > 0:
         buf[pos] = np.uint8((acc << np.uint64(8 - nacc)) & np.uint64(0xFF))
         pos += 1
@@ -149,47 +190,76 @@ def _rice_row(vals, buf, pos, fsbits, fsmax, bbits):
 
 
 @numba.njit(cache=True)
-def _encode_float(data, delta, dither0, rand, buf, offsets, nbytes, zzero):
-    """Quantise (SUBTRACTIVE_DITHER_2) and Rice-code every row of ``data``; return the heap
-    length, or ``-1 - row`` for the first row with a non-finite value or whose range does not
-    fit in 32-bit integers at this step."""
+def _row_dither(rand, row, dither0, r):
+    """The dither values of tile ``row`` (0-based) less 0.5, one per pixel, into ``r``."""
+    nx = r.shape[0]
+    iseed = (row + dither0 - 1) % _N_RANDOM
+    nxt = int(rand[iseed] * 500.0)
+    i = 0
+    while i < nx:  # runs of the sequence until it wraps
+        take = min(nx - i, _N_RANDOM - nxt)
+        for j in range(take):
+            r[i + j] = np.float64(rand[nxt + j]) - 0.5
+        i += take
+        nxt += take
+        if nxt == _N_RANDOM:
+            iseed += 1
+            if iseed == _N_RANDOM:
+                iseed = 0
+            nxt = int(rand[iseed] * 500.0)
+
+
+@numba.njit(cache=True)
+def _row_range(bits, row, pair):
+    """Smallest and largest value of a float32 row given as its int32 bit patterns, and
+    whether all are finite. Integer keys ordered as the floats (sign-magnitude folded to
+    two's complement) so that the loop vectorises, which a float min/max loop does not
+    without fast-math; ``pair`` (int32[2]) is scratch space for the conversion back."""
+    lo = np.int32(2147483647)
+    hi = np.int32(-2147483648)
+    bad = np.int32(0)
+    for i in range(bits.shape[1]):
+        u = bits[row, i]
+        bad |= np.int32((u & np.int32(0x7F800000)) == np.int32(0x7F800000))
+        k = u ^ ((u >> np.int32(31)) & np.int32(0x7FFFFFFF))
+        lo = min(lo, k)
+        hi = max(hi, k)
+    pair[0] = lo ^ ((lo >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    pair[1] = hi ^ ((hi >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    f = pair.view(np.float32)
+    return f[0], f[1], bad == 0
+
+
+@numba.njit(cache=True)
+def _encode_float(data, bits, delta, dither0, rand, buf, offsets, nbytes, zzero):
+    """Quantise (SUBTRACTIVE_DITHER_2) and Rice-code every row of ``data`` (``bits``: the
+    same pixels viewed as int32); return the heap length, or ``-1 - row`` for the first row
+    with a non-finite value or whose range does not fit in 32-bit integers at this step.
+
+    Per row: one pass for the range and finiteness, one for the quantised integers (both
+    vectorised by the compiler), one to Rice-code them."""
     ny, nx = data.shape
     q = np.empty(nx, np.int64)
+    r = np.empty(nx, np.float64)
+    diff = np.empty(_BLOCK, np.int64)
+    pair = np.empty(2, np.int32)
     pos = 0
     for row in range(ny):
-        lo = data[row, 0]
-        hi = lo
-        if not np.isfinite(lo):
+        lo, hi, finite = _row_range(bits, row, pair)
+        if not finite:
             return -1 - row
-        for i in range(1, nx):
-            v = data[row, i]
-            if not np.isfinite(v):
-                return -1 - row
-            if v < lo:
-                lo = v
-            if v > hi:
-                hi = v
         if (np.float64(hi) - np.float64(lo)) / delta > 2.0 * 2147483647.0 - _N_RESERVED:
             return -1 - row
         zero = np.float64(lo) - delta * (_NULL_VALUE + _N_RESERVED)
-        iseed = (row + dither0 - 1) % _N_RANDOM
-        nxt = int(rand[iseed] * 500.0)
+        _row_dither(rand, row, dither0, r)
         for i in range(nx):
             v = data[row, i]
-            if v == 0.0:
-                q[i] = ZERO_VALUE
-            else:
-                x = (np.float64(v) - zero) / delta + np.float64(rand[nxt]) - 0.5
-                q[i] = int(x + 0.5) if x >= 0.0 else int(x - 0.5)
-            nxt += 1
-            if nxt == _N_RANDOM:
-                iseed += 1
-                if iseed == _N_RANDOM:
-                    iseed = 0
-                nxt = int(rand[iseed] * 500.0)
+            x = (np.float64(v) - zero) / delta + r[i]
+            k = np.int64(x + 0.5) if x >= 0.0 else np.int64(x - 0.5)
+            q[i] = ZERO_VALUE if v == 0.0 else k
         offsets[row] = pos
         zzero[row] = zero
-        pos = _rice_row(q, buf, pos, 5, 25, 32)
+        pos = _rice_row(q, buf, pos, 5, 25, 32, diff)
         nbytes[row] = pos - offsets[row]
     return pos
 
@@ -197,30 +267,36 @@ def _encode_float(data, delta, dither0, rand, buf, offsets, nbytes, zzero):
 @numba.njit(cache=True)
 def _encode_int(data, fsbits, fsmax, bbits, buf, offsets, nbytes):
     """Rice-code every row of an integer image losslessly; return the heap length."""
-    ny, nx = data.shape
-    q = np.empty(nx, np.int64)
+    ny = data.shape[0]
+    diff = np.empty(_BLOCK, np.int64)
     pos = 0
     for row in range(ny):
-        for i in range(nx):
-            q[i] = data[row, i]
         offsets[row] = pos
-        pos = _rice_row(q, buf, pos, fsbits, fsmax, bbits)
+        pos = _rice_row(data[row], buf, pos, fsbits, fsmax, bbits, diff)
         nbytes[row] = pos - offsets[row]
     return pos
 
 
 @numba.njit(cache=True)
-def _weight_stats(w):  # float32 1-D, branch-free so that it vectorises
-    lo = np.float32(np.inf)
-    pos_min = np.float32(np.inf)
-    bad = np.float32(0.0)
-    inf = np.float32(np.inf)
-    for i in range(w.shape[0]):
-        v = w[i]
-        bad += v * np.float32(0.0)  # NaN once any value is NaN or infinite
-        lo = min(lo, v)
-        pos_min = min(pos_min, v if v > 0 else inf)
-    return bad == 0, lo, pos_min
+def _weight_stats(bits):
+    """(all finite, smallest value, smallest positive value or +inf) of float32 values given
+    as their int32 bit patterns: integer keys ordered as the floats, so that the loop
+    vectorises (a float min/max loop does not without fast-math). Positive floats, +inf
+    included, are the patterns in (0, 0x7F800000]."""
+    lo = np.int32(2147483647)
+    pos_min = np.int32(2147483647)
+    bad = np.int32(0)
+    for i in range(bits.shape[0]):
+        u = bits[i]
+        bad |= np.int32((u & np.int32(0x7F800000)) == np.int32(0x7F800000))
+        lo = min(lo, u ^ ((u >> np.int32(31)) & np.int32(0x7FFFFFFF)))
+        pos_min = min(pos_min, u if (u > 0) & (u <= np.int32(0x7F800000))
+                      else np.int32(2147483647))
+    pair = np.empty(2, np.int32)
+    pair[0] = lo ^ ((lo >> np.int32(31)) & np.int32(0x7FFFFFFF))
+    pair[1] = pos_min if pos_min != np.int32(2147483647) else np.int32(0x7F800000)
+    f = pair.view(np.float32)
+    return bad == 0, f[0], f[1]
 
 
 def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
@@ -229,11 +305,198 @@ def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
     w = np.ascontiguousarray(weight, dtype=np.float32)
     if w.size == 0:
         return True, math.inf, math.inf
-    finite, lo, pos = _weight_stats(w.ravel())
+    finite, lo, pos = _weight_stats(w.ravel().view(np.int32))
     if not finite:  # the minimum of the finite values
         fin = w[np.isfinite(w)]
         lo = float(fin.min()) if fin.size else math.inf
     return bool(finite), float(lo), float(pos)
+
+
+@numba.njit(cache=True)
+def _positive_every(w, every):
+    """The finite positive values of ``w[::every]`` (1-D), in order."""
+    out = np.empty((w.shape[0] + every - 1) // every, w.dtype)
+    n = 0
+    for i in range(0, w.shape[0], every):
+        v = w[i]
+        out[n] = v
+        n += np.isfinite(v) and v > 0
+    return out[:n]
+
+
+@numba.njit(cache=True)
+def _row_differences(image, weight, every):
+    """``image[r, i + 1] - image[r, i]`` (float64) on every ``every``-th row ``r`` where both
+    pixels are finite and have positive weight, in row-major order."""
+    ny, nx = image.shape
+    out = np.empty(((ny + every - 1) // every) * (nx - 1), np.float64)
+    n = 0
+    for r in range(0, ny, every):
+        for i in range(nx - 1):
+            a = np.float64(image[r, i])
+            b = np.float64(image[r, i + 1])
+            d = b - a
+            out[n] = d
+            n += (weight[r, i + 1] > 0) and (weight[r, i] > 0) and np.isfinite(a) \
+                and np.isfinite(b)
+    return out[:n]
+
+
+def positive_sample(weight: np.ndarray, every: int) -> np.ndarray:
+    """The finite positive values among every ``every``-th value of ``weight`` (flattened in
+    C order), in order, in ``weight``'s dtype: ``w[::every][isfinite & (w > 0)]`` in one
+    pass."""
+    w = np.ascontiguousarray(weight).ravel()
+    if w.dtype not in (np.float32, np.float64):
+        w = w.astype(np.float64)
+    if w.size == 0:
+        return w
+    return _positive_every(w, int(every))
+
+
+def row_differences(image: np.ndarray, weight: np.ndarray, every: int) -> np.ndarray:
+    """Differences of horizontally neighbouring pixels (float64) on every ``every``-th row,
+    where both are finite with positive weight, in row-major order: the same values as
+    ``np.diff(image[::every].astype(float64), axis=1)[good]``, in one pass."""
+    img = np.ascontiguousarray(image)
+    if img.dtype not in (np.float32, np.float64):
+        img = img.astype(np.float64)
+    wgt = np.ascontiguousarray(weight)
+    if img.ndim != 2 or wgt.shape != img.shape:
+        raise ValueError(f"image {img.shape} and weight {wgt.shape} must be 2-D of one shape")
+    if img.shape[1] < 2 or img.shape[0] == 0:
+        return np.empty(0, np.float64)
+    return _row_differences(img, wgt, int(every))
+
+
+#: Number of significant bits of each byte value (0 for 0): the unary decoder's table.
+_NONZERO = np.array([0] + [int(v).bit_length() for v in range(1, 256)], np.int64)
+
+
+@numba.njit(cache=True)
+def _decode_rows(heap, nbytes, offsets, out, bbits, fsbits, fsmax, nonzero, offset):
+    """Decode Rice-coded row tiles (as :func:`_rice_row` writes them) into ``out`` (one row
+    per tile), adding ``offset`` (BZERO) to each signed ``bbits``-bit value. Every read is
+    checked against the tile's bytes and the heap; return 0, or ``-1 - row`` for the first
+    tile that is inconsistent (overruns its bytes or ends before them, an impossible split
+    level)."""
+    ny, nx = out.shape
+    mask = (np.int64(1) << bbits) - 1
+    half = np.int64(1) << (bbits - 1)
+    nheap = heap.shape[0]
+    for row in range(ny):
+        p = offsets[row]
+        end = p + nbytes[row]
+        if p < 0 or end > nheap or nbytes[row] < bbits // 8:
+            return -1 - row
+        lastpix = np.int64(0)
+        for _ in range(bbits // 8):
+            lastpix = (lastpix << 8) | np.int64(heap[p])
+            p += 1
+        b = np.int64(0)  # pending bits (fewer than 8 between values), and their number
+        nbits = 0
+        i = 0
+        while i < nx:
+            while nbits < fsbits:
+                if p >= end:
+                    return -1 - row
+                b = (b << 8) | np.int64(heap[p])
+                p += 1
+                nbits += 8
+            nbits -= fsbits
+            fs = (b >> nbits) - 1
+            b &= (np.int64(1) << nbits) - 1
+            imax = min(i + _BLOCK, nx)
+            if fs < 0:  # a block of zero differences
+                v = ((lastpix + half) & mask) - half + offset
+                for j in range(i, imax):
+                    out[row, j] = v
+            elif fs == fsmax:  # differences stored verbatim
+                for j in range(i, imax):
+                    while nbits < bbits:
+                        if p >= end:
+                            return -1 - row
+                        b = (b << 8) | np.int64(heap[p])
+                        p += 1
+                        nbits += 8
+                    nbits -= bbits
+                    diff = b >> nbits
+                    b &= (np.int64(1) << nbits) - 1
+                    diff = ~(diff >> 1) if diff & 1 else diff >> 1
+                    lastpix = (lastpix + diff) & mask
+                    out[row, j] = ((lastpix + half) & mask) - half + offset
+            elif fs > fsmax:
+                return -1 - row
+            else:
+                for j in range(i, imax):
+                    while b == 0:  # the unary part: leading zeros up to a one bit
+                        if p >= end:
+                            return -1 - row
+                        nbits += 8
+                        b = np.int64(heap[p])
+                        p += 1
+                    nzero = nbits - nonzero[b]
+                    nbits -= nzero + 1
+                    b ^= np.int64(1) << nbits
+                    nbits -= fs
+                    while nbits < 0:
+                        if p >= end:
+                            return -1 - row
+                        b = (b << 8) | np.int64(heap[p])
+                        p += 1
+                        nbits += 8
+                    diff = (np.int64(nzero) << fs) | (b >> nbits)
+                    b &= (np.int64(1) << nbits) - 1
+                    diff = ~(diff >> 1) if diff & 1 else diff >> 1
+                    lastpix = (lastpix + diff) & mask
+                    out[row, j] = ((lastpix + half) & mask) - half + offset
+            i = imax
+        if p != end:  # a tile that does not end where its bytes do
+            return -1 - row
+    return 0
+
+
+def decode_int_tiles(heap: np.ndarray, nbytes: np.ndarray, offsets: np.ndarray,
+                     shape: tuple[int, int], bytepix: int, offset: int,
+                     dtype: np.dtype | type) -> np.ndarray | None:
+    """Decode a RICE_1 integer image stored one tile per row (``BLOCKSIZE`` 32).
+
+    Parameters
+    ----------
+    heap : numpy.ndarray
+        The HDU's heap (uint8).
+    nbytes, offsets : numpy.ndarray
+        Each tile's byte count and offset in the heap (the ``COMPRESSED_DATA`` descriptors).
+    shape : tuple of int
+        (rows, columns) of the image; one tile per row.
+    bytepix : int
+        ``BYTEPIX``: 2 (16-bit values) or 4 (32-bit).
+    offset : int
+        Added to every signed value (``BZERO``, with ``BSCALE`` 1).
+    dtype : numpy dtype
+        Of the result; must hold every value plus ``offset``.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        The pixels; None when a tile is inconsistent (overruns its bytes or the heap, ends
+        before them, an impossible split level): the caller reads the image another way, whose error
+        describes the damage.
+    """
+    if bytepix == 2:
+        bbits, fsbits, fsmax = 16, 4, 14
+    elif bytepix == 4:
+        bbits, fsbits, fsmax = 32, 5, 25
+    else:
+        raise ValueError(f"BYTEPIX must be 2 or 4, got {bytepix}")
+    ny, nx = shape
+    if len(nbytes) != ny or len(offsets) != ny:
+        raise ValueError(f"{len(nbytes)} tiles for {ny} rows")
+    out = np.empty((ny, nx), dtype)
+    status = _decode_rows(np.ascontiguousarray(heap, np.uint8),
+                          np.asarray(nbytes, np.int64), np.asarray(offsets, np.int64), out,
+                          bbits, fsbits, fsmax, _NONZERO, int(offset))
+    return out if status == 0 else None
 
 
 def _heap_buffer(ny: int, nx: int, bytepix: int) -> np.ndarray:
@@ -279,7 +542,8 @@ def encode_float_tiles(data: np.ndarray, delta: float, dither_seed: int
     offsets = np.empty(ny, np.int64)
     nbytes = np.empty(ny, np.int64)
     zzero = np.empty(ny, np.float64)
-    n = _encode_float(a, step, int(dither_seed), dither_sequence(), buf, offsets, nbytes, zzero)
+    n = _encode_float(a, a.view(np.int32), step, int(dither_seed), dither_sequence(), buf,
+                      offsets, nbytes, zzero)
     if n < 0:
         return None
     return buf[:n], offsets, nbytes, zzero
