@@ -120,7 +120,7 @@ from astropy.table import Table
 from numba import njit
 
 from desgw.diff.coadd import coadd_templates
-from desgw.diff.detect import detect_transients
+from desgw.diff.detect import detect_transients, release_grown_mask
 from desgw.diff.efficiency import efficiency_curve
 from desgw.diff.fakes import fake_mag_range, inject_fakes, match_fakes, plan_fakes
 from desgw.diff.measure import measure_candidates
@@ -469,6 +469,13 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                    template_gain_map=coadd.gain, search_noise_acf=s_acf,
                    template_noise_acf=acf, mask_prediction=mask_pred)
     del mask_pred
+    if config.detect.release_grown:
+        # a transient next to a defect: its flux beyond what the cut light can leave
+        released, n_released = release_grown_mask(
+            sub, s_img, s_var, search.mask, coadd.image, t_var, coadd.mask,
+            threshold_sigma=config.threshold_sigma)
+        sub = replace(sub, mask=released)
+        meta["mask_released_px"] = n_released
     del s_var, t_var
     if acf is not None:
         meta.update(score_noise_factor=float(np.median(sub.meta["score_noise_factor"])),
