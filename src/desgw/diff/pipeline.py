@@ -127,7 +127,7 @@ from desgw.diff.measure import measure_candidates
 from desgw.diff.register import refine_registration, select_stars
 from desgw.diff.resample import resample_to_grid
 from desgw.diff.resample_mapping import mapping_grid
-from desgw.diff.stamps import cutout_stamps
+from desgw.diff.stamps import cutout_stamps, inpaint_stamps
 from desgw.diff.starcat import apply_veto
 from desgw.diff.subtract import predict_difference_mask, subtract
 from desgw.diff.template_crop import crop_to_search
@@ -553,7 +553,11 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
 
     # 11. real/bogus
     scorer = load_realbogus_scorer()
-    rb = np.asarray(scorer(cands, stamps), dtype=np.float64).reshape(-1)
+    # scored on the inputs as the subtraction used them: known bad pixels in-painted
+    rb = np.asarray(scorer(cands, inpaint_stamps(stamps, {"search": search.mask,
+                                                          "template": coadd.mask},
+                                                 UNUSABLE | EDGE)),
+                    dtype=np.float64).reshape(-1)
     if rb.shape != (n,) or not np.all(np.isfinite(rb)) or (n and (rb.min() < 0 or rb.max() > 1)):
         raise DiffError(f"desgw.diff.realbogus.score returned {rb.shape} values "
                         f"(range {rb.min() if rb.size else 'n/a'}..{rb.max() if rb.size else 'n/a'})"

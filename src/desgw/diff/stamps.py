@@ -46,6 +46,7 @@ __all__ = [
     "STAMP_KINDS",
     "Stamps",
     "cutout_stamps",
+    "inpaint_stamps",
     "read_stamps_fits",
     "write_stamps_fits",
     "write_stamps_png",
@@ -153,6 +154,60 @@ def cutout_stamps(images: Mapping[str, NDArray[np.floating]], x: ArrayLike, y: A
             data[i, k, sy, sx] = np.where(ok, cut, np.float32(fill))
             valid[i, k, sy, sx] = ok
     return Stamps(data=data, valid=valid, kinds=kinds, x0=x0, y0=y0, fill=float(fill))
+
+
+def inpaint_stamps(stamps: Stamps, masks: Mapping[str, NDArray[np.integer]], bits: int, *,
+                   value: float = 0.0) -> Stamps:
+    """A copy of ``stamps`` with the pixels that carry ``bits`` in their image's mask set to
+    ``value``.
+
+    The difference image is blanked where either input is unusable, and the subtraction used
+    the inputs in-painted with their background there (0 after background subtraction); a
+    known bad column or hot pixel left in a search or template stamp would otherwise enter
+    the real/bogus features of a candidate beside it (a cold column within 1.5 FWHM made the
+    new image's light sum negative, its ``new_sharpness`` 20, and an S/N 14 fake 3 px away
+    score as bogus). The pixels stay valid (they are on the CCD); the stamps written as
+    products keep the images as they are.
+
+    Parameters
+    ----------
+    stamps : Stamps
+        :func:`cutout_stamps` output.
+    masks : mapping of str to numpy.ndarray
+        (ny, nx) integer mask bits of the image of each kind to in-paint (others untouched).
+    bits : int
+        Mask bits of an unusable pixel.
+    value : float
+        Value given to them (the image's background level).
+
+    Returns
+    -------
+    Stamps
+    """
+    unknown = [k for k in masks if k not in stamps.kinds]
+    if unknown:
+        raise ValueError(f"stamps lack the kinds {unknown} (have {stamps.kinds})")
+    data = stamps.data.copy()
+    n, h = len(stamps), stamps.size // 2
+    for kind, m in masks.items():
+        arr = np.asarray(m)
+        if arr.ndim != 2:
+            raise ValueError(f"mask of {kind!r} must be 2-D, got shape {arr.shape}")
+        k = stamps.kinds.index(kind)
+        ny, nx = arr.shape
+        for i in range(n):
+            x0, y0 = int(stamps.x0[i]), int(stamps.y0[i])
+            ya, yb = max(y0 - h, 0), min(y0 + h + 1, ny)
+            xa, xb = max(x0 - h, 0), min(x0 + h + 1, nx)
+            if ya >= yb or xa >= xb:
+                continue
+            bad = (arr[ya:yb, xa:xb] & int(bits)) != 0
+            if bad.any():
+                win = data[i, k, ya - (y0 - h):yb - (y0 - h), xa - (x0 - h):xb - (x0 - h)]
+                win[bad & stamps.valid[i, k, ya - (y0 - h):yb - (y0 - h),
+                                       xa - (x0 - h):xb - (x0 - h)]] = np.float32(value)
+    return Stamps(data=data, valid=stamps.valid, kinds=stamps.kinds, x0=stamps.x0,
+                  y0=stamps.y0, fill=stamps.fill)
 
 
 def write_stamps_fits(path: str | os.PathLike[str], stamps: Stamps,
