@@ -241,28 +241,39 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
 
 
 @njit(cache=True, nogil=True)
-def _unusable(img, var, msk, bad_bits):  # pragma: no cover - numba
-    """uint8 map: 1 where a pixel has a ``bad_bits`` mask bit or no data (image or variance
-    not finite, variance <= 0), as :func:`desgw.diff.subtract.subtract` in-paints it."""
-    ny, nx = img.shape
+def _codes(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque):  # pragma: no cover
+    """uint8 map, one pass: bit 1 the search pixel is unusable (a ``bad_bits`` mask bit or no
+    data: image or variance not finite, variance <= 0; what
+    :func:`desgw.diff.subtract.subtract` in-paints), bit 2 the template's, bit 4 the light
+    under it is unknown in both (unusable in both, an ``opaque`` bit: a saturated core or its
+    bleed, or no data with no mask bit saying why: a coverage edge)."""
+    ny, nx = s_img.shape
     out = np.zeros((ny, nx), np.uint8)
     for y in range(ny):
         for x in range(nx):
-            v = var[y, x]
-            if (msk[y, x] & bad_bits) != 0 or not (np.isfinite(v) and v > 0) \
-                    or not np.isfinite(img[y, x]):
-                out[y, x] = 1
+            vs, vt = s_var[y, x], t_var[y, x]
+            sb = (s_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vs) and vs > 0) \
+                or not np.isfinite(s_img[y, x])
+            tb = (t_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vt) and vt > 0) \
+                or not np.isfinite(t_img[y, x])
+            if sb or tb:
+                c = s_msk[y, x] | t_msk[y, x]
+                k = (1 if sb else 0) | (2 if tb else 0)
+                if (sb and tb) or (c & opaque) != 0 or (c & bad_bits) == 0:
+                    k |= 4
+                out[y, x] = k
     return out
 
 
 @njit(cache=True, nogil=True)
-def _near_max(img, bad, y, x, r):  # pragma: no cover - numba
-    """Largest value of ``img`` over its usable pixels within ``r`` of (y, x); NaN if none."""
+def _near_max(img, code, bit, y, x, r):  # pragma: no cover - numba
+    """Largest value of ``img`` over the pixels within ``r`` of (y, x) without ``bit`` in
+    ``code`` (usable in that image); NaN if none."""
     ny, nx = img.shape
     best = -np.inf
     for yy in range(max(y - r, 0), min(y + r + 1, ny)):
         for xx in range(max(x - r, 0), min(x + r + 1, nx)):
-            if bad[yy, xx] == 0:
+            if (code[yy, xx] & bit) == 0:
                 v = float(img[yy, xx])
                 if v > best:
                     best = v
@@ -270,9 +281,8 @@ def _near_max(img, bad, y, x, r):  # pragma: no cover - numba
 
 
 @njit(cache=True, nogil=True)
-def _release(score, flux, flux_err, out_mask, bits, combined, edge_bit, s_img, s_bad, t_img,
-             t_bad, scale, stamps, tile, thr, nsigma, near, factor,
-             opaque):  # pragma: no cover - numba
+def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t_msk, scale,
+             stamps, reach, tile, thr, nsigma, near, factor):  # pragma: no cover - numba
     """Clear the grown ``bits`` of the pixels that hold more flux than the in-painting's cut
     light can put there (:func:`release_grown_mask`); returns the number released."""
     ny, nx = score.shape
@@ -290,43 +300,31 @@ def _release(score, flux, flux_err, out_mask, bits, combined, edge_bit, s_img, s
     n = 0
     for y in range(ny):
         for x in range(nx):
-            if (out_mask[y, x] & bits) == 0 or s_bad[y, x] or t_bad[y, x]:
-                continue  # not masked, or a defect itself (no data there)
-            if abs(score[y, x]) < thr:
-                continue
+            if (out_mask[y, x] & bits) == 0 or code[y, x] != 0 or abs(score[y, x]) < thr:
+                continue  # not masked, a defect itself (no data there), or no source
             f, e = flux[y, x], flux_err[y, x]
             if not (np.isfinite(f) and np.isfinite(e)):
                 continue
             j = min(y // tile, nty - 1)
             i = min(x // tile, ntx - 1)
+            r = reach[j, i]
             cut_n = 0.0  # search light cut (e-), weighted
             cut_r = 0.0  # template light cut (search scale), weighted
             unknown = False
-            for a in range(size):
-                yy = y + a - h
-                if yy < 0 or yy >= ny:
-                    continue
-                for b in range(size):
-                    xx = x + b - h
-                    if xx < 0 or xx >= nx:
+            for yy in range(max(y - r, 0), min(y + r + 1, ny)):
+                for xx in range(max(x - r, 0), min(x + r + 1, nx)):
+                    k = code[yy, xx]
+                    if k == 0:
                         continue
-                    sb, tb = s_bad[yy, xx], t_bad[yy, xx]
-                    if not (sb or tb):
-                        continue
-                    c = combined[yy, xx]
-                    if (sb and tb) or (c & opaque) != 0 \
-                            or ((c & edge_bit) != 0 and (c & (bits & ~edge_bit)) == 0):
-                        # nothing known under it: a shared defect, a saturated core or its
-                        # bleed (the light there is not that of the pixels around it), or no
-                        # data with no mask bit saying why (a coverage edge)
+                    if k & 4:
                         unknown = True
                         break
-                    w = float(stamps[j, i, a, b]) * inv[j, i]
-                    if tb:
+                    w = float(stamps[j, i, yy - y + h, xx - x + h]) * inv[j, i]
+                    if k & 2:  # template unusable: the search's light is known
                         vn = float(s_img[yy, xx])
-                        vr = _near_max(t_img, t_bad, yy, xx, near) * scale
+                        vr = _near_max(t_img, code, 2, yy, xx, near) * scale
                     else:
-                        vn = _near_max(s_img, s_bad, yy, xx, near)
+                        vn = _near_max(s_img, code, 1, yy, xx, near)
                         vr = float(t_img[yy, xx]) * scale
                     if not (np.isfinite(vn) and np.isfinite(vr)):
                         unknown = True
@@ -338,7 +336,7 @@ def _release(score, flux, flux_err, out_mask, bits, combined, edge_bit, s_img, s
             if unknown:
                 continue
             if abs(f) - nsigma * e > factor * max(abs(cut_n), abs(cut_r)):
-                out_mask[y, x] = combined[y, x]
+                out_mask[y, x] = s_msk[y, x] | t_msk[y, x]
                 n += 1
     return n
 
@@ -408,21 +406,25 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     psf = subtraction.psf_diff
     if not isinstance(psf, TiledPSF):
         raise TypeError("subtraction.psf_diff must be a TiledPSF")
-    s_img = np.ascontiguousarray(search_image, np.float32)
-    t_img = np.ascontiguousarray(template_image, np.float32)
+    f32 = np.float32
+    s_img = np.ascontiguousarray(search_image, f32)
+    t_img = np.ascontiguousarray(template_image, f32)
     s_msk = np.ascontiguousarray(search_mask, np.int32)
     t_msk = np.ascontiguousarray(template_mask, np.int32)
-    b = np.int32(int(bits) & ~maskbits.EDGE)
-    s_bad = _unusable(s_img, np.ascontiguousarray(search_var, np.float32), s_msk, b)
-    t_bad = _unusable(t_img, np.ascontiguousarray(template_var, np.float32), t_msk, b)
-    combined = s_msk | t_msk
-    combined[(s_bad | t_bad).view(bool) & ((combined & b) == 0)] |= maskbits.EDGE
-    n = _release(np.ascontiguousarray(subtraction.score, np.float32),
-                 np.ascontiguousarray(subtraction.flux_image, np.float32),
-                 np.ascontiguousarray(subtraction.flux_err_image, np.float32), mask,
-                 np.int32(bits), combined, np.int32(maskbits.EDGE), s_img, s_bad, t_img, t_bad,
-                 float(subtraction.meta.get("scale", 1.0)),
-                 np.ascontiguousarray(psf.stamps, np.float32), int(psf.tile),
-                 np.float32(threshold_sigma), float(threshold_sigma), 2,
-                 float(bound_factor), np.int32(OPAQUE_BITS))
+    code = _codes(s_img, np.ascontiguousarray(search_var, f32), s_msk, t_img,
+                  np.ascontiguousarray(template_var, f32), t_msk,
+                  np.int32(int(bits) & ~maskbits.EDGE), np.int32(OPAQUE_BITS))
+    # the cut light counts within 3 FWHM of the difference PSF (its wings beyond hold
+    # < 0.2 % of the peak for a Moffat beta 2.5), at most the stamp
+    stamps = np.ascontiguousarray(psf.stamps, f32)
+    nty, ntx = stamps.shape[:2]
+    reach = np.array([[min(stamps.shape[-1] // 2,
+                           int(np.ceil(3.0 * psf.fwhm_at(i * psf.tile, j * psf.tile))))
+                       for i in range(ntx)] for j in range(nty)], np.int64)
+    n = _release(np.ascontiguousarray(subtraction.score, f32),
+                 np.ascontiguousarray(subtraction.flux_image, f32),
+                 np.ascontiguousarray(subtraction.flux_err_image, f32), mask, np.int32(bits),
+                 code, s_img, s_msk, t_img, t_msk, float(subtraction.meta.get("scale", 1.0)),
+                 stamps, reach, int(psf.tile), f32(threshold_sigma), float(threshold_sigma), 2,
+                 float(bound_factor))
     return mask, int(n)
