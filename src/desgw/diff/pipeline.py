@@ -34,12 +34,17 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    updated where the fakes' light changes a defect's growth and the subtraction reuses it
    (the mask is computed once per CCD).
 6. ``[subtract]`` ZOGY subtraction (HOTPANTS): ``S_corr``, the difference and its variance.
-7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference).
+7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference), after
+   the mask growth is cleared where a source outshines the light the in-painting cut
+   (:func:`desgw.diff.detect.release_grown_mask`, counted in the subtract step's time): a
+   transient a few pixels from a defect on its host is found.
 8. ``[measure]`` PSF flux, shape, dipole, context of each detection.
 9. ``[veto]`` flag detections inside a star's veto circle (filterObj with SNVETO).
 10. ``[stamps]`` 51 x 51 search / template / difference stamps.
 11. ``[realbogus]`` machine-learning score (autoScan) of each candidate:
-    ``desgw.diff.realbogus.score(candidates, stamps)``, imported when needed; if that module
+    ``desgw.diff.realbogus.score(candidates, stamps)`` on the stamps with the inputs' unusable
+    pixels in-painted as the subtraction in-paints them
+    (:func:`desgw.diff.stamps.inpaint_stamps`), imported when needed; if that module
     is not importable the function raises :class:`DiffError` (kind ``"failed"``) rather than
     return unscored candidates.
 12. ``[efficiency]`` fakes matched one-to-one to positive detections within 1.5 px; the
