@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from desgw.errors import CorruptFileError, MissingFileError
@@ -156,6 +157,23 @@ def cutout_stamps(images: Mapping[str, NDArray[np.floating]], x: ArrayLike, y: A
     return Stamps(data=data, valid=valid, kinds=kinds, x0=x0, y0=y0, fill=float(fill))
 
 
+@njit(cache=True, nogil=True)
+def _inpaint(data, valid, k, mask, bits, x0, y0, value):  # pragma: no cover - numba
+    """Set ``data[i, k]`` to ``value`` where the stamp's pixel of ``mask`` has ``bits``."""
+    n, size = data.shape[0], data.shape[-1]
+    h = size // 2
+    ny, nx = mask.shape
+    for i in range(n):
+        for a in range(size):
+            y = y0[i] - h + a
+            if y < 0 or y >= ny:
+                continue
+            for b in range(size):
+                x = x0[i] - h + b
+                if 0 <= x < nx and (mask[y, x] & bits) != 0 and valid[i, k, a, b]:
+                    data[i, k, a, b] = value
+
+
 def inpaint_stamps(stamps: Stamps, masks: Mapping[str, NDArray[np.integer]], bits: int, *,
                    value: float = 0.0) -> Stamps:
     """A copy of ``stamps`` with the pixels that carry ``bits`` in their image's mask set to
@@ -188,24 +206,15 @@ def inpaint_stamps(stamps: Stamps, masks: Mapping[str, NDArray[np.integer]], bit
     if unknown:
         raise ValueError(f"stamps lack the kinds {unknown} (have {stamps.kinds})")
     data = stamps.data.copy()
-    n, h = len(stamps), stamps.size // 2
     for kind, m in masks.items():
         arr = np.asarray(m)
-        if arr.ndim != 2:
-            raise ValueError(f"mask of {kind!r} must be 2-D, got shape {arr.shape}")
-        k = stamps.kinds.index(kind)
-        ny, nx = arr.shape
-        for i in range(n):
-            x0, y0 = int(stamps.x0[i]), int(stamps.y0[i])
-            ya, yb = max(y0 - h, 0), min(y0 + h + 1, ny)
-            xa, xb = max(x0 - h, 0), min(x0 + h + 1, nx)
-            if ya >= yb or xa >= xb:
-                continue
-            bad = (arr[ya:yb, xa:xb] & int(bits)) != 0
-            if bad.any():
-                win = data[i, k, ya - (y0 - h):yb - (y0 - h), xa - (x0 - h):xb - (x0 - h)]
-                win[bad & stamps.valid[i, k, ya - (y0 - h):yb - (y0 - h),
-                                       xa - (x0 - h):xb - (x0 - h)]] = np.float32(value)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"mask of {kind!r} must be 2-D integer bits, got {arr.dtype} "
+                             f"{arr.shape}")
+        _inpaint(data, stamps.valid, stamps.kinds.index(kind), np.ascontiguousarray(arr),
+                 int(bits),
+                 np.asarray(stamps.x0, np.int64), np.asarray(stamps.y0, np.int64),
+                 np.float32(value))
     return Stamps(data=data, valid=stamps.valid, kinds=stamps.kinds, x0=stamps.x0,
                   y0=stamps.y0, fill=stamps.fill)
 
