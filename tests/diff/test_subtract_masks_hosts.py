@@ -7,18 +7,20 @@ times the difference of the two line-spread functions; 5-20 sigma for a 1e5 e- h
 the column, measured noiseless), so the column must be grown over it. Transients 1.7-3 FWHM
 from the column on such hosts are found and stars of 1e4-8e5 e- on and next to other columns
 leave no bogus detection, for galsim Kolmogorov and Moffat PSFs with search / template FWHM
-ratios 0.68-1.47. A transient 1 FWHM from the column on a compact host is still lost (strict
-xfail below): that needs an in-painting that leaves the host's smooth light (interpolation
-across the column removes 80-98 % of that ridge, measured) and a growth rule that predicts the
-residual of what the interpolation misses; neither is done.
+ratios 0.68-1.47. A transient 1 FWHM from the column on a compact host is grown over; the
+growth is cleared where the PSF flux exceeds what the cut light can leave
+(:func:`desgw.diff.detect.release_grown_mask`, as :mod:`desgw.diff.pipeline` applies it), which
+finds it while the ridges stay masked.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from desgw.diff.detect import detect_transients
+from desgw.diff.detect import detect_transients, release_grown_mask
 from desgw.diff.measure import measure_candidates
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.se import maskbits
@@ -117,8 +119,11 @@ def _scene(fs: float, ft: float, beta: float | None, seed: int):
     return inputs, truth
 
 
-def _run(inputs, truth, config: SubtractConfig):
+def _run(inputs, truth, config: SubtractConfig, release: bool = True):
     sub = subtract(*inputs, zp_search=30.0, zp_template=truth["zp_t"], config=config)
+    if release:
+        mask, _ = release_grown_mask(sub, *inputs[0:3], *inputs[4:7], threshold_sigma=5.0)
+        sub = replace(sub, mask=mask)
     det = detect_transients(sub, threshold_sigma=5.0)
     meas = measure_candidates(sub, det, search_image=inputs[0], template_image=inputs[4])
     return sub, meas
@@ -150,8 +155,7 @@ def test_transients_on_hosts_next_to_columns_are_found_and_stars_leave_no_bogus(
                      for x in tx])
     assert np.all(dist > truth["fwhm"]), dist
     found = _found(meas, tx, ty)
-    # the first host's transient (1 FWHM from its column) is the xfail below
-    assert found[1:].all(), (fs, ft, dist[1:][~found[1:]])
+    assert found.all(), (fs, ft, dist[~found])
     # nothing else is detected: the hosts' and the stars' residuals along the columns are
     # masked or below the threshold
     d = np.array([np.hypot(tx - a, ty - b).min() for a, b in zip(meas["x"], meas["y"])])
@@ -163,10 +167,9 @@ def test_transients_on_hosts_next_to_columns_are_found_and_stars_leave_no_bogus(
         assert np.median(masked[:, lo - 8:lo + 11].sum(axis=1)) <= 4
 
 
-@pytest.mark.xfail(strict=True, reason="a transient 1 FWHM from a template column on a "
-                   "compact host is grown over (module docstring)")
-def test_transient_one_fwhm_from_a_column_on_a_compact_host_is_found() -> None:
+def test_transient_one_fwhm_from_a_column_on_a_compact_host_is_lost_without_the_release(
+        ) -> None:
     fs, ft, beta = PSFS[0]
     inputs, truth = _scene(fs, ft, beta, seed=int(fs * 10 + ft))
-    _, meas = _run(inputs, truth, CFG)
-    assert _found(meas, truth["x"][:1], truth["y"][:1])[0]
+    _, meas = _run(inputs, truth, CFG, release=False)
+    assert not _found(meas, truth["x"][:1], truth["y"][:1])[0]

@@ -10,6 +10,12 @@ are refined to sub-pixel by a least-squares quadratic fit to ``log |S_corr|`` on
 pixels around the peak (exact for a Gaussian peak; the linear values are used when a pixel is
 <= 0).
 
+The subtraction grows its defects over the residual that the light they cut from a static
+source (a host galaxy, a star) may leave; a transient a few pixels from a bad column or a
+cosmic ray on its host was hidden by that growth. :func:`release_grown_mask` (applied by
+:mod:`desgw.diff.pipeline` before detection, ``DiffDetectConfig.release_grown``) clears the
+growth where the PSF flux exceeds the most that cut light can leave there.
+
 Output table columns (one row per detection):
 
 ==============  =======================================================================
@@ -35,9 +41,15 @@ from astropy.table import Table
 from numba import njit
 
 from desgw.diff.subtract import Subtraction
+from desgw.diff.zogy_psf import TiledPSF
 from desgw.se import maskbits
 
-__all__ = ["DETECT_COLUMNS", "DiffDetectConfig", "detect_transients", "quadratic_peak"]
+__all__ = ["DETECT_COLUMNS", "DiffDetectConfig", "detect_transients", "quadratic_peak",
+           "release_grown_mask"]
+
+#: Mask bits under which the light is unknown in that image whatever its neighbours hold
+#: (saturated cores and their bleed): :func:`release_grown_mask` keeps the growth near them.
+OPAQUE_BITS = maskbits.SAT | maskbits.TRAIL | maskbits.EDGEBLEED
 
 DETECT_COLUMNS = ("id", "x", "y", "x_peak", "y_peak", "score", "score_peak", "negative", "area")
 
@@ -58,6 +70,9 @@ class DiffDetectConfig:
         Output-mask bits that exclude a peak pixel (the subtraction mask is already grown).
     edge : int
         Peaks closer than this to the image border (pixels) are dropped.
+    release_grown : bool
+        Before detecting, clear the mask growth where a source outshines the light the
+        in-painting cut (:func:`release_grown_mask`; :mod:`desgw.diff.pipeline` applies it).
     """
 
     min_separation: int = 3
@@ -65,6 +80,7 @@ class DiffDetectConfig:
     negative: bool = True
     mask_bits: int = maskbits.UNUSABLE | maskbits.EDGE
     edge: int = 2
+    release_grown: bool = True
 
     def __post_init__(self) -> None:
         if self.min_separation < 1 or self.min_area < 1 or self.edge < 1:
@@ -222,3 +238,193 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
         t[name] = np.asarray(col, dtype=dt)
     t.meta["threshold_sigma"] = float(threshold_sigma)
     return t
+
+
+@njit(cache=True, nogil=True)
+def _codes(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque):  # pragma: no cover
+    """uint8 map, one pass: bit 1 the search pixel is unusable (a ``bad_bits`` mask bit or no
+    data: image or variance not finite, variance <= 0; what
+    :func:`desgw.diff.subtract.subtract` in-paints), bit 2 the template's, bit 4 the light
+    under it is unknown in both (unusable in both, an ``opaque`` bit: a saturated core or its
+    bleed, or no data with no mask bit saying why: a coverage edge)."""
+    ny, nx = s_img.shape
+    out = np.zeros((ny, nx), np.uint8)
+    for y in range(ny):
+        for x in range(nx):
+            vs, vt = s_var[y, x], t_var[y, x]
+            sb = (s_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vs) and vs > 0) \
+                or not np.isfinite(s_img[y, x])
+            tb = (t_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vt) and vt > 0) \
+                or not np.isfinite(t_img[y, x])
+            if sb or tb:
+                c = s_msk[y, x] | t_msk[y, x]
+                k = (1 if sb else 0) | (2 if tb else 0)
+                if (sb and tb) or (c & opaque) != 0 or (c & bad_bits) == 0:
+                    k |= 4
+                out[y, x] = k
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _near_max(img, code, bit, y, x, r):  # pragma: no cover - numba
+    """Largest value of ``img`` over the pixels within ``r`` of (y, x) without ``bit`` in
+    ``code`` (usable in that image); NaN if none."""
+    ny, nx = img.shape
+    best = -np.inf
+    for yy in range(max(y - r, 0), min(y + r + 1, ny)):
+        for xx in range(max(x - r, 0), min(x + r + 1, nx)):
+            if (code[yy, xx] & bit) == 0:
+                v = float(img[yy, xx])
+                if v > best:
+                    best = v
+    return best if best > -np.inf else np.nan
+
+
+@njit(cache=True, nogil=True)
+def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t_msk, scale,
+             stamps, reach, tile, thr, nsigma, near, factor):  # pragma: no cover - numba
+    """Clear the grown ``bits`` of the pixels that hold more flux than the in-painting's cut
+    light can put there (:func:`release_grown_mask`); returns the number released."""
+    ny, nx = score.shape
+    nty, ntx, size = stamps.shape[0], stamps.shape[1], stamps.shape[2]
+    h = size // 2
+    # 1 / sum(P^2) per tile: the PSF-fit flux at p of a unit pixel at q is P(q - p) / sum P^2
+    inv = np.empty((nty, ntx))
+    for j in range(nty):
+        for i in range(ntx):
+            s2 = 0.0
+            for a in range(size):
+                for b in range(size):
+                    s2 += float(stamps[j, i, a, b]) ** 2
+            inv[j, i] = 1.0 / s2 if s2 > 0 else 0.0
+    n = 0
+    for y in range(ny):
+        for x in range(nx):
+            if (out_mask[y, x] & bits) == 0 or code[y, x] != 0 or abs(score[y, x]) < thr:
+                continue  # not masked, a defect itself (no data there), or no source
+            f, e = flux[y, x], flux_err[y, x]
+            if not (np.isfinite(f) and np.isfinite(e)):
+                continue
+            j = min(y // tile, nty - 1)
+            i = min(x // tile, ntx - 1)
+            r = reach[j, i]
+            cut_n = 0.0  # search light cut (e-), weighted
+            cut_r = 0.0  # template light cut (search scale), weighted
+            unknown = False
+            for yy in range(max(y - r, 0), min(y + r + 1, ny)):
+                for xx in range(max(x - r, 0), min(x + r + 1, nx)):
+                    k = code[yy, xx]
+                    if k == 0:
+                        continue
+                    if k & 4:
+                        unknown = True
+                        break
+                    w = float(stamps[j, i, yy - y + h, xx - x + h]) * inv[j, i]
+                    if k & 2:  # template unusable: the search's light is known
+                        vn = float(s_img[yy, xx])
+                        vr = _near_max(t_img, code, 2, yy, xx, near) * scale
+                    else:
+                        vn = _near_max(s_img, code, 1, yy, xx, near)
+                        vr = float(t_img[yy, xx]) * scale
+                    if not (np.isfinite(vn) and np.isfinite(vr)):
+                        unknown = True
+                        break
+                    cut_n += w * vn
+                    cut_r += w * vr
+                if unknown:
+                    break
+            if unknown:
+                continue
+            if abs(f) - nsigma * e > factor * max(abs(cut_n), abs(cut_r)):
+                out_mask[y, x] = s_msk[y, x] | t_msk[y, x]
+                n += 1
+    return n
+
+
+def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
+                       search_var: np.ndarray, search_mask: np.ndarray,
+                       template_image: np.ndarray, template_var: np.ndarray,
+                       template_mask: np.ndarray, *, threshold_sigma: float = 5.0,
+                       bits: int = maskbits.UNUSABLE | maskbits.EDGE,
+                       bound_factor: float = 1.0) -> tuple[np.ndarray, int]:
+    """The subtraction's mask with its growth cleared where a source outshines the cut light.
+
+    :func:`desgw.diff.subtract.subtract` in-paints the pixels unusable in either image (0 in
+    both) and grows a cluster of them over the residual that the light it cut from a static
+    source may leave (its *Mask growth*). That residual is linear in the cut light: in the PSF
+    flux image ``F`` (``flux_image``, a PSF fit of the difference at each pixel) a cut pixel
+    ``q`` of light ``c_q`` (e-) adds about ``c_q P(q - p) / sum P^2`` at ``p`` (``P`` the
+    difference PSF); the light the unusable image would have had there is unknown but, for a
+    static source, of the same size and sign, so the two cuts partly cancel. Hence
+    ``|F_res(p)| <= |sum_q w_q c_q|`` summed over the stamp around ``p``, once for the search
+    light cut where the template is unusable and once for the template's (search scale)
+    where the search is. A grown (not itself unusable) pixel whose ``|F| - threshold_sigma
+    sigma_F`` exceeds that bound holds a source the residual cannot make: its grown bits are
+    cleared (its mask becomes the OR of the input masks there), so a transient a few pixels
+    from a bad column or a cosmic ray on its host is detected where the growth hid it (issue
+    13 item 3). Pixels whose stamp holds a pixel unusable in both images (its light unknown:
+    a shared defect, a saturated core) or without data and without a bit saying why (a
+    coverage edge) keep their growth.
+
+    Parameters
+    ----------
+    subtraction : Subtraction
+        :func:`desgw.diff.subtract.subtract` of these inputs (its ``mask``, ``score``,
+        ``flux_image``, ``flux_err_image``, ``psf_diff`` and ``meta["scale"]``).
+    search_image, search_var, search_mask : numpy.ndarray
+        (ny, nx) the search image (e-, background subtracted), its variance (e^2; not finite
+        or <= 0: no data) and mask bits, as given to ``subtract``.
+    template_image, template_var, template_mask : numpy.ndarray
+        The same for the registered template (template units, scaled by ``meta["scale"]``).
+    threshold_sigma : float
+        Detection threshold (sigma): the margin by which ``|F|`` must exceed the bound.
+    bits : int
+        Mask bits that mark an unusable pixel (in the inputs) and that the growth sets.
+    bound_factor : float
+        Multiplier of the bound on the residual's flux (1: the bound above; 0 clears the
+        growth wherever ``|F|`` is significant, which lets the residuals through).
+
+    Returns
+    -------
+    mask : numpy.ndarray
+        (ny, nx) int32 new mask (the subtraction's is not modified).
+    n_released : int
+        Number of pixels whose growth was cleared.
+    """
+    if not threshold_sigma > 0:
+        raise ValueError(f"threshold_sigma must be > 0, got {threshold_sigma}")
+    if not bound_factor >= 0:
+        raise ValueError(f"bound_factor must be >= 0, got {bound_factor}")
+    mask = np.array(subtraction.mask, dtype=np.int32, copy=True)
+    shape = mask.shape
+    arrays = (search_image, search_var, search_mask, template_image, template_var,
+              template_mask)
+    for name, a in zip(("search_image", "search_var", "search_mask", "template_image",
+                        "template_var", "template_mask"), arrays):
+        if np.shape(a) != shape:
+            raise ValueError(f"{name} has shape {np.shape(a)}, expected {shape}")
+    psf = subtraction.psf_diff
+    if not isinstance(psf, TiledPSF):
+        raise TypeError("subtraction.psf_diff must be a TiledPSF")
+    f32 = np.float32
+    s_img = np.ascontiguousarray(search_image, f32)
+    t_img = np.ascontiguousarray(template_image, f32)
+    s_msk = np.ascontiguousarray(search_mask, np.int32)
+    t_msk = np.ascontiguousarray(template_mask, np.int32)
+    code = _codes(s_img, np.ascontiguousarray(search_var, f32), s_msk, t_img,
+                  np.ascontiguousarray(template_var, f32), t_msk,
+                  np.int32(int(bits) & ~maskbits.EDGE), np.int32(OPAQUE_BITS))
+    # the cut light counts within 3 FWHM of the difference PSF (its wings beyond hold
+    # < 0.2 % of the peak for a Moffat beta 2.5), at most the stamp
+    stamps = np.ascontiguousarray(psf.stamps, f32)
+    nty, ntx = stamps.shape[:2]
+    reach = np.array([[min(stamps.shape[-1] // 2,
+                           int(np.ceil(3.0 * psf.fwhm_at(i * psf.tile, j * psf.tile))))
+                       for i in range(ntx)] for j in range(nty)], np.int64)
+    n = _release(np.ascontiguousarray(subtraction.score, f32),
+                 np.ascontiguousarray(subtraction.flux_image, f32),
+                 np.ascontiguousarray(subtraction.flux_err_image, f32), mask, np.int32(bits),
+                 code, s_img, s_msk, t_img, t_msk, float(subtraction.meta.get("scale", 1.0)),
+                 stamps, reach, int(psf.tile), f32(threshold_sigma), float(threshold_sigma), 2,
+                 float(bound_factor))
+    return mask, int(n)

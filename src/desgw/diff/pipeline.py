@@ -34,12 +34,17 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    updated where the fakes' light changes a defect's growth and the subtraction reuses it
    (the mask is computed once per CCD).
 6. ``[subtract]`` ZOGY subtraction (HOTPANTS): ``S_corr``, the difference and its variance.
-7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference).
+7. ``[detect]`` peaks of ``|S_corr| >= threshold_sigma`` (SExtractor on the difference), after
+   the mask growth is cleared where a source outshines the light the in-painting cut
+   (:func:`desgw.diff.detect.release_grown_mask`, counted in the subtract step's time): a
+   transient a few pixels from a defect on its host is found.
 8. ``[measure]`` PSF flux, shape, dipole, context of each detection.
 9. ``[veto]`` flag detections inside a star's veto circle (filterObj with SNVETO).
 10. ``[stamps]`` 51 x 51 search / template / difference stamps.
 11. ``[realbogus]`` machine-learning score (autoScan) of each candidate:
-    ``desgw.diff.realbogus.score(candidates, stamps)``, imported when needed; if that module
+    ``desgw.diff.realbogus.score(candidates, stamps)`` on the stamps with the inputs' unusable
+    pixels in-painted as the subtraction in-paints them
+    (:func:`desgw.diff.stamps.inpaint_stamps`), imported when needed; if that module
     is not importable the function raises :class:`DiffError` (kind ``"failed"``) rather than
     return unscored candidates.
 12. ``[efficiency]`` fakes matched one-to-one to positive detections within 1.5 px; the
@@ -120,14 +125,14 @@ from astropy.table import Table
 from numba import njit
 
 from desgw.diff.coadd import coadd_templates
-from desgw.diff.detect import detect_transients
+from desgw.diff.detect import detect_transients, release_grown_mask
 from desgw.diff.efficiency import efficiency_curve
 from desgw.diff.fakes import fake_mag_range, inject_fakes, match_fakes, plan_fakes
 from desgw.diff.measure import measure_candidates
 from desgw.diff.register import refine_registration, select_stars
 from desgw.diff.resample import resample_to_grid
 from desgw.diff.resample_mapping import mapping_grid
-from desgw.diff.stamps import cutout_stamps
+from desgw.diff.stamps import cutout_stamps, inpaint_stamps
 from desgw.diff.starcat import apply_veto
 from desgw.diff.subtract import predict_difference_mask, subtract
 from desgw.diff.template_crop import crop_to_search
@@ -469,6 +474,13 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
                    template_gain_map=coadd.gain, search_noise_acf=s_acf,
                    template_noise_acf=acf, mask_prediction=mask_pred)
     del mask_pred
+    if config.detect.release_grown:
+        # a transient next to a defect: its flux beyond what the cut light can leave
+        released, n_released = release_grown_mask(
+            sub, s_img, s_var, search.mask, coadd.image, t_var, coadd.mask,
+            threshold_sigma=config.threshold_sigma)
+        sub = replace(sub, mask=released)
+        meta["mask_released_px"] = n_released
     del s_var, t_var
     if acf is not None:
         meta.update(score_noise_factor=float(np.median(sub.meta["score_noise_factor"])),
@@ -546,7 +558,11 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
 
     # 11. real/bogus
     scorer = load_realbogus_scorer()
-    rb = np.asarray(scorer(cands, stamps), dtype=np.float64).reshape(-1)
+    # scored on the inputs as the subtraction used them: known bad pixels in-painted
+    rb = np.asarray(scorer(cands, inpaint_stamps(stamps, {"search": search.mask,
+                                                          "template": coadd.mask},
+                                                 UNUSABLE | EDGE)),
+                    dtype=np.float64).reshape(-1)
     if rb.shape != (n,) or not np.all(np.isfinite(rb)) or (n and (rb.min() < 0 or rb.max() > 1)):
         raise DiffError(f"desgw.diff.realbogus.score returned {rb.shape} values "
                         f"(range {rb.min() if rb.size else 'n/a'}..{rb.max() if rb.size else 'n/a'})"

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 from astropy.table import Table
+from numba import njit
 from numpy.typing import ArrayLike, NDArray
 
 from desgw.errors import CorruptFileError, MissingFileError
@@ -46,6 +47,7 @@ __all__ = [
     "STAMP_KINDS",
     "Stamps",
     "cutout_stamps",
+    "inpaint_stamps",
     "read_stamps_fits",
     "write_stamps_fits",
     "write_stamps_png",
@@ -153,6 +155,68 @@ def cutout_stamps(images: Mapping[str, NDArray[np.floating]], x: ArrayLike, y: A
             data[i, k, sy, sx] = np.where(ok, cut, np.float32(fill))
             valid[i, k, sy, sx] = ok
     return Stamps(data=data, valid=valid, kinds=kinds, x0=x0, y0=y0, fill=float(fill))
+
+
+@njit(cache=True, nogil=True)
+def _inpaint(data, valid, k, mask, bits, x0, y0, value):  # pragma: no cover - numba
+    """Set ``data[i, k]`` to ``value`` where the stamp's pixel of ``mask`` has ``bits``."""
+    n, size = data.shape[0], data.shape[-1]
+    h = size // 2
+    ny, nx = mask.shape
+    for i in range(n):
+        for a in range(size):
+            y = y0[i] - h + a
+            if y < 0 or y >= ny:
+                continue
+            for b in range(size):
+                x = x0[i] - h + b
+                if 0 <= x < nx and (mask[y, x] & bits) != 0 and valid[i, k, a, b]:
+                    data[i, k, a, b] = value
+
+
+def inpaint_stamps(stamps: Stamps, masks: Mapping[str, NDArray[np.integer]], bits: int, *,
+                   value: float = 0.0) -> Stamps:
+    """A copy of ``stamps`` with the pixels that carry ``bits`` in their image's mask set to
+    ``value``.
+
+    The difference image is blanked where either input is unusable, and the subtraction used
+    the inputs in-painted with their background there (0 after background subtraction); a
+    known bad column or hot pixel left in a search or template stamp would otherwise enter
+    the real/bogus features of a candidate beside it (a cold column within 1.5 FWHM made the
+    new image's light sum negative, its ``new_sharpness`` 20, and an S/N 14 fake 3 px away
+    score as bogus). The pixels stay valid (they are on the CCD); the stamps written as
+    products keep the images as they are.
+
+    Parameters
+    ----------
+    stamps : Stamps
+        :func:`cutout_stamps` output.
+    masks : mapping of str to numpy.ndarray
+        (ny, nx) integer mask bits of the image of each kind to in-paint (others untouched).
+    bits : int
+        Mask bits of an unusable pixel.
+    value : float
+        Value given to them (the image's background level).
+
+    Returns
+    -------
+    Stamps
+    """
+    unknown = [k for k in masks if k not in stamps.kinds]
+    if unknown:
+        raise ValueError(f"stamps lack the kinds {unknown} (have {stamps.kinds})")
+    data = stamps.data.copy()
+    for kind, m in masks.items():
+        arr = np.asarray(m)
+        if arr.ndim != 2 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(f"mask of {kind!r} must be 2-D integer bits, got {arr.dtype} "
+                             f"{arr.shape}")
+        _inpaint(data, stamps.valid, stamps.kinds.index(kind), np.ascontiguousarray(arr),
+                 int(bits),
+                 np.asarray(stamps.x0, np.int64), np.asarray(stamps.y0, np.int64),
+                 np.float32(value))
+    return Stamps(data=data, valid=stamps.valid, kinds=stamps.kinds, x0=stamps.x0,
+                  y0=stamps.y0, fill=stamps.fill)
 
 
 def write_stamps_fits(path: str | os.PathLike[str], stamps: Stamps,
