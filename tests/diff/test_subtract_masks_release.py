@@ -16,6 +16,7 @@ saturated star leave no detection with it, and do leave some when the bound is d
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import pytest
@@ -23,8 +24,11 @@ import pytest
 from desgw.diff.detect import detect_transients, release_grown_mask
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.se import maskbits
+from test_subtract_masks_hosts import GalsimPSF
+from test_subtract_masks_hosts import _draw as _draw_stamp
 
 galsim = pytest.importorskip("galsim")
+_draw = partial(_draw_stamp, n=80)  # the galsim scene helpers of the host tests, 81-px stamps
 
 SHAPE = (256, 448)
 CFG = SubtractConfig(tile=256, border=48)
@@ -32,36 +36,11 @@ SKY_S, SKY_T, READ = 400.0, 150.0, 6.0
 T_RATIO = 0.7  # template e- per search e-
 
 
-class _PSF:
-    """Constant galsim PSF with the ``render(x, y, size=, dx=, dy=)`` of a PSF model."""
-
-    def __init__(self, fwhm: float, beta: float | None) -> None:
-        self.prof = (galsim.Kolmogorov(fwhm=fwhm) if beta is None
-                     else galsim.Moffat(beta=beta, fwhm=fwhm))
-
-    def render(self, x: float, y: float, *, size: int | None = None, dx: float = 0.0,
-               dy: float = 0.0) -> np.ndarray:
-        n = int(size or 41)
-        img = self.prof.drawImage(nx=n, ny=n, scale=1.0, offset=(dx, dy)).array
-        return (img / img.sum()).astype(np.float32)
-
-
-def _draw(img: np.ndarray, psf: _PSF, obj, x: float, y: float, n: int = 80) -> None:
-    ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-    st = galsim.Convolve(obj, psf.prof).drawImage(nx=n + 1, ny=n + 1, scale=1.0,
-                                                  offset=(x - ix, y - iy)).array
-    h = n // 2
-    ny, nx = img.shape
-    y0, y1 = max(iy - h, 0), min(iy + h + 1, ny)
-    x0, x1 = max(ix - h, 0), min(ix + h + 1, nx)
-    img[y0:y1, x0:x1] += st[y0 - (iy - h):y1 - (iy - h), x0 - (ix - h):x1 - (ix - h)]
-
-
 def _scene(fs: float, ft: float, beta: float | None, seed: int):
     """Three hosts with a transient 3-4 px from a search defect (column, hot pixel, cosmic
     ray); stars on and next to a search and a template column; a saturated star."""
     rng = np.random.default_rng(seed)
-    ps, pt = _PSF(fs, beta), _PSF(ft, beta)
+    ps, pt = GalsimPSF(fs, beta), GalsimPSF(ft, beta)
     s = np.zeros(SHAPE, np.float32)
     t = np.zeros(SHAPE, np.float32)
     s_msk = np.zeros(SHAPE, np.int32)
@@ -175,6 +154,7 @@ def test_release_leaves_other_pixels_and_checks_its_inputs() -> None:
     # among them the transients' peaks
     assert changed[np.round(ty).astype(int), np.round(tx).astype(int)].sum() >= 2
     with pytest.raises(ValueError, match="template_var"):
-        release_grown_mask(sub, *inputs[0:3], inputs[4], inputs[5][:10], inputs[6])
+        s_img, s_var, s_msk, _, t_img, t_var, t_msk, _ = inputs
+        release_grown_mask(sub, s_img, s_var, s_msk, t_img, t_var[:10], t_msk)
     with pytest.raises(ValueError, match="bound_factor"):
         release_grown_mask(sub, *inputs[0:3], *inputs[4:7], bound_factor=-1.0)
