@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from desgw.diff.zogy import _tile_outputs, _zero_outside, tile_plan, zogy_kernels
+from desgw.diff.zogy import (
+    _finalise_tile,
+    _lagrange3,
+    _tile_outputs,
+    _zero_outside,
+    tile_plan,
+    zogy_kernels,
+)
 from desgw.diff.zogy_synth import MoffatPSFField
 
 
@@ -68,3 +75,40 @@ def test_zero_outside_clears_only_the_strips():
     inside = np.zeros((12, 10), bool)
     inside[2:9, 3:10] = True
     assert (bufs[:, inside] == 1).all() and (bufs[:, ~inside] == 0).all()
+
+
+@pytest.mark.parametrize("f_score, f_diff", [(1.0, 1.0), (1.37, 1.12)])
+def test_finalise_tile_writes_its_box_by_the_formulas(f_score, f_diff):
+    """One tile interior written into views of larger outputs: diff copied, the
+    variance of diff clipped at 0 and scaled, score ``S / sqrt(f V(S))``, flux ``S c`` and
+    its error ``sqrt(f V(S)) c`` with the biquadratic normalisation ``c`` (the node values
+    at the node centres), blank where ``V(S) <= vmin``; nothing outside the box touched."""
+    rng = np.random.default_rng(5)
+    ny, nx, y0, x0 = 33, 45, 7, 13  # nodes on pixels: 5, 16, 27 and 7, 22, 37
+    d, vd, s = rng.normal(size=(3, ny, nx)).astype(np.float32)
+    vs = rng.uniform(0.2, 3.0, (ny, nx)).astype(np.float32)
+    vs[::4, ::3] = 0.0  # in-painted everywhere: only round-off left
+    vs[1, 2] = np.float32(-1e-6)
+    vmin = np.float32(0.1)
+    nodes_y, ly = _lagrange3(ny)
+    nodes_x, lx = _lagrange3(nx)
+    cnode = rng.uniform(0.5, 2.0, (3, 3))
+    outs = [np.full((50, 70), 7.0, np.float32) for _ in range(5)]
+    box = (slice(y0, y0 + ny), slice(x0, x0 + nx))
+    _finalise_tile(d, vd, s, vs, vmin, lx, ly, cnode, f_score, f_diff, *(o[box] for o in outs))
+    c = ly.T @ cnode @ lx  # (ny, nx) float64
+    sd = np.sqrt(np.maximum(vs, 0).astype(np.float64) * f_score)
+    ok = vs > vmin
+    np.testing.assert_array_equal(outs[0][box], d)
+    np.testing.assert_allclose(outs[1][box], np.maximum(vd, 0) * f_diff, rtol=1e-6)
+    np.testing.assert_allclose(outs[2][box], np.where(ok, s / np.where(ok, sd, 1), 0),
+                               rtol=1e-6, atol=0)
+    np.testing.assert_allclose(outs[3][box], np.where(ok, s * c, 0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(outs[4][box], np.where(ok, sd * c, np.inf), rtol=1e-6)
+    # the node values at the node centres (Lagrange weights 1 there)
+    np.testing.assert_allclose(c[np.ix_(nodes_y.astype(int), nodes_x.astype(int))], cnode,
+                               rtol=1e-12)
+    for o in outs:
+        rest = np.ones(o.shape, bool)
+        rest[box] = False
+        assert (o[rest] == 7.0).all()
