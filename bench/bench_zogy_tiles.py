@@ -1,6 +1,7 @@
 """Benchmark: ZOGY on one 4096 x 2048 CCD, this tree's code against another git revision's.
 
-Usage: ``python bench/bench_zogy_tiles.py [--against main] [--repeat 5] [--inputs F.pkl]``
+Usage: ``python bench/bench_zogy_tiles.py [--against main] [--repeat 5] [--inputs F.pkl]
+[--keep-freed-memory]``
 
 The zogy module of revision ``--against`` (``git show REV:src/desgw/diff/zogy.py``, loaded as
 a separate module) and this tree's :func:`desgw.diff.zogy.zogy` subtract the same inputs,
@@ -12,7 +13,10 @@ sparse 60-CCD benchmark) and with the grid the rule chooses (64 px, 576 points);
 ``--inputs``, a pickle of ``(args, kwargs)`` of one :func:`zogy` call (e.g. captured in the
 pipeline). Prints one JSON object: best CPU seconds of each revision per case over
 ``--repeat`` runs, and whether the five outputs are bit-identical (else the largest
-difference relative to each output's maximum).
+difference relative to each output's maximum). ``--keep-freed-memory`` first calls
+:func:`desgw.util.malloc.keep_freed_memory`, as the pipeline's workers do: freed tile buffers
+and outputs are then reused instead of page-faulted afresh on every call (without it, ~0.1-0.2
+system CPU-s of each call is the kernel zero-filling them).
 """
 
 from __future__ import annotations
@@ -91,7 +95,14 @@ def main() -> dict:
     ap.add_argument("--inputs", type=Path, default=None,
                     help="pickle of (args, kwargs) of one zogy call instead of the synthetic "
                          "pair")
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="reuse freed memory as the pipeline's workers do "
+                         "(desgw.util.malloc.keep_freed_memory)")
     a = ap.parse_args()
+    if a.keep_freed_memory:
+        from desgw.util.malloc import keep_freed_memory
+
+        keep_freed_memory()
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})
     from desgw.diff import zogy as after
@@ -109,7 +120,8 @@ def main() -> dict:
             cases = {"captured": kw.pop("config", after.ZogyConfig())}
         args[4], args[5] = _Cached(args[4]), _Cached(args[5])
         result: dict = {"benchmark": "zogy, one 4096x2048 CCD, one core, two revisions",
-                        "against": a.against, "repeat": a.repeat, "cases": {}}
+                        "against": a.against, "repeat": a.repeat,
+                        "keep_freed_memory": bool(a.keep_freed_memory), "cases": {}}
         for case, cfg in cases.items():
             cfg_before = before.ZogyConfig(**{f: getattr(cfg, f)
                                               for f in cfg.__dataclass_fields__})
