@@ -80,7 +80,35 @@ transforms on the (K, K) grid (2 PSFs in, 5 kernels out; 3 more for P_D when the
 shrunk), 11 PSF renders (both PSFs at the centre, the new one at 3 x 3 flux nodes: 352), and
 5 elementwise passes over the tile (fill, two variance medians on a stride-4 sub-sample,
 spectra, finalise). A first write into each of the five fresh (ny, nx) outputs costs the
-kernel's page zeroing, ~0.1 CPU-s per CCD, inside :func:`_finalise_tile`.
+kernel's page zeroing, ~0.1 CPU-s per CCD, inside :func:`_finalise_tile` (none in a
+worker, which keeps freed memory: :mod:`desgw.util.malloc`).
+
+What the pipeline consumes, and what was measured against cutting it (issue #12, on a CCD
+captured from ``bench_diff.py`` and the synthetic pair of ``bench_zogy_tiles.py``, one core,
+pipeline-like memory reuse, load ~20 so only ratios are firm): all five outputs are used.
+``diff`` is the SCI plane, the stamps and the PSF fit of :mod:`desgw.diff.measure`;
+``diff_var`` is the WGT plane and the error and chi2 of that fit (``flux_psf_err``,
+``psf_chi2``: real/bogus features); ``score`` is detection and the SCORE plane; ``flux`` and
+``flux_err`` are the candidates' flux, S/N and the release of masked detections. ``V(D)``
+cannot come from the ``V(S)`` side: the two use different squared filters (``d^2`` vs ``k^2``;
+``k = F_D P_D(-x) (x) d`` on the K grid does not carry over to the squares), and no exact form
+avoids its own two squared-filter transforms and one inverse: its whole share is ~0.12-0.14
+CPU-s per CCD (8 -> 6 filter transforms 8.4 -> 6.8 ms, 4 -> 3 inverse 8.6 -> 6.5 ms per 640-px
+tile), the most any shortcut could save. The squared filters on the tile grid: a K-support
+kernel's full tile spectrum costs the Tx-point pass over the Ty/2 + 1 rows whatever route
+builds it (by operation count: x first then y costs the same; a decimated Tx = 5 x 128 pass ~15
+% less before its twiddle and interleave passes), and building the filters on the tile
+frequencies drops the K truncation (different, wider filters that reach past the overlap).
+Tiles with no usable pixel (wholly uncovered or masked) are already skipped before any
+transform; partly covered ones still cost a full tile (``bench_diff.py``'s single template CCD
+leaves a column of 8 tiles 6-14 % covered, none empty). Per CCD in a worker: data transforms
+forward and inverse ~0.27 CPU-s each, filter transforms ~0.25-0.3, filling ~0.16, filters on
+the K grid ~0.07, finalise ~0.06, spectra ~0.05, variance medians ~0.03, PSF renders ~0.06 (the
+coadd's 47, the search model's 335). :func:`_finalise_tile` writing row slices of the whole
+outputs with a select for the blank case (numba then vectorises it; bit-identical) was 0.21 ->
+0.16 s where the outputs are page-faulted fresh (the call 1.26 -> 1.16 s), but in a worker the
+pass is memory-bound at ~0.06 s either way (the call 1.30 vs 1.38 s, 1.01 vs 1.04 s, 1.05 vs
+1.06 s on the captured CCD; load ~20): not kept.
 
 Filter grid and overlap (:func:`choose_kernel_size`, ``ZogyConfig.auto_kernel``): with
 ``kernel_size`` unset the grid is the smallest that keeps the science of ``2 * border`` for
