@@ -272,7 +272,8 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
         rh = flux_radius_all(data_for_sep, bad, xs, ys, rmax, np.full(sel.size, np.nan), 0.5)
         rh = np.where(np.isfinite(rh) & (rh > 0.5), rh, 0.5)
         sig = 2.0 / 2.35 * rh
-        xw, yw, witer = winpos_all(data_for_sep, bad, xs, ys, sig, 16)
+        # data_for_sep is 0 on the bad pixels: the window sums need no test per pixel
+        xw, yw, witer = winpos_all(data_for_sep, bad, xs, ys, sig, 16, False)
         # A window centroid that ran away (noise, blends) falls back to the barycentre.
         off = (np.hypot(xw - xs, yw - ys) > np.maximum(2.0 * rh, 1.0)) | (witer == 0)
         rhalf[sel] = rh

@@ -1,15 +1,19 @@
-"""Growing and applying pixel masks: binary dilation by a square, in one numba pass per
-axis, and flagging pixels in a mask and weight map in one pass.
+"""Growing and applying pixel masks: binary dilation by a square in one numba pass, and
+flagging pixels in a mask and weight map in one pass.
 
 Object masks (the first pass's detections masked for the second background), the cosmic-ray
 mask's faint track ends and similar masks are grown by ``g`` pixels, 8-connected: ``g``
 3 x 3 dilations, which equal one dilation by a ``(2 g + 1)``-pixel square. The square is
-separable, and along each axis a pixel is set when the nearest set pixel before or after it
-lies within ``g``; :func:`grow_mask` computes that with two sweeps per axis, 4-5x faster than
-``scipy.ndimage.maximum_filter`` on a full CCD (25-50 ms instead of 130-190 ms for 4096 x 2048
-pixels, one core) and with the same result (outside the image counts as unset). A sparse
-map (e.g. a CCD's ~2000 cosmic-ray pixels) is instead grown by painting the square around
-each set pixel (6 instead of 24 ms, one core, loaded machine), with the same result.
+separable: :func:`grow_mask` reads the map once, row by row, merges the set pixels of a row,
+each widened by ``g``, into runs, and writes each run into the ``2 g + 1`` rows around it
+(outside the image counts as unset; the same pixels as scipy's iterated dilation). The work
+beyond the read scales with the set pixels' runs, so a sparse map costs little more than
+its read. Measured (4096 x 2048 px, one core, load 16, two runs, best of 5; before ->
+after): a sparse CCD's first-pass segments (0.9 % of the pixels) grown by 4 px 39-48 ->
+12-14 ms, a dense CCD's (8.5 %) 46-64 -> 13-16 ms, 30 % random pixels 87-151 -> 35-48 ms,
+a cosmic-ray-like map (2e-4 of the pixels) 4-6 -> 6 ms. Before, two sweeps per axis read
+and wrote every pixel, and maps under ``size / (16 (2 g + 1)**2)`` set pixels were grown
+by painting the square around each set pixel after a scan that counted them.
 """
 
 from __future__ import annotations
@@ -19,86 +23,39 @@ from numba import njit
 
 __all__ = ["flag_pixels", "grow_mask"]
 
-_FAR = 1 << 30
-
 
 @njit(cache=True)
 def _dilate_square(src, h):  # pragma: no cover - numba
-    """``out[y, x]`` = some ``src`` pixel within ``h`` along both axes is non-zero."""
+    """``out[y, x]`` = some ``src`` pixel within ``h`` along both axes is non-zero.
+
+    One read of ``src``, row by row: the set pixels of a row, each widened to ``x - h .. x +
+    h`` and merged where they touch or overlap, make runs, and each run is written into rows
+    ``y - h .. y + h`` of ``out`` (the row dilation, then the column dilation of it). The
+    work beyond the read is the set pixels' runs times ``2 h + 1``, not the whole map.
+    """
     ny, nx = src.shape
-    tmp = np.zeros((ny, nx), np.bool_)
-    for y in range(ny):
-        last = -_FAR
-        for x in range(nx):
-            if src[y, x] != 0:
-                last = x
-            if x - last <= h:
-                tmp[y, x] = True
-        if last == -_FAR:  # an empty row
-            continue
-        nxt = _FAR
-        for x in range(nx - 1, -1, -1):
-            if src[y, x] != 0:
-                nxt = x
-            if nxt - x <= h:
-                tmp[y, x] = True
     out = np.zeros((ny, nx), np.bool_)
-    last_a = np.full(nx, -_FAR, np.int64)
     for y in range(ny):
-        for x in range(nx):
-            if tmp[y, x]:
-                last_a[x] = y
-            if y - last_a[x] <= h:
-                out[y, x] = True
-    nxt_a = np.full(nx, _FAR, np.int64)
-    for y in range(ny - 1, -1, -1):
-        for x in range(nx):
-            if tmp[y, x]:
-                nxt_a[x] = y
-            if nxt_a[x] - y <= h:
-                out[y, x] = True
-    return out
-
-
-@njit(cache=True)
-def _set_pixels(src, limit):  # pragma: no cover - numba
-    """(ys, xs, n) of the non-zero pixels of ``src``, row-major; ``n = -1`` (and the lists
-    incomplete) when there are more than ``limit``."""
-    ny, nx = src.shape
-    ys = np.empty(limit, np.int64)
-    xs = np.empty(limit, np.int64)
-    n = 0
-    for y in range(ny):
+        y0 = max(y - h, 0)
+        y1 = min(y + h, ny - 1)
+        a = -1  # current run a..b (columns), none when a < 0
+        b = -1
         for x in range(nx):
             if src[y, x] != 0:
-                if n == limit:
-                    return ys, xs, -1
-                ys[n] = y
-                xs[n] = x
-                n += 1
-    return ys, xs, n
-
-
-@njit(cache=True)
-def _paint_squares(ys, xs, n, shape, h):  # pragma: no cover - numba
-    """bool map with the ``2 h + 1`` square around each (ys[i], xs[i]), i < n, set."""
-    ny, nx = shape
-    out = np.zeros((ny, nx), np.bool_)
-    for i in range(n):
-        y0 = max(ys[i] - h, 0)
-        y1 = min(ys[i] + h + 1, ny)
-        x0 = max(xs[i] - h, 0)
-        x1 = min(xs[i] + h + 1, nx)
-        for y in range(y0, y1):
-            for x in range(x0, x1):
-                out[y, x] = True
+                lo = max(x - h, 0)
+                hi = min(x + h, nx - 1)
+                if a >= 0 and lo <= b + 1:
+                    b = hi
+                else:
+                    if a >= 0:
+                        for yy in range(y0, y1 + 1):
+                            out[yy, a:b + 1] = True
+                    a = lo
+                    b = hi
+        if a >= 0:
+            for yy in range(y0, y1 + 1):
+                out[yy, a:b + 1] = True
     return out
-
-
-#: A map with fewer set pixels than ``size / (_SPARSE_FACTOR (2 g + 1)**2)`` is grown by
-#: painting squares (each set pixel costs ``(2 g + 1)**2`` writes, the separable sweeps ~8
-#: reads and writes per pixel of the map).
-_SPARSE_FACTOR = 16
 
 
 def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -134,13 +91,7 @@ def grow_mask(mask: np.ndarray, pixels: int) -> np.ndarray:
         return arr != 0
     if arr.dtype == np.bool_:
         arr = arr.view(np.uint8)
-    arr = np.ascontiguousarray(arr)
-    limit = arr.size // (_SPARSE_FACTOR * (2 * g + 1) ** 2)
-    if limit > 0:
-        ys, xs, n = _set_pixels(arr, limit)
-        if n >= 0:
-            return _paint_squares(ys, xs, n, arr.shape, g)
-    return _dilate_square(arr, g)
+    return _dilate_square(np.ascontiguousarray(arr), g)
 
 
 @njit(cache=True)
