@@ -297,8 +297,7 @@ def _unit_gauss(fwhm: Any, m: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t_msk, scale,
-             stamps, reach, tile, thr, nsigma, near, g_n, g_r, k_rn, k_nr,
-             factor):  # pragma: no cover - numba
+             stamps, reach, tile, thr, nsigma, near, g_n, g_r, factor):  # pragma: no cover
     """Clear the grown ``bits`` of the pixels that hold more flux than the in-painting's cut
     light can put there (:func:`release_grown_mask`); returns the number released."""
     ny, nx = score.shape
@@ -346,13 +345,9 @@ def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t
                         vn = float(s_img[yy, xx]) - own_n * g_n[dy, dx]
                         vr = _near_max(t_img, code, 2, yy, xx, near, own_r / scale, g_r, y,
                                        x) * scale
-                        if not np.isfinite(vr):  # deep in a wide template defect
-                            vr = vn * k_nr
                     else:
                         vn = _near_max(s_img, code, 1, yy, xx, near, own_n, g_n, y, x)
                         vr = float(t_img[yy, xx]) * scale - own_r * g_r[dy, dx]
-                        if not np.isfinite(vn):  # deep in a wide search defect
-                            vn = vr * k_rn
                     if not (np.isfinite(vn) and np.isfinite(vr)):
                         unknown = True
                         break
@@ -390,22 +385,17 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     that part of it), so a circular Gaussian of flux ``|F(p)|`` and that image's FWHM
     (``meta["fwhm_search"]`` for ``F > 0``, ``meta["fwhm_template"]`` for a fading ``F < 0``)
     centred on ``p`` is taken off the light of that image before it is summed. Without it
-    the bound grew with the candidate's own flux, and a transient next to a defect (or a
-    fake injected there) could stay under the growth; for a residual it lowers the bound by
-    ``|F|`` times the share of the PSF the cut pixels hold, which the 5-sigma margin and the
-    bound's slack cover (the tests: no star residual gets through). Deeper than 2 px in a
-    defect of one image (a bad band of a CCD's edge columns, a wide resampled column) that
-    image has no usable neighbour to stand in for its light; the other image's light there
-    (own light taken off) does, times the peak ratio of the two PSFs when the unusable
-    image's is the narrower (``max(1, (fwhm_other / fwhm_this)^2)``): the static light is in
-    both (such a stamp kept its growth: the audit lost a Kolmogorov fake 10 px from a
-    template's 9-px bad band). A grown (not itself unusable) pixel whose ``|F| -
-    threshold_sigma sigma_F`` exceeds that bound holds a source the residual cannot make:
-    its grown bits are cleared (its mask becomes the OR of the input masks there), so a
-    transient a few pixels from a bad column or a cosmic ray on its host is detected where
-    the growth hid it (issue 13 item 3). Pixels whose stamp holds a pixel unusable in both
-    images (its light unknown: a shared defect, a saturated core) or without data and
-    without a bit saying why (a coverage edge) keep their growth.
+    the bound grew with the candidate's own flux, and a transient next to a template defect
+    (or a fake injected there) stayed under the growth (the audit lost a fake this way);
+    for a residual it lowers the bound by ``|F|`` times the share of the PSF the cut
+    pixels hold, which the 5-sigma margin and the bound's slack cover (the tests: no star
+    residual gets through). A grown (not itself unusable) pixel whose ``|F| - threshold_sigma
+    sigma_F`` exceeds that bound holds a source the residual cannot make: its grown bits are
+    cleared (its mask becomes the OR of the input masks there), so a transient a few pixels
+    from a bad column or a cosmic ray on its host is detected where the growth hid it (issue
+    13 item 3). Pixels whose stamp holds a pixel unusable in both images (its light unknown:
+    a shared defect, a saturated core) or without data and without a bit saying why (a
+    coverage edge) keep their growth.
 
     Parameters
     ----------
@@ -462,11 +452,6 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     reach = np.array([[min(stamps.shape[-1] // 2,
                            int(np.ceil(3.0 * psf.fwhm_at(i * psf.tile, j * psf.tile))))
                        for i in range(ntx)] for j in range(nty)], np.int64)
-    fn = float(subtraction.meta.get("fwhm_search", np.nan))
-    fr = float(subtraction.meta.get("fwhm_template", np.nan))
-    ok = np.isfinite(fn) and fn > 0 and np.isfinite(fr) and fr > 0
-    k_rn = max(1.0, (fr / fn) ** 2) if ok else np.inf
-    k_nr = max(1.0, (fn / fr) ** 2) if ok else np.inf
     m = int(reach.max()) + 3  # the offsets _release reaches: its stamp and _near_max's 2 px
     n = _release(np.ascontiguousarray(subtraction.score, f32),
                  np.ascontiguousarray(subtraction.flux_image, f32),
@@ -474,6 +459,5 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
                  code, s_img, s_msk, t_img, t_msk, float(subtraction.meta.get("scale", 1.0)),
                  stamps, reach, int(psf.tile), f32(threshold_sigma), float(threshold_sigma), 2,
                  _unit_gauss(subtraction.meta.get("fwhm_search"), m),
-                 _unit_gauss(subtraction.meta.get("fwhm_template"), m), k_rn, k_nr,
-                 float(bound_factor))
+                 _unit_gauss(subtraction.meta.get("fwhm_template"), m), float(bound_factor))
     return mask, int(n)
