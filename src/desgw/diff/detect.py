@@ -266,23 +266,38 @@ def _codes(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque):  # pragm
 
 
 @njit(cache=True, nogil=True)
-def _near_max(img, code, bit, y, x, r):  # pragma: no cover - numba
+def _near_max(img, code, bit, y, x, r, own, g, cy, cx):  # pragma: no cover - numba
     """Largest value of ``img`` over the pixels within ``r`` of (y, x) without ``bit`` in
-    ``code`` (usable in that image); NaN if none."""
+    ``code`` (usable in that image), less ``own g[|yy - cy|, |xx - cx|]`` (a candidate's
+    own light, :func:`_unit_gauss`); NaN if none."""
     ny, nx = img.shape
     best = -np.inf
     for yy in range(max(y - r, 0), min(y + r + 1, ny)):
         for xx in range(max(x - r, 0), min(x + r + 1, nx)):
             if (code[yy, xx] & bit) == 0:
                 v = float(img[yy, xx])
+                if own != 0.0:
+                    v -= own * g[abs(yy - cy), abs(xx - cx)]
                 if v > best:
                     best = v
     return best if best > -np.inf else np.nan
 
 
+def _unit_gauss(fwhm: Any, m: int) -> np.ndarray:
+    """(m, m) float64 table: a circular Gaussian of flux 1 and that FWHM (px) at the offsets
+    (|dy|, |dx|) px from its centre; zeros where the FWHM is missing or not positive (no
+    light is then taken off)."""
+    f = float(fwhm) if fwhm is not None else np.nan
+    if not (np.isfinite(f) and f > 0):
+        return np.zeros((m, m))
+    a = 4.0 * np.log(2.0) / f ** 2
+    d2 = np.arange(m, dtype=np.float64) ** 2
+    return a / np.pi * np.exp(-a * (d2[:, None] + d2[None, :]))
+
+
 @njit(cache=True, nogil=True)
 def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t_msk, scale,
-             stamps, reach, tile, thr, nsigma, near, factor):  # pragma: no cover - numba
+             stamps, reach, tile, thr, nsigma, near, g_n, g_r, factor):  # pragma: no cover
     """Clear the grown ``bits`` of the pixels that hold more flux than the in-painting's cut
     light can put there (:func:`release_grown_mask`); returns the number released."""
     ny, nx = score.shape
@@ -308,6 +323,11 @@ def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t
             j = min(y // tile, nty - 1)
             i = min(x // tile, ntx - 1)
             r = reach[j, i]
+            # the candidate's own light is new light, not static: a Gaussian of flux |F|
+            # and the image's FWHM (g_n, g_r) is taken off the image it is in (the search
+            # for F > 0, the template for F < 0)
+            own_n = f if f > 0 else 0.0
+            own_r = -f if f < 0 else 0.0
             cut_n = 0.0  # search light cut (e-), weighted
             cut_r = 0.0  # template light cut (search scale), weighted
             unknown = False
@@ -320,12 +340,14 @@ def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t
                         unknown = True
                         break
                     w = float(stamps[j, i, yy - y + h, xx - x + h]) * inv[j, i]
+                    dy, dx = abs(yy - y), abs(xx - x)
                     if k & 2:  # template unusable: the search's light is known
-                        vn = float(s_img[yy, xx])
-                        vr = _near_max(t_img, code, 2, yy, xx, near) * scale
+                        vn = float(s_img[yy, xx]) - own_n * g_n[dy, dx]
+                        vr = _near_max(t_img, code, 2, yy, xx, near, own_r / scale, g_r, y,
+                                       x) * scale
                     else:
-                        vn = _near_max(s_img, code, 1, yy, xx, near)
-                        vr = float(t_img[yy, xx]) * scale
+                        vn = _near_max(s_img, code, 1, yy, xx, near, own_n, g_n, y, x)
+                        vr = float(t_img[yy, xx]) * scale - own_r * g_r[dy, dx]
                     if not (np.isfinite(vn) and np.isfinite(vr)):
                         unknown = True
                         break
@@ -358,7 +380,16 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     static source, of the same size and sign, so the two cuts partly cancel. Hence
     ``|F_res(p)| <= |sum_q w_q c_q|`` summed over the stamp around ``p``, once for the search
     light cut where the template is unusable and once for the template's (search scale)
-    where the search is. A grown (not itself unusable) pixel whose ``|F| - threshold_sigma
+    where the search is. Only static light counts: the candidate's own light at ``p`` is new
+    light, in one image only, and cutting it leaves no residual (the difference just lacks
+    that part of it), so a circular Gaussian of flux ``|F(p)|`` and that image's FWHM
+    (``meta["fwhm_search"]`` for ``F > 0``, ``meta["fwhm_template"]`` for a fading ``F < 0``)
+    centred on ``p`` is taken off the light of that image before it is summed. Without it
+    the bound grew with the candidate's own flux, and a transient next to a template defect
+    (or a fake injected there) stayed under the growth (the audit lost a fake this way);
+    for a residual it lowers the bound by ``|F|`` times the share of the PSF the cut
+    pixels hold, which the 5-sigma margin and the bound's slack cover (the tests: no star
+    residual gets through). A grown (not itself unusable) pixel whose ``|F| - threshold_sigma
     sigma_F`` exceeds that bound holds a source the residual cannot make: its grown bits are
     cleared (its mask becomes the OR of the input masks there), so a transient a few pixels
     from a bad column or a cosmic ray on its host is detected where the growth hid it (issue
@@ -421,10 +452,12 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     reach = np.array([[min(stamps.shape[-1] // 2,
                            int(np.ceil(3.0 * psf.fwhm_at(i * psf.tile, j * psf.tile))))
                        for i in range(ntx)] for j in range(nty)], np.int64)
+    m = int(reach.max()) + 3  # the offsets _release reaches: its stamp and _near_max's 2 px
     n = _release(np.ascontiguousarray(subtraction.score, f32),
                  np.ascontiguousarray(subtraction.flux_image, f32),
                  np.ascontiguousarray(subtraction.flux_err_image, f32), mask, np.int32(bits),
                  code, s_img, s_msk, t_img, t_msk, float(subtraction.meta.get("scale", 1.0)),
                  stamps, reach, int(psf.tile), f32(threshold_sigma), float(threshold_sigma), 2,
-                 float(bound_factor))
+                 _unit_gauss(subtraction.meta.get("fwhm_search"), m),
+                 _unit_gauss(subtraction.meta.get("fwhm_template"), m), float(bound_factor))
     return mask, int(n)
