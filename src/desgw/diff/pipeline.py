@@ -69,8 +69,10 @@ the stamp) has ``mag = -2.5 log10(F) + zp_stamp_search``, a total-flux AB magnit
 
 Noise
 -----
-The search variance is ``1 / weight`` (background), the template's the coadd's per-pixel
-variance; ZOGY adds the sources' Poisson noise from the pixel values (the template's with the
+The search variance is ``1 / weight`` (background; with ``DiffConfig.model_weights`` SE's
+model weight, before its rescale to the measured sky noise, :func:`~desgw.diff.pipeline_steps.
+model_weight`), the template's the coadd's per-pixel variance (of the templates' model
+weights); ZOGY adds the sources' Poisson noise from the pixel values (the template's with the
 coadd's per-pixel gain, :attr:`desgw.diff.coadd.Coadd.gain`) and propagates the
 variances through its filters as if pixels were independent. The resampled template's noise is
 correlated (neighbouring pixels share input pixels): with ``DiffConfig.
@@ -150,6 +152,7 @@ from .pipeline_steps import (
     forced_flux,
     ideal_limit,
     measure_noise_acf,
+    model_weight,
     relative_sky,
     relative_sky_skew_shift,
     resampling_noise_acf,
@@ -335,6 +338,12 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
     if not usable:
         timings["total"] = time.perf_counter() - t_start
         return _empty(search, [*flags, "no_template"], timings, (), rejected, meta)
+
+    # the inputs' model weights: the difference's noise is the images' noise from one epoch
+    # to the next, not the static scatter SE's weight rescale also counts
+    if config.model_weights:
+        search = model_weight(search)
+        usable = [model_weight(t) for t in usable]
 
     # 2. sky
     shape = search.shape

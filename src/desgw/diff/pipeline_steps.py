@@ -37,6 +37,7 @@ __all__ = [
     "grow_objects",
     "ideal_limit",
     "measure_noise_acf",
+    "model_weight",
     "relative_sky",
     "relative_sky_skew_shift",
     "resampling_noise_acf",
@@ -82,6 +83,24 @@ def template_cut_reasons(t: CCDProducts, search: CCDProducts, config: DiffConfig
         reasons.append(f"image/mask/weight shapes differ: {t.image.shape}, {t.mask.shape}, "
                        f"{t.weight.shape}")
     return tuple(reasons)
+
+
+def model_weight(ccd: CCDProducts) -> CCDProducts:
+    """``ccd`` with SE's model weight (``weight * weight_scale``) and ``weight_scale`` 1.
+
+    SE divides its model weight (sky and read noise) by the ratio of the sky variance it
+    measures on the image outside the detected objects (header ``WGTSCALE``), which is right
+    for one epoch's photometry: that scatter also holds the static light of star wings and
+    undetected sources. A difference subtracts the static scene, so its noise is the model's
+    (the sources' Poisson noise is added from the pixel values). Returns ``ccd`` itself when
+    the scale is 1 or not a finite positive number; otherwise a new weight array (the input's
+    is not modified).
+    """
+    f = float(ccd.weight_scale)
+    if not (math.isfinite(f) and f > 0) or f == 1.0:
+        return ccd
+    return replace(ccd, weight=np.multiply(ccd.weight, np.float32(f), dtype=np.float32),
+                   weight_scale=1.0)
 
 
 def subtract_sky(image: np.ndarray, mask: np.ndarray, config: DiffConfig
