@@ -514,7 +514,7 @@ def relative_sky(search_image: np.ndarray, template_image: np.ndarray, good: np.
 def relative_sky_skew_shift(search_sky: float, search_var: np.ndarray,
                             template_var: np.ndarray, template_gain: np.ndarray | None,
                             good: np.ndarray, *, resample_kernel: str = "lanczos3",
-                            stride: int = 4) -> float:
+                            stride: int = 8) -> float:
     """How far the clipped mesh mode of ``search - template`` lies below its mean (e-).
 
     The Poisson noise of both skies is skewed, the search's up and the subtracted template's
