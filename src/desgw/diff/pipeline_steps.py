@@ -534,6 +534,14 @@ def relative_sky_skew_shift(search_sky: float, search_var: np.ndarray,
     - ``var``: ``var_S + var_T``, the medians of the per-pixel variances over the ``good``
       pixels (every ``stride``-th row and column).
 
+    Not modelled: the mesh mode's own noise (~0.03 e- per CCD at ~1000 e- of sky), the lift
+    of the mode by the object exclusion (pixels above ``object_sigma`` in the search: ~+0.03
+    e- on pure Poisson skies) and the skew of the faint sources' plain difference when the
+    seeing differs. On the audit nights (CCD 28, in process, fakes off) the blank-sky mean
+    of the difference went +0.21 -> +0.04 e- (crowded), +0.20 -> +0.02 (dense), +0.15 ->
+    -0.07 (sparse, a template of 0.75" for a 0.98" search) and +0.26 -> +0.06 (sparse, a
+    1.62" template for a 1.25" search): the sign of the rest follows the seeing difference.
+
     Parameters
     ----------
     search_sky : float
