@@ -25,7 +25,10 @@ Steps (timing keys in brackets), with the original DiffImg step they replace:
    sky of the plain difference search - coadd (sources left out) is removed from the search
    image (:func:`~desgw.diff.pipeline_steps.relative_sky`): PSF fluxes on the difference sum ~100
    pixels, so a relative sky error of 1 % of the noise would bias them by 0.1 sigma
-   (``[sky_match]``, with the variances and the ideal limit).
+   (``[sky_match]``, with the variances and the ideal limit). The mesh level is a clipped
+   mode, raised to the difference's mean by the skew of both Poisson skies
+   (:func:`~desgw.diff.pipeline_steps.relative_sky_skew_shift`, ``meta[
+   "relative_sky_skew_shift_e"]``: ~0.25-0.35 e- for templates 3-10x deeper).
 5. ``[fakes]`` fake point sources (SNFAKE): magnitudes uniform in ``m_ideal - 2 .. m_ideal +
    1.5`` around the ideal 5-sigma limit of this difference (step 12 below), placed on the
    pixels the difference will not mask (:func:`desgw.diff.subtract.predict_difference_mask`
@@ -66,8 +69,10 @@ the stamp) has ``mag = -2.5 log10(F) + zp_stamp_search``, a total-flux AB magnit
 
 Noise
 -----
-The search variance is ``1 / weight`` (background), the template's the coadd's per-pixel
-variance; ZOGY adds the sources' Poisson noise from the pixel values (the template's with the
+The search variance is ``1 / weight`` (background; with ``DiffConfig.model_weights`` SE's
+model weight, before its rescale to the measured sky noise, :func:`~desgw.diff.pipeline_steps.
+model_weight`), the template's the coadd's per-pixel variance (of the templates' model
+weights); ZOGY adds the sources' Poisson noise from the pixel values (the template's with the
 coadd's per-pixel gain, :attr:`desgw.diff.coadd.Coadd.gain`) and propagates the
 variances through its filters as if pixels were independent. The resampled template's noise is
 correlated (neighbouring pixels share input pixels): with ``DiffConfig.
@@ -147,7 +152,9 @@ from .pipeline_steps import (
     forced_flux,
     ideal_limit,
     measure_noise_acf,
+    model_weight,
     relative_sky,
+    relative_sky_skew_shift,
     resampling_noise_acf,
     search_sky,
     subtract_sky,
@@ -332,6 +339,12 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         timings["total"] = time.perf_counter() - t_start
         return _empty(search, [*flags, "no_template"], timings, (), rejected, meta)
 
+    # the inputs' model weights: the difference's noise is the images' noise from one epoch
+    # to the next, not the static scatter SE's weight rescale also counts
+    if config.model_weights:
+        search = model_weight(search)
+        usable = [model_weight(t) for t in usable]
+
     # 2. sky
     shape = search.shape
     s_img, s_sky, s_rms = search_sky(search, config)
@@ -411,10 +424,14 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
         timings["total"] = time.perf_counter() - t_start
         return _empty(search, [*flags, "all_masked"], timings, used, rejected, meta)
 
-    if config.relative_sky:
-        s_img -= relative_sky(s_img, coadd.image, good, s_rms, config)
     s_var = _inverse(search.weight)
     t_var = _inverse(coadd.weight)
+    if config.relative_sky:
+        # the mesh mode of the skewed difference, raised to its mean
+        shift = relative_sky_skew_shift(s_sky, s_var, t_var, coadd.gain, good,
+                                        resample_kernel=config.resample_kernel)
+        meta["relative_sky_skew_shift_e"] = shift
+        s_img -= relative_sky(s_img, coadd.image, good, s_rms, config, skew_shift=shift)
     limit = ideal_limit(search, s_var, t_var, good, coadd.psf, ncf, zp=zp_s,
                         nsigma=config.threshold_sigma)
     if limit is not None:

@@ -169,7 +169,8 @@ def _products(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, h: fits.H
         catalog=catalog, qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_float_key(h, "FWHMASEC", math.nan), t_eff=t_eff,
         psf_apcor=_float_key(h, "PSFAPCOR", 1.0), sky_subtracted=sky_subtracted,
-        airmass=_float_key(h, "AIRMASS", math.nan))
+        airmass=_float_key(h, "AIRMASS", math.nan),
+        weight_scale=_float_key(h, "WGTSCALE", 1.0))
 
 
 def _prepared_target(immask: str | os.PathLike[str], config: DiffConfig

@@ -75,7 +75,7 @@ def search_products_from_se(result: CCDResult, header: fits.Header, *, band: str
     header : astropy.io.fits.Header
         The product header the immask gets (:func:`desgw.workflow.se_ccd._product_header`):
         ``MAGZERO`` (AB zeropoint of the total flux in e-), ``EXPTIME`` (s), ``QCPASS``,
-        ``FWHMASEC`` (arcsec), ``PSFAPCOR``, ``AIRMASS`` are taken from it, as
+        ``FWHMASEC`` (arcsec), ``PSFAPCOR``, ``AIRMASS``, ``WGTSCALE`` are taken from it, as
         :func:`~desgw.diff.pipeline_products.load_ccd_products` takes them from the file.
     band : str
     expnum, ccdnum : int
@@ -106,7 +106,8 @@ def search_products_from_se(result: CCDResult, header: fits.Header, *, band: str
         qc_passed=bool(qcpass) if qcpass is not None else True,
         fwhm=_header_float(header, "FWHMASEC", math.nan), t_eff=teff,
         psf_apcor=_header_float(header, "PSFAPCOR", 1.0),
-        airmass=_header_float(header, "AIRMASS", math.nan), background=result.background)
+        airmass=_header_float(header, "AIRMASS", math.nan), background=result.background,
+        weight_scale=_header_float(header, "WGTSCALE", 1.0))
 
 
 def _register_search(diff_task: DiffTask, exposure: object, raw_path: str) -> None:
