@@ -763,10 +763,13 @@ def fit_psf(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | None,
 def _fit_cutouts(big: np.ndarray, var_big: np.ndarray, badbig: np.ndarray, ix: np.ndarray,
                  iy: np.ndarray, xs: np.ndarray, ys: np.ndarray, pad: int, fwhm0: float,
                  degree: int, norm_xy: tuple[float, float, float, float], config: PSFConfig
-                 ) -> tuple[np.ndarray, ...]:
-    """Steps 2-4 of the fit on padded cut-outs (k, 2 pad + 1, 2 pad + 1) centred on (ix, iy).
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                            np.ndarray, float]:
+    """Steps 2-4 (and 6) of the fit on padded cut-outs (k, 2 pad + 1, 2 pad + 1) centred on
+    (ix, iy).
 
-    Returns the coefficients, the stars' fluxes, chi2/dof, accepted flags and positions.
+    Returns the coefficients, the stars' fluxes, chi2/dof, accepted flags, positions and the
+    pedestal (e-/px; 0 without ``config.fit_pedestal``).
     """
     n = config.stamp
     h = n // 2
