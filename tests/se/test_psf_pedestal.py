@@ -11,7 +11,8 @@ separates them by the stars' spread in flux, over the stamp pixels beyond 2 FWHM
 Fields of :mod:`test_psf_flux_bias` (galsim Moffat beta 2.5 and Kolmogorov, FWHM 4.5 px varying
 by 16 % over the field, 225 stars of 1e5-1e6 e-, 64 px apart, 1500 e- sky): measured pedestals
 +0.06 / +0.52 e-/px with none added, +3.06 / +3.52 with 3 e-/px added; bright-star FLUX_PSF /
-stamp flux 0.9995 / 0.9990 either way, against 1.0045 / 1.0046 without the pedestal fit.
+stamp flux 0.9995 / 0.9990 either way, against 1.0045 / 1.0046 without the pedestal fit. A
+pedestal within :data:`desgw.se.psf.PEDESTAL_SIGMA` of its error is left out (0).
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ def test_pedestal_fitted_with_the_model(kind, beta, fwhm0):
             assert plain.sky_pedestal == 0.0
             high = float(np.mean(psf_fluxes(img, weight, None, xs, ys, plain)[0] / box))
             assert high > 1.003, high
-    # the pedestal found (its noise over 225 stars is ~0.3 e-/px), and the same offset with
-    # and without the added level: the fit is linear in it
+    # the pedestal found (its noise over 225 stars is ~0.3 e-/px; with none added it may be
+    # left out as insignificant, PEDESTAL_SIGMA)
     assert max(abs(p) for p in peds) < 0.8, peds
-    assert abs(peds[1] - peds[0]) < 0.05, peds
     # bright stars' PSF fluxes unbiased to the bar (0.1 %) whatever the pedestal
     assert max(abs(r - 1.0) for r in ratios) < 1e-3, ratios

@@ -212,10 +212,12 @@ class SEConfig:
         Fit the PSF with a level common to the PSF stars' stamps
         (:attr:`desgw.se.psf.PSFConfig.fit_pedestal`, header ``PSFPED``), so that the sky
         under the PSF stars, after their neighbours' models are subtracted, does not enter the
-        model's normalisation. The photometry's sky is not changed. On the simulated crowded
-        CCD 768792/28 (Moffat beta 2.5, 1.57", 11,600 objects) the pedestal is -2.05 e-/px and
-        bright isolated FLUX_PSF / true goes 0.9941 -> 1.0017, the zeropoint error -4.85 ->
-        +3.41 mmag; on a sparse CCD (581796/28) -0.06 e-/px, 0.9986 -> 0.9988.
+        model's normalisation. The photometry's sky is not changed (subtracting the pedestal
+        from it too overshot: 768792/28 FLUX_PSF / true 1.0038). On the simulated crowded CCD
+        768792/28 (Moffat beta 2.5, 1.57", 11,600 objects) the pedestal is -2.05 +- 0.13
+        e-/px and bright isolated FLUX_PSF / true goes 0.9941 -> 1.0017, the zeropoint error
+        -4.85 -> +3.41 mmag (bench/bench_psf_pedestal.json); on sparse CCDs it is not
+        significant and nothing changes.
     qc : QCThresholds
         Pass/fail limits of the CCD's quality check.
     gaia_quality : GaiaQualityCuts
