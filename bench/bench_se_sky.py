@@ -29,7 +29,9 @@ Prints JSON (with ``os.getloadavg()`` and the commit)::
 
 ``--mean-sky 0,1`` repeats each case with ``SEConfig.mean_sky`` off and on; ``--skew 0,1`` with
 ``BackgroundConfig.skew_correction`` off and on (the level as sep's mode, or raised to the mean
-of the Poisson sky; default 1, the pipeline's setting).
+of the Poisson sky; default 1, the pipeline's setting); ``--psf-pedestal 0,1`` with
+``SEConfig.psf_pedestal`` off and on (``psfped``: the level under the PSF stars the PSF fit
+took out of its model, e-/px).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ sys.path.insert(0, str(BENCH))
 
 
 def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
-            mean_sky: bool = False, skew: bool = True) -> dict[str, Any]:
+            mean_sky: bool = False, skew: bool = True, psf_pedestal: bool = True
+            ) -> dict[str, Any]:
     """Process one CCD with the given wing fraction and sky estimator; measure it against the truth."""
     from scipy.spatial import cKDTree
 
@@ -69,7 +72,8 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
 
     d = root / night
     config = SEConfig(background=BackgroundConfig(wing_fraction=wing_fraction,
-                                                  skew_correction=skew), mean_sky=mean_sky)
+                                                  skew_correction=skew), mean_sky=mean_sky,
+                      psf_pedestal=psf_pedestal)
     lin = d / "calib" / "linearity.fits"
     task = CCDTask(expnum=e, ccdnum=c, band="r", rnum=1, pnum=1,
                    raw_path=str(d / "raw" / f"DECam_{e:08d}.fits.fz"),
@@ -104,7 +108,8 @@ def measure(root: Path, night: str, e: int, c: int, wing_fraction: float,
                                                             np.asarray(cat["YWIN_IMAGE"], float)]) - 1.0)
     area = float(res.psf.coeffs.shape[1] * res.psf.coeffs.shape[2])
     return {"night": night, "expnum": e, "ccdnum": c, "wing_fraction": wing_fraction,
-            "mean_sky": mean_sky, "skew_correction": skew,
+            "mean_sky": mean_sky, "skew_correction": skew, "psf_pedestal": psf_pedestal,
+            "psfped": round(float(res.psf.sky_pedestal), 3),
             "skew_shift": round(float(res.background.skew_shift), 3),
             "fwhm_arcsec_true": round(float(row["fwhm_arcsec"]), 3),
             "n_objects_true": int(row["n_objects"]), "fwhm_px": round(fwhm_px, 2),
@@ -149,6 +154,7 @@ def main() -> None:
     ap.add_argument("--wing-fractions", default="0,0.1")
     ap.add_argument("--mean-sky", default="0", help="0, 1 or 0,1 (SEConfig.mean_sky)")
     ap.add_argument("--skew", default="1", help="0, 1 or 0,1 (BackgroundConfig.skew_correction)")
+    ap.add_argument("--psf-pedestal", default="1", help="0, 1 or 0,1 (SEConfig.psf_pedestal)")
     a = ap.parse_args()
     commit = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip()
@@ -158,9 +164,10 @@ def main() -> None:
         for wf in (float(v) for v in a.wing_fractions.split(",")):
             for ms in (bool(int(v)) for v in a.mean_sky.split(",")):
                 for sk in (bool(int(v)) for v in a.skew.split(",")):
-                    r = measure(a.root, night, int(e), int(c), wf, ms, sk)
-                    print(json.dumps(r), file=sys.stderr, flush=True)
-                    out["rows"].append(r)
+                    for pp in (bool(int(v)) for v in a.psf_pedestal.split(",")):
+                        r = measure(a.root, night, int(e), int(c), wf, ms, sk, pp)
+                        print(json.dumps(r), file=sys.stderr, flush=True)
+                        out["rows"].append(r)
     out["loadavg_end"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 

@@ -227,6 +227,10 @@ def test_products_qc_header_and_pickling(processed, case):
     # the sky is the Poisson sky's mean: sep's mode raised by 0.39 (rms^2 - RN^2) / rms^2 e-
     assert h["SKYSKEW"] == pytest.approx(poisson_skew_shift(h["SKYSIGMA"], 1.0, h["RDNOISE"]))
     assert 0.25 < h["SKYSKEW"] < SKEW_MODE_RESPONSE
+    # the level under the PSF stars that the PSF fit took out of its model
+    # (SEConfig.psf_pedestal): within its noise of 0 on these uncrowded CCDs (-0.06 and
+    # +1.32 e-/px on the sparse audit CCDs 581796/28 and 29, -1.2..-2.1 on crowded ones)
+    assert abs(h["PSFPED"]) < 3.0, h["PSFPED"]
     assert {"crosstalk", "detrend", "cosmics", "detect", "psf", "measure", "astrometry",
             "zeropoint", "total"} <= set(res.timings)
     for col in ("NUMBER", "XWIN_IMAGE", "ALPHAWIN_J2000", "DELTAWIN_J2000", "FLUX_PSF",
@@ -252,6 +256,7 @@ def test_config_hash_is_stable_and_sensitive():
     assert replace(a, use_color_terms=False).hash() != a.hash()
     assert replace(a, detect=DetectConfig(minarea=4)).hash() != a.hash()
     assert replace(a, background=BackgroundConfig(skew_correction=False)).hash() != a.hash()
+    assert replace(a, psf_pedestal=False).hash() != a.hash()
     with pytest.raises(ValueError):
         SEConfig(required_calibrations=("dark",))
     with pytest.raises(ValueError):
