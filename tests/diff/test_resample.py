@@ -413,7 +413,7 @@ def test_partial_overlap_box_gives_the_full_grid_result(wcs_pair) -> None:
     m = res.mapping
     resample_kernel(pi, pv, pf, pg, box_any(pfl, 2, 3), m.xin, m.yin, m.area, m.x0, m.y0,
                     float(m.step), lanczos_table(3), 3, ResampleConfig().mask_threshold,
-                    int(EDGE), int(UNUSABLE), *outs, 0, SHAPE[0], 0, SHAPE[1])
+                    int(EDGE), int(UNUSABLE), int(BADPIX), *outs, 0, SHAPE[0], 0, SHAPE[1])
     assert res.coverage.sum() > 1000
     np.testing.assert_array_equal(res.image, outs[0])
     np.testing.assert_array_equal(res.mask, outs[1])

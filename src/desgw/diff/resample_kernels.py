@@ -103,10 +103,10 @@ def _taps(img, var, r0, c0, wx, wy, ntap):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np.ndarray,
+def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np.ndarray,
                     near: np.ndarray, gxin: np.ndarray, gyin: np.ndarray, garea: np.ndarray,
                     x0: float, y0: float, step: float, table: np.ndarray, order: int,
-                    threshold: float, edge_bit: int, unusable: int,
+                    threshold: float, edge_bit: int, unusable: int, badpix: int,
                     out_img: np.ndarray, out_mask: np.ndarray, out_w: np.ndarray,
                     out_cov: np.ndarray, oy0: int, oy1: int, ox0: int,
                     ox1: int) -> tuple[float, float]:
@@ -115,9 +115,11 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     Only output rows ``oy0:oy1`` and columns ``ox0:ox1`` are computed (the box that can map
     inside the input); the caller fills the rest as uncovered.
 
-    ``img``/``var`` are float32 input arrays with 0 at bad pixels, ``good`` uint8 (1 = usable
-    input pixel), ``flag`` int32 mask bits to propagate, ``near`` uint8 from :func:`box_any`
-    (1 = the tap box anchored at this pixel holds a flagged or bad pixel). Returns the sums
+    ``img`` is the float32 input image (read only where ``good``: any value at bad pixels),
+    ``var`` its float32 variance, ``good`` uint8 (1 = usable input pixel), ``mask`` the input
+    mask bits (integer; ``badpix`` is added to a bad pixel without an ``unusable`` bit),
+    ``near`` uint8 from :func:`box_any` (1 = the tap box anchored at this pixel holds a
+    flagged or bad pixel), all from :func:`prepare_kernel`. Returns the sums
     over usable output pixels of ``area * var(nearest input pixel)`` and of the output variance,
     whose ratio is the large-area noise correlation factor.
     """
@@ -224,7 +226,10 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
                             bits |= edge_bit
                         continue
                     if big:
-                        bits |= flag[r, c]
+                        m = np.int32(mask[r, c])
+                        if good[r, c] == 0 and (m & unusable) == 0:
+                            m |= badpix
+                        bits |= m
                     if good[r, c]:
                         acc += w * img[r, c]
                         accv += w * w * var[r, c]
@@ -247,19 +252,20 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
 
 
 @numba.njit(cache=True)
-def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unusable: int,
-                   badpix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                         np.ndarray]:
-    """One pass over the input: cleaned image and variance, flags, usable pixels, tap boxes.
+def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unusable: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the input: variance, usable pixels, pixels a tap box must not hide.
 
-    Returns ``img`` (float32, 0 at bad pixels), ``var`` (float32 ``1/weight``, 0 at bad
-    pixels), ``flag`` (int32 mask bits, BADPIX added to bad pixels without an unusable bit),
-    ``good`` (uint8) and ``flagged`` (uint8: flag != 0 or bad).
+    Returns ``var`` (float32 ``1/weight``, 0 at bad pixels), ``good`` (uint8: finite value
+    and weight, weight > 0, no unusable mask bit) and ``flagged`` (uint8: any mask bit set or
+    not good). The image itself is not copied: :func:`resample_kernel` reads a pixel only
+    where ``good`` is set (a tap box without a flagged pixel holds only good ones), so a bad
+    pixel's NaN or huge value never enters a sum, and the flags are rebuilt from ``mask`` and
+    ``good`` where the careful path needs them (``BADPIX`` added to a bad pixel that has no
+    unusable bit).
     """
     ny, nx = image.shape
-    img = np.empty((ny, nx), dtype=np.float32)
     var = np.empty((ny, nx), dtype=np.float32)
-    flag = np.empty((ny, nx), dtype=np.int32)
     good = np.empty((ny, nx), dtype=np.uint8)
     flagged = np.empty((ny, nx), dtype=np.uint8)
     for r in range(ny):
@@ -269,15 +275,10 @@ def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unus
             m = np.int32(mask[r, c])
             ok = np.isfinite(v) and np.isfinite(w) and w > 0 and (m & unusable) == 0
             if ok:
-                img[r, c] = v
                 var[r, c] = 1.0 / w
                 good[r, c] = 1
             else:
-                img[r, c] = 0.0
                 var[r, c] = 0.0
                 good[r, c] = 0
-                if (m & unusable) == 0:
-                    m |= badpix
-            flag[r, c] = m
             flagged[r, c] = 1 if (m != 0 or not ok) else 0
-    return img, var, flag, good, flagged
+    return var, good, flagged
