@@ -226,10 +226,10 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np
                             bits |= edge_bit
                         continue
                     if big:
-                        m = np.int32(mask[r, c])
-                        if good[r, c] == 0 and (m & unusable) == 0:
-                            m |= badpix
-                        bits |= m
+                        mb = np.int32(mask[r, c])
+                        if good[r, c] == 0 and (mb & unusable) == 0:
+                            mb |= badpix
+                        bits |= int(mb)
                     if good[r, c]:
                         acc += w * img[r, c]
                         accv += w * w * var[r, c]
