@@ -50,12 +50,17 @@ is ~a quarter of it: 0.43 -> 0.33 s without it for CCD 28's four template CCDs).
 The input is no longer cleaned into copies (session 11): the kernel reads an input pixel only
 where it is usable, so the image is used as it is and the mask bits are rebuilt in the careful
 path; the one input pass writes the variance and two uint8 maps (6 bytes per pixel instead of
-14). Outputs bit for bit the same; three full-CCD inputs: 1.01 -> 0.76 CPU-s (best of 5,
-pinned, load 22). Measured and rejected in the interpolation (all on 8.4 M output pixels,
-0.42 s): taps read straight from a float32 table instead of copied per pixel (same bits, no
-gain), column sums first (vertical then horizontal, 6 or 8 columns: 0.60-0.68 s, numba keeps
-them scalar). Without any tap sum the kernel still takes 0.20 s (mapping interpolation, table
-look-ups, four output planes, ~0.05 s of it first-touch page faults of fresh planes).
+14). The mapping of each output row is evaluated run by run (columns sharing their four
+nodes) in a loop of its own before the pixel loop. Outputs bit for bit the same as before
+both; on CCD 28's four cropped templates of the 3-CCD sparse folder (9.27 Mpix in, 7.29 Mpix
+covered; ``bench/bench_resample_ab.py``, pinned, best of 7, load 15-16): 0.473 -> 0.403
+CPU-s, of which the kernel with its output planes 0.371, the input pass 0.017, the tap-box
+map 0.013. Measured and rejected in the interpolation (8.4 M output pixels, ~0.40 s): taps
+read straight from a float32 table instead of copied per pixel (same bits, no gain), column
+sums first (vertical then horizontal, 6 or 8 columns: 0.60-0.68 s, numba keeps them
+scalar). Without any tap sum the kernel still takes ~0.20 s (table look-ups, four output
+planes of which ~0.05 s are first-touch page faults of fresh planes, the row mapping);
+without the variance ~0.28 s.
 """
 
 from __future__ import annotations

@@ -130,7 +130,10 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np
     bins = table.shape[0] - 1
     # per-column Lagrange weights of the mapping interpolation
     icol = np.empty(nx, dtype=np.int64)
-    lcol = np.empty((nx, 4))
+    lc0 = np.empty(nx)
+    lc1 = np.empty(nx)
+    lc2 = np.empty(nx)
+    lc3 = np.empty(nx)
     for x in range(nx):
         g = (x - x0) / step
         i = int(np.floor(g))
@@ -138,10 +141,23 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np
         i = min(i, nxg - 3)
         u = g - i
         icol[x] = i
-        lcol[x, 0] = -u * (u - 1.0) * (u - 2.0) / 6.0
-        lcol[x, 1] = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
-        lcol[x, 2] = -(u + 1.0) * u * (u - 2.0) / 2.0
-        lcol[x, 3] = (u + 1.0) * u * (u - 1.0) / 6.0
+        lc0[x] = -u * (u - 1.0) * (u - 2.0) / 6.0
+        lc1[x] = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
+        lc2[x] = -(u + 1.0) * u * (u - 2.0) / 2.0
+        lc3[x] = (u + 1.0) * u * (u - 1.0) / 6.0
+    # runs of columns sharing their four mapping nodes: per output row the mapping of a run
+    # is evaluated in a loop of its own (the same operations per pixel as before, in a loop
+    # that LLVM vectorises), then read back by the pixel loop
+    nrun = 0
+    rstart = np.empty(nx + 1, dtype=np.int64)
+    for x in range(nx):
+        if x == 0 or icol[x] != icol[x - 1]:
+            rstart[nrun] = x
+            nrun += 1
+    rstart[nrun] = nx
+    rowx = np.empty(nx)
+    rowy = np.empty(nx)
+    rowa = np.empty(nx)
     rx = np.empty(nxg)
     ry = np.empty(nxg)
     ra = np.empty(nxg)
@@ -166,15 +182,23 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np
                      + l3 * gyin[iy + 2, k])
             ra[k] = (l0 * garea[iy - 1, k] + l1 * garea[iy, k] + l2 * garea[iy + 1, k]
                      + l3 * garea[iy + 2, k])
+        for run in range(nrun):
+            xa = max(rstart[run], ox0)
+            xb = min(rstart[run + 1], ox1)
+            if xa >= xb:
+                continue
+            i = icol[xa]
+            p0, p1, p2, p3 = rx[i - 1], rx[i], rx[i + 1], rx[i + 2]
+            s0, s1, s2, s3 = ry[i - 1], ry[i], ry[i + 1], ry[i + 2]
+            e0, e1, e2, e3 = ra[i - 1], ra[i], ra[i + 1], ra[i + 2]
+            for x in range(xa, xb):
+                rowx[x] = lc0[x] * p0 + lc1[x] * p1 + lc2[x] * p2 + lc3[x] * p3
+                rowy[x] = lc0[x] * s0 + lc1[x] * s1 + lc2[x] * s2 + lc3[x] * s3
+                rowa[x] = lc0[x] * e0 + lc1[x] * e1 + lc2[x] * e2 + lc3[x] * e3
         for x in range(ox0, ox1):
-            i = icol[x]
-            a0 = lcol[x, 0]
-            a1 = lcol[x, 1]
-            a2 = lcol[x, 2]
-            a3 = lcol[x, 3]
-            X = a0 * rx[i - 1] + a1 * rx[i] + a2 * rx[i + 1] + a3 * rx[i + 2]
-            Y = a0 * ry[i - 1] + a1 * ry[i] + a2 * ry[i + 1] + a3 * ry[i + 2]
-            A = a0 * ra[i - 1] + a1 * ra[i] + a2 * ra[i + 1] + a3 * ra[i + 2]
+            X = rowx[x]
+            Y = rowy[x]
+            A = rowa[x]
             if not (X >= -0.5 and X < nx_in - 0.5 and Y >= -0.5 and Y < ny_in - 0.5
                     and A > 0.0):
                 out_img[y, x] = 0.0
