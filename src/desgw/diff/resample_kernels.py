@@ -103,10 +103,10 @@ def _taps(img, var, r0, c0, wx, wy, ntap):
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
-def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np.ndarray,
+def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np.ndarray,
                     near: np.ndarray, gxin: np.ndarray, gyin: np.ndarray, garea: np.ndarray,
                     x0: float, y0: float, step: float, table: np.ndarray, order: int,
-                    threshold: float, edge_bit: int, unusable: int,
+                    threshold: float, edge_bit: int, unusable: int, badpix: int,
                     out_img: np.ndarray, out_mask: np.ndarray, out_w: np.ndarray,
                     out_cov: np.ndarray, oy0: int, oy1: int, ox0: int,
                     ox1: int) -> tuple[float, float]:
@@ -115,9 +115,11 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     Only output rows ``oy0:oy1`` and columns ``ox0:ox1`` are computed (the box that can map
     inside the input); the caller fills the rest as uncovered.
 
-    ``img``/``var`` are float32 input arrays with 0 at bad pixels, ``good`` uint8 (1 = usable
-    input pixel), ``flag`` int32 mask bits to propagate, ``near`` uint8 from :func:`box_any`
-    (1 = the tap box anchored at this pixel holds a flagged or bad pixel). Returns the sums
+    ``img`` is the float32 input image (read only where ``good``: any value at bad pixels),
+    ``var`` its float32 variance, ``good`` uint8 (1 = usable input pixel), ``mask`` the input
+    mask bits (integer; ``badpix`` is added to a bad pixel without an ``unusable`` bit),
+    ``near`` uint8 from :func:`box_any` (1 = the tap box anchored at this pixel holds a
+    flagged or bad pixel), all from :func:`prepare_kernel`. Returns the sums
     over usable output pixels of ``area * var(nearest input pixel)`` and of the output variance,
     whose ratio is the large-area noise correlation factor.
     """
@@ -128,7 +130,10 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
     bins = table.shape[0] - 1
     # per-column Lagrange weights of the mapping interpolation
     icol = np.empty(nx, dtype=np.int64)
-    lcol = np.empty((nx, 4))
+    lc0 = np.empty(nx)
+    lc1 = np.empty(nx)
+    lc2 = np.empty(nx)
+    lc3 = np.empty(nx)
     for x in range(nx):
         g = (x - x0) / step
         i = int(np.floor(g))
@@ -136,10 +141,23 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
         i = min(i, nxg - 3)
         u = g - i
         icol[x] = i
-        lcol[x, 0] = -u * (u - 1.0) * (u - 2.0) / 6.0
-        lcol[x, 1] = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
-        lcol[x, 2] = -(u + 1.0) * u * (u - 2.0) / 2.0
-        lcol[x, 3] = (u + 1.0) * u * (u - 1.0) / 6.0
+        lc0[x] = -u * (u - 1.0) * (u - 2.0) / 6.0
+        lc1[x] = (u + 1.0) * (u - 1.0) * (u - 2.0) / 2.0
+        lc2[x] = -(u + 1.0) * u * (u - 2.0) / 2.0
+        lc3[x] = (u + 1.0) * u * (u - 1.0) / 6.0
+    # runs of columns sharing their four mapping nodes: per output row the mapping of a run
+    # is evaluated in a loop of its own (the same operations per pixel as before, in a loop
+    # that LLVM vectorises), then read back by the pixel loop
+    nrun = 0
+    rstart = np.empty(nx + 1, dtype=np.int64)
+    for x in range(nx):
+        if x == 0 or icol[x] != icol[x - 1]:
+            rstart[nrun] = x
+            nrun += 1
+    rstart[nrun] = nx
+    rowx = np.empty(nx)
+    rowy = np.empty(nx)
+    rowa = np.empty(nx)
     rx = np.empty(nxg)
     ry = np.empty(nxg)
     ra = np.empty(nxg)
@@ -164,15 +182,23 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
                      + l3 * gyin[iy + 2, k])
             ra[k] = (l0 * garea[iy - 1, k] + l1 * garea[iy, k] + l2 * garea[iy + 1, k]
                      + l3 * garea[iy + 2, k])
+        for run in range(nrun):
+            xa = max(rstart[run], ox0)
+            xb = min(rstart[run + 1], ox1)
+            if xa >= xb:
+                continue
+            i = icol[xa]
+            p0, p1, p2, p3 = rx[i - 1], rx[i], rx[i + 1], rx[i + 2]
+            s0, s1, s2, s3 = ry[i - 1], ry[i], ry[i + 1], ry[i + 2]
+            e0, e1, e2, e3 = ra[i - 1], ra[i], ra[i + 1], ra[i + 2]
+            for x in range(xa, xb):
+                rowx[x] = lc0[x] * p0 + lc1[x] * p1 + lc2[x] * p2 + lc3[x] * p3
+                rowy[x] = lc0[x] * s0 + lc1[x] * s1 + lc2[x] * s2 + lc3[x] * s3
+                rowa[x] = lc0[x] * e0 + lc1[x] * e1 + lc2[x] * e2 + lc3[x] * e3
         for x in range(ox0, ox1):
-            i = icol[x]
-            a0 = lcol[x, 0]
-            a1 = lcol[x, 1]
-            a2 = lcol[x, 2]
-            a3 = lcol[x, 3]
-            X = a0 * rx[i - 1] + a1 * rx[i] + a2 * rx[i + 1] + a3 * rx[i + 2]
-            Y = a0 * ry[i - 1] + a1 * ry[i] + a2 * ry[i + 1] + a3 * ry[i + 2]
-            A = a0 * ra[i - 1] + a1 * ra[i] + a2 * ra[i + 1] + a3 * ra[i + 2]
+            X = rowx[x]
+            Y = rowy[x]
+            A = rowa[x]
             if not (X >= -0.5 and X < nx_in - 0.5 and Y >= -0.5 and Y < ny_in - 0.5
                     and A > 0.0):
                 out_img[y, x] = 0.0
@@ -224,7 +250,10 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
                             bits |= edge_bit
                         continue
                     if big:
-                        bits |= flag[r, c]
+                        mb = np.int32(mask[r, c])
+                        if good[r, c] == 0 and (mb & unusable) == 0:
+                            mb |= badpix
+                        bits |= int(mb)
                     if good[r, c]:
                         acc += w * img[r, c]
                         accv += w * w * var[r, c]
@@ -247,19 +276,20 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, flag: np.ndarray, good: np
 
 
 @numba.njit(cache=True)
-def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unusable: int,
-                   badpix: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                         np.ndarray]:
-    """One pass over the input: cleaned image and variance, flags, usable pixels, tap boxes.
+def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unusable: int
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over the input: variance, usable pixels, pixels a tap box must not hide.
 
-    Returns ``img`` (float32, 0 at bad pixels), ``var`` (float32 ``1/weight``, 0 at bad
-    pixels), ``flag`` (int32 mask bits, BADPIX added to bad pixels without an unusable bit),
-    ``good`` (uint8) and ``flagged`` (uint8: flag != 0 or bad).
+    Returns ``var`` (float32 ``1/weight``, 0 at bad pixels), ``good`` (uint8: finite value
+    and weight, weight > 0, no unusable mask bit) and ``flagged`` (uint8: any mask bit set or
+    not good). The image itself is not copied: :func:`resample_kernel` reads a pixel only
+    where ``good`` is set (a tap box without a flagged pixel holds only good ones), so a bad
+    pixel's NaN or huge value never enters a sum, and the flags are rebuilt from ``mask`` and
+    ``good`` where the careful path needs them (``BADPIX`` added to a bad pixel that has no
+    unusable bit).
     """
     ny, nx = image.shape
-    img = np.empty((ny, nx), dtype=np.float32)
     var = np.empty((ny, nx), dtype=np.float32)
-    flag = np.empty((ny, nx), dtype=np.int32)
     good = np.empty((ny, nx), dtype=np.uint8)
     flagged = np.empty((ny, nx), dtype=np.uint8)
     for r in range(ny):
@@ -269,15 +299,10 @@ def prepare_kernel(image: np.ndarray, mask: np.ndarray, weight: np.ndarray, unus
             m = np.int32(mask[r, c])
             ok = np.isfinite(v) and np.isfinite(w) and w > 0 and (m & unusable) == 0
             if ok:
-                img[r, c] = v
                 var[r, c] = 1.0 / w
                 good[r, c] = 1
             else:
-                img[r, c] = 0.0
                 var[r, c] = 0.0
                 good[r, c] = 0
-                if (m & unusable) == 0:
-                    m |= badpix
-            flag[r, c] = m
             flagged[r, c] = 1 if (m != 0 or not ok) else 0
-    return img, var, flag, good, flagged
+    return var, good, flagged
