@@ -151,6 +151,28 @@ def test_smooth_sky_recovers_gradient():
     assert np.max(np.abs(est - sky)[inner]) < 1.0
 
 
+def test_smooth_sky_integer_mask_with_bits_ignores_those_pixels():
+    """An integer mask with ``bad_bits`` ignores exactly the pixels with those bits (the same
+    sky as the boolean map, bit for bit) and not the others: a masked bleed column of 60000
+    e- leaves the sky at its true level, and an unmasked one (another bit) pulls it up."""
+    yy, xx = np.mgrid[0:1024, 0:512].astype(np.float32)
+    sky = 200 + 0.04 * xx - 0.03 * yy
+    img = sky + np.random.default_rng(1).normal(0, 4, sky.shape).astype(np.float32)
+    mask = np.zeros(img.shape, np.int32)
+    img[:, 100:140] = 60000.0
+    mask[:, 100:140] = maskbits.SAT | maskbits.BADPIX
+    img[:, 400:480] = 60000.0
+    mask[:, 400:480] = maskbits.SSXTALK  # not among the ignored bits
+    bits = maskbits.SAT
+    est = smooth_sky(img, mask, mesh=128, subsample=4, bad_bits=bits)
+    np.testing.assert_array_equal(est, smooth_sky(img, (mask & bits) != 0, mesh=128,
+                                                  subsample=4))
+    assert est.dtype == np.float32 and est.shape == img.shape
+    inner = (slice(64, -64), slice(64, 300))
+    assert np.max(np.abs(est - sky)[inner]) < 1.5
+    assert np.min(est[64:-64, 420:460] - sky[64:-64, 420:460]) > 1000.0
+
+
 @pytest.mark.parametrize("problem", ["zero_amp", "all_saturated", "nan", "bias_shape",
                                      "flat_nan"])
 def test_bad_input_raises_clear_error(problem):

@@ -265,3 +265,38 @@ def test_position_angle_at_plus_pi_over_2_in_float32(run):
     out = measure_sources(f.image, f.weight, f.mask, run.background, replace(det, catalog=cat), run.psf)
     assert len(out) == len(cat)
     assert np.isfinite(out["FLUX_AUTO"]).all()
+
+
+def test_aperture_errors_follow_the_weight_map_pixel_by_pixel():
+    """circular_apertures takes each pixel's variance as 1 / weight: on pure noise whose
+    sigma is 3x larger in the right half (weight 9x smaller there), the aperture sums'
+    pulls have unit scatter in both halves, and masked pixels add no variance."""
+    from desgw.se.measure_kernels import circular_apertures
+    rng = np.random.default_rng(7)
+    ny, nx = 600, 1200
+    sigma = np.where(np.arange(nx) < nx // 2, 2.0, 6.0).astype(np.float32)[None, :]
+    sigma = np.broadcast_to(sigma, (ny, nx))
+    data = (rng.normal(0.0, 1.0, (ny, nx)) * sigma).astype(np.float32)
+    weight = (1.0 / sigma ** 2).astype(np.float32)
+    bad = np.zeros((ny, nx), dtype=bool)
+    bad[:, 290:310] = True  # a masked band through the left half's apertures
+    data[bad] = 0.0
+    ys, xs = np.mgrid[20:ny - 20:16, 20:nx - 20:16]
+    x, y = xs.ravel().astype(float) + 0.3, ys.ravel().astype(float) + 0.6
+    radii = np.array([2.5, 6.0])
+    flux, err, flags = circular_apertures(data, weight, bad, x, y, radii, 1e12, 5)
+    left, right = x < nx // 2 - 10, x > nx // 2 + 10
+    for k in range(radii.size):
+        # independent apertures only (the grid step is 16 px; radius 6 overlaps none)
+        some = err[:, k] > 0  # apertures wholly inside the masked band have no pixel
+        assert some.sum() > 0.95 * x.size
+        pull = flux[some, k] / err[some, k]
+        for side in (left[some], right[some]):
+            assert 0.9 <= np.std(pull[side]) <= 1.1, (k, np.std(pull[side]))
+        clean = ~(flags[:, k] & 32).astype(bool)
+        area = np.pi * radii[k] ** 2
+        np.testing.assert_allclose(err[clean & left, k], 2.0 * np.sqrt(area), rtol=0.05)
+        np.testing.assert_allclose(err[clean & right, k], 6.0 * np.sqrt(area), rtol=0.05)
+        # masked pixels carry no variance: those apertures' errors are smaller
+        masked = ~clean & left & some
+        assert masked.any() and np.all(err[masked, k] < 2.0 * np.sqrt(area) * 0.99)

@@ -207,7 +207,7 @@ def _interp_matrix(n_out: int, n_cells: int, cell: float) -> np.ndarray:
 
 
 def smooth_sky(image: np.ndarray, bad: np.ndarray | None = None, *, mesh: int = 256,
-               subsample: int = 4) -> np.ndarray:
+               subsample: int = 4, bad_bits: int | None = None) -> np.ndarray:
     """Smooth background: mesh medians of a subsampled image, bilinearly interpolated.
 
     Parameters
@@ -216,23 +216,36 @@ def smooth_sky(image: np.ndarray, bad: np.ndarray | None = None, *, mesh: int = 
         Image (any units); ``ny`` and ``nx`` need not be multiples of ``mesh`` (the last
         partial cells are merged into their neighbours).
     bad : ndarray of bool, optional
-        Pixels to ignore.
+        Pixels to ignore; with ``bad_bits``, an integer mask whose pixels with any of those
+        bits set are ignored.
     mesh : int
         Cell size in pixels.
     subsample : int
         Stride of the pixels sampled inside each cell.
+    bad_bits : int, optional
+        Bits of an integer ``bad`` mask that make a pixel bad. Only the sampled pixels are
+        tested (1/16 of them at ``subsample=4``), instead of the whole CCD's boolean map the
+        caller would otherwise build (~13 ms per CCD on one core, two full-CCD passes).
 
     Returns
     -------
     ndarray, float32, shape (ny, nx)
         A cell with no good sample takes the median of all good cells.
+
+    Notes
+    -----
+    The interpolation's matrices and product are float32, and the product is returned as
+    it is (a ``.astype(np.float32)`` copy of it cost ~9 ms per CCD).
     """
     ny, nx = image.shape
     cy, cx = max(ny // mesh, 1), max(nx // mesh, 1)
     step = mesh // subsample if mesh >= subsample else 1
     sub = image[: cy * mesh: subsample, : cx * mesh: subsample].astype(np.float32)
     if bad is not None:
-        sub = np.where(bad[: cy * mesh: subsample, : cx * mesh: subsample], np.nan, sub)
+        sub_bad = bad[: cy * mesh: subsample, : cx * mesh: subsample]
+        if bad_bits is not None:
+            sub_bad = (sub_bad & bad_bits) != 0
+        sub = np.where(sub_bad, np.nan, sub)
     cells = sub.reshape(cy, step, cx, step).transpose(0, 2, 1, 3).reshape(cy, cx, step * step)
     if bad is None:
         grid = np.median(cells, axis=2)
@@ -248,7 +261,7 @@ def smooth_sky(image: np.ndarray, bad: np.ndarray | None = None, *, mesh: int = 
         grid = np.where(np.isnan(grid), np.nanmedian(grid), grid)
     my = _interp_matrix(ny, cy, mesh)
     mx = _interp_matrix(nx, cx, mesh)
-    return (my @ grid.astype(np.float32) @ mx.T).astype(np.float32)
+    return (my @ grid.astype(np.float32) @ mx.T).astype(np.float32, copy=False)
 
 
 def _calib_err(name: str, err: dict, calib_paths: Mapping[str, str] | None) -> dict:
@@ -380,8 +393,8 @@ def detrend_ccd(raw: object, *, bias: np.ndarray | None = None, flat: np.ndarray
         raise DetrendError(problem="flat has no positive pixel",
                            **_calib_err("flat", err, calib_paths))
 
-    unusable = (out_mask & maskbits.UNUSABLE) != 0
-    sky = smooth_sky(image, unusable, mesh=config.sky_mesh, subsample=config.sky_subsample)
+    sky = smooth_sky(image, out_mask, mesh=config.sky_mesh, subsample=config.sky_subsample,
+                     bad_bits=maskbits.UNUSABLE)
     # Var(I) = (S * F + rn^2) / F^2 with S the smooth sky of the flat-fielded image.
     weight = np.empty(shape, np.float32)
     _kern.inverse_variance(sky, dummy_f if f is None else f, f is not None, rn_col, out_mask,

@@ -319,8 +319,8 @@ def psf_fluxes(image_minus_bkg: np.ndarray, weight: np.ndarray, mask: np.ndarray
     if weight32.shape != shape or mask_arr.shape != shape:
         raise DataTypeError(None, None, f"image {shape}, weight {weight32.shape} and mask "
                             f"{mask_arr.shape} must have the same shape")
-    data, _var, _err, bad = prepare_measurement(img, np.zeros(shape, dtype=np.float32), weight32,
-                                                mask_arr, np.int64(config.mask_bits))
+    data, _err, bad = prepare_measurement(img, np.zeros(shape, dtype=np.float32), weight32,
+                                          mask_arr, np.int64(config.mask_bits), False)
     xw = np.ascontiguousarray(x, dtype=np.float64)
     yw = np.ascontiguousarray(y, dtype=np.float64)
     if xw.size == 0:
@@ -388,8 +388,8 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     level = background.level if isinstance(background, Background) else background
     level_map = np.broadcast_to(np.asarray(level, dtype=np.float32), shape)
     weight32 = np.asarray(weight, dtype=np.float32)
-    data, var, err, bad = prepare_measurement(np.asarray(image, dtype=np.float32), level_map,
-                                              weight32, mask_arr, np.int64(config.mask_bits))
+    data, err, bad = prepare_measurement(np.asarray(image, dtype=np.float32), level_map,
+                                         weight32, mask_arr, np.int64(config.mask_bits), True)
     segmap = detections.segmap
     cat = detections.catalog
     n = len(cat)
@@ -414,7 +414,8 @@ def measure_sources(image: np.ndarray, weight: np.ndarray, mask: np.ndarray | No
     # --- fixed apertures (centred on the windowed centroid)
     diam = np.asarray(config.aper_diameters, dtype=np.float64)
     order = np.argsort(diam)
-    fa, fae, _ = circular_apertures(data, var, bad, xw, yw, 0.5 * diam[order], float(config.gain), 5)
+    fa, fae, _ = circular_apertures(data, weight32, bad, xw, yw, 0.5 * diam[order],
+                                    float(config.gain), 5)
     undo = np.argsort(order)
     fa, fae = fa[:, undo], fae[:, undo]
     # --- Kron

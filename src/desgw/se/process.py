@@ -819,8 +819,9 @@ def process_detrended(ccd: CalibratedCCD, *, config: SEConfig = SEConfig(),
                               smooth_sky_e=ccd.smooth_sky)
         if config.cosmic_grow > 0 and cr.any():
             cr = grow_mask(cr, int(config.cosmic_grow)) & (weight > 0)
-        flag_pixels(mask, weight, cr, maskbits.CRAY)
-        extra["NCRAY"] = (int(cr.sum()), "cosmic-ray pixels masked")
+        # flag_pixels counts the pixels it flags (a cr.sum() pass cost ~3 ms)
+        n_cray = flag_pixels(mask, weight, cr, maskbits.CRAY)
+        extra["NCRAY"] = (n_cray, "cosmic-ray pixels masked")
         lap("cosmics")
 
         # --- satellite and aircraft trails
