@@ -421,3 +421,38 @@ def test_progress_lines(caplog):
             p.update("se", "failed")
     assert "progress: se 0/2 | expcalib 0/1" in caplog.text
     assert "se 2/2 (1 done, 1 failed)" in caplog.text
+
+
+# ----------------------------------------------------------------------------- threads
+_BLAS_THREADS: list[int] = []
+
+
+def _record_blas_threads(task, settings, overwrite, deps):
+    from threadpoolctl import threadpool_info
+
+    _BLAS_THREADS.extend(int(i["num_threads"]) for i in threadpool_info()
+                         if i.get("user_api") == "blas")
+    return Outcome("done")
+
+
+def test_single_process_runs_blas_on_one_thread_as_a_dask_worker(tmp_path):
+    """A task run in this process sees one BLAS thread, as in a Dask worker (whose nanny sets
+    OPENBLAS_NUM_THREADS=1): a multithreaded BLAS sums in another order and an SE product then
+    differed from the local cluster's in the last bits. The limit is lifted afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas() -> list[int]:
+        return [int(i["num_threads"]) for i in threadpool_info() if i.get("user_api") == "blas"]
+
+    if not blas():
+        pytest.skip("numpy has no BLAS that threadpoolctl can see")
+    _BLAS_THREADS.clear()
+    with threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        before = blas()
+        report = run_graph(TaskGraph((Task("se-1-1", "se", 1, 1, (), _ARGS),)),
+                           settings=_settings(tmp_path, tmp_path / "out"),
+                           runners={"se": _record_blas_threads}, scheduler="single",
+                           progress=False)
+        assert report.ok
+        assert blas() == before
+    assert _BLAS_THREADS and set(_BLAS_THREADS) == {1}
