@@ -26,7 +26,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse
 import importlib
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -37,14 +36,8 @@ from typing import Any
 
 import numpy as np
 
-
-def _old_package(old_src: Path, dest: Path) -> None:
-    """Copy ``old_src/desgw`` to ``dest/desgw_old`` with its imports renamed."""
-    target = dest / "desgw_old"
-    shutil.copytree(old_src / "desgw", target, ignore=shutil.ignore_patterns("__pycache__"))
-    pat = re.compile(r"\bdesgw(?=[. ])")
-    for path in target.rglob("*.py"):
-        path.write_text(pat.sub("desgw_old", path.read_text()))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_se_ab import _old_package  # the old tree as desgw_old
 
 
 def _same(a: Any, b: Any) -> bool:
