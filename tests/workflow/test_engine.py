@@ -456,3 +456,38 @@ def test_single_process_runs_blas_on_one_thread_as_a_dask_worker(tmp_path):
         assert report.ok
         assert blas() == before
     assert _BLAS_THREADS and set(_BLAS_THREADS) == {1}
+
+
+# ----------------------------------------------------------------------------- gc.freeze
+def _report_freeze(task, settings, overwrite, deps):
+    import gc
+
+    return Outcome("done", detail={"frozen": gc.get_freeze_count()})
+
+
+def test_dask_workers_freeze_after_their_first_task_and_this_process_does_not(tmp_path):
+    """desgw.util.gcfreeze: a worker's modules leave the full collections after its first task
+    of a kind (the second task sees them frozen); a single-process run leaves gc alone."""
+    import gc
+
+    from dask.distributed import LocalCluster
+
+    tasks = tuple(Task(f"se-{e}-1", "se", e, 1, (), _ARGS) for e in (100, 200))
+    graph = TaskGraph(tasks)
+    settings = _settings(tmp_path, tmp_path / "out")
+    frozen_here = gc.get_freeze_count()
+    report = run_graph(graph, settings=settings, runners={"se": _report_freeze},
+                       scheduler="single", progress=False)
+    assert report.ok and gc.get_freeze_count() == frozen_here
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                      dashboard_address=None) as cluster:
+        report = run_graph(graph, settings=settings, runners={"se": _report_freeze},
+                           scheduler=cluster.scheduler_address, progress=False, overwrite=True)
+        assert report.ok, report.lines()
+        seen = sorted(report.results[t.id].detail["frozen"] for t in tasks)
+        assert seen[0] == 0 < seen[1]  # the first task ran unfrozen, the second frozen
+        from dask.distributed import Client
+
+        with Client(cluster) as client:
+            (frozen,) = client.run(gc.get_freeze_count).values()
+        assert frozen > 1000

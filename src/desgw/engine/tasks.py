@@ -26,6 +26,7 @@ import logging
 import os
 import pickle
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -38,6 +39,7 @@ from desgw.db.urls import redact_url, scrub_secret
 from desgw.engine.graph import Task
 from desgw.errors import TransientError, TransientTaskError, describe_error
 from desgw.io.settings import Settings
+from desgw.util.gcfreeze import freeze_after_first_task
 
 __all__ = [
     "OK_STATUSES",
@@ -258,6 +260,18 @@ def _portable(error: BaseException | None, secret: str | None) -> BaseException 
     return error
 
 
+def _in_dask_worker() -> bool:
+    """Whether this code runs in a Dask worker (a long-lived process of many tasks)."""
+    distributed = sys.modules.get("distributed")
+    if distributed is None:
+        return False
+    try:
+        distributed.get_worker()
+    except ValueError:
+        return False
+    return True
+
+
 def execute_task(payload: TaskPayload, *dep_results: TaskResult) -> TaskResult:
     """Run one task (on a worker or in this process); see the module docstring.
 
@@ -299,6 +313,8 @@ def execute_task(payload: TaskPayload, *dep_results: TaskResult) -> TaskResult:
         seconds = time.perf_counter() - t0
         log.info("=== %s: %s%s (%.2f s)", task.id, outcome.status,
                  f": {reason}" if reason else "", seconds)
+    if _in_dask_worker():
+        freeze_after_first_task(task.kind)  # desgw.util.gcfreeze: cheaper full collections
     if outcome.status == "failed" and payload.retry_transient and is_transient(outcome.error):
         raise TransientTaskError(task.id, reason or type(outcome.error).__name__)
     return TaskResult(task_id=task.id, kind=task.kind, expnum=task.expnum, ccd=task.ccd,
