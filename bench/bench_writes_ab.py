@@ -125,7 +125,7 @@ def _compare_trees(old: Path, new: Path) -> dict[str, Any]:
             ok &= res["bytes_identical"]
         files[name] = res
     n_bytes = sum(1 for v in files.values() if isinstance(v, dict) and v.get("bytes_identical"))
-    summary = {"same_products": bool(ok), "n_files": len(names),
+    summary: dict[str, Any] = {"same_products": bool(ok), "n_files": len(names),
                "n_bytes_identical": n_bytes}
     summary["not_bytes_identical"] = {k: v for k, v in files.items()
                                       if not (isinstance(v, dict) and v.get("bytes_identical"))}
@@ -204,8 +204,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                qc=p.qc, config=dcfg, crop=crop, prepare=False)
                      for p in tpaths]
         diff = difference_ccd(search, templates, config=dcfg, rng=np.random.default_rng(0))
-        dtask = SimpleNamespace(search_expnum=expnum, ccdnum=args.ccd, band=band, rnum=1,
-                                pnum=1, season=1, version="bench")
+        dtask: Any = SimpleNamespace(search_expnum=expnum, ccdnum=args.ccd, band=band, rnum=1,
+                                     pnum=1, season=1, version="bench")
         dheader = _header(dtask, diff, pp.config_hash(dcfg))  # as the difference task
         dpaths = {tag: diff_product_paths(scratch / tag / "diff", expnum, band, args.ccd, 1, 1,
                                           1) for tag in ("old", "new")}

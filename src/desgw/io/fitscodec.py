@@ -43,7 +43,7 @@ from astropy.io import fits
 
 from desgw.errors import DataTypeError
 
-from ._fitsutil import STRUCTURAL_KEYWORDS
+from ._fitsutil import STRUCTURAL_KEYWORDS, card_image, header_bytes
 from .atomic import atomic_write_blocks, atomic_write_path
 
 __all__ = [
@@ -280,40 +280,22 @@ def _rice_hdu(plane: Plane, data: np.ndarray) -> list[Any] | None:
               ("ZNAME2", "BYTEPIX", "bytes per pixel (1, 2, 4, or 8)"),
               ("ZVAL2", int(bytepix), "bytes per pixel (1, 2, 4, or 8)"),
               ("EXTNAME", plane.name, "extension name")]
-    images = [_card_image(*card) for card in cards]
+    images = [card_image(*card) for card in cards]
     images += [card.image for card in _user_cards(plane.header)]
     size = table.nbytes + heap.size
-    return [_header_bytes(images), table.tobytes(), heap, bytes(-size % _FITS_BLOCK)]
+    return [header_bytes(images), table.tobytes(), heap, bytes(-size % _FITS_BLOCK)]
 
 
 _FITS_BLOCK = 2880
-_END_CARD = "END".ljust(80)
-
-
-@functools.lru_cache(maxsize=1024, typed=True)
-def _card_image(keyword: str, value: Any, comment: str) -> str:
-    """The 80-character image astropy gives the card ``(keyword, value, comment)``; cached,
-    since the structural cards of the planes repeat from file to file (typed: ``True`` and
-    ``1`` are different cards)."""
-    return str(fits.Card(keyword, value, comment).image)
-
-
-def _header_bytes(images: list[str]) -> bytes:
-    """A header's bytes from its card images, as ``fits.Header(cards).tostring()`` writes
-    them: the images (80 characters each, or several 80-character CONTINUE images), END, then
-    blanks to a whole 2880-byte block. Astropy's Header instead updates its keyword index
-    and reads a few configuration items per card (~30 us each, ~100 cards per file)."""
-    text = "".join(images) + _END_CARD
-    return (text + " " * (-len(text) % _FITS_BLOCK)).encode("ascii")
 
 
 @functools.lru_cache(maxsize=1)
 def _primary_bytes() -> bytes:
     """The empty primary HDU of a product file."""
-    return _header_bytes([_card_image("SIMPLE", True, "file does conform to FITS standard"),
-                          _card_image("BITPIX", 8, "number of bits per data pixel"),
-                          _card_image("NAXIS", 0, "number of data axes"),
-                          _card_image("EXTEND", True, "FITS dataset may contain extensions")])
+    return header_bytes([card_image("SIMPLE", True, "file does conform to FITS standard"),
+                         card_image("BITPIX", 8, "number of bits per data pixel"),
+                         card_image("NAXIS", 0, "number of data axes"),
+                         card_image("EXTEND", True, "FITS dataset may contain extensions")])
 
 
 def _file_blocks(blocks: list[list[Any]]) -> Iterator[Any]:
