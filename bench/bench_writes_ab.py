@@ -18,11 +18,14 @@ seconds (``time.process_time``; pinned to one core, BLAS/numba threads 1):
 * ``diff_write``: ``diff.pipeline_products.write_diff_products`` with the product header the
   difference task builds (difference image, candidate FITS and Parquet, fakes, stamps FITS,
   stamp PNGs, efficiency JSON);
-* ``png``: ``diff.stamps.write_stamps_png`` of the same pictures alone.
+* ``png``: ``diff.stamps.write_stamps_png`` of the same pictures alone;
+* ``db``: ``workflow.diff_ccd._record_db`` (the CCD's template uses, fakes and detections,
+  replacing the previous run's) into a copy of the work folder's SQLite database each.
 
 Then every product of the last old and new runs is compared: FITS files byte for byte and,
 read with astropy, HDU by HDU (header cards: keyword, value, comment; data), and each is read
-by fitsio; PNGs and Parquet byte for byte; JSON documents equal but for ``timings``.
+by fitsio; PNGs and Parquet byte for byte; JSON documents equal but for ``timings``; the
+two databases table by table (every row, ids included).
 Prints one JSON object.
 """
 
@@ -101,6 +104,19 @@ def _fits_same(a: Path, b: Path) -> dict[str, Any]:
     return out
 
 
+def _tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table of a SQLite file, sorted."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return {n: sorted(con.execute(f'SELECT * FROM "{n}"').fetchall(), key=repr)
+                for n in names}
+    finally:
+        con.close()
+
+
 def _compare_trees(old: Path, new: Path) -> dict[str, Any]:
     files: dict[str, Any] = {}
     names = sorted(str(p.relative_to(old)) for p in old.rglob("*") if p.is_file())
@@ -148,12 +164,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     old_se = importlib.import_module("desgw_old.workflow.se_ccd")
     old_pp = importlib.import_module("desgw_old.diff.pipeline_products")
     old_stamps = importlib.import_module("desgw_old.diff.stamps")
+    old_dc = importlib.import_module("desgw_old.workflow.diff_ccd")
 
     import desgw
     from desgw.diff import pipeline_products as pp
     from desgw.diff import stamps as new_stamps
     from desgw.diff.pipeline import DiffConfig, difference_ccd
     from desgw.diff.template_crop import crop_box_wcs
+    from desgw.workflow import diff_ccd as new_dc
     from desgw.io.product_paths import ccd_product_paths, diff_product_paths
     from desgw.io.settings import load_settings
     from desgw.se.process import SEConfig
@@ -216,6 +234,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sub = new_stamps.Stamps(data=st.data[sel], valid=st.valid[sel], kinds=st.kinds,
                                 x0=st.x0[sel], y0=st.y0[sel], fill=st.fill)
         ids = [int(i) for i in np.asarray(c["id"])[sel]]
+        db_tasks: dict[str, Any] = {}
+        for tag in ("old", "new"):
+            shutil.copy(root / "desgw.sqlite", scratch / f"{tag}.sqlite")
+            db_tasks[tag] = SimpleNamespace(
+                search_expnum=expnum, ccdnum=args.ccd, band=band, rnum=1, pnum=1, season=1,
+                settings=SimpleNamespace(db_url=f"sqlite:///{scratch / f'{tag}.sqlite'}",
+                                         db_timeout_s=60.0))
 
         units: dict[str, dict[str, Callable[[], Any]]] = {
             "se_write": {
@@ -229,6 +254,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "png": {
                 "old": lambda: old_stamps.write_stamps_png(scratch / "png_old", sub, ids),
                 "new": lambda: new_stamps.write_stamps_png(scratch / "png_new", sub, ids)},
+            "db": {"old": lambda: old_dc._record_db(db_tasks["old"], diff),
+                   "new": lambda: new_dc._record_db(db_tasks["new"], diff)},
         }
         best: dict[str, dict[str, float]] = {u: {"old": np.inf, "new": np.inf} for u in units}
         for unit in units.values():  # first calls: numba kernels, caches
@@ -246,6 +273,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         res["n_candidates"] = len(diff.candidates)
         res["n_pngs"] = len(ids)
         res["products"] = _compare_trees(scratch / "old", scratch / "new")
+        res["db_tables_identical"] = _tables(scratch / "old.sqlite") == _tables(
+            scratch / "new.sqlite")
         res["png_bytes_identical"] = all(
             (scratch / "png_old" / p.name).read_bytes() == p.read_bytes()
             for p in (scratch / "png_new").iterdir())
