@@ -8,7 +8,8 @@ a run: raw, calibrations, Gaia store, the template SE products and the search ex
 products under ``WORKDIR/out`` (it is not modified; products go to a scratch folder, deleted
 after). ``OLD_SRC`` is the baseline's ``src`` folder (e.g. ``git archive main src | tar -x -C
 DIR`` then ``DIR/src``), imported as ``desgw_old`` with only its import statements renamed
-(:func:`_old_package`: the text it writes, e.g. header comments that name desgw, stays).
+(``bench_se_ab._old_package(..., imports_only=True)``: the text it writes, e.g. header
+comments that name desgw, stays).
 
 The search CCD is processed once (SE, then its difference against the overlapping template
 CCDs, as the fused task does), then, alternately old and new, best of ``--repeat`` CPU
@@ -39,7 +40,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 import argparse
 import importlib
 import json
-import re
 import shutil
 import sys
 import tempfile
@@ -51,19 +51,8 @@ from typing import Any
 
 import numpy as np
 
-
-
-def _old_package(old_src: Path, dest: Path) -> None:
-    """Copy ``old_src/desgw`` to ``dest/desgw_old``, renaming the package in its import
-    statements only (``bench_se_ab._old_package`` renames every ``desgw`` followed by a dot or
-    a space, header comments and Parquet metadata keys included, which would make the old
-    products differ from the new for that reason alone)."""
-    target = dest / "desgw_old"
-    shutil.copytree(old_src / "desgw", target, ignore=shutil.ignore_patterns("__pycache__"))
-    pat = re.compile(r"^(\s*)(from|import)\s+desgw\b", re.MULTILINE)
-    for path in target.rglob("*.py"):
-        text = path.read_text()
-        path.write_text(pat.sub(r"\1\2 desgw_old", text))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_se_ab import _old_package  # the old tree as desgw_old
 
 
 def _fits_same(a: Path, b: Path) -> dict[str, Any]:
@@ -159,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
     scratch = Path(tempfile.mkdtemp(prefix="bench_writes_ab_"))
-    _old_package(args.old_src, scratch)
+    _old_package(args.old_src, scratch, imports_only=True)
     sys.path.insert(0, str(scratch))
     old_se = importlib.import_module("desgw_old.workflow.se_ccd")
     old_pp = importlib.import_module("desgw_old.diff.pipeline_products")

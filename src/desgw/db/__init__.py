@@ -37,7 +37,8 @@ from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_pro
                      register_exposures, replace_ccd_results)
 
 __all__ = [
-    "Database", "connect", "connect_shared", "retry_database", "SCHEMA_VERSION", "normalize_url", "redact_url",
+    "Database", "connect", "connect_shared", "retry_database", "SCHEMA_VERSION", "normalize_url",
+    "redact_url",
     "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError",
     "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",
