@@ -174,3 +174,52 @@ def test_stretch_limits():
     assert np.all(flat == 128)
     with pytest.raises(ValueError):
         stretch_to_uint8(panel, stretch="log")
+
+
+def _zscale_panels():
+    """Stamps as the PNG writer sees them: noise of several scales, Moffat (beta 2.5 and 4.5)
+    and Kolmogorov stars (galsim) from faint to saturating, a step, a flat panel, integer
+    counts, float32 values, partly masked panels and tiny ones."""
+    galsim = pytest.importorskip("galsim")
+    rng = np.random.default_rng(12)
+    profiles = [galsim.Moffat(beta=2.5, fwhm=1.0), galsim.Moffat(beta=4.5, fwhm=1.4),
+                galsim.Kolmogorov(fwhm=1.1)]
+    panels = []
+    for i in range(240):
+        size = (51, 51, 31, 9, 5)[i % 5]
+        noise = float(rng.uniform(0.05, 200.0))
+        img = rng.normal(0.0, noise, (size, size))
+        kind = i % 8
+        if kind in (1, 2, 3):
+            star = profiles[kind - 1].withFlux(float(10 ** rng.uniform(1, 6)))
+            img += star.drawImage(nx=size, ny=size, scale=0.263).array
+        elif kind == 4:
+            img[:, : size // 2] += rng.uniform(-50, 50)
+        elif kind == 5:
+            img = np.full((size, size), rng.uniform(-1, 1))
+        elif kind == 6:
+            img = np.round(img + 100)
+        elif kind == 7:
+            img = img.astype(np.float32).astype(np.float64)
+        valid = rng.random((size, size)) > rng.uniform(0.0, 0.95)
+        panels.append((img, valid))
+    return panels
+
+
+def test_zscale_limits_are_astropys_to_the_bit():
+    """The PNG stretch's zscale is astropy's ZScaleInterval (the same floating-point
+    operations): equal limits, so equal pictures."""
+    from astropy.visualization import ZScaleInterval
+
+    from desgw.diff.stamps_png import zscale_limits
+
+    n_fitted = 0
+    for img, valid in _zscale_panels():
+        values = img[valid & np.isfinite(img)]
+        if values.size == 0:
+            continue
+        ours = zscale_limits(values.copy())
+        ref = ZScaleInterval().get_limits(values.copy())
+        assert ours[0] == ref[0] and ours[1] == ref[1], (img.shape, ours, ref)
+        n_fitted += (ref[0], ref[1]) != (values.min(), values.max())
+    assert n_fitted > 40  # limits from the fitted slope, not only the samples' range

@@ -97,3 +97,44 @@ def test_noise_samples_are_the_numpy_selections(dtype):
         np.testing.assert_array_equal(row_differences(a, b, 16), want_d)
     with pytest.raises(ValueError, match="one shape"):
         row_differences(img, w[:, :3], 16)
+
+
+def test_rice_file_headers_are_astropys_text(tmp_path):
+    """Files our RICE encoder writes whole (every plane quantised or integer): each header
+    block is the text astropy writes for its cards (card images, END, blank padding), the
+    user's cards come back in order (long strings as CONTINUE cards, HIERARCH, COMMENT,
+    HISTORY), and both readers decode the planes."""
+    rng = np.random.default_rng(5)
+    img = rng.normal(0, 5.0, (48, 30)).astype(np.float32)
+    msk = rng.integers(0, 1 << 20, (48, 30)).astype(np.int32)
+    h = fits.Header()
+    h["EXPNUM"] = (12345, "exposure")
+    h["LONGTXT"] = ("y" * 150, "a string longer than one card")
+    h["MAGZERO"] = (31.123456789012, "zeropoint")
+    h["QCPASS"] = (True, "a logical")
+    h["HIERARCH ESO LONG KEY"] = 2
+    h["COMMENT"] = "a comment"
+    h["HISTORY"] = "a history line"
+    path = tmp_path / "r.fits.fz"
+    write_planes(path, [Plane("SCI", img, h, 5.0 / 16, 7), Plane("MSK", msk, h),
+                        Plane("WGT", np.abs(img) + 1, None, 1.0 / 1024)])
+    data = path.read_bytes()
+    assert len(data) % 2880 == 0
+    with fits.open(path, disable_image_compression=True) as raw:
+        assert [x.header.get("ZCMPTYPE") for x in raw[1:]] == ["RICE_1"] * 3
+        assert raw["SCI"].header["ZDITHER0"] == 7
+        for hdu in raw:
+            info = hdu.fileinfo()
+            block = data[info["hdrLoc"]:info["datLoc"]].decode("ascii")
+            assert block == fits.Header.fromstring(block).tostring()
+    want = [(c.keyword, c.value, c.comment) for c in h.cards]
+    with fits.open(path) as hd, fitsio.FITS(str(path)) as ff:
+        for name in ("SCI", "MSK"):
+            got = [(c.keyword, c.value, c.comment) for c in hd[name].header.cards
+                   if c.keyword not in ("XTENSION", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2",
+                                        "PCOUNT", "GCOUNT", "EXTNAME")]
+            assert got == want
+        np.testing.assert_array_equal(hd["MSK"].data, msk)
+        np.testing.assert_array_equal(ff["MSK"].read(), msk)
+        np.testing.assert_array_equal(hd["SCI"].data, ff["SCI"].read())
+        assert np.abs(hd["SCI"].data - img).max() <= 5.0 / 32 * 1.001

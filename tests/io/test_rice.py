@@ -195,3 +195,27 @@ def test_row_tile_decoder_matches_cfitsio(tmp_path, dtype):
         long[8] += 1                    # one that ends before them
         assert rice.decode_int_tiles(np.append(heap, np.uint8(0)), long, offsets, shape,
                                      bytepix, 0, dtype) is None
+
+
+def test_inverse_variance_is_numpys_division():
+    """The difference image's weight plane: float32 1 / variance bit for bit where the
+    variance is finite and positive (subnormals overflowing to inf included), 0 where it is
+    NaN, infinite, zero or negative."""
+    from desgw.io.rice import inverse_variance
+
+    rng = np.random.default_rng(4)
+    v = rng.uniform(0.5, 2.0, (64, 50)).astype(np.float32)
+    specials = [np.inf, -np.inf, np.nan, 0.0, -0.0, -1.0, 1e-45, 1e-39, 3e38, 1e-30]
+    for k, value in enumerate(specials):
+        v[k, ::3] = value
+    ref = np.zeros(v.shape, np.float32)
+    with np.errstate(over="ignore"):
+        np.divide(np.float32(1.0), v, out=ref, where=np.isfinite(v) & (v > 0))
+    out = inverse_variance(v)
+    assert out.dtype == np.float32 and out.shape == v.shape
+    np.testing.assert_array_equal(out.view(np.int32), ref.view(np.int32))
+    assert np.all(out[2, ::3] == 0) and np.all(out[5, ::3] == 0)
+    assert np.all(np.isinf(out[6, ::3]))  # 1 / 1e-45 overflows float32, as numpy's
+    # a float64 or strided variance gives the float32 plane of its float32 values
+    np.testing.assert_array_equal(inverse_variance(v.astype(np.float64)[:, ::2]),
+                                  inverse_variance(np.ascontiguousarray(v[:, ::2])))

@@ -6,7 +6,8 @@ candidates (SNCAND-like), fakes (SNFAKE-like), schema_version.
 Modules
 -------
 urls      normalize_url, redact_url (passwords never reach logs or messages)
-database  connect -> Database (WAL + BEGIN IMMEDIATE on SQLite; advisory locks on PostgreSQL)
+database  connect -> Database (WAL + BEGIN IMMEDIATE on SQLite; advisory locks on PostgreSQL),
+          connect_shared (kept open for the process's later work)
 models    the ORM tables and SCHEMA_VERSION
 records   frozen dataclasses exchanged with callers
 writes    register_exposure(s), record_ccd_product(s), record_zeropoints,
@@ -19,7 +20,7 @@ errors    DatabaseError, DatabaseConnectionError, DatabaseURLError, SchemaVersio
           UnknownExposureError
 """
 
-from .database import Database, connect, retry_database
+from .database import Database, connect, connect_shared, retry_database
 from .errors import (DatabaseConnectionError, DatabaseError, DatabaseURLError,
                      SchemaVersionError, UnknownExposureError)
 from .ingest import IngestReport, ingest_raw, non_science_reason
@@ -36,7 +37,8 @@ from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_pro
                      register_exposures, replace_ccd_results)
 
 __all__ = [
-    "Database", "connect", "retry_database", "SCHEMA_VERSION", "normalize_url", "redact_url",
+    "Database", "connect", "connect_shared", "retry_database", "SCHEMA_VERSION", "normalize_url",
+    "redact_url",
     "DatabaseError", "DatabaseConnectionError", "DatabaseURLError", "SchemaVersionError",
     "UnknownExposureError",
     "CCD_STATUSES", "ExposureRecord", "CCDProduct", "Zeropoint", "TemplateUse", "NewDetection",

@@ -352,10 +352,10 @@ def write_diff_image(path: str | os.PathLike[str], result: DiffResult, *,
     have SCI = SCORE = 0 and WGT = 0.
     """
     assert result.diff is not None and result.diff_var is not None and result.mask is not None
+    from desgw.io.rice import inverse_variance  # numba: imported when first needed
+
     h = _image_header(header, wcs)
-    w = np.zeros(result.diff.shape, np.float32)
-    np.divide(np.float32(1.0), result.diff_var, out=w,
-              where=np.isfinite(result.diff_var) & (result.diff_var > 0))
+    w = inverse_variance(result.diff_var)  # 0 where the variance is not finite and > 0
     wcs_only = fits.Header([c for c in h.cards if c.keyword.startswith(
         ("CTYPE", "CRPIX", "CRVAL", "CD1_", "CD2_", "CDELT", "PC1_", "PC2_", "CUNIT", "A_", "B_",
          "AP_", "BP_", "RADESYS", "EQUINOX", "LONPOLE", "LATPOLE", "WCSAXES", "MJDREF"))])

@@ -29,6 +29,7 @@ fit 32-bit integers at its step, rows of one pixel) is written whole by cfitsio
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -42,7 +43,7 @@ from astropy.io import fits
 
 from desgw.errors import DataTypeError
 
-from ._fitsutil import STRUCTURAL_KEYWORDS
+from ._fitsutil import STRUCTURAL_KEYWORDS, card_image, header_bytes
 from .atomic import atomic_write_blocks, atomic_write_path
 
 __all__ = [
@@ -247,58 +248,59 @@ def _rice_hdu(plane: Plane, data: np.ndarray) -> list[Any] | None:
         return None
     table["n"] = nbytes
     table["o"] = offsets
-    h = fits.Header()
-    h.append(("XTENSION", "BINTABLE", "binary table extension"))
-    h.append(("BITPIX", 8, "8-bit bytes"))
-    h.append(("NAXIS", 2, "2-dimensional binary table"))
-    h.append(("NAXIS1", table.itemsize, "width of table in bytes"))
-    h.append(("NAXIS2", ny, "number of rows in table"))
-    h.append(("PCOUNT", int(heap.size), "size of special data area"))
-    h.append(("GCOUNT", 1, "one data group (required keyword)"))
-    h.append(("TFIELDS", 3 if float_plane else 1, "number of fields in each row"))
-    h.append(("TTYPE1", "COMPRESSED_DATA", "label for field 1"))
-    h.append(("TFORM1", f"1PB({int(nbytes.max())})", "data format of field: variable length "
-              "array"))
+    cards = [
+        ("XTENSION", "BINTABLE", "binary table extension"),
+        ("BITPIX", 8, "8-bit bytes"),
+        ("NAXIS", 2, "2-dimensional binary table"),
+        ("NAXIS1", table.itemsize, "width of table in bytes"),
+        ("NAXIS2", ny, "number of rows in table"),
+        ("PCOUNT", int(heap.size), "size of special data area"),
+        ("GCOUNT", 1, "one data group (required keyword)"),
+        ("TFIELDS", 3 if float_plane else 1, "number of fields in each row"),
+        ("TTYPE1", "COMPRESSED_DATA", "label for field 1"),
+        ("TFORM1", f"1PB({int(nbytes.max())})", "data format of field: variable length array")]
     if float_plane:
-        h.append(("TTYPE2", "ZSCALE", "label for field 2"))
-        h.append(("TFORM2", "1D", "data format of field: 8-byte DOUBLE"))
-        h.append(("TTYPE3", "ZZERO", "label for field 3"))
-        h.append(("TFORM3", "1D", "data format of field: 8-byte DOUBLE"))
-    h.append(("ZIMAGE", True, "extension contains compressed image"))
-    h.append(("ZBITPIX", zbitpix, "data type of original image"))
-    h.append(("ZNAXIS", 2, "dimension of original image"))
-    h.append(("ZNAXIS1", nx, "length of original image axis"))
-    h.append(("ZNAXIS2", ny, "length of original image axis"))
-    h.append(("ZTILE1", nx, "size of tiles to be compressed"))
-    h.append(("ZTILE2", 1, "size of tiles to be compressed"))
+        cards += [("TTYPE2", "ZSCALE", "label for field 2"),
+                  ("TFORM2", "1D", "data format of field: 8-byte DOUBLE"),
+                  ("TTYPE3", "ZZERO", "label for field 3"),
+                  ("TFORM3", "1D", "data format of field: 8-byte DOUBLE")]
+    cards += [("ZIMAGE", True, "extension contains compressed image"),
+              ("ZBITPIX", zbitpix, "data type of original image"),
+              ("ZNAXIS", 2, "dimension of original image"),
+              ("ZNAXIS1", nx, "length of original image axis"),
+              ("ZNAXIS2", ny, "length of original image axis"),
+              ("ZTILE1", nx, "size of tiles to be compressed"),
+              ("ZTILE2", 1, "size of tiles to be compressed")]
     if float_plane:
-        h.append(("ZQUANTIZ", "SUBTRACTIVE_DITHER_2", "Pixel Quantization Algorithm"))
-        h.append(("ZDITHER0", int(plane.dither_seed), "dithering offset when quantizing "
-                  "floats"))
-    h.append(("ZCMPTYPE", "RICE_1", "compression algorithm"))
-    h.append(("ZNAME1", "BLOCKSIZE", "compression block size"))
-    h.append(("ZVAL1", 32, "pixels per block"))
-    h.append(("ZNAME2", "BYTEPIX", "bytes per pixel (1, 2, 4, or 8)"))
-    h.append(("ZVAL2", bytepix, "bytes per pixel (1, 2, 4, or 8)"))
-    h.append(("EXTNAME", plane.name, "extension name"))
-    for card in _user_cards(plane.header):
-        h.append(card, end=True)
+        cards += [("ZQUANTIZ", "SUBTRACTIVE_DITHER_2", "Pixel Quantization Algorithm"),
+                  ("ZDITHER0", int(plane.dither_seed), "dithering offset when quantizing floats")]
+    cards += [("ZCMPTYPE", "RICE_1", "compression algorithm"),
+              ("ZNAME1", "BLOCKSIZE", "compression block size"),
+              ("ZVAL1", 32, "pixels per block"),
+              ("ZNAME2", "BYTEPIX", "bytes per pixel (1, 2, 4, or 8)"),
+              ("ZVAL2", int(bytepix), "bytes per pixel (1, 2, 4, or 8)"),
+              ("EXTNAME", plane.name, "extension name")]
+    images = [card_image(*card) for card in cards]
+    images += [card.image for card in _user_cards(plane.header)]
     size = table.nbytes + heap.size
-    return [h.tostring().encode("ascii"), table.tobytes(), heap,
-            bytes(-size % _FITS_BLOCK)]
+    return [header_bytes(images), table.tobytes(), heap, bytes(-size % _FITS_BLOCK)]
 
 
 _FITS_BLOCK = 2880
 
 
+@functools.lru_cache(maxsize=1)
+def _primary_bytes() -> bytes:
+    """The empty primary HDU of a product file."""
+    return header_bytes([card_image("SIMPLE", True, "file does conform to FITS standard"),
+                         card_image("BITPIX", 8, "number of bits per data pixel"),
+                         card_image("NAXIS", 0, "number of data axes"),
+                         card_image("EXTEND", True, "FITS dataset may contain extensions")])
+
+
 def _file_blocks(blocks: list[list[Any]]) -> Iterator[Any]:
     """The file's bytes in order: an empty primary HDU, then each plane's blocks."""
-    primary = fits.Header()
-    primary.append(("SIMPLE", True, "file does conform to FITS standard"))
-    primary.append(("BITPIX", 8, "number of bits per data pixel"))
-    primary.append(("NAXIS", 0, "number of data axes"))
-    primary.append(("EXTEND", True, "FITS dataset may contain extensions"))
-    yield primary.tostring().encode("ascii")
+    yield _primary_bytes()
     for parts in blocks:
         yield from parts
 

@@ -32,7 +32,8 @@ to.
 The module also decodes integer images stored as RICE_1 row tiles (:func:`decode_int_tiles`:
 raw DECam CCDs, fpack's layout; ~0.09 against cfitsio's ~0.23 CPU-s per CCD, the same
 values), and holds the one-pass scans the quantisation steps come from
-(:func:`weight_stats`, :func:`positive_sample`, :func:`row_differences`).
+(:func:`weight_stats`, :func:`positive_sample`, :func:`row_differences`) and the
+difference image's weight plane (:func:`inverse_variance`).
 """
 
 from __future__ import annotations
@@ -310,6 +311,25 @@ def weight_stats(weight: np.ndarray) -> tuple[bool, float, float]:
         fin = w[np.isfinite(w)]
         lo = float(fin.min()) if fin.size else math.inf
     return bool(finite), float(lo), float(pos)
+
+
+@numba.njit(cache=True)
+def _inverse_positive(v, out):
+    one = np.float32(1.0)
+    for i in range(v.shape[0]):
+        x = v[i]
+        out[i] = one / x if (x > 0) & (x < np.inf) else np.float32(0.0)
+
+
+def inverse_variance(variance: np.ndarray) -> np.ndarray:
+    """The weight plane of a variance plane in one pass: float32 ``1 / variance`` where the
+    variance is finite and positive, 0 elsewhere (NaN, infinite, zero or negative): the
+    values ``np.divide(1, variance, where=finite & > 0)`` gives into zeros (IEEE float32
+    division), without its three temporary masks (~18 -> ~4 ms for 4096 x 2048)."""
+    v = np.ascontiguousarray(variance, dtype=np.float32)
+    out = np.empty(v.shape, np.float32)
+    _inverse_positive(v.ravel(), out.ravel())
+    return out
 
 
 @numba.njit(cache=True)

@@ -90,8 +90,10 @@ Fitting (:func:`fit_psf`)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -431,37 +433,60 @@ class PSFModel:
                           dim=f"({nx},{ny},{n_terms})",
                           array=self.coeffs.reshape(1, n_terms, ny, nx))
         data = fits.BinTableHDU.from_columns([col], name="PSF_DATA")
-        h = data.header
-        h["LOADED"] = (self.n_candidates, "candidate stars given")
-        h["ACCEPTED"] = (self.n_stars, "stars used in the model")
-        h["CHI2"] = (float(np.median(self.star_chi2)) if self.n_stars else 0.0,
-                     "median chi2/dof of the accepted stars")
-        h["POLNAXIS"] = 2
-        h["POLGRP1"] = 1
-        h["POLNAME1"] = "X_IMAGE"
-        h["POLZERO1"] = (self.x_zero + 1.0, "1-based")
-        h["POLSCAL1"] = self.x_scale
-        h["POLGRP2"] = 1
-        h["POLNAME2"] = "Y_IMAGE"
-        h["POLZERO2"] = (self.y_zero + 1.0, "1-based")
-        h["POLSCAL2"] = self.y_scale
-        h["POLNGRP"] = 1
-        h["POLDEG1"] = self.degree
-        h["PSF_SAMP"] = 1.0
-        h["PSFNAXIS"] = 3
-        h["PSFAXIS1"] = nx
-        h["PSFAXIS2"] = ny
-        h["PSFAXIS3"] = n_terms
-        h["LANCZOS"] = (self.lanczos_order, "Lanczos order of sub-pixel shifts")
-        h["IMNAXIS1"] = (self.image_shape[1], "CCD width (pix)")
-        h["IMNAXIS2"] = (self.image_shape[0], "CCD height (pix)")
+        for key, value, comment in self._data_cards():
+            data.header[key] = value if comment is None else (value, comment)
         stars = fits.BinTableHDU.from_columns([
-            fits.Column(name="X_IMAGE", format="D", unit="pix", array=self.star_x + 1.0),
-            fits.Column(name="Y_IMAGE", format="D", unit="pix", array=self.star_y + 1.0),
-            fits.Column(name="FLUX", format="D", unit="electron", array=self.star_flux),
-            fits.Column(name="CHI2", format="D", array=self.star_chi2),
-        ], name="PSF_STARS")
+            fits.Column(name=name, format="D", unit=unit, array=values)
+            for (name, unit), values in zip(_STAR_COLUMNS, self._star_columns())],
+            name="PSF_STARS")
         return fits.HDUList([fits.PrimaryHDU(), data, stars])
+
+    def _data_cards(self) -> list[tuple[str, Any, str | None]]:
+        """The PSFEx keywords of ``PSF_DATA`` (keyword, value, comment or None), in order."""
+        n_terms, ny, nx = self.coeffs.shape
+        return [
+            ("LOADED", self.n_candidates, "candidate stars given"),
+            ("ACCEPTED", self.n_stars, "stars used in the model"),
+            ("CHI2", float(np.median(self.star_chi2)) if self.n_stars else 0.0,
+             "median chi2/dof of the accepted stars"),
+            ("POLNAXIS", 2, None), ("POLGRP1", 1, None), ("POLNAME1", "X_IMAGE", None),
+            ("POLZERO1", self.x_zero + 1.0, "1-based"), ("POLSCAL1", self.x_scale, None),
+            ("POLGRP2", 1, None), ("POLNAME2", "Y_IMAGE", None),
+            ("POLZERO2", self.y_zero + 1.0, "1-based"), ("POLSCAL2", self.y_scale, None),
+            ("POLNGRP", 1, None), ("POLDEG1", self.degree, None), ("PSF_SAMP", 1.0, None),
+            ("PSFNAXIS", 3, None), ("PSFAXIS1", nx, None), ("PSFAXIS2", ny, None),
+            ("PSFAXIS3", n_terms, None),
+            ("LANCZOS", self.lanczos_order, "Lanczos order of sub-pixel shifts"),
+            ("IMNAXIS1", self.image_shape[1], "CCD width (pix)"),
+            ("IMNAXIS2", self.image_shape[0], "CCD height (pix)")]
+
+    def _star_columns(self) -> list[np.ndarray]:
+        """The ``PSF_STARS`` columns (:data:`_STAR_COLUMNS`): 1-based positions, flux, chi2."""
+        return [self.star_x + 1.0, self.star_y + 1.0, self.star_flux, self.star_chi2]
+
+    def to_fits_bytes(self, primary: Sequence[tuple[str, Any]] = ()) -> bytes:
+        """The file :meth:`to_fits_hdul` makes, with ``primary``'s (keyword, value) cards set
+        in its primary header in order, as ``HDUList.writeto`` writes it, built directly:
+        the headers from card images (the column cards of a coefficient shape made by
+        astropy once per process), the rows packed with numpy. The same bytes (tested),
+        ~10 -> ~1 ms of CPU per model."""
+        from desgw.io._fitsutil import card_image, header_bytes
+
+        n_terms, ny, nx = self.coeffs.shape
+        data_cards, stars_cards = _psf_column_cards(n_terms, ny, nx)
+        prim = [*_psf_primary_cards(), *(card_image(k, v) for k, v in primary)]
+        data_hdr = [*data_cards, *(card_image(k, v, c) for k, v, c in self._data_cards())]
+        n = len(self.star_x)
+        naxis2_comment, before, after = stars_cards
+        stars_hdr = [*before, card_image("NAXIS2", n, naxis2_comment), *after]
+        rows = np.empty(n, dtype=[(name, ">f8") for name, _ in _STAR_COLUMNS])
+        for (name, _), values in zip(_STAR_COLUMNS, self._star_columns()):
+            rows[name] = values
+        coeffs = np.ascontiguousarray(self.coeffs, dtype=">f8").tobytes()
+        stars = rows.tobytes()
+        return b"".join((header_bytes(prim), header_bytes(data_hdr), coeffs,
+                         bytes(-len(coeffs) % 2880), header_bytes(stars_hdr), stars,
+                         bytes(-len(stars) % 2880)))
 
     @classmethod
     def from_fits_hdul(cls, hdul: fits.HDUList, *, path: str | None = None) -> PSFModel:
@@ -501,6 +526,36 @@ class PSFModel:
                    y_scale=y_scale, image_shape=image_shape, lanczos_order=lanczos_order,
                    n_candidates=n_candidates, star_x=star_x, star_y=star_y, star_flux=star_flux,
                    star_chi2=star_chi2)
+
+
+#: ``PSF_STARS`` columns: name, unit.
+_STAR_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("X_IMAGE", "pix"), ("Y_IMAGE", "pix"), ("FLUX", "electron"), ("CHI2", None))
+
+
+@functools.lru_cache(maxsize=1)
+def _psf_primary_cards() -> tuple[str, ...]:
+    """Card images of an empty ``fits.PrimaryHDU()`` header."""
+    return tuple(c.image for c in fits.PrimaryHDU().header.cards)
+
+
+@functools.lru_cache(maxsize=8)
+def _psf_column_cards(n_terms: int, ny: int, nx: int
+                      ) -> tuple[tuple[str, ...], tuple[str, tuple[str, ...], tuple[str, ...]]]:
+    """Card images of the ``PSF_DATA`` header for a (n_terms, ny, nx) coefficient cube
+    before its PSFEx keywords, and NAXIS2's comment and the card images before and after it
+    of the ``PSF_STARS`` header, both as :meth:`PSFModel.to_fits_hdul` makes them (built by astropy)."""
+    col = fits.Column(name="PSF_MASK", format=f"{n_terms * ny * nx}D",
+                      dim=f"({nx},{ny},{n_terms})", array=np.zeros((1, n_terms, ny, nx)))
+    data = fits.BinTableHDU.from_columns([col], name="PSF_DATA").header
+    stars = fits.BinTableHDU.from_columns([
+        fits.Column(name=name, format="D", unit=unit, array=np.zeros(0))
+        for name, unit in _STAR_COLUMNS], name="PSF_STARS").header
+    cards = list(stars.cards)
+    at = [c.keyword for c in cards].index("NAXIS2")
+    return (tuple(c.image for c in data.cards),
+            (cards[at].comment, tuple(c.image for c in cards[:at]),
+             tuple(c.image for c in cards[at + 1:])))
 
 
 # ------------------------------------------------------------------------ star selection

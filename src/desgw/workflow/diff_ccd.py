@@ -364,7 +364,7 @@ def _record_db(task: DiffTask, result: Any) -> None:
         NewDetection,
         NewFake,
         TemplateUse,
-        connect,
+        connect_shared,
         replace_ccd_results,
         retry_database,
     )
@@ -414,9 +414,9 @@ def _record_db(task: DiffTask, result: Any) -> None:
                             ("rms_after", "rms_after"))}))
     timeout = float(getattr(task.settings, "db_timeout_s", 60.0))
 
-    def write() -> None:
-        with connect(task.settings.db_url, busy_timeout_s=timeout,
-                     connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+    def write() -> None:  # the worker's open database: statements compiled once
+        with connect_shared(task.settings.db_url, busy_timeout_s=timeout,
+                            connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
             replace_ccd_results(db, e, c, templates_used=uses, fakes=fakes, detections=rows)
 
     retry_database(write, timeout_s=timeout, what=f"database records of {e} CCD {c}")

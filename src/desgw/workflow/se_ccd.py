@@ -6,7 +6,6 @@ that a local loop, a process pool or a Dask worker can run alike).
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -186,12 +185,11 @@ def _write_products(task: CCDTask, result: CCDResult, config_hash: str,
         # unit strings FITS does not know (e.g. "electron") are kept as TUNITn text anyway
         warnings.filterwarnings("ignore", message=".*could not be saved in native FITS format")
         write_fits_table(paths.fullcat, result.catalog, header=cat_header)
-    hdul = result.psf.to_fits_hdul()
-    for key in ("EXPNUM", "CCDNUM", "BAND", "CFGHASH"):
-        hdul[0].header[key] = header[key]
-    buf = io.BytesIO()  # written from memory: its checksum record needs no read back
-    hdul.writeto(buf)
-    atomic_write_bytes(paths.psfmodel, buf.getvalue(), fsync=False)
+    # the bytes to_fits_hdul().writeto() writes, from memory (its checksum record needs no
+    # read back)
+    psf_bytes = result.psf.to_fits_bytes([(key, header[key]) for key in
+                                          ("EXPNUM", "CCDNUM", "BAND", "CFGHASH")])
+    atomic_write_bytes(paths.psfmodel, psf_bytes, fsync=False)
 
     zp = result.zeropoint
     zp_value = float(zp.zp) if zp is not None else math.nan

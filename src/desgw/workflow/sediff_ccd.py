@@ -116,13 +116,13 @@ def _register_search(diff_task: DiffTask, exposure: object, raw_path: str) -> No
     settings = diff_task.settings
     if getattr(settings, "db_url", None) is None:
         return
-    from desgw.db import connect, register_exposure, retry_database
+    from desgw.db import connect_shared, register_exposure, retry_database
 
     timeout = float(getattr(settings, "db_timeout_s", 60.0))
 
-    def write() -> None:
-        with connect(settings.db_url, busy_timeout_s=timeout,
-                     connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
+    def write() -> None:  # the worker's open database: statements compiled once
+        with connect_shared(settings.db_url, busy_timeout_s=timeout,
+                            connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
             register_exposure(db, exposure, raw_path)
 
     retry_database(write, timeout_s=timeout,
