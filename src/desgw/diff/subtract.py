@@ -65,7 +65,6 @@ from typing import Any
 import numpy as np
 from numba import njit
 
-from desgw.diff.resample_kernels import box_any
 from desgw.diff.zogy import ZogyConfig, zogy
 from desgw.diff.zogy_psf import PSFSource, TiledPSF, as_psf_source, stamp_fwhm
 from desgw.se import maskbits
@@ -289,24 +288,38 @@ def _blank(mask, bits, diff, diff_var, score, flux, flux_err, out_mask,
 
 
 @njit(cache=True, nogil=True)
-def _scan_mask(combined, bits, edge_bit):  # pragma: no cover - numba
-    """One pass over the combined mask: a copy of it, the uint8 map of the pixels with
-    ``edge_bit`` and none of ``bits`` (no data and no mask bit saying why: coverage edges),
-    whether any pixel has it, and the sorted flat indices of the pixels with any of ``bits``."""
+def _scan_mask(combined, bits, edge_bit, radius):  # pragma: no cover - numba
+    """One pass over the combined mask: a copy of it; the uint8 map of the pixels within
+    ``radius`` columns (same row, clipped at the ends) of a pixel with ``edge_bit`` and none
+    of ``bits`` (no data and no mask bit saying why: coverage edges), i.e. the row pass of
+    ``box_any(edge, radius, radius)``, written as each run of such pixels ends (no
+    whole-image map of them, no running count over every pixel); whether any pixel has that
+    edge; and the sorted flat indices of the pixels with any of ``bits``."""
     ny, nx = combined.shape
     out = np.empty((ny, nx), np.int32)
-    edge = np.empty((ny, nx), np.uint8)
+    rows = np.empty((ny, nx), np.uint8)
     any_edge = False
     n = 0
     for y in range(ny):
+        orow = rows[y]
+        orow[:] = 0
+        start = -1  # first column of the current run of edge pixels
         for x in range(nx):
             m = combined[y, x]
             out[y, x] = m
-            e = (m & edge_bit) != 0 and (m & bits) == 0
-            edge[y, x] = e
-            any_edge |= e
             if (m & bits) != 0:
                 n += 1
+            elif (m & edge_bit) != 0:
+                if start < 0:
+                    start = x
+                continue
+            if start >= 0:
+                orow[max(start - radius, 0):min(x + radius, nx)] = 1
+                start = -1
+                any_edge = True
+        if start >= 0:
+            orow[max(start - radius, 0):] = 1
+            any_edge = True
     idx = np.empty(n, np.int64)
     j = 0
     for y in range(ny):
@@ -314,17 +327,32 @@ def _scan_mask(combined, bits, edge_bit):  # pragma: no cover - numba
             if (combined[y, x] & bits) != 0:
                 idx[j] = y * nx + x
                 j += 1
-    return out, edge, any_edge, idx
+    return out, rows, any_edge, idx
 
 
 @njit(cache=True, nogil=True)
-def _or_where(out, grown, bit):  # pragma: no cover - numba
-    """``out |= bit`` where ``grown`` (uint8) is set."""
+def _or_columns(out, rows, radius, bit):  # pragma: no cover - numba
+    """``out |= bit`` where any of ``rows`` (uint8) in rows y - radius .. y + radius (clipped)
+    is set: with :func:`_scan_mask`'s row pass, ``box_any(edge, radius, radius)`` ORed into
+    ``out`` (running counts down the rows) without the whole-image boolean result."""
     ny, nx = out.shape
-    for y in range(ny):
+    count = np.zeros(nx, np.int32)
+    zero = np.int32(0)
+    for y in range(min(radius, ny)):
         for x in range(nx):
-            if grown[y, x]:
-                out[y, x] |= bit
+            count[x] += rows[y, x]
+    for y in range(ny):
+        if y + radius < ny:
+            add = rows[y + radius]
+            for x in range(nx):
+                count[x] += add[x]
+        if y - radius - 1 >= 0:
+            sub = rows[y - radius - 1]
+            for x in range(nx):
+                count[x] -= sub[x]
+        orow = out[y]
+        for x in range(nx):
+            orow[x] |= bit if count[x] > 0 else zero
 
 
 def dilate_mask_bits(mask: np.ndarray, bits: int, radius: int) -> np.ndarray:
@@ -573,11 +601,12 @@ def _grow_masks(combined: np.ndarray, n_img: np.ndarray, n_var: np.ndarray, n_ms
     ``keep``, the clusters' state (:meth:`MaskPrediction.update`; None without clusters to
     grow or without ``keep``)."""
     bits = int(config.dilate_bits) & ~maskbits.EDGE
-    out, edge, any_edge, idx = _scan_mask(combined, np.int32(bits), np.int32(maskbits.EDGE))
+    out, rows, any_edge, idx = _scan_mask(combined, np.int32(bits), np.int32(maskbits.EDGE),
+                                          max(int(radius), 0))
     if radius > 0 and any_edge:
-        # one bit: a box dilation of a boolean map (O(1) per pixel)
-        _or_where(out, box_any(edge, radius, radius), np.int32(maskbits.EDGE))
-    del edge
+        # one bit: a box dilation (O(1) per pixel), its column pass ORed into the mask
+        _or_columns(out, rows, int(radius), np.int32(maskbits.EDGE))
+    del rows
     if config.dilate_min_px > 0:
         out |= dilate_mask_bits(combined & bits, bits, int(config.dilate_min_px))
     stats = {"clusters": 0, "grown_source": 0, "grown_unknown": 0}
