@@ -68,13 +68,13 @@ def _run(pkg: str, a: Any, k: Any) -> tuple[float, dict[str, float], Any]:
     """One ``difference_ccd`` of package ``pkg`` (``desgw`` or ``desgw_old``): its CPU
     seconds, those of the timed calls, and the result."""
     pipeline: ModuleType = importlib.import_module(f"{pkg}.diff.pipeline")
-    subtract_mod: ModuleType = importlib.import_module(f"{pkg}.diff.subtract")
+    subtract_mod: Any = importlib.import_module(f"{pkg}.diff.subtract")
     acc: dict[str, float] = collections.defaultdict(float)
     saved = {name: getattr(pipeline, name) for name in TIMED}
-    zogy, update = getattr(subtract_mod, "zogy"), subtract_mod.MaskPrediction.update
+    zogy, update = subtract_mod.zogy, subtract_mod.MaskPrediction.update
     for name in TIMED:
         setattr(pipeline, name, _timed(acc, name, saved[name]))
-    setattr(subtract_mod, "zogy", _timed(acc, "zogy", zogy))
+    subtract_mod.zogy = _timed(acc, "zogy", zogy)
     subtract_mod.MaskPrediction.update = _timed(acc, "update", update)
     try:
         kk = copy.deepcopy(k)  # a fresh rng each run
@@ -84,7 +84,7 @@ def _run(pkg: str, a: Any, k: Any) -> tuple[float, dict[str, float], Any]:
     finally:
         for name in TIMED:
             setattr(pipeline, name, saved[name])
-        setattr(subtract_mod, "zogy", zogy)
+        subtract_mod.zogy = zogy
         subtract_mod.MaskPrediction.update = update
     parts = dict(acc)
     parts["subtract_not_zogy"] = parts.get("subtract", 0.0) - parts.get("zogy", 0.0)
