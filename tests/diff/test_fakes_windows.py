@@ -6,7 +6,7 @@ import numpy as np
 
 from desgw.diff.fakes import _Placer
 from desgw.diff.resample_kernels import box_any
-from desgw.diff.subtract import _changed_near
+from desgw.diff.subtract import _WHOLE, _changed_near
 from desgw.se.maskbits import BADPIX, CRAY, EDGE, UNUSABLE
 
 
@@ -20,12 +20,30 @@ def test_changed_near_is_box_any_of_the_changed_pixels() -> None:
         hit[0, -1] = hit[-1, 0] = True  # corners: the window is clipped
         new[hit & np.isfinite(old)] += 1.0
         changed = (hit & np.isfinite(old)).astype(np.uint8)
-        near, n, finite_changed = _changed_near(old, new)
+        near, n, finite_changed = _changed_near(old, new, _WHOLE)
         assert near.dtype == np.uint8 and np.array_equal(near, box_any(changed, 1, 1))
         assert n == changed.sum() and not finite_changed
         assert 0 < near.sum() < near.size or shape != (64, 97)
         new[np.isnan(old)] = 0.0  # pixels gaining data
-        assert _changed_near(old, new)[2] == bool(np.isnan(old).any())
+        assert _changed_near(old, new, _WHOLE)[2] == bool(np.isnan(old).any())
+
+
+def test_changed_near_in_windows_is_the_whole_image_comparison() -> None:
+    rng = np.random.default_rng(8)
+    shape = (70, 90)
+    old = rng.normal(size=shape).astype(np.float32)
+    new = old.copy()
+    # overlapping windows, one on a corner and one beyond the border (clipped)
+    windows = np.array([[10, 25, 5, 20], [20, 30, 15, 40], [0, 4, 80, 95], [60, 75, 0, 3]])
+    for y0, y1, x0, x1 in windows:
+        hit = rng.random((min(y1, 70) - y0, min(x1, 90) - x0)) < 0.3
+        new[y0:y1, x0:x1][hit] += 2.0
+    want = _changed_near(old, new, _WHOLE)
+    got = _changed_near(old, new, windows.astype(np.int64))
+    assert np.array_equal(got[0], want[0]) and got[0].any()
+    assert got[1] >= want[1] > 0 and got[2] == want[2]  # overlaps counted in each window
+    new[65, 1] = np.nan  # no data in a window
+    assert _changed_near(old, new, windows.astype(np.int64))[2]
 
 
 def test_placer_mask_rule_matches_the_full_unusable_map() -> None:

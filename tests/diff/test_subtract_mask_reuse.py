@@ -125,6 +125,29 @@ def test_updated_prediction_is_exactly_the_mask_of_the_subtraction_with_fakes(sc
         assert np.array_equal(getattr(reused, name), getattr(sub, name)), name
 
 
+def test_update_given_the_injection_windows_is_the_full_update(scene) -> None:
+    s_img = scene["s"][0]
+    before = _predict(scene, s_img)
+    inj = inject_fakes(s_img, None, scene["ps"], scene["fakes"], zp=scene["pair"].zp_search,
+                       rng=np.random.default_rng(2))
+    assert len(inj.windows) == len(scene["fakes"])
+    outside = np.ones(s_img.shape, bool)
+    for y0, y1, x0, x1 in inj.windows:
+        outside[y0:y1, x0:x1] = False
+    assert np.array_equal(inj.image[outside], s_img[outside])  # the windows hold every change
+    full = before.update(inj.image)
+    windowed = before.update(inj.image, windows=inj.windows)
+    assert np.array_equal(windowed.mask, full.mask)
+    assert windowed.growth == full.growth
+    assert not np.array_equal(windowed.mask, before.mask)
+    # windows that miss the fakes: their clusters are not decided again (so the windows are
+    # what is compared), and no window at all is no change
+    assert np.array_equal(before.update(inj.image, windows=np.zeros((0, 4), int)).mask,
+                          before.mask)
+    with pytest.raises(ValueError, match="windows"):
+        before.update(inj.image, windows=np.array([[-1, 5, 0, 5]]))
+
+
 def test_update_without_changes_and_with_pixels_losing_data(scene) -> None:
     s_img = scene["s"][0]
     before = _predict(scene, s_img)

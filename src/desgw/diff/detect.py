@@ -240,41 +240,49 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
     return t
 
 
-@njit(cache=True, nogil=True)
-def _codes(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque):  # pragma: no cover
-    """uint8 map, one pass: bit 1 the search pixel is unusable (a ``bad_bits`` mask bit or no
-    data: image or variance not finite, variance <= 0; what
-    :func:`desgw.diff.subtract.subtract` in-paints), bit 2 the template's, bit 4 the light
-    under it is unknown in both (unusable in both, an ``opaque`` bit: a saturated core or its
-    bleed, or no data with no mask bit saying why: a coverage edge)."""
-    ny, nx = s_img.shape
-    out = np.zeros((ny, nx), np.uint8)
-    for y in range(ny):
-        for x in range(nx):
-            vs, vt = s_var[y, x], t_var[y, x]
-            sb = (s_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vs) and vs > 0) \
-                or not np.isfinite(s_img[y, x])
-            tb = (t_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vt) and vt > 0) \
-                or not np.isfinite(t_img[y, x])
-            if sb or tb:
-                c = s_msk[y, x] | t_msk[y, x]
-                k = (1 if sb else 0) | (2 if tb else 0)
-                if (sb and tb) or (c & opaque) != 0 or (c & bad_bits) == 0:
-                    k |= 4
-                out[y, x] = k
-    return out
+#: :func:`_code_at`'s mark of a pixel whose code is not computed yet.
+_UNKNOWN_CODE = 255
 
 
 @njit(cache=True, nogil=True)
-def _near_max(img, code, bit, y, x, r, own, g, cy, cx):  # pragma: no cover - numba
+def _code_at(code, y, x, s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
+             opaque):  # pragma: no cover - numba
+    """The code of pixel (y, x), computed on the first call and kept in the uint8 map
+    ``code`` (:data:`_UNKNOWN_CODE` where not computed yet): bit 1 the search pixel is
+    unusable (a ``bad_bits`` mask bit or no data: image or variance not finite, variance <= 0;
+    what :func:`desgw.diff.subtract.subtract` in-paints), bit 2 the template's, bit 4 the
+    light under it is unknown in both (unusable in both, an ``opaque`` bit: a saturated core
+    or its bleed, or no data with no mask bit saying why: a coverage edge)."""
+    k = code[y, x]
+    if k != _UNKNOWN_CODE:
+        return k
+    vs, vt = s_var[y, x], t_var[y, x]
+    sb = (s_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vs) and vs > 0) \
+        or not np.isfinite(s_img[y, x])
+    tb = (t_msk[y, x] & bad_bits) != 0 or not (np.isfinite(vt) and vt > 0) \
+        or not np.isfinite(t_img[y, x])
+    k = 0
+    if sb or tb:
+        c = s_msk[y, x] | t_msk[y, x]
+        k = (1 if sb else 0) | (2 if tb else 0)
+        if (sb and tb) or (c & opaque) != 0 or (c & bad_bits) == 0:
+            k |= 4
+    code[y, x] = k
+    return k
+
+
+@njit(cache=True, nogil=True)
+def _near_max(img, code, bit, y, x, r, own, g, cy, cx, s_img, s_var, s_msk, t_img, t_var,
+              t_msk, bad_bits, opaque):  # pragma: no cover - numba
     """Largest value of ``img`` over the pixels within ``r`` of (y, x) without ``bit`` in
-    ``code`` (usable in that image), less ``own g[|yy - cy|, |xx - cx|]`` (a candidate's
-    own light, :func:`_unit_gauss`); NaN if none."""
+    their code (:func:`_code_at`: usable in that image), less ``own g[|yy - cy|, |xx -
+    cx|]`` (a candidate's own light, :func:`_unit_gauss`); NaN if none."""
     ny, nx = img.shape
     best = -np.inf
     for yy in range(max(y - r, 0), min(y + r + 1, ny)):
         for xx in range(max(x - r, 0), min(x + r + 1, nx)):
-            if (code[yy, xx] & bit) == 0:
+            if (_code_at(code, yy, xx, s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
+                         opaque) & bit) == 0:
                 v = float(img[yy, xx])
                 if own != 0.0:
                     v -= own * g[abs(yy - cy), abs(xx - cx)]
@@ -296,11 +304,17 @@ def _unit_gauss(fwhm: Any, m: int) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t_msk, scale,
-             stamps, reach, tile, thr, nsigma, near, g_n, g_r, factor):  # pragma: no cover
+def _release(score, flux, flux_err, out_mask, bits, s_img, s_var, s_msk, t_img, t_var, t_msk,
+             bad_bits, opaque, scale, stamps, reach, tile, thr, nsigma, near, g_n, g_r,
+             factor):  # pragma: no cover - numba
     """Clear the grown ``bits`` of the pixels that hold more flux than the in-painting's cut
-    light can put there (:func:`release_grown_mask`); returns the number released."""
+    light can put there (:func:`release_grown_mask`); returns the number released.
+
+    The pixels' codes (:func:`_code_at`) are computed where a masked pixel with a
+    significant score needs them only (its stamp and the pixels next to it), not over the
+    whole image: a whole-image map read the six input planes (~25 ms per DECam CCD)."""
     ny, nx = score.shape
+    code = np.full((ny, nx), _UNKNOWN_CODE, np.uint8)
     nty, ntx, size = stamps.shape[0], stamps.shape[1], stamps.shape[2]
     h = size // 2
     # 1 / sum(P^2) per tile: the PSF-fit flux at p of a unit pixel at q is P(q - p) / sum P^2
@@ -315,8 +329,11 @@ def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t
     n = 0
     for y in range(ny):
         for x in range(nx):
-            if (out_mask[y, x] & bits) == 0 or code[y, x] != 0 or abs(score[y, x]) < thr:
-                continue  # not masked, a defect itself (no data there), or no source
+            if (out_mask[y, x] & bits) == 0 or abs(score[y, x]) < thr:
+                continue  # not masked or no source
+            if _code_at(code, y, x, s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
+                        opaque) != 0:
+                continue  # a defect itself (no data there)
             f, e = flux[y, x], flux_err[y, x]
             if not (np.isfinite(f) and np.isfinite(e)):
                 continue
@@ -333,7 +350,8 @@ def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t
             unknown = False
             for yy in range(max(y - r, 0), min(y + r + 1, ny)):
                 for xx in range(max(x - r, 0), min(x + r + 1, nx)):
-                    k = code[yy, xx]
+                    k = _code_at(code, yy, xx, s_img, s_var, s_msk, t_img, t_var, t_msk,
+                                 bad_bits, opaque)
                     if k == 0:
                         continue
                     if k & 4:
@@ -344,9 +362,12 @@ def _release(score, flux, flux_err, out_mask, bits, code, s_img, s_msk, t_img, t
                     if k & 2:  # template unusable: the search's light is known
                         vn = float(s_img[yy, xx]) - own_n * g_n[dy, dx]
                         vr = _near_max(t_img, code, 2, yy, xx, near, own_r / scale, g_r, y,
-                                       x) * scale
+                                       x, s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
+                                       opaque) * scale
                     else:
-                        vn = _near_max(s_img, code, 1, yy, xx, near, own_n, g_n, y, x)
+                        vn = _near_max(s_img, code, 1, yy, xx, near, own_n, g_n, y, x,
+                                       s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
+                                       opaque)
                         vr = float(t_img[yy, xx]) * scale - own_r * g_r[dy, dx]
                     if not (np.isfinite(vn) and np.isfinite(vr)):
                         unknown = True
@@ -442,9 +463,6 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     t_img = np.ascontiguousarray(template_image, f32)
     s_msk = np.ascontiguousarray(search_mask, np.int32)
     t_msk = np.ascontiguousarray(template_mask, np.int32)
-    code = _codes(s_img, np.ascontiguousarray(search_var, f32), s_msk, t_img,
-                  np.ascontiguousarray(template_var, f32), t_msk,
-                  np.int32(int(bits) & ~maskbits.EDGE), np.int32(OPAQUE_BITS))
     # the cut light counts within 3 FWHM of the difference PSF (its wings beyond hold
     # < 0.2 % of the peak for a Moffat beta 2.5), at most the stamp
     stamps = np.ascontiguousarray(psf.stamps, f32)
@@ -456,7 +474,10 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     n = _release(np.ascontiguousarray(subtraction.score, f32),
                  np.ascontiguousarray(subtraction.flux_image, f32),
                  np.ascontiguousarray(subtraction.flux_err_image, f32), mask, np.int32(bits),
-                 code, s_img, s_msk, t_img, t_msk, float(subtraction.meta.get("scale", 1.0)),
+                 s_img, np.ascontiguousarray(search_var, f32), s_msk, t_img,
+                 np.ascontiguousarray(template_var, f32), t_msk,
+                 np.int32(int(bits) & ~maskbits.EDGE), np.int32(OPAQUE_BITS),
+                 float(subtraction.meta.get("scale", 1.0)),
                  stamps, reach, int(psf.tile), f32(threshold_sigma), float(threshold_sigma), 2,
                  _unit_gauss(subtraction.meta.get("fwhm_search"), m),
                  _unit_gauss(subtraction.meta.get("fwhm_template"), m), float(bound_factor))

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -78,11 +78,16 @@ class FakeInjection:
         was added (a new array; 0 stays 0); ``None`` when no weight was given.
     flux_e : numpy.ndarray
         (n,) float64 total flux of each fake (e-), before noise.
+    windows : numpy.ndarray
+        (m, 4) int64 rows ``(y0, y1, x0, x1)``: the windows (rows ``y0:y1``, columns
+        ``x0:x1``) where stamps were added; ``image`` equals the input outside them
+        (:meth:`desgw.diff.subtract.MaskPrediction.update` compares these only).
     """
 
     image: np.ndarray
     weight: np.ndarray | None
     flux_e: np.ndarray
+    windows: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))
 
 
 @dataclass(frozen=True)
@@ -439,6 +444,7 @@ def inject_fakes(image: NDArray[Any], weight: NDArray[Any] | None, psf: PSFLike,
     model_var = np.zeros(img.shape, dtype=np.float32) if (add_noise and weight is not None) \
         else None
     flux = fake_fluxes(fakes["mag"], zp=zp, exptime=exptime)
+    windows: list[tuple[int, int, int, int]] = []
     for x, y, f in zip(np.asarray(fakes["x"], np.float64), np.asarray(fakes["y"], np.float64),
                        flux):
         ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
@@ -458,6 +464,7 @@ def inject_fakes(image: NDArray[Any], weight: NDArray[Any] | None, psf: PSFLike,
             if model_var is not None:
                 model_var[y0:y1, x0:x1] += pos.astype(np.float32)
         out[y0:y1, x0:x1] += add.astype(np.float32)
+        windows.append((y0, y1, x0, x1))
     new_weight = None
     if weight is not None:
         w = np.asarray(weight, dtype=np.float32)
@@ -467,7 +474,8 @@ def inject_fakes(image: NDArray[Any], weight: NDArray[Any] | None, psf: PSFLike,
             with np.errstate(divide="ignore"):
                 new_weight = np.where(w > 0, 1.0 / (1.0 / np.where(w > 0, w, 1.0) + model_var),
                                       0.0).astype(np.float32)
-    return FakeInjection(image=out, weight=new_weight, flux_e=flux)
+    return FakeInjection(image=out, weight=new_weight, flux_e=flux,
+                         windows=np.asarray(windows, np.int64).reshape(-1, 4))
 
 
 def _detection_xy(detections: Any) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -473,7 +473,7 @@ def difference_ccd(search: CCDProducts, templates: Sequence[CCDProducts], *,
             fakes = planned
             # the mask again only where the fakes' light changed a cluster's growth: exactly
             # the subtraction's mask, which it reuses
-            mask_pred = mask_pred.update(s_img)
+            mask_pred = mask_pred.update(s_img, windows=inj.windows)
     if len(fakes) == 0 and config.fakes:
         flags.append("no_fakes")
     lap("fakes")
