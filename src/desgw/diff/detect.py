@@ -326,6 +326,9 @@ def _release(score, flux, flux_err, out_mask, bits, s_img, s_var, s_msk, t_img, 
                 for b in range(size):
                     s2 += float(stamps[j, i, a, b]) ** 2
             inv[j, i] = 1.0 / s2 if s2 > 0 else 0.0
+    # hole pixels with no usable pixel of the unusable image within ``near`` (1: of the
+    # search, 2: of the template), found once: deep inside a wide hole the search fails
+    deep = np.zeros((ny, nx), np.uint8)
     n = 0
     for y in range(ny):
         for x in range(nx):
@@ -359,16 +362,31 @@ def _release(score, flux, flux_err, out_mask, bits, s_img, s_var, s_msk, t_img, 
                         break
                     w = float(stamps[j, i, yy - y + h, xx - x + h]) * inv[j, i]
                     dy, dx = abs(yy - y), abs(xx - x)
+                    # the unusable image's light: its largest within ``near`` px; deeper
+                    # inside a wide hole (a coverage edge, a bad-pixel box) the known
+                    # image's own static light there (the same source, search scale)
                     if k & 2:  # template unusable: the search's light is known
                         vn = float(s_img[yy, xx]) - own_n * g_n[dy, dx]
-                        vr = _near_max(t_img, code, 2, yy, xx, near, own_r / scale, g_r, y,
-                                       x, s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
-                                       opaque) * scale
+                        vr = np.nan
+                        if (deep[yy, xx] & 2) == 0:
+                            vr = _near_max(t_img, code, 2, yy, xx, near, own_r / scale, g_r, y,
+                                           x, s_img, s_var, s_msk, t_img, t_var, t_msk,
+                                           bad_bits, opaque) * scale
+                            if np.isnan(vr):
+                                deep[yy, xx] |= 2
+                        if np.isnan(vr):
+                            vr = float(s_img[yy, xx]) - own_r * g_r[dy, dx]
                     else:
-                        vn = _near_max(s_img, code, 1, yy, xx, near, own_n, g_n, y, x,
-                                       s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
-                                       opaque)
                         vr = float(t_img[yy, xx]) * scale - own_r * g_r[dy, dx]
+                        vn = np.nan
+                        if (deep[yy, xx] & 1) == 0:
+                            vn = _near_max(s_img, code, 1, yy, xx, near, own_n, g_n, y, x,
+                                           s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits,
+                                           opaque)
+                            if np.isnan(vn):
+                                deep[yy, xx] |= 1
+                        if np.isnan(vn):
+                            vn = float(t_img[yy, xx]) * scale - own_n * g_n[dy, dx]
                     if not (np.isfinite(vn) and np.isfinite(vr)):
                         unknown = True
                         break
@@ -401,7 +419,12 @@ def release_grown_mask(subtraction: Subtraction, search_image: np.ndarray,
     static source, of the same size and sign, so the two cuts partly cancel. Hence
     ``|F_res(p)| <= |sum_q w_q c_q|`` summed over the stamp around ``p``, once for the search
     light cut where the template is unusable and once for the template's (search scale)
-    where the search is. Only static light counts: the candidate's own light at ``p`` is new
+    where the search is. The unusable image's light at ``q`` is estimated by its largest
+    usable pixel within 2 px; deeper inside a wide hole (a coverage edge that the resampling
+    marks EDGE | BADPIX, a bad-pixel box) by the other image's light at ``q``, the same
+    static source (before, such a pixel counted as unknown and kept the growth of every
+    pixel whose stamp reached it: a transient 6 px from a template's coverage edge was lost
+    on the audit's crowded night). Only static light counts: the candidate's own light at ``p`` is new
     light, in one image only, and cutting it leaves no residual (the difference just lacks
     that part of it), so a circular Gaussian of flux ``|F(p)|`` and that image's FWHM
     (``meta["fwhm_search"]`` for ``F > 0``, ``meta["fwhm_template"]`` for a fading ``F < 0``)

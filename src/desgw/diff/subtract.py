@@ -45,7 +45,12 @@ growth decided, per piece of a cluster within a square of ``config.growth_block`
 (at least 8 px): a bad column or a resampled template defect crosses the whole CCD, and summed
 over its length it always holds some star, which grew the whole column by the full radius (on
 simulated nights with one template per CCD the masked fraction was 2-3x the truly bad
-fraction); now it is grown only where a source is cut. A pixel without data whose mask says
+fraction); now it is grown only where a source is cut. The squares are 2 radii (2 FWHM)
+wide, the PSF's footprint: light cut farther along the defect leaves little residual at a
+pixel, and summed over 4 radii the faint light a crowded field holds along a defect grew it
+where the difference is noise (on the audit's crowded night the pixels that 4-radius pieces
+grew and 2-radius pieces do not have ``|S_corr| > 5`` in 0.9 % of them, the never-masked
+pixels in 5.1 %, the pixels still grown in 38.5 %). A pixel without data whose mask says
 why (a bad pixel, a cosmic ray or a saturated core with weight 0, as SE and the resampling
 leave them: EDGE together with such a bit) follows that rule; only EDGE alone (no coverage: the edges of
 the template footprint, chip gaps) is always grown by the full radius.
@@ -125,7 +130,8 @@ class SubtractConfig:
     growth_block : float
         Side of the squares, in units of the growth radius (at least 8 px), within which a
         cluster's missing flux is summed and its growth decided (module docstring, *Mask
-        growth*); 0: whole clusters, however long (the former rule).
+        growth*; 2: the PSF's footprint); 0: whole clusters, however long (the former
+        rule).
     """
 
     tile: int = 512
@@ -143,7 +149,7 @@ class SubtractConfig:
     dilate_sources_only: bool = True
     source_sigma: float = 3.0
     dilate_min_px: int = 0
-    growth_block: float = 4.0
+    growth_block: float = 2.0
 
     def __post_init__(self) -> None:
         if self.search_gain <= 0 or self.template_gain <= 0:
