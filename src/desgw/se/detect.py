@@ -239,8 +239,11 @@ def detect_sources(image: np.ndarray, noise: np.ndarray | float, mask: np.ndarra
     kernel = None
     if config.filter_fwhm is not None:
         kernel = gaussian_kernel(config.filter_fwhm, config.filter_size)
+    # a noise map is 1e30 on the excluded pixels (prepare_detection), which is what sep
+    # makes of a masked pixel: the mask need not be passed (the same detections, bit for bit)
     objs, segmap = _extract(
-        data_for_sep, config.thresh_sigma, err=err, mask=bad, minarea=config.minarea,
+        data_for_sep, config.thresh_sigma, err=err,
+        mask=bad if isinstance(err, float) else None, minarea=config.minarea,
         filter_kernel=kernel,
         filter_type="matched" if config.thresh_type == "filtered" else "conv",
         deblend_nthresh=config.deblend_nthresh,
