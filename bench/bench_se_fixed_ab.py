@@ -1,7 +1,8 @@
 """Benchmark: interleaved before/after CPU seconds of every step of ``process_ccd``, and
 whether every SE output is bit-for-bit the same.
 
-Usage: ``python bench/bench_se_fixed_ab.py WORKDIR OLD_SRC [--ccd 28] [--repeat 5]``
+Usage: ``python bench/bench_se_fixed_ab.py WORKDIR OLD_SRC [--ccd 28] [--repeat 5]
+[--keep-freed-memory]``
 
 ``WORKDIR`` is a simulated night as for ``bench/bench_se_steps.py`` (``raw/`` holding one
 exposure with the CCD, ``calib/``, ``refcat/``); ``OLD_SRC`` the ``src`` folder of another
@@ -13,7 +14,9 @@ the least time over ``--repeat`` runs is reported, as is the least total.
 
 ``outputs_equal`` compares the results of one old and one new run: the image, mask, weight,
 every catalogue column and the PSF model's coefficients bit for bit (NaN equal to NaN), and
-the product header's cards as written. Prints one JSON object.
+the product header's cards as written. ``--keep-freed-memory`` first calls
+:func:`desgw.util.malloc.keep_freed_memory`, as the pipeline's workers do (freed CCD planes
+reused instead of page-faulted in again). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -67,7 +70,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("old_src", type=Path)
     ap.add_argument("--ccd", type=int, default=28)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--keep-freed-memory", action="store_true")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        from desgw.util.malloc import keep_freed_memory
+
+        keep_freed_memory()
 
     tmp = Path(tempfile.mkdtemp(prefix="desgw_old_"))
     _old_package(args.old_src, tmp)
@@ -121,7 +129,8 @@ def main(argv: list[str] | None = None) -> dict:
     import desgw
     out = {"benchmark": "se_fixed_ab", "desgw": str(Path(desgw.__file__).parent),
            "old_src": str(args.old_src), "workdir": str(root), "ccdnum": args.ccd,
-           "n_objects": len(rn.catalog), "repeat": args.repeat, "steps": steps,
+           "n_objects": len(rn.catalog), "repeat": args.repeat,
+           "keep_freed_memory": bool(args.keep_freed_memory), "steps": steps,
            "outputs_equal": equal, "load_average_1min": round(os.getloadavg()[0], 2)}
     print(json.dumps(out, indent=1))
     return out
