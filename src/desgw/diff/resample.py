@@ -61,6 +61,21 @@ sums first (vertical then horizontal, 6 or 8 columns: 0.60-0.68 s, numba keeps t
 scalar). Without any tap sum the kernel still takes ~0.20 s (table look-ups, four output
 planes of which ~0.05 s are first-touch page faults of fresh planes, the row mapping);
 without the variance ~0.28 s.
+
+Measured and rejected (session 12, resample15): folding the coadd into the resampling. Each
+template was resampled band by band (32 output rows into small buffers, by this kernel with
+a row offset and its running sums carried over, so bit for bit the same) and each band
+combined at once with the coadd's one-pass arithmetic, where the outlier rejection cannot
+apply; no full resampled plane written or read back. Outputs bit-identical to
+``resample_to_grid`` + ``coadd_templates`` (coadd image, weight, gain, mask, counts, noise
+correlation factor, PSF weight maps; tested on 1-4 template CCDs with every kind of bad
+pixel), but CCD 28's 4 cropped templates (``bench/bench_resample_ab.py``, pinned, best of
+5-7, three runs, load 4-9): 0.520 -> 0.512, 0.545 -> 0.538 (``--keep-freed-memory``),
+0.504 -> 0.501 CPU-s: 3-8 ms. The planes are written only inside each template's output box
+(the zeroed ones are lazily mapped) and read back once: ~0.02 s of traffic, which the band
+bookkeeping eats; the coadd's ~0.11 s is its per-pixel arithmetic (float64 divisions that
+bit-identical outputs need). It would lower a worker's peak memory by the resampled planes
+(13 bytes per search pixel per template, ~0.44 GB for 4 templates), not its CPU time.
 """
 
 from __future__ import annotations
