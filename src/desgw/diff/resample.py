@@ -33,9 +33,9 @@ output weight is its inverse. With Lanczos-3 (other orders keep every tap's own 
 where the 6 x 6 tap box holds no flagged pixel (the fast path), the outer ring of 20 taps,
 whose squared weights are 0.13 % of the sum on average (0.3 % at most), takes the variance
 of the output pixel's nearest input pixel instead of its own (16 variance reads, not 36):
-exact on a smooth variance, within 0.25 % on a bright star's Poisson variance (Moffat beta
-2.5 and 4.5, 3.5 px FWHM, peak 50 times the sky), and the variances summed over the star
-within 1e-5 (tested against the exact propagation).
+exact on a smooth variance, within 0.3 % on a bright star's Poisson variance (Moffat beta
+2.5 and 4.5, Kolmogorov; 3.5 px FWHM, peak 50 times the sky), and the variances summed over
+the star within 1e-5 (tested against the exact propagation).
 Resampled noise is *correlated*: neighbouring output pixels share input pixels. The
 per-pixel variance is exact (up to that ring), but it underestimates the variance of a sum over
 many pixels (an aperture flux, a PSF fit on a large stamp): summing over a large area, each input
