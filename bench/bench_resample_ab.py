@@ -1,6 +1,7 @@
 """Benchmark: interleaved before/after CPU seconds of the difference task's template resampling.
 
-Usage: ``python bench/bench_resample_ab.py WORKDIR OLD_SRC [--ccd 28] [--repeat 5] [--out FILE]``
+Usage: ``python bench/bench_resample_ab.py WORKDIR OLD_SRC [--ccd 28] [--repeat 5] [--out FILE]
+[--keep-freed-memory]``
 
 ``WORKDIR`` is a work folder of ``bench/bench_exposure.py`` whose template exposure is
 processed (e.g. ``--ccds 27,28,29 --workdir W``); the search exposure's products in it are
@@ -19,8 +20,11 @@ coverage, noise correlation factor) are equal bit for bit, and the load before a
 ``new_split_cpu_s`` splits the new side (least of ``--repeat`` each, summed over the
 templates): the input pass (``prepare_input``), the tap-box map (``box_any``), the
 interpolation kernel with its output planes, and after it the coadd (``coadd_templates``)
-and the relative sky of the sky match (``relative_sky``). Prints one JSON object (also
-written to ``--out FILE``).
+and the relative sky of the sky match (``relative_sky``).
+
+``--keep-freed-memory`` first calls :func:`desgw.util.malloc.keep_freed_memory`, as the
+pipeline's workers do (freed planes are reused without page faults). Prints one JSON object
+(also written to ``--out FILE``).
 """
 
 from __future__ import annotations
@@ -165,7 +169,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--ccd", type=int, default=28)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--keep-freed-memory", action="store_true",
+                    help="reuse freed memory as the pipeline's workers do "
+                         "(desgw.util.malloc.keep_freed_memory)")
     args = ap.parse_args(argv)
+    if args.keep_freed_memory:
+        from desgw.util.malloc import keep_freed_memory
+
+        keep_freed_memory()
     load_before = os.getloadavg()
     tmp = Path(tempfile.mkdtemp(prefix="desgw_old_"))
     try:
@@ -189,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 best[name] = min(best[name], time.process_time() - t0)
         result: dict[str, Any] = {
             "workdir": str(args.workdir), "ccd": args.ccd, "repeat": args.repeat,
+            "keep_freed_memory": bool(args.keep_freed_memory),
             "templates": len(work),
             "input_mpix": round(sum(t.image.size for t, _ in work) / 1e6, 3),
             "covered_mpix": round(sum(int(r.coverage.sum()) for r in outs["new"]) / 1e6, 3),

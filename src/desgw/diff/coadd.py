@@ -27,6 +27,12 @@ per-pixel combination weights as the image (taken from a coarse map of each temp
 effective weight), each template PSF first mapped through the local Jacobian of its resampling
 (:func:`desgw.diff.resample_stamp.warp_stamp`); the small extra smoothing of the Lanczos
 interpolation itself is neglected (< 0.5 % of the peak for 1" seeing, see the resampling tests).
+
+Speed: the one-pass paths (``_single``, ``_fused``) take ~0.11 CPU-s for CCD 28's 4 cropped
+templates (7.3 Mpix covered), bound by the per-pixel float64 arithmetic (about seven
+divisions per good pixel), not by reading the resampled planes: combining the templates
+band by band as they are resampled, without the planes, saved 3-8 ms (measured and rejected,
+see :mod:`desgw.diff.resample`).
 """
 
 from __future__ import annotations

@@ -68,20 +68,34 @@ def box_any(flagged: np.ndarray, lo: int, hi: int) -> np.ndarray:
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
-def _taps6(img, var, r0, c0, wx, wy):
-    """Weighted sums of a 6 x 6 box of ``img`` and ``var`` (written out for speed)."""
+def _taps6(img, var, r0, c0, wx, wy, vnear):
+    """Weighted sums of a 6 x 6 box of ``img`` and ``var`` (written out for speed).
+
+    The variance reads only the inner 4 x 4 pixels; the outer ring of 20 taps, whose squared
+    weights hold 0.13 % of the sum on average (0.3 % at most), takes the variance ``vnear``
+    of the output pixel's nearest input pixel (see :mod:`desgw.diff.resample`, Noise).
+    """
     w0, w1, w2, w3, w4, w5 = wx[0], wx[1], wx[2], wx[3], wx[4], wx[5]
-    q0, q1, q2, q3, q4, q5 = w0 * w0, w1 * w1, w2 * w2, w3 * w3, w4 * w4, w5 * w5
+    q1, q2, q3, q4 = w1 * w1, w2 * w2, w3 * w3, w4 * w4
+    qin = (q1 + q2) + (q3 + q4)
+    qx = qin + (w0 * w0 + w5 * w5)
     acc = np.float32(0.0)
     accv = np.float32(0.0)
+    qy = np.float32(0.0)
+    qyin = np.float32(0.0)
     for a in range(6):
         r = r0 + a
         s = ((w0 * img[r, c0] + w1 * img[r, c0 + 1]) + (w2 * img[r, c0 + 2] + w3 * img[r, c0 + 3])
              + (w4 * img[r, c0 + 4] + w5 * img[r, c0 + 5]))
-        sv = ((q0 * var[r, c0] + q1 * var[r, c0 + 1]) + (q2 * var[r, c0 + 2]
-              + q3 * var[r, c0 + 3]) + (q4 * var[r, c0 + 4] + q5 * var[r, c0 + 5]))
         acc += wy[a] * s
-        accv += wy[a] * wy[a] * sv
+        p = wy[a] * wy[a]
+        qy += p
+        if 1 <= a <= 4:
+            sv = ((q1 * var[r, c0 + 1] + q2 * var[r, c0 + 2])
+                  + (q3 * var[r, c0 + 3] + q4 * var[r, c0 + 4]))
+            accv += p * sv
+            qyin += p
+    accv += vnear * (qx * qy - qin * qyin)
     return acc, accv
 
 
@@ -221,7 +235,7 @@ def resample_kernel(img: np.ndarray, var: np.ndarray, mask: np.ndarray, good: np
             inside = c0 >= 0 and c0 + ntap <= nx_in and r0 >= 0 and r0 + ntap <= ny_in
             if inside and near[fy, fx] == 0:
                 if ntap == 6:
-                    acc, accv = _taps6(img, var, r0, c0, wx, wy)
+                    acc, accv = _taps6(img, var, r0, c0, wx, wy, var[yn, xn])
                 else:
                     acc, accv = _taps(img, var, r0, c0, wx, wy, ntap)
                 vout = A * A * accv
