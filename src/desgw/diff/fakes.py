@@ -18,7 +18,9 @@ as a function of magnitude is the detection efficiency (:mod:`desgw.diff.efficie
   transient) and its forced flux took the transient's (a pull of +8.8 in a CI run), and at 3
   FWHM a Moffat beta 2.5 neighbour's light is 0.2 % of its peak. The efficiency is then that
   of transients clear of other detections by that distance.
-* :func:`inject_fakes` renders each fake with the search PSF at its sub-pixel position,
+* :func:`inject_fakes` renders each fake with the search PSF at its sub-pixel position (all
+  in one ``render_batch`` call when the PSF has one, bit for bit the single renders:
+  ``inject_fakes`` 0.059 -> 0.024 CPU-s for 200 fakes on a sparse CCD),
   flux ``FLUX_e = 10**(-0.4 (mag - zp))`` (``m_AB = -2.5 log10(FLUX_e) + zp``, flux summed
   over the exposure; with ``exptime`` the zeropoint is per second), adds Poisson noise of the
   injected flux and returns new arrays (inputs are never modified).
@@ -63,6 +65,10 @@ class PSFLike(Protocol):
 
     def render(self, x: float, y: float, *, size: int | None = None, dx: float = 0.0,
                dy: float = 0.0) -> np.ndarray: ...
+
+    # optional: ``render_batch(x, y, size=, dx=, dy=)`` -> (n, size, size), stamp k equal to
+    # ``render(x[k], y[k], size=, dx=dx[k], dy=dy[k])`` (desgw.se.psf.PSFModel.render_batch);
+    # inject_fakes renders all fakes in one call when the PSF has it
 
 
 @dataclass(frozen=True)
@@ -445,11 +451,15 @@ def inject_fakes(image: NDArray[Any], weight: NDArray[Any] | None, psf: PSFLike,
         else None
     flux = fake_fluxes(fakes["mag"], zp=zp, exptime=exptime)
     windows: list[tuple[int, int, int, int]] = []
-    for x, y, f in zip(np.asarray(fakes["x"], np.float64), np.asarray(fakes["y"], np.float64),
-                       flux):
-        ix, iy = int(np.floor(x + 0.5)), int(np.floor(y + 0.5))
-        stamp = np.asarray(psf.render(x, y, size=stamp_size, dx=x - ix, dy=y - iy),
-                           dtype=np.float64)
+    xs, ys = np.asarray(fakes["x"], np.float64), np.asarray(fakes["y"], np.float64)
+    ixs, iys = np.floor(xs + 0.5), np.floor(ys + 0.5)
+    batch = getattr(psf, "render_batch", None)
+    stamps = None if batch is None or len(xs) == 0 else batch(
+        xs, ys, size=stamp_size, dx=xs - ixs, dy=ys - iys)
+    for k, (x, y, f) in enumerate(zip(xs, ys, flux)):
+        ix, iy = int(ixs[k]), int(iys[k])
+        stamp = np.asarray(psf.render(x, y, size=stamp_size, dx=x - ix, dy=y - iy)
+                           if stamps is None else stamps[k], dtype=np.float64)
         h = stamp.shape[0] // 2
         y0, y1 = max(iy - h, 0), min(iy + h + 1, ny)
         x0, x1 = max(ix - h, 0), min(ix + h + 1, nx)

@@ -77,7 +77,8 @@ The count per tile, and per 4096 x 2048 CCD of 32 tiles of 512 px: 4 forward and
 data transforms of the tile (128 + 128 per CCD; 2 more inverse per axis with the
 astrometric term), 8 pruned filter transforms to the tile grid (256), 1 + 1 batched small
 transforms on the (K, K) grid (2 PSFs in, 5 kernels out; 3 more for P_D when the grid was
-shrunk), 11 PSF renders (both PSFs at the centre, the new one at 3 x 3 flux nodes: 352), and
+shrunk), 10 PSF renders (both PSFs at the centre, the new one at the 3 x 3 flux nodes, whose
+middle one is the centre: 320; the new PSF's 288 in one batch, :func:`_new_psf_renders`), and
 5 elementwise passes over the tile (fill, two variance medians on a stride-4 sub-sample,
 spectra, finalise). A first write into each of the five fresh (ny, nx) outputs costs the
 kernel's page zeroing, ~0.1 CPU-s per CCD, inside :func:`_finalise_tile` (none in a
@@ -104,7 +105,9 @@ transform; partly covered ones still cost a full tile (``bench_diff.py``'s singl
 leaves a column of 8 tiles 6-14 % covered, none empty). Per CCD in a worker: data transforms
 forward and inverse ~0.27 CPU-s each, filter transforms ~0.25-0.3, filling ~0.16, filters on
 the K grid ~0.07, finalise ~0.06, spectra ~0.05, variance medians ~0.03, PSF renders ~0.06 (the
-coadd's 47, the search model's 335). :func:`_finalise_tile` writing row slices of the whole
+coadd's 47, the search model's 335; the search model's now one ``render_batch`` of its 288
+distinct positions, bit for bit the single renders: zogy 0.889 -> 0.860 CPU-s on CCD 28 of a
+sparse exposure, bench/bench_diff_masks_ab.py, pinned, best of 5, load ~4). :func:`_finalise_tile` writing row slices of the whole
 outputs with a select for the blank case (numba then vectorises it; bit-identical) was 0.21 ->
 0.16 s where the outputs are page-faulted fresh (the call 1.26 -> 1.16 s), but in a worker the
 pass is memory-bound at ~0.06 s either way (the call 1.30 vs 1.38 s, 1.01 vs 1.04 s, 1.05 vs
@@ -122,6 +125,7 @@ tile side stays 512 px: the PSF change across a tile is what the rule measures a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -896,6 +900,43 @@ def _kernel_size(config: ZogyConfig, pn_src: PSFSource, pr_src: PSFSource, new_v
     return k
 
 
+def _new_psf_renders(src: PSFSource, ny: int, nx: int, t: int, size: int | None,
+                     flux_nodes: bool) -> Callable[[float, float], np.ndarray]:
+    """``src.render(x, y, size=size)`` at the positions :func:`zogy` asks of the new image's
+    PSF: every tile's centre and, with ``flux_nodes``, its 3 x 3 flux nodes.
+
+    With a ``render_batch`` method (:meth:`desgw.se.psf.PSFModel.render_batch`, bit for bit
+    ``render``) all distinct positions are rendered in one call up front (32 tiles: 320
+    renders, 288 distinct: the middle node is the tile centre); otherwise, and for any other
+    position, the returned function calls ``render``.
+    """
+    def single(x: float, y: float) -> np.ndarray:
+        return np.asarray(src.render(x, y, size=size))
+
+    batch = getattr(src, "render_batch", None)
+    if batch is None:
+        return single
+    pos: dict[tuple[float, float], int] = {}
+    for y0 in range(0, ny, t):
+        y1 = min(y0 + t, ny)
+        nodes_y = _lagrange3(y1 - y0)[0] if flux_nodes else np.zeros(0)
+        for x0 in range(0, nx, t):
+            x1 = min(x0 + t, nx)
+            nodes_x = _lagrange3(x1 - x0)[0] if flux_nodes else np.zeros(0)
+            pos.setdefault((0.5 * (x0 + x1 - 1), 0.5 * (y0 + y1 - 1)), len(pos))
+            for yn in nodes_y:
+                for xn in nodes_x:
+                    pos.setdefault((x0 + float(xn), y0 + float(yn)), len(pos))
+    xy = np.array(list(pos), dtype=np.float64).reshape(-1, 2)
+    stamps = np.asarray(batch(xy[:, 0], xy[:, 1], size=size))
+
+    def lookup(x: float, y: float) -> np.ndarray:
+        k = pos.get((float(x), float(y)))
+        return single(x, y) if k is None else stamps[k]
+
+    return lookup
+
+
 def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndarray,
          psf_new: PSFSource | np.ndarray, psf_ref: PSFSource | np.ndarray, *,
          f_new: float = 1.0, f_ref: float = 1.0, mask: np.ndarray | None = None,
@@ -979,6 +1020,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
     bufs = np.zeros((4, *tshape), np.float32)  # N, R, V_n, V_r of a tile
     work = plan.work_buffers(8)  # the filters' zero-padded transform inputs, for every tile
     bn, br, bvn, bvr = bufs
+    new_stamps = _new_psf_renders(pn_src, ny, nx, t, psf_size, config.flux_nodes)
     for j in range(nty):
         for i in range(ntx):
             y0, x0 = j * t, i * t
@@ -1001,7 +1043,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
                 kernels.append(None)
                 continue
             xc, yc = 0.5 * (x0 + x1 - 1), 0.5 * (y0 + y1 - 1)
-            pn = np.asarray(pn_src.render(xc, yc, size=psf_size), np.float64)
+            pn = np.asarray(new_stamps(xc, yc), np.float64)
             pr = np.asarray(pr_src.render(xc, yc, size=psf_size), np.float64)
             kern = zogy_kernels(pn, pr, var_new=vn_s, var_ref=vr_s, f_new=f_new, f_ref=f_ref,
                                 kernel_size=k, linear_psf_diff=shrunk)
@@ -1016,7 +1058,7 @@ def zogy(new: np.ndarray, ref: np.ndarray, new_var: np.ndarray, ref_var: np.ndar
             if config.flux_nodes:
                 for a, yn in enumerate(nodes_y):
                     for bb, xn in enumerate(nodes_x):
-                        st = pn_src.render(x0 + xn, y0 + yn, size=psf_size)
+                        st = new_stamps(x0 + xn, y0 + yn)
                         cnode[a, bb] = kern.f_new / kern.response_new(np.asarray(st, float))
             if acf_n is not None or acf_r is not None:
                 f_score_t[j, i], f_diff_t[j, i] = kern.noise_factors(acf_n, acf_r)
