@@ -107,11 +107,12 @@ forward and inverse ~0.27 CPU-s each, filter transforms ~0.25-0.3, filling ~0.16
 the K grid ~0.07, finalise ~0.06, spectra ~0.05, variance medians ~0.03, PSF renders ~0.06 (the
 coadd's 47, the search model's 335; the search model's now one ``render_batch`` of its 288
 distinct positions, bit for bit the single renders: zogy 0.889 -> 0.860 CPU-s on CCD 28 of a
-sparse exposure, bench/bench_diff_masks_ab.py, pinned, best of 5, load ~4). :func:`_finalise_tile` writing row slices of the whole
-outputs with a select for the blank case (numba then vectorises it; bit-identical) was 0.21 ->
-0.16 s where the outputs are page-faulted fresh (the call 1.26 -> 1.16 s), but in a worker the
-pass is memory-bound at ~0.06 s either way (the call 1.30 vs 1.38 s, 1.01 vs 1.04 s, 1.05 vs
-1.06 s on the captured CCD; load ~20): not kept.
+sparse exposure, bench/bench_diff_masks_ab.py, pinned, best of 5, load ~4).
+:func:`_finalise_tile` writing row slices of the whole outputs with a select for the blank
+case (numba then vectorises it; bit-identical) was 0.21 -> 0.16 s where the outputs are page-
+faulted fresh (the call 1.26 -> 1.16 s), but in a worker the pass is memory-bound at ~0.06 s
+either way (the call 1.30 vs 1.38 s, 1.01 vs 1.04 s, 1.05 vs 1.06 s on the captured CCD; load
+~20): not kept.
 
 Filter grid and overlap (:func:`choose_kernel_size`, ``ZogyConfig.auto_kernel``): with
 ``kernel_size`` unset the grid is the smallest that keeps the science of ``2 * border`` for

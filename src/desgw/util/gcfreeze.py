@@ -11,11 +11,11 @@ Measured (one Dask worker process kept for 8 runs of a 2-CCD simulated search ex
 fused SE + difference tasks and 8 exposure calibrations; gc callbacks timing each collection;
 load ~5): without freezing, 8 full collections took 1.54 s (0.19 s each; 348,000 tracked
 objects at the end); with :func:`freeze_after_first_task`, 10 took 1.05 s (0.1 s each; 43,500
-objects outside the permanent generation at the end): ~0.03 s per CCD less. Full collections come more often once the modules are frozen
-(Python starts one only when the objects that survived since the last one exceed a quarter of
-those it keeps, and frozen objects do not count), so the gain is less than the per-collection
-cost suggests. In one process without Dask (the same CCDs repeated) a full collection took
-0.4-0.54 s before and 0.03 s after.
+objects outside the permanent generation at the end): ~0.03 s per CCD less. Full collections
+come more often once the modules are frozen (Python starts one only when the objects that
+survived since the last one exceed a quarter of those it keeps, and frozen objects do not
+count), so the gain is less than the per-collection cost suggests. In one process without Dask
+(the same CCDs repeated) a full collection took 0.4-0.54 s before and 0.03 s after.
 
 :func:`freeze_after_first_task` collects the garbage once (so no unreachable cycle is made
 permanent) and moves every surviving object to the permanent generation, the first time a
