@@ -8,8 +8,9 @@ Usage::
 
 ``NIGHT_DIR`` holds a simulated night (``truth/``) and its processed products (``out/``), e.g.
 ``/work/sci11f/kolmogorov_dense``. ``--profile`` is the night's PSF profile (``moffat`` or
-``kolmogorov``: the stored truth does not keep it, its ``ExposureSpec.psf.profile`` reads back
-``moffat``). Nothing is written but ``--out``.
+``kolmogorov``); without it the truth's ``psf_profile`` column is used (truth written before
+that column existed reads back ``moffat``, so such a Kolmogorov night needs ``--profile``).
+Nothing is written but ``--out``.
 
 The bright stars are those of ``bench/bench_science.py``'s ``flux_psf_ratio`` (isolated within
 3 FWHM at 1 %, unflagged, S/N > 100, matched within 1 px). For each, the true star is drawn as
@@ -172,7 +173,7 @@ def measure_ccd(night: Path, truth: Any, e: int, c: int, profile: str) -> dict[s
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("night", type=Path)
-    ap.add_argument("--profile", choices=("moffat", "kolmogorov"), required=True)
+    ap.add_argument("--profile", choices=("moffat", "kolmogorov"), default=None)
     ap.add_argument("--expnums", type=int, nargs="+", required=True)
     ap.add_argument("--ccds", type=int, nargs="+", default=[28])
     ap.add_argument("--out", type=Path)
@@ -182,9 +183,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     truth = load_truth(args.night)
     t0 = time.process_time()
-    ccds = [measure_ccd(args.night, truth, e, c, args.profile)
+    profile = args.profile or truth.exposure_spec(args.expnums[0]).psf.profile
+    ccds = [measure_ccd(args.night, truth, e, c, profile)
             for e in args.expnums for c in args.ccds]
-    out = {"benchmark": "psf_flux_terms", "night": str(args.night), "profile": args.profile,
+    out = {"benchmark": "psf_flux_terms", "night": str(args.night), "profile": profile,
            "ccds": ccds, "cpu_s": round(time.process_time() - t0, 1),
            "load_avg": [round(x, 2) for x in os.getloadavg()]}
     text = json.dumps(out, indent=1)

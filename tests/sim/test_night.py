@@ -233,3 +233,27 @@ def test_tiny_real_night(tmp_path):
     masks = truth.artefact_masks(spec.expnum)
     assert set(masks) == {35} and np.any(masks[35] & 16)  # the real bad-pixel boxes are there
     assert "35" in str(summary)
+
+
+def test_truth_keeps_the_psf_profile(tmp_path):
+    """A Kolmogorov night's exposures read back as Kolmogorov (the truth used to drop the
+    profile, so every night read back as Moffat); truth written before the column existed
+    reads back the renderer's default, Moffat."""
+    from dataclasses import replace as dc_replace
+
+    from desgw.io.products import write_csv
+    from desgw.sim.truth import exposure_row, spec_from_row
+
+    spec = plan_night(seed=4, band="i", n_templates=1, n_search=1)[0]
+    kolm = dc_replace(spec, psf=dc_replace(spec.psf, profile="kolmogorov"))
+    rows = [exposure_row(kolm), exposure_row(spec)]
+    path = tmp_path / "exposures.csv"
+    from astropy.table import Table
+
+    write_csv(path, Table(rows=rows, names=list(rows[0])))
+    table = read_csv(path)
+    assert spec_from_row(table[0]) == kolm
+    assert spec_from_row(table[1]) == spec
+    old = Table(table)
+    old.remove_column("psf_profile")
+    assert spec_from_row(old[0]).psf.profile == "moffat"

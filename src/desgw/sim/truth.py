@@ -62,7 +62,8 @@ EXPOSURE_COLUMNS: tuple[str, ...] = (
     "expnum", "band", "mjd", "exptime", "airmass", "is_template",
     "ra", "dec", "rotation_deg", "header_ra", "header_dec", "header_rotation_deg",
     "fwhm_arcsec", "psf_beta", "psf_fwhm_r2", "psf_fwhm_tilt_xi", "psf_fwhm_tilt_eta",
-    "psf_e1", "psf_e2", "psf_e_astig", "sky_mag_arcsec2", "sky_gradient_xi", "sky_gradient_eta",
+    "psf_e1", "psf_e2", "psf_e_astig", "psf_profile", "sky_mag_arcsec2", "sky_gradient_xi",
+    "sky_gradient_eta",
     "zeropoint", "dist_scale_deg_per_mm", "dist_k2", "dist_k4", "obstype", "propid", "object_name",
 )
 
@@ -78,7 +79,7 @@ def exposure_row(spec: ExposureSpec) -> dict[str, Any]:
         "header_ra": h.ra_deg, "header_dec": h.dec_deg, "header_rotation_deg": h.rotation_deg,
         "fwhm_arcsec": f.fwhm_arcsec, "psf_beta": f.beta, "psf_fwhm_r2": f.fwhm_r2,
         "psf_fwhm_tilt_xi": f.fwhm_tilt[0], "psf_fwhm_tilt_eta": f.fwhm_tilt[1],
-        "psf_e1": f.e1, "psf_e2": f.e2, "psf_e_astig": f.e_astig,
+        "psf_e1": f.e1, "psf_e2": f.e2, "psf_e_astig": f.e_astig, "psf_profile": f.profile,
         "sky_mag_arcsec2": float(spec.sky_mag_arcsec2), "sky_gradient_xi": spec.sky_gradient[0],
         "sky_gradient_eta": spec.sky_gradient[1], "zeropoint": float(spec.zeropoint),
         "dist_scale_deg_per_mm": d.scale_deg_per_mm, "dist_k2": d.k2, "dist_k4": d.k4,
@@ -98,13 +99,26 @@ def spec_from_row(row: Any) -> ExposureSpec:
         header_pointing=Pointing(f("header_ra"), f("header_dec"), f("header_rotation_deg")),
         psf=PSFField(fwhm_arcsec=f("fwhm_arcsec"), beta=f("psf_beta"), fwhm_r2=f("psf_fwhm_r2"),
                      fwhm_tilt=(f("psf_fwhm_tilt_xi"), f("psf_fwhm_tilt_eta")), e1=f("psf_e1"),
-                     e2=f("psf_e2"), e_astig=f("psf_e_astig")),
+                     e2=f("psf_e2"), e_astig=f("psf_e_astig"),
+                     profile=_profile(row)),
         sky_mag_arcsec2=f("sky_mag_arcsec2"), sky_gradient=(f("sky_gradient_xi"), f("sky_gradient_eta")),
         zeropoint=f("zeropoint"),
         distortion=Distortion(f("dist_scale_deg_per_mm"), f("dist_k2"), f("dist_k4")),
         is_template=_as_bool(row["is_template"]), obstype=str(row["obstype"]),
         propid=str(row["propid"]), object_name=str(row["object_name"]),
     )
+
+
+def _profile(row: Any) -> str:
+    """The row's PSF profile; ``"moffat"`` for truth written before the column existed
+    (every such night was rendered with Moffat PSFs unless its generator was told
+    otherwise, which it did not record)."""
+    try:
+        v = row["psf_profile"]
+    except (KeyError, IndexError, ValueError):
+        return "moffat"
+    text = str(v).strip()
+    return text if text and text.lower() not in ("nan", "none", "--") else "moffat"
 
 
 def _as_bool(v: Any) -> bool:
