@@ -31,7 +31,9 @@ and measured against the truth:
 - with ``--oracle``, the CCD again with the second background (the one the PSF model and the
   photometry use) replaced by the blank sky (``oracle`` row: ``flux_psf_ratio``, zeropoint,
   ``psfped``, ``psfapcor``): the photometry on a sky that is exact where the bright stars sit
-  (``undetected`` ~0 there) but not between them.
+  (``undetected`` ~0 there) but not between them; ``--oracle-no-pedestal`` adds the same
+  with ``SEConfig.psf_pedestal`` off (``oracle_no_psf_pedestal`` row): how much light above
+  the blank sky the PSF stars' stamps hold that the model's pedestal takes out.
 
 Prints one JSON object (``--out`` writes it) with a row per CCD, the commit and the load.
 """
@@ -85,12 +87,13 @@ def _second_background(level: np.ndarray | None) -> Iterator[None]:
         proc.estimate_background = orig
 
 
-def _process(d: Path, e: int, c: int, level: np.ndarray | None) -> tuple[Any, float]:
+def _process(d: Path, e: int, c: int, level: np.ndarray | None, psf_pedestal: bool = True
+             ) -> tuple[Any, float]:
     from desgw.se.process import SEConfig
     from desgw.workflow.se_ccd import read_and_process
     from desgw.workflow.se_types import CCDTask
 
-    config = SEConfig()
+    config = SEConfig(psf_pedestal=psf_pedestal)
     lin = d / "calib" / "linearity.fits"
     task = CCDTask(expnum=e, ccdnum=c, band="r", rnum=1, pnum=1,
                    raw_path=str(d / "raw" / f"DECam_{e:08d}.fits.fz"),
@@ -156,7 +159,8 @@ def _at_stars(img: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> n
     return np.asarray(out)
 
 
-def measure(root: Path, night: str, e: int, c: int, oracle: bool) -> dict[str, Any]:
+def measure(root: Path, night: str, e: int, c: int, oracle: bool,
+            oracle_no_pedestal: bool = False) -> dict[str, Any]:
     """Sky level vs truth at the bright stars of one CCD (and the photometry on the true sky)."""
     from desgw.se.measure import psf_model_image
     from desgw.sim.render import _sky_image, ccd_zeropoint
@@ -198,6 +202,10 @@ def measure(root: Path, night: str, e: int, c: int, oracle: bool) -> dict[str, A
         res_o, cpu_o = _process(d, e, c, blank)
         row_o, _ = _photometry(res_o, truth, d, e, c, zp_true)
         out["oracle"] = {**row_o, "cpu_s": round(cpu_o, 2)}
+    if oracle_no_pedestal:
+        res_p, cpu_p = _process(d, e, c, blank, psf_pedestal=False)
+        row_p, _ = _photometry(res_p, truth, d, e, c, zp_true)
+        out["oracle_no_psf_pedestal"] = {**row_p, "cpu_s": round(cpu_p, 2)}
     return out
 
 
@@ -207,6 +215,8 @@ def main() -> None:
     ap.add_argument("--cases", required=True, help="NIGHT:EXPNUM:CCD,...")
     ap.add_argument("--oracle", action="store_true",
                     help="also process each CCD with the blank sky as the second background")
+    ap.add_argument("--oracle-no-pedestal", action="store_true",
+                    help="also with the blank sky and SEConfig.psf_pedestal off")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
     commit = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"],
@@ -215,7 +225,7 @@ def main() -> None:
                            "loadavg_start": os.getloadavg(), "rows": []}
     for case in a.cases.split(","):
         night, e, c = case.split(":")
-        r = measure(a.root, night, int(e), int(c), a.oracle)
+        r = measure(a.root, night, int(e), int(c), a.oracle, a.oracle_no_pedestal)
         print(json.dumps(r), file=sys.stderr, flush=True)
         out["rows"].append(r)
     out["loadavg_end"] = os.getloadavg()
