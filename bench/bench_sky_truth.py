@@ -14,6 +14,8 @@ and measured against the truth:
 - ``flux_psf_ratio``: median FLUX_PSF / true flux of bright isolated stars as bench_science
   selects them (isolated within 3 FWHM at 1 %, unflagged, S/N > 100), ``zp_err_mmag`` and its
   ``photometry_mmag`` / ``reference_mmag`` split (bench_science's ``_zp_decomposition``);
+  ``flux_psf_ratio_iso15``: the same with the isolation radius 1.5 FWHM (``n_bright_iso15``
+  stars), whose surroundings beyond it hold the field's average light;
 - ``level_minus_blank``: the sky level the photometry used less the simulator's noiseless
   blank sky (``desgw.sim.render._sky_image``, gradient included), e-/px: the mean over the
   CCD's unmasked pixels (``ccd_mean``) and the median over the bright stars of its mean within
@@ -27,7 +29,10 @@ and measured against the truth:
   within 2 FWHM of each). ``level_excess_at_bright``: median over the bright stars of
   level - blank - undetected light: how far the level lies above the sky a bright isolated
   star truly sits on (its detected neighbours' light is modelled and subtracted by the PSF
-  fit);
+  fit); ``true_light_rings_fwhm`` / ``undetected_rings_fwhm``: the mean of those images
+  around the bright stars in rings 0-1, 1-2, ... 5-6 FWHM (the PSF stamps reach ~3 FWHM
+  along the axes, ~4.3 in the corners): how the field's light rises outside the isolation
+  radius (3 FWHM) that selects the stars;
 - with ``--oracle``, the CCD again with the second background (the one the PSF model and the
   photometry use) replaced by the blank sky (``oracle`` row: ``flux_psf_ratio``, zeropoint,
   ``psfped``, ``psfapcor``): the photometry on a sky that is exact where the bright stars sit
@@ -129,6 +134,10 @@ def _photometry(res: Any, truth: Any, d: Path, e: int, c: int, zp_true: float
     bright = (np.asarray(objs["kind"]) == 0) & (dist < 1.0) & isolated(objs, 3.0 * fwhm, 0.01)
     bright &= ~flags[idx] & (snr[idx] > 100)
     ratio = fpsf[idx[bright]] / tflux[bright]
+    # the same stars isolated only within 1.5 FWHM: their surroundings hold the field's light
+    near = (np.asarray(objs["kind"]) == 0) & (dist < 1.0) & isolated(objs, 1.5 * fwhm, 0.01)
+    near &= ~flags[idx] & (snr[idx] > 100)
+    ratio15 = fpsf[idx[near]] / tflux[near]
     dec = _zp_decomposition(truth, d, e, c, SimpleNamespace(image=res.image, wcs=res.wcs,
                                                             catalog=cat), zp_true)
     med = float(np.median(ratio)) if ratio.size else float("nan")
@@ -136,6 +145,9 @@ def _photometry(res: Any, truth: Any, d: Path, e: int, c: int, zp_true: float
            if ratio.size else float("nan"))
     row = {"fwhm_px": round(fwhm, 2), "n_bright": int(bright.sum()),
            "flux_psf_ratio": round(med, 5), "flux_psf_ratio_err": round(err, 5),
+           "n_bright_iso15": int(near.sum()),
+           "flux_psf_ratio_iso15": (round(float(np.median(ratio15)), 5) if ratio15.size
+                                    else None),
            "zp_err_mmag": (round(1e3 * (res.zeropoint.zp - zp_true), 2)
                            if res.zeropoint is not None else None),
            "photometry_mmag": dec["photometry_mmag"], "reference_mmag": dec["reference_mmag"],
@@ -157,6 +169,23 @@ def _at_stars(img: np.ndarray, x: np.ndarray, y: np.ndarray, radius: float) -> n
         if r <= xi < nx - r and r <= yi < ny - r:
             out.append(float(np.mean(img[yi - r:yi + r + 1, xi - r:xi + r + 1][disk])))
     return np.asarray(out)
+
+
+def _radial(img: np.ndarray, x: np.ndarray, y: np.ndarray, fwhm: float, n_rings: int = 6
+            ) -> list[float]:
+    """Mean of ``img`` around the (x, y) in rings 1 FWHM wide (0-1, 1-2, ... FWHM)."""
+    r = int(np.ceil(n_rings * fwhm))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    ring = np.floor(np.hypot(xx, yy) / fwhm).astype(int).ravel()
+    ny, nx = img.shape
+    sums, cnt = np.zeros(n_rings), np.zeros(n_rings)
+    for xi, yi in zip(np.round(x).astype(int), np.round(y).astype(int)):
+        if r <= xi < nx - r and r <= yi < ny - r:
+            v = img[yi - r:yi + r + 1, xi - r:xi + r + 1].ravel()
+            k = ring < n_rings
+            sums += np.bincount(ring[k], weights=v[k], minlength=n_rings)
+            cnt += np.bincount(ring[k], minlength=n_rings)
+    return [round(float(v), 3) for v in sums / np.maximum(cnt, 1)]
 
 
 def measure(root: Path, night: str, e: int, c: int, oracle: bool,
@@ -197,7 +226,9 @@ def measure(root: Path, night: str, e: int, c: int, oracle: bool,
         "undetected": {"ccd_mean": round(float(np.mean(und[good])), 3),
                        "at_bright_median": round(float(np.median(un_b)), 3),
                        "at_bright_mean": round(float(np.mean(un_b)), 3)},
-        "level_excess_at_bright": round(float(np.median(ex_b - un_b)), 3)}
+        "level_excess_at_bright": round(float(np.median(ex_b - un_b)), 3),
+        "true_light_rings_fwhm": _radial(light, a["x"][b], a["y"][b], row["fwhm_px"]),
+        "undetected_rings_fwhm": _radial(und, a["x"][b], a["y"][b], row["fwhm_px"])}
     if oracle:
         res_o, cpu_o = _process(d, e, c, blank)
         row_o, _ = _photometry(res_o, truth, d, e, c, zp_true)
