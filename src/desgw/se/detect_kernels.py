@@ -20,6 +20,16 @@ mask, which it would read, convert and apply line by line. The catalogue (every 
 the segmentation map are the same bit for bit, measured for both passes of
 :func:`desgw.se.process.process_ccd`, conv and matched filters (simulated sparse CCD
 880001/28); ~10-18 ms less per ``sep.extract`` on a 4096 x 2048 CCD.
+
+:func:`separable_filter` is the detection filter that sep applies itself otherwise (its
+``convolve``: the kernel normalised to sum 1, zero outside the image, float32), as two 1-D
+passes of the Gaussian's rows, fused row by row (the column pass into one row buffer, then
+the row pass): 2 n instead of n**2 taps per pixel, ~0.013-0.015 CPU-s per 4096 x 2048 CCD
+for n = 7 or 9, where sep's own 2-D filter took ~0.06 and ~0.10. It is not bit for bit
+sep's sum (another order of the float32 terms): the filtered values agree to float32
+rounding (~1e-7 relative). :func:`object_flux_peak` then gives the columns that sep
+measures on the unfiltered pixels of each detection (``flux``, ``peak`` and its position),
+from the segmentation map, when sep was handed the filtered image.
 """
 
 from __future__ import annotations
@@ -86,3 +96,104 @@ def prepare_detection(image: np.ndarray, noise: np.ndarray, kind: int, mask: np.
     bad = np.empty((ny, nx), np.bool_)
     n_bad = _prepare_rows(image, noise, kind, mask, bits, has_mask, data, err, bad)
     return data, err, bad, int(n_bad)
+
+
+@njit(cache=True)
+def _separable_rows(data, g, out):  # pragma: no cover
+    """``out = (g g^T) * data`` (correlation, zero outside ``data``), row by row."""
+    ny, nx = data.shape
+    n = g.size
+    r = n // 2
+    zero = np.float32(0.0)
+    buf = np.zeros(nx + 2 * r, np.float32)  # one column-filtered row, zero margins
+    for y in range(ny):
+        for x in range(nx):
+            buf[r + x] = zero
+        for k in range(n):
+            yy = y + k - r
+            if 0 <= yy < ny:
+                c = g[k]
+                row = data[yy]
+                for x in range(nx):
+                    buf[r + x] += c * row[x]
+        orow = out[y]
+        for x in range(nx):
+            orow[x] = zero
+        for k in range(n):
+            c = g[k]
+            for x in range(nx):
+                orow[x] += c * buf[x + k]
+
+
+def separable_filter(data: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """``data`` correlated with the separable kernel ``outer(g, g)``, zero outside the image.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        Image (ny, nx), float32, C-contiguous (e-).
+    g : numpy.ndarray
+        1-D kernel of odd length (e.g. a Gaussian normalised to sum 1), float32.
+
+    Returns
+    -------
+    numpy.ndarray
+        Filtered image (ny, nx), float32 (e-): at pixel (y, x) the sum over the kernel of
+        ``g[i] g[j] data[y + i - r, x + j - r]`` (``r = len(g) // 2``), pixels outside the
+        image counting 0, as sep's ``convolve`` with the kernel ``outer(g, g)``.
+    """
+    out = np.empty(data.shape, np.float32)
+    _separable_rows(data, g, out)
+    return out
+
+
+@njit(cache=True)
+def _flux_peak(data, seg, xmin, xmax, ymin, ymax, flux, peak, xpeak, ypeak):  # pragma: no cover
+    for i in range(xmin.size):
+        lab = i + 1
+        s = 0.0
+        p = np.float32(-np.inf)
+        xp = xmin[i]
+        yp = ymin[i]
+        for y in range(ymin[i], ymax[i] + 1):
+            srow = seg[y]
+            drow = data[y]
+            for x in range(xmin[i], xmax[i] + 1):
+                if srow[x] == lab:
+                    v = drow[x]
+                    s += v
+                    if v > p:
+                        p = v
+                        xp = x
+                        yp = y
+        flux[i] = np.float32(s)
+        peak[i] = p
+        xpeak[i] = xp
+        ypeak[i] = yp
+
+
+def object_flux_peak(data: np.ndarray, segmap: np.ndarray, xmin: np.ndarray, xmax: np.ndarray,
+                     ymin: np.ndarray, ymax: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Sum, maximum and its pixel of ``data`` over each detection's segment.
+
+    Detection ``i`` owns the pixels of ``segmap`` equal to ``i + 1`` inside its bounding box
+    ``xmin[i]..xmax[i]``, ``ymin[i]..ymax[i]`` (inclusive, 0-based), as sep numbers them.
+
+    Returns
+    -------
+    flux : numpy.ndarray
+        float32 sums (e-; as sep's ``flux``: summed in float64, rounded to float32).
+    peak : numpy.ndarray
+        float32 maxima (e-).
+    xpeak, ypeak : numpy.ndarray
+        int64 pixel of the maximum (the first in row order when several are equal).
+    """
+    n = xmin.size
+    flux = np.empty(n, np.float32)
+    peak = np.empty(n, np.float32)
+    xpeak = np.empty(n, np.int64)
+    ypeak = np.empty(n, np.int64)
+    _flux_peak(data, segmap, xmin.astype(np.int64), xmax.astype(np.int64),
+               ymin.astype(np.int64), ymax.astype(np.int64), flux, peak, xpeak, ypeak)
+    return flux, peak, xpeak, ypeak
