@@ -514,7 +514,8 @@ def _report_worker_setup(task, settings, overwrite, deps):
         returned.append(held - rss())
     return Outcome("done", detail={
         "returned": returned, "arena_max": os.environ.get("MALLOC_ARENA_MAX"),
-        "profile": bool(dask.config.get("distributed.worker.profile.enabled"))})
+        "profile": bool(dask.config.get("distributed.worker.profile.enabled")),
+        "tick": str(dask.config.get("distributed.admin.tick.interval"))})
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc, /proc")
@@ -522,11 +523,11 @@ def test_local_cluster_workers_reuse_freed_planes_and_do_not_profile(tmp_path):
     """engine.run.WORKER_DASK_CONFIG: a task of the engine's LocalCluster runs in a worker
     thread; with one malloc arena a freed plane stays with the process for the next one (a
     thread arena unmaps the heap of a freed 32 MiB plane, and the next plane page-faults
-    every page again), and Dask's statistical profiler is off."""
+    every page again), Dask's statistical profiler is off and its event loop ticks each 1 s."""
     report = run_graph(TaskGraph((Task("se-1-1", "se", 1, 1, (), _ARGS),)),
                        settings=_settings(tmp_path, tmp_path / "out"),
                        runners={"se": _report_worker_setup}, workers=1, progress=False)
     assert report.ok, report.lines()
     d = report.results["se-1-1"].detail
-    assert d["arena_max"] == "1" and d["profile"] is False
+    assert d["arena_max"] == "1" and d["profile"] is False and d["tick"] == "1s"
     assert max(d["returned"]) < 4 << 20, d["returned"]  # a thread arena returns 32 MiB

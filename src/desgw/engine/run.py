@@ -52,14 +52,20 @@ give their workers :data:`WORKER_DASK_CONFIG`:
   to do it). The worker's other threads used 0.16-0.20 CPU-s per sparse CCD task with it and
   0.07-0.10 without (1 worker pinned to one core, load 4-5), and the first task of a worker
   (imports, numba caches) 0.8-1 CPU-s less. Nothing in desgw reads the profiles.
+* Event-loop health checks ("ticks") every 1 s instead of 20 ms and system-monitor samples
+  (host CPU, memory, network and disk counters for the dashboard) every 2 s instead of 0.5 s,
+  in the workers and the scheduler: each wakes an event loop, which must take the GIL from
+  the task. The workers' other threads 0.056-0.066 -> 0.031-0.034 CPU-s per task, the
+  scheduler's (and client's) process 1.57-1.76 -> 1.12-1.16 CPU-s in a 30 s run of 6 CCDs
+  (1 worker pinned to one core, interleaved, 2 runs each, load 3-5). These costs go with wall
+  time, not with the work: ~4 core-s of a 157 s 60-CCD run. The memory monitor (0.1 s) is
+  left as it is: it is what stops a worker that outgrows its memory limit.
 
-Together (6 sparse CCDs on the 2-worker LocalCluster, old and new interleaved, 3 runs each,
-CPU seconds of every process from /proc, load 4-6): fused task 4.00 -> 3.73 CPU-s per CCD after
-a worker's first task, the first 9.08 -> 7.85; the whole process tree 40.4 -> 36.1 CPU-s. Left
-alone: Dask's other periodic callbacks (event-loop tick every 20 ms, system and memory
-monitors), ~0.07-0.1 CPU-s per task with the profiler off; gc in a worker's first task (~1.2
-CPU-s: full collections while the modules are imported, before :mod:`desgw.util.gcfreeze`
-freezes them).
+The arena and the profiler together (6 sparse CCDs on the 2-worker LocalCluster, old and new
+interleaved, 3 runs each, CPU seconds of every process from /proc, load 4-6): fused task 4.00
+-> 3.73 CPU-s per CCD after a worker's first task, the first 9.08 -> 7.85; the whole process
+tree 40.4 -> 36.1 CPU-s. Left alone: gc in a worker's first task (~1.2 CPU-s: full collections
+while the modules are imported, before :mod:`desgw.util.gcfreeze` freezes them).
 """
 
 from __future__ import annotations
@@ -123,10 +129,13 @@ CLUSTER_KINDS: tuple[str, ...] = ("htcondor", "slurm")
 #: Memory budget of one worker (GB): the original's per-job request.
 WORKER_MEMORY_GB = 3.5
 #: Dask settings of the worker processes of the local clusters the engine starts (module
-#: docstring, "Worker set-up"): no statistical profiler, and one malloc arena.
+#: docstring, "Worker set-up"): one malloc arena, no statistical profiler, fewer event-loop
+#: ticks and system-monitor samples (the scheduler's too).
 WORKER_DASK_CONFIG: dict[str, Any] = {
     "distributed.worker.profile.enabled": False,
     "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": "1",
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
 }
 #: ``rule(graph, results) -> ids``: failed tasks a pipeline accepts as degraded successes.
 DegradedRule = Callable[[TaskGraph, Mapping[str, TaskResult]], Iterable[str]]
