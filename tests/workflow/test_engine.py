@@ -491,3 +491,43 @@ def test_dask_workers_freeze_after_their_first_task_and_this_process_does_not(tm
         with Client(cluster) as client:
             (frozen,) = client.run(gc.get_freeze_count).values()
         assert frozen > 1000
+
+
+# ----------------------------------------------------------------------------- worker set-up
+def _report_worker_setup(task, settings, overwrite, deps):
+    """How much of a freed 32 MiB plane goes back to the system, in this (the task's) thread
+    (bytes, per try)."""
+    import dask
+
+    from desgw.util.malloc import keep_freed_memory
+
+    def rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    keep_freed_memory()
+    returned = []
+    for _ in range(3):
+        plane = np.full(8 << 20, 1.0, dtype=np.float32)  # a float32 CCD plane, 32 MiB
+        held = rss()
+        del plane
+        returned.append(held - rss())
+    return Outcome("done", detail={
+        "returned": returned, "arena_max": os.environ.get("MALLOC_ARENA_MAX"),
+        "profile": bool(dask.config.get("distributed.worker.profile.enabled")),
+        "tick": str(dask.config.get("distributed.admin.tick.interval"))})
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc, /proc")
+def test_local_cluster_workers_reuse_freed_planes_and_do_not_profile(tmp_path):
+    """engine.run.WORKER_DASK_CONFIG: a task of the engine's LocalCluster runs in a worker
+    thread; with one malloc arena a freed plane stays with the process for the next one (a
+    thread arena unmaps the heap of a freed 32 MiB plane, and the next plane page-faults
+    every page again), Dask's statistical profiler is off and its event loop ticks each 1 s."""
+    report = run_graph(TaskGraph((Task("se-1-1", "se", 1, 1, (), _ARGS),)),
+                       settings=_settings(tmp_path, tmp_path / "out"),
+                       runners={"se": _report_worker_setup}, workers=1, progress=False)
+    assert report.ok, report.lines()
+    d = report.results["se-1-1"].detail
+    assert d["arena_max"] == "1" and d["profile"] is False and d["tick"] == "1s"
+    assert max(d["returned"]) < 4 << 20, d["returned"]  # a thread arena returns 32 MiB

@@ -32,6 +32,40 @@
   message.
 * **Progress**: :mod:`desgw.engine.progress` (bars on a terminal with rich, log lines
   otherwise).
+
+Worker set-up
+-------------
+The local clusters the engine starts (:func:`start_local_cluster`, also ``desgw watch``'s)
+give their workers :data:`WORKER_DASK_CONFIG`:
+
+* ``MALLOC_ARENA_MAX=1`` in the environment the nanny spawns the worker with (glibc reads it
+  at start-up only). A Dask task runs in a worker *thread*, and glibc gives a thread its own
+  malloc arena, made of 64 MiB heaps; when a freed CCD plane leaves a heap empty, glibc unmaps
+  the heap whatever :func:`desgw.util.malloc.keep_freed_memory` set, and the next plane
+  page-faults every page again. With one arena the task's planes come from the main heap and
+  are reused. Measured (the fused task of a sparse CCD, one process pinned to one core, after
+  two CCDs, worker thread, environment as a Dask worker's, 3 runs, load 3-4): 4.30-4.82 CPU-s,
+  54k-150k minor faults, without; 3.80-3.89 CPU-s, ~500 faults, with (3.79-3.83 in the main
+  thread).
+* Dask's statistical profiler off (``distributed.worker.profile.enabled``): it samples the
+  task thread's stack every 10 ms on the worker's event loop (and takes the GIL from the task
+  to do it). The worker's other threads used 0.16-0.20 CPU-s per sparse CCD task with it and
+  0.07-0.10 without (1 worker pinned to one core, load 4-5), and the first task of a worker
+  (imports, numba caches) 0.8-1 CPU-s less. Nothing in desgw reads the profiles.
+* Event-loop health checks ("ticks") every 1 s instead of 20 ms and system-monitor samples
+  (host CPU, memory, network and disk counters for the dashboard) every 2 s instead of 0.5 s,
+  in the workers and the scheduler: each wakes an event loop, which must take the GIL from
+  the task. The workers' other threads 0.056-0.066 -> 0.031-0.034 CPU-s per task, the
+  scheduler's (and client's) process 1.57-1.76 -> 1.12-1.16 CPU-s in a 30 s run of 6 CCDs
+  (1 worker pinned to one core, interleaved, 2 runs each, load 3-5). These costs go with wall
+  time, not with the work: ~4 core-s of a 157 s 60-CCD run. The memory monitor (0.1 s) is
+  left as it is: it is what stops a worker that outgrows its memory limit.
+
+The arena and the profiler together (6 sparse CCDs on the 2-worker LocalCluster, old and new
+interleaved, 3 runs each, CPU seconds of every process from /proc, load 4-6): fused task 4.00
+-> 3.73 CPU-s per CCD after a worker's first task, the first 9.08 -> 7.85; the whole process
+tree 40.4 -> 36.1 CPU-s. Left alone: gc in a worker's first task (~1.2 CPU-s: full collections
+while the modules are imported, before :mod:`desgw.util.gcfreeze` freezes them).
 """
 
 from __future__ import annotations
@@ -76,6 +110,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "CLUSTER_KINDS",
+    "WORKER_DASK_CONFIG",
     "WORKER_MEMORY_GB",
     "DegradedRule",
     "RunReport",
@@ -83,6 +118,7 @@ __all__ = [
     "default_workers",
     "make_cluster",
     "run_graph",
+    "start_local_cluster",
     "task_complete",
 ]
 
@@ -92,6 +128,15 @@ log = logging.getLogger(__name__)
 CLUSTER_KINDS: tuple[str, ...] = ("htcondor", "slurm")
 #: Memory budget of one worker (GB): the original's per-job request.
 WORKER_MEMORY_GB = 3.5
+#: Dask settings of the worker processes of the local clusters the engine starts (module
+#: docstring, "Worker set-up"): one malloc arena, no statistical profiler, fewer event-loop
+#: ticks and system-monitor samples (the scheduler's too).
+WORKER_DASK_CONFIG: dict[str, Any] = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX": "1",
+    "distributed.admin.tick.interval": "1s",
+    "distributed.admin.system-monitor.interval": "2s",
+}
 #: ``rule(graph, results) -> ids``: failed tasks a pipeline accepts as degraded successes.
 DegradedRule = Callable[[TaskGraph, Mapping[str, TaskResult]], Iterable[str]]
 
@@ -244,10 +289,37 @@ def make_cluster(kind: str, *, workers: int | None = None,
     return cluster
 
 
+def start_local_cluster(n_workers: int, *, retries: int, **kwargs: Any) -> Any:
+    """A ``dask.distributed.LocalCluster`` of ``n_workers`` worker processes of one thread
+    each, no dashboard, whose scheduler re-runs a task whose worker died up to ``retries``
+    times (its allowed failures), started with :data:`WORKER_DASK_CONFIG` (module docstring).
+
+    Parameters
+    ----------
+    n_workers : int
+        Worker processes.
+    retries : int
+        Times a task may be re-run after its worker process died.
+    **kwargs
+        Other ``LocalCluster`` arguments (``memory_limit``...).
+
+    Returns
+    -------
+    dask.distributed.LocalCluster
+    """
+    import dask
+    from dask.distributed import LocalCluster
+
+    with dask.config.set(WORKER_DASK_CONFIG):  # the nannies copy the config when made
+        return LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                            dashboard_address=None, scheduler_kwargs={"allowed_failures": retries},
+                            silence_logs=logging.ERROR, **kwargs)
+
+
 def _connect(scheduler: str | None, cluster: str | None, workers: int | None, retries: int,
              n_tasks: int, cluster_opts: Mapping[str, Any] | None) -> tuple[Any, Any, str]:
     """(client, cluster or None, description)."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     if scheduler not in (None, "local"):
         if cluster is not None:
@@ -259,9 +331,7 @@ def _connect(scheduler: str | None, cluster: str | None, workers: int | None, re
         c = make_cluster(cluster, workers=workers, options=cluster_opts)
         return Client(c), c, f"{type(c).__name__} ({workers or 10} jobs)"
     n = int(workers) if workers else default_workers(n_tasks)
-    c = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                     dashboard_address=None, scheduler_kwargs={"allowed_failures": retries},
-                     silence_logs=logging.ERROR)
+    c = start_local_cluster(n, retries=retries)
     return Client(c), c, f"LocalCluster ({n} worker processes)"
 
 

@@ -180,17 +180,14 @@ def _preload() -> list[str]:
 
 def _open_client(scheduler: str | None, workers: int | None, retries: int) -> tuple[Any, Any]:
     """(client, own cluster or None)."""
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
     if scheduler not in (None, "local"):
         return Client(scheduler, timeout="30s"), None
-    from desgw.engine.run import default_workers
+    from desgw.engine.run import default_workers, start_local_cluster
 
     n = int(workers) if workers else default_workers()
-    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           memory_limit=f"{WORKER_MEMORY_GB}GB", dashboard_address=None,
-                           scheduler_kwargs={"allowed_failures": retries},
-                           silence_logs=logging.ERROR)
+    cluster = start_local_cluster(n, retries=retries, memory_limit=f"{WORKER_MEMORY_GB}GB")
     return Client(cluster), cluster
 
 
