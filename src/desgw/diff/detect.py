@@ -320,6 +320,20 @@ def _cached_max(img, cache, deep, known, hole, code, bit, yy, xx, near, s_img, s
     return v
 
 
+@njit(cache=True, nogil=True, inline='always')
+def _candidate_stamp(stamps, reach, tile, y, x, f):  # pragma: no cover - numba
+    """Candidate (y, x) of flux ``f``: the stamp's half size ``h``, its PSF tile (j, i), its
+    reach ``r`` (px) and its own light in the search and the template (``own_n``,
+    ``own_r``, e-). The candidate's own light is new light, not static: a Gaussian of flux
+    ``|F|`` and the image's FWHM is taken off the image it is in (the search for F > 0, the
+    template for F < 0)."""
+    j = min(y // tile, stamps.shape[0] - 1)
+    i = min(x // tile, stamps.shape[1] - 1)
+    own_n = f if f > 0 else 0.0
+    own_r = -f if f < 0 else 0.0
+    return stamps.shape[2] // 2, j, i, reach[j, i], own_n, own_r
+
+
 @njit(cache=True, nogil=True)
 def _bounds(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque, scale, stamps, inv,
             reach, tile, near, g_n, g_r, code, deep, max_s, max_t, y, x,
@@ -336,12 +350,7 @@ def _bounds(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque, scale, s
     (for the rounding slack); ``state`` is 0 (bounds valid), 1 (a pixel of unknown light at
     (qy, qx): the candidate keeps its growth) or 2 (a value not finite: decide exactly)."""
     ny, nx = s_img.shape
-    h = stamps.shape[2] // 2
-    j = min(y // tile, stamps.shape[0] - 1)
-    i = min(x // tile, stamps.shape[1] - 1)
-    r = reach[j, i]
-    own_n = f if f > 0 else 0.0
-    own_r = -f if f < 0 else 0.0
+    h, j, i, r, own_n, own_r = _candidate_stamp(stamps, reach, tile, y, x, f)
     lo_n = 0.0
     hi_n = 0.0
     lo_r = 0.0
@@ -508,15 +517,7 @@ def _release_exact(s_img, s_var, s_msk, t_img, t_var, t_msk, bad_bits, opaque, s
     """Whether candidate (y, x) of flux ``f`` is released (:func:`_release`), its two cut
     sums computed exactly; ``lhs`` is ``|f| - nsigma sigma_f``."""
     ny, nx = s_img.shape
-    h = stamps.shape[2] // 2
-    j = min(y // tile, stamps.shape[0] - 1)
-    i = min(x // tile, stamps.shape[1] - 1)
-    r = reach[j, i]
-    # the candidate's own light is new light, not static: a Gaussian of flux |F| and the
-    # image's FWHM (g_n, g_r) is taken off the image it is in (the search for F > 0, the
-    # template for F < 0)
-    own_n = f if f > 0 else 0.0
-    own_r = -f if f < 0 else 0.0
+    h, j, i, r, own_n, own_r = _candidate_stamp(stamps, reach, tile, y, x, f)
     cut_n = 0.0  # search light cut (e-), weighted
     cut_r = 0.0  # template light cut (search scale), weighted
     for yy in range(max(y - r, 0), min(y + r + 1, ny)):
