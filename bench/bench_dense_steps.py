@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import sys
@@ -43,6 +42,7 @@ import desgw.diff.pipeline as diff_pipeline
 import desgw.se.process as se_process
 from desgw.sim.truth import load_truth
 from desgw.workflow.sediff import run_sediff
+from benchjson import emit, load_average
 
 # (module, function name, step label)
 STEPS = [(se_process, "mask_bleed_trails", "bleed"),
@@ -131,11 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         elif label == "diff_measure":
             result["candidates"] = len(out)
     result["load_before"] = [round(v, 2) for v in load_before]
-    result["load_after"] = [round(v, 2) for v in os.getloadavg()]
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    result["load_after"] = load_average()
+    emit(result, args.out)
     return result
 
 

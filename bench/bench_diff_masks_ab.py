@@ -29,7 +29,6 @@ import argparse
 import collections
 import copy
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -48,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from bench_resample_ab import _capture
 from bench_se_ab import _old_package
+from benchjson import emit, load_average
 
 #: The pipeline module's names whose CPU seconds are reported.
 TIMED = ("predict_difference_mask", "plan_fakes", "inject_fakes", "subtract",
@@ -148,14 +148,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "n_candidates": len(last["new"].candidates), "n_fakes": len(last["new"].fakes),
             "masked_fraction": last["new"].meta.get("masked_fraction"),
             "load_before": [round(v, 2) for v in load_before],
-            "load_after": [round(v, 2) for v in os.getloadavg()],
+            "load_after": load_average(),
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return result
 
 

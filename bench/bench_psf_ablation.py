@@ -32,7 +32,6 @@ import argparse
 import ast
 import copy
 import dataclasses
-import json
 import shutil
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchjson import emit, load_average
 
 
 def _config(variant: str) -> tuple[Any, float]:
@@ -147,11 +147,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         psfmod.PEDESTAL_SIGMA = default_sigma
         shutil.rmtree(scratch, ignore_errors=True)
     out = {"benchmark": "psf_ablation", "night": str(root), "expnum": args.expnum,
-           "ccdnum": args.ccd, "rows": rows, "load_avg": [round(x, 2) for x in os.getloadavg()]}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+           "ccdnum": args.ccd, "rows": rows, "load_avg": load_average()}
+    emit(out, args.out)
     return out
 
 

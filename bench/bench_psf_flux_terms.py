@@ -44,12 +44,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchjson import emit, load_average
 
 RNUM, PNUM = 1, 1
 
@@ -188,11 +188,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for e in args.expnums for c in args.ccds]
     out = {"benchmark": "psf_flux_terms", "night": str(args.night), "profile": profile,
            "ccds": ccds, "cpu_s": round(time.process_time() - t0, 1),
-           "load_avg": [round(x, 2) for x in os.getloadavg()]}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+           "load_avg": load_average()}
+    emit(out, args.out)
     return out
 
 

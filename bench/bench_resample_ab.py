@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -52,6 +51,7 @@ from bench_se_ab import _old_package
 import desgw.diff.pipeline as diff_pipeline
 from desgw.sim.truth import load_truth
 from desgw.workflow.sediff import run_sediff
+from benchjson import emit, load_average
 
 
 def _capture(root: Path, ccd: int) -> tuple[Any, Any]:
@@ -209,14 +209,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "outputs_equal": all(_same(p, q) for p, q in zip(outs["old"], outs["new"])),
             "new_split_cpu_s": _split(search, work, outs["new"], config, args.repeat),
             "load_before": [round(v, 2) for v in load_before],
-            "load_after": [round(v, 2) for v in os.getloadavg()],
+            "load_after": load_average(),
         }
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return result
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
-import json
 import os
 import shutil
 import sys
@@ -44,6 +43,7 @@ from bench_se_ab import _old_package
 import desgw.diff.pipeline as diff_pipeline
 import desgw.diff.resample as resample
 from desgw.se.maskbits import EDGE, UNUSABLE
+from benchjson import emit
 
 
 def _pull_width(diff: np.ndarray, var: np.ndarray, good: np.ndarray) -> float:
@@ -113,10 +113,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         resample.resample_kernel = new_kernel
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(result, args.out)
     return result
 
 

@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchjson import emit
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -725,10 +726,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         doc["cpu_s_total"] = round(_cpu(), 1)
         from desgw.util.jsonsafe import json_safe
 
-        text = json.dumps(json_safe(doc), indent=1)
-        print(text)
-        if args.out is not None:
-            args.out.write_text(text + "\n")
+        emit(json_safe(doc), args.out)
         return doc
     finally:
         if tmp is not None:

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from benchjson import emit
 
 _OUT_ENV = "DESGW_BENCH_ACCT_OUT"
 _gc_seconds = [0.0, 0.0]  # total, start of the current collection
@@ -156,10 +157,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out = {"benchmark": "CPU seconds by process and per fused task, engine worker set-up "
                         "old (Dask defaults) vs new (WORKER_DASK_CONFIG)",
            "ccds": args.ccds, "workers": args.workers, "runs": runs}
-    text = json.dumps(out, indent=1)
-    print(text)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
+    emit(out, args.out)
     return out
 
 
