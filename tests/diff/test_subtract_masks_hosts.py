@@ -103,12 +103,7 @@ def _scene(fs: float, ft: float, beta: float | None, seed: int):
             for img, psf, fr in ((s, ps, 1.0), (t, pt, T_RATIO)):
                 _draw(img, psf, galsim.DeltaFunction(flux=f * fr), x, y)
 
-    def observe(img: np.ndarray, sky: float) -> np.ndarray:
-        lam = np.clip(img, 0, None) + sky
-        out = rng.poisson(lam).astype(np.float32) - np.float32(sky)
-        return out + rng.normal(0.0, READ, SHAPE).astype(np.float32)
-
-    s, t = observe(s, SKY_S), observe(t, SKY_T)
+    s, t = observe(rng, s, SKY_S, READ), observe(rng, t, SKY_T, READ)
     t[t_msk != 0] += 3e3  # what a hot column holds; no data is kept there
     s_var = np.full(SHAPE, SKY_S + READ ** 2, np.float32)
     t_var = np.full(SHAPE, SKY_T + READ ** 2, np.float32)
@@ -117,6 +112,28 @@ def _scene(fs: float, ft: float, beta: float | None, seed: int):
     truth = {"x": np.asarray(tx), "y": np.asarray(ty), "flux": np.asarray(tf),
              "cols": cols, "fwhm": fwhm, "zp_t": 30.0 + 2.5 * np.log10(T_RATIO)}
     return inputs, truth
+
+
+def observe(rng: np.random.Generator, img: np.ndarray, sky: float, read: float) -> np.ndarray:
+    """A noiseless scene ``img`` (e-) observed: Poisson photons of ``img + sky`` less the sky,
+    plus Gaussian read noise of ``read`` e- (float32; the scenes of the mask tests)."""
+    out = rng.poisson(np.clip(img, 0, None) + sky).astype(np.float32) - np.float32(sky)
+    return out + rng.normal(0.0, read, img.shape).astype(np.float32)
+
+
+def hot_column_inputs(s: np.ndarray, t: np.ndarray, s_msk: np.ndarray, t_msk: np.ndarray,
+                      ps: GalsimPSF, pt: GalsimPSF, sky_s: float, sky_t: float,
+                      read: float) -> tuple:
+    """The inputs of :func:`desgw.diff.subtract.subtract` for observed images whose masked
+    pixels are hot columns (+3000 e-, no data kept: infinite variance); sky-limited
+    variances elsewhere. Modifies ``s`` and ``t``."""
+    s[s_msk != 0] += 3e3
+    t[t_msk != 0] += 3e3
+    s_var = np.full(s.shape, sky_s + read ** 2, np.float32)
+    t_var = np.full(t.shape, sky_t + read ** 2, np.float32)
+    s_var[s_msk != 0] = np.inf
+    t_var[t_msk != 0] = np.inf
+    return (s, s_var, s_msk, ps, t, t_var, t_msk, pt)
 
 
 def _run(inputs, truth, config: SubtractConfig, release: bool = True):

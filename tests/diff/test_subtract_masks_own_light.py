@@ -25,7 +25,7 @@ import pytest
 from desgw.diff.detect import detect_transients, release_grown_mask
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.se import maskbits
-from test_subtract_masks_hosts import GalsimPSF
+from test_subtract_masks_hosts import GalsimPSF, observe, hot_column_inputs
 from test_subtract_masks_hosts import _draw as _draw_stamp
 from test_subtract_masks_release import _found
 
@@ -67,18 +67,9 @@ def _scene(fs: float, ft: float, beta: float | None, seed: int):
             for img, psf, fr in ((s, ps, 1.0), (t, pt, T_RATIO)):
                 _draw(img, psf, galsim.DeltaFunction(flux=f * fr), x, y)
 
-    def observe(img: np.ndarray, sky: float) -> np.ndarray:
-        out = rng.poisson(np.clip(img, 0, None) + sky).astype(np.float32) - np.float32(sky)
-        return out + rng.normal(0.0, READ, SHAPE).astype(np.float32)
-
-    s, t = observe(s, SKY_S), observe(t, SKY_T)
-    s[s_msk != 0] += 3e3  # hot columns: no data is kept there
-    t[t_msk != 0] += 3e3
-    s_var = np.full(SHAPE, SKY_S + READ ** 2, np.float32)
-    t_var = np.full(SHAPE, SKY_T + READ ** 2, np.float32)
-    s_var[s_msk != 0] = np.inf
-    t_var[t_msk != 0] = np.inf
-    inputs = (s, s_var, s_msk, ps, t, t_var, t_msk, pt)
+    s, t = observe(rng, s, SKY_S, READ), observe(rng, t, SKY_T, READ)
+    # hot columns: no data is kept there
+    inputs = hot_column_inputs(s, t, s_msk, t_msk, ps, pt, SKY_S, SKY_T, READ)
     return inputs, np.asarray(tx), np.asarray(ty), np.asarray(tf), 30.0 + 2.5 * np.log10(T_RATIO)
 
 

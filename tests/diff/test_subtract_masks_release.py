@@ -24,7 +24,7 @@ import pytest
 from desgw.diff.detect import detect_transients, release_grown_mask
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.se import maskbits
-from test_subtract_masks_hosts import GalsimPSF
+from test_subtract_masks_hosts import GalsimPSF, observe
 from test_subtract_masks_hosts import _draw as _draw_stamp
 
 galsim = pytest.importorskip("galsim")
@@ -84,11 +84,7 @@ def _scene(fs: float, ft: float, beta: float | None, seed: int):
     core = (slice(int(sy) - 1, int(sy) + 3), slice(int(sx) - 1, int(sx) + 3))
     s_msk[core] |= maskbits.SAT
 
-    def observe(img: np.ndarray, sky: float) -> np.ndarray:
-        out = rng.poisson(np.clip(img, 0, None) + sky).astype(np.float32) - np.float32(sky)
-        return out + rng.normal(0.0, READ, SHAPE).astype(np.float32)
-
-    s, t = observe(s, SKY_S), observe(t, SKY_T)
+    s, t = observe(rng, s, SKY_S, READ), observe(rng, t, SKY_T, READ)
     s[s_msk != 0] += 3e3  # a hot column or a cosmic ray: no data is kept there
     t[t_msk != 0] += 3e3
     s_var = np.full(SHAPE, SKY_S + READ ** 2, np.float32)

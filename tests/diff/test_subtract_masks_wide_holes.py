@@ -24,7 +24,7 @@ import pytest
 
 from desgw.diff.subtract import SubtractConfig, subtract
 from desgw.se import maskbits
-from test_subtract_masks_hosts import GalsimPSF
+from test_subtract_masks_hosts import GalsimPSF, observe
 from test_subtract_masks_hosts import _draw as _draw_stamp
 from test_subtract_masks_release import _detect
 
@@ -75,11 +75,7 @@ def _scene(fs: float, ft: float, beta: float | None, seed: int):
             for img, psf, fr in ((s, ps, 1.0), (t, pt, T_RATIO)):
                 _draw(img, psf, galsim.DeltaFunction(flux=f * fr), x, y)
 
-    def observe(img: np.ndarray, sky: float) -> np.ndarray:
-        out = rng.poisson(np.clip(img, 0, None) + sky).astype(np.float32) - np.float32(sky)
-        return out + rng.normal(0.0, READ, SHAPE).astype(np.float32)
-
-    s, t = observe(s, SKY_S), observe(t, SKY_T)
+    s, t = observe(rng, s, SKY_S, READ), observe(rng, t, SKY_T, READ)
     bad = t_msk != 0
     t[bad] = 0.0  # no data: the resampling leaves 0 with weight 0
     s_var = np.full(SHAPE, SKY_S + READ ** 2, np.float32)
