@@ -400,7 +400,9 @@ def test_batch_cluster_arguments(monkeypatch):
     monkeypatch.setattr(dask_jobqueue, "HTCondorCluster", _FakeJobqueueCluster)
     monkeypatch.setattr(dask_jobqueue, "SLURMCluster", _FakeJobqueueCluster)
     c = make_cluster("htcondor", workers=7)
+    prologue = c.kwargs.pop("job_script_prologue")
     assert c.kwargs == {"cores": 1, "processes": 1, "memory": "3.5GB", "disk": "8GB"}
+    assert "export MALLOC_ARENA_MAX=1" in prologue
     assert c.scaled == {"jobs": 7}
     c = make_cluster("slurm", options={"queue": "gw", "memory": "4GB"})
     assert c.kwargs["walltime"] == "05:00:00" and c.kwargs["queue"] == "gw"
@@ -410,6 +412,65 @@ def test_batch_cluster_arguments(monkeypatch):
     with pytest.raises(ValueError, match="not both"):
         engine_mod._connect("tcp://127.0.0.1:1", "slurm", None, 1, 1, None)
     assert 1 <= engine_mod.default_workers(3) <= 3
+
+
+def _job_script_exports(kind, script):
+    """NAME -> value of the ``export NAME=value`` commands a job script runs before the
+    worker (Slurm: lines of the script; HTCondor: the ``Arguments`` of ``/bin/sh -c``)."""
+    import shlex
+
+    if kind == "slurm":
+        commands = script.splitlines()
+    else:
+        (args,) = [ln for ln in script.splitlines() if ln.startswith("Arguments = ")]
+        commands = args.split("-c '", 1)[1].rsplit("'", 1)[0].split("; ")
+    env = {}
+    for command in commands:
+        words = shlex.split(command)
+        if words and words[0] == "export":
+            name, _, value = words[1].partition("=")
+            env[name] = value
+    return env
+
+
+@pytest.mark.parametrize("kind", ["slurm", "htcondor"])
+def test_batch_workers_get_the_worker_dask_config(kind, monkeypatch):
+    """The job script dask-jobqueue writes for a batch worker (``--cluster``) sets what the
+    engine's LocalCluster workers get (WORKER_DASK_CONFIG): MALLOC_ARENA_MAX=1 in the
+    environment the worker process inherits, and, read back by dask's own parser of ``DASK_``
+    variables, the profiler off, 1 s ticks and 2 s system-monitor samples. A prologue of the
+    caller comes after; the scheduler of make_cluster is made with the settings."""
+    import dask
+    import dask_jobqueue
+
+    cls = dask_jobqueue.SLURMCluster if kind == "slurm" else dask_jobqueue.HTCondorCluster
+    job_cls = cls.job_cls
+    opts = cluster_options(kind, job_script_prologue=["module load desgw"])
+    script = job_cls(scheduler="tcp://127.0.0.1:8786", name="w", **opts).job_script()
+    env = _job_script_exports(kind, script)
+    assert env.get("MALLOC_ARENA_MAX") == "1", script
+    worker_config = dask.config.collect_env({k: v for k, v in env.items()
+                                             if k.startswith("DASK_")})
+    for key, value in engine_mod.WORKER_DASK_CONFIG.items():
+        if key.startswith("distributed.nanny.pre-spawn-environ."):
+            continue
+        got = dask.config.get(key, config=worker_config, default="<unset>")
+        assert got == value and type(got) is type(value), (key, got, script)
+    assert script.index("MALLOC_ARENA_MAX") < script.index("module load desgw") \
+        < script.index("dask_worker")
+
+    # make_cluster: the scheduler it starts here sees the settings
+    seen = {}
+
+    class Recording(_FakeJobqueueCluster):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            seen.update({k: dask.config.get(k) for k in engine_mod.WORKER_DASK_CONFIG})
+
+    monkeypatch.setattr(dask_jobqueue, cls.__name__, Recording)
+    c = make_cluster(kind, workers=2)
+    assert seen == engine_mod.WORKER_DASK_CONFIG
+    assert c.kwargs["job_script_prologue"] == opts["job_script_prologue"][:-1]
 
 
 def test_progress_lines(caplog):

@@ -36,7 +36,12 @@
 Worker set-up
 -------------
 The local clusters the engine starts (:func:`start_local_cluster`, also ``desgw watch``'s)
-give their workers :data:`WORKER_DASK_CONFIG`:
+give their workers :data:`WORKER_DASK_CONFIG`, and so do the batch clusters
+(:func:`make_cluster`, ``--cluster``), whose workers start on other hosts from a job script
+and read no configuration of this process: the job script's prologue exports the settings
+(:func:`worker_environment`: ``MALLOC_ARENA_MAX=1`` itself, which the nanny and the worker it
+spawns inherit, and the others as dask's ``DASK_...`` variables, which the worker's dask reads
+when imported), and the scheduler, which runs in this process, is made with them set:
 
 * ``MALLOC_ARENA_MAX=1`` in the environment the nanny spawns the worker with (glibc reads it
   at start-up only). A Dask task runs in a worker *thread*, and glibc gives a thread its own
@@ -75,6 +80,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -120,6 +126,7 @@ __all__ = [
     "run_graph",
     "start_local_cluster",
     "task_complete",
+    "worker_environment",
 ]
 
 log = logging.getLogger(__name__)
@@ -263,28 +270,66 @@ def default_workers(n_tasks: int | None = None) -> int:
     return max(1, n)
 
 
+def worker_environment(config: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Environment variables that give a worker started from a job script the Dask settings
+    ``config`` (default :data:`WORKER_DASK_CONFIG`).
+
+    A ``distributed.nanny.pre-spawn-environ.NAME`` setting becomes the variable ``NAME`` itself
+    (the nanny and the worker process it spawns inherit it; dask lower-cases the names of the
+    ``DASK_`` variables, so one could not carry ``MALLOC_ARENA_MAX``), every other setting
+    dask's variable ``DASK_A__B__C`` of its key ``a.b.c`` (``-`` as ``_``), which
+    ``dask.config`` reads when imported (``False`` parses back to the boolean).
+    """
+    prefix = "distributed.nanny.pre-spawn-environ."
+    env: dict[str, str] = {}
+    for key, value in (WORKER_DASK_CONFIG if config is None else config).items():
+        if key.startswith(prefix):
+            env[key[len(prefix):]] = str(value)
+        else:
+            env["DASK_" + key.upper().replace(".", "__").replace("-", "_")] = str(value)
+    return env
+
+
 def cluster_options(kind: str, **overrides: Any) -> dict[str, Any]:
     """Keyword arguments of the dask-jobqueue cluster of ``kind`` (one core per job, 3.5 GB,
-    the original's budget; 5 h wall time on Slurm), updated with ``overrides``."""
+    the original's budget; 5 h wall time on Slurm), updated with ``overrides``.
+
+    ``job_script_prologue`` starts with the exports of :func:`worker_environment` (module
+    docstring, "Worker set-up"), followed by the prologue of ``overrides``, else by the one
+    of dask-jobqueue's configuration (``jobqueue.{kind}.job-script-prologue``).
+    """
     if kind not in CLUSTER_KINDS:
         raise ValueError(f"cluster must be one of {CLUSTER_KINDS}, got {kind!r}")
+    import dask
+
     opts: dict[str, Any] = {"cores": 1, "processes": 1, "memory": f"{WORKER_MEMORY_GB}GB"}
     if kind == "htcondor":
         opts["disk"] = "8GB"
     else:
         opts["walltime"] = "05:00:00"
+    overrides = dict(overrides)
+    user = overrides.pop("job_script_prologue", None)
+    if user is None:
+        user = dask.config.get(f"jobqueue.{kind}.job-script-prologue", None) or []
     opts.update(overrides)
+    opts["job_script_prologue"] = [f"export {k}={shlex.quote(v)}"
+                                   for k, v in worker_environment().items()] + list(user)
     return opts
 
 
 def make_cluster(kind: str, *, workers: int | None = None,
                  options: Mapping[str, Any] | None = None) -> Any:
     """A dask-jobqueue cluster (``HTCondorCluster`` or ``SLURMCluster``) scaled to ``workers``
-    jobs (default 10). dask-jobqueue is imported here only."""
+    jobs (default 10), its job script and its scheduler (in this process) with
+    :data:`WORKER_DASK_CONFIG` (:func:`cluster_options`). dask-jobqueue is imported here
+    only."""
+    import dask
+
     opts = cluster_options(kind, **dict(options or {}))
     dask_jobqueue = require_extra("dask_jobqueue", "batch", "HTCondor and Slurm clusters")
     cls = dask_jobqueue.HTCondorCluster if kind == "htcondor" else dask_jobqueue.SLURMCluster
-    cluster = cls(**opts)
+    with dask.config.set(WORKER_DASK_CONFIG):  # the scheduler reads it when made
+        cluster = cls(**opts)
     cluster.scale(jobs=int(workers) if workers else 10)
     return cluster
 
