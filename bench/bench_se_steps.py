@@ -19,7 +19,10 @@ load average, and ``io_cpu_s``: the task's reads and writes around ``process_ccd
 * ``read_raw`` / ``read_calib``: best of ``--repeat`` reads of the CCD after another CCD of
   the same files was read (a warm worker: with desgw.io.fitsindex, files already indexed;
   with desgw.io.calib_cache, the CCD's calibration planes already decoded by an earlier task
-  of the night, in a scratch cache folder deleted after);
+  of the night, in a scratch cache folder deleted after). The other CCD is the raw file's CCD
+  nearest in number; a raw file with this CCD only (a night simulated with ``ccds=[28]``):
+  the same CCD of another exposure of ``raw/`` (``warm_read_after`` in the JSON says which),
+  else no warm figures (null);
 * ``read_calib_uncached``: as ``read_calib`` with the cache emptied before each read (the
   first task of the night to use the CCD's calibrations: decode, then keep the planes);
   absent in a desgw without the cache;
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: object,
-              args: argparse.Namespace) -> dict[str, float]:
+              args: argparse.Namespace) -> dict[str, float | str | None]:
     """CPU-s of the CCD's reads, cold (first in the process) and warm (best of N)."""
     from desgw.workflow import se_ccd
     from desgw.workflow.se_types import CCDTask
@@ -148,12 +151,23 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     t: dict[str, float] = {}
     se_ccd._read_inputs(task(args.ccd), t, 30.0)
     out["read_raw_cold"], out["read_calib_cold"] = t["read_raw"], t["read_calib"]
-    other = args.ccd + 1 if args.ccd < 62 else args.ccd - 1
+    warm = _warm_source(raw, args.ccd)
+    if warm is None:
+        # nothing else to have read first: no warm-worker figures
+        shutil.rmtree(cache_dir, ignore_errors=True)
+        shutil.rmtree(raw_cache, ignore_errors=True)
+        return {**{k: round(v, 3) for k, v in out.items()}, "read_raw": None, "read_calib": None,
+                "warm_read_after": None}
+    other_raw, other = warm
+
+    def other_task() -> CCDTask:
+        return dataclasses.replace(task(other), raw_path=str(other_raw))
+
     for key in ("read_raw", "read_calib"):
         out[key] = float("inf")
     try:
         for _ in range(max(1, args.repeat)):
-            se_ccd._read_inputs(task(other), {}, 30.0)
+            se_ccd._read_inputs(other_task(), {}, 30.0)
             t = {}
             se_ccd._read_inputs(task(args.ccd), t, 30.0)
             for key in ("read_raw", "read_calib"):
@@ -165,7 +179,7 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
             # the read of a warm worker whose cache was emptied: a decode and a store
             out[f"{key}_uncached"] = float("inf")
             for _ in range(max(1, args.repeat)):
-                se_ccd._read_inputs(task(other), {}, 30.0)
+                se_ccd._read_inputs(other_task(), {}, 30.0)
                 shutil.rmtree(folder, ignore_errors=True)
                 t = {}
                 se_ccd._read_inputs(task(args.ccd), t, 30.0)
@@ -173,7 +187,27 @@ def _io_times(root: Path, raw: Path, expnum: int, calib: object, settings: objec
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
         shutil.rmtree(raw_cache, ignore_errors=True)
-    return {k: round(v, 3) for k, v in out.items()}
+    return {**{k: round(v, 3) for k, v in out.items()},
+            "warm_read_after": f"{other_raw.name} CCD {other}"}
+
+
+def _warm_source(raw: Path, ccd: int) -> tuple[Path, int] | None:
+    """The read a warm worker did before this CCD's: (raw file, CCD). Another CCD of the same
+    file, the nearest in number (the higher of two); else this CCD of another exposure of the
+    raw folder; None when there is neither."""
+    from desgw.io.raw import RawExposure
+
+    with RawExposure(raw) as r:
+        others = [c for c in r.ccdnums if c != ccd]
+    if others:
+        return raw, min(others, key=lambda c: (abs(c - ccd), -c))
+    for path in sorted(raw.parent.glob("DECam_*.fits*")):
+        if path == raw:
+            continue
+        with RawExposure(path) as r:
+            if ccd in r.ccdnums:
+                return path, ccd
+    return None
 
 
 def _write_times(task: object, result: object, config_hash: str, repeat: int
