@@ -135,6 +135,52 @@ def test_products_of_one_ccd(env, done):
     assert len(stars) == len(veto) > 5 and np.all(veto["radius"] >= 3.0)
 
 
+def test_fake_draws_from_gathered_inputs(env, done):
+    """gather_diff_inputs + difference_ccd with fake_rng draw 0 is run_diff_ccd's difference
+    (the same fakes, found alike); draw 1 is an independent draw (other positions and
+    magnitudes, placed as the pipeline requires) that measures the same efficiency; the
+    inputs are left as they were (draw 0 again: the same fakes)."""
+    from desgw.diff.pipeline import DiffConfig, difference_ccd
+    from desgw.io.products import read_fits_table
+    from desgw.workflow.diff_ccd import fake_rng, gather_diff_inputs
+
+    task, s = done
+    assert s.ok, s.reason
+    (path,) = Path(s.outdir).glob("*_fakes.fits")
+    on_disk = read_fits_table(path)
+    inputs = gather_diff_inputs(task)
+    cfg = DiffConfig()
+
+    def draw(k):
+        return difference_ccd(inputs.search, inputs.templates, star_veto=inputs.veto,
+                              config=cfg, rng=fake_rng(task, k))
+
+    r0, r1 = draw(0), draw(1)
+    for col in ("x", "y", "mag", "recovered"):
+        np.testing.assert_array_equal(np.asarray(r0.fakes[col]), np.asarray(on_disk[col]))
+    assert r0.efficiency is not None and r0.efficiency.m50 == pytest.approx(s.m50)
+    f0, f1 = r0.fakes, r1.fakes
+    assert len(f1) == len(f0) >= 150
+    xy0 = np.column_stack([f0["x"], f0["y"]])
+    xy1 = np.column_stack([f1["x"], f1["y"]])
+    d01 = np.hypot(*(xy1[:, None, :] - xy0[None, :, :]).transpose(2, 0, 1)).min(axis=1)
+    assert np.sum(d01 < 0.5) <= 2  # chance coincidences only (hosted fakes share galaxies)
+    assert abs(np.corrcoef(f0["mag"], f1["mag"])[0, 1]) < 4.0 / np.sqrt(len(f0))
+    d11 = np.hypot(*(xy1[:, None, :] - xy1[None, :, :]).transpose(2, 0, 1))
+    np.fill_diagonal(d11, np.inf)
+    assert r1.ideal_limit is not None
+    assert d11.min() >= max(cfg.fake_min_separation_px, cfg.fake_detection_separation_fwhm
+                            * r1.ideal_limit.difference_fwhm_px) - 1e-9
+    # the same CCD's efficiency from two independent draws of 200 fakes: within 3 sigma of
+    # the two fits' errors
+    e0, e1 = r0.efficiency, r1.efficiency
+    assert e1 is not None and np.isfinite(e0.m50_err) and np.isfinite(e1.m50_err)
+    assert abs(e1.m50 - e0.m50) < 3.0 * np.hypot(e0.m50_err, e1.m50_err)
+    again = draw(0)
+    for col in ("x", "y", "mag", "recovered", "flux_forced"):
+        np.testing.assert_array_equal(np.asarray(again.fakes[col]), np.asarray(f0[col]))
+
+
 def test_database_records(env, done):
     from desgw.db import connect, get_detections, get_fakes, get_templates_used
 

@@ -29,7 +29,9 @@ injected). ``full_copy`` is the original ``-F`` (FULLCOPY): keep every intermedi
 and the template coadd.
 
 The random numbers of the fakes are seeded from (search expnum, CCD, season): a re-run gives
-the same fakes.
+the same fakes (:func:`fake_rng`, draw 0). :func:`gather_diff_inputs` gives the inputs of
+step 4 without writing anything, so that an audit can run :func:`difference_ccd` again with
+other draws of the fakes (``bench/bench_science.py --fake-seeds``).
 """
 
 from __future__ import annotations
@@ -69,9 +71,12 @@ from desgw.io.star_lists import (
 from .templates import ccd_corners_from_wcs, ccd_overlaps
 
 __all__ = [
+    "DiffInputs",
     "DiffSummary",
     "DiffTask",
+    "fake_rng",
     "find_template_ccds",
+    "gather_diff_inputs",
     "run_diff_ccd",
 ]
 
@@ -507,6 +512,113 @@ def _resolve_zeropoints(task: DiffTask, sdir: Path, search: Any, templates: list
     return search, templates, res
 
 
+@dataclass(frozen=True)
+class DiffInputs:
+    """The inputs of :func:`desgw.diff.pipeline.difference_ccd` for one search CCD.
+
+    Attributes
+    ----------
+    search : CCDProducts
+        The search CCD, zeropoint resolved.
+    templates : list of CCDProducts
+        The template CCDs that overlap it (prepared form, cropped), zeropoints resolved.
+    missing : list of dict
+        Template CCDs that could not be read: ``expnum``, ``ccdnum``, ``reasons``.
+    zeropoints : ZeropointResolution
+        :func:`desgw.workflow.diff_relzp.resolve_zeropoints`'s record.
+    stars, veto : astropy.table.Table
+        The star list and the veto table made from the templates' catalogues.
+    """
+
+    search: Any
+    templates: list[Any]
+    missing: list[dict[str, Any]]
+    zeropoints: Any
+    stars: Any
+    veto: Any
+
+
+def fake_rng(task: DiffTask, draw: int = 0) -> np.random.Generator:
+    """Random numbers of a search CCD's fakes (plan and Poisson noise).
+
+    Draw 0 is the pipeline's, seeded from (search expnum, CCD, season): a re-run gives the
+    same fakes. Draw ``k >= 1`` is the child ``k`` of that seed (``SeedSequence`` spawn key
+    ``(k,)``): an independent stream, for an audit that draws the fakes again.
+    """
+    entropy = [int(task.search_expnum), int(task.ccdnum), int(task.season)]
+    if draw < 0:
+        raise ValueError(f"draw must be >= 0, got {draw}")
+    if draw == 0:
+        return np.random.default_rng(entropy)
+    return np.random.default_rng(np.random.SeedSequence(entropy, spawn_key=(int(draw),)))
+
+
+def gather_diff_inputs(task: DiffTask, sdir: Path | None = None, search: Any = None,
+                       config: Any = None, timings: dict[str, float] | None = None
+                       ) -> DiffInputs:
+    """Steps 1-3 of :func:`run_diff_ccd` (module docstring), nothing written: the search CCD
+    (read from ``sdir`` unless given), its template CCDs, their zeropoints, the star and veto
+    lists.
+
+    Parameters
+    ----------
+    task : DiffTask
+    sdir : pathlib.Path, optional
+        The search exposure's product folder (None: found as :func:`run_diff_ccd` finds it).
+    search : CCDProducts, optional
+        The search CCD in memory (not read then).
+    config : DiffConfig, optional
+        Settings of the templates' prepared form (None: the defaults).
+    timings : dict, optional
+        Gets ``read`` and ``starcat`` (seconds).
+
+    Raises
+    ------
+    DiffError
+        The search CCD has no WCS, or no zeropoint and no relative scale.
+    MissingFileError, DesgwInputError
+        The search CCD's products or an explicit template exposure's corners are missing.
+    """
+    from desgw.diff.pipeline import DiffConfig, DiffError
+    from desgw.diff.starcat import make_star_catalog, make_veto_table
+
+    config = DiffConfig() if config is None else config
+    timings = {} if timings is None else timings
+    t0 = time.perf_counter()
+    if sdir is None:
+        sdir = _search_dir(task)
+    if search is None:
+        search = _load(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum, task.pnum)
+    if search.wcs is None:
+        raise DiffError(f"search CCD {task.ccdnum} has no WCS", kind="failed")
+    s_corners = ccd_corners_from_wcs(search.wcs)
+    found = find_template_ccds(s_corners, task.ccdnum, task.template_expnums,
+                               out_root=task.settings.out_root, band=task.band,
+                               rnum=task.rnum, pnum=task.pnum,
+                               search_expnum=task.search_expnum)
+    templates, missing = [], []
+    for e, (d, ccds) in sorted(found.items()):
+        for c in ccds:
+            try:
+                templates.append(_load(d, e, task.band, c, task.rnum, task.pnum,
+                                       search=search, config=config))
+            except DesgwError as exc:
+                missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
+                log.warning("template %d CCD %d: %s", e, c, exc)
+    # a CCD without a zeropoint (sparse field): relative scales, flagged (diff_relzp)
+    search, templates, zpres = _resolve_zeropoints(task, sdir, search, templates, found)
+    timings["read"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    cats = [t for t in templates if t.catalog is not None and np.isfinite(t.zp)]
+    stars = make_star_catalog([t.catalog for t in cats], ccd_footprint=s_corners,
+                              zeropoints=[t.zp for t in cats])
+    veto = make_veto_table(stars)
+    timings["starcat"] = time.perf_counter() - t0
+    return DiffInputs(search=search, templates=templates, missing=missing, zeropoints=zpres,
+                      stars=stars, veto=veto)
+
+
 def run_diff_ccd(task: DiffTask, *, search: Any = None,
                  before_marker: Callable[[], None] | None = None) -> DiffSummary:
     """Difference imaging of one search CCD with its products written (module docstring).
@@ -557,56 +669,26 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 log.warning("%s: %s; doing the CCD again", paths.done, exc)
 
-        # --- read
+        # --- read, star and veto lists
+        inputs = gather_diff_inputs(task, sdir, search, config, timings)
+        search, templates, zpres = inputs.search, inputs.templates, inputs.zeropoints
         t0 = time.perf_counter()
-        if search is None:
-            search = _load(sdir, task.search_expnum, task.band, task.ccdnum, task.rnum,
-                           task.pnum)
-        if search.wcs is None:
-            raise DiffError(f"search CCD {task.ccdnum} has no WCS", kind="failed")
-        s_corners = ccd_corners_from_wcs(search.wcs)
-        found = find_template_ccds(s_corners, task.ccdnum, task.template_expnums,
-                                   out_root=task.settings.out_root, band=task.band,
-                                   rnum=task.rnum, pnum=task.pnum,
-                                   search_expnum=task.search_expnum)
-        templates, missing = [], []
-        for e, (d, ccds) in sorted(found.items()):
-            for c in ccds:
-                try:
-                    templates.append(_load(d, e, task.band, c, task.rnum, task.pnum,
-                                           search=search, config=config))
-                except DesgwError as exc:
-                    missing.append({"expnum": e, "ccdnum": c, "reasons": [str(exc)]})
-                    log.warning("template %d CCD %d: %s", e, c, exc)
-        # a CCD without a zeropoint (sparse field): relative scales, flagged (diff_relzp)
-        search, templates, zpres = _resolve_zeropoints(task, sdir, search, templates, found)
-        timings["read"] = time.perf_counter() - t0
-
-        # --- star and veto lists
-        t0 = time.perf_counter()
-        from desgw.diff.starcat import make_star_catalog, make_veto_table
-
-        cats = [t for t in templates if t.catalog is not None and np.isfinite(t.zp)]
-        stars = make_star_catalog([t.catalog for t in cats], ccd_footprint=s_corners,
-                                  zeropoints=[t.zp for t in cats])
-        veto = make_veto_table(stars)
         paths.directory.mkdir(parents=True, exist_ok=True)
         write_star_list(paths.directory / snstar_name(task.search_expnum, task.ccdnum,
-                                                      task.rnum, task.pnum), stars,
+                                                      task.rnum, task.pnum), inputs.stars,
                         band=task.band, rnum=task.rnum, pnum=task.pnum)
         write_veto_list(paths.directory / snveto_name(task.search_expnum, task.ccdnum,
-                                                      task.rnum, task.pnum), veto,
+                                                      task.rnum, task.pnum), inputs.veto,
                         band=task.band, rnum=task.rnum, pnum=task.pnum)
-        timings["starcat"] = time.perf_counter() - t0
+        timings["starcat"] += time.perf_counter() - t0
 
         # --- difference imaging
-        rng = np.random.default_rng([int(task.search_expnum), int(task.ccdnum),
-                                     int(task.season)])
-        result = difference_ccd(search, templates, star_veto=veto, config=config, rng=rng,
-                                keep_intermediate=task.full_copy)
+        result = difference_ccd(search, templates, star_veto=inputs.veto, config=config,
+                                rng=fake_rng(task), keep_intermediate=task.full_copy)
         for k, v in result.timings.items():
             timings[k if k != "total" else "difference"] = v
-        rejected: list[dict[str, Any]] = missing + [{"expnum": r.expnum, "ccdnum": r.ccdnum,
+        rejected: list[dict[str, Any]] = inputs.missing + [{"expnum": r.expnum,
+                                                            "ccdnum": r.ccdnum,
                                "reasons": list(r.reasons)} for r in result.templates_rejected]
         if result.empty:
             why = ", ".join(result.flags)
