@@ -4,6 +4,7 @@ simulated nights with the non-default PSF options, run through the real commands
 Usage::
 
     nice -n 5 env PYTHONPATH=src python bench/bench_science.py [--quick] [--out F] [--workdir W]
+        [--nights A,B] [--fake-seeds K]
 
 For each night of :data:`NIGHTS` (``--quick``: the first, one search CCD and one template):
 
@@ -41,7 +42,29 @@ For each night of :data:`NIGHTS` (``--quick``: the first, one search CCD and one
      which the pipeline places on the difference's usable area (its predicted mask): the
      fakes bar is the efficiency of the usable area, ``usable_area_fraction`` (of the
      template-covered area) the share of the CCD it covers; ``n_masked_snr_gt_10``: fakes
-     whose own flux grew a neighbouring mask over them (counted as lost);
+     whose own flux grew a neighbouring mask over them (counted as lost); every miss with its
+     position, magnitude, mask bits, distances to the nearest masked and truly bad pixel, to
+     the nearest brighter true source and the nearest brighter *changed* source (transient,
+     variable or moving object whose flux changed since the templates by more than the
+     fake's), its real/bogus score and nearest candidate, and its ``class``: ``masked``,
+     ``blend`` (a brighter changed source within 3 FWHM), ``undetected``, ``real_bogus``
+     (found, scored below the threshold);
+   - ``fake_draws`` (``--fake-seeds K``, default :data:`FAKE_SEEDS`): the difference stage of
+     the CCD run again K - 1 times with other draws of the fakes
+     (:func:`fake_draws_ccd`: the SE products and templates read from disk once, no SE, no
+     product written; draw k's random numbers ``desgw.workflow.diff_ccd.fake_rng(task, k)``,
+     independent of the pipeline's draw 0), the fakes measured as above per draw, with the
+     placement checks (smallest fake-fake distance against the pipeline's requirement,
+     positions coinciding across draws, magnitude correlation between draws).
+
+The fraction bars (transients, fakes of the pipeline's draw, fakes of every draw pooled) carry
+kept/total, the 95 % Clopper-Pearson interval and a verdict on it: PASS when the interval
+is at or above 99 %, FAIL when below, ``not resolved`` when it straddles 99 % (~450 fakes of
+one draw allow 4.5 misses at 99 %: one draw cannot tell 98.5 % from 99.3 %). The transients
+are the same objects in every draw: their interval is from the pipeline's products only.
+The pooled fakes also carry ``draw_bootstrap_ci95`` (whole draws resampled: the interval
+with whatever correlates one draw's fakes), the misses per draw (mean, variance: binomial
+scatter has variance <= mean) and ``draws_1_up``, the re-runs alone.
    - ``masked``: the pipeline's masked and bad fractions of the template-covered area, and the
      truly bad fraction (renderer truth: cosmic rays, satellite, saturation, bleeds, bad-pixel
      boxes, hot pixels) of the search and of its templates mapped with the true astrometry;
@@ -66,6 +89,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +100,10 @@ from benchjson import emit
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 RNUM, PNUM, SEASON = 1, 1, 1
+#: Draws of the fakes per search CCD (``--fake-seeds``): the pipeline's own and 11 more.
+FAKE_SEEDS = 12
+#: Confidence of the binomial intervals of the kept fractions (Clopper-Pearson).
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -388,16 +416,208 @@ def _truly_bad_on_search(truth: Any, search_e: int, c: int, templates: list[tupl
     return s_bad, t_bad
 
 
-def measure_diff_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float) -> dict[str, Any]:
-    """Difference-imaging figures of one search CCD (module docstring)."""
-    from scipy import ndimage
+def _changed_sources(truth: Any, e: int, c: int) -> dict[str, np.ndarray]:
+    """The search CCD's true objects (``x``, ``y``, ``flux_e``, ``kind``) and the flux each
+    changed by since the templates (``change_e``, e- of the search, absolute): transients,
+    variables and moving objects against their mean template magnitude (0 flux where no
+    template has them); static stars and galaxies 0."""
+    objs = truth.objects_on_ccd(e, c)
+    ids = np.asarray(objs["id"])
+    kind = np.asarray(objs["kind"], int)
+    flux = np.asarray(objs["flux_e"], float)
+    mag = np.asarray(objs["mag"], float)
+    f = truth.fluxes
+    tmpl = np.isin(np.asarray(f["expnum"]), list(truth.template_expnums))
+    changing = kind >= 2
+    t_ids = np.asarray(f["id"])[tmpl]
+    t_mag = np.asarray(f["mag"], float)[tmpl]
+    change = np.zeros(len(objs))
+    for k in np.flatnonzero(changing):
+        m = t_mag[(t_ids == ids[k]) & np.isfinite(t_mag)]
+        ratio = float(np.mean(10.0 ** (-0.4 * (m - mag[k])))) if m.size else 0.0
+        change[k] = abs(flux[k] * (1.0 - ratio))
+    return {"x": np.asarray(objs["x"], float), "y": np.asarray(objs["y"], float),
+            "flux_e": flux, "change_e": change, "kind": kind}
+
+
+def _nearest(x: float, y: float, sx: np.ndarray, sy: np.ndarray, sel: np.ndarray
+             ) -> tuple[float | None, int]:
+    """Distance (px) from (x, y) to the nearest of ``sel`` (None when there is none) and its
+    row."""
+    idx = np.flatnonzero(sel)
+    if idx.size == 0:
+        return None, -1
+    d = np.hypot(sx[idx] - x, sy[idx] - y)
+    j = int(np.argmin(d))
+    return round(float(d[j]), 1), int(idx[j])
+
+
+def _measure_transients(objs: Any, cand: Any, msk: np.ndarray, thr: float, m5: float,
+                        dist_masked: np.ndarray, dist_truly_bad: np.ndarray,
+                        covered: np.ndarray, s_art: np.ndarray | None, fwhm_px: float
+                        ) -> dict[str, Any]:
+    """True transients with expected S/N > 10 found by a positive candidate within 2 px with
+    real/bogus >= ``thr`` (module docstring); every miss with its record."""
     from scipy.spatial import cKDTree
+
+    from desgw.sim.accuracy import expected_snr
+
+    pos = ~np.asarray(cand["negative"], bool)
+    cxy = np.column_stack([np.asarray(cand["x"], float), np.asarray(cand["y"], float)])
+    rb = np.asarray(cand["real_bogus"], float)
+    veto = np.asarray(cand["veto"], bool)
+    tr = (np.asarray(objs["kind"]) == 2) & np.isfinite(np.asarray(objs["mag"], float))
+    t = objs[tr]
+    snr_exp = expected_snr(np.asarray(t["mag"], float), m5)
+    rows: list[dict[str, Any]] = []
+    tree = cKDTree(cxy[pos]) if pos.any() else None
+    pidx = np.flatnonzero(pos)
+    ny, nx = msk.shape
+    for k in range(len(t)):
+        x, y = float(t["x"][k]), float(t["y"][k])
+        dd, ii = (tree.query([x, y]) if tree is not None else (np.inf, 0))
+        hit = bool(dd < 2.0)
+        j = int(pidx[ii]) if hit else -1
+        xi, yi = int(np.clip(round(x), 0, nx - 1)), int(np.clip(round(y), 0, ny - 1))
+        rows.append({"id": int(t["id"][k]), "mag": round(float(t["mag"][k]), 3),
+                     "snr_expected": round(float(snr_exp[k]), 1), "detected": hit,
+                     "real_bogus": round(float(rb[j]), 3) if hit else None,
+                     "veto": bool(veto[j]) if hit else None,
+                     "kept": bool(hit and rb[j] >= thr),
+                     "mask_bits_at": int(msk[yi, xi]),
+                     "dist_to_masked_px": round(float(dist_masked[yi, xi]), 1),
+                     "dist_to_truly_bad_px": round(float(dist_truly_bad[yi, xi]), 1),
+                     "truth_bits_search": int(s_art[yi, xi]) if s_art is not None else 0,
+                     "x": round(x, 1), "y": round(y, 1),
+                     "covered": bool(covered[yi, xi])})
+    bright = [r for r in rows if r["snr_expected"] > 10 and r["covered"]]
+    # the bar of item 3: none lost to a mask farther than its own PSF radius (FWHM) from it
+    clear = [r for r in bright if r["dist_to_truly_bad_px"] > fwhm_px]
+    return {"n_snr_gt_10": len(bright), "n_kept": sum(r["kept"] for r in bright),
+            "n_clear_of_truly_bad": len(clear),
+            "n_clear_kept": sum(r["kept"] for r in clear),
+            "n_detected": sum(r["detected"] for r in bright),
+            "n_kept_not_vetoed": sum(r["kept"] and not r["veto"] for r in bright),
+            "missed": [r for r in bright if not r["kept"]],
+            "n_all_on_ccd": len(rows)}
+
+
+def _fake_miss_class(r: dict[str, Any], fwhm_px: float) -> str:
+    """Why an S/N > 10 fake was not kept: ``masked`` (a mask over it), ``blend`` (a brighter
+    changed source within 3 FWHM: merged with it), ``undetected`` (no positive candidate within
+    the match radius), else ``real_bogus`` (found, scored below the threshold)."""
+    from desgw.se.maskbits import EDGE, UNUSABLE
+
+    if r["masked_after_injection"] or r["mask_bits_at"] & (UNUSABLE | EDGE):
+        return "masked"
+    d = r["dist_to_brighter_changed_px"]
+    if d is not None and d <= 3.0 * fwhm_px:
+        return "blend"
+    if not r["recovered"]:
+        return "undetected"
+    return "real_bogus"
+
+
+def _measure_fakes(fakes: Any, cand: Any, msk: np.ndarray, thr: float,
+                   dist_masked: np.ndarray, dist_truly_bad: np.ndarray,
+                   src: dict[str, np.ndarray], fwhm_px: float) -> dict[str, Any]:
+    """The injected fakes with expected S/N > 10 (flux / forced-flux error) kept (matched to a
+    positive candidate with real/bogus >= ``thr``); every miss with its position, mask bits,
+    distances to masked pixels, to the nearest brighter true source and brighter changed
+    source (``src``: :func:`_changed_sources`) and to the nearest candidate, its score, and
+    its class (:func:`_fake_miss_class`)."""
+    from scipy.spatial import cKDTree
+
+    cxy = np.column_stack([np.asarray(cand["x"], float), np.asarray(cand["y"], float)])
+    rb = np.asarray(cand["real_bogus"], float)
+    ny, nx = msk.shape
+    fe = np.asarray(fakes["flux_e"], float)
+    ferr = np.asarray(fakes["flux_forced_err"], float)
+    fsnr = fe / np.where(ferr > 0, ferr, np.nan)
+    cid = np.asarray(fakes["cand_id"], int)
+    idmap = {int(i): n for n, i in enumerate(np.asarray(cand["id"], int))}
+    kept = np.array([ci >= 0 and ci in idmap and rb[idmap[ci]] >= thr for ci in cid], bool)
+    b = fsnr > 10
+    rec = np.asarray(fakes["recovered"], bool)
+    fx, fy = np.asarray(fakes["x"], float), np.asarray(fakes["y"], float)
+    fmask = (np.asarray(fakes["masked"], bool) if "masked" in fakes.colnames
+             else np.zeros(len(fakes), bool))
+    lost = np.flatnonzero(b & ~kept)
+    cdist, cidx = (cKDTree(cxy).query(np.column_stack([fx[lost], fy[lost]]))
+                   if len(cxy) and lost.size else (np.zeros(lost.size), np.zeros(lost.size, int)))
+    missed = []
+    for n_, k in enumerate(lost.tolist()):
+        xi = int(np.clip(round(fx[k]), 0, nx - 1))
+        yi = int(np.clip(round(fy[k]), 0, ny - 1))
+        j = int(cidx[n_])
+        has_cand = len(cxy) > 0
+        ci = int(cid[k])
+        d_bright, _ = _nearest(fx[k], fy[k], src["x"], src["y"], src["flux_e"] > fe[k])
+        d_changed, jc = _nearest(fx[k], fy[k], src["x"], src["y"], src["change_e"] > fe[k])
+        r: dict[str, Any] = {"x": round(float(fx[k]), 1), "y": round(float(fy[k]), 1),
+             "mag": round(float(fakes["mag"][k]), 3), "hosted": bool(fakes["hosted"][k]),
+             "snr_expected": round(float(fsnr[k]), 1), "recovered": bool(rec[k]),
+             "real_bogus": round(float(rb[idmap[ci]]), 3) if ci in idmap else None,
+             "flux_forced_over_true": round(float(fakes["flux_forced"][k] / fe[k]), 3),
+             "nearest_candidate_px": round(float(cdist[n_]), 2) if has_cand else None,
+             "nearest_candidate_rb": round(float(rb[j]), 3) if has_cand else None,
+             "nearest_candidate_negative": bool(cand["negative"][j]) if has_cand else None,
+             "nearest_candidate_snr": round(float(cand["snr"][j]), 1) if has_cand else None,
+             "mask_bits_at": int(msk[yi, xi]),
+             "dist_to_masked_px": round(float(dist_masked[yi, xi]), 1),
+             "dist_to_truly_bad_px": round(float(dist_truly_bad[yi, xi]), 1),
+             "dist_to_brighter_source_px": d_bright,
+             "dist_to_brighter_changed_px": d_changed,
+             "brighter_changed_kind": int(src["kind"][jc]) if jc >= 0 else None,
+             "masked_after_injection": bool(fmask[k])}
+        r["class"] = _fake_miss_class(r, fwhm_px)
+        missed.append(r)
+    classes: dict[str, int] = {}
+    for r in missed:
+        classes[r["class"]] = classes.get(r["class"], 0) + 1
+    return {"n": int(len(fakes)), "n_snr_gt_10": int(b.sum()),
+            "n_recovered_snr_gt_10": int(np.sum(rec[b])),
+            "n_kept_snr_gt_10": int(kept[b].sum()),
+            "n_masked_snr_gt_10": int(np.sum(fmask & b)), "miss_classes": classes,
+            "missed": missed}
+
+
+@dataclass
+class _DiffTruth:
+    """What the measures of one search CCD's difference take from the truth (the same for
+    every draw of the fakes)."""
+
+    objs: Any
+    s_art: np.ndarray | None
+    truly: np.ndarray
+    covered: np.ndarray
+    dist_truly_bad: np.ndarray
+    sources: dict[str, np.ndarray]
+
+
+def _diff_truth(truth: Any, e: int, c: int, templates: list[tuple[int, int]],
+                shape: tuple[int, int]) -> tuple[_DiffTruth, np.ndarray, np.ndarray]:
+    from scipy import ndimage
+
+    s_bad, t_bad = _truly_bad_on_search(truth, e, c, templates, shape)
+    truly = s_bad | t_bad
+    return (_DiffTruth(objs=truth.objects_on_ccd(e, c), s_art=truth.artefact_masks(e).get(c),
+                       truly=truly, covered=_template_coverage(truth, e, c, templates, shape),
+                       dist_truly_bad=ndimage.distance_transform_edt(~truly),
+                       sources=_changed_sources(truth, e, c)), s_bad, t_bad)
+
+
+def measure_diff_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float,
+                     fake_draws: int = 1) -> dict[str, Any]:
+    """Difference-imaging figures of one search CCD (module docstring); with ``fake_draws``
+    K > 1, the fakes measured again on K - 1 other draws (:func:`fake_draws_ccd`)."""
+    from scipy import ndimage
 
     from desgw.diff.pipeline_products import read_diff_image
     from desgw.io.product_paths import diff_product_paths, find_exposure_dir
     from desgw.io.products import read_fits_table
     from desgw.se import maskbits
-    from desgw.sim.accuracy import blank_sky, expected_snr
+    from desgw.sim.accuracy import blank_sky
 
     d = find_exposure_dir(out, e, RNUM, PNUM)
     paths = diff_product_paths(d, e, "r", c, RNUM, PNUM, SEASON)
@@ -427,13 +647,12 @@ def measure_diff_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float) -> d
 
     # masks vs truth
     templates = [(int(a), int(b)) for a, b in done["templates_used"]]
-    s_bad, t_bad = _truly_bad_on_search(truth, e, c, templates, sci.shape)
-    s_art = truth.artefact_masks(e).get(c)
+    dt, s_bad, t_bad = _diff_truth(truth, e, c, templates, sci.shape)
     masked = (msk & (maskbits.UNUSABLE | maskbits.EDGE)) != 0
-    covered = _template_coverage(truth, e, c, templates, sci.shape)
+    covered = dt.covered
     n_cov = max(int(covered.sum()), 1)
-    truly = s_bad | t_bad
-    near = ndimage.distance_transform_edt(~truly) <= max(fwhm_px, 1.0)
+    truly = dt.truly
+    near = dt.dist_truly_bad <= max(fwhm_px, 1.0)
     res["masked"] = {
         "masked_fraction": done.get("masked_fraction"), "bad_fraction": done.get("bad_fraction"),
         "masked_of_true_coverage": float(np.count_nonzero(masked & covered) / n_cov),
@@ -449,88 +668,118 @@ def measure_diff_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float) -> d
         for name in ("BADPIX", "SAT", "CRAY", "STAR", "TRAIL", "EDGEBLEED", "EDGE", "STREAK",
                      "SSXTALK", "INTERP") if np.any(ex & getattr(maskbits, name))}
 
-    # real transients
-    pos = ~np.asarray(cand["negative"], bool)
-    cxy = np.column_stack([np.asarray(cand["x"], float), np.asarray(cand["y"], float)])
-    rb = np.asarray(cand["real_bogus"], float)
-    veto = np.asarray(cand["veto"], bool)
-    tr = (np.asarray(objs["kind"]) == 2) & np.isfinite(np.asarray(objs["mag"], float))
-    t = objs[tr]
-    snr_exp = expected_snr(np.asarray(t["mag"], float), m5)
-    rows: list[dict[str, Any]] = []
-    tree = cKDTree(cxy[pos]) if pos.any() else None
-    pidx = np.flatnonzero(pos)
     dist_masked = ndimage.distance_transform_edt(~masked)
-    dist_truly_bad = ndimage.distance_transform_edt(~truly)
-    for k in range(len(t)):
-        x, y = float(t["x"][k]), float(t["y"][k])
-        dd, ii = (tree.query([x, y]) if tree is not None else (np.inf, 0))
-        hit = bool(dd < 2.0)
-        j = int(pidx[ii]) if hit else -1
-        xi, yi = int(np.clip(round(x), 0, sci.shape[1] - 1)), int(np.clip(round(y), 0, sci.shape[0] - 1))
-        rows.append({"id": int(t["id"][k]), "mag": round(float(t["mag"][k]), 3),
-                     "snr_expected": round(float(snr_exp[k]), 1), "detected": hit,
-                     "real_bogus": round(float(rb[j]), 3) if hit else None,
-                     "veto": bool(veto[j]) if hit else None,
-                     "kept": bool(hit and rb[j] >= thr),
-                     "mask_bits_at": int(msk[yi, xi]),
-                     "dist_to_masked_px": round(float(dist_masked[yi, xi]), 1),
-                     "dist_to_truly_bad_px": round(float(dist_truly_bad[yi, xi]), 1),
-                     "truth_bits_search": int(s_art[yi, xi]) if s_art is not None else 0,
-                     "x": round(x, 1), "y": round(y, 1),
-                     "covered": bool(covered[yi, xi])})
-    bright = [r for r in rows if r["snr_expected"] > 10 and r["covered"]]
-    # the bar of item 3: none lost to a mask farther than its own PSF radius (FWHM) from it
-    clear = [r for r in bright if r["dist_to_truly_bad_px"] > fwhm_px]
-    res["transients"] = {"n_snr_gt_10": len(bright), "n_kept": sum(r["kept"] for r in bright),
-                         "n_clear_of_truly_bad": len(clear),
-                         "n_clear_kept": sum(r["kept"] for r in clear),
-                         "n_detected": sum(r["detected"] for r in bright),
-                         "n_kept_not_vetoed": sum(r["kept"] and not r["veto"] for r in bright),
-                         "missed": [r for r in bright if not r["kept"]],
-                         "n_all_on_ccd": len(rows)}
-
-    # fakes
+    res["transients"] = _measure_transients(objs, cand, msk, thr, m5, dist_masked,
+                                            dt.dist_truly_bad, covered, dt.s_art, fwhm_px)
     if len(fakes):
-        fe = np.asarray(fakes["flux_e"], float)
-        ferr = np.asarray(fakes["flux_forced_err"], float)
-        fsnr = fe / np.where(ferr > 0, ferr, np.nan)
-        cid = np.asarray(fakes["cand_id"], int)
-        idmap = {int(i): n for n, i in enumerate(np.asarray(cand["id"], int))}
-        kept = np.array([ci >= 0 and ci in idmap and rb[idmap[ci]] >= thr for ci in cid])
-        b = fsnr > 10
-        rec = np.asarray(fakes["recovered"], bool)
-        fx, fy = np.asarray(fakes["x"], float), np.asarray(fakes["y"], float)
-        lost = np.flatnonzero(b & ~kept)
-        cdist, cidx = (cKDTree(cxy).query(np.column_stack([fx[lost], fy[lost]]))
-                       if len(cxy) and lost.size else (np.zeros(0), np.zeros(0, int)))
-        missed = []
-        for n_, k in enumerate(lost.tolist()):
-            xi = int(np.clip(round(fx[k]), 0, sci.shape[1] - 1))
-            yi = int(np.clip(round(fy[k]), 0, sci.shape[0] - 1))
-            j = int(cidx[n_])
-            missed.append({"x": round(float(fx[k]), 1), "y": round(float(fy[k]), 1),
-                           "snr_expected": round(float(fsnr[k]), 1), "recovered": bool(rec[k]),
-                           "flux_forced_over_true": round(float(fakes["flux_forced"][k] / fe[k]), 3),
-                           "nearest_candidate_px": round(float(cdist[n_]), 2),
-                           "nearest_candidate_rb": round(float(rb[j]), 3),
-                           "nearest_candidate_negative": bool(cand["negative"][j]),
-                           "nearest_candidate_snr": round(float(cand["snr"][j]), 1),
-                           "mask_bits_at": int(msk[yi, xi]),
-                           "dist_to_masked_px": round(float(dist_masked[yi, xi]), 1),
-                           "dist_to_truly_bad_px": round(float(dist_truly_bad[yi, xi]), 1)})
-        fmask = (np.asarray(fakes["masked"], bool) if "masked" in fakes.colnames
-                 else np.zeros(len(fakes), bool))
-        for n_, k in enumerate(lost.tolist()):
-            missed[n_]["masked_after_injection"] = bool(fmask[k])
-        res["fakes"] = {"n": int(len(fakes)), "n_snr_gt_10": int(b.sum()),
-                        "n_recovered_snr_gt_10": int(np.sum(np.asarray(fakes["recovered"], bool)[b])),
-                        "n_kept_snr_gt_10": int(kept[b].sum()),
-                        "n_masked_snr_gt_10": int(np.sum(fmask & b)), "missed": missed}
+        res["fakes"] = _measure_fakes(fakes, cand, msk, thr, dist_masked, dt.dist_truly_bad,
+                                      dt.sources, fwhm_px)
+    if fake_draws > 1:
+        res["fake_draws"] = fake_draws_ccd(truth, out, e, c, fwhm_px, dt, fakes,
+                                           range(1, fake_draws))
     return res
 
 
-def measure_night(night: Night, root: Path) -> dict[str, Any]:
+def fake_draws_ccd(truth: Any, out: Path, e: int, c: int, fwhm_px: float, dt: _DiffTruth,
+                   fakes0: Any, draws: Any) -> dict[str, Any]:
+    """The difference stage of one search CCD again with other draws of its fakes.
+
+    The inputs are gathered from the products on disk once
+    (:func:`desgw.workflow.diff_ccd.gather_diff_inputs`: the search CCD's SE products, the
+    templates' prepared forms, zeropoints, veto list; no SE, nothing written), then
+    :func:`desgw.diff.pipeline.difference_ccd` runs once per draw with the fakes' random
+    numbers :func:`desgw.workflow.diff_ccd.fake_rng` ``(task, k)`` (draw 0 is the pipeline's
+    own, measured from its products). Per draw: the fakes' figures (:func:`_measure_fakes`),
+    the transients kept (the same objects in every draw: a check that the fakes leave them
+    alone), and the placement checks: the smallest distance between two fakes against the
+    pipeline's requirement (max of ``fake_min_separation_px`` and
+    ``fake_detection_separation_fwhm`` difference FWHMs); across draws, the fake positions
+    that coincide within 0.5 px and the correlation of the magnitudes of equal ``fake_id``
+    (independent draws: few coincidences, correlation ~0 within 2/sqrt(n)).
+    """
+    from scipy import ndimage
+
+    from desgw.diff.pipeline import DiffConfig, difference_ccd
+    from desgw.io.product_paths import find_exposure_dir
+    from desgw.io.settings import load_settings
+    from desgw.se import maskbits
+    from desgw.workflow.diff_ccd import (
+        DiffTask,
+        fake_rng,
+        gather_diff_inputs,
+        real_bogus_threshold,
+    )
+
+    cfg = DiffConfig()
+    sdir = find_exposure_dir(out, e, RNUM, PNUM)
+    settings = load_settings(out_root=out, environ={}, cwd=out)
+    task = DiffTask(search_expnum=e, ccdnum=c, template_expnums=tuple(truth.template_expnums),
+                    settings=settings, rnum=RNUM, pnum=PNUM, season=SEASON, cache="scratch",
+                    schema="gw", version="audit", band="r", nite=0)
+    t0 = time.process_time()
+    inputs = gather_diff_inputs(task, sdir, config=cfg)
+    thr = real_bogus_threshold()
+    assert thr is not None
+    per: list[dict[str, Any]] = []
+    positions = [np.column_stack([np.asarray(fakes0["x"], float),
+                                  np.asarray(fakes0["y"], float)])]
+    mags = [np.asarray(fakes0["mag"], float)]
+    min_sep_required = math.nan
+    for k in draws:
+        r = difference_ccd(inputs.search, inputs.templates, star_veto=inputs.veto, config=cfg,
+                           rng=fake_rng(task, int(k)))
+        assert r.ideal_limit is not None and r.mask is not None
+        min_sep_required = max(cfg.fake_min_separation_px, cfg.fake_detection_separation_fwhm
+                               * float(r.ideal_limit.difference_fwhm_px))
+        masked = (r.mask & (maskbits.UNUSABLE | maskbits.EDGE)) != 0
+        dist_masked = ndimage.distance_transform_edt(~masked)
+        tr = _measure_transients(dt.objs, r.candidates, r.mask, thr, float(r.ideal_limit.mag),
+                                 dist_masked, dt.dist_truly_bad, dt.covered, dt.s_art, fwhm_px)
+        f = _measure_fakes(r.fakes, r.candidates, r.mask, thr, dist_masked, dt.dist_truly_bad,
+                           dt.sources, fwhm_px)
+        xy = np.column_stack([np.asarray(r.fakes["x"], float), np.asarray(r.fakes["y"], float)])
+        positions.append(xy)
+        mags.append(np.asarray(r.fakes["mag"], float))
+        per.append({"draw": int(k), "fakes": f, "transients_kept": tr["n_kept"],
+                    "transients_snr_gt_10": tr["n_snr_gt_10"],
+                    "min_fake_separation_px": round(_min_separation(xy), 2)})
+    # the pipeline's own draw (0) against the same requirement
+    sep0 = _min_separation(positions[0])
+    coincide = [[int(np.sum(_coincident(positions[i], positions[j], 0.5)))
+                 for j in range(len(positions))] for i in range(len(positions))]
+    corr = []
+    for i in range(len(mags)):
+        for j in range(i + 1, len(mags)):
+            n = min(mags[i].size, mags[j].size)
+            if n > 2:
+                corr.append(round(float(np.corrcoef(mags[i][:n], mags[j][:n])[0, 1]), 3))
+    return {"draws": per, "min_separation_required_px": round(min_sep_required, 2),
+            "min_fake_separation_px_draw0": round(sep0, 2),
+            "coincident_positions_0p5px": coincide,
+            "mag_correlation_between_draws": corr,
+            "cpu_s": round(time.process_time() - t0, 1)}
+
+
+def _min_separation(xy: np.ndarray) -> float:
+    from scipy.spatial import cKDTree
+
+    if len(xy) < 2:
+        return math.inf
+    d, _ = cKDTree(xy).query(xy, k=2)
+    return float(d[:, 1].min())
+
+
+def _coincident(a: np.ndarray, b: np.ndarray, r: float) -> np.ndarray:
+    """Rows of ``a`` with a row of ``b`` within ``r`` px."""
+    from scipy.spatial import cKDTree
+
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros(len(a), bool)
+    d, _ = cKDTree(b).query(a)
+    return np.asarray(d <= r)
+
+
+def measure_night(night: Night, root: Path, fake_seeds: int = 1) -> dict[str, Any]:
     from desgw.diff.efficiency import efficiency_curve
     from desgw.sim.truth import load_truth
 
@@ -569,7 +818,8 @@ def measure_night(night: Night, root: Path) -> dict[str, Any]:
             ccds.append(r)
             if e == search and "error" not in r:
                 try:
-                    diffs.append(measure_diff_ccd(truth, out, e, r["ccdnum"], r["fwhm_px"]))
+                    diffs.append(measure_diff_ccd(truth, out, e, r["ccdnum"], r["fwhm_px"],
+                                                  fake_draws=fake_seeds))
                 except Exception as exc:  # noqa: BLE001
                     diffs.append({"expnum": e, "ccdnum": r["ccdnum"], "ok": False,
                                   "error": f"{type(exc).__name__}: {exc}"})
@@ -580,6 +830,30 @@ def measure_night(night: Night, root: Path) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- bars
 def _finite(v: Any) -> list[float]:
     return [float(x) for x in v if x is not None and np.isfinite(x)]
+
+
+def binomial_verdict(k: int, n: int, bar: float, confidence: float = CONFIDENCE
+                     ) -> dict[str, Any]:
+    """Clopper-Pearson interval of a kept fraction ``k / n`` and the verdict on ``>= bar``:
+    PASS when the whole interval is at or above the bar, FAIL when it is below, ``not
+    resolved`` when it straddles the bar (or ``n`` is 0)."""
+    from scipy.stats import binomtest
+
+    if n <= 0:
+        return {"ci95": None, "result": "not resolved"}
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="exact")
+    lo, hi = float(ci.low), float(ci.high)
+    verdict = "PASS" if lo >= bar else "FAIL" if hi < bar else "not resolved"
+    return {"ci95": [round(lo, 5), round(hi, 5)], "ci_method": "Clopper-Pearson",
+            "result": verdict}
+
+
+def _sum_classes(fakes: list[dict[str, Any]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in fakes:
+        for name, v in f.get("miss_classes", {}).items():
+            out[name] = out.get(name, 0) + int(v)
+    return dict(sorted(out.items()))
 
 
 def bars(nights: dict[str, Any]) -> dict[str, Any]:
@@ -632,22 +906,71 @@ def bars(nights: dict[str, Any]) -> dict[str, Any]:
         per_seeing={f"{x['fwhm_arcsec']:.2f}": (round(x["m50_minus_m5"], 3)
                                                 if np.isfinite(x["m50_minus_m5"]) else None)
                     for x in exps})
+    def put_fraction(name: str, k: int, n: int, bar: str, **extra: Any) -> None:
+        """A kept fraction with its binomial interval; ``result`` the verdict on it."""
+        put(name, [k / n] if n else [], False, bar, kept=k, total=n, **extra)
+        out[name].update(binomial_verdict(k, n, BARS["transient_frac"]))
+
     n = sum(r["transients"]["n_snr_gt_10"] for r in diffs)
     k = sum(r["transients"]["n_kept"] for r in diffs)
-    put("transients_snr_gt_10_kept_fraction", [k / n] if n else [],
-        bool(n) and k / n >= 0.99, ">= 99 %", kept=k, total=n)
+    put_fraction("transients_snr_gt_10_kept_fraction", k, n, ">= 99 %")
     n = sum(r["transients"]["n_clear_of_truly_bad"] for r in diffs)
     k = sum(r["transients"]["n_clear_kept"] for r in diffs)
-    put("transients_snr_gt_10_clear_of_truly_bad_kept_fraction", [k / n] if n else [],
-        bool(n) and k / n >= 0.99, ">= 99 % (farther than one FWHM from a truly bad pixel)",
-        kept=k, total=n)
+    put_fraction("transients_snr_gt_10_clear_of_truly_bad_kept_fraction", k, n,
+                 ">= 99 % (farther than one FWHM from a truly bad pixel)")
     fk = [r["fakes"] for r in diffs if "fakes" in r]
     n = sum(f["n_snr_gt_10"] for f in fk)
     k = sum(f["n_kept_snr_gt_10"] for f in fk)
-    put("fakes_snr_gt_10_kept_fraction", [k / n] if n else [], bool(n) and k / n >= 0.99,
-        ">= 99 % (on the difference's usable area)", kept=k, total=n,
-        masked_after_injection=sum(f.get("n_masked_snr_gt_10", 0) for f in fk),
-        usable_area_fraction_per_ccd=[r.get("usable_area_fraction") for r in diffs])
+    put_fraction("fakes_snr_gt_10_kept_fraction", k, n,
+                 ">= 99 % (on the difference's usable area; the pipeline's own draw)",
+                 masked_after_injection=sum(f.get("n_masked_snr_gt_10", 0) for f in fk),
+                 miss_classes=_sum_classes(fk),
+                 usable_area_fraction_per_ccd=[r.get("usable_area_fraction") for r in diffs])
+    # every draw of the fakes pooled (the pipeline's and --fake-seeds - 1 more per CCD)
+    per_draw: dict[int, list[int]] = {0: [k, n]}
+    pooled = list(fk)
+    for r in diffs:
+        for dr in (r.get("fake_draws") or {}).get("draws", []):
+            f = dr["fakes"]
+            pooled.append(f)
+            kn = per_draw.setdefault(int(dr["draw"]), [0, 0])
+            kn[0] += f["n_kept_snr_gt_10"]
+            kn[1] += f["n_snr_gt_10"]
+    n = sum(f["n_snr_gt_10"] for f in pooled)
+    k = sum(f["n_kept_snr_gt_10"] for f in pooled)
+    put_fraction("fakes_snr_gt_10_kept_fraction_pooled_draws", k, n,
+                 ">= 99 % (every draw of the fakes pooled)", n_draws=len(per_draw),
+                 kept_total_per_draw={str(d): v for d, v in sorted(per_draw.items())},
+                 masked_after_injection=sum(f.get("n_masked_snr_gt_10", 0) for f in pooled),
+                 miss_classes=_sum_classes(pooled))
+    by_night = {}
+    for name, night in nights.items():
+        fl = [f for r in night["diffs"] if r.get("ok") for f in
+              ([r["fakes"]] if "fakes" in r else [])
+              + [dr["fakes"] for dr in (r.get("fake_draws") or {}).get("draws", [])]]
+        kn, nn = sum(f["n_kept_snr_gt_10"] for f in fl), sum(f["n_snr_gt_10"] for f in fl)
+        by_night[name] = {"kept": kn, "total": nn, "miss_classes": _sum_classes(fl),
+                          **binomial_verdict(kn, nn, BARS["transient_frac"])}
+    out["fakes_snr_gt_10_kept_fraction_pooled_draws"]["per_night"] = by_night
+    # the draws' own scatter: whole draws (every CCD's fakes of one draw) resampled, which
+    # holds whatever correlates the fakes of one draw (a binomial interval assumes none)
+    if len(per_draw) >= 5:
+        kd = np.array([v[0] for v in per_draw.values()], float)
+        nd = np.array([v[1] for v in per_draw.values()], float)
+        pick = np.random.default_rng(0).integers(0, len(kd), (4000, len(kd)))
+        frac = kd[pick].sum(axis=1) / nd[pick].sum(axis=1)
+        miss = nd - kd
+        out["fakes_snr_gt_10_kept_fraction_pooled_draws"].update(
+            draw_bootstrap_ci95=[round(float(np.percentile(frac, 2.5)), 5),
+                                 round(float(np.percentile(frac, 97.5)), 5)],
+            misses_per_draw_mean_var=[round(float(miss.mean()), 2),
+                                      round(float(miss.var(ddof=1)), 2)])
+    # the re-runs alone: they read the search CCD from its files (the immask's quantised
+    # pixels, the sky estimated again) where the fused sediff had it in memory
+    k1 = sum(v[0] for d, v in per_draw.items() if d > 0)
+    n1 = sum(v[1] for d, v in per_draw.items() if d > 0)
+    out["fakes_snr_gt_10_kept_fraction_pooled_draws"]["draws_1_up"] = {
+        "kept": k1, "total": n1, **binomial_verdict(k1, n1, BARS["transient_frac"])}
     out["masked_fraction_vs_truly_bad"] = {
         "bar": "masked fraction near the truly bad fraction (report per CCD)",
         "per_ccd": [{"ccd": [r["expnum"], r["ccdnum"]],
@@ -672,6 +995,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     help="keep the files here (a night already simulated and processed there is "
                          "measured again without rerunning)")
     ap.add_argument("--nights", default=None, help="comma-separated night names (default all)")
+    ap.add_argument("--fake-seeds", type=int, default=FAKE_SEEDS,
+                    help="draws of the fakes per search CCD: the pipeline's own and K - 1 "
+                         "runs of the difference stage with other seeds, pooled (default "
+                         f"{FAKE_SEEDS}; 1: the pipeline's only)")
     args = ap.parse_args(argv)
     nights = [QUICK] if args.quick else [n for n in NIGHTS if args.nights is None
                                          or n.name in args.nights.split(",")]
@@ -683,7 +1010,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = args.workdir
         base.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {"benchmark": "issue 13 science audit", "commit": _git_commit(),
-                           "quick": bool(args.quick), "load_avg_start": os.getloadavg(),
+                           "quick": bool(args.quick), "fake_seeds": max(1, args.fake_seeds),
+                           "load_avg_start": os.getloadavg(),
                            "nights": {}, "cpu_s": {}}
     try:
         for night in nights:
@@ -706,7 +1034,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cpu.update(prev.get("cpu_s", {}))
                 run = prev.get("sediff")
             t0 = _cpu()
-            m = measure_night(night, root)
+            m = measure_night(night, root, fake_seeds=max(1, args.fake_seeds))
             cpu["measure"] = _cpu() - t0
             from desgw.sim.truth import load_truth
 
