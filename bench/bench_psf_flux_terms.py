@@ -32,6 +32,11 @@ for the faintest, middle and brightest third of the stars (``*_thirds``), and th
 (e-/px) of undetected objects (no detection within 3 px, flux < 5,000 e-) within 15 px of the
 bright stars against the CCD's mean (``undetected_light_*``): the isolation cut picks faint
 stars where this unresolved light, which the background holds on average, is absent.
+``ee_model_minus_true_pct`` locates the model's error: the median over the stars of the
+model's encircled energy less the true profile's (both normalised over the model's stamp, %)
+within ``ee_radii_fwhm`` FWHM of the star. It is 0 at the stamp's edge by construction; a
+model too peaked (wings too faint) is positive inside, one too broad negative, and the light
+it lacks or has in excess lies beyond the radius where the difference peaks.
 
 Prints one JSON object with a row per CCD and the load average.
 """
@@ -52,6 +57,8 @@ import numpy as np
 from benchjson import emit, load_average
 
 RNUM, PNUM = 1, 1
+#: Radii (units of the FWHM) of the encircled-energy comparison of the model with the truth.
+EE_RADII_FWHM = (0.5, 1.0, 1.5, 2.0, 2.5, 3.0)
 
 
 def _thirds(values: np.ndarray, flux: np.ndarray) -> list[float]:
@@ -116,6 +123,8 @@ def measure_ccd(night: Path, truth: Any, e: int, c: int, profile: str) -> dict[s
     ny, nx = prod.image.shape
     yy, xx = np.mgrid[-h:h + 1, -h:h + 1]
     radius = float(np.clip(2.0 * fwhm, 3.0, h))
+    ee_radii = np.array(EE_RADII_FWHM) * fwhm
+    ee = []
     bkg = np.asarray(cat["BACKGROUND"], float)
     rows = []
     for k, i in enumerate(ib):
@@ -135,6 +144,9 @@ def measure_ccd(night: Path, truth: Any, e: int, c: int, profile: str) -> dict[s
             return float(np.sum(wt * model * target) / np.sum(wt * model * model))
 
         frac = float(tp.sum())
+        rr = np.hypot(xx - dx, yy - dy)
+        diff = mp / mp.sum() - tp / frac
+        ee.append([float(diff[rr <= r].sum()) for r in ee_radii])
         rows.append((flux, fpsf[idx[i]] / flux, frac, fit(mp, flux * tp) / (flux * frac),
                      fit(tp, data) / flux))
     res: dict[str, Any] = {"expnum": e, "ccdnum": c, "fwhm_px": round(fwhm, 3),
@@ -153,6 +165,9 @@ def measure_ccd(night: Path, truth: Any, e: int, c: int, profile: str) -> dict[s
                             np.array_split(np.argsort(a[:, 0]), 3)]
     for j, name in ((1, "flux_psf_ratio"), (3, "model_term"), (4, "data_term")):
         res[f"{name}_thirds"] = _thirds(a[:, j], a[:, 0])
+    res["ee_radii_fwhm"] = list(EE_RADII_FWHM)
+    res["ee_model_minus_true_pct"] = [round(100.0 * float(np.median(v)), 3)
+                                      for v in np.array(ee).T]
 
     # unresolved light: undetected faint objects, near the bright stars and on average
     det = np.zeros(len(tx), dtype=bool)
