@@ -43,6 +43,7 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
         Zeropoint,
         connect,
         record_ccd_products,
+        recalibrate_detections,
         record_zeropoints,
         register_exposure,
     )
@@ -94,3 +95,10 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
                                       pnum=report.pnum, zp=float(z.zp), zp_err=float(z.zp_err),
                                       n_stars=int(z.measured.n_used), flag=flag))
             record_zeropoints(db, rows)
+            # the fused CCD tasks stored their detections' magnitudes on each CCD's own SE
+            # zeropoint before this calibration: put them on the final ones
+            n = recalibrate_detections(db, report.expnum, {r.ccdnum: r.zp for r in rows
+                                                           if r.ccdnum > 0})
+            if n:
+                log.info("exposure %d: %d detections' magnitudes put on the calibrated CCD "
+                         "zeropoints", report.expnum, n)
