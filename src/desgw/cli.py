@@ -11,10 +11,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .io.settings import Settings
+    from .se.photocal import ExposureZP
 
 EXIT_BAD_INPUT = 3
 
@@ -371,6 +376,25 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
                    f"CCD-to-CCD scatter tau {1000 * result.shrinkage.tau:.1f} mmag")
     if result.exposure_flagged:
         click.echo("  exposure FLAGGED: too many CCD zeropoints are outliers")
+    if settings.db_url is not None:
+        _record_calibration(settings, expnum, reqnum, attnum, result)
+
+
+def _record_calibration(settings: Settings, expnum: int, rnum: int, pnum: int,
+                        result: ExposureZP) -> None:
+    """``desgw expcalib`` with a database: its zeropoints recorded and the exposure's
+    detections' magnitudes put on them (:func:`desgw.workflow.se_db.record_calibration`);
+    an exposure the database does not know is reported, not an error."""
+    from .db import connect, get_exposure
+    from .workflow.se_db import record_calibration
+
+    with _DatabaseErrorsAsExitCode(), connect(settings.db_url) as db:
+        if get_exposure(db, expnum) is None:
+            click.echo(f"  database: exposure {expnum} is not registered; zeropoints not "
+                       "recorded", err=True)
+            return
+        n = record_calibration(db, expnum, rnum, pnum, result)
+    click.echo(f"  database: zeropoints recorded; {n} detections' magnitudes put on them")
 
 
 EXIT_DATABASE_ERROR = 4
