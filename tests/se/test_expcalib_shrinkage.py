@@ -190,3 +190,22 @@ def test_shrink_ccd_zeropoints_moments_and_errors():
         shrink_ccd_zeropoints([31.0] * 4, [0.01, 0.01, 0.0, 0.01])
     with pytest.raises(ValueError):
         ZeropointRules(ccd_zp="median")
+
+
+def test_expcalib_uses_the_se_estimator(tmp_path):
+    """expcalib's own CCD zeropoint is the SE's (same estimator and floor as SEConfig), so on
+    the same catalog and Gaia stars the two agree exactly; the original's plain mean is an
+    option."""
+    from desgw.se.expcalib import DEFAULT_ERROR_FLOOR, DEFAULT_ZP_METHOD, measure_ccd_zeropoint
+    from desgw.se.process import SEConfig
+
+    cfg = SEConfig()
+    assert (DEFAULT_ZP_METHOD, DEFAULT_ERROR_FLOOR) == (cfg.zp_method, cfg.zp_error_floor)
+    fields = _exposure(9, np.zeros(3))
+    expo, *_ = _calibrate(fields, tmp_path / "default")
+    for c, f in fields.items():
+        se = measure_ccd_zeropoint(f.catalog, f.gaia, "r", mags_type=cfg.mags_type,
+                                   method=cfg.zp_method, error_floor=cfg.zp_error_floor).result
+        assert expo.ccds[c].measured.zp == se.zp and expo.ccds[c].measured.method == "weighted"
+    orig, *_ = _calibrate(fields, tmp_path / "orig", method="mean", error_floor=0.02)
+    assert all(z.measured.method == "mean" for z in orig.ccds.values())
