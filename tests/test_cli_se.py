@@ -150,6 +150,52 @@ def test_expcalib_on_processed_fullcats(sim_dirs, processed):
     assert none.exit_code == 3 and "r99p99" in none.output
 
 
+def test_expcalib_puts_detections_on_its_zeropoints(sim_dirs, processed, tmp_path):
+    """With a database, ``desgw expcalib`` records its zeropoints and puts the exposure's
+    detections (stored on the SE zeropoint by the CCD tasks) on them; an exposure the database
+    does not know is reported."""
+    import math
+    from types import SimpleNamespace
+
+    from desgw.db import (NewDetection, connect, get_detections, get_zeropoints,
+                          register_exposure, replace_ccd_results)
+    from desgw.io.zp_tables import read_expcalib_csv
+
+    url = f"sqlite:///{tmp_path / 'desgw.db'}"
+    args = ["expcalib", "--expnum", str(EXPNUM), "--reqnum", str(R), "--attnum", str(P),
+            "--ccd", "28", "--out", str(sim_dirs / "out"), "--refcat", str(sim_dirs / "refcat"),
+            "--db-url", url]
+    with connect(url):
+        pass
+    runner = CliRunner()
+    unknown = runner.invoke(main, args)
+    assert unknown.exit_code == 0, unknown.output
+    assert "not registered" in unknown.output
+    with connect(url) as db:
+        register_exposure(db, SimpleNamespace(
+            expnum=EXPNUM, nite=20190901, mjd_obs=58727.1, band="r", exptime=90.0,
+            ra_deg=10.0, dec_deg=-43.0, object=None, propid=None, obstype="object",
+            airmass=1.1, kind="raw"), "/raw/x.fits.fz")
+        replace_ccd_results(db, EXPNUM, 28, detections=[NewDetection(
+            ra=10.0, dec=-43.0, flux=500.0, fluxerr=20.0, snr=25.0,
+            mag=31.0 - 2.5 * math.log10(500.0), zp=31.0, zp_source="se")])
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "1 detections' magnitudes" in result.output
+    zp = float(read_expcalib_csv(_zero_csv(processed))["MAG_ZERO"][0])
+    with connect(url) as db:
+        (det,) = get_detections(db, expnum=EXPNUM)
+        recorded = {z.ccdnum: z.zp for z in get_zeropoints(db, EXPNUM, rnum=R, pnum=P)}
+    assert det.zp_source == "expcalib" and det.zp == pytest.approx(zp, abs=2e-6)
+    assert det.mag == pytest.approx(zp - 2.5 * math.log10(500.0), abs=2e-6)
+    assert recorded[28] == pytest.approx(zp, abs=2e-6) and 0 in recorded
+
+
+def _zero_csv(processed):
+    _, expdirs = processed
+    return expdirs[0] / zero_csv_name(EXPNUM, 28, R, P)
+
+
 def test_every_fullcat_column_is_filled(processed):
     """#14 "every catalog column filled or dropped": no column of the fullcat is NaN in every
     row (a column nothing fills is dropped, not written empty)."""

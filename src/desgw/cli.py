@@ -11,10 +11,15 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from . import __version__
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .io.settings import Settings
+    from .se.photocal import ExposureZP
 
 EXIT_BAD_INPUT = 3
 
@@ -318,12 +323,20 @@ def se(expnum: int, rnum: int, pnum: int, band: str | None, nite: int | None, de
 @click.option("--verbose", "verbosity", type=int, default=0, show_default=True,
               help="> 0: a per-CCD summary in the log.")
 @click.option("--debug", is_flag=True, help="Also write the matched stars of each CCD (_match.csv).")
+@click.option("--zp-method", "zp_method", type=click.Choice(["weighted", "mean", "median"]),
+              default="weighted", show_default=True,
+              help="Estimator of each CCD's zeropoint (the original: mean).")
+@click.option("--ccd-zp", "ccd_zp", type=click.Choice(["shrinkage", "own"]), default="shrinkage",
+              show_default=True,
+              help="Final CCD zeropoints: empirical-Bayes estimates over the exposure's CCDs "
+                   "(from 5 CCDs on) or each CCD's own (the original).")
 @click.option("--dir", "directory", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of the fullcats (default: the working directory if it holds "
                                  "them, else the exposure's folder under the product root).")
 @_settings_options
 def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_type: str,
-             sex_mag_zeropoint: float, verbosity: int, debug: bool, directory: Path | None,
+             sex_mag_zeropoint: float, verbosity: int, debug: bool, zp_method: str, ccd_zp: str,
+             directory: Path | None,
              raw_dir: Path | None, calib_dir: Path | None, refcat_dir: Path | None,
              out_root: Path | None, db_url: str | None, config_file: Path | None) -> None:
     """Photometric calibration of a processed exposure's fullcats (BLISS-expCalib_Y3apass.py).
@@ -347,7 +360,8 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
         result = calibrate_exposure(
             expnum, reqnum, attnum, directory=directory, refcat_dir=settings.refcat_dir,
             ccds=_ccd_list(ccds), mags_type=mags_type,
-            sex_mag_zeropoint=sex_mag_zeropoint, verbose=verbosity, debug=debug)
+            sex_mag_zeropoint=sex_mag_zeropoint, verbose=verbosity, debug=debug,
+            zp_method=zp_method, ccd_zp=ccd_zp)
     except PhotometricCalibrationError as exc:
         click.echo(f"desgw: calibration failed: {exc}", err=True)
         sys.exit(EXIT_PROCESSING_FAILED)
@@ -355,10 +369,32 @@ def expcalib(expnum: int, reqnum: int, attnum: int, ccds_text: str | None, mags_
                f"mag from {result.exposure.n_used} stars ({mags_type}); CSV files in {directory}")
     for ccd, z in sorted(result.ccds.items()):
         flags = ",".join(n for n, f in (("replaced", z.replaced), ("outlier", z.outlier)) if f)
-        click.echo(f"  CCD {ccd:02d}: {z.zp:.4f} +- {z.zp_err:.4f} ({z.measured.n_used} stars)"
-                   + (f" [{flags}]" if flags else ""))
+        click.echo(f"  CCD {ccd:02d}: {z.zp:.4f} +- {z.zp_err:.4f} ({z.measured.n_used} stars, "
+                   f"{z.source})" + (f" [{flags}]" if flags else ""))
+    if result.shrinkage is not None:
+        click.echo(f"  CCD zeropoints shrunk over {result.shrinkage.n_ccds} CCDs: real "
+                   f"CCD-to-CCD scatter tau {1000 * result.shrinkage.tau:.1f} mmag")
     if result.exposure_flagged:
         click.echo("  exposure FLAGGED: too many CCD zeropoints are outliers")
+    if settings.db_url is not None:
+        _record_calibration(settings, expnum, reqnum, attnum, result)
+
+
+def _record_calibration(settings: Settings, expnum: int, rnum: int, pnum: int,
+                        result: ExposureZP) -> None:
+    """``desgw expcalib`` with a database: its zeropoints recorded and the exposure's
+    detections' magnitudes put on them (:func:`desgw.workflow.se_db.record_calibration`);
+    an exposure the database does not know is reported, not an error."""
+    from .db import connect, get_exposure
+    from .workflow.se_db import record_calibration
+
+    with _DatabaseErrorsAsExitCode(), connect(settings.db_url) as db:
+        if get_exposure(db, expnum) is None:
+            click.echo(f"  database: exposure {expnum} is not registered; zeropoints not "
+                       "recorded", err=True)
+            return
+        n = record_calibration(db, expnum, rnum, pnum, result)
+    click.echo(f"  database: zeropoints recorded; {n} detections' magnitudes put on them")
 
 
 EXIT_DATABASE_ERROR = 4

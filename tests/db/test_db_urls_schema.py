@@ -181,6 +181,12 @@ def test_write_session_takes_the_write_lock(tmp_path):
 
 _REG_COLUMNS = ("reg_method", "reg_nstars", "reg_dx", "reg_dy", "reg_rms_before",
                 "reg_rms_after")
+_ZP_COLUMNS = ("zp", "zp_source")  # detections, schema 5
+
+
+def _drop_detection_zp(conn):
+    for column in _ZP_COLUMNS:
+        conn.execute(sa.text(f"ALTER TABLE detections DROP COLUMN {column}"))
 
 
 def _make_version_1_database(db_url):
@@ -191,6 +197,7 @@ def _make_version_1_database(db_url):
         conn.execute(sa.text("ALTER TABLE exposures DROP COLUMN kind"))
         for column in _REG_COLUMNS:  # schema 3
             conn.execute(sa.text(f"ALTER TABLE templates_used DROP COLUMN {column}"))
+        _drop_detection_zp(conn)  # schema 5
         conn.execute(sa.text("DELETE FROM schema_version"))
         conn.execute(sa.text("INSERT INTO schema_version (version, applied_at) "
                              "VALUES (1, CURRENT_TIMESTAMP)"))
@@ -207,13 +214,13 @@ def test_version_1_database_is_upgraded(db_url):
 
     from desgw.db import get_exposure, register_exposure
 
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     _make_version_1_database(db_url)
     db = connect(db_url)
-    assert db.schema_version == 4
+    assert db.schema_version == 5
     with db.engine.connect() as conn:
         versions = sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars())
-    assert versions == [1, 2, 3, 4]
+    assert versions == [1, 2, 3, 4, 5]
     old = get_exposure(db, 123)
     assert old is not None and old.kind == "raw" and old.raw_path.endswith("123.fits.fz")
     cp = SimpleNamespace(expnum=124, nite=20190902, mjd_obs=58728.1, band="r", exptime=90.0,
@@ -224,7 +231,7 @@ def test_version_1_database_is_upgraded(db_url):
     db.close()
     again = connect(db_url)  # opened again: nothing more to migrate
     with again.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 4
+        assert conn.execute(sa.text("SELECT count(*) FROM schema_version")).scalar() == 5
     assert get_exposure(again, 123).kind == "raw"
     again.close()
 
@@ -253,10 +260,11 @@ def test_version_2_template_uses_gain_their_registration(db_url):
                              "template_expnum, template_ccdnum) VALUES (880001, 28, 664075, 22)"))
         for column in _REG_COLUMNS:
             conn.execute(sa.text(f"ALTER TABLE templates_used DROP COLUMN {column}"))
-        conn.execute(sa.text("UPDATE schema_version SET version = 2 WHERE version = 4"))
+        _drop_detection_zp(conn)
+        conn.execute(sa.text("UPDATE schema_version SET version = 2 WHERE version = 5"))
     db.close()
     db = connect(db_url)
-    assert db.schema_version == 4
+    assert db.schema_version == 5
     (old,) = get_templates_used(db, 880001)
     assert (old.template_ccdnum, old.reg_method, old.reg_dx) == (22, None, None)
     shift = TemplateUse(880001, 29, 664075, 28, reg_method="shift", reg_nstars=17,
@@ -299,7 +307,7 @@ def test_version_3_database_gains_the_foreign_key_indexes(db_url):
     from desgw.db import NewDetection, NewFake, get_fakes, register_exposure, replace_ccd_results
 
     db = connect(db_url)
-    assert db.schema_version == SCHEMA_VERSION == 4
+    assert db.schema_version == SCHEMA_VERSION == 5
     assert _fk_indexes(db) == _FK_INDEXES
     register_exposure(db, SimpleNamespace(
         expnum=880001, nite=20190901, mjd_obs=58727.1, band="r", exptime=90.0, ra_deg=10.0,
@@ -312,17 +320,59 @@ def test_version_3_database_gains_the_foreign_key_indexes(db_url):
     with db.engine.begin() as conn:
         for name, _ in _FK_INDEXES.values():
             conn.execute(sa.text(f"DROP INDEX {name}"))
-        conn.execute(sa.text("UPDATE schema_version SET version = 3 WHERE version = 4"))
+        _drop_detection_zp(conn)
+        conn.execute(sa.text("UPDATE schema_version SET version = 3 WHERE version = 5"))
     assert _fk_indexes(db) == {}
     db.close()
     db = connect(db_url)
-    assert db.schema_version == 4
+    assert db.schema_version == 5
     assert _fk_indexes(db) == _FK_INDEXES
     with db.engine.connect() as conn:
         versions = sorted(conn.execute(sa.text("SELECT version FROM schema_version")).scalars())
-        assert versions == [3, 4]
+        assert versions == [3, 4, 5]
     assert sum(f.recovered for f in get_fakes(db, 880001)) == 2
     replace_ccd_results(db, 880001, 28, fakes=fakes[:1], detections=dets[:1])
     got = get_fakes(db, 880001)
     assert len(got) == 1 and got[0].recovered
+    db.close()
+
+
+def test_version_4_detections_gain_their_zeropoint(db_url):
+    """Schema 5 stores the zeropoint each detection's magnitude is on and its source: a
+    version-4 database keeps its detections (zp NULL, left alone by recalibrate_detections),
+    new ones store theirs and are put on the exposure calibration's zeropoints."""
+    from types import SimpleNamespace
+
+    from desgw.db import (
+        NewDetection,
+        get_detections,
+        recalibrate_detections,
+        register_exposure,
+        replace_ccd_results,
+    )
+
+    db = connect(db_url)
+    register_exposure(db, SimpleNamespace(
+        expnum=880001, nite=20190901, mjd_obs=58727.1, band="r", exptime=90.0, ra_deg=10.0,
+        dec_deg=-43.0, object=None, propid=None, obstype="object", airmass=1.1, kind="raw"),
+        "/raw/DECam_00880001.fits.fz")
+    with db.engine.begin() as conn:
+        _drop_detection_zp(conn)
+        conn.execute(sa.text("UPDATE schema_version SET version = 4 WHERE version = 5"))
+    db.close()
+    db = connect(db_url)
+    assert db.schema_version == 5
+    old = NewDetection(ra=10.0, dec=-43.0, flux=100.0, fluxerr=10.0, snr=10.0, mag=26.5)
+    replace_ccd_results(db, 880001, 28, detections=[old])
+    new = NewDetection(ra=10.1, dec=-43.0, flux=100.0, fluxerr=10.0, snr=10.0, mag=26.5,
+                       zp=31.5, zp_source="se")
+    replace_ccd_results(db, 880001, 29, detections=[new])
+    with db.engine.begin() as conn:  # a detection stored before schema 5: no zeropoint
+        conn.execute(sa.text("UPDATE detections SET zp = NULL, zp_source = NULL "
+                             "WHERE ccdnum = 28"))
+    assert recalibrate_detections(db, 880001, {28: 31.49, 29: 31.49}) == 1
+    got = {d.ccdnum: d for d in get_detections(db, expnum=880001)}
+    assert got[28].mag == 26.5 and got[28].zp is None
+    assert got[29].mag == pytest.approx(26.49) and got[29].zp == 31.49
+    assert got[29].zp_source == "expcalib"
     db.close()

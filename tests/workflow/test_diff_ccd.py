@@ -5,6 +5,7 @@ failing CCD, nothing to do, and the diffimg / makestarcat commands."""
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import sys
 import types
@@ -182,7 +183,8 @@ def test_fake_draws_from_gathered_inputs(env, done):
 
 
 def test_database_records(env, done):
-    from desgw.db import connect, get_detections, get_fakes, get_templates_used
+    from desgw.db import (connect, get_detections, get_fakes, get_templates_used,
+                          get_zeropoints)
 
     task, s = done
     settings = env[0]
@@ -195,6 +197,21 @@ def test_database_records(env, done):
     assert sum(f.recovered for f in fakes) == s.n_fakes_recovered
     assert sum(d.is_fake for d in dets) == s.n_fakes_recovered
     assert {(u.template_expnum, u.template_ccdnum) for u in used} == set(s.templates_used)
+    # each detection records the zeropoint its magnitude is on (schema 5): the exposure
+    # calibration's for this CCD when it had already run (this fixture's SE step calibrates),
+    # else the CCD's own SE zeropoint; one for all of them, and the magnitudes on it
+    with connect(settings.db_url) as db:
+        cal = {z.ccdnum: z.zp for z in get_zeropoints(db, task.search_expnum, rnum=task.rnum,
+                                                      pnum=task.pnum)}
+    assert len({d.zp for d in dets}) == 1 and math.isfinite(dets[0].zp)
+    if CCD in cal:
+        assert {d.zp_source for d in dets} == {"expcalib"}
+        assert dets[0].zp == pytest.approx(cal[CCD], abs=1e-9)
+    else:
+        assert {d.zp_source for d in dets} == {"se"}
+    offsets = [d.mag + 2.5 * math.log10(d.flux) for d in dets if d.mag is not None]
+    assert offsets and max(offsets) - min(offsets) < 1e-6
+    assert abs(offsets[0] - dets[0].zp) < 0.1  # zp less the PSF stamp's aperture correction
     # each template CCD's registration refinement is recorded with its use (schema 3)
     assert all(u.reg_method in ("affine", "shift", "wcs") and u.reg_nstars is not None
                for u in used)

@@ -12,7 +12,8 @@ models    the ORM tables and SCHEMA_VERSION
 records   frozen dataclasses exchanged with callers
 writes    register_exposure(s), record_ccd_product(s), record_zeropoints,
           record_templates_used, add_detections (candidate association), record_fakes,
-          replace_ccd_results (one search CCD's results, idempotent)
+          replace_ccd_results (one search CCD's results, idempotent),
+          recalibrate_detections (magnitudes on the exposure calibration's zeropoints)
 queries   get_exposure, exposures_near, get_ccd_products, processed_ccds, get_zeropoints,
           get_templates_used, get_detections, get_candidates, get_fakes
 ingest    ingest_raw -> IngestReport, non_science_reason
@@ -31,8 +32,8 @@ from .queries import (exposures_near, get_candidates, get_ccd_products, get_dete
 from .records import (CCD_STATUSES, Candidate, CCDProduct, Detection, ExposureRecord, Fake,
                       NewDetection, NewFake, TemplateUse, Zeropoint)
 from .urls import normalize_url, redact_url
-from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, add_detections, record_ccd_product,
-                     record_ccd_products,
+from .writes import (DEFAULT_MATCH_RADIUS_ARCSEC, ZP_SOURCE_EXPCALIB, add_detections,
+                     recalibrate_detections, record_ccd_product, record_ccd_products,
                      record_fakes, record_templates_used, record_zeropoints, register_exposure,
                      register_exposures, replace_ccd_results)
 
@@ -46,7 +47,7 @@ __all__ = [
     "register_exposure", "register_exposures", "record_ccd_product",
     "record_ccd_products", "record_zeropoints",
     "record_templates_used", "add_detections", "record_fakes", "replace_ccd_results",
-    "DEFAULT_MATCH_RADIUS_ARCSEC",
+    "DEFAULT_MATCH_RADIUS_ARCSEC", "recalibrate_detections", "ZP_SOURCE_EXPCALIB",
     "get_exposure", "exposures_near", "get_ccd_products", "processed_ccds", "get_zeropoints",
     "get_templates_used", "get_detections", "get_candidates", "get_fakes",
     "has_calibration_records", "has_diff_records",

@@ -203,10 +203,18 @@ def _migrate_3_to_4(conn: Connection) -> None:
         conn.execute(text(f"CREATE INDEX IF NOT EXISTS {name} ON {table} ({column})"))
 
 
+def _migrate_4_to_5(conn: Connection) -> None:
+    """Version 5: the zeropoint of each detection's magnitude and its source
+    (``detections.zp``, ``detections.zp_source``; NULL for the rows recorded before it, whose
+    magnitudes :func:`desgw.db.recalibrate_detections` then leaves as they are)."""
+    conn.execute(text("ALTER TABLE detections ADD COLUMN zp FLOAT"))
+    conn.execute(text("ALTER TABLE detections ADD COLUMN zp_source VARCHAR(32)"))
+
+
 #: Schema migrations: ``MIGRATIONS[v]`` upgrades a database of version ``v`` to ``v + 1``
 #: inside the caller's transaction (plain SQL, valid on SQLite and PostgreSQL).
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3,
-                                                       3: _migrate_3_to_4}
+                                                       3: _migrate_3_to_4, 4: _migrate_4_to_5}
 
 
 def migrate_schema(conn: Connection, found: int, *, shown: str = "database") -> int:

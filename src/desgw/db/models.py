@@ -35,7 +35,10 @@ __all__ = [
 #: that point at fakes and detections (``detections.fake_id``,
 #: ``fakes.recovered_detection_id``): without them every deleted fake or detection (a CCD's
 #: results replaced) made the database scan the whole other table for the foreign-key check.
-SCHEMA_VERSION = 4
+#: 5 adds the zeropoint each detection's magnitude is on and where it came from
+#: (``detections.zp``, ``detections.zp_source``: the exposure calibration puts the
+#: magnitudes on its final zeropoints, :func:`desgw.db.recalibrate_detections`).
+SCHEMA_VERSION = 5
 
 #: Values of :attr:`ExposureRow.kind`.
 EXPOSURE_KINDS: tuple[str, ...] = ("raw", "instcal")
@@ -198,3 +201,5 @@ class DetectionRow(Base):
     candidate_id: Mapped[int] = mapped_column(ForeignKey("candidates.id"), index=True)
     is_fake: Mapped[bool] = mapped_column(Boolean, default=False)
     fake_id: Mapped[int | None] = mapped_column(ForeignKey("fakes.id"))
+    zp: Mapped[float | None] = mapped_column(Float)
+    zp_source: Mapped[str | None] = mapped_column(String(32))

@@ -162,7 +162,8 @@ def _to_detection(r: DetectionRow) -> Detection:
     return Detection(id=r.id, expnum=r.expnum, ccdnum=r.ccdnum, candidate_id=r.candidate_id,
                      ra=r.ra, dec=r.dec, flux=r.flux, fluxerr=r.fluxerr, snr=r.snr, mag=r.mag,
                      magerr=r.magerr, real_bogus=r.real_bogus, flags=r.flags,
-                     is_fake=bool(r.is_fake), fake_id=r.fake_id)
+                     is_fake=bool(r.is_fake), fake_id=r.fake_id, zp=r.zp,
+                     zp_source=r.zp_source)
 
 
 def get_detections(db: Database, *, expnum: int | None = None, ccdnum: int | None = None,

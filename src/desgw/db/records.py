@@ -219,6 +219,13 @@ class NewDetection:
         True when the detection matches an injected fake.
     fake_id : int or None
         The matched fake's id (from :func:`desgw.db.record_fakes`).
+    zp : float or None
+        The search CCD's zeropoint ``mag`` is on (AB mag of 1 e- in the exposure; ``mag`` =
+        ``-2.5 log10(flux) + zp`` less the PSF stamp's aperture correction).
+    zp_source : str or None
+        Where ``zp`` came from: ``"se"`` (the CCD's own SE calibration), ``"template E/C"``,
+        ``"nominal"``, ``"instrumental"`` (:mod:`desgw.workflow.diff_relzp`) or
+        ``"expcalib"`` (the exposure calibration, :func:`desgw.db.recalibrate_detections`).
     """
 
     ra: float
@@ -232,6 +239,8 @@ class NewDetection:
     flags: int = 0
     is_fake: bool = False
     fake_id: int | None = None
+    zp: float | None = None
+    zp_source: str | None = None
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,8 @@ class Detection:
     flags: int
     is_fake: bool
     fake_id: int | None
+    zp: float | None = None
+    zp_source: str | None = None
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,8 @@ __all__ = [
     "add_detections",
     "record_fakes",
     "replace_ccd_results",
+    "recalibrate_detections",
+    "ZP_SOURCE_EXPCALIB",
     "DEFAULT_MATCH_RADIUS_ARCSEC",
 ]
 
@@ -399,7 +401,8 @@ def _check_detection(d: NewDetection) -> dict[str, Any]:
             "fluxerr": _finite(d.fluxerr, "fluxerr"), "snr": _finite(d.snr, "snr"),
             "mag": _optional_float(d.mag), "magerr": _optional_float(d.magerr),
             "real_bogus": rb, "flags": int(d.flags), "is_fake": bool(d.is_fake),
-            "fake_id": _optional_int(d.fake_id)}
+            "fake_id": _optional_int(d.fake_id), "zp": _optional_float(d.zp),
+            "zp_source": None if d.zp_source is None else str(d.zp_source)[:32]}
 
 
 def _candidates_near(session: Session, ra: np.ndarray, dec: np.ndarray, pad_deg: float
@@ -601,7 +604,8 @@ def replace_ccd_results(db: Database, expnum: int, ccdnum: int, *,
                         templates_used: Iterable[TemplateUse] = (),
                         fakes: Sequence[NewFake | Mapping[str, Any]] = (),
                         detections: Sequence[NewDetection | Mapping[str, Any]] = (),
-                        match_radius_arcsec: float = DEFAULT_MATCH_RADIUS_ARCSEC
+                        match_radius_arcsec: float = DEFAULT_MATCH_RADIUS_ARCSEC,
+                        zeropoint_version: tuple[int, int] | None = None
                         ) -> tuple[list[int], list[int]]:
     """Store everything the difference imaging of one search CCD found, replacing what an
     earlier run of the same CCD stored: idempotent.
@@ -626,6 +630,11 @@ def replace_ccd_results(db: Database, expnum: int, ccdnum: int, *,
         Here ``fake_id`` is the **index into ``fakes``** of the fake a detection recovers.
     match_radius_arcsec : float
         Candidate association radius (arcsec).
+    zeropoint_version : (rnum, pnum), optional
+        When the exposure calibration of this version has already recorded the CCD's
+        zeropoint (``zeropoints``), the detections' magnitudes are put on it in the same
+        transaction (:func:`recalibrate_detections`; their ``zp`` must be given): a CCD done
+        again after its exposure's calibration keeps the calibrated magnitudes.
 
     Returns
     -------
@@ -663,9 +672,88 @@ def replace_ccd_results(db: Database, expnum: int, ccdnum: int, *,
             if v["fake_id"] is not None:
                 v["fake_id"] = fake_ids[v["fake_id"]]
         det_ids: list[int] = []
+        if values and zeropoint_version is not None:
+            rnum, pnum = zeropoint_version
+            zp = session.scalar(select(ZeropointRow.zp).where(
+                ZeropointRow.expnum == expnum, ZeropointRow.ccdnum == ccdnum,
+                ZeropointRow.rnum == int(rnum), ZeropointRow.pnum == int(pnum)))
+            if zp is not None and math.isfinite(zp):
+                _on_zeropoint(values, float(zp))
         if values:
             det_ids, _ = _associate(db, session, exposure, expnum, ccdnum, values,
                                     dict.fromkeys(fake_ids, False), radius)
     log.debug("exposure %d CCD %d: stored %d fakes and %d detections (replacing earlier ones)",
               expnum, ccdnum, len(fake_ids), len(det_ids))
     return fake_ids, det_ids
+
+
+# ----------------------------------------------------------------------------- calibration
+#: ``detections.zp_source`` of magnitudes put on the exposure calibration's zeropoints.
+ZP_SOURCE_EXPCALIB = "expcalib"
+
+
+def _on_zeropoint(values: list[dict[str, Any]], zp: float) -> None:
+    """Detection values (of :func:`_check_detection`) with a ``zp`` put on ``zp`` in place."""
+    for v in values:
+        if v["zp"] is None:
+            continue
+        if v["mag"] is not None:
+            v["mag"] += zp - v["zp"]
+        v["zp"], v["zp_source"] = zp, ZP_SOURCE_EXPCALIB
+
+
+def _recalibrate(session: Session, expnum: int, zeropoints: Mapping[int, float],
+                 source: str) -> int:
+    """:func:`recalibrate_detections` inside the caller's write session."""
+    n = 0
+    for ccd, zp in sorted(zeropoints.items()):
+        z = _finite(zp, "zp")
+        where = (DetectionRow.expnum == int(expnum), DetectionRow.ccdnum == int(ccd),
+                 DetectionRow.zp.is_not(None))
+        res = session.execute(update(DetectionRow).where(*where).values(
+            mag=DetectionRow.mag + (z - DetectionRow.zp), zp=z, zp_source=source)
+            .execution_options(synchronize_session=False))
+        n += int(getattr(res, "rowcount", 0) or 0)
+    return n
+
+
+def recalibrate_detections(db: Database, expnum: int, zeropoints: Mapping[int, float], *,
+                           source: str = ZP_SOURCE_EXPCALIB) -> int:
+    """Put the magnitudes of an exposure's detections on new CCD zeropoints.
+
+    The fused per-CCD task stores each detection's magnitude on the zeropoint it had then
+    (its CCD's own SE calibration, or a relative/nominal one), with that zeropoint and its
+    source (``detections.zp``, ``zp_source``); the exposure calibration measures better ones
+    (:mod:`desgw.se.expcalib`: all CCDs of the exposure) afterwards. Each detection of a CCD in
+    ``zeropoints`` gets ``mag += zp_new - zp``, ``zp = zp_new`` and ``zp_source = source``
+    (``magerr`` and the flux are unchanged): idempotent, and right whichever ran first. Rows
+    stored before schema 5 (``zp`` NULL) are left as they are.
+
+    Parameters
+    ----------
+    db : Database
+    expnum : int
+        The search exposure.
+    zeropoints : mapping of int to float
+        CCDNUM -> final zeropoint (AB mag of 1 e- in the exposure, as ``detections.zp``).
+    source : str
+        What to record as ``zp_source`` (at most 32 characters).
+
+    Returns
+    -------
+    int
+        Detections updated.
+
+    Raises
+    ------
+    ValueError
+        A non-finite zeropoint.
+    """
+    zps = {int(c): _finite(z, "zp") for c, z in zeropoints.items()}
+    if not zps:
+        return 0
+    with db.write_session() as session:
+        n = _recalibrate(session, int(expnum), zps, str(source)[:32])
+    log.debug("exposure %d: %d detections put on the %s zeropoints of %d CCDs", expnum, n,
+              source, len(zps))
+    return n

@@ -44,12 +44,14 @@ ZP_CSV_COLUMNS: tuple[str, ...] = (
 #: Columns of ``Zero_D{expnum}_{ccd}_r{R}p{P}.csv``.
 ZERO_CSV_COLUMNS = ("FILENAME", "Nall", "Nclipped", "ZP", "ZPrms", "magType", "EXPNUM", "CCDNUM",
                  "BAND", "NewZP", "NewZPrms", "NewZPFlag", "MAG_ZERO", "MAG_ZERO_ERR",
-                 "ZP_SCATTER", "COLOR_TERMS", "ZP_METHOD")
+                 "ZP_SCATTER", "COLOR_TERMS", "ZP_METHOD", "ZP_SOURCE", "ZP_SHRINK_WEIGHT",
+                 "ZP_TAU")
 #: Columns of ``allZP_D{expnum}_r{R}p{P}.csv``.
 ALLZP_CSV_COLUMNS = ("EXPNUM", "REQNUM", "ATTNUM", "NumStarsAll", "NumStarsClipped", "sigclipZP",
                   "stdsigclipzp", "BAND", "MAG_ZERO", "MAG_ZERO_ERR", "ZP_SCATTER",
                   "MEDIAN_CCD_MAG_ZERO", "OUTLIER_FRACTION", "EXPOSURE_FLAGGED", "COLOR_TERMS",
-                  "magType")
+                  "magType", "ZP_METHOD", "CCD_ZP", "ZP_TAU", "N_CCD_SHRINKAGE",
+                  "CCD_MEAN_MAG_ZERO", "CCD_MEAN_MAG_ZERO_ERR")
 #: Columns of the matched-star debug file ``..._match.csv``.
 MATCH_CSV_COLUMNS = ("NUMBER", "ALPHAWIN_J2000", "DELTAWIN_J2000", "SEP_ARCSEC", "MAG_INST",
                   "MAGERR_INST", "MAG_REF", "BP_RP", "DELTA", "USED")

@@ -360,11 +360,17 @@ def _header(task: DiffTask, result: Any, cfg_hash: str) -> fits.Header:
     return h
 
 
-def _record_db(task: DiffTask, result: Any) -> None:
+def _record_db(task: DiffTask, result: Any, *, zp_source: str = "se") -> None:
     """The CCD's template uses, fakes and detections, replacing an earlier run's, in one
     transaction (:func:`desgw.db.replace_ccd_results`): a rerun, a crash before the
     completion marker or two runs of one exposure never duplicate rows. Tried again with
-    backoff for up to ``settings.db_timeout_s`` while the database is locked or down."""
+    backoff for up to ``settings.db_timeout_s`` while the database is locked or down.
+
+    Each detection records the search zeropoint its magnitude is on (``result.zp``) and
+    ``zp_source`` (:attr:`desgw.workflow.diff_relzp.ZeropointResolution.search_source`); when
+    the exposure calibration of this version has already recorded the CCD's zeropoint, the
+    magnitudes are put on it in the same transaction (and otherwise by the calibration when
+    it runs: :func:`desgw.db.recalibrate_detections`)."""
     from desgw.db import (
         NewDetection,
         NewFake,
@@ -393,6 +399,7 @@ def _record_db(task: DiffTask, result: Any) -> None:
         col(f, "hosted", bool))] if len(f) else []
     fake_index = {fid: k for k, fid in enumerate(col(f, "fake_id", int))} if len(f) else {}
     cands = result.candidates
+    zp_used = float(result.zp) if math.isfinite(float(result.zp)) else None
     rows = []
     if len(cands):
         flags = np.asarray(candidate_flags(cands)).astype(int).tolist()
@@ -406,7 +413,8 @@ def _record_db(task: DiffTask, result: Any) -> None:
                 ra=ra, dec=dec, flux=flux, fluxerr=ferr, snr=snr,
                 mag=mag if math.isfinite(mag) else None,
                 magerr=magerr if math.isfinite(magerr) else None, real_bogus=rb, flags=flag,
-                is_fake=is_fake, fake_id=fake_index.get(fid) if fid >= 0 else None))
+                is_fake=is_fake, fake_id=fake_index.get(fid) if fid >= 0 else None,
+                zp=zp_used, zp_source=zp_source if zp_used is not None else None))
     regs = {(int(r["expnum"]), int(r["ccdnum"])): r
             for r in result.meta.get("registration", ())}
     uses = []
@@ -422,7 +430,8 @@ def _record_db(task: DiffTask, result: Any) -> None:
     def write() -> None:  # the worker's open database: statements compiled once
         with connect_shared(task.settings.db_url, busy_timeout_s=timeout,
                             connect_timeout_s=min(10.0, max(1.0, timeout))) as db:
-            replace_ccd_results(db, e, c, templates_used=uses, fakes=fakes, detections=rows)
+            replace_ccd_results(db, e, c, templates_used=uses, fakes=fakes, detections=rows,
+                                zeropoint_version=(int(task.rnum), int(task.pnum)))
 
     retry_database(write, timeout_s=timeout, what=f"database records of {e} CCD {c}")
 
@@ -701,7 +710,7 @@ def run_diff_ccd(task: DiffTask, *, search: Any = None,
         # its rows replace these)
         if task.settings.db_url is not None:
             t0 = time.perf_counter()
-            _record_db(task, result)
+            _record_db(task, result, zp_source=zpres.search_source)
             timings["db"] = time.perf_counter() - t0
 
         # --- products

@@ -9,7 +9,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from desgw.errors import MissingCCDError, MissingFileError
 from desgw.io.corners import read_corners_out
@@ -22,7 +22,7 @@ from desgw.io.product_paths import find_fullcats
 from .se_types import SERunReport
 
 if TYPE_CHECKING:  # pragma: no cover
-    from desgw.se.photocal import ExposureZP
+    from desgw.se.photocal import ExposureZP, Method as ZPMethod
 
 __all__ = [
     "calibrate_exposure",
@@ -37,7 +37,9 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
                        band: str | None = None, corners: Mapping[int, Any] | None = None,
                        epoch: float | None = None, mags_type: str = "mag_psf",
                        sex_mag_zeropoint: float = 25.0, use_color_terms: bool = True,
-                       verbose: int = 0, debug: bool = False) -> ExposureZP:
+                       verbose: int = 0, debug: bool = False, zp_method: str | None = None,
+                       zp_error_floor: float | None = None,
+                       ccd_zp: str = "shrinkage") -> ExposureZP:
     """Photometric calibration of an exposure's fullcats on disk (``BLISS-expCalib``).
 
     Parameters
@@ -62,6 +64,13 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
         As the original options (see :func:`desgw.se.expcalib.run_expcalib`).
     use_color_terms : bool
         Gaia -> DES colour terms (default) or Gaia G for every band (the original).
+    zp_method, zp_error_floor : optional
+        Estimator of each CCD's own zeropoint and its error floor (mag); default
+        :data:`desgw.se.expcalib.DEFAULT_ZP_METHOD` / ``DEFAULT_ERROR_FLOOR`` (the SE's).
+    ccd_zp : {"shrinkage", "own"}
+        Final CCD zeropoints: the empirical-Bayes estimates over the exposure's CCDs
+        (default) or each CCD's own (the original); see
+        :class:`desgw.se.photocal.ZeropointRules`.
 
     Returns
     -------
@@ -79,7 +88,8 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
     """
     from desgw.io.fitstable import read_table
     from desgw.refcat import RefCatStore, mjd_to_jyear
-    from desgw.se.expcalib import run_expcalib
+    from desgw.se.expcalib import DEFAULT_ERROR_FLOOR, DEFAULT_ZP_METHOD, run_expcalib
+    from desgw.se.photocal import ZeropointRules
 
     d = Path(directory)
     found = find_fullcats(d, expnum, rnum, pnum)
@@ -99,11 +109,17 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
     if corners is None and (d / corners_out_name(expnum)).is_file():
         corners = read_corners_out(d / corners_out_name(expnum)).corners
     ccd_corners = None if corners is None else {c: corners[c] for c in wanted if c in corners}
+    method = DEFAULT_ZP_METHOD if zp_method is None else zp_method
+    floor = DEFAULT_ERROR_FLOOR if zp_error_floor is None else float(zp_error_floor)
+    if method not in ("mean", "median", "weighted"):
+        raise ValueError(f"zp_method must be mean, median or weighted, got {method!r}")
+    rules = ZeropointRules(method=method, error_floor=floor, ccd_zp=ccd_zp)
     return run_expcalib(expnum, rnum, pnum, wanted, catalogs=catalogs,
                         refcat=RefCatStore(refcat_dir), band=str(band), mags_type=mags_type,
                         sex_mag_zeropoint=sex_mag_zeropoint, outdir=d, verbose=verbose,
                         debug=debug, use_color_terms=use_color_terms, corners=ccd_corners,
-                        epoch=epoch)
+                        epoch=epoch, method=cast("ZPMethod", method), error_floor=floor,
+                        rules=rules)
 
 
 # ----------------------------------------------------------------------------- exposure QC

@@ -16,8 +16,10 @@ from .se_types import SERunReport
 
 if TYPE_CHECKING:  # pragma: no cover
     from desgw.io.raw import ExposureHeader
+    from desgw.se.photocal import ExposureZP
 
 __all__ = [
+    "record_calibration",
     "record_se_exposure",
 ]
 
@@ -40,10 +42,8 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
             raw_path: Path | None) -> None:
     from desgw.db import (
         CCDProduct,
-        Zeropoint,
         connect,
         record_ccd_products,
-        record_zeropoints,
         register_exposure,
     )
 
@@ -78,19 +78,46 @@ def _record(report: SERunReport, settings: Settings, exposure: ExposureHeader,
                 (s.reason or "failed",)))
         record_ccd_products(db, products)
         if report.expcalib is not None:
-            e = report.expcalib
-            rows = []
-            if math.isfinite(e.zp) and math.isfinite(e.zp_err):
-                rows.append(Zeropoint(expnum=report.expnum, ccdnum=0, rnum=report.rnum,
-                                      pnum=report.pnum, zp=e.zp, zp_err=e.zp_err,
-                                      n_stars=int(e.exposure.n_used),
-                                      flag=int(bool(e.exposure_flagged))))
-            for ccd, z in sorted(e.ccds.items()):
-                if not (math.isfinite(z.zp) and math.isfinite(z.zp_err)):
-                    continue
-                flag = (1 if z.replaced else 0) | (2 if z.outlier else 0) | \
-                    (4 if z.exposure_flagged else 0)
-                rows.append(Zeropoint(expnum=report.expnum, ccdnum=int(ccd), rnum=report.rnum,
-                                      pnum=report.pnum, zp=float(z.zp), zp_err=float(z.zp_err),
-                                      n_stars=int(z.measured.n_used), flag=flag))
-            record_zeropoints(db, rows)
+            record_calibration(db, report.expnum, report.rnum, report.pnum, report.expcalib)
+
+
+def record_calibration(db: Any, expnum: int, rnum: int, pnum: int, expo: ExposureZP) -> int:
+    """An exposure calibration's zeropoints in the database (``zeropoints``: ccdnum 0 the
+    exposure, flag 1 replaced, 2 outlier, 4 exposure flagged) and the exposure's detections'
+    magnitudes put on its final CCD zeropoints (:func:`desgw.db.recalibrate_detections`): the
+    fused CCD tasks stored them on each CCD's own SE zeropoint before the calibration ran.
+
+    Parameters
+    ----------
+    db : desgw.db.Database
+        Open database; the exposure must be registered.
+    expnum, rnum, pnum : int
+    expo : ExposureZP
+        The calibration (:func:`desgw.se.expcalib.run_expcalib`).
+
+    Returns
+    -------
+    int
+        Detections whose magnitudes were put on the calibrated zeropoints.
+    """
+    from desgw.db import Zeropoint, recalibrate_detections, record_zeropoints
+
+    rows = []
+    if math.isfinite(expo.zp) and math.isfinite(expo.zp_err):
+        rows.append(Zeropoint(expnum=int(expnum), ccdnum=0, rnum=int(rnum), pnum=int(pnum),
+                              zp=expo.zp, zp_err=expo.zp_err, n_stars=int(expo.exposure.n_used),
+                              flag=int(bool(expo.exposure_flagged))))
+    for ccd, z in sorted(expo.ccds.items()):
+        if not (math.isfinite(z.zp) and math.isfinite(z.zp_err)):
+            continue
+        flag = (1 if z.replaced else 0) | (2 if z.outlier else 0) | \
+            (4 if z.exposure_flagged else 0)
+        rows.append(Zeropoint(expnum=int(expnum), ccdnum=int(ccd), rnum=int(rnum),
+                              pnum=int(pnum), zp=float(z.zp), zp_err=float(z.zp_err),
+                              n_stars=int(z.measured.n_used), flag=flag))
+    record_zeropoints(db, rows)
+    n = recalibrate_detections(db, int(expnum), {r.ccdnum: r.zp for r in rows if r.ccdnum > 0})
+    if n:
+        log.info("exposure %d: %d detections' magnitudes put on the calibrated CCD zeropoints",
+                 expnum, n)
+    return n

@@ -349,7 +349,8 @@ def run_se_exposure(expnum: int, *, settings: Settings, rnum: int, pnum: int,
                     ccds=ok_ccds, band=band, corners=corners or None,
                     epoch=None if exposure is None else mjd_to_jyear(exposure.mjd_obs),
                     mags_type=cfg.mags_type, sex_mag_zeropoint=cfg.sex_mag_zeropoint,
-                    use_color_terms=cfg.use_color_terms)
+                    use_color_terms=cfg.use_color_terms, zp_method=cfg.zp_method,
+                    zp_error_floor=cfg.zp_error_floor)
             except Exception as exc:  # noqa: BLE001 - recorded in the report, the run goes on
                 report.errors["expcalib"] = f"{type(exc).__name__}: {exc}"
                 log.error("photometric calibration of exposure %d failed: %s", expnum,
