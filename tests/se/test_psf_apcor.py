@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from desgw.se.process_steps import psf_aperture_correction, wing_outside_flux
-from desgw.se.psf import PSFModel
+from desgw.se.psf import PSFConfig, PSFModel, fit_psf
 
 
 def _stamp_side(fwhm: float) -> int:
@@ -61,9 +61,10 @@ def test_von_karman_close_to_exact():
     prof = vk.dilate(5.0 / vk.calculateFWHM())  # FWHM 5 pix
     stamp, exact = _exact(prof, 31)
     corr = psf_aperture_correction(_model(stamp))
-    # measured +0.08 % (the outer scale steepens the far wing below the Kolmogorov form); the
-    # Moffat wing alone was 0.7 % low
-    assert corr == pytest.approx(exact, abs=2e-3)
+    # measured +0.21 % (the outer scale steepens the far wing below the Kolmogorov form; +0.08 %
+    # when the wings were fitted beyond 1.5 FWHM only, which let fitted models' noisy outer
+    # rings set them); the Moffat wing alone was 0.7 % low
+    assert corr == pytest.approx(exact, abs=3e-3)
 
 
 def test_noisy_stamps_keep_the_right_wing():
@@ -72,15 +73,85 @@ def test_noisy_stamps_keep_the_right_wing():
     with the smaller residual won), and must still be found for a Kolmogorov one. 20 draws of
     Gaussian noise of 2e-5 per pixel of the unit-sum stamp (10 % of the ring means at 10 px)."""
     for prof, tol_max, tol_med in ((galsim.Moffat(beta=2.5, fwhm=4.0), 2e-3, 5e-4),
-                                   (galsim.Kolmogorov(fwhm=4.0), 1e-2, 1e-3)):
+                                   (galsim.Kolmogorov(fwhm=4.0), 2e-3, 5e-4)):
         stamp, exact = _exact(prof.shear(e1=0.03, e2=-0.02), 25)
         rng = np.random.default_rng(1)
         c = np.array([psf_aperture_correction(_model(stamp + rng.normal(0, 2e-5, stamp.shape)))
                       for _ in range(20)])
-        # measured: Moffat 1.0145-1.0170 (exact 1.0157); Kolmogorov median 1.0124 (exact
-        # 1.0125), a few draws falling back to the Moffat wing (down to 1.0056)
+        # measured: Moffat 1.0148-1.0165 (exact 1.0157), median 1.0155; Kolmogorov
+        # 1.0120-1.0135 (exact 1.0125), median 1.0125. With the hard switch between the wings
+        # a few Kolmogorov draws fell back to the Moffat wing, down to 1.0056
         assert np.max(np.abs(c - exact)) < tol_max, (c, exact)
         assert abs(np.median(c) - exact) < tol_med, (np.median(c), exact)
+
+
+FIELD = (1024, 1024)
+
+
+def _field_profile(kind: str, fwhm0: float, x: float, y: float) -> galsim.GSObject:
+    """The field's PSF at (x, y): FWHM varying by 16 % and ellipticity by 0.05 across it."""
+    u, v = x / FIELD[1] - 0.5, y / FIELD[0] - 0.5
+    w = fwhm0 * (1 + 0.10 * u - 0.06 * v)
+    prof = galsim.Kolmogorov(fwhm=w) if kind == "kolmogorov" else galsim.Moffat(beta=2.5, fwhm=w)
+    return prof.shear(e1=0.02 + 0.05 * u, e2=-0.01 + 0.04 * v)
+
+
+def _sparse_models(kind: str, fwhm0: float, n_stars: int, seed: int, groups: int = 8
+                   ) -> tuple[list[PSFModel], float]:
+    """PSF models fitted to ``n_stars`` noisy galsim stars of 16.5-19 mag (2.5e4-2.5e5 e-, on a
+    1500 e- sky, 64 px apart) and to each of ``groups`` subsets leaving out 1/groups of them,
+    and the exact correction of the field's PSF (mean over a 3 x 3 grid of positions)."""
+    rng = np.random.default_rng(seed)
+    g = np.arange(48, FIELD[0] - 48, 64)
+    gx, gy = np.meshgrid(g, g)
+    pick = rng.choice(gx.size, n_stars, replace=False)
+    xs = gx.ravel()[pick] + rng.uniform(-5, 5, n_stars)
+    ys = gy.ravel()[pick] + rng.uniform(-5, 5, n_stars)
+    flux = 10 ** (-0.4 * (rng.uniform(16.5, 19.0, n_stars) - 30.0))
+    img = np.zeros(FIELD)
+    half = 40
+    for i in range(n_stars):
+        ix, iy = round(xs[i]), round(ys[i])
+        img[iy - half:iy + half + 1, ix - half:ix + half + 1] += _field_profile(
+            kind, fwhm0, xs[i], ys[i]).withFlux(float(flux[i])).drawImage(
+            nx=2 * half + 1, ny=2 * half + 1, scale=1.0, offset=(xs[i] - ix, ys[i] - iy)).array
+    sky, rn = 1500.0, 7.0
+    img += rng.normal(size=FIELD) * np.sqrt(sky + rn ** 2 + img)
+    weight = np.full(FIELD, 1.0 / (sky + rn ** 2), dtype=np.float32)
+    n = _stamp_side(fwhm0)
+    h = n // 2
+    inside = []
+    for fx in (0.25, 0.5, 0.75):
+        for fy in (0.25, 0.5, 0.75):
+            big = _field_profile(kind, fwhm0, fx * FIELD[1], fy * FIELD[0]).drawImage(
+                nx=801, ny=801, scale=1.0).array
+            inside.append(big[400 - h:401 + h, 400 - h:401 + h].sum())
+    label = np.random.default_rng(seed + 1).permutation(n_stars) % groups
+    cfg = PSFConfig(stamp=n, poly_degree=1)
+    models = [fit_psf(img.astype(np.float32), weight, None, xs[label != k], ys[label != k],
+                      config=cfg) for k in range(-1, groups)]
+    return models, 1.0 / float(np.mean(inside))
+
+
+@pytest.mark.parametrize("kind,fwhm0,n_stars,seed", [("kolmogorov", 4.5, 36, 3),
+                                                     ("moffat", 4.5, 36, 3),
+                                                     ("kolmogorov", 3.0, 30, 5)])
+def test_correction_stable_over_psf_star_subsets(kind, fwhm0, n_stars, seed):
+    """A model fitted to a few dozen stars has noisy outer rings: the correction must not jump
+    when a few stars are left out. Models from all 21-27 accepted stars and from 8 subsets
+    each leaving out 1/8 of them (Moffat beta 2.5 and Kolmogorov, FWHM 3-4.5 px, varying
+    across the field). Measured over the subsets: Kolmogorov 4.5 px mean -0.012 %, spread
+    (std) 0.066 %; Moffat 4.5 px +0.063 %, 0.060 %; Kolmogorov 3 px -0.017 %, 0.030 %. The hard
+    switch between the wing forms (chi-squared lower by 4) flipped on a subset of each 4.5 px
+    field: Kolmogorov down to 1.0055 (exact 1.0135), Moffat up to 1.0344 (exact 1.0176),
+    spreads 0.27 % and 0.63 %."""
+    models, exact = _sparse_models(kind, fwhm0, n_stars, seed)
+    assert all(15 <= m.n_stars <= 30 for m in models), [m.n_stars for m in models]
+    corr = np.array([psf_aperture_correction(m) for m in models])
+    sub = corr[1:]
+    assert np.std(sub) < 2e-3, (corr, exact)
+    assert abs(np.mean(sub) - exact) < 1e-3, (corr, exact)
+    assert abs(corr[0] - exact) < 1.5e-3, (corr, exact)
 
 
 def test_wing_outside_flux_errors():
