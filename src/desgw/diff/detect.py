@@ -56,8 +56,8 @@ from desgw.diff.subtract import Subtraction
 from desgw.diff.zogy_psf import TiledPSF
 from desgw.se import maskbits
 
-__all__ = ["DETECT_COLUMNS", "DiffDetectConfig", "detect_transients", "quadratic_peak",
-           "release_grown_mask"]
+__all__ = ["DETECT_COLUMNS", "DiffDetectConfig", "detect_transients", "matched_filter_peaks",
+           "quadratic_peak", "release_grown_mask"]
 
 #: Mask bits under which the light is unknown in that image whatever its neighbours hold
 #: (saturated cores and their bleed): :func:`release_grown_mask` keeps the growth near them.
@@ -204,28 +204,76 @@ def quadratic_peak(patch: np.ndarray) -> tuple[float, float, float]:
     return float(dx), float(dy), float(np.exp(val) if use_log else val)
 
 
-def _matched_filter_peak(flux: np.ndarray, mask: np.ndarray, bits: int, sign: float, y: int,
-                         x: int, reach: int, edge: int) -> tuple[float, float] | None:
-    """Sub-pixel peak of ``sign * flux`` (the matched filter ``S / F_S``) reached by steepest
-    ascent from pixel (y, x) within ``reach`` pixels of it (over pixels without ``bits``, at
-    least ``edge`` from the border); None where that climb ends on no local maximum."""
+@njit(cache=True, nogil=True)
+def _climb(flux, mask, bits, sign, py, px, reach, edge):  # pragma: no cover - numba
+    """Per peak (py, px): the pixel where steepest ascent of ``sign * flux`` over the 8
+    neighbours (pixels without ``bits``, at least ``edge`` from the border) ends, and whether
+    it ends on a local maximum within ``reach`` pixels of the start (False: it would go
+    farther) and at least 1 px from the border."""
     ny, nx = flux.shape
-    cy, cx = y, x
-    while True:
-        y0, y1 = max(cy - 1, edge), min(cy + 2, ny - edge)
-        x0, x1 = max(cx - 1, edge), min(cx + 2, nx - edge)
-        w = np.where((mask[y0:y1, x0:x1] & bits) == 0, sign * flux[y0:y1, x0:x1], -np.inf)
-        j = np.unravel_index(int(np.argmax(w)), w.shape)
-        ny_, nx_ = y0 + int(j[0]), x0 + int(j[1])
-        if (ny_, nx_) == (cy, cx) or not w[j] > sign * flux[cy, cx]:
-            break
-        if abs(ny_ - y) > reach or abs(nx_ - x) > reach:
-            return None
-        cy, cx = ny_, nx_
-    if not (1 <= cy < ny - 1 and 1 <= cx < nx - 1):
-        return None
-    dx, dy, _ = quadratic_peak(sign * flux[cy - 1:cy + 2, cx - 1:cx + 2])
-    return cx + dx, cy + dy
+    n = py.size
+    oy = np.empty(n, np.int64)
+    ox = np.empty(n, np.int64)
+    ok = np.ones(n, np.bool_)
+    for k in range(n):
+        cy, cx = py[k], px[k]
+        while True:
+            best = sign * flux[cy, cx]
+            by, bx = cy, cx
+            for yy in range(max(cy - 1, edge), min(cy + 2, ny - edge)):
+                for xx in range(max(cx - 1, edge), min(cx + 2, nx - edge)):
+                    if (mask[yy, xx] & bits) == 0 and sign * flux[yy, xx] > best:
+                        best = sign * flux[yy, xx]
+                        by, bx = yy, xx
+            if by == cy and bx == cx:
+                break
+            if abs(by - py[k]) > reach or abs(bx - px[k]) > reach:
+                ok[k] = False
+                break
+            cy, cx = by, bx
+        if not (1 <= cy < ny - 1 and 1 <= cx < nx - 1):
+            ok[k] = False
+        oy[k], ox[k] = cy, cx
+    return oy, ox, ok
+
+
+def _quadratic_peaks(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quadratic_peak`'s (dx, dy) for (n, 3, 3) patches at once."""
+    p = patches.reshape(len(patches), 9).astype(np.float64)
+    use_log = np.all(p > 0, axis=1)
+    z = np.where(use_log[:, None], np.log(np.where(p > 0, p, 1.0)), p)
+    a = z @ _PINV.T
+    b, c, d, e, f = a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5]
+    det = 4 * d * f - e * e
+    good = (d < 0) & (det > 0)
+    safe = np.where(good, det, 1.0)
+    dx = np.where(good, (-2 * f * b + e * c) / safe, 0.0)
+    dy = np.where(good, (-2 * d * c + e * b) / safe, 0.0)
+    far = (np.abs(dx) > 1) | (np.abs(dy) > 1)
+    return np.where(far, 0.0, dx), np.where(far, 0.0, dy)
+
+
+def matched_filter_peaks(flux: np.ndarray, mask: np.ndarray, bits: int, sign: float,
+                         py: np.ndarray, px: np.ndarray, reach: int, edge: int
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sub-pixel peaks of ``sign * flux`` (the matched filter ``S / F_S``) reached from the
+    pixels (py, px) (module docstring).
+
+    Returns
+    -------
+    x, y : numpy.ndarray
+        0-based sub-pixel positions (float64; meaningful where ``ok``).
+    ok : numpy.ndarray
+        bool, False where the ascent ends on no local maximum within ``reach`` pixels.
+    """
+    f32 = np.ascontiguousarray(flux, dtype=np.float32)
+    cy, cx, ok = _climb(f32, np.ascontiguousarray(mask, dtype=np.int32), np.int32(bits),
+                        np.float32(sign), np.asarray(py, np.int64), np.asarray(px, np.int64),
+                        int(reach), int(edge))
+    yy = np.clip(cy, 1, f32.shape[0] - 2)[:, None, None] + np.arange(-1, 2)[None, :, None]
+    xx = np.clip(cx, 1, f32.shape[1] - 2)[:, None, None] + np.arange(-1, 2)[None, None, :]
+    dx, dy = _quadratic_peaks(sign * f32[yy, xx])
+    return cx + dx, cy + dy, ok
 
 
 def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
@@ -260,15 +308,15 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
         if len(py) == 0:
             continue
         areas = _region_areas(score, np.float32(threshold_sigma), np.float32(sign), py, px)
-        for y, x, area in zip(py, px, areas.tolist()):
-            if area < config.min_area:
-                continue
+        keep = areas >= config.min_area
+        py, px, areas = py[keep], px[keep], areas[keep]
+        mx, my, mok = matched_filter_peaks(flux, mask, config.mask_bits, sign, py, px,
+                                           config.min_separation, config.edge)
+        for k, (y, x, area) in enumerate(zip(py.tolist(), px.tolist(), areas.tolist())):
             dx, dy, val = quadratic_peak(sign * score[y - 1:y + 2, x - 1:x + 2])
-            pk = _matched_filter_peak(flux, mask, int(config.mask_bits), sign, int(y), int(x),
-                                      int(config.min_separation), int(config.edge))
-            px, py = pk if pk is not None else (float(x + dx), float(y + dy))
-            rows.append((float(px), float(py), int(x), int(y), float(score[y, x]),
-                         float(sign * val), sign < 0, area))
+            xs, ys = (float(mx[k]), float(my[k])) if mok[k] else (x + dx, y + dy)
+            rows.append((xs, ys, int(x), int(y), float(score[y, x]), float(sign * val),
+                         sign < 0, area))
     rows.sort(key=lambda r: -abs(r[5]))
     cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in range(8)]
     dtypes = (np.float64, np.float64, np.int64, np.int64, np.float32, np.float32, bool, np.int64)
