@@ -13,9 +13,9 @@ is the peak of ``S``, while ``S_corr = S / sqrt(V(S) + V_ast)`` divides it by a 
 rises towards a brighter neighbour (its Poisson noise, the registration noise of its
 gradient), which pushes the ``S_corr`` peak away from the neighbour: 1.3-1.4 px for a
 transient 2-6 px from a star 5-30 times brighter (galsim Kolmogorov and Moffat PSFs,
-``tests/diff/test_candidate_positions.py``: position errors 6-8 times the statistical error
-per axis with the ``S_corr`` peak, 1.2 with the ``S`` peak; isolated transients 1.0-1.3 with
-either). From the ``S_corr`` peak pixel the position climbs ``sign * S`` (steepest ascent over
+``tests/diff/test_candidate_positions.py``: rms position errors 5.8-8.0 times the
+statistical error per axis with the ``S_corr`` peak, 1.0-1.1 with the ``S`` peak; on host
+nuclei 1.7-2.6 and 0.9-1.3; isolated transients 0.9-1.3 with either). From the ``S_corr`` peak pixel the position climbs ``sign * S`` (steepest ascent over
 the 8 neighbours, unmasked pixels) to its local maximum within ``position_reach`` pixels (2:
 the climbs of those tests stay within 2 px; on the audit's crowded night a reach of 3 let a
 few fakes' positions climb 2-3 px onto a neighbour's residual, which ``S`` does not
