@@ -22,7 +22,9 @@ SHAPE = (512, 512)
 def _fake_subtraction(score: np.ndarray, mask: np.ndarray | None = None) -> Subtraction:
     st = MoffatPSFField(3.0, image_shape=score.shape).render(0, 0)[None, None]
     z = np.zeros(score.shape, np.float32)
-    return Subtraction(diff=z, diff_var=z + 1, score=score.astype(np.float32), flux_image=z,
+    # unit, uniform noise: the matched filter S / F_S is proportional to S_corr
+    return Subtraction(diff=z, diff_var=z + 1, score=score.astype(np.float32),
+                       flux_image=score.astype(np.float32),
                        flux_err_image=z + 1,
                        mask=np.zeros(score.shape, np.int32) if mask is None else mask,
                        psf_diff=TiledPSF(stamps=st, tile=4096, image_shape=score.shape))

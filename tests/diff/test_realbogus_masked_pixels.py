@@ -100,9 +100,11 @@ def test_transients_beside_a_masked_cold_column_score_as_real(beta: float | None
     rb_raw = score(cands, stamps)[idx]
     rb = score(cands, inpaint_stamps(stamps, {"search": s_msk, "template": t_msk},
                                      maskbits.UNUSABLE | maskbits.EDGE))[idx]
-    # the column left in the stamp: the transients beside it score low (what the audit saw)
-    # (measured: 0.29-1.0 beside the column, 1 or 2 of 8 below the threshold; 1.0 far away)
-    assert np.sum(rb_raw[near_a] < thr) >= 1, rb_raw[near_a]
+    # the column left in the stamp: the transients beside it score lower (what the audit saw)
+    # (measured with the S_corr peak as position: 0.29-1.0 beside the column, 1 or 2 of 8
+    # below the threshold; with the peak of S (desgw.diff.detect), Moffat: 0.82-0.999, none
+    # below; 1.0 far away)
+    assert np.min(rb_raw[near_a]) < min(0.9, np.min(rb[near_a])), rb_raw[near_a]
     # in-painted: all kept, as the ones far from it (measured >= 0.99)
     assert np.all(rb >= thr), (rb[near_a], rb[~near_a])
     assert np.min(rb[near_a]) > 0.9

@@ -12,8 +12,9 @@ background subtracted. Columns:
 ``ra``, ``dec``           degrees (ICRS) from ``wcs`` (NaN without one)
 ``negative``              True for a flux decrease
 ``score``                 ``S_corr`` at the peak (signed, sigma)
-``flux``, ``flux_err``    ZOGY PSF flux ``S / F_S`` interpolated to the peak (log-quadratic
-                          fit on 3 x 3 pixels) and its error at the peak pixel (e-, signed)
+``flux``, ``flux_err``    ZOGY PSF flux ``S / F_S`` interpolated to its peak (log-quadratic
+                          fit on the 3 x 3 pixels around (x, y), the peak of ``S``) and its
+                          error at that pixel (e-, signed)
 ``snr``                   ``flux / flux_err``
 ``flux_psf``,             direct PSF fit of ``P_D`` (shifted to (x, y)) to ``diff`` within
 ``flux_psf_err``          2 FWHM, fixed position, uniform weights, error from ``diff_var``
@@ -240,7 +241,7 @@ def _measure_block(cols: dict[str, np.ndarray], sl: slice, subtraction: Subtract
     """The per-detection columns of :func:`measure_candidates` for detections ``sl``, all at
     once on cut-outs of the block's largest size (each detection's pixels beyond its own
     size hold the fill values, so the numbers are those of a cut-out of its own size)."""
-    x, y, xi, yi, neg = x_all[sl], y_all[sl], xp_all[sl], yp_all[sl], neg_all[sl]
+    x, y, neg = x_all[sl], y_all[sl], neg_all[sl]
     n = len(x)
     sign = np.where(neg, -1.0, 1.0)
     xr = np.round(x).astype(np.int64)
@@ -249,12 +250,15 @@ def _measure_block(cols: dict[str, np.ndarray], sl: slice, subtraction: Subtract
     psf_d = subtraction.psf_diff
     fwhm = np.array([psf_d.fwhm_at(float(x[k]), float(y[k])) for k in range(n)], dtype=float)
     cols["fwhm_psf"][sl] = fwhm
-    # ZOGY flux: interpolated peak of S / F_S.
-    patches = sign[:, None, None] * _windows(subtraction.flux_image, yi, xi, np.ones(n, int),
+    # ZOGY flux: interpolated peak of S / F_S (at its pixel: the detection's position is the
+    # peak of S, which differs from the S_corr peak pixel next to a brighter source)
+    ny, nx = subtraction.flux_image.shape
+    fy, fx = np.clip(yr, 0, ny - 1), np.clip(xr, 0, nx - 1)
+    patches = sign[:, None, None] * _windows(subtraction.flux_image, fy, fx, np.ones(n, int),
                                              1, 0.0)
     cols["flux"][sl] = sign * np.array(
         [quadratic_peak(p)[2] if p[1, 1] > 0 else p[1, 1] for p in patches], dtype=float)
-    cols["flux_err"][sl] = np.asarray(subtraction.flux_err_image[yi, xi], dtype=float)
+    cols["flux_err"][sl] = np.asarray(subtraction.flux_err_image[fy, fx], dtype=float)
     own = np.ceil(max(cfg.fit_radius_fwhm, cfg.dipole_radius_fwhm, cfg.mask_radius_fwhm,
                       cfg.aperture_fwhm) * fwhm).astype(np.int64) + 1
     half = int(own.max())
