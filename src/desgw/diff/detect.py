@@ -65,7 +65,7 @@ from desgw.diff.zogy_psf import TiledPSF
 from desgw.se import maskbits
 
 __all__ = ["DETECT_COLUMNS", "DiffDetectConfig", "detect_transients", "matched_filter_peaks",
-           "quadratic_peak", "release_grown_mask"]
+           "quadratic_peak", "quadratic_peaks", "release_grown_mask"]
 
 #: Mask bits under which the light is unknown in that image whatever its neighbours hold
 #: (saturated cores and their bleed): :func:`release_grown_mask` keeps the growth near them.
@@ -192,30 +192,44 @@ _A = np.stack([np.ones(9), _gx.ravel(), _gy.ravel(), _gx.ravel() ** 2,
 _PINV = np.linalg.pinv(_A)
 
 
-def quadratic_peak(patch: np.ndarray) -> tuple[float, float, float]:
-    """Sub-pixel peak of a 3 x 3 patch whose centre is a local maximum.
+def quadratic_peaks(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sub-pixel peaks of (n, 3, 3) patches whose centres are local maxima, all at once.
 
-    Fits a quadratic to ``log(patch)`` (all values > 0) or to ``patch`` by least squares.
+    Fits a quadratic to ``log(patch)`` (a patch whose values are all > 0) or to ``patch`` by
+    least squares; an offset beyond 1 pixel, or a fit with no maximum, gives the centre.
+
+    Returns
+    -------
+    dx, dy, value : numpy.ndarray
+        float64, shape (n,): offsets of the peaks from the central pixels (pixels, |d| <= 1)
+        and the fitted peak values.
+    """
+    p = np.asarray(patches, dtype=np.float64).reshape(-1, 9)
+    use_log = np.all(p > 0, axis=1)
+    z = np.where(use_log[:, None], np.log(np.where(p > 0, p, 1.0)), p)
+    a, b, c, d, e, f = (z @ _PINV.T).T
+    det = 4 * d * f - e * e
+    good = (d < 0) & (det > 0)
+    safe = np.where(good, det, 1.0)
+    dx = np.where(good, (-2 * f * b + e * c) / safe, 0.0)
+    dy = np.where(good, (-2 * d * c + e * b) / safe, 0.0)
+    far = (np.abs(dx) > 1) | (np.abs(dy) > 1)
+    dx, dy = np.where(far, 0.0, dx), np.where(far, 0.0, dy)
+    val = a + b * dx + c * dy + d * dx * dx + e * dx * dy + f * dy * dy
+    return dx, dy, np.where(use_log, np.exp(np.where(use_log, val, 0.0)), val)
+
+
+def quadratic_peak(patch: np.ndarray) -> tuple[float, float, float]:
+    """Sub-pixel peak of one 3 x 3 patch whose centre is a local maximum
+    (:func:`quadratic_peaks`).
 
     Returns
     -------
     dx, dy, value : float
         Offset of the peak from the central pixel (pixels, |d| <= 1) and the fitted peak value.
     """
-    p = np.asarray(patch, dtype=np.float64).ravel()
-    use_log = bool(np.all(p > 0))
-    z = np.log(p) if use_log else p
-    a, b, c, d, e, f = _PINV @ z
-    det = 4 * d * f - e * e
-    if d < 0 and det > 0:
-        dx = (-2 * f * b + e * c) / det
-        dy = (-2 * d * c + e * b) / det
-        if abs(dx) > 1 or abs(dy) > 1:
-            dx = dy = 0.0
-    else:
-        dx = dy = 0.0
-    val = a + b * dx + c * dy + d * dx * dx + e * dx * dy + f * dy * dy
-    return float(dx), float(dy), float(np.exp(val) if use_log else val)
+    dx, dy, val = quadratic_peaks(np.asarray(patch)[None])
+    return float(dx[0]), float(dy[0]), float(val[0])
 
 
 @njit(cache=True, nogil=True)
@@ -251,22 +265,6 @@ def _climb(flux, mask, bits, sign, py, px, reach, edge):  # pragma: no cover - n
     return oy, ox, ok
 
 
-def _quadratic_peaks(patches: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`quadratic_peak`'s (dx, dy) for (n, 3, 3) patches at once."""
-    p = patches.reshape(len(patches), 9).astype(np.float64)
-    use_log = np.all(p > 0, axis=1)
-    z = np.where(use_log[:, None], np.log(np.where(p > 0, p, 1.0)), p)
-    a = z @ _PINV.T
-    b, c, d, e, f = a[:, 1], a[:, 2], a[:, 3], a[:, 4], a[:, 5]
-    det = 4 * d * f - e * e
-    good = (d < 0) & (det > 0)
-    safe = np.where(good, det, 1.0)
-    dx = np.where(good, (-2 * f * b + e * c) / safe, 0.0)
-    dy = np.where(good, (-2 * d * c + e * b) / safe, 0.0)
-    far = (np.abs(dx) > 1) | (np.abs(dy) > 1)
-    return np.where(far, 0.0, dx), np.where(far, 0.0, dy)
-
-
 def matched_filter_peaks(flux: np.ndarray, mask: np.ndarray, bits: int, sign: float,
                          py: np.ndarray, px: np.ndarray, reach: int, edge: int
                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -286,7 +284,7 @@ def matched_filter_peaks(flux: np.ndarray, mask: np.ndarray, bits: int, sign: fl
                         int(reach), int(edge))
     yy = np.clip(cy, 1, f32.shape[0] - 2)[:, None, None] + np.arange(-1, 2)[None, :, None]
     xx = np.clip(cx, 1, f32.shape[1] - 2)[:, None, None] + np.arange(-1, 2)[None, None, :]
-    dx, dy = _quadratic_peaks(sign * f32[yy, xx])
+    dx, dy, _ = quadratic_peaks(sign * f32[yy, xx])
     return cx + dx, cy + dy, ok
 
 
@@ -326,11 +324,14 @@ def detect_transients(subtraction: Subtraction, *, threshold_sigma: float = 5.0,
         py, px, areas = py[keep], px[keep], areas[keep]
         mx, my, mok = matched_filter_peaks(flux, mask, config.mask_bits, sign, py, px,
                                            config.position_reach, config.edge)
+        win = np.arange(-1, 2)
+        sdx, sdy, sval = quadratic_peaks(
+            sign * score[py[:, None, None] + win[None, :, None], px[:, None, None] + win])
+        xs = np.where(mok, mx, px + sdx).tolist()
+        ys = np.where(mok, my, py + sdy).tolist()
         for k, (y, x, area) in enumerate(zip(py.tolist(), px.tolist(), areas.tolist())):
-            dx, dy, val = quadratic_peak(sign * score[y - 1:y + 2, x - 1:x + 2])
-            xs, ys = (float(mx[k]), float(my[k])) if mok[k] else (x + dx, y + dy)
-            rows.append((xs, ys, int(x), int(y), float(score[y, x]), float(sign * val),
-                         sign < 0, area))
+            rows.append((xs[k], ys[k], int(x), int(y), float(score[y, x]),
+                         float(sign * sval[k]), sign < 0, area))
     rows.sort(key=lambda r: -abs(r[5]))
     cols: list[Sequence[Any]] = list(zip(*rows)) if rows else [[] for _ in range(8)]
     dtypes = (np.float64, np.float64, np.int64, np.int64, np.float32, np.float32, bool, np.int64)

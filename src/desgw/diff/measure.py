@@ -62,7 +62,7 @@ import scipy.fft as sfft
 from astropy.table import Table
 from scipy.spatial import cKDTree
 
-from desgw.diff.detect import quadratic_peak
+from desgw.diff.detect import quadratic_peaks
 from desgw.diff.subtract import Subtraction
 from desgw.diff.zogy_psf import TiledPSF
 from desgw.se import maskbits
@@ -256,8 +256,8 @@ def _measure_block(cols: dict[str, np.ndarray], sl: slice, subtraction: Subtract
     fy, fx = np.clip(yr, 0, ny - 1), np.clip(xr, 0, nx - 1)
     patches = sign[:, None, None] * _windows(subtraction.flux_image, fy, fx, np.ones(n, int),
                                              1, 0.0)
-    cols["flux"][sl] = sign * np.array(
-        [quadratic_peak(p)[2] if p[1, 1] > 0 else p[1, 1] for p in patches], dtype=float)
+    cols["flux"][sl] = sign * np.where(patches[:, 1, 1] > 0, quadratic_peaks(patches)[2],
+                                        patches[:, 1, 1])
     cols["flux_err"][sl] = np.asarray(subtraction.flux_err_image[fy, fx], dtype=float)
     own = np.ceil(max(cfg.fit_radius_fwhm, cfg.dipole_radius_fwhm, cfg.mask_radius_fwhm,
                       cfg.aperture_fwhm) * fwhm).astype(np.int64) + 1
