@@ -209,3 +209,16 @@ def test_expcalib_uses_the_se_estimator(tmp_path):
         assert expo.ccds[c].measured.zp == se.zp and expo.ccds[c].measured.method == "weighted"
     orig, *_ = _calibrate(fields, tmp_path / "orig", method="mean", error_floor=0.02)
     assert all(z.measured.method == "mean" for z in orig.ccds.values())
+
+
+def test_zeropoint_method_names_agree():
+    """The CLI's --zp-method choices, the workflow's check and photocal's estimators are one
+    list; an unknown name is refused before any catalogue is read."""
+    from desgw.cli import main
+    from desgw.se.photocal import ZP_METHODS
+    from desgw.workflow.se_calib import calibrate_exposure
+
+    opt = next(p for p in main.commands["expcalib"].params if p.name == "zp_method")
+    assert sorted(opt.type.choices) == sorted(ZP_METHODS)
+    with pytest.raises(ValueError, match="zp_method"):
+        calibrate_exposure(1, 1, 1, directory=".", refcat_dir=".", zp_method="mode")

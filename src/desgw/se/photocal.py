@@ -68,7 +68,7 @@ import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, overload
+from typing import Any, Literal, get_args, overload
 
 import numpy as np
 from astropy.stats import sigma_clip
@@ -501,7 +501,8 @@ def _mag_error(table: Table, name: str, shape: tuple[int, ...]) -> NDArray[np.fl
 
 # ----------------------------------------------------------------------------- zeropoints
 Method = Literal["mean", "median", "weighted"]
-_METHODS = ("mean", "median", "weighted")
+#: The zeropoint estimators, in the order the CLIs list them.
+ZP_METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass(frozen=True, eq=False)
@@ -563,8 +564,8 @@ def _clip_mask(delta: NDArray[np.float64], nsigma: float, iters: int | None,
 def _clipped_zeropoint(delta: NDArray[np.float64], delta_err: NDArray[np.float64], *,
                        nsigma: float, iters: int | None, method: str,
                        error_floor: float) -> ZeropointResult:
-    if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}")
+    if method not in ZP_METHODS:
+        raise ValueError(f"method must be one of {ZP_METHODS}, got {method!r}")
     if not (np.isfinite(nsigma) and nsigma > 0):
         raise ValueError(f"nsigma must be positive, got {nsigma}")
     n = delta.size

@@ -89,8 +89,11 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
     from desgw.io.fitstable import read_table
     from desgw.refcat import RefCatStore, mjd_to_jyear
     from desgw.se.expcalib import DEFAULT_ERROR_FLOOR, DEFAULT_ZP_METHOD, run_expcalib
-    from desgw.se.photocal import ZeropointRules
+    from desgw.se.photocal import ZP_METHODS, ZeropointRules
 
+    method = DEFAULT_ZP_METHOD if zp_method is None else zp_method
+    if method not in ZP_METHODS:
+        raise ValueError(f"zp_method must be one of {ZP_METHODS}, got {method!r}")
     d = Path(directory)
     found = find_fullcats(d, expnum, rnum, pnum)
     if not found:
@@ -109,10 +112,7 @@ def calibrate_exposure(expnum: int, rnum: int, pnum: int, *, directory: str | os
     if corners is None and (d / corners_out_name(expnum)).is_file():
         corners = read_corners_out(d / corners_out_name(expnum)).corners
     ccd_corners = None if corners is None else {c: corners[c] for c in wanted if c in corners}
-    method = DEFAULT_ZP_METHOD if zp_method is None else zp_method
     floor = DEFAULT_ERROR_FLOOR if zp_error_floor is None else float(zp_error_floor)
-    if method not in ("mean", "median", "weighted"):
-        raise ValueError(f"zp_method must be mean, median or weighted, got {method!r}")
     rules = ZeropointRules(method=method, error_floor=floor, ccd_zp=ccd_zp)
     return run_expcalib(expnum, rnum, pnum, wanted, catalogs=catalogs,
                         refcat=RefCatStore(refcat_dir), band=str(band), mags_type=mags_type,
