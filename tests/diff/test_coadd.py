@@ -14,7 +14,7 @@ from astropy.wcs import WCS
 from desgw.diff.coadd import coadd_templates
 from desgw.diff.resample import Resampled, resample_to_grid
 from desgw.diff.resample_stamp import warp_stamp
-from desgw.se.maskbits import CRAY, EDGE, SUSPECT, TRAIL, UNUSABLE
+from desgw.se.maskbits import CRAY, EDGE, SAT, SUSPECT, TRAIL, UNUSABLE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_resample_support import (SHAPE, box_sum, decam_wcs, local_jacobian,
@@ -120,6 +120,8 @@ def test_masks_coverage_and_contributors(scene) -> None:
     m1[3000:3100, 500:600] |= TRAIL    # bad in both
     m2[3000:3100, 500:600] |= CRAY
     m2[1000:1010, 700:710] |= SUSPECT  # informational, good
+    m2[1500:1510, 800:810] |= SAT      # saturated in template 2 only: unusable in the coadd
+    m1[1600:1610, 800:810] |= TRAIL    # a bleed trail in template 1 only: filled by template 2
     assert r1.coverage[2000:2100, 500:600].all() and r2.coverage[2000:2100, 500:600].all()
     assert r1.coverage[3000:3100, 500:600].all() and r2.coverage[3000:3100, 500:600].all()
     t1 = with_weight(r1, SIGMAS[0], mask=m1)
@@ -137,6 +139,15 @@ def test_masks_coverage_and_contributors(scene) -> None:
     assert np.all(co.image[bad] == 0)
     assert np.all(co.mask[1000:1010, 700:710] & SUSPECT)
     assert np.all(co.weight[1000:1010, 700:710] > 0)
+    sat = (slice(1500, 1510), slice(800, 810))
+    assert np.all(co.weight[sat] == 0) and np.all(co.n_contrib[sat] == 0)
+    assert np.all(co.mask[sat] & SAT) and np.all(co.image[sat] == 0)
+    trail = (slice(1600, 1610), slice(800, 810))
+    assert np.all(co.n_contrib[trail] == 1) and np.all(co.weight[trail] > 0)
+    np.testing.assert_allclose(co.image[trail], t2.image[trail] * f2, rtol=1e-5, atol=1e-6)
+    # veto_bits=0: the saturated pixels are filled from template 1 (the former behaviour)
+    co0 = coadd_templates([t1, t2], ZPS, ZP_TARGET, veto_bits=0)
+    assert np.all(co0.n_contrib[sat] == 1) and np.all(co0.weight[sat] > 0)
     none = ~(r1.coverage | r2.coverage)
     assert none.any()
     assert np.all(co.mask[none] == EDGE) and np.all(co.weight[none] == 0)
@@ -240,6 +251,8 @@ def test_fused_path_equals_accumulator_path(scene, method) -> None:
     mask = resampled[0].mask.copy()
     mask[100:140, 300:305] |= CRAY
     mask[500:520, 700:760] |= SUSPECT
+    mask[2000:2012, 600:610] |= SAT  # a saturated core (vetoes the other template there)
+    assert resampled[1].coverage[2000:2012, 600:610].all()
     pair = [with_weight(resampled[0], SIGMAS[0], mask=mask),
             with_weight(resampled[1], SIGMAS[1])]
     r = resampled[0]
@@ -252,6 +265,8 @@ def test_fused_path_equals_accumulator_path(scene, method) -> None:
     assert fused.n_rejected is None and general.n_rejected is not None
     assert int(general.n_rejected.sum()) == 0
     assert np.count_nonzero(fused.n_contrib == 2) > 1000  # the templates overlap
+    assert np.all(fused.weight[2000:2012, 600:610] == 0)
+    assert np.all(fused.mask[2000:2012, 600:610] & SAT)
     for name in ("image", "weight", "gain", "mask", "n_contrib"):
         np.testing.assert_array_equal(getattr(fused, name), getattr(general, name))
     assert fused.noise_correlation_factor == general.noise_correlation_factor

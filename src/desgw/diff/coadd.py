@@ -22,6 +22,24 @@ Masks: where at least one template is good, the mask is the OR of the good contr
 their bits (weight 0); where no template covers the pixel it is EDGE (weight 0). ``n_contrib``
 counts the good contributors.
 
+Saturation (``veto_bits``, default :data:`SATURATION_BITS`): a pixel that any covering template
+has saturated is unusable in the coadd (weight 0, that template's bits), even where other
+templates are good. Filling it from the others alone would change the coadd's PSF inside the
+star's profile: the core comes from the unsaturated templates, the wings from all of them,
+the :class:`CoaddPSF` is the weighted mean of all, and no PSF describes the result.
+Saturation happens only on bright sources, so the error is always large: on the audit's
+crowded night (Moffat beta 2.5, templates of 1.1" and 1.57", search 1.37"), 44 of the 49
+stars (r = 13.5-15.5) saturated in the sharper template only left a positive difference
+residual of S/N 100-800 (9-38 % of the star's flux) and wings that swallowed fainter sources
+5-35 px away; on the Moffat 3.5 dense night 56 of 60 stars saturated only in its 0.71"
+template did. Masked, the core is treated like a star saturated in the search: the
+difference masks it and grows the mask as far as the flux it hides needs
+(:mod:`desgw.diff.subtract`); 3 of the 49 and 0 of the 60 leave such a residual, and the
+CCDs' |S/N| > 100 residuals fall from 100 to 53 and from 163 to 87 (the rest: stars of high
+proper motion, transients, variables, PSF-model errors). Other
+unusable bits (cosmic rays, bad columns, streaks) fall mostly on sky, where any subset of the
+templates gives the same value: those pixels are still filled from the good templates.
+
 The coadd's PSF (:class:`CoaddPSF`) is the mean of the templates' PSFs with the same
 per-pixel combination weights as the image (taken from a coarse map of each template's
 effective weight), each template PSF first mapped through the local Jacobian of its resampling
@@ -48,9 +66,16 @@ import numpy as np
 from desgw.diff.resample import Resampled
 from desgw.diff.resample_mapping import GridMapping
 from desgw.diff.resample_stamp import warp_stamp
-from desgw.se.maskbits import EDGE, UNUSABLE
+from desgw.se.maskbits import EDGE, SAT, UNUSABLE
 
-__all__ = ["Coadd", "CoaddPSF", "OutlierRejection", "PSFLike", "coadd_templates"]
+__all__ = ["Coadd", "CoaddPSF", "OutlierRejection", "PSFLike", "SATURATION_BITS",
+           "coadd_templates"]
+
+#: Mask bits of a template that make a coadd pixel unusable even where other templates are
+#: good (module docstring, *Saturation*): saturated cores. Not the bleed trails (TRAIL,
+#: EDGEBLEED): along a column away from the core they hold the star's spilled charge over
+#: mostly blank sky, which the other templates fill correctly.
+SATURATION_BITS = SAT
 
 log = logging.getLogger(__name__)
 
@@ -344,8 +369,10 @@ def _cells(nx, cell):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True)
-def _finalise(num, den, var_num, pois_num, mask_good, mask_all, covered, edge, unusable):
-    """Coadd image, weight, source gain and mask from the accumulators."""
+def _finalise(num, den, var_num, pois_num, mask_good, mask_all, covered, edge, unusable, veto,
+              n_contrib):
+    """Coadd image, weight, source gain and mask from the accumulators; pixels with a ``veto``
+    bit in any covering template get no data (their ``den`` and ``n_contrib`` set to 0)."""
     ny, nx = num.shape
     image = np.zeros((ny, nx), dtype=np.float32)
     weight = np.zeros((ny, nx), dtype=np.float32)
@@ -354,6 +381,10 @@ def _finalise(num, den, var_num, pois_num, mask_good, mask_all, covered, edge, u
     for r in range(ny):
         for x in range(nx):
             d = den[r, x]
+            if d > 0 and (mask_all[r, x] & veto) != 0:
+                den[r, x] = 0.0
+                n_contrib[r, x] = 0
+                d = 0.0
             if d > 0:
                 image[r, x] = num[r, x] / d
                 v = var_num[r, x] / (d * d)
@@ -438,12 +469,13 @@ def _single(image, mask, weight, coverage, f, weighted, unusable, edge, cell):
 
 
 @numba.njit(cache=True)
-def _fused(images, masks, weights, coverages, fs, boxes, weighted, unusable, edge, cell):
+def _fused(images, masks, weights, coverages, fs, boxes, weighted, unusable, veto, edge, cell):
     """Several templates in one pass over the output pixels, no rejection: per pixel the
     contributions of the templates whose coverage box holds it are summed in registers (in
     template order, as :func:`_accumulate` adds them) and :func:`_finalise`'s outputs and
     :func:`_cell_fraction`'s maps written at once, without the full-size float64
-    accumulators. Returns image, weight, gain, mask, n_contrib, the per-template sums of
+    accumulators (a pixel with a ``veto`` bit in any covering template gets no data, as in
+    :func:`_finalise`). Returns image, weight, gain, mask, n_contrib, the per-template sums of
     ``c**2 var`` and the (n, cells_y, cells_x) PSF weight maps."""
     n = len(images)
     ny, nx = images[0].shape
@@ -496,6 +528,9 @@ def _fused(images, masks, weights, coverages, fs, boxes, weighted, unusable, edg
                     k += 1
                     m_good |= m
                     cs[t] = c
+            if den > 0 and (m_all & veto) != 0:
+                den = 0.0
+                k = 0
             n_contrib[r, x] = k
             if den > 0:
                 image[r, x] = num / den
@@ -630,7 +665,8 @@ class OutlierRejection:
 
 def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_target: float,
                     psfs: Sequence[PSFLike] | None = None, *, method: str = "weighted",
-                    psf_cell: int = 64, reject: OutlierRejection | None = None) -> Coadd:
+                    psf_cell: int = 64, reject: OutlierRejection | None = None,
+                    veto_bits: int = SATURATION_BITS) -> Coadd:
     """Combine templates resampled onto the search grid into one coadd on a target zeropoint.
 
     Parameters
@@ -650,6 +686,10 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     reject : OutlierRejection or None
         Outlier rejection where >= 3 templates are good (None: ``OutlierRejection()``; pass
         ``OutlierRejection(enabled=False)`` for none). ``Coadd.n_rejected`` counts them.
+    veto_bits : int
+        Mask bits that make a pixel unusable in the coadd when any covering template has them
+        (module docstring, *Saturation*); 0 fills every unusable template pixel from the good
+        templates.
 
     Returns
     -------
@@ -678,7 +718,7 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
     if not (try_reject and _may_reach(boxes, reject.min_templates)):
         # no pixel can have enough templates for the rejection: one fused pass
         return _coadd_fused(resampled, scales, boxes, zp_target, psfs, weighted, method,
-                            psf_cell, try_reject)
+                            psf_cell, try_reject, int(veto_bits))
     num = np.zeros(shape)
     den = np.zeros(shape)
     var_num = np.zeros(shape)
@@ -700,7 +740,8 @@ def coadd_templates(resampled: Sequence[Resampled], zps: Sequence[float], zp_tar
         n_rejected = _reject(resampled, scales, weighted, n_contrib, num, den, var_num,
                              pois_num, reject)
     image, weight, gain, mask = _finalise(num, den, var_num, pois_num, mask_good, mask_all,
-                                          covered, int(EDGE), int(UNUSABLE))
+                                          covered, int(EDGE), int(UNUSABLE), int(veto_bits),
+                                          n_contrib)
     psf = None
     if psfs is not None:
         maps = np.stack([_cell_fraction(r.mask, r.weight, r.coverage, f, weighted,
@@ -736,7 +777,7 @@ def _coadd_one(r: Resampled, f: float, zp_target: float, psfs: Sequence[PSFLike]
 def _coadd_fused(resampled: Sequence[Resampled], scales: Sequence[float],
                  boxes: Sequence[tuple[int, int, int, int]], zp_target: float,
                  psfs: Sequence[PSFLike] | None, weighted: bool, method: str, psf_cell: int,
-                 tried_reject: bool) -> Coadd:
+                 tried_reject: bool, veto_bits: int) -> Coadd:
     """:func:`coadd_templates` of several templates where no rejection can apply (same
     outputs as the accumulator path, one pass: :func:`_fused`)."""
     image, weight, gain, mask, n_contrib, s, maps = _fused(
@@ -745,7 +786,7 @@ def _coadd_fused(resampled: Sequence[Resampled], scales: Sequence[float],
         tuple(np.ascontiguousarray(r.weight, np.float32) for r in resampled),
         tuple(np.ascontiguousarray(r.coverage, np.bool_) for r in resampled),
         np.asarray(scales, np.float64), np.asarray(boxes, np.int64).reshape(-1, 4), weighted,
-        int(UNUSABLE), int(EDGE), int(psf_cell))
+        int(UNUSABLE), veto_bits, int(EDGE), int(psf_cell))
     f_num = f_den = 0.0
     for r, si in zip(resampled, s.tolist()):
         f_num += r.noise_correlation_factor * si
