@@ -35,12 +35,14 @@ def _exact(prof: galsim.GSObject, n: int) -> tuple[np.ndarray, float]:
 
 @pytest.mark.parametrize("beta,fwhm,e1,e2", [(2.5, 3.0, 0.0, 0.0), (2.5, 4.5, 0.05, -0.03),
                                              (3.5, 4.0, 0.0, 0.06), (3.5, 7.0, 0.0, 0.0),
-                                             (5.0, 6.0, -0.04, 0.0)])
+                                             (5.0, 6.0, -0.04, 0.0), (3.5, 2.7, 0.0, 0.0),
+                                             (2.5, 2.7, 0.0, 0.0)])
 def test_moffat_exact(beta, fwhm, e1, e2):
     n = _stamp_side(fwhm)
     stamp, exact = _exact(galsim.Moffat(beta=beta, fwhm=fwhm).shear(e1=e1, e2=e2), n)
     corr = psf_aperture_correction(_model(stamp))
-    # measured: within 1e-4 of the exact value
+    # measured: within 1e-4 of the exact value (FWHM 2.7 px: +0.29 % and +0.54 % when the
+    # 25-px stamp's last wing ring, its 4 pixels at r = 12 with no scatter, set the chi-squared)
     assert corr >= 1.0
     assert corr == pytest.approx(exact, abs=3e-4)
 
