@@ -21,8 +21,10 @@ def test_star_matches_galsim_pixel_integration(fwhm, e1, e2):
     ref = galsim.ImageD(121, 121, scale=1.0)
     galsim.Moffat(beta=3.0, fwhm=fwhm).shear(e1=e1, e2=e2).withFlux(1e6).drawImage(
         ref, offset=(x0 - 60, y0 - 60), method="auto")
-    # the 1e-3 wing outside the stamp is redistributed: agreement to < 1e-3 of the peak
-    assert np.abs(img - ref.array).max() < 1e-3 * ref.array.max()
+    # inside the stamp, galsim's pixels; beyond it (<= 1e-3 of the flux), nothing
+    r = int(moffat_radius(np.array([1e6]), _m(fwhm, e1, e2), 3.0)[0])
+    inside = np.s_[60 - r + 1:60 + r, 60 - r + 1:60 + r]
+    assert np.abs(img - ref.array)[inside].max() < 4e-4 * ref.array.max()
 
 
 def test_star_flux_and_centroid():
@@ -39,6 +41,27 @@ def test_star_flux_and_centroid():
         assert abs(img[ap].sum() / 2e5 - 1) < 1e-3
         assert abs((img * xx).sum() / img.sum() - x[k]) < 0.005
         assert abs((img * yy).sum() / img.sum() - y[k]) < 0.005
+
+
+@pytest.mark.parametrize("beta", [2.5, 3.5, 5.0])
+@pytest.mark.parametrize("fwhm", [2.7, 4.0, 6.0])
+def test_star_keeps_its_wing_beyond_the_stamp_out(beta, fwhm):
+    """A star's image holds its total flux times the Moffat fraction enclosed by the stamp's
+    elliptical cut (1 - (1 + q_cut)**(1 - beta)), not the whole flux: a stamp rescaled to the
+    total puts the far wing's light (0.02-0.1 %) into the star and makes it brighter than its
+    truth."""
+    m = _m(fwhm, 0.05, -0.02, beta)
+    for flux in (3e3, 1e5, 1e7):
+        r = int(moffat_radius(np.array([flux]), m, beta)[0])
+        n = 2 * r + 41
+        img = np.zeros((n, n), np.float32)
+        add_moffat_stars(img, np.array([n // 2 + 0.3]), np.array([n // 2 - 0.2]),
+                         np.array([flux]), m, beta)
+        det = m[0, 0] * m[0, 2] - m[0, 1] ** 2
+        q_cut = (r - 0.5) ** 2 * det / max(m[0, 0], m[0, 2])
+        enclosed = 1.0 - (1.0 + q_cut) ** (1.0 - beta)
+        assert enclosed < 1.0 - 1e-6
+        assert abs(img.sum(dtype=np.float64) / flux - enclosed) < 5e-5
 
 
 def test_stamp_radius_grows_with_flux():
@@ -92,9 +115,10 @@ def test_kolmogorov_star_matches_galsim(fwhm, e1, e2):
     ref = galsim.ImageD(121, 121, scale=1.0)
     galsim.Kolmogorov(fwhm=fwhm).shear(e1=e1, e2=e2).withFlux(1e6).drawImage(
         ref, offset=(x0 - 60, y0 - 60), method="auto")
-    # the wing beyond the stamp (r**-11/3) is redistributed inside it, as for the Moffat
+    # galsim's pixels inside the stamp; the wing beyond it (r**-11/3) is not drawn
     assert np.abs(img - ref.array).max() < 2e-3 * ref.array.max()
     assert abs(img.sum() / 1e6 - 1) < 3e-3  # 121 x 121 image: the rest lies outside
+    assert img.sum(dtype=np.float64) < ref.array.sum()
     # not a Moffat: its wing at 5 FWHM is brighter than a beta 3 Moffat's of the same FWHM
     mof = np.zeros((121, 121), np.float32)
     add_moffat_stars(mof, np.array([x0]), np.array([y0]), np.array([1e6]), _m(fwhm, e1, e2), 3.0)
