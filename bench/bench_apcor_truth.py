@@ -64,17 +64,6 @@ def _median(v: np.ndarray) -> float:
     return round(float(np.median(v)), 5)
 
 
-def _profile_name(d: Path, spec_profile: str) -> str:
-    """The night's PSF profile: ``night.json``'s survey setting where it names one."""
-    import json
-
-    try:
-        night = json.loads((d / "truth" / "night.json").read_text())
-        return str(night["survey_config"]["psf_profile"])
-    except (OSError, KeyError, ValueError):
-        return spec_profile
-
-
 def _star_terms(prof: Any, r: int, h: int, dx: float, dy: float) -> tuple[float, float]:
     """(light inside the model's stamp over the untruncated total, light beyond the
     simulator's stamp of half-size ``r`` over that total) of one unit-flux star."""
@@ -116,7 +105,7 @@ def measure(root: Path, night: str, e: int, c: int) -> dict[str, Any]:
     bright &= ~flags[idx] & (snr[idx] > 100)
     bi = np.flatnonzero(bright)
     apcor = float(res.header["PSFAPCOR"])
-    profile = _profile_name(d, spec.psf.profile)
+    profile = spec.psf.profile
     stamp_beta = 11.0 / 6.0 if profile == "kolmogorov" else spec.psf.beta
     gsp = galsim.GSParams(maximum_fft_size=32768, folding_threshold=1e-4)
 

@@ -66,7 +66,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
     os.environ.setdefault(_var, "1")
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -80,15 +79,6 @@ sys.path.insert(0, str(BENCH))
 
 from bench_sky_truth import _process
 from benchjson import emit, load_average
-
-
-def _profile_name(d: Path, spec_profile: str) -> str:
-    """The night's PSF profile: ``night.json``'s survey setting where it names one."""
-    try:
-        night = json.loads((d / "truth" / "night.json").read_text())
-        return str(night["survey_config"]["psf_profile"])
-    except (OSError, KeyError, ValueError):
-        return spec_profile
 
 
 def _median(v: np.ndarray) -> float:
@@ -248,7 +238,7 @@ def measure(root: Path, night: str, e: int, c: int, levels: list[float] | None =
 
     apcor = float(res.header["PSFAPCOR"])
     skyvar = float(res.header["SKYSIGMA"]) ** 2
-    profile = _profile_name(d, spec.psf.profile)
+    profile = spec.psf.profile
     lp = local_psf(spec.psf, c, tx[bi], ty[bi], spec.distortion, variation=True)
     # the simulator sizes a Kolmogorov star's stamp as a Moffat of the same wing slope
     stamp_beta = 11.0 / 6.0 if profile == "kolmogorov" else lp.beta

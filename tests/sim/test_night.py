@@ -168,6 +168,27 @@ def test_night_is_deterministic(fake_night, tmp_path, monkeypatch):
     assert (tmp_path / "gaia" / "gaia_sim.csv").read_bytes() == (out / "gaia" / "gaia_sim.csv").read_bytes()
 
 
+def test_old_truth_reads_the_profile_from_night_json(fake_night, tmp_path):
+    """Truth written before exposures.csv had ``psf_profile`` (the audit's nights of session
+    11) reads back the profile night.json's survey setting names, not Moffat."""
+    import json
+    import shutil
+
+    from desgw.io.products import write_csv
+
+    out, _, _ = fake_night
+    shutil.copytree(out / "truth", tmp_path / "truth")
+    exp = read_csv(tmp_path / "truth" / "exposures.csv")
+    exp.remove_column("psf_profile")
+    write_csv(tmp_path / "truth" / "exposures.csv", exp)
+    meta = json.loads((tmp_path / "truth" / "night.json").read_text())
+    meta["survey_config"]["psf_profile"] = "kolmogorov"
+    (tmp_path / "truth" / "night.json").write_text(json.dumps(meta))
+    truth = load_truth(tmp_path)
+    assert {truth.exposure_spec(e).psf.profile for e in truth.expnums} == {"kolmogorov"}
+    assert {load_truth(out).exposure_spec(e).psf.profile for e in truth.expnums} == {"moffat"}
+
+
 def test_load_truth_names_missing_file(tmp_path):
     with pytest.raises(MissingFileError, match=r"objects\.parquet"):
         load_truth(tmp_path)

@@ -251,10 +251,17 @@ def load_truth(outdir: str | os.PathLike[str]) -> Truth:
         meta = json.loads((tdir / "night.json").read_text())
     except (OSError, ValueError) as exc:
         raise CorruptFileError(tdir / "night.json", None, f"not readable JSON ({exc})") from exc
+    exposures = read_csv(tdir / "exposures.csv")
+    if "psf_profile" not in exposures.colnames:
+        # truth written before the column existed: the night's survey setting, which
+        # night.json has always recorded (every exposure of a night has the same profile)
+        profile = (meta.get("survey_config") or {}).get("psf_profile")
+        if profile:
+            exposures["psf_profile"] = [str(profile)] * len(exposures)
     return Truth(
         outdir=root,
         objects=read_parquet(tdir / "objects.parquet"),
-        exposures=read_csv(tdir / "exposures.csv"),
+        exposures=exposures,
         ccds=read_csv(tdir / "ccds.csv"),
         fluxes=read_parquet(tdir / "fluxes.parquet"),
         transients=read_csv(tdir / "transients.csv"),
