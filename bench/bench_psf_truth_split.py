@@ -51,9 +51,8 @@ ratio for each and, by linear interpolation, the level at which the ratio would 
 the PSF stars' stamps would need subtracted for an unbiased FLUX_PSF, to set against the
 measured ``level_rings`` and the fitted ``psfped``.
 
-Truth written before ``exposures.csv`` had its ``psf_profile`` column reads as Moffat
-(:func:`desgw.sim.truth.load_truth`); the profile is then taken from ``night.json``'s
-``survey_config.psf_profile``.
+Truth written before ``exposures.csv`` had its ``psf_profile`` column gets the profile from
+``night.json``'s ``survey_config.psf_profile`` (:func:`desgw.sim.truth.load_truth`).
 
 Prints one JSON object (``--out`` writes it) with a row per CCD, the commit and the load.
 """
