@@ -47,7 +47,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from bench_sky_truth import _process
-from benchjson import emit, load_average
+from benchjson import run_cases
 
 
 def _old_module(ref: str) -> ModuleType:
@@ -136,18 +136,9 @@ def main() -> None:
     ap.add_argument("--old-ref", default="main", help="git ref of the old process_steps.py")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    commit = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
     old = _old_module(a.old_ref)
-    out: dict[str, Any] = {"benchmark": "apcor_jackknife", "commit": commit,
-                           "old_ref": a.old_ref, "load_avg_start": load_average(), "rows": []}
-    for case in a.cases.split(","):
-        night, e, c = case.split(":")
-        row = measure(a.root, night, int(e), int(c), a.groups, old)
-        print(row, file=sys.stderr, flush=True)
-        out["rows"].append(row)
-    out["load_avg_end"] = load_average()
-    emit(out, a.out)
+    run_cases("apcor_jackknife", a.cases,
+              lambda n, e, c: measure(a.root, n, e, c, a.groups, old), a.out, old_ref=a.old_ref)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse
 import contextlib
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -67,7 +65,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from bench_sky_truth import _process
-from benchjson import emit, load_average
+from benchjson import run_cases
 
 
 @contextlib.contextmanager
@@ -247,19 +245,8 @@ def main() -> None:
                     help="jackknife groups of PSF candidates for the PSF-model noise")
     ap.add_argument("--out", type=Path)
     a = ap.parse_args()
-    commit = subprocess.run(["git", "-C", str(BENCH.parent), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    out: dict[str, Any] = {"benchmark": "psf_flux_split", "commit": commit,
-                           "load_avg_start": load_average(), "rows": []}
-    t0 = time.process_time()
-    for case in a.cases.split(","):
-        night, e, c = case.split(":")
-        row = measure(a.root, night, int(e), int(c), a.groups)
-        print(row, file=sys.stderr, flush=True)
-        out["rows"].append(row)
-    out["cpu_s"] = round(time.process_time() - t0, 1)
-    out["load_avg_end"] = load_average()
-    emit(out, a.out)
+    run_cases("psf_flux_split", a.cases, lambda n, e, c: measure(a.root, n, e, c, a.groups),
+              a.out)
 
 
 if __name__ == "__main__":
